@@ -1,0 +1,46 @@
+"""The `deploy` command line. main() is the one place errors become exit codes."""
+from __future__ import annotations
+
+import sys
+
+import click
+
+from deployer.cli.app import cli
+from deployer.cli import inventory as _inventory  # noqa: F401  (registers commands)
+from deployer.cli import ship as _ship  # noqa: F401
+from deployer.cli import runs as _runs  # noqa: F401
+from deployer.cli import playbook as _playbook  # noqa: F401
+from deployer.errors import DeployError
+
+__all__ = ["cli", "main"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the CLI, map deployer errors to exit codes, no traceback unless -v."""
+    verbose = any(a in ("-v", "--verbose") for a in (argv if argv is not None else sys.argv[1:]))
+    try:
+        cli.main(args=argv, prog_name="deploy", standalone_mode=False)
+    except DeployError as exc:
+        if verbose:
+            import traceback
+
+            traceback.print_exc()
+        click.echo(f"error: {exc}", err=True)
+        return exc.exit_code
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        return 130
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        return 130
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        return 2 if isinstance(exc, click.UsageError) else exc.exit_code
+    except Exception as exc:  # noqa: BLE001 - last resort: a bug, reported without a traceback
+        if verbose:
+            raise
+        click.echo(f"error: internal error: {type(exc).__name__}: {exc}\n  (run with -v for the traceback)", err=True)
+        return 1
+    return 0

@@ -1,0 +1,2 @@
+"""`deploy inventory` commands (wiring only)."""
+from __future__ import annotations

@@ -1,0 +1,2 @@
+"""`deploy playbook` commands (wiring only)."""
+from __future__ import annotations

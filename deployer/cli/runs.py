@@ -1,0 +1,2 @@
+"""`deploy runs` commands (wiring only)."""
+from __future__ import annotations

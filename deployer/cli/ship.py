@@ -1,0 +1,2 @@
+"""`deploy ship` commands (wiring only)."""
+from __future__ import annotations

@@ -1,0 +1,142 @@
+"""One exception tree for deployer.
+
+    DeployError                     base; exit code 1 unless a family says otherwise
+    ├── UsageError                  bad input from the user: exit code 2
+    │   ├── InventoryError          inventory file/vars/pattern problems (file, line, key path)
+    │   ├── PlaybookError           playbook validation (file, line, key path)
+    │   └── SpecError               malformed flag values (--gpus, -v, -e ...)
+    ├── LocalError                  the workstation side: local Docker, files
+    ├── HostError                   something failed on or while reaching one host (.host)
+    │   ├── ConnectError            cannot reach/open SSH; transient (retried)
+    │   ├── AuthError               authentication refused; never retried
+    │   ├── HostKeyError            unknown or changed host key; never retried
+    │   ├── CommandError            a remote command exited non-zero (.result)
+    │   ├── TransferError           bytes did not arrive intact (hash mismatch, short file)
+    │   ├── PreflightError          a precondition on the host is not met (disk, docker, gpus)
+    │   └── LockError               another deploy holds the host lock
+    └── (nothing else: lower-layer exceptions are translated where they are caught)
+
+Every message says what failed, where, and what to do. The CLI maps families to exit
+codes in one place (deployer.cli.main).
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from deployer.transport.result import Result
+
+
+class DeployError(Exception):
+    """Base of every error deployer raises on purpose."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        if self.hint:
+            return f"{self.message}\n  hint: {self.hint}"
+        return self.message
+
+
+class UsageError(DeployError):
+    """Bad input: flags, files, patterns. Exit code 2."""
+
+    exit_code = 2
+
+
+class LocatedError(UsageError):
+    """A usage error that points into a file: file:line and a key path."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | None = None,
+        line: int | None = None,
+        key_path: str | None = None,
+        hint: str | None = None,
+    ) -> None:
+        self.file = file
+        self.line = line
+        self.key_path = key_path
+        where = ""
+        if file:
+            where = file + (f":{line}" if line else "")
+        if key_path:
+            where = f"{where}: {key_path}" if where else key_path
+        super().__init__(f"{where}: {message}" if where else message, hint=hint)
+        self.reason = message
+
+
+class InventoryError(LocatedError):
+    """Inventory could not be loaded or a pattern is invalid."""
+
+
+class PlaybookError(LocatedError):
+    """Playbook failed validation."""
+
+
+class SpecError(UsageError):
+    """A malformed value given on the command line or in a spec."""
+
+
+class LocalError(DeployError):
+    """The local side failed: local Docker daemon, local files."""
+
+
+class HostError(DeployError):
+    """A failure tied to one host."""
+
+    transient = False
+
+    def __init__(self, host: str, message: str, *, hint: str | None = None) -> None:
+        self.host = host
+        super().__init__(f"{host}: {message}", hint=hint)
+        self.reason = message
+
+
+class ConnectError(HostError):
+    """The host could not be reached, or the connection dropped. Retried."""
+
+    transient = True
+
+
+class AuthError(HostError):
+    """SSH authentication was refused. Never retried."""
+
+
+class HostKeyError(HostError):
+    """The host key is unknown or has changed. Never retried."""
+
+
+class CommandError(HostError):
+    """A remote command exited non-zero."""
+
+    def __init__(self, host: str, result: Result, *, what: str | None = None, hint: str | None = None) -> None:
+        self.result = result
+        tail = result.stderr_tail()
+        msg = f"{what or 'command failed'}: `{result.command}` exited {result.exited}"
+        if tail:
+            msg += f"\n  stderr: {tail}"
+        super().__init__(host, msg, hint=hint)
+
+
+class TransferError(HostError):
+    """Bytes did not arrive intact. Transient when the link dropped mid-stream."""
+
+    def __init__(self, host: str, message: str, *, transient: bool = False, hint: str | None = None) -> None:
+        super().__init__(host, message, hint=hint)
+        self.transient = transient
+
+
+class PreflightError(HostError):
+    """A precondition on the host is not met; nothing was changed."""
+
+
+class LockError(HostError):
+    """Another deploy holds this host's lock."""

@@ -1,0 +1,60 @@
+"""A host as deployer sees it: merged inventory vars plus the settings derived from them."""
+from __future__ import annotations
+
+import os
+import shlex
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+DEFAULT_STAGING_DIR = "/var/tmp/deployer"
+DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts"
+VIA_CHOICES = ("auto", "registry", "tarball")
+
+
+@dataclass(frozen=True)
+class Host:
+    """One inventory host. `vars` are merged exactly as ansible-inventory merges them."""
+
+    name: str
+    vars: Mapping[str, Any] = field(default_factory=dict)
+    groups: tuple[str, ...] = ()
+
+    @property
+    def address(self) -> str:
+        return str(self.vars.get("ansible_host") or self.name)
+
+    @property
+    def port(self) -> int:
+        return int(self.vars.get("ansible_port") or 22)
+
+    @property
+    def user(self) -> str | None:
+        user = self.vars.get("ansible_user")
+        return str(user) if user else None
+
+    @property
+    def key_file(self) -> str | None:
+        key = self.vars.get("ansible_ssh_private_key_file")
+        return os.path.expanduser(str(key)) if key else None
+
+    @property
+    def via(self) -> str:
+        return str(self.vars.get("deploy_via") or "auto")
+
+    @property
+    def registry(self) -> str | None:
+        reg = self.vars.get("deploy_registry")
+        return str(reg) if reg else None
+
+    @property
+    def staging_dir(self) -> str:
+        return str(self.vars.get("deploy_staging_dir") or DEFAULT_STAGING_DIR)
+
+    @property
+    def docker(self) -> tuple[str, ...]:
+        """The remote Docker command as argv, e.g. ('sudo', 'docker')."""
+        return tuple(shlex.split(str(self.vars.get("deploy_docker") or "docker")))
+
+    @property
+    def known_hosts(self) -> str:
+        return os.path.expanduser(str(self.vars.get("deploy_known_hosts") or DEFAULT_KNOWN_HOSTS))
