@@ -10,6 +10,8 @@ from deployer.cli import inventory as _inventory  # noqa: F401  (registers comma
 from deployer.cli import ship as _ship  # noqa: F401
 from deployer.cli import runs as _runs  # noqa: F401
 from deployer.cli import playbook as _playbook  # noqa: F401
+from deployer.cli import check as _check  # noqa: F401  (adds check/trust to `inventory`)
+from deployer.cli import bundle as _bundle  # noqa: F401
 from deployer.errors import DeployError
 
 __all__ = ["cli", "main"]

@@ -1,0 +1,2 @@
+"""`deploy bundle` commands (wiring only)."""
+from __future__ import annotations

@@ -1,0 +1,2 @@
+"""`deploy check` commands (wiring only)."""
+from __future__ import annotations
