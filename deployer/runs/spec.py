@@ -1,0 +1,183 @@
+"""What to run: RunSpec, and the pure parsers for its flag values (-v, -e, --env-file, names).
+
+Everything here is pure and raises SpecError (exit 2) with one clear message.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Iterable, Mapping
+
+from deployer.errors import SpecError
+from deployer.runs.gpus import GpuRequest, parse_gpus
+
+# docker's own rule for container and volume names (daemon/names/names.go).
+NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
+_MODES = {"ro", "rw", "z", "Z", "nocopy", "shared", "rshared", "slave", "rslave", "private", "rprivate"}
+_RESTART_RE = re.compile(r"^(no|always|unless-stopped|on-failure(:[0-9]+)?)$")
+# units.RAMInBytes, which docker uses for --memory and --shm-size.
+_SIZE_RE = re.compile(r"^[0-9]+(\.[0-9]+)* ?[kmgtp]?i?b?$", re.IGNORECASE)
+_IPC_RE = re.compile(r"^(none|private|shareable|host|container:.+)$")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One container to start on each selected host; the shape `deploy run` and playbooks share."""
+
+    image: str
+    name: str | None = None
+    gpus: str | None = None
+    volumes: tuple[str, ...] = ()  # "SRC:DST[:ro|rw]"
+    env: tuple[tuple[str, str], ...] = ()
+    env_file: str | None = None  # a file on the workstation; its contents never touch a command line
+    shm_size: str | None = None
+    ipc: str | None = None
+    memory: str | None = None
+    restart: str | None = None
+    workdir: str | None = None
+    command: tuple[str, ...] = ()
+    labels: tuple[tuple[str, str], ...] = ()
+    mkdirs: bool = False
+    replace: bool = False
+
+
+@dataclass(frozen=True)
+class Volume:
+    """One -v value: a bind mount (absolute host path) or a named docker volume."""
+
+    source: str
+    target: str
+    mode: str = ""  # e.g. "ro", "rw", "ro,z"
+
+    @property
+    def bind(self) -> bool:
+        return self.source.startswith("/")
+
+    @property
+    def read_only(self) -> bool:
+        return "ro" in self.mode.split(",")
+
+    def __str__(self) -> str:
+        return f"{self.source}:{self.target}" + (f":{self.mode}" if self.mode else "")
+
+
+def parse_volume(value: str) -> Volume:
+    """Parse SRC:DST[:MODE]; SRC is an absolute host path or a volume name, never a relative path."""
+    parts = value.split(":")
+    if len(parts) not in (2, 3) or not all(parts[:2]):
+        raise SpecError(f"-v {value!r}: expected SRC:DST[:ro|rw] (e.g. /data/imagenet:/data:ro)")
+    src, dst = parts[0], parts[1]
+    mode = parts[2] if len(parts) == 3 else ""
+    if not src.startswith("/") and not NAME_RE.match(src):
+        raise SpecError(
+            f"-v {value!r}: host path {src!r} is relative",
+            hint="give an absolute path on the host (e.g. /srv/data), or a volume name like `cache`",
+        )
+    if not dst.startswith("/") or dst == "/":
+        raise SpecError(f"-v {value!r}: container path {dst!r} must be absolute and not /")
+    items = mode.split(",") if mode else []
+    bad = [m for m in items if m not in _MODES]
+    if bad or len(items) != len(set(items)) or {"ro", "rw"} <= set(items):
+        raise SpecError(f"-v {value!r}: invalid mode {mode!r}", hint="use ro or rw (optionally with z, Z, nocopy, propagation)")
+    return Volume(src, dst, mode)
+
+
+def parse_env(value: str, environ: Mapping[str, str] | None = None) -> tuple[str, str]:
+    """Parse -e K=V; a bare K takes its value from environ (the workstation's), as docker does."""
+    key, sep, val = value.partition("=")
+    _check_key(key, f"-e {key}")
+    if not sep:
+        if environ is None or key not in environ:
+            raise SpecError(f"-e {key}: {key} is not set in your environment", hint=f"give a value: -e {key}=VALUE")
+        val = environ[key]
+    if "\n" in val or "\0" in val:
+        raise SpecError(f"-e {key}: the value holds a newline or NUL, which docker's env file cannot carry")
+    return key, val
+
+
+def parse_env_file(text: str, source: str, environ: Mapping[str, str] | None = None) -> list[tuple[str, str]]:
+    """Parse an env file the way `docker run --env-file` does (K=V lines, # comments, bare K from env)."""
+    out: list[tuple[str, str]] = []
+    for lineno, raw in enumerate(text.lstrip("\ufeff").splitlines(), 1):
+        line = raw.lstrip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, val = line.partition("=")
+        if not key:
+            raise SpecError(f"{source}:{lineno}: no variable name before '='")
+        if re.search(r"\s", key):
+            raise SpecError(f"{source}:{lineno}: variable {key!r} contains whitespace")
+        if not sep:
+            if environ is not None and key in environ:
+                out.append((key, environ[key]))
+            continue
+        out.append((key, val))
+    return out
+
+
+def _check_key(key: str, what: str) -> None:
+    if not key or re.search(r"\s", key) or "\0" in key:
+        raise SpecError(f"{what}: invalid variable name {key!r}")
+
+
+def merge_env(file_env: Iterable[tuple[str, str]], flag_env: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """--env-file first, then -e; a later value for the same key wins (docker's order)."""
+    merged: dict[str, str] = {}
+    for key, val in [*file_env, *flag_env]:
+        merged.pop(key, None)
+        merged[key] = val
+    return list(merged.items())
+
+
+def env_file_text(env: Iterable[tuple[str, str]]) -> str:
+    """The remote env file's contents (docker env-file format)."""
+    return "".join(f"{k}={v}\n" for k, v in env)
+
+
+def check_name(name: str) -> str:
+    """A valid docker container name, or SpecError."""
+    if not NAME_RE.match(name):
+        raise SpecError(f"--name {name!r}: not a valid container name",
+                        hint="use letters, digits, '_', '.', '-' (at least 2 chars, starting with a letter or digit)")
+    return name
+
+
+def default_name(image: str, now: datetime | None = None) -> str:
+    """A name from the image's repository and the UTC time: trainer:v3 -> trainer-20261129-153012."""
+    now = now or datetime.now(timezone.utc)
+    ref = image.split("@", 1)[0]
+    repo = ref.rsplit("/", 1)[-1].split(":", 1)[0]
+    base = re.sub(r"[^a-zA-Z0-9_.-]+", "-", repo).strip("-._") or "run"
+    return f"{base[:40]}-{now.strftime('%Y%m%d-%H%M%S')}"
+
+
+def validate(spec: RunSpec) -> tuple[GpuRequest | None, tuple[Volume, ...]]:
+    """Check every field of spec; returns the parsed GPU request and volumes. SpecError on bad input."""
+    if not spec.image or spec.image.startswith("-") or any(c.isspace() for c in spec.image):
+        raise SpecError(f"--image {spec.image!r}: not an image reference")
+    if spec.name is not None:
+        check_name(spec.name)
+    gpus = parse_gpus(spec.gpus) if spec.gpus is not None else None
+    volumes = tuple(parse_volume(v) for v in spec.volumes)
+    targets = [v.target for v in volumes]
+    dup = {t for t in targets if targets.count(t) > 1}
+    if dup:
+        raise SpecError(f"-v: container path {sorted(dup)[0]} is mounted twice")
+    for key, val in spec.env:
+        _check_key(key, f"-e {key}")
+        if "\n" in val or "\0" in val:
+            raise SpecError(f"-e {key}: the value holds a newline or NUL, which docker's env file cannot carry")
+    for flag, value in (("--shm-size", spec.shm_size), ("--memory", spec.memory)):
+        if value is not None and not _SIZE_RE.match(value):
+            raise SpecError(f"{flag} {value!r}: not a size", hint="e.g. 512m, 8g, 16GiB")
+    if spec.restart is not None and not _RESTART_RE.match(spec.restart):
+        raise SpecError(f"--restart {spec.restart!r}: unknown policy", hint="no, always, unless-stopped, on-failure[:N]")
+    if spec.ipc is not None and not _IPC_RE.match(spec.ipc):
+        raise SpecError(f"--ipc {spec.ipc!r}: unknown mode", hint="host, private, shareable, none, container:NAME")
+    if spec.workdir is not None and not spec.workdir.startswith("/"):
+        raise SpecError(f"--workdir {spec.workdir!r}: must be an absolute path in the container")
+    for key, _ in spec.labels:
+        if not key or "=" in key:
+            raise SpecError(f"label {key!r}: invalid key")
+    return gpus, volumes
