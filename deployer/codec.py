@@ -1,0 +1,46 @@
+"""Which compression a host's `docker load` can take for layer files.
+
+Verified on the testbed's dockerd 20.10.24 (see tests/integration/test_export.py):
+- a save-format tar whose `<dir>/layer.tar` entries are gzip files loads and yields the same
+  image id (tarexport's loadLayer runs archive.DecompressStream on each layer file);
+- the same with zstd layer files fails on 20.10 (DecompressStream learned zstd in Docker 23),
+  so older daemons need the host to run `zstd -dc` first;
+- the outer load stream may be gzip too (and zstd from 23), and concatenated gzip members or
+  zstd frames decode as one stream.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+CodecName = Literal["zstd", "gzip"]
+ZSTD_NATIVE_SINCE = (23, 0)
+SUFFIX = {"zstd": ".zst", "gzip": ".gz"}
+
+
+@dataclass(frozen=True)
+class CodecChoice:
+    """The codec to compress layers with, and whether the host must decompress before load."""
+
+    name: CodecName
+    host_decompress: bool = False
+
+
+def parse_version(version: str) -> tuple[int, int] | None:
+    """(major, minor) of a Docker server version such as '20.10.24' or '24.0.7+dfsg1'."""
+    match = re.match(r"\s*v?(\d+)\.(\d+)", version or "")
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def choose_codec(server_version: str, decompressors: frozenset[str]) -> CodecChoice:
+    """Best codec the host can load: native zstd (>= 23), zstd via host `zstd -dc`, else gzip.
+
+    An unparseable version is treated as old: gzip is the one format every `docker load` reads.
+    """
+    parsed = parse_version(server_version)
+    if parsed is not None and parsed >= ZSTD_NATIVE_SINCE:
+        return CodecChoice("zstd", host_decompress=False)
+    if "zstd" in decompressors:
+        return CodecChoice("zstd", host_decompress=True)
+    return CodecChoice("gzip", host_decompress=False)

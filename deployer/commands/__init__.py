@@ -1,0 +1,1 @@
+"""Pure builders: specs -> argv tuples for remote docker/shell, and parsers of their output."""

@@ -1,0 +1,1 @@
+"""The workstation side: the only user of the docker SDK (inspect, export, cache)."""

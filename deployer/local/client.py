@@ -1,0 +1,64 @@
+"""The local Docker client, and the one place docker SDK errors become LocalError."""
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+
+import docker
+import docker.errors
+import requests.exceptions
+
+from deployer.errors import LocalError
+
+# `docker save` of a multi-GB image can stall longer than the SDK's 60 s read timeout
+# before the first byte (and between layers); this is a per-read timeout, not a total.
+SAVE_TIMEOUT = 1800.0
+
+
+def _where() -> str:
+    return os.environ.get("DOCKER_HOST") or "the default socket"
+
+
+def docker_client(timeout: float = SAVE_TIMEOUT) -> docker.DockerClient:
+    """A client for the local Docker from the environment (DOCKER_HOST, DOCKER_TLS_VERIFY...)."""
+    try:
+        client = docker.from_env(timeout=int(timeout))
+        client.ping()
+    except docker.errors.DockerException as exc:
+        raise LocalError(
+            f"local Docker is not reachable at {_where()}: {exc}",
+            hint="start Docker (or set DOCKER_HOST) and check `docker info` works",
+        ) from exc
+    except requests.exceptions.RequestException as exc:
+        raise LocalError(
+            f"local Docker is not reachable at {_where()}: {exc}",
+            hint="start Docker (or set DOCKER_HOST) and check `docker info` works",
+        ) from exc
+    return client
+
+
+@contextlib.contextmanager
+def translated(what: str, hint: str | None = None) -> Iterator[None]:
+    """Run a block of docker SDK calls; any SDK/HTTP failure becomes LocalError(what ...)."""
+    try:
+        yield
+    except LocalError:
+        raise
+    except docker.errors.NotFound as exc:
+        raise LocalError(f"local Docker: {what}: {_explain(exc)}", hint=hint) from exc
+    except docker.errors.DockerException as exc:
+        raise LocalError(
+            f"local Docker: {what}: {_explain(exc)}",
+            hint=hint or f"check the local Docker daemon ({_where()}) with `docker info`",
+        ) from exc
+    except requests.exceptions.RequestException as exc:
+        raise LocalError(
+            f"local Docker: {what}: connection failed: {exc}",
+            hint=hint or f"check the local Docker daemon ({_where()}) with `docker info`",
+        ) from exc
+
+
+def _explain(exc: Exception) -> str:
+    explanation = getattr(exc, "explanation", None)
+    return str(explanation or exc)

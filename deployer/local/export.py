@@ -1,0 +1,295 @@
+"""Export an image's layers once per ship: one streamed `docker save`, compressed into the cache.
+
+The SHIP side creates one Exporter for all hosts; senders wait on `.blob()` or iterate
+`.ready()` and can start on layer 1 while layer 2 is still being compressed. Nothing holds a
+whole layer in memory: the save stream is read in 1 MiB chunks, hashed and fed to the
+compressors, which write straight into the cache.
+"""
+from __future__ import annotations
+
+import hashlib
+import tarfile
+import threading
+from collections.abc import Iterator, Mapping
+from typing import IO
+
+import docker
+
+from deployer.errors import LocalError
+from deployer.local.cache import Blob, BlobWriter, Cache
+from deployer.local.client import docker_client, translated
+from deployer.local.compress import (
+    Compressor,
+    codec_level,
+    compressor,
+    decompressor,
+    sniff,
+)
+from deployer.local.image import ImageInfo
+from deployer.local.savestream import StreamReader, classify
+
+CHUNK = 1 << 20
+CODECS = ("zstd", "gzip")
+
+
+class _Cancelled(Exception):
+    pass
+
+
+class Exporter:
+    """Produce the wanted compressed layer blobs (codec -> diff ids) and the image config."""
+
+    def __init__(
+        self,
+        image: ImageInfo,
+        wanted: Mapping[str, set[str]],
+        level: int = 3,
+        client: docker.DockerClient | None = None,
+        cache: Cache | None = None,
+    ) -> None:
+        for codec, ids in wanted.items():
+            if codec not in CODECS:
+                raise ValueError(f"unknown codec {codec!r} (expected one of {CODECS})")
+            stray = set(ids) - set(image.diff_ids)
+            if stray:
+                raise ValueError(f"not layers of {image.ref}: {sorted(stray)}")
+        self.image = image
+        self.wanted = {codec: frozenset(ids) for codec, ids in wanted.items() if ids}
+        self.level = level
+        self.cache = cache or Cache()
+        self._client = client
+        self._cond = threading.Condition()
+        self._blobs: dict[tuple[str, str], Blob] = {}
+        self._order: list[Blob] = []
+        self._config: bytes | None = None
+        self._error: LocalError | None = None
+        self._done = False
+        self._cancel = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._reader: StreamReader | None = None
+        self.exported_blobs = 0  # blobs compressed by this export (not taken from the cache)
+
+    # ---- public API -------------------------------------------------------------------
+    def start(self) -> Exporter:
+        """Take what the cache has; run one background `docker save` if anything is missing."""
+        for codec, ids in self.wanted.items():
+            for diff_id in ids:
+                blob = self.cache.lookup(diff_id, codec, codec_level(codec, self.level))
+                if blob is not None:
+                    self._add(blob)
+        self._config = self.cache.get_config(self.image.id)
+        if self._config is not None and not self._pending():
+            with self._cond:
+                self._done = True
+            return self
+        self._thread = threading.Thread(target=self._run, name=f"export {self.image.ref}", daemon=True)
+        self._thread.start()
+        return self
+
+    def config(self, timeout: float | None = None) -> bytes:
+        """The image's raw config JSON (its sha256 is the image id); blocks until known."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._config is not None or self._done, timeout):
+                raise LocalError(f"timed out waiting for the config of {self.image.ref}")
+            if self._config is None:
+                raise self._error or LocalError(f"docker save of {self.image.ref} had no image config")
+            return self._config
+
+    def blob(self, diff_id: str, codec: str, timeout: float | None = None) -> Blob:
+        """The compressed blob of one layer; blocks until ready, raises the export's error."""
+        key = (codec, diff_id)
+        if diff_id not in self.wanted.get(codec, ()):
+            cached = self.cache.lookup(diff_id, codec, codec_level(codec, self.level))
+            if cached is None:
+                raise ValueError(f"{codec} blob of {diff_id} was not requested from this Exporter")
+            return cached
+        with self._cond:
+            if not self._cond.wait_for(lambda: key in self._blobs or self._done, timeout):
+                raise LocalError(f"timed out waiting for layer {diff_id[:19]} of {self.image.ref}")
+            if key in self._blobs:
+                return self._blobs[key]
+            raise self._error or LocalError(f"docker save of {self.image.ref} did not contain layer {diff_id}")
+
+    def ready(self) -> Iterator[Blob]:
+        """Every wanted blob, in completion order (cached ones first); raises the export's error."""
+        seen = 0
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: seen < len(self._order) or self._done)  # noqa: B023
+                if seen < len(self._order):
+                    blob = self._order[seen]
+                elif self._error is not None:
+                    raise self._error
+                else:
+                    return
+            seen += 1
+            yield blob
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Block until the export finished; raise its error if it failed."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._done, timeout)
+            if self._error is not None:
+                raise self._error
+
+    @property
+    def done(self) -> bool:
+        return self._done
+
+    @property
+    def bytes_read(self) -> int:
+        """Bytes of the `docker save` stream read so far (progress; total ≈ image.size)."""
+        return self._reader.bytes_read if self._reader else 0
+
+    def close(self) -> None:
+        """Stop the export (if running) and wait for its thread."""
+        self._cancel.set()
+        if self._thread is not None:
+            self._thread.join(timeout=60)
+
+    def __enter__(self) -> Exporter:  # noqa: PYI034
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- the worker ---------------------------------------------------------------------
+    def _add(self, blob: Blob) -> None:
+        with self._cond:
+            key = (blob.codec, blob.diff_id)
+            if key not in self._blobs:
+                self._blobs[key] = blob
+                self._order.append(blob)
+                self._cond.notify_all()
+
+    def _pending(self, diff_id: str | None = None) -> list[str]:
+        """Codecs still missing for diff_id (any diff id when None)."""
+        with self._cond:
+            return [
+                codec
+                for codec, ids in self.wanted.items()
+                for d in ids
+                if (diff_id is None or d == diff_id) and (codec, d) not in self._blobs
+            ]
+
+    def _run(self) -> None:
+        error: LocalError | None = None
+        try:
+            client = self._client or docker_client()
+            with translated(f"exporting {self.image.ref} ({self.image.id[:19]}) with docker save"):
+                chunks = client.api.get_image(self.image.id, chunk_size=CHUNK)
+                try:
+                    self._consume(StreamReader(iter(chunks)))
+                finally:
+                    close = getattr(chunks, "close", None)
+                    if close:
+                        close()
+            if self._config is None:
+                raise LocalError(f"docker save of {self.image.ref} had no image config {self.image.id}")
+            missing = sorted({d for codec, ids in self.wanted.items() for d in ids if (codec, d) not in self._blobs})
+            if missing:
+                raise LocalError(f"docker save of {self.image.ref} did not contain layers {missing}")
+        except _Cancelled:
+            error = LocalError(f"export of {self.image.ref} was cancelled")
+        except LocalError as exc:
+            error = exc
+        except (OSError, tarfile.TarError, ValueError) as exc:
+            error = LocalError(f"exporting {self.image.ref} failed: {exc}", hint="check free space in the cache dir")
+        with self._cond:
+            self._error = error
+            self._done = True
+            self._cond.notify_all()
+
+    def _consume(self, reader: StreamReader) -> None:
+        self._reader = reader
+        diff_ids = frozenset(self.image.diff_ids)
+        position = 0  # legacy layout: layer.tar entries come in layer order
+        with tarfile.open(fileobj=reader, mode="r|", bufsize=CHUNK) as tar:
+            for member in tar:
+                if self._cancel.is_set():
+                    raise _Cancelled()
+                if not member.isfile():
+                    continue
+                entry = classify(member.name, self.image.id, diff_ids)
+                if entry.kind == "config":
+                    self._take_config(_read_all(tar.extractfile(member)))
+                elif entry.kind == "layer":
+                    expected = entry.diff_id
+                    if expected is None:
+                        expected = self.image.diff_ids[position] if position < len(self.image.diff_ids) else None
+                        position += 1
+                    self._take_layer(tar.extractfile(member), member.size, expected, None)
+                elif entry.kind == "maybe-layer" and self._pending():
+                    self._take_maybe_layer(tar.extractfile(member), member.size)
+                if self._config is not None and not self._pending():
+                    return  # everything wanted is here: no need to read the rest of the image
+
+    def _take_config(self, data: bytes) -> None:
+        if f"sha256:{hashlib.sha256(data).hexdigest()}" != self.image.id:
+            raise LocalError(f"docker save of {self.image.ref}: config does not hash to {self.image.id}")
+        self.cache.put_config(self.image.id, data)
+        with self._cond:
+            self._config = data
+            self._cond.notify_all()
+
+    def _take_maybe_layer(self, f: IO[bytes] | None, size: int) -> None:
+        if f is None:
+            return
+        head = f.read(CHUNK)
+        codec = sniff(head)
+        if codec is None:
+            return  # a manifest or index
+        self._take_layer(f, None, None, (codec, head))
+
+    def _take_layer(
+        self, f: IO[bytes] | None, raw_size: int | None, expected: str | None, compressed: tuple[str, bytes] | None
+    ) -> None:
+        """Hash one layer file and compress it into the codecs that still want it."""
+        if f is None:
+            return
+        # Unknown identity (compressed OCI blob): compress for every codec still wanting something.
+        codecs = self._pending(expected) if expected else sorted(set(self._pending()))
+        writers: list[tuple[str, BlobWriter, Compressor]] = []
+        for codec in dict.fromkeys(codecs):
+            writers.append(
+                (codec, self.cache.writer(expected or "", codec, codec_level(codec, self.level)),
+                 compressor(codec, self.level, raw_size))
+            )
+        h = hashlib.sha256()
+        total = 0
+        inflate = decompressor(compressed[0]) if compressed else None
+        pending = compressed[1] if compressed else b""
+        try:
+            while True:
+                if self._cancel.is_set():
+                    raise _Cancelled()
+                data = pending or f.read(CHUNK)
+                pending = b""
+                if not data:
+                    break
+                raw = inflate(data) if inflate else data
+                h.update(raw)
+                total += len(raw)
+                for _, w, c in writers:
+                    w.write(c.compress(raw))
+            actual = f"sha256:{h.hexdigest()}"
+            if expected and actual != expected and actual not in self.image.diff_ids:
+                raise LocalError(
+                    f"docker save of {self.image.ref}: layer {expected} hashes to {actual}",
+                    hint="the local image store may be corrupt; rebuild or re-pull the image",
+                )
+            for codec, w, c in writers:
+                w.write(c.flush())
+                if actual in self.wanted.get(codec, ()) and (codec, actual) not in self._blobs:
+                    self._add(w.commit(total, diff_id=actual))
+                    self.exported_blobs += 1
+                else:
+                    w.abort()
+        except BaseException:
+            for _, w, _c in writers:
+                w.abort()
+            raise
+
+
+def _read_all(f: IO[bytes] | None) -> bytes:
+    return f.read() if f is not None else b""

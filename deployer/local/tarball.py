@@ -1,0 +1,149 @@
+"""Docker-load tarballs built from cached blobs: manifest, tags, and a compressed stream.
+
+A load stream is a tar of `manifest.json`, `<image id hex>.json` (the config) and
+`<diff hex>/layer.tar` per layer, compressed as a whole. It is built as a list of parts whose
+concatenation is that compressed stream: small inline frames (tar headers, config, padding)
+and the cached compressed layer blobs themselves, unchanged, because concatenated zstd frames
+and concatenated gzip members decode as one stream (`zstd -dc`, Go's readers, docker load).
+So a layer is compressed once per ship and never re-read to build a tarball.
+
+Layers the target already has may be left out: `docker load` on the overlay2 store skips a
+layer whose ChainID exists without opening its file (DESIGN.md).
+"""
+from __future__ import annotations
+
+import json
+import re
+import tarfile
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import IO
+
+from deployer.local.cache import Blob
+from deployer.local.compress import compress_bytes
+from deployer.local.image import ImageInfo
+
+BLOCK = 512
+_ID = re.compile(r"^(sha256:)?[0-9a-f]{12,64}$")
+
+
+def normalize_tag(ref: str) -> str | None:
+    """`name[:tag]` as docker load wants it (`:latest` added); None for an id or a digest ref."""
+    if _ID.match(ref) or "@" in ref:
+        return None
+    last = ref.rsplit("/", 1)[-1]
+    return ref if ":" in last else f"{ref}:latest"
+
+
+def load_tags(ref: str, image: ImageInfo) -> tuple[str, ...]:
+    """The tags a bundle of `ref` should carry: the ref itself, or the image's tags for an id."""
+    tag = normalize_tag(ref)
+    return (tag,) if tag else tuple(t for t in image.repo_tags if t != "<none>:<none>")
+
+
+def layer_path(diff_id: str) -> str:
+    return f"{diff_id.split(':', 1)[-1]}/layer.tar"
+
+
+def config_path(image: ImageInfo) -> str:
+    return f"{image.id_hex}.json"
+
+
+def manifest_json(image: ImageInfo, repo_tags: Sequence[str]) -> bytes:
+    """The docker-load manifest for one image (every layer listed, present in the tar or not)."""
+    manifest = [
+        {
+            "Config": config_path(image),
+            "RepoTags": list(repo_tags) or None,
+            "Layers": [layer_path(d) for d in image.diff_ids],
+        }
+    ]
+    return json.dumps(manifest, separators=(",", ":")).encode()
+
+
+def _header(name: str, size: int, directory: bool = False) -> bytes:
+    info = tarfile.TarInfo(name)
+    info.size = 0 if directory else size
+    info.type = tarfile.DIRTYPE if directory else tarfile.REGTYPE
+    info.mode = 0o755 if directory else 0o644
+    info.mtime = 0
+    return info.tobuf(format=tarfile.USTAR_FORMAT)
+
+
+def _pad(size: int) -> bytes:
+    return b"\0" * (-size % BLOCK)
+
+
+def _file(name: str, data: bytes) -> bytes:
+    return _header(name, len(data)) + data + _pad(len(data))
+
+
+@dataclass(frozen=True)
+class Part:
+    """A piece of a compressed load stream: inline compressed bytes, or a cached blob file."""
+
+    data: bytes = b""
+    blob: Blob | None = None
+
+    @property
+    def size(self) -> int:
+        return self.blob.size if self.blob is not None else len(self.data)
+
+
+def load_stream_parts(
+    image: ImageInfo,
+    config: bytes,
+    repo_tags: Sequence[str],
+    blobs: Iterable[Blob],
+    codec: str,
+    level: int = 3,
+) -> list[Part]:
+    """Parts whose concatenation is a `codec`-compressed docker-load tar with the given layers."""
+    by_diff: dict[str, Blob] = {}
+    for blob in blobs:
+        if blob.codec != codec:
+            raise ValueError(f"blob {blob.diff_id} is {blob.codec}, stream is {codec}")
+        by_diff.setdefault(blob.diff_id, blob)
+    stray = set(by_diff) - set(image.diff_ids)
+    if stray:
+        raise ValueError(f"not layers of {image.ref}: {sorted(stray)}")
+    raw = _file("manifest.json", manifest_json(image, repo_tags))
+    raw += _file(config_path(image), config)
+    parts: list[Part] = []
+    for diff_id in dict.fromkeys(image.diff_ids):  # a repeated layer is stored once
+        layer = by_diff.get(diff_id)
+        if layer is None:
+            continue
+        d = layer_path(diff_id)
+        raw += _header(d.rsplit("/", 1)[0] + "/", 0, directory=True) + _header(d, layer.raw_size)
+        parts.append(Part(compress_bytes(codec, level, raw)))
+        parts.append(Part(blob=layer))
+        raw = _pad(layer.raw_size)
+    raw += b"\0" * (2 * BLOCK)
+    parts.append(Part(compress_bytes(codec, level, raw)))
+    return parts
+
+
+def iter_parts(parts: Sequence[Part], chunk_size: int = 1 << 20) -> Iterator[bytes]:
+    """The compressed stream, chunk by chunk (blob files are read, never held whole)."""
+    for part in parts:
+        if part.blob is None:
+            yield part.data
+            continue
+        with open(part.blob.path, "rb") as fh:
+            while chunk := fh.read(chunk_size):
+                yield chunk
+
+
+def write_parts(parts: Sequence[Part], out: IO[bytes], chunk_size: int = 1 << 20) -> int:
+    """Write the compressed stream to out; returns bytes written."""
+    written = 0
+    for chunk in iter_parts(parts, chunk_size):
+        out.write(chunk)
+        written += len(chunk)
+    return written
+
+
+def raw_entries(image: ImageInfo, config: bytes, repo_tags: Sequence[str]) -> Mapping[str, bytes]:
+    """The small files of a load tar by name (for writers that stage files on a host)."""
+    return {"manifest.json": manifest_json(image, repo_tags), config_path(image): config}
