@@ -1,0 +1,115 @@
+"""The playbook as validated data: frozen dataclasses, template strings not yet rendered per host."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+# Keys of each section, in documentation order; validation refuses anything else.
+TOP_KEYS = ("name", "hosts", "image", "ship", "run", "vars")
+IMAGE_KEYS = ("build", "ref")
+BUILD_KEYS = ("context", "dockerfile", "args", "target", "tag")
+SHIP_KEYS = ("via", "registry", "level")
+RUN_KEYS = (
+    "command", "gpus", "volumes", "env", "env_file", "shm_size", "ipc", "memory", "restart",
+    "workdir", "name", "labels", "mkdirs", "replace",
+)
+VIA_CHOICES = ("auto", "registry", "tarball")
+
+
+@dataclass(frozen=True)
+class BuildSpec:
+    """How to build the image locally. Paths are absolute (resolved against the playbook's folder)."""
+
+    context: str
+    dockerfile: str = "Dockerfile"
+    args: tuple[tuple[str, str], ...] = ()
+    target: str | None = None
+    tag: str | None = None  # repository (optionally :tag); defaults to the playbook name
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """Exactly one of build / ref is set."""
+
+    build: BuildSpec | None = None
+    ref: str | None = None
+
+
+@dataclass(frozen=True)
+class ShipSpec:
+    via: str | None = None  # None: the inventory's deploy_via, else auto
+    registry: str | None = None  # None: the inventory's deploy_registry
+    level: int | None = None  # zstd level; None: the shipper's default
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """The `run:` section; strings may still hold {{ templates }} until rendered for a host.
+
+    `command` is a string (split like a shell after rendering) or an exact argv tuple.
+    """
+
+    command: str | tuple[str, ...] | None = None
+    gpus: str | None = None
+    volumes: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+    env_file: str | None = None
+    shm_size: str | None = None
+    ipc: str | None = None
+    memory: str | None = None
+    restart: str | None = None
+    workdir: str | None = None
+    name: str | None = None
+    labels: tuple[tuple[str, str], ...] = ()
+    mkdirs: bool = False
+    replace: bool = False
+
+
+@dataclass(frozen=True)
+class Playbook:
+    """A loaded, validated playbook. `lines` maps key paths (run.volumes[0]) to 1-based lines."""
+
+    file: str
+    name: str
+    hosts: str | None = None
+    image: ImageSpec = field(default_factory=ImageSpec)
+    ship: ShipSpec = field(default_factory=ShipSpec)
+    run: RunOptions | None = None
+    vars: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    lines: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)
+    base_dir: str = ""  # absolute folder of the file: relative paths in the playbook start here
+
+    def line(self, key_path: str) -> int | None:
+        """Line of a key path, or of its closest ancestor that has one."""
+        return line_for(self.lines, key_path)
+
+
+def line_for(lines: Mapping[str, int], key_path: str) -> int | None:
+    """Line of a key path, or of its closest ancestor that has one."""
+    path = key_path
+    while path:
+        if path in lines:
+            return lines[path]
+        cut = max(path.rfind("."), path.rfind("["))
+        path = path[:cut] if cut > 0 else ""
+    return None
+
+
+@dataclass(frozen=True)
+class RenderedPlaybook:
+    """A playbook rendered for one host: every template resolved, every value validated."""
+
+    playbook: Playbook
+    host: str
+    run: RunOptions | None
+    vars: Mapping[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def name(self) -> str:
+        return self.playbook.name
+
+    @property
+    def command(self) -> tuple[str, ...]:
+        """The rendered command as argv (empty: the image's default CMD)."""
+        cmd = self.run.command if self.run else None
+        return tuple(cmd) if cmd else ()
