@@ -18,6 +18,8 @@ class Host:
     name: str
     vars: Mapping[str, Any] = field(default_factory=dict)
     groups: tuple[str, ...] = ()
+    # var name -> where its value came from, e.g. "group_vars/gpus.yml" (for `inventory show`).
+    origins: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def address(self) -> str:
@@ -54,6 +56,17 @@ class Host:
     def docker(self) -> tuple[str, ...]:
         """The remote Docker command as argv, e.g. ('sudo', 'docker')."""
         return tuple(shlex.split(str(self.vars.get("deploy_docker") or "docker")))
+
+    @property
+    def jump(self) -> str | None:
+        """Jump host as `[user@]host[:port]` from deploy_jump or ProxyJump/-J in ansible_ssh_*_args."""
+        from deployer.errors import InventoryError
+        from deployer.inventory.jump import jump_of
+
+        try:
+            return jump_of(self.vars)
+        except ValueError as exc:
+            raise InventoryError(f"host {self.name}: {exc}", key_path="deploy_jump") from None
 
     @property
     def known_hosts(self) -> str:

@@ -1,0 +1,155 @@
+"""Load an inventory file or directory into an Inventory, merging vars the way Ansible does.
+
+Precedence, lowest first (Ansible's defaults): `all` vars in the inventory < other groups'
+inventory vars < group_vars/all < group_vars/<group> < the host's inventory vars <
+host_vars/<host>. Groups are applied by (depth, ansible_group_priority, name).
+"""
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+
+from deployer.errors import InventoryError
+from deployer.inventory import ini_source, varsfiles, yaml_source
+from deployer.inventory.builder import ALL, InventoryBuilder
+from deployer.inventory.host import Host
+from deployer.inventory.model import Group, Inventory
+
+# Tried in order when neither -i nor $DEPLOY_INVENTORY is given (relative to the cwd).
+DEFAULT_CANDIDATES = ("inventories/hosts.yml", "inventories/hosts.yaml", "inventories/hosts.ini", "inventories/hosts")
+YAML_EXTENSIONS = (".yml", ".yaml", ".json")
+# Files Ansible skips inside an inventory directory.
+_IGNORED = re.compile(
+    r"^\.|^host_vars$|^group_vars$|^vars_plugins$|"
+    + "|".join(re.escape(e) + "$" for e in (".pyc", ".pyo", ".swp", ".bak", "~", ".rpm", ".md", ".txt", ".rst", ".orig", ".cfg", ".retry"))
+)
+
+
+def resolve_path(path: str | None) -> str:
+    """The inventory to use: `path` (from -i or $DEPLOY_INVENTORY), else the first default that exists."""
+    hint = "pass -i PATH (an inventory file or directory) or set DEPLOY_INVENTORY=PATH"
+    if path:
+        full = os.path.expanduser(path)
+        if not os.path.exists(full):
+            raise InventoryError(f"inventory {path} does not exist", hint=hint)
+        return full
+    for candidate in DEFAULT_CANDIDATES:
+        if os.path.exists(candidate):
+            return candidate
+    raise InventoryError(
+        "no inventory given and no default found (tried " + ", ".join(DEFAULT_CANDIDATES) + f" in {os.getcwd()})",
+        hint=hint,
+    )
+
+
+def load(path: str) -> Inventory:
+    """Load an Ansible inventory (YAML or INI file, or a directory of them) with its group_vars/host_vars."""
+    if not os.path.exists(path):
+        raise InventoryError(f"inventory {path} does not exist", hint="pass -i PATH or set DEPLOY_INVENTORY")
+    builder = InventoryBuilder()
+    warnings: list[str] = []
+    if os.path.isdir(path):
+        base = path
+        files = _dir_files(path)
+        if not files:
+            raise InventoryError(f"inventory directory {path} holds no inventory files", file=path)
+        for f in files:
+            _parse_file(f, os.path.relpath(f, path), builder, warnings)
+    else:
+        base = os.path.dirname(path) or "."
+        _parse_file(path, os.path.basename(path), builder, warnings)
+    builder.finish()
+    return _assemble(path, base, builder, warnings)
+
+
+def _dir_files(path: str) -> list[str]:
+    out: list[str] = []
+    for name in sorted(os.listdir(path)):
+        if _IGNORED.search(name):
+            continue
+        full = os.path.join(path, name)
+        out.extend(_dir_files(full) if os.path.isdir(full) else [full])
+    return out
+
+
+def _parse_file(path: str, label: str, builder: InventoryBuilder, warnings: list[str]) -> None:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InventoryError(f"cannot read inventory file: {exc}", file=path) from exc
+    ext = os.path.splitext(path)[1].lower()
+    if ext == ".toml":
+        raise InventoryError("TOML inventories are not supported; use YAML or INI", file=path)
+    if ext in YAML_EXTENSIONS:
+        try:
+            yaml_source.parse(text, path, label, builder, warnings)
+        except yaml_source.NotYaml as exc:
+            raise exc.error from None
+        return
+    if ext != ".ini":
+        # Like Ansible: a file without a known extension is YAML if it reads as a YAML mapping, else INI.
+        try:
+            yaml_source.compose(text, path)
+        except yaml_source.NotYaml:
+            pass
+        else:
+            yaml_source.parse(text, path, label, builder, warnings)
+            return
+    ini_source.parse(text, path, label, builder)
+
+
+def _assemble(source: str, base: str, b: InventoryBuilder, warnings: list[str]) -> Inventory:
+    depths = b.depths()
+
+    def ordered(names: set[str]) -> list[str]:
+        return sorted(names, key=lambda g: (depths[g], b.groups[g].priority, g))
+
+    file_cache: dict[tuple[str, str], list[varsfiles.VarsFile]] = {}
+
+    def files(subdir: str, name: str) -> list[varsfiles.VarsFile]:
+        if (subdir, name) not in file_cache:
+            file_cache[subdir, name] = varsfiles.load(base, subdir, name)
+        return file_cache[subdir, name]
+
+    hosts: dict[str, Host] = {}
+    for name, h in b.hosts.items():
+        groups: set[str] = set()
+        for g in h.groups:
+            groups.add(g)
+            groups |= b.ancestors(g)
+        groups.discard(ALL)
+        merged: dict[str, Any] = {}
+        origins: dict[str, str] = {}
+
+        def apply(values: dict[str, Any], where: dict[str, str] | str) -> None:
+            for k, v in values.items():
+                merged[k] = v
+                origins[k] = where if isinstance(where, str) else where[k]
+
+        apply(b.groups[ALL].vars, b.groups[ALL].origins)
+        for g in ordered(groups):
+            apply(b.groups[g].vars, b.groups[g].origins)
+        for g in [ALL] + ordered(groups):
+            for vf in files("group_vars", g):
+                apply(vf.vars, vf.label)
+        apply(h.vars, h.origins)
+        for vf in files("host_vars", name):
+            apply(vf.vars, vf.label)
+        visible = tuple(sorted(groups - {"ungrouped"}))
+        hosts[name] = Host(name, merged, visible, origins=origins)
+
+    groups_out = {
+        name: Group(
+            name=name,
+            vars=dict(g.vars),
+            hosts=tuple(g.hosts),
+            children=tuple(g.children),
+            parents=tuple(g.parents),
+            depth=depths[name],
+            priority=g.priority,
+        )
+        for name, g in b.groups.items()
+    }
+    return Inventory(source=source, hosts=hosts, groups=groups_out, warnings=tuple(warnings))
