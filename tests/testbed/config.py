@@ -1,0 +1,106 @@
+"""What the testbed consists of: hosts, addresses, GPUs and where its state lives."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+SUBNET = "10.213.0"
+PREFIX = 24
+UPLINK_ADDR = f"{SUBNET}.1"
+UPLINK_DEV = "dtb-uplink"          # root-namespace end of the uplink veth (benchmarks read its counters)
+UPLINK_PEER = "uplink"             # site-namespace end, enslaved to the bridge
+SITE_NS = "dtb-site"
+SITE_BRIDGE = "br0"
+REGISTRY_NS = "dtb-registry"
+REGISTRY_ADDR = f"{SUBNET}.5"
+REGISTRY_PORT = 5000
+REGISTRY = f"{REGISTRY_ADDR}:{REGISTRY_PORT}"
+WS_BRIDGE = "dtb-ws0"              # bridge for workstation build containers (no NAT, no iptables)
+WS_BRIDGE_CIDR = "10.213.1.1/24"
+DRIVER_VERSION = "550.54.15"
+BASE_IMAGE = "deployer-testbed/busybox:latest"
+SAMPLE_IMAGE = "deployer-testbed/sample:latest"
+
+
+@dataclass(frozen=True)
+class GpuModel:
+    name: str
+    memory_mib: int
+    count: int
+
+
+@dataclass(frozen=True)
+class HostSpec:
+    name: str
+    address: str
+    gpu: GpuModel | None = None
+    airgapped: bool = False
+    groups: tuple[str, ...] = field(default_factory=tuple)
+
+
+HOSTS: tuple[HostSpec, ...] = (
+    HostSpec("gpu01", f"{SUBNET}.11", GpuModel("NVIDIA H100 80GB HBM3", 81559, 2), groups=("gpus", "connected")),
+    HostSpec("gpu02", f"{SUBNET}.12", GpuModel("NVIDIA A100-SXM4-40GB", 40960, 4), groups=("gpus", "connected")),
+    HostSpec("airgap01", f"{SUBNET}.13", GpuModel("NVIDIA A10", 23028, 2), airgapped=True,
+             groups=("gpus", "airgapped")),
+    HostSpec("cpu01", f"{SUBNET}.14", None, groups=("connected", "cpu")),
+)
+HOST_NAMES = tuple(h.name for h in HOSTS)
+
+
+def host_spec(name: str) -> HostSpec:
+    """The spec of host `name`; ValueError names the valid hosts."""
+    for spec in HOSTS:
+        if spec.name == name:
+            return spec
+    raise ValueError(f"unknown testbed host {name!r}; hosts are {', '.join(HOST_NAMES)}")
+
+
+def gpu_uuid(host: str, index: int) -> str:
+    """A stable, host-specific fake GPU UUID in NVIDIA's format."""
+    import hashlib
+    h = hashlib.sha256(f"deployer-testbed:{host}:{index}".encode()).hexdigest()
+    return f"GPU-{h[0:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:32]}"
+
+
+def gpu_table(spec: HostSpec) -> list[dict[str, object]]:
+    """The GPUs of a host as the fake nvidia tools and the pytest fixture see them."""
+    if spec.gpu is None:
+        return []
+    return [{"index": i, "name": spec.gpu.name, "uuid": gpu_uuid(spec.name, i), "memory": spec.gpu.memory_mib}
+            for i in range(spec.gpu.count)]
+
+
+class Paths:
+    """Every file location of one testbed instance, under the state dir."""
+
+    def __init__(self, state: Path | None = None) -> None:
+        self.state = Path(state or os.environ.get("DEPLOYER_TESTBED_DIR", "/tmp/deployer-testbed"))
+        self.key = self.state / "id_ed25519"
+        self.known_hosts = self.state / "known_hosts"
+        self.authorized_keys = self.state / "authorized_keys"
+        self.cache = self.state / "cache"
+        self.logs = self.state / "logs"
+        self.registry = self.state / "registry"
+        self.ws = self.state / "ws"
+        self.inventory = REPO / "inventories" / "testbed.yml"
+
+    def host(self, name: str) -> Path:
+        return self.state / "hosts" / name
+
+    def docker_sock(self, name: str) -> Path:
+        """Docker socket of a host, or of the workstation daemon for name 'ws'."""
+        return (self.ws if name == "ws" else self.host(name)) / "docker.sock"
+
+    def docker_host(self, name: str) -> str:
+        return f"unix://{self.docker_sock(name)}"
+
+    def pidfile(self, component: str) -> Path:
+        return self.state / "pids" / f"{component}.pid"
+
+
+def netns(name: str) -> str:
+    """Network namespace name of a host (the host's own name) or infrastructure component."""
+    return name

@@ -1,0 +1,230 @@
+"""Start, probe and stop the testbed's daemons: sshd and dockerd per host, the registry, the ws dockerd."""
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import shutil
+import socket
+from pathlib import Path
+
+from .config import HOSTS, REGISTRY, REGISTRY_ADDR, REGISTRY_NS, REGISTRY_PORT, WS_BRIDGE, Paths, HostSpec, gpu_table, DRIVER_VERSION
+from .sh import TestbedError, in_ns, read_pid, run, spawn, stop_pid
+
+SYS_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+FAKES = Path(__file__).resolve().parent / "fakes"
+
+
+# --- keys -----------------------------------------------------------------------------------------
+
+def ensure_client_key(p: Paths) -> None:
+    if not p.key.exists():
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "deployer-testbed", "-f", str(p.key)])
+    p.key.chmod(0o600)
+    p.authorized_keys.write_text(Path(f"{p.key}.pub").read_text())
+
+
+def ensure_host_key(p: Paths, name: str) -> str:
+    """Generate the host's key once; return its public half for known_hosts."""
+    key = p.host(name) / "ssh_host_ed25519_key"
+    if not key.exists():
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"root@{name}", "-f", str(key)])
+    return Path(f"{key}.pub").read_text().split()[1]
+
+
+def write_known_hosts(p: Paths) -> None:
+    lines = [f"{h.name},{h.address} ssh-ed25519 {ensure_host_key(p, h.name)}\n" for h in HOSTS]
+    p.known_hosts.write_text("".join(lines))
+
+
+# --- per-host files -------------------------------------------------------------------------------
+
+def prepare_host_dirs(p: Paths, spec: HostSpec) -> None:
+    """Dirs, the fake NVIDIA tools (GPU hosts only) and sshd_config for one host."""
+    h = p.host(spec.name)
+    for sub in ("staging", "data", "bin", "docker", "run"):
+        (h / sub).mkdir(parents=True, exist_ok=True)
+    bin_dir = h / "bin"
+    if spec.gpu is not None:
+        (h / "gpus.json").write_text(json.dumps(
+            {"host": spec.name, "driver_version": DRIVER_VERSION, "gpus": gpu_table(spec)}, indent=1))
+        for src, dst in (("gpustate.py", "gpustate.py"), ("hook.py", "nvidia-container-runtime-hook"),
+                         ("nvidia_smi.py", "nvidia-smi")):
+            shutil.copyfile(FAKES / src, bin_dir / dst)
+            (bin_dir / dst).chmod(0o755)
+    h.joinpath("sshd_config").write_text(sshd_config(p, spec.name))
+
+
+def sshd_config(p: Paths, name: str) -> str:
+    h = p.host(name)
+    env = f"DOCKER_HOST={p.docker_host(name)} PATH={h / 'bin'}:{SYS_PATH} DEPLOYER_TESTBED_HOST={name}"
+    return f"""# deployer testbed: sshd of {name} (runs in network namespace {name})
+Port 22
+ListenAddress 0.0.0.0
+HostKey {h / 'ssh_host_ed25519_key'}
+PidFile {h / 'sshd.pid'}
+AuthorizedKeysFile {p.authorized_keys}
+PermitRootLogin prohibit-password
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+StrictModes no
+X11Forwarding no
+PrintMotd no
+PrintLastLog no
+MaxStartups 200:30:400
+MaxSessions 100
+ClientAliveInterval 15
+ClientAliveCountMax 4
+Subsystem sftp /usr/lib/openssh/sftp-server
+SetEnv {env}
+"""
+
+
+# --- sshd ---------------------------------------------------------------------------------------
+
+def start_sshd(p: Paths, name: str) -> None:
+    if read_pid(p.pidfile(f"sshd-{name}")):
+        return
+    Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege-separation dir
+    spawn(in_ns(name, ["/usr/sbin/sshd", "-D", "-e", "-f", str(p.host(name) / "sshd_config")]),
+          p.logs / f"sshd-{name}.log", p.pidfile(f"sshd-{name}"))
+
+
+def tcp_open(addr: str, port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((addr, port), timeout=timeout) as s:
+            return s.recv(4).startswith(b"SSH-") if port == 22 else True
+    except OSError:
+        return False
+
+
+# --- dockerd ------------------------------------------------------------------------------------
+
+def dockerd_argv(p: Paths, name: str) -> list[str]:
+    base = p.ws if name == "ws" else p.host(name)
+    argv = ["dockerd", "--data-root", str(base / "docker"), "--exec-root", str(base / "run"),
+            "--pidfile", str(base / "docker.pid"), "-H", p.docker_host(name),
+            "--insecure-registry", REGISTRY, "--shutdown-timeout", "3", "--log-level", "warn",
+            "--storage-driver", "overlay2"]
+    if name == "ws":
+        # The ws daemon shares the root namespace with the user's networking: no docker0, no iptables,
+        # no sysctl changes; build containers get the testbed's own bridge.
+        argv += ["--iptables=false", "--ip-masq=false", "--ip-forward=false", "--bridge", WS_BRIDGE]
+        return argv
+    return in_ns(name, argv)
+
+
+def start_dockerd(p: Paths, name: str) -> None:
+    if read_pid(p.pidfile(f"dockerd-{name}")):
+        return
+    base = p.ws if name == "ws" else p.host(name)
+    for sub in ("docker", "run"):
+        (base / sub).mkdir(parents=True, exist_ok=True)
+    # Put the host's bin first so dockerd finds the fake nvidia-container-runtime-hook (GPU hosts only).
+    path = SYS_PATH if name == "ws" else f"{p.host(name) / 'bin'}:{SYS_PATH}"
+    env = {"PATH": path, "HOME": "/root", "LANG": "C.UTF-8"}
+    spawn(dockerd_argv(p, name), p.logs / f"dockerd-{name}.log", p.pidfile(f"dockerd-{name}"), env=env)
+
+
+class _UnixHTTP(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self._path)
+
+
+def docker_api(p: Paths, name: str, path: str, timeout: float = 2) -> tuple[int, bytes]:
+    """GET path from a daemon's API over its unix socket."""
+    conn = _UnixHTTP(str(p.docker_sock(name)), timeout)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def docker_ready(p: Paths, name: str) -> bool:
+    try:
+        return docker_api(p, name, "/_ping")[0] == 200
+    except OSError:
+        return False
+
+
+def docker_cli(p: Paths, name: str, *args: str, timeout: float = 120, input: bytes | None = None) -> str:
+    env = {**os.environ, "DOCKER_HOST": p.docker_host(name), "DOCKER_BUILDKIT": "0", "DOCKER_CLI_HINTS": "false"}
+    return run(["docker", *args], timeout=timeout, input=input, env=env).stdout.decode()
+
+
+# --- registry -----------------------------------------------------------------------------------
+
+def start_registry(p: Paths) -> None:
+    if read_pid(p.pidfile("registry")):
+        return
+    (p.registry / "data").mkdir(parents=True, exist_ok=True)
+    cfg = p.registry / "config.yml"
+    cfg.write_text(f"""# deployer testbed registry (Debian docker-registry, plain HTTP)
+version: 0.1
+log:
+  level: warn
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: {p.registry / 'data'}
+  delete:
+    enabled: true
+http:
+  addr: {REGISTRY_ADDR}:{REGISTRY_PORT}
+""")
+    spawn(in_ns(REGISTRY_NS, ["docker-registry", "serve", str(cfg)]), p.logs / "registry.log",
+          p.pidfile("registry"))
+
+
+def registry_ready() -> bool:
+    conn = http.client.HTTPConnection(REGISTRY_ADDR, REGISTRY_PORT, timeout=1)
+    try:
+        conn.request("GET", "/v2/")
+        return conn.getresponse().status == 200
+    except OSError:
+        return False
+    finally:
+        conn.close()
+
+
+# --- stopping -----------------------------------------------------------------------------------
+
+def stop_component(p: Paths, component: str) -> None:
+    pid = read_pid(p.pidfile(component))
+    if pid:
+        stop_pid(pid, timeout=15)
+    p.pidfile(component).unlink(missing_ok=True)
+
+
+def leftover_pids(p: Paths, namespaces: tuple[str, ...]) -> list[int]:
+    """Processes still in our namespaces, or whose command line mentions the state dir (shims, ws daemon)."""
+    pids: set[int] = set()
+    for ns in namespaces:
+        if Path(f"/run/netns/{ns}").exists():
+            out = run(["ip", "netns", "pids", ns], check=False).stdout.decode()
+            pids.update(int(x) for x in out.split())
+    marker = str(p.state).encode()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if marker in Path(f"/proc/{entry}/cmdline").read_bytes():
+                    pids.add(int(entry))
+            except OSError:
+                continue
+    pids.discard(os.getpid())
+    return sorted(pids)
+
+
+def _raise(msg: str) -> None:
+    raise TestbedError(msg)

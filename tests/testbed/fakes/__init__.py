@@ -1,0 +1,1 @@
+"""Fake NVIDIA tools copied into each GPU host's bin dir (stdlib-only scripts)."""
