@@ -67,12 +67,12 @@ class StreamReader(io.RawIOBase):
             data = b"".join(parts)
             self.bytes_read += len(data) - len(parts[0])
             return data
-        if self._pos >= len(self._buf):
-            self._buf = next(self._chunks, b"")
-            self._pos = 0
-            self.bytes_read += len(self._buf)
-            if not self._buf:
+        while self._pos >= len(self._buf):
+            chunk = next(self._chunks, None)
+            if chunk is None:
                 return b""
+            self._buf, self._pos = chunk, 0  # an empty chunk is not the end of the stream
+            self.bytes_read += len(chunk)
         out = self._buf[self._pos : self._pos + size]
         self._pos += len(out)
         return out

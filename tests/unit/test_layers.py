@@ -1,0 +1,110 @@
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+from pathlib import Path
+
+from deployer.commands.layers import missing_layers, parse_present, present_layers_argv
+from deployer.local.chain import chain_ids
+
+D = ["sha256:" + c * 64 for c in "abcdef"]
+
+
+def test_argv_passes_docker_as_positional_args() -> None:
+    argv = present_layers_argv(("sudo", "docker"))
+    assert argv[:2] == ("sh", "-c")
+    assert argv[3:] == ("sh", "sudo", "docker")
+    assert "sudo" not in argv[2] and '"$@" images -aq --no-trunc' in argv[2]
+
+
+def test_argv_rejects_empty_docker() -> None:
+    import pytest
+
+    with pytest.raises(ValueError):
+        present_layers_argv(())
+
+
+def _fake_docker(tmp_path: Path, images: dict[str, list[str] | None]) -> Path:
+    """A stand-in `docker` executable answering `images -aq` and `image inspect --format`."""
+    db = tmp_path / "images.json"
+    db.write_text(json.dumps(images))
+    log = tmp_path / "calls.log"
+    script = tmp_path / "fake docker"  # a space in the path: must survive as one argument
+    script.write_text(
+        "#!/usr/bin/env python3\n"
+        "import json, sys\n"
+        f"db = json.load(open({str(db)!r}))\n"
+        f"open({str(log)!r}, 'a').write(json.dumps(sys.argv[1:]) + '\\n')\n"
+        "args = sys.argv[1:]\n"
+        "if args[:3] == ['images', '-aq', '--no-trunc']:\n"
+        "    for i in db: print(i); print(i)  # duplicates, as docker prints per tag\n"
+        "elif args[:2] == ['image', 'inspect']:\n"
+        "    assert args[2:4] == ['--format', '{{json .RootFS.Layers}}'], args\n"
+        "    for i in args[4:]: print(json.dumps(db[i]))\n"
+        "else: sys.exit(3)\n"
+    )
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    return script
+
+
+def _run(argv: tuple[str, ...]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, env={"PATH": os.environ["PATH"]}, check=False)
+
+
+def test_script_lists_every_image_once(tmp_path: Path) -> None:
+    docker = _fake_docker(tmp_path, {"sha256:1": D[:2], "sha256:2": D[:1] + D[3:4], "sha256:3": None})
+    res = _run(present_layers_argv((str(docker),)))
+    assert res.returncode == 0, res.stderr
+    assert parse_present(res.stdout) == frozenset(chain_ids(D[:2]) + chain_ids(D[:1] + D[3:4]))
+    calls = [json.loads(line) for line in (tmp_path / "calls.log").read_text().splitlines()]
+    assert calls[1][:4] == ["image", "inspect", "--format", "{{json .RootFS.Layers}}"]
+    assert sorted(calls[1][4:]) == ["sha256:1", "sha256:2", "sha256:3"]
+
+
+def test_script_with_no_images_prints_nothing_and_succeeds(tmp_path: Path) -> None:
+    docker = _fake_docker(tmp_path, {})
+    res = _run(present_layers_argv((str(docker),)))
+    assert (res.returncode, res.stdout) == (0, "")
+    assert len((tmp_path / "calls.log").read_text().splitlines()) == 1  # no inspect without ids
+
+
+def test_script_fails_when_docker_fails(tmp_path: Path) -> None:
+    res = _run(present_layers_argv(("false",)))
+    assert res.returncode != 0
+
+
+def test_parse_present_every_prefix_of_every_image() -> None:
+    out = json.dumps(D[:3]) + "\n" + json.dumps(D[3:5]) + "\nnull\n[]\n\n"
+    present = parse_present(out)
+    assert present == frozenset(chain_ids(D[:3]) + chain_ids(D[3:5]))
+
+
+def test_parse_present_ignores_noise() -> None:
+    assert parse_present("WARNING: something\n[not json\n") == frozenset()
+
+
+def test_missing_none_when_all_present() -> None:
+    assert missing_layers(D[:3], frozenset(chain_ids(D[:3]))) == ()
+
+
+def test_missing_all_when_host_is_empty() -> None:
+    assert missing_layers(D[:3], frozenset()) == (0, 1, 2)
+
+
+def test_missing_from_first_absent_chain_to_top() -> None:
+    present = frozenset(chain_ids(D[:2]))
+    assert missing_layers(D[:4], present) == (2, 3)
+
+
+def test_same_diff_under_another_parent_is_not_present() -> None:
+    # The host has layer D[1] but on a different base: its chain differs, so it must be sent.
+    present = frozenset(chain_ids([D[5], D[1]]))
+    assert missing_layers([D[0], D[1]], present) == (0, 1)
+
+
+def test_gap_means_everything_above_is_missing() -> None:
+    present = frozenset(chain_ids(D[:1])) | frozenset([chain_ids(D[:3])[2]])
+    # chain of D[:2] absent: layer 1 and everything above go, even if a higher chain is listed
+    assert missing_layers(D[:3], present) == (1, 2)

@@ -1,0 +1,119 @@
+"""The Exporter's stream parsing and caching, on synthetic save streams (both layouts).
+
+Against a real daemon it is tested in tests/integration/test_export.py.
+"""
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import pytest
+import zstandard
+from test_local_savestream import (
+    FakeClient,
+    image,
+    layer_tar,
+    save_legacy,
+    save_oci,
+    sha,
+)
+
+from deployer.errors import LocalError
+from deployer.local.cache import Cache
+from deployer.local.export import Exporter
+
+
+def _decompress(codec: str, data: bytes) -> bytes:
+    if codec == "gzip":
+        return gzip.decompress(data)
+    return zstandard.ZstdDecompressor().decompressobj().decompress(data)
+
+
+LAYERS = [layer_tar(i) for i in range(3)]
+INFO, CONFIG = image(LAYERS)
+D = INFO.diff_ids
+
+
+@pytest.mark.parametrize("layout", ["legacy", "oci", "oci-compressed"])
+def test_export_both_codecs_in_one_pass(tmp_path: Path, layout: str) -> None:
+    stream = {
+        "legacy": lambda: save_legacy(INFO, CONFIG, LAYERS),
+        "oci": lambda: save_oci(INFO, CONFIG, LAYERS),
+        "oci-compressed": lambda: save_oci(INFO, CONFIG, LAYERS, compressed=True),
+    }[layout]()
+    client = FakeClient(stream)
+    cache = Cache(tmp_path)
+    wanted = {"zstd": {D[1], D[2]}, "gzip": {D[2]}}
+    with Exporter(INFO, wanted, level=3, client=client, cache=cache) as exp:  # type: ignore[arg-type]
+        got = {(b.codec, b.diff_id): b for b in exp.ready()}
+        assert exp.config() == CONFIG
+    assert set(got) == {("zstd", D[1]), ("zstd", D[2]), ("gzip", D[2])}
+    for (codec, diff_id), blob in got.items():
+        data = blob.path.read_bytes()
+        assert sha(data) == blob.digest and len(data) == blob.size
+        raw = _decompress(codec, data)
+        assert sha(raw) == diff_id and len(raw) == blob.raw_size
+    assert client.api.calls == [INFO.id]
+    assert cache.lookup(D[0], "zstd", 3) is None  # unwanted layers are not compressed
+
+
+def test_second_export_is_served_from_the_cache(tmp_path: Path) -> None:
+    cache = Cache(tmp_path)
+    wanted = {"zstd": set(D)}
+    first = Exporter(INFO, wanted, client=FakeClient(save_legacy(INFO, CONFIG, LAYERS)), cache=cache)  # type: ignore[arg-type]
+    first.start().wait()
+    assert first.exported_blobs == 3
+    idle = FakeClient(b"")
+    second = Exporter(INFO, wanted, client=idle, cache=cache).start()  # type: ignore[arg-type]
+    assert second.done and idle.api.calls == []
+    assert [second.blob(d, "zstd") for d in D] == [first.blob(d, "zstd") for d in D]
+    assert second.config() == CONFIG
+
+
+def test_config_only(tmp_path: Path) -> None:
+    exp = Exporter(INFO, {}, client=FakeClient(save_legacy(INFO, CONFIG, LAYERS)), cache=Cache(tmp_path))  # type: ignore[arg-type]
+    assert exp.start().config(timeout=10) == CONFIG
+    assert list(exp.ready()) == []
+
+
+def test_layer_that_does_not_hash_to_its_diff_id_fails(tmp_path: Path) -> None:
+    bad = [LAYERS[0], layer_tar(99), LAYERS[2]]
+    exp = Exporter(INFO, {"zstd": {D[1]}}, client=FakeClient(save_legacy(INFO, CONFIG, bad)), cache=Cache(tmp_path))  # type: ignore[arg-type]
+    with pytest.raises(LocalError, match="hashes to"):
+        exp.start().blob(D[1], "zstd", timeout=10)
+    assert [p for p in (tmp_path / "sha256").iterdir() if p.name.startswith(".tmp")] == []
+
+
+def test_missing_layer_in_stream_fails(tmp_path: Path) -> None:
+    exp = Exporter(INFO, {"gzip": {D[2]}}, client=FakeClient(save_legacy(INFO, CONFIG, LAYERS[:2])), cache=Cache(tmp_path))  # type: ignore[arg-type]
+    with pytest.raises(LocalError, match="did not contain"):
+        exp.start().blob(D[2], "gzip", timeout=10)
+    with pytest.raises(LocalError):
+        list(exp.ready())
+
+
+def test_wrong_config_fails(tmp_path: Path) -> None:
+    exp = Exporter(INFO, {"zstd": {D[0]}}, client=FakeClient(save_legacy(INFO, b"{}", LAYERS)), cache=Cache(tmp_path))  # type: ignore[arg-type]
+    with pytest.raises(LocalError, match="config does not hash"):
+        exp.start().config(timeout=10)
+
+
+def test_rejects_foreign_layers_and_codecs(tmp_path: Path) -> None:
+    with pytest.raises(ValueError):
+        Exporter(INFO, {"zstd": {sha(b"other")}}, cache=Cache(tmp_path))
+    with pytest.raises(ValueError):
+        Exporter(INFO, {"lz4": {D[0]}}, cache=Cache(tmp_path))
+
+
+def test_unrequested_blob_is_a_programming_error(tmp_path: Path) -> None:
+    exp = Exporter(INFO, {"zstd": {D[0]}}, client=FakeClient(save_legacy(INFO, CONFIG, LAYERS)), cache=Cache(tmp_path))  # type: ignore[arg-type]
+    exp.start().wait()
+    with pytest.raises(ValueError):
+        exp.blob(D[1], "zstd")
+
+
+def test_broken_stream_is_a_local_error(tmp_path: Path) -> None:
+    stream = save_legacy(INFO, CONFIG, LAYERS)[:300_000]  # daemon died mid-save
+    exp = Exporter(INFO, {"zstd": set(D)}, client=FakeClient(stream), cache=Cache(tmp_path))  # type: ignore[arg-type]
+    with pytest.raises(LocalError):
+        exp.start().wait(timeout=10)
