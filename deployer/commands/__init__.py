@@ -1,1 +1,1 @@
-"""Pure builders: specs -> argv tuples for remote docker/shell, and parsers of their output."""
+"""Pure builders and parsers: argv tuples for remote commands, and parsers of their output (no I/O)."""

@@ -1,0 +1,215 @@
+"""Open an authenticated paramiko Transport for a ConnectSpec: TCP (or a jump channel), host key, auth.
+
+Every paramiko/socket exception is translated here into ConnectError / HostKeyError / AuthError.
+"""
+from __future__ import annotations
+
+import getpass
+import logging
+import os
+import socket
+from dataclasses import dataclass, field
+
+import paramiko
+
+from deployer.errors import AuthError, ConnectError, HostKeyError
+from deployer.transport import hostkeys
+from deployer.transport.config import DEFAULT_IDENTITIES, ConnectSpec
+
+log = logging.getLogger(__name__)
+
+KEEPALIVE_S = 5
+WINDOW_SIZE = 8 * 1024 * 1024
+
+
+def dead_link_seconds() -> float:
+    """How long unacknowledged traffic may sit before a link is declared dead (DEPLOYER_DEAD_LINK_S)."""
+    try:
+        return max(5.0, float(os.environ.get("DEPLOYER_DEAD_LINK_S", "30")))
+    except ValueError:
+        return 30.0
+
+
+@dataclass
+class Link:
+    """An open transport plus the jump transports it rides on (outermost first)."""
+
+    transport: paramiko.Transport
+    jumps: list[paramiko.Transport] = field(default_factory=list)
+    server_key: paramiko.PKey | None = None
+
+    def close(self) -> None:
+        for t in [self.transport, *reversed(self.jumps)]:
+            try:
+                t.close()
+            except Exception as exc:  # noqa: BLE001 - closing a dead transport may raise anything
+                log.debug("closing transport: %s", exc)
+
+
+def tune_socket(sock: socket.socket) -> None:
+    """TCP keepalive + TCP_USER_TIMEOUT: a vanished peer kills the socket instead of hanging forever."""
+    dead = dead_link_seconds()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    for opt, val in (("TCP_KEEPIDLE", KEEPALIVE_S), ("TCP_KEEPINTVL", KEEPALIVE_S),
+                     ("TCP_KEEPCNT", max(1, int(dead // KEEPALIVE_S))), ("TCP_USER_TIMEOUT", int(dead * 1000))):
+        if hasattr(socket, opt):
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, opt), val)
+            except OSError:
+                pass
+
+
+def open_link(spec: ConnectSpec, *, host: str, timeout: float, trust_name: str,
+              auth: bool = True) -> Link:
+    """Connect, verify the host key strictly, authenticate. `host` names the inventory host in errors."""
+    jumps: list[paramiko.Transport] = []
+    try:
+        if spec.jump is not None:
+            jump = open_link(spec.jump, host=host, timeout=timeout, trust_name=spec.jump.name or spec.jump.address)
+            jumps = [*jump.jumps, jump.transport]
+            sock = _jump_channel(jump.transport, spec, host=host, via=spec.jump, timeout=timeout)
+        else:
+            sock = _tcp(spec, host=host, timeout=timeout)
+        transport = _handshake(sock, spec, host=host, timeout=timeout, trust_name=trust_name)
+        link = Link(transport, jumps, transport.get_remote_server_key())
+        if auth:
+            _authenticate(transport, spec, host=host, timeout=timeout)
+            transport.set_keepalive(KEEPALIVE_S)
+        return link
+    except BaseException:
+        for t in jumps:
+            t.close()
+        raise
+
+
+def _tcp(spec: ConnectSpec, *, host: str, timeout: float) -> socket.socket:
+    target = f"{spec.address}:{spec.port}"
+    try:
+        sock = socket.create_connection((spec.address, spec.port), timeout=timeout)
+    except TimeoutError as exc:
+        raise ConnectError(host, f"cannot reach {target}: no answer within {timeout:g}s",
+                           hint="is the host up and on the network? check address/port in the inventory") from exc
+    except socket.gaierror as exc:
+        raise ConnectError(host, f"cannot resolve {spec.address}: {exc.strerror or exc}",
+                           hint="check ansible_host in the inventory or HostName in ~/.ssh/config") from exc
+    except OSError as exc:
+        raise ConnectError(host, f"cannot connect to {target}: {exc.strerror or exc}",
+                           hint="is sshd running and the port right?") from exc
+    tune_socket(sock)
+    return sock
+
+
+def _jump_channel(jump: paramiko.Transport, spec: ConnectSpec, *, host: str, via: ConnectSpec,
+                  timeout: float) -> paramiko.Channel:
+    try:
+        return jump.open_channel("direct-tcpip", (spec.address, spec.port), ("127.0.0.1", 0), timeout=timeout)
+    except (paramiko.SSHException, OSError, EOFError) as exc:
+        raise ConnectError(
+            host, f"jump host {via.label} could not open a connection to {spec.address}:{spec.port}: {exc}",
+            hint="is the target reachable from the jump host, and does its sshd allow TCP forwarding?",
+        ) from exc
+
+
+def _handshake(sock: socket.socket | paramiko.Channel, spec: ConnectSpec, *, host: str, timeout: float,
+               trust_name: str) -> paramiko.Transport:
+    names = spec.known_host_names()
+    try:
+        transport = paramiko.Transport(sock, default_window_size=WINDOW_SIZE)
+    except (paramiko.SSHException, OSError) as exc:
+        sock.close()
+        raise ConnectError(host, f"cannot start SSH with {spec.label}: {exc}") from exc
+    transport.banner_timeout = timeout
+    transport.handshake_timeout = timeout
+    transport.auth_timeout = timeout
+    # Ask for a key type known_hosts has, so a host with several keys is checked against the right one.
+    known_types = hostkeys.preferred_types(hostkeys.read(spec.known_hosts), names)
+    opts = transport.get_security_options()
+    wanted = [t for t in _expand_rsa(known_types) if t in opts.key_types]
+    if wanted:
+        opts.key_types = wanted + [t for t in opts.key_types if t not in wanted]
+    try:
+        transport.start_client(timeout=timeout)
+    except (paramiko.SSHException, OSError, EOFError) as exc:
+        transport.close()
+        raise ConnectError(host, f"SSH handshake with {spec.label} failed: {exc or type(exc).__name__}",
+                           hint="is an SSH server listening there? retry; check the network") from exc
+    key = transport.get_remote_server_key()
+    try:
+        hostkeys.verify(host, names, key, spec.known_hosts, trust_name=trust_name)
+    except HostKeyError:
+        transport.close()
+        raise
+    return transport
+
+
+def _expand_rsa(types: list[str]) -> list[str]:
+    out: list[str] = []
+    for t in types:
+        out.extend(["rsa-sha2-512", "rsa-sha2-256", "ssh-rsa"] if t == "ssh-rsa" else [t])
+    return out
+
+
+def _load_key(path: str, *, host: str, explicit: bool) -> paramiko.PKey | None:
+    try:
+        return paramiko.PKey.from_path(path)
+    except paramiko.PasswordRequiredException:
+        log.debug("%s: key %s is passphrase-protected; relying on the ssh-agent", host, path)
+        return None
+    except FileNotFoundError:
+        if explicit:
+            raise AuthError(host, f"private key file {path} does not exist",
+                            hint="fix ansible_ssh_private_key_file (or IdentityFile in ~/.ssh/config)") from None
+        return None
+    except (OSError, ValueError, paramiko.SSHException) as exc:
+        raise AuthError(host, f"cannot load private key {path}: {exc}") from exc
+
+
+def _candidate_keys(spec: ConnectSpec, host: str) -> list[tuple[str, paramiko.PKey]]:
+    keys: list[tuple[str, paramiko.PKey]] = []
+    for path in spec.key_files:
+        key = _load_key(path, host=host, explicit=path == spec.key_files[0])
+        if key is not None:
+            keys.append((path, key))
+    try:
+        agent_keys = paramiko.Agent().get_keys() if os.environ.get("SSH_AUTH_SOCK") else ()
+    except (paramiko.SSHException, OSError):
+        agent_keys = ()
+    keys.extend((f"agent:{k.get_name()}", k) for k in agent_keys)
+    if not spec.key_files and not spec.identities_only:
+        for path in DEFAULT_IDENTITIES:
+            key = _load_key(os.path.expanduser(path), host=host, explicit=False)
+            if key is not None:
+                keys.append((path, key))
+    return keys
+
+
+def _authenticate(transport: paramiko.Transport, spec: ConnectSpec, *, host: str, timeout: float) -> None:
+    user = spec.user or getpass.getuser()
+    keys = _candidate_keys(spec, host)
+    if not keys:
+        transport.close()
+        raise AuthError(host, f"no SSH key to log in to {user}@{spec.address} with (no key file, no ssh-agent keys)",
+                        hint="set ansible_ssh_private_key_file, or load a key into ssh-agent (ssh-add)")
+    tried: list[str] = []
+    for label, key in keys:
+        tried.append(label)
+        try:
+            remaining = transport.auth_publickey(user, key)
+        except paramiko.BadAuthenticationType as exc:
+            transport.close()
+            raise AuthError(host, f"{user}@{spec.address} does not accept public keys (allows: {', '.join(exc.allowed_types)})",
+                            hint="deployer uses key or agent authentication only; enable PubkeyAuthentication") from exc
+        except paramiko.AuthenticationException:
+            continue
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            transport.close()
+            raise ConnectError(host, f"connection lost while authenticating to {spec.label}: {exc}") from exc
+        if not remaining:
+            return
+        transport.close()
+        raise AuthError(host, f"{user}@{spec.address} wants more authentication ({', '.join(remaining)}) than a key",
+                        hint="multi-factor logins are not supported; use a key-only account")
+    transport.close()
+    raise AuthError(host, f"authentication as {user}@{spec.address} refused (tried {', '.join(tried)})",
+                    hint="check ansible_user and that the public key is in the host's authorized_keys")
