@@ -10,7 +10,12 @@ from __future__ import annotations
 from deployer.errors import PlaybookError
 from deployer.playbook.discover import find_default
 from deployer.playbook.model import (
-    BuildSpec, ImageSpec, Playbook, RenderedPlaybook, RunOptions, ShipSpec,
+    BuildSpec,
+    ImageSpec,
+    Playbook,
+    RenderedPlaybook,
+    RunOptions,
+    ShipSpec,
 )
 from deployer.playbook.render import render, run_spec
 from deployer.playbook.validate import build_playbook
@@ -18,7 +23,7 @@ from deployer.playbook.yamlsrc import Source, compose
 
 __all__ = [
     "BuildSpec", "ImageSpec", "Playbook", "RenderedPlaybook", "RunOptions", "ShipSpec",
-    "find_default", "load", "loads", "render", "run_spec",
+    "find_default", "load", "load_default", "loads", "render", "run_spec",
 ]
 
 
@@ -32,6 +37,11 @@ def load(path: str) -> Playbook:
     except (OSError, UnicodeDecodeError) as exc:
         raise PlaybookError(f"cannot read the playbook: {exc}", file=path) from exc
     return loads(text, path)
+
+
+def load_default(path: str | None, cwd: str = ".") -> Playbook:
+    """The playbook at `path`, or the default one (find_default) when path is None."""
+    return load(path if path else find_default(cwd))
 
 
 def loads(text: str, file: str = "<playbook>") -> Playbook:

@@ -1,8 +1,9 @@
 """The playbook as validated data: frozen dataclasses, template strings not yet rendered per host."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 # Keys of each section, in documentation order; validation refuses anything else.
 TOP_KEYS = ("name", "hosts", "image", "ship", "run", "vars")
@@ -24,7 +25,7 @@ class BuildSpec:
     dockerfile: str = "Dockerfile"
     args: tuple[tuple[str, str], ...] = ()
     target: str | None = None
-    tag: str | None = None  # repository (optionally :tag); defaults to the playbook name
+    tag: str | None = None  # repository (optionally :tag); the loader defaults it to the playbook name
 
 
 @dataclass(frozen=True)

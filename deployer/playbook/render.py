@@ -4,7 +4,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import shlex
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from deployer.errors import PlaybookError
 from deployer.playbook import checks, templating
@@ -76,8 +77,8 @@ def _render_run(playbook: Playbook, run: RunOptions, text: Any, host: str) -> Ru
                          hint="env_file is a file on this machine, relative to the playbook's folder")
         values["env_file"] = path
     rendered = dataclasses.replace(run, **values)
-    for path, message in checks.run_problems(rendered):
-        raise _error(playbook, path, f"{message} (host {host})")
+    for path, message, hint in checks.run_problems(rendered):
+        raise _error(playbook, path, f"{message} (host {host})", hint=hint)
     return rendered
 
 

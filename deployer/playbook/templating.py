@@ -1,7 +1,8 @@
 """Jinja2 rendering with strict undefined variables, and playbook vars resolved in dependency order."""
 from __future__ import annotations
 
-from typing import Any, Iterator, Mapping
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import jinja2
 from jinja2 import meta

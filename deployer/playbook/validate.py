@@ -4,19 +4,30 @@ from __future__ import annotations
 import difflib
 import os
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any, NoReturn
 
 import yaml
 
+from deployer.errors import PlaybookError
 from deployer.playbook import checks, templating
 from deployer.playbook.model import (
-    BUILD_KEYS, IMAGE_KEYS, RUN_KEYS, SHIP_KEYS, TOP_KEYS, VIA_CHOICES,
-    BuildSpec, ImageSpec, Playbook, RunOptions, ShipSpec, line_for,
+    BUILD_KEYS,
+    IMAGE_KEYS,
+    RUN_KEYS,
+    SHIP_KEYS,
+    TOP_KEYS,
+    VIA_CHOICES,
+    BuildSpec,
+    ImageSpec,
+    Playbook,
+    RunOptions,
+    ShipSpec,
+    line_for,
 )
-from deployer.errors import PlaybookError
 from deployer.playbook.yamlsrc import Source, join, line_of, scalar
 
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,127}$")
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{1,127}$")
 VAR_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 ENV_KEY_RE = re.compile(r"^[^=\s]+$")
 
@@ -28,7 +39,7 @@ class Validator:
         self.source = source
         self.lines: dict[str, int] = {}
 
-    def fail(self, node: yaml.Node | None, path: str, message: str, hint: str | None = None) -> None:
+    def fail(self, node: yaml.Node | None, path: str, message: str, hint: str | None = None) -> NoReturn:
         raise self.source.error(node, path, message, hint=hint)
 
     def mark(self, node: yaml.Node, path: str) -> None:
@@ -96,18 +107,18 @@ class Validator:
         if isinstance(node, yaml.SequenceNode):
             for i, item in enumerate(node.value):
                 text = self.string(item, f"{path}[{i}]")
-                key, eq, value = text.partition("=")
+                key, eq, text_value = text.partition("=")
                 if not eq or not key_re.match(key):
                     self.fail(item, f"{path}[{i}]", f"must look like KEY=value, got {text!r}")
                 self.mark(item, f"{path}.{key}")
-                out.append((key, value))
+                out.append((key, text_value))
             return tuple(out)
         for key, value_node in self.mapping(node, path, None).items():
             child = join(path, key)
             if not key_re.match(key):
                 self.fail(value_node, child, f"invalid name {key!r}")
-            value = scalar(value_node) if isinstance(value_node, yaml.ScalarNode) else _Missing
-            if value is None or value is _Missing:
+            value = scalar(value_node) if isinstance(value_node, yaml.ScalarNode) else None
+            if value is None:
                 self.fail(value_node, child, f"must have a string value, got {_kind(value_node)}",
                           hint="write an empty value as ''")
             if isinstance(value, bool):
@@ -121,10 +132,6 @@ class Validator:
         problem = templating.syntax_error(text)
         if problem:
             self.fail(node, path, f"template error: {problem}")
-
-
-class _Missing:
-    pass
 
 
 def _is_null(node: yaml.Node) -> bool:
@@ -148,7 +155,7 @@ def build_playbook(root: yaml.Node | None, source: Source) -> Playbook:
     """Validate the whole document and return the Playbook."""
     v = Validator(source)
     if root is None or _is_null(root):
-        v.fail(root, "", "the playbook is empty", hint=f"start from `deploy init` or see playbooks/sample.yml")
+        v.fail(root, "", "the playbook is empty", hint="start from `deploy init` or see playbooks/sample.yml")
     if isinstance(root, yaml.SequenceNode):
         v.fail(root, "", "a playbook is one mapping (name, hosts, image, ship, run, vars), not a list",
                hint="this looks like an Ansible playbook; deployer playbooks are documented in the README")
@@ -163,7 +170,7 @@ def build_playbook(root: yaml.Node | None, source: Source) -> Playbook:
     hosts = _hosts(v, top.get("hosts"), vars_)
     if "image" not in top:
         v.fail(root, "image", "missing: give image.build (build locally) or image.ref (an existing image)")
-    image = _image(v, top["image"], source, vars_)
+    image = _image(v, top["image"], source, vars_, name)
     ship = _ship(v, top.get("ship"), vars_)
     run = _run(v, top["run"]) if "run" in top and not _is_null(top["run"]) else None
     return Playbook(file=source.file, name=name, hosts=hosts, image=image, ship=ship, run=run,
@@ -194,7 +201,6 @@ def _render_static(v: Validator, node: yaml.Node, path: str, text: str, vars_: d
         return templating.render_static(text, vars_)
     except templating.TemplateProblem as exc:
         v.fail(node, path, f"{exc} (this value is the same for every host, so only the playbook's vars can be used here)")
-    raise AssertionError("unreachable")
 
 
 def _hosts(v: Validator, node: yaml.Node | None, vars_: dict[str, Any]) -> str | None:
@@ -208,7 +214,7 @@ def _hosts(v: Validator, node: yaml.Node | None, vars_: dict[str, Any]) -> str |
     return _render_static(v, node, "hosts", v.string(node, "hosts"), vars_)
 
 
-def _image(v: Validator, node: yaml.Node, source: Source, vars_: dict[str, Any]) -> ImageSpec:
+def _image(v: Validator, node: yaml.Node, source: Source, vars_: dict[str, Any], name: str) -> ImageSpec:
     nodes = v.mapping(node, "image", IMAGE_KEYS)
     if ("build" in nodes) == ("ref" in nodes):
         v.fail(node, "image", "give exactly one of 'build' (build locally) or 'ref' (an existing image)")
@@ -238,7 +244,7 @@ def _image(v: Validator, node: yaml.Node, source: Source, vars_: dict[str, Any])
         if problem:
             v.fail(b["tag"], "image.build.tag", problem)
     target = static("image.build.target", v.optional_string(b, "target", "image.build"))
-    return ImageSpec(build=BuildSpec(context=context, dockerfile=dockerfile, args=args, target=target, tag=tag))
+    return ImageSpec(build=BuildSpec(context=context, dockerfile=dockerfile, args=args, target=target, tag=tag or name))
 
 
 def _ship(v: Validator, node: yaml.Node | None, vars_: dict[str, Any]) -> ShipSpec:
@@ -286,6 +292,6 @@ def _run(v: Validator, node: yaml.Node) -> RunOptions:
         replace=v.boolean(nodes, "replace", "run"),
     )
     # Values without templates are checked now; templated ones when rendered for each host.
-    for path, message in checks.run_problems(opts, only_static=True):
-        raise PlaybookError(message, file=v.source.file, line=line_for(v.lines, path), key_path=path)
+    for path, message, hint in checks.run_problems(opts, only_static=True):
+        raise PlaybookError(message, file=v.source.file, line=line_for(v.lines, path), key_path=path, hint=hint)
     return opts
