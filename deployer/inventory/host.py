@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import os
 import shlex
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 DEFAULT_STAGING_DIR = "/var/tmp/deployer"
 DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts"

@@ -13,7 +13,7 @@ _BRACKETED_PORT = re.compile(r"^\[(.+)\]:([0-9]+)$")
 _NAME_PORT = re.compile(r"^((?:[^:\[\]]|\[[^\]]*\])*):([0-9]+)$")
 _RANGE = r"\[(?:[a-z]:[a-z]|[0-9]+:[0-9]+)(?::[0-9]+)?\]"
 _LABEL = rf"(?:\w|{_RANGE})(?:[\w-]|{_RANGE})*(?<![_-])"
-_HOSTNAME = re.compile(rf"^{_LABEL}(?:\.{_LABEL})*$", re.I | re.UNICODE)
+_HOSTNAME = re.compile(rf"^{_LABEL}(?:\.{_LABEL})*$", re.IGNORECASE | re.UNICODE)
 _IPV4_PART = r"(?:[01]?[0-9]{1,2}|2[0-4][0-9]|25[0-5]|\[[0-9]+:[0-9]+(?::[0-9]+)?\])"
 _IPV4 = re.compile(rf"^(?:{_IPV4_PART}\.){{3}}{_IPV4_PART}$")
 
@@ -55,7 +55,7 @@ def expand(name: str) -> list[str]:
     """Expand every `[begin:end(:step)]` range in a host name; RangeError when one is malformed."""
     if not has_range(name):
         return [name]
-    head, sep, rest = name.partition("[")
+    head, _sep, rest = name.partition("[")
     body, sep2, tail = rest.partition("]")
     if not sep2:
         raise RangeError(f"unclosed range in {name!r}")

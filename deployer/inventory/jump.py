@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import re
 import shlex
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 _SSH_ARG_VARS = ("ansible_ssh_common_args", "ansible_ssh_extra_args")
 _HOP = re.compile(r"^(?:ssh://)?(?:(?P<user>[^@\s/]+)@)?(?P<host>\[[^\]]+\]|[^:@\s/]+)(?::(?P<port>[0-9]+))?/?$")

@@ -122,21 +122,15 @@ def _assemble(source: str, base: str, b: InventoryBuilder, warnings: list[str]) 
         groups.discard(ALL)
         merged: dict[str, Any] = {}
         origins: dict[str, str] = {}
-
-        def apply(values: dict[str, Any], where: dict[str, str] | str) -> None:
-            for k, v in values.items():
-                merged[k] = v
-                origins[k] = where if isinstance(where, str) else where[k]
-
-        apply(b.groups[ALL].vars, b.groups[ALL].origins)
+        _apply(merged, origins, b.groups[ALL].vars, b.groups[ALL].origins)
         for g in ordered(groups):
-            apply(b.groups[g].vars, b.groups[g].origins)
-        for g in [ALL] + ordered(groups):
+            _apply(merged, origins, b.groups[g].vars, b.groups[g].origins)
+        for g in [ALL, *ordered(groups)]:
             for vf in files("group_vars", g):
-                apply(vf.vars, vf.label)
-        apply(h.vars, h.origins)
+                _apply(merged, origins, vf.vars, vf.label)
+        _apply(merged, origins, h.vars, h.origins)
         for vf in files("host_vars", name):
-            apply(vf.vars, vf.label)
+            _apply(merged, origins, vf.vars, vf.label)
         visible = tuple(sorted(groups - {"ungrouped"}))
         hosts[name] = Host(name, merged, visible, origins=origins)
 
@@ -153,3 +147,10 @@ def _assemble(source: str, base: str, b: InventoryBuilder, warnings: list[str]) 
         for name, g in b.groups.items()
     }
     return Inventory(source=source, hosts=hosts, groups=groups_out, warnings=tuple(warnings))
+
+
+def _apply(merged: dict[str, Any], origins: dict[str, str], values: dict[str, Any], where: dict[str, str] | str) -> None:
+    """Top-level keys replace earlier ones (Ansible's default hash_behaviour=replace)."""
+    for k, v in values.items():
+        merged[k] = v
+        origins[k] = where if isinstance(where, str) else where[k]

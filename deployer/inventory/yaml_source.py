@@ -103,7 +103,8 @@ class _Parser:
             entries = self.section(section, sub_path, key)
             if key == "vars":
                 for var_key, var_node in entries:
-                    at = Where(self.file, label, var_node.start_mark.line + 1, f"{sub_path}.{var_key}")
+                    line = (var_node or section).start_mark.line + 1
+                    at = Where(self.file, label, line, f"{sub_path}.{var_key}")
                     self.b.set_group_var(name, var_key, self.value(var_node) if var_node else None, at)
             elif key == "children":
                 for child, child_node in entries:
