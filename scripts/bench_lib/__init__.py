@@ -1,0 +1,1 @@
+"""Benchmark harness for deployer (run through scripts/bench)."""

@@ -1,0 +1,95 @@
+"""`scripts/bench`: deployer against the usual ways of shipping an image, on the testbed.
+
+Examples:
+  scripts/bench --smoke                          # ~20 MB image, 1 rep, CI-sized
+  scripts/bench --size-gb 1 --rate 200mbit       # the real run (reps 3)
+  scripts/bench --scenarios a,b --reps 1 --no-throttle
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from dataclasses import replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+from . import hosts, image, machine, report, runner, tools
+from .config import SMOKE_RATE, SMOKE_SIZE_GB, BenchConfig, parse_scenarios, rate_bits
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def parse(argv: list[str]) -> BenchConfig:
+    p = argparse.ArgumentParser(prog="scripts/bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--size-gb", type=float, default=1.0, help="image size in GB (default 1)")
+    p.add_argument("--rate", default="200mbit", help="throttled uplink rate, tc syntax (default 200mbit)")
+    p.add_argument("--reps", type=int, default=3, help="repetitions per row; the median counts (default 3)")
+    p.add_argument("--scenarios", default="a,b,c,d", help="subset of a,b,c,d (default all)")
+    p.add_argument("--tools", default="", help=f"subset of {','.join(tools.TOOLS)} (default all)")
+    p.add_argument("--smoke", action="store_true", help=f"~20 MB image, 1 rep, throttled at {SMOKE_RATE}")
+    p.add_argument("--no-throttle", action="store_true", help="skip the throttled passes")
+    p.add_argument("--throttled-only", action="store_true", help="skip the unthrottled passes")
+    p.add_argument("--out", default="bench-results", help="directory for the JSON (default bench-results/)")
+    p.add_argument("--rebuild", action="store_true", help="rebuild the images even if cached")
+    a = p.parse_args(argv)
+    try:
+        scenarios = parse_scenarios(a.scenarios)
+        rate_bits(a.rate)
+        chosen = tuple(t for t in a.tools.split(",") if t)
+        if unknown := [t for t in chosen if t not in tools.TOOLS]:
+            raise ValueError(f"unknown tool(s) {','.join(unknown)}: choose from {','.join(tools.TOOLS)}")
+        if a.reps < 1 or a.size_gb <= 0:
+            raise ValueError("--reps must be >= 1 and --size-gb > 0")
+        if a.no_throttle and a.throttled_only:
+            raise ValueError("--no-throttle and --throttled-only exclude each other")
+    except ValueError as exc:
+        p.error(str(exc))
+    cfg = BenchConfig(size_gb=a.size_gb, rate=a.rate, reps=a.reps, scenarios=scenarios, out=Path(a.out),
+                      unthrottled=not a.throttled_only, throttled=not a.no_throttle, tools=chosen)
+    if a.smoke:
+        cfg = replace(cfg, size_gb=SMOKE_SIZE_GB, reps=1, rate=SMOKE_RATE if a.rate == "200mbit" else a.rate)
+    return replace(cfg, smoke=a.smoke, rebuild=a.rebuild)
+
+
+def main(argv: list[str]) -> int:
+    cfg = parse(argv)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    started = time.monotonic()
+    meta = {"command": "scripts/bench " + shlex.join(argv), "started": stamp,
+            "config": {"size_gb": cfg.size_gb, "rate": cfg.rate, "reps": cfg.reps,
+                       "scenarios": list(cfg.scenarios), "smoke": cfg.smoke, "modes": list(cfg.modes())},
+            "machine": machine.describe()}
+    if not hosts.registry_route_ok():
+        log("warning: cannot reach the workstation daemon's push metadata; registry pushes may reuse blobs")
+    v1, v2 = image.build_pair(cfg.size_bytes, log, rebuild=cfg.rebuild)
+    pair = image.inspect_pair(v1, v2)
+    log(f"image {pair.v1.ref}: {pair.v1.size / 1e6:.1f} MB raw, {pair.v1.zstd_size / 1e6:.1f} MB zstd; "
+        f"code layer {pair.code_layer.size / 1e6:.2f} MB raw, {pair.code_layer.zstd_size / 1e6:.2f} MB zstd")
+    meta["image"] = {"v1": pair.v1.as_dict(), "v2": pair.v2.as_dict(), "code_layer": vars(pair.code_layer)}
+    run = runner.Runner(cfg, pair, stamp.lower(), log)
+    try:
+        samples = run.samples()
+    finally:
+        hosts.throttle(None, force=True)
+    rows = report.rows(samples)
+    targets = report.targets(rows, pair.code_layer.zstd_size, pair.v1.size)
+    meta["seconds"] = round(time.monotonic() - started, 1)
+    meta["machine_after"] = {"loadavg": machine.loadavg()}
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    out = cfg.out / f"bench-{stamp}.json"
+    out.write_text(json.dumps({"meta": meta, "rows": report.as_dicts(rows), "targets": targets,
+                               "samples": [s.as_dict() for s in samples]}, indent=1, default=str) + "\n")
+    (cfg.out / f"bench-{stamp}.md").write_text(report.markdown(rows, targets))
+    report.print_table(rows, targets)
+    log(f"wrote {out} and {out.with_suffix('.md')} in {meta['seconds']} s")
+    return 0 if all(s.ok for s in samples) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,96 @@
+"""Benchmark options and the testbed's fixed facts (addresses, paths, interfaces)."""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+TESTBED = Path(os.environ.get("DEPLOYER_TESTBED_DIR", "/tmp/deployer-testbed"))
+KEY = TESTBED / "id_ed25519"
+KNOWN_HOSTS = TESTBED / "known_hosts"
+UPLINK_IF = "dtb-uplink"
+REGISTRY = "10.213.0.5:5000"
+ADDRESSES = {"gpu01": "10.213.0.11", "gpu02": "10.213.0.12", "airgap01": "10.213.0.13", "cpu01": "10.213.0.14"}
+
+SCENARIOS = ("a", "b", "c", "d")
+SCENARIO_TITLES = {
+    "a": "first ship, host has no layers",
+    "b": "re-ship after a code-only change",
+    "c": "three hosts at once",
+    "d": "first ship over the registry route",
+}
+# One host for the single-host scenarios (it reaches the registry, so every tool can serve it),
+# three connected hosts for (c) so that the registry baseline can serve all of them too.
+SINGLE_HOST = ("gpu01",)
+MULTI_HOSTS = ("gpu01", "gpu02", "cpu01")
+SMOKE_SIZE_GB = 0.02
+SMOKE_RATE = "400mbit"
+ZSTD_LEVEL = 3  # deployer's default level; the zstd baseline uses the same
+
+_RATE = re.compile(r"^(\d+(?:\.\d+)?)(bit|kbit|mbit|gbit)$", re.IGNORECASE)
+_RATE_UNITS = {"bit": 1, "kbit": 1_000, "mbit": 1_000_000, "gbit": 1_000_000_000}
+
+
+def host_dir(host: str) -> Path:
+    return TESTBED / "hosts" / host
+
+
+def docker_socket(host: str) -> str:
+    return f"unix://{host_dir(host) / 'docker.sock'}"
+
+
+def staging_dir(host: str) -> Path:
+    return host_dir(host) / "staging"
+
+
+def inventory() -> Path:
+    env = os.environ.get("DEPLOY_INVENTORY")
+    return Path(env) if env else ROOT / "inventories" / "testbed.yml"
+
+
+def rate_bits(rate: str) -> int:
+    """'200mbit' -> 200_000_000 (tc's units); ValueError for anything else."""
+    m = _RATE.match(rate.strip())
+    if not m:
+        raise ValueError(f"bad rate {rate!r}: use a tc rate such as 200mbit, 1gbit or 800kbit")
+    return int(float(m.group(1)) * _RATE_UNITS[m.group(2).lower()])
+
+
+def parse_scenarios(text: str) -> tuple[str, ...]:
+    """'a,c' -> ('a', 'c'), in canonical order; ValueError names the unknown ones."""
+    wanted = {s.strip().lower() for s in text.split(",") if s.strip()}
+    unknown = sorted(wanted - set(SCENARIOS))
+    if unknown or not wanted:
+        raise ValueError(f"unknown scenario(s) {','.join(unknown) or '(none)'}: choose from a,b,c,d")
+    return tuple(s for s in SCENARIOS if s in wanted)
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """What one `scripts/bench` invocation measures."""
+
+    size_gb: float = 1.0
+    rate: str = "200mbit"
+    reps: int = 3
+    scenarios: tuple[str, ...] = SCENARIOS
+    smoke: bool = False
+    out: Path = ROOT / "bench-results"
+    unthrottled: bool = True
+    throttled: bool = True
+    tools: tuple[str, ...] = field(default=())  # empty = every tool
+    rebuild: bool = False
+
+    @property
+    def size_bytes(self) -> int:
+        return int(self.size_gb * 1024**3)
+
+    def modes(self) -> tuple[str | None, ...]:
+        """Uplink rates to run: None = unthrottled."""
+        out: list[str | None] = []
+        if self.unthrottled:
+            out.append(None)
+        if self.throttled:
+            out.append(self.rate)
+        return tuple(out)

@@ -1,0 +1,58 @@
+"""A description of the machine and software the figures were measured on."""
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from .config import ROOT, SINGLE_HOST, docker_socket
+
+
+def _out(argv: list[str]) -> str:
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=30).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return "?"
+
+
+def loadavg() -> str:
+    """1, 5 and 15 minute load averages: the 2 cores are shared, so this says how busy they were."""
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def _meminfo_gib() -> float:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            return round(int(line.split()[1]) / 1024**2, 1)
+    return 0.0
+
+
+def _cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "?"
+
+
+def describe() -> dict[str, Any]:
+    """nproc, RAM, kernel, CPU, Docker versions, tool versions, git commit, load at start."""
+    host_daemon = _out(["docker", "-H", docker_socket(SINGLE_HOST[0]), "version", "--format",
+                        "{{.Server.Version}}"])
+    return {
+        "nproc": os.cpu_count(),
+        "ram_gib": _meminfo_gib(),
+        "kernel": platform.release(),
+        "cpu": _cpu_model(),
+        "docker_client": _out(["docker", "version", "--format", "{{.Client.Version}}"]),
+        "docker_workstation_daemon": _out(["docker", "version", "--format", "{{.Server.Version}}"]),
+        "docker_host_daemon": host_daemon,
+        "openssh": _out(["ssh", "-V"]) or subprocess.run(["ssh", "-V"], capture_output=True,
+                                                        text=True).stderr.strip(),
+        "zstd": _out(["zstd", "--version"]),
+        "gzip": _out(["gzip", "--version"]).splitlines()[0] if _out(["gzip", "--version"]) else "?",
+        "python": platform.python_version(),
+        "git_commit": _out(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"]),
+        "loadavg": loadavg(),
+    }

@@ -1,0 +1,101 @@
+"""Run a command and watch its whole process tree: wall time and peak resident memory."""
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+POLL_SECONDS = 0.05
+
+
+@dataclass(frozen=True)
+class Finished:
+    argv: tuple[str, ...]
+    exited: int
+    stdout: str
+    stderr: str
+    seconds: float
+    peak_rss: int  # bytes: max over time of the tree's summed RSS, or one process's VmHWM if larger
+
+
+def _status_kb(pid: int, key: str) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def children_map() -> dict[int, list[int]]:
+    """ppid -> pids, for every live process."""
+    out: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry.name}/stat").read_text()
+        except OSError:
+            continue
+        # The command name may contain spaces and parens: ppid is the 2nd field after the last ')'.
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        out.setdefault(ppid, []).append(int(entry.name))
+    return out
+
+
+def tree(root: int, kids: Mapping[int, list[int]]) -> list[int]:
+    """root and all its descendants."""
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(kids.get(pid, ()))
+    return out
+
+
+class _Watcher(threading.Thread):
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.peak, self.hwm = pid, 0, 0
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            self.sample()
+            self.done.wait(POLL_SECONDS)
+
+    def sample(self) -> None:
+        pids = tree(self.pid, children_map())
+        total = 0
+        for pid in pids:
+            total += _status_kb(pid, "VmRSS")
+            # VmHWM catches a single process's spike between two samples.
+            self.hwm = max(self.hwm, _status_kb(pid, "VmHWM"))
+        self.peak = max(self.peak, total)
+
+
+def run(argv: Sequence[str], env: Mapping[str, str] | None = None, timeout: float | None = None,
+        cwd: str | None = None) -> Finished:
+    """Run argv to completion, timing it and sampling its process tree's memory."""
+    start = time.monotonic()
+    proc = subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=dict(env) if env is not None else None, cwd=cwd)
+    watcher = _Watcher(proc.pid)
+    watcher.start()
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        err += f"\n(killed after {timeout:.0f} s)".encode()
+    finally:
+        watcher.done.set()
+        watcher.join()
+    seconds = time.monotonic() - start
+    return Finished(tuple(argv), proc.returncode, out.decode(errors="replace"),
+                    err.decode(errors="replace"), seconds, max(watcher.peak, watcher.hwm) * 1024)

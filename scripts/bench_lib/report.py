@@ -1,0 +1,179 @@
+"""Pure aggregation of samples into rows, targets and tables (no I/O except the printers)."""
+from __future__ import annotations
+
+import statistics
+from dataclasses import asdict, dataclass
+from typing import Any, Iterable, Sequence
+
+from . import tools
+from .config import SCENARIO_TITLES
+
+MB = 1_000_000
+MIB = 1024 * 1024
+RSS_LIMIT = 200 * MIB
+
+
+@dataclass(frozen=True)
+class Row:
+    """The figures of one scenario x uplink x tool over its successful repetitions: median time and
+    memory, least bytes."""
+
+    scenario: str
+    rate: str | None
+    tool: str
+    runs: int
+    ok: int
+    seconds: float | None
+    uplink_bytes: int | None
+    bytes_sent: int | None
+    peak_rss: int | None
+    ratio: float | None  # seconds / best baseline's seconds in the same scenario and uplink
+    bytes_ratio: float | None  # uplink bytes / the best baseline's (the fastest one's) uplink bytes
+    best_baseline: str | None
+
+
+def _median(values: Iterable[float | int | None]) -> Any:
+    vals = [v for v in values if v is not None]
+    return statistics.median(vals) if vals else None
+
+
+def _least(values: Iterable[int | None]) -> int | None:
+    vals = [v for v in values if v is not None]
+    return min(vals) if vals else None
+
+
+def rows(samples: Sequence[Any]) -> list[Row]:
+    """Group samples (objects with scenario, rate, tool, ok, seconds, ...) into rows with ratios."""
+    groups: dict[tuple[str, str | None, str], list[Any]] = {}
+    for s in samples:
+        groups.setdefault((s.scenario, s.rate, s.tool), []).append(s)
+    med: dict[tuple[str, str | None, str], dict[str, Any]] = {}
+    for key, group in groups.items():
+        good = [s for s in group if s.ok]
+        med[key] = {
+            "runs": len(group), "ok": len(good),
+            "seconds": _median(s.seconds for s in good),
+            # Bytes do not drift; other traffic on the shared uplink only ever adds: take the least.
+            "uplink_bytes": _least(s.uplink_bytes for s in good),
+            "bytes_sent": _least(s.bytes_sent for s in good),
+            "peak_rss": _median(s.peak_rss for s in good),
+        }
+    out = []
+    for (scenario, rate, tool), m in med.items():
+        best = best_baseline(med, scenario, rate)
+        ratio = bytes_ratio = None
+        if best and m["seconds"] is not None:
+            ratio = m["seconds"] / med[best]["seconds"]
+            if m["uplink_bytes"] is not None and med[best]["uplink_bytes"]:
+                bytes_ratio = m["uplink_bytes"] / med[best]["uplink_bytes"]
+        out.append(Row(scenario, rate, tool, ratio=ratio, bytes_ratio=bytes_ratio,
+                       best_baseline=best[2] + (f" ({best[0]})" if best[0] != scenario else "") if best else None,
+                       **m))
+    order = {t: i for i, t in enumerate(tools.TOOLS)}
+    out.sort(key=lambda r: (r.scenario, r.rate is not None, order.get(r.tool, 99)))
+    return out
+
+
+def best_baseline(med: dict[tuple[str, str | None, str], dict[str, Any]], scenario: str,
+                  rate: str | None) -> tuple[str, str | None, str] | None:
+    """The fastest baseline in this scenario and uplink; (d) also competes with (a)'s baselines."""
+    pool = [scenario] + (["a"] if scenario == "d" else [])
+    cands = [(m["seconds"], k) for k, m in med.items()
+             if k[0] in pool and k[1] == rate and k[2] in tools.BASELINES and m["seconds"] is not None]
+    return min(cands)[1] if cands else None
+
+
+def _row(rows_: Sequence[Row], scenario: str, rate: str | None, tool: str) -> Row | None:
+    return next((r for r in rows_ if (r.scenario, r.rate, r.tool) == (scenario, rate, tool)), None)
+
+
+def targets(rows_: Sequence[Row], code_zstd: int, image_bytes: int) -> list[dict[str, Any]]:
+    """Each issue target, with the measured figure and whether it is met (None = not measured)."""
+    out: list[dict[str, Any]] = []
+    limit = 1.1 * code_zstd + MB
+    for rate in sorted({r.rate for r in rows_}, key=lambda x: x is not None):
+        tag = rate or "unthrottled"
+        b = _row(rows_, "b", rate, tools.DEPLOYER)
+        if b:
+            measured = b.uplink_bytes
+            out.append(_target(f"(b) {tag}: uplink bytes <= 1.1 x code layer zstd ({code_zstd} B) + 1 MB",
+                               measured, limit, measured is not None and measured <= limit,
+                               f"deployer counted {b.bytes_sent} B itself"))
+        a = _row(rows_, "a", rate, tools.DEPLOYER)
+        if a:
+            out.append(_target(f"(a) {tag}: deployer no slower than the best baseline ({a.best_baseline})",
+                               a.ratio, 1.0, a.ratio is not None and a.ratio <= 1.0,
+                               f"{a.seconds and round(a.seconds, 2)} s"))
+        c, a1 = _row(rows_, "c", rate, tools.DEPLOYER), a
+        if c and a1 and c.uplink_bytes and a1.uplink_bytes:
+            times = c.uplink_bytes / a1.uplink_bytes
+            out.append(_target(f"(c) {tag}: image crosses the uplink once for 3 hosts (relay)",
+                               round(times, 2), 1.0, times < 1.5,
+                               f"3 hosts cost {times:.2f}x the uplink bytes of 1 host"))
+    rss = [r.peak_rss for r in rows_ if r.tool in (tools.DEPLOYER, tools.DEPLOYER_REGISTRY) and r.peak_rss]
+    if rss:
+        gb = image_bytes / 1e9
+        out.append(_target(f"deployer peak RSS < 200 MiB (image {gb:.2f} GB"
+                           f"{'' if gb >= 2 else ', NOT multi-GB'})", max(rss), RSS_LIMIT,
+                           max(rss) < RSS_LIMIT, "max over deployer rows of the median peak"))
+    return out
+
+
+def _target(name: str, measured: Any, limit: Any, met: bool, note: str) -> dict[str, Any]:
+    return {"target": name, "measured": measured, "limit": limit,
+            "met": met if measured is not None else None, "note": note}
+
+
+def _fmt_bytes(n: float | None) -> str:
+    return "-" if n is None else f"{n / MB:,.1f}"
+
+
+def _fmt(x: float | None, spec: str = ".2f") -> str:
+    return "-" if x is None else format(x, spec)
+
+
+COLUMNS = ("scenario", "uplink", "tool", "ok", "wall s", "uplink MB", "sent MB", "peak RSS MiB",
+           "x best time", "x bytes", "best baseline")
+
+
+def table_rows(rows_: Sequence[Row]) -> list[list[str]]:
+    return [[f"({r.scenario}) {SCENARIO_TITLES[r.scenario]}", r.rate or "unthrottled", r.tool,
+             f"{r.ok}/{r.runs}", _fmt(r.seconds), _fmt_bytes(r.uplink_bytes), _fmt_bytes(r.bytes_sent),
+             _fmt(None if r.peak_rss is None else r.peak_rss / MIB, ".0f"), _fmt(r.ratio),
+             _fmt(r.bytes_ratio), r.best_baseline or "-"] for r in rows_]
+
+
+def markdown(rows_: Sequence[Row], targets_: Sequence[dict[str, Any]]) -> str:
+    """The table and the targets as GitHub markdown, for docs/benchmarks.md."""
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(row) + " |" for row in table_rows(rows_)]
+    lines += ["", "| target | measured | limit | met | note |", "|---|---|---|---|---|"]
+    for t in targets_:
+        met = {True: "yes", False: "**no**", None: "not measured"}[t["met"]]
+        lines.append(f"| {t['target']} | {t['measured']} | {t['limit']} | {met} | {t['note']} |")
+    return "\n".join(lines) + "\n"
+
+
+def as_dicts(rows_: Sequence[Row]) -> list[dict[str, Any]]:
+    return [asdict(r) for r in rows_]
+
+
+def print_table(rows_: Sequence[Row], targets_: Sequence[dict[str, Any]]) -> None:
+    """The table and the targets on stdout (rich)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=200)
+    t = Table(title="deployer vs baselines (medians)", header_style="bold")
+    for col in COLUMNS:
+        t.add_column(col, justify="right" if col not in ("scenario", "uplink", "tool", "best baseline") else "left")
+    for row in table_rows(rows_):
+        t.add_row(*row)
+    console.print(t)
+    tt = Table(title="targets", header_style="bold")
+    for col in ("target", "measured", "limit", "met", "note"):
+        tt.add_column(col)
+    for x in targets_:
+        met = {True: "[green]yes[/]", False: "[red]no[/]", None: "not measured"}[x["met"]]
+        tt.add_row(x["target"], str(x["measured"]), str(x["limit"]), met, x["note"])
+    console.print(tt)

@@ -1,0 +1,156 @@
+"""Run the scenario x uplink x tool matrix on the testbed, one measured sample at a time."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from . import hosts, procmon, tools
+from .config import MULTI_HOSTS, SINGLE_HOST, BenchConfig, inventory
+from .image import ImagePair
+from .tools import Ship
+
+DEPLOY = Path(sys.executable).parent / "deploy"
+
+
+@dataclass
+class Sample:
+    """One timed ship: scenario, uplink rate (None = unthrottled), tool, repetition, and figures."""
+
+    scenario: str
+    rate: str | None
+    tool: str
+    rep: int
+    hosts: tuple[str, ...]
+    ok: bool = False
+    seconds: float | None = None
+    uplink_bytes: int | None = None
+    peak_rss: int | None = None
+    verified: bool = False
+    error: str | None = None
+    deployer: list[dict[str, Any]] | None = None  # deployer's own --json report, for its rows
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def bytes_sent(self) -> int | None:
+        """deployer's own count of bytes it put on the wire, summed over hosts."""
+        if not self.deployer:
+            return None
+        return sum(int(r.get("bytes_sent") or 0) for r in self.deployer)
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["bytes_sent"] = self.bytes_sent
+        return d
+
+
+class Runner:
+    def __init__(self, cfg: BenchConfig, pair: ImagePair, run_id: str, log: Callable[[str], None]):
+        self.cfg, self.pair, self.run_id, self.log = cfg, pair, run_id, log
+        self.counter = 0
+        self.cache = Path(tempfile.mkdtemp(prefix="deployer-bench-cache-"))
+        self.timeout = max(600.0, 1500.0 * cfg.size_gb * (3 if cfg.rate else 1))
+
+    def env(self) -> dict[str, str]:
+        # A private facts cache per step: nothing a previous step learnt may survive a host reset.
+        env = dict(os.environ)
+        env["XDG_CACHE_HOME"] = tempfile.mkdtemp(dir=self.cache)
+        env.pop("DEPLOY_INVENTORY", None)
+        return env
+
+    def samples(self) -> list[Sample]:
+        """Every step of the matrix, in order, reps innermost so that drift hits all tools alike."""
+        out = []
+        for scenario in self.cfg.scenarios:
+            for rate in self.cfg.modes():
+                for rep in range(1, self.cfg.reps + 1):
+                    for tool in tools.tools_for(scenario):
+                        if self.cfg.tools and tool not in self.cfg.tools:
+                            continue
+                        out.append(self.measure(scenario, rate, tool, rep))
+        return out
+
+    def measure(self, scenario: str, rate: str | None, tool: str, rep: int) -> Sample:
+        hs = MULTI_HOSTS if scenario == "c" else SINGLE_HOST
+        sample = Sample(scenario, rate, tool, rep, hs)
+        label = f"({scenario}) {rate or 'unthrottled'} {tool} rep {rep}/{self.cfg.reps}"
+        self.counter += 1
+        uniq = f"{self.run_id}-{self.counter}"
+        v1, v2 = self.pair.v1.ref, self.pair.v2.ref
+        local_tags: list[str] = []
+        try:
+            hosts.throttle(None)
+            for h in hs:
+                hosts.reset(h)
+                if hosts.layer_count(h):
+                    sample.notes.append(f"{h} kept {hosts.layer_count(h)} layers (in use by running containers)")
+            if tool == tools.DEPLOYER_REGISTRY:
+                # A fresh reference per step, so that deployer pushes to a repo that holds nothing yet.
+                v1, v2 = (self._tag(ref, f"deployer-bench-{uniq}/ml", local_tags) for ref in (v1, v2))
+            if tool in tools.REGISTRY_TOOLS:
+                hosts.forget_pushes([self.pair.v1.id, self.pair.v2.id])
+            repo = f"bench-{uniq}/ml"
+            want_id = self.pair.v1.id
+            if scenario == "b":
+                # The host first gets v1 with the same tool (unthrottled, untimed), then v2 is timed.
+                self._check(self._run(Ship(tool, v1, hs, repo)), Ship(tool, v1, hs, repo),
+                            self.pair.v1.id, Sample(scenario, None, tool, rep, hs))
+                want_id, v1 = self.pair.v2.id, v2
+            ship = Ship(tool, v1, hs, repo)
+            hosts.throttle(rate)
+            before = hosts.uplink_bytes()
+            fin = self._run(ship)
+            sample.uplink_bytes = hosts.uplink_bytes() - before
+            hosts.throttle(None)
+            sample.seconds, sample.peak_rss = fin.seconds, fin.peak_rss
+            self._check(fin, ship, want_id, sample)
+            sample.ok = True
+        except Exception as exc:  # noqa: BLE001 - one failed step must not end the whole run
+            sample.error = str(exc)[-2000:]
+        finally:
+            self._untag(local_tags)
+        self.log(self._line(label, sample))
+        return sample
+
+    def _run(self, ship: Ship) -> procmon.Finished:
+        return procmon.run(tools.argv(ship, DEPLOY, inventory()), env=self.env(), timeout=self.timeout)
+
+    def _check(self, fin: procmon.Finished, ship: Ship, want_id: str, sample: Sample) -> None:
+        """Raise unless the step exited 0 and every host now has the exact image (same id)."""
+        if ship.tool in (tools.DEPLOYER, tools.DEPLOYER_REGISTRY):
+            try:
+                sample.deployer = json.loads(fin.stdout)
+            except ValueError:
+                sample.deployer = None
+        if fin.exited != 0:
+            tail = (fin.stderr.strip() or fin.stdout.strip())[-1500:]
+            raise RuntimeError(f"{ship.tool} exited {fin.exited}: {tail}")
+        for h in ship.hosts:
+            got = hosts.image_id(h, ship.pulled_ref)
+            if got != want_id:
+                raise RuntimeError(f"{h}: {ship.pulled_ref} has id {got}, expected {want_id}")
+        sample.verified = True
+
+    @staticmethod
+    def _tag(ref: str, repo: str, local_tags: list[str]) -> str:
+        new = f"{repo}:{ref.rsplit(':', 1)[1]}"
+        subprocess.run(["docker", "tag", ref, new], check=True)
+        local_tags.append(new)
+        return new
+
+    @staticmethod
+    def _untag(refs: list[str]) -> None:
+        if refs:
+            subprocess.run(["docker", "rmi", *refs], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    @staticmethod
+    def _line(label: str, s: Sample) -> str:
+        if not s.ok:
+            return f"{label}: FAILED: {(s.error or '').splitlines()[-1] if s.error else '?'}"
+        rss = f", peak RSS {s.peak_rss / 2**20:.0f} MiB" if s.peak_rss else ""
+        return f"{label}: {s.seconds:.1f} s, {(s.uplink_bytes or 0) / 1e6:.1f} MB on the uplink{rss}"

@@ -1,0 +1,100 @@
+"""The shipping tools under test, as pure command builders: deployer and the four baselines."""
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from .config import ADDRESSES, KEY, KNOWN_HOSTS, REGISTRY, ZSTD_LEVEL
+
+DEPLOYER = "deployer"
+DEPLOYER_REGISTRY = "deployer-registry"
+GZIP = "save|gzip|ssh"
+ZSTD = "save|zstd|ssh"
+RAW = "save|ssh"
+PUSH_PULL = "push+pull"
+BASELINES = (GZIP, ZSTD, RAW, PUSH_PULL)
+TOOLS = (DEPLOYER, DEPLOYER_REGISTRY, *BASELINES)
+# Tools that go through the registry: their pushes need fresh repos (see hosts.forget_pushes).
+REGISTRY_TOOLS = (DEPLOYER_REGISTRY, PUSH_PULL)
+
+
+def tools_for(scenario: str) -> tuple[str, ...]:
+    """(d) is (a) over the registry: deployer's registry route against the registry baseline; the
+    other baselines of (a) are not repeated, the report compares (d) with them too."""
+    if scenario == "d":
+        return (DEPLOYER_REGISTRY, PUSH_PULL)
+    return (DEPLOYER, *BASELINES)
+
+
+@dataclass(frozen=True)
+class Ship:
+    """One timed step: ship `ref` to `hosts`; `pulled_ref` is what the host ends up with."""
+
+    tool: str
+    ref: str
+    hosts: tuple[str, ...]
+    repo: str  # registry repository for registry tools, e.g. bench-20250101t1200-3/ml
+
+    @property
+    def pulled_ref(self) -> str:
+        """The reference the image has on the hosts afterwards."""
+        if self.tool == PUSH_PULL:
+            return f"{REGISTRY}/{self.repo}:{self.ref.rsplit(':', 1)[1]}"
+        return self.ref
+
+
+def ssh_argv(host: str, remote: Sequence[str]) -> list[str]:
+    """OpenSSH as a user would type it: key, strict host keys, the testbed's known_hosts."""
+    return ["ssh", "-i", str(KEY), "-o", "StrictHostKeyChecking=yes", "-o",
+            f"UserKnownHostsFile={KNOWN_HOSTS}", "-o", "BatchMode=yes", f"root@{ADDRESSES[host]}",
+            shlex.join(remote)]
+
+
+def _pipeline(tool: str, ref: str, host: str) -> str:
+    """The classic one-liner for one host, as a bash pipeline."""
+    save = shlex.join(["docker", "save", ref])
+    if tool == GZIP:
+        return f"{save} | gzip | {shlex.join(ssh_argv(host, ['sh', '-c', 'gunzip | docker load']))}"
+    if tool == ZSTD:
+        zstd = shlex.join(["zstd", f"-{ZSTD_LEVEL}", "-T0", "-q", "-c"])
+        return f"{save} | {zstd} | {shlex.join(ssh_argv(host, ['sh', '-c', 'zstd -dc | docker load']))}"
+    if tool == RAW:
+        return f"{save} | {shlex.join(ssh_argv(host, ['docker', 'load']))}"
+    raise ValueError(f"{tool} is not a pipeline tool")
+
+
+def _parallel(commands: Sequence[str]) -> str:
+    """Run commands at once (as a user's `for h in ...; do ... & done; wait` would), fail if any fails."""
+    if len(commands) == 1:
+        return commands[0]
+    lines = [f"( {cmd} ) & p{i}=$!" for i, cmd in enumerate(commands)]
+    waits = " ".join(f"$p{i}" for i in range(len(commands)))
+    lines.append(f"rc=0; for p in {waits}; do wait $p || rc=1; done; exit $rc")
+    return "\n".join(lines)
+
+
+def baseline_script(ship: Ship) -> str:
+    """The bash script for a baseline; push+pull pushes once and pulls on every host at once."""
+    if ship.tool == PUSH_PULL:
+        target = ship.pulled_ref
+        push = f"{shlex.join(['docker', 'tag', ship.ref, target])} && " \
+               f"{shlex.join(['docker', 'push', target])} >/dev/null"
+        pulls = [shlex.join(ssh_argv(h, ["docker", "pull", "-q", target])) for h in ship.hosts]
+        return f"set -euo pipefail\n{push}\n{_parallel(pulls)}\n"
+    return "set -euo pipefail\n" + _parallel([_pipeline(ship.tool, ship.ref, h) for h in ship.hosts]) + "\n"
+
+
+def argv(ship: Ship, deploy: Path, inventory: Path) -> list[str]:
+    """The full argv of a timed step."""
+    if ship.tool in (DEPLOYER, DEPLOYER_REGISTRY):
+        via = "tarball" if ship.tool == DEPLOYER else "registry"
+        out = [str(deploy), "-i", str(inventory), "ship", "--host", ",".join(ship.hosts),
+               "--image", ship.ref, "--via", via, "--json"]
+        if via == "tarball":
+            out += ["--level", str(ZSTD_LEVEL)]
+        if len(ship.hosts) > 1:
+            out += ["--parallel", str(len(ship.hosts))]
+        return out
+    return ["bash", "-c", baseline_script(ship)]
