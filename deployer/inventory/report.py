@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from deployer.inventory.host import Host
 
 REDACTED = "[REDACTED]"
-_SECRET = re.compile(r"(pass(word|wd)?|secret|token|api_?key|credential)s?$|_pass$|^ansible_(ssh_|become_)?pass", re.I)
+_SECRET = re.compile(r"(pass(word|wd)?|secret|token|api_?key|credential)s?$|_pass$|^ansible_(ssh_|become_)?pass", re.IGNORECASE)
 
 
 def is_secret(key: str) -> bool:
