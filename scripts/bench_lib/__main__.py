@@ -13,8 +13,9 @@ import shlex
 import sys
 import time
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from . import hosts, image, machine, report, runner, tools
 from .config import SMOKE_RATE, SMOKE_SIZE_GB, BenchConfig, parse_scenarios, rate_bits
@@ -59,9 +60,9 @@ def parse(argv: list[str]) -> BenchConfig:
 
 def main(argv: list[str]) -> int:
     cfg = parse(argv)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     started = time.monotonic()
-    meta = {"command": "scripts/bench " + shlex.join(argv), "started": stamp,
+    meta: dict[str, Any] = {"command": "scripts/bench " + shlex.join(argv), "started": stamp,
             "config": {"size_gb": cfg.size_gb, "rate": cfg.rate, "reps": cfg.reps,
                        "scenarios": list(cfg.scenarios), "smoke": cfg.smoke, "modes": list(cfg.modes())},
             "machine": machine.describe()}

@@ -65,8 +65,9 @@ def part_script(part: Part, seed: str) -> str:
     d, n = part.path, part.size
     if part.kind == "random":
         full, rest = divmod(n, CHUNK)
-        lines = [f"mkdir -p {d}", f"i=0; while [ $i -lt {full} ]; do "
-                 f"head -c {CHUNK} /dev/urandom > {d}/blob$i.bin; i=$((i+1)); done"]
+        loop = (f"i=0; while [ $i -lt {full} ]; do "
+                f"head -c {CHUNK} /dev/urandom > {d}/blob$i.bin; i=$((i+1)); done")
+        lines = [f"mkdir -p {d}", loop]
         if rest:
             lines.append(f"head -c {rest} /dev/urandom > {d}/blob_tail.bin")
         return " && ".join(lines)

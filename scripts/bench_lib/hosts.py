@@ -82,7 +82,7 @@ def throttle(rate: str | None, force: bool = False) -> None:
     if not force and _throttled[0] == rate:
         return
     done = subprocess.run([str(ROOT / "scripts" / "testbed"), "throttle", "uplink", rate or "off"],
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                          check=False, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     if done.returncode != 0:
         _throttled[0] = "unknown"
         raise RuntimeError(f"scripts/testbed throttle uplink {rate or 'off'} failed: {done.stderr.strip()}")

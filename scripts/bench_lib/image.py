@@ -5,8 +5,9 @@ import io
 import json
 import subprocess
 import tarfile
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import IO, Any, cast
 
 import docker
 import zstandard
@@ -105,7 +106,7 @@ def _layer_stats(ref: str) -> tuple[LayerStat, ...]:
                 manifest = json.load(fh)
             elif member.size > 1024 or member.name.endswith("layer.tar"):
                 counter = _Counter()
-                with cctx.stream_writer(counter, closefd=False) as writer:
+                with cctx.stream_writer(cast(IO[bytes], counter), closefd=False) as writer:
                     while chunk := fh.read(1 << 20):
                         writer.write(chunk)
                 sizes[member.name] = (member.size, counter.n)

@@ -12,7 +12,7 @@ from .config import ROOT, SINGLE_HOST, docker_socket
 
 def _out(argv: list[str]) -> str:
     try:
-        return subprocess.run(argv, capture_output=True, text=True, timeout=30).stdout.strip()
+        return subprocess.run(argv, check=False, capture_output=True, text=True, timeout=30).stdout.strip()
     except (OSError, subprocess.TimeoutExpired):
         return "?"
 
@@ -48,7 +48,7 @@ def describe() -> dict[str, Any]:
         "docker_client": _out(["docker", "version", "--format", "{{.Client.Version}}"]),
         "docker_workstation_daemon": _out(["docker", "version", "--format", "{{.Server.Version}}"]),
         "docker_host_daemon": host_daemon,
-        "openssh": _out(["ssh", "-V"]) or subprocess.run(["ssh", "-V"], capture_output=True,
+        "openssh": _out(["ssh", "-V"]) or subprocess.run(["ssh", "-V"], check=False, capture_output=True,
                                                         text=True).stderr.strip(),
         "zstd": _out(["zstd", "--version"]),
         "gzip": _out(["gzip", "--version"]).splitlines()[0] if _out(["gzip", "--version"]) else "?",

@@ -5,9 +5,9 @@ import os
 import subprocess
 import threading
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
 
 POLL_SECONDS = 0.05
 

@@ -6,9 +6,10 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from . import hosts, procmon, tools
 from .config import MULTI_HOSTS, SINGLE_HOST, BenchConfig, inventory
@@ -146,7 +147,7 @@ class Runner:
     @staticmethod
     def _untag(refs: list[str]) -> None:
         if refs:
-            subprocess.run(["docker", "rmi", *refs], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            subprocess.run(["docker", "rmi", *refs], check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     @staticmethod
     def _line(label: str, s: Sample) -> str:

@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import shlex
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 from .config import ADDRESSES, KEY, KNOWN_HOSTS, REGISTRY, ZSTD_LEVEL
 

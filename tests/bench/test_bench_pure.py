@@ -1,0 +1,157 @@
+"""The benchmark harness's pure parts: config parsing, image recipe, command builders, report."""
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass
+
+import pytest
+from bench_lib import config, dockerfile, procmon, report, tools
+
+
+def test_rate_bits_and_errors() -> None:
+    assert config.rate_bits("200mbit") == 200_000_000
+    assert config.rate_bits("1.5Gbit") == 1_500_000_000
+    with pytest.raises(ValueError, match="bad rate '200mb'"):
+        config.rate_bits("200mb")
+
+
+def test_parse_scenarios_canonical_order_and_unknown() -> None:
+    assert config.parse_scenarios("d, a") == ("a", "d")
+    with pytest.raises(ValueError, match="unknown scenario.*e"):
+        config.parse_scenarios("a,e")
+
+
+def test_plan_sizes_add_up_and_code_layer_is_small() -> None:
+    size = 1024**3
+    layers = dockerfile.plan(size)
+    total = sum(layer.size for layer in layers)
+    assert 0.95 * size <= total <= size
+    assert layers[-1].name == "code-v1" and layers[-1].size == size // 200
+    kinds = {p.kind for layer in layers for p in layer.parts}
+    assert kinds == {"random", "binary", "text"}
+
+
+def test_versions_differ_only_in_code_layer() -> None:
+    layers = dockerfile.plan(50 * 1024 * 1024)
+    base = dockerfile.base_dockerfile(layers, 50 * 1024 * 1024)
+    assert base.startswith(f"FROM {dockerfile.BASE_IMAGE}\n")
+    assert base.count("\nRUN ") == len(layers) - 1
+    code = layers[-1].size
+    v1 = dockerfile.app_dockerfile("b:1", dockerfile.code_layer(code, "v1"), "v1")
+    v2 = dockerfile.app_dockerfile("b:1", dockerfile.code_layer(code, "v2"), "v2")
+    assert v1.count("\nRUN ") == 1 and v1 != v2
+    assert v1.replace("v1", "v2") == v2
+
+
+def test_random_part_script_is_chunked() -> None:
+    part = dockerfile.Part("random", "/opt/m", 2 * dockerfile.CHUNK + 5)
+    script = dockerfile.part_script(part, "s")
+    assert f"while [ $i -lt 2 ]; do head -c {dockerfile.CHUNK} /dev/urandom > /opt/m/blob$i.bin" in script
+    assert script.endswith("head -c 5 /dev/urandom > /opt/m/blob_tail.bin")
+
+
+@pytest.mark.parametrize("kind", ["text", "binary", "random"])
+def test_part_scripts_write_exact_sizes(tmp_path, kind: str) -> None:
+    """Run the generated shell here (POSIX sh + awk; /bin/busybox comes with scripts/lib.sh's apt list)."""
+    part = dockerfile.Part(kind, str(tmp_path / "d"), 300_001)
+    subprocess.run(["sh", "-c", dockerfile.part_script(part, "seedx")], check=True)
+    files = sorted((tmp_path / "d").iterdir())
+    assert sum(f.stat().st_size for f in files) == 300_001
+    if kind == "text":
+        assert files[0].name == "mod_seedx_0.py"
+        assert files[0].read_text().startswith("def fn_seedx_0(x, y=0):\n")
+
+
+def test_ssh_argv_is_strict() -> None:
+    argv = tools.ssh_argv("gpu02", ["sh", "-c", "zstd -dc | docker load"])
+    assert argv == ["ssh", "-i", str(config.KEY), "-o", "StrictHostKeyChecking=yes", "-o",
+                    f"UserKnownHostsFile={config.KNOWN_HOSTS}", "-o", "BatchMode=yes",
+                    "root@10.213.0.12", "sh -c 'zstd -dc | docker load'"]
+
+
+def test_baseline_scripts() -> None:
+    zstd = tools.baseline_script(tools.Ship(tools.ZSTD, "img:v1", ("gpu01",), "r/ml"))
+    assert zstd.startswith("set -euo pipefail\ndocker save img:v1 | zstd -3 -T0 -q -c | ssh ")
+    assert zstd.rstrip().endswith("root@10.213.0.11 'sh -c '\"'\"'zstd -dc | docker load'\"'\"''")
+    gz = tools.baseline_script(tools.Ship(tools.GZIP, "img:v1", ("gpu01", "cpu01"), "r/ml"))
+    assert gz.count("docker save img:v1 | gzip | ssh") == 2
+    assert "( docker save" in gz and "wait $p || rc=1" in gz
+    pp = tools.Ship(tools.PUSH_PULL, "img:v1", ("gpu01", "gpu02"), "bench-1/ml")
+    assert pp.pulled_ref == "10.213.0.5:5000/bench-1/ml:v1"
+    script = tools.baseline_script(pp)
+    assert "docker tag img:v1 10.213.0.5:5000/bench-1/ml:v1 && docker push 10.213.0.5:5000/bench-1/ml:v1" in script
+    assert script.count("docker pull -q 10.213.0.5:5000/bench-1/ml:v1") == 2
+
+
+def test_parallel_script_fails_when_one_host_fails() -> None:
+    script = tools._parallel(["true", "false", "true"])
+    assert subprocess.run(["bash", "-c", script], check=False).returncode == 1
+    assert subprocess.run(["bash", "-c", tools._parallel(["true", "true"])], check=False).returncode == 0
+
+
+def test_deployer_argv() -> None:
+    from pathlib import Path
+    one = tools.argv(tools.Ship(tools.DEPLOYER, "img:v1", ("gpu01",), "x"), Path("/v/deploy"), Path("inv.yml"))
+    assert one == ["/v/deploy", "-i", "inv.yml", "ship", "--host", "gpu01", "--image", "img:v1",
+                   "--via", "tarball", "--json", "--level", "3"]
+    many = tools.argv(tools.Ship(tools.DEPLOYER_REGISTRY, "img:v1", ("gpu01", "cpu01"), "x"),
+                      Path("/v/deploy"), Path("inv.yml"))
+    assert many[5:] == ["gpu01,cpu01", "--image", "img:v1", "--via", "registry", "--json", "--parallel", "2"]
+
+
+@dataclass
+class S:
+    scenario: str
+    rate: str | None
+    tool: str
+    ok: bool
+    seconds: float | None
+    uplink_bytes: int | None
+    peak_rss: int | None = None
+    bytes_sent: int | None = None
+
+
+def test_rows_median_time_least_bytes_and_ratios() -> None:
+    samples = [
+        S("a", None, tools.DEPLOYER, True, 10.0, 100, 50 * report.MIB, 90),
+        S("a", None, tools.DEPLOYER, True, 12.0, 120, 60 * report.MIB, 90),
+        S("a", None, tools.DEPLOYER, True, 30.0, 110, 40 * report.MIB, 90),
+        S("a", None, tools.ZSTD, True, 8.0, 200),
+        S("a", None, tools.GZIP, True, 20.0, 150),
+        S("a", None, tools.RAW, False, None, None),
+        S("d", None, tools.DEPLOYER_REGISTRY, True, 16.0, 100),
+        S("d", None, tools.PUSH_PULL, True, 32.0, 100),
+    ]
+    rows = {(r.scenario, r.tool): r for r in report.rows(samples)}
+    dep = rows[("a", tools.DEPLOYER)]
+    assert (dep.seconds, dep.uplink_bytes, dep.peak_rss, dep.runs, dep.ok) == (12.0, 100, 50 * report.MIB, 3, 3)
+    assert dep.ratio == 1.5 and dep.bytes_ratio == 0.5 and dep.best_baseline == tools.ZSTD
+    assert rows[("a", tools.RAW)].ok == 0 and rows[("a", tools.RAW)].seconds is None
+    # (d) competes with (a)'s baselines too.
+    assert rows[("d", tools.DEPLOYER_REGISTRY)].ratio == 2.0
+    assert rows[("d", tools.DEPLOYER_REGISTRY)].best_baseline == f"{tools.ZSTD} (a)"
+
+
+def test_targets() -> None:
+    samples = [
+        S("a", "1mbit", tools.DEPLOYER, True, 9.0, 1000, 300 * report.MIB),
+        S("a", "1mbit", tools.ZSTD, True, 10.0, 1000),
+        S("b", "1mbit", tools.DEPLOYER, True, 1.0, 1_100_000, 10 * report.MIB, 1_050_000),
+        S("c", "1mbit", tools.DEPLOYER, True, 27.0, 3000),
+    ]
+    got = {t["target"].split(":")[0]: t for t in report.targets(report.rows(samples), 100_000, 3 * 10**9)}
+    assert got["(b) 1mbit"]["met"] is True and got["(b) 1mbit"]["measured"] == 1_100_000
+    assert got["(a) 1mbit"]["met"] is True and got["(a) 1mbit"]["measured"] == 0.9
+    assert got["(c) 1mbit"]["met"] is False and got["(c) 1mbit"]["measured"] == 3.0
+    rss = next(t for k, t in got.items() if k.startswith("deployer peak RSS"))
+    assert rss["met"] is False and rss["measured"] == 300 * report.MIB
+    md = report.markdown(report.rows(samples), list(got.values()))
+    assert md.count("\n| (a) first ship") == 2 and "| **no** |" in md
+
+
+def test_procmon_tree_peak_rss() -> None:
+    # A child holding ~60 MB: the tree's peak must see it though the parent is a small shell.
+    fin = procmon.run(["sh", "-c", "python3 -c 'import time; b = bytearray(60_000_000); b[::4096] = b\"x\" * len(b[::4096]); time.sleep(0.5)'"])
+    assert fin.exited == 0
+    assert fin.peak_rss > 60_000_000
+    assert fin.seconds >= 0.5
