@@ -21,7 +21,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI, map deployer errors to exit codes, no traceback unless -v."""
     verbose = any(a in ("-v", "--verbose") for a in (argv if argv is not None else sys.argv[1:]))
     try:
-        cli.main(args=argv, prog_name="deploy", standalone_mode=False)
+        # Without standalone mode click returns (not raises) the code of ctx.exit(code).
+        rv = cli.main(args=argv, prog_name="deploy", standalone_mode=False)
     except DeployError as exc:
         if verbose:
             import traceback
@@ -45,4 +46,4 @@ def main(argv: list[str] | None = None) -> int:
             raise
         click.echo(f"error: internal error: {type(exc).__name__}: {exc}\n  (run with -v for the traceback)", err=True)
         return 1
-    return 0
+    return rv if isinstance(rv, int) and not isinstance(rv, bool) else 0

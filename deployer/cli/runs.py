@@ -1,2 +1,269 @@
-"""`deploy runs` commands (wiring only)."""
+"""`deploy run|status|logs|stop|rm|history` (wiring only: parse, call deployer.runs, render)."""
 from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import Any
+
+import click
+
+from deployer.cli import output
+from deployer.cli.app import cli
+from deployer.cli.context import AppContext
+from deployer.errors import CommandError, SpecError, UsageError
+from deployer.fleet import Outcome
+
+_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def _ctx() -> AppContext:
+    ctx = click.get_current_context().find_object(AppContext)
+    return ctx if ctx is not None else AppContext()
+
+
+def _one_host(pattern: str) -> Any:
+    hosts = _ctx().select(pattern)
+    if len(hosts) != 1:
+        raise SpecError(f"--host {pattern!r} selects {len(hosts)} hosts ({', '.join(h.name for h in hosts)}); "
+                        "this command works on one")
+    return hosts[0]
+
+
+def _report(outcomes: list[Outcome[Any]], ok: Any) -> int:
+    """Per-host lines on stderr; the exit code (1 if any host failed)."""
+    for o in outcomes:
+        if o.error is not None:
+            output.info(f"error: {o.error}")
+        else:
+            output.info(ok(o))
+    return 1 if any(not o.ok for o in outcomes) else 0
+
+
+@cli.command("run", context_settings=_SETTINGS, epilog="""\b
+Examples:
+  deploy run --host gpu01 --image trainer:v3 --gpus all -v /data/imagenet:/data:ro -- python train.py
+  deploy run --host gpus --image trainer:v3 --gpus '"device=0,2"' --shm-size 16g -e WANDB_MODE=offline
+  deploy run --host gpu02 --image trainer:v3 --name eval --replace --attach -- python eval.py
+\b
+--gpus takes exactly what `docker run --gpus` takes: all, 2, count=2, device=1,
+'"device=0,2"' (quote a list: the value is CSV), device=GPU-<uuid>.
+Every host is checked first (GPU runtime and GPUs, image present, volume sources, name
+free); if any check fails, nothing starts anywhere. -e values and --env-file contents reach
+the container through a private file on the host, never a command line.""")
+@click.option("--host", "pattern", required=True, help="Host pattern (e.g. gpu01, gpus, 'gpus:!gpu03').")
+@click.option("--image", required=True, help="Image reference on the host (ship it first: deploy ship).")
+@click.option("--name", help="Container name. Default: image name + UTC time, e.g. sample-20261129-153012.")
+@click.option("--gpus", help="GPUs, as docker run --gpus: all | N | device=I | '\"device=I,J\"' | device=GPU-uuid.")
+@click.option("-v", "--volume", "volumes", multiple=True, metavar="SRC:DST[:ro|rw]",
+              help="Bind mount (absolute host path) or named volume. Repeatable.")
+@click.option("-e", "--env", "env", multiple=True, metavar="K=V", help="Environment variable (K alone: from your environment).")
+@click.option("--env-file", type=click.Path(dir_okay=False), help="Local file of K=V lines (docker's format).")
+@click.option("--shm-size", help="Size of /dev/shm (e.g. 16g).")
+@click.option("--ipc", help="IPC mode (host, private, shareable, none, container:NAME).")
+@click.option("--memory", help="Memory limit (e.g. 32g).")
+@click.option("--restart", help="Restart policy: no, always, unless-stopped, on-failure[:N].")
+@click.option("--workdir", help="Working directory in the container.")
+@click.option("--label", "labels", multiple=True, metavar="K=V", help="Extra container label. Repeatable.")
+@click.option("--mkdirs", is_flag=True, help="Create missing volume source directories on the hosts.")
+@click.option("--replace", is_flag=True, help="Stop and remove a deployer container of the same name (after all checks pass).")
+@click.option("--detach/--attach", "detach", default=True,
+              help="--attach (one host only): stream the output and exit with the container's exit code.")
+@click.option("--parallel", default=8, show_default=True, help="Hosts handled at once.")
+@click.option("--timeout", default=10.0, show_default=True, help="SSH connect timeout, seconds.")
+@click.option("--json", "as_json", is_flag=True, help="Print the per-host results as JSON.")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+def run_cmd(pattern: str, image: str, name: str | None, gpus: str | None, volumes: tuple[str, ...],
+            env: tuple[str, ...], env_file: str | None, shm_size: str | None, ipc: str | None,
+            memory: str | None, restart: str | None, workdir: str | None, labels: tuple[str, ...], mkdirs: bool,
+            replace: bool, detach: bool, parallel: int, timeout: float, as_json: bool, command: tuple[str, ...]) -> None:
+    """Start a container on every selected host, with GPUs, volumes and environment."""
+    from deployer import runs
+    from deployer.runs.spec import parse_env
+
+    label_pairs = []
+    for item in labels:
+        key, sep, val = item.partition("=")
+        if not key or not sep:
+            raise SpecError(f"--label {item!r}: expected KEY=VALUE")
+        label_pairs.append((key, val))
+    spec = runs.RunSpec(
+        image=image, name=name, gpus=gpus, volumes=volumes, env=tuple(parse_env(e, os.environ) for e in env),
+        env_file=env_file, shm_size=shm_size, ipc=ipc, memory=memory, restart=restart, workdir=workdir,
+        command=command, labels=tuple(label_pairs), mkdirs=mkdirs, replace=replace,
+    )
+    runs.validate(spec)  # bad flags fail before the inventory or any host is touched
+    hosts = _ctx().select(pattern)
+    outcomes = runs.start(hosts, spec, parallel=parallel, attach=not detach, timeout=timeout,
+                          reporter=lambda h, m: output.info(f"{h}: {m}"), output=sys.stdout.buffer)
+    if as_json:
+        output.emit_json([{"host": o.host.name, "ok": o.ok, "error": str(o.error) if o.error else None,
+                           **({k: v for k, v in o.value.__dict__.items() if k != "host"} if o.value else {})}
+                          for o in outcomes])
+    code = _report(outcomes, lambda o: f"{o.host.name}: started {o.value.name} ({o.value.container_id[:12]})")
+    if not detach and code == 0 and outcomes[0].value is not None:
+        exit_code = outcomes[0].value.exit_code or 0
+        output.info(f"{outcomes[0].host.name}: {outcomes[0].value.name} exited with code {exit_code}")
+        click.get_current_context().exit(exit_code)
+    click.get_current_context().exit(code)
+
+
+@cli.command("status", context_settings=_SETTINGS, epilog="""\b
+Examples:
+  deploy status                      # every host in the inventory
+  deploy status --host gpus --watch  # refresh in place every 2 s (Ctrl-C to leave)
+  deploy status train-1 --json       # one run, for scripts
+\b
+Shows deployer-managed containers: running ones and those that finished in the last 24 h
+(--all: every deployer container, however old). Containers deployer did not start are not
+listed; the GPU lines still count what they use. A host that cannot be asked is shown as
+unreachable with the reason; the exit code is then 1.""")
+@click.argument("name", required=False)
+@click.option("--host", "pattern", default="all", show_default=True, help="Host pattern.")
+@click.option("--all", "show_all", is_flag=True, help="Include deployer containers that finished long ago.")
+@click.option("--json", "as_json", is_flag=True, help="JSON array, one object per container / unreachable host.")
+@click.option("--watch", is_flag=True, help="Refresh in place until Ctrl-C.")
+@click.option("--interval", default=2.0, show_default=True, help="Seconds between --watch refreshes.")
+@click.option("--timeout", default=5.0, show_default=True, help="SSH connect timeout per host, seconds.")
+@click.option("--parallel", default=16, show_default=True, help="Hosts asked at once.")
+def status_cmd(name: str | None, pattern: str, show_all: bool, as_json: bool, watch: bool, interval: float,
+               timeout: float, parallel: int) -> None:
+    """Show what runs where: containers, state, exit codes, OOM kills, GPUs, per host."""
+    from deployer.runs import manage, render, status
+
+    hosts = _ctx().select(pattern)
+
+    def snapshot() -> list[status.HostStatus]:
+        raw = status.gather(hosts, parallel=parallel, timeout=timeout)
+        if name is not None and not any(c.name == name for hs in raw for c in hs.containers) \
+                and all(hs.reachable and not hs.error for hs in raw):
+            names = {c.name for hs in raw for c in hs.containers}
+            raise manage.unknown_name(name, [Outcome(h, value=manage.Acted(h.name, name, False, names=tuple(names)))
+                                             for h in hosts])
+        return status.select(raw, name=name, show_all=show_all)
+
+    if watch and not as_json:
+        from rich.live import Live
+
+        try:
+            with Live(render.status_renderable(snapshot()), console=output.stdout, auto_refresh=False,
+                      screen=False) as live:
+                while True:
+                    time.sleep(interval)
+                    stamp = time.strftime("%H:%M:%S")
+                    live.update(render.status_renderable(snapshot(), title=f"deploy status  {stamp}"), refresh=True)
+        except KeyboardInterrupt:
+            click.get_current_context().exit(0)
+    statuses = snapshot()
+    if as_json:
+        output.emit_json(status.to_json(statuses))
+    elif output.is_tty():
+        output.stdout.print(render.status_renderable(statuses))
+    else:
+        output.table(render.STATUS_COLUMNS, render.status_rows(statuses))
+        for line in render.gpu_lines(statuses):
+            print(f"# gpus {line}")
+    if any(not hs.reachable or hs.error for hs in statuses):
+        click.get_current_context().exit(1)
+
+
+@cli.command("logs", context_settings=_SETTINGS, epilog="""\b
+Examples:
+  deploy logs train-1 --host gpu01 -f
+  deploy logs train-1 --host gpu01 --tail 100 --since 10m
+\b
+With -f a dropped connection is re-opened and the stream resumes where it stopped
+(by docker's timestamps), without repeating lines. Ctrl-C ends it.""")
+@click.argument("name")
+@click.option("--host", "pattern", required=True, help="The host (a pattern matching one host).")
+@click.option("-f", "--follow", is_flag=True, help="Keep streaming new output.")
+@click.option("--tail", help="Only the last N lines (or 'all').")
+@click.option("--since", help="Only output since T (e.g. 10m, 2h, 2026-11-29T15:30:00).")
+@click.option("-t", "--timestamps", is_flag=True, help="Prefix each line with docker's timestamp.")
+@click.option("--timeout", default=10.0, show_default=True, help="SSH connect timeout, seconds.")
+def logs_cmd(name: str, pattern: str, follow: bool, tail: str | None, since: str | None, timestamps: bool,
+             timeout: float) -> None:
+    """Stream a container's output (stdout and stderr)."""
+    from deployer.runs import logs, manage
+
+    host = _one_host(pattern)
+    out = sys.stdout.buffer
+
+    def write(data: bytes) -> None:
+        out.write(data)
+        out.flush()
+
+    try:
+        logs.show(host, name, write, follow=follow, tail=tail, since=since, timestamps=timestamps, timeout=timeout,
+                  on_reconnect=lambda why: output.warn(f"{host.name}: connection lost ({why}); reconnecting"))
+    except CommandError as exc:
+        if "no such container" in exc.result.stderr.lower():
+            names = manage.names_on(host, timeout=timeout)
+            raise manage.unknown_name(name, [Outcome(host, value=manage.Acted(host.name, name, False, names=names))]) \
+                from exc
+        raise
+    except KeyboardInterrupt:
+        click.get_current_context().exit(0)
+    except BrokenPipeError:  # `deploy logs ... | head`
+        sys.stderr.close()
+        click.get_current_context().exit(0)
+
+
+@cli.command("stop", context_settings=_SETTINGS, epilog="""\b
+Examples:
+  deploy stop train-1 --host gpu01
+  deploy stop train-1 --host gpus --rm --timeout 30""")
+@click.argument("name")
+@click.option("--host", "pattern", required=True, help="Host pattern; hosts without the container are skipped.")
+@click.option("--rm", "remove", is_flag=True, help="Remove the container after it stopped.")
+@click.option("--timeout", "stop_timeout", type=int, help="Seconds to wait after SIGTERM before SIGKILL (docker's default 10).")
+@click.option("--parallel", default=8, show_default=True, help="Hosts handled at once.")
+def stop_cmd(name: str, pattern: str, remove: bool, stop_timeout: int | None, parallel: int) -> None:
+    """Stop a deployer container on every selected host that has it."""
+    from deployer.runs import manage
+
+    outcomes = manage.stop(_ctx().select(pattern), name, timeout_s=stop_timeout, remove=remove, parallel=parallel)
+    done = "stopped and removed" if remove else "stopped"
+    click.get_current_context().exit(_report(outcomes, lambda o: f"{o.host.name}: {done} {name}"
+                                             if o.value.found else f"{o.host.name}: no container {name} (skipped)"))
+
+
+@cli.command("rm", context_settings=_SETTINGS, epilog="""\b
+Examples:
+  deploy rm train-1 --host gpu01
+  deploy rm train-1 --host gpus --force   # also a running one""")
+@click.argument("name")
+@click.option("--host", "pattern", required=True, help="Host pattern; hosts without the container are skipped.")
+@click.option("-f", "--force", is_flag=True, help="Remove even if running (kills it).")
+@click.option("--parallel", default=8, show_default=True, help="Hosts handled at once.")
+def rm_cmd(name: str, pattern: str, force: bool, parallel: int) -> None:
+    """Remove a deployer container on every selected host that has it."""
+    from deployer.runs import manage
+
+    outcomes = manage.rm(_ctx().select(pattern), name, force=force, parallel=parallel)
+    click.get_current_context().exit(_report(outcomes, lambda o: f"{o.host.name}: removed {name}"
+                                             if o.value.found else f"{o.host.name}: no container {name} (skipped)"))
+
+
+@cli.command("history", context_settings=_SETTINGS, epilog="""\b
+Examples:
+  deploy history --host gpus
+  deploy history --host gpu01 --name train-1 --json""")
+@click.option("--host", "pattern", default="all", show_default=True, help="Host pattern.")
+@click.option("--name", help="Only records about this container name.")
+@click.option("--limit", default=50, show_default=True, help="Newest N records (0: all).")
+@click.option("--json", "as_json", is_flag=True, help="JSON array of records, newest first.")
+def history_cmd(pattern: str, name: str | None, limit: int, as_json: bool) -> None:
+    """What was shipped, run, stopped and removed on the hosts, newest first."""
+    from deployer.runs import journal, render
+
+    if limit < 0:
+        raise UsageError("--limit must be 0 or more")
+    records, errors = journal.collect(_ctx().select(pattern), name=name, limit=limit or None)
+    if as_json:
+        output.emit_json(records)
+    else:
+        output.table(render.HISTORY_COLUMNS, render.history_rows(records))
+    for err in errors.values():
+        output.info(f"error: {err}")
+    click.get_current_context().exit(1 if errors else 0)

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Sequence
+from datetime import UTC, datetime
+from typing import Any
 
 from deployer.runs.spec import RunSpec, Volume
 
@@ -161,7 +162,7 @@ def parse_time(value: str | None) -> datetime | None:
     frac = (m.group(2) or ".0")[:7]
     tz = "+00:00" if m.group(3) == "Z" else m.group(3)
     try:
-        return datetime.fromisoformat(m.group(1) + frac.ljust(7, "0") + tz).astimezone(timezone.utc)
+        return datetime.fromisoformat(m.group(1) + frac.ljust(7, "0") + tz).astimezone(UTC)
     except ValueError:
         return None
 
@@ -224,3 +225,8 @@ def parse_image_inspect(text: str) -> tuple[str, dict[str, str]]:
     obj = data[0] if isinstance(data, list) else data
     labels = (obj.get("Config") or {}).get("Labels") or {}
     return str(obj.get("Id", "")), {str(k): str(v) for k, v in labels.items()}
+
+
+def names_argv(docker: Docker) -> tuple[str, ...]:
+    """Names of every deployer-managed container, one per line."""
+    return (*docker, "ps", "-a", "--filter", MANAGED_FILTER, "--format", "{{.Names}}")

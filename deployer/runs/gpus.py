@@ -9,8 +9,8 @@ text to `docker run --gpus` unchanged so the daemon sees the very same request.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from deployer.errors import SpecError
 

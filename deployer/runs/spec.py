@@ -5,9 +5,9 @@ Everything here is pure and raises SpecError (exit 2) with one clear message.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Iterable, Mapping
+from datetime import UTC, datetime
 
 from deployer.errors import SpecError
 from deployer.runs.gpus import GpuRequest, parse_gpus
@@ -145,7 +145,7 @@ def check_name(name: str) -> str:
 
 def default_name(image: str, now: datetime | None = None) -> str:
     """A name from the image's repository and the UTC time: trainer:v3 -> trainer-20261129-153012."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     ref = image.split("@", 1)[0]
     repo = ref.rsplit("/", 1)[-1].split(":", 1)[0]
     base = re.sub(r"[^a-zA-Z0-9_.-]+", "-", repo).strip("-._") or "run"
@@ -163,7 +163,7 @@ def validate(spec: RunSpec) -> tuple[GpuRequest | None, tuple[Volume, ...]]:
     targets = [v.target for v in volumes]
     dup = {t for t in targets if targets.count(t) > 1}
     if dup:
-        raise SpecError(f"-v: container path {sorted(dup)[0]} is mounted twice")
+        raise SpecError(f"-v: container path {min(dup)} is mounted twice")
     for key, val in spec.env:
         _check_key(key, f"-e {key}")
         if "\n" in val or "\0" in val:

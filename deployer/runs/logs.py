@@ -1,0 +1,122 @@
+"""`deploy logs`: stream a container's output; with follow, survive dropped connections.
+
+Following always asks docker for timestamps; after a drop we reconnect and resume with
+`--since <last timestamp seen>` (inclusive), skipping the lines at that instant we already
+printed, so nothing repeats. Timestamps are stripped again unless the user asked for them.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable
+from datetime import datetime
+
+from deployer.commands import run as cmd
+from deployer.errors import HostError
+from deployer.inventory.host import Host
+from deployer.transport import connect
+from deployer.transport.retry import budget_seconds
+
+log = logging.getLogger(__name__)
+
+_TS = re.compile(rb"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d) ")
+
+
+def timestamp_ns(line: bytes) -> tuple[int, int] | None:
+    """(ns since epoch, prefix length) of a docker --timestamps line, or None."""
+    m = _TS.match(line)
+    if not m:
+        return None
+    tz = "+00:00" if m.group(3) == b"Z" else m.group(3).decode()
+    secs = int(datetime.fromisoformat(m.group(1).decode() + tz).timestamp())
+    frac = (m.group(2) or b"").decode().ljust(9, "0")
+    return secs * 1_000_000_000 + int(frac), m.end()
+
+
+class LogCursor:
+    """Turns timestamped chunks into lines to print, remembering where to resume (pure)."""
+
+    def __init__(self, keep_timestamps: bool) -> None:
+        self.keep_timestamps = keep_timestamps
+        self.last_ns: int | None = None
+        self.last_raw: str | None = None  # the last timestamp as docker printed it
+        self.at_last = 0  # lines printed with exactly last_ns
+        self._skip = 0  # on resume: lines at last_ns still to drop
+        self._buf = b""
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        """Complete lines (with newline) from chunk that should be printed."""
+        self._buf += chunk
+        *lines, self._buf = self._buf.split(b"\n")
+        return [out for line in lines if (out := self._line(line + b"\n")) is not None]
+
+    def flush(self) -> list[bytes]:
+        """A final unterminated line at a clean end of stream."""
+        rest, self._buf = self._buf, b""
+        out = self._line(rest) if rest else None
+        return [out] if out is not None else []
+
+    def _line(self, line: bytes) -> bytes | None:
+        ts = timestamp_ns(line)
+        if ts is None:
+            return line  # not docker's format: pass through untouched
+        ns, end = ts
+        if self.last_ns is not None and ns < self.last_ns:
+            return None
+        if ns == self.last_ns:
+            if self._skip:
+                self._skip -= 1
+                return None
+            self.at_last += 1
+        else:
+            self.last_ns, self.at_last, self._skip = ns, 1, 0
+            self.last_raw = line[: end - 1].decode()
+        return line if self.keep_timestamps else line[end:]
+
+    def resume(self) -> str | None:
+        """Forget the partial line of a dropped stream; the --since value to resume from."""
+        self._buf = b""
+        self._skip = self.at_last
+        self.at_last = 0
+        return self.last_raw
+
+
+def show(host: Host, name: str, write: Callable[[bytes], None], *, follow: bool = False,
+         tail: str | None = None, since: str | None = None, timestamps: bool = False,
+         timeout: float = 10.0, on_reconnect: Callable[[str], None] | None = None) -> None:
+    """Write the container's logs; with follow, reconnect after drops without repeating lines."""
+    if not follow:
+        with connect(host, timeout=timeout) as session:
+            for chunk in session.stream(cmd.logs_argv(host.docker, name, tail=tail, since=since,
+                                                      timestamps=timestamps)):
+                write(chunk)
+        return
+    cursor = LogCursor(timestamps)
+    budget = budget_seconds()
+    deadline: float | None = None
+    first = True
+    while True:
+        try:
+            with connect(host, timeout=timeout) as session:
+                resume_at = None if first else cursor.resume()
+                argv = cmd.logs_argv(host.docker, name, follow=True, timestamps=True,
+                                     tail=tail if resume_at is None else None, since=resume_at or since)
+                first, deadline = False, None
+                for chunk in session.stream(argv):
+                    for line in cursor.feed(chunk):
+                        write(line)
+            for line in cursor.flush():
+                write(line)
+            return
+        except HostError as exc:
+            if not exc.transient:
+                raise
+            now = time.monotonic()
+            deadline = deadline or now + budget
+            if now >= deadline:
+                raise
+            if on_reconnect is not None:
+                on_reconnect(exc.reason.splitlines()[0])
+            log.warning("%s: log stream dropped (%s); reconnecting", host.name, exc.reason.splitlines()[0])
+            time.sleep(min(2.0, max(0.0, deadline - now)))

@@ -1,0 +1,104 @@
+"""`deploy stop` and `deploy rm`: act on a named deployer container wherever it exists."""
+from __future__ import annotations
+
+import difflib
+import shlex
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from deployer import history
+from deployer.commands import run as cmd
+from deployer.errors import CommandError, DeployError, UsageError
+from deployer.fleet import Outcome, for_each_host
+from deployer.inventory.host import Host
+from deployer.transport.retry import connect_retrying
+from deployer.transport.session import Session
+
+
+@dataclass(frozen=True)
+class Acted:
+    """What happened to the container on one host (found False: no such container there)."""
+
+    host: str
+    name: str
+    found: bool
+    action: str = ""
+    names: tuple[str, ...] = ()  # the deployer containers on the host, for "did you mean"
+
+
+def unknown_name(name: str, outcomes: Sequence[Outcome[Acted]]) -> UsageError:
+    """The exit-2 error for a name no reachable host has, with the closest existing names."""
+    names = sorted({n for o in outcomes if o.value for n in o.value.names})
+    close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
+    hint = f"did you mean {' or '.join(close)}?" if close else None
+    where = ", ".join(o.host.name for o in outcomes if o.ok)
+    listing = ", ".join(names) if names else "none"
+    return UsageError(f"no deployer container named {name!r} on {where} (containers there: {listing})", hint=hint)
+
+
+def _act(host: Host, name: str, timeout: float, fn: Callable[[Session, Host], str], action: str) -> Acted:
+    with connect_retrying(host, timeout=timeout) as session:
+        names = tuple(n for n in session.run(cmd.names_argv(host.docker)).stdout.splitlines() if n)
+        if name not in names:
+            return Acted(host.name, name, False, names=names)
+        argv_text = ""
+        try:
+            argv_text = fn(session, host)
+        except CommandError as exc:
+            _record(session, host, history.record(action, command=exc.result.command, name=name,
+                                                  result=f"failed: exit {exc.result.exited}"))
+            raise
+        _record(session, host, history.record(action, command=argv_text, name=name, result="ok"))
+        return Acted(host.name, name, True, action, names)
+
+
+def _record(session: Session, host: Host, rec: dict) -> None:
+    try:
+        history.append(session, host.staging_dir, rec)
+    except DeployError:
+        pass  # the container was stopped/removed; a failed history write must not say otherwise
+
+
+def _require_found(name: str, outcomes: list[Outcome[Acted]]) -> list[Outcome[Acted]]:
+    # With a host unreachable we cannot say the name is unknown; the per-host errors tell.
+    if all(o.ok for o in outcomes) and not any(o.value and o.value.found for o in outcomes):
+        raise unknown_name(name, outcomes)
+    return outcomes
+
+
+def stop(hosts: Sequence[Host], name: str, *, timeout_s: int | None = None, remove: bool = False,
+         parallel: int = 8, timeout: float = 10.0) -> list[Outcome[Acted]]:
+    """Stop (and with remove, delete) the container on every host that has it."""
+
+    def fn(session: Session, host: Host) -> str:
+        argv = cmd.stop_argv(host.docker, name, timeout_s)
+        session.run(argv, timeout=(timeout_s or 10) + 60)
+        done = shlex.join(argv)
+        if remove:
+            rm = cmd.rm_argv(host.docker, name)
+            session.run(rm)
+            done += " && " + shlex.join(rm)
+        return done
+
+    return _require_found(name, for_each_host(hosts, lambda h: _act(h, name, timeout, fn, "stop"), parallel))
+
+
+def rm(hosts: Sequence[Host], name: str, *, force: bool = False, parallel: int = 8,
+       timeout: float = 10.0) -> list[Outcome[Acted]]:
+    """Remove the container on every host that has it (a running one only with force)."""
+
+    def fn(session: Session, host: Host) -> str:
+        argv = cmd.rm_argv(host.docker, name, force=force)
+        res = session.run(argv, check=False)
+        if not res.ok:
+            hint = "stop it first (deploy stop), or pass --force" if "running" in res.stderr.lower() else None
+            raise CommandError(host.name, res, what=f"cannot remove {name}", hint=hint)
+        return shlex.join(argv)
+
+    return _require_found(name, for_each_host(hosts, lambda h: _act(h, name, timeout, fn, "rm"), parallel))
+
+
+def names_on(host: Host, *, timeout: float = 10.0) -> tuple[str, ...]:
+    """Names of the deployer containers on one host."""
+    with connect_retrying(host, timeout=timeout) as session:
+        return tuple(n for n in session.run(cmd.names_argv(host.docker)).stdout.splitlines() if n)

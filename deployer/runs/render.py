@@ -1,0 +1,99 @@
+"""Turning statuses and history into rows and rich renderables (pure: no I/O)."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from deployer.commands.run import ContainerStatus, parse_time
+from deployer.runs.status import HostStatus, assigned_gpus
+
+STATUS_COLUMNS = ("HOST", "NAME", "IMAGE", "STATE", "EXIT", "OOM", "STARTED", "UPTIME/FINISHED", "RESTARTS", "GPUS")
+HISTORY_COLUMNS = ("TIME", "HOST", "ACTION", "NAME", "IMAGE", "RESULT", "USER")
+_STATE_STYLE = {"running": "green", "exited": "yellow", "dead": "red", "restarting": "magenta",
+                "unreachable": "red", "error": "red"}
+
+
+def ago(seconds: float) -> str:
+    """Compact duration: 45s, 12m, 3h05m, 2d4h."""
+    s = int(max(0, seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600}h"
+
+
+def _when(c: ContainerStatus, now: datetime) -> str:
+    started, finished = parse_time(c.started_at), parse_time(c.finished_at)
+    if c.state in ("exited", "dead") and finished:
+        return f"finished {ago((now - finished).total_seconds())} ago"
+    if c.state in ("running", "restarting", "paused") and started:
+        return f"up {ago((now - started).total_seconds())}"
+    return ""
+
+
+def status_rows(statuses: Sequence[HostStatus], now: datetime | None = None) -> list[list[str]]:
+    """One row per container; one row per host that could not be asked (with the reason)."""
+    now = now or datetime.now(UTC)
+    rows: list[list[str]] = []
+    for hs in statuses:
+        if not hs.reachable or hs.error:
+            state = "unreachable" if not hs.reachable else "error"
+            rows.append([hs.host, "", "", state, "", "", "", hs.error or "", "", ""])
+            continue
+        for c in hs.containers:
+            gpus = assigned_gpus(c, hs.gpus)
+            rows.append([
+                hs.host, c.name, c.label("deployer.image") or c.image, c.state,
+                "" if c.exit_code is None else str(c.exit_code), "yes" if c.oom_killed else "",
+                (c.started_at or "").replace("T", " ").rstrip("Z"), _when(c, now), str(c.restarts),
+                ",".join(gpus) if gpus is not None else "",
+            ])
+    return rows
+
+
+def gpu_lines(statuses: Sequence[HostStatus]) -> list[str]:
+    """Per host with GPUs: `gpu02  0 A100-SXM4-40GB 10240/40960 MiB 100% | 1 ...`."""
+    lines = []
+    for hs in statuses:
+        if not hs.gpus:
+            continue
+        parts = []
+        for g in hs.gpus:
+            used = "?" if g.memory_used_mib is None else str(g.memory_used_mib)
+            util = "?" if g.utilization_pct is None else f"{g.utilization_pct}%"
+            parts.append(f"{g.index} {g.name} {used}/{g.memory_total_mib} MiB {util}")
+        lines.append(f"{hs.host}  " + " | ".join(parts))
+    return lines
+
+
+def status_renderable(statuses: Sequence[HostStatus], now: datetime | None = None,
+                      title: str | None = None) -> RenderableType:
+    """The status table plus the per-host GPU lines, for a terminal (and --watch)."""
+    table = Table(title=title, show_edge=False, header_style="bold")
+    for col in STATUS_COLUMNS:
+        table.add_column(col)
+    for row in status_rows(statuses, now):
+        style = _STATE_STYLE.get(row[3])
+        table.add_row(*row[:3], Text(row[3], style=style or ""), *row[4:])
+    if not any(hs.containers or not hs.reachable or hs.error for hs in statuses):
+        table.add_row("", "(no deployer containers)", *[""] * (len(STATUS_COLUMNS) - 2))
+    gpu = gpu_lines(statuses)
+    parts: list[RenderableType] = [table]
+    if gpu:
+        parts.append(Text("\nGPUs", style="bold"))
+        parts += [Text(line) for line in gpu]
+    return Group(*parts)
+
+
+def history_rows(records: Sequence[dict[str, Any]]) -> list[list[str]]:
+    return [[str(r.get("time", "")).replace("T", " ").replace("+00:00", "Z"), str(r.get("host", "")),
+             str(r.get("action", "")), str(r.get("name") or ""), str(r.get("image") or ""),
+             str(r.get("result", "")), str(r.get("user", ""))] for r in records]

@@ -1,0 +1,170 @@
+"""Start a RunSpec on hosts: preflight every host first, then start everywhere or nowhere."""
+from __future__ import annotations
+
+import secrets
+import shlex
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import BinaryIO
+
+from deployer import history
+from deployer.commands import run as cmd
+from deployer.errors import CommandError, DeployError, PreflightError, SpecError
+from deployer.fleet import Outcome, for_each_host
+from deployer.inventory.host import Host
+from deployer.runs import spec as specs
+from deployer.runs.preflight import Ready, preflight
+from deployer.transport import connect
+from deployer.transport.session import Session
+
+Reporter = Callable[[str, str], None]  # (host name, message)
+
+
+@dataclass(frozen=True)
+class Started:
+    """A container started on one host."""
+
+    host: str
+    name: str
+    container_id: str
+    image_id: str
+    command: str  # the docker argv, shell-quoted; holds no env values
+    gpus: str | None = None
+    exit_code: int | None = None  # set with attach: the container's exit code
+
+
+def labels_for(spec: specs.RunSpec, *, name: str, ready: Ready, now: datetime) -> list[tuple[str, str]]:
+    """Labels that let status and history find the container (pure)."""
+    extra = dict(spec.labels)
+    git_rev = (extra.get("deployer.git_rev") or ready.image_labels.get("deployer.git_rev")
+               or ready.image_labels.get("org.opencontainers.image.revision"))
+    ours = {
+        "deployer.managed": "true",
+        "deployer.name": name,
+        "deployer.image": spec.image,
+        "deployer.image_id": ready.image_id,
+        "deployer.user": history.who(),
+        "deployer.started_at": now.isoformat(timespec="seconds").replace("+00:00", "Z"),
+    }
+    if spec.gpus is not None:
+        ours["deployer.gpus"] = spec.gpus
+    if git_rev:
+        ours["deployer.git_rev"] = git_rev
+    # Caller labels (deployer.playbook from a playbook, user labels) come after ours but never
+    # override the facts deployer relies on.
+    for key, val in spec.labels:
+        if key not in ours or key in ("deployer.git_rev", "deployer.playbook"):
+            ours[key] = val
+    return list(ours.items())
+
+
+def resolve_env(spec: specs.RunSpec, environ: dict[str, str] | None = None) -> list[tuple[str, str]]:
+    """-e values merged over --env-file contents (read on the workstation)."""
+    file_env: list[tuple[str, str]] = []
+    if spec.env_file:
+        try:
+            text = Path(spec.env_file).expanduser().read_text()
+        except OSError as exc:
+            raise SpecError(f"--env-file {spec.env_file}: cannot read it: {exc.strerror or exc}") from exc
+        file_env = specs.parse_env_file(text, spec.env_file, environ)
+    return specs.merge_env(file_env, spec.env)
+
+
+def start(hosts: list[Host], spec: specs.RunSpec, *, parallel: int = 8, attach: bool = False,
+          reporter: Reporter | None = None, output: BinaryIO | None = None,
+          timeout: float = 10.0) -> list[Outcome[Started]]:
+    """Preflight all hosts in parallel; if all pass, start spec on each. Nothing starts if any fails."""
+    gpus, volumes = specs.validate(spec)
+    if attach and len(hosts) != 1:
+        raise SpecError(f"--attach works with one host; the pattern selected {len(hosts)}",
+                        hint="pick one host with --host, or use --detach and `deploy logs`")
+    env = resolve_env(spec)
+    name = spec.name or specs.default_name(spec.image)
+    say = reporter or (lambda _h, _m: None)
+    sessions: dict[str, Session] = {}
+    lock = threading.Lock()
+
+    def check(host: Host) -> Ready:
+        session = connect(host, timeout=timeout)
+        with lock:
+            sessions[host.name] = session
+        say(host.name, "preflight")
+        return preflight(session, host, spec, name=name, gpus=gpus, volumes=volumes)
+
+    try:
+        checked = for_each_host(hosts, check, parallel)
+        failed = [o.host.name for o in checked if not o.ok]
+        if failed:
+            note = f"preflight passed, but nothing was started because {', '.join(failed)} failed preflight"
+            return [Outcome(o.host, error=o.error or PreflightError(o.host.name, note)) for o in checked]
+        now = datetime.now(UTC)
+
+        def launch(host: Host) -> Started:
+            ready = next(o.value for o in checked if o.host.name == host.name)
+            assert ready is not None
+            return _launch(sessions[host.name], ready, spec, name=name, env=env, volumes=volumes,
+                           labels=labels_for(spec, name=name, ready=ready, now=now), say=say)
+
+        started = for_each_host(hosts, launch, parallel)
+        if attach and started[0].ok and started[0].value is not None:
+            code = follow_to_exit(sessions[hosts[0].name], hosts[0], name, output)
+            value = started[0].value
+            started = [Outcome(started[0].host, value=Started(**{**value.__dict__, "exit_code": code}))]
+        return started
+    finally:
+        for session in sessions.values():
+            session.close()
+
+
+def _launch(session: Session, ready: Ready, spec: specs.RunSpec, *, name: str, env: list[tuple[str, str]],
+            volumes: tuple[specs.Volume, ...], labels: list[tuple[str, str]], say: Reporter) -> Started:
+    host = ready.host
+    if ready.existing is not None:
+        say(host.name, f"replacing {name} ({ready.existing.state})")
+        session.run(cmd.rm_argv(host.docker, name, force=True))
+    if ready.missing_dirs:
+        session.run(cmd.mkdirs_argv(ready.missing_dirs))
+    env_path = None
+    if env:
+        # Values go through stdin into a 0600 file: never on a command line, in ps, or in logs.
+        env_path = f"{host.staging_dir.rstrip('/')}/run-env.{name}.{secrets.token_hex(4)}"
+        session.run(cmd.write_file_argv(env_path), input=specs.env_file_text(env).encode())
+    argv = cmd.run_argv(host.docker, spec, name=name, labels=labels, volumes=volumes, env_file=env_path)
+
+    def rec(result: str, **extra: object) -> dict:
+        return history.record("run", image=spec.image, image_id=ready.image_id, command=shlex.join(argv),
+                              result=result, name=name, gpus=spec.gpus, env_keys=[k for k, _ in env] or None,
+                              **extra)
+
+    say(host.name, f"starting {name}")
+    try:
+        res = session.run(argv)
+    except CommandError as exc:
+        _record(session, host, rec(f"failed: exit {exc.result.exited}"))
+        raise CommandError(host.name, exc.result, what=f"docker could not start {name}") from exc
+    finally:
+        if env_path:
+            session.run(cmd.remove_file_argv(env_path), check=False)
+    container_id = res.stdout.strip().splitlines()[-1] if res.stdout.strip() else ""
+    _record(session, host, rec("ok", container=container_id[:12]))
+    return Started(host.name, name, container_id, ready.image_id, shlex.join(argv), spec.gpus)
+
+
+def _record(session: Session, host: Host, rec: dict) -> None:
+    try:
+        history.append(session, host.staging_dir, rec)
+    except DeployError:
+        pass  # a history write must never turn a started job into a failure
+
+
+def follow_to_exit(session: Session, host: Host, name: str, output: BinaryIO | None) -> int:
+    """Stream the container's output until it exits; return its exit code (docker wait)."""
+    for chunk in session.stream(cmd.logs_argv(host.docker, name, follow=True)):
+        if output is not None:
+            output.write(chunk)
+            output.flush()
+    res = session.run(cmd.wait_argv(host.docker, name))
+    return int(res.stdout.strip().splitlines()[-1])
