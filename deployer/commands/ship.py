@@ -1,0 +1,298 @@
+"""Pure argv builders (and parsers) for the remote side of `deploy ship`.
+
+Staging layout on a host (under deploy_staging_dir):
+    blobs/sha256/<hex>.<codec>          verified compressed layer blobs (hex = their sha256)
+    blobs/sha256/<hex>.<codec>.partial  a blob being received; its size is the acknowledged offset
+    load/<image hex>/                   the docker-load directory assembled from the blobs
+    lock/owner                          the deploy lock (see deployer.ship.lock)
+
+Every script is a constant; variable parts (paths, digests, the docker argv) are positional
+arguments, so nothing from the user is ever interpolated into shell code.
+"""
+from __future__ import annotations
+
+import json
+import posixpath
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+SUFFIX = {"zstd": "zst", "gzip": "gz"}
+DECOMPRESS = {"zstd": ("zstd", "-dcq", "--"), "gzip": ("gzip", "-dc", "--")}
+
+
+# -- paths ---------------------------------------------------------------------------------
+
+def blob_dir(staging: str) -> str:
+    return posixpath.join(staging, "blobs", "sha256")
+
+
+def blob_path(staging: str, digest: str, codec: str) -> str:
+    """Where a verified blob lives: blobs/sha256/<hex of the compressed bytes>.<codec suffix>."""
+    return posixpath.join(blob_dir(staging), f"{_hex(digest)}.{SUFFIX.get(codec, codec)}")
+
+
+def partial_path(staging: str, digest: str, codec: str) -> str:
+    return blob_path(staging, digest, codec) + ".partial"
+
+
+def load_dir(staging: str, image_id: str) -> str:
+    return posixpath.join(staging, "load", _hex(image_id))
+
+
+def layer_path(load: str, diff_id: str) -> str:
+    """The docker-load layout's `<diff hex>/layer.tar` inside a load dir (see manifest_json)."""
+    return posixpath.join(load, _hex(diff_id), "layer.tar")
+
+
+def _hex(digest: str) -> str:
+    return digest.split(":", 1)[-1]
+
+
+# -- staging ---------------------------------------------------------------------------------
+
+def prepare_argv(staging: str) -> tuple[str, ...]:
+    return ("mkdir", "-p", "--", blob_dir(staging))
+
+
+_STAT = (
+    'for f do\n'
+    '  if [ -f "$f" ]; then printf "%s %s\\n" "$(wc -c < "$f" | tr -d " ")" "$f"\n'
+    '  else printf -- "- %s\\n" "$f"; fi\n'
+    'done'
+)
+
+
+def stat_argv(paths: Sequence[str]) -> tuple[str, ...]:
+    """Print `<size> <path>` for each existing regular file, `- <path>` for a missing one."""
+    return ("sh", "-c", _STAT, "sh", *paths)
+
+
+def parse_stat(stdout: str) -> dict[str, int | None]:
+    """path -> size in bytes, or None when the file does not exist."""
+    out: dict[str, int | None] = {}
+    for line in stdout.splitlines():
+        size, _, path = line.partition(" ")
+        if not path:
+            continue
+        out[path] = int(size) if size.isdigit() else None
+    return out
+
+
+def append_argv(path: str) -> tuple[str, ...]:
+    """Append stdin to PATH (the resumable receive: the file size is the acknowledged offset)."""
+    return ("sh", "-c", 'cat >> "$1"', "sh", path)
+
+
+def write_argv(path: str) -> tuple[str, ...]:
+    """Write stdin to PATH atomically (small files: manifest, config)."""
+    return ("sh", "-c", 'mkdir -p -- "${1%/*}" && cat > "$1.tmp" && mv -f -- "$1.tmp" "$1"', "sh", path)
+
+
+# A wrong hash deletes the file so the next attempt starts clean; a right one renames it into
+# place (atomic within the staging filesystem), so a final name always means "verified".
+_VERIFY = (
+    'h=$(sha256sum < "$1") || exit $?\n'
+    'h="sha256:${h%% *}"\n'
+    'if [ "$h" = "$2" ]; then\n'
+    '  [ "$1" = "$3" ] || mv -f -- "$1" "$3" || exit $?\n'
+    '  echo "ok $h"\n'
+    'else\n'
+    '  rm -f -- "$1"\n'
+    '  echo "mismatch $h"\n'
+    'fi'
+)
+
+
+def verify_argv(src: str, digest: str, final: str) -> tuple[str, ...]:
+    """sha256 SRC; equal to DIGEST -> move to FINAL and print `ok`; else delete and print `mismatch`."""
+    return ("sh", "-c", _VERIFY, "sh", src, digest, final)
+
+
+@dataclass(frozen=True)
+class Verified:
+    ok: bool
+    actual: str
+
+
+def parse_verify(stdout: str) -> Verified:
+    words = stdout.split()
+    if len(words) >= 2 and words[0] in ("ok", "mismatch"):
+        return Verified(words[0] == "ok", words[1])
+    return Verified(False, "")
+
+
+def remove_argv(paths: Iterable[str]) -> tuple[str, ...]:
+    return ("rm", "-rf", "--", *paths)
+
+
+# -- assemble and load -----------------------------------------------------------------------
+
+# Hard links cost no space or time; cp is the fallback where links are not allowed.
+_LINK = (
+    'while [ $# -ge 2 ]; do\n'
+    '  mkdir -p -- "${2%/*}" || exit $?\n'
+    '  ln -f -- "$1" "$2" 2>/dev/null || cp -f -- "$1" "$2" || exit $?\n'
+    '  shift 2\n'
+    'done'
+)
+
+
+def link_layers_argv(pairs: Sequence[tuple[str, str]]) -> tuple[str, ...]:
+    """Put each (blob, layer.tar path) in place: the host's docker decompresses the blob on load."""
+    args = [p for pair in pairs for p in pair]
+    return ("sh", "-c", _LINK, "sh", *args)
+
+
+# No pipefail in POSIX sh: a failed decompress truncates the output, which the caller's
+# sha256 == diff id check turns into a clear error (with zstd's stderr).
+_DECOMPRESS = (
+    'src=$1; dst=$2; shift 2\n'
+    'mkdir -p -- "${dst%/*}" || exit $?\n'
+    '"$@" "$src" | tee -- "$dst" | sha256sum'
+)
+
+
+def decompress_argv(blob: str, dst: str, codec: str) -> tuple[str, ...]:
+    """Decompress BLOB to DST on the host, printing the sha256 of the output (== the diff id)."""
+    return ("sh", "-c", _DECOMPRESS, "sh", blob, dst, *DECOMPRESS[codec])
+
+
+def parse_sha256sum(stdout: str) -> str:
+    words = stdout.split()
+    return f"sha256:{words[0]}" if words else ""
+
+
+_LOAD = 'dir=$1; shift\ncd -- "$dir" || exit $?\ntar -cf - . | "$@" load'
+
+
+def load_argv(docker: Sequence[str], load: str) -> tuple[str, ...]:
+    """Tar the load dir (on the host: the bytes are already there) into `docker load`."""
+    return ("sh", "-c", _LOAD, "sh", load, *docker)
+
+
+def parse_loaded(stdout: str) -> tuple[str, ...]:
+    """Image ids (or refs) `docker load` reports: `Loaded image ID: sha256:...`/`Loaded image: ref`."""
+    out = []
+    for line in stdout.splitlines():
+        for prefix in ("Loaded image ID:", "Loaded image:"):
+            if line.startswith(prefix):
+                out.append(line[len(prefix):].strip())
+    return tuple(out)
+
+
+# -- image state, tag, verify ---------------------------------------------------------------
+
+_STATE = (
+    'ref=$1; id=$2; shift 2\n'
+    'printf "ref %s\\n" "$("$@" image inspect --format "{{.Id}}" "$ref" 2>/dev/null)"\n'
+    'printf "id %s\\n" "$("$@" image inspect --format "{{.Id}}" "$id" 2>/dev/null)"'
+)
+
+
+def image_state_argv(docker: Sequence[str], ref: str, image_id: str) -> tuple[str, ...]:
+    """Which image REF names on the host, and whether IMAGE_ID is there (one round trip)."""
+    return ("sh", "-c", _STATE, "sh", ref, image_id, *docker)
+
+
+@dataclass(frozen=True)
+class ImageState:
+    """What the host has: the id its REF points at (or None) and whether the wanted id exists."""
+
+    ref_id: str | None
+    has_id: bool
+
+
+def parse_image_state(stdout: str) -> ImageState:
+    ref_id: str | None = None
+    has_id = False
+    for line in stdout.splitlines():
+        key, _, value = line.partition(" ")
+        value = value.strip()
+        if key == "ref" and value.startswith("sha256:"):
+            ref_id = value
+        elif key == "id" and value.startswith("sha256:"):
+            has_id = True
+    return ImageState(ref_id, has_id)
+
+
+def inspect_id_argv(docker: Sequence[str], ref: str) -> tuple[str, ...]:
+    return (*docker, "image", "inspect", "--format", "{{.Id}}", ref)
+
+
+def tag_argv(docker: Sequence[str], source: str, ref: str) -> tuple[str, ...]:
+    return (*docker, "tag", source, ref)
+
+
+def remove_image_argv(docker: Sequence[str], image: str) -> tuple[str, ...]:
+    """Remove an image (never forced: one used by a container stays)."""
+    return (*docker, "image", "rm", image)
+
+
+def pull_argv(docker: Sequence[str], remote_ref: str) -> tuple[str, ...]:
+    return (*docker, "pull", remote_ref)
+
+
+def parse_pull(stdout: str) -> tuple[int, int]:
+    """(layers pulled, layers already present) from non-tty `docker pull` output."""
+    pulled = sum(1 for ln in stdout.splitlines() if ln.rstrip().endswith(": Pull complete"))
+    present = sum(1 for ln in stdout.splitlines() if ln.rstrip().endswith(": Already exists"))
+    return pulled, present
+
+
+# -- lock ------------------------------------------------------------------------------------
+
+_LOCK = (
+    'mkdir -p -- "$1" || exit $?\n'
+    'if mkdir -- "$1/lock" 2>/dev/null; then\n'
+    '  printf "%s\\n" "$2" > "$1/lock/owner" || { rm -rf -- "$1/lock"; exit 1; }\n'
+    '  echo acquired; exit 0\n'
+    'fi\n'
+    'echo held\n'
+    'echo "now $(date +%s)"\n'
+    'echo "mtime $(stat -c %Y -- "$1/lock" 2>/dev/null || echo 0)"\n'
+    'printf "owner "; cat -- "$1/lock/owner" 2>/dev/null; echo'
+)
+
+
+def lock_argv(staging: str, owner: str) -> tuple[str, ...]:
+    """Atomically create STAGING/lock (mkdir) with an owner line; else print who holds it."""
+    return ("sh", "-c", _LOCK, "sh", staging, owner)
+
+
+@dataclass(frozen=True)
+class LockState:
+    acquired: bool
+    age_s: int | None = None
+    owner: dict[str, object] | None = None
+
+
+def parse_lock(stdout: str) -> LockState:
+    lines = stdout.splitlines()
+    if lines and lines[0].strip() == "acquired":
+        return LockState(True)
+    fields: dict[str, str] = {}
+    for line in lines[1:]:
+        key, _, value = line.partition(" ")
+        fields.setdefault(key, value.strip())
+    age = None
+    if fields.get("now", "").isdigit() and fields.get("mtime", "").isdigit() and fields["mtime"] != "0":
+        age = max(0, int(fields["now"]) - int(fields["mtime"]))
+    owner = None
+    try:
+        parsed = json.loads(fields.get("owner") or "null")
+        owner = parsed if isinstance(parsed, dict) else None
+    except ValueError:
+        owner = None
+    return LockState(False, age, owner)
+
+
+_UNLOCK = 'if grep -qF -- "$2" "$1/lock/owner" 2>/dev/null; then rm -rf -- "$1/lock"; fi'
+
+
+def unlock_argv(staging: str, token: str) -> tuple[str, ...]:
+    """Remove the lock only if it is still ours (its owner line carries our token)."""
+    return ("sh", "-c", _UNLOCK, "sh", staging, token)
+
+
+def break_lock_argv(staging: str) -> tuple[str, ...]:
+    return ("rm", "-rf", "--", posixpath.join(staging, "lock"))

@@ -1,0 +1,72 @@
+"""A host connection that reconnects: idempotent remote steps survive a dropped link."""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from deployer.inventory.host import Host
+from deployer.transport import connect
+from deployer.transport.result import Result
+from deployer.transport.retry import retrying
+from deployer.transport.session import Session
+
+log = logging.getLogger(__name__)
+
+Connector = Callable[[Host], Session]
+
+
+class HostConn:
+    """One host's current session; `run` retries transient failures on a fresh connection.
+
+    Only idempotent commands go through `run` (stat, verify, mkdir, tag, inspect, load of the
+    same tar); the resumable blob send has its own loop (deployer.ship.tarball).
+    """
+
+    def __init__(self, host: Host, *, timeout: float = 10.0, connector: Connector | None = None,
+                 session: Session | None = None) -> None:
+        self.host = host
+        self.timeout = timeout
+        # one attempt per call: the retry policy wraps whole steps (connect included), never nests
+        self._connector = connector or (lambda h: connect(h, timeout=timeout))
+        self._session = session
+        self.reconnects = 0
+
+    @property
+    def name(self) -> str:
+        return self.host.name
+
+    def session(self) -> Session:
+        """The live session, reconnecting (one attempt) when it died."""
+        if self._session is not None and getattr(self._session, "alive", True):
+            return self._session
+        if self._session is not None:
+            self.drop()
+            self.reconnects += 1
+            log.info("%s: reconnecting", self.name)
+        self._session = self._connector(self.host)
+        return self._session
+
+    def connect(self) -> Session:
+        """The session, connecting under the transient retry policy (auth/host-key errors stop at once)."""
+        return retrying(self.session, what="connect", host=self.name, on_retry=lambda _n, _e: self.drop())
+
+    def drop(self) -> None:
+        """Forget the current session (after a transient failure)."""
+        session, self._session = self._session, None
+        if session is not None:
+            try:
+                session.close()
+            except Exception:  # noqa: BLE001 - closing a dead link may fail any way it likes
+                pass
+
+    def run(self, argv: Sequence[str], *, what: str = "remote command", **kwargs: Any) -> Result:
+        """session.run under the transient retry policy (reconnecting between attempts)."""
+
+        def attempt() -> Result:
+            return self.session().run(argv, **kwargs)
+
+        return retrying(attempt, what=what, host=self.name, on_retry=lambda _n, _e: self.drop())
+
+    def close(self) -> None:
+        self.drop()

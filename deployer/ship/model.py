@@ -1,0 +1,52 @@
+"""The values shipping works with: options in, one result per host out."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+VIA_CHOICES = ("auto", "registry", "tarball")
+
+
+@dataclass(frozen=True)
+class ShipOptions:
+    """How to ship. `via` None means each host's deploy_via (default auto)."""
+
+    via: str | None = None
+    level: int = 3
+    parallel: int = 8
+    break_lock: bool = False
+    lock_wait: float = 0.0
+    connect_timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class ShipResult:
+    """What shipping did on one host (also attached, partial, to a host's error)."""
+
+    host: str
+    via: str | None = None
+    route: str | None = None  # noop | tag | tarball | registry
+    image_id: str | None = None
+    verified: bool = False
+    layers_total: int = 0
+    layers_sent: int = 0
+    bytes_sent: int = 0
+    seconds: float = 0.0
+
+    def to_json(self, error: str | None = None) -> dict[str, Any]:
+        """The --json record, exactly the documented keys."""
+        return {
+            "host": self.host,
+            "ok": error is None,
+            "error": error,
+            "via": self.via,
+            "image_id": self.image_id,
+            "verified": self.verified,
+            "layers_total": self.layers_total,
+            "layers_sent": self.layers_sent,
+            "bytes_sent": self.bytes_sent,
+            "seconds": round(self.seconds, 3),
+        }
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)

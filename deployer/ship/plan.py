@@ -1,0 +1,160 @@
+"""The pure planner: from what the host has and what we ship, decide route, layers and bytes.
+
+No I/O here: the runner gathers facts, image state and present layers, then calls make_plan()
+and preflight(); `deploy ... --dry-run` renders the same plan with render().
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from deployer.codec import CodecChoice, choose_codec
+from deployer.commands.layers import missing_layers
+from deployer.commands.ship import ImageState
+from deployer.errors import PreflightError, SpecError
+from deployer.ship.model import VIA_CHOICES
+from deployer.ship.refs import registry_ref
+
+if TYPE_CHECKING:
+    from deployer.inventory.host import Host
+    from deployer.local.image import ImageInfo
+
+# docker load unpacks its input under <docker root>/tmp before registering layers, and both
+# routes need room for the extracted layers: keep a margin for metadata and filesystem slack.
+MARGIN = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ShipPlan:
+    """What shipping one image to one host will do, before any byte moves."""
+
+    host: str
+    ref: str
+    image_id: str
+    route: str  # "noop" | "tag" | "tarball" | "registry"
+    via: str | None  # "tarball" | "registry" | None (nothing to transfer)
+    reason: str
+    layers_total: int
+    missing: tuple[int, ...] = ()
+    codec: CodecChoice | None = None
+    full_transfer: bool = False
+    raw_bytes: int = 0  # upper bound of the missing layers' uncompressed bytes
+    staging_need: int = 0
+    docker_need: int = 0
+    registry_ref: str | None = None
+    diff_ids: tuple[str, ...] = ()
+
+    @property
+    def transfers(self) -> bool:
+        return self.route in ("tarball", "registry")
+
+
+def layer_bytes_bound(history_sizes: Sequence[int], n_layers: int, missing: int) -> int:
+    """Upper bound of the top `missing` layers' sizes from `docker history` sizes (oldest first).
+
+    History entries that made no layer have size 0 and so do empty layers, so the mapping to
+    layers is ambiguous only for zero-byte entries: the top `missing` layers hold at most the
+    last `missing` non-zero entries. Exact when no layer is empty.
+    """
+    if missing <= 0 or n_layers <= 0:
+        return 0
+    nonzero = [s for s in history_sizes if s > 0]
+    return sum(nonzero[-missing:]) if nonzero else 0
+
+
+def choose_route(host: Host, via: str, registry_reachable: bool | None) -> tuple[str, str]:
+    """(route, reason) for a host that needs the image."""
+    if via not in VIA_CHOICES:
+        raise SpecError(f"{host.name}: unknown ship route {via!r}", hint="use one of: auto, registry, tarball")
+    if via == "tarball":
+        return "tarball", "via tarball"
+    if via == "registry":
+        if not host.registry:
+            raise PreflightError(host.name, "--via registry, but the host has no deploy_registry set",
+                                 hint="set deploy_registry in the inventory or use --via tarball")
+        if registry_reachable is False:
+            raise PreflightError(host.name, f"--via registry, but the host cannot reach {host.registry}",
+                                 hint="use --via tarball (or auto) for hosts without a route to the registry")
+        return "registry", f"via registry {host.registry}"
+    if host.registry and registry_reachable:
+        return "registry", f"auto: host reaches {host.registry}"
+    if host.registry:
+        why = "cannot reach" if registry_reachable is False else "could not confirm it reaches"
+        return "tarball", f"auto: host {why} {host.registry}"
+    return "tarball", "auto: no deploy_registry"
+
+
+def make_plan(
+    host: Host,
+    image: ImageInfo,
+    facts: Any,
+    state: ImageState,
+    present: frozenset[str],
+    history_sizes: Sequence[int],
+    via: str,
+) -> ShipPlan:
+    """Decide how to get `image` onto `host` (pure). `facts` is a deployer HostFacts."""
+    n = len(image.diff_ids)
+    base: dict[str, Any] = {"host": host.name, "ref": image.ref, "image_id": image.id,
+                            "layers_total": n, "diff_ids": image.diff_ids}
+    if state.has_id:
+        if state.ref_id == image.id:
+            return ShipPlan(**base, route="noop", via=None, reason="host already has the image")
+        return ShipPlan(**base, route="tag", via=None, reason="host has the image id; tag only")
+    route, reason = choose_route(host, via, getattr(facts, "registry_reachable", None))
+    docker = getattr(facts, "docker", None)
+    if route == "registry":
+        missing = missing_layers(image.diff_ids, present)
+        raw = layer_bytes_bound(history_sizes, n, len(missing))
+        return ShipPlan(
+            **base, route=route, via="registry", reason=reason, missing=missing, raw_bytes=raw,
+            # the pull downloads compressed layers to <root>/tmp, then extracts them
+            docker_need=2 * raw + MARGIN,
+            registry_ref=registry_ref(str(host.registry), image.ref),
+        )
+    store = getattr(docker, "image_store", None) or "overlay2"
+    full = store == "containerd"
+    missing = tuple(range(n)) if full else missing_layers(image.diff_ids, present)
+    if full:
+        reason += "; containerd image store: full transfer"
+    codec = choose_codec(getattr(docker, "server_version", "") or "", frozenset(getattr(facts, "decompressors", ())))
+    raw = layer_bytes_bound(history_sizes, n, len(missing))
+    # compressed size <= raw (plus frame overhead): bound the compressed bytes by raw
+    staged = raw + (raw if codec.host_decompress else 0)
+    load_input = raw  # the tar docker load unpacks: compressed blobs or decompressed tars
+    return ShipPlan(
+        **base, route=route, via="tarball", reason=reason, missing=missing, codec=codec,
+        full_transfer=full, raw_bytes=raw,
+        staging_need=staged + MARGIN if missing else 0,
+        docker_need=load_input + raw + MARGIN if missing else 0,
+    )
+
+
+def preflight(plan: ShipPlan, facts: Any) -> None:
+    """Refuse before sending: Docker missing, or too little disk at staging or Docker's root."""
+    if getattr(facts, "docker", None) is None:
+        why = getattr(facts, "docker_error", None) or "docker did not answer"
+        raise PreflightError(plan.host, f"Docker is not usable on the host: {why}",
+                             hint="install Docker there, or set deploy_docker (e.g. 'sudo docker')")
+    if not plan.transfers:
+        return
+    checks = [("the staging dir", plan.staging_need, getattr(facts, "disk_free_bytes", None)),
+              ("Docker's root dir", plan.docker_need, getattr(facts, "docker_disk_free_bytes", None))]
+    for where, need, free in checks:
+        if need and free is not None and free < need:
+            raise PreflightError(
+                plan.host,
+                f"not enough disk at {where}: {human_bytes(free)} free, need {human_bytes(need)} "
+                f"for {len(plan.missing)} missing layer(s)",
+                hint="free space there (e.g. `docker system prune`), or point deploy_staging_dir "
+                "at a bigger filesystem",
+            )
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"

@@ -1,0 +1,184 @@
+"""Progress of a ship, per host: a live rich table on a terminal, plain lines otherwise.
+
+Reporters are called from many worker threads; every method is thread-safe and cheap.
+"""
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import IO, Protocol
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from deployer.ship.plan import human_bytes
+
+
+class Reporter(Protocol):
+    def phase(self, host: str, phase: str, detail: str = "") -> None: ...
+    def total(self, host: str, nbytes: int) -> None: ...
+    def sent(self, host: str, nbytes: int) -> None: ...
+    def note(self, host: str, message: str) -> None: ...
+    def done(self, host: str, ok: bool, summary: str) -> None: ...
+
+
+@dataclass
+class HostProgress:
+    phase: str = "waiting"
+    detail: str = ""
+    total: int = 0
+    sent: int = 0
+    started: float = field(default_factory=time.monotonic)
+    send_started: float | None = None
+    ok: bool | None = None
+
+    def speed(self) -> float:
+        if not self.send_started or not self.sent:
+            return 0.0
+        return self.sent / max(1e-3, time.monotonic() - self.send_started)
+
+    def eta(self) -> float | None:
+        speed = self.speed()
+        if speed <= 0 or self.total <= self.sent:
+            return None
+        return (self.total - self.sent) / speed
+
+
+class _Base:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.hosts: dict[str, HostProgress] = {}
+
+    def _get(self, host: str) -> HostProgress:
+        return self.hosts.setdefault(host, HostProgress())
+
+    def phase(self, host: str, phase: str, detail: str = "") -> None:
+        with self._lock:
+            p = self._get(host)
+            p.phase, p.detail = phase, detail
+            if phase == "sending" and p.send_started is None:
+                p.send_started = time.monotonic()
+        self._changed(host, phase=True)
+
+    def total(self, host: str, nbytes: int) -> None:
+        with self._lock:
+            self._get(host).total = nbytes
+
+    def sent(self, host: str, nbytes: int) -> None:
+        with self._lock:
+            p = self._get(host)
+            p.sent += nbytes
+            if p.send_started is None:
+                p.send_started = time.monotonic()
+        self._changed(host, phase=False)
+
+    def note(self, host: str, message: str) -> None:
+        self._message(f"{host}: {message}")
+
+    def done(self, host: str, ok: bool, summary: str) -> None:
+        with self._lock:
+            p = self._get(host)
+            p.ok, p.phase, p.detail = ok, "done" if ok else "failed", summary
+        self._changed(host, phase=True)
+
+    def _changed(self, host: str, phase: bool) -> None:
+        pass
+
+    def _message(self, text: str) -> None:
+        pass
+
+
+class NullReporter(_Base):
+    """Tracks progress, prints nothing (library use, --json without a terminal)."""
+
+
+def _bytes_line(p: HostProgress) -> str:
+    if not p.total and not p.sent:
+        return ""
+    text = f"{human_bytes(p.sent)}/{human_bytes(p.total)}"
+    speed = p.speed()
+    if speed:
+        text += f" {human_bytes(speed)}/s"
+    eta = p.eta()
+    if eta is not None:
+        text += f" eta {int(eta)}s"
+    return text
+
+
+class PlainReporter(_Base):
+    """One line per phase change, and a sending line at most every `interval` seconds."""
+
+    def __init__(self, stream: IO[str] | None = None, interval: float = 5.0) -> None:
+        super().__init__()
+        self.stream = stream or sys.stderr
+        self.interval = interval
+        self._last: dict[str, float] = {}
+
+    def _changed(self, host: str, phase: bool) -> None:
+        with self._lock:
+            p = self._get(host)
+            now = time.monotonic()
+            if not phase and now - self._last.get(host, 0.0) < self.interval:
+                return
+            self._last[host] = now
+            line = f"{host}: {p.phase}"
+            if p.detail:
+                line += f" {p.detail}"
+            if p.phase == "sending" or not phase:
+                line += f" {_bytes_line(p)}"
+            self.stream.write(line.rstrip() + "\n")
+            self.stream.flush()
+
+    def _message(self, text: str) -> None:
+        with self._lock:
+            self.stream.write(text + "\n")
+            self.stream.flush()
+
+
+class RichReporter(_Base):
+    """A live table: host, phase, bytes sent/total, speed, ETA. Use as a context manager."""
+
+    def __init__(self, console: Console | None = None) -> None:
+        super().__init__()
+        self.console = console or Console(stderr=True)
+        self._live = Live(console=self.console, refresh_per_second=4, get_renderable=self._render, transient=False)
+
+    def __enter__(self) -> RichReporter:
+        self._live.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._live.stop()
+
+    def _render(self) -> Table:
+        table = Table(show_edge=False, header_style="bold")
+        for col in ("host", "phase", "sent", "speed", "eta", ""):
+            table.add_column(col)
+        with self._lock:
+            items = list(self.hosts.items())
+        for host, p in items:
+            style = {True: "green", False: "red"}.get(p.ok, "")  # type: ignore[arg-type]
+            speed = p.speed()
+            eta = p.eta()
+            table.add_row(
+                host, f"[{style}]{p.phase}[/]" if style else p.phase,
+                f"{human_bytes(p.sent)}/{human_bytes(p.total)}" if (p.total or p.sent) else "",
+                f"{human_bytes(speed)}/s" if speed and p.ok is None else "",
+                f"{int(eta)}s" if eta is not None and p.ok is None else "",
+                p.detail,
+            )
+        return table
+
+    def _message(self, text: str) -> None:
+        self.console.print(text, markup=False, highlight=False)
+
+
+def reporter_for(json_mode: bool, tty: bool | None = None) -> _Base:
+    """Rich live table on a terminal (stderr), plain lines otherwise."""
+    tty = sys.stderr.isatty() if tty is None else tty
+    if tty:
+        return RichReporter()
+    return PlainReporter()

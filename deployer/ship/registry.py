@@ -1,0 +1,121 @@
+"""The registry route: push once per ship from the workstation, `docker pull` on each host.
+
+Credentials come from the user's Docker config / credential helpers through the docker SDK on
+the workstation; nothing secret ever appears on a remote command line. Hosts pull with their
+own Docker login, if the registry needs one.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import docker
+
+from deployer.commands import ship as cmd
+from deployer.errors import CommandError, LocalError, TransferError
+from deployer.local.client import docker_client, translated
+from deployer.local.image import ImageInfo
+from deployer.ship.conn import HostConn
+from deployer.ship.refs import registry_ref
+from deployer.ship.tarball import inspect_id, tag_and_verify
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PushStats:
+    remote_ref: str
+    layers_pushed: int
+    layers_existing: int
+    bytes_pushed: int
+
+
+def read_push_stream(chunks: Iterable[dict[str, Any]], remote_ref: str,
+                     on_bytes: Callable[[int], None] = lambda n: None) -> PushStats:
+    """Consume a decoded push stream: fail on any in-band error, count layers and bytes (pure)."""
+    current: dict[str, int] = {}
+    pushed: set[str] = set()
+    existing: set[str] = set()
+    for chunk in chunks:
+        if not isinstance(chunk, dict):
+            continue
+        if chunk.get("error") or chunk.get("errorDetail"):
+            detail = chunk.get("errorDetail") or {}
+            message = chunk.get("error") or detail.get("message") or str(detail)
+            raise LocalError(f"pushing {remote_ref} failed: {message}",
+                             hint="check the registry is reachable from here and `docker login` if it needs auth")
+        layer = str(chunk.get("id") or "")
+        status = str(chunk.get("status") or "")
+        progress = chunk.get("progressDetail") or {}
+        if status == "Pushing" and isinstance(progress.get("current"), int):
+            before = current.get(layer, 0)
+            now = max(before, int(progress["current"]))
+            current[layer] = now
+            if now > before:
+                on_bytes(now - before)
+        elif status == "Pushed":
+            pushed.add(layer)
+        elif status in ("Layer already exists",) or status.startswith("Mounted from"):
+            existing.add(layer)
+    return PushStats(remote_ref, len(pushed), len(existing), sum(current[k] for k in pushed if k in current))
+
+
+class Pusher:
+    """Pushes an image to each registry at most once per ship, whichever host asks first."""
+
+    def __init__(self, image: ImageInfo, client: docker.DockerClient | None = None) -> None:
+        self.image = image
+        self._client = client
+        self._lock = threading.Lock()
+        self._done: dict[str, PushStats | LocalError] = {}
+
+    def push(self, registry: str, on_bytes: Callable[[int], None] = lambda n: None) -> tuple[PushStats, bool]:
+        """(stats, True if this call did the push). Raises the push's LocalError for every caller."""
+        with self._lock:
+            if registry not in self._done:
+                try:
+                    self._done[registry] = self._push(registry, on_bytes)
+                except LocalError as exc:
+                    self._done[registry] = exc
+                    raise
+                return self._done[registry], True  # type: ignore[return-value]
+            outcome = self._done[registry]
+        if isinstance(outcome, LocalError):
+            raise outcome
+        return outcome, False
+
+    def _push(self, registry: str, on_bytes: Callable[[int], None]) -> PushStats:
+        remote = registry_ref(registry, self.image.ref)
+        repo, tag = remote.rsplit(":", 1)
+        client = self._client or docker_client()
+        log.info("pushing %s as %s", self.image.ref, remote)
+        with translated(f"pushing {remote}", hint="check the registry is reachable from this workstation"):
+            client.api.tag(self.image.id, repo, tag)
+            stream = client.api.push(repo, tag, stream=True, decode=True)
+            return read_push_stream(stream, remote, on_bytes)
+
+
+@dataclass(frozen=True)
+class PullStats:
+    layers_pulled: int
+    layers_present: int
+
+
+def pull_and_tag(conn: HostConn, docker_argv: tuple[str, ...], remote_ref: str, ref: str,
+                 image_id: str) -> tuple[PullStats, bool]:
+    """docker pull on the host, check the id, then tag as REF. (stats, verified)."""
+    try:
+        res = conn.run(cmd.pull_argv(docker_argv, remote_ref), what=f"docker pull {remote_ref}")
+    except CommandError as exc:
+        raise CommandError(conn.name, exc.result, what=f"docker pull {remote_ref} failed on the host",
+                           hint="check the host reaches the registry (and is logged in if it needs auth), "
+                           "or use --via tarball") from exc
+    pulled, present = cmd.parse_pull(res.stdout)
+    actual = inspect_id(conn, docker_argv, remote_ref)
+    if actual != image_id:
+        raise TransferError(conn.name, f"pulled {remote_ref} is {actual or 'missing'}, expected {image_id}",
+                            hint="someone may have pushed another image under that tag; ship again")
+    return PullStats(pulled, present), tag_and_verify(conn, docker_argv, remote_ref, ref, image_id)

@@ -1,0 +1,78 @@
+"""Render a ShipPlan for humans (dry run): route, layers, bytes, and the exact remote commands.
+
+Blob digests are only known once a layer is compressed, so they show as placeholders.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from deployer.commands import ship as cmd
+from deployer.inventory.host import Host
+from deployer.ship.plan import ShipPlan, human_bytes
+from deployer.transport.session import remote_command
+
+
+def plan_commands(plan: ShipPlan, host: Host) -> list[tuple[str, ...]]:
+    """The remote commands the plan runs, in order (pure; digests are placeholders)."""
+    docker, staging = host.docker, host.staging_dir
+    if plan.route == "noop":
+        return []
+    if plan.route == "tag":
+        return [cmd.tag_argv(docker, plan.image_id, plan.ref), cmd.inspect_id_argv(docker, plan.ref)]
+    if plan.route == "registry":
+        assert plan.registry_ref is not None
+        return [cmd.pull_argv(docker, plan.registry_ref), cmd.inspect_id_argv(docker, plan.registry_ref),
+                cmd.tag_argv(docker, plan.registry_ref, plan.ref), cmd.inspect_id_argv(docker, plan.ref)]
+    assert plan.codec is not None
+    codec = plan.codec.name
+    load = cmd.load_dir(staging, plan.image_id)
+    out: list[tuple[str, ...]] = [cmd.prepare_argv(staging)]
+    staged: list[tuple[str, str]] = []
+    for i in plan.missing:
+        digest = f"sha256:<{codec} blob of layer {i + 1}>"
+        partial = cmd.partial_path(staging, digest, codec)
+        final = cmd.blob_path(staging, digest, codec)
+        out += [cmd.stat_argv([partial]), cmd.append_argv(partial), cmd.verify_argv(partial, digest, final)]
+        staged.append((final, cmd.layer_path(load, plan.diff_ids[i])))
+    hex_id = plan.image_id.split(":", 1)[-1]
+    out += [cmd.write_argv(f"{load}/{hex_id}.json"), cmd.write_argv(f"{load}/manifest.json")]
+    if plan.codec.host_decompress:
+        out += [cmd.decompress_argv(src, dst, codec) for src, dst in staged]
+    elif staged:
+        out.append(cmd.link_layers_argv(staged))
+    out += [cmd.load_argv(docker, load), cmd.inspect_id_argv(docker, plan.image_id),
+            cmd.tag_argv(docker, plan.image_id, plan.ref), cmd.inspect_id_argv(docker, plan.ref),
+            cmd.remove_argv([load, *(src for src, _ in staged)])]
+    return out
+
+
+def describe(plan: ShipPlan) -> str:
+    """One line: route, reason, layers and bytes."""
+    if not plan.transfers:
+        return f"{plan.route}: {plan.reason}"
+    text = f"{plan.via}: {plan.reason}; {len(plan.missing)}/{plan.layers_total} layers to send"
+    if plan.codec is not None:
+        text += f", {plan.codec.name}" + (" (decompressed on the host)" if plan.codec.host_decompress else "")
+    if plan.raw_bytes:
+        text += f", at most {human_bytes(plan.raw_bytes)} uncompressed"
+    return text
+
+
+def render(plan: ShipPlan, host: Host) -> list[str]:
+    """Lines for a dry run: the summary and each remote command, shell-quoted as it will run."""
+    lines = [f"{plan.host}: {describe(plan)}"]
+    lines += ["  $ " + remote_command(argv) for argv in plan_commands(plan, host)]
+    return lines
+
+
+def plan_json(plan: ShipPlan, host: Host) -> dict[str, Any]:
+    return {
+        "host": plan.host, "route": plan.route, "via": plan.via, "reason": plan.reason,
+        "image_id": plan.image_id, "layers_total": plan.layers_total,
+        "layers_missing": [i + 1 for i in plan.missing],
+        "codec": plan.codec.name if plan.codec else None,
+        "host_decompress": plan.codec.host_decompress if plan.codec else None,
+        "full_transfer": plan.full_transfer, "raw_bytes_max": plan.raw_bytes,
+        "staging_need": plan.staging_need, "docker_need": plan.docker_need,
+        "commands": [remote_command(argv) for argv in plan_commands(plan, host)],
+    }

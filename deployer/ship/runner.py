@@ -1,0 +1,252 @@
+"""Ship one local image to many hosts: plan every host, export once, then transfer in parallel.
+
+    ship_image(hosts, ref, options, reporter) -> list[Outcome[ShipResult]]
+    plan_ship(hosts, ref, options)            -> list[Outcome[ShipPlan]]   (dry run, changes nothing)
+
+Per host: connect -> lock -> facts -> image state + present layers -> plan -> preflight, for
+all hosts first (the one shared export needs to know every host's missing layers); then per
+host: transfer -> load -> verify id -> tag -> clean staging -> history -> unlock.
+A host's error carries its partial ShipResult as `error.ship_result`.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import docker
+
+from deployer import history
+from deployer.commands import ship as cmd
+from deployer.commands.layers import parse_present, present_layers_argv
+from deployer.errors import DeployError
+from deployer.facts import gather
+from deployer.fleet import Outcome, for_each_host
+from deployer.inventory.host import Host
+from deployer.local.client import docker_client, translated
+from deployer.local.export import Exporter
+from deployer.local.image import ImageInfo, inspect
+from deployer.ship import lock as locks
+from deployer.ship.conn import HostConn
+from deployer.ship.model import ShipOptions, ShipResult
+from deployer.ship.plan import ShipPlan, make_plan, preflight
+from deployer.ship.progress import NullReporter, Reporter
+from deployer.ship.refs import split_ref
+from deployer.ship.registry import Pusher
+from deployer.ship.route import run_registry, run_tarball
+from deployer.ship.tarball import Counter, tag_and_verify
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Job:
+    """One host's ship in progress (mutable: filled in as the phases run)."""
+
+    host: Host
+    conn: HostConn
+    image: ImageInfo
+    started: float = field(default_factory=time.monotonic)
+    lock: locks.Lock | None = None
+    facts: Any = None
+    plan: ShipPlan | None = None
+    counter: Counter = field(default_factory=Counter)
+    layers_sent: int = 0
+    verified: bool = False
+
+    def result(self) -> ShipResult:
+        plan = self.plan
+        return ShipResult(
+            host=self.host.name, via=plan.via if plan else None, route=plan.route if plan else None,
+            image_id=self.image.id, verified=self.verified,
+            layers_total=len(self.image.diff_ids), layers_sent=self.layers_sent,
+            bytes_sent=self.counter.sent, seconds=time.monotonic() - self.started,
+        )
+
+
+def _history_sizes(client: docker.DockerClient, image: ImageInfo) -> list[int]:
+    """`docker history` sizes, oldest first (for the disk preflight's upper bounds)."""
+    with translated(f"reading the history of {image.ref}"):
+        entries = client.api.history(image.id)
+    return [int(e.get("Size") or 0) for e in reversed(entries)]
+
+
+def _observe(job: Job, options: ShipOptions, history_sizes: Sequence[int], reporter: Reporter,
+             take_lock: bool) -> Job:
+    """Connect, (lock,) gather facts and what the host has, plan and preflight."""
+    host, image, conn = job.host, job.image, job.conn
+    reporter.phase(host.name, "connecting")
+    conn.connect()
+    if take_lock:
+        reporter.phase(host.name, "locking")
+        job.lock = locks.acquire(conn.session(), host.staging_dir, image.ref,
+                                 break_lock=options.break_lock, wait_s=options.lock_wait)
+    reporter.phase(host.name, "checking")
+    job.facts = gather(conn.session(), host)
+    docker_argv = host.docker
+    state = cmd.parse_image_state(
+        conn.run(cmd.image_state_argv(docker_argv, image.ref, image.id), what="checking the image", timeout=60).stdout)
+    present: frozenset[str] = frozenset()
+    if not state.has_id and job.facts.docker is not None:
+        res = conn.run(present_layers_argv(docker_argv), what="listing the host's layers", timeout=120)
+        present = parse_present(res.stdout)
+    job.plan = make_plan(host, image, job.facts, state, present, history_sizes, options.via or host.via)
+    preflight(job.plan, job.facts)
+    reporter.phase(host.name, "planned", job.plan.reason)
+    return job
+
+
+def _finish(job: Job, pusher: Pusher, exporter: Exporter | None, level: int, reporter: Reporter) -> ShipResult:
+    host, plan, conn = job.host, job.plan, job.conn
+    assert plan is not None
+    docker_argv = host.docker
+    if plan.route == "noop":
+        job.verified = True
+    elif plan.route == "tag":
+        reporter.phase(host.name, "tagging")
+        job.verified = tag_and_verify(conn, docker_argv, job.image.id, job.image.ref, job.image.id)
+    elif plan.route == "registry":
+        run_registry(job, pusher, reporter)
+    else:
+        run_tarball(job, exporter, reporter)
+    if not job.verified:
+        from deployer.errors import TransferError
+
+        raise TransferError(host.name, f"{job.image.ref} on the host does not resolve to {job.image.id}",
+                            hint="another process may have re-tagged it; ship again")
+    result = job.result()
+    _record(job, "ok")
+    return result
+
+
+def _record(job: Job, outcome: str, error: str | None = None) -> None:
+    """Append the ship to the host's history (best effort: never hides the real outcome)."""
+    res = job.result()
+    rec = history.record("ship", image=job.image.ref, image_id=job.image.id, result=outcome,
+                         via=res.via, route=res.route, bytes_sent=res.bytes_sent,
+                         layers_sent=res.layers_sent, seconds=round(res.seconds, 3), error=error)
+    try:
+        history.append(job.conn.session(), job.host.staging_dir, rec)
+    except DeployError as exc:
+        log.warning("%s: could not append to the history log: %s", job.host.name, exc)
+
+
+def _release(job: Job) -> None:
+    if job.lock is not None:
+        try:
+            job.lock.release(job.conn.session())
+            job.lock = None
+        except DeployError as exc:
+            log.warning("%s: could not release the deploy lock: %s", job.host.name, exc)
+    job.conn.close()
+
+
+def _attach(exc: DeployError, job: Job) -> DeployError:
+    exc.ship_result = job.result()  # type: ignore[attr-defined]
+    return exc
+
+
+def _wanted(jobs: Sequence[Job]) -> dict[str, set[str]]:
+    wanted: dict[str, set[str]] = {}
+    for job in jobs:
+        plan = job.plan
+        if plan and plan.route == "tarball" and plan.codec and plan.missing:
+            wanted.setdefault(plan.codec.name, set()).update(job.image.diff_ids[i] for i in plan.missing)
+    return wanted
+
+
+def ship_image(hosts: Sequence[Host], image_ref: str, options: ShipOptions | None = None,
+               reporter: Reporter | None = None, client: docker.DockerClient | None = None,
+               image: ImageInfo | None = None) -> list[Outcome[ShipResult]]:
+    """Ship a local image to every host; one Outcome per host, in host order."""
+    options = options or ShipOptions()
+    reporter = reporter or NullReporter()
+    split_ref(image_ref)
+    client = client or docker_client()
+    image = image or inspect(image_ref, client)
+    if image.ref != image_ref:
+        image = replace(image, ref=image_ref)
+    sizes = _history_sizes(client, image)
+    jobs = {h.name: Job(h, HostConn(h, timeout=options.connect_timeout), image) for h in hosts}
+    exporter: Exporter | None = None
+    try:
+        def observe(host: Host) -> Job:
+            job = jobs[host.name]
+            try:
+                return _observe(job, options, sizes, reporter, take_lock=True)
+            except DeployError as exc:
+                reporter.done(host.name, False, str(exc).splitlines()[0])
+                _release(job)
+                raise _attach(exc, job)
+
+        observed = for_each_host(hosts, observe, options.parallel)
+        ready = [o.value for o in observed if o.ok and o.value is not None]
+        if any(j.plan is not None and j.plan.route == "tarball" for j in ready):
+            # one export for all hosts; with nothing missing it still provides the config
+            exporter = Exporter(image, _wanted(ready), level=options.level, client=client).start()
+        pusher = Pusher(image, client)
+
+        def finish(host: Host) -> ShipResult:
+            job = jobs[host.name]
+            try:
+                result = _finish(job, pusher, exporter, options.level, reporter)
+                reporter.done(host.name, True, _summary(result))
+                return result
+            except DeployError as exc:
+                reporter.done(host.name, False, str(exc).splitlines()[0])
+                _record(job, "failed", str(exc).splitlines()[0])
+                raise _attach(exc, job)
+            finally:
+                _release(job)
+
+        finished = {o.host.name: o for o in for_each_host([j.host for j in ready], finish, options.parallel)}
+        return [finished[o.host.name] if o.ok else Outcome(o.host, error=o.error) for o in observed]
+    finally:
+        for job in jobs.values():
+            _release(job)
+        if exporter is not None:
+            exporter.close()
+            _prune(exporter)
+
+
+def _prune(exporter: Exporter) -> None:
+    prune = getattr(exporter.cache, "prune", None)
+    if prune is not None:
+        try:
+            prune()
+        except OSError as exc:
+            log.warning("could not prune the local blob cache: %s", exc)
+
+
+def _summary(result: ShipResult) -> str:
+    from deployer.ship.plan import human_bytes
+
+    if result.route == "noop":
+        return "already there"
+    if result.route == "tag":
+        return "tagged (image was there)"
+    return (f"{result.via}: {result.layers_sent}/{result.layers_total} layers, "
+            f"{human_bytes(result.bytes_sent)} sent, {result.seconds:.1f}s, id verified")
+
+
+def plan_ship(hosts: Sequence[Host], image_ref: str, options: ShipOptions | None = None,
+              client: docker.DockerClient | None = None) -> list[Outcome[ShipPlan]]:
+    """Dry run: what ship_image would do on each host. Reads only; takes no lock, sends nothing."""
+    options = options or ShipOptions()
+    split_ref(image_ref)
+    client = client or docker_client()
+    image = replace(inspect(image_ref, client), ref=image_ref)
+    sizes = _history_sizes(client, image)
+
+    def one(host: Host) -> ShipPlan:
+        job = Job(host, HostConn(host, timeout=options.connect_timeout), image)
+        try:
+            _observe(job, options, sizes, NullReporter(), take_lock=False)
+            assert job.plan is not None
+            return job.plan
+        finally:
+            job.conn.close()
+
+    return for_each_host(hosts, one, options.parallel)
