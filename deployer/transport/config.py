@@ -3,12 +3,12 @@
 Explicit inventory vars (ansible_host/port/user/private key) win; ssh config fills the rest,
 looked up by the name ssh would be given (ansible_host, else the inventory name), as Ansible
 does. Jump hosts come from `deploy_jump`, `ansible_ssh_common_args`/`ansible_ssh_extra_args`
-(`-J`, `-o ProxyJump=`), or the ssh config's ProxyJump, in that order.
+(`-J`, `-o ProxyJump=`, parsed by deployer.inventory.jump), or the ssh config's ProxyJump.
 """
 from __future__ import annotations
 
 import os
-import shlex
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -18,6 +18,7 @@ import paramiko
 
 from deployer.errors import InventoryError
 from deployer.inventory.host import DEFAULT_KNOWN_HOSTS, Host
+from deployer.inventory.jump import jump_of
 
 # What ssh tries when no IdentityFile is configured (IdentitiesOnly=no).
 DEFAULT_IDENTITIES = ("~/.ssh/id_ed25519", "~/.ssh/id_ecdsa", "~/.ssh/id_rsa")
@@ -70,41 +71,6 @@ def load_ssh_config(path: str | None = None) -> paramiko.SSHConfig | None:
         raise InventoryError(f"cannot read ssh config: {exc}", file=str(p)) from exc
 
 
-def parse_jump_args(args: str) -> str | None:
-    """The ProxyJump value inside an ssh argument string (`-J x`, `-o ProxyJump=x`), or None."""
-    try:
-        words = shlex.split(args)
-    except ValueError as exc:
-        raise InventoryError(f"cannot parse ssh arguments {args!r}: {exc}", key_path="ansible_ssh_common_args") from exc
-    i = 0
-    while i < len(words):
-        w = words[i]
-        nxt = words[i + 1] if i + 1 < len(words) else None
-        if w == "-J" and nxt is not None:
-            return nxt
-        if w.startswith("-J") and len(w) > 2:
-            return w[2:]
-        if w == "-o" and nxt is not None:
-            value = _proxyjump_option(nxt)
-            if value is not None:
-                return value
-            i += 2
-            continue
-        if w.startswith("-o") and len(w) > 2:
-            value = _proxyjump_option(w[2:])
-            if value is not None:
-                return value
-        i += 1
-    return None
-
-
-def _proxyjump_option(opt: str) -> str | None:
-    key, sep, value = opt.replace(" ", "=", 1).partition("=")
-    if sep and key.strip().lower() == "proxyjump":
-        return value.strip()
-    return None
-
-
 def parse_jump(text: str) -> tuple[str | None, str, int | None]:
     """`[ssh://][user@]host[:port]` -> (user, host, port)."""
     text = text.strip()
@@ -135,17 +101,28 @@ def _port(text: str, whole: str) -> int:
     return port
 
 
-def _jump_text(vars: Mapping[str, Any], cfg: Mapping[str, Any]) -> str | None:
-    if vars.get("deploy_jump"):
-        return str(vars["deploy_jump"])
-    for key in ("ansible_ssh_common_args", "ansible_ssh_extra_args"):
-        if vars.get(key):
-            found = parse_jump_args(str(vars[key]))
-            if found:
-                return found
+def _jump_text(host: Host, cfg: Mapping[str, Any]) -> str | None:
+    try:
+        explicit = jump_of(host.vars)
+    except ValueError as exc:
+        raise InventoryError(f"host {host.name}: {exc}", key_path="deploy_jump") from exc
+    if explicit:
+        return explicit
+    if _disables_jump(host.vars):
+        return None
     if cfg.get("proxyjump"):
         return str(cfg["proxyjump"])
     return None
+
+
+_JUMP_NONE = re.compile(r"(?i)(proxyjump\s*[= ]\s*none|-J\s*none)(\s|$|')")
+
+
+def _disables_jump(vars: Mapping[str, Any]) -> bool:
+    # An explicit "none" in the inventory overrides the ssh config's ProxyJump, as on ssh's command line.
+    if str(vars.get("deploy_jump") or "").strip().lower() == "none":
+        return True
+    return any(_JUMP_NONE.search(str(vars.get(k) or "")) for k in ("ansible_ssh_common_args", "ansible_ssh_extra_args"))
 
 
 def _lookup(ssh_config: paramiko.SSHConfig | None, name: str) -> dict[str, Any]:
@@ -215,7 +192,7 @@ def resolve(host: Host, ssh_config: paramiko.SSHConfig | None = None) -> Connect
     except (TypeError, ValueError):
         raise InventoryError(f"host {host.name}: port {port!r} is not a number", key_path="ansible_port") from None
     user = vars.get("ansible_user") or vars.get("ansible_ssh_user") or cfg.get("user")
-    jump_text = _jump_text(vars, cfg)
+    jump_text = _jump_text(host, cfg)
     jump = _chain(jump_text, ssh_config, known_hosts, keys, 1) if jump_text else None
     return ConnectSpec(
         address=str(cfg.get("hostname") or dest),

@@ -78,7 +78,7 @@ def parse_line(raw: str, lineno: int = 0) -> KnownKey | None:
     names, key_type, data = fields[0], fields[1], fields[2]
     try:
         key = paramiko.PKey.from_type_string(key_type, base64.b64decode(data))
-    except (binascii.Error, ValueError, paramiko.SSHException):
+    except (binascii.Error, ValueError, paramiko.SSHException, paramiko.pkey.UnknownKeyType):
         return None
     return KnownKey(tuple(names.split(",")), key, lineno, marker)
 

@@ -88,7 +88,7 @@ def retrying(
     retryer = tenacity.Retrying(
         retry=tenacity.retry_if_exception(is_transient),
         stop=tenacity.stop_after_delay(budget),
-        wait=tenacity.wait_exponential_jitter(initial=initial_s, max=max_wait_s, jitter=initial_s),
+        wait=tenacity.wait_exponential(multiplier=initial_s, max=max_wait_s) + tenacity.wait_random(0, initial_s),
         before_sleep=before_sleep,
         reraise=True,
     )
