@@ -43,13 +43,7 @@ def components() -> list[str]:
 def alive(p: Paths, component: str) -> int | None:
     """The component's pid if it runs and really is ours (guards against a recycled pid)."""
     pid = read_pid(p.pidfile(component))
-    if pid is None:
-        return None
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return None
-    return pid if str(p.state).encode() in cmdline else None
+    return pid if pid is not None and daemons.marker_in_cmdline(p, pid) else None
 
 
 def ready(p: Paths, component: str) -> bool:

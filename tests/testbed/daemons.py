@@ -1,6 +1,7 @@
 """Start, probe and stop the testbed's daemons: sshd and dockerd per host, the registry, the ws dockerd."""
 from __future__ import annotations
 
+import hashlib
 import http.client
 import json
 import os
@@ -8,10 +9,12 @@ import shutil
 import socket
 from pathlib import Path
 
-from .config import HOSTS, REGISTRY, REGISTRY_ADDR, REGISTRY_NS, REGISTRY_PORT, WS_BRIDGE, Paths, HostSpec, gpu_table, DRIVER_VERSION
-from .sh import TestbedError, in_ns, read_pid, run, spawn, stop_pid
+from .config import (DRIVER_VERSION, HOSTS, REGISTRY, REGISTRY_ADDR, REGISTRY_NS, REGISTRY_PORT, WS_BRIDGE, HostSpec,
+                     Paths, gpu_table)
+from .sh import in_ns, read_pid, run, spawn, stop_pid
 
 SYS_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+NO_EGRESS_PROXY = "http://127.0.0.1:9"  # discard port: nothing listens, so connections are refused
 FAKES = Path(__file__).resolve().parent / "fakes"
 
 
@@ -84,12 +87,34 @@ SetEnv {env}
 
 # --- sshd ---------------------------------------------------------------------------------------
 
+def ensure_daemon(p: Paths, component: str, argv: list[str], env: dict[str, str] | None = None,
+                  config: str = "") -> None:
+    """Start component unless it already runs with the same argv, env and config (else restart it)."""
+    key = hashlib.sha256(json.dumps([argv, env, config]).encode()).hexdigest()
+    pidfile = p.pidfile(component)
+    keyfile = pidfile.with_suffix(".key")
+    pid = read_pid(pidfile)
+    if pid and marker_in_cmdline(p, pid):
+        if keyfile.exists() and keyfile.read_text() == key:
+            return
+        stop_pid(pid, timeout=20)
+    spawn(argv, p.logs / f"{component}.log", pidfile, env=env)
+    keyfile.write_text(key)
+
+
+def marker_in_cmdline(p: Paths, pid: int) -> bool:
+    """True if pid's command line mentions our state dir (it is ours, not a recycled pid)."""
+    try:
+        return str(p.state).encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
 def start_sshd(p: Paths, name: str) -> None:
-    if read_pid(p.pidfile(f"sshd-{name}")):
-        return
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege-separation dir
-    spawn(in_ns(name, ["/usr/sbin/sshd", "-D", "-e", "-f", str(p.host(name) / "sshd_config")]),
-          p.logs / f"sshd-{name}.log", p.pidfile(f"sshd-{name}"))
+    cfg = p.host(name) / "sshd_config"
+    ensure_daemon(p, f"sshd-{name}", in_ns(name, ["/usr/sbin/sshd", "-D", "-e", "-f", str(cfg)]),
+                  config=cfg.read_text())
 
 
 def tcp_open(addr: str, port: int, timeout: float = 0.5) -> bool:
@@ -117,15 +142,16 @@ def dockerd_argv(p: Paths, name: str) -> list[str]:
 
 
 def start_dockerd(p: Paths, name: str) -> None:
-    if read_pid(p.pidfile(f"dockerd-{name}")):
-        return
     base = p.ws if name == "ws" else p.host(name)
     for sub in ("docker", "run"):
         (base / sub).mkdir(parents=True, exist_ok=True)
     # Put the host's bin first so dockerd finds the fake nvidia-container-runtime-hook (GPU hosts only).
     path = SYS_PATH if name == "ws" else f"{p.host(name) / 'bin'}:{SYS_PATH}"
-    env = {"PATH": path, "HOME": "/root", "LANG": "C.UTF-8"}
-    spawn(dockerd_argv(p, name), p.logs / f"dockerd-{name}.log", p.pidfile(f"dockerd-{name}"), env=env)
+    # Only the testbed registry is reachable; a pull of anything else (e.g. Docker Hub) must fail here at
+    # once instead of leaving this machine, so every other registry goes to a closed local proxy port.
+    env = {"PATH": path, "HOME": "/root", "LANG": "C.UTF-8", "HTTP_PROXY": NO_EGRESS_PROXY,
+           "HTTPS_PROXY": NO_EGRESS_PROXY, "NO_PROXY": f"{REGISTRY_ADDR},localhost,127.0.0.1"}
+    ensure_daemon(p, f"dockerd-{name}", dockerd_argv(p, name), env)
 
 
 class _UnixHTTP(http.client.HTTPConnection):
@@ -165,8 +191,6 @@ def docker_cli(p: Paths, name: str, *args: str, timeout: float = 120, input: byt
 # --- registry -----------------------------------------------------------------------------------
 
 def start_registry(p: Paths) -> None:
-    if read_pid(p.pidfile("registry")):
-        return
     (p.registry / "data").mkdir(parents=True, exist_ok=True)
     cfg = p.registry / "config.yml"
     cfg.write_text(f"""# deployer testbed registry (Debian docker-registry, plain HTTP)
@@ -183,8 +207,7 @@ storage:
 http:
   addr: {REGISTRY_ADDR}:{REGISTRY_PORT}
 """)
-    spawn(in_ns(REGISTRY_NS, ["docker-registry", "serve", str(cfg)]), p.logs / "registry.log",
-          p.pidfile("registry"))
+    ensure_daemon(p, "registry", in_ns(REGISTRY_NS, ["docker-registry", "serve", str(cfg)]), config=cfg.read_text())
 
 
 def registry_ready() -> bool:
@@ -224,7 +247,3 @@ def leftover_pids(p: Paths, namespaces: tuple[str, ...]) -> list[int]:
                 continue
     pids.discard(os.getpid())
     return sorted(pids)
-
-
-def _raise(msg: str) -> None:
-    raise TestbedError(msg)

@@ -29,6 +29,8 @@ class TbHost:
 class Testbed:
     """A running testbed: what tests connect to, and the faults they may inject (always undo them)."""
 
+    __test__ = False  # not a test class, despite the name
+
     def __init__(self, paths: Paths | None = None) -> None:
         self.paths = p = paths or Paths()
         self.state = str(p.state)

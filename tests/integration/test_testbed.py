@@ -1,0 +1,235 @@
+"""The testbed itself, end to end: what every other integration test relies on.
+
+Doubles as documentation of what the simulated fleet offers (issue 2, item 5)."""
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import tarfile
+import time
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from tests.testbed import net
+from tests.testbed.fixture import Testbed
+
+SAMPLE = "deployer-testbed/sample:latest"
+
+
+def docker_cli(tb: Testbed, host: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    url = tb.ws_docker_host if host == "ws" else tb.hosts[host].docker_host
+    return subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "DOCKER_HOST": url})
+
+
+@pytest.fixture(scope="module")
+def sample_on_hosts(testbed: Testbed) -> Iterator[str]:
+    """The sample image loaded (docker save | docker load, no registry) on every host; removed afterwards
+    from the hosts that did not have it, so later tests still find hosts without images."""
+    data = b"".join(testbed.docker("ws").images.get(SAMPLE).save(named=SAMPLE))
+    added = []
+    for host in testbed.hosts:
+        client = testbed.docker(host)
+        if not client.images.list(name=SAMPLE):
+            added.append(host)
+        client.images.load(data)
+    yield SAMPLE
+    for host in added:
+        testbed.docker(host).images.remove(SAMPLE, force=True)
+
+
+@pytest.fixture(scope="module")
+def pushed_sample(testbed: Testbed) -> Iterator[str]:
+    """The sample pushed from the workstation daemon to the registry under a unique name."""
+    ref = f"{testbed.registry}/testbed-test/sample:{uuid.uuid4().hex[:8]}"
+    ws = testbed.docker("ws")
+    ws.images.get(SAMPLE).tag(ref)
+    try:
+        for chunk in ws.images.push(ref, stream=True, decode=True):
+            assert "error" not in chunk, chunk
+        yield ref
+    finally:
+        ws.images.remove(ref)
+
+
+def test_strict_host_key_ssh_reaches_every_host_with_its_docker(testbed: Testbed) -> None:
+    for name, host in testbed.hosts.items():
+        res = testbed.ssh(name, "echo $DOCKER_HOST; docker info --format '{{.Name}} {{.ServerVersion}}'; "
+                                "command -v nvidia-smi || echo no-nvidia-smi")
+        assert res.returncode == 0, res.stderr
+        lines = res.stdout.decode().splitlines()
+        assert lines[0] == host.docker_host
+        assert lines[1].split()[1].startswith("20.10")
+        assert lines[2] == ("no-nvidia-smi" if not host.gpus else f"{Path(host.staging_dir).parent}/bin/nvidia-smi")
+
+
+def test_unknown_host_key_is_refused(testbed: Testbed, tmp_path: Path) -> None:
+    other = tmp_path / "known_hosts"
+    # gpu02's key filed under gpu01's address: a host-key mismatch the strict client must refuse.
+    gpu02_key = next(line for line in Path(testbed.known_hosts).read_text().splitlines() if line.startswith("gpu02,"))
+    other.write_text(f"{testbed.hosts['gpu01'].address} {' '.join(gpu02_key.split()[1:])}\n")
+    argv = [a.replace(testbed.known_hosts, str(other)) for a in testbed.ssh_argv("gpu01", "true")]
+    res = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    assert res.returncode == 255
+    assert "HOST IDENTIFICATION HAS CHANGED" in res.stderr or "Host key verification failed" in res.stderr
+
+
+def test_each_host_has_its_own_images(testbed: Testbed) -> None:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        data = uuid.uuid4().hex.encode()
+        info = tarfile.TarInfo("marker")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    tag = f"testbed-test/only-on-gpu01:{uuid.uuid4().hex[:8]}"
+    gpu01 = testbed.docker("gpu01")
+    gpu01.api.import_image_from_data(buf.getvalue(), repository=tag.split(":")[0], tag=tag.split(":")[1])
+    image = gpu01.images.get(tag)
+    try:
+        assert gpu01.images.get(tag).id
+        for other in ("gpu02", "airgap01", "cpu01", "ws"):
+            ids = {img.id for img in testbed.docker(other).images.list(all=True)}
+            assert image.id not in ids, f"{other} sees an image loaded only on gpu01"
+    finally:
+        gpu01.images.remove(tag, force=True)
+
+
+@pytest.mark.parametrize("gpus, expected", [("all", "all"), ('"device=1"', "1"), ("2", "0,1")])
+def test_gpus_on_gpu_hosts(testbed: Testbed, sample_on_hosts: str, gpus: str, expected: str) -> None:
+    res = docker_cli(testbed, "gpu01", "run", "--rm", "--gpus", gpus, sample_on_hosts)
+    assert res.returncode == 0, res.stderr
+    assert f"NVIDIA_VISIBLE_DEVICES={expected} " in res.stdout
+
+
+def test_gpu_by_uuid_and_fourth_gpu_of_gpu02(testbed: Testbed, sample_on_hosts: str) -> None:
+    uuid3 = testbed.hosts["gpu02"].gpus[3]["uuid"]
+    for spec, seen in (('"device=3"', "3"), (f"device={uuid3}", uuid3)):
+        res = docker_cli(testbed, "gpu02", "run", "--rm", "--gpus", spec, sample_on_hosts)
+        assert res.returncode == 0, res.stderr
+        assert f"NVIDIA_VISIBLE_DEVICES={seen} " in res.stdout
+
+
+@pytest.mark.parametrize("host, gpus, bad", [("gpu01", '"device=2"', "2"), ("airgap01", '"device=0,7"', "7"),
+                                             ("gpu01", "3", "2"),
+                                             ("gpu02", "device=GPU-00000000-0000-0000-0000-000000000000",
+                                              "GPU-00000000-0000-0000-0000-000000000000")])
+def test_missing_gpu_fails_with_the_hook_error(testbed: Testbed, sample_on_hosts: str, host: str, gpus: str,
+                                               bad: str) -> None:
+    res = docker_cli(testbed, host, "run", "--rm", "--gpus", gpus, sample_on_hosts)
+    assert res.returncode != 0
+    assert f"nvidia-container-cli: device error: {bad}: unknown device" in res.stderr
+
+
+def test_cpu_host_refuses_gpus(testbed: Testbed, sample_on_hosts: str) -> None:
+    assert docker_cli(testbed, "cpu01", "run", "--rm", sample_on_hosts).returncode == 0
+    res = docker_cli(testbed, "cpu01", "run", "--rm", "--gpus", "all", sample_on_hosts)
+    assert res.returncode != 0
+    assert 'could not select device driver "" with capabilities: [[gpu]]' in res.stderr
+
+
+def test_registry_reachable_except_from_the_airgapped_host(testbed: Testbed, pushed_sample: str) -> None:
+    for host in ("gpu02", "cpu01"):
+        client = testbed.docker(host)
+        client.images.pull(pushed_sample)
+        assert client.images.get(pushed_sample).id
+        client.images.remove(pushed_sample)
+    t0 = time.monotonic()
+    res = docker_cli(testbed, "airgap01", "pull", pushed_sample)
+    assert res.returncode != 0
+    assert "no route to host" in res.stderr
+    assert time.monotonic() - t0 < 10, "an air gap must fail fast, not hang"
+
+
+def test_nvidia_smi_query_formats(testbed: Testbed) -> None:
+    fields = "index,name,uuid,memory.total,memory.used,utilization.gpu,driver_version"
+    gpus = testbed.hosts["gpu02"].gpus
+    out = testbed.ssh("gpu02", f"nvidia-smi --query-gpu={fields} --format=csv,noheader,nounits").stdout.decode()
+    assert out.splitlines() == [f"{g['index']}, NVIDIA A100-SXM4-40GB, {g['uuid']}, 40960, 0, 0, 550.54.15"
+                                for g in gpus]
+    out = testbed.ssh("gpu02", f"nvidia-smi --query-gpu={fields} --format=csv").stdout.decode().splitlines()
+    assert out[0] == ("index, name, uuid, memory.total [MiB], memory.used [MiB], utilization.gpu [%], "
+                      "driver_version")
+    assert out[1].endswith(", 40960 MiB, 0 MiB, 0 %, 550.54.15") and len(out) == 5
+    out = testbed.ssh("gpu02", "nvidia-smi --query-gpu=memory.total,index --format=csv,noheader").stdout.decode()
+    assert out.splitlines()[3] == "40960 MiB, 3"
+    lst = testbed.ssh("airgap01", "nvidia-smi -L").stdout.decode().splitlines()
+    assert lst == [f"GPU {g['index']}: NVIDIA A10 (UUID: {g['uuid']})" for g in testbed.hosts["airgap01"].gpus]
+    bad = testbed.ssh("gpu01", "nvidia-smi --query-gpu=bogus --format=csv")
+    assert bad.returncode == 2 and b'"bogus" is not a valid field' in bad.stderr
+
+
+def test_nvidia_smi_shows_gpus_held_by_running_containers(testbed: Testbed, sample_on_hosts: str) -> None:
+    name = f"testbed-hold-{uuid.uuid4().hex[:6]}"
+    res = docker_cli(testbed, "airgap01", "run", "-d", "--name", name, "--gpus", '"device=1"',
+                     "-e", "DEPLOYER_FAKE_GPU_MEMORY_MIB=5000", sample_on_hosts, "sleep")
+    assert res.returncode == 0, res.stderr
+    query = "nvidia-smi --query-gpu=index,memory.used,utilization.gpu --format=csv,noheader,nounits"
+    try:
+        assert testbed.ssh("airgap01", query).stdout.decode().splitlines() == ["0, 0, 0", "1, 5000, 100"]
+    finally:
+        docker_cli(testbed, "airgap01", "rm", "-f", name)
+    assert testbed.ssh("airgap01", query).stdout.decode().splitlines() == ["0, 0, 0", "1, 0, 0"]
+
+
+def test_cut_makes_a_host_unreachable_and_heal_brings_it_back(testbed: Testbed) -> None:
+    try:
+        testbed.cut("cpu01")
+        t0 = time.monotonic()
+        res = subprocess.run([*testbed.ssh_argv("cpu01", "true")[:-2], "-o", "ConnectTimeout=2",
+                              *testbed.ssh_argv("cpu01", "true")[-2:]], capture_output=True, text=True, timeout=30)
+        assert res.returncode == 255
+        # Packets vanish: the client times out rather than being refused or reset.
+        assert "timed out" in res.stderr and time.monotonic() - t0 >= 1.5
+    finally:
+        testbed.heal("cpu01")
+    assert testbed.ssh("cpu01", "true").returncode == 0
+
+
+def _push_seconds(tb: Testbed, host: str, nbytes: int) -> float:
+    payload = os.urandom(nbytes)
+    t0 = time.monotonic()
+    res = tb.ssh(host, "cat > /dev/null", input=payload, timeout=60)
+    assert res.returncode == 0, res.stderr
+    return time.monotonic() - t0
+
+
+def test_throttle_uplink_limits_throughput(testbed: Testbed) -> None:
+    previous = net.throttled("uplink")  # a benchmark may have a limit in place: restore it afterwards
+    nbytes = 5_000_000
+    try:
+        testbed.throttle("uplink", None)
+        tx0 = testbed.uplink_bytes()[0]
+        fast = _push_seconds(testbed, "gpu02", nbytes)
+        assert testbed.uplink_bytes()[0] - tx0 >= nbytes, "SSH traffic must cross the uplink"
+        testbed.throttle("uplink", "20mbit")
+        slow = _push_seconds(testbed, "gpu02", nbytes)
+    finally:
+        testbed.throttle("uplink", previous)
+    assert slow >= 1.5, f"5 MB at 20 mbit took only {slow:.2f}s"
+    assert slow > 2 * fast, f"throttled {slow:.2f}s vs unthrottled {fast:.2f}s"
+
+
+def test_flaky_resets_ssh_after_the_given_megabytes(testbed: Testbed) -> None:
+    target = f"{testbed.hosts['cpu01'].staging_dir}/flaky-{uuid.uuid4().hex[:6]}"
+    try:
+        testbed.flaky("cpu01", 2)
+        res = testbed.ssh("cpu01", f"mkdir -p $(dirname {target}); cat > {target}", input=os.urandom(8_000_000))
+        assert res.returncode == 255
+        assert testbed.ssh("cpu01", "true").returncode == 0, "a new small connection is still allowed"
+    finally:
+        testbed.flaky("cpu01", None)
+    size = Path(target).stat().st_size
+    Path(target).unlink()
+    assert 1_000_000 < size < 2_500_000, f"reset after {size} bytes, expected about 2 MB"
+    assert testbed.ssh("cpu01", "head -c 3000000 /dev/zero", timeout=30).returncode == 0
+
+
+def test_tmpfs_fills_up(testbed: Testbed, tmp_path: Path) -> None:
+    with testbed.tmpfs(tmp_path / "small", "1m") as mnt:
+        with pytest.raises(OSError, match="No space left"):
+            (mnt / "big").write_bytes(b"x" * 2_000_000)
+    assert not os.path.ismount(tmp_path / "small")
