@@ -14,6 +14,7 @@ from deployer.playbook.model import BuildSpec
 
 LineSink = Callable[[str], None]
 STEP_RE = re.compile(r"^(Step \d+/\d+ : .*|#\d+ \[.*\].*)$")  # legacy builder / BuildKit step lines
+NOISE_RE = re.compile(r"^( ---> |Removing intermediate container )")  # builder bookkeeping, not output
 TAIL_LINES = 15
 
 
@@ -116,7 +117,8 @@ class StreamReader:
     def line(self, line: str) -> None:
         if STEP_RE.match(line):
             self.step = line
-        else:
+            self.tail.clear()  # the tail shown on failure is the failing step's own output
+        elif not NOISE_RE.match(line):
             self.tail.append(line)
         match = re.match(r"^Successfully built ([0-9a-f]{12,64})$", line)
         if match and not self.image_id:

@@ -1,0 +1,104 @@
+"""`deploy build` against the testbed's workstation Docker: streamed output, git-revision tags, labels."""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout.strip()
+
+
+@pytest.fixture
+def ws(testbed: Any) -> Iterator[docker.DockerClient]:
+    client = docker.DockerClient(base_url=testbed.ws_docker_host, timeout=120)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def project(tmp_path: Path, ws: docker.DockerClient) -> Iterator[tuple[Path, str]]:
+    """A git repo holding a playbook whose image builds FROM the testbed's busybox; images removed after."""
+    name = f"pbtest-{uuid.uuid4().hex[:8]}"
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "Dockerfile").write_text(
+        "FROM deployer-testbed/busybox:latest\nARG MSG=none\nCOPY hello.txt /hello.txt\n"
+        "RUN echo \"msg=$MSG\" > /msg.txt && echo built-step-output\nCMD [\"cat\", \"/hello.txt\"]\n")
+    (app / "hello.txt").write_text("hello v1\n")
+    books = tmp_path / "playbooks"
+    books.mkdir()
+    (books / "job.yml").write_text(
+        f"name: {name}\nimage:\n  build:\n    context: ../app\n    args:\n      MSG: '{{{{ msg }}}}'\n"
+        "run:\n  command: cat /msg.txt\nvars:\n  msg: from-vars\n")
+    git(tmp_path, "init", "-q")
+    git(tmp_path, "config", "user.email", "t@example.com")
+    git(tmp_path, "config", "user.name", "t")
+    git(tmp_path, "add", ".")
+    git(tmp_path, "commit", "-qm", "init")
+    yield tmp_path, name
+    for image in ws.images.list(name=name):
+        ws.images.remove(image.id, force=True)
+
+
+def test_build_tags_with_git_revision_and_streams_output(project: tuple[Path, str], ws: docker.DockerClient,
+                                                         deploy_cli: Any) -> None:
+    root, name = project
+    rev = git(root, "rev-parse", "HEAD")
+    code, out, err = deploy_cli("build", "-p", str(root / "playbooks/job.yml"), "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["ref"] == f"{name}:{rev[:12]}" and result["dirty"] is False and result["revision"] == rev
+    assert result["refs"] == [f"{name}:{rev[:12]}", f"{name}:latest"]
+    assert "Step 1/" in err and "built-step-output" in err  # build output streamed to stderr
+    image = ws.images.get(result["ref"])
+    assert image.id == result["image_id"]
+    assert ws.images.get(f"{name}:latest").id == image.id
+    assert image.labels["org.opencontainers.image.revision"] == rev
+    assert image.labels["deployer.git_rev"] == rev[:12]
+    # The build arg came from the playbook's vars.
+    assert ws.containers.run(image.id, ["cat", "/msg.txt"], remove=True) == b"msg=from-vars\n"
+
+    # An uncommitted edit inside the context: a new image, tagged <rev>-dirty.
+    (root / "app" / "hello.txt").write_text("hello v2\n")
+    code, out, err = deploy_cli("build", "-p", str(root / "playbooks/job.yml"), "-q")
+    assert code == 0, err
+    assert out.strip() == f"{name}:{rev[:12]}-dirty"
+    assert "uncommitted changes" in err and "Step 1/" not in err  # -q: no build output
+    dirty = ws.images.get(out.strip())
+    assert dirty.id != image.id and dirty.labels["deployer.git_rev"] == f"{rev[:12]}-dirty"
+    assert ws.images.get(f"{name}:latest").id == dirty.id
+    assert ws.containers.run(dirty.id, remove=True) == b"hello v2\n"
+
+
+def test_build_failure_names_the_step(project: tuple[Path, str], deploy_cli: Any) -> None:
+    root, _name = project
+    dockerfile = root / "app" / "Dockerfile"
+    dockerfile.write_text(dockerfile.read_text() + "RUN echo about-to-fail && exit 3\n")
+    code, out, err = deploy_cli("build", "-p", str(root / "playbooks/job.yml"))
+    assert code == 1 and out == ""
+    # The labels deployer adds become extra steps at the end, hence Step 6/N.
+    assert re.search(r"error: image build failed at Step 6/\d+ : RUN echo about-to-fail && exit 3: ", err), err
+    assert "returned a non-zero code: 3" in err
+    assert "output (last lines):\n    about-to-fail\n" in err
+    assert "Traceback" not in err
+
+
+def test_build_sample_playbook(ws: docker.DockerClient, deploy_cli: Any) -> None:
+    code, out, err = deploy_cli("build", "-p", "playbooks/sample.yml", "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    rev = git(REPO, "rev-parse", "HEAD")[:12]
+    assert result["ref"] in (f"sample:{rev}", f"sample:{rev}-dirty")
+    assert ws.images.get(result["ref"]).id == result["image_id"]
+    assert ws.images.get(result["ref"]).labels["deployer.git_rev"] == result["ref"].split(":")[1]
