@@ -3,8 +3,9 @@
 Verified on the testbed's dockerd 20.10.24 (see tests/integration/test_export.py):
 - a save-format tar whose `<dir>/layer.tar` entries are gzip files loads and yields the same
   image id (tarexport's loadLayer runs archive.DecompressStream on each layer file);
-- the same with zstd layer files fails on 20.10 (DecompressStream learned zstd in Docker 23),
-  so older daemons need the host to run `zstd -dc` first;
+- the same with zstd layer files fails on 20.10 ("Error processing tar file(exit status 1):
+  archive/tar: invalid tar header"; DecompressStream learned zstd in Docker 23), so older
+  daemons need the host to run `zstd -dc` first;
 - the outer load stream may be gzip too (and zstd from 23), and concatenated gzip members or
   zstd frames decode as one stream.
 """

@@ -17,6 +17,7 @@ import docker
 
 from deployer.errors import LocalError
 from deployer.local.cache import Blob, BlobWriter, Cache
+from deployer.local.chain import chain_ids
 from deployer.local.client import docker_client, translated
 from deployer.local.compress import (
     Compressor,
@@ -26,7 +27,7 @@ from deployer.local.compress import (
     sniff,
 )
 from deployer.local.image import ImageInfo
-from deployer.local.savestream import StreamReader, classify
+from deployer.local.savestream import StreamReader, classify, identify_v1, legacy_dir
 
 CHUNK = 1 << 20
 CODECS = ("zstd", "gzip")
@@ -203,7 +204,8 @@ class Exporter:
     def _consume(self, reader: StreamReader) -> None:
         self._reader = reader
         diff_ids = frozenset(self.image.diff_ids)
-        position = 0  # legacy layout: layer.tar entries come in layer order
+        chain = chain_ids(self.image.diff_ids)
+        dir_index: dict[str, int] = {}  # legacy layout: v1 dir -> layer index, from its json
         with tarfile.open(fileobj=reader, mode="r|", bufsize=CHUNK) as tar:
             for member in tar:
                 if self._cancel.is_set():
@@ -211,16 +213,26 @@ class Exporter:
                 if not member.isfile():
                     continue
                 entry = classify(member.name, self.image.id, diff_ids)
+                v1_dir = legacy_dir(member.name, "json")
                 if entry.kind == "config":
                     self._take_config(_read_all(tar.extractfile(member)))
+                elif v1_dir is not None:
+                    index = identify_v1(_read_all(tar.extractfile(member)), chain)
+                    if index is not None:
+                        dir_index[v1_dir] = index
                 elif entry.kind == "layer":
-                    expected = entry.diff_id
-                    if expected is None:
-                        expected = self.image.diff_ids[position] if position < len(self.image.diff_ids) else None
-                        position += 1
-                    self._take_layer(tar.extractfile(member), member.size, expected, None)
+                    index = dir_index.get(legacy_dir(member.name, "layer.tar") or "")
+                    diff_id = entry.diff_id or (self.image.diff_ids[index] if index is not None else None)
+                    if diff_id is not None:
+                        self._take_known(tar.extractfile(member), member.size, diff_id)
+                    elif self._pending():
+                        self._take_unknown(tar.extractfile(member), None, strict=True)
                 elif entry.kind == "maybe-layer" and self._pending():
-                    self._take_maybe_layer(tar.extractfile(member), member.size)
+                    f = tar.extractfile(member)
+                    head = f.read(CHUNK) if f is not None else b""
+                    codec = sniff(head)
+                    if codec is not None:  # else a manifest or an index
+                        self._take_unknown(f, (codec, head), strict=False)
                 if self._config is not None and not self._pending():
                     return  # everything wanted is here: no need to read the rest of the image
 
@@ -232,63 +244,91 @@ class Exporter:
             self._config = data
             self._cond.notify_all()
 
-    def _take_maybe_layer(self, f: IO[bytes] | None, size: int) -> None:
-        if f is None:
-            return
-        head = f.read(CHUNK)
-        codec = sniff(head)
-        if codec is None:
-            return  # a manifest or index
-        self._take_layer(f, None, None, (codec, head))
-
-    def _take_layer(
-        self, f: IO[bytes] | None, raw_size: int | None, expected: str | None, compressed: tuple[str, bytes] | None
-    ) -> None:
-        """Hash one layer file and compress it into the codecs that still want it."""
-        if f is None:
-            return
-        # Unknown identity (compressed OCI blob): compress for every codec still wanting something.
-        codecs = self._pending(expected) if expected else sorted(set(self._pending()))
-        writers: list[tuple[str, BlobWriter, Compressor]] = []
-        for codec in dict.fromkeys(codecs):
-            writers.append(
-                (codec, self.cache.writer(expected or "", codec, codec_level(codec, self.level)),
-                 compressor(codec, self.level, raw_size))
+    def _take_known(self, f: IO[bytes] | None, raw_size: int, diff_id: str) -> None:
+        """A layer whose identity the stream told us: compress it if wanted, verify its hash."""
+        codecs = self._pending(diff_id)
+        if f is None or not codecs:
+            return  # not wanted: tarfile skips its bytes
+        writers = self._writers(codecs, diff_id, raw_size)
+        actual, total = self._pipe(_chunks(f), writers)
+        if actual != diff_id:
+            for w, _ in writers:
+                w.abort()
+            raise LocalError(
+                f"docker save of {self.image.ref}: layer {diff_id} hashes to {actual}",
+                hint="the local image store may be corrupt; rebuild or re-pull the image",
             )
+        self._commit(writers, diff_id, total)
+
+    def _take_unknown(self, f: IO[bytes] | None, compressed: tuple[str, bytes] | None, strict: bool) -> None:
+        """A layer known only after hashing: spool it raw to disk, then compress if wanted."""
+        if f is None:
+            return
+        spool = self.cache.writer("", "spool", 0)
+        try:
+            source = _chunks(f, compressed[1] if compressed else b"")
+            actual, total = self._pipe(_inflated(source, compressed[0]) if compressed else source, [], spool)
+            codecs = self._pending(actual) if actual in self.image.diff_ids else []
+            if strict and actual not in self.image.diff_ids:
+                raise LocalError(f"docker save of {self.image.ref} holds a layer {actual} that is not in the image")
+            if codecs:
+                spool.file.close()
+                writers = self._writers(codecs, actual, total)
+                with open(spool.tmp, "rb") as fh:
+                    self._pipe(_chunks(fh), writers)
+                self._commit(writers, actual, total)
+        finally:
+            spool.abort()
+
+    def _writers(self, codecs: list[str], diff_id: str, raw_size: int | None) -> list[tuple[BlobWriter, Compressor]]:
+        return [
+            (self.cache.writer(diff_id, codec, codec_level(codec, self.level)), compressor(codec, self.level, raw_size))
+            for codec in dict.fromkeys(codecs)
+        ]
+
+    def _pipe(
+        self, chunks: Iterator[bytes], writers: list[tuple[BlobWriter, Compressor]], spool: BlobWriter | None = None
+    ) -> tuple[str, int]:
+        """Hash raw chunks and feed them to every compressor; returns (sha256 digest, raw bytes)."""
         h = hashlib.sha256()
         total = 0
-        inflate = decompressor(compressed[0]) if compressed else None
-        pending = compressed[1] if compressed else b""
         try:
-            while True:
+            for raw in chunks:
                 if self._cancel.is_set():
                     raise _Cancelled()
-                data = pending or f.read(CHUNK)
-                pending = b""
-                if not data:
-                    break
-                raw = inflate(data) if inflate else data
                 h.update(raw)
                 total += len(raw)
-                for _, w, c in writers:
+                if spool is not None:
+                    spool.write(raw)
+                for w, c in writers:
                     w.write(c.compress(raw))
-            actual = f"sha256:{h.hexdigest()}"
-            if expected and actual != expected and actual not in self.image.diff_ids:
-                raise LocalError(
-                    f"docker save of {self.image.ref}: layer {expected} hashes to {actual}",
-                    hint="the local image store may be corrupt; rebuild or re-pull the image",
-                )
-            for codec, w, c in writers:
+            for w, c in writers:
                 w.write(c.flush())
-                if actual in self.wanted.get(codec, ()) and (codec, actual) not in self._blobs:
-                    self._add(w.commit(total, diff_id=actual))
-                    self.exported_blobs += 1
-                else:
-                    w.abort()
         except BaseException:
-            for _, w, _c in writers:
+            for w, _ in writers:
                 w.abort()
             raise
+        return f"sha256:{h.hexdigest()}", total
+
+    def _commit(self, writers: list[tuple[BlobWriter, Compressor]], diff_id: str, raw_size: int) -> None:
+        for w, _ in writers:
+            self._add(w.commit(raw_size, diff_id=diff_id))
+            self.exported_blobs += 1
+
+
+def _chunks(f: IO[bytes], head: bytes = b"") -> Iterator[bytes]:
+    if head:
+        yield head
+    while chunk := f.read(CHUNK):
+        yield chunk
+
+
+def _inflated(chunks: Iterator[bytes], codec: str) -> Iterator[bytes]:
+    inflate = decompressor(codec)
+    for chunk in chunks:
+        raw = inflate(chunk)
+        if raw:
+            yield raw
 
 
 def _read_all(f: IO[bytes] | None) -> bytes:

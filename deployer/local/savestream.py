@@ -1,7 +1,11 @@
 """Reading a `docker save` stream on the fly: which tar entry is what, and a chunk reader.
 
-Two layouts exist. Docker < 25 ("legacy"): `<v1 id>/layer.tar` (uncompressed, written in layer
-order, bottom first), `<image id hex>.json`, manifest.json last. Docker >= 25 (OCI):
+Two layouts exist. Docker < 25 ("legacy"): `<v1 id>/{VERSION,json,layer.tar}` per layer and
+`<image id hex>.json`, all sorted by NAME (the daemon tars a temp dir), manifest.json last; so the
+layer order is unknown while streaming. Each dir's `json` precedes its `layer.tar`, and a v1 id
+is a pure function of the chain (moby image/v1.CreateID), so `identify_v1` maps a dir to its
+layer index before its layer.tar arrives (the top layer is the one whose json has a config).
+Docker >= 25 (OCI):
 `blobs/sha256/<hex>`; with the classic store a layer blob is the uncompressed tar named by its
 diff id and the config is named by the image id; with the containerd store layer blobs keep
 their registry compression and are named by the compressed digest, so those are identified by
@@ -9,7 +13,9 @@ decompressing and hashing them.
 """
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -45,6 +51,47 @@ def classify(name: str, image_id: str, diff_ids: frozenset[str]) -> Entry:
             return Entry("layer", digest)
         return Entry("maybe-layer")  # a manifest/index, or a compressed layer (containerd store)
     return Entry("other")
+
+
+_EPOCH = "1970-01-01T00:00:00Z"
+
+
+def legacy_dir(name: str, suffix: str) -> str | None:
+    """The v1 id dir of a legacy `<hex>/json` or `<hex>/layer.tar` entry, else None."""
+    name = name.removeprefix("./")
+    head, _, tail = name.partition("/")
+    return head if tail == suffix and len(head) == 64 else None
+
+
+def v1_ids(chain: tuple[str, ...], container_config: object) -> dict[str, int]:
+    """v1 id hex -> layer index for every non-top layer, as moby's CreateID computes it.
+
+    A non-top layer's v1 image is constant except for the chain: created = epoch, an empty
+    container_config (taken from the stream itself, since its fields vary by Docker version).
+    """
+    cc = json.dumps(container_config, separators=(",", ":"))
+    out: dict[str, int] = {}
+    parent = ""
+    for i, layer_id in enumerate(chain[:-1]):
+        doc = f'{{"container_config":{cc},"created":"{_EPOCH}","layer_id":"{layer_id}"'
+        doc += f',"parent":"{parent}"}}' if parent else "}"
+        v1 = hashlib.sha256(doc.encode()).hexdigest()
+        out[v1] = i
+        parent = f"sha256:{v1}"
+    return out
+
+
+def identify_v1(data: bytes, chain: tuple[str, ...]) -> int | None:
+    """Layer index of a legacy `<v1 id>/json`; None when it cannot be told (caller then hashes)."""
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        return None
+    if not isinstance(doc, dict) or not chain:
+        return None
+    if "config" in doc or doc.get("created", _EPOCH) != _EPOCH:
+        return len(chain) - 1  # only the top layer carries the image's own v1 config and time
+    return v1_ids(chain, doc.get("container_config")).get(str(doc.get("id")))
 
 
 class StreamReader(io.RawIOBase):

@@ -34,10 +34,11 @@ INFO, CONFIG = image(LAYERS)
 D = INFO.diff_ids
 
 
-@pytest.mark.parametrize("layout", ["legacy", "oci", "oci-compressed"])
+@pytest.mark.parametrize("layout", ["legacy", "legacy-opaque", "oci", "oci-compressed"])
 def test_export_both_codecs_in_one_pass(tmp_path: Path, layout: str) -> None:
     stream = {
         "legacy": lambda: save_legacy(INFO, CONFIG, LAYERS),
+        "legacy-opaque": lambda: save_legacy(INFO, CONFIG, LAYERS, identifiable=False),
         "oci": lambda: save_oci(INFO, CONFIG, LAYERS),
         "oci-compressed": lambda: save_oci(INFO, CONFIG, LAYERS, compressed=True),
     }[layout]()
@@ -85,7 +86,8 @@ def test_layer_that_does_not_hash_to_its_diff_id_fails(tmp_path: Path) -> None:
 
 
 def test_missing_layer_in_stream_fails(tmp_path: Path) -> None:
-    exp = Exporter(INFO, {"gzip": {D[2]}}, client=FakeClient(save_legacy(INFO, CONFIG, LAYERS[:2])), cache=Cache(tmp_path))  # type: ignore[arg-type]
+    stream = save_legacy(INFO, CONFIG, LAYERS, skip=frozenset({2}))
+    exp = Exporter(INFO, {"gzip": {D[2]}}, client=FakeClient(stream), cache=Cache(tmp_path))  # type: ignore[arg-type]
     with pytest.raises(LocalError, match="did not contain"):
         exp.start().blob(D[2], "gzip", timeout=10)
     with pytest.raises(LocalError):
@@ -117,3 +119,23 @@ def test_broken_stream_is_a_local_error(tmp_path: Path) -> None:
     exp = Exporter(INFO, {"zstd": set(D)}, client=FakeClient(stream), cache=Cache(tmp_path))  # type: ignore[arg-type]
     with pytest.raises(LocalError):
         exp.start().wait(timeout=10)
+
+
+def test_legacy_layers_are_identified_before_their_bytes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With v1 ids recognised, nothing is spooled to disk and unwanted layers are not read."""
+    cache = Cache(tmp_path)
+    spooled: list[str] = []
+    real_writer = cache.writer
+
+    def writer(diff_id: str, codec: str, level: int):  # type: ignore[no-untyped-def]
+        spooled.append(codec)
+        return real_writer(diff_id, codec, level)
+
+    monkeypatch.setattr(cache, "writer", writer)
+    exp = Exporter(INFO, {"zstd": {D[0]}}, client=FakeClient(save_legacy(INFO, CONFIG, LAYERS)), cache=cache)  # type: ignore[arg-type]
+    exp.start().wait(timeout=10)
+    assert spooled == ["zstd"]
+    opaque = Exporter(INFO, {"gzip": {D[0]}}, client=FakeClient(save_legacy(INFO, CONFIG, LAYERS, identifiable=False)), cache=cache)  # type: ignore[arg-type]
+    opaque.start().wait(timeout=10)
+    assert "spool" in spooled
+    assert [p for p in (tmp_path / "sha256").iterdir() if p.name.startswith(".tmp")] == []

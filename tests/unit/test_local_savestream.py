@@ -13,6 +13,7 @@ import os
 import tarfile
 from collections.abc import Iterator
 
+from deployer.local.chain import chain_ids
 from deployer.local.image import ImageInfo
 
 
@@ -44,16 +45,39 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
-def save_legacy(info: ImageInfo, config: bytes, layers: list[bytes]) -> bytes:
+CC = {"Hostname": "", "Env": None, "Cmd": None, "Image": "", "Labels": None}
+
+
+def save_legacy(
+    info: ImageInfo, config: bytes, layers: list[bytes], identifiable: bool = True, skip: frozenset[int] = frozenset()
+) -> bytes:
+    """Docker < 25: v1 dirs named by moby's CreateID, every entry sorted by name like the daemon's."""
+    entries: dict[str, bytes] = {}
+    parent = ""
+    for i, (layer, chain) in enumerate(zip(layers, chain_ids(info.diff_ids))):
+        doc = {"container_config": CC, "created": "1970-01-01T00:00:00Z", "layer_id": chain}
+        if parent:
+            doc["parent"] = parent
+        v1 = hashlib.sha256(json.dumps(doc, separators=(",", ":")).encode()).hexdigest()
+        if i == len(layers) - 1:
+            v1 = hashlib.sha256(b"top" + v1.encode()).hexdigest()  # the top id hashes the full config
+            meta = {"id": v1, "created": "2026-01-01T00:00:00Z", "container_config": CC, "config": {"Cmd": ["sh"]}}
+        else:
+            meta = {"id": v1, "created": "1970-01-01T00:00:00Z", "container_config": CC, "os": "linux"}
+        if not identifiable:
+            meta = {"id": v1}
+        if i not in skip:
+            entries[f"{v1}/VERSION"] = b"1.0"
+            entries[f"{v1}/json"] = json.dumps(meta).encode()
+            entries[f"{v1}/layer.tar"] = layer
+        parent = f"sha256:{v1}"
+    entries[f"{info.id_hex}.json"] = config
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
-        for i, layer in enumerate(layers):
-            v1 = hashlib.sha256(f"v1-{i}".encode()).hexdigest()
-            _add(tar, f"{v1}/VERSION", b"1.0")
-            _add(tar, f"{v1}/json", b"{}")
-            _add(tar, f"{v1}/layer.tar", layer)
-        _add(tar, f"{info.id_hex}.json", config)
+        for name in sorted(entries):
+            _add(tar, name, entries[name])
         _add(tar, "manifest.json", b"[]")
+        _add(tar, "repositories", b"{}")
     return buf.getvalue()
 
 
@@ -92,7 +116,13 @@ class FakeClient:
 
 # ---- tests of deployer.local.savestream -------------------------------------------------------
 
-from deployer.local.savestream import Entry, StreamReader, classify
+from deployer.local.savestream import (
+    Entry,
+    StreamReader,
+    classify,
+    identify_v1,
+    legacy_dir,
+)
 
 _IMG = "sha256:" + "f" * 64
 _DIFF = "sha256:" + "d" * 64
@@ -133,3 +163,35 @@ def test_stream_reader_read_all_and_readinto() -> None:
     assert r.readinto(buf) == 2 and bytes(buf) == b"ab"
     assert r.read() == b"cdef"
     assert r.read(10) == b""
+
+
+def test_identify_v1_matches_a_real_docker_20_10_save() -> None:
+    """Entries copied from `docker save` of a 3-layer image on dockerd 20.10.24."""
+    diff_ids = [
+        "sha256:df4199fbf21edca34313bda5f932610343973cc2f3e80c3fcc289af655649f74",
+        "sha256:fc60bcac99487a4b82084c3c9a2e2e7f7414490348200d4cc0beb2c1d6a2c527",
+        "sha256:80f02f0b1110c9ee65bbfb7ee339bb4e96d01c18dc267b87c4828219d276e6d8",
+    ]
+    cc = (
+        '{"Hostname":"","Domainname":"","User":"","AttachStdin":false,"AttachStdout":false,'
+        '"AttachStderr":false,"Tty":false,"OpenStdin":false,"StdinOnce":false,"Env":null,"Cmd":null,'
+        '"Image":"","Volumes":null,"WorkingDir":"","Entrypoint":null,"OnBuild":null,"Labels":null}'
+    )
+    base = "a432901a38353a5bd154a9c3e9dd853264eafc2cd59e12c379a72f72c34e6881"
+    mid = "0dd8a9ca8f8c16890797486c08f46d7680efa315b48376ca083bf303f9bb484a"
+    chain = chain_ids(diff_ids)
+    base_json = f'{{"id":"{base}","created":"1970-01-01T00:00:00Z","container_config":{cc},"os":"linux"}}'
+    mid_json = f'{{"id":"{mid}","parent":"{base}","created":"1970-01-01T00:00:00Z","container_config":{cc},"os":"linux"}}'
+    top_json = f'{{"id":"ffff","parent":"{mid}","created":"2026-11-29T18:58:31Z","container_config":{cc},"config":{cc}}}'
+    assert identify_v1(base_json.encode(), chain) == 0
+    assert identify_v1(mid_json.encode(), chain) == 1
+    assert identify_v1(top_json.encode(), chain) == 2
+    assert identify_v1(b"not json", chain) is None
+    assert identify_v1(b'{"id":"abc","created":"1970-01-01T00:00:00Z","container_config":{}}', chain) is None
+
+
+def test_legacy_dir() -> None:
+    assert legacy_dir(f"{'a' * 64}/json", "json") == "a" * 64
+    assert legacy_dir(f"./{'a' * 64}/layer.tar", "layer.tar") == "a" * 64
+    assert legacy_dir(f"{'a' * 64}/json", "layer.tar") is None
+    assert legacy_dir("manifest.json", "json") is None
