@@ -178,3 +178,40 @@ def test_find_default(tmp_path: Path) -> None:
     assert find_default(str(tmp_path)) == str(books / "deploy.yml")
     (books / "default.yml").write_text("name: d\n")
     assert find_default(str(tmp_path)) == str(books / "default.yml")
+
+
+def test_deploy_steps_render_all_ship_hosts_and_specs() -> None:
+    from deployer.playbook.deploy import (
+        group_specs,
+        render_all,
+        run_specs,
+        ship_hosts,
+        ship_level,
+    )
+
+    pb = load(str(ROOT / "playbooks/sample.yml"))
+    hosts = [host("gpu01", data_root="/d/1"), host("gpu02", data_root="/d/2"),
+             host("cpu01", groups=("cpu",), data_root="/d/1")]
+    rendered = render_all(pb, hosts)
+    assert list(rendered) == ["gpu01", "gpu02", "cpu01"]
+    specs = run_specs(rendered, "sample:abc", git_rev="abc")
+    assert specs["gpu02"].volumes == ("/d/2:/data",) and ("deployer.git_rev", "abc") in specs["gpu02"].labels
+    groups = group_specs(specs)
+    assert [names for _spec, names in groups] == [["gpu01"], ["gpu02"], ["cpu01"]]
+    same = group_specs({"a": specs["gpu01"], "b": specs["gpu02"], "c": specs["gpu01"]})
+    assert [names for _spec, names in same] == [["a", "c"], ["b"]]
+    # The sample leaves the route to the inventory; a playbook ship section overrides it.
+    assert ship_hosts(pb, hosts)[0].vars == hosts[0].vars
+    pinned = loads("name: job\nimage: {ref: b}\nship: {via: tarball, registry: 'r:5000', level: 9}\n", "/tmp/pb.yml")
+    shipped = ship_hosts(pinned, [host("gpu01", deploy_via="registry")])
+    assert shipped[0].via == "tarball" and shipped[0].registry == "r:5000" and shipped[0].groups == ("gpus",)
+    assert (ship_level(pinned, None), ship_level(pinned, 1), ship_level(pb, None)) == (9, 1, 3)
+
+
+def test_render_all_reports_every_failing_host() -> None:
+    from deployer.playbook.deploy import render_all
+
+    pb = load(str(ROOT / "playbooks/sample.yml"))
+    with pytest.raises(PlaybookError) as info:
+        render_all(pb, [host("gpu01", data_root="/d"), host("gpu02"), host("gpu03")])
+    assert "for host gpu02" in str(info.value) and "also failing: gpu03" in str(info.value)
