@@ -193,10 +193,10 @@ def _offset_lists(text: str) -> bool:
     return True
 
 
-def _all_groups(data: CommentedMap) -> list[tuple[str, CommentedMap]]:
-    out: list[tuple[str, CommentedMap]] = []
+def _all_groups(data: CommentedMap) -> list[tuple[str, Any]]:
+    out: list[tuple[str, Any]] = []
 
-    def walk(mapping: CommentedMap) -> None:
+    def walk(mapping: Any) -> None:
         for name, gmap in mapping.items():
             if isinstance(gmap, dict):
                 out.append((str(name), gmap))
@@ -211,7 +211,7 @@ def _all_groups(data: CommentedMap) -> list[tuple[str, CommentedMap]]:
 def _group_map(data: CommentedMap, group: str, create: bool) -> CommentedMap:
     """The mapping of `group` in the file (first occurrence), created under `all.children` if missing."""
 
-    def find(mapping: CommentedMap) -> CommentedMap | None:
+    def find(mapping: Any) -> Any:
         for name in list(mapping):
             value = mapping[name]
             if str(name) == group:

@@ -96,19 +96,17 @@ class _Parser:
         for key_node, section in node.value:
             key = str(_scalar(key_node))
             sub_path = f"{key_path}.{key}"
-            where = self.where(section, sub_path)
             if key not in SECTIONS:
                 self.warn(key_node, sub_path, "skipped: only 'hosts', 'vars' and 'children' are valid in a group")
                 continue
             entries = self.section(section, sub_path, key)
             if key == "vars":
-                for var_key, var_node in entries:
-                    line = (var_node or section).start_mark.line + 1
-                    at = Where(self.file, label, line, f"{sub_path}.{var_key}")
+                for var_key, var_node, var_key_node in entries:
+                    at = Where(self.file, label, var_key_node.start_mark.line + 1, f"{sub_path}.{var_key}")
                     self.b.set_group_var(name, var_key, self.value(var_node) if var_node else None, at)
             elif key == "children":
-                for child, child_node in entries:
-                    at = self.where(child_node or section, f"{sub_path}.{child}")
+                for child, child_node, child_key in entries:
+                    at = self.where(child_key, f"{sub_path}.{child}")
                     if child_node is None:
                         self.b.add_group(child)
                     else:
@@ -117,24 +115,24 @@ class _Parser:
                         raise at.error(f"child group {child!r} must be a mapping with hosts, vars or children")
                     self.b.add_child(name, child, at)
             else:
-                for pattern, host_node in entries:
-                    self.hosts(name, pattern, host_node, where, f"{sub_path}.{pattern}")
+                for pattern, host_node, host_key in entries:
+                    self.hosts(name, pattern, host_node, self.where(host_key, sub_path), f"{sub_path}.{pattern}")
         return name
 
-    def section(self, node: Node, key_path: str, key: str) -> list[tuple[str, Node | None]]:
+    def section(self, node: Node, key_path: str, key: str) -> list[tuple[str, Node | None, Node]]:
         """The (name, node) entries of a hosts/vars/children section; a bare string is one name."""
         if isinstance(node, ScalarNode):
             value = self.value(node)
             if value is None:
                 return []
             if isinstance(value, str):
-                return [(value, None)]
+                return [(value, None, node)]
         if not isinstance(node, MappingNode):
             raise self.where(node, key_path).error(
                 f"'{key}' must be a mapping, got a {type(self.value(node)).__name__}",
                 hint="write `hosts:` / `children:` entries as `name:` keys (with `:` even when empty), not as a `- list`",
             )
-        out: list[tuple[str, Node | None]] = []
+        out: list[tuple[str, Node | None, Node]] = []
         self.loader.flatten_mapping(node)
         for k, v in node.value:
             name = self.value(k)
@@ -142,11 +140,11 @@ class _Parser:
                 raise self.where(k, f"{key_path}.{name}").error(
                     f"host name {name!r} must be a string", hint="quote numeric host names"
                 )
-            out.append((str(name), v))
+            out.append((str(name), v, k))
         return out
 
     def hosts(self, group: str, pattern: str, node: Node | None, where: Where, key_path: str) -> None:
-        at = self.where(node, key_path) if node is not None else Where(self.file, self.label, where.line, key_path)
+        at = Where(self.file, self.label, where.line, key_path)
         entry, port = split_port(pattern)
         try:
             names = expand(entry)
