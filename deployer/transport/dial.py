@@ -66,11 +66,11 @@ def open_link(spec: ConnectSpec, *, host: str, timeout: float, trust_name: str,
     jumps: list[paramiko.Transport] = []
     try:
         if spec.jump is not None:
-            jump = open_link(spec.jump, host=host, timeout=timeout, trust_name=spec.jump.name or spec.jump.address)
+            jump = open_link(spec.jump, host=host, timeout=timeout, trust_name=trust_name)
             jumps = [*jump.jumps, jump.transport]
-            sock = _jump_channel(jump.transport, spec, host=host, via=spec.jump, timeout=timeout)
+            sock = jump_channel(jump.transport, spec, host=host, via=spec.jump, timeout=timeout)
         else:
-            sock = _tcp(spec, host=host, timeout=timeout)
+            sock = tcp_connect(spec, host=host, timeout=timeout)
         transport = _handshake(sock, spec, host=host, timeout=timeout, trust_name=trust_name)
         link = Link(transport, jumps, transport.get_remote_server_key())
         if auth:
@@ -83,7 +83,7 @@ def open_link(spec: ConnectSpec, *, host: str, timeout: float, trust_name: str,
         raise
 
 
-def _tcp(spec: ConnectSpec, *, host: str, timeout: float) -> socket.socket:
+def tcp_connect(spec: ConnectSpec, *, host: str, timeout: float) -> socket.socket:
     target = f"{spec.address}:{spec.port}"
     try:
         sock = socket.create_connection((spec.address, spec.port), timeout=timeout)
@@ -100,7 +100,7 @@ def _tcp(spec: ConnectSpec, *, host: str, timeout: float) -> socket.socket:
     return sock
 
 
-def _jump_channel(jump: paramiko.Transport, spec: ConnectSpec, *, host: str, via: ConnectSpec,
+def jump_channel(jump: paramiko.Transport, spec: ConnectSpec, *, host: str, via: ConnectSpec,
                   timeout: float) -> paramiko.Channel:
     try:
         return jump.open_channel("direct-tcpip", (spec.address, spec.port), ("127.0.0.1", 0), timeout=timeout)

@@ -143,11 +143,17 @@ def preferred_types(entries: Iterable[KnownKey], names: Sequence[str]) -> list[s
 def verify(host: str, names: Sequence[str], key: paramiko.PKey, known_hosts: str, *, trust_name: str) -> None:
     """Raise HostKeyError unless the offered key is recorded for one of `names`."""
     status = check(read(known_hosts), names, key)
+    if status.state != "trusted":
+        err = _refusal(host, names, key, known_hosts, status, trust_name)
+        err.state = status.state  # type: ignore[attr-defined]  # "unknown" / "changed" / "revoked"
+        raise err
+
+
+def _refusal(host: str, names: Sequence[str], key: paramiko.PKey, known_hosts: str, status: KeyStatus,
+             trust_name: str) -> HostKeyError:
     where = names[0] if names else host
-    if status.state == "trusted":
-        return
     if status.state == "unknown":
-        raise HostKeyError(
+        return HostKeyError(
             host,
             f"host key of {where} is not known ({describe(key)}); not connecting (known_hosts: {known_hosts})",
             hint=f"verify the fingerprint, then run: deploy inventory trust {trust_name}",
@@ -156,8 +162,8 @@ def verify(host: str, names: Sequence[str], key: paramiko.PKey, known_hosts: str
         f"    expected: {describe(e.key)}  ({known_hosts}:{e.lineno})" for e in status.expected
     )
     if status.state == "revoked":
-        raise HostKeyError(host, f"host key of {where} is REVOKED in {known_hosts}: {describe(key)}; not connecting")
-    raise HostKeyError(
+        return HostKeyError(host, f"host key of {where} is REVOKED in {known_hosts}: {describe(key)}; not connecting")
+    return HostKeyError(
         host,
         f"WARNING: HOST KEY OF {where} HAS CHANGED. Someone could be intercepting the connection "
         f"(man-in-the-middle), or the host was reinstalled.\n{expected}\n    offered:  {describe(key)}\n"
