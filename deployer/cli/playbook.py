@@ -10,7 +10,7 @@ import click
 from deployer.cli import output
 from deployer.cli.app import cli
 from deployer.cli.context import AppContext
-from deployer.errors import UsageError
+from deployer.errors import InventoryError, UsageError
 
 PLAYBOOK_HELP = "Playbook file. Default: $DEPLOY_PLAYBOOK, playbooks/default.yml, or the only file in playbooks/."
 
@@ -134,8 +134,14 @@ def check_cmd(app: AppContext, playbook_path: str | None, pattern: str | None, n
     playbook = load_default(playbook_path)
     rendered = []
     if not no_hosts:
-        pattern = pattern or playbook.hosts or "all"
-        rendered = [render(playbook, host) for host in app.select(pattern)]
+        try:
+            app.inventory()
+        except InventoryError as exc:
+            if pattern:
+                raise
+            output.warn(f"not rendered for any host: {exc.reason}")
+        else:
+            rendered = [render(playbook, host) for host in app.select(pattern or playbook.hosts or "all")]
     if as_json:
         output.emit_json({"file": playbook.file, "name": playbook.name, "hosts": playbook.hosts,
                           "image": _image_json(playbook), "hosts_rendered": [_rendered_json(r) for r in rendered]})

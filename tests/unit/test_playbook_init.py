@@ -52,3 +52,35 @@ def test_init_never_overwrites_without_force(tmp_path: Path, capsys: pytest.Capt
     assert main(["init", str(tmp_path), "--force"]) == 0
     assert (tmp_path / "train.py").read_text() != "mine\n"
     assert "overwrote" in capsys.readouterr().err
+
+
+def test_init_inventory_is_valid_for_ansible_too(tmp_path: Path) -> None:
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    exe = shutil.which("ansible-inventory") or str(Path(sys.executable).parent / "ansible-inventory")
+    if not Path(exe).exists():
+        pytest.skip("ansible-inventory is not installed")
+    assert main(["init", str(tmp_path)]) == 0
+    env = {**os.environ, "ANSIBLE_INVENTORY_UNPARSED_FAILED": "true", "ANSIBLE_HOME": str(tmp_path / ".ansible"),
+           "ANSIBLE_LOCAL_TEMP": str(tmp_path / ".ansible/tmp")}
+    done = subprocess.run([exe, "-i", str(tmp_path / "inventories/hosts.yml"), "--list"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    assert sorted(data["gpus"]["hosts"]) == ["gpu01", "gpu02"]
+    assert data["_meta"]["hostvars"]["gpu02"]["data_root"] == "/mnt/nvme/data"
+
+
+def test_playbook_check_without_inventory_still_validates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["init", str(tmp_path)]) == 0
+    (tmp_path / "inventories/hosts.yml").unlink()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DEPLOY_INVENTORY", raising=False)
+    capsys.readouterr()
+    assert main(["playbook", "check"]) == 0  # finds playbooks/train.yml by itself
+    err = capsys.readouterr().err
+    assert "playbooks/train.yml: ok (train)" in err and "not rendered for any host" in err
