@@ -17,7 +17,7 @@ import re
 import tarfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import IO
+from typing import Protocol
 
 from deployer.local.cache import Blob
 from deployer.local.compress import compress_bytes
@@ -78,6 +78,10 @@ def _file(name: str, data: bytes) -> bytes:
     return _header(name, len(data)) + data + _pad(len(data))
 
 
+class Writable(Protocol):
+    def write(self, data: bytes, /) -> int: ...
+
+
 @dataclass(frozen=True)
 class Part:
     """A piece of a compressed load stream: inline compressed bytes, or a cached blob file."""
@@ -135,7 +139,7 @@ def iter_parts(parts: Sequence[Part], chunk_size: int = 1 << 20) -> Iterator[byt
                 yield chunk
 
 
-def write_parts(parts: Sequence[Part], out: IO[bytes], chunk_size: int = 1 << 20) -> int:
+def write_parts(parts: Sequence[Part], out: Writable, chunk_size: int = 1 << 20) -> int:
     """Write the compressed stream to out; returns bytes written."""
     written = 0
     for chunk in iter_parts(parts, chunk_size):
