@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import pytest
 
@@ -14,8 +14,8 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from tests.testbed import bed  # noqa: E402
-from tests.testbed.fixture import TbHost, Testbed, start_or_reuse  # noqa: E402
+from tests.testbed import bed
+from tests.testbed.fixture import TbHost, Testbed, start_or_reuse
 
 __all__ = ["TbHost", "Testbed"]
 INTEGRATION_DIR = REPO / "tests" / "integration"
@@ -63,7 +63,7 @@ def deploy_cli(cli_env: dict[str, str]) -> DeployRunner:
     CLI in a subprocess, pointed at the testbed."""
     def run(*args: str, input: str | None = None, timeout: float = 120,
             env: dict[str, str] | None = None) -> tuple[int, str, str]:
-        proc = subprocess.run([*_deploy_argv(), *args], capture_output=True, text=True, input=input,
+        proc = subprocess.run([*_deploy_argv(), *args], check=False, capture_output=True, text=True, input=input,
                               timeout=timeout, env={**cli_env, **(env or {})}, cwd=str(REPO))
         return proc.returncode, proc.stdout, proc.stderr
 

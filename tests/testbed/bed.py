@@ -6,10 +6,9 @@ import os
 import shutil
 import signal
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 from . import daemons, images, inventory, net
 from .config import HOSTS, REGISTRY, Paths
@@ -125,14 +124,14 @@ def down(p: Paths | None = None, log: Log = _quiet) -> None:
                       [c for c in components() if not c.startswith("dockerd")]):
             pids = [pid for pid in (alive(p, c) for c in group) if pid]
             _signal_all(pids, signal.SIGTERM)
-            if not wait_for(lambda: not any(pid_alive(x) for x in pids), 20):
+            if not _wait_dead(pids, 20):
                 _signal_all(pids, signal.SIGKILL)
-                wait_for(lambda: not any(pid_alive(x) for x in pids), 5)
+                _wait_dead(pids, 5)
         leftovers = daemons.leftover_pids(p, net.NAMESPACES)
         if leftovers:
             log(f"killing {len(leftovers)} leftover processes")
             _signal_all(leftovers, signal.SIGKILL)
-            wait_for(lambda: not any(pid_alive(x) for x in leftovers), 5)
+            _wait_dead(leftovers, 5)
         unmount_all(p)
         net.teardown_network()
         for name in ("hosts", "ws", "registry", "pids", "logs"):
@@ -140,6 +139,10 @@ def down(p: Paths | None = None, log: Log = _quiet) -> None:
         for f in (p.key, Path(f"{p.key}.pub"), p.known_hosts, p.authorized_keys, p.inventory):
             f.unlink(missing_ok=True)
     log(f"testbed down in {time.monotonic() - t0:.1f}s (image cache kept in {p.cache})")
+
+
+def _wait_dead(pids: list[int], timeout: float) -> bool:
+    return wait_for(lambda: not any(pid_alive(x) for x in pids), timeout)
 
 
 def _signal_all(pids: list[int], sig: int) -> None:

@@ -9,8 +9,18 @@ import shutil
 import socket
 from pathlib import Path
 
-from .config import (DRIVER_VERSION, HOSTS, REGISTRY, REGISTRY_ADDR, REGISTRY_NS, REGISTRY_PORT, WS_BRIDGE, HostSpec,
-                     Paths, gpu_table)
+from .config import (
+    DRIVER_VERSION,
+    HOSTS,
+    REGISTRY,
+    REGISTRY_ADDR,
+    REGISTRY_NS,
+    REGISTRY_PORT,
+    WS_BRIDGE,
+    HostSpec,
+    Paths,
+    gpu_table,
+)
 from .sh import in_ns, read_pid, run, spawn, stop_pid
 
 SYS_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from . import bed, net
 from .config import HOSTS, REGISTRY, UPLINK_DEV, Paths, gpu_table
@@ -90,7 +91,7 @@ class Testbed:
     def ssh(self, name: str, command: str, timeout: float = 30, input: bytes | None = None
             ) -> subprocess.CompletedProcess[bytes]:
         """Run a shell command on host over real SSH; returns the completed process (not checked)."""
-        return subprocess.run(self.ssh_argv(name, command), capture_output=True, timeout=timeout, input=input)
+        return subprocess.run(self.ssh_argv(name, command), check=False, capture_output=True, timeout=timeout, input=input)
 
     @contextmanager
     def tmpfs(self, path: str | os.PathLike[str], size: str | int = "1m") -> Iterator[Path]:

@@ -5,9 +5,21 @@ import os
 import re
 from pathlib import Path
 
-from .config import (HOSTS, PREFIX, REGISTRY_ADDR, REGISTRY_NS, SITE_BRIDGE, SITE_NS, UPLINK_ADDR,
-                     UPLINK_DEV, UPLINK_PEER, WS_BRIDGE, WS_BRIDGE_CIDR, HostSpec)
-from .sh import TestbedError, ok, run
+from .config import (
+    HOSTS,
+    PREFIX,
+    REGISTRY_ADDR,
+    REGISTRY_NS,
+    SITE_BRIDGE,
+    SITE_NS,
+    UPLINK_ADDR,
+    UPLINK_DEV,
+    UPLINK_PEER,
+    WS_BRIDGE,
+    WS_BRIDGE_CIDR,
+    HostSpec,
+)
+from .sh import ok, run
 
 NAMESPACES = (SITE_NS, REGISTRY_NS, *(h.name for h in HOSTS))
 
@@ -126,7 +138,7 @@ def is_cut(name: str) -> bool:
     return bool(out) and ",UP" not in out.split(">")[0] and "<UP" not in out.split(">")[0]
 
 
-_RATE = re.compile(r"^\d+(\.\d+)?(bit|kbit|mbit|gbit|bps|kbps|mbps|gbps)$", re.I)
+_RATE = re.compile(r"^\d+(\.\d+)?(bit|kbit|mbit|gbit|bps|kbps|mbps|gbps)$", re.IGNORECASE)
 
 
 def rate_bits(rate: str) -> float:

@@ -5,8 +5,8 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 
 class TestbedError(RuntimeError):
@@ -17,7 +17,7 @@ def run(argv: Sequence[str], check: bool = True, input: bytes | None = None,
         timeout: float = 60, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
     """Run argv, capture output; raise TestbedError with stderr when check and it fails."""
     try:
-        res = subprocess.run(list(argv), input=input, capture_output=True, timeout=timeout, env=env)
+        res = subprocess.run(list(argv), check=False, input=input, capture_output=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired as exc:
         raise TestbedError(f"timed out after {timeout}s: {' '.join(argv)}") from exc
     if check and res.returncode != 0:
@@ -86,7 +86,7 @@ def wait_for(cond: Callable[[], bool], timeout: float, interval: float = 0.05) -
         try:
             if cond():
                 return True
-        except Exception:  # noqa: BLE001 - a probe that errors simply is not ready yet
+        except Exception:  # noqa: BLE001, S110 - a probe that errors simply is not ready yet
             pass
         if time.monotonic() >= deadline:
             return False

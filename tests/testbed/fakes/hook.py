@@ -8,7 +8,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.realpath(__file__)))
-from gpustate import HOLDERS, live_holders, load_gpus, proc_start  # noqa: E402
+from gpustate import HOLDERS, live_holders, load_gpus, proc_start
 
 DEFAULT_MEMORY_FRACTION = 0.25  # of the GPU's memory shown in use per holding container
 DEFAULT_UTIL = 100

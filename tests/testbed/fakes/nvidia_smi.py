@@ -9,7 +9,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.realpath(__file__)))
-from gpustate import load_gpus, usage  # noqa: E402
+from gpustate import load_gpus, usage
 
 UNITS = {"memory.total": "MiB", "memory.used": "MiB", "memory.free": "MiB", "utilization.gpu": "%",
          "utilization.memory": "%", "power.draw": "W", "power.limit": "W", "used_memory": "MiB",
@@ -60,8 +60,8 @@ def table(info: dict, gpus: list[dict], use: dict) -> str:
     bar = "+-----------------------------------------+------------------------+----------------------+"
     out = [time.strftime("%a %b %d %H:%M:%S %Y"),
            "+-----------------------------------------------------------------------------------------+",
-           f"| NVIDIA-SMI {info['driver_version']:<22} Driver Version: {info['driver_version']:<14}"
-           f" CUDA Version: 12.4     |",
+           (f"| NVIDIA-SMI {info['driver_version']:<22} Driver Version: {info['driver_version']:<14}"
+            " CUDA Version: 12.4     |"),
            bar,
            "| GPU  Name                               | Memory-Usage           | GPU-Util             |",
            bar.replace("-", "=").replace("+", "|")]

@@ -1,0 +1,153 @@
+"""Unit tests of the testbed's pure parts and of the fake NVIDIA tools (run as scripts, no daemons)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.testbed import daemons, inventory, net
+from tests.testbed.config import HOSTS, Paths, gpu_uuid, host_spec
+
+
+@pytest.fixture
+def paths(tmp_path: Path) -> Paths:
+    return Paths(tmp_path / "state")
+
+
+@pytest.fixture
+def gpu01(paths: Paths) -> Path:
+    """gpu01's host dir with its fake tools installed, exactly as `up` lays it out."""
+    daemons.prepare_host_dirs(paths, host_spec("gpu01"))
+    return paths.host("gpu01")
+
+
+def smi(host_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(host_dir / "bin" / "nvidia-smi"), *args], check=False, capture_output=True, text=True, timeout=10)
+
+
+def hook(host_dir: Path, tmp_path: Path, devices: str | None, pid: int) -> subprocess.CompletedProcess[str]:
+    bundle = tmp_path / f"bundle-{pid}"
+    bundle.mkdir(exist_ok=True)
+    env = ["PATH=/bin"] + ([f"NVIDIA_VISIBLE_DEVICES={devices}"] if devices is not None else [])
+    (bundle / "config.json").write_text(json.dumps({"process": {"env": env}}))
+    state = json.dumps({"id": "c1", "pid": pid, "bundle": str(bundle)})
+    return subprocess.run([str(host_dir / "bin" / "nvidia-container-runtime-hook"), "prestart"], check=False, input=state,
+                          capture_output=True, text=True, timeout=10)
+
+
+def test_inventory_describes_the_fleet(paths: Paths) -> None:
+    doc = yaml.safe_load(inventory.render(paths))
+    assert doc["all"]["vars"] == {"ansible_user": "root", "ansible_ssh_private_key_file": str(paths.key),
+                                  "deploy_known_hosts": str(paths.known_hosts), "deploy_registry": "10.213.0.5:5000"}
+    hosts = doc["all"]["hosts"]
+    assert list(hosts) == ["gpu01", "gpu02", "airgap01", "cpu01"]
+    assert hosts["gpu02"] == {"ansible_host": "10.213.0.12",
+                              "deploy_staging_dir": str(paths.state / "hosts/gpu02/staging"),
+                              "data_root": str(paths.state / "hosts/gpu02/data")}
+    assert hosts["airgap01"]["deploy_via"] == "tarball"
+    groups = {g: list(v["hosts"]) for g, v in doc["all"]["children"].items()}
+    assert groups == {"gpus": ["gpu01", "gpu02", "airgap01"], "connected": ["gpu01", "gpu02", "cpu01"],
+                      "airgapped": ["airgap01"], "cpu": ["cpu01"]}
+
+
+@pytest.mark.parametrize("rate, bits", [("20mbit", 20e6), ("500kbit", 500e3), ("1gbit", 1e9), ("2mbps", 16e6),
+                                        ("400Mbit", 400e6)])
+def test_rate_parsing(rate: str, bits: float) -> None:
+    assert net.rate_bits(rate) == bits
+
+
+@pytest.mark.parametrize("rate", ["fast", "20", "20 mbit", "-1mbit", ""])
+def test_bad_rates_are_refused(rate: str) -> None:
+    with pytest.raises(ValueError, match="bad rate"):
+        net.rate_bits(rate)
+
+
+def test_throttle_shapes_both_directions() -> None:
+    assert net.shaped_devs("uplink") == [(None, "dtb-uplink"), ("dtb-site", "uplink")]
+    assert net.shaped_devs("gpu02") == [("dtb-site", "v-gpu02"), ("gpu02", "eth0")]
+
+
+def test_daemon_command_lines(paths: Paths) -> None:
+    ws = daemons.dockerd_argv(paths, "ws")
+    assert ws[0] == "dockerd" and "--iptables=false" in ws and "--ip-forward=false" in ws
+    assert ws[ws.index("--bridge") + 1] == "dtb-ws0"
+    host = daemons.dockerd_argv(paths, "gpu01")
+    assert host[:3] == ["nsenter", "--net=/run/netns/gpu01", "dockerd"]
+    assert host[host.index("-H") + 1] == f"unix://{paths.state}/hosts/gpu01/docker.sock"
+    assert host[host.index("--insecure-registry") + 1] == "10.213.0.5:5000"
+    assert "--iptables=false" not in host
+
+
+def test_sshd_config_is_key_only_and_sets_the_session_env(paths: Paths) -> None:
+    cfg = daemons.sshd_config(paths, "gpu02")
+    for line in ("PasswordAuthentication no", "KbdInteractiveAuthentication no", "UsePAM no",
+                 "PermitRootLogin prohibit-password", f"AuthorizedKeysFile {paths.authorized_keys}"):
+        assert line in cfg.splitlines()
+    setenv = next(line for line in cfg.splitlines() if line.startswith("SetEnv "))
+    assert f"DOCKER_HOST=unix://{paths.state}/hosts/gpu02/docker.sock" in setenv
+    assert f"PATH={paths.state}/hosts/gpu02/bin:" in setenv
+
+
+def test_cpu_host_gets_no_nvidia_tools(paths: Paths) -> None:
+    daemons.prepare_host_dirs(paths, host_spec("cpu01"))
+    assert list((paths.host("cpu01") / "bin").iterdir()) == []
+
+
+def test_uuids_are_stable_and_distinct() -> None:
+    uuids = {gpu_uuid(h.name, i) for h in HOSTS if h.gpu for i in range(h.gpu.count)}
+    assert len(uuids) == 8
+    assert gpu_uuid("gpu01", 0) == gpu_uuid("gpu01", 0)
+    assert gpu_uuid("gpu01", 0).startswith("GPU-") and len(gpu_uuid("gpu01", 0)) == 40
+
+
+def test_smi_list_and_queries(gpu01: Path) -> None:
+    u0, u1 = gpu_uuid("gpu01", 0), gpu_uuid("gpu01", 1)
+    assert smi(gpu01, "-L").stdout == (f"GPU 0: NVIDIA H100 80GB HBM3 (UUID: {u0})\n"
+                                       f"GPU 1: NVIDIA H100 80GB HBM3 (UUID: {u1})\n")
+    fields = "--query-gpu=index,name,uuid,memory.total,memory.used,utilization.gpu,driver_version"
+    assert smi(gpu01, fields, "--format=csv,noheader,nounits").stdout == (
+        f"0, NVIDIA H100 80GB HBM3, {u0}, 81559, 0, 0, 550.54.15\n"
+        f"1, NVIDIA H100 80GB HBM3, {u1}, 81559, 0, 0, 550.54.15\n")
+    assert smi(gpu01, fields, "--format=csv").stdout.splitlines()[0] == (
+        "index, name, uuid, memory.total [MiB], memory.used [MiB], utilization.gpu [%], driver_version")
+    assert smi(gpu01, "--query-gpu=utilization.gpu,memory.free", "--format=csv,noheader").stdout == (
+        "0 %, 81559 MiB\n0 %, 81559 MiB\n")
+    assert smi(gpu01, "--query-gpu=index", "--format=csv,nounits", "-i", "1").stdout == "index\n1\n"
+    assert "NVIDIA H100 80GB HBM3" in smi(gpu01).stdout
+
+
+def test_smi_refuses_bad_fields_and_missing_format(gpu01: Path) -> None:
+    bad = smi(gpu01, "--query-gpu=index,bogus", "--format=csv")
+    assert bad.returncode == 2 and 'Field "bogus" is not a valid field to query.' in bad.stderr
+    assert smi(gpu01, "--query-gpu=index").returncode == 2
+
+
+@pytest.mark.parametrize("devices, error", [("2", "2"), ("0,5", "5"), ("GPU-nope", "GPU-nope")])
+def test_hook_rejects_devices_the_host_lacks(gpu01: Path, tmp_path: Path, devices: str, error: str) -> None:
+    res = hook(gpu01, tmp_path, devices, 1)
+    assert res.returncode == 1
+    assert res.stderr == f"nvidia-container-cli: device error: {error}: unknown device\n"
+
+
+@pytest.mark.parametrize("devices", ["all", "0,1", "1", gpu_uuid("gpu01", 1), "void", None])
+def test_hook_accepts_devices_the_host_has(gpu01: Path, tmp_path: Path, devices: str | None) -> None:
+    assert hook(gpu01, tmp_path, devices, 1).returncode == 0
+
+
+def test_held_gpus_show_usage_until_the_process_exits(gpu01: Path, tmp_path: Path) -> None:
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        assert hook(gpu01, tmp_path, "1", proc.pid).returncode == 0
+        query = ("--query-gpu=index,memory.used,utilization.gpu", "--format=csv,noheader,nounits")
+        assert smi(gpu01, *query).stdout == f"0, 0, 0\n1, {81559 // 4}, 100\n"
+        apps = smi(gpu01, "--query-compute-apps=pid,gpu_uuid", "--format=csv,noheader").stdout
+        assert apps == f"{proc.pid}, {gpu_uuid('gpu01', 1)}\n"
+    finally:
+        proc.kill()
+        proc.wait()
+    assert smi(gpu01, *query).stdout == "0, 0, 0\n1, 0, 0\n"
+    assert list((gpu01 / "gpu-holders").glob("*.json")) == []
