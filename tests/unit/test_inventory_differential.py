@@ -31,6 +31,7 @@ CASES = [
     "priority/hosts.yml",  # same-depth name order, ansible_group_priority, deeper through a longer path
     "ini_noext/hosts",  # INI without extension, ranges with letters, Python-literal typing
     "jumps/hosts.yml",  # ssh args with ProxyJump / -J / ProxyCommand vars
+    "../../../inventories/example.yml",  # the shipped example: ranges, nested sites, functional groups
 ]
 
 pytestmark = pytest.mark.skipif(ANSIBLE_INVENTORY is None, reason="ansible-inventory (ansible-core) is not installed")
