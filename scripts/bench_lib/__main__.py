@@ -18,7 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from . import hosts, image, machine, report, runner, tools
-from .config import SMOKE_RATE, SMOKE_SIZE_GB, BenchConfig, parse_scenarios, rate_bits
+from .config import (
+    SMOKE_RATE,
+    SMOKE_SIZE_GB,
+    SMOKE_THROTTLED_SCENARIOS,
+    BenchConfig,
+    parse_scenarios,
+    rate_bits,
+)
 
 
 def log(msg: str) -> None:
@@ -33,7 +40,8 @@ def parse(argv: list[str]) -> BenchConfig:
     p.add_argument("--reps", type=int, default=3, help="repetitions per row; the median counts (default 3)")
     p.add_argument("--scenarios", default="a,b,c,d", help="subset of a,b,c,d (default all)")
     p.add_argument("--tools", default="", help=f"subset of {','.join(tools.TOOLS)} (default all)")
-    p.add_argument("--smoke", action="store_true", help=f"~20 MB image, 1 rep, throttled at {SMOKE_RATE}")
+    p.add_argument("--smoke", action="store_true", help=f"~20 MB image, 1 rep, all scenarios unthrottled and (a) at {SMOKE_RATE}; "
+                   "no quiet-uplink wait")
     p.add_argument("--no-throttle", action="store_true", help="skip the throttled passes")
     p.add_argument("--throttled-only", action="store_true", help="skip the unthrottled passes")
     p.add_argument("--out", default="bench-results", help="directory for the JSON (default bench-results/)")
@@ -54,7 +62,8 @@ def parse(argv: list[str]) -> BenchConfig:
     cfg = BenchConfig(size_gb=a.size_gb, rate=a.rate, reps=a.reps, scenarios=scenarios, out=Path(a.out),
                       unthrottled=not a.throttled_only, throttled=not a.no_throttle, tools=chosen)
     if a.smoke:
-        cfg = replace(cfg, size_gb=SMOKE_SIZE_GB, reps=1, rate=SMOKE_RATE if a.rate == "200mbit" else a.rate)
+        cfg = replace(cfg, size_gb=SMOKE_SIZE_GB, reps=1, rate=SMOKE_RATE if a.rate == "200mbit" else a.rate,
+                      throttled_scenarios=SMOKE_THROTTLED_SCENARIOS, quiet_seconds=0.0)
     return replace(cfg, smoke=a.smoke, rebuild=a.rebuild)
 
 
@@ -64,7 +73,9 @@ def main(argv: list[str]) -> int:
     started = time.monotonic()
     meta: dict[str, Any] = {"command": "scripts/bench " + shlex.join(argv), "started": stamp,
             "config": {"size_gb": cfg.size_gb, "rate": cfg.rate, "reps": cfg.reps,
-                       "scenarios": list(cfg.scenarios), "smoke": cfg.smoke, "modes": list(cfg.modes())},
+                       "scenarios": list(cfg.scenarios), "smoke": cfg.smoke, "modes": list(cfg.modes()),
+                       "throttled_scenarios": list(cfg.throttled_scenarios),
+                       "quiet_seconds": cfg.quiet_seconds},
             "machine": machine.describe()}
     if not hosts.registry_route_ok():
         log("warning: cannot reach the workstation daemon's push metadata; registry pushes may reuse blobs")

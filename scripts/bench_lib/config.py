@@ -27,6 +27,8 @@ SINGLE_HOST = ("gpu01",)
 MULTI_HOSTS = ("gpu01", "gpu02", "cpu01")
 SMOKE_SIZE_GB = 0.02
 SMOKE_RATE = "400mbit"
+# The smoke's throttled pass covers (a) only: enough to exercise throttling within CI's time budget.
+SMOKE_THROTTLED_SCENARIOS = ("a",)
 ZSTD_LEVEL = 3  # deployer's default level; the zstd baseline uses the same
 
 _RATE = re.compile(r"^(\d+(?:\.\d+)?)(bit|kbit|mbit|gbit)$", re.IGNORECASE)
@@ -81,6 +83,8 @@ class BenchConfig:
     throttled: bool = True
     tools: tuple[str, ...] = field(default=())  # empty = every tool
     rebuild: bool = False
+    throttled_scenarios: tuple[str, ...] = SCENARIOS
+    quiet_seconds: float = 1.0  # before each step, wait for this long a window of near-idle uplink
 
     @property
     def size_bytes(self) -> int:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import docker
@@ -75,6 +76,21 @@ def uplink_bytes() -> int:
 
 
 _throttled: list[str | None] = ["unknown"]
+
+
+QUIET_BPS = 100_000  # below this the uplink counts as idle (ssh keepalives, other tests' chatter)
+
+
+def wait_quiet(window: float, max_wait: float = 30.0) -> float:
+    """Wait until the uplink carried < QUIET_BPS over `window` seconds (other helpers' tests share it);
+    returns the last window's rate in bytes/s, which may still be high after max_wait."""
+    deadline = time.monotonic() + max_wait
+    while True:
+        before = uplink_bytes()
+        time.sleep(window)
+        rate = (uplink_bytes() - before) / window
+        if rate < QUIET_BPS or time.monotonic() >= deadline:
+            return rate
 
 
 def throttle(rate: str | None, force: bool = False) -> None:

@@ -33,6 +33,7 @@ class Sample:
     uplink_bytes: int | None = None
     peak_rss: int | None = None
     verified: bool = False
+    background: float | None = None  # bytes/s on the uplink just before the step (others' traffic)
     error: str | None = None
     deployer: list[dict[str, Any]] | None = None  # deployer's own --json report, for its rows
     notes: list[str] = field(default_factory=list)
@@ -69,6 +70,8 @@ class Runner:
         out = []
         for scenario in self.cfg.scenarios:
             for rate in self.cfg.modes():
+                if rate is not None and scenario not in self.cfg.throttled_scenarios:
+                    continue
                 for rep in range(1, self.cfg.reps + 1):
                     for tool in tools.tools_for(scenario):
                         if self.cfg.tools and tool not in self.cfg.tools:
@@ -104,6 +107,10 @@ class Runner:
                 want_id, v1 = self.pair.v2.id, v2
             ship = Ship(tool, v1, hs, repo)
             hosts.throttle(rate)
+            if self.cfg.quiet_seconds:
+                sample.background = hosts.wait_quiet(self.cfg.quiet_seconds)
+                if sample.background > hosts.QUIET_BPS:
+                    sample.notes.append(f"uplink busy before the step: {sample.background / 1e3:.0f} kB/s")
             before = hosts.uplink_bytes()
             fin = self._run(ship)
             sample.uplink_bytes = hosts.uplink_bytes() - before

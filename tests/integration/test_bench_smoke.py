@@ -1,0 +1,84 @@
+"""`scripts/bench --smoke` on the real testbed: it runs end to end and writes a well-formed report.
+
+No timing assertions (timings drift on a shared machine); only that every scenario x uplink x tool
+row exists, every step succeeded and was verified on the host, and the byte counts are physically sane.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "scripts"))
+
+from bench_lib import tools  # noqa: E402
+from bench_lib.config import (  # noqa: E402
+    MULTI_HOSTS,
+    SCENARIOS,
+    SMOKE_RATE,
+    SMOKE_THROTTLED_SCENARIOS,
+)
+
+ROWS = {(sc, rate, tool) for sc in SCENARIOS for rate in (None, SMOKE_RATE) for tool in tools.tools_for(sc)
+        if rate is None or sc in SMOKE_THROTTLED_SCENARIOS}
+
+
+@pytest.fixture(scope="module")
+def smoke(testbed, tmp_path_factory) -> tuple[subprocess.CompletedProcess[str], dict]:
+    out = tmp_path_factory.mktemp("bench")
+    proc = subprocess.run([str(REPO / "scripts" / "bench"), "--smoke", "--out", str(out)],
+                          capture_output=True, text=True, timeout=600, env=testbed.env(), cwd=str(REPO))
+    reports = sorted(out.glob("bench-*.json"))
+    assert reports, f"no report written; exit {proc.returncode}\n{proc.stderr[-3000:]}"
+    return proc, json.loads(reports[-1].read_text())
+
+
+def test_every_step_ran_and_was_verified(smoke) -> None:
+    proc, data = smoke
+    failed = [(s["scenario"], s["rate"], s["tool"], s["error"]) for s in data["samples"] if not s["ok"]]
+    assert not failed, failed
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert all(s["verified"] for s in data["samples"])
+    assert "deployer vs baselines" in proc.stdout
+
+
+def test_report_has_every_row(smoke) -> None:
+    _, data = smoke
+    got = {(r["scenario"], r["rate"], r["tool"]) for r in data["rows"]}
+    assert got == ROWS
+    for r in data["rows"]:
+        assert r["runs"] == r["ok"] == 1
+        assert r["seconds"] > 0
+        assert r["best_baseline"]
+    meta = data["meta"]
+    assert meta["config"]["smoke"] is True and meta["machine"]["nproc"] >= 1
+    assert {t["target"].split(" ")[0] for t in data["targets"]} >= {"(a)", "(b)", "(c)", "deployer"}
+    assert all(t["met"] in (True, False) for t in data["targets"])
+
+
+def test_byte_counts_are_sane(smoke) -> None:
+    _, data = smoke
+    image = data["meta"]["image"]
+    raw, zstd = image["v1"]["size"], image["v1"]["zstd_size"]
+    assert 15e6 < raw < 40e6 and 0 < image["code_layer"]["zstd_size"] < zstd < raw
+    rows = {(r["scenario"], r["rate"], r["tool"]): r for r in data["rows"]}
+    # A full resend can not take fewer bytes than its payload; compressed ones at least half the zstd size.
+    for (sc, rate, tool), r in rows.items():
+        n = len(MULTI_HOSTS) if sc == "c" else 1
+        if tool == tools.RAW:
+            assert r["uplink_bytes"] >= n * raw, (sc, rate, tool)
+        elif tool in (tools.GZIP, tools.ZSTD):
+            assert r["uplink_bytes"] >= n * 0.5 * zstd, (sc, rate, tool)
+        elif sc == "b":  # deployer and push+pull are incremental by design: the code layer only
+            assert r["uplink_bytes"] >= 0.5 * image["code_layer"]["zstd_size"], (sc, rate, tool)
+        else:  # registry routes send once (the registry sits inside the site); deployer's tarball per host
+            assert r["uplink_bytes"] >= 0.5 * zstd, (sc, rate, tool)
+        if tool in (tools.DEPLOYER, tools.DEPLOYER_REGISTRY):
+            assert r["bytes_sent"] and r["bytes_sent"] > 0, (sc, rate, tool)
+            if tool == tools.DEPLOYER:
+                # deployer's own count of compressed bytes it put on the wire went over the uplink
+                assert r["uplink_bytes"] >= 0.9 * r["bytes_sent"], (sc, rate, tool)
