@@ -17,7 +17,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 SUFFIX = {"zstd": "zst", "gzip": "gz"}
-DECOMPRESS = {"zstd": ("zstd", "-dcq", "--"), "gzip": ("gzip", "-dc", "--")}
 
 
 # -- paths ---------------------------------------------------------------------------------
@@ -146,15 +145,33 @@ def link_layers_argv(pairs: Sequence[tuple[str, str]]) -> tuple[str, ...]:
 # No pipefail in POSIX sh: a failed decompress truncates the output, which the caller's
 # sha256 == diff id check turns into a clear error (with zstd's stderr).
 _DECOMPRESS = (
-    'src=$1; dst=$2; shift 2\n'
-    'mkdir -p -- "${dst%/*}" || exit $?\n'
-    '"$@" "$src" | tee -- "$dst" | sha256sum'
+    'codec=$1; shift\n'
+    'dc() { case $codec in zstd) zstd -dcq -- "$1" ;; gzip) gzip -dc -- "$1" ;; *) exit 2 ;; esac; }\n'
+    'while [ $# -ge 2 ]; do\n'
+    '  mkdir -p -- "${2%/*}" || exit $?\n'
+    '  h=$(dc "$1" | tee -- "$2" | sha256sum) || exit $?\n'
+    '  printf "%s %s\\n" "${h%% *}" "$2"\n'
+    '  shift 2\n'
+    'done'
 )
 
 
-def decompress_argv(blob: str, dst: str, codec: str) -> tuple[str, ...]:
-    """Decompress BLOB to DST on the host, printing the sha256 of the output (== the diff id)."""
-    return ("sh", "-c", _DECOMPRESS, "sh", blob, dst, *DECOMPRESS[codec])
+def decompress_argv(pairs: Sequence[tuple[str, str]], codec: str) -> tuple[str, ...]:
+    """Decompress each (blob, dst) on the host; print `<sha256 of dst> <dst>` per layer."""
+    args = [p for pair in pairs for p in pair]
+    if codec not in SUFFIX:
+        raise ValueError(f"unknown codec {codec!r}")
+    return ("sh", "-c", _DECOMPRESS, "sh", codec, *args)
+
+
+def parse_decompressed(stdout: str) -> dict[str, str]:
+    """dst path -> "sha256:<hex>" of what was written there."""
+    out = {}
+    for line in stdout.splitlines():
+        digest, _, path = line.partition(" ")
+        if path:
+            out[path] = f"sha256:{digest}"
+    return out
 
 
 def parse_sha256sum(stdout: str) -> str:
@@ -162,12 +179,35 @@ def parse_sha256sum(stdout: str) -> str:
     return f"sha256:{words[0]}" if words else ""
 
 
-_LOAD = 'dir=$1; shift\ncd -- "$dir" || exit $?\ntar -cf - . | "$@" load'
+# Tar the load dir on the host (the bytes are already there) into `docker load`, then print
+# the id the wanted image has there now (empty when the load did not produce it).
+_LOAD = (
+    'dir=$1; id=$2; shift 2\n'
+    'cd -- "$dir" || exit $?\n'
+    'tar -cf - . | "$@" load || exit $?\n'
+    'printf "id %s\\n" "$("$@" image inspect --format "{{.Id}}" "$id" 2>/dev/null)"'
+)
 
 
-def load_argv(docker: Sequence[str], load: str) -> tuple[str, ...]:
-    """Tar the load dir (on the host: the bytes are already there) into `docker load`."""
-    return ("sh", "-c", _LOAD, "sh", load, *docker)
+def load_argv(docker: Sequence[str], load: str, image_id: str) -> tuple[str, ...]:
+    """`docker load` the assembled dir, then report whether IMAGE_ID exists."""
+    return ("sh", "-c", _LOAD, "sh", load, image_id, *docker)
+
+
+def parse_load_check(stdout: str) -> str | None:
+    for line in stdout.splitlines():
+        if line.startswith("id "):
+            value = line[3:].strip()
+            return value if value.startswith("sha256:") else None
+    return None
+
+
+# A fresh load dir filled from a small tar on stdin (manifest.json + config): one round trip.
+_UNPACK = 'rm -rf -- "$1" && mkdir -p -- "$1" && tar -C "$1" -xf -'
+
+
+def unpack_argv(path: str) -> tuple[str, ...]:
+    return ("sh", "-c", _UNPACK, "sh", path)
 
 
 def parse_loaded(stdout: str) -> tuple[str, ...]:
@@ -221,6 +261,14 @@ def inspect_id_argv(docker: Sequence[str], ref: str) -> tuple[str, ...]:
 
 def tag_argv(docker: Sequence[str], source: str, ref: str) -> tuple[str, ...]:
     return (*docker, "tag", source, ref)
+
+
+_TAG = 'src=$1; ref=$2; shift 2\n"$@" tag "$src" "$ref" || exit $?\n"$@" image inspect --format "{{.Id}}" "$ref"'
+
+
+def tag_verify_argv(docker: Sequence[str], source: str, ref: str) -> tuple[str, ...]:
+    """Tag SOURCE as REF and print the id REF now resolves to (one round trip)."""
+    return ("sh", "-c", _TAG, "sh", source, ref, *docker)
 
 
 def remove_image_argv(docker: Sequence[str], image: str) -> tuple[str, ...]:

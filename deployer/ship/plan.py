@@ -131,14 +131,23 @@ def make_plan(
     )
 
 
-def preflight(plan: ShipPlan, facts: Any) -> None:
-    """Refuse before sending: Docker missing, or too little disk at staging or Docker's root."""
+# `uname -m` -> the GOARCH names image configs use
+_ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64", "ppc64le": "ppc64le",
+         "s390x": "s390x", "armv7l": "arm", "riscv64": "riscv64"}
+
+
+def preflight(plan: ShipPlan, facts: Any, image_arch: str = "") -> None:
+    """Refuse before sending: Docker missing, wrong CPU architecture, too little disk."""
     if getattr(facts, "docker", None) is None:
         why = getattr(facts, "docker_error", None) or "docker did not answer"
         raise PreflightError(plan.host, f"Docker is not usable on the host: {why}",
                              hint="install Docker there, or set deploy_docker (e.g. 'sudo docker')")
     if not plan.transfers:
         return
+    host_arch = _ARCH.get(getattr(facts, "arch", "") or "")
+    if image_arch and host_arch and image_arch != host_arch:
+        raise PreflightError(plan.host, f"{plan.ref} is built for {image_arch}, the host is {host_arch}",
+                             hint=f"build for the host's platform (docker build --platform linux/{host_arch})")
     checks = [("the staging dir", plan.staging_need, getattr(facts, "disk_free_bytes", None)),
               ("Docker's root dir", plan.docker_need, getattr(facts, "docker_disk_free_bytes", None))]
     for where, need, free in checks:

@@ -18,11 +18,11 @@ def plan_commands(plan: ShipPlan, host: Host) -> list[tuple[str, ...]]:
     if plan.route == "noop":
         return []
     if plan.route == "tag":
-        return [cmd.tag_argv(docker, plan.image_id, plan.ref), cmd.inspect_id_argv(docker, plan.ref)]
+        return [cmd.tag_verify_argv(docker, plan.image_id, plan.ref)]
     if plan.route == "registry":
         assert plan.registry_ref is not None
         return [cmd.pull_argv(docker, plan.registry_ref), cmd.inspect_id_argv(docker, plan.registry_ref),
-                cmd.tag_argv(docker, plan.registry_ref, plan.ref), cmd.inspect_id_argv(docker, plan.ref)]
+                cmd.tag_verify_argv(docker, plan.registry_ref, plan.ref)]
     assert plan.codec is not None
     codec = plan.codec.name
     load = cmd.load_dir(staging, plan.image_id)
@@ -34,14 +34,12 @@ def plan_commands(plan: ShipPlan, host: Host) -> list[tuple[str, ...]]:
         final = cmd.blob_path(staging, digest, codec)
         out += [cmd.stat_argv([partial]), cmd.append_argv(partial), cmd.verify_argv(partial, digest, final)]
         staged.append((final, cmd.layer_path(load, plan.diff_ids[i])))
-    hex_id = plan.image_id.split(":", 1)[-1]
-    out += [cmd.write_argv(f"{load}/{hex_id}.json"), cmd.write_argv(f"{load}/manifest.json")]
-    if plan.codec.host_decompress:
-        out += [cmd.decompress_argv(src, dst, codec) for src, dst in staged]
+    out.append(cmd.unpack_argv(load))  # stdin: a small tar of manifest.json + the config
+    if plan.codec.host_decompress and staged:
+        out.append(cmd.decompress_argv(staged, codec))
     elif staged:
         out.append(cmd.link_layers_argv(staged))
-    out += [cmd.load_argv(docker, load), cmd.inspect_id_argv(docker, plan.image_id),
-            cmd.tag_argv(docker, plan.image_id, plan.ref), cmd.inspect_id_argv(docker, plan.ref),
+    out += [cmd.load_argv(docker, load, plan.image_id), cmd.tag_verify_argv(docker, plan.image_id, plan.ref),
             cmd.remove_argv([load, *(src for src, _ in staged)])]
     return out
 

@@ -11,11 +11,12 @@ from deployer.local.tarball import manifest_json
 from deployer.ship.progress import Reporter
 from deployer.ship.registry import Pusher, pull_and_tag
 from deployer.ship.tarball import (
-    decompress_layer,
+    decompress_layers,
     load_and_verify,
+    load_dir_tar,
+    seed_load_dir,
     stage_blob,
     tag_and_verify,
-    write_file,
 )
 
 if TYPE_CHECKING:
@@ -56,13 +57,10 @@ def run_tarball(job: Job, exporter: Exporter | None, reporter: Reporter) -> None
     load = cmd.load_dir(staging, image.id)
     try:
         reporter.phase(name, "loading", "assembling")
-        conn.run(cmd.remove_argv([load]), what="clearing the load dir", timeout=120)
-        write_file(conn, f"{load}/{image.id_hex}.json", config, job.counter)
-        write_file(conn, f"{load}/manifest.json", manifest_json(image, ()), job.counter)
-        if codec.host_decompress:
-            for k, (blob, staged) in enumerate(blobs, 1):
-                reporter.phase(name, "loading", f"decompressing layer {k}/{len(blobs)}")
-                decompress_layer(conn, blob, staged, load)
+        seed_load_dir(conn, load, load_dir_tar(image.id_hex, config, manifest_json(image, ())), job.counter)
+        if codec.host_decompress and blobs:
+            reporter.phase(name, "loading", f"decompressing {len(blobs)} layer(s)")
+            decompress_layers(conn, blobs, load, codec.name)
         elif blobs:
             conn.run(cmd.link_layers_argv([(staged, cmd.layer_path(load, b.diff_id)) for b, staged in blobs]),
                      what="assembling the load dir", timeout=300)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -79,21 +80,30 @@ def _observe(job: Job, options: ShipOptions, history_sizes: Sequence[int], repor
     host, image, conn = job.host, job.image, job.conn
     reporter.phase(host.name, "connecting")
     conn.connect()
-    if take_lock:
-        reporter.phase(host.name, "locking")
-        job.lock = locks.acquire(conn.session(), host.staging_dir, image.ref,
-                                 break_lock=options.break_lock, wait_s=options.lock_wait)
-    reporter.phase(host.name, "checking")
-    job.facts = gather(conn.session(), host)
+    session = conn.session()
     docker_argv = host.docker
-    state = cmd.parse_image_state(
-        conn.run(cmd.image_state_argv(docker_argv, image.ref, image.id), what="checking the image", timeout=60).stdout)
-    present: frozenset[str] = frozenset()
-    if not state.has_id and job.facts.docker is not None:
-        res = conn.run(present_layers_argv(docker_argv), what="listing the host's layers", timeout=120)
-        present = parse_present(res.stdout)
-    job.plan = make_plan(host, image, job.facts, state, present, history_sizes, options.via or host.via)
-    preflight(job.plan, job.facts)
+    if take_lock and options.lock_wait > 0:
+        # waiting for another deploy: read the host only once it is done
+        reporter.phase(host.name, "locking")
+        job.lock = locks.acquire(session, host.staging_dir, image.ref, break_lock=options.break_lock,
+                                 wait_s=options.lock_wait)
+        take_lock = False
+    # independent reads share the connection as parallel channels: one round trip, not four
+    with ThreadPoolExecutor(max_workers=4, thread_name_prefix=f"observe-{host.name}") as pool:
+        lock = pool.submit(locks.acquire, session, host.staging_dir, image.ref,
+                           break_lock=options.break_lock) if take_lock else None
+        facts = pool.submit(gather, session, host)
+        state = pool.submit(session.run, cmd.image_state_argv(docker_argv, image.ref, image.id), timeout=60)
+        present = pool.submit(session.run, present_layers_argv(docker_argv), check=False, timeout=120)
+        reporter.phase(host.name, "checking")
+        if lock is not None:
+            job.lock = lock.result()
+        job.facts = facts.result()
+        image_state = cmd.parse_image_state(state.result().stdout)
+        listed = present.result()
+    have = parse_present(listed.stdout) if listed.ok else frozenset()
+    job.plan = make_plan(host, image, job.facts, image_state, have, history_sizes, options.via or host.via)
+    preflight(job.plan, job.facts, image.architecture)
     reporter.phase(host.name, "planned", job.plan.reason)
     return job
 

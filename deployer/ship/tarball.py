@@ -7,7 +7,9 @@ later run reuses complete blobs. The load dir is assembled from the blobs on the
 """
 from __future__ import annotations
 
+import io
 import logging
+import tarfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -59,18 +61,21 @@ def _verify(conn: HostConn, src: str, blob: Blob, final: str) -> cmd.Verified:
 
 
 def send_tail(conn: HostConn, partial: str, blob: Blob, counter: Counter,
-              note: Callable[[str], None] = lambda m: None) -> None:
+              note: Callable[[str], None] = lambda m: None, known: int | None = None) -> None:
     """Append the part of BLOB the host lacks to PARTIAL, resuming across dropped links.
 
     An attempt that dies after the host acknowledged more bytes than before starts a fresh
     attempt at once; one that made no progress goes to the retry policy (backoff, budget).
     """
     last = {"offset": -1}
+    first = {"known": known}
 
     def attempt() -> object:
         # single tries inside: this whole attempt is what the retry policy repeats
         session = conn.session()
-        offset = cmd.parse_stat(session.run(cmd.stat_argv([partial]), timeout=60).stdout).get(partial) or 0
+        offset = first.pop("known", None)  # the caller's fresh stat saves a round trip, once
+        if offset is None:
+            offset = cmd.parse_stat(session.run(cmd.stat_argv([partial]), timeout=60).stdout).get(partial) or 0
         if offset > blob.size:  # not ours / garbage: start over
             session.run(cmd.remove_argv([partial]), timeout=60)
             offset = 0
@@ -101,12 +106,14 @@ def stage_blob(conn: HostConn, staging: str, blob: Blob, counter: Counter,
     """Make sure the verified blob is at its final staging path (send what is missing)."""
     final = cmd.blob_path(staging, blob.digest, blob.codec)
     partial = cmd.partial_path(staging, blob.digest, blob.codec)
-    if _sizes(conn, final).get(final) is not None:
+    sizes = _sizes(conn, final, partial)
+    known = sizes.get(partial) or 0
+    if sizes.get(final) is not None:
         if _verify(conn, final, blob, final).ok:
             return final
         note(f"staged blob {blob.digest[7:19]} was corrupt; sending it again")
     for attempt in (1, 2):
-        send_tail(conn, partial, blob, counter, note)
+        send_tail(conn, partial, blob, counter, note, known=known if attempt == 1 else 0)
         verified = _verify(conn, partial, blob, final)
         if verified.ok:
             return final
@@ -122,35 +129,46 @@ def stage_blob(conn: HostConn, staging: str, blob: Blob, counter: Counter,
     raise AssertionError("unreachable")
 
 
-def write_file(conn: HostConn, path: str, data: bytes, counter: Counter) -> None:
-    conn.run(cmd.write_argv(path), input=data, what=f"writing {path}", timeout=120)
-    counter.add(len(data))
+def load_dir_tar(image_id_hex: str, config: bytes, manifest: bytes) -> bytes:
+    """The small tar (manifest.json + config) that seeds the load dir on the host."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for name, data in (("manifest.json", manifest), (f"{image_id_hex}.json", config)):
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), 0o644
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
 
 
-def decompress_layer(conn: HostConn, blob: Blob, staged: str, load: str) -> None:
-    """`zstd -dc` a staged blob into the load dir on the host, checking sha256 == diff id."""
-    dst = cmd.layer_path(load, blob.diff_id)
-    res = conn.run(cmd.decompress_argv(staged, dst, blob.codec), what="decompressing a layer", check=False)
-    actual = cmd.parse_sha256sum(res.stdout)
-    if actual != blob.diff_id:
-        raise TransferError(
-            conn.name,
-            f"layer {blob.diff_id} decompressed on the host to {actual or 'nothing'}"
-            + (f": {res.stderr_tail()}" if res.stderr.strip() else ""),
-            hint="check free space in the staging dir and that `zstd` works on the host",
-        )
+def seed_load_dir(conn: HostConn, load: str, seed: bytes, counter: Counter) -> None:
+    conn.run(cmd.unpack_argv(load), input=seed, what="preparing the load dir", timeout=120)
+    counter.add(len(seed))
+
+
+def decompress_layers(conn: HostConn, staged: list[tuple[Blob, str]], load: str, codec: str) -> None:
+    """Decompress staged blobs into the load dir on the host, checking sha256 == diff id."""
+    pairs = [(path, cmd.layer_path(load, blob.diff_id)) for blob, path in staged]
+    res = conn.run(cmd.decompress_argv(pairs, codec), what="decompressing layers", check=False)
+    got = cmd.parse_decompressed(res.stdout)
+    for (blob, _), (_, dst) in zip(staged, pairs):
+        actual = got.get(dst)
+        if actual != blob.diff_id:
+            detail = f": {res.stderr_tail()}" if res.stderr.strip() else ""
+            raise TransferError(
+                conn.name, f"layer {blob.diff_id} decompressed on the host to {actual or 'nothing'}{detail}",
+                hint=f"check free space in the staging dir and that `{codec}` works on the host",
+            )
 
 
 def load_and_verify(conn: HostConn, docker: tuple[str, ...], load: str, image_id: str) -> None:
     """`docker load` the assembled dir; the loaded image must be exactly image_id."""
     try:
-        res = conn.run(cmd.load_argv(docker, load), what="docker load")
+        res = conn.run(cmd.load_argv(docker, load, image_id), what="docker load")
     except CommandError as exc:
         raise CommandError(conn.name, exc.result, what="docker load failed",
                            hint="see stderr; the staged blobs are kept, so shipping again resumes") from exc
-    loaded = cmd.parse_loaded(res.stdout)
-    actual = _inspect_id(conn, docker, image_id)
-    if actual != image_id:
+    if cmd.parse_load_check(res.stdout) != image_id:
+        loaded = cmd.parse_loaded(res.stdout)
         for other in loaded:
             if other.startswith("sha256:") and other != image_id:
                 conn.run(cmd.remove_image_argv(docker, other), what="removing a wrong image", check=False)
@@ -158,7 +176,7 @@ def load_and_verify(conn: HostConn, docker: tuple[str, ...], load: str, image_id
                             hint="the local image may have changed during the ship; ship again")
 
 
-def _inspect_id(conn: HostConn, docker: tuple[str, ...], ref: str) -> str | None:
+def inspect_id(conn: HostConn, docker: tuple[str, ...], ref: str) -> str | None:
     res = conn.run(cmd.inspect_id_argv(docker, ref), what="docker image inspect", check=False, timeout=60)
     out = res.stdout.strip()
     return out if res.ok and out.startswith("sha256:") else None
@@ -166,12 +184,8 @@ def _inspect_id(conn: HostConn, docker: tuple[str, ...], ref: str) -> str | None
 
 def tag_and_verify(conn: HostConn, docker: tuple[str, ...], source: str, ref: str, image_id: str) -> bool:
     """Tag SOURCE as REF, then check REF resolves to image_id on the host."""
-    conn.run(cmd.tag_argv(docker, source, ref), what=f"docker tag {ref}", timeout=60)
-    return _inspect_id(conn, docker, ref) == image_id
-
-
-def inspect_id(conn: HostConn, docker: tuple[str, ...], ref: str) -> str | None:
-    return _inspect_id(conn, docker, ref)
+    res = conn.run(cmd.tag_verify_argv(docker, source, ref), what=f"docker tag {ref}", timeout=60)
+    return res.stdout.strip() == image_id
 
 
 def elapsed(start: float) -> float:

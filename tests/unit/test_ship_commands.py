@@ -1,0 +1,184 @@
+"""The remote argv builders of `deploy ship`: exact argv, parsers, and the scripts run by a real sh."""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from deployer.commands import ship as cmd
+
+STAGING = "/srv/stage"
+DIGEST = "sha256:" + "ab" * 32
+DOCKER = ("sudo", "docker")
+
+
+def sh(argv: tuple[str, ...], input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    """Run an argv as the remote sshd would (argv[0] via PATH), locally."""
+    return subprocess.run(list(argv), input=input, capture_output=True, check=False)
+
+
+def test_paths() -> None:
+    assert cmd.blob_path(STAGING, DIGEST, "zstd") == f"/srv/stage/blobs/sha256/{'ab' * 32}.zst"
+    assert cmd.partial_path(STAGING, DIGEST, "gzip") == f"/srv/stage/blobs/sha256/{'ab' * 32}.gz.partial"
+    assert cmd.load_dir(STAGING, "sha256:" + "cd" * 32) == f"/srv/stage/load/{'cd' * 32}"
+    assert cmd.layer_path("/l", "sha256:" + "ef" * 32) == f"/l/{'ef' * 32}/layer.tar"
+
+
+def test_exact_argv() -> None:
+    assert cmd.prepare_argv(STAGING) == ("mkdir", "-p", "--", "/srv/stage/blobs/sha256")
+    assert cmd.append_argv("/a b/x") == ("sh", "-c", 'cat >> "$1"', "sh", "/a b/x")
+    assert cmd.remove_argv(["/x", "/y"]) == ("rm", "-rf", "--", "/x", "/y")
+    assert cmd.tag_argv(DOCKER, "sha256:1", "t:v") == ("sudo", "docker", "tag", "sha256:1", "t:v")
+    assert cmd.inspect_id_argv(DOCKER, "t:v") == ("sudo", "docker", "image", "inspect", "--format", "{{.Id}}", "t:v")
+    assert cmd.remove_image_argv(DOCKER, "sha256:1") == ("sudo", "docker", "image", "rm", "sha256:1")
+    assert cmd.pull_argv(("docker",), "r:5000/t:v") == ("docker", "pull", "r:5000/t:v")
+    assert cmd.break_lock_argv(STAGING) == ("rm", "-rf", "--", "/srv/stage/lock")
+    # variable parts are positional args after the constant script, never inside it
+    argv = cmd.load_argv(DOCKER, "/l; rm -rf /", "sha256:1")
+    assert argv[:2] == ("sh", "-c") and argv[3:] == ("sh", "/l; rm -rf /", "sha256:1", "sudo", "docker")
+    argv = cmd.decompress_argv([("/b", "/d"), ("/b2", "/d2")], "zstd")
+    assert argv[3:] == ("sh", "zstd", "/b", "/d", "/b2", "/d2")
+    with pytest.raises(ValueError):
+        cmd.decompress_argv([("/b", "/d")], "lz4")
+    assert cmd.unpack_argv("/l")[3:] == ("sh", "/l")
+    assert cmd.tag_verify_argv(DOCKER, "sha256:1", "t:v")[3:] == ("sh", "sha256:1", "t:v", "sudo", "docker")
+    argv = cmd.image_state_argv(DOCKER, "t:v", "sha256:1")
+    assert argv[3:] == ("sh", "t:v", "sha256:1", "sudo", "docker")
+
+
+def test_parsers() -> None:
+    assert cmd.parse_stat("12 /a b/c\n- /d\n") == {"/a b/c": 12, "/d": None}
+    assert cmd.parse_verify("ok sha256:1\n") == cmd.Verified(True, "sha256:1")
+    assert cmd.parse_verify("mismatch sha256:2") == cmd.Verified(False, "sha256:2")
+    assert cmd.parse_verify("") == cmd.Verified(False, "")
+    assert cmd.parse_sha256sum("abc  -\n") == "sha256:abc"
+    assert cmd.parse_decompressed("ab /l/x/layer.tar\ncd /l/y z/layer.tar\n") == {
+        "/l/x/layer.tar": "sha256:ab", "/l/y z/layer.tar": "sha256:cd"}
+    assert cmd.parse_load_check("Loaded image ID: sha256:1\nid sha256:1\n") == "sha256:1"
+    assert cmd.parse_load_check("Loaded image ID: sha256:2\nid \n") is None
+    assert cmd.parse_loaded("Loaded image ID: sha256:1\nLoaded image: t:v\n") == ("sha256:1", "t:v")
+    assert cmd.parse_image_state("ref sha256:1\nid sha256:1\n") == cmd.ImageState("sha256:1", True)
+    assert cmd.parse_image_state("ref \nid \n") == cmd.ImageState(None, False)
+    pull = "v1: Pulling from x\na: Already exists\nb: Pull complete\nc: Pull complete\nDigest: sha256:1\n"
+    assert cmd.parse_pull(pull) == (2, 1)
+
+
+def test_lock_parsers() -> None:
+    assert cmd.parse_lock("acquired\n").acquired
+    owner = {"by": "ann@ws", "pid": 7}
+    state = cmd.parse_lock(f"held\nnow 1000\nmtime 400\nowner {json.dumps(owner)}\n")
+    assert state == cmd.LockState(False, 600, owner)
+    assert cmd.parse_lock("held\nnow 1000\nmtime 0\nowner \n") == cmd.LockState(False, None, None)
+
+
+def test_stat_append_verify_really_run(tmp_path: Path) -> None:
+    data = b"0123456789" * 1000
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    staging = str(tmp_path / "st ag")
+    assert sh(cmd.prepare_argv(staging)).returncode == 0
+    partial, final = cmd.partial_path(staging, digest, "zstd"), cmd.blob_path(staging, digest, "zstd")
+    assert cmd.parse_stat(sh(cmd.stat_argv([partial])).stdout.decode()) == {partial: None}
+    assert sh(cmd.append_argv(partial), data[:4000]).returncode == 0
+    assert cmd.parse_stat(sh(cmd.stat_argv([partial, final])).stdout.decode()) == {partial: 4000, final: None}
+    assert sh(cmd.append_argv(partial), data[4000:]).returncode == 0
+    verified = cmd.parse_verify(sh(cmd.verify_argv(partial, digest, final)).stdout.decode())
+    assert verified == cmd.Verified(True, digest)
+    assert Path(final).read_bytes() == data and not Path(partial).exists()
+    # verifying a final blob in place keeps it
+    assert cmd.parse_verify(sh(cmd.verify_argv(final, digest, final)).stdout.decode()).ok
+    assert Path(final).exists()
+
+
+def test_verify_mismatch_deletes(tmp_path: Path) -> None:
+    bad = tmp_path / "x.partial"
+    bad.write_bytes(b"tampered")
+    out = cmd.parse_verify(sh(cmd.verify_argv(str(bad), DIGEST, str(tmp_path / "x"))).stdout.decode())
+    assert out == cmd.Verified(False, "sha256:" + hashlib.sha256(b"tampered").hexdigest())
+    assert not bad.exists() and not (tmp_path / "x").exists()
+
+
+def test_link_and_decompress(tmp_path: Path) -> None:
+    raw = b"layer-bytes" * 500
+    blob = tmp_path / "b.gz"
+    blob.write_bytes(gzip.compress(raw))
+    load = str(tmp_path / "load")
+    dst = cmd.layer_path(load, "sha256:" + "01" * 32)
+    assert sh(cmd.link_layers_argv([(str(blob), dst)])).returncode == 0
+    assert Path(dst).read_bytes() == blob.read_bytes()
+    dst2 = cmd.layer_path(load, "sha256:" + "02" * 32)
+    dst3 = cmd.layer_path(load + " 3", "sha256:" + "03" * 32)
+    res = sh(cmd.decompress_argv([(str(blob), dst2), (str(blob), dst3)], "gzip"))
+    want = "sha256:" + hashlib.sha256(raw).hexdigest()
+    assert cmd.parse_decompressed(res.stdout.decode()) == {dst2: want, dst3: want}
+    assert Path(dst2).read_bytes() == raw == Path(dst3).read_bytes()
+
+
+def test_unpack_replaces_the_load_dir(tmp_path: Path) -> None:
+    import io
+    import tarfile
+
+    load = tmp_path / "load"
+    (load / "old").mkdir(parents=True)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo("manifest.json")
+        info.size = 2
+        tar.addfile(info, io.BytesIO(b"[]"))
+    assert sh(cmd.unpack_argv(str(load)), buf.getvalue()).returncode == 0
+    assert sorted(p.name for p in load.iterdir()) == ["manifest.json"]
+
+
+@pytest.mark.skipif(shutil.which("zstd") is None, reason="zstd binary not installed")
+def test_decompress_zstd_failure_shows_in_hash(tmp_path: Path) -> None:
+    blob = tmp_path / "b.zst"
+    blob.write_bytes(b"not zstd at all")
+    dst = str(tmp_path / "d" / "layer.tar")
+    res = sh(cmd.decompress_argv([(str(blob), dst)], "zstd"))
+    # no pipefail: the failure surfaces as the hash of empty output, with zstd's stderr
+    assert cmd.parse_decompressed(res.stdout.decode()) == {dst: "sha256:" + hashlib.sha256(b"").hexdigest()}
+    assert res.stderr
+
+
+def test_write_is_atomic_and_makes_dirs(tmp_path: Path) -> None:
+    path = str(tmp_path / "a" / "b" / "manifest.json")
+    assert sh(cmd.write_argv(path), b"[]").returncode == 0
+    assert Path(path).read_bytes() == b"[]" and not Path(path + ".tmp").exists()
+
+
+def test_lock_script_really_run(tmp_path: Path) -> None:
+    staging = str(tmp_path / "s")
+    mine = json.dumps({"by": "me@ws", "token": "t-1"})
+    assert cmd.parse_lock(sh(cmd.lock_argv(staging, mine)).stdout.decode()).acquired
+    other = cmd.parse_lock(sh(cmd.lock_argv(staging, json.dumps({"token": "t-2"}))).stdout.decode())
+    assert not other.acquired and other.owner == {"by": "me@ws", "token": "t-1"}
+    assert other.age_s is not None and other.age_s < 60
+    sh(cmd.unlock_argv(staging, "t-2"))  # not ours: stays
+    assert (tmp_path / "s" / "lock").exists()
+    sh(cmd.unlock_argv(staging, "t-1"))
+    assert not (tmp_path / "s" / "lock").exists()
+
+
+def _fake_docker(tmp_path: Path) -> str:
+    """A stand-in `docker` that knows one tag (t:v -> sha256:aaa) and records tag calls."""
+    fake = tmp_path / "docker"
+    fake.write_text(
+        '#!/bin/sh\n'
+        f'if [ "$1" = tag ]; then echo "$2 $3" >> {tmp_path}/tags; exit 0; fi\n'
+        '[ "$5" = "t:v" ] && { echo sha256:aaa; exit 0; }\n'
+        'echo "No such image" >&2; exit 1\n')
+    fake.chmod(0o755)
+    return str(fake)
+
+
+def test_image_state_and_tag_scripts_with_a_fake_docker(tmp_path: Path) -> None:
+    docker = (_fake_docker(tmp_path),)
+    res = sh(cmd.image_state_argv(docker, "t:v", "sha256:bbb"))
+    assert cmd.parse_image_state(res.stdout.decode()) == cmd.ImageState("sha256:aaa", False)
+    res = sh(cmd.tag_verify_argv(docker, "sha256:aaa", "t:v"))
+    assert res.stdout.decode().strip() == "sha256:aaa"
+    assert (tmp_path / "tags").read_text() == "sha256:aaa t:v\n"

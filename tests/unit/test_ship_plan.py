@@ -1,0 +1,149 @@
+"""The pure ship planner: routes, missing layers, codecs, byte bounds, preflight, dry-run rendering."""
+from __future__ import annotations
+
+import pytest
+
+from deployer.codec import CodecChoice
+from deployer.commands.facts import DockerFacts, HostFacts
+from deployer.commands import ship as cmd
+from deployer.commands.ship import ImageState
+from deployer.errors import PreflightError, SpecError
+from deployer.inventory.host import Host
+from deployer.local.chain import chain_ids
+from deployer.local.image import ImageInfo
+from deployer.ship.plan import MARGIN, layer_bytes_bound, make_plan, preflight
+from deployer.ship.refs import normalize, registry_ref, split_ref
+from deployer.ship.render import plan_commands, plan_json, render
+
+D = tuple(f"sha256:{str(i) * 64}" for i in range(1, 5))
+IMAGE = ImageInfo("trainer:v3", "sha256:" + "f" * 64, D, 400, "linux", "amd64", ("trainer:v3",))
+SIZES = [100, 0, 100, 100, 100]  # history, oldest first; one entry made no layer
+STAGING = "/stage"
+
+
+def host(name: str = "gpu01", **vars: object) -> Host:
+    return Host(name, {"deploy_staging_dir": STAGING, **vars})
+
+
+def facts(version: str = "20.10.24", store: str = "overlay2", reachable: bool | None = None,
+          decompressors: frozenset[str] = frozenset({"zstd", "gzip"}), disk: int | None = 10**12,
+          docker_disk: int | None = 10**12, arch: str = "x86_64") -> HostFacts:
+    docker = DockerFacts(version, "1.41", "overlay2", store, "/var/lib/docker", False)
+    return HostFacts(docker, disk_free_bytes=disk, docker_disk_free_bytes=docker_disk,
+                     registry_reachable=reachable, decompressors=decompressors, arch=arch)
+
+
+NONE = ImageState(None, False)
+BASE_PRESENT = frozenset(chain_ids(D)[:2])  # host has the bottom two layers
+
+
+def plan(h: Host | None = None, f: HostFacts | None = None, state: ImageState = NONE,
+         present: frozenset[str] = BASE_PRESENT, via: str = "auto"):  # noqa: ANN201
+    return make_plan(h or host(), IMAGE, f or facts(), state, present, SIZES, via)
+
+
+def test_noop_and_tag_only() -> None:
+    p = plan(state=ImageState(IMAGE.id, True))
+    assert (p.route, p.via, p.transfers) == ("noop", None, False)
+    p = plan(state=ImageState("sha256:other", True))
+    assert (p.route, p.reason) == ("tag", "host has the image id; tag only")
+
+
+def test_tarball_sends_only_missing_layers_with_the_best_codec() -> None:
+    p = plan(via="tarball")
+    assert (p.route, p.via, p.missing) == ("tarball", "tarball", (2, 3))
+    assert p.codec == CodecChoice("zstd", host_decompress=True)  # 20.10 + zstd binary
+    assert p.raw_bytes == 200
+    assert p.staging_need == 400 + MARGIN  # compressed (<= raw) + decompressed copies
+    assert p.docker_need == 400 + MARGIN
+    assert plan(f=facts(version="24.0.7"), via="tarball").codec == CodecChoice("zstd", False)
+    assert plan(f=facts(decompressors=frozenset()), via="tarball").codec == CodecChoice("gzip", False)
+    assert plan(present=frozenset(), via="tarball").missing == (0, 1, 2, 3)
+
+
+def test_containerd_store_gets_everything() -> None:
+    p = plan(f=facts(store="containerd"), via="tarball")
+    assert p.missing == (0, 1, 2, 3) and p.full_transfer and "containerd" in p.reason
+
+
+def test_auto_route() -> None:
+    reg = host(deploy_registry="10.0.0.5:5000")
+    p = plan(reg, facts(reachable=True))
+    assert (p.route, p.registry_ref) == ("registry", "10.0.0.5:5000/trainer:v3")
+    assert p.reason == "auto: host reaches 10.0.0.5:5000"
+    assert plan(reg, facts(reachable=False)).route == "tarball"
+    assert plan(reg, facts(reachable=None)).reason == "auto: host could not confirm it reaches 10.0.0.5:5000"
+    assert plan(host(), facts(reachable=True)).reason == "auto: no deploy_registry"
+
+
+def test_forced_registry_needs_a_reachable_registry() -> None:
+    with pytest.raises(PreflightError, match="no deploy_registry"):
+        plan(via="registry")
+    with pytest.raises(PreflightError, match="cannot reach"):
+        plan(host(deploy_registry="r:5000"), facts(reachable=False), via="registry")
+    assert plan(host(deploy_registry="r:5000"), facts(reachable=None), via="registry").route == "registry"
+    with pytest.raises(SpecError):
+        plan(via="carrier-pigeon")
+
+
+def test_layer_bytes_bound() -> None:
+    assert layer_bytes_bound([10, 0, 20, 30], 3, 2) == 50
+    assert layer_bytes_bound([10, 0, 20, 30], 3, 0) == 0
+    # a zero-byte layer makes the mapping ambiguous: the bound stays an upper bound
+    assert layer_bytes_bound([10, 0, 30], 3, 2) == 40
+    assert layer_bytes_bound([], 3, 2) == 0
+
+
+def test_preflight_disk_and_docker() -> None:
+    preflight(plan(via="tarball"), facts())
+    with pytest.raises(PreflightError, match="not enough disk at the staging dir"):
+        preflight(plan(via="tarball"), facts(disk=1000))
+    with pytest.raises(PreflightError, match="Docker's root dir"):
+        preflight(plan(via="tarball"), facts(docker_disk=1000))
+    preflight(plan(via="tarball"), facts(disk=None))  # unknown: not refused
+    no_docker = HostFacts(None, docker_error="docker: command not found")
+    with pytest.raises(PreflightError, match="command not found"):
+        preflight(plan(state=ImageState(IMAGE.id, True)), no_docker)
+    with pytest.raises(PreflightError, match="built for amd64, the host is arm64"):
+        preflight(plan(via="tarball"), facts(arch="aarch64"), "amd64")
+    # nothing to send: no disk needed
+    preflight(plan(state=ImageState("sha256:o", True)), facts(disk=0, docker_disk=0))
+
+
+def test_refs() -> None:
+    assert split_ref("trainer") == ("trainer", "latest")
+    assert split_ref("localhost:5000/a/b:v1") == ("localhost:5000/a/b", "v1")
+    assert normalize("a/b") == "a/b:latest"
+    assert registry_ref("r:5000", "ghcr.io/team/trainer:v3") == "r:5000/team/trainer:v3"
+    assert registry_ref("r:5000/", "team/trainer") == "r:5000/team/trainer:latest"
+    for bad in ("a@sha256:00", "sha256:abc", " x"):
+        with pytest.raises(SpecError):
+            split_ref(bad)
+
+
+def test_render_tarball_commands() -> None:
+    h = host()
+    p = plan(h, via="tarball")
+    argvs = plan_commands(p, h)
+    assert argvs[0] == ("mkdir", "-p", "--", "/stage/blobs/sha256")
+    appends = [a for a in argvs if a[:3] == ("sh", "-c", 'cat >> "$1"')]
+    assert len(appends) == 2
+    assert argvs[-3][-2:] == (IMAGE.id, "docker") and "load" in argvs[-3][2]
+    assert argvs[-2][-3:] == (IMAGE.id, "trainer:v3", "docker") and " tag " in argvs[-2][2]
+    assert argvs[-1][:3] == ("rm", "-rf", "--")
+    lines = render(p, h)
+    assert lines[0].startswith("gpu01: tarball: via tarball; 2/4 layers to send, zstd (decompressed on the host)")
+    assert all(line.startswith("  $ ") for line in lines[1:])
+    js = plan_json(p, h)
+    assert js["layers_missing"] == [3, 4] and js["codec"] == "zstd" and len(js["commands"]) == len(argvs)
+
+
+def test_render_registry_and_noop() -> None:
+    h = host(deploy_registry="r:5000")
+    p = plan(h, facts(reachable=True))
+    assert plan_commands(p, h) == [
+        ("docker", "pull", "r:5000/trainer:v3"),
+        ("docker", "image", "inspect", "--format", "{{.Id}}", "r:5000/trainer:v3"),
+        cmd.tag_verify_argv(("docker",), "r:5000/trainer:v3", "trainer:v3"),
+    ]
+    assert plan_commands(plan(state=ImageState(IMAGE.id, True)), h) == []
