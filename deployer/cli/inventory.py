@@ -118,6 +118,8 @@ def show_cmd(name: str, as_json: bool) -> None:
         )
     host = inv.host(name)
     _warn_inventory(ctx)
+    for message in report.password_warnings([host]):
+        output.warn(message)
     data = report.show_json(host)
     if as_json:
         output.emit_json(data)
