@@ -24,20 +24,30 @@ class Host:
 
     @property
     def address(self) -> str:
-        return str(self.vars.get("ansible_host") or self.name)
+        # ansible_ssh_* are Ansible's older spellings, still honoured by Ansible itself.
+        return str(self.vars.get("ansible_host") or self.vars.get("ansible_ssh_host") or self.name)
 
     @property
     def port(self) -> int:
-        return int(self.vars.get("ansible_port") or 22)
+        value = self.vars.get("ansible_port") or self.vars.get("ansible_ssh_port") or 22
+        try:
+            port = int(value)
+        except (TypeError, ValueError):
+            port = 0
+        if not 0 < port < 65536:
+            from deployer.errors import InventoryError
+
+            raise InventoryError(f"host {self.name}: ansible_port {value!r} is not a TCP port", key_path="ansible_port")
+        return port
 
     @property
     def user(self) -> str | None:
-        user = self.vars.get("ansible_user")
+        user = self.vars.get("ansible_user") or self.vars.get("ansible_ssh_user")
         return str(user) if user else None
 
     @property
     def key_file(self) -> str | None:
-        key = self.vars.get("ansible_ssh_private_key_file")
+        key = self.vars.get("ansible_ssh_private_key_file") or self.vars.get("ansible_private_key_file")
         return os.path.expanduser(str(key)) if key else None
 
     @property

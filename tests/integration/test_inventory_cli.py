@@ -197,7 +197,7 @@ def test_help_has_examples() -> None:
 
 
 @pytest.mark.skipif(ANSIBLE_INVENTORY is None, reason="ansible-inventory is not installed")
-def test_testbed_inventory(testbed, tmp_path: Path) -> None:  # noqa: ANN001 - fixture from conftest
+def test_testbed_inventory(testbed, tmp_path: Path) -> None:
     code, out, err = deploy("-i", testbed.inventory, "inventory", "list", "--json")
     assert code == 0, err
     rows = {r["name"]: r for r in json.loads(out)}

@@ -210,3 +210,16 @@ def test_directory_ignores_backups_and_docs() -> None:
     assert list(inv.hosts) == ["gpu01", "gpu02", "dc-gpu01", "dc-gpu02", "dc-gpu03"]
     assert inv.host("gpu01").origins["site"] == os.path.join("group_vars", "shared.yml")
     assert inv.host("dc-gpu02").origins["site"] == "inventory group dc (02-dc)"
+
+
+def test_host_settings_from_vars() -> None:
+    h = Host("gpu01", {"ansible_ssh_host": "10.0.0.1", "ansible_ssh_port": "2222", "ansible_ssh_user": "ops",
+                       "ansible_private_key_file": "~/k", "deploy_registry": "r:5000", "deploy_via": "registry",
+                       "deploy_staging_dir": "/scratch", "deploy_known_hosts": "/etc/kh"})
+    assert (h.address, h.port, h.user, h.registry, h.via, h.staging_dir, h.known_hosts) == (
+        "10.0.0.1", 2222, "ops", "r:5000", "registry", "/scratch", "/etc/kh",
+    )
+    assert h.key_file == os.path.expanduser("~/k")
+    assert Host("a", {"ansible_host": "x", "ansible_ssh_host": "y"}).address == "x"
+    with pytest.raises(InventoryError, match="not a TCP port"):
+        _ = Host("gpu01", {"ansible_port": "ssh"}).port
