@@ -3,6 +3,7 @@
 Doubles as documentation of what the simulated fleet offers (issue 2, item 5)."""
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
@@ -13,6 +14,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import docker
 import pytest
 
 from tests.testbed import net
@@ -29,18 +31,21 @@ def docker_cli(tb: Testbed, host: str, *args: str, timeout: float = 60) -> subpr
 
 @pytest.fixture(scope="module")
 def sample_on_hosts(testbed: Testbed) -> Iterator[str]:
-    """The sample image loaded (docker save | docker load, no registry) on every host; removed afterwards
-    from the hosts that did not have it, so later tests still find hosts without images."""
+    """The sample image loaded (docker save | docker load, no registry) on every host under a tag of its
+    own (other sessions may remove deployer-testbed/sample meanwhile); hosts are left as they were."""
+    ref = f"testbed-test/sample:{uuid.uuid4().hex[:8]}"
     data = b"".join(testbed.docker("ws").images.get(SAMPLE).save(named=SAMPLE))
-    added = []
     for host in testbed.hosts:
         client = testbed.docker(host)
-        if not client.images.list(name=SAMPLE):
-            added.append(host)
+        had = bool(client.images.list(name=SAMPLE))
         client.images.load(data)
-    yield SAMPLE
-    for host in added:
-        testbed.docker(host).images.remove(SAMPLE, force=True)
+        client.images.get(SAMPLE).tag(ref)
+        if not had:
+            client.images.remove(SAMPLE)  # only untags: the image stays under ref
+    yield ref
+    for host in testbed.hosts:
+        with contextlib.suppress(docker.errors.APIError):  # best effort: another session may have cleaned up
+            testbed.docker(host).images.remove(ref)
 
 
 @pytest.fixture(scope="module")

@@ -129,16 +129,24 @@ def down(p: Paths | None = None, log: Log = _quiet) -> None:
                 _wait_dead(pids, 5)
         leftovers = daemons.leftover_pids(p, net.NAMESPACES)
         if leftovers:
-            log(f"killing {len(leftovers)} leftover processes")
+            log(f"killing {len(leftovers)} leftover processes: {', '.join(_comm(x) for x in leftovers)}")
             _signal_all(leftovers, signal.SIGKILL)
             _wait_dead(leftovers, 5)
         unmount_all(p)
         net.teardown_network()
+        daemons.remove_runtime_dirs()
         for name in ("hosts", "ws", "registry", "pids", "logs"):
             shutil.rmtree(p.state / name, ignore_errors=True)
         for f in (p.key, Path(f"{p.key}.pub"), p.known_hosts, p.authorized_keys, p.inventory):
             f.unlink(missing_ok=True)
     log(f"testbed down in {time.monotonic() - t0:.1f}s (image cache kept in {p.cache})")
+
+
+def _comm(pid: int) -> str:
+    try:
+        return f"{Path(f'/proc/{pid}/comm').read_text().strip()}[{pid}]"
+    except OSError:
+        return str(pid)
 
 
 def _wait_dead(pids: list[int], timeout: float) -> bool:

@@ -139,7 +139,7 @@ def tcp_open(addr: str, port: int, timeout: float = 0.5) -> bool:
 
 def dockerd_argv(p: Paths, name: str) -> list[str]:
     base = p.ws if name == "ws" else p.host(name)
-    argv = ["dockerd", "--data-root", str(base / "docker"), "--exec-root", str(base / "run"),
+    argv = ["dockerd", "--config-file", str(base / "daemon.json"), "--data-root", str(base / "docker"), "--exec-root", str(base / "run"),
             "--pidfile", str(base / "docker.pid"), "-H", p.docker_host(name),
             "--insecure-registry", REGISTRY, "--shutdown-timeout", "3", "--log-level", "warn",
             "--storage-driver", "overlay2"]
@@ -155,13 +155,16 @@ def start_dockerd(p: Paths, name: str) -> None:
     base = p.ws if name == "ws" else p.host(name)
     for sub in ("docker", "run"):
         (base / sub).mkdir(parents=True, exist_ok=True)
+    # Our own config file: never read /etc/docker/daemon.json, and keep the daemon's identity key
+    # (default /etc/docker/key.json, no command-line flag for it) in this daemon's dir.
+    (base / "daemon.json").write_text(json.dumps({"deprecated-key-path": str(base / "key.json")}) + "\n")
     # Put the host's bin first so dockerd finds the fake nvidia-container-runtime-hook (GPU hosts only).
     path = SYS_PATH if name == "ws" else f"{p.host(name) / 'bin'}:{SYS_PATH}"
     # Only the testbed registry is reachable; a pull of anything else (e.g. Docker Hub) must fail here at
     # once instead of leaving this machine, so every other registry goes to a closed local proxy port.
     env = {"PATH": path, "HOME": "/root", "LANG": "C.UTF-8", "HTTP_PROXY": NO_EGRESS_PROXY,
            "HTTPS_PROXY": NO_EGRESS_PROXY, "NO_PROXY": f"{REGISTRY_ADDR},localhost,127.0.0.1"}
-    ensure_daemon(p, f"dockerd-{name}", dockerd_argv(p, name), env)
+    ensure_daemon(p, f"dockerd-{name}", dockerd_argv(p, name), env, config=(base / "daemon.json").read_text())
 
 
 class _UnixHTTP(http.client.HTTPConnection):
@@ -257,3 +260,12 @@ def leftover_pids(p: Paths, namespaces: tuple[str, ...]) -> list[int]:
                 continue
     pids.discard(os.getpid())
     return sorted(pids)
+
+
+def remove_runtime_dirs() -> None:
+    """Drop the empty runtime dirs that dockerd and containerd create outside the state dir."""
+    for d in ("/run/docker/plugins", "/run/docker", "/run/containerd/s", "/run/containerd"):
+        try:
+            os.rmdir(d)
+        except OSError:
+            pass  # absent, or in use by something else: leave it

@@ -120,6 +120,14 @@ def teardown_network() -> None:
             if os.path.exists(f"/run/netns/{ns}"):
                 run(["umount", "-l", f"/run/netns/{ns}"], check=False)
                 Path(f"/run/netns/{ns}").unlink(missing_ok=True)
+    # `ip netns add` bind-mounts /run/netns onto itself; drop that too once no namespace is left in it.
+    run_netns = Path("/run/netns")
+    if run_netns.is_dir() and not any(run_netns.iterdir()) and _is_mount(run_netns):
+        run(["umount", str(run_netns)], check=False)
+
+
+def _is_mount(path: Path) -> bool:
+    return any(line.split()[1] == str(path) for line in Path("/proc/self/mounts").read_text().splitlines())
 
 
 # --- faults: cut/heal, throttle, flaky ------------------------------------------------------------
