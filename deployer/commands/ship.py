@@ -79,7 +79,7 @@ def parse_stat(stdout: str) -> dict[str, int | None]:
 
 def append_argv(path: str) -> tuple[str, ...]:
     """Append stdin to PATH (the resumable receive: the file size is the acknowledged offset)."""
-    return ("sh", "-c", 'cat >> "$1"', "sh", path)
+    return ("sh", "-c", 'mkdir -p -- "${1%/*}" && cat >> "$1"', "sh", path)
 
 
 def write_argv(path: str) -> tuple[str, ...]:

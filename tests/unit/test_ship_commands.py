@@ -31,7 +31,7 @@ def test_paths() -> None:
 
 def test_exact_argv() -> None:
     assert cmd.prepare_argv(STAGING) == ("mkdir", "-p", "--", "/srv/stage/blobs/sha256")
-    assert cmd.append_argv("/a b/x") == ("sh", "-c", 'cat >> "$1"', "sh", "/a b/x")
+    assert cmd.append_argv("/a b/x") == ("sh", "-c", 'mkdir -p -- "${1%/*}" && cat >> "$1"', "sh", "/a b/x")
     assert cmd.remove_argv(["/x", "/y"]) == ("rm", "-rf", "--", "/x", "/y")
     assert cmd.tag_argv(DOCKER, "sha256:1", "t:v") == ("sudo", "docker", "tag", "sha256:1", "t:v")
     assert cmd.inspect_id_argv(DOCKER, "t:v") == ("sudo", "docker", "image", "inspect", "--format", "{{.Id}}", "t:v")

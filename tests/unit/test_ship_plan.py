@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 
 from deployer.codec import CodecChoice
-from deployer.commands.facts import DockerFacts, HostFacts
 from deployer.commands import ship as cmd
+from deployer.commands.facts import DockerFacts, HostFacts
 from deployer.commands.ship import ImageState
 from deployer.errors import PreflightError, SpecError
 from deployer.inventory.host import Host
@@ -126,7 +126,7 @@ def test_render_tarball_commands() -> None:
     p = plan(h, via="tarball")
     argvs = plan_commands(p, h)
     assert argvs[0] == ("mkdir", "-p", "--", "/stage/blobs/sha256")
-    appends = [a for a in argvs if a[:3] == ("sh", "-c", 'cat >> "$1"')]
+    appends = [a for a in argvs if a[:3] == cmd.append_argv("x")[:3]]
     assert len(appends) == 2
     assert argvs[-3][-2:] == (IMAGE.id, "docker") and "load" in argvs[-3][2]
     assert argvs[-2][-3:] == (IMAGE.id, "trainer:v3", "docker") and " tag " in argvs[-2][2]

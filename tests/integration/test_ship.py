@@ -1,0 +1,334 @@
+"""`deploy ship` against the real testbed: routes, layer delta, resume, faults, locks, preflight.
+
+Every check reads the result from the host's own Docker (testbed.docker(name)). Images are
+built fresh per test on the workstation daemon from busybox with random layers, so each test
+controls what the hosts lack.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.conftest import REPO, Testbed, _deploy_argv
+
+BASE = "deployer-testbed/busybox:latest"
+
+
+@pytest.fixture(scope="module")
+def ship_env(testbed: Testbed, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """CLI environment: testbed + a private blob cache + short retry/dead-link budgets."""
+    cache = tmp_path_factory.mktemp("blob-cache")
+    return {**testbed.env(), "DEPLOYER_CACHE_DIR": str(cache), "DEPLOYER_RETRY_BUDGET": "60",
+            "DEPLOYER_DEAD_LINK_S": "5"}
+
+
+def deploy(env: dict[str, str], *args: str, timeout: float = 180) -> tuple[int, Any, str]:
+    """Run `deploy ... --json`; (exit code, parsed JSON or raw stdout, stderr)."""
+    proc = subprocess.run([*_deploy_argv(), *args], capture_output=True, text=True, timeout=timeout, env=env,
+                          cwd=str(REPO), check=False)
+    try:
+        out: Any = json.loads(proc.stdout)
+    except ValueError:
+        out = proc.stdout
+    return proc.returncode, out, proc.stderr
+
+
+def build(testbed: Testbed, tag: str, layers_mb: list[float], base: str = BASE) -> Any:
+    """Build `tag` FROM base with one random layer per entry (MB); returns the local Image."""
+    lines = [f"FROM {base}", f"RUN echo {uuid.uuid4().hex} > /build-id"]
+    lines += [f"RUN head -c {int(mb * 1_000_000)} /dev/urandom > /layer{i}" for i, mb in enumerate(layers_mb)]
+    client = testbed.docker("ws", timeout=300)
+    image, _ = client.images.build(fileobj=io.BytesIO("\n".join(lines).encode()), tag=tag, rm=True)
+    return image
+
+
+def host_image_id(testbed: Testbed, host: str, ref: str) -> str | None:
+    import docker.errors
+
+    try:
+        return str(testbed.docker(host).images.get(ref).id)
+    except docker.errors.ImageNotFound:
+        return None
+
+
+def staged_files(testbed: Testbed, host: str) -> list[str]:
+    root = Path(testbed.hosts[host].staging_dir)
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()
+                  and p.name != "history.jsonl")
+
+
+def port_tx(host: str) -> int:
+    """Bytes the site bridge sent to this host (its veth), unaffected by traffic to other hosts."""
+    out = subprocess.run(["ip", "-n", "dtb-site", "-s", "-j", "link", "show", "dev", f"v-{host}"[:15]],
+                         capture_output=True, text=True, check=True).stdout
+    return int(json.loads(out)[0]["stats64"]["tx"]["bytes"])
+
+
+def one(records: list[dict[str, Any]], host: str) -> dict[str, Any]:
+    [rec] = [r for r in records if r["host"] == host]
+    assert set(rec) == {"host", "ok", "error", "via", "image_id", "verified", "layers_total", "layers_sent",
+                        "bytes_sent", "seconds"}
+    return rec
+
+
+def tag(name: str) -> str:
+    return f"shiptest/{name}:{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def faults(testbed: Testbed) -> Iterator[Testbed]:
+    """The testbed, with every fault this test injects removed afterwards."""
+    try:
+        yield testbed
+    finally:
+        for name in testbed.hosts:
+            testbed.heal(name)
+            testbed.flaky(name, None)
+            testbed.throttle(name, None)
+
+
+def test_tarball_to_airgapped_then_noop(testbed: Testbed, ship_env: dict[str, str]) -> None:
+    ref = tag("air")
+    image = build(testbed, ref, [2, 1])
+    code, out, err = deploy(ship_env, "ship", "--host", "airgap01", "--image", ref, "--json", "--lock-wait", "120")
+    assert code == 0, err
+    rec = one(out, "airgap01")
+    assert rec["ok"] and rec["via"] == "tarball" and rec["verified"] and rec["image_id"] == image.id
+    assert rec["layers_sent"] >= 2 and rec["bytes_sent"] >= 3_000_000
+    assert host_image_id(testbed, "airgap01", ref) == image.id
+    assert not [f for f in staged_files(testbed, "airgap01") if ref.split(":")[1] in f or f.startswith("load/")]
+    history = Path(testbed.hosts["airgap01"].staging_dir, "history.jsonl").read_text().splitlines()
+    assert any(json.loads(line).get("image") == ref and json.loads(line)["result"] == "ok" for line in history)
+    # the host has it now: a second ship is a verified no-op with nothing on the wire
+    code, out, err = deploy(ship_env, "ship", "--host", "airgap01", "--image", ref, "--json", "--lock-wait", "120")
+    assert code == 0, err
+    rec = one(out, "airgap01")
+    assert rec["ok"] and rec["verified"] and rec["bytes_sent"] == 0 and rec["layers_sent"] == 0
+
+
+def test_auto_picks_registry_and_tarball(testbed: Testbed, ship_env: dict[str, str]) -> None:
+    ref = tag("auto")
+    image = build(testbed, ref, [1.5])
+    code, out, err = deploy(ship_env, "ship", "--host", "gpu01,airgap01", "--image", ref, "--via", "auto",
+                            "--json", "--lock-wait", "120")
+    assert code == 0, err
+    gpu01, air = one(out, "gpu01"), one(out, "airgap01")
+    assert gpu01["ok"] and gpu01["via"] == "registry" and gpu01["verified"]
+    assert air["ok"] and air["via"] == "tarball" and air["verified"]
+    for host in ("gpu01", "airgap01"):
+        assert host_image_id(testbed, host, ref) == image.id
+    # the registry route really went through the registry
+    assert host_image_id(testbed, "gpu01", f"{testbed.registry}/{ref}") == image.id
+
+
+def test_registry_forced_and_dry_run(testbed: Testbed, ship_env: dict[str, str]) -> None:
+    ref = tag("reg")
+    image = build(testbed, ref, [1])
+    code, plan, err = deploy(ship_env, "ship", "--host", "gpu02", "--image", ref, "--via", "registry",
+                             "--dry-run", "--json")
+    assert code == 0, err
+    assert plan[0]["route"] == "registry" and plan[0]["commands"][0].startswith("docker pull 10.213.0.5:5000/")
+    assert host_image_id(testbed, "gpu02", ref) is None  # a dry run changes nothing
+    code, out, err = deploy(ship_env, "ship", "--host", "gpu02", "--image", ref, "--via", "registry", "--json",
+                            "--lock-wait", "120")
+    assert code == 0, err
+    assert one(out, "gpu02")["via"] == "registry" and host_image_id(testbed, "gpu02", ref) == image.id
+
+
+def test_reship_sends_only_the_changed_top_layer(testbed: Testbed, ship_env: dict[str, str]) -> None:
+    from deployer.local.cache import Cache
+
+    v1 = tag("delta")
+    build(testbed, v1, [8])
+    code, out, err = deploy(ship_env, "ship", "--host", "gpu02", "--via", "tarball", "--image", v1, "--json",
+                            "--lock-wait", "120")
+    assert code == 0, err
+    v2 = tag("delta")
+    image2 = build(testbed, v2, [1], base=v1)  # same layers as v1 plus a new top layer
+    before_port, before_uplink = port_tx("gpu02"), testbed.uplink_bytes()[0]
+    code, out, err = deploy(ship_env, "ship", "--host", "gpu02", "--via", "tarball", "--image", v2, "--json",
+                            "--lock-wait", "120")
+    sent_port, sent_uplink = port_tx("gpu02") - before_port, testbed.uplink_bytes()[0] - before_uplink
+    assert code == 0, err
+    rec = one(out, "gpu02")
+    # the top two layers are new (the build-id RUN and the 1 MB layer); everything below is on the host
+    top = image2.attrs["RootFS"]["Layers"][-2:]
+    os.environ["DEPLOYER_CACHE_DIR"] = ship_env["DEPLOYER_CACHE_DIR"]
+    try:
+        blobs = [Cache().lookup(d, "zstd", 3) for d in top]
+    finally:
+        del os.environ["DEPLOYER_CACHE_DIR"]
+    assert all(blobs), "the shipped layers are in the blob cache"
+    compressed = sum(b.size for b in blobs if b)
+    assert rec["layers_sent"] == 2 and rec["verified"]
+    assert rec["bytes_sent"] <= compressed + 100_000
+    print(f"top-layer reship: compressed {compressed} B, bytes_sent {rec['bytes_sent']} B, "
+          f"wire to gpu02 {sent_port} B, uplink {sent_uplink} B")
+    assert sent_port <= 1.1 * compressed + 1_000_000
+    assert host_image_id(testbed, "gpu02", v2) == image2.id
+
+
+def test_resume_after_cut_and_heal(faults: Testbed, ship_env: dict[str, str]) -> None:
+    testbed = faults
+    ref = tag("cut")
+    image = build(testbed, ref, [24])
+    testbed.throttle("gpu02", "40mbit")  # ~5 MB/s, so the cut lands mid-blob
+    proc = subprocess.Popen([*_deploy_argv(), "ship", "--host", "gpu02", "--via", "tarball", "--image", ref,
+                             "--json", "--lock-wait", "120"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=ship_env, cwd=str(REPO))
+    blobs = Path(testbed.hosts["gpu02"].staging_dir, "blobs", "sha256")
+    sizes: list[int] = []
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            sizes.extend(p.stat().st_size for p in blobs.glob("*.partial") if p.stat().st_size > 1_000_000)
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not any(s > 4_000_000 for s in sizes) and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        assert any(s > 4_000_000 for s in sizes), "the transfer never got going"
+        testbed.cut("gpu02")
+        at_cut = max(sizes)
+        time.sleep(8)  # longer than DEPLOYER_DEAD_LINK_S: the link is declared dead
+        testbed.heal("gpu02")
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        stop.set()
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, stderr
+    rec = one(json.loads(stdout), "gpu02")
+    assert rec["ok"] and rec["verified"] and host_image_id(testbed, "gpu02", ref) == image.id
+    assert "resuming" in stderr
+    after = sizes[sizes.index(at_cut):]
+    assert min(after) >= at_cut - 1, "the partial blob was restarted from zero"
+    assert rec["bytes_sent"] < 24_000_000 + at_cut, "more than the unacknowledged tail was re-sent"
+
+
+def test_connection_reset_every_few_mb(faults: Testbed, ship_env: dict[str, str]) -> None:
+    testbed = faults
+    ref = tag("flaky")
+    image = build(testbed, ref, [20])
+    testbed.flaky("gpu01", 6)
+    code, out, err = deploy(ship_env, "ship", "--host", "gpu01", "--via", "tarball", "--image", ref, "--json",
+                            "--lock-wait", "120")
+    assert code == 0, err
+    rec = one(out, "gpu01")
+    assert rec["ok"] and rec["verified"] and host_image_id(testbed, "gpu01", ref) == image.id
+    assert err.count("resuming") >= 3  # > 20 MB through connections that die after 6 MB
+    assert rec["bytes_sent"] < 20_000_000 * 1.5
+
+
+def test_two_concurrent_ships_to_one_host(faults: Testbed, ship_env: dict[str, str]) -> None:
+    testbed = faults
+    ref = tag("race")
+    image = build(testbed, ref, [6])
+    testbed.throttle("cpu01", "80mbit")
+    argv = [*_deploy_argv(), "ship", "--host", "cpu01", "--via", "tarball", "--image", ref, "--json"]
+    procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ship_env,
+                              cwd=str(REPO)) for _ in range(2)]
+    results = [p.communicate(timeout=120) for p in procs]
+    records = [one(json.loads(out), "cpu01") for out, _ in results]
+    assert any(r["ok"] for r in records)
+    for r in records:
+        if not r["ok"]:
+            assert "another deploy is in progress" in r["error"] and "held by" in r["error"]
+            assert r["bytes_sent"] == 0
+    assert host_image_id(testbed, "cpu01", ref) == image.id
+    assert not Path(testbed.hosts["cpu01"].staging_dir, "lock").exists()
+
+
+def _inventory_with(testbed: Testbed, tmp_path: Path, host: str, **vars: str) -> str:
+    data = yaml.safe_load(Path(testbed.inventory).read_text())
+
+    def patch(node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "hosts" and isinstance(value, dict) and host in value:
+                    value[host] = {**(value[host] or {}), **vars}
+                else:
+                    patch(value)
+
+    patch(data)
+    path = tmp_path / "inventory.yml"
+    path.write_text(yaml.safe_dump(data))
+    return str(path)
+
+
+def test_staging_too_small_fails_before_sending(testbed: Testbed, ship_env: dict[str, str], tmp_path: Path) -> None:
+    ref = tag("tiny")
+    build(testbed, ref, [4])
+    small = Path(testbed.state) / "shiptest-tmpfs" / uuid.uuid4().hex[:6]
+    with testbed.tmpfs(small, "1m"):
+        inv = _inventory_with(testbed, tmp_path, "airgap01", deploy_staging_dir=str(small / "staging"))
+        code, out, err = deploy({**ship_env, "DEPLOY_INVENTORY": inv}, "ship", "--host", "airgap01",
+                                "--image", ref, "--json", "--lock-wait", "120")
+        assert code == 1
+        rec = one(out, "airgap01")
+        assert not rec["ok"] and "not enough disk at the staging dir" in rec["error"] and rec["bytes_sent"] == 0
+        leftovers = [p for p in small.rglob("*") if p.is_file() and p.name != "history.jsonl"]
+        assert leftovers == []  # lock released, nothing staged
+    assert host_image_id(testbed, "airgap01", ref) is None
+
+
+def test_tampered_staged_blobs_are_caught(testbed: Testbed, ship_env: dict[str, str]) -> None:
+    from deployer.commands.ship import blob_path, partial_path
+    from deployer.local.export import Exporter
+    from deployer.local.image import inspect
+
+    ref = tag("tamper")
+    build(testbed, ref, [2, 2])
+    os.environ.update(DEPLOYER_CACHE_DIR=ship_env["DEPLOYER_CACHE_DIR"], DOCKER_HOST=testbed.ws_docker_host)
+    try:
+        info = inspect(ref)
+        top = info.diff_ids[-2:]
+        with Exporter(info, {"zstd": set(top)}) as exporter:
+            blobs = [exporter.blob(d, "zstd") for d in top]
+    finally:
+        os.environ.pop("DEPLOYER_CACHE_DIR")
+    staging = testbed.hosts["gpu02"].staging_dir
+    Path(staging, "blobs", "sha256").mkdir(parents=True, exist_ok=True)
+    # a "complete" blob with the right name and size but wrong bytes, and a partial with a bad prefix
+    Path(blob_path(staging, blobs[0].digest, "zstd")).write_bytes(os.urandom(blobs[0].size))
+    Path(partial_path(staging, blobs[1].digest, "zstd")).write_bytes(os.urandom(blobs[1].size // 2))
+    code, out, err = deploy(ship_env, "ship", "--host", "gpu02", "--via", "tarball", "--image", ref, "--json",
+                            "--lock-wait", "120")
+    assert code == 0, err
+    rec = one(out, "gpu02")
+    assert rec["ok"] and rec["verified"] and host_image_id(testbed, "gpu02", ref) == info.id
+    assert "was corrupt" in err and "failed its sha256 check" in err
+
+
+def test_untrusted_host_key_refused_and_nothing_changed(testbed: Testbed, ship_env: dict[str, str],
+                                                          tmp_path: Path) -> None:
+    ref = tag("hostkey")
+    build(testbed, ref, [1])
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    inv = _inventory_with(testbed, tmp_path, "gpu01", deploy_known_hosts=str(empty))
+    history = Path(testbed.hosts["gpu01"].staging_dir, "history.jsonl")
+    before = history.read_bytes() if history.exists() else b""
+    code, out, err = deploy({**ship_env, "DEPLOY_INVENTORY": inv}, "ship", "--host", "gpu01", "--image", ref,
+                            "--json")
+    assert code == 1
+    rec = one(out, "gpu01")
+    assert not rec["ok"] and "host key" in rec["error"].lower() and rec["bytes_sent"] == 0
+    assert host_image_id(testbed, "gpu01", ref) is None
+    assert (history.read_bytes() if history.exists() else b"") == before
+    assert empty.read_text() == ""  # never trusted behind the user's back
