@@ -282,8 +282,9 @@ class Exporter:
 
     def _writers(self, codecs: list[str], diff_id: str, raw_size: int | None) -> list[tuple[BlobWriter, Compressor]]:
         return [
-            (self.cache.writer(diff_id, codec, codec_level(codec, self.level)), compressor(codec, self.level, raw_size))
+            (w, compressor(codec, self.level, w, raw_size))
             for codec in dict.fromkeys(codecs)
+            for w in [self.cache.writer(diff_id, codec, codec_level(codec, self.level))]
         ]
 
     def _pipe(
@@ -300,10 +301,10 @@ class Exporter:
                 total += len(raw)
                 if spool is not None:
                     spool.write(raw)
-                for w, c in writers:
-                    w.write(c.compress(raw))
-            for w, c in writers:
-                w.write(c.flush())
+                for _, c in writers:
+                    c.write(raw)
+            for _, c in writers:
+                c.finish()
         except BaseException:
             for w, _ in writers:
                 w.abort()

@@ -28,8 +28,11 @@ INFO, CONFIG = image(LAYERS, ref="example/app:v1")
 
 
 def _blob(cache: Cache, codec: str, raw: bytes) -> Blob:
-    c = compressor(codec, 3, len(raw))
-    return cache.put(sha(raw), codec, 3, [c.compress(raw), c.flush()], len(raw))
+    w = cache.writer(sha(raw), codec, 3)
+    c = compressor(codec, 3, w, len(raw))
+    c.write(raw)
+    c.finish()
+    return w.commit(len(raw))
 
 
 def _decode(codec: str, data: bytes) -> bytes:

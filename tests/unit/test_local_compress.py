@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+import gzip
+import io
+import os
+
+import pytest
+import zstandard
+
+from deployer.local.compress import (
+    codec_level,
+    compress_bytes,
+    compressor,
+    decompressor,
+    sniff,
+    zstd_workers,
+)
+
+
+class Sink(io.BytesIO):
+    pass
+
+
+@pytest.mark.parametrize("codec", ["zstd", "gzip"])
+def test_streaming_round_trip(codec: str) -> None:
+    data = os.urandom(3 << 20) + b"a" * (5 << 20)
+    sink = Sink()
+    c = compressor(codec, 3, sink, raw_size=len(data))
+    for i in range(0, len(data), 1 << 20):
+        c.write(data[i : i + (1 << 20)])
+    c.finish()
+    out = sink.getvalue()
+    assert sniff(out) == codec
+    assert len(out) < len(data)
+    inflate = decompressor(codec)
+    assert b"".join(inflate(out[i : i + 4096]) for i in range(0, len(out), 4096)) == data
+    if codec == "gzip":
+        assert gzip.decompress(out) == data
+    else:
+        assert zstandard.ZstdDecompressor().decompress(out) == data  # content size is in the header
+
+
+@pytest.mark.parametrize("codec", ["zstd", "gzip"])
+def test_concatenated_frames_decode_as_one_stream(codec: str) -> None:
+    joined = compress_bytes(codec, 3, b"hello ") + compress_bytes(codec, 3, b"") + compress_bytes(codec, 3, b"world")
+    assert decompressor(codec)(joined) == b"hello world"
+
+
+def test_levels_and_sniff() -> None:
+    assert codec_level("gzip", 19) == 9 and codec_level("gzip", 0) == 1
+    assert codec_level("zstd", 19) == 19
+    with pytest.raises(ValueError):
+        codec_level("lz4", 3)
+    assert sniff(b"{}") is None
+    assert 1 <= zstd_workers() <= 4
