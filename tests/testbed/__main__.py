@@ -37,6 +37,16 @@ def _target(name: str) -> str:
     return name if name == "uplink" else _host(name)
 
 
+def _mb(value: str) -> str:
+    if value != "off":
+        try:
+            if float(value) <= 0:
+                raise ValueError
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{value!r} is not a positive number of megabytes or 'off'") from None
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="scripts/testbed", description="Simulated GPU fleet for deployer's tests: "
                                  "sshd + dockerd per network namespace, a registry, a workstation dockerd.",
@@ -53,13 +63,16 @@ def main(argv: list[str] | None = None) -> int:
     th.add_argument("rate", help="e.g. 20mbit, 500kbit, 1gbit; 'off' removes the limit")
     fl = sub.add_parser("flaky", help="reset SSH connections to HOST after MB megabytes; 'off' removes it")
     fl.add_argument("host", type=_host)
-    fl.add_argument("mb", help="megabytes per connection before the reset, or 'off'")
+    fl.add_argument("mb", type=_mb, help="megabytes per connection before the reset, or 'off'")
     sub.add_parser("off", help="remove every fault: heal all hosts, remove all throttles and flaky rules")
     args = ap.parse_args(argv)
     p = Paths()
     try:
         return _dispatch(args, p)
-    except (TestbedError, ValueError) as exc:
+    except ValueError as exc:  # bad input such as a malformed rate
+        _say(f"error: {exc}")
+        return 2
+    except TestbedError as exc:
         _say(f"error: {exc}")
         return 1
 

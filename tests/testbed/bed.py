@@ -51,7 +51,8 @@ def ready(p: Paths, component: str) -> bool:
     kind, name = component.split("-", 1)
     if kind == "dockerd":
         return daemons.docker_ready(p, name)
-    return daemons.tcp_open(next(h.address for h in HOSTS if h.name == name), 22)
+    pid = alive(p, component)
+    return pid is not None and daemons.listening(pid, 22)
 
 
 def _log_tail(p: Paths, component: str, n: int = 8) -> str:

@@ -127,6 +127,20 @@ def start_sshd(p: Paths, name: str) -> None:
                   config=cfg.read_text())
 
 
+def listening(pid: int, port: int) -> bool:
+    """True if the process's network namespace has a TCP listener on port (read from /proc, so a cut or
+    throttled link does not make a healthy sshd look down)."""
+    want = f":{port:04X}"
+    for table in ("tcp", "tcp6"):
+        try:
+            lines = Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
+        except OSError:
+            continue
+        if any(f[1].endswith(want) and f[3] == "0A" for f in (line.split() for line in lines)):
+            return True
+    return False
+
+
 def tcp_open(addr: str, port: int, timeout: float = 0.5) -> bool:
     try:
         with socket.create_connection((addr, port), timeout=timeout) as s:
