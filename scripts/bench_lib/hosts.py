@@ -23,10 +23,13 @@ def reset(host: str) -> int:
     test and are left alone (their images then stay, and the first ship is not quite from zero).
     """
     cli = host_client(host)
-    for c in cli.containers.list(all=True, filters={"status": "exited"}):
-        c.remove(force=True)
-    for c in cli.containers.list(all=True, filters={"status": "created"}):
-        c.remove(force=True)
+    for status in ("exited", "created", "dead"):
+        for c in cli.containers.list(all=True, filters={"status": status}):
+            try:
+                c.remove(force=True)
+            except docker.errors.APIError as exc:  # gone already, or another test removes it right now
+                if exc.status_code not in (404, 409):
+                    raise
     removed = 0
     # Untag every tag, then delete what is left by id: `docker rmi` of an id with several tags fails.
     for img in cli.images.list(all=True):
@@ -37,7 +40,7 @@ def reset(host: str) -> int:
             except docker.errors.NotFound:
                 pass
             except docker.errors.APIError as exc:
-                if "being used by running container" not in str(exc):
+                if exc.status_code != 409:  # 409: in use by a running container, or being removed
                     raise
     cli.images.prune(filters={"dangling": False})
     stage = staging_dir(host)
