@@ -1,6 +1,7 @@
 """`deploy bundle` (wiring only): write a compressed docker-load tarball for air-gapped sites."""
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -58,6 +59,9 @@ def bundle(app: AppContext, image_ref: str, out: str, for_host: str | None, leve
            as_json: bool) -> None:
     """Write a local image as one compressed file that `docker load` takes on a server no
     network reaches (sneakernet): the full image, or only the layers HOST lacks."""
+    parent = os.path.dirname(os.path.abspath(out))
+    if not os.path.isdir(parent):
+        raise SpecError(f"-o {out}: directory {parent} does not exist")
     target: Target | None = None
     if for_host:
         hosts = app.select(for_host)

@@ -23,6 +23,18 @@ DEFAULT_MAX_BYTES = 20 * 1024**3
 _STALE_TEMP_SECONDS = 6 * 3600
 
 
+def configured_max_bytes() -> int:
+    """The cache bound: $DEPLOYER_CACHE_MAX_BYTES (accepts K/M/G suffixes), else 20 GiB."""
+    text = os.environ.get("DEPLOYER_CACHE_MAX_BYTES", "").strip().upper()
+    units = {"K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+    try:
+        if text and text[-1] in units:
+            return int(float(text[:-1]) * units[text[-1]])
+        return int(text) if text else DEFAULT_MAX_BYTES
+    except ValueError:
+        return DEFAULT_MAX_BYTES
+
+
 def default_root() -> Path:
     """$DEPLOYER_CACHE_DIR, else $XDG_CACHE_HOME/deployer/blobs (default ~/.cache/...)."""
     override = os.environ.get("DEPLOYER_CACHE_DIR")
@@ -186,8 +198,12 @@ class Cache:
             out.append((st.st_mtime, path, st.st_size))
         return out
 
-    def prune(self, max_bytes: int = DEFAULT_MAX_BYTES, keep: Iterable[Path] = ()) -> int:
-        """Delete least recently used content until the cache holds at most max_bytes; bytes freed."""
+    def prune(self, max_bytes: int | None = None, keep: Iterable[Path] = ()) -> int:
+        """Delete least recently used content until the cache holds at most max_bytes; bytes freed.
+
+        Default bound: configured_max_bytes() ($DEPLOYER_CACHE_MAX_BYTES, else 20 GiB)."""
+        if max_bytes is None:
+            max_bytes = configured_max_bytes()
         keep_set = {Path(p) for p in keep}
         entries = sorted(self._entries())
         total = sum(size for _, _, size in entries)

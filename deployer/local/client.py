@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import docker
 import docker.errors
 import requests.exceptions
+import urllib3.exceptions
 
 from deployer.errors import LocalError
 
@@ -52,7 +53,8 @@ def translated(what: str, hint: str | None = None) -> Iterator[None]:
             f"local Docker: {what}: {_explain(exc)}",
             hint=hint or f"check the local Docker daemon ({_where()}) with `docker info`",
         ) from exc
-    except requests.exceptions.RequestException as exc:
+    except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError) as exc:
+        # urllib3 errors escape requests while a streamed body (docker save) is being read
         raise LocalError(
             f"local Docker: {what}: connection failed: {exc}",
             hint=hint or f"check the local Docker daemon ({_where()}) with `docker info`",

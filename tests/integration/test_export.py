@@ -169,7 +169,7 @@ def test_export_memory_stays_small_for_a_300mb_image(testbed: Any, ws: docker.Do
     build(ws, tag, [200_000_000, 100_000_000])
     try:
         proc = subprocess.run([sys.executable, "-c", MEMORY_PROBE, testbed.ws_docker_host, tag, str(tmp_path)],
-                              capture_output=True, text=True, timeout=300, env={**os.environ})
+                              capture_output=True, text=True, timeout=300, env={**os.environ}, check=False)
         assert proc.returncode == 0, proc.stderr
         peak, compressed = map(int, proc.stdout.split())
         assert compressed > 300_000_000  # random data: every layer really went through both codecs

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from deployer.local.cache import Cache, default_root
+from deployer.local.cache import Cache, configured_max_bytes, default_root
 
 D1 = "sha256:" + "1" * 64
 D2 = "sha256:" + "2" * 64
@@ -132,3 +132,18 @@ def test_concurrent_writers_of_the_same_entry(tmp_path: Path) -> None:
     assert not errors
     blob = cache.lookup(D1, "zstd", 3)
     assert blob is not None and cache.verify(blob)  # sidecar always matches the file it names
+
+
+@pytest.mark.parametrize(("value", "expected"), [("", 20 * 1024**3), ("1000", 1000), ("2G", 2 * 1024**3),
+                                                 ("512m", 512 * 1024**2), ("junk", 20 * 1024**3)])
+def test_configured_max_bytes(monkeypatch: pytest.MonkeyPatch, value: str, expected: int) -> None:
+    monkeypatch.setenv("DEPLOYER_CACHE_MAX_BYTES", value)
+    assert configured_max_bytes() == expected
+
+
+def test_prune_defaults_to_the_configured_bound(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cache = Cache(tmp_path)
+    cache.put(D1, "zstd", 3, [b"x" * 3000], raw_size=3000)
+    monkeypatch.setenv("DEPLOYER_CACHE_MAX_BYTES", "1000")
+    assert cache.prune() == 3000
+    assert cache.lookup(D1, "zstd", 3) is None
