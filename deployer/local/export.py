@@ -73,6 +73,8 @@ class Exporter:
     # ---- public API -------------------------------------------------------------------
     def start(self) -> Exporter:
         """Take what the cache has; run one background `docker save` if anything is missing."""
+        if self._thread is not None or self._done:
+            return self  # already started
         for codec, ids in self.wanted.items():
             for diff_id in ids:
                 blob = self.cache.lookup(diff_id, codec, codec_level(codec, self.level))
