@@ -17,9 +17,22 @@ from deployer.errors import DeployError
 __all__ = ["cli", "main"]
 
 
+def _verbose(args: list[str]) -> bool:
+    """-v/--verbose among the global options only (after the command, `run -v` is a volume)."""
+    it = iter(args)
+    for arg in it:
+        if arg in ("-v", "--verbose"):
+            return True
+        if arg in ("-i", "--inventory"):
+            next(it, None)
+        elif not arg.startswith("-"):
+            return False
+    return False
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI, map deployer errors to exit codes, no traceback unless -v."""
-    verbose = any(a in ("-v", "--verbose") for a in (argv if argv is not None else sys.argv[1:]))
+    verbose = _verbose(argv if argv is not None else sys.argv[1:])
     try:
         # Without standalone mode click returns (not raises) the code of ctx.exit(code).
         rv = cli.main(args=argv, prog_name="deploy", standalone_mode=False)

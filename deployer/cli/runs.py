@@ -11,7 +11,7 @@ import click
 from deployer.cli import output
 from deployer.cli.app import cli
 from deployer.cli.context import AppContext
-from deployer.errors import CommandError, SpecError, UsageError
+from deployer.errors import SpecError, UsageError
 from deployer.fleet import Outcome
 
 _SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -142,16 +142,25 @@ def status_cmd(name: str | None, pattern: str, show_all: bool, as_json: bool, wa
                                              for h in hosts])
         return status.select(raw, name=name, show_all=show_all)
 
-    if watch and not as_json:
-        from rich.live import Live
+    def plain(statuses: list[status.HostStatus]) -> None:
+        output.table(render.STATUS_COLUMNS, render.status_rows(statuses))
+        for line in render.gpu_lines(statuses):
+            print(f"# gpus {line}", flush=True)
 
+    if watch and not as_json:
         try:
-            with Live(render.status_renderable(snapshot()), console=output.stdout, auto_refresh=False,
-                      screen=False) as live:
-                while True:
-                    time.sleep(interval)
-                    stamp = time.strftime("%H:%M:%S")
-                    live.update(render.status_renderable(snapshot(), title=f"deploy status  {stamp}"), refresh=True)
+            if output.is_tty():
+                from rich.live import Live
+
+                with Live(render.status_renderable(snapshot()), console=output.stdout, auto_refresh=False) as live:
+                    while True:
+                        time.sleep(interval)
+                        title = f"deploy status  {time.strftime('%H:%M:%S')}  (Ctrl-C to leave)"
+                        live.update(render.status_renderable(snapshot(), title=title), refresh=True)
+            while True:  # piped: a fresh table per refresh
+                print(f"# {time.strftime('%Y-%m-%d %H:%M:%S')}", flush=True)
+                plain(snapshot())
+                time.sleep(interval)
         except KeyboardInterrupt:
             click.get_current_context().exit(0)
     statuses = snapshot()
@@ -160,9 +169,7 @@ def status_cmd(name: str | None, pattern: str, show_all: bool, as_json: bool, wa
     elif output.is_tty():
         output.stdout.print(render.status_renderable(statuses))
     else:
-        output.table(render.STATUS_COLUMNS, render.status_rows(statuses))
-        for line in render.gpu_lines(statuses):
-            print(f"# gpus {line}")
+        plain(statuses)
     if any(not hs.reachable or hs.error for hs in statuses):
         click.get_current_context().exit(1)
 
@@ -184,7 +191,7 @@ With -f a dropped connection is re-opened and the stream resumes where it stoppe
 def logs_cmd(name: str, pattern: str, follow: bool, tail: str | None, since: str | None, timestamps: bool,
              timeout: float) -> None:
     """Stream a container's output (stdout and stderr)."""
-    from deployer.runs import logs, manage
+    from deployer.runs import logs
 
     host = _one_host(pattern)
     out = sys.stdout.buffer
@@ -196,12 +203,6 @@ def logs_cmd(name: str, pattern: str, follow: bool, tail: str | None, since: str
     try:
         logs.show(host, name, write, follow=follow, tail=tail, since=since, timestamps=timestamps, timeout=timeout,
                   on_reconnect=lambda why: output.warn(f"{host.name}: connection lost ({why}); reconnecting"))
-    except CommandError as exc:
-        if "no such container" in exc.result.stderr.lower():
-            names = manage.names_on(host, timeout=timeout)
-            raise manage.unknown_name(name, [Outcome(host, value=manage.Acted(host.name, name, False, names=names))]) \
-                from exc
-        raise
     except KeyboardInterrupt:
         click.get_current_context().exit(0)
     except BrokenPipeError:  # `deploy logs ... | head`

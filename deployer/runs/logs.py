@@ -17,6 +17,7 @@ from deployer.errors import HostError
 from deployer.inventory.host import Host
 from deployer.transport import connect
 from deployer.transport.retry import budget_seconds
+from deployer.transport.session import Session
 
 log = logging.getLogger(__name__)
 
@@ -82,12 +83,24 @@ class LogCursor:
         return self.last_raw
 
 
+def _check_exists(session: Session, host: Host, name: str) -> None:
+    """UsageError (exit 2, with the names that exist) when there is no such container."""
+    from deployer.fleet import Outcome
+    from deployer.runs.manage import Acted, unknown_name
+
+    res = session.run(cmd.container_inspect_argv(host.docker, name), check=False)
+    if not res.ok and "no such" in res.stderr.lower():
+        names = tuple(n for n in session.run(cmd.names_argv(host.docker)).stdout.splitlines() if n)
+        raise unknown_name(name, [Outcome(host, value=Acted(host.name, name, False, names=names))])
+
+
 def show(host: Host, name: str, write: Callable[[bytes], None], *, follow: bool = False,
          tail: str | None = None, since: str | None = None, timestamps: bool = False,
          timeout: float = 10.0, on_reconnect: Callable[[str], None] | None = None) -> None:
     """Write the container's logs; with follow, reconnect after drops without repeating lines."""
     if not follow:
         with connect(host, timeout=timeout) as session:
+            _check_exists(session, host, name)
             for chunk in session.stream(cmd.logs_argv(host.docker, name, tail=tail, since=since,
                                                       timestamps=timestamps)):
                 write(chunk)
@@ -99,6 +112,8 @@ def show(host: Host, name: str, write: Callable[[bytes], None], *, follow: bool 
     while True:
         try:
             with connect(host, timeout=timeout) as session:
+                if first:
+                    _check_exists(session, host, name)
                 resume_at = None if first else cursor.resume()
                 argv = cmd.logs_argv(host.docker, name, follow=True, timestamps=True,
                                      tail=tail if resume_at is None else None, since=resume_at or since)

@@ -48,9 +48,9 @@ def ask(host: Host, *, timeout: float) -> HostStatus:
     try:
         with connect(host, timeout=timeout) as session:
             res = session.run(cmd.status_argv(host.docker), timeout=max(timeout, 30.0))
-    except CommandError as exc:
-        reason = exc.reason.splitlines()
-        return HostStatus(host.name, True, " ".join(s.strip() for s in reason))
+    except CommandError as exc:  # reachable, but docker did not answer
+        tail = exc.result.stderr_tail(2).replace("\n", " ").strip() or f"exit {exc.result.exited}"
+        return HostStatus(host.name, True, f"docker failed: {' '.join(tail.split())}")
     except HostError as exc:  # cannot connect, auth or host key refused, link dropped
         return HostStatus(host.name, False, _reason(exc))
     containers_text, gpu_text = cmd.split_status(res.stdout)

@@ -2,12 +2,25 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from deployer.commands.run import (
-    ContainerStatus, container_inspect_argv, gpus_of, image_inspect_argv, logs_argv, missing_paths_argv,
-    parse_image_inspect, parse_inspect, parse_time, rm_argv, run_argv, split_status, status_argv, stop_argv,
-    wait_argv, write_file_argv,
+    ContainerStatus,
+    container_inspect_argv,
+    gpus_of,
+    image_inspect_argv,
+    logs_argv,
+    missing_paths_argv,
+    parse_image_inspect,
+    parse_inspect,
+    parse_time,
+    rm_argv,
+    run_argv,
+    split_status,
+    status_argv,
+    stop_argv,
+    wait_argv,
+    write_file_argv,
 )
 from deployer.runs.spec import RunSpec, parse_volume
 
@@ -109,9 +122,9 @@ def test_gpus_of() -> None:
 
 
 def test_parse_time() -> None:
-    assert parse_time("2026-11-29T15:30:12.123456789Z") == datetime(2026, 11, 29, 15, 30, 12, 123456, tzinfo=timezone.utc)
-    assert parse_time("2026-11-29T15:30:12Z") == datetime(2026, 11, 29, 15, 30, 12, tzinfo=timezone.utc)
-    assert parse_time("2026-11-29T17:30:12.5+02:00") == datetime(2026, 11, 29, 15, 30, 12, 500000, tzinfo=timezone.utc)
+    assert parse_time("2026-11-29T15:30:12.123456789Z") == datetime(2026, 11, 29, 15, 30, 12, 123456, tzinfo=UTC)
+    assert parse_time("2026-11-29T15:30:12Z") == datetime(2026, 11, 29, 15, 30, 12, tzinfo=UTC)
+    assert parse_time("2026-11-29T17:30:12.5+02:00") == datetime(2026, 11, 29, 15, 30, 12, 500000, tzinfo=UTC)
     assert parse_time("0001-01-01T00:00:00Z") is None
     assert parse_time("junk") is None
 

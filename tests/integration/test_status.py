@@ -1,0 +1,141 @@
+"""`deploy status` and `deploy logs` against the testbed."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from test_run_support import (
+    BUSYBOX,
+    SAMPLE,
+    load_images,
+    remove_containers,
+    run_cli,
+    status_json,
+    unique,
+    wait_for,
+)
+
+
+@pytest.fixture(scope="module")
+def images(testbed: Any) -> Iterator[None]:
+    load_images(testbed)
+    yield
+
+
+@pytest.fixture
+def names(testbed: Any, images: None) -> Iterator[list[str]]:
+    made: list[str] = []
+    yield made
+    remove_containers(testbed, made)
+
+
+def one(deploy_cli: Any, name: str, host: str) -> dict[str, Any] | None:
+    code, rows, err = status_json(deploy_cli, name, "--host", host)
+    assert code == 0, err
+    return rows[0] if rows else None
+
+
+def test_running_then_exited_with_code(deploy_cli: Any, testbed: Any, names: list[str]) -> None:
+    name = unique("st")
+    names.append(name)
+    code, _, err = run_cli(deploy_cli, testbed, "--host", "gpu01", "--image", BUSYBOX, "--name", name, "--gpus", "1",
+                              "--", "sh", "-c", "sleep 2; exit 3")
+    assert code == 0, err
+    row = one(deploy_cli, name, "gpu01")
+    assert row is not None
+    assert set(row) == {"host", "reachable", "error", "name", "image", "image_id", "state", "exit_code",
+                        "oom_killed", "started_at", "finished_at", "gpus"}
+    assert (row["host"], row["reachable"], row["state"], row["exit_code"], row["gpus"]) == \
+        ("gpu01", True, "running", None, ["0"])
+    assert row["image"] == BUSYBOX and row["image_id"].startswith("sha256:") and row["started_at"].endswith("Z")
+    done = wait_for(lambda: (r := one(deploy_cli, name, "gpu01")) and r["state"] == "exited" and r, timeout=15)
+    assert done and done["exit_code"] == 3 and done["oom_killed"] is False and done["finished_at"]
+
+
+def test_memory_limit_shows_oom_killed(deploy_cli: Any, testbed: Any, names: list[str]) -> None:
+    # The shell itself (pid 1) swallows ~100 MB into a variable under an 8 MB limit: the kernel's
+    # cgroup OOM killer ends it and docker records OOMKilled (cgroup v1 memory controller here).
+    name = unique("oom")
+    names.append(name)
+    code, _, err = run_cli(deploy_cli, testbed, "--host", "gpu02", "--image", BUSYBOX, "--name", name, "--memory", "8m",
+                              "--attach", "--", "sh", "-c", 'x=$(head -c 100000000 /dev/zero | tr "\\0" a); echo kept')
+    assert code == 137, err
+    row = one(deploy_cli, name, "gpu02")
+    assert row is not None and row["state"] == "exited" and row["exit_code"] == 137 and row["oom_killed"] is True
+
+
+def test_cut_host_is_unreachable_others_listed(deploy_cli: Any, testbed: Any, names: list[str]) -> None:
+    name = unique("cut")
+    names.append(name)
+    code, _, err = run_cli(deploy_cli, testbed, "--host", "gpu02", "--image", SAMPLE, "--name", name, "--", "sleep")
+    assert code == 0, err
+    testbed.cut("cpu01")
+    try:
+        started = time.monotonic()
+        code, rows, err = status_json(deploy_cli, "--host", "gpu02,cpu01", "--timeout", "3")
+        elapsed = time.monotonic() - started
+    finally:
+        testbed.heal("cpu01")
+    assert code == 1  # a host could not be asked
+    assert elapsed < 15
+    down = [r for r in rows if r["host"] == "cpu01"]
+    assert len(down) == 1 and down[0]["reachable"] is False and down[0]["error"]
+    assert any(r["host"] == "gpu02" and r["name"] == name and r["state"] == "running" for r in rows)
+    code, _, err = deploy_cli("status", "--host", "gpu02,cpu01", "--timeout", "3")
+    assert code == 0, err  # healed
+
+
+def test_status_table_with_gpu_lines(deploy_cli: Any, testbed: Any, names: list[str]) -> None:
+    name = unique("tbl")
+    names.append(name)
+    code, _, err = run_cli(deploy_cli, testbed, "--host", "gpu02", "--image", SAMPLE, "--name", name, "--gpus", '"device=2"',
+                              "--", "sleep")
+    assert code == 0, err
+    code, out, err = deploy_cli("status", "--host", "gpu02")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].startswith("HOST\tNAME\tIMAGE\tSTATE")
+    row = next(line.split("\t") for line in lines if f"\t{name}\t" in line)
+    assert row[0] == "gpu02" and row[3] == "running" and row[-1] == "2" and row[7].startswith("up ")
+    gpu = next(line for line in lines if line.startswith("# gpus gpu02"))
+    assert "A100" in gpu and gpu.count("MiB") == 4
+    code, _, err = deploy_cli("status", name + "-nope", "--host", "gpu02")
+    assert code == 2 and "did you mean" in err
+
+
+def test_logs_follow_streams_as_printed(deploy_cli: Any, testbed: Any, cli_env: dict[str, str], names: list[str]) -> None:
+    name = unique("logs")
+    names.append(name)
+    code, _, err = run_cli(deploy_cli, testbed, "--host", "gpu01", "--image", SAMPLE, "--name", name, "--", "ticks", "4")
+    assert code == 0, err
+    proc = subprocess.Popen([sys.executable, "-c", "import sys; from deployer.cli import main; sys.exit(main())",
+                             "logs", name, "--host", "gpu01", "-f"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=cli_env)
+    seen: list[tuple[float, str]] = []
+    assert proc.stdout is not None
+    for raw in proc.stdout:
+        seen.append((time.monotonic(), raw.decode().rstrip("\n")))
+    assert proc.wait(timeout=30) == 0
+    lines = [line for _, line in seen]
+    assert lines[0].startswith("sample 1:") and lines[1:] == ["tick 1", "tick 2", "tick 3", "tick 4"]
+    ticks = [t for t, line in seen if line.startswith("tick")]
+    assert ticks[-1] - ticks[0] > 1.5  # printed as they came, not all at the end
+    code, out, _ = deploy_cli("logs", name, "--host", "gpu01", "--tail", "2", "--timestamps")
+    assert code == 0 and [line.split(" ", 1)[1] for line in out.splitlines()] == ["tick 3", "tick 4"]
+    code, _, err = deploy_cli("logs", "nope-" + name, "--host", "gpu01")
+    assert code == 2 and "did you mean" in err
+
+
+def test_watch_refreshes_until_interrupted(deploy_cli: Any, cli_env: dict[str, str]) -> None:
+    proc = subprocess.Popen([sys.executable, "-c", "import sys; from deployer.cli import main; sys.exit(main())",
+                             "status", "--host", "gpu01", "--watch", "--interval", "0.5"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**cli_env, "COLUMNS": "200"})
+    time.sleep(3)
+    proc.send_signal(2)
+    out, err = proc.communicate(timeout=15)
+    assert proc.returncode == 0, err
+    assert b"Traceback" not in err and out.count(b"HOST\tNAME") >= 2  # piped: a fresh table per refresh
