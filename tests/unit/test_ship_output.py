@@ -1,0 +1,59 @@
+"""Push-stream checking, the --json record, and the plain progress reporter."""
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from deployer.errors import LocalError
+from deployer.ship.model import ShipResult
+from deployer.ship.progress import PlainReporter
+from deployer.ship.registry import read_push_stream
+
+PUSH_OK = [
+    {"status": "The push refers to repository [r:5000/t]"},
+    {"status": "Preparing", "id": "aaa"},
+    {"status": "Preparing", "id": "bbb"},
+    {"status": "Layer already exists", "id": "aaa"},
+    {"status": "Pushing", "id": "bbb", "progressDetail": {"current": 512, "total": 2000}},
+    {"status": "Pushing", "id": "bbb", "progressDetail": {"current": 2000, "total": 2000}},
+    {"status": "Pushed", "id": "bbb"},
+    {"status": "v1: digest: sha256:00 size: 527"},
+]
+
+
+def test_push_stream_counts_layers_and_bytes() -> None:
+    seen: list[int] = []
+    stats = read_push_stream(iter(PUSH_OK), "r:5000/t:v1", seen.append)
+    assert (stats.layers_pushed, stats.layers_existing, stats.bytes_pushed) == (1, 1, 2000)
+    assert sum(seen) == 2000
+
+
+@pytest.mark.parametrize("bad", [
+    {"error": "denied: requested access to the resource is denied"},
+    {"errorDetail": {"message": "blob upload unknown"}},
+])
+def test_push_stream_errors_inside_the_stream_are_caught(bad: dict[str, object]) -> None:
+    with pytest.raises(LocalError, match="pushing r:5000/t:v1 failed: (denied|blob upload unknown)"):
+        read_push_stream(iter([*PUSH_OK[:3], bad]), "r:5000/t:v1")
+
+
+def test_json_record_has_exactly_the_documented_keys() -> None:
+    rec = ShipResult("gpu01", via="tarball", image_id="sha256:1", verified=True, layers_total=3,
+                     layers_sent=1, bytes_sent=10, seconds=1.23456).to_json()
+    assert rec == {"host": "gpu01", "ok": True, "error": None, "via": "tarball", "image_id": "sha256:1",
+                   "verified": True, "layers_total": 3, "layers_sent": 1, "bytes_sent": 10, "seconds": 1.235}
+    assert ShipResult("gpu02").to_json("boom")["ok"] is False
+
+
+def test_plain_reporter_lines() -> None:
+    out = io.StringIO()
+    rep = PlainReporter(out, interval=3600)
+    rep.phase("gpu01", "sending", "layer 1/2")
+    rep.total("gpu01", 2_000_000)
+    rep.sent("gpu01", 1_000_000)  # throttled: within the interval, no line
+    rep.note("gpu01", "resuming")
+    rep.done("gpu01", True, "tarball: 2/3 layers")
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "gpu01: sending layer 1/2"
+    assert lines[1:] == ["gpu01: resuming", "gpu01: done tarball: 2/3 layers"]

@@ -1,0 +1,212 @@
+"""Resumable staging and the deploy lock, with the real remote scripts run by a local sh.
+
+LocalSession runs each argv as a local process (no SSH: that is what tests/integration covers)
+and can cut a send() after N bytes the way a dropped link does: the remote `cat` keeps what it
+got, and the sender sees a transient TransferError.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import pytest
+
+from deployer.commands import ship as cmd
+from deployer.errors import CommandError, LockError, TransferError
+from deployer.inventory.host import Host
+from deployer.local.cache import Blob
+from deployer.ship import lock as locks
+from deployer.ship.conn import HostConn
+from deployer.ship.tarball import CHUNK, Counter, send_tail, stage_blob
+from deployer.transport.result import Result
+
+
+class LocalSession:
+    """A Session whose 'host' is this machine; send() may die after a scripted number of bytes."""
+
+    def __init__(self, drops: list[int | None], corrupt: bool = False) -> None:
+        self.host = "local"
+        self.alive = True
+        self.drops = drops  # shared by every connection: one entry consumed per send()
+        self.corrupt = corrupt
+
+    def run(self, argv: Sequence[str], *, check: bool = True, input: bytes | None = None,
+            timeout: float | None = None) -> Result:
+        proc = subprocess.run(list(argv), input=input, capture_output=True, check=False, timeout=timeout)
+        res = Result.of(argv, proc.returncode, proc.stdout.decode(), proc.stderr.decode(), self.host)
+        if check and not res.ok:
+            raise CommandError(self.host, res)
+        return res
+
+    def send(self, argv: Sequence[str], chunks: Iterable[bytes], *, check: bool = True,
+             timeout: float | None = None) -> Result:
+        budget = self.drops.pop(0) if self.drops else None
+        proc = subprocess.Popen(list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert proc.stdin is not None
+        sent = 0
+        for chunk in chunks:
+            if self.corrupt:
+                chunk = bytes(len(chunk))
+            if budget is not None and sent + len(chunk) > budget:
+                proc.stdin.write(chunk[: budget - sent])
+                proc.stdin.close()
+                proc.wait()
+                self.alive = False
+                raise TransferError(self.host, f"connection lost after {budget} bytes", transient=True)
+            proc.stdin.write(chunk)
+            sent += len(chunk)
+        out, err = proc.communicate()
+        res = Result.of(argv, proc.returncode, out.decode(), err.decode(), self.host)
+        if check and not res.ok:
+            raise CommandError(self.host, res)
+        return res
+
+    def close(self) -> None:
+        self.alive = False
+
+
+def conn_with(drops: list[int | None], corrupt: bool = False) -> tuple[HostConn, list[LocalSession]]:
+    sessions: list[LocalSession] = []
+
+    def connector(_host: Host) -> LocalSession:
+        sessions.append(LocalSession(drops, corrupt))
+        return sessions[-1]
+
+    return HostConn(Host("local"), connector=connector), sessions
+
+
+def make_blob(tmp_path: Path, size: int) -> Blob:
+    data = os.urandom(size)
+    path = tmp_path / "blob.zst"
+    path.write_bytes(data)
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    return Blob("sha256:" + "0" * 64, "zstd", 3, path, digest, size, size)
+
+
+@pytest.fixture(autouse=True)
+def short_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DEPLOYER_RETRY_BUDGET", "3")
+
+
+def test_send_tail_resumes_from_the_acknowledged_offset(tmp_path: Path) -> None:
+    blob = make_blob(tmp_path, 5 * CHUNK + 123)
+    staging = str(tmp_path / "staging")
+    conn, sessions = conn_with([CHUNK + 1000, 2 * CHUNK + 7, None])  # two drops, then a good link
+    counter = Counter()
+    notes: list[str] = []
+    final = stage_blob(conn, staging, blob, counter, notes.append)
+    assert Path(final).read_bytes() == blob.path.read_bytes()
+    assert not Path(cmd.partial_path(staging, blob.digest, "zstd")).exists()
+    assert len(sessions) == 3  # reconnected after each drop
+    # each drop loses at most the chunk in flight: never a restart from zero
+    assert blob.size <= counter.sent <= blob.size + 2 * CHUNK
+    assert [n.split(" at ")[1] for n in notes] == [f"{CHUNK + 1000} of {blob.size} bytes",
+                                                   f"{3 * CHUNK + 1007} of {blob.size} bytes"]
+
+
+def test_resume_across_runs_sends_only_the_tail(tmp_path: Path) -> None:
+    blob = make_blob(tmp_path, 3 * CHUNK)
+    staging = str(tmp_path / "staging")
+    partial = Path(cmd.partial_path(staging, blob.digest, "zstd"))
+    partial.parent.mkdir(parents=True)
+    partial.write_bytes(blob.path.read_bytes()[: 2 * CHUNK + 5])  # a previous run got this far
+    conn, _ = conn_with([])
+    counter = Counter()
+    stage_blob(conn, staging, blob, counter)
+    assert counter.sent == CHUNK - 5
+    # and a blob already staged (verified) is reused with nothing sent
+    counter = Counter()
+    stage_blob(conn, staging, blob, counter)
+    assert counter.sent == 0
+
+
+def test_tampered_partial_and_final_are_resent(tmp_path: Path) -> None:
+    blob = make_blob(tmp_path, 2 * CHUNK)
+    staging = str(tmp_path / "staging")
+    final = Path(cmd.blob_path(staging, blob.digest, "zstd"))
+    final.parent.mkdir(parents=True)
+    final.write_bytes(os.urandom(blob.size))  # right name, wrong bytes
+    notes: list[str] = []
+    conn, _ = conn_with([])
+    stage_blob(conn, staging, blob, Counter(), notes.append)
+    assert final.read_bytes() == blob.path.read_bytes() and "was corrupt" in notes[0]
+    final.unlink()
+    partial = Path(cmd.partial_path(staging, blob.digest, "zstd"))
+    partial.write_bytes(b"garbage" * 10)  # a bad prefix: detected only by the final hash
+    counter = Counter()
+    notes.clear()
+    stage_blob(conn, staging, blob, counter, notes.append)
+    assert final.read_bytes() == blob.path.read_bytes()
+    assert counter.sent == blob.size - 70 + blob.size and "failed its sha256 check" in notes[0]
+
+
+def test_corrupt_twice_is_a_transfer_error_naming_the_blob(tmp_path: Path) -> None:
+    blob = make_blob(tmp_path, CHUNK)
+    conn, _ = conn_with([], corrupt=True)
+    with pytest.raises(TransferError, match=f"{blob.digest} arrived corrupt twice") as info:
+        stage_blob(conn, str(tmp_path / "staging"), blob, Counter())
+    assert not info.value.transient
+
+
+def test_no_progress_gives_up_within_the_budget(tmp_path: Path) -> None:
+    blob = make_blob(tmp_path, CHUNK)
+    conn, sessions = conn_with([0] * 1000)  # every connection dies before a byte lands
+    with pytest.raises(TransferError, match="connection lost"):
+        send_tail(conn, str(tmp_path / "x.partial"), blob, Counter())
+    assert 2 <= len(sessions) < 50  # retried with backoff, then stopped
+
+
+def local_session() -> LocalSession:
+    return LocalSession([])
+
+
+def test_lock_names_the_holder_and_releases_only_its_own(tmp_path: Path) -> None:
+    staging = str(tmp_path / "staging")
+    mine = locks.acquire(local_session(), staging, "trainer:v3")
+    with pytest.raises(LockError, match=r"another deploy is in progress: lock held by .*@.*, pid \d+, "
+                                        r"shipping trainer:v3, since "):
+        locks.acquire(local_session(), staging, "other:v1")
+    locks.Lock("local", staging, "not-the-token").release(local_session())
+    assert Path(staging, "lock").exists()
+    mine.release(local_session())
+    assert not Path(staging, "lock").exists()
+
+
+def test_lock_wait_then_acquire(tmp_path: Path) -> None:
+    staging = str(tmp_path / "staging")
+    held = locks.acquire(local_session(), staging, "a:1")
+    import threading
+
+    threading.Timer(0.3, lambda: held.release(local_session())).start()
+    locks.acquire(local_session(), staging, "b:1", wait_s=5, poll_s=0.1).release(local_session())
+
+
+def test_stale_lock_is_reported_and_broken_only_on_request(tmp_path: Path) -> None:
+    staging = tmp_path / "staging"
+    (staging / "lock").mkdir(parents=True)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    import socket
+
+    owner = {"by": "ann@ws", "workstation": socket.gethostname(), "pid": dead.pid, "image": "x:1",
+             "since": "2024-01-01T00:00:00+00:00", "token": "t"}
+    (staging / "lock" / "owner").write_text(json.dumps(owner) + "\n")
+    with pytest.raises(LockError, match=f"looks stale \\(its process {dead.pid} on this workstation is gone\\)"
+                                        ": held by ann@ws") as info:
+        locks.acquire(local_session(), str(staging), "y:1")
+    assert "--break-lock" in str(info.value)
+    locks.acquire(local_session(), str(staging), "y:1", break_lock=True).release(local_session())
+
+
+def test_stale_reason_by_age() -> None:
+    old = cmd.LockState(False, 10 * 3600, {"workstation": "elsewhere", "pid": 1})
+    assert locks.stale_reason(old, stale_after_s=6 * 3600) == "it is 10 h old"
+    fresh = cmd.LockState(False, 60, {"workstation": "elsewhere", "pid": 1})
+    assert locks.stale_reason(fresh, stale_after_s=6 * 3600) is None
+    here = cmd.LockState(False, 60, {"workstation": "ws1", "pid": 42})
+    assert locks.stale_reason(here, workstation="ws1", pid_alive=lambda pid: False) is not None
+    assert locks.stale_reason(here, workstation="ws1", pid_alive=lambda pid: True) is None
