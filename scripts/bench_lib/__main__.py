@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import signal
 import sys
 import time
 from dataclasses import replace
@@ -67,8 +68,14 @@ def parse(argv: list[str]) -> BenchConfig:
     return replace(cfg, smoke=a.smoke, rebuild=a.rebuild)
 
 
+def _interrupted(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str]) -> int:
     cfg = parse(argv)
+    # SIGTERM unwinds like Ctrl-C: the running step's process group is killed, the uplink unthrottled.
+    signal.signal(signal.SIGTERM, _interrupted)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     started = time.monotonic()
     meta: dict[str, Any] = {"command": "scripts/bench " + shlex.join(argv), "started": stamp,
@@ -85,10 +92,15 @@ def main(argv: list[str]) -> int:
         f"code layer {pair.code_layer.size / 1e6:.2f} MB raw, {pair.code_layer.zstd_size / 1e6:.2f} MB zstd")
     meta["image"] = {"v1": pair.v1.as_dict(), "v2": pair.v2.as_dict(), "code_layer": vars(pair.code_layer)}
     run = runner.Runner(cfg, pair, stamp.lower(), log)
+    interrupted = False
     try:
         samples = run.samples()
+    except KeyboardInterrupt:
+        interrupted, samples = True, run.results
+        log(f"interrupted: reporting the {len(samples)} finished steps")
     finally:
         hosts.throttle(None, force=True)
+    meta["interrupted"] = interrupted
     rows = report.rows(samples)
     targets = report.targets(rows, pair.code_layer.zstd_size, pair.v1.size)
     meta["seconds"] = round(time.monotonic() - started, 1)
@@ -100,6 +112,8 @@ def main(argv: list[str]) -> int:
     (cfg.out / f"bench-{stamp}.md").write_text(report.markdown(rows, targets))
     report.print_table(rows, targets)
     log(f"wrote {out} and {out.with_suffix('.md')} in {meta['seconds']} s")
+    if interrupted:
+        return 130
     return 0 if all(s.ok for s in samples) else 1
 
 

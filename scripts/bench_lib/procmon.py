@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import threading
 import time
@@ -79,20 +80,32 @@ class _Watcher(threading.Thread):
         self.peak = max(self.peak, total)
 
 
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
 def run(argv: Sequence[str], env: Mapping[str, str] | None = None, timeout: float | None = None,
         cwd: str | None = None) -> Finished:
     """Run argv to completion, timing it and sampling its process tree's memory."""
     start = time.monotonic()
+    # Its own process group, so that a timeout or an interrupted bench ends the whole pipeline.
     proc = subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env=dict(env) if env is not None else None, cwd=cwd)
+                            env=dict(env) if env is not None else None, cwd=cwd, start_new_session=True)
     watcher = _Watcher(proc.pid)
     watcher.start()
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        proc.kill()
+        _kill_group(proc)
         out, err = proc.communicate()
         err += f"\n(killed after {timeout:.0f} s)".encode()
+    except BaseException:
+        _kill_group(proc)
+        raise
     finally:
         watcher.done.set()
         watcher.join()

@@ -55,6 +55,7 @@ class Runner:
     def __init__(self, cfg: BenchConfig, pair: ImagePair, run_id: str, log: Callable[[str], None]):
         self.cfg, self.pair, self.run_id, self.log = cfg, pair, run_id, log
         self.counter = 0
+        self.results: list[Sample] = []  # grows as steps finish, so an interrupted run can still report
         self.cache = Path(tempfile.mkdtemp(prefix="deployer-bench-cache-"))
         self.timeout = max(600.0, 1500.0 * cfg.size_gb * (3 if cfg.rate else 1))
 
@@ -67,7 +68,7 @@ class Runner:
 
     def samples(self) -> list[Sample]:
         """Every step of the matrix, in order, reps innermost so that drift hits all tools alike."""
-        out = []
+        out = self.results
         for scenario in self.cfg.scenarios:
             for rate in self.cfg.modes():
                 if rate is not None and scenario not in self.cfg.throttled_scenarios:
