@@ -57,8 +57,8 @@ class HostConn:
         if session is not None:
             try:
                 session.close()
-            except Exception:  # noqa: BLE001 - closing a dead link may fail any way it likes
-                pass
+            except Exception as exc:  # noqa: BLE001 - closing a dead link may fail any way it likes
+                log.debug("%s: closing a dropped session: %s", self.name, exc)
 
     def run(self, argv: Sequence[str], *, what: str = "remote command", **kwargs: Any) -> Result:
         """session.run under the transient retry policy (reconnecting between attempts)."""

@@ -13,6 +13,7 @@ from typing import IO, Protocol
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
 from deployer.ship.plan import human_bytes
 
@@ -160,15 +161,15 @@ class RichReporter(_Base):
         with self._lock:
             items = list(self.hosts.items())
         for host, p in items:
-            style = {True: "green", False: "red"}.get(p.ok, "")  # type: ignore[arg-type]
+            style = "" if p.ok is None else ("green" if p.ok else "red")
             speed = p.speed()
             eta = p.eta()
-            table.add_row(
-                host, f"[{style}]{p.phase}[/]" if style else p.phase,
+            table.add_row(  # Text, not markup: hosts and messages may contain [brackets]
+                Text(host), Text(p.phase, style=style),
                 f"{human_bytes(p.sent)}/{human_bytes(p.total)}" if (p.total or p.sent) else "",
                 f"{human_bytes(speed)}/s" if speed and p.ok is None else "",
                 f"{int(eta)}s" if eta is not None and p.ok is None else "",
-                p.detail,
+                Text(p.detail),
             )
         return table
 

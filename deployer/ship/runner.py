@@ -206,7 +206,8 @@ def ship_image(hosts: Sequence[Host], image_ref: str, options: ShipOptions | Non
                 return result
             except DeployError as exc:
                 reporter.done(host.name, False, str(exc).splitlines()[0])
-                _record(job, "failed", str(exc).splitlines()[0])
+                if not getattr(exc, "transient", False):  # a dead link cannot take a history record
+                    _record(job, "failed", str(exc).splitlines()[0])
                 raise _attach(exc, job)
             finally:
                 _release(job)

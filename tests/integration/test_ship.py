@@ -222,6 +222,36 @@ def test_resume_after_cut_and_heal(faults: Testbed, ship_env: dict[str, str]) ->
     assert rec["bytes_sent"] < 24_000_000 + at_cut, "more than the unacknowledged tail was re-sent"
 
 
+def test_killed_deployer_resumes_on_the_next_run(faults: Testbed, ship_env: dict[str, str]) -> None:
+    testbed = faults
+    ref = tag("kill")
+    image = build(testbed, ref, [12])
+    testbed.throttle("airgap01", "40mbit")
+    proc = subprocess.Popen([*_deploy_argv(), "ship", "--host", "airgap01", "--image", ref, "--json",
+                             "--lock-wait", "120"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=ship_env, cwd=str(REPO))
+    blobs = Path(testbed.hosts["airgap01"].staging_dir, "blobs", "sha256")
+    deadline = time.monotonic() + 60
+    got = 0
+    while got < 4_000_000 and time.monotonic() < deadline and proc.poll() is None:
+        got = max([p.stat().st_size for p in blobs.glob("*.partial")] + [0])
+        time.sleep(0.05)
+    proc.kill()  # SIGKILL: no cleanup, the lock stays behind
+    proc.communicate()
+    assert got >= 4_000_000, "the transfer never got going"
+    testbed.throttle("airgap01", None)
+    code, out, err = deploy(ship_env, "ship", "--host", "airgap01", "--image", ref, "--json")
+    assert code == 1
+    rec = one(out, "airgap01")
+    assert "looks stale" in rec["error"] and "gone" in rec["error"] and "--break-lock" in err
+    code, out, err = deploy(ship_env, "ship", "--host", "airgap01", "--image", ref, "--json", "--break-lock")
+    assert code == 0, err
+    rec = one(out, "airgap01")
+    assert rec["ok"] and rec["verified"] and host_image_id(testbed, "airgap01", ref) == image.id
+    print(f"killed at {got} B staged; the re-run sent {rec['bytes_sent']} B")
+    assert rec["bytes_sent"] <= 12_000_000 - got + 1_000_000  # only the tail, not the whole layer again
+
+
 def test_connection_reset_every_few_mb(faults: Testbed, ship_env: dict[str, str]) -> None:
     testbed = faults
     ref = tag("flaky")
@@ -279,7 +309,7 @@ def test_staging_too_small_fails_before_sending(testbed: Testbed, ship_env: dict
     small = Path(testbed.state) / "shiptest-tmpfs" / uuid.uuid4().hex[:6]
     with testbed.tmpfs(small, "1m"):
         inv = _inventory_with(testbed, tmp_path, "airgap01", deploy_staging_dir=str(small / "staging"))
-        code, out, err = deploy({**ship_env, "DEPLOY_INVENTORY": inv}, "ship", "--host", "airgap01",
+        code, out, _err = deploy({**ship_env, "DEPLOY_INVENTORY": inv}, "ship", "--host", "airgap01",
                                 "--image", ref, "--json", "--lock-wait", "120")
         assert code == 1
         rec = one(out, "airgap01")
@@ -326,7 +356,7 @@ def test_untrusted_host_key_refused_and_nothing_changed(testbed: Testbed, ship_e
     inv = _inventory_with(testbed, tmp_path, "gpu01", deploy_known_hosts=str(empty))
     history = Path(testbed.hosts["gpu01"].staging_dir, "history.jsonl")
     before = history.read_bytes() if history.exists() else b""
-    code, out, err = deploy({**ship_env, "DEPLOY_INVENTORY": inv}, "ship", "--host", "gpu01", "--image", ref,
+    code, out, _err = deploy({**ship_env, "DEPLOY_INVENTORY": inv}, "ship", "--host", "gpu01", "--image", ref,
                             "--json")
     assert code == 1
     rec = one(out, "gpu01")
