@@ -1,0 +1,216 @@
+"""The SSH transport against the real testbed: argv quoting, binary send, streaming, timeouts,
+jump hosts, dead links, retries, authentication."""
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import paramiko
+import pytest
+
+from deployer.errors import AuthError, CommandError, ConnectError, TransferError
+from deployer.inventory import load
+from deployer.inventory.host import Host
+from deployer.transport import connect, connect_retrying
+from tests.conftest import Testbed
+
+
+@contextmanager
+def cut(testbed: Testbed, name: str, after: float = 0.0) -> Iterator[None]:
+    """Keep the host cut (re-cutting every 0.3 s: other test runs may heal shared hosts); heal on exit."""
+    stop = threading.Event()
+
+    def keep_cut() -> None:
+        if stop.wait(after):
+            return
+        while not stop.is_set():
+            testbed.cut(name)
+            stop.wait(0.3)
+
+    thread = threading.Thread(target=keep_cut, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        testbed.heal(name)
+
+
+def host(testbed: Testbed, name: str, **extra: object) -> Host:
+    base = load(testbed.inventory).select(name)[0]
+    return Host(base.name, {**base.vars, **extra}, base.groups)
+
+
+@pytest.fixture()
+def gpu01(testbed: Testbed):
+    with connect(host(testbed, "gpu01")) as session:
+        yield session
+
+
+NASTY = ["a b", "it's", '"double"', "$HOME", "$(id)", "`id`", "semi;colon", "pipe|amp&", "back\\slash",
+         "new\nline", "*", "", "--flag", "tab\there", "ünïcødé"]
+
+
+def test_argv_round_trips_intact(gpu01) -> None:
+    result = gpu01.run(["printf", "%s\\0", *NASTY])
+    assert result.stdout.split("\0")[:-1] == NASTY
+    assert result.ok and result.host == "gpu01"
+
+
+def test_exit_codes_and_stderr(gpu01) -> None:
+    result = gpu01.run(["sh", "-c", "echo out; echo err >&2; exit 3"], check=False)
+    assert (result.exited, result.stdout, result.stderr) == (3, "out\n", "err\n")
+    with pytest.raises(CommandError) as err:
+        gpu01.run(["sh", "-c", "echo 'no such thing' >&2; exit 42"])
+    assert err.value.result.exited == 42 and "no such thing" in str(err.value) and err.value.host == "gpu01"
+
+
+def test_send_20mb_random_bytes_arrive_intact(gpu01) -> None:
+    data = os.urandom(20 * 1024 * 1024)
+    chunks = (data[i:i + 1_000_003] for i in range(0, len(data), 1_000_003))
+    result = gpu01.send(["sha256sum"], chunks)
+    assert result.stdout.split()[0] == hashlib.sha256(data).hexdigest()
+
+
+def test_input_bytes_and_binary_output(gpu01) -> None:
+    payload = bytes(range(256)) * 3
+    assert gpu01.run(["sha256sum"], input=payload).stdout.split()[0] == hashlib.sha256(payload).hexdigest()
+
+
+def test_large_stdout_and_stderr_together_do_not_deadlock(gpu01) -> None:
+    result = gpu01.run(["sh", "-c", "head -c 20000000 /dev/zero | tr '\\0' a; head -c 20000000 /dev/zero >&2"],
+                       timeout=60)
+    assert len(result.stdout) == 20_000_000 and len(result.stderr) == 20_000_000
+
+
+def test_send_stops_cleanly_when_the_command_quits_early(gpu01) -> None:
+    def endless():
+        while True:
+            yield b"x" * 65536
+
+    with pytest.raises(CommandError) as err:
+        gpu01.send(["sh", "-c", "head -c 10 >/dev/null; echo refused >&2; exit 5"], endless(), timeout=30)
+    assert err.value.result.exited == 5 and "refused" in err.value.result.stderr
+
+
+def test_stream_yields_incrementally(gpu01) -> None:
+    start = time.monotonic()
+    seen: list[tuple[float, bytes]] = []
+    for chunk in gpu01.stream(["sh", "-c", "for i in 1 2 3; do echo line$i; sleep 0.4; done"]):
+        seen.append((time.monotonic() - start, chunk))
+    assert b"".join(c for _, c in seen) == b"line1\nline2\nline3\n"
+    assert seen[0][0] < 0.35  # the first line arrives before the command ends (~1.2 s)
+
+
+def test_stream_raises_at_the_end_on_failure_and_closing_stops_it(gpu01) -> None:
+    with pytest.raises(CommandError):
+        list(gpu01.stream(["sh", "-c", "echo partial; exit 7"]))
+    gen = gpu01.stream(["sh", "-c", "while true; do echo tick; sleep 0.1; done"])
+    assert next(gen).startswith(b"tick")
+    gen.close()  # closes the channel: the session stays usable
+    assert gpu01.run(["echo", "still here"]).stdout == "still here\n"
+
+
+def test_timeout_raises_command_error(gpu01) -> None:
+    start = time.monotonic()
+    with pytest.raises(CommandError) as err:
+        gpu01.run(["sleep", "30"], timeout=1)
+    assert time.monotonic() - start < 5
+    assert err.value.result.exited == 124 and "timed out" in str(err.value)
+
+
+def test_session_sees_the_hosts_docker(gpu01, testbed: Testbed) -> None:
+    assert gpu01.run(["sh", "-c", "echo $DOCKER_HOST"]).stdout.strip() == testbed.hosts["gpu01"].docker_host
+
+
+def test_jump_host_connects_through_gpu01(testbed: Testbed) -> None:
+    h = host(testbed, "gpu02", deploy_jump=f"root@{testbed.hosts['gpu01'].address}")
+    with connect(h) as session:
+        assert session.spec.jump is not None and session.spec.jump.address == testbed.hosts["gpu01"].address
+        # the TCP connection to gpu02 comes from gpu01's address, so the jump was really used
+        client = session.run(["sh", "-c", "echo $SSH_CLIENT"]).stdout.split()[0]
+        assert client == testbed.hosts["gpu01"].address
+        data = os.urandom(2 * 1024 * 1024)
+        assert session.send(["sha256sum"], [data]).stdout.split()[0] == hashlib.sha256(data).hexdigest()
+
+
+def test_jump_host_key_is_checked_too(testbed: Testbed, tmp_path: Path) -> None:
+    from deployer.errors import HostKeyError
+
+    kh = tmp_path / "known_hosts"
+    # only the target's key is known: the jump host's key is unknown
+    kh.write_text("".join(ln + "\n" for ln in Path(testbed.known_hosts).read_text().splitlines() if "gpu02" in ln))
+    h = host(testbed, "gpu02", deploy_jump=f"root@{testbed.hosts['gpu01'].address}", deploy_known_hosts=str(kh))
+    with pytest.raises(HostKeyError, match="10.213.0.11.*not known"):
+        connect(h)
+
+
+def test_unknown_key_file_and_refused_key_are_auth_errors(testbed: Testbed, tmp_path: Path) -> None:
+    with pytest.raises(AuthError, match="does not exist"):
+        connect(host(testbed, "gpu01", ansible_ssh_private_key_file=str(tmp_path / "missing")))
+    key = paramiko.Ed25519Key  # generate a fresh, unauthorized key with ssh-keygen-compatible output
+    import subprocess
+
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "k")], check=True)
+    assert key.from_private_key_file(str(tmp_path / "k"))
+    env = dict(os.environ)
+    os.environ.pop("SSH_AUTH_SOCK", None)
+    try:
+        with pytest.raises(AuthError, match="authentication as root@10.213.0.11 refused"):
+            connect(host(testbed, "gpu01", ansible_ssh_private_key_file=str(tmp_path / "k")))
+    finally:
+        os.environ.clear()
+        os.environ.update(env)
+
+
+def test_dead_link_is_noticed_during_run_and_send(testbed: Testbed, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DEPLOYER_DEAD_LINK_S", "5")
+    h = host(testbed, "cpu01")
+    session = connect(h)
+    start = time.monotonic()
+    with cut(testbed, "cpu01", after=1.0), pytest.raises(ConnectError, match="connection lost"):
+        session.run(["sleep", "60"])
+    assert time.monotonic() - start < 45
+
+    session = connect(h)
+
+    def endless() -> Iterator[bytes]:
+        while True:
+            yield b"y" * 65536
+
+    start = time.monotonic()
+    with cut(testbed, "cpu01", after=1.0), pytest.raises(TransferError) as err:
+        session.send(["sh", "-c", "cat >/dev/null"], endless())
+    assert err.value.transient is True
+    assert time.monotonic() - start < 45
+
+
+def test_connect_to_a_cut_host_times_out_then_retries_succeed_after_heal(testbed: Testbed) -> None:
+    h = host(testbed, "cpu01")
+    start = time.monotonic()
+    with cut(testbed, "cpu01"), pytest.raises(ConnectError, match="no answer within 2s"):
+        time.sleep(0.5)
+        connect(h, timeout=2)
+    assert time.monotonic() - start < 5
+    result: dict[str, object] = {}
+
+    def attempt() -> None:
+        try:
+            with connect_retrying(h, timeout=2, budget_s=40) as session:
+                result["ok"] = session.run(["true"]).ok
+        except Exception as exc:  # noqa: BLE001 - reported by the assert below
+            result["error"] = exc
+
+    with cut(testbed, "cpu01"):
+        time.sleep(0.5)
+        worker = threading.Thread(target=attempt)
+        worker.start()
+        time.sleep(3)  # a couple of failed attempts while the host is cut; healed on leaving the block
+    worker.join(60)
+    assert result == {"ok": True}
