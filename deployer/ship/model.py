@@ -17,6 +17,7 @@ class ShipOptions:
     break_lock: bool = False
     lock_wait: float = 0.0
     connect_timeout: float = 10.0
+    codec: str | None = None  # force "zstd" or "gzip" for the tarball route (None: best per host)
 
 
 @dataclass(frozen=True)

@@ -93,6 +93,7 @@ def make_plan(
     present: frozenset[str],
     history_sizes: Sequence[int],
     via: str,
+    codec: str | None = None,
 ) -> ShipPlan:
     """Decide how to get `image` onto `host` (pure). `facts` is a deployer HostFacts."""
     n = len(image.diff_ids)
@@ -118,7 +119,8 @@ def make_plan(
     missing = tuple(range(n)) if full else missing_layers(image.diff_ids, present)
     if full:
         reason += "; containerd image store: full transfer"
-    codec = choose_codec(getattr(docker, "server_version", "") or "", frozenset(getattr(facts, "decompressors", ())))
+    codec = pick_codec(host.name, getattr(docker, "server_version", "") or "",
+                       frozenset(getattr(facts, "decompressors", ())), codec)
     raw = layer_bytes_bound(history_sizes, n, len(missing))
     # compressed size <= raw (plus frame overhead): bound the compressed bytes by raw
     staged = raw + (raw if codec.host_decompress else 0)
@@ -134,6 +136,20 @@ def make_plan(
 # `uname -m` -> the GOARCH names image configs use
 _ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64", "ppc64le": "ppc64le",
          "s390x": "s390x", "armv7l": "arm", "riscv64": "riscv64"}
+
+
+def pick_codec(host: str, server_version: str, decompressors: frozenset[str], forced: str | None) -> CodecChoice:
+    """The best codec for the host, or the forced one if the host can take it."""
+    best = choose_codec(server_version, decompressors)
+    if forced is None or forced == best.name:
+        return best
+    if forced == "gzip":
+        return CodecChoice("gzip", host_decompress=False)  # every docker load reads gzip layers
+    if forced == "zstd" and "zstd" in decompressors:
+        return CodecChoice("zstd", host_decompress=True)
+    raise PreflightError(host, f"the host cannot load {forced} layers (Docker {server_version or 'unknown'}, "
+                         f"decompressors: {', '.join(sorted(decompressors)) or 'none'})",
+                         hint="leave the codec to deployer, or install zstd on the host")
 
 
 def preflight(plan: ShipPlan, facts: Any, image_arch: str = "") -> None:

@@ -102,7 +102,8 @@ def _observe(job: Job, options: ShipOptions, history_sizes: Sequence[int], repor
         image_state = cmd.parse_image_state(state.result().stdout)
         listed = present.result()
     have = parse_present(listed.stdout) if listed.ok else frozenset()
-    job.plan = make_plan(host, image, job.facts, image_state, have, history_sizes, options.via or host.via)
+    job.plan = make_plan(host, image, job.facts, image_state, have, history_sizes, options.via or host.via,
+                         options.codec)
     preflight(job.plan, job.facts, image.architecture)
     reporter.phase(host.name, "planned", job.plan.reason)
     return job

@@ -350,17 +350,38 @@ def test_tampered_staged_blobs_are_caught(testbed: Testbed, ship_env: dict[str, 
 def test_untrusted_host_key_refused_and_nothing_changed(testbed: Testbed, ship_env: dict[str, str],
                                                           tmp_path: Path) -> None:
     ref = tag("hostkey")
-    build(testbed, ref, [1])
+    image = build(testbed, ref, [1])
     empty = tmp_path / "known_hosts"
     empty.write_text("")
     inv = _inventory_with(testbed, tmp_path, "gpu01", deploy_known_hosts=str(empty))
     history = Path(testbed.hosts["gpu01"].staging_dir, "history.jsonl")
     before = history.read_bytes() if history.exists() else b""
-    code, out, _err = deploy({**ship_env, "DEPLOY_INVENTORY": inv}, "ship", "--host", "gpu01", "--image", ref,
-                            "--json")
+    code, out, _err = deploy({**ship_env, "DEPLOY_INVENTORY": inv}, "ship", "--host", "gpu01,airgap01",
+                             "--image", ref, "--json", "--lock-wait", "120")
     assert code == 1
     rec = one(out, "gpu01")
     assert not rec["ok"] and "host key" in rec["error"].lower() and rec["bytes_sent"] == 0
+    # one host's failure neither stops nor hides the other
+    assert one(out, "airgap01")["ok"] and host_image_id(testbed, "airgap01", ref) == image.id
     assert host_image_id(testbed, "gpu01", ref) is None
     assert (history.read_bytes() if history.exists() else b"") == before
     assert empty.read_text() == ""  # never trusted behind the user's back
+
+
+def test_gzip_layers_for_hosts_without_zstd(testbed: Testbed, ship_env: dict[str, str],
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The codec for old Docker without a zstd binary: gzip layer files that `docker load` reads itself."""
+    from deployer.inventory import load
+    from deployer.ship import ShipOptions, ship_image
+    from deployer.ship.progress import NullReporter
+
+    for key in ("DOCKER_HOST", "DEPLOYER_CACHE_DIR", "DEPLOYER_RETRY_BUDGET"):
+        monkeypatch.setenv(key, ship_env[key])
+    ref = tag("gzip")
+    image = build(testbed, ref, [2])
+    hosts = load(Path(testbed.inventory)).select("cpu01")
+    [outcome] = ship_image(hosts, ref, ShipOptions(via="tarball", codec="gzip", lock_wait=120), NullReporter())
+    assert outcome.ok, outcome.error
+    result = outcome.value
+    assert result is not None and result.verified and result.layers_sent >= 1
+    assert host_image_id(testbed, "cpu01", ref) == image.id

@@ -11,7 +11,7 @@ from deployer.errors import PreflightError, SpecError
 from deployer.inventory.host import Host
 from deployer.local.chain import chain_ids
 from deployer.local.image import ImageInfo
-from deployer.ship.plan import MARGIN, layer_bytes_bound, make_plan, preflight
+from deployer.ship.plan import MARGIN, ShipPlan, layer_bytes_bound, make_plan, pick_codec, preflight
 from deployer.ship.refs import normalize, registry_ref, split_ref
 from deployer.ship.render import plan_commands, plan_json, render
 
@@ -38,7 +38,7 @@ BASE_PRESENT = frozenset(chain_ids(D)[:2])  # host has the bottom two layers
 
 
 def plan(h: Host | None = None, f: HostFacts | None = None, state: ImageState = NONE,
-         present: frozenset[str] = BASE_PRESENT, via: str = "auto"):  # noqa: ANN201
+         present: frozenset[str] = BASE_PRESENT, via: str = "auto") -> ShipPlan:
     return make_plan(h or host(), IMAGE, f or facts(), state, present, SIZES, via)
 
 
@@ -59,6 +59,16 @@ def test_tarball_sends_only_missing_layers_with_the_best_codec() -> None:
     assert plan(f=facts(version="24.0.7"), via="tarball").codec == CodecChoice("zstd", False)
     assert plan(f=facts(decompressors=frozenset()), via="tarball").codec == CodecChoice("gzip", False)
     assert plan(present=frozenset(), via="tarball").missing == (0, 1, 2, 3)
+
+
+def test_forced_codec() -> None:
+    assert pick_codec("h", "20.10.24", frozenset({"zstd"}), "gzip") == CodecChoice("gzip", False)
+    assert pick_codec("h", "20.10.24", frozenset({"zstd"}), "zstd") == CodecChoice("zstd", True)
+    assert pick_codec("h", "24.0.7", frozenset(), "zstd") == CodecChoice("zstd", False)
+    with pytest.raises(PreflightError, match="cannot load zstd layers"):
+        pick_codec("h", "20.10.24", frozenset({"gzip"}), "zstd")
+    p = make_plan(host(), IMAGE, facts(), NONE, BASE_PRESENT, SIZES, "tarball", "gzip")
+    assert p.codec == CodecChoice("gzip", False) and p.staging_need == 200 + MARGIN
 
 
 def test_containerd_store_gets_everything() -> None:
