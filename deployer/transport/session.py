@@ -7,7 +7,8 @@ one place: `remote_command()` below, which quotes them with shlex.join.
 from __future__ import annotations
 
 import shlex
-from typing import Iterable, Iterator, Protocol, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Protocol
 
 from deployer.transport.result import Result
 

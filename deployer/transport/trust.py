@@ -9,7 +9,7 @@ from deployer.errors import ConnectError
 from deployer.inventory.host import Host
 from deployer.transport import hostkeys
 from deployer.transport.config import ConnectSpec, load_ssh_config, resolve
-from deployer.transport.dial import jump_channel, tcp_connect, open_link
+from deployer.transport.dial import jump_channel, open_link, tcp_connect
 
 
 @dataclass(frozen=True)
