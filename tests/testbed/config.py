@@ -100,7 +100,3 @@ class Paths:
     def pidfile(self, component: str) -> Path:
         return self.state / "pids" / f"{component}.pid"
 
-
-def netns(name: str) -> str:
-    """Network namespace name of a host (the host's own name) or infrastructure component."""
-    return name

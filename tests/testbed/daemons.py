@@ -141,13 +141,6 @@ def listening(pid: int, port: int) -> bool:
     return False
 
 
-def tcp_open(addr: str, port: int, timeout: float = 0.5) -> bool:
-    try:
-        with socket.create_connection((addr, port), timeout=timeout) as s:
-            return s.recv(4).startswith(b"SSH-") if port == 22 else True
-    except OSError:
-        return False
-
 
 # --- dockerd ------------------------------------------------------------------------------------
 
@@ -250,11 +243,6 @@ def registry_ready() -> bool:
 
 # --- stopping -----------------------------------------------------------------------------------
 
-def stop_component(p: Paths, component: str) -> None:
-    pid = read_pid(p.pidfile(component))
-    if pid:
-        stop_pid(pid, timeout=15)
-    p.pidfile(component).unlink(missing_ok=True)
 
 
 def leftover_pids(p: Paths, namespaces: tuple[str, ...]) -> list[int]:

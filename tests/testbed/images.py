@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import shutil
 import subprocess
 import tarfile
@@ -98,6 +97,3 @@ def ensure_images(p: Paths) -> str:
     tmp.rename(cache)
     return "built"
 
-
-def image_id(p: Paths, name: str) -> str:
-    return json.loads(docker_api(p, "ws", f"/images/{name}/json")[1])["Id"]

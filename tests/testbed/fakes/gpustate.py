@@ -30,7 +30,7 @@ def proc_start(pid: int) -> str | None:
 
 def live_holders() -> list[dict]:
     """Holdings whose container process is still alive; stale files are removed."""
-    out = []
+    out: list[dict] = []
     if not HOLDERS.is_dir():
         return out
     for path in HOLDERS.glob("*.json"):
@@ -47,12 +47,14 @@ def live_holders() -> list[dict]:
 
 def usage(gpus: list[dict]) -> dict[int, tuple[int, int, list[int]]]:
     """index -> (memory used MiB, utilization %, holder pids) from live holdings."""
-    use = {g["index"]: [0, 0, []] for g in gpus}
     total = {g["index"]: g["memory"] for g in gpus}
+    mem = dict.fromkeys(total, 0)
+    util = dict.fromkeys(total, 0)
+    pids: dict[int, list[int]] = {i: [] for i in total}
     for rec in live_holders():
         for idx in rec["devices"]:
-            if idx in use:
-                use[idx][0] = min(total[idx], use[idx][0] + int(rec["memory"]))
-                use[idx][1] = min(100, use[idx][1] + int(rec["util"]))
-                use[idx][2].append(int(rec["pid"]))
-    return {k: (v[0], v[1], v[2]) for k, v in use.items()}
+            if idx in total:
+                mem[idx] = min(total[idx], mem[idx] + int(rec["memory"]))
+                util[idx] = min(100, util[idx] + int(rec["util"]))
+                pids[idx].append(int(rec["pid"]))
+    return {i: (mem[i], util[i], pids[i]) for i in total}
