@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 
 KEEPALIVE_S = 5
 WINDOW_SIZE = 8 * 1024 * 1024
+FAST_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
 
 
 def dead_link_seconds() -> float:
@@ -128,6 +129,9 @@ def _handshake(sock: socket.socket | paramiko.Channel, spec: ConnectSpec, *, hos
     wanted = [t for t in _expand_rsa(known_types) if t in opts.key_types]
     if wanted:
         opts.key_types = wanted + [t for t in opts.key_types if t not in wanted]
+    # AES-GCM needs no separate MAC pass: measurably faster for bulk sends in paramiko.
+    fast = [c for c in FAST_CIPHERS if c in opts.ciphers]
+    opts.ciphers = fast + [c for c in opts.ciphers if c not in fast]
     try:
         transport.start_client(timeout=timeout)
     except (paramiko.SSHException, OSError, EOFError) as exc:
