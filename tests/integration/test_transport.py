@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import paramiko
 import pytest
 
 from deployer.errors import AuthError, CommandError, ConnectError, TransferError
@@ -151,22 +150,17 @@ def test_jump_host_key_is_checked_too(testbed: Testbed, tmp_path: Path) -> None:
         connect(h)
 
 
-def test_unknown_key_file_and_refused_key_are_auth_errors(testbed: Testbed, tmp_path: Path) -> None:
-    with pytest.raises(AuthError, match="does not exist"):
-        connect(host(testbed, "gpu01", ansible_ssh_private_key_file=str(tmp_path / "missing")))
-    key = paramiko.Ed25519Key  # generate a fresh, unauthorized key with ssh-keygen-compatible output
+def test_missing_key_file_and_refused_key_are_auth_errors(testbed: Testbed, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     import subprocess
 
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    with pytest.raises(AuthError, match="does not exist"):
+        connect(host(testbed, "gpu01", ansible_ssh_private_key_file=str(tmp_path / "missing")))
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "k")], check=True)
-    assert key.from_private_key_file(str(tmp_path / "k"))
-    env = dict(os.environ)
-    os.environ.pop("SSH_AUTH_SOCK", None)
-    try:
-        with pytest.raises(AuthError, match="authentication as root@10.213.0.11 refused"):
-            connect(host(testbed, "gpu01", ansible_ssh_private_key_file=str(tmp_path / "k")))
-    finally:
-        os.environ.clear()
-        os.environ.update(env)
+    with pytest.raises(AuthError, match="authentication as root@10.213.0.11 refused") as err:
+        connect(host(testbed, "gpu01", ansible_ssh_private_key_file=str(tmp_path / "k")))
+    assert "authorized_keys" in str(err.value)
 
 
 def test_dead_link_is_noticed_during_run_and_send(testbed: Testbed, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -214,3 +208,27 @@ def test_connect_to_a_cut_host_times_out_then_retries_succeed_after_heal(testbed
         time.sleep(3)  # a couple of failed attempts while the host is cut; healed on leaving the block
     worker.join(60)
     assert result == {"ok": True}
+
+
+def test_ssh_agent_authentication(testbed: Testbed, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import subprocess
+
+    sock = tmp_path / "agent.sock"
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL)
+    try:
+        for _ in range(50):
+            if sock.exists():
+                break
+            time.sleep(0.05)
+        monkeypatch.setenv("SSH_AUTH_SOCK", str(sock))
+        monkeypatch.setenv("DEPLOY_SSH_CONFIG", "none")
+        subprocess.run(["ssh-add", "-q", testbed.key], check=True, env={**os.environ, "SSH_AUTH_SOCK": str(sock)},
+                       stderr=subprocess.DEVNULL)
+        base = load(testbed.inventory).select("gpu01")[0]
+        h = Host(base.name, {k: v for k, v in base.vars.items() if k != "ansible_ssh_private_key_file"})
+        with connect(h) as session:
+            assert session.spec.key_files == ()
+            assert session.run(["whoami"]).stdout == "root\n"
+    finally:
+        agent.terminate()
+        agent.wait(5)
