@@ -108,6 +108,7 @@ def show(host: Host, name: str, write: Callable[[bytes], None], *, follow: bool 
     cursor = LogCursor(timestamps)
     budget = budget_seconds()
     deadline: float | None = None
+    pause = 0.25
     first = True
     while True:
         try:
@@ -117,7 +118,7 @@ def show(host: Host, name: str, write: Callable[[bytes], None], *, follow: bool 
                 resume_at = None if first else cursor.resume()
                 argv = cmd.logs_argv(host.docker, name, follow=True, timestamps=True,
                                      tail=tail if resume_at is None else None, since=resume_at or since)
-                first, deadline = False, None
+                first, deadline, pause = False, None, 0.25
                 for chunk in session.stream(argv):
                     for line in cursor.feed(chunk):
                         write(line)
@@ -131,7 +132,9 @@ def show(host: Host, name: str, write: Callable[[bytes], None], *, follow: bool 
             deadline = deadline or now + budget
             if now >= deadline:
                 raise
+            why = exc.reason.splitlines()[0].split(" while ", 1)[0]
             if on_reconnect is not None:
-                on_reconnect(exc.reason.splitlines()[0])
-            log.warning("%s: log stream dropped (%s); reconnecting", host.name, exc.reason.splitlines()[0])
-            time.sleep(min(2.0, max(0.0, deadline - now)))
+                on_reconnect(why)
+            log.info("%s: log stream dropped (%s); reconnecting", host.name, why)
+            time.sleep(min(pause, max(0.0, deadline - now)))
+            pause = min(pause * 2, 4.0)

@@ -12,12 +12,18 @@ from typing import BinaryIO
 
 from deployer import history
 from deployer.commands import run as cmd
-from deployer.errors import CommandError, DeployError, PreflightError, SpecError
+from deployer.errors import (
+    CommandError,
+    DeployError,
+    HostError,
+    PreflightError,
+    SpecError,
+)
 from deployer.fleet import Outcome, for_each_host
 from deployer.inventory.host import Host
 from deployer.runs import spec as specs
 from deployer.runs.preflight import Ready, preflight
-from deployer.transport import connect
+from deployer.transport.retry import connect_retrying
 from deployer.transport.session import Session
 
 Reporter = Callable[[str, str], None]  # (host name, message)
@@ -88,7 +94,7 @@ def start(hosts: list[Host], spec: specs.RunSpec, *, parallel: int = 8, attach: 
     lock = threading.Lock()
 
     def check(host: Host) -> Ready:
-        session = connect(host, timeout=timeout)
+        session = connect_retrying(host, timeout=timeout)
         with lock:
             sessions[host.name] = session
         say(host.name, "preflight")
@@ -110,7 +116,7 @@ def start(hosts: list[Host], spec: specs.RunSpec, *, parallel: int = 8, attach: 
 
         started = for_each_host(hosts, launch, parallel)
         if attach and started[0].ok and started[0].value is not None:
-            code = follow_to_exit(sessions[hosts[0].name], hosts[0], name, output)
+            code = follow_to_exit(sessions[hosts[0].name], hosts[0], name, output, timeout=timeout)
             value = started[0].value
             started = [Outcome(started[0].host, value=Started(**{**value.__dict__, "exit_code": code}))]
         return started
@@ -160,11 +166,21 @@ def _record(session: Session, host: Host, rec: dict) -> None:
         pass  # a history write must never turn a started job into a failure
 
 
-def follow_to_exit(session: Session, host: Host, name: str, output: BinaryIO | None) -> int:
-    """Stream the container's output until it exits; return its exit code (docker wait)."""
-    for chunk in session.stream(cmd.logs_argv(host.docker, name, follow=True)):
+def follow_to_exit(session: Session, host: Host, name: str, output: BinaryIO | None, *, timeout: float = 10.0) -> int:
+    """Stream the container's output until it exits (surviving dropped links); its exit code."""
+    from deployer.runs.logs import show
+
+    def write(data: bytes) -> None:
         if output is not None:
-            output.write(chunk)
+            output.write(data)
             output.flush()
-    res = session.run(cmd.wait_argv(host.docker, name))
+
+    show(host, name, write, follow=True, timeout=timeout)
+    try:
+        res = session.run(cmd.wait_argv(host.docker, name))
+    except HostError as exc:
+        if not exc.transient:
+            raise
+        with connect_retrying(host, timeout=timeout) as again:  # the first link died meanwhile
+            res = again.run(cmd.wait_argv(host.docker, name))
     return int(res.stdout.strip().splitlines()[-1])
