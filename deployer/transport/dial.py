@@ -17,6 +17,9 @@ from deployer.transport import hostkeys
 from deployer.transport.config import DEFAULT_IDENTITIES, ConnectSpec
 
 log = logging.getLogger(__name__)
+# paramiko logs a dropped link at ERROR from its own thread; we translate those failures into
+# ConnectError/TransferError, so keep its raw lines off the user's terminal (still seen with -v).
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 KEEPALIVE_S = 5
 WINDOW_SIZE = 8 * 1024 * 1024
