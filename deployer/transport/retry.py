@@ -103,7 +103,8 @@ def retrying(
         raise
 
 
-def retry_transient(what: str, *, budget_s: float | None = None) -> Callable[[Callable[..., T]], Callable[..., T]]:
+def retry_transient(what: str, *, budget_s: float | None = None,
+                    initial_s: float = 1.0) -> Callable[[Callable[..., T]], Callable[..., T]]:
     """Decorator form of retrying(); the host in messages comes from a `host` kwarg/attribute if any."""
 
     def deco(fn: Callable[..., T]) -> Callable[..., T]:
@@ -111,7 +112,7 @@ def retry_transient(what: str, *, budget_s: float | None = None) -> Callable[[Ca
         def wrapper(*args: object, **kwargs: object) -> T:
             host = kwargs.get("host") or (getattr(args[0], "name", None) if args else None) or "-"
             return retrying(lambda: fn(*args, **kwargs), what=what, host=str(getattr(host, "name", host)),
-                            budget_s=budget_s)
+                            budget_s=budget_s, initial_s=initial_s)
 
         return wrapper
 

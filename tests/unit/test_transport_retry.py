@@ -135,7 +135,7 @@ def test_decorator_form() -> None:
 
     attempts: list[int] = []
 
-    @retry_transient("probe", budget_s=5)
+    @retry_transient("probe", budget_s=5, initial_s=0.01)
     def probe(host: H) -> str:
         attempts.append(1)
         if len(attempts) < 2:
