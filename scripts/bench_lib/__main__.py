@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import shutil
 import signal
 import sys
 import time
@@ -18,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from . import hosts, image, machine, report, runner, tools
+from . import account, hosts, image, machine, report, runner, snapshot, tools
 from .config import (
     SMOKE_RATE,
     SMOKE_SIZE_GB,
@@ -46,6 +47,8 @@ def parse(argv: list[str]) -> BenchConfig:
     p.add_argument("--no-throttle", action="store_true", help="skip the throttled passes")
     p.add_argument("--throttled-only", action="store_true", help="skip the unthrottled passes")
     p.add_argument("--out", default="bench-results", help="directory for the JSON (default bench-results/)")
+    p.add_argument("--worktree", action="store_true",
+                   help="benchmark deployer as in the working tree (default: a snapshot of git HEAD)")
     p.add_argument("--rebuild", action="store_true", help="rebuild the images even if cached")
     a = p.parse_args(argv)
     try:
@@ -65,7 +68,7 @@ def parse(argv: list[str]) -> BenchConfig:
     if a.smoke:
         cfg = replace(cfg, size_gb=SMOKE_SIZE_GB, reps=1, rate=SMOKE_RATE if a.rate == "200mbit" else a.rate,
                       throttled_scenarios=SMOKE_THROTTLED_SCENARIOS, quiet_seconds=0.0)
-    return replace(cfg, smoke=a.smoke, rebuild=a.rebuild)
+    return replace(cfg, smoke=a.smoke, rebuild=a.rebuild, worktree=a.worktree)
 
 
 def _interrupted(signum: int, _frame: object) -> None:
@@ -91,15 +94,25 @@ def main(argv: list[str]) -> int:
     log(f"image {pair.v1.ref}: {pair.v1.size / 1e6:.1f} MB raw, {pair.v1.zstd_size / 1e6:.1f} MB zstd; "
         f"code layer {pair.code_layer.size / 1e6:.2f} MB raw, {pair.code_layer.zstd_size / 1e6:.2f} MB zstd")
     meta["image"] = {"v1": pair.v1.as_dict(), "v2": pair.v2.as_dict(), "code_layer": vars(pair.code_layer)}
-    run = runner.Runner(cfg, pair, stamp.lower(), log)
     interrupted = False
-    try:
-        samples = run.samples()
-    except KeyboardInterrupt:
-        interrupted, samples = True, run.results
-        log(f"interrupted: reporting the {len(samples)} finished steps")
-    finally:
-        hosts.throttle(None, force=True)
+    with account.Accounting() as acct:
+        if acct.error:
+            log(f"warning: no per-step byte accounting ({acct.error}); only the uplink counters")
+        meta["own_bytes_accounting"] = acct.error or "cgroup v2 + nftables"
+        source = None if cfg.worktree else snapshot.head(log)
+        meta["deployer"] = {"source": "working tree" if source is None else "git HEAD",
+                            "commit": machine.git_commit(), "dirty": snapshot.dirty()}
+        run = runner.Runner(cfg, pair, stamp.lower(), log, acct, source)
+        try:
+            samples = run.samples()
+        except KeyboardInterrupt:
+            interrupted, samples = True, run.results
+            log(f"interrupted: reporting the {len(samples)} finished steps")
+        finally:
+            hosts.throttle(None, force=True)
+            run.cleanup()
+            if source is not None:
+                shutil.rmtree(source, ignore_errors=True)
     meta["interrupted"] = interrupted
     rows = report.rows(samples)
     targets = report.targets(rows, pair.code_layer.zstd_size, pair.v1.size)

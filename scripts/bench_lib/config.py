@@ -83,6 +83,7 @@ class BenchConfig:
     throttled: bool = True
     tools: tuple[str, ...] = field(default=())  # empty = every tool
     rebuild: bool = False
+    worktree: bool = False  # run deployer from the working tree instead of a snapshot of HEAD
     throttled_scenarios: tuple[str, ...] = SCENARIOS
     quiet_seconds: float = 1.0  # before each step, wait for this long a window of near-idle uplink
 

@@ -36,6 +36,10 @@ def _cpu_model() -> str:
     return platform.processor() or "?"
 
 
+def git_commit() -> str:
+    return _out(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"])
+
+
 def describe() -> dict[str, Any]:
     """nproc, RAM, kernel, CPU, Docker versions, tool versions, git commit, load at start."""
     host_daemon = _out(["docker", "-H", docker_socket(SINGLE_HOST[0]), "version", "--format",
@@ -53,6 +57,6 @@ def describe() -> dict[str, Any]:
         "zstd": _out(["zstd", "--version"]),
         "gzip": _out(["gzip", "--version"]).splitlines()[0] if _out(["gzip", "--version"]) else "?",
         "python": platform.python_version(),
-        "git_commit": _out(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"]),
+        "git_commit": git_commit(),
         "loadavg": loadavg(),
     }

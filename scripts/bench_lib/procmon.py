@@ -89,8 +89,13 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
 
 
 def run(argv: Sequence[str], env: Mapping[str, str] | None = None, timeout: float | None = None,
-        cwd: str | None = None) -> Finished:
-    """Run argv to completion, timing it and sampling its process tree's memory."""
+        cwd: str | None = None, cgroup_procs: Path | None = None) -> Finished:
+    """Run argv to completion, timing it and sampling its process tree's memory; with cgroup_procs,
+    the child joins that cgroup before it execs (so its sockets are accounted there)."""
+    if cgroup_procs is not None:
+        # A shell joins the cgroup and then execs the command (same pid), no preexec_fn needed.
+        argv = ["sh", "-c", 'echo $$ > "$0" && exec "$@"', str(cgroup_procs), *argv]
+
     start = time.monotonic()
     # Its own process group, so that a timeout or an interrupted bench ends the whole pipeline.
     proc = subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE,

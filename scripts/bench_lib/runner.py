@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from . import hosts, procmon, tools
+from .account import Accounting
 from .config import MULTI_HOSTS, SINGLE_HOST, BenchConfig, inventory
 from .image import ImagePair
 from .tools import Ship
@@ -31,6 +33,7 @@ class Sample:
     ok: bool = False
     seconds: float | None = None
     uplink_bytes: int | None = None
+    own_bytes: int | None = None  # the step's own connections only (see account.py); None for registry tools
     peak_rss: int | None = None
     verified: bool = False
     background: float | None = None  # bytes/s on the uplink just before the step (others' traffic)
@@ -52,18 +55,26 @@ class Sample:
 
 
 class Runner:
-    def __init__(self, cfg: BenchConfig, pair: ImagePair, run_id: str, log: Callable[[str], None]):
+    def __init__(self, cfg: BenchConfig, pair: ImagePair, run_id: str, log: Callable[[str], None],
+                 acct: Accounting | None = None, source: Path | None = None):
         self.cfg, self.pair, self.run_id, self.log = cfg, pair, run_id, log
+        self.acct, self.source = acct, source
         self.counter = 0
         self.results: list[Sample] = []  # grows as steps finish, so an interrupted run can still report
         self.cache = Path(tempfile.mkdtemp(prefix="deployer-bench-cache-"))
         self.timeout = max(600.0, 1500.0 * cfg.size_gb * (3 if cfg.rate else 1))
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.cache, ignore_errors=True)
 
     def env(self) -> dict[str, str]:
         # A private facts cache per step: nothing a previous step learnt may survive a host reset.
         env = dict(os.environ)
         env["XDG_CACHE_HOME"] = tempfile.mkdtemp(dir=self.cache)
         env.pop("DEPLOY_INVENTORY", None)
+        if self.source is not None:
+            # Ahead of the editable install on sys.path: the `deploy` script imports this snapshot.
+            env["PYTHONPATH"] = str(self.source)
         return env
 
     def samples(self) -> list[Sample]:
@@ -122,9 +133,11 @@ class Runner:
                 sample.background = hosts.wait_quiet(self.cfg.quiet_seconds)
                 if sample.background > hosts.QUIET_BPS:
                     sample.notes.append(f"uplink busy before the step: {sample.background / 1e3:.0f} kB/s")
-            before = hosts.uplink_bytes()
+            before, own = hosts.uplink_bytes(), self._own()
             fin = self._run(ship)
             sample.uplink_bytes = hosts.uplink_bytes() - before
+            if own is not None and tool not in tools.REGISTRY_TOOLS:
+                sample.own_bytes = (self._own() or 0) - own
             hosts.throttle(None)
             sample.seconds, sample.peak_rss = fin.seconds, fin.peak_rss
             self._check(fin, ship, want_id, sample)
@@ -136,8 +149,13 @@ class Runner:
         self.log(self._line(label, sample))
         return sample
 
+    def _own(self) -> int | None:
+        return self.acct.bytes() if self.acct else None
+
     def _run(self, ship: Ship) -> procmon.Finished:
-        return procmon.run(tools.argv(ship, DEPLOY, inventory()), env=self.env(), timeout=self.timeout)
+        procs = self.acct.procs_file() if self.acct else None
+        return procmon.run(tools.argv(ship, DEPLOY, inventory()), env=self.env(), timeout=self.timeout,
+                           cgroup_procs=procs)
 
     def _check(self, fin: procmon.Finished, ship: Ship, want_id: str, sample: Sample) -> None:
         """Raise unless the step exited 0 and every host now has the exact image (same id)."""
@@ -172,4 +190,5 @@ class Runner:
         if not s.ok:
             return f"{label}: FAILED: {(s.error or '').splitlines()[-1] if s.error else '?'}"
         rss = f", peak RSS {s.peak_rss / 2**20:.0f} MiB" if s.peak_rss else ""
-        return f"{label}: {s.seconds:.1f} s, {(s.uplink_bytes or 0) / 1e6:.1f} MB on the uplink{rss}"
+        own = f" ({s.own_bytes / 1e6:.1f} MB its own)" if s.own_bytes is not None else ""
+        return f"{label}: {s.seconds:.1f} s, {(s.uplink_bytes or 0) / 1e6:.1f} MB on the uplink{own}{rss}"

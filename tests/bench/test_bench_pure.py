@@ -5,7 +5,7 @@ import subprocess
 from dataclasses import dataclass
 
 import pytest
-from bench_lib import config, dockerfile, procmon, report, tools
+from bench_lib import account, config, dockerfile, procmon, report, tools
 
 
 def test_rate_bits_and_errors() -> None:
@@ -109,6 +109,7 @@ class S:
     uplink_bytes: int | None
     peak_rss: int | None = None
     bytes_sent: int | None = None
+    own_bytes: int | None = None
 
 
 def test_rows_median_time_least_bytes_and_ratios() -> None:
@@ -141,10 +142,15 @@ def test_targets() -> None:
     ]
     got = {t["target"].split(":")[0]: t for t in report.targets(report.rows(samples), 100_000, 3 * 10**9)}
     assert got["(b) 1mbit"]["met"] is True and got["(b) 1mbit"]["measured"] == 1_100_000
+    assert got["(b) 1mbit"]["limit"] == 1_110_000
     assert got["(a) 1mbit"]["met"] is True and got["(a) 1mbit"]["measured"] == 0.9
     assert got["(c) 1mbit"]["met"] is False and got["(c) 1mbit"]["measured"] == 3.0
     rss = next(t for k, t in got.items() if k.startswith("deployer peak RSS"))
     assert rss["met"] is False and rss["measured"] == 300 * report.MIB
+    # Own bytes, where known, win over the (shared) uplink counter.
+    samples[2] = S("b", "1mbit", tools.DEPLOYER, True, 1.0, 5_000_000, 10 * report.MIB, 1_050_000, 1_080_000)
+    b = {t["target"].split(":")[0]: t for t in report.targets(report.rows(samples), 100_000, 10**9)}["(b) 1mbit"]
+    assert b["met"] is True and b["measured"] == 1_080_000 and "uplink counter 5000000 B" in b["note"]
     md = report.markdown(report.rows(samples), list(got.values()))
     assert md.count("\n| (a) first ship") == 2 and "| **no** |" in md
 
@@ -155,3 +161,9 @@ def test_procmon_tree_peak_rss() -> None:
     assert fin.exited == 0
     assert fin.peak_rss > 60_000_000
     assert fin.seconds >= 0.5
+
+
+def test_accounting_ruleset_counts_the_cgroup_and_its_replies() -> None:
+    rules = account.ruleset("t1", "unified/deployer-bench-7")
+    assert 'oifname "dtb-uplink" socket cgroupv2 level 1 "unified/deployer-bench-7" ct mark set 0xbec counter' in rules
+    assert 'iifname "dtb-uplink" ct mark 0xbec counter' in rules
