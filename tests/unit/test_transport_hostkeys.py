@@ -34,6 +34,12 @@ def keys() -> tuple[paramiko.PKey, paramiko.PKey]:
     return ed25519(), ed25519()
 
 
+def entry(text: str, lineno: int = 1) -> hostkeys.KnownKey:
+    parsed = hostkeys.parse_line(text, lineno)
+    assert parsed is not None
+    return parsed
+
+
 def line(names: str, key: paramiko.PKey, marker: str = "") -> str:
     return f"{marker + ' ' if marker else ''}{names} {key.get_name()} {key.get_base64()}"
 
@@ -44,8 +50,8 @@ def test_parse_line_and_skips(keys) -> None:
     assert hostkeys.parse_line("   ") is None
     assert hostkeys.parse_line("host ssh-ed25519 !!notbase64!!") is None
     assert hostkeys.parse_line("host ssh-unknown AAAA") is None
-    entry = hostkeys.parse_line(line("gpu01,10.0.0.1", a), 7)
-    assert entry is not None and entry.names == ("gpu01", "10.0.0.1") and entry.lineno == 7 and entry.marker is None
+    parsed = entry(line("gpu01,10.0.0.1", a), 7)
+    assert parsed.names == ("gpu01", "10.0.0.1") and parsed.lineno == 7 and parsed.marker is None
     revoked = hostkeys.parse_line(line("*", a, "@revoked"))
     assert revoked is not None and revoked.marker == "@revoked"
 
@@ -72,28 +78,28 @@ def test_name_matches(patterns: list[str], name: str, expected: bool) -> None:
 
 def test_check_trusted_unknown_changed_revoked(keys) -> None:
     a, b = keys
-    entries = [hostkeys.parse_line(line("gpu01,10.0.0.1", a), 1)]
+    entries = [entry(line("gpu01,10.0.0.1", a), 1)]
     assert hostkeys.check(entries, ["10.0.0.1", "gpu01"], a).state == "trusted"
     assert hostkeys.check(entries, ["10.0.0.2", "gpu02"], a).state == "unknown"
     changed = hostkeys.check(entries, ["10.0.0.1", "gpu01"], b)
     assert changed.state == "changed" and changed.expected[0].key == a
     # found only by inventory name: still checked
     assert hostkeys.check(entries, ["10.9.9.9", "gpu01"], b).state == "changed"
-    revoked = [hostkeys.parse_line(line("*", b, "@revoked"), 1), *entries]
+    revoked = [entry(line("*", b, "@revoked"), 1), *entries]
     assert hostkeys.check(revoked, ["10.0.0.1"], b).state == "revoked"
 
 
 def test_a_host_offering_an_unrecorded_key_type_is_changed(keys) -> None:
     a, _ = keys
-    entries = [hostkeys.parse_line(line("gpu01", a), 1)]
+    entries = [entry(line("gpu01", a), 1)]
     assert hostkeys.check(entries, ["gpu01"], ecdsa()).state == "changed"
 
 
 def test_preferred_types_come_from_known_hosts(keys) -> None:
     a, _ = keys
     e = ecdsa()
-    entries = [hostkeys.parse_line(line("gpu01", e), 1), hostkeys.parse_line(line("gpu01", a), 2),
-               hostkeys.parse_line(line("other", a), 3)]
+    entries = [entry(line("gpu01", e), 1), entry(line("gpu01", a), 2),
+               entry(line("other", a), 3)]
     assert hostkeys.preferred_types(entries, ["gpu01"]) == [e.get_name(), "ssh-ed25519"]
     assert hostkeys.preferred_types(entries, ["nobody"]) == []
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import paramiko
 import pytest
@@ -25,7 +26,7 @@ from deployer.transport.retry import (
 )
 
 
-def flaky(failures: list[BaseException], value: str = "done"):
+def flaky(failures: Sequence[BaseException], value: str = "done"):
     calls: list[int] = []
 
     def fn() -> str:
