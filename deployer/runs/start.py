@@ -149,6 +149,9 @@ def _launch(session: Session, ready: Ready, spec: specs.RunSpec, *, name: str, e
     try:
         res = session.run(argv)
     except CommandError as exc:
+        # A failed start (bad command, mount error) leaves a "created" container holding the
+        # name; it is ours (the name was free or replaced), so clear it for the next attempt.
+        session.run(cmd.rm_argv(host.docker, name, force=True), check=False)
         _record(session, host, rec(f"failed: exit {exc.result.exited}"))
         raise CommandError(host.name, exc.result, what=f"docker could not start {name}") from exc
     finally:

@@ -197,3 +197,15 @@ def test_stop_rm_and_history(deploy_cli: Any, testbed: Any, names: list[str]) ->
     code, out, _ = deploy_cli("history", "--host", "gpus", "--limit", "2")
     assert code == 0 and out.splitlines()[0].split("\t")[:3] == ["TIME", "HOST", "ACTION"]
     assert len(out.splitlines()) == 3
+
+
+def test_failed_start_reports_stderr_and_leaves_nothing(deploy_cli: Any, testbed: Any, names: list[str]) -> None:
+    name = new(names, "bad")
+    code, _, err = run_cli(deploy_cli, testbed, "--host", "gpu01", "--image", BUSYBOX, "--name", name,
+                           "--", "/no/such/binary")
+    assert code == 1
+    assert f"gpu01: docker could not start {name}: `docker run --detach --name {name}" in err
+    assert "exited 127" in err and "stderr:" in err and "/no/such/binary" in err
+    assert container(testbed, "gpu01", name) is None  # the half-created container is gone
+    code, out, _ = deploy_cli("history", "--host", "gpu01", "--name", name, "--json")
+    assert [(r["action"], r["result"]) for r in json.loads(out)] == [("run", "failed: exit 127")]

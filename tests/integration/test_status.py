@@ -73,19 +73,19 @@ def test_cut_host_is_unreachable_others_listed(deploy_cli: Any, testbed: Any, na
     names.append(name)
     code, _, err = run_cli(deploy_cli, testbed, "--host", "gpu02", "--image", SAMPLE, "--name", name, "--", "sleep")
     assert code == 0, err
-    testbed.cut("cpu01")
+    testbed.cut("airgap01")
     try:
         started = time.monotonic()
-        code, rows, err = status_json(deploy_cli, "--host", "gpu02,cpu01", "--timeout", "3")
+        code, rows, err = status_json(deploy_cli, "--host", "gpu02,airgap01", "--timeout", "3")
         elapsed = time.monotonic() - started
     finally:
-        testbed.heal("cpu01")
+        testbed.heal("airgap01")
     assert code == 1  # a host could not be asked
     assert elapsed < 15
-    down = [r for r in rows if r["host"] == "cpu01"]
+    down = [r for r in rows if r["host"] == "airgap01"]
     assert len(down) == 1 and down[0]["reachable"] is False and down[0]["error"]
     assert any(r["host"] == "gpu02" and r["name"] == name and r["state"] == "running" for r in rows)
-    code, _, err = deploy_cli("status", "--host", "gpu02,cpu01", "--timeout", "3")
+    code, _, err = deploy_cli("status", "--host", "gpu02,airgap01", "--timeout", "3")
     assert code == 0, err  # healed
 
 
