@@ -67,6 +67,13 @@ def test_byte_counts_are_sane(smoke) -> None:
     raw, zstd = image["v1"]["size"], image["v1"]["zstd_size"]
     assert 15e6 < raw < 40e6 and 0 < image["code_layer"]["zstd_size"] < zstd < raw
     rows = {(r["scenario"], r["rate"], r["tool"]): r for r in data["rows"]}
+    accounted = data["meta"]["own_bytes_accounting"] == "cgroup v2 + nftables"
+    for (sc, rate, tool), r in rows.items():
+        if tool in tools.REGISTRY_TOOLS or not accounted:
+            assert r["own_bytes"] is None
+        else:  # a step's own bytes are part of all the bytes on the uplink
+            assert 0 < r["own_bytes"] <= r["uplink_bytes"], (sc, rate, tool)
+            r["uplink_bytes"] = r["own_bytes"]  # the stricter figure for the bounds below
     # A full resend can not take fewer bytes than its payload; compressed ones at least half the zstd size.
     for (sc, rate, tool), r in rows.items():
         n = len(MULTI_HOSTS) if sc == "c" else 1
