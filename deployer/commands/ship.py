@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import posixpath
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -49,10 +50,6 @@ def _hex(digest: str) -> str:
 
 # -- staging ---------------------------------------------------------------------------------
 
-def prepare_argv(staging: str) -> tuple[str, ...]:
-    return ("mkdir", "-p", "--", blob_dir(staging))
-
-
 _STAT = (
     'for f do\n'
     '  if [ -f "$f" ]; then printf "%s %s\\n" "$(wc -c < "$f" | tr -d " ")" "$f"\n'
@@ -82,21 +79,19 @@ def append_argv(path: str) -> tuple[str, ...]:
     return ("sh", "-c", 'mkdir -p -- "${1%/*}" && cat >> "$1"', "sh", path)
 
 
-def write_argv(path: str) -> tuple[str, ...]:
-    """Write stdin to PATH atomically (small files: manifest, config)."""
-    return ("sh", "-c", 'mkdir -p -- "${1%/*}" && cat > "$1.tmp" && mv -f -- "$1.tmp" "$1"', "sh", path)
-
-
 # A wrong hash deletes the file so the next attempt starts clean; a right one renames it into
 # place (atomic within the staging filesystem), so a final name always means "verified".
+# Retry-safe: when a lost reply makes us run it again, the partial is gone and FINAL is checked.
 _VERIFY = (
-    'h=$(sha256sum < "$1") || exit $?\n'
+    'src=$1\n'
+    '[ -f "$src" ] || [ ! -f "$3" ] || src=$3\n'
+    'h=$(sha256sum < "$src") || exit $?\n'
     'h="sha256:${h%% *}"\n'
     'if [ "$h" = "$2" ]; then\n'
-    '  [ "$1" = "$3" ] || mv -f -- "$1" "$3" || exit $?\n'
+    '  [ "$src" = "$3" ] || mv -f -- "$src" "$3" || exit $?\n'
     '  echo "ok $h"\n'
     'else\n'
-    '  rm -f -- "$1"\n'
+    '  rm -f -- "$src"\n'
     '  echo "mismatch $h"\n'
     'fi'
 )
@@ -126,80 +121,82 @@ def remove_argv(paths: Iterable[str]) -> tuple[str, ...]:
 
 # -- assemble and load -----------------------------------------------------------------------
 
-# Hard links cost no space or time; cp is the fallback where links are not allowed.
-_LINK = (
-    'while [ $# -ge 2 ]; do\n'
-    '  mkdir -p -- "${2%/*}" || exit $?\n'
-    '  ln -f -- "$1" "$2" 2>/dev/null || cp -f -- "$1" "$2" || exit $?\n'
-    '  shift 2\n'
-    'done'
+# One round trip from staged blobs to a tagged image. Per layer (src, dst, diff id): hard-link
+# the blob as <dst> (docker load decompresses it), or decompress it there checking sha256 ==
+# diff id (no pipefail in POSIX sh: a failed decompress shows as a wrong hash). Then load,
+# check the loaded id, drop the load dir and blobs (the image is safe in Docker now), and only
+# then tag. Retry-safe: if the image is already there (a lost reply), it only cleans and tags.
+# Exit codes: 3 filesystem, 4 bad layer, 5 docker load, 6 wrong id, 7 docker tag.
+_INSTALL = (
+    'set -f\n'
+    'load=$1; id=$2; ref=$3; mode=$4; n=$5; shift 5\n'
+    'dc() { case $mode in zstd) zstd -dcq -- "$1" ;; gzip) gzip -dc -- "$1" ;; *) return 2 ;; esac; }\n'
+    'names=""; blobs=""\n'
+    'docker_id() { shift $((3 * n)); "$@" image inspect --format "{{.Id}}" "$id" 2>/dev/null; }\n'
+    'have=$(docker_id "$@")\n'
+    'while [ "$n" -gt 0 ]; do\n'
+    '  src=$1; dst=$2; diff=$3; shift 3; n=$((n - 1))\n'
+    '  names="$names ${src##*/}"; blobs=${src%/*}\n'
+    '  [ "$have" = "$id" ] && continue\n'
+    '  mkdir -p -- "${dst%/*}" || exit 3\n'
+    '  if [ "$mode" = link ]; then\n'
+    '    ln -f -- "$src" "$dst" 2>/dev/null || cp -f -- "$src" "$dst" || exit 3\n'
+    '  else\n'
+    '    h=$(dc "$src" | tee -- "$dst" | sha256sum) || exit 3\n'
+    '    h="sha256:${h%% *}"\n'
+    '    [ "$h" = "$diff" ] || { echo "badlayer $diff $h"; exit 4; }\n'
+    '  fi\n'
+    'done\n'
+    'if [ "$have" != "$id" ]; then\n'
+    '  cd -- "$load" || exit 3\n'
+    '  tar -cf - . | "$@" load || exit 5\n'
+    'fi\n'
+    'got=$("$@" image inspect --format "{{.Id}}" "$id" 2>/dev/null)\n'
+    'echo "loaded $got"\n'
+    '[ "$got" = "$id" ] || exit 6\n'
+    'cd / && rm -rf -- "$load"\n'
+    'for f in $names; do rm -f -- "$blobs/$f"; done\n'
+    '"$@" tag "$id" "$ref" || exit 7\n'
+    'echo "tagged $("$@" image inspect --format "{{.Id}}" "$ref" 2>/dev/null)"'
 )
+INSTALL_MODES = ("link", "zstd", "gzip")
+_BLOB_NAME = re.compile(r"^[0-9a-f]{64}\.(zst|gz)$")
 
 
-def link_layers_argv(pairs: Sequence[tuple[str, str]]) -> tuple[str, ...]:
-    """Put each (blob, layer.tar path) in place: the host's docker decompresses the blob on load."""
-    args = [p for pair in pairs for p in pair]
-    return ("sh", "-c", _LINK, "sh", *args)
+def install_argv(docker: Sequence[str], load: str, image_id: str, ref: str, mode: str,
+                 layers: Sequence[tuple[str, str, str]]) -> tuple[str, ...]:
+    """Assemble, load, verify, clean and tag in one command. layers: (staged blob, dst, diff id)."""
+    if mode not in INSTALL_MODES:
+        raise ValueError(f"unknown install mode {mode!r}")
+    for src, _, _ in layers:
+        if not _BLOB_NAME.match(posixpath.basename(src)):
+            raise ValueError(f"not a staged blob path: {src}")  # names are word-split by the cleanup
+    args = [part for layer in layers for part in layer]
+    return ("sh", "-c", _INSTALL, "sh", load, image_id, ref, mode, str(len(layers)), *args, *docker)
 
 
-# No pipefail in POSIX sh: a failed decompress truncates the output, which the caller's
-# sha256 == diff id check turns into a clear error (with zstd's stderr).
-_DECOMPRESS = (
-    'codec=$1; shift\n'
-    'dc() { case $codec in zstd) zstd -dcq -- "$1" ;; gzip) gzip -dc -- "$1" ;; *) exit 2 ;; esac; }\n'
-    'while [ $# -ge 2 ]; do\n'
-    '  mkdir -p -- "${2%/*}" || exit $?\n'
-    '  h=$(dc "$1" | tee -- "$2" | sha256sum) || exit $?\n'
-    '  printf "%s %s\\n" "${h%% *}" "$2"\n'
-    '  shift 2\n'
-    'done'
-)
+@dataclass(frozen=True)
+class Installed:
+    """What the install script reported: a bad layer, the loaded id, the id REF now names."""
+
+    bad_layer: tuple[str, str] | None
+    loaded: str | None
+    tagged: str | None
 
 
-def decompress_argv(pairs: Sequence[tuple[str, str]], codec: str) -> tuple[str, ...]:
-    """Decompress each (blob, dst) on the host; print `<sha256 of dst> <dst>` per layer."""
-    args = [p for pair in pairs for p in pair]
-    if codec not in SUFFIX:
-        raise ValueError(f"unknown codec {codec!r}")
-    return ("sh", "-c", _DECOMPRESS, "sh", codec, *args)
-
-
-def parse_decompressed(stdout: str) -> dict[str, str]:
-    """dst path -> "sha256:<hex>" of what was written there."""
-    out = {}
+def parse_install(stdout: str) -> Installed:
+    bad, loaded, tagged = None, None, None
     for line in stdout.splitlines():
-        digest, _, path = line.partition(" ")
-        if path:
-            out[path] = f"sha256:{digest}"
-    return out
-
-
-def parse_sha256sum(stdout: str) -> str:
-    words = stdout.split()
-    return f"sha256:{words[0]}" if words else ""
-
-
-# Tar the load dir on the host (the bytes are already there) into `docker load`, then print
-# the id the wanted image has there now (empty when the load did not produce it).
-_LOAD = (
-    'dir=$1; id=$2; shift 2\n'
-    'cd -- "$dir" || exit $?\n'
-    'tar -cf - . | "$@" load || exit $?\n'
-    'printf "id %s\\n" "$("$@" image inspect --format "{{.Id}}" "$id" 2>/dev/null)"'
-)
-
-
-def load_argv(docker: Sequence[str], load: str, image_id: str) -> tuple[str, ...]:
-    """`docker load` the assembled dir, then report whether IMAGE_ID exists."""
-    return ("sh", "-c", _LOAD, "sh", load, image_id, *docker)
-
-
-def parse_load_check(stdout: str) -> str | None:
-    for line in stdout.splitlines():
-        if line.startswith("id "):
-            value = line[3:].strip()
-            return value if value.startswith("sha256:") else None
-    return None
+        key, _, value = line.partition(" ")
+        value = value.strip()
+        if key == "badlayer":
+            diff, _, actual = value.partition(" ")
+            bad = (diff, actual)
+        elif key == "loaded":
+            loaded = value or None
+        elif key == "tagged":
+            tagged = value or None
+    return Installed(bad, loaded, tagged)
 
 
 # A fresh load dir filled from a small tar on stdin (manifest.json + config): one round trip.

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -30,6 +31,7 @@ class HostConn:
         # one attempt per call: the retry policy wraps whole steps (connect included), never nests
         self._connector = connector or (lambda h: connect(h, timeout=timeout))
         self._session = session
+        self._lock = threading.RLock()  # steps of one host may overlap (parallel channels)
         self.reconnects = 0
 
     @property
@@ -38,14 +40,15 @@ class HostConn:
 
     def session(self) -> Session:
         """The live session, reconnecting (one attempt) when it died."""
-        if self._session is not None and getattr(self._session, "alive", True):
+        with self._lock:
+            if self._session is not None and getattr(self._session, "alive", True):
+                return self._session
+            if self._session is not None:
+                self.drop()
+                self.reconnects += 1
+                log.info("%s: reconnecting", self.name)
+            self._session = self._connector(self.host)
             return self._session
-        if self._session is not None:
-            self.drop()
-            self.reconnects += 1
-            log.info("%s: reconnecting", self.name)
-        self._session = self._connector(self.host)
-        return self._session
 
     def connect(self) -> Session:
         """The session, connecting under the transient retry policy (auth/host-key errors stop at once)."""
@@ -53,7 +56,8 @@ class HostConn:
 
     def drop(self) -> None:
         """Forget the current session (after a transient failure)."""
-        session, self._session = self._session, None
+        with self._lock:
+            session, self._session = self._session, None
         if session is not None:
             try:
                 session.close()

@@ -101,7 +101,7 @@ def acquire(session: Session, staging: str, image: str, *, break_lock: bool = Fa
     deadline = time.monotonic() + wait_s
     while True:
         state = cmd.parse_lock(session.run(cmd.lock_argv(staging, line), timeout=30).stdout)
-        if state.acquired:
+        if state.acquired or (state.owner or {}).get("token") == token:  # ours: a retried reply
             return Lock(host, staging, token)
         stale = stale_reason(state)
         if stale is None and time.monotonic() + poll_s <= deadline:

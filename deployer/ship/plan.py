@@ -93,7 +93,7 @@ def make_plan(
     present: frozenset[str],
     history_sizes: Sequence[int],
     via: str,
-    codec: str | None = None,
+    force_codec: str | None = None,
 ) -> ShipPlan:
     """Decide how to get `image` onto `host` (pure). `facts` is a deployer HostFacts."""
     n = len(image.diff_ids)
@@ -120,7 +120,7 @@ def make_plan(
     if full:
         reason += "; containerd image store: full transfer"
     codec = pick_codec(host.name, getattr(docker, "server_version", "") or "",
-                       frozenset(getattr(facts, "decompressors", ())), codec)
+                       frozenset(getattr(facts, "decompressors", ())), force_codec)
     raw = layer_bytes_bound(history_sizes, n, len(missing))
     # compressed size <= raw (plus frame overhead): bound the compressed bytes by raw
     staged = raw + (raw if codec.host_decompress else 0)

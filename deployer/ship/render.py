@@ -26,22 +26,29 @@ def plan_commands(plan: ShipPlan, host: Host) -> list[tuple[str, ...]]:
     assert plan.codec is not None
     codec = plan.codec.name
     load = cmd.load_dir(staging, plan.image_id)
-    out: list[tuple[str, ...]] = [cmd.prepare_argv(staging)]
-    staged: list[tuple[str, str]] = []
+    out: list[tuple[str, ...]] = []
+    layers: list[tuple[str, str, str]] = []
     for i in plan.missing:
         digest = f"sha256:<{codec} blob of layer {i + 1}>"
         partial = cmd.partial_path(staging, digest, codec)
         final = cmd.blob_path(staging, digest, codec)
-        out += [cmd.stat_argv([partial]), cmd.append_argv(partial), cmd.verify_argv(partial, digest, final)]
-        staged.append((final, cmd.layer_path(load, plan.diff_ids[i])))
+        out += [cmd.stat_argv([final, partial]), cmd.append_argv(partial), cmd.verify_argv(partial, digest, final)]
+        layers.append((final, cmd.layer_path(load, plan.diff_ids[i]), plan.diff_ids[i]))
     out.append(cmd.unpack_argv(load))  # stdin: a small tar of manifest.json + the config
-    if plan.codec.host_decompress and staged:
-        out.append(cmd.decompress_argv(staged, codec))
-    elif staged:
-        out.append(cmd.link_layers_argv(staged))
-    out += [cmd.load_argv(docker, load, plan.image_id), cmd.tag_verify_argv(docker, plan.image_id, plan.ref),
-            cmd.remove_argv([load, *(src for src, _ in staged)])]
+    mode = codec if plan.codec.host_decompress else "link"
+    out.append(_install_preview(docker, load, plan, mode, layers))
     return out
+
+
+def _install_preview(docker: tuple[str, ...], load: str, plan: ShipPlan, mode: str,
+                     layers: list[tuple[str, str, str]]) -> tuple[str, ...]:
+    # placeholder blob names would fail install_argv's name check; show the same argv shape
+    fake = [(f"{cmd.blob_dir('/')}/{'0' * 64}.zst", dst, diff) for _, dst, diff in layers]
+    argv = cmd.install_argv(docker, load, plan.image_id, plan.ref, mode, fake)
+    args = list(argv)
+    for k, (src, _, _) in enumerate(layers):
+        args[9 + 3 * k] = src
+    return tuple(args)
 
 
 def describe(plan: ShipPlan) -> str:

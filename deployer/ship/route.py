@@ -1,6 +1,8 @@
 """The two transfer routes as steps on one host's Job (tarball: stage, assemble, load; registry: pull)."""
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
+from functools import partial
 from typing import TYPE_CHECKING
 
 from deployer.commands import ship as cmd
@@ -11,12 +13,11 @@ from deployer.local.tarball import manifest_json
 from deployer.ship.progress import Reporter
 from deployer.ship.registry import Pusher, pull_and_tag
 from deployer.ship.tarball import (
-    decompress_layers,
-    load_and_verify,
+    finish_blob,
+    install,
     load_dir_tar,
     seed_load_dir,
-    stage_blob,
-    tag_and_verify,
+    send_blob,
 )
 
 if TYPE_CHECKING:
@@ -32,44 +33,51 @@ def _estimate_total(plan_raw: int, known: list[Blob]) -> int:
 
 
 def run_tarball(job: Job, exporter: Exporter | None, reporter: Reporter) -> None:
-    """Stage the missing blobs (resumable, verified), assemble the load dir, load, verify, tag."""
+    """Stage the missing blobs (resumable, verified), then assemble, load, verify and tag on the host.
+
+    Round trips overlap where they are independent: each blob's sha256 check on the host runs
+    while the next blob is sent, and the load dir is seeded as soon as the config is known.
+    """
     host, plan, conn, image = job.host, job.plan, job.conn, job.image
     assert plan is not None and plan.codec is not None
-    name, staging, docker_argv = host.name, host.staging_dir, host.docker
-    codec = plan.codec
-    job.counter.on_sent = lambda n: reporter.sent(name, n)
-    conn.run(cmd.prepare_argv(staging), what="preparing the staging dir", timeout=60)
-    blobs: list[tuple[Blob, str]] = []
     assert exporter is not None  # the runner starts one export whenever a host takes this route
-    for k, index in enumerate(plan.missing, 1):
-        reporter.phase(name, "compressing" if not blobs else "sending", f"layer {k}/{len(plan.missing)}")
-        blob = exporter.blob(image.diff_ids[index], codec.name)
-        reporter.total(name, _estimate_total(plan.raw_bytes, [b for b, _ in blobs] + [blob]))
-        reporter.phase(name, "sending", f"layer {k}/{len(plan.missing)}")
-        before = job.counter.sent
-        staged = stage_blob(conn, staging, blob, job.counter, note=lambda m: reporter.note(name, m))
-        if job.counter.sent > before:
-            job.layers_sent += 1
-        blobs.append((blob, staged))
-    reporter.total(name, job.counter.sent)
-    assert exporter is not None
-    config = exporter.config()
+    name, staging, codec = host.name, host.staging_dir, plan.codec
+    job.counter.on_sent = lambda n: reporter.sent(name, n)
+    note = partial(reporter.note, name)
     load = cmd.load_dir(staging, image.id)
+    blobs: list[Blob] = []
+
+    def seed() -> None:
+        # the config may come late in the save stream: wait for it here, not in the send loop
+        tar = load_dir_tar(image.id_hex, exporter.config(), manifest_json(image, ()))
+        seed_load_dir(conn, load, tar, job.counter)
+
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix=f"ship-{name}") as pool:
+        seeded = pool.submit(seed)
+        checks: list[tuple[Blob, Future[str] | None]] = []
+        for k, index in enumerate(plan.missing, 1):
+            reporter.phase(name, "compressing" if not blobs else "sending", f"layer {k}/{len(plan.missing)}")
+            blob = exporter.blob(image.diff_ids[index], codec.name)
+            blobs.append(blob)
+            reporter.total(name, _estimate_total(plan.raw_bytes, blobs))
+            reporter.phase(name, "sending", f"layer {k}/{len(plan.missing)}")
+            before = job.counter.sent
+            staged = send_blob(conn, staging, blob, job.counter, note)
+            if job.counter.sent > before:
+                job.layers_sent += 1
+            checks.append((blob, None if staged else pool.submit(finish_blob, conn, staging, blob, job.counter, note)))
+        reporter.total(name, job.counter.sent)
+        if checks:
+            reporter.phase(name, "verifying", "sha256 of the staged blobs")
+        for _, check in checks:
+            if check is not None:
+                check.result()
+        seeded.result()
+    layers = [(cmd.blob_path(staging, b.digest, b.codec), cmd.layer_path(load, b.diff_id), b.diff_id) for b in blobs]
+    mode = codec.name if codec.host_decompress else "link"
+    reporter.phase(name, "loading", f"docker load ({len(blobs)} new layer(s))")
     try:
-        reporter.phase(name, "loading", "assembling")
-        seed_load_dir(conn, load, load_dir_tar(image.id_hex, config, manifest_json(image, ())), job.counter)
-        if codec.host_decompress and blobs:
-            reporter.phase(name, "loading", f"decompressing {len(blobs)} layer(s)")
-            decompress_layers(conn, blobs, load, codec.name)
-        elif blobs:
-            conn.run(cmd.link_layers_argv([(staged, cmd.layer_path(load, b.diff_id)) for b, staged in blobs]),
-                     what="assembling the load dir", timeout=300)
-        reporter.phase(name, "loading", "docker load")
-        load_and_verify(conn, docker_argv, load, image.id)
-        reporter.phase(name, "verifying")
-        job.verified = tag_and_verify(conn, docker_argv, image.id, image.ref, image.id)
-        reporter.phase(name, "cleaning")
-        conn.run(cmd.remove_argv([load, *(staged for _, staged in blobs)]), what="cleaning staging", timeout=300)
+        job.verified = install(conn, host.docker, load, image.id, image.ref, mode, layers)
     except DeployError:
         # the load dir is derived data; the verified blobs stay for the next attempt
         try:

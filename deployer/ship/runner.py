@@ -127,9 +127,7 @@ def _finish(job: Job, pusher: Pusher, exporter: Exporter | None, level: int, rep
 
         raise TransferError(host.name, f"{job.image.ref} on the host does not resolve to {job.image.id}",
                             hint="another process may have re-tagged it; ship again")
-    result = job.result()
-    _record(job, "ok")
-    return result
+    return job.result()
 
 
 def _record(job: Job, outcome: str, error: str | None = None) -> None:
@@ -144,14 +142,27 @@ def _record(job: Job, outcome: str, error: str | None = None) -> None:
         log.warning("%s: could not append to the history log: %s", job.host.name, exc)
 
 
-def _release(job: Job) -> None:
+def _wrap_up(job: Job, outcome: str, error: DeployError | None = None) -> None:
+    """History record and unlock, side by side on two channels, then close the connection."""
+    if error is not None and getattr(error, "transient", False):
+        _release(job)  # a dead link cannot take a history record
+        return
+    reason = str(error).splitlines()[0] if error is not None else None
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix=f"wrap-{job.host.name}") as pool:
+        pool.submit(_record, job, outcome, reason)
+        pool.submit(_release, job, False)
+    job.conn.close()
+
+
+def _release(job: Job, close: bool = True) -> None:
     if job.lock is not None:
         try:
             job.lock.release(job.conn.session())
             job.lock = None
         except DeployError as exc:
             log.warning("%s: could not release the deploy lock: %s", job.host.name, exc)
-    job.conn.close()
+    if close:
+        job.conn.close()
 
 
 def _attach(exc: DeployError, job: Job) -> DeployError:
@@ -202,16 +213,18 @@ def ship_image(hosts: Sequence[Host], image_ref: str, options: ShipOptions | Non
         def finish(host: Host) -> ShipResult:
             job = jobs[host.name]
             try:
-                result = _finish(job, pusher, exporter, options.level, reporter)
-                reporter.done(host.name, True, _summary(result))
-                return result
+                _finish(job, pusher, exporter, options.level, reporter)
             except DeployError as exc:
                 reporter.done(host.name, False, str(exc).splitlines()[0])
-                if not getattr(exc, "transient", False):  # a dead link cannot take a history record
-                    _record(job, "failed", str(exc).splitlines()[0])
+                _wrap_up(job, "failed", exc)
                 raise _attach(exc, job)
-            finally:
+            except BaseException:
                 _release(job)
+                raise
+            _wrap_up(job, "ok")
+            result = job.result()  # seconds include the history record and the unlock
+            reporter.done(host.name, True, _summary(result))
+            return result
 
         finished = {o.host.name: o for o in for_each_host([j.host for j in ready], finish, options.parallel)}
         return [finished[o.host.name] if o.ok else Outcome(o.host, error=o.error) for o in observed]

@@ -10,9 +10,10 @@ from __future__ import annotations
 import io
 import logging
 import tarfile
+import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from deployer.commands import ship as cmd
 from deployer.errors import CommandError, TransferError
@@ -28,13 +29,15 @@ _AGAIN = object()
 
 @dataclass
 class Counter:
-    """Bytes put on the wire for one host, with a progress callback."""
+    """Bytes put on the wire for one host, with a progress callback (thread-safe)."""
 
     on_sent: Callable[[int], None] = lambda n: None
     sent: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, n: int) -> None:
-        self.sent += n
+        with self._lock:
+            self.sent += n
         self.on_sent(n)
 
 
@@ -101,32 +104,47 @@ def send_tail(conn: HostConn, partial: str, blob: Blob, counter: Counter,
         pass
 
 
-def stage_blob(conn: HostConn, staging: str, blob: Blob, counter: Counter,
-               note: Callable[[str], None] = lambda m: None) -> str:
-    """Make sure the verified blob is at its final staging path (send what is missing)."""
+def send_blob(conn: HostConn, staging: str, blob: Blob, counter: Counter,
+              note: Callable[[str], None] = lambda m: None) -> bool:
+    """Send what the host lacks of BLOB into its .partial; True when it was already staged and verified."""
     final = cmd.blob_path(staging, blob.digest, blob.codec)
     partial = cmd.partial_path(staging, blob.digest, blob.codec)
     sizes = _sizes(conn, final, partial)
-    known = sizes.get(partial) or 0
     if sizes.get(final) is not None:
         if _verify(conn, final, blob, final).ok:
-            return final
+            return True
         note(f"staged blob {blob.digest[7:19]} was corrupt; sending it again")
-    for attempt in (1, 2):
-        send_tail(conn, partial, blob, counter, note, known=known if attempt == 1 else 0)
-        verified = _verify(conn, partial, blob, final)
-        if verified.ok:
-            return final
-        # the verify script deleted the bad file, so the next send starts from zero
-        if attempt == 1:
-            note(f"blob {blob.digest[7:19]} failed its sha256 check on the host; sending it again")
-            continue
-        raise TransferError(
-            conn.name,
-            f"layer blob {blob.digest} arrived corrupt twice (host computed {verified.actual or 'nothing'})",
-            hint="check the host's disk and memory, and the staging filesystem; then ship again",
-        )
-    raise AssertionError("unreachable")
+    send_tail(conn, partial, blob, counter, note, known=sizes.get(partial) or 0)
+    return False
+
+
+def finish_blob(conn: HostConn, staging: str, blob: Blob, counter: Counter,
+                note: Callable[[str], None] = lambda m: None) -> str:
+    """Verify a sent .partial and move it into place; a bad hash re-sends it once from zero."""
+    final = cmd.blob_path(staging, blob.digest, blob.codec)
+    partial = cmd.partial_path(staging, blob.digest, blob.codec)
+    verified = _verify(conn, partial, blob, final)
+    if verified.ok:
+        return final
+    # the verify script deleted the bad file, so this send starts from zero
+    note(f"blob {blob.digest[7:19]} failed its sha256 check on the host; sending it again")
+    send_tail(conn, partial, blob, counter, note, known=0)
+    verified = _verify(conn, partial, blob, final)
+    if verified.ok:
+        return final
+    raise TransferError(
+        conn.name,
+        f"layer blob {blob.digest} arrived corrupt twice (host computed {verified.actual or 'nothing'})",
+        hint="check the host's disk and memory, and the staging filesystem; then ship again",
+    )
+
+
+def stage_blob(conn: HostConn, staging: str, blob: Blob, counter: Counter,
+               note: Callable[[str], None] = lambda m: None) -> str:
+    """Make sure the verified blob is at its final staging path (send what is missing)."""
+    if send_blob(conn, staging, blob, counter, note):
+        return cmd.blob_path(staging, blob.digest, blob.codec)
+    return finish_blob(conn, staging, blob, counter, note)
 
 
 def load_dir_tar(image_id_hex: str, config: bytes, manifest: bytes) -> bytes:
@@ -145,35 +163,27 @@ def seed_load_dir(conn: HostConn, load: str, seed: bytes, counter: Counter) -> N
     counter.add(len(seed))
 
 
-def decompress_layers(conn: HostConn, staged: list[tuple[Blob, str]], load: str, codec: str) -> None:
-    """Decompress staged blobs into the load dir on the host, checking sha256 == diff id."""
-    pairs = [(path, cmd.layer_path(load, blob.diff_id)) for blob, path in staged]
-    res = conn.run(cmd.decompress_argv(pairs, codec), what="decompressing layers", check=False)
-    got = cmd.parse_decompressed(res.stdout)
-    for (blob, _), (_, dst) in zip(staged, pairs):
-        actual = got.get(dst)
-        if actual != blob.diff_id:
-            detail = f": {res.stderr_tail()}" if res.stderr.strip() else ""
-            raise TransferError(
-                conn.name, f"layer {blob.diff_id} decompressed on the host to {actual or 'nothing'}{detail}",
-                hint=f"check free space in the staging dir and that `{codec}` works on the host",
-            )
-
-
-def load_and_verify(conn: HostConn, docker: tuple[str, ...], load: str, image_id: str) -> None:
-    """`docker load` the assembled dir; the loaded image must be exactly image_id."""
-    try:
-        res = conn.run(cmd.load_argv(docker, load, image_id), what="docker load")
-    except CommandError as exc:
-        raise CommandError(conn.name, exc.result, what="docker load failed",
-                           hint="see stderr; the staged blobs are kept, so shipping again resumes") from exc
-    if cmd.parse_load_check(res.stdout) != image_id:
-        loaded = cmd.parse_loaded(res.stdout)
-        for other in loaded:
+def install(conn: HostConn, docker: tuple[str, ...], load: str, image_id: str, ref: str, mode: str,
+            layers: list[tuple[str, str, str]]) -> bool:
+    """Assemble, load, verify the id, clean staging and tag, in one remote command; True if REF verified."""
+    res = conn.run(cmd.install_argv(docker, load, image_id, ref, mode, layers), what="docker load", check=False)
+    out = cmd.parse_install(res.stdout)
+    if res.exited == 4 and out.bad_layer:
+        diff, actual = out.bad_layer
+        raise TransferError(conn.name, f"layer {diff} decompressed on the host to {actual}"
+                            + (f": {res.stderr_tail()}" if res.stderr.strip() else ""),
+                            hint=f"check free space in the staging dir and that `{mode}` works on the host")
+    if res.exited == 6:
+        for other in cmd.parse_loaded(res.stdout):
             if other.startswith("sha256:") and other != image_id:
                 conn.run(cmd.remove_image_argv(docker, other), what="removing a wrong image", check=False)
-        raise TransferError(conn.name, f"docker load produced {', '.join(loaded) or 'no image'}, expected {image_id}",
+        raise TransferError(conn.name, f"docker load produced {out.loaded or 'no image'}, expected {image_id}",
                             hint="the local image may have changed during the ship; ship again")
+    if not res.ok:
+        what = {3: "assembling the load dir failed", 5: "docker load failed", 7: "docker tag failed"}
+        raise CommandError(conn.name, res, what=what.get(res.exited, "installing the image failed"),
+                           hint="see stderr; staged blobs are kept, so shipping again resumes")
+    return out.tagged == image_id
 
 
 def inspect_id(conn: HostConn, docker: tuple[str, ...], ref: str) -> str | None:

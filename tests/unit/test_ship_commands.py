@@ -30,7 +30,6 @@ def test_paths() -> None:
 
 
 def test_exact_argv() -> None:
-    assert cmd.prepare_argv(STAGING) == ("mkdir", "-p", "--", "/srv/stage/blobs/sha256")
     assert cmd.append_argv("/a b/x") == ("sh", "-c", 'mkdir -p -- "${1%/*}" && cat >> "$1"', "sh", "/a b/x")
     assert cmd.remove_argv(["/x", "/y"]) == ("rm", "-rf", "--", "/x", "/y")
     assert cmd.tag_argv(DOCKER, "sha256:1", "t:v") == ("sudo", "docker", "tag", "sha256:1", "t:v")
@@ -39,12 +38,15 @@ def test_exact_argv() -> None:
     assert cmd.pull_argv(("docker",), "r:5000/t:v") == ("docker", "pull", "r:5000/t:v")
     assert cmd.break_lock_argv(STAGING) == ("rm", "-rf", "--", "/srv/stage/lock")
     # variable parts are positional args after the constant script, never inside it
-    argv = cmd.load_argv(DOCKER, "/l; rm -rf /", "sha256:1")
-    assert argv[:2] == ("sh", "-c") and argv[3:] == ("sh", "/l; rm -rf /", "sha256:1", "sudo", "docker")
-    argv = cmd.decompress_argv([("/b", "/d"), ("/b2", "/d2")], "zstd")
-    assert argv[3:] == ("sh", "zstd", "/b", "/d", "/b2", "/d2")
+    blob = f"/s/blobs/sha256/{'ab' * 32}.zst"
+    argv = cmd.install_argv(DOCKER, "/l; rm -rf /", "sha256:1", "t:v", "zstd", [(blob, "/l/x/layer.tar", "sha256:2")])
+    assert argv[:2] == ("sh", "-c")
+    assert argv[3:] == ("sh", "/l; rm -rf /", "sha256:1", "t:v", "zstd", "1", blob, "/l/x/layer.tar", "sha256:2",
+                        "sudo", "docker")
     with pytest.raises(ValueError):
-        cmd.decompress_argv([("/b", "/d")], "lz4")
+        cmd.install_argv(DOCKER, "/l", "sha256:1", "t:v", "lz4", [])
+    with pytest.raises(ValueError):  # the cleanup word-splits blob names: only hex.zst / hex.gz
+        cmd.install_argv(DOCKER, "/l", "sha256:1", "t:v", "link", [("/s/a b*.zst", "/l/x", "sha256:2")])
     assert cmd.unpack_argv("/l")[3:] == ("sh", "/l")
     assert cmd.tag_verify_argv(DOCKER, "sha256:1", "t:v")[3:] == ("sh", "sha256:1", "t:v", "sudo", "docker")
     argv = cmd.image_state_argv(DOCKER, "t:v", "sha256:1")
@@ -56,11 +58,9 @@ def test_parsers() -> None:
     assert cmd.parse_verify("ok sha256:1\n") == cmd.Verified(True, "sha256:1")
     assert cmd.parse_verify("mismatch sha256:2") == cmd.Verified(False, "sha256:2")
     assert cmd.parse_verify("") == cmd.Verified(False, "")
-    assert cmd.parse_sha256sum("abc  -\n") == "sha256:abc"
-    assert cmd.parse_decompressed("ab /l/x/layer.tar\ncd /l/y z/layer.tar\n") == {
-        "/l/x/layer.tar": "sha256:ab", "/l/y z/layer.tar": "sha256:cd"}
-    assert cmd.parse_load_check("Loaded image ID: sha256:1\nid sha256:1\n") == "sha256:1"
-    assert cmd.parse_load_check("Loaded image ID: sha256:2\nid \n") is None
+    assert cmd.parse_install("loaded sha256:1\ntagged sha256:1\n") == cmd.Installed(None, "sha256:1", "sha256:1")
+    assert cmd.parse_install("badlayer sha256:2 sha256:3\n") == cmd.Installed(("sha256:2", "sha256:3"), None, None)
+    assert cmd.parse_install("loaded \n") == cmd.Installed(None, None, None)
     assert cmd.parse_loaded("Loaded image ID: sha256:1\nLoaded image: t:v\n") == ("sha256:1", "t:v")
     assert cmd.parse_image_state("ref sha256:1\nid sha256:1\n") == cmd.ImageState("sha256:1", True)
     assert cmd.parse_image_state("ref \nid \n") == cmd.ImageState(None, False)
@@ -80,7 +80,6 @@ def test_stat_append_verify_really_run(tmp_path: Path) -> None:
     data = b"0123456789" * 1000
     digest = "sha256:" + hashlib.sha256(data).hexdigest()
     staging = str(tmp_path / "st ag")
-    assert sh(cmd.prepare_argv(staging)).returncode == 0
     partial, final = cmd.partial_path(staging, digest, "zstd"), cmd.blob_path(staging, digest, "zstd")
     assert cmd.parse_stat(sh(cmd.stat_argv([partial])).stdout.decode()) == {partial: None}
     assert sh(cmd.append_argv(partial), data[:4000]).returncode == 0
@@ -92,6 +91,9 @@ def test_stat_append_verify_really_run(tmp_path: Path) -> None:
     # verifying a final blob in place keeps it
     assert cmd.parse_verify(sh(cmd.verify_argv(final, digest, final)).stdout.decode()).ok
     assert Path(final).exists()
+    # retry-safe: the partial was already moved (a lost reply): the final blob is checked instead
+    assert cmd.parse_verify(sh(cmd.verify_argv(partial, digest, final)).stdout.decode()).ok
+    assert Path(final).read_bytes() == data
 
 
 def test_verify_mismatch_deletes(tmp_path: Path) -> None:
@@ -102,20 +104,68 @@ def test_verify_mismatch_deletes(tmp_path: Path) -> None:
     assert not bad.exists() and not (tmp_path / "x").exists()
 
 
-def test_link_and_decompress(tmp_path: Path) -> None:
+def _installer(tmp_path: Path, image_id: str) -> tuple[str, ...]:
+    """A stand-in `docker` for the install script: load lists the tar, inspect knows image_id."""
+    fake = tmp_path / "fake-docker"
+    fake.write_text(
+        "#!/bin/sh\n"
+        f'case "$1" in\n'
+        f'  load) tar -tf - | sort > {tmp_path}/loaded.txt; echo "Loaded image ID: {image_id}" ;;\n'
+        f'  image) if [ -f {tmp_path}/loaded.txt ] && [ "$5" = "{image_id}" ] '
+        f'|| grep -q " $5$" {tmp_path}/tags 2>/dev/null; then echo {image_id}; else exit 1; fi ;;\n'
+        f'  tag) echo "$2 $3" >> {tmp_path}/tags ;;\n'
+        "esac\n")
+    fake.chmod(0o755)
+    return (str(fake),)
+
+
+def _staged(tmp_path: Path, raw: bytes, suffix: str, data: bytes) -> tuple[str, str]:
+    blobs = tmp_path / "staging" / "blobs" / "sha256"
+    blobs.mkdir(parents=True, exist_ok=True)
+    path = blobs / f"{hashlib.sha256(data).hexdigest()}.{suffix}"
+    path.write_bytes(data)
+    return str(path), "sha256:" + hashlib.sha256(raw).hexdigest()
+
+
+@pytest.mark.parametrize("mode", ["link", "gzip"])
+def test_install_script_loads_cleans_and_tags(tmp_path: Path, mode: str) -> None:
+    image_id = "sha256:" + "9" * 64
     raw = b"layer-bytes" * 500
-    blob = tmp_path / "b.gz"
-    blob.write_bytes(gzip.compress(raw))
+    src, diff = _staged(tmp_path, raw, "gz", gzip.compress(raw))
+    load = str(tmp_path / "staging" / "load" / "x")
+    Path(load).mkdir(parents=True)
+    Path(load, "manifest.json").write_text("[]")
+    dst = cmd.layer_path(load, diff)
+    res = sh(cmd.install_argv(_installer(tmp_path, image_id), load, image_id, "t:v", mode, [(src, dst, diff)]))
+    assert res.returncode == 0, res.stderr
+    assert cmd.parse_install(res.stdout.decode()) == cmd.Installed(None, image_id, image_id)
+    assert (tmp_path / "loaded.txt").read_text().split() == sorted(
+        ["./", "./manifest.json", f"./{diff[7:]}/", f"./{diff[7:]}/layer.tar"])
+    assert (tmp_path / "tags").read_text() == f"{image_id} t:v\n"
+    assert not Path(load).exists() and not Path(src).exists()  # staging cleaned after the verified load
+    # retry-safe: run again (as after a lost reply) with the blobs gone: no load, just the tag
+    (tmp_path / "loaded.txt").write_text("marker")
+    res = sh(cmd.install_argv(_installer(tmp_path, image_id), load, image_id, "t:v", mode, [(src, dst, diff)]))
+    assert res.returncode == 0, res.stderr
+    assert cmd.parse_install(res.stdout.decode()) == cmd.Installed(None, image_id, image_id)
+    assert (tmp_path / "loaded.txt").read_text() == "marker"
+
+
+def test_install_script_refuses_a_bad_layer_and_a_wrong_id(tmp_path: Path) -> None:
+    image_id = "sha256:" + "9" * 64
+    raw = b"x" * 1000
+    src, diff = _staged(tmp_path, raw, "gz", gzip.compress(raw))
     load = str(tmp_path / "load")
-    dst = cmd.layer_path(load, "sha256:" + "01" * 32)
-    assert sh(cmd.link_layers_argv([(str(blob), dst)])).returncode == 0
-    assert Path(dst).read_bytes() == blob.read_bytes()
-    dst2 = cmd.layer_path(load, "sha256:" + "02" * 32)
-    dst3 = cmd.layer_path(load + " 3", "sha256:" + "03" * 32)
-    res = sh(cmd.decompress_argv([(str(blob), dst2), (str(blob), dst3)], "gzip"))
-    want = "sha256:" + hashlib.sha256(raw).hexdigest()
-    assert cmd.parse_decompressed(res.stdout.decode()) == {dst2: want, dst3: want}
-    assert Path(dst2).read_bytes() == raw == Path(dst3).read_bytes()
+    wrong = "sha256:" + "1" * 64
+    res = sh(cmd.install_argv(_installer(tmp_path, image_id), load, image_id, "t:v", "gzip",
+                              [(src, cmd.layer_path(load, wrong), wrong)]))
+    assert res.returncode == 4
+    assert cmd.parse_install(res.stdout.decode()).bad_layer == (wrong, diff)
+    assert Path(src).exists() and not (tmp_path / "tags").exists()
+    # docker load that yields another image: exit 6, nothing tagged, blobs kept for a retry
+    res = sh(cmd.install_argv(_installer(tmp_path, wrong), load, image_id, "t:v", "link",
+                              [(src, cmd.layer_path(load, diff), diff)]))
+    assert res.returncode == 6 and Path(src).exists() and not (tmp_path / "tags").exists()
 
 
 def test_unpack_replaces_the_load_dir(tmp_path: Path) -> None:
@@ -134,20 +184,14 @@ def test_unpack_replaces_the_load_dir(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(shutil.which("zstd") is None, reason="zstd binary not installed")
-def test_decompress_zstd_failure_shows_in_hash(tmp_path: Path) -> None:
-    blob = tmp_path / "b.zst"
-    blob.write_bytes(b"not zstd at all")
-    dst = str(tmp_path / "d" / "layer.tar")
-    res = sh(cmd.decompress_argv([(str(blob), dst)], "zstd"))
+def test_install_zstd_failure_shows_as_a_bad_layer(tmp_path: Path) -> None:
+    src, _ = _staged(tmp_path, b"", "zst", b"not zstd at all")
+    diff = "sha256:" + "2" * 64
+    load = str(tmp_path / "load")
+    res = sh(cmd.install_argv(("false",), load, "sha256:1", "t:v", "zstd", [(src, cmd.layer_path(load, diff), diff)]))
     # no pipefail: the failure surfaces as the hash of empty output, with zstd's stderr
-    assert cmd.parse_decompressed(res.stdout.decode()) == {dst: "sha256:" + hashlib.sha256(b"").hexdigest()}
-    assert res.stderr
-
-
-def test_write_is_atomic_and_makes_dirs(tmp_path: Path) -> None:
-    path = str(tmp_path / "a" / "b" / "manifest.json")
-    assert sh(cmd.write_argv(path), b"[]").returncode == 0
-    assert Path(path).read_bytes() == b"[]" and not Path(path + ".tmp").exists()
+    assert res.returncode == 4 and res.stderr
+    assert cmd.parse_install(res.stdout.decode()).bad_layer == (diff, "sha256:" + hashlib.sha256(b"").hexdigest())
 
 
 def test_lock_script_really_run(tmp_path: Path) -> None:

@@ -11,7 +11,14 @@ from deployer.errors import PreflightError, SpecError
 from deployer.inventory.host import Host
 from deployer.local.chain import chain_ids
 from deployer.local.image import ImageInfo
-from deployer.ship.plan import MARGIN, ShipPlan, layer_bytes_bound, make_plan, pick_codec, preflight
+from deployer.ship.plan import (
+    MARGIN,
+    ShipPlan,
+    layer_bytes_bound,
+    make_plan,
+    pick_codec,
+    preflight,
+)
 from deployer.ship.refs import normalize, registry_ref, split_ref
 from deployer.ship.render import plan_commands, plan_json, render
 
@@ -135,12 +142,14 @@ def test_render_tarball_commands() -> None:
     h = host()
     p = plan(h, via="tarball")
     argvs = plan_commands(p, h)
-    assert argvs[0] == ("mkdir", "-p", "--", "/stage/blobs/sha256")
+    blob3 = "/stage/blobs/sha256/<zstd blob of layer 3>.zst"
+    assert argvs[0] == cmd.stat_argv([blob3, blob3 + ".partial"])
     appends = [a for a in argvs if a[:3] == cmd.append_argv("x")[:3]]
     assert len(appends) == 2
-    assert argvs[-3][-2:] == (IMAGE.id, "docker") and "load" in argvs[-3][2]
-    assert argvs[-2][-3:] == (IMAGE.id, "trainer:v3", "docker") and " tag " in argvs[-2][2]
-    assert argvs[-1][:3] == ("rm", "-rf", "--")
+    assert argvs[-2] == cmd.unpack_argv(f"/stage/load/{'f' * 64}")
+    install = argvs[-1]
+    assert install[4:9] == (f"/stage/load/{'f' * 64}", IMAGE.id, "trainer:v3", "zstd", "2")
+    assert install[9] == blob3 and install[11] == D[2] and install[-1] == "docker"
     lines = render(p, h)
     assert lines[0].startswith("gpu01: tarball: via tarball; 2/4 layers to send, zstd (decompressed on the host)")
     assert all(line.startswith("  $ ") for line in lines[1:])
