@@ -9,7 +9,7 @@ from typing import Any
 from deployer.inventory.host import Host
 from deployer.transport import connect
 from deployer.transport.result import Result
-from deployer.transport.retry import retrying
+from deployer.transport.retry import is_transient, retrying
 from deployer.transport.session import Session
 
 log = logging.getLogger(__name__)
@@ -54,9 +54,11 @@ class HostConn:
         """The session, connecting under the transient retry policy (auth/host-key errors stop at once)."""
         return retrying(self.session, what="connect", host=self.name, on_retry=lambda _n, _e: self.drop())
 
-    def drop(self) -> None:
-        """Forget the current session (after a transient failure)."""
+    def drop(self, failed: Session | None = None) -> None:
+        """Forget the session (the one that failed, if given: a newer one made by another thread stays)."""
         with self._lock:
+            if failed is not None and failed is not self._session:
+                return
             session, self._session = self._session, None
         if session is not None:
             try:
@@ -68,9 +70,15 @@ class HostConn:
         """session.run under the transient retry policy (reconnecting between attempts)."""
 
         def attempt() -> Result:
-            return self.session().run(argv, **kwargs)
+            session = self.session()
+            try:
+                return session.run(argv, **kwargs)
+            except Exception as exc:
+                if is_transient(exc):
+                    self.drop(session)
+                raise
 
-        return retrying(attempt, what=what, host=self.name, on_retry=lambda _n, _e: self.drop())
+        return retrying(attempt, what=what, host=self.name)
 
     def close(self) -> None:
         self.drop()

@@ -76,31 +76,30 @@ def send_tail(conn: HostConn, partial: str, blob: Blob, counter: Counter,
     def attempt() -> object:
         # single tries inside: this whole attempt is what the retry policy repeats
         session = conn.session()
-        offset = first.pop("known", None)  # the caller's fresh stat saves a round trip, once
-        if offset is None:
-            offset = cmd.parse_stat(session.run(cmd.stat_argv([partial]), timeout=60).stdout).get(partial) or 0
-        if offset > blob.size:  # not ours / garbage: start over
-            session.run(cmd.remove_argv([partial]), timeout=60)
-            offset = 0
-        progressed = offset > last["offset"]
-        if last["offset"] >= 0:
-            note(f"resuming {blob.digest[7:19]} at {offset} of {blob.size} bytes")
-        last["offset"] = offset
-        if offset == blob.size:
-            return None
+        progressed = False
         try:
-            session.send(cmd.append_argv(partial), _read_from(str(blob.path), offset, counter))
+            offset = first.pop("known", None)  # the caller's fresh stat saves a round trip, once
+            if offset is None:
+                offset = cmd.parse_stat(session.run(cmd.stat_argv([partial]), timeout=60).stdout).get(partial) or 0
+            if offset > blob.size:  # not ours / garbage: start over
+                session.run(cmd.remove_argv([partial]), timeout=60)
+                offset = 0
+            progressed = offset > last["offset"]
+            if last["offset"] >= 0:
+                note(f"resuming {blob.digest[7:19]} at {offset} of {blob.size} bytes")
+            last["offset"] = offset
+            if offset < blob.size:
+                session.send(cmd.append_argv(partial), _read_from(str(blob.path), offset, counter))
         except Exception as exc:
             if not is_transient(exc):
                 raise
-            conn.drop()
+            conn.drop(session)
             if progressed:
                 return _AGAIN
             raise
         return None
 
-    while retrying(attempt, what=f"sending blob {blob.digest[7:19]}", host=conn.name,
-                   on_retry=lambda _n, _e: conn.drop()) is _AGAIN:
+    while retrying(attempt, what=f"sending blob {blob.digest[7:19]}", host=conn.name) is _AGAIN:
         pass
 
 
