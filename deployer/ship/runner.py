@@ -3,9 +3,10 @@
     ship_image(hosts, ref, options, reporter) -> list[Outcome[ShipResult]]
     plan_ship(hosts, ref, options)            -> list[Outcome[ShipPlan]]   (dry run, changes nothing)
 
-Per host: connect -> lock -> facts -> image state + present layers -> plan -> preflight, for
-all hosts first (the one shared export needs to know every host's missing layers); then per
-host: transfer -> load -> verify id -> tag -> clean staging -> history -> unlock.
+Per host, in parallel: connect -> lock + facts + image state + present layers (one round
+trip) -> plan -> preflight -> an export from the shared pool (deployer.ship.exports: one
+`docker save` for the first wave of hosts) -> transfer -> load -> verify id -> tag -> clean
+staging -> history + unlock.
 A host's error carries its partial ShipResult as `error.ship_result`.
 """
 from __future__ import annotations
@@ -31,6 +32,7 @@ from deployer.local.export import Exporter
 from deployer.local.image import ImageInfo, inspect
 from deployer.ship import lock as locks
 from deployer.ship.conn import HostConn
+from deployer.ship.exports import ExportPool
 from deployer.ship.model import ShipOptions, ShipResult
 from deployer.ship.plan import ShipPlan, make_plan, preflight
 from deployer.ship.progress import NullReporter, Reporter
@@ -170,15 +172,6 @@ def _attach(exc: DeployError, job: Job) -> DeployError:
     return exc
 
 
-def _wanted(jobs: Sequence[Job]) -> dict[str, set[str]]:
-    wanted: dict[str, set[str]] = {}
-    for job in jobs:
-        plan = job.plan
-        if plan and plan.route == "tarball" and plan.codec and plan.missing:
-            wanted.setdefault(plan.codec.name, set()).update(job.image.diff_ids[i] for i in plan.missing)
-    return wanted
-
-
 def ship_image(hosts: Sequence[Host], image_ref: str, options: ShipOptions | None = None,
                reporter: Reporter | None = None, client: docker.DockerClient | None = None,
                image: ImageInfo | None = None) -> list[Outcome[ShipResult]]:
@@ -192,57 +185,47 @@ def ship_image(hosts: Sequence[Host], image_ref: str, options: ShipOptions | Non
         image = replace(image, ref=image_ref)
     sizes = _history_sizes(client, image)
     jobs = {h.name: Job(h, HostConn(h, timeout=options.connect_timeout), image) for h in hosts}
-    exporter: Exporter | None = None
-    try:
-        def observe(host: Host) -> Job:
-            job = jobs[host.name]
-            try:
-                return _observe(job, options, sizes, reporter, take_lock=True)
-            except DeployError as exc:
-                reporter.done(host.name, False, str(exc).splitlines()[0])
-                _release(job)
-                raise _attach(exc, job)
+    exports = ExportPool(image, options.level, expected=min(len(jobs), options.parallel), client=client)
+    pusher = Pusher(image, client)
 
-        observed = for_each_host(hosts, observe, options.parallel)
-        ready = [o.value for o in observed if o.ok and o.value is not None]
-        if any(j.plan is not None and j.plan.route == "tarball" for j in ready):
-            # one export for all hosts; with nothing missing it still provides the config
-            exporter = Exporter(image, _wanted(ready), level=options.level, client=client).start()
-        pusher = Pusher(image, client)
-
-        def finish(host: Host) -> ShipResult:
-            job = jobs[host.name]
-            try:
-                _finish(job, pusher, exporter, options.level, reporter)
-            except DeployError as exc:
-                reporter.done(host.name, False, str(exc).splitlines()[0])
+    def work(host: Host) -> ShipResult:
+        job = jobs[host.name]
+        reported = False  # every host reports to the export pool exactly once
+        try:
+            _observe(job, options, sizes, reporter, take_lock=True)
+            plan = job.plan
+            assert plan is not None
+            exporter = None
+            reported = True
+            if plan.route == "tarball" and plan.codec is not None:
+                exporter = exports.join(plan.codec.name, {image.diff_ids[i] for i in plan.missing})
+            else:
+                exports.leave()
+            _finish(job, pusher, exporter, options.level, reporter)
+        except DeployError as exc:
+            reporter.done(host.name, False, str(exc).splitlines()[0])
+            if job.plan is not None and job.lock is not None:
                 _wrap_up(job, "failed", exc)
-                raise _attach(exc, job)
-            except BaseException:
+            else:
                 _release(job)
-                raise
-            _wrap_up(job, "ok")
-            result = job.result()  # seconds include the history record and the unlock
-            reporter.done(host.name, True, _summary(result))
-            return result
+            raise _attach(exc, job)
+        except BaseException:
+            _release(job)
+            raise
+        finally:
+            if not reported:
+                exports.leave()
+        _wrap_up(job, "ok")
+        result = job.result()  # seconds include the history record and the unlock
+        reporter.done(host.name, True, _summary(result))
+        return result
 
-        finished = {o.host.name: o for o in for_each_host([j.host for j in ready], finish, options.parallel)}
-        return [finished[o.host.name] if o.ok else Outcome(o.host, error=o.error) for o in observed]
+    try:
+        return for_each_host(hosts, work, options.parallel)
     finally:
         for job in jobs.values():
             _release(job)
-        if exporter is not None:
-            exporter.close()
-            _prune(exporter)
-
-
-def _prune(exporter: Exporter) -> None:
-    prune = getattr(exporter.cache, "prune", None)
-    if prune is not None:
-        try:
-            prune()
-        except OSError as exc:
-            log.warning("could not prune the local blob cache: %s", exc)
+        exports.close()
 
 
 def _summary(result: ShipResult) -> str:

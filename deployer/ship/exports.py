@@ -1,0 +1,85 @@
+"""One export for the whole fleet, without making every host wait for the slowest one.
+
+The first hosts to finish planning form a wave (all of the first `parallel`, or whoever has
+arrived `grace_s` after the first): one Exporter (one `docker save`) compresses the union of
+their missing layers. A host planned later reuses an export that covers its layers, else gets
+its own (blobs already in the local cache are not compressed again). So an unreachable host
+delays nobody by more than the grace period.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable
+
+import docker
+
+from deployer.local.export import Exporter
+from deployer.local.image import ImageInfo
+
+log = logging.getLogger(__name__)
+
+
+class ExportPool:
+    """Hands each tarball host an Exporter that covers its missing layers."""
+
+    def __init__(self, image: ImageInfo, level: int, expected: int, *, grace_s: float = 5.0,
+                 client: docker.DockerClient | None = None) -> None:
+        self.image = image
+        self.level = level
+        self.grace_s = grace_s
+        self._client = client
+        self._cond = threading.Condition()
+        self._expected = expected  # hosts that will report (join or leave) before the wave forms
+        self._reported = 0
+        self._first: float | None = None
+        self._wanted: dict[str, set[str]] = {}
+        self._wave_started = False
+        self.exporters: list[Exporter] = []
+
+    def leave(self) -> None:
+        """A host that needs no export (failed, up to date, or registry) reports in."""
+        with self._cond:
+            self._reported += 1
+            self._cond.notify_all()
+
+    def join(self, codec: str, diff_ids: Iterable[str]) -> Exporter:
+        """An export with `codec` blobs of these layers (and the config); may wait for the wave."""
+        wanted = set(diff_ids)
+        with self._cond:
+            self._reported += 1
+            if not self._wave_started:
+                self._first = self._first or time.monotonic()
+                self._wanted.setdefault(codec, set()).update(wanted)
+                self._cond.notify_all()
+                deadline = self._first + self.grace_s
+                while not self._wave_started and self._reported < self._expected:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._cond.wait(left)
+                if not self._wave_started:
+                    self._start(self._wanted)
+                    self._wave_started = True
+                    self._cond.notify_all()
+            for exporter in self.exporters:
+                if wanted <= exporter.wanted.get(codec, frozenset()):  # any export has the config
+                    return exporter
+            return self._start({codec: wanted})
+
+    def _start(self, wanted: dict[str, set[str]]) -> Exporter:
+        exporter = Exporter(self.image, wanted, level=self.level, client=self._client).start()
+        self.exporters.append(exporter)
+        return exporter
+
+    def close(self) -> None:
+        for exporter in self.exporters:
+            exporter.close()
+        if self.exporters:
+            prune = getattr(getattr(self.exporters[0], "cache", None), "prune", None)
+            if prune is not None:
+                try:
+                    prune()
+                except OSError as exc:  # a full or read-only cache dir must not fail a finished ship
+                    log.warning("could not prune the local blob cache: %s", exc)

@@ -1,0 +1,69 @@
+"""The export pool: one export for the first wave of hosts, no waiting on hosts that never come."""
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from deployer.local.image import ImageInfo
+from deployer.ship import exports as exports_mod
+from deployer.ship.exports import ExportPool
+
+IMAGE = ImageInfo("t:v", "sha256:" + "f" * 64, ("sha256:a", "sha256:b", "sha256:c"), 3, "linux", "amd64", ())
+
+
+class StubExporter:
+    """Stands in for deployer.local.export.Exporter (no docker): records what it was asked for."""
+
+    started: list[StubExporter] = []
+
+    def __init__(self, image: ImageInfo, wanted: dict[str, set[str]], level: int = 3, client: Any = None) -> None:
+        self.wanted = {codec: frozenset(ids) for codec, ids in wanted.items() if ids}
+        self.closed = False
+
+    def start(self) -> StubExporter:
+        StubExporter.started.append(self)
+        return self
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@pytest.fixture(autouse=True)
+def stub(monkeypatch: pytest.MonkeyPatch) -> None:
+    StubExporter.started = []
+    monkeypatch.setattr(exports_mod, "Exporter", StubExporter)
+
+
+def test_one_export_for_the_wave_and_reuse_for_subsets() -> None:
+    pool = ExportPool(IMAGE, 3, expected=3, grace_s=30)
+    got: dict[str, Any] = {}
+    threads = [threading.Thread(target=lambda n=n, ids=ids: got.__setitem__(n, pool.join("zstd", ids)))
+               for n, ids in (("h1", {"sha256:b", "sha256:c"}), ("h2", {"sha256:c"}))]
+    for t in threads:
+        t.start()
+    time.sleep(0.2)
+    assert StubExporter.started == []  # still waiting for the third host
+    pool.leave()  # the third host is up to date
+    for t in threads:
+        t.join(5)
+    assert len(StubExporter.started) == 1 and got["h1"] is got["h2"]
+    assert got["h1"].wanted == {"zstd": frozenset({"sha256:b", "sha256:c"})}
+    # later hosts: a subset reuses it, anything else gets its own export
+    assert pool.join("zstd", {"sha256:b"}) is got["h1"]
+    assert pool.join("zstd", set()) is got["h1"]  # only the config
+    other = pool.join("zstd", {"sha256:a", "sha256:b"})
+    assert other is not got["h1"] and other.wanted == {"zstd": frozenset({"sha256:a", "sha256:b"})}
+    assert pool.join("gzip", {"sha256:c"}) not in (got["h1"], other)
+    pool.close()
+    assert all(e.closed for e in StubExporter.started)
+
+
+def test_a_host_that_never_reports_delays_the_wave_only_by_the_grace() -> None:
+    pool = ExportPool(IMAGE, 3, expected=2, grace_s=0.3)
+    start = time.monotonic()
+    exporter = pool.join("zstd", {"sha256:c"})
+    assert 0.25 <= time.monotonic() - start < 2
+    assert StubExporter.started == [exporter]
