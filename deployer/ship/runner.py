@@ -23,7 +23,7 @@ import docker
 from deployer import history
 from deployer.commands import ship as cmd
 from deployer.commands.layers import parse_present, present_layers_argv
-from deployer.errors import DeployError
+from deployer.errors import DeployError, TransferError
 from deployer.facts import gather
 from deployer.fleet import Outcome, for_each_host
 from deployer.inventory.host import Host
@@ -111,7 +111,7 @@ def _observe(job: Job, options: ShipOptions, history_sizes: Sequence[int], repor
     return job
 
 
-def _finish(job: Job, pusher: Pusher, exporter: Exporter | None, level: int, reporter: Reporter) -> ShipResult:
+def _finish(job: Job, pusher: Pusher, exporter: Exporter | None, reporter: Reporter) -> ShipResult:
     host, plan, conn = job.host, job.plan, job.conn
     assert plan is not None
     docker_argv = host.docker
@@ -125,8 +125,6 @@ def _finish(job: Job, pusher: Pusher, exporter: Exporter | None, level: int, rep
     else:
         run_tarball(job, exporter, reporter)
     if not job.verified:
-        from deployer.errors import TransferError
-
         raise TransferError(host.name, f"{job.image.ref} on the host does not resolve to {job.image.id}",
                             hint="another process may have re-tagged it; ship again")
     return job.result()
@@ -201,7 +199,7 @@ def ship_image(hosts: Sequence[Host], image_ref: str, options: ShipOptions | Non
                 exporter = exports.join(plan.codec.name, {image.diff_ids[i] for i in plan.missing})
             else:
                 exports.leave()
-            _finish(job, pusher, exporter, options.level, reporter)
+            _finish(job, pusher, exporter, reporter)
         except DeployError as exc:
             reporter.done(host.name, False, str(exc).splitlines()[0])
             if job.plan is not None and job.lock is not None:
