@@ -5,6 +5,7 @@ import sys
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from deployer.cli import output
 from deployer.cli.app import cli
@@ -12,6 +13,8 @@ from deployer.cli.context import AppContext
 from deployer.cli.inventory import PATTERN_HELP
 from deployer.errors import DeployError, SpecError
 from deployer.fleet import Outcome
+from deployer.oneshot.pipeline import OneShotOptions
+from deployer.playbook.deploy import DEFAULT_LEVEL
 from deployer.ship import VIA_CHOICES, ShipOptions, ShipResult, plan_ship, ship_image
 from deployer.ship.plan import human_bytes
 from deployer.ship.progress import PlainReporter, RichReporter
@@ -19,14 +22,28 @@ from deployer.ship.render import plan_json, render
 
 EPILOG = """\b
 Examples:
-  deploy ship --host gpu01 --image trainer:v3                 # auto route per host
+  deploy ship                                                 # the default playbook: build, ship, run
+  deploy ship -p playbooks/sample.yml --host gpu01,airgap01   # the playbook on two hosts
+  deploy ship -p playbooks/sample.yml --dry-run               # plan + exact commands, changes nothing
+  deploy ship -p playbooks/sample.yml --no-build --no-run     # ship the last build, start nothing
+  deploy ship --host gpu01 --image trainer:v3                 # ship a local image (never runs it)
   deploy ship --host 'gpus:!gpu03' --image trainer:v3 --parallel 16
   deploy ship --host airgapped --image trainer:v3 --via tarball --level 9
   deploy ship --host gpus --image trainer:v3 --json | jq '.[] | select(.ok|not)'
-  deploy ship --host gpu01 --image trainer:v3 --dry-run       # show the plan and remote commands
 
 \b
-Routes (--via, default: the host's deploy_via, else auto):
+With a playbook (-p, or the default one when neither -p nor --image is given), every
+selected host (--host, else the playbook's hosts:) is rendered first, so a typo stops the
+deploy before anything is built or sent. Then: build the image through the local Docker
+(tagged <name>:<git revision>, -dirty with uncommitted changes; --no-build ships that tag
+if it exists, else <name>:latest; --image REF ships REF instead), ship it, and start the
+playbook's run: section on the hosts whose ship succeeded (every one preflighted before
+any starts; --no-run skips this). One line per host: route, layers and bytes sent,
+verified image id, container and state. --json adds to the ship keys below: route, image,
+playbook, git_rev, shipped, ship_error, container, container_id, state, run_error, command.
+
+\b
+Routes (--via, default: the playbook's ship.via, else the host's deploy_via, else auto):
   registry  push once to deploy_registry from here, `docker pull` on the host
   tarball   send only the layers the host lacks (zstd) over SSH into deploy_staging_dir,
             resumable and sha256-checked, then `docker load` on the host
@@ -39,33 +56,53 @@ for that host (SSH payload; for the registry route, the push, counted once).
 
 
 @cli.command("ship", epilog=EPILOG)
-@click.option("--host", "-H", "pattern", required=True, metavar="PATTERN", help=PATTERN_HELP)
-@click.option("--image", "image_ref", metavar="REF", help="Local image to ship (name:tag).")
+@click.option("-p", "--playbook", "playbook_path", envvar="DEPLOY_PLAYBOOK", type=click.Path(), default=None,
+              help="Playbook: build, ship and run it. Default without --image: $DEPLOY_PLAYBOOK, "
+              "playbooks/default.yml, or the only file in playbooks/.")
+@click.option("--host", "-H", "pattern", default=None, metavar="PATTERN",
+              help=PATTERN_HELP + " Default with a playbook: its hosts:.")
+@click.option("--image", "image_ref", metavar="REF", help="Local image to ship (name:tag); with -p, instead of building.")
 @click.option("--via", type=click.Choice(VIA_CHOICES), default=None,
-              help="Route; overrides the inventory's deploy_via.")
+              help="Route; overrides the playbook's ship.via and the inventory's deploy_via.")
+@click.option("--no-build", is_flag=True, help="With a playbook: ship the last build instead of building.")
 @click.option("--no-run", is_flag=True,
               help="Only ship, never start a container. (Shipping --image alone never runs anything.)")
 @click.option("--parallel", type=click.IntRange(1, 512), default=8, show_default=True,
               help="Hosts shipped at once.")
-@click.option("--level", type=click.IntRange(1, 19), default=3, show_default=True, help="zstd level for layers.")
+@click.option("--level", type=click.IntRange(1, 19), default=None,
+              help="zstd level for layers. Default: the playbook's ship.level, else 3.")
 @click.option("--break-lock", is_flag=True, help="Clear a host's stale deploy lock first (see the lock message).")
 @click.option("--lock-wait", type=click.FloatRange(0), default=0, metavar="SECONDS",
               help="Wait this long for another deploy's lock on a host before failing.")
-@click.option("--dry-run", is_flag=True, help="Plan only: show route, layers, bytes and remote commands.")
+@click.option("--dry-run", is_flag=True,
+              help="Plan only: route, layers, bytes and the exact remote commands. Builds and changes nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON record per host on stdout.")
 @click.pass_obj
-def ship(app: AppContext, pattern: str, image_ref: str | None, via: str | None, no_run: bool, parallel: int,
-         level: int, break_lock: bool, lock_wait: float, dry_run: bool, as_json: bool) -> None:
-    """Ship a local image to hosts by the fastest safe route, verified by image id.
+def ship(app: AppContext, playbook_path: str | None, pattern: str | None, image_ref: str | None, via: str | None,
+         no_build: bool, no_run: bool, parallel: int, level: int | None, break_lock: bool, lock_wait: float,
+         dry_run: bool, as_json: bool) -> None:
+    """Build, ship and run a playbook, or ship a local image, on hosts; verified by image id.
 
-    Every selected host ends up with REF pointing at exactly the local image id, or its
+    Every selected host ends up with the image pointing at exactly the local image id, or its
     own error; hosts are shipped in parallel and one failure never stops the others
     (exit code 1 if any host failed). Interrupted transfers resume where they stopped.
     """
-    if not image_ref:
-        raise SpecError("--image REF is required", hint="e.g. deploy ship --host gpu01 --image trainer:v3")
+    source = click.get_current_context().get_parameter_source("playbook_path")
+    explicit = playbook_path is not None and source == ParameterSource.COMMANDLINE
+    if explicit or not image_ref:
+        from deployer.cli.ship_playbook import ship_playbook
+
+        ship_playbook(app, playbook_path, pattern, OneShotOptions(
+            via=via, level=level, parallel=parallel, break_lock=break_lock, lock_wait=lock_wait,
+            image=image_ref, build=not no_build, run=not no_run), dry_run=dry_run, as_json=as_json)
+        return
+    if not pattern:
+        raise SpecError("--host PATTERN is required with --image", hint="e.g. deploy ship --host gpu01 --image trainer:v3")
+    if no_build:
+        raise SpecError("--no-build needs a playbook (-p): --image ships an image that is already built")
     hosts = app.select(pattern)
-    options = ShipOptions(via=via, level=level, parallel=parallel, break_lock=break_lock, lock_wait=lock_wait)
+    options = ShipOptions(via=via, level=level or DEFAULT_LEVEL, parallel=parallel, break_lock=break_lock,
+                          lock_wait=lock_wait)
     if dry_run:
         _dry_run(hosts, image_ref, options, as_json)
         return

@@ -4,7 +4,7 @@ from __future__ import annotations
 import secrets
 import shlex
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,6 +22,7 @@ from deployer.errors import (
 from deployer.fleet import Outcome, for_each_host
 from deployer.inventory.host import Host
 from deployer.runs import spec as specs
+from deployer.runs.gpus import GpuRequest
 from deployer.runs.preflight import Ready, preflight
 from deployer.transport.retry import connect_retrying
 from deployer.transport.session import Session
@@ -79,26 +80,60 @@ def resolve_env(spec: specs.RunSpec, environ: dict[str, str] | None = None) -> l
     return specs.merge_env(file_env, spec.env)
 
 
-def start(hosts: list[Host], spec: specs.RunSpec, *, parallel: int = 8, attach: bool = False,
+Specs = specs.RunSpec | Mapping[str, specs.RunSpec]
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """One host's RunSpec, checked: the container name, parsed GPUs and volumes, resolved env."""
+
+    spec: specs.RunSpec
+    name: str
+    gpus: GpuRequest | None
+    volumes: tuple[specs.Volume, ...]
+    env: list[tuple[str, str]]
+
+
+def prepare(hosts: list[Host], spec: Specs) -> dict[str, Prepared]:
+    """Validate the spec of every host (one for all, or host name -> spec) before touching any host."""
+    per_host = spec if isinstance(spec, Mapping) else {h.name: spec for h in hosts}
+    missing = [h.name for h in hosts if h.name not in per_host]
+    if missing:
+        raise SpecError(f"no run spec for {', '.join(missing)}")
+    out: dict[str, Prepared] = {}
+    shared: dict[specs.RunSpec, Prepared] = {}  # one env-file read and one default name per distinct spec
+    for host in hosts:
+        one = per_host[host.name]
+        if one not in shared:
+            gpus, volumes = specs.validate(one)
+            shared[one] = Prepared(one, one.name or specs.default_name(one.image), gpus, volumes, resolve_env(one))
+        out[host.name] = shared[one]
+    return out
+
+
+def start(hosts: list[Host], spec: Specs, *, parallel: int = 8, attach: bool = False,
           reporter: Reporter | None = None, output: BinaryIO | None = None,
           timeout: float = 10.0) -> list[Outcome[Started]]:
-    """Preflight all hosts in parallel; if all pass, start spec on each. Nothing starts if any fails."""
-    gpus, volumes = specs.validate(spec)
+    """Preflight all hosts in parallel; if all pass, start each host's spec. Nothing starts if any fails.
+
+    `spec` is one RunSpec for every host, or a mapping host name -> RunSpec (a playbook renders
+    volumes and GPUs per host).
+    """
     if attach and len(hosts) != 1:
         raise SpecError(f"--attach works with one host; the pattern selected {len(hosts)}",
                         hint="pick one host with --host, or use --detach and `deploy logs`")
-    env = resolve_env(spec)
-    name = spec.name or specs.default_name(spec.image)
+    prepared = prepare(hosts, spec)
     say = reporter or (lambda _h, _m: None)
     sessions: dict[str, Session] = {}
     lock = threading.Lock()
 
     def check(host: Host) -> Ready:
+        p = prepared[host.name]
         session = connect_retrying(host, timeout=timeout)
         with lock:
             sessions[host.name] = session
         say(host.name, "preflight")
-        return preflight(session, host, spec, name=name, gpus=gpus, volumes=volumes)
+        return preflight(session, host, p.spec, name=p.name, gpus=p.gpus, volumes=p.volumes)
 
     try:
         checked = for_each_host(hosts, check, parallel)
@@ -111,11 +146,13 @@ def start(hosts: list[Host], spec: specs.RunSpec, *, parallel: int = 8, attach: 
         def launch(host: Host) -> Started:
             ready = next(o.value for o in checked if o.host.name == host.name)
             assert ready is not None
-            return _launch(sessions[host.name], ready, spec, name=name, env=env, volumes=volumes,
-                           labels=labels_for(spec, name=name, ready=ready, now=now), say=say)
+            p = prepared[host.name]
+            return _launch(sessions[host.name], ready, p.spec, name=p.name, env=p.env, volumes=p.volumes,
+                           labels=labels_for(p.spec, name=p.name, ready=ready, now=now), say=say)
 
         started = for_each_host(hosts, launch, parallel)
         if attach and started[0].ok and started[0].value is not None:
+            name = prepared[hosts[0].name].name
             code = follow_to_exit(sessions[hosts[0].name], hosts[0], name, output, timeout=timeout)
             value = started[0].value
             started = [Outcome(started[0].host, value=Started(**{**value.__dict__, "exit_code": code}))]
@@ -123,6 +160,28 @@ def start(hosts: list[Host], spec: specs.RunSpec, *, parallel: int = 8, attach: 
     finally:
         for session in sessions.values():
             session.close()
+
+
+def env_path_for(host: Host, name: str, token: str) -> str:
+    """Where the container's env file lives on the host while `docker run` reads it."""
+    return f"{host.staging_dir.rstrip('/')}/run-env.{name}.{token}"
+
+
+def launch_commands(host: Host, spec: specs.RunSpec, *, name: str, volumes: tuple[specs.Volume, ...],
+                    labels: list[tuple[str, str]], env_path: str | None, replace: bool = False,
+                    mkdirs: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """The remote commands a start runs, in order (pure; the env file's contents travel on stdin)."""
+    out: list[tuple[str, ...]] = []
+    if replace:
+        out.append(cmd.rm_argv(host.docker, name, force=True))
+    if mkdirs:
+        out.append(cmd.mkdirs_argv(mkdirs))
+    if env_path:
+        out.append(cmd.write_file_argv(env_path))
+    out.append(cmd.run_argv(host.docker, spec, name=name, labels=labels, volumes=volumes, env_file=env_path))
+    if env_path:
+        out.append(cmd.remove_file_argv(env_path))
+    return out
 
 
 def _launch(session: Session, ready: Ready, spec: specs.RunSpec, *, name: str, env: list[tuple[str, str]],
@@ -136,13 +195,15 @@ def _launch(session: Session, ready: Ready, spec: specs.RunSpec, *, name: str, e
     env_path = None
     if env:
         # Values go through stdin into a 0600 file: never on a command line, in ps, or in logs.
-        env_path = f"{host.staging_dir.rstrip('/')}/run-env.{name}.{secrets.token_hex(4)}"
+        env_path = env_path_for(host, name, secrets.token_hex(4))
         session.run(cmd.write_file_argv(env_path), input=specs.env_file_text(env).encode())
     argv = cmd.run_argv(host.docker, spec, name=name, labels=labels, volumes=volumes, env_file=env_path)
+    tags = dict(labels)
 
     def rec(result: str, **extra: object) -> dict:
         return history.record("run", image=spec.image, image_id=ready.image_id, command=shlex.join(argv),
                               result=result, name=name, gpus=spec.gpus, env_keys=[k for k, _ in env] or None,
+                              playbook=tags.get("deployer.playbook"), git_rev=tags.get("deployer.git_rev"),
                               **extra)
 
     say(host.name, f"starting {name}")

@@ -18,6 +18,7 @@ class ShipOptions:
     lock_wait: float = 0.0
     connect_timeout: float = 10.0
     codec: str | None = None  # force "zstd" or "gzip" for the tarball route (None: best per host)
+    record: tuple[tuple[str, str], ...] = ()  # extra fields for each host's history record (playbook, git_rev)
 
 
 @dataclass(frozen=True)

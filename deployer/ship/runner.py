@@ -58,6 +58,7 @@ class Job:
     counter: Counter = field(default_factory=Counter)
     layers_sent: int = 0
     verified: bool = False
+    record: tuple[tuple[str, str], ...] = ()  # extra history fields (ShipOptions.record)
 
     def result(self) -> ShipResult:
         plan = self.plan
@@ -135,7 +136,8 @@ def _record(job: Job, outcome: str, error: str | None = None) -> None:
     res = job.result()
     rec = history.record("ship", image=job.image.ref, image_id=job.image.id, result=outcome,
                          via=res.via, route=res.route, bytes_sent=res.bytes_sent,
-                         layers_sent=res.layers_sent, seconds=round(res.seconds, 3), error=error)
+                         layers_sent=res.layers_sent, seconds=round(res.seconds, 3), error=error,
+                         **dict(job.record))
     try:
         history.append(job.conn.session(), job.host.staging_dir, rec)
     except DeployError as exc:
@@ -182,7 +184,8 @@ def ship_image(hosts: Sequence[Host], image_ref: str, options: ShipOptions | Non
     if image.ref != image_ref:
         image = replace(image, ref=image_ref)
     sizes = _history_sizes(client, image)
-    jobs = {h.name: Job(h, HostConn(h, timeout=options.connect_timeout), image) for h in hosts}
+    jobs = {h.name: Job(h, HostConn(h, timeout=options.connect_timeout), image, record=options.record)
+            for h in hosts}
     exports = ExportPool(image, options.level, expected=min(len(jobs), options.parallel), client=client)
     pusher = Pusher(image, client)
 

@@ -1,0 +1,165 @@
+"""`deploy ship -p`: render for every host, build, ship, then start on the hosts that got the image.
+
+    prepare(playbook, hosts, options)      render + validate everything (errors before any work)
+    deploy(prepared, ...) -> [HostReport]  build -> ship -> preflight all -> start
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from typing import Any
+
+from deployer.errors import DeployError, SpecError
+from deployer.fleet import Outcome
+from deployer.inventory.host import Host
+from deployer.oneshot import image as images
+from deployer.oneshot.report import FAILED, NOT_RUN, SKIPPED, STARTED, HostReport
+from deployer.playbook.deploy import render_all, run_specs, ship_hosts, ship_level
+from deployer.playbook.model import Playbook, RenderedPlaybook
+from deployer.runs.spec import RunSpec
+from deployer.runs.start import Started
+from deployer.ship.model import ShipOptions, ShipResult
+from deployer.ship.progress import NullReporter, Reporter
+
+Say = Callable[[str], None]
+Progress = Callable[[], AbstractContextManager[Reporter]]
+PLACEHOLDER_IMAGE = "deployer-check/image:placeholder"  # stands in for the ref a build will produce
+
+
+@dataclass(frozen=True)
+class OneShotOptions:
+    """The flags of `deploy ship` with a playbook."""
+
+    via: str | None = None  # --via beats the playbook's ship.via, which beats the inventory
+    level: int | None = None  # --level; None: the playbook's ship.level, else the default
+    parallel: int = 8
+    break_lock: bool = False
+    lock_wait: float = 0.0
+    image: str | None = None  # --image REF instead of the playbook's image
+    build: bool = True  # False: --no-build
+    run: bool = True  # False: --no-run
+    connect_timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Everything checked before any work: per-host renders, ship hosts, the image decision."""
+
+    playbook: Playbook
+    hosts: tuple[Host, ...]
+    ship_hosts: tuple[Host, ...]  # with the playbook's ship.via / ship.registry applied
+    rendered: Mapping[str, RenderedPlaybook]
+    image: images.ImageChoice
+    options: OneShotOptions
+
+    @property
+    def runs(self) -> bool:
+        return self.options.run and self.playbook.run is not None
+
+    def ship_options(self, git_rev: str | None) -> ShipOptions:
+        o = self.options
+        record = (("playbook", self.playbook.name),) + ((("git_rev", git_rev),) if git_rev else ())
+        return ShipOptions(via=o.via, level=ship_level(self.playbook, o.level), parallel=o.parallel,
+                           break_lock=o.break_lock, lock_wait=o.lock_wait, connect_timeout=o.connect_timeout,
+                           record=record)
+
+    def specs(self, ref: str, git_rev: str | None, names: Sequence[str] | None = None) -> dict[str, RunSpec]:
+        """host -> RunSpec of the shipped ref (labels carry the playbook and git revision)."""
+        chosen = self.rendered if names is None else {n: self.rendered[n] for n in names}
+        return run_specs(chosen, ref, git_rev=git_rev)
+
+
+def prepare(playbook: Playbook, hosts: Sequence[Host], options: OneShotOptions,
+            exists: Callable[[str], bool] | None = None) -> Prepared:
+    """Render for every host and check every run spec; PlaybookError/SpecError before anything happens."""
+    from deployer.runs.start import prepare as check_specs
+
+    if not hosts:
+        raise SpecError("no hosts selected")
+    if options.image and not options.build:
+        raise SpecError("--no-build and --image together: --image already names a built image")
+    rendered = render_all(playbook, hosts)
+    choice = images.choose(playbook, image_ref=options.image, no_build=not options.build, exists=exists)
+    prepared = Prepared(playbook, tuple(hosts), tuple(ship_hosts(playbook, hosts)), rendered, choice, options)
+    if prepared.runs:
+        # env_file contents, names, volumes, GPU requests: checked with a stand-in ref before the build
+        check_specs(list(hosts), prepared.specs(choice.ref or PLACEHOLDER_IMAGE, None))
+    return prepared
+
+
+def deploy(prepared: Prepared, *, say: Say, on_line: Say, progress: Progress | None = None,
+           client: Any = None) -> list[HostReport]:
+    """Build (if the playbook says so), ship to every host, start where the ship succeeded."""
+    from deployer.local.client import docker_client
+    from deployer.ship import ship_image
+
+    client = client or docker_client()
+    ref, git_rev = _image(prepared, client, say, on_line)
+    hosts = ", ".join(h.name for h in prepared.hosts)
+    say(f"shipping {ref} to {hosts}")
+    with (progress or (lambda: nullcontext(NullReporter())))() as reporter:
+        shipped = ship_image(list(prepared.ship_hosts), ref, prepared.ship_options(git_rev), reporter, client=client)
+    ok_hosts = [o.host.name for o in shipped if o.ok]
+    started: dict[str, Outcome[Started]] = {}
+    if prepared.runs and ok_hosts:
+        started = _start(prepared, ref, git_rev, ok_hosts, say)
+    elif prepared.runs:
+        say("nothing started: no host got the image")
+    return [_report(prepared, o, started.get(o.host.name), ref, git_rev) for o in shipped]
+
+
+def _image(prepared: Prepared, client: Any, say: Say, on_line: Say) -> tuple[str, str | None]:
+    """(ref to ship, its git revision): built now, or the chosen local image."""
+    from deployer.local.build import build
+
+    choice = prepared.image
+    if choice.note:
+        say(f"note: {choice.note}")
+    if choice.build is None:
+        assert choice.ref is not None
+        return choice.ref, images.git_rev_label(client, choice.ref)
+    say(f"building {choice.build.tag} from {choice.build.context}")
+    result = build(choice.build, on_line=on_line, client=client)
+    rev = result.revision
+    if rev is None:
+        say(f"{choice.build.context} is not in a git work tree: tagged by image id ({result.ref})")
+    elif rev.dirty:
+        say(f"uncommitted changes in the build context: tagged {result.ref}")
+    say(f"built {', '.join(result.refs)} ({result.image_id[:19]})")
+    return result.ref, rev.tag if rev else None
+
+
+def _start(prepared: Prepared, ref: str, git_rev: str | None, names: list[str], say: Say,
+           ) -> dict[str, Outcome[Started]]:
+    from deployer.runs.start import start
+
+    hosts = [h for h in prepared.hosts if h.name in names]
+    say(f"starting on {', '.join(names)}: preflight every host first")
+    try:
+        outcomes = start(hosts, prepared.specs(ref, git_rev, names), parallel=prepared.options.parallel,
+                         reporter=lambda h, m: say(f"{h}: {m}"), timeout=prepared.options.connect_timeout)
+    except DeployError as exc:  # a spec problem for all hosts: report it on each
+        return {h.name: Outcome(h, error=exc) for h in hosts}
+    return {o.host.name: o for o in outcomes}
+
+
+def _report(prepared: Prepared, shipped: Outcome[ShipResult], started: Outcome[Started] | None, ref: str,
+            git_rev: str | None) -> HostReport:
+    name = shipped.host.name
+    result = shipped.value or _partial(shipped)
+    spec = prepared.specs(ref, git_rev, [name]).get(name) if prepared.playbook.run is not None else None
+    base: dict[str, Any] = {"host": name, "ship": result, "image": ref, "playbook": prepared.playbook.name,
+                            "git_rev": git_rev, "container": spec.name if spec else None}
+    if not shipped.ok:
+        return HostReport(**base, ship_error=shipped.error, state=SKIPPED if prepared.runs else NOT_RUN)
+    if started is None:
+        return HostReport(**base, state=NOT_RUN)
+    if not started.ok:
+        return HostReport(**base, run_error=started.error, state=FAILED)
+    return HostReport(**base, started=started.value, state=STARTED)
+
+
+def _partial(outcome: Outcome[ShipResult]) -> ShipResult:
+    partial = getattr(outcome.error, "ship_result", None)
+    return partial if isinstance(partial, ShipResult) else ShipResult(host=outcome.host.name)

@@ -1,0 +1,151 @@
+"""`deploy ship -p --dry-run`: per host, the ship plan and the exact `docker run`; builds and changes nothing.
+
+A playbook that builds is planned with the image a build at this revision would be tagged as,
+when it exists locally, else with the repo's :latest (the last build) and a note saying so.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from deployer.errors import DeployError
+from deployer.fleet import Outcome
+from deployer.inventory.host import Host
+from deployer.oneshot import image as images
+from deployer.oneshot.pipeline import Prepared
+from deployer.oneshot.report import error_text
+from deployer.runs.preflight import Ready
+from deployer.runs.spec import RunSpec
+from deployer.runs.start import env_path_for, labels_for, prepare
+from deployer.ship.plan import ShipPlan
+from deployer.ship.refs import registry_ref
+from deployer.ship.render import describe, plan_commands, plan_json
+from deployer.transport.session import remote_command
+
+Step = tuple[tuple[str, ...], str | None]  # (argv, when it runs if not always)
+
+
+@dataclass(frozen=True)
+class Preview:
+    """What `deploy ship -p` would do: the ref it would ship, notes, and per-host ship plans."""
+
+    ref: str
+    planned_with: str | None  # the local image the plans were made with (None: nothing to plan with)
+    git_rev: str | None
+    notes: tuple[str, ...]
+    plans: tuple[Outcome[ShipPlan], ...]
+
+
+def preview(prepared: Prepared, client: Any = None) -> Preview:
+    """Plan the ship for every host (reads only: no build, no lock, nothing written anywhere)."""
+    from deployer.local.client import docker_client
+    from deployer.ship import plan_ship
+
+    client = client or docker_client()
+    exists = images.local_exists(client)
+    choice, notes = prepared.image, [prepared.image.note] if prepared.image.note else []
+    if choice.build is not None:
+        revision = images.revision_of(choice.build)
+        candidates = images.build_candidates(choice.build, revision)
+        ref = candidates[0]
+        found = images.first_existing(candidates, exists)
+        git_rev = revision.tag if revision else None
+        if found is None:
+            notes.append(f"would build {ref}; no earlier build exists, so the layers to send are known only "
+                         "after a build (deploy build)")
+        elif found != ref:
+            notes.append(f"would build {ref}; planned with {found} (the last build): a build may change the top layers")
+        else:
+            notes.append(f"would build {ref}; it exists already, so the plan is exact unless the build changes it")
+        if revision is not None and revision.dirty:
+            notes.append("the build context has uncommitted changes")
+    else:
+        assert choice.ref is not None
+        ref, found = choice.ref, choice.ref if exists(choice.ref) else None
+        git_rev = images.git_rev_label(client, ref) if found else None
+        if found is None:
+            notes.append(f"{ref} is not in the local Docker: ship would fail")
+    plans: list[Outcome[ShipPlan]] = []
+    if found is not None:
+        shipped = plan_ship(list(prepared.ship_hosts), found, prepared.ship_options(git_rev), client=client)
+        plans = [Outcome(o.host, value=_retarget(o.value, ref, o.host)) if o.value else o for o in shipped]
+    return Preview(ref, found, git_rev, tuple(notes), tuple(plans))
+
+
+def _retarget(plan: ShipPlan, ref: str, host: Host) -> ShipPlan:
+    """The plan as it reads for `ref` (planned with an older build of the same repository)."""
+    if plan.ref == ref:
+        return plan
+    return dataclasses.replace(plan, ref=ref,
+                               registry_ref=registry_ref(str(host.registry), ref) if plan.registry_ref else None)
+
+
+def run_steps(host: Host, spec: RunSpec, image_id: str | None, *, now: datetime | None = None) -> list[Step]:
+    """The remote commands starting spec runs on host, in order, with the condition of optional ones (pure)."""
+    from deployer.commands import run as cmd
+
+    p = prepare([host], spec)[host.name]
+    ready = Ready(host, image_id or "<image id after the build>")
+    labels = labels_for(spec, name=p.name, ready=ready, now=now or datetime.now(UTC))
+    env_path = env_path_for(host, p.name, "<random>") if p.env else None
+    steps: list[Step] = [((*host.docker, "image", "inspect", "--", spec.image), "preflight (read only)")]
+    if spec.replace:
+        steps.append((cmd.rm_argv(host.docker, p.name, force=True), f"only if a deployer container {p.name} exists"))
+    binds = tuple(v.source for v in p.volumes if v.bind)
+    if spec.mkdirs and binds:
+        steps.append((cmd.mkdirs_argv(binds), "only the volume sources that are missing"))
+    if env_path:
+        steps.append((cmd.write_file_argv(env_path), f"env values ({', '.join(k for k, _ in p.env)}) on stdin"))
+    steps.append((cmd.run_argv(host.docker, spec, name=p.name, labels=labels, volumes=p.volumes,
+                               env_file=env_path), None))
+    if env_path:
+        steps.append((cmd.remove_file_argv(env_path), None))
+    return steps
+
+
+def host_lines(prepared: Prepared, view: Preview, host: Host, plan: Outcome[ShipPlan] | None) -> list[str]:
+    """A host's dry-run text: route, layers and bytes, the ship commands, then the run commands."""
+    lines = []
+    if plan is None:
+        lines.append(f"{host.name}: ship {view.ref}: layers unknown until it is built")
+    elif plan.value is None:
+        lines.append(f"{host.name}: cannot plan the ship: {error_text(plan.error)}")
+    else:
+        lines.append(f"{host.name}: ship {view.ref}: {describe(plan.value)}")
+        lines += ["  $ " + remote_command(argv) for argv in plan_commands(plan.value, _ship_host(prepared, host))]
+    if not prepared.runs:
+        lines.append(f"{host.name}: no container is started ({'--no-run' if prepared.playbook.run else 'no run:'})")
+        return lines
+    spec = prepared.specs(view.ref, view.git_rev, [host.name])[host.name]
+    lines.append(f"{host.name}: run {spec.name}")
+    image_id = plan.value.image_id if plan is not None and plan.value is not None else None
+    for argv, when in run_steps(host, spec, image_id):
+        lines.append("  $ " + remote_command(argv) + (f"    # {when}" if when else ""))
+    return lines
+
+
+def host_json(prepared: Prepared, view: Preview, host: Host, plan: Outcome[ShipPlan] | None) -> dict[str, Any]:
+    """A host's dry-run record: the ship plan (as `deploy ship --image --dry-run --json`) and the run steps."""
+    rec: dict[str, Any] = {"host": host.name, "ok": plan is None or plan.ok, "error": None,
+                           "image": view.ref, "planned_with": view.planned_with, "playbook": prepared.playbook.name,
+                           "git_rev": view.git_rev, "ship": None, "run": None}
+    if plan is not None and plan.value is not None:
+        rec["ship"] = plan_json(plan.value, _ship_host(prepared, host))
+    elif plan is not None:
+        rec["error"] = error_text(plan.error)
+    if prepared.runs:
+        spec = prepared.specs(view.ref, view.git_rev, [host.name])[host.name]
+        image_id = plan.value.image_id if plan is not None and plan.value is not None else None
+        rec["run"] = {"name": spec.name, "commands": [
+            {"command": remote_command(argv), "when": when} for argv, when in run_steps(host, spec, image_id)]}
+    return rec
+
+
+def _ship_host(prepared: Prepared, host: Host) -> Host:
+    return next(h for h in prepared.ship_hosts if h.name == host.name)
+
+
+def failed(view: Preview) -> list[DeployError]:
+    return [o.error for o in view.plans if o.error is not None]
