@@ -1,6 +1,7 @@
 """The pure steps of `deploy ship -p`: render for every host, per-host ship settings, per-host RunSpecs.
 
-The CLI strings them together: render_all -> build -> ship_image(ship_hosts(...)) -> runs.start.
+deployer.oneshot strings them together: render_all -> build -> ship_image(ship_hosts(...)) ->
+runs.start(hosts, run_specs(...)) (one RunSpec per host).
 """
 from __future__ import annotations
 
@@ -69,7 +70,7 @@ def run_specs(
 
 
 def group_specs(specs: Mapping[str, Any]) -> list[tuple[Any, list[str]]]:
-    """Hosts that get an identical RunSpec, grouped (first-seen order) for one runs.start call each."""
+    """Hosts that get an identical RunSpec, grouped (first-seen order), e.g. to summarise a plan."""
     groups: list[tuple[Any, list[str]]] = []
     for host, spec in specs.items():
         for existing, names in groups:
