@@ -10,7 +10,7 @@ import click
 
 from deployer.cli import output
 from deployer.cli.context import AppContext
-from deployer.errors import DeployError, HostError, SpecError
+from deployer.errors import DeployError, HostError, LocalError, SpecError
 from deployer.oneshot import OneShotOptions, Prepared, deploy, prepare, preview
 from deployer.oneshot.preview import host_json, host_lines
 from deployer.oneshot.report import COLUMNS, row
@@ -85,7 +85,12 @@ def _dry_run(prepared: Prepared, client: Any, as_json: bool) -> None:
         for host in prepared.hosts:
             click.echo("\n".join(host_lines(prepared, view, host, plans.get(host.name))))
     output.info("dry run: nothing was built, sent, locked or started")
-    _errors([(o.host.name, o.error) for o in view.plans])
+    errors: list[tuple[str, DeployError | None]] = [(o.host.name, o.error) for o in view.plans]
+    if view.planned_with is None and prepared.image.build is None:
+        # nothing to build and nothing to ship: the real command would fail on every host
+        errors.append(("local", LocalError(f"{view.ref} is not in the local Docker",
+                                           hint="build or pull it first, or check the name with `docker images`")))
+    _errors(errors)
 
 
 def _errors(errors: list[tuple[str, DeployError | None]]) -> None:

@@ -95,9 +95,18 @@ def local_exists(client: Any) -> Any:
 
 def git_rev_label(client: Any, ref: str) -> str | None:
     """The deployer.git_rev (or OCI revision) label of a local image, if it has one."""
+    import docker.errors
+
     from deployer.local.client import translated
 
-    with translated(f"inspecting image {ref}"):
-        labels = (client.api.inspect_image(ref).get("Config") or {}).get("Labels") or {}
+    try:
+        with translated(f"inspecting image {ref}"):
+            labels = (client.api.inspect_image(ref).get("Config") or {}).get("Labels") or {}
+    except LocalError as exc:
+        if isinstance(exc.__cause__, docker.errors.NotFound):
+            raise LocalError(f"image {ref} not found in the local Docker",
+                             hint="build it first (deploy build, docker build) or check the name with `docker images`",
+                             ) from exc.__cause__
+        raise
     rev = labels.get("deployer.git_rev") or labels.get("org.opencontainers.image.revision")
     return str(rev)[:40] if rev else None
