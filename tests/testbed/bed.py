@@ -25,7 +25,7 @@ def _quiet(msg: str) -> None:
 @contextmanager
 def locked(p: Paths) -> Iterator[None]:
     """Serialize up/down across processes (several pytest sessions may call up at once)."""
-    lock = Path(f"{p.state}.lock")
+    lock = p.state / ".lock"  # kept by down (like the image cache), so the lock outlives a teardown
     with open(lock, "a") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
