@@ -224,5 +224,8 @@ def _faults(component: str) -> str:
 
 def env_lines(p: Paths | None = None) -> list[str]:
     p = p or Paths()
+    # DEPLOY_PLAYBOOK makes the one command, `deploy ship --host gpu01`, ship the testbed's sample.
+    playbook = os.path.join(os.path.dirname(os.path.dirname(p.inventory)), "playbooks", "sample.yml")
     return [f"export DOCKER_HOST={p.docker_host('ws')}", f"export DEPLOY_INVENTORY={p.inventory}",
+            f"export DEPLOY_PLAYBOOK={playbook}",
             f"export DEPLOYER_TESTBED_DIR={p.state}", f"# registry: {REGISTRY}"]
