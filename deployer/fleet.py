@@ -1,9 +1,10 @@
 """Run one function per host in parallel; one host's failure never hides the others."""
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, Generic, Iterable, TypeVar
+from typing import Generic, TypeVar
 
 from deployer.errors import DeployError, HostError
 from deployer.inventory.host import Host

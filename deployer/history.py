@@ -8,7 +8,7 @@ import getpass
 import json
 import os
 import socket
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from deployer.transport.session import Session
@@ -33,7 +33,7 @@ def record(action: str, *, image: str | None = None, image_id: str | None = None
            command: str | None = None, result: str = "ok", **extra: Any) -> dict[str, Any]:
     """A history record (pure)."""
     rec: dict[str, Any] = {
-        "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "time": datetime.now(UTC).isoformat(timespec="seconds"),
         "user": who(),
         "action": action,
         "image": image,

@@ -5,13 +5,13 @@ import sys
 
 import click
 
-from deployer.cli.app import cli
-from deployer.cli import inventory as _inventory  # noqa: F401  (registers commands)
-from deployer.cli import ship as _ship  # noqa: F401
-from deployer.cli import runs as _runs  # noqa: F401
-from deployer.cli import playbook as _playbook  # noqa: F401
-from deployer.cli import check as _check  # noqa: F401  (adds check/trust to `inventory`)
 from deployer.cli import bundle as _bundle  # noqa: F401
+from deployer.cli import check as _check  # noqa: F401  (adds check/trust to `inventory`)
+from deployer.cli import inventory as _inventory  # noqa: F401  (registers commands)
+from deployer.cli import playbook as _playbook  # noqa: F401
+from deployer.cli import runs as _runs  # noqa: F401
+from deployer.cli import ship as _ship  # noqa: F401
+from deployer.cli.app import cli
 from deployer.errors import DeployError
 
 __all__ = ["cli", "main"]
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     except click.ClickException as exc:
         exc.show()
         return 2 if isinstance(exc, click.UsageError) else exc.exit_code
-    except Exception as exc:  # noqa: BLE001 - last resort: a bug, reported without a traceback
+    except Exception as exc:
         if verbose:
             raise
         click.echo(f"error: internal error: {type(exc).__name__}: {exc}\n  (run with -v for the traceback)", err=True)

@@ -8,7 +8,7 @@ import click
 from deployer import factcache
 from deployer.cli import output
 from deployer.cli.context import AppContext
-from deployer.cli.inventory import PATTERN_HELP, inventory
+from deployer.cli.inventory import host_option, inventory
 from deployer.errors import DeployError, HostError, HostKeyError, SpecError
 from deployer.facts import CheckReport, check_host
 from deployer.fleet import for_each_host
@@ -74,7 +74,7 @@ def _run_checks(hosts: list[Host], parallel: int, timeout: float) -> list[CheckR
 
 @inventory.command("check")
 @click.argument("pattern_arg", metavar="[PATTERN]", required=False)
-@click.option("--host", "-H", "pattern", default="all", show_default=True, metavar="PATTERN", help=PATTERN_HELP)
+@host_option
 @click.option("--json", "as_json", is_flag=True,
               help="Print a JSON array of {name, ok, error, docker, gpus, disk_free_bytes, registry_reachable}.")
 @click.option("--parallel", "-p", default=16, show_default=True, type=click.IntRange(1, 256),

@@ -22,9 +22,18 @@ PATTERN_HELP = (
     "a:b or a,b (union), a:&b (intersection), a:!b (exclusion), ~regex, group[0] / group[0:2]."
 )
 
-host_option = click.option(
-    "--host", "-H", "pattern", default="all", show_default=True, metavar="PATTERN", help=PATTERN_HELP
-)
+
+
+def host_pattern_option(*, default: str | None = "all", required: bool = False, note: str = "") -> Any:
+    """The one `--host/-H PATTERN` option every command uses (default, requiredness and a note vary)."""
+    return click.option(
+        "--host", "-H", "pattern", default=None if required else default, required=required,
+        show_default=default is not None and not required, metavar="PATTERN",
+        help=PATTERN_HELP + (f" {note}" if note else ""),
+    )
+
+
+host_option = host_pattern_option()
 
 
 def _ctx() -> AppContext:

@@ -11,6 +11,7 @@ import click
 from deployer.cli import output
 from deployer.cli.app import cli
 from deployer.cli.context import AppContext
+from deployer.cli.inventory import host_pattern_option
 from deployer.errors import SpecError, UsageError
 from deployer.fleet import Outcome
 
@@ -51,7 +52,7 @@ Examples:
 Every host is checked first (GPU runtime and GPUs, image present, volume sources, name
 free); if any check fails, nothing starts anywhere. -e values and --env-file contents reach
 the container through a private file on the host, never a command line.""")
-@click.option("--host", "pattern", required=True, help="Host pattern (e.g. gpu01, gpus, 'gpus:!gpu03').")
+@host_pattern_option(required=True)
 @click.option("--image", required=True, help="Image reference on the host (ship it first: deploy ship).")
 @click.option("--name", help="Container name. Default: image name + UTC time, e.g. sample-20261129-153012.")
 @click.option("--gpus", help="GPUs, as docker run --gpus: all | N | device=I | '\"device=I,J\"' | device=GPU-uuid.")
@@ -119,7 +120,7 @@ Shows deployer-managed containers: running ones and those that finished in the l
 listed; the GPU lines still count what they use. A host that cannot be asked is shown as
 unreachable with the reason; the exit code is then 1.""")
 @click.argument("name", required=False)
-@click.option("--host", "pattern", default="all", show_default=True, help="Host pattern.")
+@host_pattern_option()
 @click.option("--all", "show_all", is_flag=True, help="Include deployer containers that finished long ago.")
 @click.option("--json", "as_json", is_flag=True, help="JSON array, one object per container / unreachable host.")
 @click.option("--watch", is_flag=True, help="Refresh in place until Ctrl-C.")
@@ -182,7 +183,7 @@ Examples:
 With -f a dropped connection is re-opened and the stream resumes where it stopped
 (by docker's timestamps), without repeating lines. Ctrl-C ends it.""")
 @click.argument("name")
-@click.option("--host", "pattern", required=True, help="The host (a pattern matching one host).")
+@host_pattern_option(required=True, note="It must match one host.")
 @click.option("-f", "--follow", is_flag=True, help="Keep streaming new output.")
 @click.option("--tail", help="Only the last N lines (or 'all').")
 @click.option("--since", help="Only output since T (e.g. 10m, 2h, 2026-11-29T15:30:00).")
@@ -215,7 +216,7 @@ Examples:
   deploy stop train-1 --host gpu01
   deploy stop train-1 --host gpus --rm --timeout 30""")
 @click.argument("name")
-@click.option("--host", "pattern", required=True, help="Host pattern; hosts without the container are skipped.")
+@host_pattern_option(required=True, note="Hosts without the container are skipped.")
 @click.option("--rm", "remove", is_flag=True, help="Remove the container after it stopped.")
 @click.option("--timeout", "stop_timeout", type=int, help="Seconds to wait after SIGTERM before SIGKILL (docker's default 10).")
 @click.option("--parallel", default=8, show_default=True, help="Hosts handled at once.")
@@ -234,7 +235,7 @@ Examples:
   deploy rm train-1 --host gpu01
   deploy rm train-1 --host gpus --force   # also a running one""")
 @click.argument("name")
-@click.option("--host", "pattern", required=True, help="Host pattern; hosts without the container are skipped.")
+@host_pattern_option(required=True, note="Hosts without the container are skipped.")
 @click.option("-f", "--force", is_flag=True, help="Remove even if running (kills it).")
 @click.option("--parallel", default=8, show_default=True, help="Hosts handled at once.")
 def rm_cmd(name: str, pattern: str, force: bool, parallel: int) -> None:
@@ -250,7 +251,7 @@ def rm_cmd(name: str, pattern: str, force: bool, parallel: int) -> None:
 Examples:
   deploy history --host gpus
   deploy history --host gpu01 --name train-1 --json""")
-@click.option("--host", "pattern", default="all", show_default=True, help="Host pattern.")
+@host_pattern_option()
 @click.option("--name", help="Only records about this container name.")
 @click.option("--limit", default=50, show_default=True, help="Newest N records (0: all).")
 @click.option("--json", "as_json", is_flag=True, help="JSON array of records, newest first.")

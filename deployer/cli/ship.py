@@ -10,7 +10,7 @@ from click.core import ParameterSource
 from deployer.cli import output
 from deployer.cli.app import cli
 from deployer.cli.context import AppContext
-from deployer.cli.inventory import PATTERN_HELP
+from deployer.cli.inventory import host_pattern_option
 from deployer.errors import DeployError, SpecError
 from deployer.fleet import Outcome
 from deployer.oneshot.pipeline import OneShotOptions
@@ -59,8 +59,7 @@ for that host (SSH payload; for the registry route, the push, counted once).
 @click.option("-p", "--playbook", "playbook_path", envvar="DEPLOY_PLAYBOOK", type=click.Path(), default=None,
               help="Playbook: build, ship and run it. Default without --image: $DEPLOY_PLAYBOOK, "
               "playbooks/default.yml, or the only file in playbooks/.")
-@click.option("--host", "-H", "pattern", default=None, metavar="PATTERN",
-              help=PATTERN_HELP + " Default with a playbook: its hosts:.")
+@host_pattern_option(default=None, note="Default with a playbook: its hosts:.")
 @click.option("--image", "image_ref", metavar="REF", help="Local image to ship (name:tag); with -p, instead of building.")
 @click.option("--via", type=click.Choice(VIA_CHOICES), default=None,
               help="Route; overrides the playbook's ship.via and the inventory's deploy_via.")
