@@ -13,7 +13,6 @@ from deployer.local.compress import (
     compressor,
     decompressor,
     sniff,
-    zstd_workers,
 )
 
 
@@ -52,4 +51,16 @@ def test_levels_and_sniff() -> None:
     with pytest.raises(ValueError):
         codec_level("lz4", 3)
     assert sniff(b"{}") is None
-    assert 1 <= zstd_workers() <= 4
+
+
+def test_zstd_finds_repeats_megabytes_back() -> None:
+    # copies of a 2-3 MB binary in one layer: a repeat 3 MB back must cost next to nothing
+    # (multi-threaded zstd with small jobs, and zstd -3's 2 MB window, both miss it)
+    block = os.urandom(3 << 20)
+    sink = Sink()
+    c = compressor("zstd", 3, sink, raw_size=2 * len(block))
+    for i in range(0, 2 * len(block), 1 << 20):
+        c.write((block + block)[i : i + (1 << 20)])
+    c.finish()
+    assert len(sink.getvalue()) < len(block) * 1.02
+    assert zstandard.ZstdDecompressor().decompress(sink.getvalue()) == block + block
