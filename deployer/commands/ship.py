@@ -123,7 +123,8 @@ def remove_argv(paths: Iterable[str]) -> tuple[str, ...]:
 
 # One round trip from staged blobs to a tagged image. Per layer (src, dst, diff id): hard-link
 # the blob as <dst> (docker load decompresses it), or decompress it there checking sha256 ==
-# diff id (no pipefail in POSIX sh: a failed decompress shows as a wrong hash). Then load,
+# diff id (no pipefail in POSIX sh: a failed decompress shows as a wrong hash) unless <dst> is
+# there already: it only ever appears by rename after that check (see unpack_layer_argv). Then load,
 # check the loaded id, drop the load dir and blobs (the image is safe in Docker now), and only
 # then tag. Retry-safe: if the image is already there (a lost reply), it only cleans and tags.
 # Exit codes: 3 filesystem, 4 bad layer, 5 docker load, 6 wrong id, 7 docker tag.
@@ -141,10 +142,11 @@ _INSTALL = (
     '  mkdir -p -- "${dst%/*}" || exit 3\n'
     '  if [ "$mode" = link ]; then\n'
     '    ln -f -- "$src" "$dst" 2>/dev/null || cp -f -- "$src" "$dst" || exit 3\n'
-    '  else\n'
-    '    h=$(dc "$src" | tee -- "$dst" | sha256sum) || exit 3\n'
+    '  elif [ ! -f "$dst" ]; then\n'
+    '    h=$(dc "$src" | tee -- "$dst.tmp" | sha256sum) || exit 3\n'
     '    h="sha256:${h%% *}"\n'
-    '    [ "$h" = "$diff" ] || { echo "badlayer $diff $h"; exit 4; }\n'
+    '    [ "$h" = "$diff" ] || { rm -f -- "$dst.tmp"; echo "badlayer $diff $h"; exit 4; }\n'
+    '    mv -f -- "$dst.tmp" "$dst" || exit 3\n'
     '  fi\n'
     'done\n'
     'if [ "$have" != "$id" ]; then\n'
@@ -173,6 +175,28 @@ def install_argv(docker: Sequence[str], load: str, image_id: str, ref: str, mode
             raise ValueError(f"not a staged blob path: {src}")  # names are word-split by the cleanup
     args = [part for layer in layers for part in layer]
     return ("sh", "-c", _INSTALL, "sh", load, image_id, ref, mode, str(len(layers)), *args, *docker)
+
+
+# The install script's per-layer decompress, run early: right after a blob is verified, while
+# the next one is still in flight, so the final install only tars and loads. Exit 4 = bad layer.
+_UNPACK_LAYER = (
+    'mode=$1; src=$2; dst=$3; diff=$4\n'
+    '[ -f "$dst" ] && { echo "unpacked $diff"; exit 0; }\n'
+    'case $mode in zstd) set -- zstd -dcq ;; gzip) set -- gzip -dc ;; *) exit 2 ;; esac\n'
+    'mkdir -p -- "${dst%/*}" || exit 3\n'
+    'h=$("$@" -- "$src" | tee -- "$dst.tmp" | sha256sum) || exit 3\n'
+    'h="sha256:${h%% *}"\n'
+    '[ "$h" = "$diff" ] || { rm -f -- "$dst.tmp"; echo "badlayer $diff $h"; exit 4; }\n'
+    'mv -f -- "$dst.tmp" "$dst" || exit 3\n'
+    'echo "unpacked $diff"'
+)
+
+
+def unpack_layer_argv(mode: str, src: str, dst: str, diff_id: str) -> tuple[str, ...]:
+    """Decompress a verified blob to DST (the load dir's layer.tar) if its sha256 is DIFF_ID."""
+    if mode not in ("zstd", "gzip"):
+        raise ValueError(f"unknown decompress mode {mode!r}")
+    return ("sh", "-c", _UNPACK_LAYER, "sh", mode, src, dst, diff_id)
 
 
 @dataclass(frozen=True)

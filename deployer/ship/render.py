@@ -25,6 +25,7 @@ def plan_commands(plan: ShipPlan, host: Host) -> list[tuple[str, ...]]:
                 cmd.tag_verify_argv(docker, plan.registry_ref, plan.ref)]
     assert plan.codec is not None
     codec = plan.codec.name
+    mode = codec if plan.codec.host_decompress else "link"
     load = cmd.load_dir(staging, plan.image_id)
     out: list[tuple[str, ...]] = []
     layers: list[tuple[str, str, str]] = []
@@ -33,9 +34,11 @@ def plan_commands(plan: ShipPlan, host: Host) -> list[tuple[str, ...]]:
         partial = cmd.partial_path(staging, digest, codec)
         final = cmd.blob_path(staging, digest, codec)
         out += [cmd.stat_argv([final, partial]), cmd.append_argv(partial), cmd.verify_argv(partial, digest, final)]
-        layers.append((final, cmd.layer_path(load, plan.diff_ids[i]), plan.diff_ids[i]))
+        dst = cmd.layer_path(load, plan.diff_ids[i])
+        if mode != "link":  # runs once the load dir is seeded, while the next blob is sent
+            out.append(cmd.unpack_layer_argv(mode, final, dst, plan.diff_ids[i]))
+        layers.append((final, dst, plan.diff_ids[i]))
     out.append(cmd.unpack_argv(load))  # stdin: a small tar of manifest.json + the config
-    mode = codec if plan.codec.host_decompress else "link"
     out.append(_install_preview(docker, load, plan, mode, layers))
     return out
 

@@ -1,6 +1,7 @@
 """The two transfer routes as steps on one host's Job (tarball: stage, assemble, load; registry: pull)."""
 from __future__ import annotations
 
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
 from typing import TYPE_CHECKING
@@ -18,6 +19,7 @@ from deployer.ship.tarball import (
     load_dir_tar,
     seed_load_dir,
     send_blob,
+    unpack_layer,
 )
 
 if TYPE_CHECKING:
@@ -32,11 +34,27 @@ def _estimate_total(plan_raw: int, known: list[Blob]) -> int:
     return size + (int(rest * size / raw) if raw else rest)
 
 
+def _in_completion_order(exporter: Exporter, codec: str, diff_ids: list[str]) -> Iterator[Blob]:
+    """This host's blobs as the export finishes them (docker save's layer order is not the image's)."""
+    left = dict.fromkeys(diff_ids)
+    if not left:
+        return
+    for blob in exporter.ready():
+        if blob.codec == codec and blob.diff_id in left:
+            del left[blob.diff_id]
+            yield blob
+            if not left:
+                return
+    for diff_id in left:  # not produced by this export: the cache has it, or this raises why not
+        yield exporter.blob(diff_id, codec)
+
+
 def run_tarball(job: Job, exporter: Exporter | None, reporter: Reporter) -> None:
     """Stage the missing blobs (resumable, verified), then assemble, load, verify and tag on the host.
 
-    Round trips overlap where they are independent: each blob's sha256 check on the host runs
-    while the next blob is sent, and the load dir is seeded as soon as the config is known.
+    Round trips overlap where they are independent: blobs go out in the order the export
+    finishes them; each one's sha256 check (and decompress into the load dir, when the host
+    decompresses) runs while the next is sent; the load dir is seeded once the config is known.
     """
     host, plan, conn, image = job.host, job.plan, job.conn, job.image
     assert plan is not None and plan.codec is not None
@@ -45,36 +63,44 @@ def run_tarball(job: Job, exporter: Exporter | None, reporter: Reporter) -> None
     job.counter.on_sent = lambda n: reporter.sent(name, n)
     note = partial(reporter.note, name)
     load = cmd.load_dir(staging, image.id)
-    blobs: list[Blob] = []
+    mode = codec.name if codec.host_decompress else "link"
+    wanted = list(dict.fromkeys(image.diff_ids[i] for i in plan.missing))
+    got: dict[str, Blob] = {}
 
     def seed() -> None:
         # the config may come late in the save stream: wait for it here, not in the send loop
         tar = load_dir_tar(image.id_hex, exporter.config(), manifest_json(image, ()))
         seed_load_dir(conn, load, tar, job.counter)
 
+    def check(blob: Blob, staged: bool, seeded: Future[None]) -> None:
+        final = cmd.blob_path(staging, blob.digest, blob.codec)
+        if not staged:
+            finish_blob(conn, staging, blob, job.counter, note)
+        if mode != "link":
+            seeded.result()  # the seed replaces the load dir: unpack into the fresh one
+            unpack_layer(conn, mode, final, cmd.layer_path(load, blob.diff_id), blob.diff_id)
+
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix=f"ship-{name}") as pool:
         seeded = pool.submit(seed)
-        checks: list[tuple[Blob, Future[str] | None]] = []
-        for k, index in enumerate(plan.missing, 1):
-            reporter.phase(name, "compressing" if not blobs else "sending", f"layer {k}/{len(plan.missing)}")
-            blob = exporter.blob(image.diff_ids[index], codec.name)
-            blobs.append(blob)
-            reporter.total(name, _estimate_total(plan.raw_bytes, blobs))
-            reporter.phase(name, "sending", f"layer {k}/{len(plan.missing)}")
+        checks: list[Future[None]] = []
+        reporter.phase(name, "compressing", f"layer 1/{len(wanted)}")
+        for k, blob in enumerate(_in_completion_order(exporter, codec.name, wanted), 1):
+            got[blob.diff_id] = blob
+            reporter.total(name, _estimate_total(plan.raw_bytes, list(got.values())))
+            reporter.phase(name, "sending", f"layer {k}/{len(wanted)}")
             before = job.counter.sent
             staged = send_blob(conn, staging, blob, job.counter, note)
             if job.counter.sent > before:
                 job.layers_sent += 1
-            checks.append((blob, None if staged else pool.submit(finish_blob, conn, staging, blob, job.counter, note)))
+            checks.append(pool.submit(check, blob, staged, seeded))
         reporter.total(name, job.counter.sent)
         if checks:
             reporter.phase(name, "verifying", "sha256 of the staged blobs")
-        for _, check in checks:
-            if check is not None:
-                check.result()
+        for done in checks:
+            done.result()
         seeded.result()
+    blobs = [got[image.diff_ids[i]] for i in plan.missing]
     layers = [(cmd.blob_path(staging, b.digest, b.codec), cmd.layer_path(load, b.diff_id), b.diff_id) for b in blobs]
-    mode = codec.name if codec.host_decompress else "link"
     reporter.phase(name, "loading", f"docker load ({len(blobs)} new layer(s))")
     try:
         job.verified = install(conn, host.docker, load, image.id, image.ref, mode, layers)

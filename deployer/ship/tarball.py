@@ -19,6 +19,7 @@ from deployer.commands import ship as cmd
 from deployer.errors import CommandError, TransferError
 from deployer.local.cache import Blob
 from deployer.ship.conn import HostConn
+from deployer.transport.result import Result
 from deployer.transport.retry import is_transient, retrying
 
 log = logging.getLogger(__name__)
@@ -162,16 +163,30 @@ def seed_load_dir(conn: HostConn, load: str, seed: bytes, counter: Counter) -> N
     counter.add(len(seed))
 
 
+def _bad_layer(conn: HostConn, res: Result, diff: str, actual: str, mode: str) -> TransferError:
+    return TransferError(conn.name, f"layer {diff} decompressed on the host to {actual}"
+                         + (f": {res.stderr_tail()}" if res.stderr.strip() else ""),
+                         hint=f"check free space in the staging dir and that `{mode}` works on the host")
+
+
+def unpack_layer(conn: HostConn, mode: str, src: str, dst: str, diff_id: str) -> None:
+    """Decompress a verified blob into the load dir now, checking its diff id (install skips it then)."""
+    res = conn.run(cmd.unpack_layer_argv(mode, src, dst, diff_id), what="decompressing a layer", check=False)
+    out = cmd.parse_install(res.stdout)
+    if res.exited == 4 and out.bad_layer:
+        raise _bad_layer(conn, res, *out.bad_layer, mode)
+    if not res.ok:
+        raise CommandError(conn.name, res, what="decompressing a staged layer failed",
+                           hint="check free space in the staging dir; staged blobs are kept, so shipping again resumes")
+
+
 def install(conn: HostConn, docker: tuple[str, ...], load: str, image_id: str, ref: str, mode: str,
             layers: list[tuple[str, str, str]]) -> bool:
     """Assemble, load, verify the id, clean staging and tag, in one remote command; True if REF verified."""
     res = conn.run(cmd.install_argv(docker, load, image_id, ref, mode, layers), what="docker load", check=False)
     out = cmd.parse_install(res.stdout)
     if res.exited == 4 and out.bad_layer:
-        diff, actual = out.bad_layer
-        raise TransferError(conn.name, f"layer {diff} decompressed on the host to {actual}"
-                            + (f": {res.stderr_tail()}" if res.stderr.strip() else ""),
-                            hint=f"check free space in the staging dir and that `{mode}` works on the host")
+        raise _bad_layer(conn, res, *out.bad_layer, mode)
     if res.exited == 6:
         for other in cmd.parse_loaded(res.stdout):
             if other.startswith("sha256:") and other != image_id:

@@ -226,3 +226,27 @@ def test_image_state_and_tag_scripts_with_a_fake_docker(tmp_path: Path) -> None:
     res = sh(cmd.tag_verify_argv(docker, "sha256:aaa", "t:v"))
     assert res.stdout.decode().strip() == "sha256:aaa"
     assert (tmp_path / "tags").read_text() == "sha256:aaa t:v\n"
+
+
+def test_unpack_layer_checks_the_diff_id_and_install_reuses_it(tmp_path: Path) -> None:
+    image_id = "sha256:" + "9" * 64
+    raw = b"layer-bytes" * 500
+    src, diff = _staged(tmp_path, raw, "gz", gzip.compress(raw))
+    load = tmp_path / "staging" / "load" / "x"
+    load.mkdir(parents=True)
+    (load / "manifest.json").write_text("[]")
+    dst = cmd.layer_path(str(load), diff)
+    wrong = "sha256:" + "1" * 64
+    res = sh(cmd.unpack_layer_argv("gzip", src, cmd.layer_path(str(load), wrong), wrong))
+    assert res.returncode == 4 and cmd.parse_install(res.stdout.decode()).bad_layer == (wrong, diff)
+    assert not list((load / wrong[7:]).iterdir())  # no half-written layer left behind
+    res = sh(cmd.unpack_layer_argv("gzip", src, dst, diff))
+    assert res.returncode == 0 and res.stdout.decode().split() == ["unpacked", diff]
+    assert Path(dst).read_bytes() == raw
+    # install trusts an unpacked layer (it only appears after its check): the blob is not read again
+    Path(src).write_bytes(b"no longer gzip")
+    res = sh(cmd.install_argv(_installer(tmp_path, image_id), str(load), image_id, "t:v", "gzip", [(src, dst, diff)]))
+    assert res.returncode == 0, res.stderr
+    assert cmd.parse_install(res.stdout.decode()) == cmd.Installed(None, image_id, image_id)
+    with pytest.raises(ValueError):
+        cmd.unpack_layer_argv("link", src, dst, diff)

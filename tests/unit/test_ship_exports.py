@@ -67,3 +67,25 @@ def test_a_host_that_never_reports_delays_the_wave_only_by_the_grace() -> None:
     exporter = pool.join("zstd", {"sha256:c"})
     assert 0.25 <= time.monotonic() - start < 2
     assert StubExporter.started == [exporter]
+
+
+def test_a_host_takes_its_blobs_in_the_order_the_export_finishes_them() -> None:
+    from pathlib import Path
+
+    from deployer.local.cache import Blob
+    from deployer.ship.route import _in_completion_order
+
+    def blob(diff: str, codec: str = "zstd") -> Blob:
+        return Blob(diff, codec, 3, Path("/c") / diff, "sha256:" + diff, 1, 2)
+
+    class Stub:
+        # docker save wrote layer c first: the host must not wait for a and b to start sending
+        def ready(self) -> Any:
+            yield from (blob("c"), blob("x"), blob("a", "gzip"), blob("a"), blob("b"))
+
+        def blob(self, diff: str, codec: str) -> Blob:
+            return blob(diff, codec)  # the cache fallback for what this export did not produce
+
+    got = list(_in_completion_order(Stub(), "zstd", ["a", "b", "c", "d"]))  # type: ignore[arg-type]
+    assert [b.diff_id for b in got] == ["c", "a", "b", "d"] and {b.codec for b in got} == {"zstd"}
+    assert list(_in_completion_order(Stub(), "zstd", [])) == []  # type: ignore[arg-type]

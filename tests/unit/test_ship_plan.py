@@ -146,6 +146,8 @@ def test_render_tarball_commands() -> None:
     assert argvs[0] == cmd.stat_argv([blob3, blob3 + ".partial"])
     appends = [a for a in argvs if a[:3] == cmd.append_argv("x")[:3]]
     assert len(appends) == 2
+    # the host decompresses zstd: each verified blob is unpacked into the load dir before install
+    assert argvs[3] == cmd.unpack_layer_argv("zstd", blob3, f"/stage/load/{'f' * 64}/{D[2][7:]}/layer.tar", D[2])
     assert argvs[-2] == cmd.unpack_argv(f"/stage/load/{'f' * 64}")
     install = argvs[-1]
     assert install[4:9] == (f"/stage/load/{'f' * 64}", IMAGE.id, "trainer:v3", "zstd", "2")
