@@ -49,8 +49,15 @@ def parse(argv: list[str]) -> BenchConfig:
     p.add_argument("--out", default="bench-results", help="directory for the JSON (default bench-results/)")
     p.add_argument("--worktree", action="store_true",
                    help="benchmark deployer as in the working tree (default: a snapshot of git HEAD)")
+    p.add_argument("--report", metavar="JSON", help="only re-render an earlier run's table and targets")
     p.add_argument("--rebuild", action="store_true", help="rebuild the images even if cached")
     a = p.parse_args(argv)
+    if a.report:
+        data = json.loads(Path(a.report).read_text())
+        rows = report.rows_from_dicts(data["rows"])
+        Path(a.report).with_suffix(".md").write_text(report.markdown(rows, data["targets"]))
+        report.print_table(rows, data["targets"])
+        sys.exit(0)
     try:
         scenarios = parse_scenarios(a.scenarios)
         rate_bits(a.rate)

@@ -159,13 +159,22 @@ def table_rows(rows_: Sequence[Row]) -> list[list[str]]:
 
 def markdown(rows_: Sequence[Row], targets_: Sequence[dict[str, Any]]) -> str:
     """The table and the targets as GitHub markdown, for docs/benchmarks.md."""
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(row) + " |" for row in table_rows(rows_)]
+    def cells(values: Iterable[Any]) -> str:
+        # Tool names contain '|', which would split a markdown cell.
+        return "| " + " | ".join(str(v).replace("|", "\\|") for v in values) + " |"
+
+    lines = [cells(COLUMNS), "|" + "---|" * len(COLUMNS)]
+    lines += [cells(row) for row in table_rows(rows_)]
     lines += ["", "| target | measured | limit | met | note |", "|---|---|---|---|---|"]
     for t in targets_:
         met = {True: "yes", False: "**no**", None: "not measured"}[t["met"]]
-        lines.append(f"| {t['target']} | {t['measured']} | {t['limit']} | {met} | {t['note']} |")
+        lines.append(cells([t["target"], t["measured"], t["limit"], met, t["note"]]))
     return "\n".join(lines) + "\n"
+
+
+def rows_from_dicts(dicts: Iterable[dict[str, Any]]) -> list[Row]:
+    """Rows back from a report's JSON (to re-render an earlier run)."""
+    return [Row(**d) for d in dicts]
 
 
 def as_dicts(rows_: Sequence[Row]) -> list[dict[str, Any]]:

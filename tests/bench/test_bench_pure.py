@@ -153,6 +153,9 @@ def test_targets() -> None:
     assert b["met"] is True and b["measured"] == 1_080_000 and "uplink counter 5000000 B" in b["note"]
     md = report.markdown(report.rows(samples), list(got.values()))
     assert md.count("\n| (a) first ship") == 2 and "| **no** |" in md
+    assert "| save\\|zstd\\|ssh |" in md  # a '|' inside a cell is escaped
+    again = report.rows_from_dicts(report.as_dicts(report.rows(samples)))
+    assert again == report.rows(samples)
 
 
 def test_procmon_tree_peak_rss() -> None:
