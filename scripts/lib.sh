@@ -4,7 +4,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${DEPLOYER_VENV:-$ROOT/.venv}"
 APT_PACKAGES=(docker.io openssh-server openssh-client docker-registry iproute2 nftables iptables
-              busybox-static zstd pigz util-linux procps kmod)
+              busybox-static zstd pigz util-linux procps kmod python3 curl git)
 
 say() { printf '==> %s\n' "$*" >&2; }
 
