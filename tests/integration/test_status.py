@@ -59,10 +59,12 @@ def test_running_then_exited_with_code(deploy_cli: Any, testbed: Any, names: lis
 def test_memory_limit_shows_oom_killed(deploy_cli: Any, testbed: Any, names: list[str]) -> None:
     # The shell itself (pid 1) swallows ~100 MB into a variable under an 8 MB limit: the kernel's
     # cgroup OOM killer ends it and docker records OOMKilled (cgroup v1 memory controller here).
+    # It sleeps first: a container OOM-killed in its first milliseconds can lose the OOM event to the
+    # exit event inside containerd (containerd/containerd#8180), which is not what a job looks like.
     name = unique("oom")
     names.append(name)
     code, _, err = run_cli(deploy_cli, testbed, "--host", "gpu02", "--image", BUSYBOX, "--name", name, "--memory", "8m",
-                              "--attach", "--", "sh", "-c", 'x=$(head -c 100000000 /dev/zero | tr "\\0" a); echo kept')
+                              "--attach", "--", "sh", "-c", 'sleep 1; x=$(head -c 100000000 /dev/zero | tr "\\0" a); echo kept')
     assert code == 137, err
     row = one(deploy_cli, name, "gpu02")
     assert row is not None and row["state"] == "exited" and row["exit_code"] == 137 and row["oom_killed"] is True
