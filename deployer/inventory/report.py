@@ -32,11 +32,7 @@ def host_json(host: Host) -> dict[str, Any]:
 def show_json(host: Host) -> dict[str, Any]:
     """`inventory show --json`: the host, its vars (secrets redacted), where each came from, settings."""
     return {
-        "name": host.name,
-        "address": host.address,
-        "port": host.port,
-        "user": host.user,
-        "groups": list(host.groups),
+        **host_json(host),
         "vars": redact(host.vars),
         "origins": {k: host.origins.get(k, "") for k in host.vars},
         "settings": settings(host),

@@ -16,6 +16,7 @@ from typing import Any
 import docker
 import pytest
 import zstandard
+from image_support import build_random, remove_image
 
 from deployer.local.tarball import layer_path
 
@@ -24,17 +25,10 @@ HOST = "airgap01"
 
 def build(client: docker.DockerClient, tag: str, sizes: list[int], base: str) -> list[str]:
     """Build `tag` FROM base with fresh random layers; returns its diff ids."""
-    lines = [f"FROM {base}", f"RUN echo {uuid.uuid4().hex} > /id-{uuid.uuid4().hex[:8]}"]
-    lines += [f"RUN head -c {n} /dev/urandom > /blob{i}" for i, n in enumerate(sizes)]
-    image, _ = client.images.build(fileobj=io.BytesIO("\n".join(lines).encode()), tag=tag, rm=True, nocache=True)
-    return list(image.attrs["RootFS"]["Layers"])
+    return list(build_random(client, tag, sizes, base).attrs["RootFS"]["Layers"])
 
 
-def remove(client: docker.DockerClient, ref: str) -> None:
-    try:
-        client.images.remove(ref, force=True)
-    except docker.errors.NotFound:
-        pass
+remove = remove_image
 
 
 @pytest.fixture(scope="module")

@@ -22,6 +22,7 @@ from typing import Any
 import docker
 import pytest
 import zstandard
+from image_support import build_random, remove_image
 
 from deployer.commands.layers import missing_layers, parse_present, present_layers_argv
 from deployer.local.cache import Cache
@@ -34,18 +35,11 @@ HOST = "gpu02"
 
 
 def build(client: docker.DockerClient, tag: str, sizes: list[int], base: str = "deployer-testbed/busybox:latest") -> str:
-    """Build `tag` FROM base with one fresh random-content layer per size (bytes)."""
-    lines = [f"FROM {base}", f"RUN echo {uuid.uuid4().hex} > /id-{uuid.uuid4().hex[:8]}"]
-    lines += [f"RUN head -c {n} /dev/urandom > /blob{i}" for i, n in enumerate(sizes)]
-    image, _ = client.images.build(fileobj=io.BytesIO("\n".join(lines).encode()), tag=tag, rm=True, nocache=True)
-    return str(image.id)
+    """Build `tag` FROM base with one fresh random-content layer per size (bytes); returns its id."""
+    return str(build_random(client, tag, sizes, base).id)
 
 
-def remove(client: docker.DockerClient, ref: str) -> None:
-    try:
-        client.images.remove(ref, force=True)
-    except docker.errors.NotFound:
-        pass
+remove = remove_image
 
 
 @pytest.fixture(scope="module")

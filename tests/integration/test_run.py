@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -11,8 +10,6 @@ from test_run_support import (
     BUSYBOX,
     SAMPLE,
     container,
-    load_images,
-    remove_containers,
     run_cli,
     unique,
 )
@@ -20,20 +17,6 @@ from test_run_support import (
 from deployer import history
 from deployer.inventory.host import Host
 from deployer.transport import connect
-
-
-@pytest.fixture(scope="module")
-def images(testbed: Any) -> Iterator[None]:
-    load_images(testbed)
-    yield
-
-
-@pytest.fixture
-def names(testbed: Any, images: None) -> Iterator[list[str]]:
-    """Container names a test creates; removed from every host afterwards."""
-    made: list[str] = []
-    yield made
-    remove_containers(testbed, made)
 
 
 def new(names: list[str], prefix: str) -> str:

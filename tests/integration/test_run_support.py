@@ -88,3 +88,4 @@ def run_cli(deploy_cli: Any, testbed: Any, *args: str, **kw: Any) -> tuple[int, 
             if host in testbed.hosts:
                 ensure_image(testbed, host, opts["--image"])
     return deploy_cli("run", *args, **kw)
+

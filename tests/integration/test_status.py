@@ -4,33 +4,16 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 from test_run_support import (
     BUSYBOX,
     SAMPLE,
-    load_images,
-    remove_containers,
     run_cli,
     status_json,
     unique,
     wait_for,
 )
-
-
-@pytest.fixture(scope="module")
-def images(testbed: Any) -> Iterator[None]:
-    load_images(testbed)
-    yield
-
-
-@pytest.fixture
-def names(testbed: Any, images: None) -> Iterator[list[str]]:
-    made: list[str] = []
-    yield made
-    remove_containers(testbed, made)
 
 
 def one(deploy_cli: Any, name: str, host: str) -> dict[str, Any] | None:
