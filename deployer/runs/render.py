@@ -1,6 +1,7 @@
 """Turning statuses and history into rows and rich renderables (pure: no I/O)."""
 from __future__ import annotations
 
+import signal
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -39,6 +40,18 @@ def _when(c: ContainerStatus, now: datetime) -> str:
     return ""
 
 
+def exit_text(code: int | None) -> str:
+    """An exit code for people: 137 reads `137 (SIGKILL)`, since a kill is not the job's own failure."""
+    if code is None:
+        return ""
+    if code > 128:
+        try:
+            return f"{code} ({signal.Signals(code - 128).name})"
+        except ValueError:
+            pass
+    return str(code)
+
+
 def status_rows(statuses: Sequence[HostStatus], now: datetime | None = None) -> list[list[str]]:
     """One row per container; one row per host that could not be asked (with the reason)."""
     now = now or datetime.now(UTC)
@@ -52,7 +65,7 @@ def status_rows(statuses: Sequence[HostStatus], now: datetime | None = None) -> 
             gpus = assigned_gpus(c, hs.gpus)
             rows.append([
                 hs.host, c.name, c.label("deployer.image") or c.image, c.state,
-                "" if c.exit_code is None else str(c.exit_code), "yes" if c.oom_killed else "",
+                exit_text(c.exit_code), "yes" if c.oom_killed else "",
                 (c.started_at or "").replace("T", " ").rstrip("Z"), _when(c, now), str(c.restarts),
                 ",".join(gpus) if gpus is not None else "",
             ])

@@ -9,7 +9,7 @@ from deployer.inventory.host import Host
 from deployer.runs.journal import merge
 from deployer.runs.logs import LogCursor, timestamp_ns
 from deployer.runs.preflight import Ready
-from deployer.runs.render import ago, gpu_lines, history_rows, status_rows
+from deployer.runs.render import ago, exit_text, gpu_lines, history_rows, status_rows
 from deployer.runs.spec import RunSpec
 from deployer.runs.start import labels_for
 from deployer.runs.status import HostStatus, select, to_json
@@ -101,6 +101,11 @@ def test_status_rows_and_gpu_lines() -> None:
     assert rows[2][:4] == ["cpu01", "", "", "unreachable"] and "no answer" in rows[2][7]
     assert gpu_lines(HS) == ["gpu01  0 H100 20000/81559 MiB 100% | 1 H100 0/81559 MiB 0%"]
     assert [ago(s) for s in (5, 125, 3 * 3600 + 300, 2 * 86400 + 7200)] == ["5s", "2m", "3h05m", "2d2h"]
+
+
+def test_exit_text_names_signals() -> None:
+    assert [exit_text(c) for c in (None, 0, 3, 137, 143, 255)] == ["", "0", "3", "137 (SIGKILL)", "143 (SIGTERM)",
+                                                                   "255"]
 
 
 def test_history_merge_newest_first() -> None:
