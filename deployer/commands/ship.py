@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import posixpath
 import re
+import tarfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -199,6 +200,47 @@ def unpack_layer_argv(mode: str, src: str, dst: str, diff_id: str) -> tuple[str,
     return ("sh", "-c", _UNPACK_LAYER, "sh", mode, src, dst, diff_id)
 
 
+# docker load fed while the blobs still arrive, so Docker unpacks the tar during the transfer
+# (as `... | ssh host docker load` would) instead of after it. Each stdin line names a file of
+# the load dir, its tar padding and its tar header as printf octal escapes (every byte escaped,
+# so the header is data, never format). A "." line ends the tar; stdin closing without it (the
+# client gave up) spoils the stream with a block that is no tar header, so docker load fails
+# and loads nothing. Install then finds the image loaded (or loads it the usual way) and
+# verifies, cleans and tags.
+_LOAD_STREAM = (
+    'set -f\n'
+    'load=$1; shift\n'
+    'cd -- "$load" || exit 3\n'
+    '{ while read -r name pad hdr; do\n'
+    '    if [ "$name" = . ]; then head -c 1024 /dev/zero; exit 0; fi\n'
+    '    printf "$hdr" && cat -- "$name" || exit 3\n'
+    '    [ "$pad" -eq 0 ] || head -c "$pad" /dev/zero || exit 3\n'
+    '  done\n'
+    '  printf "%01000d" 0; exit 9; } | "$@" load'
+)
+
+
+def load_stream_argv(docker: Sequence[str], load: str) -> tuple[str, ...]:
+    """`docker load` of a tar assembled on the host from load-dir files named on stdin (load_stream_line)."""
+    return ("sh", "-c", _LOAD_STREAM, "sh", load, *docker)
+
+
+def load_stream_line(name: str, size: int) -> bytes:
+    """One stdin line of load_stream_argv: the load-dir file NAME of SIZE bytes, with its tar header.
+
+    ValueError for a name the line cannot carry or a size ustar cannot (8 GiB and up)."""
+    if not re.fullmatch(r"[0-9A-Za-z._-][0-9A-Za-z._/-]*", name) or name == ".":
+        raise ValueError(f"not a load dir file name: {name!r}")
+    info = tarfile.TarInfo(name)
+    info.size, info.mode, info.mtime = size, 0o644, 0
+    header = info.tobuf(format=tarfile.USTAR_FORMAT)
+    escaped = "".join(f"\\{b:03o}" for b in header)
+    return f"{name} {-size % 512} {escaped}\n".encode()
+
+
+LOAD_STREAM_END = b". 0 -\n"
+
+
 @dataclass(frozen=True)
 class Installed:
     """What the install script reported: a bad layer, the loaded id, the id REF now names."""
@@ -229,6 +271,30 @@ _UNPACK = 'rm -rf -- "$1" && mkdir -p -- "$1" && tar -C "$1" -xf -'
 
 def unpack_argv(path: str) -> tuple[str, ...]:
     return ("sh", "-c", _UNPACK, "sh", path)
+
+
+# At the start of a transfer, one round trip: a fresh (empty) load dir, and the size of every
+# file already in the blob dir, so no blob needs its own stat before it is sent (the deploy
+# lock keeps other ships out of this staging dir meanwhile). Output as stat_argv's.
+_PREPARE = (
+    'rm -rf -- "$1" && mkdir -p -- "$1" "$2" && cd -- "$2" || exit $?\n'
+    'for f in *; do\n'
+    '  [ -f "$f" ] && printf "%s %s\\n" "$(wc -c < "$f" | tr -d " ")" "$2/$f"\n'
+    'done; exit 0'
+)
+
+
+def prepare_argv(load: str, blobs: str) -> tuple[str, ...]:
+    """Empty the load dir LOAD and list the files in BLOBS with their sizes (parse with parse_stat)."""
+    return ("sh", "-c", _PREPARE, "sh", load, blobs)
+
+
+_EXTRACT = 'mkdir -p -- "$1" && tar -C "$1" -xf -'
+
+
+def extract_argv(path: str) -> tuple[str, ...]:
+    """Extract a tar from stdin into PATH, keeping what is there (layers unpacked meanwhile)."""
+    return ("sh", "-c", _EXTRACT, "sh", path)
 
 
 def parse_loaded(stdout: str) -> tuple[str, ...]:

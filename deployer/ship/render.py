@@ -27,18 +27,21 @@ def plan_commands(plan: ShipPlan, host: Host) -> list[tuple[str, ...]]:
     codec = plan.codec.name
     mode = codec if plan.codec.host_decompress else "link"
     load = cmd.load_dir(staging, plan.image_id)
-    out: list[tuple[str, ...]] = []
+    # a fresh load dir + the staged blobs' sizes, so each blob is sent without its own stat
+    out: list[tuple[str, ...]] = [cmd.prepare_argv(load, cmd.blob_dir(staging))]
     layers: list[tuple[str, str, str]] = []
     for i in plan.missing:
         digest = f"sha256:<{codec} blob of layer {i + 1}>"
         partial = cmd.partial_path(staging, digest, codec)
         final = cmd.blob_path(staging, digest, codec)
-        out += [cmd.stat_argv([final, partial]), cmd.append_argv(partial), cmd.verify_argv(partial, digest, final)]
+        out += [cmd.append_argv(partial), cmd.verify_argv(partial, digest, final)]
         dst = cmd.layer_path(load, plan.diff_ids[i])
         if mode != "link":  # runs once the load dir is seeded, while the next blob is sent
             out.append(cmd.unpack_layer_argv(mode, final, dst, plan.diff_ids[i]))
         layers.append((final, dst, plan.diff_ids[i]))
-    out.append(cmd.unpack_argv(load))  # stdin: a small tar of manifest.json + the config
+    if mode != "link":  # stdin: a line per file of the load dir as it lands (deployer.ship.loadstream)
+        out.insert(1, cmd.load_stream_argv(docker, load))
+    out.append(cmd.extract_argv(load))  # stdin: a small tar of manifest.json + the config
     out.append(_install_preview(docker, load, plan, mode, layers))
     return out
 

@@ -1,7 +1,9 @@
 """The two transfer routes as steps on one host's Job (tarball: stage, assemble, load; registry: pull)."""
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+import posixpath
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
 from typing import TYPE_CHECKING
@@ -11,6 +13,7 @@ from deployer.errors import DeployError
 from deployer.local.cache import Blob
 from deployer.local.export import Exporter
 from deployer.local.tarball import manifest_json
+from deployer.ship.loadstream import StreamLoad
 from deployer.ship.progress import Reporter
 from deployer.ship.registry import Pusher, pull_and_tag
 from deployer.ship.tarball import (
@@ -24,6 +27,8 @@ from deployer.ship.tarball import (
 
 if TYPE_CHECKING:
     from deployer.ship.runner import Job
+
+log = logging.getLogger(__name__)
 
 
 def _estimate_total(plan_raw: int, known: list[Blob]) -> int:
@@ -49,6 +54,36 @@ def _in_completion_order(exporter: Exporter, codec: str, diff_ids: list[str]) ->
         yield exporter.blob(diff_id, codec)
 
 
+def _stage(job: Job, exporter: Exporter, reporter: Reporter, wanted: list[str], got: dict[str, Blob],
+           prepare: Callable[[], dict[str, int | None]],
+           seed: Callable[[Future[dict[str, int | None]]], None],
+           check: Callable[[Blob, bool, Future[dict[str, int | None]]], None]) -> None:
+    """Send each blob as the export finishes it; prepare, seed and per-blob checks run alongside."""
+    plan, conn, name, staging = job.plan, job.conn, job.host.name, job.host.staging_dir
+    assert plan is not None and plan.codec is not None
+    codec, note = plan.codec, partial(reporter.note, name)
+    with ThreadPoolExecutor(max_workers=3, thread_name_prefix=f"ship-{name}") as pool:
+        prepared = pool.submit(prepare)  # while docker save gets going
+        seeded = pool.submit(seed, prepared)
+        checks: list[Future[None]] = []
+        reporter.phase(name, "compressing", f"layer 1/{len(wanted)}")
+        for k, blob in enumerate(_in_completion_order(exporter, codec.name, wanted), 1):
+            got[blob.diff_id] = blob
+            reporter.total(name, _estimate_total(plan.raw_bytes, list(got.values())))
+            reporter.phase(name, "sending", f"layer {k}/{len(wanted)}")
+            before = job.counter.sent
+            staged = send_blob(conn, staging, blob, job.counter, note, listed=prepared.result())
+            if job.counter.sent > before:
+                job.layers_sent += 1
+            checks.append(pool.submit(check, blob, staged, prepared))
+        reporter.total(name, job.counter.sent)
+        if checks:
+            reporter.phase(name, "verifying", "sha256 of the staged blobs")
+        for done in checks:
+            done.result()
+        seeded.result()
+
+
 def run_tarball(job: Job, exporter: Exporter | None, reporter: Reporter) -> None:
     """Stage the missing blobs (resumable, verified), then assemble, load, verify and tag on the host.
 
@@ -67,41 +102,46 @@ def run_tarball(job: Job, exporter: Exporter | None, reporter: Reporter) -> None
     wanted = list(dict.fromkeys(image.diff_ids[i] for i in plan.missing))
     got: dict[str, Blob] = {}
 
-    def seed() -> None:
-        # the config may come late in the save stream: wait for it here, not in the send loop
-        tar = load_dir_tar(image.id_hex, exporter.config(), manifest_json(image, ()))
-        seed_load_dir(conn, load, tar, job.counter)
+    # the host decompresses: docker load can read each layer from the load dir as it lands
+    stream = StreamLoad(conn, host.docker, load, image.id, job.counter, note) if mode != "link" else None
 
-    def check(blob: Blob, staged: bool, seeded: Future[None]) -> None:
+    def prepare() -> dict[str, int | None]:
+        res = conn.run(cmd.prepare_argv(load, cmd.blob_dir(staging)), what="preparing the staging dir", timeout=120)
+        if stream is not None:
+            stream.start()  # the load dir exists now; files are named to it as they land
+        return cmd.parse_stat(res.stdout)
+
+    def seed(prepared: Future[dict[str, int | None]]) -> None:
+        # the config may come late in the save stream: wait for it here, not in the send loop
+        config, manifest = exporter.config(), manifest_json(image, ())
+        prepared.result()
+        seed_load_dir(conn, load, load_dir_tar(image.id_hex, config, manifest), job.counter, replace=False)
+        if stream is not None:
+            stream.add("manifest.json", len(manifest))
+            stream.add(f"{image.id_hex}.json", len(config))
+
+    def check(blob: Blob, staged: bool, prepared: Future[dict[str, int | None]]) -> None:
         final = cmd.blob_path(staging, blob.digest, blob.codec)
         if not staged:
             finish_blob(conn, staging, blob, job.counter, note)
         if mode != "link":
-            seeded.result()  # the seed replaces the load dir: unpack into the fresh one
-            unpack_layer(conn, mode, final, cmd.layer_path(load, blob.diff_id), blob.diff_id)
+            prepared.result()  # the load dir is fresh: unpack into it
+            dst = cmd.layer_path(load, blob.diff_id)
+            unpack_layer(conn, mode, final, dst, blob.diff_id)
+            if stream is not None:
+                stream.add(posixpath.relpath(dst, load), blob.raw_size)
 
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix=f"ship-{name}") as pool:
-        seeded = pool.submit(seed)
-        checks: list[Future[None]] = []
-        reporter.phase(name, "compressing", f"layer 1/{len(wanted)}")
-        for k, blob in enumerate(_in_completion_order(exporter, codec.name, wanted), 1):
-            got[blob.diff_id] = blob
-            reporter.total(name, _estimate_total(plan.raw_bytes, list(got.values())))
-            reporter.phase(name, "sending", f"layer {k}/{len(wanted)}")
-            before = job.counter.sent
-            staged = send_blob(conn, staging, blob, job.counter, note)
-            if job.counter.sent > before:
-                job.layers_sent += 1
-            checks.append(pool.submit(check, blob, staged, seeded))
-        reporter.total(name, job.counter.sent)
-        if checks:
-            reporter.phase(name, "verifying", "sha256 of the staged blobs")
-        for done in checks:
-            done.result()
-        seeded.result()
+    try:
+        _stage(job, exporter, reporter, wanted, got, prepare, seed, check)
+    except BaseException:
+        if stream is not None:
+            stream.finish(complete=False)
+        raise
     blobs = [got[image.diff_ids[i]] for i in plan.missing]
     layers = [(cmd.blob_path(staging, b.digest, b.codec), cmd.layer_path(load, b.diff_id), b.diff_id) for b in blobs]
     reporter.phase(name, "loading", f"docker load ({len(blobs)} new layer(s))")
+    if stream is not None and stream.finish(complete=True):
+        log.info("%s: docker load read the layers as they arrived", name)
     try:
         job.verified = install(conn, host.docker, load, image.id, image.ref, mode, layers)
     except DeployError:

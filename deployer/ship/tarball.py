@@ -12,7 +12,7 @@ import logging
 import tarfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from deployer.commands import ship as cmd
@@ -105,11 +105,13 @@ def send_tail(conn: HostConn, partial: str, blob: Blob, counter: Counter,
 
 
 def send_blob(conn: HostConn, staging: str, blob: Blob, counter: Counter,
-              note: Callable[[str], None] = lambda m: None) -> bool:
-    """Send what the host lacks of BLOB into its .partial; True when it was already staged and verified."""
+              note: Callable[[str], None] = lambda m: None, listed: Mapping[str, int | None] | None = None) -> bool:
+    """Send what the host lacks of BLOB into its .partial; True when it was already staged and verified.
+
+    LISTED: the blob dir's files and sizes (cmd.prepare_argv), saving this blob its own stat."""
     final = cmd.blob_path(staging, blob.digest, blob.codec)
     partial = cmd.partial_path(staging, blob.digest, blob.codec)
-    sizes = _sizes(conn, final, partial)
+    sizes = _sizes(conn, final, partial) if listed is None else {p: listed.get(p) for p in (final, partial)}
     if sizes.get(final) is not None:
         if _verify(conn, final, blob, final).ok:
             return True
@@ -158,8 +160,10 @@ def load_dir_tar(image_id_hex: str, config: bytes, manifest: bytes) -> bytes:
     return buf.getvalue()
 
 
-def seed_load_dir(conn: HostConn, load: str, seed: bytes, counter: Counter) -> None:
-    conn.run(cmd.unpack_argv(load), input=seed, what="preparing the load dir", timeout=120)
+def seed_load_dir(conn: HostConn, load: str, seed: bytes, counter: Counter, replace: bool = True) -> None:
+    """Extract the seed tar into the load dir (REPLACE: into a fresh one, else next to what is there)."""
+    argv = cmd.unpack_argv(load) if replace else cmd.extract_argv(load)
+    conn.run(argv, input=seed, what="preparing the load dir", timeout=120)
     counter.add(len(seed))
 
 

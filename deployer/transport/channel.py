@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Iterator
 import paramiko
 
 POLL_S = 0.5
+SETTLE_S = 1.0
 CHUNK = 256 * 1024
 
 
@@ -77,6 +78,11 @@ def _exit_status(chan: paramiko.Channel) -> int:
     status = chan.exit_status
     if status == -1:
         transport = chan.get_transport()
+        # paramiko closes a dead link's channels just before it marks the transport inactive:
+        # give that a moment, or a dropped link reads as a command killed by a signal
+        settle = time.monotonic() + SETTLE_S
+        while transport is not None and transport.is_active() and time.monotonic() < settle:
+            time.sleep(0.01)
         if transport is None or not transport.is_active():
             raise LinkLost("connection lost before the command finished")
     return int(status)

@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import json
 import shutil
 import subprocess
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -250,3 +252,54 @@ def test_unpack_layer_checks_the_diff_id_and_install_reuses_it(tmp_path: Path) -
     assert cmd.parse_install(res.stdout.decode()) == cmd.Installed(None, image_id, image_id)
     with pytest.raises(ValueError):
         cmd.unpack_layer_argv("link", src, dst, diff)
+
+
+def _tar_docker(tmp_path: Path) -> tuple[str, ...]:
+    """A stand-in `docker` whose load unpacks its stdin tar (strictly) into tmp_path/out."""
+    fake = tmp_path / "tar-docker"
+    out = tmp_path / "out"
+    fake.write_text(f'#!/bin/sh\n[ "$1" = load ] || exit 1\nmkdir -p {out} && tar -xf - -C {out} && echo loaded-ok\n')
+    fake.chmod(0o755)
+    return (str(fake),)
+
+
+def test_load_stream_feeds_docker_load_a_tar_of_the_named_files(tmp_path: Path) -> None:
+    load = tmp_path / "load"
+    (load / ("d" * 64)).mkdir(parents=True)
+    files = {"manifest.json": b"[]", "c.json": b'{"x": 1}' * 100, f"{'d' * 64}/layer.tar": bytes(range(256)) * 7}
+    for name, data in files.items():
+        (load / name).write_bytes(data)
+    lines = b"".join(cmd.load_stream_line(n, len(d)) for n, d in files.items())
+    res = sh(cmd.load_stream_argv(_tar_docker(tmp_path), str(load)), lines + cmd.LOAD_STREAM_END)
+    assert res.returncode == 0 and res.stdout == b"loaded-ok\n", res.stderr
+    for name, data in files.items():
+        assert (tmp_path / "out" / name).read_bytes() == data
+    # the client gave up before the end: docker load must not see a well-formed tar
+    res = sh(cmd.load_stream_argv(_tar_docker(tmp_path), str(load)), lines)
+    assert res.returncode != 0 and b"loaded-ok" not in res.stdout
+    for bad in ("../x y", ".", "a b"):
+        with pytest.raises(ValueError):
+            cmd.load_stream_line(bad, 1)
+    with pytest.raises(ValueError):
+        cmd.load_stream_line("big/layer.tar", 8 << 30)  # ustar cannot say 8 GiB: the caller loads the usual way
+
+
+def test_prepare_empties_the_load_dir_and_lists_the_blobs(tmp_path: Path) -> None:
+    load, blobs = tmp_path / "load", tmp_path / "blobs"
+    (load / "old").mkdir(parents=True)
+    res = sh(cmd.prepare_argv(str(load), str(blobs)))
+    assert res.returncode == 0 and res.stdout == b"" and load.is_dir() and not list(load.iterdir())
+    (blobs / "a.zst").write_bytes(b"12345")
+    (blobs / "b.zst.partial").write_bytes(b"")
+    (blobs / "sub").mkdir()
+    out = cmd.parse_stat(sh(cmd.prepare_argv(str(load), str(blobs))).stdout.decode())
+    assert out == {f"{blobs}/a.zst": 5, f"{blobs}/b.zst.partial": 0}
+    # the seed extracts next to layers already unpacked there
+    (load / "x").write_text("kept")
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo("manifest.json")
+        info.size = 2
+        tar.addfile(info, io.BytesIO(b"[]"))
+    assert sh(cmd.extract_argv(str(load)), buf.getvalue()).returncode == 0
+    assert sorted(p.name for p in load.iterdir()) == ["manifest.json", "x"]

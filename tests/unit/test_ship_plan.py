@@ -143,12 +143,15 @@ def test_render_tarball_commands() -> None:
     p = plan(h, via="tarball")
     argvs = plan_commands(p, h)
     blob3 = "/stage/blobs/sha256/<zstd blob of layer 3>.zst"
-    assert argvs[0] == cmd.stat_argv([blob3, blob3 + ".partial"])
+    load = f"/stage/load/{'f' * 64}"
+    assert argvs[0] == cmd.prepare_argv(load, "/stage/blobs/sha256")  # one listing instead of a stat per blob
+    assert argvs[1] == cmd.load_stream_argv(("docker",), load)  # docker load fed as the layers land
+    assert argvs[2] == cmd.append_argv(blob3 + ".partial")
     appends = [a for a in argvs if a[:3] == cmd.append_argv("x")[:3]]
     assert len(appends) == 2
     # the host decompresses zstd: each verified blob is unpacked into the load dir before install
-    assert argvs[3] == cmd.unpack_layer_argv("zstd", blob3, f"/stage/load/{'f' * 64}/{D[2][7:]}/layer.tar", D[2])
-    assert argvs[-2] == cmd.unpack_argv(f"/stage/load/{'f' * 64}")
+    assert argvs[4] == cmd.unpack_layer_argv("zstd", blob3, f"{load}/{D[2][7:]}/layer.tar", D[2])
+    assert argvs[-2] == cmd.extract_argv(load)
     install = argvs[-1]
     assert install[4:9] == (f"/stage/load/{'f' * 64}", IMAGE.id, "trainer:v3", "zstd", "2")
     assert install[9] == blob3 and install[11] == D[2] and install[-1] == "docker"

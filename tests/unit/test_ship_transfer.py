@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -210,3 +211,45 @@ def test_stale_reason_by_age() -> None:
     here = cmd.LockState(False, 60, {"workstation": "ws1", "pid": 42})
     assert locks.stale_reason(here, workstation="ws1", pid_alive=lambda pid: False) is not None
     assert locks.stale_reason(here, workstation="ws1", pid_alive=lambda pid: True) is None
+
+
+def _loading_docker(tmp_path: Path, image_id: str) -> tuple[str, ...]:
+    fake = tmp_path / "docker"
+    fake.write_text(f'#!/bin/sh\n[ "$1" = load ] || exit 1\nmkdir -p {tmp_path}/out && '
+                    f'tar -xf - -C {tmp_path}/out && echo "Loaded image ID: {image_id}"\n')
+    fake.chmod(0o755)
+    return (str(fake),)
+
+
+def test_stream_load_feeds_docker_load_as_files_land(tmp_path: Path) -> None:
+    from deployer.ship.loadstream import StreamLoad
+
+    image_id = "sha256:" + "9" * 64
+    load = tmp_path / "load"
+    (load / "ab").mkdir(parents=True)
+    (load / "manifest.json").write_bytes(b"[]")
+    conn, _ = conn_with([])
+    notes: list[str] = []
+    counter = Counter()
+    stream = StreamLoad(conn, _loading_docker(tmp_path, image_id), str(load), image_id, counter, notes.append)
+    stream.add("manifest.json", 2)
+    stream.start()
+    layer = os.urandom(70_000)
+    (load / "ab" / "layer.tar").write_bytes(layer)  # lands after docker load started
+    stream.add("ab/layer.tar", len(layer))
+    assert stream.finish(complete=True) and notes == []
+    assert (tmp_path / "out" / "ab" / "layer.tar").read_bytes() == layer
+    assert counter.sent > 2 * 512  # the control lines count as sent bytes
+
+    # a ship that failed midway spoils the tar: nothing is loaded, finish says so
+    shutil.rmtree(tmp_path / "out")
+    stream = StreamLoad(conn, _loading_docker(tmp_path, image_id), str(load), image_id, Counter(), notes.append)
+    stream.add("manifest.json", 2)
+    stream.start()
+    assert not stream.finish(complete=False)
+    # docker load that fails (here: a file the tar cannot read): False, with a note for the user
+    stream = StreamLoad(conn, _loading_docker(tmp_path, image_id), str(load), image_id, Counter(), notes.append)
+    stream.add("missing/layer.tar", 10)
+    stream.start()
+    assert not stream.finish(complete=True)
+    assert notes and "loading from the staged layers" in notes[0]
