@@ -100,20 +100,13 @@ def run_spec(
     all_labels = dict(run.labels)
     all_labels["deployer.playbook"] = rendered.name
     all_labels.update(labels or {})
-    return RunSpec(
+    # RunOptions are RunSpec's fields without the image; those needing more than a copy follow.
+    same = {f.name: getattr(run, f.name) for f in dataclasses.fields(RunOptions)}
+    same.update(
         image=image,
         name=run.name or rendered.name,
-        gpus=run.gpus,
-        volumes=run.volumes,
-        env=run.env,
-        env_file=run.env_file,
-        shm_size=run.shm_size,
-        ipc=run.ipc,
-        memory=run.memory,
-        restart=run.restart,
-        workdir=run.workdir,
         command=rendered.command,
         labels=tuple(all_labels.items()),
-        mkdirs=run.mkdirs,
         replace=run.replace if replace is None else replace,
     )
+    return RunSpec(**same)

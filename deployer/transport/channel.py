@@ -49,20 +49,8 @@ def pump(
     """Read both streams until EOF and exit status; returns the exit code (-1 if none was sent)."""
     while True:
         _wait_readable(chan, POLL_S)
-        got = False
-        while chan.recv_ready():
-            data = chan.recv(CHUNK)
-            if not data:
-                break
-            on_stdout(data)
-            got = True
-        while chan.recv_stderr_ready():
-            data = chan.recv_stderr(CHUNK)
-            if not data:
-                break
-            on_stderr(data)
-            got = True
-        if got:
+        got_out = _move(chan.recv_ready, chan.recv, on_stdout)
+        if _move(chan.recv_stderr_ready, chan.recv_stderr, on_stderr) or got_out:
             continue
         if chan.exit_status_ready():
             # Exit status can arrive before the final EOF; drain whatever is still in flight.
@@ -71,6 +59,18 @@ def pump(
         if stop is not None and stop.is_set():
             return -1
         _check(chan, deadline)
+
+
+def _move(ready: Callable[[], bool], recv: Callable[[int], bytes], sink: Callable[[bytes], None]) -> bool:
+    """Hand whatever one stream has buffered to sink; True if anything came."""
+    got = False
+    while ready():
+        data = recv(CHUNK)
+        if not data:
+            break
+        sink(data)
+        got = True
+    return got
 
 
 def _exit_status(chan: paramiko.Channel) -> int:
