@@ -101,12 +101,13 @@ def deploy(prepared: Prepared, *, say: Say, on_line: Say, progress: Progress | N
     with (progress or (lambda: nullcontext(NullReporter())))() as reporter:
         shipped = ship_image(list(prepared.ship_hosts), ref, prepared.ship_options(git_rev), reporter, client=client)
     ok_hosts = [o.host.name for o in shipped if o.ok]
+    specs = prepared.specs(ref, git_rev) if prepared.playbook.run is not None else {}
     started: dict[str, Outcome[Started]] = {}
     if prepared.runs and ok_hosts:
-        started = _start(prepared, ref, git_rev, ok_hosts, say)
+        started = _start(prepared, {n: specs[n] for n in ok_hosts}, say)
     elif prepared.runs:
         say("nothing started: no host got the image")
-    return [_report(prepared, o, started.get(o.host.name), ref, git_rev) for o in shipped]
+    return [_report(prepared, o, started.get(o.host.name), specs.get(o.host.name), ref, git_rev) for o in shipped]
 
 
 def _image(prepared: Prepared, client: Any, say: Say, on_line: Say) -> tuple[str, str | None]:
@@ -130,25 +131,23 @@ def _image(prepared: Prepared, client: Any, say: Say, on_line: Say) -> tuple[str
     return result.ref, rev.tag if rev else None
 
 
-def _start(prepared: Prepared, ref: str, git_rev: str | None, names: list[str], say: Say,
-           ) -> dict[str, Outcome[Started]]:
+def _start(prepared: Prepared, specs: Mapping[str, RunSpec], say: Say) -> dict[str, Outcome[Started]]:
     from deployer.runs.start import start
 
-    hosts = [h for h in prepared.hosts if h.name in names]
-    say(f"starting on {', '.join(names)}: preflight every host first")
+    hosts = [h for h in prepared.hosts if h.name in specs]
+    say(f"starting on {', '.join(specs)}: preflight every host first")
     try:
-        outcomes = start(hosts, prepared.specs(ref, git_rev, names), parallel=prepared.options.parallel,
+        outcomes = start(hosts, dict(specs), parallel=prepared.options.parallel,
                          reporter=lambda h, m: say(f"{h}: {m}"), timeout=prepared.options.connect_timeout)
     except DeployError as exc:  # a spec problem for all hosts: report it on each
         return {h.name: Outcome(h, error=exc) for h in hosts}
     return {o.host.name: o for o in outcomes}
 
 
-def _report(prepared: Prepared, shipped: Outcome[ShipResult], started: Outcome[Started] | None, ref: str,
-            git_rev: str | None) -> HostReport:
+def _report(prepared: Prepared, shipped: Outcome[ShipResult], started: Outcome[Started] | None,
+            spec: RunSpec | None, ref: str, git_rev: str | None) -> HostReport:
     name = shipped.host.name
     result = shipped.value or _partial(shipped)
-    spec = prepared.specs(ref, git_rev, [name]).get(name) if prepared.playbook.run is not None else None
     base: dict[str, Any] = {"host": name, "ship": result, "image": ref, "playbook": prepared.playbook.name,
                             "git_rev": git_rev, "container": spec.name if spec else None}
     if not shipped.ok:
