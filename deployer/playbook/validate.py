@@ -166,7 +166,8 @@ def build_playbook(root: yaml.Node | None, source: Source) -> Playbook:
     name = v.string(top["name"], "name")
     name = _render_static(v, top["name"], "name", name, vars_)
     if not NAME_RE.match(name):
-        v.fail(top["name"], "name", f"{name!r} is not a valid name: use lowercase letters, digits, '.', '_' or '-'")
+        v.fail(top["name"], "name", f"{name!r} is not a valid name: use 2 to 128 lowercase letters, digits, '.', '_' or '-', "
+               "starting with a letter or digit")
     hosts = _hosts(v, top.get("hosts"), vars_)
     if "image" not in top:
         v.fail(root, "image", "missing: give image.build (build locally) or image.ref (an existing image)")
