@@ -8,6 +8,7 @@ import getpass
 import json
 import os
 import socket
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,7 +18,11 @@ HISTORY_FILE = "history.jsonl"
 
 # Appends are single write(2) calls of one line, so concurrent writers never interleave
 # within a line (O_APPEND), and a failed write leaves earlier records untouched.
-_APPEND = 'mkdir -p -- "$1" && cat >> "$1/history.jsonl"'
+# The transport retries a command whose reply was lost, so the same line may arrive twice:
+# a line whose id ("$2") is already in the log is read and dropped. Only retries share an id
+# and they run one after another, so the check-then-append needs no lock.
+_APPEND = ('mkdir -p -- "$1" && if [ -n "$2" ] && grep -qF -- "$2" "$1/history.jsonl" 2>/dev/null; '
+           'then cat > /dev/null; else cat >> "$1/history.jsonl"; fi')
 
 
 def who() -> str:
@@ -33,6 +38,7 @@ def record(action: str, *, image: str | None = None, image_id: str | None = None
            command: str | None = None, result: str = "ok", **extra: Any) -> dict[str, Any]:
     """A history record (pure)."""
     rec: dict[str, Any] = {
+        "id": uuid.uuid4().hex,
         "time": datetime.now(UTC).isoformat(timespec="seconds"),
         "user": who(),
         "action": action,
@@ -45,15 +51,35 @@ def record(action: str, *, image: str | None = None, image_id: str | None = None
     return rec
 
 
+def _dumps(rec: dict[str, Any]) -> str:
+    return json.dumps(rec, sort_keys=True, separators=(",", ":"))
+
+
+def append_command(staging_dir: str, rec: dict[str, Any]) -> tuple[tuple[str, ...], bytes]:
+    """(argv, stdin) that append REC unless a line with its id is already logged (pure).
+
+    A record without an id gets one here, so every line appended from now on can be deduplicated.
+    """
+    if not rec.get("id"):
+        rec = {**rec, "id": uuid.uuid4().hex}
+    # the exact serialized key, so an id quoted inside another record's command never matches
+    marker = _dumps({"id": str(rec["id"])})[1:-1]
+    return ("sh", "-c", _APPEND, "sh", staging_dir, marker), (_dumps(rec) + "\n").encode()
+
+
 def append(session: Session, staging_dir: str, rec: dict[str, Any]) -> None:
-    """Append one record to the host's history log."""
-    line = json.dumps(rec, sort_keys=True, separators=(",", ":")) + "\n"
-    session.run(["sh", "-c", _APPEND, "sh", staging_dir], input=line.encode())
+    """Append one record to the host's history log (at most once, even when the command is retried)."""
+    argv, line = append_command(staging_dir, rec)
+    session.run(list(argv), input=line)
 
 
 def parse(text: str) -> list[dict[str, Any]]:
-    """Records from the log's text; a torn or corrupt line is skipped, never fatal."""
+    """Records from the log's text; a torn or corrupt line is skipped, never fatal.
+
+    A repeated id (two writers racing with one retried record) is listed once; old records have no id.
+    """
     out = []
+    seen: set[str] = set()
     for line in text.splitlines():
         line = line.strip()
         if not line:
@@ -62,8 +88,14 @@ def parse(text: str) -> list[dict[str, Any]]:
             obj = json.loads(line)
         except ValueError:
             continue
-        if isinstance(obj, dict):
-            out.append(obj)
+        if not isinstance(obj, dict):
+            continue
+        rid = obj.get("id")
+        if isinstance(rid, str) and rid:
+            if rid in seen:
+                continue
+            seen.add(rid)
+        out.append(obj)
     return out
 
 
