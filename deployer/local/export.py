@@ -1,13 +1,17 @@
-"""Export an image's layers once per ship: one streamed `docker save`, compressed into the cache.
+"""Export an image's layers once per ship: from the local layer store, else one streamed `docker
+save`, compressed into the cache.
 
 The SHIP side creates one Exporter for all hosts; senders wait on `.blob()` or iterate
-`.ready()` and can start on layer 1 while layer 2 is still being compressed. Nothing holds a
-whole layer in memory: the save stream is read in 1 MiB chunks, hashed and fed to the
-compressors, which write straight into the cache.
+`.ready()` and can start on layer 1 while layer 2 is still being compressed. The daemon's own
+overlay2 store is read first when we can (no `docker save` start-up, layers in image order);
+`docker save` is the fallback for whatever the store could not give. Nothing holds a whole
+layer in memory: layers are read in 1 MiB chunks, hashed and fed to the compressors, which
+write straight into the cache.
 """
 from __future__ import annotations
 
 import hashlib
+import logging
 import tarfile
 import threading
 from collections.abc import Iterator, Mapping
@@ -28,7 +32,9 @@ from deployer.local.compress import (
 )
 from deployer.local.image import ImageInfo
 from deployer.local.savestream import StreamReader, classify, identify_v1, legacy_dir
+from deployer.local.store import LayerStore
 
+log = logging.getLogger(__name__)
 CHUNK = 1 << 20
 CODECS = ("zstd", "gzip")
 
@@ -47,6 +53,8 @@ class Exporter:
         level: int = 3,
         client: docker.DockerClient | None = None,
         cache: Cache | None = None,
+        *,
+        use_store: bool = True,
     ) -> None:
         for codec, ids in wanted.items():
             if codec not in CODECS:
@@ -68,7 +76,12 @@ class Exporter:
         self._cancel = threading.Event()
         self._thread: threading.Thread | None = None
         self._reader: StreamReader | None = None
+        self._store_bytes = 0
+        self.use_store = use_store
         self.exported_blobs = 0  # blobs compressed by this export (not taken from the cache)
+        # where the export read from: "cache" (nothing to read), "store" (the daemon's layer store
+        # only) or "docker save" (used for at least part); None until known
+        self.source: str | None = None
 
     # ---- public API -------------------------------------------------------------------
     def start(self) -> Exporter:
@@ -82,6 +95,7 @@ class Exporter:
                     self._add(blob)
         self._config = self.cache.get_config(self.image.id)
         if self._config is not None and not self._pending():
+            self.source = "cache"
             with self._cond:
                 self._done = True
             return self
@@ -141,8 +155,8 @@ class Exporter:
 
     @property
     def bytes_read(self) -> int:
-        """Bytes of the `docker save` stream read so far (progress; total ≈ image.size)."""
-        return self._reader.bytes_read if self._reader else 0
+        """Layer bytes read so far from the store and the `docker save` stream (progress; total ≈ image.size)."""
+        return self._store_bytes + (self._reader.bytes_read if self._reader else 0)
 
     def close(self) -> None:
         """Stop the export (if running) and wait for its thread."""
@@ -179,19 +193,11 @@ class Exporter:
         error: LocalError | None = None
         try:
             client = self._client or docker_client()
-            with translated(f"exporting {self.image.ref} ({self.image.id[:19]}) with docker save"):
-                chunks = client.api.get_image(self.image.id, chunk_size=CHUNK)
-                try:
-                    self._consume(StreamReader(iter(chunks)))
-                finally:
-                    close = getattr(chunks, "close", None)
-                    if close:
-                        close()
-            if self._config is None:
-                raise LocalError(f"docker save of {self.image.ref} had no image config {self.image.id}")
-            missing = sorted({d for codec, ids in self.wanted.items() for d in ids if (codec, d) not in self._blobs})
-            if missing:
-                raise LocalError(f"docker save of {self.image.ref} did not contain layers {missing}")
+            if self.use_store and self._from_store(client):
+                self.source = "store"
+            else:
+                self.source = "docker save"
+                self._from_save(client)
         except _Cancelled:
             error = LocalError(f"export of {self.image.ref} was cancelled")
         except LocalError as exc:
@@ -202,6 +208,48 @@ class Exporter:
             self._error = error
             self._done = True
             self._cond.notify_all()
+
+    def _from_store(self, client: docker.DockerClient) -> bool:
+        """Config and pending layers from the daemon's layer store, in image order; False: use docker save."""
+        store = LayerStore.open(client, self.image)
+        if store is None:
+            return False
+        if self._config is None:
+            self._take_config(store.config())
+        for index, diff_id in enumerate(self.image.diff_ids):
+            if self._cancel.is_set():
+                raise _Cancelled()
+            if not self._pending(diff_id):
+                continue
+            try:
+                size = store.layer_size(index)
+                self._take_chunks(self._counted(store.open_layer(index)), size, diff_id, "the local layer store")
+            except (LocalError, OSError, ValueError) as exc:
+                log.info("layer %d (%s) of %s could not be read from the local layer store, using docker save "
+                         "for the rest: %s", index, diff_id[:19], self.image.ref, exc)
+                return False
+        return True
+
+    def _counted(self, chunks: Iterator[bytes]) -> Iterator[bytes]:
+        for chunk in chunks:
+            self._store_bytes += len(chunk)
+            yield chunk
+
+    def _from_save(self, client: docker.DockerClient) -> None:
+        """Whatever is still pending, from one streamed `docker save`."""
+        with translated(f"exporting {self.image.ref} ({self.image.id[:19]}) with docker save"):
+            chunks = client.api.get_image(self.image.id, chunk_size=CHUNK)
+            try:
+                self._consume(StreamReader(iter(chunks)))
+            finally:
+                close = getattr(chunks, "close", None)
+                if close:
+                    close()
+        if self._config is None:
+            raise LocalError(f"docker save of {self.image.ref} had no image config {self.image.id}")
+        missing = sorted({d for codec, ids in self.wanted.items() for d in ids if (codec, d) not in self._blobs})
+        if missing:
+            raise LocalError(f"docker save of {self.image.ref} did not contain layers {missing}")
 
     def _consume(self, reader: StreamReader) -> None:
         self._reader = reader
@@ -248,16 +296,21 @@ class Exporter:
 
     def _take_known(self, f: IO[bytes] | None, raw_size: int, diff_id: str) -> None:
         """A layer whose identity the stream told us: compress it if wanted, verify its hash."""
+        if f is not None:
+            self._take_chunks(_chunks(f), raw_size, diff_id, "docker save")
+
+    def _take_chunks(self, chunks: Iterator[bytes], raw_size: int, diff_id: str, source: str) -> None:
+        """Compress one layer's tar into every codec still pending for it; its sha256 must be diff_id."""
         codecs = self._pending(diff_id)
-        if f is None or not codecs:
-            return  # not wanted: tarfile skips its bytes
+        if not codecs:
+            return  # not wanted: the caller skips its bytes
         writers = self._writers(codecs, diff_id, raw_size)
-        actual, total = self._pipe(_chunks(f), writers)
+        actual, total = self._pipe(chunks, writers)
         if actual != diff_id:
             for w, _ in writers:
                 w.abort()
             raise LocalError(
-                f"docker save of {self.image.ref}: layer {diff_id} hashes to {actual}",
+                f"{source} of {self.image.ref}: layer {diff_id} hashes to {actual}",
                 hint="the local image store may be corrupt; rebuild or re-pull the image",
             )
         self._commit(writers, diff_id, total)
