@@ -29,6 +29,7 @@ from deployer.local.cache import Cache
 from deployer.local.chain import chain_ids
 from deployer.local.export import Exporter
 from deployer.local.image import ImageInfo, inspect
+from deployer.local.store import LayerStore, StoreError
 from deployer.local.tarball import config_path, layer_path, manifest_json
 
 HOST = "gpu02"
@@ -142,6 +143,80 @@ def test_compressed_layer_files_on_docker_20_10(testbed: Any, ws: docker.DockerC
                 host.images.load(_load_tar(image, exp.config(), files, tag))
     finally:
         remove(host, image.id)
+
+
+def _inflate(codec: str, data: bytes) -> bytes:
+    return gzip.decompress(data) if codec == "gzip" else zstandard.ZstdDecompressor().decompressobj().decompress(data)
+
+
+def _export(image: ImageInfo, wanted: dict[str, set[str]], client: docker.DockerClient, cache_dir: Path,
+            **kw: Any) -> tuple[Exporter, list[Any]]:
+    with Exporter(image, wanted, client=client, cache=Cache(cache_dir), **kw) as exp:
+        blobs = list(exp.ready())
+        assert hashlib.sha256(exp.config()).hexdigest() == image.id_hex
+    return exp, blobs
+
+
+def test_store_export_is_in_image_order_and_equals_docker_save(ws: docker.DockerClient, image: ImageInfo,
+                                                               tmp_path: Path) -> None:
+    wanted = {"zstd": set(image.diff_ids), "gzip": {image.diff_ids[-1]}}
+    store, blobs = _export(image, wanted, ws, tmp_path / "store")
+    assert store.source == "store"
+    order = [image.diff_ids.index(b.diff_id) for b in blobs]
+    assert order == sorted(order) and sorted(set(order)) == list(range(len(image.diff_ids)))
+    saved, save_blobs = _export(image, wanted, ws, tmp_path / "save", use_store=False)
+    assert saved.source == "docker save"
+    by_key = {(b.codec, b.diff_id): b for b in save_blobs}
+    assert set(by_key) == {(b.codec, b.diff_id) for b in blobs}
+    for blob in blobs:
+        raw = _inflate(blob.codec, blob.path.read_bytes())
+        assert "sha256:" + hashlib.sha256(raw).hexdigest() == blob.diff_id and len(raw) == blob.raw_size
+        assert raw == _inflate(blob.codec, by_key[(blob.codec, blob.diff_id)].path.read_bytes())
+
+
+def _vfs_client(testbed: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> docker.DockerClient:
+    client = docker.DockerClient(base_url=testbed.ws_docker_host, timeout=120)
+    real = client.info()
+    monkeypatch.setattr(client, "info", lambda: {**real, "Driver": "vfs"})
+    return client
+
+
+def _empty_root_client(testbed: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> docker.DockerClient:
+    client = docker.DockerClient(base_url=testbed.ws_docker_host, timeout=120)
+    real = client.info()
+    (tmp_path / "empty-root").mkdir()
+    monkeypatch.setattr(client, "info", lambda: {**real, "DockerRootDir": str(tmp_path / "empty-root")})
+    return client
+
+
+@pytest.mark.parametrize("unusable", [_vfs_client, _empty_root_client], ids=["other-driver", "empty-root"])
+def test_unusable_store_falls_back_to_docker_save(testbed: Any, image: ImageInfo, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch, unusable: Any) -> None:
+    client = unusable(testbed, monkeypatch, tmp_path)
+    assert LayerStore.open(client, image) is None
+    exp, blobs = _export(image, {"zstd": set(image.diff_ids[1:])}, client, tmp_path / "c")
+    assert exp.source == "docker save"
+    assert sorted(b.diff_id for b in blobs) == sorted(image.diff_ids[1:])
+    for blob in blobs:
+        assert "sha256:" + hashlib.sha256(_inflate("zstd", blob.path.read_bytes())).hexdigest() == blob.diff_id
+
+
+def test_store_failing_mid_image_hands_the_rest_to_docker_save(ws: docker.DockerClient, image: ImageInfo,
+                                                              tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = LayerStore.open_layer
+
+    def failing(self: LayerStore, index: int) -> Iterator[bytes]:
+        if index >= 2:
+            raise StoreError(f"layer {index}: simulated I/O error")
+        return real(self, index)
+
+    monkeypatch.setattr(LayerStore, "open_layer", failing)
+    exp, blobs = _export(image, {"gzip": set(image.diff_ids)}, ws, tmp_path / "c")
+    assert exp.source == "docker save" and exp.exported_blobs == len(image.diff_ids)
+    assert [b.diff_id for b in blobs[:2]] == list(image.diff_ids[:2])  # from the store, before it failed
+    assert sorted(b.diff_id for b in blobs) == sorted(image.diff_ids)
+    for blob in blobs:
+        assert "sha256:" + hashlib.sha256(gzip.decompress(blob.path.read_bytes())).hexdigest() == blob.diff_id
 
 
 MEMORY_PROBE = """
