@@ -6,13 +6,16 @@ own Docker login, if the registry needs one.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import docker
+import docker.errors
+import requests
 
 from deployer.commands import ship as cmd
 from deployer.errors import CommandError, LocalError, TransferError
@@ -20,6 +23,12 @@ from deployer.local.client import docker_client, translated
 from deployer.local.image import ImageInfo
 from deployer.ship.conn import HostConn
 from deployer.ship.refs import registry_ref
+from deployer.ship.registry_api import (
+    ManifestReader,
+    RegistryAPIError,
+    image_manifest,
+    split_repo,
+)
 from deployer.ship.tarball import inspect_id, tag_and_verify
 
 log = logging.getLogger(__name__)
@@ -30,7 +39,48 @@ class PushStats:
     remote_ref: str
     layers_pushed: int
     layers_existing: int
-    bytes_pushed: int
+    bytes_pushed: int  # raw (uncompressed) tar bytes Docker reported while pushing: progress only
+    pushed_ids: frozenset[str] = frozenset()  # push-event ids of the layers this push uploaded
+    digest: str | None = None  # the pushed manifest's digest, from the stream's aux record
+    wire_bytes: int | None = None  # compressed bytes uploaded, from the manifest (None: unknown)
+
+    @property
+    def bytes_sent(self) -> int:
+        """Bytes put on the wire by this push: the compressed total, or the raw count if unknown."""
+        return self.bytes_pushed if self.wire_bytes is None else self.wire_bytes
+
+
+def _short(digest: str) -> str:
+    return digest.split(":", 1)[-1][:12]
+
+
+def uploaded_bytes(manifest: Mapping[str, Any], diff_ids: Sequence[str], pushed_ids: Iterable[str]) -> int:
+    """Compressed bytes of the layers a push uploaded, from the pushed manifest (pure).
+
+    Push events name a layer by the first 12 hex digits of its diff id (of its blob digest on
+    other stores); manifest layer i is diff id i. A shared blob counts once. ValueError when a
+    pushed layer is not in the manifest, TypeError when it is no image manifest.
+    """
+    layers = manifest.get("layers")
+    if not isinstance(layers, list):
+        raise TypeError("the manifest has no layer list")
+    if not all(isinstance(desc, Mapping) for desc in layers):
+        raise TypeError("the manifest's layers are not descriptors")
+    by_id: dict[str, Mapping[str, Any]] = {}
+    if len(layers) == len(diff_ids):
+        for diff_id, desc in zip(diff_ids, layers, strict=True):
+            by_id.setdefault(_short(diff_id), desc)
+    for desc in layers:
+        by_id.setdefault(_short(str(desc.get("digest", ""))), desc)
+    total, counted = 0, set()
+    for layer in pushed_ids:
+        desc = by_id.get(layer)
+        if desc is None or not isinstance(desc.get("size"), int):
+            raise ValueError(f"pushed layer {layer} is not in the manifest")
+        if desc["digest"] not in counted:
+            counted.add(desc["digest"])
+            total += int(desc["size"])
+    return total
 
 
 def read_push_stream(chunks: Iterable[dict[str, Any]], remote_ref: str,
@@ -39,6 +89,7 @@ def read_push_stream(chunks: Iterable[dict[str, Any]], remote_ref: str,
     current: dict[str, int] = {}
     pushed: set[str] = set()
     existing: set[str] = set()
+    digest: str | None = None
     for chunk in chunks:
         if not isinstance(chunk, dict):
             continue
@@ -47,6 +98,9 @@ def read_push_stream(chunks: Iterable[dict[str, Any]], remote_ref: str,
             message = chunk.get("error") or detail.get("message") or str(detail)
             raise LocalError(f"pushing {remote_ref} failed: {message}",
                              hint="check the registry is reachable from here and `docker login` if it needs auth")
+        aux = chunk.get("aux")
+        if isinstance(aux, dict) and isinstance(aux.get("Digest"), str):
+            digest = aux["Digest"]
         layer = str(chunk.get("id") or "")
         status = str(chunk.get("status") or "")
         progress = chunk.get("progressDetail") or {}
@@ -60,7 +114,8 @@ def read_push_stream(chunks: Iterable[dict[str, Any]], remote_ref: str,
             pushed.add(layer)
         elif status in ("Layer already exists",) or status.startswith("Mounted from"):
             existing.add(layer)
-    return PushStats(remote_ref, len(pushed), len(existing), sum(current[k] for k in pushed if k in current))
+    return PushStats(remote_ref, len(pushed), len(existing), sum(current[k] for k in pushed if k in current),
+                     frozenset(pushed), digest)
 
 
 class Pusher:
@@ -95,7 +150,24 @@ class Pusher:
         with translated(f"pushing {remote}", hint="check the registry is reachable from this workstation"):
             client.api.tag(self.image.id, repo, tag)
             stream = client.api.push(repo, tag, stream=True, decode=True)
-            return read_push_stream(stream, remote, on_bytes)
+            stats = read_push_stream(stream, remote, on_bytes)
+        return dataclasses.replace(stats, wire_bytes=self._wire_bytes(client, repo, stats))
+
+    def _wire_bytes(self, client: docker.DockerClient, repo: str, stats: PushStats) -> int | None:
+        """Compressed size of the uploaded layers, read back from the registry (None if it cannot be)."""
+        if not stats.pushed_ids:
+            return 0
+        try:
+            digest = stats.digest or client.api.inspect_distribution(stats.remote_ref)["Descriptor"]["digest"]
+            reader = ManifestReader.for_docker(client, split_repo(repo))
+            return uploaded_bytes(image_manifest(reader, digest, self.image.id), self.image.diff_ids,
+                                  stats.pushed_ids)
+        except (RegistryAPIError, ValueError, KeyError, TypeError, docker.errors.DockerException,
+                requests.exceptions.RequestException) as exc:
+            # the push itself succeeded: only the byte count is less exact
+            log.warning("could not read the manifest of %s back (%s); bytes_sent counts raw layer bytes",
+                        stats.remote_ref, exc)
+            return None
 
 
 @dataclass(frozen=True)

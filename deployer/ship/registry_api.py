@@ -1,0 +1,188 @@
+"""Reading a pushed manifest through the registry HTTP API (v2), with the credentials Docker uses.
+
+Only GETs of manifests: enough to learn the compressed size of each pushed layer. Credentials
+come from the user's Docker config / credential helpers (docker SDK); they go only to the
+registry and the token realm it names, never into logs or messages.
+"""
+from __future__ import annotations
+
+import base64
+import ipaddress
+import logging
+import re
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import docker
+import docker.auth
+import requests
+import urllib3
+
+log = logging.getLogger(__name__)
+
+MANIFEST_TYPES = (
+    "application/vnd.docker.distribution.manifest.v2+json",
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.oci.image.index.v1+json",
+)
+_HUB = "docker.io"
+_HUB_API = "registry-1.docker.io"
+_MAX_CHILDREN = 16  # an index with more platforms than this is not something we pushed
+
+
+class RegistryAPIError(Exception):
+    """The manifest could not be read (message is safe to show: no credentials)."""
+
+
+@dataclass(frozen=True)
+class Repo:
+    index: str  # as Docker names it: 10.0.0.5:5000, docker.io
+    path: str   # team/trainer (library/x on Docker Hub)
+
+    @property
+    def api_host(self) -> str:
+        return _HUB_API if self.index == _HUB else self.index
+
+
+def split_repo(name: str) -> Repo:
+    """Registry and repository path of a pushed name without tag (`10.0.0.5:5000/t/x`) (pure)."""
+    index, path = docker.auth.resolve_repository_name(name)
+    if index == _HUB and "/" not in path:
+        path = f"library/{path}"
+    return Repo(index, path)
+
+
+def is_insecure(registry_config: Mapping[str, Any], index: str) -> bool:
+    """Docker's rule: listed as not Secure, or an IP inside InsecureRegistryCIDRs (pure)."""
+    configs = registry_config.get("IndexConfigs") or {}
+    if index in configs:
+        return not configs[index].get("Secure", True)
+    host = index.rsplit(":", 1)[0] if index.count(":") == 1 else index
+    try:
+        ip = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return host == "localhost"
+    for cidr in registry_config.get("InsecureRegistryCIDRs") or []:
+        try:
+            if ip in ipaddress.ip_network(cidr, strict=False):
+                return True
+        except ValueError:
+            continue
+    return False
+
+
+def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
+    """('bearer'|'basic', params) of a WWW-Authenticate header (pure)."""
+    scheme, _, rest = header.strip().partition(" ")
+    params = {k.lower(): v for k, v in re.findall(r'(\w+)="([^"]*)"', rest)}
+    return scheme.lower(), params
+
+
+def _credentials(client: docker.DockerClient, index: str) -> dict[str, str]:
+    """The auth entry `docker push` used for index, keys lower-cased ({} when anonymous)."""
+    config = docker.auth.load_config(credstore_env=client.api.credstore_env)
+    entry = docker.auth.resolve_authconfig(config, index, credstore_env=client.api.credstore_env) or {}
+    return {k.lower(): str(v) for k, v in entry.items() if v}
+
+
+class ManifestReader:
+    """GETs manifests of one repository, answering the registry's auth challenge once."""
+
+    def __init__(self, repo: Repo, creds: Mapping[str, str], insecure: bool, timeout: float = 30.0) -> None:
+        self.repo = repo
+        self.timeout = timeout
+        self._creds = dict(creds)
+        # Docker's order: https first; an insecure registry may skip verification or be plain http
+        self._bases = [(f"https://{repo.api_host}", not insecure)]
+        if insecure:
+            self._bases.append((f"http://{repo.api_host}", True))
+        self._session = requests.Session()
+        self._session.trust_env = False  # talk to the registry as the daemon did, not through a proxy
+        self._auth_header: dict[str, str] = {}
+
+    @classmethod
+    def for_docker(cls, client: docker.DockerClient, repo: Repo) -> ManifestReader:
+        """A reader with the credentials and the insecure-registry setting of the local Docker."""
+        info = client.info()
+        return cls(repo, _credentials(client, repo.index), is_insecure(info.get("RegistryConfig") or {}, repo.index))
+
+    def manifest(self, reference: str) -> dict[str, Any]:
+        """The manifest (or index) named by digest or tag."""
+        last: Exception | None = None
+        for base, verify in self._bases:
+            url = f"{base}/v2/{self.repo.path}/manifests/{reference}"
+            try:
+                return self._get(url, verify)
+            except requests.exceptions.SSLError as exc:
+                last = exc
+            except requests.exceptions.ConnectionError as exc:
+                last = exc
+        raise RegistryAPIError(f"{self.repo.index} not reachable over {' or '.join(b for b, _ in self._bases)}: "
+                               f"{type(last).__name__}")
+
+    def _get(self, url: str, verify: bool) -> dict[str, Any]:
+        headers = {"Accept": ", ".join(MANIFEST_TYPES), **self._auth_header}
+        with warnings.catch_warnings():
+            # unverified https is what Docker itself does for a registry marked insecure
+            warnings.simplefilter("ignore", urllib3.exceptions.InsecureRequestWarning)
+            res = self._session.get(url, headers=headers, timeout=self.timeout, verify=verify)
+            if res.status_code == 401 and not self._auth_header:
+                self._auth_header = self._answer(res.headers.get("WWW-Authenticate", ""), verify)
+                res = self._session.get(url, headers={**headers, **self._auth_header}, timeout=self.timeout,
+                                        verify=verify)
+        if res.status_code != 200:
+            raise RegistryAPIError(f"GET {url} answered HTTP {res.status_code}")
+        try:
+            body = res.json()
+        except ValueError as exc:
+            raise RegistryAPIError(f"GET {url} did not answer JSON") from exc
+        if not isinstance(body, dict):
+            raise RegistryAPIError(f"GET {url} answered {type(body).__name__}, not a manifest")
+        return body
+
+    def _answer(self, challenge: str, verify: bool) -> dict[str, str]:
+        """The Authorization header for a 401 challenge (basic, or a bearer token from the realm)."""
+        scheme, params = parse_challenge(challenge)
+        user, password, refresh = self._creds.get("username"), self._creds.get("password"), self._creds.get("identitytoken")
+        if scheme == "basic":
+            if not (user and password):
+                raise RegistryAPIError(f"{self.repo.index} wants a login and Docker has none for it")
+            return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+        if scheme != "bearer" or not params.get("realm"):
+            raise RegistryAPIError(f"{self.repo.index} asked for unsupported auth {scheme or 'none'!r}")
+        scope = params.get("scope") or f"repository:{self.repo.path}:pull"
+        query = {"service": params.get("service", ""), "scope": scope}
+        if refresh:  # an OAuth2 refresh token from `docker login` with an identity provider
+            res = self._session.post(params["realm"], timeout=self.timeout, verify=verify, data={
+                **query, "grant_type": "refresh_token", "refresh_token": refresh, "client_id": "deployer"})
+        else:
+            auth = (user, password) if user and password else None
+            res = self._session.get(params["realm"], params=query, auth=auth, timeout=self.timeout, verify=verify)
+        if res.status_code != 200:
+            raise RegistryAPIError(f"token request to {params['realm']} answered HTTP {res.status_code}")
+        try:
+            body = res.json()
+        except ValueError as exc:
+            raise RegistryAPIError(f"token from {params['realm']} was not JSON") from exc
+        token = (body.get("token") or body.get("access_token")) if isinstance(body, dict) else None
+        if not token:
+            raise RegistryAPIError(f"{params['realm']} gave no token")
+        return {"Authorization": f"Bearer {token}"}
+
+
+def image_manifest(reader: ManifestReader, digest: str, config_digest: str) -> dict[str, Any]:
+    """The image manifest at digest; for an index, the child whose config is config_digest."""
+    top = reader.manifest(digest)
+    if "layers" in top:
+        return top
+    for child in (top.get("manifests") or [])[:_MAX_CHILDREN]:
+        ref = child.get("digest") if isinstance(child, dict) else None
+        if not ref:
+            continue
+        found = reader.manifest(str(ref))
+        if (found.get("config") or {}).get("digest") == config_digest and "layers" in found:
+            return found
+    raise RegistryAPIError(f"{digest} lists no manifest for config {config_digest}")

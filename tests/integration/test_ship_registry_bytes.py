@@ -1,0 +1,85 @@
+"""`deploy ship --via registry`: bytes_sent is the compressed bytes this push put on the wire.
+
+The image is the testbed sample plus one fresh, compressible layer, so at least one layer must
+travel while the sample's own layers may already sit in the registry (mounted, not sent). Which
+blobs this push uploaded is read from the registry's storage before and after, and their raw
+size from the blobs themselves: both independent of the push stream deployer reads.
+"""
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from tests.conftest import DeployRunner, Testbed
+from tests.integration.image_support import remove_image
+
+SAMPLE = "deployer-testbed/sample:latest"
+MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
+HOSTS = ("gpu01", "gpu02")
+
+
+def registry_blobs(testbed: Testbed) -> set[str]:
+    """Digests of every blob in the testbed registry's filesystem storage."""
+    root = Path(testbed.paths.registry) / "data" / "docker" / "registry" / "v2" / "blobs" / "sha256"
+    assert root.is_dir(), f"registry storage not found at {root}"
+    return {f"sha256:{p.name}" for p in root.glob("*/*") if (p / "data").is_file()}
+
+
+def registry_get(testbed: Testbed, repo: str, what: str, accept: str | None = None) -> requests.Response:
+    res = requests.get(f"http://{testbed.registry}/v2/{repo}/{what}", timeout=30,
+                       headers={"Accept": accept} if accept else {})
+    res.raise_for_status()
+    return res
+
+
+@pytest.fixture
+def fresh_image(testbed: Testbed) -> Any:
+    """SAMPLE + a unique ~2.7 MB layer of text (gzip takes it to about a third)."""
+    client = testbed.docker("ws", timeout=300)
+    tag = f"gaps-{uuid.uuid4().hex[:10]}/sample:1"
+    dockerfile = f"FROM {SAMPLE}\nRUN seq 1 400000 > /numbers && echo {uuid.uuid4().hex} >> /numbers\n"
+    image, _ = client.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=tag, rm=True)
+    try:
+        yield image, tag
+    finally:
+        remove_image(client, tag)
+        remove_image(client, f"{testbed.registry}/{tag}")
+        for host in HOSTS:
+            remove_image(testbed.docker(host), tag)
+            remove_image(testbed.docker(host), f"{testbed.registry}/{tag}")
+
+
+def test_bytes_sent_is_the_compressed_size_of_the_uploaded_layers(testbed: Testbed, deploy_cli: DeployRunner,
+                                                                   fresh_image: Any) -> None:
+    image, tag = fresh_image
+    before = registry_blobs(testbed)
+    code, out, err = deploy_cli("ship", "--host", ",".join(HOSTS), "--image", tag, "--via", "registry", "--json")
+    assert code == 0, err
+    records = {r["host"]: r for r in json.loads(out)}
+    assert all(records[h]["ok"] and records[h]["via"] == "registry" and records[h]["verified"] for h in HOSTS)
+    assert all(records[h]["image_id"] == image.id for h in HOSTS)
+
+    repo, _, ref_tag = tag.rpartition(":")
+    manifest = registry_get(testbed, repo, f"manifests/{ref_tag}", MANIFEST_V2).json()
+    assert manifest["config"]["digest"] == image.id
+    uploaded = [layer for layer in manifest["layers"] if layer["digest"] not in before]
+    assert uploaded, "the fresh layer should have been uploaded by this push"
+    compressed = sum(layer["size"] for layer in uploaded)
+    raw = 0
+    for layer in uploaded:
+        blob = registry_get(testbed, repo, f"blobs/{layer['digest']}").content
+        assert len(blob) == layer["size"]
+        raw += len(gzip.decompress(blob))
+
+    # one host pushed and is charged the upload; the other reused that push
+    sent = sorted(records[h]["bytes_sent"] for h in HOSTS)
+    assert sent[0] == 0, records
+    assert abs(sent[1] - compressed) <= 0.03 * compressed, (sent, compressed, raw)
+    assert raw > 2_600_000 and sent[1] < 0.5 * raw, (sent, compressed, raw)

@@ -1,0 +1,207 @@
+"""Registry route accounting: push events -> pushed layers -> compressed bytes from the manifest;
+and the manifest reader's registry auth, against a loopback HTTP server."""
+from __future__ import annotations
+
+import base64
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, ClassVar
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+
+from deployer.ship.registry import PushStats, read_push_stream, uploaded_bytes
+from deployer.ship.registry_api import (
+    ManifestReader,
+    RegistryAPIError,
+    Repo,
+    image_manifest,
+    is_insecure,
+    parse_challenge,
+    split_repo,
+)
+
+# The diff ids of an image FROM deployer-testbed/sample plus one `RUN seq` layer, and the stream
+# docker 20.10 gave when pushing it to a new repo of a registry that had the sample's blobs.
+DIFF_IDS = ("sha256:df4199fbf21edca34313bda5f932610343973cc2f3e80c3fcc289af655649f74",
+            "sha256:bfb5e82cd2f1d4668acc8114343fcb34403e9540a445aab3b553e5d7704567a0",
+            "sha256:96ec6d362beecf1b8ab11feeadcf1fa7442a1319d16c8bca4fb97b3ec8db03fe",
+            "sha256:32faf85f81fa7552470e6e1ef13fa9fe7506586d2ec96f0669895b4ff9c75061",
+            "sha256:3a050d93f06c6fe8d1d14c7b4cdd4e5e1b0c4a7b64e6bb9f8a0b3f4b6c6a2d11")
+STREAM: list[dict[str, Any]] = [
+    {"status": "The push refers to repository [10.213.0.5:5000/gaps-b4ece0d6/x]"},
+    *({"status": "Preparing", "progressDetail": {}, "id": d[7:19]} for d in reversed(DIFF_IDS)),
+    {"status": "Mounted from gaps-b37b7d7/x", "progressDetail": {}, "id": "32faf85f81fa"},
+    {"status": "Layer already exists", "progressDetail": {}, "id": "96ec6d362bee"},
+    {"status": "Mounted from gaps-b37b7d7/x", "progressDetail": {}, "id": "bfb5e82cd2f1"},
+    {"status": "Mounted from gaps-b37b7d7/x", "progressDetail": {}, "id": "df4199fbf21e"},
+    {"status": "Pushing", "progressDetail": {"current": 33280, "total": 1988895}, "id": "3a050d93f06c"},
+    {"status": "Pushing", "progressDetail": {"current": 1990656, "total": 1988895}, "id": "3a050d93f06c"},
+    {"status": "Pushed", "progressDetail": {}, "id": "3a050d93f06c"},
+    {"status": "1: digest: sha256:2968ad8c size: 1362"},
+    {"progressDetail": {}, "aux": {"Tag": "1", "Digest": "sha256:2968ad8c", "Size": 1362}},
+]
+LAYERS: list[dict[str, Any]] = [  # the manifest: blob digests differ from the diff ids; size is the gzip size
+    {"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", "size": 1068784, "digest": "sha256:f025a350a5ef" + "0" * 52},
+    {"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", "size": 166, "digest": "sha256:75c9d93bb3ed" + "0" * 52},
+    {"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", "size": 1049123, "digest": "sha256:32f85c47a986" + "0" * 52},
+    {"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", "size": 846, "digest": "sha256:d01bda2f72a6" + "0" * 52},
+    {"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", "size": 633031, "digest": "sha256:4b5d1e0a9c77" + "0" * 52},
+]
+MANIFEST = {"schemaVersion": 2, "config": {"digest": "sha256:c0nf1g", "size": 3000}, "layers": LAYERS}
+
+
+def test_stream_names_uploaded_layers_and_manifest_digest() -> None:
+    seen: list[int] = []
+    stats = read_push_stream(iter(STREAM), "10.213.0.5:5000/gaps-b4ece0d6/x:1", seen.append)
+    assert (stats.layers_pushed, stats.layers_existing) == (1, 4)
+    assert stats.pushed_ids == {"3a050d93f06c"} and stats.digest == "sha256:2968ad8c"
+    assert stats.bytes_pushed == sum(seen) == 1990656  # raw progress, not the wire
+    assert stats.bytes_sent == 1990656  # until the manifest says otherwise
+
+
+def test_only_uploaded_layers_count_at_their_compressed_size() -> None:
+    stats = read_push_stream(iter(STREAM), "r/x:1")
+    assert uploaded_bytes(MANIFEST, DIFF_IDS, stats.pushed_ids) == 633031
+    every = {d[7:19] for d in DIFF_IDS}
+    assert uploaded_bytes(MANIFEST, DIFF_IDS, every) == sum(layer["size"] for layer in LAYERS)
+    assert uploaded_bytes(MANIFEST, DIFF_IDS, set()) == 0
+
+
+def test_wire_bytes_win_over_raw_progress() -> None:
+    assert PushStats("r/x:1", 1, 0, 2000, frozenset({"a"}), "sha256:1", wire_bytes=700).bytes_sent == 700
+    assert PushStats("r/x:1", 0, 3, 0, wire_bytes=0).bytes_sent == 0
+
+
+def test_a_blob_shared_by_two_layers_counts_once() -> None:
+    same = "sha256:" + "e" * 64
+    diff_ids = ("sha256:" + "1" * 64, "sha256:" + "2" * 64, "sha256:" + "1" * 64)
+    manifest = {"layers": [{"digest": same, "size": 32}, {"digest": "sha256:" + "f" * 64, "size": 900},
+                           {"digest": same, "size": 32}]}
+    assert uploaded_bytes(manifest, diff_ids, {"111111111111", "222222222222"}) == 932
+
+
+def test_ids_that_are_blob_digests_map_too() -> None:
+    # a store that names push events by blob digest, not diff id
+    assert uploaded_bytes(MANIFEST, DIFF_IDS, {"32f85c47a986", "d01bda2f72a6"}) == 1049123 + 846
+
+
+def test_a_pushed_layer_missing_from_the_manifest_is_an_error() -> None:
+    with pytest.raises(ValueError, match="pushed layer 0123456789ab is not in the manifest"):
+        uploaded_bytes(MANIFEST, DIFF_IDS, {"0123456789ab"})
+    with pytest.raises(TypeError):
+        uploaded_bytes({"manifests": []}, DIFF_IDS, {"3a050d93f06c"})
+
+
+def test_split_repo() -> None:
+    assert split_repo("10.213.0.5:5000/team/trainer") == Repo("10.213.0.5:5000", "team/trainer")
+    assert split_repo("localhost/x") == Repo("localhost", "x")
+    hub = split_repo("busybox")
+    assert hub == Repo("docker.io", "library/busybox") and hub.api_host == "registry-1.docker.io"
+    assert split_repo("docker.io/team/x") == Repo("docker.io", "team/x")
+
+
+REGISTRY_CONFIG = {"InsecureRegistryCIDRs": ["127.0.0.0/8", "10.9.0.0/16"],
+                   "IndexConfigs": {"10.213.0.5:5000": {"Secure": False}, "docker.io": {"Secure": True}}}
+
+
+@pytest.mark.parametrize(("index", "insecure"), [
+    ("10.213.0.5:5000", True), ("docker.io", False), ("127.0.0.1:5000", True), ("10.9.3.4", True),
+    ("10.10.0.1:5000", False), ("registry.example:5000", False), ("localhost:5000", True),
+])
+def test_is_insecure_follows_docker(index: str, insecure: bool) -> None:
+    assert is_insecure(REGISTRY_CONFIG, index) is insecure
+
+
+def test_parse_challenge() -> None:
+    assert parse_challenge('Bearer realm="https://auth.example/token",service="registry.example",'
+                           'scope="repository:t/x:pull"') == (
+        "bearer", {"realm": "https://auth.example/token", "service": "registry.example", "scope": "repository:t/x:pull"})
+    assert parse_challenge('Basic realm="Registry"') == ("basic", {"realm": "Registry"})
+
+
+# -- the reader against a loopback registry -------------------------------------------------
+
+INDEX = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+         "manifests": [{"digest": "sha256:arm"}, {"digest": "sha256:amd"}]}
+CHILDREN = {"sha256:arm": {"config": {"digest": "sha256:other"}, "layers": []}, "sha256:amd": MANIFEST}
+
+
+class FakeRegistry(BaseHTTPRequestHandler):
+    """A v2 registry that wants AUTH ('bearer' via /token, 'basic', or none)."""
+
+    auth = "bearer"
+    unauthorized: ClassVar[list[str]] = []  # paths answered 401
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def _send(self, code: int, body: Any, headers: dict[str, str] | None = None) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(code)
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:
+        url = urlparse(self.path)
+        basic = "Basic " + base64.b64encode(b"ann:pw").decode()
+        if url.path == "/token":
+            query = parse_qs(url.query)
+            ok = self.headers.get("Authorization") == basic and query["scope"] == ["repository:team/x:pull"]
+            self._send(200 if ok else 401, {"token": "tok-1"} if ok else {})
+            return
+        want = {"bearer": "Bearer tok-1", "basic": basic, "none": ""}[self.auth]
+        if self.headers.get("Authorization", "") != want:
+            challenge = (f'Bearer realm="http://{self.headers["Host"]}/token",service="fake"' if self.auth == "bearer"
+                         else 'Basic realm="fake"')
+            self.unauthorized.append(url.path)
+            self._send(401, {"errors": [{"code": "UNAUTHORIZED"}]}, {"WWW-Authenticate": challenge})
+            return
+        ref = url.path.rsplit("/", 1)[-1]
+        body = INDEX if ref == "sha256:idx" else CHILDREN.get(ref)
+        self._send(200, body) if body is not None else self._send(404, {})
+
+
+@pytest.fixture
+def registry() -> Iterator[tuple[str, type[FakeRegistry]]]:
+    handler = type("Handler", (FakeRegistry,), {"unauthorized": []})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{server.server_address[1]}", handler
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize("auth", ["bearer", "basic", "none"])
+def test_reader_answers_the_challenge_and_picks_the_child_of_an_index(
+        registry: tuple[str, type[FakeRegistry]], auth: str) -> None:
+    address, handler = registry
+    handler.auth = auth
+    reader = ManifestReader(Repo(address, "team/x"), {"username": "ann", "password": "pw"}, insecure=True, timeout=5)
+    assert image_manifest(reader, "sha256:idx", "sha256:c0nf1g") == MANIFEST
+    assert image_manifest(reader, "sha256:amd", "sha256:c0nf1g") == MANIFEST
+    # one challenge, answered once: the header is reused for the later GETs
+    assert handler.unauthorized == ([] if auth == "none" else ["/v2/team/x/manifests/sha256:idx"])
+
+
+def test_reader_errors_say_what_failed_and_never_show_secrets(registry: tuple[str, type[FakeRegistry]]) -> None:
+    address, handler = registry
+    handler.auth = "bearer"
+    reader = ManifestReader(Repo(address, "team/x"), {"username": "ann", "password": "wrong-pw"}, insecure=True,
+                            timeout=5)
+    with pytest.raises(RegistryAPIError, match="token request to http://127.0.0.1:[0-9]+/token answered HTTP 401") as err:
+        reader.manifest("sha256:amd")
+    assert "wrong-pw" not in str(err.value)
+    handler.auth = "basic"
+    with pytest.raises(RegistryAPIError, match="wants a login and Docker has none"):
+        ManifestReader(Repo(address, "team/x"), {}, insecure=True, timeout=5).manifest("sha256:amd")
+    with pytest.raises(RegistryAPIError, match="not reachable"):
+        ManifestReader(Repo("127.0.0.1:9", "team/x"), {}, insecure=True, timeout=5).manifest("sha256:amd")
