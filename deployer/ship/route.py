@@ -159,9 +159,12 @@ def run_registry(job: Job, pusher: Pusher, reporter: Reporter) -> None:
     assert plan is not None and plan.registry_ref is not None and host.registry
     name = host.name
     reporter.phase(name, "pushing", plan.registry_ref)
-    job.counter.on_sent = lambda n: reporter.sent(name, n)
-    _stats, pushed_here = pusher.push(host.registry, on_bytes=job.counter.add)
-    if not pushed_here:
+    # progress counts Docker's raw layer bytes as they go; bytes_sent is what crossed the wire
+    # (compressed), charged to the host that pushed: the others reuse the push
+    stats, pushed_here = pusher.push(host.registry, on_bytes=lambda n: reporter.sent(name, n))
+    if pushed_here:
+        job.counter.add(stats.bytes_sent)
+    else:
         reporter.note(name, f"{plan.registry_ref} already pushed by this ship")
     reporter.phase(name, "pulling", plan.registry_ref)
     pulled, job.verified = pull_and_tag(conn, host.docker, plan.registry_ref, image.ref, image.id)
