@@ -60,7 +60,9 @@ def test_bytes_sent_is_the_compressed_size_of_the_uploaded_layers(testbed: Testb
                                                                    fresh_image: Any) -> None:
     image, tag = fresh_image
     before = registry_blobs(testbed)
-    code, out, err = deploy_cli("ship", "--host", ",".join(HOSTS), "--image", tag, "--via", "registry", "--json")
+    # --lock-wait: another ship to these hosts (a parallel test run) must not fail this one
+    code, out, err = deploy_cli("ship", "--host", ",".join(HOSTS), "--image", tag, "--via", "registry", "--json",
+                                "--lock-wait", "90", timeout=180)
     assert code == 0, err
     records = {r["host"]: r for r in json.loads(out)}
     assert all(records[h]["ok"] and records[h]["via"] == "registry" and records[h]["verified"] for h in HOSTS)
