@@ -3,7 +3,8 @@
 The image is the testbed sample plus one fresh, compressible layer, so at least one layer must
 travel while the sample's own layers may already sit in the registry (mounted, not sent). Which
 blobs this push uploaded is read from the registry's storage before and after, and their raw
-size from the blobs themselves: both independent of the push stream deployer reads.
+size from the blobs themselves: both independent of the push stream deployer reads. The
+uplink's byte counter shows the reported bytes really crossed.
 """
 from __future__ import annotations
 
@@ -60,9 +61,11 @@ def test_bytes_sent_is_the_compressed_size_of_the_uploaded_layers(testbed: Testb
                                                                    fresh_image: Any) -> None:
     image, tag = fresh_image
     before = registry_blobs(testbed)
+    tx_before = testbed.uplink_bytes()[0]
     # --lock-wait: another ship to these hosts (a parallel test run) must not fail this one
     code, out, err = deploy_cli("ship", "--host", ",".join(HOSTS), "--image", tag, "--via", "registry", "--json",
                                 "--lock-wait", "90", timeout=180)
+    tx = testbed.uplink_bytes()[0] - tx_before  # workstation -> fleet, including anything else running
     assert code == 0, err
     records = {r["host"]: r for r in json.loads(out)}
     assert all(records[h]["ok"] and records[h]["via"] == "registry" and records[h]["verified"] for h in HOSTS)
@@ -85,3 +88,4 @@ def test_bytes_sent_is_the_compressed_size_of_the_uploaded_layers(testbed: Testb
     assert sent[0] == 0, records
     assert abs(sent[1] - compressed) <= 0.03 * compressed, (sent, compressed, raw)
     assert raw > 2_600_000 and sent[1] < 0.5 * raw, (sent, compressed, raw)
+    assert tx >= 0.97 * sent[1], (tx, sent)  # what we report did cross the uplink
