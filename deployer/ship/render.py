@@ -4,8 +4,10 @@ Blob digests are only known once a layer is compressed, so they show as placehol
 """
 from __future__ import annotations
 
+import posixpath
 from typing import Any
 
+from deployer.commands import load as ld
 from deployer.commands import ship as cmd
 from deployer.inventory.host import Host
 from deployer.ship.plan import ShipPlan, human_bytes
@@ -26,35 +28,30 @@ def plan_commands(plan: ShipPlan, host: Host) -> list[tuple[str, ...]]:
     assert plan.codec is not None
     codec = plan.codec.name
     mode = codec if plan.codec.host_decompress else "link"
-    load = cmd.load_dir(staging, plan.image_id)
-    # a fresh load dir + the staged blobs' sizes, so each blob is sent without its own stat
-    out: list[tuple[str, ...]] = [cmd.prepare_argv(load, cmd.blob_dir(staging))]
-    layers: list[tuple[str, str, str]] = []
+    head = cmd.load_head_path(staging, plan.image_id)
+    # the blob dir and the staged blobs' sizes, so each blob is sent without its own stat
+    out: list[tuple[str, ...]] = [cmd.prepare_argv(staging)]
+    files: list[ld.LoadFile] = []
     for i in plan.missing:
         digest = f"sha256:<{codec} blob of layer {i + 1}>"
-        partial = cmd.partial_path(staging, digest, codec)
         final = cmd.blob_path(staging, digest, codec)
-        out += [cmd.append_argv(partial), cmd.verify_argv(partial, digest, final)]
-        dst = cmd.layer_path(load, plan.diff_ids[i])
-        if mode != "link":  # runs once the load dir is seeded, while the next blob is sent
-            out.append(cmd.unpack_layer_argv(mode, final, dst, plan.diff_ids[i]))
-        layers.append((final, dst, plan.diff_ids[i]))
-    if mode != "link":  # stdin: a line per file of the load dir as it lands (deployer.ship.loadstream)
-        out.insert(1, cmd.load_stream_argv(docker, load))
-    out.append(cmd.extract_argv(load))  # stdin: a small tar of manifest.json + the config
-    out.append(_install_preview(docker, load, plan, mode, layers))
+        out.append(cmd.receive_argv(cmd.partial_path(staging, digest, codec), final, digest, 0))
+        files.append(ld.LoadFile(plan.diff_ids[i], final, 0))
+    # layers register as they land: each run of staged layers loads as a stand-in image
+    # (stdin: the tar head), and the last one with the real config; then install verifies and tags
+    out.append(ld.load_argv(docker, head, mode, 0, files[:1]))
+    out.append(_install_preview(docker, head, plan, staging, mode, files))
     return out
 
 
-def _install_preview(docker: tuple[str, ...], load: str, plan: ShipPlan, mode: str,
-                     layers: list[tuple[str, str, str]]) -> tuple[str, ...]:
+def _install_preview(docker: tuple[str, ...], head: str, plan: ShipPlan, staging: str, mode: str,
+                     files: list[ld.LoadFile]) -> tuple[str, ...]:
     # placeholder blob names would fail install_argv's name check; show the same argv shape
-    fake = [(f"{cmd.blob_dir('/')}/{'0' * 64}.zst", dst, diff) for _, dst, diff in layers]
-    argv = cmd.install_argv(docker, load, plan.image_id, plan.ref, mode, fake)
-    args = list(argv)
-    for k, (src, _, _) in enumerate(layers):
-        args[9 + 3 * k] = src
-    return tuple(args)
+    names = [posixpath.basename(f.src) for f in files]
+    argv = list(ld.install_argv(docker, head, plan.image_id, plan.ref, staging, cmd.blob_dir(staging),
+                                ["0" * 64 + ".zst"] * len(files), mode, 0, []))
+    argv[9] = " ".join(names)
+    return tuple(argv)
 
 
 def describe(plan: ShipPlan) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 
 from deployer.codec import CodecChoice
+from deployer.commands import load as ld
 from deployer.commands import ship as cmd
 from deployer.commands.facts import DockerFacts, HostFacts
 from deployer.commands.ship import ImageState
@@ -143,18 +144,18 @@ def test_render_tarball_commands() -> None:
     p = plan(h, via="tarball")
     argvs = plan_commands(p, h)
     blob3 = "/stage/blobs/sha256/<zstd blob of layer 3>.zst"
-    load = f"/stage/load/{'f' * 64}"
-    assert argvs[0] == cmd.prepare_argv(load, "/stage/blobs/sha256")  # one listing instead of a stat per blob
-    assert argvs[1] == cmd.load_stream_argv(("docker",), load)  # docker load fed as the layers land
-    assert argvs[2] == cmd.append_argv(blob3 + ".partial")
-    appends = [a for a in argvs if a[:3] == cmd.append_argv("x")[:3]]
-    assert len(appends) == 2
-    # the host decompresses zstd: each verified blob is unpacked into the load dir before install
-    assert argvs[4] == cmd.unpack_layer_argv("zstd", blob3, f"{load}/{D[2][7:]}/layer.tar", D[2])
-    assert argvs[-2] == cmd.extract_argv(load)
+    assert argvs[0] == cmd.prepare_argv("/stage")  # one listing instead of a stat per blob
+    # each blob is appended from the host's offset and hashed as it lands
+    assert argvs[1] == cmd.receive_argv(blob3 + ".partial", blob3, "sha256:<zstd blob of layer 3>", 0)
+    receives = [a for a in argvs if a[:3] == cmd.receive_argv("x", "y", "z", 0)[:3]]
+    assert len(receives) == 2
+    # layers register as they land (stdin: the tar head), the host decompresses zstd
+    head = f"/stage/load-{'f' * 16}.head"
+    assert argvs[3][:9] == ld.load_argv(("docker",), head, "zstd", 0, [])[:7] + ("1", blob3)
     install = argvs[-1]
-    assert install[4:9] == (f"/stage/load/{'f' * 64}", IMAGE.id, "trainer:v3", "zstd", "2")
-    assert install[9] == blob3 and install[11] == D[2] and install[-1] == "docker"
+    assert install[4:8] == (head, IMAGE.id, "trainer:v3", f"{ld.PARTIAL_LABEL}=/stage")
+    assert install[9] == "<zstd blob of layer 3>.zst <zstd blob of layer 4>.zst"  # cleaned after the load
+    assert install[-1] == "docker"
     lines = render(p, h)
     assert lines[0].startswith("gpu01: tarball: via tarball; 2/4 layers to send, zstd (decompressed on the host)")
     assert all(line.startswith("  $ ") for line in lines[1:])

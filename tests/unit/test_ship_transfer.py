@@ -1,4 +1,4 @@
-"""Resumable staging and the deploy lock, with the real remote scripts run by a local sh.
+"""Resumable staging, the layer loader and the deploy lock, with the real remote scripts run by a local sh.
 
 LocalSession runs each argv as a local process (no SSH: that is what tests/integration covers)
 and can cut a send() after N bytes the way a dropped link does: the remote `cat` keeps what it
@@ -9,19 +9,23 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import subprocess
+import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import pytest
+from fakedocker import Image, fake_docker
 
 from deployer.commands import ship as cmd
+from deployer.commands.load import PARTIAL_LABEL
 from deployer.errors import CommandError, LockError, TransferError
 from deployer.inventory.host import Host
 from deployer.local.cache import Blob
+from deployer.local.image import ImageInfo
 from deployer.ship import lock as locks
 from deployer.ship.conn import HostConn
+from deployer.ship.loader import LayerLoader, install, load_files
 from deployer.ship.tarball import CHUNK, Counter, send_tail, stage_blob
 from deployer.transport.result import Result
 
@@ -99,7 +103,8 @@ def test_send_tail_resumes_from_the_acknowledged_offset(tmp_path: Path) -> None:
     conn, sessions = conn_with([CHUNK + 1000, 2 * CHUNK + 7, None])  # two drops, then a good link
     counter = Counter()
     notes: list[str] = []
-    final = stage_blob(conn, staging, blob, counter, notes.append)
+    assert not stage_blob(conn, staging, blob, counter, notes.append)
+    final = cmd.blob_path(staging, blob.digest, "zstd")
     assert Path(final).read_bytes() == blob.path.read_bytes()
     assert not Path(cmd.partial_path(staging, blob.digest, "zstd")).exists()
     assert len(sessions) == 3  # reconnected after each drop
@@ -157,7 +162,7 @@ def test_no_progress_gives_up_within_the_budget(tmp_path: Path) -> None:
     blob = make_blob(tmp_path, CHUNK)
     conn, sessions = conn_with([0] * 1000)  # every connection dies before a byte lands
     with pytest.raises(TransferError, match="connection lost"):
-        send_tail(conn, str(tmp_path / "x.partial"), blob, Counter())
+        send_tail(conn, str(tmp_path / "staging"), blob, Counter())
     assert 2 <= len(sessions) < 50  # retried with backoff, then stopped
 
 
@@ -213,43 +218,60 @@ def test_stale_reason_by_age() -> None:
     assert locks.stale_reason(here, workstation="ws1", pid_alive=lambda pid: True) is None
 
 
-def _loading_docker(tmp_path: Path, image_id: str) -> tuple[str, ...]:
-    fake = tmp_path / "docker"
-    fake.write_text(f'#!/bin/sh\n[ "$1" = load ] || exit 1\nmkdir -p {tmp_path}/out && '
-                    f'tar -xf - -C {tmp_path}/out && echo "Loaded image ID: {image_id}"\n')
-    fake.chmod(0o755)
-    return (str(fake),)
-
-
-def test_stream_load_feeds_docker_load_as_files_land(tmp_path: Path) -> None:
-    from deployer.ship.loadstream import StreamLoad
-
-    image_id = "sha256:" + "9" * 64
-    load = tmp_path / "load"
-    (load / "ab").mkdir(parents=True)
-    (load / "manifest.json").write_bytes(b"[]")
+def test_layer_loader_registers_layers_as_they_land_then_install_finishes(tmp_path: Path) -> None:
+    img = Image(tmp_path)
+    docker, state = fake_docker(tmp_path)
     conn, _ = conn_with([])
     notes: list[str] = []
     counter = Counter()
-    stream = StreamLoad(conn, _loading_docker(tmp_path, image_id), str(load), image_id, counter, notes.append)
-    stream.add("manifest.json", 2)
-    stream.start()
-    layer = os.urandom(70_000)
-    (load / "ab" / "layer.tar").write_bytes(layer)  # lands after docker load started
-    stream.add("ab/layer.tar", len(layer))
-    assert stream.finish(complete=True) and notes == []
-    assert (tmp_path / "out" / "ab" / "layer.tar").read_bytes() == layer
-    assert counter.sent > 2 * 512  # the control lines count as sent bytes
+    loader = LayerLoader(conn, docker, img.info, img.staging, "gzip", range(4), lambda: img.config, counter,
+                         notes.append).start()
+    loader.add(img.blobs[1])  # out of order: nothing can load before layer 1
+    loader.add(img.blobs[0])
+    deadline = time.monotonic() + 20
+    while loader.next < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    images = json.loads(state.read_text())["images"]
+    assert loader.next == 2 and not loader.loaded
+    assert list(images.values()) == [{PARTIAL_LABEL: img.staging}]  # a stand-in holds layers 1-2
+    loader.add(img.blobs[3])
+    loader.add(img.blobs[2])
+    loader.close()
+    assert loader.loaded and loader.next == 4 and notes == [] and counter.sent > 0
+    assert img.id in json.loads(state.read_text())["images"]
+    assert install(conn, docker, img.info, img.staging, "gzip", img.config, [], img.blobs, counter)
+    after = json.loads(state.read_text())
+    assert list(after["images"]) == [img.id] and after["tags"] == {"t:v": img.id}
+    assert not list(Path(cmd.blob_dir(img.staging)).iterdir())
 
-    # a ship that failed midway spoils the tar: nothing is loaded, finish says so
-    shutil.rmtree(tmp_path / "out")
-    stream = StreamLoad(conn, _loading_docker(tmp_path, image_id), str(load), image_id, Counter(), notes.append)
-    stream.add("manifest.json", 2)
-    stream.start()
-    assert not stream.finish(complete=False)
-    # docker load that fails (here: a file the tar cannot read): False, with a note for the user
-    stream = StreamLoad(conn, _loading_docker(tmp_path, image_id), str(load), image_id, Counter(), notes.append)
-    stream.add("missing/layer.tar", 10)
-    stream.start()
-    assert not stream.finish(complete=True)
-    assert notes and "loading from the staged layers" in notes[0]
+
+def test_layer_loader_stops_on_a_failed_load_and_install_loads_the_rest(tmp_path: Path) -> None:
+    img = Image(tmp_path)
+    docker, state = fake_docker(tmp_path)
+    conn, _ = conn_with([])
+    notes: list[str] = []
+    good = img.blobs[1].path.read_bytes()
+    img.blobs[1].path.write_bytes(b"not gzip")  # e.g. a disk error on the host
+    loader = LayerLoader(conn, docker, img.info, img.staging, "gzip", range(4), lambda: img.config, Counter(),
+                         notes.append).start()
+    for blob in img.blobs:
+        loader.add(blob)
+    loader.close()
+    assert not loader.loaded and loader.next == 0
+    assert notes and "loading the rest at the end" in notes[0]
+    img.blobs[1].path.write_bytes(good)
+    rest = load_files(img.info, range(loader.next, 4), frozenset(range(4)), {b.diff_id: b for b in img.blobs},
+                      img.staging, "gzip")
+    assert [f.diff_id for f in rest] == img.diff_ids
+    assert install(conn, docker, img.info, img.staging, "gzip", img.config, rest, img.blobs, Counter())
+    assert list(json.loads(state.read_text())["images"]) == [img.id]
+
+
+def test_load_files_skip_present_layers_and_repeats(tmp_path: Path) -> None:
+    img = Image(tmp_path)
+    blobs = {b.diff_id: b for b in img.blobs}
+    files = load_files(img.info, range(4), frozenset({2, 3}), blobs, img.staging, "link")
+    assert [f.diff_id for f in files] == img.diff_ids[2:]
+    assert [f.size for f in files] == [b.size for b in img.blobs[2:]]  # link: the blob as is
+    doubled = ImageInfo("t:v", img.id, (img.diff_ids[0], img.diff_ids[0]), 0, "linux", "amd64", ())
+    assert len(load_files(doubled, range(2), frozenset({0, 1}), blobs, img.staging, "gzip")) == 1

@@ -1,0 +1,210 @@
+"""Pure builders for `docker load` on a host, fed from staged blobs (no load dir, no extra copy).
+
+The host assembles the tar that `docker load` reads: its head (manifest.json, the config, and
+one 512-byte tar header per layer file) comes from us on stdin; each layer's bytes are the
+staged blob, decompressed on the way when the host's Docker cannot read the codec. Layers the
+host already has are left out of the tar: `docker load` on the overlay2 store skips a layer
+whose chain id exists without opening its file (DESIGN.md).
+
+Layers are registered while later ones are still in flight: a prefix of the image's layers
+loads as a stand-in image (`partial_config`: the same diff ids, labelled PARTIAL_LABEL with the
+staging dir) that holds them until the real config loads; then the stand-ins are removed. A
+stand-in left by a killed ship still holds its layers, so the next ship does not send them
+again, and removes it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import tarfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+BLOCK = 512
+PARTIAL_LABEL = "io.deployer.partial"
+MODES = ("zstd", "gzip", "link")  # link: the blob goes in as is (Docker reads that codec itself)
+_BLOB_NAME = re.compile(r"^[0-9a-f]{64}\.(zst|gz)$")
+
+
+# -- the tar head (pure) ----------------------------------------------------------------------
+
+def layer_name(diff_id: str) -> str:
+    return f"{diff_id.split(':', 1)[-1]}/layer.tar"
+
+
+def _header(name: str, size: int) -> bytes:
+    info = tarfile.TarInfo(name)
+    info.size, info.mode, info.mtime = size, 0o644, 0
+    return info.tobuf(format=tarfile.USTAR_FORMAT)  # ValueError from 8 GiB on: ustar cannot say it
+
+
+def _member(name: str, data: bytes) -> bytes:
+    return _header(name, len(data)) + data + b"\0" * (-len(data) % BLOCK)
+
+
+def partial_config(os: str, architecture: str, diff_ids: Sequence[str], staging: str) -> bytes:
+    """The config of a stand-in image that holds the first layers while the rest arrive."""
+    doc = {
+        "architecture": architecture or "amd64",
+        "config": {"Labels": {PARTIAL_LABEL: staging}},
+        "os": os or "linux",
+        "rootfs": {"type": "layers", "diff_ids": list(diff_ids)},
+    }
+    return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+
+
+def config_id(config: bytes) -> str:
+    return f"sha256:{hashlib.sha256(config).hexdigest()}"
+
+
+@dataclass(frozen=True)
+class LoadFile:
+    """One layer file of a load: its staged blob, and its size inside the tar."""
+
+    diff_id: str
+    src: str
+    size: int
+
+
+def load_head(config: bytes, diff_ids: Sequence[str], files: Sequence[LoadFile]) -> tuple[bytes, int]:
+    """(stdin of load_argv/install_argv, tar blocks before the layer headers).
+
+    The image is `diff_ids` with `config`; `files` are the layers the tar carries, in order.
+    """
+    cfg_name = f"{config_id(config)[7:]}.json"
+    manifest = json.dumps([{"Config": cfg_name, "RepoTags": None, "Layers": [layer_name(d) for d in diff_ids]}],
+                          separators=(",", ":")).encode()
+    head = _member("manifest.json", manifest) + _member(cfg_name, config)
+    headers = b"".join(_header(layer_name(f.diff_id), f.size) for f in files)
+    return head + headers, len(head) // BLOCK
+
+
+# -- remote scripts ---------------------------------------------------------------------------
+
+# Writes the tar to stdout: the head blocks, then per layer its header block, its bytes and the
+# tar padding, then the end-of-archive blocks. A blob that fails to decompress truncates the tar,
+# so docker load fails and loads nothing; docker load checks each layer against its diff id.
+_FEED = (
+    'feed() {\n'
+    '  head=$1; mode=$2; blocks=$3; n=$4; shift 4\n'
+    '  dd if="$head" bs=512 count="$blocks" 2>/dev/null || return 3\n'
+    '  i=$blocks\n'
+    '  while [ "$n" -gt 0 ]; do\n'
+    '    src=$1; pad=$2; shift 2; n=$((n - 1))\n'
+    '    dd if="$head" bs=512 skip="$i" count=1 2>/dev/null || return 3\n'
+    '    i=$((i + 1))\n'
+    '    case $mode in\n'
+    '      zstd) zstd -dcq -- "$src" ;;\n'
+    '      gzip) gzip -dc -- "$src" ;;\n'
+    '      *) cat -- "$src" ;;\n'
+    '    esac || return 3\n'
+    '    [ "$pad" -eq 0 ] || head -c "$pad" /dev/zero || return 3\n'
+    '  done\n'
+    '  head -c 1024 /dev/zero\n'
+    '}\n'
+)
+
+# A stand-in load (or the real one, when it carries the last layers). Exit 3 filesystem, else
+# docker load's own status; stdout is docker load's ("Loaded image ID: ...").
+_LOAD = (
+    'set -f\n' + _FEED +
+    'head=$1; shift\n'
+    'k=$((3 + 2 * $3))\n'
+    'dk_load() { shift $k; "$@" load; }\n'
+    'cat > "$head" || exit 3\n'
+    'feed "$head" "$@" | dk_load "$@"\n'
+    'st=$?; rm -f -- "$head"; exit $st'
+)
+
+# The last step, in one round trip: load what is left (nothing when the image is there already,
+# e.g. after a lost reply), check the id, remove the stand-ins and the staged blobs (the image
+# is safe in Docker now), and only then tag. Exit codes: 3 filesystem, 5 docker load, 6 wrong
+# id, 7 docker tag.
+_INSTALL = (
+    'set -f\n' + _FEED +
+    'head=$1; id=$2; ref=$3; label=$4; blobs=$5; names=$6; shift 6\n'
+    'k=$((3 + 2 * $3))\n'
+    'dk_id() { shift $k; "$@" image inspect --format "{{.Id}}" "$x" 2>/dev/null; }\n'
+    'dk_load() { shift $k; "$@" load; }\n'
+    'dk_partials() { shift $k; "$@" images -q --no-trunc --filter "label=$label"; }\n'
+    'dk_rmi() { shift $k; "$@" image rm "$x" >/dev/null 2>&1; }\n'
+    'dk_tag() { shift $k; "$@" tag "$id" "$ref"; }\n'
+    'cat > "$head" || exit 3\n'
+    'x=$id\n'
+    'if [ "$(dk_id "$@")" != "$id" ]; then\n'
+    '  feed "$head" "$@" | dk_load "$@" || { rm -f -- "$head"; exit 5; }\n'
+    'fi\n'
+    'rm -f -- "$head"\n'
+    'got=$(dk_id "$@")\n'
+    'echo "loaded $got"\n'
+    '[ "$got" = "$id" ] || exit 6\n'
+    'for x in $(dk_partials "$@"); do [ "$x" = "$id" ] || dk_rmi "$@"; done\n'
+    'for f in $names; do rm -f -- "$blobs/$f"; done\n'
+    'dk_tag "$@" || exit 7\n'
+    'x=$ref\n'
+    'echo "tagged $(dk_id "$@")"'
+)
+
+_REMOVE_PARTIALS = (
+    'label=$1; shift\n'
+    'for x in $("$@" images -q --no-trunc --filter "label=$label"); do "$@" image rm "$x" >/dev/null 2>&1; done; exit 0'
+)
+
+
+def _layer_args(mode: str, files: Sequence[LoadFile]) -> list[str]:
+    if mode not in MODES:
+        raise ValueError(f"unknown load mode {mode!r}")
+    return [part for f in files for part in (f.src, str(-f.size % BLOCK))]
+
+
+def load_argv(docker: Sequence[str], head_path: str, mode: str, blocks: int,
+              files: Sequence[LoadFile]) -> tuple[str, ...]:
+    """docker load of a tar made of stdin (load_head) and FILES' staged blobs."""
+    return ("sh", "-c", _LOAD, "sh", head_path, mode, str(blocks), str(len(files)),
+            *_layer_args(mode, files), *docker)
+
+
+def install_argv(docker: Sequence[str], head_path: str, image_id: str, ref: str, staging: str, blob_dir: str,
+                 blobs: Sequence[str], mode: str, blocks: int, files: Sequence[LoadFile]) -> tuple[str, ...]:
+    """Load what is left, verify the id, remove stand-ins and the staged BLOBS (names), tag REF."""
+    for name in blobs:
+        if not _BLOB_NAME.match(name):
+            raise ValueError(f"not a staged blob name: {name}")  # the cleanup word-splits them
+    return ("sh", "-c", _INSTALL, "sh", head_path, image_id, ref, f"{PARTIAL_LABEL}={staging}", blob_dir,
+            " ".join(blobs),
+            mode, str(blocks), str(len(files)), *_layer_args(mode, files), *docker)
+
+
+def remove_partials_argv(docker: Sequence[str], staging: str) -> tuple[str, ...]:
+    """Remove the stand-in images of this staging dir (a failed ship; never forced)."""
+    return ("sh", "-c", _REMOVE_PARTIALS, "sh", f"{PARTIAL_LABEL}={staging}", *docker)
+
+
+@dataclass(frozen=True)
+class Installed:
+    """What the install script reported: the loaded id and the id REF now names."""
+
+    loaded: str | None
+    tagged: str | None
+
+
+def parse_install(stdout: str) -> Installed:
+    loaded, tagged = None, None
+    for line in stdout.splitlines():
+        key, _, value = line.partition(" ")
+        if key == "loaded":
+            loaded = value.strip() or None
+        elif key == "tagged":
+            tagged = value.strip() or None
+    return Installed(loaded, tagged)
+
+
+def parse_loaded(stdout: str) -> tuple[str, ...]:
+    """Image ids (or refs) `docker load` reports: `Loaded image ID: sha256:...`/`Loaded image: ref`."""
+    out = []
+    for line in stdout.splitlines():
+        for prefix in ("Loaded image ID:", "Loaded image:"):
+            if line.startswith(prefix):
+                out.append(line[len(prefix):].strip())
+    return tuple(out)

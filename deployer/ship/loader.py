@@ -1,0 +1,153 @@
+"""Register an image's layers with Docker on the host as they land, then install the image.
+
+`docker load` unpacks and registers layers only after it has read its whole input, so a load
+after the last blob adds all of that work to the end of the ship. Instead, whenever the next
+layers (in image order) are staged, a stand-in image made of the layers so far is loaded
+(deployer.commands.load): Docker registers them while later blobs are still in flight. The
+last batch loads the real config; `install` then verifies the id, removes the stand-ins and the
+staged blobs, and tags. Anything the loader did not get to, `install` loads itself.
+"""
+from __future__ import annotations
+
+import logging
+import posixpath
+import threading
+from collections.abc import Callable, Sequence
+
+from deployer.commands import load as ld
+from deployer.commands import ship as cmd
+from deployer.errors import CommandError, DeployError, TransferError
+from deployer.local.cache import Blob
+from deployer.local.image import ImageInfo
+from deployer.ship.conn import HostConn
+from deployer.ship.tarball import Counter
+
+log = logging.getLogger(__name__)
+
+
+class LayerLoader:
+    """Loads the staged layers in image order while the sender goes on (one thread per host)."""
+
+    def __init__(self, conn: HostConn, docker: tuple[str, ...], image: ImageInfo, staging: str, mode: str,
+                 missing: Sequence[int], config: Callable[[], bytes], counter: Counter,
+                 note: Callable[[str], None] = lambda m: None, enabled: bool = True) -> None:
+        self._conn, self._docker, self._image, self._staging, self._mode = conn, docker, image, staging, mode
+        self._missing = frozenset(missing)
+        self._config, self._counter, self._note = config, counter, note
+        self._staged: dict[str, Blob] = {}
+        self._cond = threading.Condition()
+        self._closed = False
+        self.next = min(self._missing, default=len(image.diff_ids))  # first layer not registered yet
+        self.loaded = False  # the real image is loaded (its last layers came in the loader's last batch)
+        self._thread = threading.Thread(target=self._run, name=f"load-{conn.name}", daemon=True) if enabled else None
+
+    def start(self) -> LayerLoader:
+        if self._thread is not None:
+            self._thread.start()
+        return self
+
+    def add(self, blob: Blob) -> None:
+        """A layer's blob is staged and verified on the host."""
+        with self._cond:
+            self._staged[blob.diff_id] = blob
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        """Stop after the load in progress (if any); `next` and `loaded` are final afterwards."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        if self._thread is not None and self._thread.ident is not None:
+            self._thread.join()
+
+    def staged_upto(self, start: int) -> int:
+        """End of the run of layers from START whose blobs are staged (or that the host has)."""
+        diff_ids = self._image.diff_ids
+        end = start
+        while end < len(diff_ids) and (end not in self._missing or diff_ids[end] in self._staged):
+            end += 1
+        return end
+
+    def _run(self) -> None:
+        n = len(self._image.diff_ids)
+        while self.next < n:
+            with self._cond:
+                self._cond.wait_for(lambda: self._closed or self.staged_upto(self.next) > self.next)
+                end = self.staged_upto(self.next)
+                if end == self.next:
+                    return  # closed, nothing more to load
+                blobs = dict(self._staged)
+            try:
+                self._load(self.next, end, blobs)
+            except DeployError as exc:  # install loads what is left, the usual way
+                self._note(f"loading layers as they arrived stopped ({str(exc).splitlines()[0]}); "
+                           "loading the rest at the end")
+                return
+            self.next = end
+            self.loaded = end == n
+
+    def _load(self, start: int, end: int, blobs: dict[str, Blob]) -> None:
+        image = self._image
+        if end == len(image.diff_ids):
+            config = self._config()
+        else:
+            config = ld.partial_config(image.os, image.architecture, image.diff_ids[:end], self._staging)
+        files = load_files(image, range(start, end), self._missing, blobs, self._staging, self._mode)
+        head, blocks = ld.load_head(config, image.diff_ids[:end], files)
+        path = cmd.load_head_path(self._staging, image.id)
+        res = self._conn.run(ld.load_argv(self._docker, path, self._mode, blocks, files), input=head,
+                             what="docker load", check=False)
+        self._counter.add(len(head))
+        want = ld.config_id(config)
+        if not res.ok or want not in ld.parse_loaded(res.stdout):
+            raise CommandError(self._conn.name, res, what=f"docker load of layers {start + 1}-{end}")
+        log.info("%s: layers %d-%d registered while the rest arrive", self._conn.name, start + 1, end)
+
+
+def load_files(image: ImageInfo, indices: Sequence[int] | range, missing: frozenset[int],
+               blobs: dict[str, Blob], staging: str, mode: str) -> list[ld.LoadFile]:
+    """The layer files a load of INDICES carries: each missing layer's staged blob, once (pure)."""
+    out: dict[str, ld.LoadFile] = {}
+    for i in indices:
+        diff_id = image.diff_ids[i]
+        if i in missing and diff_id not in out:
+            blob = blobs[diff_id]
+            size = blob.size if mode == "link" else blob.raw_size
+            out[diff_id] = ld.LoadFile(diff_id, cmd.blob_path(staging, blob.digest, blob.codec), size)
+    return list(out.values())
+
+
+def install(conn: HostConn, docker: tuple[str, ...], image: ImageInfo, staging: str, mode: str,
+            config: bytes, files: Sequence[ld.LoadFile], staged: Sequence[Blob], counter: Counter) -> bool:
+    """Load FILES with the real config (unless loaded), verify, drop stand-ins and STAGED blobs, tag.
+
+    True when REF now resolves to the image id."""
+    head, blocks = ld.load_head(config, image.diff_ids, files)
+    names = sorted({posixpath.basename(cmd.blob_path(staging, b.digest, b.codec)) for b in staged})
+    argv = ld.install_argv(docker, cmd.load_head_path(staging, image.id), image.id, image.ref, staging,
+                           cmd.blob_dir(staging), names, mode, blocks, files)
+    res = conn.run(argv, input=head, what="docker load", check=False)
+    counter.add(len(head))
+    out = ld.parse_install(res.stdout)
+    if res.exited == 6:
+        for other in ld.parse_loaded(res.stdout):
+            if other.startswith("sha256:") and other != image.id:
+                conn.run(cmd.remove_image_argv(docker, other), what="removing a wrong image", check=False)
+        raise TransferError(conn.name, f"docker load produced {out.loaded or 'no image'}, expected {image.id}",
+                            hint="the local image may have changed during the ship; ship again")
+    if res.exited == 5 and "invalid diffID" in res.stderr:
+        raise TransferError(conn.name, f"a staged layer does not match the image: {res.stderr_tail()}",
+                            hint="clear the local blob cache (deployer's cache dir) and ship again")
+    if not res.ok:
+        what = {3: "writing the load's tar head failed", 5: "docker load failed", 7: "docker tag failed"}
+        raise CommandError(conn.name, res, what=what.get(res.exited, "installing the image failed"),
+                           hint="see stderr; staged blobs are kept, so shipping again resumes")
+    return out.tagged == image.id
+
+
+def remove_partials(conn: HostConn, docker: tuple[str, ...], staging: str) -> None:
+    """Best effort after a failure: drop the stand-in images (their layers go unless shared)."""
+    try:
+        conn.run(ld.remove_partials_argv(docker, staging), what="removing stand-in images", check=False, timeout=120)
+    except DeployError as exc:
+        log.info("%s: stand-in images stay until the next ship: %s", conn.name, exc)

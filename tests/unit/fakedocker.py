@@ -1,0 +1,117 @@
+"""A strict stand-in `docker` for the load scripts, and a small staged image to load.
+
+The stand-in reads the load tar the way `docker load` does (manifest, config, each layer file
+checked against its diff id, layers it already holds may be absent) and keeps images, labels and
+tags in a JSON file, so tests see exactly what the host's Docker would be left with.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+from deployer.commands import load as ld
+from deployer.commands import ship as cmd
+from deployer.local.cache import Blob
+from deployer.local.image import ImageInfo
+
+FAKE_DOCKER = r'''
+import hashlib, json, sys, tarfile
+state_path = sys.argv[1]
+args = sys.argv[2:]
+try:
+    state = json.load(open(state_path))
+except FileNotFoundError:
+    state = {"images": {}, "chains": [], "tags": {}}
+def save():
+    json.dump(state, open(state_path, "w"))
+def chain(diffs):
+    c = None
+    for d in diffs:
+        c = d if c is None else "sha256:" + hashlib.sha256(f"{c} {d}".encode()).hexdigest()
+    return c
+if args[0] == "load":
+    files = {}
+    with tarfile.open(fileobj=sys.stdin.buffer, mode="r|") as tar:
+        for m in tar:
+            files[m.name] = tar.extractfile(m).read() if m.isfile() else b""
+    manifest = json.loads(files["manifest.json"])[0]
+    config = files[manifest["Config"]]
+    cfg = json.loads(config)
+    diffs = cfg["rootfs"]["diff_ids"]
+    for i, (d, path) in enumerate(zip(diffs, manifest["Layers"])):
+        if chain(diffs[: i + 1]) in state["chains"]:
+            continue
+        if path not in files:
+            sys.exit(f"open {path}: no such file or directory")
+        actual = "sha256:" + hashlib.sha256(files[path]).hexdigest()
+        if actual != d:
+            sys.exit(f'invalid diffID for layer {i}: expected "{d}", got "{actual}"')
+        state["chains"].append(chain(diffs[: i + 1]))
+    image_id = "sha256:" + hashlib.sha256(config).hexdigest()
+    state["images"][image_id] = (cfg.get("config") or {}).get("Labels") or {}
+    save()
+    print(f"Loaded image ID: {image_id}")
+elif args[:2] == ["image", "inspect"]:
+    ref = args[-1]
+    ref = state["tags"].get(ref, ref)
+    if ref not in state["images"]:
+        sys.exit(f"No such image: {ref}")
+    print(ref)
+elif args[0] == "images":
+    key, _, value = args[-1].removeprefix("label=").partition("=")
+    for image_id, labels in state["images"].items():
+        if labels.get(key) == value:
+            print(image_id)
+elif args[:2] == ["image", "rm"]:
+    state["images"].pop(args[2], None)
+    save()
+elif args[0] == "tag":
+    state["tags"][args[2]] = args[1]
+    save()
+else:
+    sys.exit(f"unexpected docker call {args}")
+'''
+
+
+def fake_docker(tmp_path: Path) -> tuple[tuple[str, ...], Path]:
+    script = tmp_path / "fake_docker.py"
+    script.write_text(FAKE_DOCKER)
+    state = tmp_path / "docker-state.json"
+    return (sys.executable, str(script), str(state)), state
+
+
+def sha(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+class Image:
+    """Four small layers, staged as gzip blobs in a staging dir."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.staging = str(tmp_path / "staging")
+        self.layers = [b"base" * 300, b"libs" * 700, b"base" * 300 + b"!", b"code" * 5]
+        self.diff_ids = [sha(x) for x in self.layers]
+        self.config = json.dumps({"architecture": "amd64", "os": "linux",
+                                  "rootfs": {"type": "layers", "diff_ids": self.diff_ids}}).encode()
+        self.id = sha(self.config)
+        blobs = Path(cmd.blob_dir(self.staging))
+        blobs.mkdir(parents=True)
+        self.files: list[ld.LoadFile] = []
+        self.names: list[str] = []
+        self.blobs: list[Blob] = []
+        for d, raw in zip(self.diff_ids, self.layers):
+            blob = gzip.compress(raw, mtime=0)
+            path = cmd.blob_path(self.staging, sha(blob), "gzip")
+            Path(path).write_bytes(blob)
+            self.files.append(ld.LoadFile(d, path, len(raw)))
+            self.names.append(Path(path).name)
+            self.blobs.append(Blob(d, "gzip", 6, Path(path), sha(blob), len(blob), len(raw)))
+        self.info = ImageInfo("t:v", self.id, tuple(self.diff_ids), 0, "linux", "amd64", ())
+
+    def head_path(self) -> str:
+        return cmd.load_head_path(self.staging, self.id)
+
+
