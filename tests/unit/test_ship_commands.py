@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -158,3 +159,19 @@ def test_prepare_makes_the_blob_dir_and_lists_the_blobs(tmp_path: Path) -> None:
     (blobs / "sub").mkdir()
     out = cmd.parse_stat(sh(cmd.prepare_argv(str(staging))).stdout.decode())
     assert out == {f"{blobs}/a.zst": 5, f"{blobs}/b.zst.partial": 0}
+
+
+def test_receive_hashes_with_sha256sum_where_there_is_no_openssl(tmp_path: Path) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("sh", "tee", "wc", "tr", "mkdir", "mv", "rm", "cat", "sha256sum"):
+        found = shutil.which(tool)
+        assert found, tool
+        (bin_dir / tool).symlink_to(found)
+    data = b"abc" * 1000
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    partial, final = str(tmp_path / "b.partial"), str(tmp_path / "b")
+    argv = cmd.receive_argv(partial, final, digest, len(data))
+    res = subprocess.run([str(bin_dir / "sh"), *argv[1:]], input=data, capture_output=True,
+                         env={"PATH": str(bin_dir)}, check=False)
+    assert cmd.parse_receive(res.stdout.decode()) == cmd.Received("ok", digest), res.stderr
