@@ -103,6 +103,25 @@ class Exporter:
         self._thread.start()
         return self
 
+    def narrow(self, codec: str, keep: set[str] | frozenset[str]) -> bool:
+        """Produce exactly KEEP's `codec` blobs from now on (a head start learns what hosts need).
+
+        The layer being compressed now is finished and blobs already made stay available. Layers
+        of KEEP this export was not making are taken from the cache; False (nothing changed) when
+        the cache no longer has one."""
+        with self._cond:
+            made = {d for (c, d) in self._blobs if c == codec}
+            extra = set(keep) - self.wanted.get(codec, frozenset()) - made
+            cached = {d: self.cache.lookup(d, codec, codec_level(codec, self.level)) for d in extra}
+            if any(blob is None for blob in cached.values()):
+                return False
+            self.wanted = {**self.wanted, codec: frozenset(keep) | frozenset(made)}
+            for blob in cached.values():
+                assert blob is not None
+                self._add(blob)
+            self._cond.notify_all()
+            return True
+
     def config(self, timeout: float | None = None) -> bytes:
         """The image's raw config JSON (its sha256 is the image id); blocks until known."""
         with self._cond:

@@ -5,6 +5,10 @@ arrived `grace_s` after the first): one Exporter (one `docker save`) compresses 
 their missing layers. A host planned later reuses an export that covers its layers, else gets
 its own (blobs already in the local cache are not compressed again). So an unreachable host
 delays nobody by more than the grace period.
+
+A head start (an export of every layer, begun while the hosts are still being connected to
+and planned) becomes the wave's export once the wave knows what it needs, narrowed to that;
+if no host needs it, it is cancelled.
 """
 from __future__ import annotations
 
@@ -25,7 +29,7 @@ class ExportPool:
     """Hands each tarball host an Exporter that covers its missing layers."""
 
     def __init__(self, image: ImageInfo, level: int, expected: int, *, grace_s: float = 5.0,
-                 client: docker.DockerClient | None = None) -> None:
+                 client: docker.DockerClient | None = None, head_start: Exporter | None = None) -> None:
         self.image = image
         self.level = level
         self.grace_s = grace_s
@@ -37,11 +41,14 @@ class ExportPool:
         self._wanted: dict[str, set[str]] = {}
         self._wave_started = False
         self.exporters: list[Exporter] = []
+        self._head_start = head_start
 
     def leave(self) -> None:
         """A host that needs no export (failed, up to date, or registry) reports in."""
         with self._cond:
             self._reported += 1
+            if self._reported >= self._expected and not self._wave_started:
+                self._drop_head_start()
             self._cond.notify_all()
 
     def join(self, codec: str, diff_ids: Iterable[str]) -> Exporter:
@@ -60,7 +67,7 @@ class ExportPool:
                         break
                     self._cond.wait(left)
                 if not self._wave_started:
-                    self._start(self._wanted)
+                    self._start_wave(self._wanted)
                     self._wave_started = True
                     self._cond.notify_all()
             for exporter in self.exporters:
@@ -68,12 +75,31 @@ class ExportPool:
                     return exporter
             return self._start({codec: wanted})
 
+    def _start_wave(self, wanted: dict[str, set[str]]) -> None:
+        head, self._head_start = self._head_start, None
+        codec = next(iter(head.wanted), None) if head is not None else None
+        if head is not None and codec in wanted and head.narrow(codec, wanted[codec]):
+            self.exporters.append(head)  # the wave's export already has a head start
+            wanted = {c: ids for c, ids in wanted.items() if c != codec}
+        elif head is not None:
+            self._head_start = head
+            self._drop_head_start()
+        if wanted:
+            self._start(wanted)
+
+    def _drop_head_start(self) -> None:
+        if self._head_start is not None:
+            log.info("no host needs the head-start export of %s; cancelling it", self.image.ref)
+            self._head_start.close()
+            self._head_start = None
+
     def _start(self, wanted: dict[str, set[str]]) -> Exporter:
         exporter = Exporter(self.image, wanted, level=self.level, client=self._client).start()
         self.exporters.append(exporter)
         return exporter
 
     def close(self) -> None:
+        self._drop_head_start()
         for exporter in self.exporters:
             exporter.close()
         if self.exporters:

@@ -122,9 +122,11 @@ def make_plan(
     codec = pick_codec(host.name, getattr(docker, "server_version", "") or "",
                        frozenset(getattr(facts, "decompressors", ())), force_codec)
     raw = layer_bytes_bound(history_sizes, n, len(missing))
-    # compressed size <= raw (plus frame overhead): bound the compressed bytes by raw
-    staged = raw + (raw if codec.host_decompress else 0)
-    load_input = raw  # the tar docker load unpacks: compressed blobs or decompressed tars
+    # compressed size <= raw (plus frame overhead): bound the staged blobs by raw; docker load
+    # unpacks its input (the layers, decompressed on the way when the host decompresses) to
+    # <root>/tmp, then registers them
+    staged = raw
+    load_input = raw
     return ShipPlan(
         **base, route=route, via="tarball", reason=reason, missing=missing, codec=codec,
         full_transfer=full, raw_bytes=raw,

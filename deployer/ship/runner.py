@@ -186,7 +186,8 @@ def ship_image(hosts: Sequence[Host], image_ref: str, options: ShipOptions | Non
     sizes = _history_sizes(client, image)
     jobs = {h.name: Job(h, HostConn(h, timeout=options.connect_timeout), image, record=options.record)
             for h in hosts}
-    exports = ExportPool(image, options.level, expected=min(len(jobs), options.parallel), client=client)
+    exports = ExportPool(image, options.level, expected=min(len(jobs), options.parallel), client=client,
+                         head_start=_head_start(hosts, image, options, client))
     pusher = Pusher(image, client)
 
     def work(host: Host) -> ShipResult:
@@ -227,6 +228,16 @@ def ship_image(hosts: Sequence[Host], image_ref: str, options: ShipOptions | Non
         for job in jobs.values():
             _release(job)
         exports.close()
+
+
+def _head_start(hosts: Sequence[Host], image: ImageInfo, options: ShipOptions,
+                client: docker.DockerClient) -> Exporter | None:
+    """Start exporting every layer while the hosts are connected and planned, if some host will
+    surely take the tarball route (the pool narrows it to what they lack, or cancels it)."""
+    if not any((options.via or h.via) == "tarball" or ((options.via or h.via) == "auto" and not h.registry)
+               for h in hosts):
+        return None
+    return Exporter(image, {options.codec or "zstd": set(image.diff_ids)}, level=options.level, client=client).start()
 
 
 def _summary(result: ShipResult) -> str:

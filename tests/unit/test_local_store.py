@@ -332,3 +332,22 @@ def test_close_stops_a_store_export_promptly(fake: FakeStore, tmp_path: Path, mo
     assert time.monotonic() - t0 < 2 and exp.done
     with pytest.raises(LocalError, match="cancelled"):
         exp.wait()
+
+
+def test_narrow_keeps_made_blobs_takes_cached_ones_and_refuses_what_it_cannot_give(tmp_path: Path) -> None:
+    from deployer.local.cache import Cache
+    from deployer.local.export import Exporter
+    from deployer.local.image import ImageInfo
+
+    diffs = ("sha256:" + "a" * 64, "sha256:" + "b" * 64, "sha256:" + "c" * 64)
+    image = ImageInfo("t:v", "sha256:" + "f" * 64, diffs, 3, "linux", "amd64", ())
+    cache = Cache(tmp_path / "cache")
+    writer = cache.writer(diffs[2], "zstd", 3)
+    writer.write(b"compressed c")
+    cached = writer.commit(100, diff_id=diffs[2])
+    exporter = Exporter(image, {"zstd": {diffs[0], diffs[1]}}, cache=cache)  # not started: no thread
+    assert exporter.narrow("zstd", {diffs[0], diffs[2]})
+    assert exporter.wanted == {"zstd": frozenset({diffs[0], diffs[2]})}
+    assert exporter.blob(diffs[2], "zstd", timeout=1) == cached  # from the cache, now among its blobs
+    assert not exporter.narrow("zstd", {diffs[1]})  # dropped above and not cached: cannot give it
+    assert exporter.wanted == {"zstd": frozenset({diffs[0], diffs[2]})}  # unchanged

@@ -30,6 +30,11 @@ class StubExporter:
     def close(self) -> None:
         self.closed = True
 
+    def narrow(self, codec: str, keep: set[str]) -> bool:
+        self.narrowed = (codec, set(keep))
+        self.wanted = {codec: frozenset(keep)}
+        return True
+
 
 @pytest.fixture(autouse=True)
 def stub(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -59,6 +64,27 @@ def test_one_export_for_the_wave_and_reuse_for_subsets() -> None:
     assert pool.join("gzip", {"sha256:c"}) not in (got["h1"], other)
     pool.close()
     assert all(e.closed for e in StubExporter.started)
+
+
+def test_a_head_start_becomes_the_waves_export_narrowed_to_what_it_needs() -> None:
+    head = StubExporter(IMAGE, {"zstd": set(IMAGE.diff_ids)}).start()
+    pool = ExportPool(IMAGE, 3, expected=1, head_start=head)
+    assert pool.join("zstd", {"sha256:c"}) is head
+    assert head.narrowed == ("zstd", {"sha256:c"}) and not head.closed
+    assert StubExporter.started == [head]  # no second export
+    pool.close()
+    assert head.closed
+
+
+@pytest.mark.parametrize("how", ["leave", "gzip"])
+def test_a_head_start_nobody_needs_is_cancelled(how: str) -> None:
+    head = StubExporter(IMAGE, {"zstd": set(IMAGE.diff_ids)}).start()
+    pool = ExportPool(IMAGE, 3, expected=1, head_start=head)
+    if how == "leave":  # the only host is up to date, failed, or takes the registry route
+        pool.leave()
+    else:  # the host wants another codec
+        assert pool.join("gzip", {"sha256:c"}) is not head
+    assert head.closed
 
 
 def test_a_host_that_never_reports_delays_the_wave_only_by_the_grace() -> None:
