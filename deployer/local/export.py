@@ -43,6 +43,10 @@ class _Cancelled(Exception):
     pass
 
 
+class _Dropped(Exception):
+    """The layer being compressed is no longer wanted (narrow())."""
+
+
 class Exporter:
     """Produce the wanted compressed layer blobs (codec -> diff ids) and the image config."""
 
@@ -324,7 +328,11 @@ class Exporter:
         if not codecs:
             return  # not wanted: the caller skips its bytes
         writers = self._writers(codecs, diff_id, raw_size)
-        actual, total = self._pipe(chunks, writers)
+        try:
+            actual, total = self._pipe(chunks, writers, wanted=diff_id)
+        except _Dropped:
+            log.info("stopped compressing layer %s of %s: no host needs it", diff_id[:19], self.image.ref)
+            return  # the writers were aborted; a docker save stream skips the rest of the member
         if actual != diff_id:
             for w, _ in writers:
                 w.abort()
@@ -362,15 +370,20 @@ class Exporter:
         ]
 
     def _pipe(
-        self, chunks: Iterator[bytes], writers: list[tuple[BlobWriter, Compressor]], spool: BlobWriter | None = None
+        self, chunks: Iterator[bytes], writers: list[tuple[BlobWriter, Compressor]], spool: BlobWriter | None = None,
+        wanted: str | None = None,
     ) -> tuple[str, int]:
-        """Hash raw chunks and feed them to every compressor; returns (sha256 digest, raw bytes)."""
+        """Hash raw chunks and feed them to every compressor; returns (sha256 digest, raw bytes).
+
+        WANTED: the layer's diff id, to stop (_Dropped) as soon as no one wants it any more."""
         h = hashlib.sha256()
         total = 0
         try:
             for raw in chunks:
                 if self._cancel.is_set():
                     raise _Cancelled()
+                if wanted is not None and not self._pending(wanted):
+                    raise _Dropped()
                 h.update(raw)
                 total += len(raw)
                 if spool is not None:

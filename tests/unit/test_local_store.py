@@ -334,6 +334,31 @@ def test_close_stops_a_store_export_promptly(fake: FakeStore, tmp_path: Path, mo
         exp.wait()
 
 
+def test_narrow_drops_the_layer_being_compressed_when_no_one_needs_it(
+        fake: FakeStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    started = threading.Event()
+    real = LayerStore.open_layer
+
+    def slow_first(self: LayerStore, index: int) -> Iterator[bytes]:
+        if index == 0:  # a huge base layer that the host turns out to have
+            started.set()
+            while True:
+                time.sleep(0.001)
+                yield b"\0" * 4096
+        yield from real(self, index)
+
+    monkeypatch.setattr(LayerStore, "open_layer", slow_first)
+    d = fake.info.diff_ids
+    exp = Exporter(fake.info, {"zstd": set(d)}, client=StoreClient(fake), cache=Cache(tmp_path / "c"))  # type: ignore[arg-type]
+    exp.start()
+    assert started.wait(10)
+    assert exp.narrow("zstd", {d[-1]})  # the plan: only the top layer is missing
+    assert exp.blob(d[-1], "zstd", timeout=10).diff_id == d[-1]
+    exp.wait(timeout=10)
+    assert [b.diff_id for b in exp.ready()] == [d[-1]]
+    assert [p for p in (tmp_path / "c/sha256").iterdir() if p.name.startswith(".tmp")] == []
+
+
 def test_narrow_keeps_made_blobs_takes_cached_ones_and_refuses_what_it_cannot_give(tmp_path: Path) -> None:
     from deployer.local.cache import Cache
     from deployer.local.export import Exporter
