@@ -85,9 +85,11 @@ def project(testbed: Testbed, tmp_path_factory: pytest.TempPathFactory) -> Itera
     root = tmp_path_factory.mktemp("oneshot")
     name = f"oneshot-{uuid.uuid4().hex[:8]}"
     (root / "app").mkdir()
-    # a 2 MB random layer under the one that changes, so "only the top layer" is measurable
+    # a 2 MB random layer under the one that changes, so "only the top layer" is measurable; the
+    # name in its command keeps the build cache (and the registry) from reusing an earlier run's
     (root / "app" / "Dockerfile").write_text(
-        f"FROM {BASE}\nRUN head -c 2000000 /dev/urandom > /base.bin\nCOPY job.sh /app/job.sh\n")
+        f"FROM {BASE}\nRUN head -c 2000000 /dev/urandom > /base.bin && echo {name} > /build-id\n"
+        "COPY job.sh /app/job.sh\n")
     (root / "app" / "job.sh").write_text(JOB.format(v=1))
     (root / "playbooks").mkdir()
     (root / "playbooks" / "job.yml").write_text(PLAYBOOK.format(name=name))
