@@ -26,6 +26,9 @@ class Reporter(Protocol):
     def done(self, host: str, ok: bool, summary: str) -> None: ...
 
 
+SETTLE_S = 1.0
+
+
 @dataclass
 class HostProgress:
     phase: str = "waiting"
@@ -37,9 +40,12 @@ class HostProgress:
     ok: bool | None = None
 
     def speed(self) -> float:
-        if not self.send_started or not self.sent:
+        """Average bytes/s since sending began; 0 (unknown) for the first second, whose few
+        small early blobs would promise an ETA of hours."""
+        elapsed = time.monotonic() - self.send_started if self.send_started else 0.0
+        if elapsed < SETTLE_S or not self.sent:
             return 0.0
-        return self.sent / max(1e-3, time.monotonic() - self.send_started)
+        return self.sent / elapsed
 
     def eta(self) -> float | None:
         speed = self.speed()

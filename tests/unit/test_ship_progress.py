@@ -1,0 +1,18 @@
+"""Per-host progress: speed and ETA only once sending has settled."""
+from __future__ import annotations
+
+import time
+
+from deployer.ship.progress import SETTLE_S, HostProgress
+
+
+def test_no_speed_or_eta_in_the_first_second_then_the_average() -> None:
+    p = HostProgress(total=100_000_000, sent=50, send_started=time.monotonic())
+    assert p.speed() == 0.0 and p.eta() is None  # a tiny first blob must not promise hours
+    p.send_started = time.monotonic() - 2 * SETTLE_S
+    p.sent = 20_000_000
+    assert 9_000_000 < p.speed() < 10_000_001
+    eta = p.eta()
+    assert eta is not None and 7.9 < eta < 8.1
+    p.sent = p.total
+    assert p.eta() is None
