@@ -83,6 +83,18 @@ def uploaded_bytes(manifest: Mapping[str, Any], diff_ids: Sequence[str], pushed_
     return total
 
 
+_AUTH_ERRORS = ("unauthorized", "authentication required", "no basic auth credentials", "denied")
+
+
+def push_hint(remote_ref: str, message: str) -> str:
+    """What to do about a failed push; a refused login names the registry to `docker login` to (pure)."""
+    if any(word in message.lower() for word in _AUTH_ERRORS):
+        registry = remote_ref.split("/", 1)[0]
+        return (f"{registry} wants a login: run `docker login {registry}` on this workstation "
+                "(deploy pushes with your Docker config: ~/.docker/config.json or $DOCKER_CONFIG)")
+    return "check the registry is reachable from here and `docker login` if it needs auth"
+
+
 def read_push_stream(chunks: Iterable[dict[str, Any]], remote_ref: str,
                      on_bytes: Callable[[int], None] = lambda n: None) -> PushStats:
     """Consume a decoded push stream: fail on any in-band error, count layers and bytes (pure)."""
@@ -96,8 +108,7 @@ def read_push_stream(chunks: Iterable[dict[str, Any]], remote_ref: str,
         if chunk.get("error") or chunk.get("errorDetail"):
             detail = chunk.get("errorDetail") or {}
             message = chunk.get("error") or detail.get("message") or str(detail)
-            raise LocalError(f"pushing {remote_ref} failed: {message}",
-                             hint="check the registry is reachable from here and `docker login` if it needs auth")
+            raise LocalError(f"pushing {remote_ref} failed: {message}", hint=push_hint(remote_ref, str(message)))
         aux = chunk.get("aux")
         if isinstance(aux, dict) and isinstance(aux.get("Digest"), str):
             digest = aux["Digest"]

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from . import daemons, images, inventory, net
-from .config import HOSTS, REGISTRY, Paths
+from .config import HOSTS, REGISTRY, REGISTRY_AUTH, Paths
 from .sh import TestbedError, pid_alive, read_pid, run, wait_for
 
 Log = Callable[[str], None]
@@ -36,7 +36,7 @@ def locked(p: Paths) -> Iterator[None]:
 
 def components() -> list[str]:
     """Every daemon of the testbed, by the name of its pidfile."""
-    return ["registry", "dockerd-ws", *(f"{k}-{h.name}" for h in HOSTS for k in ("sshd", "dockerd"))]
+    return ["registry", "registry-auth", "dockerd-ws", *(f"{k}-{h.name}" for h in HOSTS for k in ("sshd", "dockerd"))]
 
 
 def alive(p: Paths, component: str) -> int | None:
@@ -48,6 +48,8 @@ def alive(p: Paths, component: str) -> int | None:
 def ready(p: Paths, component: str) -> bool:
     if component == "registry":
         return daemons.registry_ready()
+    if component == "registry-auth":
+        return daemons.registry_auth_ready()
     kind, name = component.split("-", 1)
     if kind == "dockerd":
         return daemons.docker_ready(p, name)
@@ -80,8 +82,9 @@ def up(p: Paths | None = None, log: Log = _quiet) -> Paths:
         for c in components():
             if alive(p, c) is None:
                 p.pidfile(c).unlink(missing_ok=True)
-        log("starting daemons: registry, ws dockerd, sshd + dockerd on " + ", ".join(h.name for h in HOSTS))
+        log("starting daemons: registries, ws dockerd, sshd + dockerd on " + ", ".join(h.name for h in HOSTS))
         daemons.start_registry(p)
+        daemons.start_registry_auth(p)
         daemons.start_dockerd(p, "ws")
         for spec in HOSTS:
             daemons.start_sshd(p, spec.name)
@@ -136,7 +139,7 @@ def down(p: Paths | None = None, log: Log = _quiet) -> None:
         unmount_all(p)
         net.teardown_network()
         daemons.remove_runtime_dirs()
-        for name in ("hosts", "ws", "registry", "pids", "logs"):
+        for name in ("hosts", "ws", "registry", "registry-auth", "pids", "logs"):
             shutil.rmtree(p.state / name, ignore_errors=True)
         for f in (p.key, Path(f"{p.key}.pub"), p.known_hosts, p.authorized_keys, p.inventory):
             f.unlink(missing_ok=True)
@@ -228,4 +231,5 @@ def env_lines(p: Paths | None = None) -> list[str]:
     playbook = os.path.join(os.path.dirname(os.path.dirname(p.inventory)), "playbooks", "sample.yml")
     return [f"export DOCKER_HOST={p.docker_host('ws')}", f"export DEPLOY_INVENTORY={p.inventory}",
             f"export DEPLOY_PLAYBOOK={playbook}",
-            f"export DEPLOYER_TESTBED_DIR={p.state}", f"# registry: {REGISTRY}"]
+            f"export DEPLOYER_TESTBED_DIR={p.state}", f"# registry: {REGISTRY}",
+            f"# registry with a login: {REGISTRY_AUTH} (credentials in {p.registry_auth / 'credentials.json'})"]

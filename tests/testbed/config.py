@@ -17,6 +17,12 @@ REGISTRY_NS = "dtb-registry"
 REGISTRY_ADDR = f"{SUBNET}.5"
 REGISTRY_PORT = 5000
 REGISTRY = f"{REGISTRY_ADDR}:{REGISTRY_PORT}"
+# A second registry in the same namespace that wants a login (htpasswd, basic auth): fixed test
+# credentials, also written to <state>/registry-auth/credentials.json (mode 0600).
+REGISTRY_AUTH_PORT = 5001
+REGISTRY_AUTH = f"{REGISTRY_ADDR}:{REGISTRY_AUTH_PORT}"
+REGISTRY_AUTH_USER = "deployer-test"
+REGISTRY_AUTH_PASSWORD = "dtb-regauth-Pw-7c1f9e40"
 WS_BRIDGE = "dtb-ws0"              # bridge for workstation build containers (no NAT, no iptables)
 WS_BRIDGE_CIDR = "10.213.1.1/24"
 DRIVER_VERSION = "550.54.15"
@@ -84,6 +90,7 @@ class Paths:
         self.cache = self.state / "cache"
         self.logs = self.state / "logs"
         self.registry = self.state / "registry"
+        self.registry_auth = self.state / "registry-auth"
         self.ws = self.state / "ws"
         self.inventory = REPO / "inventories" / "testbed.yml"
 
@@ -93,6 +100,10 @@ class Paths:
     def docker_sock(self, name: str) -> Path:
         """Docker socket of a host, or of the workstation daemon for name 'ws'."""
         return (self.ws if name == "ws" else self.host(name)) / "docker.sock"
+
+    def docker_config(self, name: str) -> Path:
+        """A host's Docker client config dir (its own `docker login`; hosts share one filesystem)."""
+        return self.host(name) / "docker-config"
 
     def docker_host(self, name: str) -> str:
         return f"unix://{self.docker_sock(name)}"

@@ -1,12 +1,14 @@
 """Start, probe and stop the testbed's daemons: sshd and dockerd per host, the registry, the ws dockerd."""
 from __future__ import annotations
 
+import base64
 import hashlib
 import http.client
 import json
 import os
 import shutil
 import socket
+import warnings
 from pathlib import Path
 
 from .config import (
@@ -14,6 +16,10 @@ from .config import (
     HOSTS,
     REGISTRY,
     REGISTRY_ADDR,
+    REGISTRY_AUTH,
+    REGISTRY_AUTH_PASSWORD,
+    REGISTRY_AUTH_PORT,
+    REGISTRY_AUTH_USER,
     REGISTRY_NS,
     REGISTRY_PORT,
     WS_BRIDGE,
@@ -21,7 +27,7 @@ from .config import (
     Paths,
     gpu_table,
 )
-from .sh import in_ns, read_pid, run, spawn, stop_pid
+from .sh import TestbedError, in_ns, read_pid, run, spawn, stop_pid
 
 SYS_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 NO_EGRESS_PROXY = "http://127.0.0.1:9"  # discard port: nothing listens, so connections are refused
@@ -57,6 +63,7 @@ def prepare_host_dirs(p: Paths, spec: HostSpec) -> None:
     h = p.host(spec.name)
     for sub in ("staging", "data", "bin", "docker", "run"):
         (h / sub).mkdir(parents=True, exist_ok=True)
+    p.docker_config(spec.name).mkdir(mode=0o700, exist_ok=True)  # holds the host's `docker login`
     bin_dir = h / "bin"
     if spec.gpu is not None:
         (h / "gpus.json").write_text(json.dumps(
@@ -70,7 +77,9 @@ def prepare_host_dirs(p: Paths, spec: HostSpec) -> None:
 
 def sshd_config(p: Paths, name: str) -> str:
     h = p.host(name)
-    env = f"DOCKER_HOST={p.docker_host(name)} PATH={h / 'bin'}:{SYS_PATH} DEPLOYER_TESTBED_HOST={name}"
+    # DOCKER_CONFIG: each host keeps its own `docker login` (they all share root's HOME on this machine)
+    env = (f"DOCKER_HOST={p.docker_host(name)} PATH={h / 'bin'}:{SYS_PATH} DEPLOYER_TESTBED_HOST={name} "
+           f"DOCKER_CONFIG={p.docker_config(name)}")
     return f"""# deployer testbed: sshd of {name} (runs in network namespace {name})
 Port 22
 ListenAddress 0.0.0.0
@@ -148,7 +157,7 @@ def dockerd_argv(p: Paths, name: str) -> list[str]:
     base = p.ws if name == "ws" else p.host(name)
     argv = ["dockerd", "--config-file", str(base / "daemon.json"), "--data-root", str(base / "docker"), "--exec-root", str(base / "run"),
             "--pidfile", str(base / "docker.pid"), "-H", p.docker_host(name),
-            "--insecure-registry", REGISTRY, "--shutdown-timeout", "3", "--log-level", "warn",
+            "--insecure-registry", REGISTRY, "--insecure-registry", REGISTRY_AUTH, "--shutdown-timeout", "3", "--log-level", "warn",
             "--storage-driver", "overlay2"]
     if name == "ws":
         # The ws daemon shares the root namespace with the user's networking: no docker0, no iptables,
@@ -208,12 +217,12 @@ def docker_cli(p: Paths, name: str, *args: str, timeout: float = 120, input: byt
     return run(["docker", *args], timeout=timeout, input=input, env=env).stdout.decode()
 
 
-# --- registry -----------------------------------------------------------------------------------
+# --- registries ---------------------------------------------------------------------------------
 
-def start_registry(p: Paths) -> None:
-    (p.registry / "data").mkdir(parents=True, exist_ok=True)
-    cfg = p.registry / "config.yml"
-    cfg.write_text(f"""# deployer testbed registry (Debian docker-registry, plain HTTP)
+def registry_config(root: Path, port: int, htpasswd: Path | None = None) -> str:
+    """docker-registry's config: plain HTTP on port, storage under root, basic auth if htpasswd (pure)."""
+    kind = "plain HTTP" + (", htpasswd login" if htpasswd else "")
+    text = f"""# deployer testbed registry (Debian docker-registry, {kind})
 version: 0.1
 log:
   level: warn
@@ -221,24 +230,113 @@ log:
     disabled: true
 storage:
   filesystem:
-    rootdirectory: {p.registry / 'data'}
+    rootdirectory: {root / 'data'}
   delete:
     enabled: true
 http:
-  addr: {REGISTRY_ADDR}:{REGISTRY_PORT}
-""")
+  addr: {REGISTRY_ADDR}:{port}
+"""
+    if htpasswd:
+        text += f"""auth:
+  htpasswd:
+    realm: deployer-testbed
+    path: {htpasswd}
+"""
+    return text
+
+
+def start_registry(p: Paths) -> None:
+    (p.registry / "data").mkdir(parents=True, exist_ok=True)
+    cfg = p.registry / "config.yml"
+    cfg.write_text(registry_config(p.registry, REGISTRY_PORT))
     ensure_daemon(p, "registry", in_ns(REGISTRY_NS, ["docker-registry", "serve", str(cfg)]), config=cfg.read_text())
 
 
-def registry_ready() -> bool:
-    conn = http.client.HTTPConnection(REGISTRY_ADDR, REGISTRY_PORT, timeout=1)
+def start_registry_auth(p: Paths) -> None:
+    """The registry that wants a login: its own storage, htpasswd and a 0600 credentials file."""
+    root = p.registry_auth
+    (root / "data").mkdir(parents=True, exist_ok=True)
+    write_private(root / "credentials.json", json.dumps(
+        {"registry": REGISTRY_AUTH, "username": REGISTRY_AUTH_USER, "password": REGISTRY_AUTH_PASSWORD}, indent=1) + "\n")
+    htpasswd = root / "htpasswd"
+    if not htpasswd_matches(htpasswd, REGISTRY_AUTH_USER, REGISTRY_AUTH_PASSWORD):  # a new salt would restart it
+        write_private(htpasswd, f"{REGISTRY_AUTH_USER}:{bcrypt_hash(REGISTRY_AUTH_PASSWORD)}\n")
+    cfg = root / "config.yml"
+    cfg.write_text(registry_config(root, REGISTRY_AUTH_PORT, htpasswd))
+    ensure_daemon(p, "registry-auth", in_ns(REGISTRY_NS, ["docker-registry", "serve", str(cfg)]),
+                  config=cfg.read_text() + htpasswd.read_text())
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write text to a file only its owner may read (rewritten only when it differs)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    os.fchmod(fd, 0o600)  # also when the file existed with looser bits
+    with os.fdopen(fd, "r+") as f:
+        if f.read() != text:
+            f.seek(0)
+            f.truncate()
+            f.write(text)
+
+
+def _crypt() -> object | None:
+    """The stdlib crypt module (bcrypt through libxcrypt on Debian), or None where it is gone (3.13+)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            import crypt
+        except ImportError:
+            return None
+    return crypt
+
+
+def bcrypt_hash(password: str) -> str:
+    """A bcrypt hash for htpasswd; cost 4, the minimum, since the registry checks it on every request."""
+    crypt = _crypt()
+    if crypt is not None:
+        hashed = crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=16))  # type: ignore[attr-defined]
+        if hashed and hashed.startswith("$2"):
+            return str(hashed)
     try:
-        conn.request("GET", "/v2/")
+        import bcrypt  # the venv has it (paramiko needs it)
+    except ImportError:
+        raise TestbedError("cannot make a bcrypt hash for the registry's htpasswd: this Python has neither "
+                           "crypt with blowfish nor the bcrypt package") from None
+    return str(bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4)).decode())
+
+
+def htpasswd_matches(path: Path, user: str, password: str) -> bool:
+    """True if the htpasswd file holds exactly user with a bcrypt hash of password."""
+    try:
+        name, _, hashed = path.read_text().strip().partition(":")
+    except OSError:
+        return False
+    if name != user or not hashed.startswith("$2"):
+        return False
+    crypt = _crypt()
+    if crypt is not None:
+        return bool(crypt.crypt(password, hashed) == hashed)  # type: ignore[attr-defined]
+    try:
+        import bcrypt
+    except ImportError:
+        return False
+    return bool(bcrypt.checkpw(password.encode(), hashed.encode()))
+
+
+def registry_ready(port: int = REGISTRY_PORT, login: tuple[str, str] | None = None) -> bool:
+    """The registry on port answers /v2/ with 200 (with the login, if it wants one)."""
+    conn = http.client.HTTPConnection(REGISTRY_ADDR, port, timeout=1)
+    headers = {"Authorization": "Basic " + base64.b64encode(":".join(login).encode()).decode()} if login else {}
+    try:
+        conn.request("GET", "/v2/", headers=headers)
         return conn.getresponse().status == 200
     except OSError:
         return False
     finally:
         conn.close()
+
+
+def registry_auth_ready() -> bool:
+    return registry_ready(REGISTRY_AUTH_PORT, (REGISTRY_AUTH_USER, REGISTRY_AUTH_PASSWORD))
 
 
 # --- stopping -----------------------------------------------------------------------------------

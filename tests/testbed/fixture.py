@@ -1,6 +1,7 @@
 """The object the pytest `testbed` fixture hands to tests: paths, per-host facts and fault controls."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from collections.abc import Iterator
@@ -10,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from . import bed, net
-from .config import HOSTS, REGISTRY, UPLINK_DEV, Paths, gpu_table
+from .config import HOSTS, REGISTRY, REGISTRY_AUTH, UPLINK_DEV, Paths, gpu_table
 from .sh import run
 
 
@@ -39,6 +40,7 @@ class Testbed:
         self.key = str(p.key)
         self.known_hosts = str(p.known_hosts)
         self.registry = REGISTRY
+        self.registry_auth = REGISTRY_AUTH  # same registry software, but it wants a login
         self.ws_docker_host = p.docker_host("ws")
         self.hosts = {h.name: TbHost(h.name, h.address, p.docker_host(h.name), gpu_table(h),
                                      str(p.host(h.name) / "staging"), str(p.host(h.name) / "data"), h.name,
@@ -81,6 +83,15 @@ class Testbed:
 
         url = self.ws_docker_host if name == "ws" else self.hosts[name].docker_host
         return docker.DockerClient(base_url=url, timeout=timeout)
+
+    def registry_login(self) -> tuple[str, str]:
+        """(user, password) of registry_auth, as `up` wrote them to the state dir."""
+        creds = json.loads((self.paths.registry_auth / "credentials.json").read_text())
+        return str(creds["username"]), str(creds["password"])
+
+    def docker_config(self, name: str) -> Path:
+        """A host's Docker client config dir: where its `docker login` lives (DOCKER_CONFIG over SSH)."""
+        return self.paths.docker_config(self.hosts[name].name)
 
     def ssh_argv(self, name: str, *command: str) -> list[str]:
         """System ssh argv to a host with strict host-key checking against the testbed's known_hosts."""

@@ -1,7 +1,7 @@
 """inventories/testbed.yml: the fleet in the project's (Ansible-style YAML) inventory format."""
 from __future__ import annotations
 
-from .config import HOSTS, REGISTRY, Paths
+from .config import HOSTS, REGISTRY, REGISTRY_AUTH, Paths
 
 
 def render(p: Paths) -> str:
@@ -18,6 +18,7 @@ def render(p: Paths) -> str:
         f"    deploy_known_hosts: {p.known_hosts}",
         "    # plain-HTTP registry; every host but airgap01 reaches it",
         f"    deploy_registry: {REGISTRY}",
+        f"    # {REGISTRY_AUTH} is a second registry that wants a login ({p.registry_auth / 'credentials.json'})",
         "  hosts:",
     ]
     for h in HOSTS:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.testbed import daemons, inventory, net
+from tests.testbed import bed, daemons, inventory, net
 from tests.testbed.config import HOSTS, Paths, gpu_uuid, host_spec
 
 
@@ -82,6 +82,47 @@ def test_daemon_command_lines(paths: Paths) -> None:
     assert "--iptables=false" not in host
 
 
+def test_every_dockerd_trusts_both_registries(paths: Paths) -> None:
+    for name in ("ws", *(h.name for h in HOSTS)):
+        argv = daemons.dockerd_argv(paths, name)
+        insecure = [argv[i + 1] for i, a in enumerate(argv) if a == "--insecure-registry"]
+        assert insecure == ["10.213.0.5:5000", "10.213.0.5:5001"], name
+
+
+def test_registry_configs(paths: Paths) -> None:
+    plain = yaml.safe_load(daemons.registry_config(paths.registry, 5000))
+    assert plain["http"] == {"addr": "10.213.0.5:5000"} and "auth" not in plain
+    assert plain["storage"]["filesystem"]["rootdirectory"] == str(paths.state / "registry" / "data")
+    htpasswd = paths.registry_auth / "htpasswd"
+    auth = yaml.safe_load(daemons.registry_config(paths.registry_auth, 5001, htpasswd))
+    assert auth["http"] == {"addr": "10.213.0.5:5001"}
+    assert auth["storage"]["filesystem"]["rootdirectory"] == str(paths.state / "registry-auth" / "data")
+    assert auth["auth"] == {"htpasswd": {"realm": "deployer-testbed", "path": str(htpasswd)}}
+    assert "registry-auth" in bed.components()
+
+
+def test_htpasswd_is_bcrypt_and_checks_the_password(tmp_path: Path) -> None:
+    hashed = daemons.bcrypt_hash("s3cret")
+    assert hashed.startswith("$2b$04$") and len(hashed) == 60  # cost 4: checked on every registry request
+    f = tmp_path / "htpasswd"
+    daemons.write_private(f, f"alice:{hashed}\n")
+    assert daemons.htpasswd_matches(f, "alice", "s3cret")
+    assert not daemons.htpasswd_matches(f, "alice", "other")
+    assert not daemons.htpasswd_matches(f, "bob", "s3cret")
+    assert not daemons.htpasswd_matches(tmp_path / "absent", "alice", "s3cret")
+
+
+def test_private_files_are_0600_and_rewritten_only_on_change(tmp_path: Path) -> None:
+    f = tmp_path / "creds.json"
+    f.write_text("old and longer\n")
+    f.chmod(0o644)
+    daemons.write_private(f, "new\n")
+    assert f.read_text() == "new\n" and f.stat().st_mode & 0o777 == 0o600
+    before = f.stat().st_mtime_ns
+    daemons.write_private(f, "new\n")
+    assert f.stat().st_mtime_ns == before
+
+
 def test_sshd_config_is_key_only_and_sets_the_session_env(paths: Paths) -> None:
     cfg = daemons.sshd_config(paths, "gpu02")
     for line in ("PasswordAuthentication no", "KbdInteractiveAuthentication no", "UsePAM no",
@@ -90,6 +131,7 @@ def test_sshd_config_is_key_only_and_sets_the_session_env(paths: Paths) -> None:
     setenv = next(line for line in cfg.splitlines() if line.startswith("SetEnv "))
     assert f"DOCKER_HOST=unix://{paths.state}/hosts/gpu02/docker.sock" in setenv
     assert f"PATH={paths.state}/hosts/gpu02/bin:" in setenv
+    assert f"DOCKER_CONFIG={paths.state}/hosts/gpu02/docker-config" in setenv.split()
 
 
 def test_cpu_host_gets_no_nvidia_tools(paths: Paths) -> None:

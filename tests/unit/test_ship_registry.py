@@ -12,6 +12,7 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
+from deployer.errors import LocalError
 from deployer.ship.registry import PushStats, read_push_stream, uploaded_bytes
 from deployer.ship.registry_api import (
     ManifestReader,
@@ -205,3 +206,20 @@ def test_reader_errors_say_what_failed_and_never_show_secrets(registry: tuple[st
         ManifestReader(Repo(address, "team/x"), {}, insecure=True, timeout=5).manifest("sha256:amd")
     with pytest.raises(RegistryAPIError, match="not reachable"):
         ManifestReader(Repo("127.0.0.1:9", "team/x"), {}, insecure=True, timeout=5).manifest("sha256:amd")
+
+
+@pytest.mark.parametrize("message", ["no basic auth credentials", "unauthorized: authentication required",
+                                     "denied: requested access to the resource is denied"])
+def test_a_refused_push_says_which_registry_to_log_in_to(message: str) -> None:
+    with pytest.raises(LocalError) as caught:
+        read_push_stream(iter([*STREAM[:2], {"errorDetail": {"message": message}, "error": message}]),
+                         "10.213.0.5:5001/team/x:1")
+    assert caught.value.message == f"pushing 10.213.0.5:5001/team/x:1 failed: {message}"
+    assert caught.value.hint is not None and "`docker login 10.213.0.5:5001` on this workstation" in caught.value.hint
+    assert "$DOCKER_CONFIG" in caught.value.hint
+
+
+def test_other_push_failures_keep_the_reachability_hint() -> None:
+    with pytest.raises(LocalError) as caught:
+        read_push_stream(iter([{"error": "blob upload unknown"}]), "10.213.0.5:5000/team/x:1")
+    assert caught.value.hint == "check the registry is reachable from here and `docker login` if it needs auth"
