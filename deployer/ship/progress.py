@@ -133,7 +133,7 @@ class PlainReporter(_Base):
             self._last[host] = now
             line = f"{host}: {p.phase}"
             if p.detail:
-                line += f" {p.detail}"
+                line += f"{':' if p.ok is False else ''} {p.detail}"
             if p.phase == "sending" or not phase:
                 line += f" {_bytes_line(p)}"
             self.stream.write(line.rstrip() + "\n")

@@ -205,7 +205,7 @@ def ship_image(hosts: Sequence[Host], image_ref: str, options: ShipOptions | Non
                 exports.leave()
             _finish(job, pusher, exporter, reporter)
         except DeployError as exc:
-            reporter.done(host.name, False, str(exc).splitlines()[0])
+            reporter.done(host.name, False, str(exc).splitlines()[0].removeprefix(f"{host.name}: "))
             if job.plan is not None and job.lock is not None:
                 _wrap_up(job, "failed", exc)
             else:

@@ -16,3 +16,18 @@ def test_no_speed_or_eta_in_the_first_second_then_the_average() -> None:
     assert eta is not None and 7.9 < eta < 8.1
     p.sent = p.total
     assert p.eta() is None
+
+
+def test_plain_lines_name_a_failure_once() -> None:
+    import io
+
+    from deployer.ship.progress import PlainReporter
+
+    out = io.StringIO()
+    reporter = PlainReporter(out)
+    reporter.phase("gpu01", "sending", "layer 1/2")
+    reporter.done("gpu01", False, "pushing r:5000/x:1 failed: no basic auth credentials")
+    reporter.done("gpu02", True, "tarball: 2/2 layers")
+    lines = out.getvalue().splitlines()
+    assert lines[-2] == "gpu01: failed: pushing r:5000/x:1 failed: no basic auth credentials"
+    assert lines[-1] == "gpu02: done tarball: 2/2 layers"
