@@ -83,8 +83,8 @@ def run_tarball(job: Job, exporter: Exporter | None, reporter: Reporter) -> None
         reporter.phase(name, "verifying", "image id")
         job.verified = install(conn, host.docker, image, staging, mode, exporter.config(), rest,
                                list(got.values()), job.counter)
-    except BaseException as exc:
-        loader.close()
+    except Exception as exc:
+        loader.close()  # Ctrl-C does not wait for a load in progress: the next ship cleans up
         if not getattr(exc, "transient", False):
             remove_partials(conn, host.docker, staging)  # the verified blobs stay for the next attempt
         raise
