@@ -3,6 +3,7 @@ under the test's control."""
 from __future__ import annotations
 
 import io
+import itertools
 import uuid
 from typing import Any
 
@@ -25,3 +26,16 @@ def remove_image(client: docker.DockerClient, ref: str) -> None:
         client.images.remove(ref, force=True)
     except docker.errors.NotFound:
         pass
+
+
+def pushed_layers_match(bytes_sent: int, layers: list[dict[str, Any]], stored_before: set[str]) -> bool:
+    """True when bytes_sent is the compressed size of some of the manifest's LAYERS, including every
+    one the registry did not hold before the push.
+
+    Layers it already held may travel too: a daemon that forgot it pushed a blob (its push metadata
+    gone, e.g. after scripts/bench) uploads it again and the registry keeps one copy, so storage
+    alone cannot tell whether they crossed the wire."""
+    must = sum(d["size"] for d in layers if d["digest"] not in stored_before)
+    optional = [d["size"] for d in layers if d["digest"] in stored_before]
+    return any(must + sum(combo) == bytes_sent
+               for k in range(len(optional) + 1) for combo in itertools.combinations(optional, k))
