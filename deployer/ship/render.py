@@ -35,13 +35,19 @@ def plan_commands(plan: ShipPlan, host: Host) -> list[tuple[str, ...]]:
     for i in plan.missing:
         digest = f"sha256:<{codec} blob of layer {i + 1}>"
         final = cmd.blob_path(staging, digest, codec)
-        out.append(cmd.receive_argv(cmd.partial_path(staging, digest, codec), final, digest, 0))
+        receive = cmd.receive_argv(cmd.partial_path(staging, digest, codec), final, digest, 0)
+        out.append((*receive[:-1], "<blob bytes>"))
         files.append(ld.LoadFile(plan.diff_ids[i], final, 0))
     # layers register as they land: each run of staged layers loads as a stand-in image
     # (stdin: the tar head), and the last one with the real config; then install verifies and tags
-    out.append(ld.load_argv(docker, head, mode, 0, files[:1]))
+    load = list(ld.load_argv(docker, head, mode, 0, files[:1]))
+    load[6], load[9] = HEAD_BLOCKS, "<tar padding>"
+    out.append(tuple(load))
     out.append(_install_preview(docker, head, plan, staging, mode, files))
     return out
+
+
+HEAD_BLOCKS = "<tar head blocks>"
 
 
 def _install_preview(docker: tuple[str, ...], head: str, plan: ShipPlan, staging: str, mode: str,
@@ -50,7 +56,7 @@ def _install_preview(docker: tuple[str, ...], head: str, plan: ShipPlan, staging
     names = [posixpath.basename(f.src) for f in files]
     argv = list(ld.install_argv(docker, head, plan.image_id, plan.ref, staging, cmd.blob_dir(staging),
                                 ["0" * 64 + ".zst"] * len(files), mode, 0, []))
-    argv[9] = " ".join(names)
+    argv[9], argv[11] = " ".join(names), HEAD_BLOCKS
     return tuple(argv)
 
 

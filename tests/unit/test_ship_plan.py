@@ -146,12 +146,14 @@ def test_render_tarball_commands() -> None:
     blob3 = "/stage/blobs/sha256/<zstd blob of layer 3>.zst"
     assert argvs[0] == cmd.prepare_argv("/stage")  # one listing instead of a stat per blob
     # each blob is appended from the host's offset and hashed as it lands
-    assert argvs[1] == cmd.receive_argv(blob3 + ".partial", blob3, "sha256:<zstd blob of layer 3>", 0)
+    receive = cmd.receive_argv(blob3 + ".partial", blob3, "sha256:<zstd blob of layer 3>", 0)
+    assert argvs[1] == (*receive[:-1], "<blob bytes>")  # sizes and digests are known once compressed
     receives = [a for a in argvs if a[:3] == cmd.receive_argv("x", "y", "z", 0)[:3]]
     assert len(receives) == 2
     # layers register as they land (stdin: the tar head), the host decompresses zstd
     head = f"/stage/load-{'f' * 16}.head"
-    assert argvs[3][:9] == ld.load_argv(("docker",), head, "zstd", 0, [])[:7] + ("1", blob3)
+    assert argvs[3][:10] == ld.load_argv(("docker",), head, "zstd", 0, [])[:6] + (
+        "<tar head blocks>", "1", blob3, "<tar padding>")
     install = argvs[-1]
     assert install[4:8] == (head, IMAGE.id, "trainer:v3", f"{ld.PARTIAL_LABEL}=/stage")
     assert install[9] == "<zstd blob of layer 3>.zst <zstd blob of layer 4>.zst"  # cleaned after the load
