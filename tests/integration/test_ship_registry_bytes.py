@@ -87,6 +87,7 @@ def test_bytes_sent_is_the_compressed_size_of_the_uploaded_layers(testbed: Testb
     sent = sorted(records[h]["bytes_sent"] for h in HOSTS)
     assert sent[0] == 0, records
     assert pushed_layers_match(sent[1], manifest["layers"], before), (sent, manifest, before)
-    # the fresh layer compresses well, and what was charged counts it compressed, never raw
-    assert raw > 2_600_000 and compressed < 0.5 * raw and sent[1] < raw, (sent, compressed, raw)
+    # what was charged counts layers compressed, never raw (on an empty registry the uploaded
+    # layers include busybox's, which compresses only to about half)
+    assert raw > 2_600_000 and compressed < 0.75 * raw and sent[1] < raw, (sent, compressed, raw)
     assert tx >= 0.97 * sent[1], (tx, sent)  # what we report did cross the uplink
