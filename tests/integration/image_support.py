@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import itertools
 import uuid
+from pathlib import Path
 from typing import Any
 
 import docker
@@ -39,3 +40,11 @@ def pushed_layers_match(bytes_sent: int, layers: list[dict[str, Any]], stored_be
     optional = [d["size"] for d in layers if d["digest"] in stored_before]
     return any(must + sum(combo) == bytes_sent
                for k in range(len(optional) + 1) for combo in itertools.combinations(optional, k))
+
+
+def registry_blobs(registry_dir: Path) -> set[str]:
+    """Digests of every blob in a testbed registry's filesystem storage (none before its first push)."""
+    data = registry_dir / "data"
+    assert data.is_dir(), f"registry storage not found at {data}"
+    root = data / "docker" / "registry" / "v2" / "blobs" / "sha256"
+    return {f"sha256:{p.name}" for p in root.glob("*/*") if (p / "data").is_file()}

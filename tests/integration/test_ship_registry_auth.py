@@ -26,6 +26,7 @@ from tests.conftest import REPO, Testbed, _deploy_argv
 from tests.integration.image_support import (
     build_random,
     pushed_layers_match,
+    registry_blobs,
     remove_image,
 )
 
@@ -66,12 +67,6 @@ def secrets(testbed: Testbed) -> list[str]:
     """The password, and the base64 `auth` form it takes in a Docker config."""
     user, password = testbed.registry_login()
     return [password, base64.b64encode(f"{user}:{password}".encode()).decode()]
-
-
-def registry_blobs(testbed: Testbed) -> set[str]:
-    """Digests of every blob in registry-auth's storage."""
-    root = testbed.paths.registry_auth / "data" / "docker" / "registry" / "v2" / "blobs" / "sha256"
-    return {f"sha256:{p.name}" for p in root.glob("*/*") if (p / "data").is_file()}
 
 
 class CmdlineWatch(threading.Thread):
@@ -164,7 +159,7 @@ def test_the_registry_wants_the_login(testbed: Testbed) -> None:
 def test_ship_through_a_registry_with_a_login(testbed: Testbed, auth_env: dict[str, str], host_login: None,
                                               fresh_image: tuple[Any, str]) -> None:
     image, tag = fresh_image
-    before = registry_blobs(testbed)
+    before = registry_blobs(testbed.paths.registry_auth)
     watch = CmdlineWatch(secrets(testbed), testbed.registry_auth)
     watch.start()
     try:

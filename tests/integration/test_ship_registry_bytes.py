@@ -19,18 +19,15 @@ import pytest
 import requests
 
 from tests.conftest import DeployRunner, Testbed
-from tests.integration.image_support import pushed_layers_match, remove_image
+from tests.integration.image_support import (
+    pushed_layers_match,
+    registry_blobs,
+    remove_image,
+)
 
 SAMPLE = "deployer-testbed/sample:latest"
 MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
 HOSTS = ("gpu01", "gpu02")
-
-
-def registry_blobs(testbed: Testbed) -> set[str]:
-    """Digests of every blob in the testbed registry's filesystem storage."""
-    root = Path(testbed.paths.registry) / "data" / "docker" / "registry" / "v2" / "blobs" / "sha256"
-    assert root.is_dir(), f"registry storage not found at {root}"
-    return {f"sha256:{p.name}" for p in root.glob("*/*") if (p / "data").is_file()}
 
 
 def registry_get(testbed: Testbed, repo: str, what: str, accept: str | None = None) -> requests.Response:
@@ -60,7 +57,7 @@ def fresh_image(testbed: Testbed) -> Any:
 def test_bytes_sent_is_the_compressed_size_of_the_uploaded_layers(testbed: Testbed, deploy_cli: DeployRunner,
                                                                    fresh_image: Any) -> None:
     image, tag = fresh_image
-    before = registry_blobs(testbed)
+    before = registry_blobs(Path(testbed.paths.registry))
     tx_before = testbed.uplink_bytes()[0]
     # --lock-wait: another ship to these hosts (a parallel test run) must not fail this one
     code, out, err = deploy_cli("ship", "--host", ",".join(HOSTS), "--image", tag, "--via", "registry", "--json",
