@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from tests.conftest import REPO, Testbed, _deploy_argv
+from tests.integration.cli_support import deploy, inventory_with
 
 BASE = "deployer-testbed/busybox:latest"
 
@@ -31,17 +31,6 @@ def ship_env(testbed: Testbed, tmp_path_factory: pytest.TempPathFactory) -> dict
     cache = tmp_path_factory.mktemp("blob-cache")
     return {**testbed.env(), "DEPLOYER_CACHE_DIR": str(cache), "DEPLOYER_RETRY_BUDGET": "60",
             "DEPLOYER_DEAD_LINK_S": "5"}
-
-
-def deploy(env: dict[str, str], *args: str, timeout: float = 180) -> tuple[int, Any, str]:
-    """Run `deploy ... --json`; (exit code, parsed JSON or raw stdout, stderr)."""
-    proc = subprocess.run([*_deploy_argv(), *args], capture_output=True, text=True, timeout=timeout, env=env,
-                          cwd=str(REPO), check=False)
-    try:
-        out: Any = json.loads(proc.stdout)
-    except ValueError:
-        out = proc.stdout
-    return proc.returncode, out, proc.stderr
 
 
 def build(testbed: Testbed, tag: str, layers_mb: list[float], base: str = BASE) -> Any:
@@ -286,29 +275,12 @@ def test_two_concurrent_ships_to_one_host(faults: Testbed, ship_env: dict[str, s
     assert not Path(testbed.hosts["cpu01"].staging_dir, "lock").exists()
 
 
-def _inventory_with(testbed: Testbed, tmp_path: Path, host: str, **vars: str) -> str:
-    data = yaml.safe_load(Path(testbed.inventory).read_text())
-
-    def patch(node: Any) -> None:
-        if isinstance(node, dict):
-            for key, value in node.items():
-                if key == "hosts" and isinstance(value, dict) and host in value:
-                    value[host] = {**(value[host] or {}), **vars}
-                else:
-                    patch(value)
-
-    patch(data)
-    path = tmp_path / "inventory.yml"
-    path.write_text(yaml.safe_dump(data))
-    return str(path)
-
-
 def test_staging_too_small_fails_before_sending(testbed: Testbed, ship_env: dict[str, str], tmp_path: Path) -> None:
     ref = tag("tiny")
     build(testbed, ref, [4])
     small = Path(testbed.state) / "shiptest-tmpfs" / uuid.uuid4().hex[:6]
     with testbed.tmpfs(small, "1m"):
-        inv = _inventory_with(testbed, tmp_path, "airgap01", deploy_staging_dir=str(small / "staging"))
+        inv = inventory_with(testbed, tmp_path, "airgap01", deploy_staging_dir=str(small / "staging"))
         code, out, _err = deploy({**ship_env, "DEPLOY_INVENTORY": inv}, "ship", "--host", "airgap01",
                                 "--image", ref, "--json", "--lock-wait", "120")
         assert code == 1
@@ -353,7 +325,7 @@ def test_untrusted_host_key_refused_and_nothing_changed(testbed: Testbed, ship_e
     image = build(testbed, ref, [1])
     empty = tmp_path / "known_hosts"
     empty.write_text("")
-    inv = _inventory_with(testbed, tmp_path, "gpu01", deploy_known_hosts=str(empty))
+    inv = inventory_with(testbed, tmp_path, "gpu01", deploy_known_hosts=str(empty))
     history = Path(testbed.hosts["gpu01"].staging_dir, "history.jsonl")
     before = history.read_bytes() if history.exists() else b""
     code, out, _err = deploy({**ship_env, "DEPLOY_INVENTORY": inv}, "ship", "--host", "gpu01,airgap01",

@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import subprocess
 import threading
 import uuid
 from collections.abc import Iterator
@@ -20,9 +19,9 @@ from typing import Any
 
 import pytest
 import requests
-import yaml
 
-from tests.conftest import REPO, Testbed, _deploy_argv
+from tests.conftest import Testbed
+from tests.integration.cli_support import deploy, inventory_with
 from tests.integration.image_support import (
     build_random,
     pushed_layers_match,
@@ -32,35 +31,6 @@ from tests.integration.image_support import (
 
 HOST = "gpu01"
 MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
-
-
-def deploy(env: dict[str, str], *args: str, timeout: float = 120) -> tuple[int, Any, str]:
-    """Run `deploy ...`; (exit code, parsed JSON or raw stdout, stderr)."""
-    proc = subprocess.run([*_deploy_argv(), *args], capture_output=True, text=True, timeout=timeout, env=env,
-                          cwd=str(REPO), check=False)
-    try:
-        out: Any = json.loads(proc.stdout)
-    except ValueError:
-        out = proc.stdout
-    return proc.returncode, out, proc.stderr
-
-
-def inventory_with(testbed: Testbed, tmp_path: Path, host: str, **vars: str) -> str:
-    """A copy of the testbed's inventory with extra vars on one host."""
-    data = yaml.safe_load(Path(testbed.inventory).read_text())
-
-    def patch(node: Any) -> None:
-        if isinstance(node, dict):
-            for key, value in node.items():
-                if key == "hosts" and isinstance(value, dict) and host in value:
-                    value[host] = {**(value[host] or {}), **vars}
-                else:
-                    patch(value)
-
-    patch(data)
-    path = tmp_path / "inventory.yml"
-    path.write_text(yaml.safe_dump(data))
-    return str(path)
 
 
 def secrets(testbed: Testbed) -> list[str]:
