@@ -116,9 +116,7 @@ class ManifestReader:
             url = f"{base}/v2/{self.repo.path}/manifests/{reference}"
             try:
                 return self._get(url, verify)
-            except requests.exceptions.SSLError as exc:
-                last = exc
-            except requests.exceptions.ConnectionError as exc:
+            except requests.exceptions.ConnectionError as exc:  # SSLError included
                 last = exc
         raise RegistryAPIError(f"{self.repo.index} not reachable over {' or '.join(b for b, _ in self._bases)}: "
                                f"{type(last).__name__}")
@@ -133,15 +131,7 @@ class ManifestReader:
                 self._auth_header = self._answer(res.headers.get("WWW-Authenticate", ""), verify)
                 res = self._session.get(url, headers={**headers, **self._auth_header}, timeout=self.timeout,
                                         verify=verify)
-        if res.status_code != 200:
-            raise RegistryAPIError(f"GET {url} answered HTTP {res.status_code}")
-        try:
-            body = res.json()
-        except ValueError as exc:
-            raise RegistryAPIError(f"GET {url} did not answer JSON") from exc
-        if not isinstance(body, dict):
-            raise RegistryAPIError(f"GET {url} answered {type(body).__name__}, not a manifest")
-        return body
+        return _json_object(res, f"GET {url}")
 
     def _answer(self, challenge: str, verify: bool) -> dict[str, str]:
         """The Authorization header for a 401 challenge (basic, or a bearer token from the realm)."""
@@ -161,16 +151,24 @@ class ManifestReader:
         else:
             auth = (user, password) if user and password else None
             res = self._session.get(params["realm"], params=query, auth=auth, timeout=self.timeout, verify=verify)
-        if res.status_code != 200:
-            raise RegistryAPIError(f"token request to {params['realm']} answered HTTP {res.status_code}")
-        try:
-            body = res.json()
-        except ValueError as exc:
-            raise RegistryAPIError(f"token from {params['realm']} was not JSON") from exc
-        token = (body.get("token") or body.get("access_token")) if isinstance(body, dict) else None
+        body = _json_object(res, f"token request to {params['realm']}")
+        token = body.get("token") or body.get("access_token")
         if not token:
             raise RegistryAPIError(f"{params['realm']} gave no token")
         return {"Authorization": f"Bearer {token}"}
+
+
+def _json_object(res: requests.Response, what: str) -> dict[str, Any]:
+    """The JSON object an HTTP 200 answer carries; RegistryAPIError for anything else."""
+    if res.status_code != 200:
+        raise RegistryAPIError(f"{what} answered HTTP {res.status_code}")
+    try:
+        body = res.json()
+    except ValueError as exc:
+        raise RegistryAPIError(f"{what} did not answer JSON") from exc
+    if not isinstance(body, dict):
+        raise RegistryAPIError(f"{what} answered {type(body).__name__}, not a JSON object")
+    return body
 
 
 def image_manifest(reader: ManifestReader, digest: str, config_digest: str) -> dict[str, Any]:
