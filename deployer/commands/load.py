@@ -17,31 +17,23 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import tarfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-BLOCK = 512
+from deployer.local.tarball import (
+    BLOCK,
+    layer_path,
+    load_manifest,
+    tar_header,
+    tar_member,
+)
+
 PARTIAL_LABEL = "io.deployer.partial"
 MODES = ("zstd", "gzip", "link")  # link: the blob goes in as is (Docker reads that codec itself)
 _BLOB_NAME = re.compile(r"^[0-9a-f]{64}\.(zst|gz)$")
 
 
-# -- the tar head (pure) ----------------------------------------------------------------------
-
-def layer_name(diff_id: str) -> str:
-    return f"{diff_id.split(':', 1)[-1]}/layer.tar"
-
-
-def _header(name: str, size: int) -> bytes:
-    info = tarfile.TarInfo(name)
-    info.size, info.mode, info.mtime = size, 0o644, 0
-    return info.tobuf(format=tarfile.USTAR_FORMAT)  # ValueError from 8 GiB on: ustar cannot say it
-
-
-def _member(name: str, data: bytes) -> bytes:
-    return _header(name, len(data)) + data + b"\0" * (-len(data) % BLOCK)
-
+# -- the tar head (pure; tar pieces shared with deployer.local.tarball) ------------------------
 
 def partial_config(os: str, architecture: str, diff_ids: Sequence[str], staging: str) -> bytes:
     """The config of a stand-in image that holds the first layers while the rest arrive."""
@@ -73,10 +65,8 @@ def load_head(config: bytes, diff_ids: Sequence[str], files: Sequence[LoadFile])
     The image is `diff_ids` with `config`; `files` are the layers the tar carries, in order.
     """
     cfg_name = f"{config_id(config)[7:]}.json"
-    manifest = json.dumps([{"Config": cfg_name, "RepoTags": None, "Layers": [layer_name(d) for d in diff_ids]}],
-                          separators=(",", ":")).encode()
-    head = _member("manifest.json", manifest) + _member(cfg_name, config)
-    headers = b"".join(_header(layer_name(f.diff_id), f.size) for f in files)
+    head = tar_member("manifest.json", load_manifest(cfg_name, diff_ids)) + tar_member(cfg_name, config)
+    headers = b"".join(tar_header(layer_path(f.diff_id), f.size) for f in files)
     return head + headers, len(head) // BLOCK
 
 

@@ -51,17 +51,18 @@ def config_path(image: ImageInfo) -> str:
 
 def manifest_json(image: ImageInfo, repo_tags: Sequence[str]) -> bytes:
     """The docker-load manifest for one image (every layer listed, present in the tar or not)."""
-    manifest = [
-        {
-            "Config": config_path(image),
-            "RepoTags": list(repo_tags) or None,
-            "Layers": [layer_path(d) for d in image.diff_ids],
-        }
-    ]
+    return load_manifest(config_path(image), image.diff_ids, repo_tags)
+
+
+def load_manifest(config_name: str, diff_ids: Sequence[str], repo_tags: Sequence[str] = ()) -> bytes:
+    """A docker-load manifest.json for the config file CONFIG_NAME over these layers."""
+    manifest = [{"Config": config_name, "RepoTags": list(repo_tags) or None,
+                 "Layers": [layer_path(d) for d in diff_ids]}]
     return json.dumps(manifest, separators=(",", ":")).encode()
 
 
-def _header(name: str, size: int, directory: bool = False) -> bytes:
+def tar_header(name: str, size: int, directory: bool = False) -> bytes:
+    """A ustar header (mode 644/755, mtime 0); ValueError from 8 GiB on, which ustar cannot say."""
     info = tarfile.TarInfo(name)
     info.size = 0 if directory else size
     info.type = tarfile.DIRTYPE if directory else tarfile.REGTYPE
@@ -74,8 +75,9 @@ def _pad(size: int) -> bytes:
     return b"\0" * (-size % BLOCK)
 
 
-def _file(name: str, data: bytes) -> bytes:
-    return _header(name, len(data)) + data + _pad(len(data))
+def tar_member(name: str, data: bytes) -> bytes:
+    """A whole tar member: header, data, padding to the block."""
+    return tar_header(name, len(data)) + data + _pad(len(data))
 
 
 class Writable(Protocol):
@@ -111,15 +113,15 @@ def load_stream_parts(
     stray = set(by_diff) - set(image.diff_ids)
     if stray:
         raise ValueError(f"not layers of {image.ref}: {sorted(stray)}")
-    raw = _file("manifest.json", manifest_json(image, repo_tags))
-    raw += _file(config_path(image), config)
+    raw = tar_member("manifest.json", manifest_json(image, repo_tags))
+    raw += tar_member(config_path(image), config)
     parts: list[Part] = []
     for diff_id in dict.fromkeys(image.diff_ids):  # a repeated layer is stored once
         layer = by_diff.get(diff_id)
         if layer is None:
             continue
         d = layer_path(diff_id)
-        raw += _header(d.rsplit("/", 1)[0] + "/", 0, directory=True) + _header(d, layer.raw_size)
+        raw += tar_header(d.rsplit("/", 1)[0] + "/", 0, directory=True) + tar_header(d, layer.raw_size)
         parts.append(Part(compress_bytes(codec, level, raw)))
         parts.append(Part(blob=layer))
         raw = _pad(layer.raw_size)
