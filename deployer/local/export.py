@@ -329,7 +329,7 @@ class Exporter:
             return  # not wanted: the caller skips its bytes
         writers = self._writers(codecs, diff_id, raw_size)
         try:
-            actual, total = self._pipe(chunks, writers, wanted=diff_id)
+            actual, total = self._pipe(chunks, writers, wanted=(diff_id, codecs))
         except _Dropped:
             log.info("stopped compressing layer %s of %s: no host needs it", diff_id[:19], self.image.ref)
             return  # the writers were aborted; a docker save stream skips the rest of the member
@@ -371,18 +371,19 @@ class Exporter:
 
     def _pipe(
         self, chunks: Iterator[bytes], writers: list[tuple[BlobWriter, Compressor]], spool: BlobWriter | None = None,
-        wanted: str | None = None,
+        wanted: tuple[str, list[str]] | None = None,
     ) -> tuple[str, int]:
         """Hash raw chunks and feed them to every compressor; returns (sha256 digest, raw bytes).
 
-        WANTED: the layer's diff id, to stop (_Dropped) as soon as no one wants it any more."""
+        WANTED: the layer's diff id and codecs, to stop (_Dropped) as soon as no one wants it any more
+        (a dict lookup per chunk: narrow() replaces self.wanted whole, so no lock is needed)."""
         h = hashlib.sha256()
         total = 0
         try:
             for raw in chunks:
                 if self._cancel.is_set():
                     raise _Cancelled()
-                if wanted is not None and not self._pending(wanted):
+                if wanted is not None and not any(wanted[0] in self.wanted.get(c, ()) for c in wanted[1]):
                     raise _Dropped()
                 h.update(raw)
                 total += len(raw)

@@ -76,14 +76,13 @@ class ExportPool:
             return self._start({codec: wanted})
 
     def _start_wave(self, wanted: dict[str, set[str]]) -> None:
-        head, self._head_start = self._head_start, None
+        head = self._head_start
         codec = next(iter(head.wanted), None) if head is not None else None
         if head is not None and codec in wanted and head.narrow(codec, wanted[codec]):
+            self._head_start = None
             self.exporters.append(head)  # the wave's export already has a head start
             wanted = {c: ids for c, ids in wanted.items() if c != codec}
-        elif head is not None:
-            self._head_start = head
-            self._drop_head_start()
+        self._drop_head_start()
         if wanted:
             self._start(wanted)
 

@@ -60,7 +60,7 @@ class LayerLoader:
         if self._thread is not None and self._thread.ident is not None:
             self._thread.join()
 
-    def staged_upto(self, start: int) -> int:
+    def _staged_upto(self, start: int) -> int:
         """End of the run of layers from START whose blobs are staged (or that the host has)."""
         diff_ids = self._image.diff_ids
         end = start
@@ -72,8 +72,8 @@ class LayerLoader:
         n = len(self._image.diff_ids)
         while self.next < n:
             with self._cond:
-                self._cond.wait_for(lambda: self._closed or self.staged_upto(self.next) > self.next)
-                end = self.staged_upto(self.next)
+                self._cond.wait_for(lambda: self._closed or self._staged_upto(self.next) > self.next)
+                end = self._staged_upto(self.next)
                 if end == self.next:
                     return  # closed, nothing more to load
                 blobs = dict(self._staged)

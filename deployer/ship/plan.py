@@ -122,16 +122,14 @@ def make_plan(
     codec = pick_codec(host.name, getattr(docker, "server_version", "") or "",
                        frozenset(getattr(facts, "decompressors", ())), force_codec)
     raw = layer_bytes_bound(history_sizes, n, len(missing))
-    # compressed size <= raw (plus frame overhead): bound the staged blobs by raw; docker load
-    # unpacks its input (the layers, decompressed on the way when the host decompresses) to
-    # <root>/tmp, then registers them
-    staged = raw
-    load_input = raw
+    # the staged blobs are compressed (<= raw, plus frame overhead); docker load unpacks its input
+    # (the layers, decompressed on the way when the host decompresses) to <root>/tmp, then
+    # registers them
     return ShipPlan(
         **base, route=route, via="tarball", reason=reason, missing=missing, codec=codec,
         full_transfer=full, raw_bytes=raw,
-        staging_need=staged + MARGIN if missing else 0,
-        docker_need=load_input + raw + MARGIN if missing else 0,
+        staging_need=raw + MARGIN if missing else 0,
+        docker_need=2 * raw + MARGIN if missing else 0,
     )
 
 

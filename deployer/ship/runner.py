@@ -234,8 +234,8 @@ def _head_start(hosts: Sequence[Host], image: ImageInfo, options: ShipOptions,
                 client: docker.DockerClient) -> Exporter | None:
     """Start exporting every layer while the hosts are connected and planned, if some host will
     surely take the tarball route (the pool narrows it to what they lack, or cancels it)."""
-    if not any((options.via or h.via) == "tarball" or ((options.via or h.via) == "auto" and not h.registry)
-               for h in hosts):
+    vias = ((options.via or h.via, h) for h in hosts)
+    if not any(via == "tarball" or (via == "auto" and not h.registry) for via, h in vias):
         return None
     return Exporter(image, {options.codec or "zstd": set(image.diff_ids)}, level=options.level, client=client).start()
 
