@@ -89,7 +89,7 @@ class Exporter:
 
     # ---- public API -------------------------------------------------------------------
     def start(self) -> Exporter:
-        """Take what the cache has; run one background `docker save` if anything is missing."""
+        """Take what the cache has; read what is missing in the background (store, else docker save)."""
         if self._thread is not None or self._done:
             return self  # already started
         for codec, ids in self.wanted.items():
@@ -110,9 +110,9 @@ class Exporter:
     def narrow(self, codec: str, keep: set[str] | frozenset[str]) -> bool:
         """Produce exactly KEEP's `codec` blobs from now on (a head start learns what hosts need).
 
-        The layer being compressed now is finished and blobs already made stay available. Layers
-        of KEEP this export was not making are taken from the cache; False (nothing changed) when
-        the cache no longer has one."""
+        A layer being compressed that KEEP drops is abandoned; blobs already made stay available.
+        Layers of KEEP this export was not making are taken from the cache; False (nothing
+        changed) when the cache no longer has one."""
         with self._cond:
             made = {d for (c, d) in self._blobs if c == codec}
             extra = set(keep) - self.wanted.get(codec, frozenset()) - made
