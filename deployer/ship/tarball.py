@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
@@ -155,7 +154,3 @@ def tag_and_verify(conn: HostConn, docker: tuple[str, ...], source: str, ref: st
     """Tag SOURCE as REF, then check REF resolves to image_id on the host."""
     res = conn.run(cmd.tag_verify_argv(docker, source, ref), what=f"docker tag {ref}", timeout=60)
     return res.stdout.strip() == image_id
-
-
-def elapsed(start: float) -> float:
-    return time.monotonic() - start
