@@ -94,7 +94,7 @@ class Exporter:
             return self  # already started
         for codec, ids in self.wanted.items():
             for diff_id in ids:
-                blob = self.cache.lookup(diff_id, codec, codec_level(codec, self.level))
+                blob = self.cached(diff_id, codec)
                 if blob is not None:
                     self._add(blob)
         self._config = self.cache.get_config(self.image.id)
@@ -107,6 +107,10 @@ class Exporter:
         self._thread.start()
         return self
 
+    def cached(self, diff_id: str, codec: str) -> Blob | None:
+        """The blob of this layer in the local cache at this export's level, if it is there."""
+        return self.cache.lookup(diff_id, codec, codec_level(codec, self.level))
+
     def narrow(self, codec: str, keep: set[str] | frozenset[str]) -> bool:
         """Produce exactly KEEP's `codec` blobs from now on (a head start learns what hosts need).
 
@@ -116,7 +120,7 @@ class Exporter:
         with self._cond:
             made = {d for (c, d) in self._blobs if c == codec}
             extra = set(keep) - self.wanted.get(codec, frozenset()) - made
-            cached = {d: self.cache.lookup(d, codec, codec_level(codec, self.level)) for d in extra}
+            cached = {d: self.cached(d, codec) for d in extra}
             if any(blob is None for blob in cached.values()):
                 return False
             self.wanted = {**self.wanted, codec: frozenset(keep) | frozenset(made)}
@@ -139,7 +143,7 @@ class Exporter:
         """The compressed blob of one layer; blocks until ready, raises the export's error."""
         key = (codec, diff_id)
         if diff_id not in self.wanted.get(codec, ()):
-            cached = self.cache.lookup(diff_id, codec, codec_level(codec, self.level))
+            cached = self.cached(diff_id, codec)
             if cached is None:
                 raise ValueError(f"{codec} blob of {diff_id} was not requested from this Exporter")
             return cached
