@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -82,12 +82,19 @@ def run_tarball(job: Job, exporter: Exporter | None, reporter: Reporter) -> None
                                                    frozenset(plan.missing), got, staging, mode)
         reporter.phase(name, "verifying", "image id")
         job.verified = install(conn, host.docker, image, staging, mode, exporter.config(), rest,
-                               list(got.values()), job.counter)
+                               _staged_blobs(exporter, codec.name, image.diff_ids, got), job.counter)
     except Exception as exc:
         loader.close()  # Ctrl-C does not wait for a load in progress: the next ship cleans up
         if not getattr(exc, "transient", False):
             remove_partials(conn, host.docker, staging)  # the verified blobs stay for the next attempt
         raise
+
+
+def _staged_blobs(exporter: Exporter, codec: str, diff_ids: Sequence[str], got: dict[str, Blob]) -> list[Blob]:
+    """The blobs install removes from staging: this ship's, and those of the image's other layers
+    that an earlier, killed ship staged and loaded (the local cache knows their names)."""
+    others = (exporter.cached(d, codec) for d in diff_ids if d not in got)
+    return [*got.values(), *(b for b in others if b is not None)]
 
 
 def run_registry(job: Job, pusher: Pusher, reporter: Reporter) -> None:

@@ -168,6 +168,43 @@ def test_reship_sends_only_the_changed_top_layer(testbed: Testbed, ship_env: dic
     assert host_image_id(testbed, "gpu02", v2) == image2.id
 
 
+def test_a_killed_ship_leaves_stand_ins_that_the_next_ship_reuses_and_removes(faults: Testbed,
+                                                                              ship_env: dict[str, str]) -> None:
+    """Layers registered while later ones were in flight stay held by stand-in images when deploy is
+    SIGKILLed; the next ship does not send them again, then removes the stand-ins and every staged blob."""
+    testbed = faults
+    ref = tag("killed")
+    image = build(testbed, ref, [12, 12, 12])
+    host = testbed.docker("gpu02")
+
+    def stand_ins() -> list[Any]:
+        return host.images.list(filters={"label": f"io.deployer.partial={testbed.hosts['gpu02'].staging_dir}"})
+
+    blobs = Path(testbed.hosts["gpu02"].staging_dir, "blobs", "sha256")
+    before = set(blobs.iterdir()) if blobs.is_dir() else set()  # other tests' kept blobs stay
+    testbed.throttle("gpu02", "40mbit")  # ~5 MB/s: the kill lands after the first layers registered
+    proc = subprocess.Popen([*_deploy_argv(), "ship", "--host", "gpu02", "--via", "tarball", "--image", ref,
+                             "--lock-wait", "120"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=ship_env, cwd=str(REPO))
+    try:
+        deadline = time.monotonic() + 60
+        while len(stand_ins()) < 2 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+        assert len(stand_ins()) >= 2, "no layers were registered while the rest were in flight"
+    finally:
+        proc.kill()
+        proc.wait()
+    testbed.throttle("gpu02", None)
+    code, out, err = deploy(ship_env, "ship", "--host", "gpu02", "--via", "tarball", "--image", ref, "--json",
+                            "--break-lock")
+    assert code == 0, err
+    rec = one(out, "gpu02")
+    assert rec["ok"] and rec["verified"] and host_image_id(testbed, "gpu02", ref) == image.id
+    assert rec["layers_sent"] < 4  # the id layer and the random layers the stand-ins hold were not sent again
+    assert stand_ins() == []
+    assert set(blobs.iterdir()) <= before, "staged blobs of the image were left behind"
+
+
 def test_resume_after_cut_and_heal(faults: Testbed, ship_env: dict[str, str]) -> None:
     testbed = faults
     ref = tag("cut")
