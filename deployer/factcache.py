@@ -9,7 +9,7 @@ import json
 import os
 import tempfile
 import threading
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ def save(host: str, facts: dict[str, Any], path: Path | None = None) -> None:
     path = path or cache_path()
     with _lock:
         data = load(path)
-        data[host] = {**facts, "checked_at": datetime.now(UTC).isoformat(timespec="seconds")}
+        data[host] = {**facts, "checked_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".facts.")
         with os.fdopen(fd, "w") as fh:

@@ -9,7 +9,7 @@ import json
 import os
 import socket
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from typing import Any
 
 from deployer.transport.session import Session
@@ -39,7 +39,7 @@ def record(action: str, *, image: str | None = None, image_id: str | None = None
     """A history record (pure)."""
     rec: dict[str, Any] = {
         "id": uuid.uuid4().hex,
-        "time": datetime.now(UTC).isoformat(timespec="seconds"),
+        "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "user": who(),
         "action": action,
         "image": image,

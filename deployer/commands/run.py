@@ -9,7 +9,7 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from typing import Any
 
 from deployer.runs.spec import RunSpec, Volume
@@ -162,7 +162,7 @@ def parse_time(value: str | None) -> datetime | None:
     frac = (m.group(2) or ".0")[:7]
     tz = "+00:00" if m.group(3) == "Z" else m.group(3)
     try:
-        return datetime.fromisoformat(m.group(1) + frac.ljust(7, "0") + tz).astimezone(UTC)
+        return datetime.fromisoformat(m.group(1) + frac.ljust(7, "0") + tz).astimezone(timezone.utc)
     except ValueError:
         return None
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from typing import Any
 
 from deployer.errors import DeployError
@@ -88,7 +88,7 @@ def run_steps(host: Host, spec: RunSpec, image_id: str | None, *, now: datetime 
 
     p = prepare([host], spec)[host.name]
     ready = Ready(host, image_id or "<image id after the build>")
-    labels = labels_for(spec, name=p.name, ready=ready, now=now or datetime.now(UTC))
+    labels = labels_for(spec, name=p.name, ready=ready, now=now or datetime.now(timezone.utc))
     env_path = env_path_for(host, p.name, "<random>") if p.env else None
     steps: list[Step] = [((*host.docker, "image", "inspect", "--", spec.image), "preflight (read only)")]
     if spec.replace:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import signal
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from typing import Any
 
 from rich.console import Group, RenderableType
@@ -54,7 +54,7 @@ def exit_text(code: int | None) -> str:
 
 def status_rows(statuses: Sequence[HostStatus], now: datetime | None = None) -> list[list[str]]:
     """One row per container; one row per host that could not be asked (with the reason)."""
-    now = now or datetime.now(UTC)
+    now = now or datetime.now(timezone.utc)
     rows: list[list[str]] = []
     for hs in statuses:
         if not hs.reachable or hs.error:

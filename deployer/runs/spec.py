@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 
 from deployer.errors import SpecError
 from deployer.runs.gpus import GpuRequest, parse_gpus
@@ -145,7 +145,7 @@ def check_name(name: str) -> str:
 
 def default_name(image: str, now: datetime | None = None) -> str:
     """A name from the image's repository and the UTC time: trainer:v3 -> trainer-20261129-153012."""
-    now = now or datetime.now(UTC)
+    now = now or datetime.now(timezone.utc)
     ref = image.split("@", 1)[0]
     repo = ref.rsplit("/", 1)[-1].split(":", 1)[0]
     base = re.sub(r"[^a-zA-Z0-9_.-]+", "-", repo).strip("-._") or "run"

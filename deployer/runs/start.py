@@ -6,7 +6,7 @@ import shlex
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import BinaryIO
 
@@ -141,7 +141,7 @@ def start(hosts: list[Host], spec: Specs, *, parallel: int = 8, attach: bool = F
         if failed:
             note = f"preflight passed, but nothing was started because {', '.join(failed)} failed preflight"
             return [Outcome(o.host, error=o.error or PreflightError(o.host.name, note)) for o in checked]
-        now = datetime.now(UTC)
+        now = datetime.now(timezone.utc)
 
         def launch(host: Host) -> Started:
             ready = next(o.value for o in checked if o.host.name == host.name)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from deployer.commands import run as cmd
@@ -77,7 +77,7 @@ def _reason(err: DeployError | None) -> str:
 def select(statuses: Sequence[HostStatus], *, name: str | None = None, show_all: bool = False,
            now: datetime | None = None) -> list[HostStatus]:
     """Keep the containers `wanted` says (pure)."""
-    now = now or datetime.now(UTC)
+    now = now or datetime.now(timezone.utc)
     return [HostStatus(hs.host, hs.reachable, hs.error,
                        tuple(c for c in hs.containers if wanted(c, name=name, show_all=show_all, now=now)), hs.gpus)
             for hs in statuses]

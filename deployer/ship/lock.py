@@ -14,7 +14,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from typing import Any
 
 from deployer.commands import ship as cmd
@@ -33,7 +33,7 @@ def owner_record(image: str, token: str) -> dict[str, Any]:
         "by": who(),
         "workstation": socket.gethostname(),
         "pid": os.getpid(),
-        "since": datetime.now(UTC).isoformat(timespec="seconds"),
+        "since": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "image": image,
         "token": token,
     }

@@ -21,7 +21,7 @@ from deployer.transport.result import Result
 from deployer.transport.session import remote_command
 
 if TYPE_CHECKING:
-    from typing import Self
+    from typing_extensions import Self
 
 
 @dataclass

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import paramiko
 
 if TYPE_CHECKING:
-    from typing import Self
+    from typing_extensions import Self
 
 from deployer.errors import CommandError, ConnectError, TransferError
 from deployer.inventory.host import Host

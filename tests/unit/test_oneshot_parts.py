@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -121,7 +121,7 @@ def test_run_steps_are_the_exact_start_commands() -> None:
     spec = RunSpec(image="job:abc", name="job", gpus="all", volumes=("/srv/gpu01/a:/out",), env=(("WHO", "secret-value"),),
                    command=("/bin/sh", "/app/job.sh"), labels=(("deployer.playbook", "job"),), mkdirs=True,
                    replace=True)
-    now = datetime(2026, 11, 29, 12, 0, 0, tzinfo=UTC)
+    now = datetime(2026, 11, 29, 12, 0, 0, tzinfo=timezone.utc)
     steps = run_steps(h, spec, "sha256:" + "b" * 64, now=now)
     lines = [(remote_command(argv), when) for argv, when in steps]
     env = "/st/gpu01/run-env.job.<random>"

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 
 from deployer.commands.run import (
     ContainerStatus,
@@ -122,9 +122,9 @@ def test_gpus_of() -> None:
 
 
 def test_parse_time() -> None:
-    assert parse_time("2026-11-29T15:30:12.123456789Z") == datetime(2026, 11, 29, 15, 30, 12, 123456, tzinfo=UTC)
-    assert parse_time("2026-11-29T15:30:12Z") == datetime(2026, 11, 29, 15, 30, 12, tzinfo=UTC)
-    assert parse_time("2026-11-29T17:30:12.5+02:00") == datetime(2026, 11, 29, 15, 30, 12, 500000, tzinfo=UTC)
+    assert parse_time("2026-11-29T15:30:12.123456789Z") == datetime(2026, 11, 29, 15, 30, 12, 123456, tzinfo=timezone.utc)
+    assert parse_time("2026-11-29T15:30:12Z") == datetime(2026, 11, 29, 15, 30, 12, tzinfo=timezone.utc)
+    assert parse_time("2026-11-29T17:30:12.5+02:00") == datetime(2026, 11, 29, 15, 30, 12, 500000, tzinfo=timezone.utc)
     assert parse_time("0001-01-01T00:00:00Z") is None
     assert parse_time("junk") is None
 

@@ -1,7 +1,7 @@
 """Pure parts of observing runs: log resume without repeats, status filtering/JSON, rows, history merge."""
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 
 from deployer.commands.facts import Gpu
 from deployer.commands.run import ContainerStatus
@@ -65,7 +65,7 @@ def _c(name: str, state: str, finished: str | None = None, gpus: tuple[str, ...]
                            labels=(("deployer.image", "reg/img:1"), ("deployer.managed", "true")))
 
 
-NOW = datetime(2026, 11, 29, 12, 0, 0, tzinfo=UTC)
+NOW = datetime(2026, 11, 29, 12, 0, 0, tzinfo=timezone.utc)
 HS = [
     HostStatus("gpu01", True, None, (
         _c("run", "running", gpus=("all",)),

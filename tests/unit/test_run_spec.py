@@ -1,7 +1,7 @@
 """RunSpec validation and the -v / -e / --env-file / name parsers."""
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 
 import pytest
 
@@ -99,7 +99,7 @@ def test_names() -> None:
     for bad in ("a", "-x", "has space", "x/y", ""):
         with pytest.raises(SpecError):
             check_name(bad)
-    now = datetime(2026, 11, 29, 15, 30, 12, tzinfo=UTC)
+    now = datetime(2026, 11, 29, 15, 30, 12, tzinfo=timezone.utc)
     assert default_name("deployer-testbed/sample:latest", now) == "sample-20261129-153012"
     assert default_name("10.213.0.5:5000/team/trainer:v3", now) == "trainer-20261129-153012"
     assert default_name("img@sha256:" + "a" * 64, now) == "img-20261129-153012"
