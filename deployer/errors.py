@@ -21,16 +21,20 @@ codes in one place (deployer.cli.main).
 """
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from deployer.transport.result import Result
+
+log = logging.getLogger(__name__)
 
 
 class DeployError(Exception):
     """Base of every error deployer raises on purpose."""
 
     exit_code = 1
+    detail: str | None = None  # more than a person needs to read; the CLI prints it with -v
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
         super().__init__(message)
@@ -115,15 +119,21 @@ class HostKeyError(HostError):
 
 
 class CommandError(HostError):
-    """A remote command exited non-zero."""
+    """A remote command exited non-zero (.result). The message names the command by a short label
+    and shows the tail of its stderr; `detail` (shown with -v) has the whole command line."""
 
     def __init__(self, host: str, result: Result, *, what: str | None = None, hint: str | None = None) -> None:
         self.result = result
+        self.what = what
+        # the probe and install scripts are whole programs: their argv would bury the cause
+        msg = f"{what + ': ' if what else ''}`{result.label}` exited {result.exited}"
         tail = result.stderr_tail()
-        msg = f"{what or 'command failed'}: `{result.command}` exited {result.exited}"
         if tail:
             msg += f"\n  stderr: {tail}"
         super().__init__(host, msg, hint=hint)
+        self.detail = f"command: {result.command}"
+        # -v turns on debug logging: the full command then shows wherever this error is reported
+        log.debug("%s: `%s` exited %d; %s", host, result.label, result.exited, self.detail)
 
 
 class TransferError(HostError):

@@ -42,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
 
             traceback.print_exc()
         click.echo(f"error: {exc}", err=True)
+        if verbose and exc.detail:
+            click.echo(f"  {exc.detail}", err=True)
         return exc.exit_code
     except click.exceptions.Abort:
         click.echo("aborted", err=True)

@@ -187,8 +187,13 @@ def test_failed_start_reports_stderr_and_leaves_nothing(deploy_cli: Any, testbed
     code, _, err = run_cli(deploy_cli, testbed, "--host", "gpu01", "--image", BUSYBOX, "--name", name,
                            "--", "/no/such/binary")
     assert code == 1
-    assert f"gpu01: docker could not start {name}: `docker run --detach --name {name}" in err
-    assert "exited 127" in err and "stderr:" in err and "/no/such/binary" in err
+    # a short label names the command; its whole argv (labels, volumes...) only with -v
+    assert f"gpu01: docker could not start {name}: `docker run --detach …` exited 127" in err
+    assert "stderr:" in err and "/no/such/binary" in err and f"--name {name}" not in err
     assert container(testbed, "gpu01", name) is None  # the half-created container is gone
     code, out, _ = deploy_cli("history", "--host", "gpu01", "--name", name, "--json")
     assert [(r["action"], r["result"]) for r in json.loads(out)] == [("run", "failed: exit 127")]
+    code, _, err = deploy_cli("-v", "run", "--host", "gpu01", "--image", BUSYBOX, "--name", name,
+                              "--", "/no/such/binary")
+    assert code == 1 and f"command: docker run --detach --name {name}" in err
+    assert container(testbed, "gpu01", name) is None

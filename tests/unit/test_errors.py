@@ -1,0 +1,50 @@
+"""Error messages a person can read: a failed remote command is named by a short label, with its exit
+code and the tail of its stderr; the whole command line only with -v."""
+from __future__ import annotations
+
+from typing import Any, NoReturn
+
+import pytest
+
+import deployer.cli as cli_module
+from deployer.errors import CommandError
+from deployer.transport.result import Result, label
+
+SCRIPT = "\n".join(f'if [ -e /var/lib/thing{i} ]; then echo "step {i}" >&2; fi' for i in range(40))
+
+
+def test_a_long_script_is_named_by_its_first_words() -> None:
+    assert len(SCRIPT) > 1500
+    assert label(["sh", "-c", SCRIPT, "sh", "arg"]) == "sh -c …"
+    assert label(["docker", "load"]) == "docker load"
+    assert label(["docker", "run", "--detach", "--name", "x" * 80]) == "docker run --detach …"
+
+
+def test_a_failed_script_fits_in_a_few_lines() -> None:
+    stderr = "".join(f"noise {i}\n" for i in range(50)) + "docker: " + "x" * 500 + "\nno space left on device\n"
+    err = CommandError("gpu01", Result.of(["sh", "-c", SCRIPT, "sh"], 3, "", stderr), what="installing the image")
+    text = str(err)
+    assert text.splitlines()[0] == "gpu01: installing the image: `sh -c …` exited 3"
+    assert "no space left on device" in text and SCRIPT not in text and "thing7" not in text
+    assert len(text.splitlines()) <= 6 and len(text) < 700
+    assert err.detail == f"command: {err.result.command}" and SCRIPT.splitlines()[5] in err.detail
+
+
+def test_a_short_command_is_shown_whole() -> None:
+    err = CommandError("gpu02", Result.of(["docker", "load"], 1, "", "open /var/lib: no space left\n"))
+    assert str(err) == "gpu02: `docker load` exited 1\n  stderr: open /var/lib: no space left"
+
+
+def _failing(**_: Any) -> NoReturn:
+    raise CommandError("gpu01", Result.of(["sh", "-c", SCRIPT], 2, "", "boom\n"), what="probing the host failed")
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_the_full_command_only_with_v(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+                                      verbose: bool) -> None:
+    monkeypatch.setattr(cli_module.cli, "main", _failing)
+    code = cli_module.main(["-v", "inventory", "check"] if verbose else ["inventory", "check"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "error: gpu01: probing the host failed: `sh -c …` exited 2\n  stderr: boom" in err
+    assert ("thing39" in err) is verbose
