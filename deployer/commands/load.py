@@ -6,6 +6,14 @@ staged blob, decompressed on the way when the host's Docker cannot read the code
 host already has are left out of the tar: `docker load` on the overlay2 store skips a layer
 whose chain id exists without opening its file (DESIGN.md).
 
+Two formats (FORMATS): "legacy", the classic `docker save` layout, for the classic (graph driver)
+image store; "oci", an OCI image layout whose manifest names every layer by its uncompressed
+digest, for the containerd image store, which refuses a classic tar that leaves a layer out but
+loads an OCI layout whose left-out layers' blobs its content store already holds. Layers sent
+by deployer, or loaded from a `docker save` tar, are held there under exactly that digest; a
+layer the host got another way (a registry pull: compressed digests) makes the loaded image
+incomplete, which the install script reports (exit 8) so the caller sends those layers too.
+
 Layers are registered while later ones are still in flight: a prefix of the image's layers
 loads as a stand-in image (`partial_config`: the same diff ids, labelled PARTIAL_LABEL with the
 staging dir) that holds them until the real config loads; then the stand-ins are removed. A
@@ -17,15 +25,20 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from deployer.local.tarball import (
+from deployer.tarfmt import (
     BLOCK,
+    blob_name,
+    digest_of,
     layer_path,
     load_manifest,
+    oci_manifest,
+    oci_small_files,
     tar_header,
     tar_member,
+    uncompressed_layer,
 )
 
 PARTIAL_LABEL = "io.deployer.partial"
@@ -50,6 +63,9 @@ def config_id(config: bytes) -> str:
     return f"sha256:{hashlib.sha256(config).hexdigest()}"
 
 
+FORMATS = ("legacy", "oci")
+
+
 @dataclass(frozen=True)
 class LoadFile:
     """One layer file of a load: its staged blob, and its size inside the tar."""
@@ -59,15 +75,41 @@ class LoadFile:
     size: int
 
 
-def load_head(config: bytes, diff_ids: Sequence[str], files: Sequence[LoadFile]) -> tuple[bytes, int]:
-    """(stdin of load_argv/install_argv, tar blocks before the layer headers).
+@dataclass(frozen=True)
+class LoadHead:
+    """The stdin of load_argv/install_argv, the tar blocks before the layer headers, and the id
+    Docker gives the loaded image (the config digest on the classic store, the manifest's on
+    the containerd store)."""
 
-    The image is `diff_ids` with `config`; `files` are the layers the tar carries, in order.
-    """
-    cfg_name = f"{config_id(config)[7:]}.json"
-    head = tar_member("manifest.json", load_manifest(cfg_name, diff_ids)) + tar_member(cfg_name, config)
-    headers = b"".join(tar_header(layer_path(f.diff_id), f.size) for f in files)
-    return head + headers, len(head) // BLOCK
+    data: bytes
+    blocks: int
+    image_id: str
+
+
+def load_head(fmt: str, config: bytes, diff_ids: Sequence[str], files: Sequence[LoadFile],
+              raw_sizes: Mapping[str, int] | None = None) -> LoadHead:
+    """The head of a load of the image `diff_ids` + `config`; `files` are the layers the tar carries.
+
+    The "oci" format names every layer by its diff id and needs each layer's tar size
+    (`raw_sizes`, for the layers the tar leaves out too); its files must be uncompressed."""
+    if fmt == "legacy":
+        cfg_name = f"{config_id(config)[7:]}.json"
+        head = tar_member("manifest.json", load_manifest(cfg_name, diff_ids)) + tar_member(cfg_name, config)
+        headers = b"".join(tar_header(layer_path(f.diff_id), f.size) for f in files)
+        return LoadHead(head + headers, len(head) // BLOCK, config_id(config))
+    if fmt != "oci":
+        raise ValueError(f"unknown load format {fmt!r}")
+    sizes = dict(raw_sizes or {})
+    for f in files:
+        if sizes.setdefault(f.diff_id, f.size) != f.size:
+            raise ValueError(f"layer {f.diff_id} is {sizes[f.diff_id]} bytes, its file {f.size}: not uncompressed")
+    unknown = [d for d in diff_ids if d not in sizes]
+    if unknown:
+        raise ValueError(f"no size known for layers {unknown}")
+    manifest = oci_manifest(config, [uncompressed_layer(d, sizes[d]) for d in diff_ids])
+    head = oci_small_files(config, manifest)
+    headers = b"".join(tar_header(blob_name(f.diff_id), f.size) for f in files)
+    return LoadHead(head + headers, len(head) // BLOCK, digest_of(manifest))
 
 
 # -- remote scripts ---------------------------------------------------------------------------
@@ -108,27 +150,30 @@ _LOAD = (
 )
 
 # The last step, in one round trip: load what is left (nothing when the image is there already,
-# e.g. after a lost reply), check the id, remove the stand-ins and the staged blobs (the image
-# is safe in Docker now), and only then tag. Exit codes: 3 filesystem, 5 docker load, 6 wrong
-# id, 7 docker tag.
+# e.g. after a lost reply), check the id and that Docker lists the image (the containerd store
+# does not list one whose content is incomplete), remove the stand-ins and the staged blobs (the
+# image is safe in Docker now), and only then tag. Exit codes: 3 filesystem, 5 docker load,
+# 6 wrong id, 7 docker tag, 8 incomplete (some left-out layer's blob is not in the content store).
 _INSTALL = (
     'set -f\n' + _FEED +
     'head=$1; id=$2; ref=$3; label=$4; blobs=$5; names=$6; shift 6\n'
     'k=$((3 + 2 * $3))\n'
     'dk_id() { shift $k; "$@" image inspect --format "{{.Id}}" "$x" 2>/dev/null; }\n'
+    'dk_listed() { shift $k; "$@" images -aq --no-trunc | grep -qxF -- "$id"; }\n'
     'dk_load() { shift $k; "$@" load; }\n'
     'dk_partials() { shift $k; "$@" images -q --no-trunc --filter "label=$label"; }\n'
     'dk_rmi() { shift $k; "$@" image rm "$x" >/dev/null 2>&1; }\n'
     'dk_tag() { shift $k; "$@" tag "$id" "$ref"; }\n'
     'cat > "$head" || exit 3\n'
     'x=$id\n'
-    'if [ "$(dk_id "$@")" != "$id" ]; then\n'
+    'if ! dk_listed "$@"; then\n'
     '  feed "$head" "$@" | dk_load "$@" || { rm -f -- "$head"; exit 5; }\n'
     'fi\n'
     'rm -f -- "$head"\n'
     'got=$(dk_id "$@")\n'
     'echo "loaded $got"\n'
     '[ "$got" = "$id" ] || exit 6\n'
+    'dk_listed "$@" || exit 8\n'
     'for x in $(dk_partials "$@"); do [ "$x" = "$id" ] || dk_rmi "$@"; done\n'
     'for f in $names; do rm -f -- "$blobs/$f"; done\n'
     'dk_tag "$@" || exit 7\n'

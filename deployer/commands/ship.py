@@ -178,36 +178,47 @@ def load_head_path(staging: str, image_id: str) -> str:
 # -- image state, tag, verify ---------------------------------------------------------------
 
 _STATE = (
-    'ref=$1; id=$2; shift 2\n'
+    'ref=$1; shift\n'
+    'ids=; while [ "$1" != -- ]; do ids="$ids $1"; shift; done; shift\n'
     'printf "ref %s\\n" "$("$@" image inspect --format "{{.Id}}" "$ref" 2>/dev/null)"\n'
-    'printf "id %s\\n" "$("$@" image inspect --format "{{.Id}}" "$id" 2>/dev/null)"'
+    'for id in $ids; do printf "id %s\\n" "$("$@" image inspect --format "{{.Id}}" "$id" 2>/dev/null)"; done'
 )
 
 
-def image_state_argv(docker: Sequence[str], ref: str, image_id: str) -> tuple[str, ...]:
-    """Which image REF names on the host, and whether IMAGE_ID is there (one round trip)."""
-    return ("sh", "-c", _STATE, "sh", ref, image_id, *docker)
+def image_state_argv(docker: Sequence[str], ref: str, *image_ids: str) -> tuple[str, ...]:
+    """Which image REF names on the host, and which of IMAGE_IDS are there (one round trip).
+
+    An image has one id per kind of store: its config digest on the classic store, its manifest
+    (or index) digest on the containerd store."""
+    for image_id in image_ids:
+        if not image_id.startswith("sha256:") or " " in image_id:
+            raise ValueError(f"not an image id: {image_id!r}")
+    return ("sh", "-c", _STATE, "sh", ref, *image_ids, "--", *docker)
 
 
 @dataclass(frozen=True)
 class ImageState:
-    """What the host has: the id its REF points at (or None) and whether the wanted id exists."""
+    """What the host has: the id its REF points at (or None) and which of the asked ids exist."""
 
     ref_id: str | None
-    has_id: bool
+    ids: frozenset[str] = frozenset()
+
+    @property
+    def has_id(self) -> bool:
+        return bool(self.ids)
 
 
 def parse_image_state(stdout: str) -> ImageState:
     ref_id: str | None = None
-    has_id = False
+    ids: set[str] = set()
     for line in stdout.splitlines():
         key, _, value = line.partition(" ")
         value = value.strip()
         if key == "ref" and value.startswith("sha256:"):
             ref_id = value
         elif key == "id" and value.startswith("sha256:"):
-            has_id = True
-    return ImageState(ref_id, has_id)
+            ids.add(value)
+    return ImageState(ref_id, frozenset(ids))
 
 
 def inspect_id_argv(docker: Sequence[str], ref: str) -> tuple[str, ...]:

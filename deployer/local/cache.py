@@ -176,6 +176,33 @@ class Cache:
             fh.write(data)
         os.replace(tmp, self.content_dir / _hex(image_id))
 
+    def config_for(self, image_id: str) -> str | None:
+        """The config digest remembered for an image id of the containerd store (its config cached too)."""
+        try:
+            digest = (self.root / "ids" / _hex(image_id)).read_text().strip()
+        except OSError:
+            return None
+        return digest if self.get_config(digest) is not None else None
+
+    def remember_config(self, image_id: str, config_digest: str) -> None:
+        """Remember which config an image id names (ids never change what they name)."""
+        (self.root / "ids").mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.root / "ids", prefix=".tmp-")
+        with os.fdopen(fd, "w") as fh:
+            fh.write(config_digest + "\n")
+        os.replace(tmp, self.root / "ids" / _hex(image_id))
+
+    def raw_size(self, diff_id: str) -> int | None:
+        """A layer's tar size, if any blob of it was ever cached (sizes do not depend on the codec)."""
+        for sidecar in self.index_dir.glob(f"*/{_hex(diff_id)}.json"):
+            try:
+                meta = json.loads(sidecar.read_text())
+                if meta.get("diff_id") == diff_id:
+                    return int(meta["raw_size"])
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+        return None
+
     def usage(self) -> int:
         """Bytes held by cached content."""
         return sum(size for _, _, size in self._entries())

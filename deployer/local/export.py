@@ -97,7 +97,7 @@ class Exporter:
                 blob = self.cached(diff_id, codec)
                 if blob is not None:
                     self._add(blob)
-        self._config = self.cache.get_config(self.image.id)
+        self._config = self.cache.get_config(self.image.config_digest)
         if self._config is not None and not self._pending():
             self.source = "cache"
             with self._cond:
@@ -273,7 +273,7 @@ class Exporter:
                 if close:
                     close()
         if self._config is None:
-            raise LocalError(f"docker save of {self.image.ref} had no image config {self.image.id}")
+            raise LocalError(f"docker save of {self.image.ref} had no image config {self.image.config_digest}")
         missing = sorted({d for codec, ids in self.wanted.items() for d in ids if (codec, d) not in self._blobs})
         if missing:
             raise LocalError(f"docker save of {self.image.ref} did not contain layers {missing}")
@@ -289,7 +289,7 @@ class Exporter:
                     raise _Cancelled()
                 if not member.isfile():
                     continue
-                entry = classify(member.name, self.image.id, diff_ids)
+                entry = classify(member.name, self.image.config_digest, diff_ids)
                 v1_dir = legacy_dir(member.name, "json")
                 if entry.kind == "config":
                     self._take_config(_read_all(tar.extractfile(member)))
@@ -314,9 +314,9 @@ class Exporter:
                     return  # everything wanted is here: no need to read the rest of the image
 
     def _take_config(self, data: bytes) -> None:
-        if f"sha256:{hashlib.sha256(data).hexdigest()}" != self.image.id:
-            raise LocalError(f"docker save of {self.image.ref}: config does not hash to {self.image.id}")
-        self.cache.put_config(self.image.id, data)
+        if f"sha256:{hashlib.sha256(data).hexdigest()}" != self.image.config_digest:
+            raise LocalError(f"docker save of {self.image.ref}: config does not hash to {self.image.config_digest}")
+        self.cache.put_config(self.image.config_digest, data)
         with self._cond:
             self._config = data
             self._cond.notify_all()

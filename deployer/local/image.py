@@ -14,7 +14,11 @@ from deployer.local.client import docker_client, translated
 
 @dataclass(frozen=True)
 class ImageInfo:
-    """One local image. `id` is the config digest ("sha256:..."); diff_ids bottom to top."""
+    """One local image; diff_ids bottom to top.
+
+    `id` is what the local Docker calls it (`docker images`): the config digest on the classic
+    store, the manifest or index digest on the containerd store. `config_digest` is the same
+    image on any store: the digest of its config, which names its layers by diff id."""
 
     ref: str
     id: str
@@ -23,16 +27,22 @@ class ImageInfo:
     os: str
     architecture: str
     repo_tags: tuple[str, ...]
+    config_digest: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.config_digest:
+            object.__setattr__(self, "config_digest", self.id)
 
     @property
     def id_hex(self) -> str:
         return self.id.split(":", 1)[-1]
 
 
-def from_attrs(ref: str, attrs: Mapping[str, Any]) -> ImageInfo:
+def from_attrs(ref: str, attrs: Mapping[str, Any], config_digest: str = "") -> ImageInfo:
     """Build ImageInfo from `docker image inspect` JSON (pure)."""
     rootfs = attrs.get("RootFS") or {}
     return ImageInfo(
+        config_digest=config_digest,
         ref=ref,
         id=str(attrs["Id"]),
         diff_ids=tuple(rootfs.get("Layers") or ()),
@@ -56,4 +66,21 @@ def inspect(ref: str, client: docker.DockerClient | None = None) -> ImageInfo:
                 hint="build it first (`docker build -t REF .`) or check the name with `docker images`",
             ) from exc.__cause__
         raise
+    if is_containerd(client):
+        from deployer.local.content import config_digest
+
+        info = from_attrs(ref, attrs)
+        return from_attrs(ref, attrs, config_digest(client, info))
     return from_attrs(ref, attrs)
+
+
+def is_containerd(client: docker.DockerClient) -> bool:
+    """True when the local Docker keeps images in the containerd image store (asked once per client)."""
+    known = getattr(client, "_deployer_store", None)
+    if known is None:
+        from deployer.stores import image_store
+
+        with translated("reading docker info"):
+            known = image_store(client.info())
+        client._deployer_store = known  # type: ignore[attr-defined]
+    return bool(known == "containerd")

@@ -36,9 +36,10 @@ class Entry:
     diff_id: str | None = None
 
 
-def classify(name: str, image_id: str, diff_ids: frozenset[str]) -> Entry:
-    """Classify one tar entry by name alone (pure)."""
-    image_hex = image_id.split(":", 1)[-1]
+def classify(name: str, config_digest: str, diff_ids: frozenset[str]) -> Entry:
+    """Classify one tar entry by name alone (pure). On the containerd store the blob named after
+    the image id is its manifest or index: the config is named by the config digest."""
+    image_hex = config_digest.split(":", 1)[-1]
     name = name.removeprefix("./")
     if name in (f"{image_hex}.json", f"blobs/sha256/{image_hex}"):
         return Entry("config")

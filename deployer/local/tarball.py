@@ -12,9 +12,7 @@ layer whose ChainID exists without opening its file (DESIGN.md).
 """
 from __future__ import annotations
 
-import json
 import re
-import tarfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -22,8 +20,10 @@ from typing import Protocol
 from deployer.local.cache import Blob
 from deployer.local.compress import compress_bytes
 from deployer.local.image import ImageInfo
+from deployer.tarfmt import BLOCK, layer_path, load_manifest, pad, tar_header, tar_member
 
-BLOCK = 512
+__all__ = ["BLOCK", "layer_path", "load_manifest", "tar_header", "tar_member"]
+
 _ID = re.compile(r"^(sha256:)?[0-9a-f]{12,64}$")
 
 
@@ -41,10 +41,6 @@ def load_tags(ref: str, image: ImageInfo) -> tuple[str, ...]:
     return (tag,) if tag else tuple(t for t in image.repo_tags if t != "<none>:<none>")
 
 
-def layer_path(diff_id: str) -> str:
-    return f"{diff_id.split(':', 1)[-1]}/layer.tar"
-
-
 def config_path(image: ImageInfo) -> str:
     return f"{image.id_hex}.json"
 
@@ -52,32 +48,6 @@ def config_path(image: ImageInfo) -> str:
 def manifest_json(image: ImageInfo, repo_tags: Sequence[str]) -> bytes:
     """The docker-load manifest for one image (every layer listed, present in the tar or not)."""
     return load_manifest(config_path(image), image.diff_ids, repo_tags)
-
-
-def load_manifest(config_name: str, diff_ids: Sequence[str], repo_tags: Sequence[str] = ()) -> bytes:
-    """A docker-load manifest.json for the config file CONFIG_NAME over these layers."""
-    manifest = [{"Config": config_name, "RepoTags": list(repo_tags) or None,
-                 "Layers": [layer_path(d) for d in diff_ids]}]
-    return json.dumps(manifest, separators=(",", ":")).encode()
-
-
-def tar_header(name: str, size: int, directory: bool = False) -> bytes:
-    """A ustar header (mode 644/755, mtime 0); ValueError from 8 GiB on, which ustar cannot say."""
-    info = tarfile.TarInfo(name)
-    info.size = 0 if directory else size
-    info.type = tarfile.DIRTYPE if directory else tarfile.REGTYPE
-    info.mode = 0o755 if directory else 0o644
-    info.mtime = 0
-    return info.tobuf(format=tarfile.USTAR_FORMAT)
-
-
-def _pad(size: int) -> bytes:
-    return b"\0" * (-size % BLOCK)
-
-
-def tar_member(name: str, data: bytes) -> bytes:
-    """A whole tar member: header, data, padding to the block."""
-    return tar_header(name, len(data)) + data + _pad(len(data))
 
 
 class Writable(Protocol):
@@ -124,7 +94,7 @@ def load_stream_parts(
         raw += tar_header(d.rsplit("/", 1)[0] + "/", 0, directory=True) + tar_header(d, layer.raw_size)
         parts.append(Part(compress_bytes(codec, level, raw)))
         parts.append(Part(blob=layer))
-        raw = _pad(layer.raw_size)
+        raw = pad(layer.raw_size)
     raw += b"\0" * (2 * BLOCK)
     parts.append(Part(compress_bytes(codec, level, raw)))
     return parts

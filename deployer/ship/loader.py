@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import posixpath
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from deployer.commands import load as ld
 from deployer.commands import ship as cmd
@@ -30,8 +30,10 @@ class LayerLoader:
 
     def __init__(self, conn: HostConn, docker: tuple[str, ...], image: ImageInfo, staging: str, mode: str,
                  missing: Sequence[int], config: Callable[[], bytes], counter: Counter,
-                 note: Callable[[str], None] = lambda m: None, enabled: bool = True) -> None:
+                 note: Callable[[str], None] = lambda m: None, enabled: bool = True,
+                 fmt: str = "legacy", sizes: Mapping[str, int] | None = None) -> None:
         self._conn, self._docker, self._image, self._staging, self._mode = conn, docker, image, staging, mode
+        self._fmt, self._sizes = fmt, dict(sizes or {})
         self._missing = frozenset(missing)
         self._config, self._counter, self._note = config, counter, note
         self._staged: dict[str, Blob] = {}
@@ -93,13 +95,13 @@ class LayerLoader:
         else:
             config = ld.partial_config(image.os, image.architecture, image.diff_ids[:end], self._staging)
         files = load_files(image, range(start, end), self._missing, blobs, self._staging, self._mode)
-        head, blocks = ld.load_head(config, image.diff_ids[:end], files)
+        sizes = {**self._sizes, **{b.diff_id: b.raw_size for b in blobs.values()}}
+        head = ld.load_head(self._fmt, config, image.diff_ids[:end], files, sizes)
         path = cmd.load_head_path(self._staging, image.id)
-        res = self._conn.run(ld.load_argv(self._docker, path, self._mode, blocks, files), input=head,
+        res = self._conn.run(ld.load_argv(self._docker, path, self._mode, head.blocks, files), input=head.data,
                              what="docker load", check=False)
-        self._counter.add(len(head))
-        want = ld.config_id(config)
-        if not res.ok or want not in ld.parse_loaded(res.stdout):
+        self._counter.add(len(head.data))
+        if not res.ok or head.image_id not in ld.parse_loaded(res.stdout):
             raise CommandError(self._conn.name, res, what=f"docker load of layers {start + 1}-{end}")
         log.info("%s: layers %d-%d registered while the rest arrive", self._conn.name, start + 1, end)
 
@@ -117,24 +119,35 @@ def load_files(image: ImageInfo, indices: Sequence[int] | range, missing: frozen
     return list(out.values())
 
 
+class IncompleteImage(TransferError):
+    """The image loaded, but the host's content store lacks a blob of a layer it was not sent."""
+
+
 def install(conn: HostConn, docker: tuple[str, ...], image: ImageInfo, staging: str, mode: str,
-            config: bytes, files: Sequence[ld.LoadFile], staged: Sequence[Blob], counter: Counter) -> bool:
+            config: bytes, files: Sequence[ld.LoadFile], staged: Sequence[Blob], counter: Counter,
+            fmt: str = "legacy", sizes: Mapping[str, int] | None = None) -> str | None:
     """Load FILES with the real config (unless loaded), verify, drop stand-ins and STAGED blobs, tag.
 
-    True when REF now resolves to the image id."""
-    head, blocks = ld.load_head(config, image.diff_ids, files)
+    Returns the id REF now resolves to on the host when it is the loaded image's id (the config
+    digest on the classic store, the manifest digest on the containerd store), else None."""
+    all_sizes = {**(sizes or {}), **{b.diff_id: b.raw_size for b in staged}}
+    head = ld.load_head(fmt, config, image.diff_ids, files, all_sizes)
     names = sorted({posixpath.basename(cmd.blob_path(staging, b.digest, b.codec)) for b in staged})
-    argv = ld.install_argv(docker, cmd.load_head_path(staging, image.id), image.id, image.ref, staging,
-                           cmd.blob_dir(staging), names, mode, blocks, files)
-    res = conn.run(argv, input=head, what="docker load", check=False)
-    counter.add(len(head))
+    argv = ld.install_argv(docker, cmd.load_head_path(staging, image.id), head.image_id, image.ref, staging,
+                           cmd.blob_dir(staging), names, mode, head.blocks, files)
+    res = conn.run(argv, input=head.data, what="docker load", check=False)
+    counter.add(len(head.data))
     out = ld.parse_install(res.stdout)
     if res.exited == 6:
         for other in ld.parse_loaded(res.stdout):
-            if other.startswith("sha256:") and other != image.id:
+            if other.startswith("sha256:") and other != head.image_id:
                 conn.run(cmd.remove_image_argv(docker, other), what="removing a wrong image", check=False)
-        raise TransferError(conn.name, f"docker load produced {out.loaded or 'no image'}, expected {image.id}",
+        raise TransferError(conn.name, f"docker load produced {out.loaded or 'no image'}, expected {head.image_id}",
                             hint="the local image may have changed during the ship; ship again")
+    if res.exited == 8:
+        raise IncompleteImage(conn.name, f"{head.image_id} loaded, but the host's content store lacks a layer "
+                              "it already had in another form (e.g. from a registry pull)",
+                              hint="deployer sends those layers too; if this persists, ship again")
     if res.exited == 5 and "invalid diffID" in res.stderr:
         raise TransferError(conn.name, f"a staged layer does not match the image: {res.stderr_tail()}",
                             hint="clear the local blob cache (deployer's cache dir) and ship again")
@@ -142,7 +155,7 @@ def install(conn: HostConn, docker: tuple[str, ...], image: ImageInfo, staging: 
         what = {3: "writing the load's tar head failed", 5: "docker load failed", 7: "docker tag failed"}
         raise CommandError(conn.name, res, what=what.get(res.exited, "installing the image failed"),
                            hint="see stderr; staged blobs are kept, so shipping again resumes")
-    return out.tagged == image.id
+    return out.tagged if out.tagged == head.image_id else None
 
 
 def remove_partials(conn: HostConn, docker: tuple[str, ...], staging: str) -> None:

@@ -28,8 +28,10 @@ class ShipResult:
     host: str
     via: str | None = None
     route: str | None = None  # noop | tag | tarball | registry
-    image_id: str | None = None
+    image_id: str | None = None  # the local id (`docker images` here)
     verified: bool = False
+    host_image_id: str | None = None  # the id the host's `docker images` shows (its store's kind of id)
+    config_digest: str | None = None  # the same image on any store; what verification compares
     layers_total: int = 0
     layers_sent: int = 0
     bytes_sent: int = 0
@@ -43,6 +45,8 @@ class ShipResult:
             "error": error,
             "via": self.via,
             "image_id": self.image_id,
+            "host_image_id": self.host_image_id,
+            "config_digest": self.config_digest,
             "verified": self.verified,
             "layers_total": self.layers_total,
             "layers_sent": self.layers_sent,

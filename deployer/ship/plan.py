@@ -5,7 +5,7 @@ and preflight(); `deploy ... --dry-run` renders the same plan with render().
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -38,12 +38,15 @@ class ShipPlan:
     layers_total: int
     missing: tuple[int, ...] = ()
     codec: CodecChoice | None = None
-    full_transfer: bool = False
     raw_bytes: int = 0  # upper bound of the missing layers' uncompressed bytes
     staging_need: int = 0
     docker_need: int = 0
     registry_ref: str | None = None
     diff_ids: tuple[str, ...] = ()
+    image_store: str = "overlay2"  # the host's: "containerd" gets OCI-layout loads ("oci")
+    load_format: str = "legacy"  # "legacy" | "oci" (deployer.commands.load.FORMATS)
+    reused_sizes: tuple[tuple[str, int], ...] = ()  # oci: tar sizes of the layers not sent
+    host_id: str | None = None  # the image's id on the host, when it is already there
 
     @property
     def transfers(self) -> bool:
@@ -94,17 +97,24 @@ def make_plan(
     history_sizes: Sequence[int],
     via: str,
     force_codec: str | None = None,
+    known_sizes: Mapping[str, int] | None = None,
 ) -> ShipPlan:
-    """Decide how to get `image` onto `host` (pure). `facts` is a deployer HostFacts."""
+    """Decide how to get `image` onto `host` (pure). `facts` is a deployer HostFacts.
+
+    KNOWN_SIZES: layer tar sizes known on the workstation (an OCI-layout load names them)."""
+    known_sizes = known_sizes or {}
     n = len(image.diff_ids)
-    base: dict[str, Any] = {"host": host.name, "ref": image.ref, "image_id": image.id,
-                            "layers_total": n, "diff_ids": image.diff_ids}
-    if state.has_id:
-        if state.ref_id == image.id:
-            return ShipPlan(**base, route="noop", via=None, reason="host already has the image")
-        return ShipPlan(**base, route="tag", via=None, reason="host has the image id; tag only")
-    route, reason = choose_route(host, via, getattr(facts, "registry_reachable", None))
     docker = getattr(facts, "docker", None)
+    store = getattr(docker, "image_store", None) or "overlay2"
+    base: dict[str, Any] = {"host": host.name, "ref": image.ref, "image_id": image.id,
+                            "layers_total": n, "diff_ids": image.diff_ids, "image_store": store}
+    if state.has_id:
+        if state.ref_id in state.ids:
+            return ShipPlan(**base, route="noop", via=None, reason="host already has the image",
+                            host_id=state.ref_id)
+        return ShipPlan(**base, route="tag", via=None, reason="host has the image id; tag only",
+                        host_id=min(state.ids))
+    route, reason = choose_route(host, via, getattr(facts, "registry_reachable", None))
     if route == "registry":
         missing = missing_layers(image.diff_ids, present)
         raw = layer_bytes_bound(history_sizes, n, len(missing))
@@ -114,23 +124,43 @@ def make_plan(
             docker_need=2 * raw + MARGIN,
             registry_ref=registry_ref(str(host.registry), image.ref),
         )
-    store = getattr(docker, "image_store", None) or "overlay2"
-    full = store == "containerd"
-    missing = tuple(range(n)) if full else missing_layers(image.diff_ids, present)
-    if full:
-        reason += "; containerd image store: full transfer"
-    codec = pick_codec(host.name, getattr(docker, "server_version", "") or "",
-                       frozenset(getattr(facts, "decompressors", ())), force_codec)
+    decompressors = frozenset(getattr(facts, "decompressors", ()))
+    server_version = getattr(docker, "server_version", "") or ""
+    missing = missing_layers(image.diff_ids, present)
+    reused: tuple[tuple[str, int], ...] = ()
+    if store == "containerd":
+        # An OCI-layout load names every layer by its uncompressed digest, so the host must
+        # decompress what it is sent, and the manifest needs every left-out layer's tar size:
+        # a layer whose size nobody here knows is sent again (Docker skips unpacking it).
+        codec = pick_oci_codec(host.name, decompressors, force_codec)
+        first = min(missing, default=n)
+        unknown = [i for i in range(first) if image.diff_ids[i] not in known_sizes]
+        missing = tuple(sorted({*unknown, *missing}))
+        reused = tuple((d, known_sizes[d]) for d in dict.fromkeys(image.diff_ids[:first]) if d in known_sizes)
+        if unknown:
+            reason += f"; {len(unknown)} layer(s) the host has are sent again (their size is unknown here)"
+    else:
+        codec = pick_codec(host.name, server_version, decompressors, force_codec)
     raw = layer_bytes_bound(history_sizes, n, len(missing))
     # the staged blobs are compressed (<= raw, plus frame overhead); docker load unpacks its input
     # (the layers, decompressed on the way when the host decompresses) to <root>/tmp, then
     # registers them
     return ShipPlan(
         **base, route=route, via="tarball", reason=reason, missing=missing, codec=codec,
-        full_transfer=full, raw_bytes=raw,
+        raw_bytes=raw, load_format="oci" if store == "containerd" else "legacy", reused_sizes=reused,
         staging_need=raw + MARGIN if missing else 0,
         docker_need=2 * raw + MARGIN if missing else 0,
     )
+
+
+def pick_oci_codec(host: str, decompressors: frozenset[str], forced: str | None) -> CodecChoice:
+    """A codec the host decompresses itself (containerd store: layers go in uncompressed)."""
+    for name in ("zstd", "gzip"):
+        if name in decompressors and forced in (None, name):
+            return CodecChoice(name, host_decompress=True)  # type: ignore[arg-type]
+    raise PreflightError(host, f"the host cannot decompress {forced or 'zstd or gzip'} layers "
+                         f"(decompressors: {', '.join(sorted(decompressors)) or 'none'})",
+                         hint="install zstd (or gzip) on the host")
 
 
 # `uname -m` -> the GOARCH names image configs use

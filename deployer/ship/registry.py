@@ -171,7 +171,7 @@ class Pusher:
         try:
             digest = stats.digest or client.api.inspect_distribution(stats.remote_ref)["Descriptor"]["digest"]
             reader = ManifestReader.for_docker(client, split_repo(repo))
-            return uploaded_bytes(image_manifest(reader, digest, self.image.id), self.image.diff_ids,
+            return uploaded_bytes(image_manifest(reader, digest, self.image.config_digest), self.image.diff_ids,
                                   stats.pushed_ids)
         except (RegistryAPIError, ValueError, KeyError, TypeError, docker.errors.DockerException,
                 requests.exceptions.RequestException) as exc:
@@ -188,8 +188,10 @@ class PullStats:
 
 
 def pull_and_tag(conn: HostConn, docker_argv: tuple[str, ...], remote_ref: str, ref: str,
-                 image_id: str) -> tuple[PullStats, bool]:
-    """docker pull on the host, check the id, then tag as REF. (stats, verified)."""
+                 image_ids: Sequence[str]) -> tuple[PullStats, str | None]:
+    """docker pull on the host, check its id is one of IMAGE_IDS, then tag as REF.
+
+    (stats, the id REF resolves to after tagging, or None when it is not the pulled image)."""
     try:
         res = conn.run(cmd.pull_argv(docker_argv, remote_ref), what=f"docker pull {remote_ref}")
     except CommandError as exc:
@@ -198,7 +200,8 @@ def pull_and_tag(conn: HostConn, docker_argv: tuple[str, ...], remote_ref: str, 
                            "or use --via tarball") from exc
     pulled, present = cmd.parse_pull(res.stdout)
     actual = inspect_id(conn, docker_argv, remote_ref)
-    if actual != image_id:
-        raise TransferError(conn.name, f"pulled {remote_ref} is {actual or 'missing'}, expected {image_id}",
+    if actual is None or actual not in image_ids:
+        raise TransferError(conn.name, f"pulled {remote_ref} is {actual or 'missing'}, expected "
+                            f"{' or '.join(image_ids)}",
                             hint="someone may have pushed another image under that tag; ship again")
-    return PullStats(pulled, present), tag_and_verify(conn, docker_argv, remote_ref, ref, image_id)
+    return PullStats(pulled, present), actual if tag_and_verify(conn, docker_argv, remote_ref, ref, actual) else None

@@ -20,7 +20,7 @@ def plan_commands(plan: ShipPlan, host: Host) -> list[tuple[str, ...]]:
     if plan.route == "noop":
         return []
     if plan.route == "tag":
-        return [cmd.tag_verify_argv(docker, plan.image_id, plan.ref)]
+        return [cmd.tag_verify_argv(docker, plan.host_id or plan.image_id, plan.ref)]
     if plan.route == "registry":
         assert plan.registry_ref is not None
         return [cmd.pull_argv(docker, plan.registry_ref), cmd.inspect_id_argv(docker, plan.registry_ref),
@@ -86,7 +86,7 @@ def plan_json(plan: ShipPlan, host: Host) -> dict[str, Any]:
         "layers_missing": [i + 1 for i in plan.missing],
         "codec": plan.codec.name if plan.codec else None,
         "host_decompress": plan.codec.host_decompress if plan.codec else None,
-        "full_transfer": plan.full_transfer, "raw_bytes_max": plan.raw_bytes,
+        "image_store": plan.image_store, "load_format": plan.load_format, "raw_bytes_max": plan.raw_bytes,
         "staging_need": plan.staging_need, "docker_need": plan.docker_need,
         "commands": [remote_command(argv) for argv in plan_commands(plan, host)],
     }

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from deployer.commands import ship as cmd
 from deployer.local.cache import Blob
 from deployer.local.export import Exporter
-from deployer.ship.loader import LayerLoader, install, load_files, remove_partials
+from deployer.ship.loader import IncompleteImage, LayerLoader, install, load_files, remove_partials
 from deployer.ship.progress import Reporter
 from deployer.ship.registry import Pusher, pull_and_tag
 from deployer.ship.tarball import stage_blob
@@ -60,9 +60,9 @@ def run_tarball(job: Job, exporter: Exporter | None, reporter: Reporter) -> None
     mode = codec.name if codec.host_decompress else "link"
     wanted = list(dict.fromkeys(image.diff_ids[i] for i in plan.missing))
     got: dict[str, Blob] = {}
-    # a containerd image store may not keep stand-in layers: there, one load at the end
+    fmt, sizes = plan.load_format, dict(plan.reused_sizes)
     loader = LayerLoader(conn, host.docker, image, staging, mode, plan.missing, exporter.config, job.counter,
-                         note, enabled=not plan.full_transfer)
+                         note, fmt=fmt, sizes=sizes)
     try:
         listed = cmd.parse_stat(conn.run(cmd.prepare_argv(staging), what="preparing the staging dir",
                                          timeout=120).stdout)
@@ -81,13 +81,47 @@ def run_tarball(job: Job, exporter: Exporter | None, reporter: Reporter) -> None
         rest = [] if loader.loaded else load_files(image, range(loader.next, len(image.diff_ids)),
                                                    frozenset(plan.missing), got, staging, mode)
         reporter.phase(name, "verifying", "image id")
-        job.verified = install(conn, host.docker, image, staging, mode, exporter.config(), rest,
-                               _staged_blobs(exporter, codec.name, image.diff_ids, got), job.counter)
+        staged = _staged_blobs(exporter, codec.name, image.diff_ids, got)
+        try:
+            job.host_id = install(conn, host.docker, image, staging, mode, exporter.config(), rest, staged,
+                                  job.counter, fmt, sizes)
+        except IncompleteImage:
+            # The host had some left-out layers only in another form (a registry pull keeps them
+            # compressed, under other digests): send those blobs too, then load again.
+            reused = [i for i in range(len(image.diff_ids)) if i not in plan.missing]
+            note(f"the host's content store lacks {len(reused)} layer(s) it has unpacked (e.g. from a registry "
+                 "pull); sending them too")
+            extra = _send_more(job, exporter, codec.name, reused, listed, got, reporter)
+            files = load_files(image, range(len(image.diff_ids)), frozenset(reused) | frozenset(plan.missing),
+                               {**got, **extra}, staging, mode)
+            files = [f for f in files if f.diff_id in extra]
+            staged = _staged_blobs(exporter, codec.name, image.diff_ids, {**got, **extra})
+            job.host_id = install(conn, host.docker, image, staging, mode, exporter.config(), files, staged,
+                                  job.counter, fmt, sizes)
+        job.verified = job.host_id is not None
     except Exception as exc:
         loader.close()  # Ctrl-C does not wait for a load in progress: the next ship cleans up
         if not getattr(exc, "transient", False):
             remove_partials(conn, host.docker, staging)  # the verified blobs stay for the next attempt
         raise
+
+
+def _send_more(job: Job, exporter: Exporter, codec: str, indices: Sequence[int], listed: dict[str, int | None],
+               got: dict[str, Blob], reporter: Reporter) -> dict[str, Blob]:
+    """Export and stage the blobs of more layers (after the first load said they are needed)."""
+    image, name = job.image, job.host.name
+    wanted = {image.diff_ids[i] for i in indices} - set(got)
+    more = Exporter(image, {codec: wanted}, level=exporter.level, cache=exporter.cache).start()
+    try:
+        extra: dict[str, Blob] = {}
+        for blob in more.ready():
+            reporter.phase(name, "sending", f"layer {len(extra) + 1}/{len(wanted)} again")
+            if not stage_blob(job.conn, job.host.staging_dir, blob, job.counter, partial(reporter.note, name), listed):
+                job.layers_sent += 1
+            extra[blob.diff_id] = blob
+        return extra
+    finally:
+        more.close()
 
 
 def _staged_blobs(exporter: Exporter, codec: str, diff_ids: Sequence[str], got: dict[str, Blob]) -> list[Blob]:
@@ -111,5 +145,9 @@ def run_registry(job: Job, pusher: Pusher, reporter: Reporter) -> None:
     else:
         reporter.note(name, f"{plan.registry_ref} already pushed by this ship")
     reporter.phase(name, "pulling", plan.registry_ref)
-    pulled, job.verified = pull_and_tag(conn, host.docker, plan.registry_ref, image.ref, image.id)
+    # the pulled image's id is the config digest on the classic store, the pushed manifest's (or
+    # index's) digest on the containerd store; that manifest names exactly our config and layers
+    expected = (image.config_digest, *((stats.digest,) if stats.digest else ()))
+    pulled, job.host_id = pull_and_tag(conn, host.docker, plan.registry_ref, image.ref, expected)
+    job.verified = job.host_id is not None
     job.layers_sent = pulled.layers_pulled

@@ -29,7 +29,10 @@ from deployer.fleet import Outcome, for_each_host
 from deployer.inventory.host import Host
 from deployer.local.client import docker_client, translated
 from deployer.local.export import Exporter
+from deployer.commands import load as ld
+from deployer.local.cache import Cache
 from deployer.local.image import ImageInfo, inspect
+from deployer.local.sizes import LayerSizes
 from deployer.ship import lock as locks
 from deployer.ship.conn import HostConn
 from deployer.ship.exports import ExportPool
@@ -58,13 +61,15 @@ class Job:
     counter: Counter = field(default_factory=Counter)
     layers_sent: int = 0
     verified: bool = False
+    host_id: str | None = None  # the id the host's Docker gives the image (its store's kind of id)
     record: tuple[tuple[str, str], ...] = ()  # extra history fields (ShipOptions.record)
 
     def result(self) -> ShipResult:
         plan = self.plan
         return ShipResult(
             host=self.host.name, via=plan.via if plan else None, route=plan.route if plan else None,
-            image_id=self.image.id, verified=self.verified,
+            image_id=self.image.id, verified=self.verified, host_image_id=self.host_id,
+            config_digest=self.image.config_digest,
             layers_total=len(self.image.diff_ids), layers_sent=self.layers_sent,
             bytes_sent=self.counter.sent, seconds=time.monotonic() - self.started,
         )
@@ -77,8 +82,18 @@ def _history_sizes(client: docker.DockerClient, image: ImageInfo) -> list[int]:
     return [int(e.get("Size") or 0) for e in reversed(entries)]
 
 
+def _host_ids(image: ImageInfo, sizes: LayerSizes) -> tuple[str, ...]:
+    """The ids the image has on a host: its config digest (classic store) and, when the config and
+    every layer size are known here, the manifest digest of deployer's OCI load (containerd store)."""
+    config = Cache().get_config(image.config_digest)
+    known = sizes.known()
+    if config is None or any(d not in known for d in image.diff_ids):
+        return (image.config_digest,)
+    return (image.config_digest, ld.load_head("oci", config, image.diff_ids, [], known).image_id)
+
+
 def _observe(job: Job, options: ShipOptions, history_sizes: Sequence[int], reporter: Reporter,
-             take_lock: bool) -> Job:
+             take_lock: bool, sizes: LayerSizes) -> Job:
     """Connect, (lock,) gather facts and what the host has, plan and preflight."""
     host, image, conn = job.host, job.image, job.conn
     reporter.phase(host.name, "connecting")
@@ -96,7 +111,8 @@ def _observe(job: Job, options: ShipOptions, history_sizes: Sequence[int], repor
         lock = pool.submit(locks.acquire, session, host.staging_dir, image.ref,
                            break_lock=options.break_lock) if take_lock else None
         facts = pool.submit(gather, session, host)
-        state = pool.submit(session.run, cmd.image_state_argv(docker_argv, image.ref, image.id), timeout=60)
+        state = pool.submit(session.run, cmd.image_state_argv(docker_argv, image.ref, *_host_ids(image, sizes)),
+                            timeout=60)
         present = pool.submit(session.run, present_layers_argv(docker_argv), check=False, timeout=120)
         reporter.phase(host.name, "checking")
         if lock is not None:
@@ -105,8 +121,9 @@ def _observe(job: Job, options: ShipOptions, history_sizes: Sequence[int], repor
         image_state = cmd.parse_image_state(state.result().stdout)
         listed = present.result()
     have = parse_present(listed.stdout) if listed.ok else frozenset()
+    store = getattr(job.facts.docker, "image_store", "") if job.facts is not None else ""
     job.plan = make_plan(host, image, job.facts, image_state, have, history_sizes, options.via or host.via,
-                         options.codec)
+                         options.codec, known_sizes=sizes.known() if store == "containerd" else None)
     preflight(job.plan, job.facts, image.architecture)
     reporter.phase(host.name, "planned", job.plan.reason)
     return job
@@ -117,16 +134,19 @@ def _finish(job: Job, pusher: Pusher, exporter: Exporter | None, reporter: Repor
     assert plan is not None
     docker_argv = host.docker
     if plan.route == "noop":
-        job.verified = True
+        job.verified, job.host_id = True, plan.host_id
     elif plan.route == "tag":
+        assert plan.host_id is not None
         reporter.phase(host.name, "tagging")
-        job.verified = tag_and_verify(conn, docker_argv, job.image.id, job.image.ref, job.image.id)
+        job.verified = tag_and_verify(conn, docker_argv, plan.host_id, job.image.ref, plan.host_id)
+        job.host_id = plan.host_id
     elif plan.route == "registry":
         run_registry(job, pusher, reporter)
     else:
         run_tarball(job, exporter, reporter)
     if not job.verified:
-        raise TransferError(host.name, f"{job.image.ref} on the host does not resolve to {job.image.id}",
+        raise TransferError(host.name, f"{job.image.ref} on the host does not resolve to the shipped image "
+                            f"(config {job.image.config_digest})",
                             hint="another process may have re-tagged it; ship again")
     return job.result()
 
@@ -134,7 +154,8 @@ def _finish(job: Job, pusher: Pusher, exporter: Exporter | None, reporter: Repor
 def _record(job: Job, outcome: str, error: str | None = None) -> None:
     """Append the ship to the host's history (best effort: never hides the real outcome)."""
     res = job.result()
-    rec = history.record("ship", image=job.image.ref, image_id=job.image.id, result=outcome,
+    rec = history.record("ship", image=job.image.ref, image_id=job.host_id or job.image.id, result=outcome,
+                         config_digest=job.image.config_digest,
                          via=res.via, route=res.route, bytes_sent=res.bytes_sent,
                          layers_sent=res.layers_sent, seconds=round(res.seconds, 3), error=error,
                          **dict(job.record))
@@ -183,18 +204,19 @@ def ship_image(hosts: Sequence[Host], image_ref: str, options: ShipOptions | Non
     image = image or inspect(image_ref, client)
     if image.ref != image_ref:
         image = replace(image, ref=image_ref)
-    sizes = _history_sizes(client, image)
+    layer_history = _history_sizes(client, image)
     jobs = {h.name: Job(h, HostConn(h, timeout=options.connect_timeout), image, record=options.record)
             for h in hosts}
     exports = ExportPool(image, options.level, expected=min(len(jobs), options.parallel), client=client,
                          head_start=_head_start(hosts, image, options, client))
     pusher = Pusher(image, client)
+    sizes = LayerSizes(image, client)
 
     def work(host: Host) -> ShipResult:
         job = jobs[host.name]
         reported = False  # every host reports to the export pool exactly once
         try:
-            _observe(job, options, sizes, reporter, take_lock=True)
+            _observe(job, options, layer_history, reporter, take_lock=True, sizes=sizes)
             plan = job.plan
             assert plan is not None
             exporter = None
@@ -258,12 +280,13 @@ def plan_ship(hosts: Sequence[Host], image_ref: str, options: ShipOptions | None
     split_ref(image_ref)
     client = client or docker_client()
     image = replace(inspect(image_ref, client), ref=image_ref)
-    sizes = _history_sizes(client, image)
+    layer_history = _history_sizes(client, image)
+    sizes = LayerSizes(image, client)
 
     def one(host: Host) -> ShipPlan:
         job = Job(host, HostConn(host, timeout=options.connect_timeout), image)
         try:
-            _observe(job, options, sizes, NullReporter(), take_lock=False)
+            _observe(job, options, layer_history, NullReporter(), take_lock=False, sizes=sizes)
             assert job.plan is not None
             return job.plan
         finally:

@@ -2,7 +2,10 @@
 
 The stand-in reads the load tar the way `docker load` does (manifest, config, each layer file
 checked against its diff id, layers it already holds may be absent) and keeps images, labels and
-tags in a JSON file, so tests see exactly what the host's Docker would be left with.
+tags in a JSON file, so tests see exactly what the host's Docker would be left with. An OCI
+layout is read as the containerd image store reads it: blobs go to a content store, the image's
+id is its manifest digest, a layer it already holds needs no blob, and an image whose manifest
+names a blob the content store lacks loads but is not listed (`images -aq`).
 """
 from __future__ import annotations
 
@@ -32,11 +35,43 @@ def chain(diffs):
     for d in diffs:
         c = d if c is None else "sha256:" + hashlib.sha256(f"{c} {d}".encode()).hexdigest()
     return c
+state.setdefault("content", [])
+state.setdefault("manifests", {})
+def sha(b):
+    return "sha256:" + hashlib.sha256(b).hexdigest()
+def load_oci(files):
+    for name, data in files.items():
+        if name.startswith("blobs/sha256/"):
+            if sha(data) != "sha256:" + name.rsplit("/", 1)[1]:
+                sys.exit(f"content digest mismatch for {name}")
+            if sha(data) not in state["content"]:
+                state["content"].append(sha(data))
+    desc = json.loads(files["index.json"])["manifests"][0]
+    man = json.loads(files["blobs/sha256/" + desc["digest"][7:]])
+    config = files["blobs/sha256/" + man["config"]["digest"][7:]]
+    cfg = json.loads(config)
+    diffs = cfg["rootfs"]["diff_ids"]
+    for i, (d, layer) in enumerate(zip(diffs, man["layers"])):
+        if chain(diffs[: i + 1]) in state["chains"]:
+            continue
+        blob = files.get("blobs/sha256/" + layer["digest"][7:])
+        if blob is None:
+            sys.exit(f"failed to get reader from content store: content digest {layer['digest']} not found")
+        if sha(blob) != d:
+            sys.exit(f'invalid diffID for layer {i}: expected "{d}", got "{sha(blob)}"')
+        state["chains"].append(chain(diffs[: i + 1]))
+    state["images"][desc["digest"]] = (cfg.get("config") or {}).get("Labels") or {}
+    state["manifests"][desc["digest"]] = [layer["digest"] for layer in man["layers"]]
+    save()
+    print(f"Loaded image ID: {desc['digest']}")
 if args[0] == "load":
     files = {}
     with tarfile.open(fileobj=sys.stdin.buffer, mode="r|") as tar:
         for m in tar:
             files[m.name] = tar.extractfile(m).read() if m.isfile() else b""
+    if "index.json" in files:
+        load_oci(files)
+        sys.exit(0)
     manifest = json.loads(files["manifest.json"])[0]
     config = files[manifest["Config"]]
     cfg = json.loads(config)
@@ -60,6 +95,10 @@ elif args[:2] == ["image", "inspect"]:
     if ref not in state["images"]:
         sys.exit(f"No such image: {ref}")
     print(ref)
+elif args[:2] == ["images", "-aq"]:
+    for image_id in state["images"]:
+        if all(d in state["content"] for d in state["manifests"].get(image_id, [])):
+            print(image_id)
 elif args[0] == "images":
     key, _, value = args[-1].removeprefix("label=").partition("=")
     for image_id, labels in state["images"].items():

@@ -2,8 +2,11 @@
 (tests/unit/fakedocker.py)."""
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import shutil
+import tarfile
 import subprocess
 from pathlib import Path
 
@@ -14,6 +17,10 @@ from deployer.commands import load as ld
 from deployer.commands import ship as cmd
 
 
+def _head(head: ld.LoadHead) -> tuple[bytes, int]:
+    return head.data, head.blocks
+
+
 def sh(argv: tuple[str, ...], input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(list(argv), input=input, capture_output=True, check=False)
 
@@ -21,7 +28,7 @@ def sh(argv: tuple[str, ...], input: bytes | None = None) -> subprocess.Complete
 def test_head_is_a_tar_prefix_with_manifest_config_and_layer_headers() -> None:
     config = b'{"rootfs":{"diff_ids":["sha256:1"]}}'
     files = [ld.LoadFile("sha256:" + "a" * 64, "/s/x.zst", 1000)]
-    head, blocks = ld.load_head(config, ["sha256:" + "a" * 64], files)
+    head, blocks = _head(ld.load_head("legacy", config, ["sha256:" + "a" * 64], files))
     assert len(head) == (blocks + 1) * 512 and blocks == 4  # two members of one block each + data
     manifest = json.loads(head[512:1024].rstrip(b"\0"))
     assert manifest == [{"Config": f"{ld.config_id(config)[7:]}.json", "RepoTags": None,
@@ -55,13 +62,13 @@ def test_stand_ins_then_install_leave_only_the_tagged_image(tmp_path: Path) -> N
     docker, state = fake_docker(tmp_path)
     # layers 1-2 arrive first: a stand-in holds them
     partial = ld.partial_config("linux", "amd64", img.diff_ids[:2], img.staging)
-    head, blocks = ld.load_head(partial, img.diff_ids[:2], img.files[:2])
+    head, blocks = _head(ld.load_head("legacy", partial, img.diff_ids[:2], img.files[:2]))
     res = sh(ld.load_argv(docker, img.head_path(), "gzip", blocks, img.files[:2]), head)
     assert res.returncode == 0, res.stderr
     assert ld.parse_loaded(res.stdout.decode()) == (ld.config_id(partial),)
     assert not Path(img.head_path()).exists()
     # install brings the rest with the real config, drops the stand-in and the blobs, tags
-    head, blocks = ld.load_head(img.config, img.diff_ids, img.files[2:])
+    head, blocks = _head(ld.load_head("legacy", img.config, img.diff_ids, img.files[2:]))
     argv = ld.install_argv(docker, img.head_path(), img.id, "t:v", img.staging, cmd.blob_dir(img.staging),
                            img.names, "gzip", blocks, img.files[2:])
     res = sh(argv, head)
@@ -82,7 +89,7 @@ def test_link_mode_sends_the_blob_as_is(tmp_path: Path) -> None:
     plain = [ld.LoadFile(f.diff_id, f.src + ".raw", f.size) for f in img.files]
     for f, raw in zip(plain, img.layers):
         Path(f.src).write_bytes(raw)
-    head, blocks = ld.load_head(img.config, img.diff_ids, plain)
+    head, blocks = _head(ld.load_head("legacy", img.config, img.diff_ids, plain))
     res = sh(ld.install_argv(docker, img.head_path(), img.id, "t:v", img.staging, cmd.blob_dir(img.staging),
                              img.names, "link", blocks, plain), head)
     assert res.returncode == 0, res.stderr
@@ -93,7 +100,7 @@ def test_a_layer_that_does_not_match_fails_the_load_and_keeps_the_blobs(tmp_path
     docker, state = fake_docker(tmp_path)
     swapped = [img.files[0], img.files[1], ld.LoadFile(img.diff_ids[2], img.files[3].src, img.files[2].size),
                img.files[3]]
-    head, blocks = ld.load_head(img.config, img.diff_ids, swapped)
+    head, blocks = _head(ld.load_head("legacy", img.config, img.diff_ids, swapped))
     res = sh(ld.install_argv(docker, img.head_path(), img.id, "t:v", img.staging, cmd.blob_dir(img.staging),
                              img.names, "gzip", blocks, swapped), head)
     assert res.returncode == 5 and b"invalid diffID" in res.stderr
@@ -105,7 +112,7 @@ def test_a_blob_that_fails_to_decompress_loads_nothing(tmp_path: Path) -> None:
     img = Image(tmp_path)
     docker, state = fake_docker(tmp_path)
     Path(img.files[1].src).write_bytes(b"not gzip at all")
-    head, blocks = ld.load_head(img.config, img.diff_ids, img.files)
+    head, blocks = _head(ld.load_head("legacy", img.config, img.diff_ids, img.files))
     res = sh(ld.load_argv(docker, img.head_path(), "gzip", blocks, img.files), head)
     assert res.returncode != 0 and not ld.parse_loaded(res.stdout.decode())
     assert not state.exists() or not json.loads(state.read_text())["images"]
@@ -114,7 +121,7 @@ def test_a_blob_that_fails_to_decompress_loads_nothing(tmp_path: Path) -> None:
 def test_a_wrong_image_id_is_exit_6_and_nothing_is_tagged(tmp_path: Path) -> None:
     img = Image(tmp_path)
     docker, state = fake_docker(tmp_path)
-    head, blocks = ld.load_head(img.config, img.diff_ids, img.files)
+    head, blocks = _head(ld.load_head("legacy", img.config, img.diff_ids, img.files))
     other = "sha256:" + "7" * 64
     res = sh(ld.install_argv(docker, img.head_path(), other, "t:v", img.staging, cmd.blob_dir(img.staging),
                              img.names, "gzip", blocks, img.files), head)
@@ -127,7 +134,7 @@ def test_remove_partials_drops_only_this_staging_dirs_stand_ins(tmp_path: Path) 
     docker, state = fake_docker(tmp_path)
     for staging in (img.staging, "/other/staging"):
         cfg = ld.partial_config("linux", "amd64", img.diff_ids[:1], staging)
-        head, blocks = ld.load_head(cfg, img.diff_ids[:1], img.files[:1])
+        head, blocks = _head(ld.load_head("legacy", cfg, img.diff_ids[:1], img.files[:1]))
         assert sh(ld.load_argv(docker, img.head_path(), "gzip", blocks, img.files[:1]), head).returncode == 0
     assert sh(ld.remove_partials_argv(docker, img.staging)).returncode == 0
     left = json.loads(state.read_text())["images"]
@@ -144,6 +151,88 @@ def test_zstd_mode_decompresses_on_the_host(tmp_path: Path) -> None:
         path = cmd.blob_path(img.staging, sha(blob), "zstd")
         Path(path).write_bytes(blob)
         files.append(ld.LoadFile(f.diff_id, path, f.size))
-    head, blocks = ld.load_head(img.config, img.diff_ids, files)
+    head, blocks = _head(ld.load_head("legacy", img.config, img.diff_ids, files))
     res = sh(ld.load_argv(docker, img.head_path(), "zstd", blocks, files), head)
     assert res.returncode == 0 and ld.parse_loaded(res.stdout.decode()) == (img.id,), res.stderr
+
+
+def _oci_install(docker: tuple[str, ...], img: Image, files: list[ld.LoadFile]) -> tuple[subprocess.CompletedProcess[bytes], str]:
+    sizes = {f.diff_id: f.size for f in img.files}
+    head = ld.load_head("oci", img.config, img.diff_ids, files, sizes)
+    argv = ld.install_argv(docker, img.head_path(), head.image_id, "t:v", img.staging, cmd.blob_dir(img.staging),
+                           img.names, "gzip", head.blocks, files)
+    return sh(argv, head.data), head.image_id
+
+
+def test_oci_head_names_layers_by_diff_id_and_its_id_is_the_manifest_digest() -> None:
+    config = b'{"rootfs":{"diff_ids":["sha256:1","sha256:2"]}}'
+    files = [ld.LoadFile("sha256:" + "b" * 64, "/s/x.zst", 700)]
+    diff_ids = ["sha256:" + "a" * 64, "sha256:" + "b" * 64]
+    with pytest.raises(ValueError, match="no size known"):
+        ld.load_head("oci", config, diff_ids, files)
+    head = ld.load_head("oci", config, diff_ids, files, {diff_ids[0]: 1000})
+    members = {}
+    with tarfile.open(fileobj=io.BytesIO(head.data[: head.blocks * 512] + b"\0" * 1024)) as tar:
+        for m in tar:
+            members[m.name] = tar.extractfile(m).read()  # type: ignore[union-attr]
+    index = json.loads(members["index.json"])
+    manifest_digest = index["manifests"][0]["digest"]
+    assert head.image_id == manifest_digest and "annotations" not in index["manifests"][0]
+    manifest = json.loads(members[f"blobs/sha256/{manifest_digest[7:]}"])
+    assert manifest["config"]["digest"] == ld.config_id(config)
+    assert [(d["digest"], d["size"], d["mediaType"]) for d in manifest["layers"]] == [
+        (diff_ids[0], 1000, "application/vnd.oci.image.layer.v1.tar"),
+        (diff_ids[1], 700, "application/vnd.oci.image.layer.v1.tar")]
+    assert head.data[-512:].startswith(f"blobs/sha256/{'b' * 64}".encode())
+    # the same image and sizes give the same id: the sender knows it before the load
+    assert ld.load_head("oci", config, diff_ids, [], {diff_ids[0]: 1000, diff_ids[1]: 700}).image_id == head.image_id
+
+
+def test_oci_stand_ins_then_install_on_a_containerd_store(tmp_path: Path) -> None:
+    img = Image(tmp_path)
+    docker, state = fake_docker(tmp_path)
+    sizes = {f.diff_id: f.size for f in img.files}
+    partial = ld.partial_config("linux", "amd64", img.diff_ids[:2], img.staging)
+    head = ld.load_head("oci", partial, img.diff_ids[:2], img.files[:2], sizes)
+    res = sh(ld.load_argv(docker, img.head_path(), "gzip", head.blocks, img.files[:2]), head.data)
+    assert res.returncode == 0, res.stderr
+    assert ld.parse_loaded(res.stdout.decode()) == (head.image_id,)
+    res, image_id = _oci_install(docker, img, img.files[2:])
+    assert res.returncode == 0, res.stderr
+    assert ld.parse_install(res.stdout.decode()) == ld.Installed(image_id, image_id)
+    after = json.loads(state.read_text())
+    assert list(after["images"]) == [image_id] and after["tags"] == {"t:v": image_id}
+
+
+def test_oci_delta_after_a_plain_load_sends_only_the_new_layer(tmp_path: Path) -> None:
+    """Layers loaded earlier (by deployer or a `docker save` tar) are in the content store under
+    their diff id: a tar with only the new layer's blob gives a complete, listed image."""
+    img = Image(tmp_path)
+    docker, state = fake_docker(tmp_path)
+    sizes = {f.diff_id: f.size for f in img.files}
+    cfg = ld.partial_config("linux", "amd64", img.diff_ids[:3], "/elsewhere")
+    head = ld.load_head("oci", cfg, img.diff_ids[:3], img.files[:3], sizes)
+    assert sh(ld.load_argv(docker, img.head_path(), "gzip", head.blocks, img.files[:3]), head.data).returncode == 0
+    res, image_id = _oci_install(docker, img, img.files[3:])
+    assert res.returncode == 0, res.stderr
+    assert image_id in sh((*docker, "images", "-aq", "--no-trunc")).stdout.decode().split()
+
+
+def test_oci_incomplete_image_is_exit_8_then_completed_by_sending_the_layers(tmp_path: Path) -> None:
+    """Layers the host unpacked from a registry pull are held under compressed digests: the load
+    succeeds but the image is not listed (exit 8, blobs kept); sending those layers completes it."""
+    img = Image(tmp_path)
+    docker, state = fake_docker(tmp_path)
+    pulled = {"images": {}, "chains": [], "tags": {}, "content": ["sha256:" + "9" * 64], "manifests": {}}
+    c = None
+    for d in img.diff_ids[:3]:  # what a pull of the first three layers leaves: snapshots, gzip blobs
+        c = d if c is None else "sha256:" + hashlib.sha256(f"{c} {d}".encode()).hexdigest()
+        pulled["chains"].append(c)
+    state.write_text(json.dumps(pulled))
+    res, image_id = _oci_install(docker, img, img.files[3:])
+    assert res.returncode == 8, res.stderr
+    assert len(list(Path(cmd.blob_dir(img.staging)).iterdir())) == 4  # kept for the second try
+    assert json.loads(state.read_text())["tags"] == {}
+    res, again = _oci_install(docker, img, img.files[:3])
+    assert res.returncode == 0 and again == image_id, res.stderr
+    assert json.loads(state.read_text())["tags"] == {"t:v": image_id}

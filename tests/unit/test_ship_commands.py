@@ -39,7 +39,10 @@ def test_exact_argv() -> None:
     assert argv[:2] == ("sh", "-c") and argv[3:] == ("sh", "/a; rm -rf /", "/b", DIGEST, "12")
     assert cmd.tag_verify_argv(DOCKER, "sha256:1", "t:v")[3:] == ("sh", "sha256:1", "t:v", "sudo", "docker")
     argv = cmd.image_state_argv(DOCKER, "t:v", "sha256:1")
-    assert argv[3:] == ("sh", "t:v", "sha256:1", "sudo", "docker")
+    assert argv[3:] == ("sh", "t:v", "sha256:1", "--", "sudo", "docker")
+    assert cmd.image_state_argv(DOCKER, "t:v", "sha256:1", "sha256:2")[5:8] == ("sha256:1", "sha256:2", "--")
+    with pytest.raises(ValueError):
+        cmd.image_state_argv(DOCKER, "t:v", "; rm -rf /")
 
 
 def test_parsers() -> None:
@@ -50,8 +53,8 @@ def test_parsers() -> None:
     assert cmd.parse_receive("ok sha256:1\n") == cmd.Received("ok", "sha256:1")
     assert cmd.parse_receive("short 12\n") == cmd.Received("short", "12")
     assert cmd.parse_receive("") == cmd.Received("")
-    assert cmd.parse_image_state("ref sha256:1\nid sha256:1\n") == cmd.ImageState("sha256:1", True)
-    assert cmd.parse_image_state("ref \nid \n") == cmd.ImageState(None, False)
+    assert cmd.parse_image_state("ref sha256:1\nid sha256:1\n") == cmd.ImageState("sha256:1", frozenset({"sha256:1"}))
+    assert cmd.parse_image_state("ref \nid \n") == cmd.ImageState(None)
     pull = "v1: Pulling from x\na: Already exists\nb: Pull complete\nc: Pull complete\nDigest: sha256:1\n"
     assert cmd.parse_pull(pull) == (2, 1)
 
@@ -140,7 +143,7 @@ def _fake_docker(tmp_path: Path) -> str:
 def test_image_state_and_tag_scripts_with_a_fake_docker(tmp_path: Path) -> None:
     docker = (_fake_docker(tmp_path),)
     res = sh(cmd.image_state_argv(docker, "t:v", "sha256:bbb"))
-    assert cmd.parse_image_state(res.stdout.decode()) == cmd.ImageState("sha256:aaa", False)
+    assert cmd.parse_image_state(res.stdout.decode()) == cmd.ImageState("sha256:aaa")
     res = sh(cmd.tag_verify_argv(docker, "sha256:aaa", "t:v"))
     assert res.stdout.decode().strip() == "sha256:aaa"
     assert (tmp_path / "tags").read_text() == "sha256:aaa t:v\n"

@@ -41,7 +41,7 @@ def facts(version: str = "20.10.24", store: str = "overlay2", reachable: bool | 
                      registry_reachable=reachable, decompressors=decompressors, arch=arch)
 
 
-NONE = ImageState(None, False)
+NONE = ImageState(None)
 BASE_PRESENT = frozenset(chain_ids(D)[:2])  # host has the bottom two layers
 
 
@@ -51,9 +51,9 @@ def plan(h: Host | None = None, f: HostFacts | None = None, state: ImageState = 
 
 
 def test_noop_and_tag_only() -> None:
-    p = plan(state=ImageState(IMAGE.id, True))
+    p = plan(state=ImageState(IMAGE.id, frozenset({IMAGE.id})))
     assert (p.route, p.via, p.transfers) == ("noop", None, False)
-    p = plan(state=ImageState("sha256:other", True))
+    p = plan(state=ImageState("sha256:other", frozenset({IMAGE.id})))
     assert (p.route, p.reason) == ("tag", "host has the image id; tag only")
 
 
@@ -79,9 +79,28 @@ def test_forced_codec() -> None:
     assert p.codec == CodecChoice("gzip", False) and p.staging_need == 200 + MARGIN
 
 
-def test_containerd_store_gets_everything() -> None:
-    p = plan(f=facts(store="containerd"), via="tarball")
-    assert p.missing == (0, 1, 2, 3) and p.full_transfer and "containerd" in p.reason
+def test_containerd_store_gets_only_the_missing_layers_as_an_oci_load() -> None:
+    sizes = {d: 1000 + i for i, d in enumerate(IMAGE.diff_ids)}
+    p = make_plan(host(), IMAGE, facts(store="containerd"), NONE, BASE_PRESENT, SIZES, "tarball",
+                  known_sizes=sizes)
+    assert (p.missing, p.load_format, p.image_store) == ((2, 3), "oci", "containerd")
+    assert p.codec == CodecChoice("zstd", host_decompress=True)  # layers go in uncompressed: named by diff id
+    assert p.reused_sizes == ((IMAGE.diff_ids[0], 1000), (IMAGE.diff_ids[1], 1001))
+    # even a Docker that reads zstd itself gets them decompressed; no zstd binary: gzip, decompressed
+    p = make_plan(host(), IMAGE, facts(store="containerd", version="28.5.2", decompressors=frozenset({"gzip"})),
+                  NONE, BASE_PRESENT, SIZES, "tarball", known_sizes=sizes)
+    assert p.codec == CodecChoice("gzip", host_decompress=True)
+    with pytest.raises(PreflightError, match="cannot decompress"):
+        make_plan(host(), IMAGE, facts(store="containerd", decompressors=frozenset()), NONE, BASE_PRESENT,
+                  SIZES, "tarball", known_sizes=sizes)
+
+
+def test_containerd_store_resends_layers_whose_size_is_unknown_here() -> None:
+    sizes = {IMAGE.diff_ids[1]: 1001}
+    p = make_plan(host(), IMAGE, facts(store="containerd"), NONE, BASE_PRESENT, SIZES, "tarball",
+                  known_sizes=sizes)
+    assert p.missing == (0, 2, 3) and p.reused_sizes == ((IMAGE.diff_ids[1], 1001),)
+    assert "1 layer(s) the host has are sent again" in p.reason
 
 
 def test_auto_route() -> None:
@@ -121,11 +140,11 @@ def test_preflight_disk_and_docker() -> None:
     preflight(plan(via="tarball"), facts(disk=None))  # unknown: not refused
     no_docker = HostFacts(None, docker_error="docker: command not found")
     with pytest.raises(PreflightError, match="command not found"):
-        preflight(plan(state=ImageState(IMAGE.id, True)), no_docker)
+        preflight(plan(state=ImageState(IMAGE.id, frozenset({IMAGE.id}))), no_docker)
     with pytest.raises(PreflightError, match="built for amd64, the host is arm64"):
         preflight(plan(via="tarball"), facts(arch="aarch64"), "amd64")
     # nothing to send: no disk needed
-    preflight(plan(state=ImageState("sha256:o", True)), facts(disk=0, docker_disk=0))
+    preflight(plan(state=ImageState("sha256:o", frozenset({IMAGE.id}))), facts(disk=0, docker_disk=0))
 
 
 def test_refs() -> None:
@@ -173,4 +192,4 @@ def test_render_registry_and_noop() -> None:
         ("docker", "image", "inspect", "--format", "{{.Id}}", "r:5000/trainer:v3"),
         cmd.tag_verify_argv(("docker",), "r:5000/trainer:v3", "trainer:v3"),
     ]
-    assert plan_commands(plan(state=ImageState(IMAGE.id, True)), h) == []
+    assert plan_commands(plan(state=ImageState(IMAGE.id, frozenset({IMAGE.id}))), h) == []

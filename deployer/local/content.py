@@ -1,0 +1,155 @@
+"""The containerd image store on the workstation: from an image's id to its config.
+
+On the containerd store an image's id is the digest of its manifest or index, while what a
+host checks, and what the classic store calls the id, is the config digest. It is found once
+per image id and remembered in the cache (a manifest digest always names the same config):
+read from the daemon's content store where this user can read it (root, or a rootless
+daemon's own user: blobs are plain files named by digest), else from one streamed
+`docker save` (Docker Desktop).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import tarfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import docker
+
+from deployer.errors import LocalError
+from deployer.local.cache import Cache
+from deployer.local.client import translated
+from deployer.local.image import ImageInfo
+from deployer.local.savestream import StreamReader
+from deployer.tarfmt import digest_of, hex_of
+
+log = logging.getLogger(__name__)
+
+_INDEXES = ("application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json")
+_SMALL = 4 << 20  # manifests, indexes and configs are small JSON
+
+
+def content_roots(info: Mapping[str, Any]) -> list[Path]:
+    """Where the daemon's containerd keeps content: its own (dockerd-managed) or the system's."""
+    roots = []
+    if info.get("DockerRootDir"):
+        roots.append(Path(str(info["DockerRootDir"])) / "containerd" / "daemon")
+    roots.append(Path("/var/lib/containerd"))
+    return [r / "io.containerd.content.v1.content" / "blobs" / "sha256" for r in roots]
+
+
+def pick_manifest(index: Mapping[str, Any], os: str, architecture: str) -> str | None:
+    """The digest of the image manifest for this platform in an index (attestations are skipped)."""
+    for desc in index.get("manifests") or []:
+        if not isinstance(desc, Mapping):
+            continue
+        annotations = desc.get("annotations") or {}
+        if annotations.get("vnd.docker.reference.type") == "attestation-manifest":
+            continue
+        platform = desc.get("platform") or {}
+        if platform and (platform.get("os"), platform.get("architecture")) != (os or "linux", architecture or "amd64"):
+            continue
+        return str(desc.get("digest"))
+    return None
+
+
+def is_config_of(doc: object, image: ImageInfo) -> bool:
+    """True if DOC is an image config over exactly this image's layers."""
+    if not isinstance(doc, dict):
+        return False
+    rootfs = doc.get("rootfs")
+    return isinstance(rootfs, dict) and tuple(rootfs.get("diff_ids") or ()) == image.diff_ids
+
+
+class _Blobs:
+    """Verified reads of one content store dir."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def read(self, digest: str) -> bytes:
+        data = (self.root / hex_of(digest)).read_bytes()
+        if digest_of(data) != digest:
+            raise ValueError(f"content {digest} does not hash to its name")
+        return data
+
+    def config(self, image: ImageInfo) -> bytes | None:
+        """The config of IMAGE (its id is a manifest or index digest), or None."""
+        digest: str | None = image.id
+        for _ in range(3):  # index -> manifest -> config (an index of indexes is not an image)
+            assert digest is not None
+            doc = json.loads(self.read(digest))
+            if is_config_of(doc, image):
+                return self.read(digest)
+            if doc.get("mediaType") in _INDEXES or "manifests" in doc:
+                digest = pick_manifest(doc, image.os, image.architecture)
+                if digest is None:
+                    return None
+            elif isinstance(doc.get("config"), dict):
+                digest = str(doc["config"].get("digest"))
+            else:
+                return None
+        return None
+
+
+def from_content_store(info: Mapping[str, Any], image: ImageInfo) -> bytes | None:
+    for root in content_roots(info):
+        try:
+            config = _Blobs(root).config(image)
+        except (OSError, ValueError, AttributeError) as exc:
+            log.debug("content store %s: %s", root, exc)
+            continue
+        if config is not None:
+            return config
+    return None
+
+
+def _members(reader: StreamReader) -> Iterator[tuple[tarfile.TarInfo, tarfile.TarFile]]:
+    with tarfile.open(fileobj=reader, mode="r|") as tar:
+        for member in tar:
+            yield member, tar
+
+
+def from_save(client: docker.DockerClient, image: ImageInfo) -> bytes | None:
+    """Stream `docker save` until a config over this image's layers goes by."""
+    with translated(f"reading the config of {image.ref} with docker save"):
+        chunks = client.api.get_image(image.id, chunk_size=1 << 20)
+        try:
+            for member, tar in _members(StreamReader(iter(chunks))):
+                if not member.isfile() or member.size > _SMALL or not member.name.startswith("blobs/"):
+                    continue
+                f = tar.extractfile(member)
+                data = f.read() if f is not None else b""
+                if data[:1] != b"{":
+                    continue
+                try:
+                    doc = json.loads(data)
+                except ValueError:
+                    continue
+                if is_config_of(doc, image) and doc.get("os", "linux") == (image.os or "linux"):
+                    return data
+        finally:
+            close = getattr(chunks, "close", None)
+            if close:
+                close()
+    return None
+
+
+def config_digest(client: docker.DockerClient, image: ImageInfo, cache: Cache | None = None) -> str:
+    """The config digest of a containerd-store image (its config is cached on the way)."""
+    cache = cache or Cache()
+    known = cache.config_for(image.id)
+    if known is not None:
+        return known
+    with translated("reading docker info"):
+        info = client.info()
+    config = from_content_store(info, image) or from_save(client, image)
+    if config is None:
+        raise LocalError(f"cannot find the config of {image.ref} ({image.id[:19]}) in the local Docker",
+                         hint="check `docker save` of the image works")
+    digest = digest_of(config)
+    cache.put_config(digest, config)
+    cache.remember_config(image.id, digest)
+    return digest
