@@ -29,8 +29,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(scope="session")
 def testbed() -> Iterator[Testbed]:
-    """The running testbed (brought up if needed). Torn down at the end only if this session started it
-    from nothing, and not when DEPLOYER_KEEP_TESTBED=1."""
+    """The running testbed (brought up if needed), its workstation daemon on the image store that
+    DEPLOYER_TESTBED_WS_STORE names (overlay2 or containerd; default overlay2; `testbed.ws_store`). Torn down
+    at the end only if this session started it from nothing, and not when DEPLOYER_KEEP_TESTBED=1."""
     if os.geteuid() != 0:
         pytest.skip("the testbed needs root (network namespaces, dockerd)")
     tb, started = start_or_reuse()

@@ -17,7 +17,8 @@ from pathlib import Path
 import docker
 import pytest
 
-from tests.testbed import net
+from tests.testbed import bed, net
+from tests.testbed.config import BASE_IMAGE, Store
 from tests.testbed.fixture import Testbed
 
 SAMPLE = "deployer-testbed/sample:latest"
@@ -69,8 +70,61 @@ def test_strict_host_key_ssh_reaches_every_host_with_its_docker(testbed: Testbed
         assert res.returncode == 0, res.stderr
         lines = res.stdout.decode().splitlines()
         assert lines[0] == host.docker_host
-        assert lines[1].split()[1].startswith("20.10")
+        assert lines[1].split()[1].startswith(f"{host.docker}.")
         assert lines[2] == ("no-nvidia-smi" if not host.gpus else f"{Path(host.staging_dir).parent}/bin/nvidia-smi")
+
+
+def test_the_fleet_runs_todays_docker_on_both_stores_and_one_old_docker(testbed: Testbed) -> None:
+    want = {"gpu01": ("28", "containerd"), "gpu02": ("28", "overlay2"), "airgap01": ("28", "containerd"),
+            "cpu01": ("20.10", "overlay2")}
+    assert {n: (h.docker, h.store) for n, h in testbed.hosts.items()} == want
+    assert testbed.hosts_on(store="containerd") == ["gpu01", "airgap01"]
+    assert testbed.hosts_on(docker="20.10") == ["cpu01"]
+    for name, (docker_line, store) in want.items():
+        res = testbed.ssh(name, "docker info --format '{{.ServerVersion}} {{.Driver}} {{json .DriverStatus}}'; "
+                                "ctr --version")
+        assert res.returncode == 0, res.stderr
+        info, ctr = res.stdout.decode().splitlines()
+        version, driver, status = info.split(" ", 2)
+        assert version.startswith("28.5." if docker_line == "28" else "20.10.")
+        if store == "containerd":
+            assert driver == "overlayfs" and '["driver-type","io.containerd.snapshotter.v1"]' in status
+        else:
+            assert driver == "overlay2" and "io.containerd.snapshotter" not in status
+        # Docker 28 hosts' sessions find containerd 2's ctr; the old host has bookworm's containerd 1.6.
+        assert (" 2.1." in ctr) == (docker_line == "28"), ctr
+
+
+def test_ws_daemon_is_docker_28_on_the_requested_store(testbed: Testbed) -> None:
+    assert testbed.ws_store == os.environ.get("DEPLOYER_TESTBED_WS_STORE", "overlay2")
+    info = testbed.docker("ws").info()
+    assert info["ServerVersion"].startswith("28.5.")
+    assert (info["Driver"], ["driver-type", "io.containerd.snapshotter.v1"] in info["DriverStatus"]) == (
+        ("overlayfs", True) if testbed.ws_store == "containerd" else ("overlay2", False))
+    assert testbed.env()["DEPLOYER_TESTBED_WS_STORE"] == testbed.ws_store
+
+
+def test_ws_store_switch_restarts_only_the_ws_daemon_and_keeps_each_stores_images(testbed: Testbed) -> None:
+    """Switch the ws daemon to the other store and back: each store keeps its own data root (a tag made
+    on one is still there after the round trip, absent on the other), both have the base images, and
+    no host daemon is restarted. Note: other sessions using the ws daemon meanwhile see it restart."""
+    first = testbed.ws_store
+    other: Store = "containerd" if first == "overlay2" else "overlay2"
+    hosts_before = {c: bed.alive(testbed.paths, c) for c in bed.components() if c != "dockerd-ws"}
+    marker = f"testbed-test/store-marker:{uuid.uuid4().hex[:8]}"
+    testbed.docker("ws").images.get(BASE_IMAGE).tag(marker)
+    try:
+        bed.up(testbed.paths, ws_store=other)
+        ws = testbed.docker("ws")
+        assert bed.ws_store(testbed.paths) == other
+        assert {BASE_IMAGE, SAMPLE} <= {t for img in ws.images.list() for t in img.tags}
+        assert not ws.images.list(name=marker)
+    finally:
+        bed.up(testbed.paths, ws_store=first)
+    assert bed.ws_store(testbed.paths) == first
+    assert testbed.docker("ws").images.list(name=marker)
+    testbed.docker("ws").images.remove(marker)
+    assert {c: bed.alive(testbed.paths, c) for c in hosts_before} == hosts_before
 
 
 def test_unknown_host_key_is_refused(testbed: Testbed, tmp_path: Path) -> None:
@@ -106,9 +160,17 @@ def test_each_host_has_its_own_images(testbed: Testbed) -> None:
 
 @pytest.mark.parametrize("gpus, expected", [("all", "all"), ('"device=1"', "1"), ("2", "0,1")])
 def test_gpus_on_gpu_hosts(testbed: Testbed, sample_on_hosts: str, gpus: str, expected: str) -> None:
+    assert testbed.hosts["gpu01"].store == "containerd"  # Docker 28 on the containerd store: the hook still works
     res = docker_cli(testbed, "gpu01", "run", "--rm", "--gpus", gpus, sample_on_hosts)
     assert res.returncode == 0, res.stderr
     assert f"NVIDIA_VISIBLE_DEVICES={expected} " in res.stdout
+
+
+@pytest.mark.parametrize("host", ["gpu01", "gpu02", "airgap01"])
+def test_gpus_on_every_gpu_host_whatever_its_store(testbed: Testbed, sample_on_hosts: str, host: str) -> None:
+    res = docker_cli(testbed, host, "run", "--rm", "--gpus", '"device=1"', sample_on_hosts)
+    assert res.returncode == 0, res.stderr
+    assert "NVIDIA_VISIBLE_DEVICES=1 " in res.stdout
 
 
 def test_gpu_by_uuid_and_fourth_gpu_of_gpu02(testbed: Testbed, sample_on_hosts: str) -> None:

@@ -5,11 +5,12 @@ import argparse
 import sys
 
 from . import bed, net
-from .config import HOST_NAMES, Paths
+from .config import HOST_NAMES, STORES, WS_STORE_ENV, Paths
 from .sh import TestbedError
 
 EPILOG = """examples:
   scripts/testbed up                  # bring the fleet up (or repair it); idempotent
+  scripts/testbed up --ws-store containerd   # workstation daemon on the containerd image store
   eval "$(scripts/testbed env)"       # DOCKER_HOST (workstation daemon) and DEPLOY_INVENTORY
   scripts/testbed status              # exit 0 when everything is up, 3 otherwise
   scripts/testbed cut gpu02           # gpu02 silently drops all packets (TCP hangs)
@@ -52,10 +53,13 @@ def main(argv: list[str] | None = None) -> int:
                                  "sshd + dockerd per network namespace, a registry, a workstation dockerd.",
                                  epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
-    sub.add_parser("up", help="create or repair the testbed")
+    up = sub.add_parser("up", help="create or repair the testbed")
+    up.add_argument("--ws-store", choices=STORES, default=None,
+                    help=f"image store of the workstation daemon (Docker 28 either way; default ${WS_STORE_ENV}, "
+                         "else overlay2); a change restarts only that daemon")
     sub.add_parser("down", help="remove everything: processes, namespaces, links, mounts, state")
     sub.add_parser("status", help="show each component; exit 3 if any is down")
-    sub.add_parser("env", help="print shell exports (DOCKER_HOST, DEPLOY_INVENTORY)")
+    sub.add_parser("env", help=f"print shell exports (DOCKER_HOST, DEPLOY_INVENTORY, {WS_STORE_ENV})")
     for name, helptext in (("cut", "make HOST unreachable (packets vanish, no resets)"), ("heal", "undo cut")):
         sub.add_parser(name, help=helptext).add_argument("host", type=_host)
     th = sub.add_parser("throttle", help="rate-limit TARGET (uplink or a host) in both directions with tc tbf")
@@ -79,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace, p: Paths) -> int:
     if args.cmd == "up":
-        bed.up(p, log=_say)
+        bed.up(p, log=_say, ws_store=args.ws_store)
     elif args.cmd == "down":
         bed.down(p, log=_say)
     elif args.cmd == "env":

@@ -10,8 +10,16 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from . import daemons, images, inventory, net
-from .config import HOSTS, REGISTRY, REGISTRY_AUTH, Paths
+from . import daemons, docker28, images, inventory, net
+from .config import (
+    HOSTS,
+    REGISTRY,
+    REGISTRY_AUTH,
+    WS_STORE_ENV,
+    Paths,
+    Store,
+    ws_store_from_env,
+)
 from .sh import TestbedError, pid_alive, read_pid, run, wait_for
 
 Log = Callable[[str], None]
@@ -65,14 +73,17 @@ def _log_tail(p: Paths, component: str, n: int = 8) -> str:
     return "\n    ".join(lines[-n:])
 
 
-def up(p: Paths | None = None, log: Log = _quiet) -> Paths:
-    """Create or repair every part of the testbed; returns its paths. Raises TestbedError on failure."""
+def up(p: Paths | None = None, log: Log = _quiet, ws_store: Store | None = None) -> Paths:
+    """Create or repair every part of the testbed, the ws daemon on ws_store (default: DEPLOYER_TESTBED_WS_STORE,
+    else overlay2); returns its paths. Raises TestbedError on failure."""
     p = p or Paths()
+    store = ws_store or ws_store_from_env()
     t0 = time.monotonic()
     p.state.mkdir(parents=True, exist_ok=True)
     with locked(p):
         for d in (p.logs, p.state / "pids", p.cache, p.ws):
             d.mkdir(parents=True, exist_ok=True)
+        docker28.ensure(p, log)
         daemons.ensure_client_key(p)
         for spec in HOSTS:
             daemons.prepare_host_dirs(p, spec)
@@ -85,12 +96,12 @@ def up(p: Paths | None = None, log: Log = _quiet) -> Paths:
         log("starting daemons: registries, ws dockerd, sshd + dockerd on " + ", ".join(h.name for h in HOSTS))
         daemons.start_registry(p)
         daemons.start_registry_auth(p)
-        daemons.start_dockerd(p, "ws")
+        daemons.start_dockerd(p, "ws", store)  # a different store restarts only this daemon
         for spec in HOSTS:
             daemons.start_sshd(p, spec.name)
             daemons.start_dockerd(p, spec.name)
         _wait_ready(p, ["dockerd-ws"])
-        log(f"images: {images.ensure_images(p)}")
+        log(f"images ({store} store): {images.ensure_images(p, store)}")
         _wait_ready(p, components())
         inventory.write(p)
     log(f"testbed up in {time.monotonic() - t0:.1f}s; inventory {p.inventory}")
@@ -124,14 +135,16 @@ def down(p: Paths | None = None, log: Log = _quiet) -> None:
     p.state.mkdir(parents=True, exist_ok=True)
     with locked(p):
         # Docker daemons first (they stop their containers), in parallel; then sshd and the registry.
+        recorded: list[int] = []
         for group in ([c for c in components() if c.startswith("dockerd")],
                       [c for c in components() if not c.startswith("dockerd")]):
             pids = [pid for pid in (alive(p, c) for c in group) if pid]
+            recorded += pids
             _signal_all(pids, signal.SIGTERM)
             if not _wait_dead(pids, 20):
                 _signal_all(pids, signal.SIGKILL)
                 _wait_dead(pids, 5)
-        leftovers = daemons.leftover_pids(p, net.NAMESPACES)
+        leftovers = daemons.leftover_pids(p, net.NAMESPACES, recorded)
         if leftovers:
             log(f"killing {len(leftovers)} leftover processes: {', '.join(_comm(x) for x in leftovers)}")
             _signal_all(leftovers, signal.SIGKILL)
@@ -199,14 +212,39 @@ def status(p: Paths | None = None) -> list[tuple[str, bool, str]]:
         pid = alive(p, c)
         ok = pid is not None and ready(p, c)
         detail = f"pid {pid}" if pid else "not running"
+        if ok and c.startswith("dockerd-"):
+            ok, more = _docker_detail(p, c.split("-", 1)[1])
+            detail += more
         rows.append((c, ok, detail + _faults(c)))
     try:
         have = images.images_present(p)
     except OSError:
         have = False
+    fetched = docker28.versions(p)
+    rows.append(("docker 28 (cache)", fetched is not None,
+                 ", ".join(f"{k} {v}" for k, v in fetched.items()) if fetched else f"not fetched to {p.docker28}"))
     rows.append(("images (ws)", have, f"{images.BASE_IMAGE}, {images.SAMPLE_IMAGE}"))
     rows.append(("inventory", p.inventory.exists(), str(p.inventory)))
     return rows
+
+
+def _docker_detail(p: Paths, name: str) -> tuple[bool, str]:
+    """(as the spec says?, ", Docker VERSION, STORE store") of a running daemon; the ws may be on either store."""
+    facts = daemons.daemon_facts(p, name)
+    if facts is None:
+        return False, ", /info does not answer"
+    version, store = facts
+    if name == "ws":
+        return True, f", Docker {version}, {store} store"
+    docker, want = daemons.daemon_kind(name)
+    ok = version.startswith(f"{docker}.") and store == want
+    return ok, f", Docker {version}, {store} store" + ("" if ok else f" (WANT Docker {docker}, {want})")
+
+
+def ws_store(p: Paths) -> str | None:
+    """The image store of the running ws daemon, or None if it does not answer."""
+    facts = daemons.daemon_facts(p, "ws")
+    return facts[1] if facts else None
 
 
 def _faults(component: str) -> str:
@@ -229,7 +267,8 @@ def env_lines(p: Paths | None = None) -> list[str]:
     p = p or Paths()
     # DEPLOY_PLAYBOOK makes the one command, `deploy ship --host gpu01`, ship the testbed's sample.
     playbook = os.path.join(os.path.dirname(os.path.dirname(p.inventory)), "playbooks", "sample.yml")
+    store = ws_store(p) or ws_store_from_env()  # the running one; else what the next `up` would start
     return [f"export DOCKER_HOST={p.docker_host('ws')}", f"export DEPLOY_INVENTORY={p.inventory}",
-            f"export DEPLOY_PLAYBOOK={playbook}",
+            f"export DEPLOY_PLAYBOOK={playbook}", f"export {WS_STORE_ENV}={store}",
             f"export DEPLOYER_TESTBED_DIR={p.state}", f"# registry: {REGISTRY}",
             f"# registry with a login: {REGISTRY_AUTH} (credentials in {p.registry_auth / 'credentials.json'})"]

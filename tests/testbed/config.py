@@ -4,6 +4,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
+
+Docker = Literal["28", "20.10"]
+Store = Literal["containerd", "overlay2"]
 
 REPO = Path(__file__).resolve().parents[2]
 SUBNET = "10.213.0"
@@ -28,6 +32,17 @@ WS_BRIDGE_CIDR = "10.213.1.1/24"
 DRIVER_VERSION = "550.54.15"
 BASE_IMAGE = "deployer-testbed/busybox:latest"
 SAMPLE_IMAGE = "deployer-testbed/sample:latest"
+STORES: tuple[Store, ...] = ("overlay2", "containerd")
+WS_STORE_ENV = "DEPLOYER_TESTBED_WS_STORE"  # the workstation daemon's image store (default overlay2)
+
+
+def ws_store_from_env() -> Store:
+    """The ws image store DEPLOYER_TESTBED_WS_STORE names (default overlay2); ValueError if unknown."""
+    value = os.environ.get(WS_STORE_ENV, "") or "overlay2"
+    for store in STORES:
+        if value == store:
+            return store
+    raise ValueError(f"{WS_STORE_ENV}={value!r}: the ws store is one of {', '.join(STORES)}")
 
 
 @dataclass(frozen=True)
@@ -44,14 +59,19 @@ class HostSpec:
     gpu: GpuModel | None = None
     airgapped: bool = False
     groups: tuple[str, ...] = field(default_factory=tuple)
+    docker: Docker = "28"          # "28": Debian unstable's, fetched into the cache; "20.10": bookworm's
+    store: Store = "overlay2"      # image store: classic overlay2, or containerd's (snapshotter overlayfs)
 
 
+# Today's Docker on both image stores, plus one old (20.10) daemon: the lanes shipping must handle.
 HOSTS: tuple[HostSpec, ...] = (
-    HostSpec("gpu01", f"{SUBNET}.11", GpuModel("NVIDIA H100 80GB HBM3", 81559, 2), groups=("gpus", "connected")),
-    HostSpec("gpu02", f"{SUBNET}.12", GpuModel("NVIDIA A100-SXM4-40GB", 40960, 4), groups=("gpus", "connected")),
+    HostSpec("gpu01", f"{SUBNET}.11", GpuModel("NVIDIA H100 80GB HBM3", 81559, 2), groups=("gpus", "connected"),
+             docker="28", store="containerd"),
+    HostSpec("gpu02", f"{SUBNET}.12", GpuModel("NVIDIA A100-SXM4-40GB", 40960, 4), groups=("gpus", "connected"),
+             docker="28", store="overlay2"),
     HostSpec("airgap01", f"{SUBNET}.13", GpuModel("NVIDIA A10", 23028, 2), airgapped=True,
-             groups=("gpus", "airgapped")),
-    HostSpec("cpu01", f"{SUBNET}.14", None, groups=("connected", "cpu")),
+             groups=("gpus", "airgapped"), docker="28", store="containerd"),
+    HostSpec("cpu01", f"{SUBNET}.14", None, groups=("connected", "cpu"), docker="20.10", store="overlay2"),
 )
 HOST_NAMES = tuple(h.name for h in HOSTS)
 
@@ -88,6 +108,7 @@ class Paths:
         self.known_hosts = self.state / "known_hosts"
         self.authorized_keys = self.state / "authorized_keys"
         self.cache = self.state / "cache"
+        self.docker28 = self.cache / "docker28"   # Docker 28 + containerd 2 extracted from their .debs
         self.logs = self.state / "logs"
         self.registry = self.state / "registry"
         self.registry_auth = self.state / "registry-auth"
@@ -107,6 +128,10 @@ class Paths:
 
     def docker_host(self, name: str) -> str:
         return f"unix://{self.docker_sock(name)}"
+
+    def ws_data_root(self, store: Store) -> Path:
+        """One data root per store, so switching the ws store back and forth keeps each one's images."""
+        return self.ws / ("docker" if store == "overlay2" else "docker-containerd")
 
     def pidfile(self, component: str) -> Path:
         return self.state / "pids" / f"{component}.pid"

@@ -4,13 +4,17 @@ from __future__ import annotations
 import base64
 import hashlib
 import http.client
+import itertools
 import json
 import os
 import shutil
 import socket
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
+from . import docker28
 from .config import (
     DRIVER_VERSION,
     HOSTS,
@@ -23,9 +27,12 @@ from .config import (
     REGISTRY_NS,
     REGISTRY_PORT,
     WS_BRIDGE,
+    Docker,
     HostSpec,
     Paths,
+    Store,
     gpu_table,
+    host_spec,
 )
 from .sh import TestbedError, in_ns, read_pid, run, spawn, stop_pid
 
@@ -77,8 +84,10 @@ def prepare_host_dirs(p: Paths, spec: HostSpec) -> None:
 
 def sshd_config(p: Paths, name: str) -> str:
     h = p.host(name)
+    # A Docker 28 host's session also finds containerd 2's `ctr` (after the host's own bin dir).
+    extra = f"{docker28.bin_dirs(p)[0]}:" if host_spec(name).docker == "28" else ""
     # DOCKER_CONFIG: each host keeps its own `docker login` (they all share root's HOME on this machine)
-    env = (f"DOCKER_HOST={p.docker_host(name)} PATH={h / 'bin'}:{SYS_PATH} DEPLOYER_TESTBED_HOST={name} "
+    env = (f"DOCKER_HOST={p.docker_host(name)} PATH={h / 'bin'}:{extra}{SYS_PATH} DEPLOYER_TESTBED_HOST={name} "
            f"DOCKER_CONFIG={p.docker_config(name)}")
     return f"""# deployer testbed: sshd of {name} (runs in network namespace {name})
 Port 22
@@ -153,12 +162,44 @@ def listening(pid: int, port: int) -> bool:
 
 # --- dockerd ------------------------------------------------------------------------------------
 
-def dockerd_argv(p: Paths, name: str) -> list[str]:
-    base = p.ws if name == "ws" else p.host(name)
-    argv = ["dockerd", "--config-file", str(base / "daemon.json"), "--data-root", str(base / "docker"), "--exec-root", str(base / "run"),
+def daemon_kind(name: str, ws_store: Store = "overlay2") -> tuple[Docker, Store]:
+    """(Docker version line, image store) of a host's daemon, or of the ws daemon (always Docker 28)."""
+    if name == "ws":
+        return "28", ws_store
+    spec = host_spec(name)
+    return spec.docker, spec.store
+
+
+def daemon_config(p: Paths, name: str, ws_store: Store = "overlay2") -> dict[str, Any]:
+    """The daemon's own config file (never /etc/docker/daemon.json); pure."""
+    docker, store = daemon_kind(name, ws_store)
+    if docker == "20.10":
+        # Keep 20.10's identity key (default /etc/docker/key.json, no flag for it) in this daemon's dir.
+        return {"deprecated-key-path": str(_base(p, name) / "key.json")}
+    # 28 makes no identity key. The store is spelled out either way, so a future default cannot flip it.
+    return {"features": {"containerd-snapshotter": store == "containerd"}}
+
+
+def _base(p: Paths, name: str) -> Path:
+    return p.ws if name == "ws" else p.host(name)
+
+
+def containerd_socket(p: Paths, name: str) -> Path:
+    """The socket of the containerd a daemon spawns (under its exec root; the same on 20.10 and 28)."""
+    return _base(p, name) / "run" / "containerd" / "containerd.sock"
+
+
+def dockerd_argv(p: Paths, name: str, ws_store: Store = "overlay2") -> list[str]:
+    docker, store = daemon_kind(name, ws_store)
+    base = _base(p, name)
+    data_root = p.ws_data_root(store) if name == "ws" else base / "docker"
+    exe = str(docker28.dockerd(p)) if docker == "28" else "/usr/sbin/dockerd"
+    argv = [exe, "--config-file", str(base / "daemon.json"), "--data-root", str(data_root), "--exec-root", str(base / "run"),
             "--pidfile", str(base / "docker.pid"), "-H", p.docker_host(name),
-            "--insecure-registry", REGISTRY, "--insecure-registry", REGISTRY_AUTH, "--shutdown-timeout", "3", "--log-level", "warn",
-            "--storage-driver", "overlay2"]
+            "--insecure-registry", REGISTRY, "--insecure-registry", REGISTRY_AUTH, "--shutdown-timeout", "3", "--log-level", "warn"]
+    if store == "overlay2":
+        # Not on the containerd store: there the snapshotter (overlayfs) stores images, not a graph driver.
+        argv += ["--storage-driver", "overlay2"]
     if name == "ws":
         # The ws daemon shares the root namespace with the user's networking: no docker0, no iptables,
         # no sysctl changes; build containers get the testbed's own bridge.
@@ -167,20 +208,29 @@ def dockerd_argv(p: Paths, name: str) -> list[str]:
     return in_ns(name, argv)
 
 
-def start_dockerd(p: Paths, name: str) -> None:
-    base = p.ws if name == "ws" else p.host(name)
-    for sub in ("docker", "run"):
-        (base / sub).mkdir(parents=True, exist_ok=True)
-    # Our own config file: never read /etc/docker/daemon.json, and keep the daemon's identity key
-    # (default /etc/docker/key.json, no command-line flag for it) in this daemon's dir.
-    (base / "daemon.json").write_text(json.dumps({"deprecated-key-path": str(base / "key.json")}) + "\n")
-    # Put the host's bin first so dockerd finds the fake nvidia-container-runtime-hook (GPU hosts only).
-    path = SYS_PATH if name == "ws" else f"{p.host(name) / 'bin'}:{SYS_PATH}"
+def dockerd_path(p: Paths, name: str, docker: Docker) -> str:
+    """dockerd's PATH: Docker 28's own dirs first (it spawns containerd and its shim from PATH), then the
+    host's bin (the fake nvidia-container-runtime-hook), then the system's (bookworm's runc and docker-init:
+    unstable's runc needs a newer glibc)."""
+    dirs = [str(d) for d in docker28.bin_dirs(p)] if docker == "28" else []
+    if name != "ws":
+        dirs.append(str(p.host(name) / "bin"))
+    return ":".join([*dirs, SYS_PATH])
+
+
+def start_dockerd(p: Paths, name: str, ws_store: Store = "overlay2") -> None:
+    base = _base(p, name)
+    docker, store = daemon_kind(name, ws_store)
+    for d in (p.ws_data_root(store) if name == "ws" else base / "docker", base / "run"):
+        d.mkdir(parents=True, exist_ok=True)
+    (base / "daemon.json").write_text(json.dumps(daemon_config(p, name, ws_store)) + "\n")
+    path = dockerd_path(p, name, docker)
     # Only the testbed registry is reachable; a pull of anything else (e.g. Docker Hub) must fail here at
     # once instead of leaving this machine, so every other registry goes to a closed local proxy port.
     env = {"PATH": path, "HOME": "/root", "LANG": "C.UTF-8", "HTTP_PROXY": NO_EGRESS_PROXY,
            "HTTPS_PROXY": NO_EGRESS_PROXY, "NO_PROXY": f"{REGISTRY_ADDR},localhost,127.0.0.1"}
-    ensure_daemon(p, f"dockerd-{name}", dockerd_argv(p, name), env, config=(base / "daemon.json").read_text())
+    ensure_daemon(p, f"dockerd-{name}", dockerd_argv(p, name, ws_store), env,
+                  config=(base / "daemon.json").read_text())
 
 
 class _UnixHTTP(http.client.HTTPConnection):
@@ -203,6 +253,25 @@ def docker_api(p: Paths, name: str, path: str, timeout: float = 2) -> tuple[int,
         return resp.status, resp.read()
     finally:
         conn.close()
+
+
+def store_of(info: dict[str, Any]) -> str:
+    """'containerd' for a daemon on the containerd image store, else its graph driver (pure; from /info)."""
+    if ["driver-type", "io.containerd.snapshotter.v1"] in (info.get("DriverStatus") or []):
+        return "containerd"
+    return str(info.get("Driver", ""))
+
+
+def daemon_facts(p: Paths, name: str) -> tuple[str, str] | None:
+    """(server version, image store) of a running daemon, or None if it does not answer."""
+    try:
+        status, body = docker_api(p, name, "/info", timeout=5)
+    except OSError:
+        return None
+    if status != 200:
+        return None
+    info = json.loads(body)
+    return str(info.get("ServerVersion", "")), store_of(info)
 
 
 def docker_ready(p: Paths, name: str) -> bool:
@@ -343,21 +412,63 @@ def registry_auth_ready() -> bool:
 
 
 
-def leftover_pids(p: Paths, namespaces: tuple[str, ...]) -> list[int]:
-    """Processes still in our namespaces, or whose command line mentions the state dir (shims, ws daemon)."""
-    pids: set[int] = set()
+def own_flags(p: Paths) -> set[tuple[str, str]]:
+    """(flag, value) pairs that only our daemons' processes carry: dockerd's pidfile, the config of the
+    containerd it spawns, and the containerd address every shim of that containerd is given."""
+    flags: set[tuple[str, str]] = set()
+    for name in ("ws", *(h.name for h in HOSTS)):
+        run_dir = _base(p, name) / "run"
+        flags |= {("--pidfile", str(_base(p, name) / "docker.pid")),
+                  ("--config", str(run_dir / "containerd" / "containerd.toml")),
+                  ("-address", str(containerd_socket(p, name)))}
+    return flags
+
+
+def select_ours(procs: dict[int, tuple[int, list[str]]], roots: Iterable[int], flags: set[tuple[str, str]]
+                ) -> set[int]:
+    """Pids of the testbed's processes (pure): the roots (recorded pids, members of our namespaces), every
+    process carrying one of our daemons' exact (flag, value) pairs (a containerd or a shim orphaned by its
+    dockerd), and all their descendants (container processes live under their shim). A process that merely
+    mentions the state dir (an editor, `tail -f` of a log) is not ours. procs: pid -> (ppid, argv)."""
+    ours = {pid for pid in roots if pid in procs}
+    ours |= {pid for pid, (_, argv) in procs.items() if any(pair in flags for pair in itertools.pairwise(argv))}
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _) in procs.items():
+        children.setdefault(ppid, []).append(pid)
+    todo = list(ours)
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in ours:
+                ours.add(child)
+                todo.append(child)
+    return ours
+
+
+def process_table() -> dict[int, tuple[int, list[str]]]:
+    """pid -> (ppid, argv) of every live process (kernel threads have an empty argv)."""
+    procs: dict[int, tuple[int, list[str]]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            state, ppid = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[:2]
+            argv = Path(f"/proc/{entry}/cmdline").read_bytes().decode(errors="replace").split("\0")[:-1]
+        except (OSError, ValueError):
+            continue  # gone meanwhile
+        if state not in ("Z", "X"):  # a zombie is dead already (this machine's init may be slow to reap it)
+            procs[int(entry)] = (int(ppid), argv)
+    return procs
+
+
+def leftover_pids(p: Paths, namespaces: tuple[str, ...], recorded: Iterable[int] = ()) -> list[int]:
+    """Processes the testbed started that still run: recorded pids, those in our namespaces, our daemons'
+    containerds and shims, and the descendants of all of them."""
+    roots = set(recorded)
     for ns in namespaces:
         if Path(f"/run/netns/{ns}").exists():
             out = run(["ip", "netns", "pids", ns], check=False).stdout.decode()
-            pids.update(int(x) for x in out.split())
-    marker = str(p.state).encode()
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                if marker in Path(f"/proc/{entry}/cmdline").read_bytes():
-                    pids.add(int(entry))
-            except OSError:
-                continue
+            roots.update(int(x) for x in out.split())
+    pids = select_ours(process_table(), roots, own_flags(p))
     pids.discard(os.getpid())
     return sorted(pids)
 

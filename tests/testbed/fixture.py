@@ -11,7 +11,17 @@ from pathlib import Path
 from typing import Any
 
 from . import bed, net
-from .config import HOSTS, REGISTRY, REGISTRY_AUTH, UPLINK_DEV, Paths, gpu_table
+from .config import (
+    HOSTS,
+    REGISTRY,
+    REGISTRY_AUTH,
+    UPLINK_DEV,
+    WS_STORE_ENV,
+    Paths,
+    Store,
+    gpu_table,
+    ws_store_from_env,
+)
 from .sh import run
 
 
@@ -26,6 +36,8 @@ class TbHost:
     data_root: str = ""
     netns: str = ""
     airgapped: bool = False
+    docker: str = "28"          # Docker version line: "28" or "20.10"
+    store: str = "overlay2"     # image store: "overlay2" or "containerd"
 
 
 class Testbed:
@@ -33,8 +45,9 @@ class Testbed:
 
     __test__ = False  # not a test class, despite the name
 
-    def __init__(self, paths: Paths | None = None) -> None:
+    def __init__(self, paths: Paths | None = None, ws_store: Store = "overlay2") -> None:
         self.paths = p = paths or Paths()
+        self.ws_store: Store = ws_store  # the workstation daemon's image store (Docker 28 either way)
         self.state = str(p.state)
         self.inventory = str(p.inventory)
         self.key = str(p.key)
@@ -44,8 +57,13 @@ class Testbed:
         self.ws_docker_host = p.docker_host("ws")
         self.hosts = {h.name: TbHost(h.name, h.address, p.docker_host(h.name), gpu_table(h),
                                      str(p.host(h.name) / "staging"), str(p.host(h.name) / "data"), h.name,
-                                     h.airgapped)
+                                     h.airgapped, h.docker, h.store)
                       for h in HOSTS}
+
+    def hosts_on(self, store: str | None = None, docker: str | None = None) -> list[str]:
+        """Names of the hosts on that image store and/or Docker version line, e.g. hosts_on(store="containerd")."""
+        return [n for n, h in self.hosts.items()
+                if (store is None or h.store == store) and (docker is None or h.docker == docker)]
 
     # -- faults --------------------------------------------------------------------------------
     def cut(self, name: str) -> None:
@@ -117,9 +135,9 @@ class Testbed:
                 run(["umount", "-l", str(target)], check=False)
 
     def env(self) -> dict[str, str]:
-        """os.environ plus DOCKER_HOST (workstation daemon) and DEPLOY_INVENTORY."""
+        """os.environ plus DOCKER_HOST (workstation daemon), DEPLOY_INVENTORY and the ws store."""
         return {**os.environ, "DOCKER_HOST": self.ws_docker_host, "DEPLOY_INVENTORY": self.inventory,
-                "DEPLOYER_TESTBED_DIR": self.state}
+                "DEPLOYER_TESTBED_DIR": self.state, WS_STORE_ENV: self.ws_store}
 
 
 def is_up(paths: Paths) -> bool:
@@ -131,10 +149,12 @@ def anything_running(paths: Paths) -> bool:
         bed.alive(paths, c) for c in bed.components())
 
 
-def start_or_reuse(paths: Paths | None = None) -> tuple[Testbed, bool]:
-    """Bring the testbed up (repairing a partial one); returns it and whether we started it from nothing."""
+def start_or_reuse(paths: Paths | None = None, ws_store: Store | None = None) -> tuple[Testbed, bool]:
+    """Bring the testbed up (repairing a partial one, or switching the ws daemon to ws_store, default
+    DEPLOYER_TESTBED_WS_STORE else overlay2); returns it and whether we started it from nothing."""
     paths = paths or Paths()
+    store = ws_store or ws_store_from_env()
     started = not anything_running(paths)
-    if started or not is_up(paths):
-        bed.up(paths)
-    return Testbed(paths), started
+    if started or not is_up(paths) or bed.ws_store(paths) != store:
+        bed.up(paths, ws_store=store)
+    return Testbed(paths, store), started

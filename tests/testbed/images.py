@@ -1,5 +1,6 @@
 """Base images on the workstation daemon, made without any registry: busybox-static via
-`docker import`, then a small multi-layer sample image built from it. Cached as a `docker save` tarball."""
+`docker import`, then a small multi-layer sample image built from it. Cached as a `docker save` tarball,
+one per image store (a containerd-store save is an OCI layout with other image ids)."""
 from __future__ import annotations
 
 import hashlib
@@ -10,7 +11,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from .config import BASE_IMAGE, SAMPLE_IMAGE, Paths
+from .config import BASE_IMAGE, SAMPLE_IMAGE, STORES, Paths, Store
 from .daemons import docker_api, docker_cli
 
 SAMPLE_DIR = Path(__file__).resolve().parent / "sample"
@@ -71,12 +72,13 @@ def inputs_key() -> str:
     return h.hexdigest()[:16]
 
 
-def ensure_images(p: Paths) -> str:
-    """Make both images exist on the ws daemon: from the cache tarball if current, else build. Returns how."""
+def ensure_images(p: Paths, store: Store = "overlay2") -> str:
+    """Make both images exist on the ws daemon (on `store`): from the cache tarball if current, else build.
+    Returns how. The legacy builder (DOCKER_BUILDKIT=0) builds on both stores of Docker 28 (checked)."""
     if images_present(p):
         return "present"
     key = inputs_key()
-    cache = p.cache / f"images-{key}.tar"
+    cache = p.cache / f"images-{store}-{key}.tar"
     if cache.exists():
         docker_cli(p, "ws", "load", "-q", "-i", str(cache))
         if images_present(p):
@@ -91,7 +93,8 @@ def ensure_images(p: Paths) -> str:
         docker_cli(p, "ws", "build", "-q", "-t", SAMPLE_IMAGE, ctx, timeout=180)
     p.cache.mkdir(parents=True, exist_ok=True)
     for old in p.cache.glob("images-*.tar"):
-        old.unlink()
+        if old.name not in {f"images-{s}-{key}.tar" for s in STORES}:  # keeps the other store's current cache
+            old.unlink()
     tmp = cache.with_suffix(".tmp")
     docker_cli(p, "ws", "save", "-o", str(tmp), BASE_IMAGE, SAMPLE_IMAGE)
     tmp.rename(cache)

@@ -25,6 +25,7 @@ def render(p: Paths) -> str:
         gpu = f"{h.gpu.count} x {h.gpu.name} ({h.gpu.memory_mib} MiB)" if h.gpu else "no GPU stack"
         lines += [
             f"    {h.name}:  # {gpu}{', air-gapped: no route to the registry' if h.airgapped else ''}",
+            f"      # Docker {h.docker}, {h.store} image store",
             f"      ansible_host: {h.address}",
             f"      deploy_staging_dir: {p.host(h.name) / 'staging'}",
             f"      data_root: {p.host(h.name) / 'data'}",

@@ -14,10 +14,12 @@ class TestbedError(RuntimeError):
 
 
 def run(argv: Sequence[str], check: bool = True, input: bytes | None = None,
-        timeout: float = 60, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
+        timeout: float = 60, env: dict[str, str] | None = None, cwd: Path | None = None
+        ) -> subprocess.CompletedProcess[bytes]:
     """Run argv, capture output; raise TestbedError with stderr when check and it fails."""
     try:
-        res = subprocess.run(list(argv), check=False, input=input, capture_output=True, timeout=timeout, env=env)
+        res = subprocess.run(list(argv), check=False, input=input, capture_output=True, timeout=timeout, env=env,
+                             cwd=cwd)
     except subprocess.TimeoutExpired as exc:
         raise TestbedError(f"timed out after {timeout}s: {' '.join(argv)}") from exc
     if check and res.returncode != 0:

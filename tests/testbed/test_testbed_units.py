@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.testbed import bed, daemons, inventory, net
-from tests.testbed.config import HOSTS, Paths, gpu_uuid, host_spec
+from tests.testbed import bed, daemons, docker28, inventory, net
+from tests.testbed.config import HOSTS, Paths, gpu_uuid, host_spec, ws_store_from_env
 
 
 @pytest.fixture
@@ -49,6 +49,9 @@ def test_inventory_describes_the_fleet(paths: Paths) -> None:
                               "deploy_staging_dir": str(paths.state / "hosts/gpu02/staging"),
                               "data_root": str(paths.state / "hosts/gpu02/data")}
     assert hosts["airgap01"]["deploy_via"] == "tarball"
+    text = inventory.render(paths)
+    assert "    gpu01:  # 2 x NVIDIA H100 80GB HBM3 (81559 MiB)\n      # Docker 28, containerd image store\n" in text
+    assert "    cpu01:  # no GPU stack\n      # Docker 20.10, overlay2 image store\n" in text
     groups = {g: list(v["hosts"]) for g, v in doc["all"]["children"].items()}
     assert groups == {"gpus": ["gpu01", "gpu02", "airgap01"], "connected": ["gpu01", "gpu02", "cpu01"],
                       "airgapped": ["airgap01"], "cpu": ["cpu01"]}
@@ -72,14 +75,93 @@ def test_throttle_shapes_both_directions() -> None:
 
 
 def test_daemon_command_lines(paths: Paths) -> None:
+    dockerd28 = f"{paths.state}/cache/docker28/usr/sbin/dockerd"
     ws = daemons.dockerd_argv(paths, "ws")
-    assert ws[0] == "dockerd" and "--iptables=false" in ws and "--ip-forward=false" in ws
+    assert ws[0] == dockerd28 and "--iptables=false" in ws and "--ip-forward=false" in ws
     assert ws[ws.index("--bridge") + 1] == "dtb-ws0"
     host = daemons.dockerd_argv(paths, "gpu01")
-    assert host[:3] == ["nsenter", "--net=/run/netns/gpu01", "dockerd"]
+    assert host[:3] == ["nsenter", "--net=/run/netns/gpu01", dockerd28]
     assert host[host.index("-H") + 1] == f"unix://{paths.state}/hosts/gpu01/docker.sock"
     assert host[host.index("--insecure-registry") + 1] == "10.213.0.5:5000"
     assert "--iptables=false" not in host
+    assert daemons.dockerd_argv(paths, "cpu01")[2] == "/usr/sbin/dockerd"  # bookworm's 20.10: the old-Docker lane
+
+
+@pytest.mark.parametrize("name, docker, store", [("gpu01", "28", "containerd"), ("airgap01", "28", "containerd"),
+                                                 ("gpu02", "28", "overlay2"), ("cpu01", "20.10", "overlay2")])
+def test_each_host_runs_its_docker_on_its_store(paths: Paths, name: str, docker: str, store: str) -> None:
+    assert (host_spec(name).docker, host_spec(name).store) == (docker, store)
+    argv = daemons.dockerd_argv(paths, name)
+    cfg = daemons.daemon_config(paths, name)
+    if docker == "20.10":
+        assert cfg == {"deprecated-key-path": f"{paths.state}/hosts/{name}/key.json"}
+    else:
+        assert cfg == {"features": {"containerd-snapshotter": store == "containerd"}}
+    # the containerd store has no graph driver: its snapshotter (overlayfs) holds the images
+    assert ("--storage-driver" in argv) == (store == "overlay2")
+    path = daemons.dockerd_path(paths, name, host_spec(name).docker).split(":")
+    own = f"{paths.state}/hosts/{name}/bin"
+    extracted = [f"{paths.state}/cache/docker28/usr/bin", f"{paths.state}/cache/docker28/usr/sbin"]
+    assert path[:3] == ([*extracted, own] if docker == "28" else [own, "/usr/local/sbin", "/usr/local/bin"])
+
+
+def test_ws_store_has_its_own_data_root(paths: Paths, monkeypatch: pytest.MonkeyPatch) -> None:
+    for store, root in (("overlay2", "docker"), ("containerd", "docker-containerd")):
+        argv = daemons.dockerd_argv(paths, "ws", store)  # type: ignore[arg-type]
+        assert argv[argv.index("--data-root") + 1] == f"{paths.state}/ws/{root}"
+        assert ("--storage-driver" in argv) == (store == "overlay2")
+        assert daemons.daemon_config(paths, "ws", store) == {  # type: ignore[arg-type]
+            "features": {"containerd-snapshotter": store == "containerd"}}
+    monkeypatch.delenv("DEPLOYER_TESTBED_WS_STORE", raising=False)
+    assert ws_store_from_env() == "overlay2"
+    monkeypatch.setenv("DEPLOYER_TESTBED_WS_STORE", "containerd")
+    assert ws_store_from_env() == "containerd"
+    monkeypatch.setenv("DEPLOYER_TESTBED_WS_STORE", "zfs")
+    with pytest.raises(ValueError, match="overlay2, containerd"):
+        ws_store_from_env()
+
+
+def test_store_is_read_from_docker_info() -> None:
+    assert daemons.store_of({"Driver": "overlayfs",
+                             "DriverStatus": [["driver-type", "io.containerd.snapshotter.v1"]]}) == "containerd"
+    assert daemons.store_of({"Driver": "overlay2", "DriverStatus": [["Backing Filesystem", "extfs"]]}) == "overlay2"
+
+
+def test_private_apt_config_keeps_the_system_apt_state_untouched(tmp_path: Path) -> None:
+    opts = docker28.apt_options(tmp_path)
+    values = dict(o.split("=", 1) for o in opts[1::2])
+    for key in ("Dir::Etc", "Dir::Etc::SourceList", "Dir::Etc::SourceParts", "Dir::State::Lists", "Dir::Cache"):
+        assert values[key].startswith(str(tmp_path)), key
+    assert values["Debug::NoLocking"] == "1"
+    policy = "docker.io:\n  Installed: 20.10.24\n  Candidate: 28.5.3+dfsg1-1\n  Version table:\n"
+    assert docker28.candidate(policy) == "28.5.3+dfsg1-1"
+    assert docker28.candidate("x:\n  Candidate: (none)\n") is None
+    madison = (" docker.io | 28.5.2+dfsg4-5 | http://deb.debian.org/debian unstable/main amd64 Packages\n"
+               " docker.io | 28.5.3+dfsg1-1 | http://deb.debian.org/debian unstable/main amd64 Packages\n")
+    assert docker28.offered(madison) == {"28.5.2+dfsg4-5", "28.5.3+dfsg1-1"}
+
+
+def test_down_ends_only_the_testbeds_processes(paths: Paths) -> None:
+    state = paths.state
+    procs = {
+        100: (1, ["/x/dockerd", "--pidfile", f"{state}/ws/docker.pid", "-H", "unix://..."]),  # recorded
+        101: (100, ["containerd", "--config", f"{state}/ws/run/containerd/containerd.toml"]),
+        # a shim of gpu01's containerd whose dockerd died: found by its exact -address, with its container
+        200: (1, ["containerd-shim-runc-v2", "-namespace", "moby", "-id", "c1", "-address",
+                  f"{state}/hosts/gpu01/run/containerd/containerd.sock"]),
+        201: (200, ["sleep", "100"]),
+        # an orphaned containerd of cpu01 (20.10 names it the same way)
+        300: (1, ["containerd", "--config", f"{state}/hosts/cpu01/run/containerd/containerd.toml"]),
+        400: (1, ["/usr/sbin/sshd", "-D"]),   # in our namespace (a root given by `ip netns pids`)
+        401: (400, ["bash"]),
+        # not ours, though they mention the state dir
+        500: (1, ["tail", "-f", f"{state}/logs/dockerd-ws.log"]),
+        501: (1, ["vim", f"{state}/hosts/gpu01/daemon.json"]),
+        502: (1, ["grep", "-address", f"{state}/hosts/gpu01/run/containerd/containerd.sock.bak"]),
+        503: (1, ["containerd-shim-runc-v2", "-address", "/run/containerd/containerd.sock"]),  # the system's
+    }
+    got = daemons.select_ours(procs, {100, 400, 999}, daemons.own_flags(paths))
+    assert got == {100, 101, 200, 201, 300, 400, 401}
 
 
 def test_every_dockerd_trusts_both_registries(paths: Paths) -> None:
@@ -130,7 +212,8 @@ def test_sshd_config_is_key_only_and_sets_the_session_env(paths: Paths) -> None:
         assert line in cfg.splitlines()
     setenv = next(line for line in cfg.splitlines() if line.startswith("SetEnv "))
     assert f"DOCKER_HOST=unix://{paths.state}/hosts/gpu02/docker.sock" in setenv
-    assert f"PATH={paths.state}/hosts/gpu02/bin:" in setenv
+    assert f"PATH={paths.state}/hosts/gpu02/bin:{paths.state}/cache/docker28/usr/bin:/usr/local/sbin:" in setenv
+    assert f"PATH={paths.state}/hosts/cpu01/bin:/usr/local/sbin:" in daemons.sshd_config(paths, "cpu01")
     assert f"DOCKER_CONFIG={paths.state}/hosts/gpu02/docker-config" in setenv.split()
 
 
