@@ -14,10 +14,12 @@ import hashlib
 import logging
 import tarfile
 import threading
+import zlib
 from collections.abc import Iterator, Mapping
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import docker
+import zstandard
 
 from deployer.errors import LocalError
 from deployer.local.cache import Blob, BlobWriter, Cache
@@ -33,6 +35,9 @@ from deployer.local.compress import (
 from deployer.local.image import ImageInfo
 from deployer.local.savestream import StreamReader, classify, identify_v1, legacy_dir
 from deployer.local.store import LayerStore
+
+if TYPE_CHECKING:
+    from deployer.local.content import ContentStore
 
 log = logging.getLogger(__name__)
 CHUNK = 1 << 20
@@ -238,7 +243,11 @@ class Exporter:
 
     def _from_store(self, client: docker.DockerClient) -> bool:
         """Config and pending layers from the daemon's layer store, in image order; False: use docker save."""
-        store = LayerStore.open(client, self.image)
+        store: LayerStore | ContentStore | None = LayerStore.open(client, self.image)
+        if store is None:
+            from deployer.local.content import ContentStore  # only a containerd-store workstation
+
+            store = ContentStore.open(client, self.image) if is_containerd(client) else None
         if store is None:
             return False
         if self._config is None:
@@ -326,7 +335,7 @@ class Exporter:
         if f is not None:
             self._take_chunks(_chunks(f), raw_size, diff_id, "docker save")
 
-    def _take_chunks(self, chunks: Iterator[bytes], raw_size: int, diff_id: str, source: str) -> None:
+    def _take_chunks(self, chunks: Iterator[bytes], raw_size: int | None, diff_id: str, source: str) -> None:
         """Compress one layer's tar into every codec still pending for it; its sha256 must be diff_id."""
         codecs = self._pending(diff_id)
         if not codecs:
