@@ -5,13 +5,7 @@ import sys
 
 import click
 
-from deployer.cli import bundle as _bundle  # noqa: F401
-from deployer.cli import check as _check  # noqa: F401  (adds check/trust to `inventory`)
-from deployer.cli import inventory as _inventory  # noqa: F401  (registers commands)
-from deployer.cli import playbook as _playbook  # noqa: F401
-from deployer.cli import runs as _runs  # noqa: F401
-from deployer.cli import ship as _ship  # noqa: F401
-from deployer.cli.app import cli
+from deployer.cli.app import cli  # commands register themselves when first used (app.COMMANDS)
 from deployer.errors import DeployError
 
 __all__ = ["cli", "main"]

@@ -12,10 +12,10 @@ import click
 
 from deployer import factcache
 from deployer.cli import output
-from deployer.cli.app import cli
+from deployer.cli.app import LazyGroup, cli
 from deployer.cli.context import AppContext
 from deployer.errors import InventoryError
-from deployer.inventory import edit, report
+from deployer.inventory import report
 
 PATTERN_HELP = (
     "Hosts to act on, as an Ansible host pattern: a name, a group, a glob (gpu*), "
@@ -46,6 +46,12 @@ def _warn_inventory(ctx: AppContext) -> None:
 
 
 @cli.group(
+    cls=LazyGroup,
+    # check and trust live in deployer.cli.check, which loads SSH: only when they are run
+    lazy={"check": ("deployer.cli.check",
+                    "Probe hosts: SSH, host key, Docker, storage, GPU runtime, GPUs, disk, registry."),
+          "trust": ("deployer.cli.check",
+                    "Fetch a host's SSH key, show its fingerprint, record it in known_hosts.")},
     epilog="""\b
 Examples:
   deploy inventory list                       # every host
@@ -173,6 +179,8 @@ def add_cmd(name: str, address: str, port: int | None, user: str | None, groups:
       deploy inventory add gpu06 --address gpu06.dc1 --port 2222 --user ml \\
           --group gpus --group connected --var deploy_via=registry
     """
+    from deployer.inventory import edit  # ruamel.yaml: only the commands that edit load it
+
     ctx = _ctx()
     new = edit.NewHost(
         name=name,
@@ -195,6 +203,8 @@ def remove_cmd(name: str) -> None:
     Examples:
       deploy inventory remove gpu05
     """
+    from deployer.inventory import edit
+
     ctx = _ctx()
     path, groups = edit.remove(_source(ctx), name)
     output.info(f"removed {name} from {path} (groups: {', '.join(groups)})")

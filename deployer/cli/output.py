@@ -7,13 +7,26 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterable, Sequence
-from typing import Any
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.table import Table
+if TYPE_CHECKING:
+    from rich.console import Console
 
-stdout = Console(soft_wrap=True)
-stderr = Console(stderr=True, soft_wrap=True)
+
+@cache
+def _console(name: str) -> Console:
+    # rich loads on first use: `--json` and piped output never need it, and --help answers at once
+    from rich.console import Console
+
+    return Console(stderr=name == "stderr", soft_wrap=True)
+
+
+def __getattr__(name: str) -> Console:
+    """`output.stdout` and `output.stderr`: the rich consoles, made when first used."""
+    if name in ("stdout", "stderr"):
+        return _console(name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def is_tty() -> bool:
@@ -30,12 +43,14 @@ def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], title: str | No
     """A table on a terminal; tab-separated lines with a header when piped."""
     rows = [["" if v is None else str(v) for v in row] for row in rows]
     if is_tty():
+        from rich.table import Table
+
         t = Table(title=title, show_edge=False, header_style="bold")
         for col in columns:
             t.add_column(col)
         for row in rows:
             t.add_row(*row)
-        stdout.print(t)
+        _console("stdout").print(t)
     else:
         print("\t".join(columns))
         for row in rows:
@@ -44,8 +59,8 @@ def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], title: str | No
 
 
 def info(message: str) -> None:
-    stderr.print(message, markup=False, highlight=False)
+    _console("stderr").print(message, markup=False, highlight=False)
 
 
 def warn(message: str) -> None:
-    stderr.print(f"warning: {message}", style="yellow", markup=False, highlight=False)
+    _console("stderr").print(f"warning: {message}", style="yellow", markup=False, highlight=False)
