@@ -247,10 +247,23 @@ def pull_argv(docker: Sequence[str], remote_ref: str) -> tuple[str, ...]:
 
 
 def parse_pull(stdout: str) -> tuple[int, int]:
-    """(layers pulled, layers already present) from non-tty `docker pull` output."""
-    pulled = sum(1 for ln in stdout.splitlines() if ln.rstrip().endswith(": Pull complete"))
-    present = sum(1 for ln in stdout.splitlines() if ln.rstrip().endswith(": Already exists"))
-    return pulled, present
+    """(layers pulled, layers already present) from non-tty `docker pull` output.
+
+    A layer counts once, by its id, whichever of `Download complete` (all the containerd store
+    prints in some versions) and `Pull complete` (the classic store, after extracting) it reached.
+    The containerd store does not list the layers it already has, so `present` is 0 there.
+    """
+    done: set[str] = set()
+    present: set[str] = set()
+    for line in stdout.splitlines():
+        layer, sep, status = line.strip().partition(": ")
+        if not sep or not layer or " " in layer:  # `v1: Pulling from x` and `Digest: …` never match below
+            continue
+        if status.strip() in ("Pull complete", "Download complete"):
+            done.add(layer)
+        elif status.strip() == "Already exists":
+            present.add(layer)
+    return len(done), len(present - done)
 
 
 # -- lock ------------------------------------------------------------------------------------
