@@ -18,11 +18,37 @@ GPU_QUERY = "index,name,uuid,memory.total,memory.used,utilization.gpu,driver_ver
 GPU_TOOLS = ("nvidia-container-runtime-hook", "nvidia-container-runtime", "nvidia-ctk")
 DECOMPRESSORS = ("zstd", "unpigz", "pigz", "gzip", "xz", "bzip2")
 
+# The registry check must connect within 0.5 s (curl; whole seconds for tools that take no
+# fractions) and answer within 3 s. An air-gapped site often drops packets rather than refusing
+# them, and then only the connect timeout ends the wait. 0.5 s is far above a terrestrial round
+# trip plus a DNS lookup; a lost SYN is resent only after 1 s, so a longer wait would rarely save
+# a registry either. The check runs on the left of a pipe: it waits while the right side probes
+# everything else, and its line is read from the pipe last.
 # $1 staging dir, $2 registry (may be empty), $3... the docker command (e.g. sudo docker).
 PROBE_SCRIPT = r"""
 staging=$1; reg=$2; shift 2
 sec() { printf '\n@@deployer %s\n' "$1"; }
 end() { printf '\n@@rc %s\n' "$1"; }
+registry() {
+  if [ -z "$reg" ]; then echo "none"; return; fi
+  case $reg in *:*) url="http://$reg/v2/"; h=${reg%:*}; port=${reg##*:};; *) url="https://$reg/v2/"; h=$reg; port=443;; esac
+  if command -v curl >/dev/null 2>&1; then
+    code=$(curl -sS -k --connect-timeout 0.5 -m 3 -o /dev/null -w '%{http_code}' "$url" 2>&1); rc=$?
+    # curl < 7.32 takes whole seconds only, and exits 2 on a fraction
+    [ $rc = 2 ] && { code=$(curl -sS -k --connect-timeout 1 -m 3 -o /dev/null -w '%{http_code}' "$url" 2>&1); rc=$?; }
+    echo "curl $rc $code"
+  elif command -v wget >/dev/null 2>&1; then
+    out=$(wget -q -T 1 -t 1 -O /dev/null "$url" 2>&1); rc=$?
+    echo "wget $rc $out"
+  elif command -v bash >/dev/null 2>&1 && command -v timeout >/dev/null 2>&1; then
+    timeout 1 bash -c 'exec 3<>"/dev/tcp/$0/$1"' "$h" "$port" 2>/dev/null; echo "bash $?"
+  elif command -v python3 >/dev/null 2>&1; then
+    python3 -c 'import socket,sys; socket.create_connection((sys.argv[1], int(sys.argv[2])), 1)' "$h" "$port" \
+      2>/dev/null; echo "python3 $?"
+  else echo "unknown"; fi
+}
+registry 2>&1 | {
+exec 3<&0 </dev/null
 sec arch; uname -m 2>&1; end $?
 sec docker_version; "$@" version --format '{{json .}}' 2>&1; end $?
 sec docker_info; "$@" info --format '{{json .}}' 2>&1; end $?
@@ -45,24 +71,8 @@ root=$("$@" info --format '{{.DockerRootDir}}' 2>/dev/null)
 if [ -n "$root" ]; then df -Pk "$root" 2>&1; end $?; else echo "docker root unknown"; end 1; fi
 sec decompressors
 for t in zstd unpigz pigz gzip xz bzip2; do command -v "$t" >/dev/null 2>&1 && echo "$t"; done; end 0
-sec registry
-if [ -z "$reg" ]; then echo "none"; end 0
-else
-  case $reg in *:*) url="http://$reg/v2/"; h=${reg%:*}; port=${reg##*:};; *) url="https://$reg/v2/"; h=$reg; port=443;; esac
-  if command -v curl >/dev/null 2>&1; then
-    code=$(curl -sS -k -m 3 -o /dev/null -w '%{http_code}' "$url" 2>&1); rc=$?
-    echo "curl $rc $code"
-  elif command -v wget >/dev/null 2>&1; then
-    out=$(wget -q -T 3 -t 1 -O /dev/null "$url" 2>&1); rc=$?
-    echo "wget $rc $out"
-  elif command -v bash >/dev/null 2>&1 && command -v timeout >/dev/null 2>&1; then
-    timeout 3 bash -c 'exec 3<>"/dev/tcp/$0/$1"' "$h" "$port" 2>/dev/null; echo "bash $?"
-  elif command -v python3 >/dev/null 2>&1; then
-    python3 -c 'import socket,sys; socket.create_connection((sys.argv[1], int(sys.argv[2])), 3)' "$h" "$port" \
-      2>/dev/null; echo "python3 $?"
-  else echo "unknown"; fi
-  end 0
-fi
+sec registry; cat <&3; end 0
+}
 """
 
 

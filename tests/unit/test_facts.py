@@ -1,8 +1,12 @@
 """Unit tests for the facts probe: argv shape and parsing of real captured outputs."""
 from __future__ import annotations
 
+import http.server
 import json
+import shutil
+import socket
 import subprocess
+import threading
 
 import pytest
 
@@ -224,3 +228,86 @@ def test_facts_to_dict_is_json_ready() -> None:
     json.dumps(d)
     assert d["decompressors"] == sorted(d["decompressors"])
     assert d["gpus"][0]["uuid"] == "GPU-78272219-c87d-ddaa-6f41-d26c03d22222"
+
+
+def _probe_with_fakes(tmp_path, registry: str) -> tuple[str, str]:
+    """Run the probe locally: a fake docker, and a fake curl that notes when it ran relative to docker."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    docker = bin_dir / "docker"
+    docker.write_text(
+        "#!/bin/sh\n"
+        'case "$1 $3" in\n'
+        '  "version {{json .}}") echo \'{"Server":{"Version":"28.5.2","ApiVersion":"1.51"}}\';;\n'
+        '  "info {{json .}}") echo \'{"Driver":"overlay2","DockerRootDir":"\'"$FAKEROOT"\'"}\';;\n'
+        '  "info {{.DockerRootDir}}") touch "$FAKEROOT/docker-root-asked"; echo "$FAKEROOT";;\n'
+        "esac\n"
+    )
+    curl = bin_dir / "curl"
+    # waits (at most 5 s) until the probe has got as far as df_docker: only possible if it runs alongside
+    curl.write_text(
+        "#!/bin/sh\n"
+        'echo "$*" > "$FAKEROOT/curl-args"\n'
+        '[ -e "$FAKEROOT/docker-root-asked" ] && echo "docker ran before curl" > "$FAKEROOT/curl-order"\n'
+        'i=0; while [ ! -e "$FAKEROOT/docker-root-asked" ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done\n'
+        '[ -e "$FAKEROOT/docker-root-asked" ] || { printf 000; exit 28; }\n'
+        'printf 200\n'
+    )
+    for f in (docker, curl):
+        f.chmod(0o755)
+    h = Host("local", {"deploy_staging_dir": str(tmp_path), "deploy_docker": str(docker), "deploy_registry": registry})
+    out = subprocess.run(list(probe_argv(h)), capture_output=True, text=True, check=True, timeout=30,
+                         env={"PATH": f"{bin_dir}:/usr/bin:/bin", "FAKEROOT": str(tmp_path)}).stdout
+    return out, (tmp_path / "curl-args").read_text()
+
+
+def test_probe_checks_the_registry_while_it_probes_the_rest(tmp_path) -> None:
+    out, curl_args = _probe_with_fakes(tmp_path, "10.0.0.5:5000")
+    assert not (tmp_path / "curl-order").exists()  # curl started before the docker sections were done...
+    facts = parse_probe(out)  # ...and its answer still lands in its own section, after the others
+    assert (facts.registry_reachable, facts.registry_detail) == (True, "curl: HTTP 200")
+    assert facts.docker is not None and facts.docker.server_version == "28.5.2"
+    assert facts.docker_disk_free_bytes and facts.docker_disk_free_bytes > 0
+    assert list(split_sections(out)) == ["arch", "docker_version", "docker_info", "gpu_tools", "nvidia_smi",
+                                         "df_staging", "df_docker", "decompressors", "registry"]
+    # a dropped route costs the connect timeout, not the whole-request one
+    assert "--connect-timeout 0.5 -m 3" in curl_args and curl_args.split()[-1] == "http://10.0.0.5:5000/v2/"
+
+
+def test_probe_registry_check_with_a_curl_that_takes_whole_seconds_only(tmp_path) -> None:
+    curl = tmp_path / "curl"
+    curl.write_text(  # as curl 7.29 (CentOS 7) answers a fractional timeout
+        "#!/bin/sh\n"
+        'case " $* " in *" 0.5 "*) echo "curl: option --connect-timeout: expected a proper numerical parameter" >&2;'
+        ' exit 2;; esac\n'
+        'echo "$*" >> "$FAKEROOT/curl-args"; printf 401\n'
+    )
+    curl.chmod(0o755)
+    h = Host("local", {"deploy_staging_dir": str(tmp_path), "deploy_docker": "false", "deploy_registry": "reg:5000"})
+    out = subprocess.run(list(probe_argv(h)), capture_output=True, text=True, check=True, timeout=30,
+                         env={"PATH": f"{tmp_path}:/usr/bin:/bin", "FAKEROOT": str(tmp_path)}).stdout
+    assert parse_registry(split_sections(out)["registry"][0]) == (True, "curl: HTTP 401")
+    assert "--connect-timeout 1 -m 3" in (tmp_path / "curl-args").read_text()
+
+
+@pytest.mark.skipif(not shutil.which("curl"), reason="needs curl")
+def test_probe_registry_check_with_real_curl_on_loopback(tmp_path) -> None:
+    server = http.server.HTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)  # answers 501
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        h = Host("local", {"deploy_staging_dir": str(tmp_path), "deploy_docker": "false",
+                           "deploy_registry": f"127.0.0.1:{server.server_port}"})
+        out = subprocess.run(list(probe_argv(h)), capture_output=True, text=True, check=True, timeout=30).stdout
+        assert parse_registry(split_sections(out)["registry"][0]) == (True, "curl: HTTP 501")
+    finally:
+        server.shutdown()
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))  # bound, never listening: connection refused at once
+    try:
+        h = Host("local", {"deploy_staging_dir": str(tmp_path), "deploy_docker": "false",
+                           "deploy_registry": f"127.0.0.1:{closed.getsockname()[1]}"})
+        out = subprocess.run(list(probe_argv(h)), capture_output=True, text=True, check=True, timeout=30).stdout
+    finally:
+        closed.close()
+    reachable, detail = parse_registry(split_sections(out)["registry"][0])
+    assert reachable is False and "(7)" in detail
