@@ -41,13 +41,14 @@ class CheckReport:
     seconds: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
-        """The `--json` object, exactly as issue 3 specifies."""
+        """The `--json` object: issue 3's keys, plus the image store (issue 11)."""
         f = self.facts
         docker = None
         if f is not None and f.docker is not None:
             d = f.docker
             docker = {"server_version": d.server_version, "api_version": d.api_version,
-                      "storage_driver": d.storage_driver, "gpu_runtime": d.gpu_runtime}
+                      "storage_driver": d.storage_driver, "image_store": d.image_store,
+                      "gpu_runtime": d.gpu_runtime}
         gpus = [{"index": g.index, "name": g.name, "uuid": g.uuid, "memory_total_mib": g.memory_total_mib}
                 for g in (f.gpus if f else ())]
         return {"name": self.name, "ok": self.ok, "error": self.error, "docker": docker, "gpus": gpus,

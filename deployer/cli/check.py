@@ -76,7 +76,8 @@ def _run_checks(hosts: list[Host], parallel: int, timeout: float) -> list[CheckR
 @click.argument("pattern_arg", metavar="[PATTERN]", required=False)
 @host_option
 @click.option("--json", "as_json", is_flag=True,
-              help="Print a JSON array of {name, ok, error, docker, gpus, disk_free_bytes, registry_reachable}.")
+              help="Print a JSON array of {name, ok, error, docker: {server_version, api_version, storage_driver, "
+                   "image_store, gpu_runtime}, gpus, disk_free_bytes, registry_reachable}.")
 @click.option("--parallel", "-p", default=16, show_default=True, type=click.IntRange(1, 256),
               help="How many hosts to probe at once.")
 @click.option("--timeout", default=10.0, show_default=True, type=click.FloatRange(0.5, 600),

@@ -26,7 +26,8 @@ def test_check_reports_every_host(testbed: Testbed, deploy_cli: DeployRunner, ca
     for name, r in reports.items():
         assert set(r) == KEYS
         assert r["ok"] is True and r["error"] is None
-        assert set(r["docker"]) == {"server_version", "api_version", "storage_driver", "gpu_runtime"}
+        assert set(r["docker"]) == {"server_version", "api_version", "storage_driver", "image_store", "gpu_runtime"}
+        assert r["docker"]["image_store"] in ("overlay2", "containerd")
         assert r["docker"]["server_version"].startswith("20.10.")
         assert r["docker"]["api_version"] == "1.41"
         assert r["docker"]["storage_driver"] == "overlay2"

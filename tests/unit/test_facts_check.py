@@ -27,11 +27,18 @@ def test_json_has_exactly_the_issue_keys() -> None:
         "ok": True,
         "error": None,
         "docker": {"server_version": "20.10.24", "api_version": "1.41", "storage_driver": "overlay2",
-                   "gpu_runtime": True},
+                   "image_store": "overlay2", "gpu_runtime": True},
         "gpus": [{"index": 0, "name": "NVIDIA H100 80GB HBM3", "uuid": "GPU-1", "memory_total_mib": 81559}],
         "disk_free_bytes": 1000,
         "registry_reachable": True,
     }
+
+
+def test_json_names_the_containerd_image_store() -> None:
+    docker = DockerFacts("28.5.2", "1.51", "overlayfs", "containerd", "/var/lib/docker", True)
+    facts = HostFacts(docker=docker, registry_reachable=False)
+    out = CheckReport("airgap01", True, None, "ok", "trusted", facts).to_json()
+    assert out["docker"]["storage_driver"] == "overlayfs" and out["docker"]["image_store"] == "containerd"
 
 
 def test_json_for_an_unreachable_host() -> None:
