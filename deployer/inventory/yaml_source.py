@@ -54,7 +54,7 @@ def parse(text: str, file: str, label: str, builder: InventoryBuilder, warnings:
     """Add the groups, hosts and vars of one YAML inventory file to `builder`."""
     loader, root = compose(text, file)
     parser = _Parser(loader, file, label, builder, warnings)
-    for key_node, value_node in root.value:
+    for key_node, _ in root.value:
         if _scalar(key_node) == "plugin":
             raise InventoryError(
                 "inventory plugin configurations are not supported; use a static inventory",

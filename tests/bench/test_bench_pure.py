@@ -17,7 +17,7 @@ def test_rate_bits_and_errors() -> None:
 
 def test_parse_scenarios_canonical_order_and_unknown() -> None:
     assert config.parse_scenarios("d, a") == ("a", "d")
-    with pytest.raises(ValueError, match="unknown scenario.*e"):
+    with pytest.raises(ValueError, match=r"unknown scenario.*e"):
         config.parse_scenarios("a,e")
 
 

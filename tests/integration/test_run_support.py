@@ -53,7 +53,7 @@ def remove_containers(testbed: Any, names: list[str], hosts: tuple[str, ...] = H
         for name in names:
             try:
                 client.containers.get(name).remove(force=True)
-            except Exception:  # noqa: BLE001, S110 - already gone (or the testbed restarted)
+            except Exception:  # noqa: BLE001 - already gone (or the testbed restarted)
                 pass
 
 

@@ -146,7 +146,7 @@ def test_jump_host_key_is_checked_too(testbed: Testbed, tmp_path: Path) -> None:
     # only the target's key is known: the jump host's key is unknown
     kh.write_text("".join(ln + "\n" for ln in Path(testbed.known_hosts).read_text().splitlines() if "gpu02" in ln))
     h = host(testbed, "gpu02", deploy_jump=f"root@{testbed.hosts['gpu01'].address}", deploy_known_hosts=str(kh))
-    with pytest.raises(HostKeyError, match="10.213.0.11.*not known"):
+    with pytest.raises(HostKeyError, match=r"10\.213\.0\.11.*not known"):
         connect(h)
 
 
@@ -158,7 +158,7 @@ def test_missing_key_file_and_refused_key_are_auth_errors(testbed: Testbed, tmp_
     with pytest.raises(AuthError, match="does not exist"):
         connect(host(testbed, "gpu01", ansible_ssh_private_key_file=str(tmp_path / "missing")))
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "k")], check=True)
-    with pytest.raises(AuthError, match="authentication as root@10.213.0.11 refused") as err:
+    with pytest.raises(AuthError, match=r"authentication as root@10\.213\.0\.11 refused") as err:
         connect(host(testbed, "gpu01", ansible_ssh_private_key_file=str(tmp_path / "k")))
     assert "authorized_keys" in str(err.value)
 

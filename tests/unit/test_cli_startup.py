@@ -19,18 +19,18 @@ INVENTORY = REPO / "tests" / "unit" / "inventories" / "ranges"
 HEAVY = ("docker", "paramiko", "fabric", "invoke", "zstandard", "requests", "rich", "jinja2", "ruamel",
          "tenacity", "cryptography")
 
-PROBE = """
+PROBE = f"""
 import json, sys
 from deployer.cli import main
 code = main(sys.argv[1:])
 sys.stdout.flush()
-print(json.dumps([code, sorted(m for m in sys.modules if m.split(".")[0] in %r)]), file=sys.stderr)
-""" % (HEAVY,)
+print(json.dumps([code, sorted(m for m in sys.modules if m.split(".")[0] in {HEAVY!r})]), file=sys.stderr)
+"""
 
 
 def _imports(*args: str) -> tuple[int, list[str], str]:
     proc = subprocess.run([sys.executable, "-c", PROBE, *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=60, env={"PATH": "/usr/bin:/bin", "DEPLOY_INVENTORY": str(INVENTORY)})
+                          timeout=60, check=False, env={"PATH": "/usr/bin:/bin", "DEPLOY_INVENTORY": str(INVENTORY)})
     code, modules = json.loads(proc.stderr.strip().splitlines()[-1])
     return code, modules, proc.stdout
 

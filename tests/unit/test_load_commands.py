@@ -6,8 +6,8 @@ import hashlib
 import io
 import json
 import shutil
-import tarfile
 import subprocess
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -208,7 +208,7 @@ def test_oci_delta_after_a_plain_load_sends_only_the_new_layer(tmp_path: Path) -
     """Layers loaded earlier (by deployer or a `docker save` tar) are in the content store under
     their diff id: a tar with only the new layer's blob gives a complete, listed image."""
     img = Image(tmp_path)
-    docker, state = fake_docker(tmp_path)
+    docker, _state = fake_docker(tmp_path)
     sizes = {f.diff_id: f.size for f in img.files}
     cfg = ld.partial_config("linux", "amd64", img.diff_ids[:3], "/elsewhere")
     head = ld.load_head("oci", cfg, img.diff_ids[:3], img.files[:3], sizes)

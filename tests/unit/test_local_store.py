@@ -83,7 +83,7 @@ class FakeStore:
         self.info, self.config = image(layers)
         (root / "image/overlay2/imagedb/content/sha256").mkdir(parents=True)
         (root / "image/overlay2/imagedb/content/sha256" / self.info.id_hex).write_bytes(self.config)
-        for i, (raw, chain) in enumerate(zip(layers, chain_ids(self.info.diff_ids))):
+        for i, (raw, _chain) in enumerate(zip(layers, chain_ids(self.info.diff_ids))):
             layer = self.layer_dir(i)
             layer.mkdir(parents=True)
             (layer / "cache-id").write_text(f"cache{i}")

@@ -84,7 +84,7 @@ def test_parse_env_file_like_docker() -> None:
     assert got == [("A", "1"), ("B", " x "), ("C", "from-env"), ("E", "a=b")]
     with pytest.raises(SpecError, match=r"f.env:2: variable 'B X' contains whitespace"):
         parse_env_file("A=1\nB X=2\n", "f.env")
-    with pytest.raises(SpecError, match="f.env:1: no variable name"):
+    with pytest.raises(SpecError, match=r"f\.env:1: no variable name"):
         parse_env_file("=2\n", "f.env")
 
 

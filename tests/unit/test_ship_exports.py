@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -17,7 +17,7 @@ IMAGE = ImageInfo("t:v", "sha256:" + "f" * 64, ("sha256:a", "sha256:b", "sha256:
 class StubExporter:
     """Stands in for deployer.local.export.Exporter (no docker): records what it was asked for."""
 
-    started: list[StubExporter] = []
+    started: ClassVar[list[StubExporter]] = []
 
     def __init__(self, image: ImageInfo, wanted: dict[str, set[str]], level: int = 3, client: Any = None) -> None:
         self.wanted = {codec: frozenset(ids) for codec, ids in wanted.items() if ids}

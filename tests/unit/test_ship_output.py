@@ -34,7 +34,7 @@ def test_push_stream_counts_layers_and_bytes() -> None:
     {"errorDetail": {"message": "blob upload unknown"}},
 ])
 def test_push_stream_errors_inside_the_stream_are_caught(bad: dict[str, object]) -> None:
-    with pytest.raises(LocalError, match="pushing r:5000/t:v1 failed: (denied|blob upload unknown)"):
+    with pytest.raises(LocalError, match=r"pushing r:5000/t:v1 failed: (denied|blob upload unknown)"):
         read_push_stream(iter([*PUSH_OK[:3], bad]), "r:5000/t:v1")
 
 

@@ -198,7 +198,7 @@ def test_reader_errors_say_what_failed_and_never_show_secrets(registry: tuple[st
     handler.auth = "bearer"
     reader = ManifestReader(Repo(address, "team/x"), {"username": "ann", "password": "wrong-pw"}, insecure=True,
                             timeout=5)
-    with pytest.raises(RegistryAPIError, match="token request to http://127.0.0.1:[0-9]+/token answered HTTP 401") as err:
+    with pytest.raises(RegistryAPIError, match=r"token request to http://127\.0\.0\.1:[0-9]+/token answered HTTP 401") as err:
         reader.manifest("sha256:amd")
     assert "wrong-pw" not in str(err.value)
     handler.auth = "basic"
