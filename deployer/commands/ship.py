@@ -268,8 +268,8 @@ def parse_pull(stdout: str) -> tuple[int, int]:
 
 # -- lock ------------------------------------------------------------------------------------
 
-_LOCK = (
-    'mkdir -p -- "$1" || exit $?\n'
+# Prints `acquired`, or `held` and what the holder wrote (now/mtime/owner lines for parse_lock).
+_TRY_LOCK = (
     'if mkdir -- "$1/lock" 2>/dev/null; then\n'
     '  printf "%s\\n" "$2" > "$1/lock/owner" || { rm -rf -- "$1/lock"; exit 1; }\n'
     '  echo acquired; exit 0\n'
@@ -280,10 +280,34 @@ _LOCK = (
     'printf "owner "; cat -- "$1/lock/owner" 2>/dev/null; echo'
 )
 
+_LOCK = 'mkdir -p -- "$1" || exit $?\n' + _TRY_LOCK
+
+# Taking over a dead owner's lock, race-safe: `mkdir lock/takeover` admits one claimant; it checks
+# that the lock still carries the dead owner's token, renames the whole dir away (atomic, so
+# nobody can be half-way into the old dir) and then competes for a fresh lock like everyone else.
+# A claimant killed mid-way leaves lock/takeover behind: later takeovers fail, --break-lock clears it.
+_TAKEOVER = (
+    'mkdir -p -- "$1" || exit $?\n'
+    'grave=\n'
+    'if [ -n "$3" ] && mkdir -- "$1/lock/takeover" 2>/dev/null; then\n'
+    '  if grep -qF -- "$3" "$1/lock/owner" 2>/dev/null &&'
+    ' grave=$(mktemp -d -- "$1/lock.dead.XXXXXX") && mv -- "$1/lock" "$grave/"; then\n'
+    '    rm -rf -- "$grave"\n'
+    '  else\n'
+    '    rmdir -- "$1/lock/takeover" 2>/dev/null; [ -z "$grave" ] || rmdir -- "$grave" 2>/dev/null\n'
+    '  fi\n'
+    'fi\n'
+) + _TRY_LOCK
+
 
 def lock_argv(staging: str, owner: str) -> tuple[str, ...]:
     """Atomically create STAGING/lock (mkdir) with an owner line; else print who holds it."""
     return ("sh", "-c", _LOCK, "sh", staging, owner)
+
+
+def takeover_argv(staging: str, owner: str, dead_token: str) -> tuple[str, ...]:
+    """Replace a lock whose owner line carries dead_token with ours; output as lock_argv's."""
+    return ("sh", "-c", _TAKEOVER, "sh", staging, owner, dead_token)
 
 
 @dataclass(frozen=True)
