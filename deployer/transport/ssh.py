@@ -12,12 +12,12 @@ import paramiko
 if TYPE_CHECKING:
     from typing_extensions import Self
 
-from deployer.errors import CommandError, ConnectError, TransferError
+from deployer.errors import CommandError, ConnectError, DeployError, TransferError
 from deployer.inventory.host import Host
 from deployer.transport import channel as ch
 from deployer.transport.config import ConnectSpec, load_ssh_config, resolve
 from deployer.transport.dial import Link, open_link
-from deployer.transport.result import Result
+from deployer.transport.result import Result, label
 from deployer.transport.session import remote_command
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ class SshSession:
             chan = self.transport.open_session(timeout=self.timeout)
             chan.exec_command(remote_command(argv))
         except (paramiko.SSHException, OSError, EOFError) as exc:
-            raise ConnectError(self.host, f"cannot start `{remote_command(argv)}`: {exc or 'connection lost'}",
+            raise ConnectError(self.host, f"cannot start `{label(argv)}`: {exc or 'connection lost'}",
                                hint="the connection dropped; retry") from exc
         return chan
 
@@ -108,12 +108,15 @@ class SshSession:
             raise CommandError(self.host, result, what=f"timed out after {timeout:g}s")
         if isinstance(error, ch.LinkLost):
             if sending:
-                raise TransferError(self.host, f"{error} while sending to `{remote_command(argv)}`",
+                raise TransferError(self.host, f"{error} while sending to `{label(argv)}`",
                                     transient=True, hint="the link dropped; the transfer can be resumed") from error
-            raise ConnectError(self.host, f"{error} while running `{remote_command(argv)}`",
+            raise ConnectError(self.host, f"{error} while running `{label(argv)}`",
                                hint="the link dropped; check the network and retry") from error
-        if isinstance(error, BaseException):
+        if isinstance(error, DeployError):
             raise error
+        if isinstance(error, BaseException):  # paramiko or socket trouble in the reader: ours to translate
+            raise ConnectError(self.host, f"reading the output of `{label(argv)}` failed: "
+                               f"{type(error).__name__}: {error}", hint="the connection broke; retry") from error
         result = self._result(argv, int(state.get("status", -1)), out, err)  # type: ignore[call-overload]
         if check and not result.ok:
             raise CommandError(self.host, result)
@@ -133,7 +136,7 @@ class SshSession:
             yield from ch.iter_stdout(chan, deadline, err)
             status = chan.exit_status
         except ch.LinkLost as exc:
-            raise ConnectError(self.host, f"{exc} while streaming `{remote_command(argv)}`",
+            raise ConnectError(self.host, f"{exc} while streaming `{label(argv)}`",
                                hint="the link dropped; run the command again") from exc
         except ch.TimedOut:
             result = self._result(argv, TIMEOUT_EXIT, b"", err)
