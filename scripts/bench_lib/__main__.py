@@ -4,11 +4,17 @@ Examples:
   scripts/bench --smoke                          # ~20 MB image, 1 rep, CI-sized
   scripts/bench --size-gb 1 --rate 200mbit       # the real run (reps 3)
   scripts/bench --scenarios a,b --reps 1 --no-throttle
+  scripts/bench --host-stores containerd --ws-store containerd   # one lane, ws switched for the run
+
+The single-host scenarios (a), (b), (d) run once per host image store: overlay2 (gpu02) and containerd
+(gpu01); (c) ships to gpu01, gpu02 and cpu01 at once. The workstation daemon's store is whatever it
+runs (`scripts/testbed up --ws-store ...`), or --ws-store switches it for the run and back afterwards.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import shutil
 import signal
@@ -21,10 +27,14 @@ from typing import Any
 
 from . import account, hosts, image, machine, report, runner, snapshot, tools
 from .config import (
+    HOST_STORES,
+    SMOKE_HOST_STORES,
     SMOKE_RATE,
     SMOKE_SIZE_GB,
     SMOKE_THROTTLED_SCENARIOS,
+    WS_STORES,
     BenchConfig,
+    parse_host_stores,
     parse_scenarios,
     rate_bits,
 )
@@ -41,6 +51,12 @@ def parse(argv: list[str]) -> BenchConfig:
     p.add_argument("--rate", default="200mbit", help="throttled uplink rate, tc syntax (default 200mbit)")
     p.add_argument("--reps", type=int, default=3, help="repetitions per row; the median counts (default 3)")
     p.add_argument("--scenarios", default="a,b,c,d", help="subset of a,b,c,d (default all)")
+    p.add_argument("--host-stores", default=None,
+                   help=f"host image stores for (a), (b), (d), subset of {','.join(HOST_STORES)} "
+                   f"(default all; --smoke: {','.join(SMOKE_HOST_STORES)})")
+    p.add_argument("--ws-store", choices=WS_STORES, default=None,
+                   help="switch the workstation daemon to this image store for the run (`scripts/testbed up "
+                   "--ws-store`, which restarts it under anyone else using it), and back afterwards")
     p.add_argument("--tools", default="", help=f"subset of {','.join(tools.TOOLS)} (default all)")
     p.add_argument("--smoke", action="store_true", help=f"~20 MB image, 1 rep, all scenarios unthrottled and (a) at {SMOKE_RATE}; "
                    "no quiet-uplink wait")
@@ -60,6 +76,7 @@ def parse(argv: list[str]) -> BenchConfig:
         sys.exit(0)
     try:
         scenarios = parse_scenarios(a.scenarios)
+        host_stores = parse_host_stores(a.host_stores or ",".join(SMOKE_HOST_STORES if a.smoke else HOST_STORES))
         rate_bits(a.rate)
         chosen = tuple(t for t in a.tools.split(",") if t)
         if unknown := [t for t in chosen if t not in tools.TOOLS]:
@@ -71,6 +88,7 @@ def parse(argv: list[str]) -> BenchConfig:
     except ValueError as exc:
         p.error(str(exc))
     cfg = BenchConfig(size_gb=a.size_gb, rate=a.rate, reps=a.reps, scenarios=scenarios, out=Path(a.out),
+                      host_stores=host_stores, ws_store=a.ws_store,
                       unthrottled=not a.throttled_only, throttled=not a.no_throttle, tools=chosen)
     if a.smoke:
         cfg = replace(cfg, size_gb=SMOKE_SIZE_GB, reps=1, rate=SMOKE_RATE if a.rate == "200mbit" else a.rate,
@@ -86,19 +104,37 @@ def main(argv: list[str]) -> int:
     cfg = parse(argv)
     # SIGTERM unwinds like Ctrl-C: the running step's process group is killed, the uplink unthrottled.
     signal.signal(signal.SIGTERM, _interrupted)
+    before = hosts.ws_store()
+    if cfg.ws_store and cfg.ws_store != before:
+        log(f"switching the workstation daemon from {before} to the {cfg.ws_store} store "
+            "(it restarts: anyone else using it notices)")
+        hosts.switch_ws_store(cfg.ws_store)
+        os.environ["DEPLOYER_TESTBED_WS_STORE"] = cfg.ws_store
+        try:
+            return _main(cfg, argv)
+        finally:
+            log(f"switching the workstation daemon back to the {before} store")
+            hosts.switch_ws_store(before)
+    return _main(cfg, argv)
+
+
+def _main(cfg: BenchConfig, argv: list[str]) -> int:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     started = time.monotonic()
+    ws_store = hosts.ws_store()
     meta: dict[str, Any] = {"command": "scripts/bench " + shlex.join(argv), "started": stamp,
             "config": {"size_gb": cfg.size_gb, "rate": cfg.rate, "reps": cfg.reps,
-                       "scenarios": list(cfg.scenarios), "smoke": cfg.smoke, "modes": list(cfg.modes()),
+                       "scenarios": list(cfg.scenarios), "host_stores": list(cfg.host_stores),
+                       "ws_store": ws_store, "smoke": cfg.smoke, "modes": list(cfg.modes()),
                        "throttled_scenarios": list(cfg.throttled_scenarios),
                        "quiet_seconds": cfg.quiet_seconds},
             "machine": machine.describe()}
+    log(f"workstation daemon on the {ws_store} store; host stores {','.join(cfg.host_stores)}")
     if not hosts.registry_route_ok():
         log("warning: cannot reach the workstation daemon's push metadata; registry pushes may reuse blobs")
     v1, v2 = image.build_pair(cfg.size_bytes, log, rebuild=cfg.rebuild)
     pair = image.inspect_pair(v1, v2)
-    log(f"image {pair.v1.ref}: {pair.v1.size / 1e6:.1f} MB raw, {pair.v1.zstd_size / 1e6:.1f} MB zstd; "
+    log(f"image {pair.v1.ref} (config {pair.v1.config_digest[:19]}): {pair.v1.size / 1e6:.1f} MB raw, {pair.v1.zstd_size / 1e6:.1f} MB zstd; "
         f"code layer {pair.code_layer.size / 1e6:.2f} MB raw, {pair.code_layer.zstd_size / 1e6:.2f} MB zstd")
     meta["image"] = {"v1": pair.v1.as_dict(), "v2": pair.v2.as_dict(), "code_layer": vars(pair.code_layer)}
     interrupted = False
@@ -109,7 +145,7 @@ def main(argv: list[str]) -> int:
         source = None if cfg.worktree else snapshot.head(log)
         meta["deployer"] = {"source": "working tree" if source is None else "git HEAD",
                             "commit": machine.git_commit(), "dirty": snapshot.dirty()}
-        run = runner.Runner(cfg, pair, stamp.lower(), log, acct, source)
+        run = runner.Runner(cfg, pair, stamp.lower(), log, acct, source, ws_store)
         try:
             samples = run.samples()
         except KeyboardInterrupt:

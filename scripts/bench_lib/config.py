@@ -21,10 +21,18 @@ SCENARIO_TITLES = {
     "c": "three hosts at once",
     "d": "first ship over the registry route",
 }
-# One host for the single-host scenarios (it reaches the registry, so every tool can serve it),
-# three connected hosts for (c) so that the registry baseline can serve all of them too.
-SINGLE_HOST = ("gpu01",)
+# The single-host scenarios (a), (b), (d) run once per host image store ("lane"), each on a Docker 28
+# host that reaches the registry (so every tool can serve it): gpu02 keeps the classic overlay2 store,
+# gpu01 the containerd image store. (c) ships to three connected hosts of mixed stores at once
+# (containerd, overlay2, and the Docker 20.10 lane), so that the registry baseline serves them all too.
+HOST_STORES = ("overlay2", "containerd")
+STORE_HOSTS = {"overlay2": "gpu02", "containerd": "gpu01"}
 MULTI_HOSTS = ("gpu01", "gpu02", "cpu01")
+MIXED = "mixed"  # the host store of (c)
+WS_STORES = ("overlay2", "containerd")
+# The smoke's single-host scenarios run on the containerd host only; (c) still covers gpu02 (overlay2)
+# and cpu01 (Docker 20.10), so every kind of host is shipped to and checked.
+SMOKE_HOST_STORES = ("containerd",)
 SMOKE_SIZE_GB = 0.02
 SMOKE_RATE = "400mbit"
 # The smoke's throttled pass covers (a) only: enough to exercise throttling within CI's time budget.
@@ -60,6 +68,25 @@ def rate_bits(rate: str) -> int:
     return int(float(m.group(1)) * _RATE_UNITS[m.group(2).lower()])
 
 
+def hosts_for(scenario: str, host_store: str) -> tuple[str, ...]:
+    """The hosts a step of this scenario ships to, in this host-store lane."""
+    return MULTI_HOSTS if scenario == "c" else (STORE_HOSTS[host_store],)
+
+
+def lanes_for(scenario: str, host_stores: tuple[str, ...]) -> tuple[str, ...]:
+    """The host-store lanes a scenario runs in: each chosen store, or the mixed three of (c)."""
+    return (MIXED,) if scenario == "c" else host_stores
+
+
+def parse_host_stores(text: str) -> tuple[str, ...]:
+    """'containerd,overlay2' -> ('overlay2', 'containerd'); ValueError names the unknown ones."""
+    wanted = {s.strip().lower() for s in text.split(",") if s.strip()}
+    unknown = sorted(wanted - set(HOST_STORES))
+    if unknown or not wanted:
+        raise ValueError(f"unknown host store(s) {','.join(unknown) or '(none)'}: choose from {','.join(HOST_STORES)}")
+    return tuple(s for s in HOST_STORES if s in wanted)
+
+
 def parse_scenarios(text: str) -> tuple[str, ...]:
     """'a,c' -> ('a', 'c'), in canonical order; ValueError names the unknown ones."""
     wanted = {s.strip().lower() for s in text.split(",") if s.strip()}
@@ -77,6 +104,8 @@ class BenchConfig:
     rate: str = "200mbit"
     reps: int = 3
     scenarios: tuple[str, ...] = SCENARIOS
+    host_stores: tuple[str, ...] = HOST_STORES  # lanes of the single-host scenarios
+    ws_store: str | None = None  # switch the workstation daemon to this store for the run (None: as is)
     smoke: bool = False
     out: Path = ROOT / "bench-results"
     unthrottled: bool = True

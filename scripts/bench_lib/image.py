@@ -12,6 +12,7 @@ from typing import IO, Any, cast
 import docker
 import zstandard
 
+from . import digests
 from . import dockerfile as df
 from .config import ZSTD_LEVEL
 
@@ -26,8 +27,9 @@ class LayerStat:
 @dataclass(frozen=True)
 class ImageInfo:
     ref: str
-    id: str
+    id: str  # the workstation daemon's id: the config digest on overlay2, a manifest/index digest on containerd
     layers: tuple[LayerStat, ...]
+    config_digest: str = ""  # the same image's name on every store; what the hosts are checked against
 
     @property
     def size(self) -> int:
@@ -38,7 +40,8 @@ class ImageInfo:
         return sum(layer.zstd_size for layer in self.layers)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"ref": self.ref, "id": self.id, "size": self.size, "zstd_size": self.zstd_size,
+        return {"ref": self.ref, "id": self.id, "config_digest": self.config_digest, "size": self.size,
+                "zstd_size": self.zstd_size,
                 "layers": [vars(layer) for layer in self.layers]}
 
 
@@ -89,8 +92,46 @@ def build_pair(size_bytes: int, log: Callable[[str], None], rebuild: bool = Fals
     return v1, v2
 
 
+_GZIP, _ZSTD = b"\x1f\x8b", b"\x28\xb5\x2f\xfd"
+
+
+def _uncompressed(fh: IO[bytes]) -> IO[bytes]:
+    """The layer tar itself: a containerd-store daemon's `docker save` writes layers as its content
+    store holds them, which may be gzip or zstd (pulled or pushed images); the classic store's never."""
+    head = fh.read(4)
+    rest = io.BufferedReader(_Prefixed(head, fh))  # type: ignore[arg-type]
+    if head[:2] == _GZIP:
+        import gzip
+        return cast(IO[bytes], gzip.GzipFile(fileobj=rest))
+    if head == _ZSTD:
+        return cast(IO[bytes], zstandard.ZstdDecompressor().stream_reader(rest))
+    return cast(IO[bytes], rest)
+
+
+class _Prefixed(io.RawIOBase):
+    """Bytes already read, then the rest of a stream."""
+
+    def __init__(self, head: bytes, fh: IO[bytes]) -> None:
+        self.head, self.fh = head, fh
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        if self.head:
+            n = min(len(b), len(self.head))
+            b[:n], self.head = self.head[:n], self.head[n:]
+            return n
+        data = self.fh.read(len(b))
+        b[:len(data)] = data
+        return len(data)
+
+
 def _layer_stats(ref: str) -> tuple[LayerStat, ...]:
-    """Stream `docker save` once: every layer's size and zstd size, in image order."""
+    """Stream `docker save` once: every layer's size and zstd size, in image order.
+
+    Either store's `docker save` has a manifest.json naming each layer's path in the tar (`<id>/layer.tar`
+    on the classic store, `blobs/sha256/<digest>` in the containerd store's OCI layout)."""
     proc = subprocess.Popen(["docker", "save", ref], stdout=subprocess.PIPE)
     assert proc.stdout is not None
     sizes: dict[str, tuple[int, int]] = {}
@@ -105,11 +146,13 @@ def _layer_stats(ref: str) -> tuple[LayerStat, ...]:
             if member.name == "manifest.json":
                 manifest = json.load(fh)
             elif member.size > 1024 or member.name.endswith("layer.tar"):
-                counter = _Counter()
+                counter, raw = _Counter(), 0
+                src = _uncompressed(fh)
                 with cctx.stream_writer(cast(IO[bytes], counter), closefd=False) as writer:
-                    while chunk := fh.read(1 << 20):
+                    while chunk := src.read(1 << 20):
+                        raw += len(chunk)
                         writer.write(chunk)
-                sizes[member.name] = (member.size, counter.n)
+                sizes[member.name] = (raw, counter.n)
     if proc.wait() != 0:
         raise RuntimeError(f"docker save {ref} failed (exit {proc.returncode})")
     out = []
@@ -144,7 +187,10 @@ def inspect_pair(v1: str, v2: str) -> ImagePair:
     cli = client()
     infos = []
     for ref in (v1, v2):
-        infos.append(ImageInfo(ref, cli.images.get(ref).id, _layer_stats(ref)))
+        got = digests.inspect(cli, ref)
+        if got is None:
+            raise RuntimeError(f"{ref} vanished from the workstation daemon")
+        infos.append(ImageInfo(ref, got[0], _layer_stats(ref), got[1]))
     pair = ImagePair(*infos)
     ids1, ids2 = [x.diff_id for x in pair.v1.layers], [x.diff_id for x in pair.v2.layers]
     if ids1[:-1] != ids2[:-1] or ids1[-1] == ids2[-1]:

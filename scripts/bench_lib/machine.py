@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from .config import ROOT, SINGLE_HOST, docker_socket
+from .config import ADDRESSES, ROOT, docker_socket
 
 
 def _out(argv: list[str]) -> str:
@@ -36,22 +36,31 @@ def _cpu_model() -> str:
     return platform.processor() or "?"
 
 
+def _daemon(line: str) -> str:
+    """'28.5.2 overlayfs [["driver-type","io.containerd.snapshotter.v1"]]' -> '28.5.2, containerd store'."""
+    version, _, rest = line.partition(" ")
+    driver, _, status = rest.partition(" ")
+    store = "containerd" if "io.containerd.snapshotter.v1" in status else driver
+    return f"{version}, {store} store" if version and driver else (line or "?")
+
+
 def git_commit() -> str:
     return _out(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"])
 
 
 def describe() -> dict[str, Any]:
     """nproc, RAM, kernel, CPU, Docker versions, tool versions, git commit, load at start."""
-    host_daemon = _out(["docker", "-H", docker_socket(SINGLE_HOST[0]), "version", "--format",
-                        "{{.Server.Version}}"])
+    fmt = "{{.ServerVersion}} {{.Driver}} {{json .DriverStatus}}"
+    host_daemons = {h: _daemon(_out(["docker", "-H", docker_socket(h), "info", "--format", fmt]))
+                    for h in ADDRESSES}
     return {
         "nproc": os.cpu_count(),
         "ram_gib": _meminfo_gib(),
         "kernel": platform.release(),
         "cpu": _cpu_model(),
         "docker_client": _out(["docker", "version", "--format", "{{.Client.Version}}"]),
-        "docker_workstation_daemon": _out(["docker", "version", "--format", "{{.Server.Version}}"]),
-        "docker_host_daemon": host_daemon,
+        "docker_workstation_daemon": _daemon(_out(["docker", "info", "--format", fmt])),
+        "docker_host_daemons": host_daemons,
         "openssh": _out(["ssh", "-V"]) or subprocess.run(["ssh", "-V"], check=False, capture_output=True,
                                                         text=True).stderr.strip(),
         "zstd": _out(["zstd", "--version"]),

@@ -14,8 +14,8 @@ from typing import Any
 
 from . import hosts, procmon, tools
 from .account import Accounting
-from .config import MULTI_HOSTS, SINGLE_HOST, BenchConfig, inventory
-from .image import ImagePair
+from .config import REGISTRY, BenchConfig, hosts_for, inventory, lanes_for
+from .image import ImageInfo, ImagePair
 from .tools import Ship
 
 DEPLOY = Path(sys.executable).parent / "deploy"
@@ -30,12 +30,17 @@ class Sample:
     tool: str
     rep: int
     hosts: tuple[str, ...]
+    host_store: str = ""  # the lane: the hosts' image store ("overlay2", "containerd", "mixed" for (c))
+    ws_store: str = ""  # the workstation daemon's image store
     ok: bool = False
     seconds: float | None = None
     uplink_bytes: int | None = None
     own_bytes: int | None = None  # the step's own connections only (see account.py); None for registry tools
     peak_rss: int | None = None
     verified: bool = False
+    # What the check compared, per host: the host's image id and its config digest (the id differs
+    # between stores for the same image; the config digest does not).
+    checked: dict[str, dict[str, str]] = field(default_factory=dict)
     background: float | None = None  # bytes/s on the uplink just before the step (others' traffic)
     error: str | None = None
     deployer: list[dict[str, Any]] | None = None  # deployer's own --json report, for its rows
@@ -56,8 +61,9 @@ class Sample:
 
 class Runner:
     def __init__(self, cfg: BenchConfig, pair: ImagePair, run_id: str, log: Callable[[str], None],
-                 acct: Accounting | None = None, source: Path | None = None):
+                 acct: Accounting | None = None, source: Path | None = None, ws_store: str = ""):
         self.cfg, self.pair, self.run_id, self.log = cfg, pair, run_id, log
+        self.ws_store = ws_store
         self.acct, self.source = acct, source
         self.counter = 0
         self.results: list[Sample] = []  # grows as steps finish, so an interrupted run can still report
@@ -81,52 +87,63 @@ class Runner:
         """Every step of the matrix, in order, reps innermost so that drift hits all tools alike."""
         out = self.results
         for scenario in self.cfg.scenarios:
-            for rate in self.cfg.modes():
-                if rate is not None and scenario not in self.cfg.throttled_scenarios:
-                    continue
-                for rep in range(1, self.cfg.reps + 1):
-                    for tool in tools.tools_for(scenario):
-                        if self.cfg.tools and tool not in self.cfg.tools:
-                            continue
-                        out.append(self.measure(scenario, rate, tool, rep))
+            for lane in lanes_for(scenario, self.cfg.host_stores):
+                for rate in self.cfg.modes():
+                    if rate is not None and scenario not in self.cfg.throttled_scenarios:
+                        continue
+                    for rep in range(1, self.cfg.reps + 1):
+                        for tool in tools.tools_for(scenario):
+                            if self.cfg.tools and tool not in self.cfg.tools:
+                                continue
+                            out.append(self.measure(scenario, lane, rate, tool, rep))
         return out
 
-    def measure(self, scenario: str, rate: str | None, tool: str, rep: int) -> Sample:
+    def measure(self, scenario: str, lane: str, rate: str | None, tool: str, rep: int) -> Sample:
         """One sample; a failed step is tried once more (the testbed is shared with other tests that
         cut links and reset connections), and the first failure is kept in the notes."""
-        sample = self._measure(scenario, rate, tool, rep)
+        sample = self._measure(scenario, lane, rate, tool, rep)
         if not sample.ok:
             first = sample.error
-            sample = self._measure(scenario, rate, tool, rep)
+            sample = self._measure(scenario, lane, rate, tool, rep)
             sample.notes.append(f"second attempt; the first failed: {(first or '')[-500:]}")
         return sample
 
-    def _measure(self, scenario: str, rate: str | None, tool: str, rep: int) -> Sample:
-        hs = MULTI_HOSTS if scenario == "c" else SINGLE_HOST
-        sample = Sample(scenario, rate, tool, rep, hs)
-        label = f"({scenario}) {rate or 'unthrottled'} {tool} rep {rep}/{self.cfg.reps}"
+    def _measure(self, scenario: str, lane: str, rate: str | None, tool: str, rep: int) -> Sample:
+        hs = hosts_for(scenario, lane)
+        sample = Sample(scenario, rate, tool, rep, hs, lane, self.ws_store)
+        label = (f"({scenario}) {self.ws_store} ws -> {','.join(hs)} ({lane}) {rate or 'unthrottled'} {tool} "
+                 f"rep {rep}/{self.cfg.reps}")
         self.counter += 1
         uniq = f"{self.run_id}-{self.counter}"
         v1, v2 = self.pair.v1.ref, self.pair.v2.ref
         local_tags: list[str] = []
+        ship: Ship | None = None
         try:
+            if self.ws_store and (now := hosts.ws_store()) != self.ws_store:
+                raise RuntimeError(f"the workstation daemon now runs the {now} store, not {self.ws_store} as when the "
+                                   "run started: someone ran `scripts/testbed up --ws-store` meanwhile")
             hosts.throttle(None)
             for h in hs:
                 hosts.reset(h)
                 if hosts.layer_count(h):
                     sample.notes.append(f"{h} kept {hosts.layer_count(h)} layers (in use by running containers)")
+                if blobs := hosts.content_blobs(h):
+                    sample.notes.append(f"{h} kept {blobs} blobs in its containerd content store after the reset")
             if tool == tools.DEPLOYER_REGISTRY:
                 # A fresh reference per step, so that deployer pushes to a repo that holds nothing yet.
                 v1, v2 = (self._tag(ref, f"deployer-bench-{uniq}/ml", local_tags) for ref in (v1, v2))
             if tool in tools.REGISTRY_TOOLS:
                 hosts.forget_pushes([self.pair.v1.id, self.pair.v2.id])
             repo = f"bench-{uniq}/ml"
-            want_id = self.pair.v1.id
+            want = self.pair.v1
             if scenario == "b":
                 # The host first gets v1 with the same tool (unthrottled, untimed), then v2 is timed.
-                self._check(self._run(Ship(tool, v1, hs, repo)), Ship(tool, v1, hs, repo),
-                            self.pair.v1.id, Sample(scenario, None, tool, rep, hs))
-                want_id, v1 = self.pair.v2.id, v2
+                first = Ship(tool, v1, hs, repo)
+                try:
+                    self._check(self._run(first), first, self.pair.v1, Sample(scenario, None, tool, rep, hs))
+                finally:
+                    self._untag_pushed(first)
+                want, v1 = self.pair.v2, v2
             ship = Ship(tool, v1, hs, repo)
             hosts.throttle(rate)
             if self.cfg.quiet_seconds:
@@ -140,12 +157,14 @@ class Runner:
                 sample.own_bytes = (self._own() or 0) - own
             hosts.throttle(None)
             sample.seconds, sample.peak_rss = fin.seconds, fin.peak_rss
-            self._check(fin, ship, want_id, sample)
+            self._check(fin, ship, want, sample)
             sample.ok = True
         except Exception as exc:  # noqa: BLE001 - one failed step must not end the whole run
             sample.error = str(exc)[-2000:]
         finally:
             self._untag(local_tags)
+            if ship is not None:
+                self._untag_pushed(ship)
         self.log(self._line(label, sample))
         return sample
 
@@ -157,8 +176,13 @@ class Runner:
         return procmon.run(tools.argv(ship, DEPLOY, inventory()), env=self.env(), timeout=self.timeout,
                            cgroup_procs=procs)
 
-    def _check(self, fin: procmon.Finished, ship: Ship, want_id: str, sample: Sample) -> None:
-        """Raise unless the step exited 0 and every host now has the exact image (same id)."""
+    def _check(self, fin: procmon.Finished, ship: Ship, want: ImageInfo, sample: Sample) -> None:
+        """Raise unless the step exited 0 and every host now has the exact image: the same config
+        digest as the local one (the same config, so the same layers), on either store at either end.
+
+        Image ids are no proof across stores: a containerd-store daemon's id is the digest of a
+        manifest or index, which differs from the classic store's id (the config digest) and from
+        one containerd-store daemon to the next (compressed or not, gzip or zstd, OCI or Docker)."""
         if ship.tool in (tools.DEPLOYER, tools.DEPLOYER_REGISTRY):
             try:
                 sample.deployer = json.loads(fin.stdout)
@@ -167,10 +191,20 @@ class Runner:
         if fin.exited != 0:
             tail = (fin.stderr.strip() or fin.stdout.strip())[-1500:]
             raise RuntimeError(f"{ship.tool} exited {fin.exited}: {tail}")
+        reported = {r.get("host"): r for r in sample.deployer or () if isinstance(r, dict)}
         for h in ship.hosts:
-            got = hosts.image_id(h, ship.pulled_ref)
-            if got != want_id:
-                raise RuntimeError(f"{h}: {ship.pulled_ref} has id {got}, expected {want_id}")
+            got = hosts.image_digests(h, ship.pulled_ref)
+            if got is None:
+                raise RuntimeError(f"{h}: no image {ship.pulled_ref} after the step")
+            host_id, digest = got
+            if digest != want.config_digest:
+                raise RuntimeError(f"{h}: {ship.pulled_ref} has config digest {digest} (id {host_id}), expected "
+                                   f"{want.config_digest} (local id {want.id})")
+            sample.checked[h] = {"id": host_id, "config_digest": digest}
+            mine = reported.get(h)
+            if mine and mine.get("config_digest") and mine["config_digest"] != want.config_digest:
+                raise RuntimeError(f"{h}: deployer reported config digest {mine['config_digest']}, "
+                                   f"expected {want.config_digest}")
         sample.verified = True
 
     @staticmethod
@@ -179,6 +213,14 @@ class Runner:
         subprocess.run(["docker", "tag", ref, new], check=True)
         local_tags.append(new)
         return new
+
+    def _untag_pushed(self, ship: Ship) -> None:
+        """push+pull and deployer's registry route tag the image on the workstation for their push:
+        remove that tag again, so that a long run does not pile up tags of one-off repositories."""
+        if ship.tool == tools.PUSH_PULL:
+            self._untag([ship.pulled_ref])
+        elif ship.tool == tools.DEPLOYER_REGISTRY:
+            self._untag([f"{REGISTRY}/{ship.ref}"])
 
     @staticmethod
     def _untag(refs: list[str]) -> None:

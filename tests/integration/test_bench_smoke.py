@@ -1,7 +1,8 @@
 """`scripts/bench --smoke` on the real testbed: it runs end to end and writes a well-formed report.
 
-No timing assertions (timings drift on a shared machine); only that every scenario x uplink x tool
-row exists, every step succeeded and was verified on the host, and the byte counts are physically sane.
+No timing assertions (timings drift on a shared machine); only that every scenario x host store x
+uplink x tool row exists, every step succeeded and was verified on the host (by config digest, which
+means the same image on either image store), and the byte counts are physically sane.
 """
 from __future__ import annotations
 
@@ -19,11 +20,15 @@ from bench_lib import tools
 from bench_lib.config import (
     MULTI_HOSTS,
     SCENARIOS,
+    SMOKE_HOST_STORES,
     SMOKE_RATE,
     SMOKE_THROTTLED_SCENARIOS,
+    hosts_for,
+    lanes_for,
 )
 
-ROWS = {(sc, rate, tool) for sc in SCENARIOS for rate in (None, SMOKE_RATE) for tool in tools.tools_for(sc)
+ROWS = {(sc, lane, rate, tool) for sc in SCENARIOS for lane in lanes_for(sc, SMOKE_HOST_STORES)
+        for rate in (None, SMOKE_RATE) for tool in tools.tools_for(sc)
         if rate is None or sc in SMOKE_THROTTLED_SCENARIOS}
 
 
@@ -47,9 +52,27 @@ def test_every_step_ran_and_was_verified(smoke) -> None:
     assert "deployer vs baselines" in proc.stdout
 
 
+def test_hosts_were_checked_by_config_digest(smoke, testbed) -> None:
+    """Every host holds the local image's config digest, whatever its store's id for it; the smoke
+    ships to containerd-store hosts (whose ids differ from the local one) and classic ones."""
+    _, data = smoke
+    image = data["meta"]["image"]
+    want = {"v1": image["v1"]["config_digest"], "v2": image["v2"]["config_digest"]}
+    assert want["v1"].startswith("sha256:") and want["v1"] != want["v2"]
+    stores = {name: h.store for name, h in testbed.hosts.items()}
+    seen = set()
+    for s in data["samples"]:
+        assert set(s["checked"]) == set(s["hosts"]) == set(hosts_for(s["scenario"], s["host_store"]))
+        for host, got in s["checked"].items():
+            assert got["config_digest"] == want["v2" if s["scenario"] == "b" else "v1"], (s["scenario"], s["tool"], host)
+            seen.add(stores[host])
+        assert s["ws_store"] == data["meta"]["config"]["ws_store"] == testbed.ws_store
+    assert {"containerd", "overlay2"} <= seen
+
+
 def test_report_has_every_row(smoke) -> None:
     _, data = smoke
-    got = {(r["scenario"], r["rate"], r["tool"]) for r in data["rows"]}
+    got = {(r["scenario"], r["host_store"], r["rate"], r["tool"]) for r in data["rows"]}
     assert got == ROWS
     for r in data["rows"]:
         assert r["runs"] == r["ok"] == 1
@@ -66,16 +89,16 @@ def test_byte_counts_are_sane(smoke) -> None:
     image = data["meta"]["image"]
     raw, zstd = image["v1"]["size"], image["v1"]["zstd_size"]
     assert 15e6 < raw < 40e6 and 0 < image["code_layer"]["zstd_size"] < zstd < raw
-    rows = {(r["scenario"], r["rate"], r["tool"]): r for r in data["rows"]}
+    rows = {(r["scenario"], r["host_store"], r["rate"], r["tool"]): r for r in data["rows"]}
     accounted = data["meta"]["own_bytes_accounting"] == "cgroup v2 + nftables"
-    for (sc, rate, tool), r in rows.items():
+    for (sc, _, rate, tool), r in rows.items():
         if tool in tools.REGISTRY_TOOLS or not accounted:
             assert r["own_bytes"] is None
         else:  # a step's own bytes are part of all the bytes on the uplink
             assert 0 < r["own_bytes"] <= r["uplink_bytes"], (sc, rate, tool)
             r["uplink_bytes"] = r["own_bytes"]  # the stricter figure for the bounds below
     # A full resend can not take fewer bytes than its payload; compressed ones at least half the zstd size.
-    for (sc, rate, tool), r in rows.items():
+    for (sc, _, rate, tool), r in rows.items():
         n = len(MULTI_HOSTS) if sc == "c" else 1
         if tool == tools.RAW:
             assert r["uplink_bytes"] >= n * raw, (sc, rate, tool)
