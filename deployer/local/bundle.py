@@ -140,10 +140,9 @@ def write_bundle(
     report = progress or (lambda phase, done, total: None)
     exporter = Exporter(image, {codec: wanted}, level=level, client=client, cache=cache).start()
     try:
-        while not exporter.done:
+        # wait() raises the export's error, and ends when its thread does: never a spin forever
+        while not exporter.wait(timeout=0.2):
             report("exporting", exporter.bytes_read, image.size)
-            time.sleep(0.2)
-        exporter.wait()
         blobs = [exporter.blob(d, codec) for d in dict.fromkeys(image.diff_ids[i] for i in indexes)]
         config = exporter.config()
     finally:

@@ -32,7 +32,7 @@ from deployer.local.compress import (
     decompressor,
     sniff,
 )
-from deployer.local.image import ImageInfo
+from deployer.local.image import ImageInfo, is_containerd
 from deployer.local.savestream import StreamReader, classify, identify_v1, legacy_dir
 from deployer.local.store import LayerStore
 
@@ -174,12 +174,16 @@ class Exporter:
             seen += 1
             yield blob
 
-    def wait(self, timeout: float | None = None) -> None:
-        """Block until the export finished; raise its error if it failed."""
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the export finished (True) or TIMEOUT passed (False); raise its error if it failed."""
         with self._cond:
-            self._cond.wait_for(lambda: self._done, timeout)
+            done = self._cond.wait_for(lambda: self._done, timeout)
             if self._error is not None:
                 raise self._error
+            if not done and self._thread is not None and not self._thread.is_alive():
+                # cannot happen while _run's finally holds; a poller must still never spin forever
+                raise LocalError(f"the export of {self.image.ref} ended without a result")
+            return done
 
     @property
     def done(self) -> bool:
@@ -222,7 +226,9 @@ class Exporter:
             ]
 
     def _run(self) -> None:
-        error: LocalError | None = None
+        """The export thread. It owns its failure: whatever it raises becomes the LocalError its
+        consumers get, and they are always woken (else ready()/blob()/config() would wait forever)."""
+        error: LocalError | None = LocalError(f"export of {self.image.ref} stopped without a result")
         try:
             client = self._client or docker_client()
             if self.use_store and self._from_store(client):
@@ -230,16 +236,26 @@ class Exporter:
             else:
                 self.source = "docker save"
                 self._from_save(client)
+            error = None
         except _Cancelled:
             error = LocalError(f"export of {self.image.ref} was cancelled")
         except LocalError as exc:
             error = exc
-        except (OSError, tarfile.TarError, ValueError) as exc:
-            error = LocalError(f"exporting {self.image.ref} failed: {exc}", hint="check free space in the cache dir")
-        with self._cond:
-            self._error = error
-            self._done = True
-            self._cond.notify_all()
+        except OSError as exc:
+            error = _failed(self.image.ref, exc, "check free space in the cache dir")
+        except (tarfile.TarError, zlib.error, ValueError) as exc:
+            error = _failed(self.image.ref, exc, "the docker save stream or a layer is corrupt: "
+                            "check the local Docker daemon, or rebuild the image")
+        except zstandard.ZstdError as exc:  # compressing (memory), or a corrupt zstd layer in the stream
+            error = _failed(self.image.ref, exc, "check free memory; if it persists, rebuild the image")
+        except Exception as exc:  # a bug: still the consumers' error, not a silent hang
+            log.debug("export of %s failed", self.image.ref, exc_info=True)
+            error = _failed(self.image.ref, exc, "this is a bug in deployer: run with -v for the traceback")
+        finally:
+            with self._cond:
+                self._error = error
+                self._done = True
+                self._cond.notify_all()
 
     def _from_store(self, client: docker.DockerClient) -> bool:
         """Config and pending layers from the daemon's layer store, in image order; False: use docker save."""
@@ -416,6 +432,13 @@ class Exporter:
         for w, _ in writers:
             self._add(w.commit(raw_size, diff_id=diff_id))
             self.exported_blobs += 1
+
+
+def _failed(ref: str, exc: BaseException, hint: str) -> LocalError:
+    """EXC, raised in the export thread, as the error its consumers raise (`raise ... from exc`)."""
+    error = LocalError(f"exporting {ref} failed: {type(exc).__name__}: {exc}", hint=hint)
+    error.__cause__ = exc
+    return error
 
 
 def _chunks(f: IO[bytes], head: bytes = b"") -> Iterator[bytes]:
