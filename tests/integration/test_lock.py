@@ -23,15 +23,20 @@ from tests.integration.test_ship import build, host_image_id, tag
 HOST = "gpu02"  # overlay2: the lock does not depend on the store
 
 
+LEFT_BY_TEST = "shiptest/lock-left-by-test:v1"  # the image a lock left here names: only those are cleaned up
+
+
 @pytest.fixture
 def lock_dir(testbed: Testbed) -> Iterator[Path]:
-    """HOST's lock dir, which must be free before the test and is removed after it."""
+    """HOST's lock dir, which must be free before the test; a lock this test left is removed after it."""
     path = Path(testbed.hosts[HOST].staging_dir, "lock")
     assert not path.exists(), f"{path} is held: another test is shipping to {HOST}"
     try:
         yield path
     finally:
-        subprocess.run(["rm", "-rf", "--", str(path)], check=False)
+        owner = path / "owner"
+        if owner.exists() and LEFT_BY_TEST in owner.read_text():
+            subprocess.run(["rm", "-rf", "--", str(path)], check=False)
 
 
 @pytest.fixture
@@ -44,10 +49,10 @@ def one(records: list[dict[str, Any]], host: str) -> dict[str, Any]:
     return rec
 
 
-def leave(lock_dir: Path, who: locks.Owner, image: str) -> str:
+def leave(lock_dir: Path, who: locks.Owner) -> str:
     token = uuid.uuid4().hex
     lock_dir.mkdir(parents=True)
-    line = json.dumps(locks.owner_record(image, token, who), sort_keys=True, separators=(",", ":"))
+    line = json.dumps(locks.owner_record(LEFT_BY_TEST, token, who), sort_keys=True, separators=(",", ":"))
     (lock_dir / "owner").write_text(line + "\n")
     return token
 
@@ -65,12 +70,12 @@ def test_a_plain_ship_takes_over_the_lock_of_a_dead_deploy(testbed: Testbed, loc
                                                            env: dict[str, str]) -> None:
     ref = tag("lockdead")
     image = build(testbed, ref, [1])
-    leave(lock_dir, killed_deploy(), "shiptest/killed:v1")
+    leave(lock_dir, killed_deploy())
     code, out, err = deploy(env, "ship", "--host", HOST, "--via", "tarball", "--image", ref, "--json")
     assert code == 0, err
     rec = one(out, HOST)
     assert rec["ok"] and rec["verified"] and host_image_id(testbed, HOST, ref) == image.id
-    assert f"{HOST}: took over the deploy lock at" in err and "shipping shiptest/killed:v1" in err
+    assert f"{HOST}: took over the deploy lock at" in err and f"shipping {LEFT_BY_TEST}" in err
     assert "on this workstation is gone" in err
     assert not lock_dir.exists()  # ours, released at the end
     assert not list(lock_dir.parent.glob("lock.dead.*"))
@@ -83,7 +88,7 @@ def test_a_reused_pid_does_not_keep_a_dead_deploy_alive(testbed: Testbed, lock_d
     me = locks.identity()
     assert me.started is not None
     # the pid of a live process (this test's), but the lock records another start time: not that deploy
-    leave(lock_dir, dataclasses.replace(me, started=me.started - 1), "shiptest/killed:v1")
+    leave(lock_dir, dataclasses.replace(me, started=me.started - 1))
     code, out, err = deploy(env, "ship", "--host", HOST, "--via", "tarball", "--image", ref, "--json")
     assert code == 0, err
     assert one(out, HOST)["ok"] and f"pid {me.pid} is another process now" in err
@@ -94,7 +99,7 @@ def test_a_lock_from_another_workstation_needs_break_lock(testbed: Testbed, lock
     ref = tag("lockother")
     build(testbed, ref, [1])
     other = dataclasses.replace(killed_deploy(), workstation="ws-elsewhere", machine="m-elsewhere", boot="b-else")
-    token = leave(lock_dir, other, "shiptest/other:v1")
+    token = leave(lock_dir, other)
     code, out, err = deploy(env, "ship", "--host", HOST, "--via", "tarball", "--image", ref, "--json")
     assert code == 1
     rec = one(out, HOST)
