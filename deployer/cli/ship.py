@@ -48,10 +48,13 @@ Routes (--via, default: the playbook's ship.via, else the host's deploy_via, els
   tarball   send only the layers the host lacks (zstd) over SSH into deploy_staging_dir,
             resumable and sha256-checked, then `docker load` on the host
   auto      registry when the host has deploy_registry and reaches it, else tarball
-Either way the image id on the host is checked against the local one before REF is tagged.
---json prints [{"host","ok","error","via","image_id","verified","layers_total",
-"layers_sent","bytes_sent","seconds"}]; bytes_sent = bytes this ship put on the wire
-for that host (SSH payload; for the registry route, the push, counted once).
+Either way the host's image is checked to be the local one (same config, same layers) before
+REF is tagged. The "image id" column is the id the host's `docker images` shows: the config
+digest on the classic store, the manifest digest on the containerd image store.
+--json prints [{"host","ok","error","via","image_id","host_image_id","config_digest","verified",
+"layers_total","layers_sent","bytes_sent","seconds"}]; image_id is the local id (`docker images`
+here), host_image_id the host's; bytes_sent = bytes this ship put on the wire for that host
+(SSH payload; for the registry route, the push, counted once).
 """
 
 
@@ -135,7 +138,8 @@ def _report(outcomes: list[Outcome[ShipResult]], as_json: bool) -> None:
             ["host", "result", "via", "layers", "sent", "time", "image id"],
             [[r["host"], "ok" if r["ok"] else "FAILED", r["via"] or "-",
               f"{r['layers_sent']}/{r['layers_total']}", human_bytes(r["bytes_sent"]), f"{r['seconds']:.1f}s",
-              (r["image_id"] or "")[7:19] + (" verified" if r["verified"] else "")] for r in records])
+              (r["host_image_id"] or r["image_id"] or "")[7:19] + (" verified" if r["verified"] else "")]
+             for r in records])
     failed = [o for o in outcomes if not o.ok]
     for o in failed:
         output.info(f"error: {o.error}")

@@ -200,7 +200,7 @@ class Exporter:
         if self._thread is not None:
             self._thread.join(timeout=60)
 
-    def __enter__(self) -> Exporter:  # noqa: PYI034
+    def __enter__(self) -> Exporter:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

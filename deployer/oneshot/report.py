@@ -69,7 +69,7 @@ COLUMNS = ("host", "result", "via", "layers", "sent", "image id", "container", "
 def row(report: HostReport) -> list[str]:
     """The table row: route, bytes, verified image id, container name and state."""
     ship = report.ship
-    verified = (ship.image_id or "")[7:19] + (" verified" if ship.verified else "")
+    verified = (ship.host_image_id or ship.image_id or "")[7:19] + (" verified" if ship.verified else "")
     via = ship.via or ship.route or "-"
     return [report.host, "ok" if report.ok else "FAILED", via, f"{ship.layers_sent}/{ship.layers_total}",
             human_bytes(ship.bytes_sent), verified, report.container or "-", report.state]

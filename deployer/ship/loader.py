@@ -23,6 +23,8 @@ from deployer.ship.conn import HostConn
 from deployer.ship.tarball import Counter
 
 log = logging.getLogger(__name__)
+LOAD_TIMEOUT_S = 600.0
+LOAD_MIN_RATE = 5e6  # bytes/s a stand-in load may not be slower than before it counts as hung
 
 
 class LayerLoader:
@@ -81,7 +83,9 @@ class LayerLoader:
                 blobs = dict(self._staged)
             try:
                 self._load(self.next, end, blobs)
-            except DeployError as exc:  # install loads what is left, the usual way
+            except Exception as exc:  # this thread owns its failure: install loads what is left, the usual way
+                if not isinstance(exc, DeployError):
+                    log.debug("%s: the layer loader failed", self._conn.name, exc_info=True)
                 self._note(f"loading layers as they arrived stopped ({str(exc).splitlines()[0]}); "
                            "loading the rest at the end")
                 return
@@ -98,8 +102,10 @@ class LayerLoader:
         sizes = {**self._sizes, **{b.diff_id: b.raw_size for b in blobs.values()}}
         head = ld.load_head(self._fmt, config, image.diff_ids[:end], files, sizes)
         path = cmd.load_head_path(self._staging, image.id)
+        # bounded, so a hung `docker load` cannot hang the ship (close() joins this thread)
+        timeout = LOAD_TIMEOUT_S + sum(f.size for f in files) / LOAD_MIN_RATE
         res = self._conn.run(ld.load_argv(self._docker, path, self._mode, head.blocks, files), input=head.data,
-                             what="docker load", check=False)
+                             what="docker load", check=False, timeout=timeout)
         self._counter.add(len(head.data))
         if not res.ok or head.image_id not in ld.parse_loaded(res.stdout):
             raise CommandError(self._conn.name, res, what=f"docker load of layers {start + 1}-{end}")

@@ -40,9 +40,10 @@ def plan_commands(plan: ShipPlan, host: Host) -> list[tuple[str, ...]]:
         files.append(ld.LoadFile(plan.diff_ids[i], final, 0))
     # layers register as they land: each run of staged layers loads as a stand-in image
     # (stdin: the tar head), and the last one with the real config; then install verifies and tags
-    load = list(ld.load_argv(docker, head, mode, 0, files[:1]))
-    load[6], load[9] = HEAD_BLOCKS, "<tar padding>"
-    out.append(tuple(load))
+    if files:
+        load = list(ld.load_argv(docker, head, mode, 0, files[:1]))
+        load[6], load[9] = HEAD_BLOCKS, "<tar padding>"
+        out.append(tuple(load))
     out.append(_install_preview(docker, head, plan, staging, mode, files))
     return out
 

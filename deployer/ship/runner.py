@@ -21,16 +21,16 @@ from typing import Any
 import docker
 
 from deployer import history
+from deployer.commands import load as ld
 from deployer.commands import ship as cmd
 from deployer.commands.layers import parse_present, present_layers_argv
 from deployer.errors import DeployError, TransferError
 from deployer.facts import gather
 from deployer.fleet import Outcome, for_each_host
 from deployer.inventory.host import Host
+from deployer.local.cache import Cache
 from deployer.local.client import docker_client, translated
 from deployer.local.export import Exporter
-from deployer.commands import load as ld
-from deployer.local.cache import Cache
 from deployer.local.image import ImageInfo, inspect
 from deployer.local.sizes import LayerSizes
 from deployer.ship import lock as locks
@@ -232,7 +232,8 @@ def ship_image(hosts: Sequence[Host], image_ref: str, options: ShipOptions | Non
                 _wrap_up(job, "failed", exc)
             else:
                 _release(job)
-            raise _attach(exc, job)
+            _attach(exc, job)
+            raise
         except BaseException:
             _release(job)
             raise

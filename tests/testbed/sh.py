@@ -88,7 +88,7 @@ def wait_for(cond: Callable[[], bool], timeout: float, interval: float = 0.05) -
         try:
             if cond():
                 return True
-        except Exception:  # noqa: BLE001, S110 - a probe that errors simply is not ready yet
+        except Exception:  # noqa: BLE001 - a probe that errors simply is not ready yet
             pass
         if time.monotonic() >= deadline:
             return False
