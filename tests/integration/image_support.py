@@ -2,8 +2,10 @@
 under the test's control."""
 from __future__ import annotations
 
+import hashlib
 import io
 import itertools
+import json
 import uuid
 from pathlib import Path
 from typing import Any
@@ -48,3 +50,36 @@ def registry_blobs(registry_dir: Path) -> set[str]:
     assert data.is_dir(), f"registry storage not found at {data}"
     root = data / "docker" / "registry" / "v2" / "blobs" / "sha256"
     return {f"sha256:{p.name}" for p in root.glob("*/*") if (p / "data").is_file()}
+
+
+_INDEX_TYPES = ("application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json")
+
+
+def config_digest_of(client: docker.DockerClient, ref: str) -> str | None:
+    """The config digest of the image REF names on a daemon of either image store (None: absent).
+
+    It is the image id on the classic store. On the containerd store the id is the manifest's (or
+    index's) digest, so the manifest is read from the daemon's content store on disk (testbed
+    daemons live on this machine) and every blob on the way is checked against its digest."""
+    try:
+        attrs = client.api.inspect_image(ref)
+    except docker.errors.NotFound:
+        return None
+    if not attrs.get("Descriptor"):
+        return str(attrs["Id"])
+    root = Path(client.info()["DockerRootDir"]) / "containerd/daemon/io.containerd.content.v1.content/blobs/sha256"
+
+    def read(digest: str) -> dict[str, Any]:
+        data = (root / digest.split(":", 1)[1]).read_bytes()
+        assert "sha256:" + hashlib.sha256(data).hexdigest() == digest, f"{digest} is corrupt"
+        return dict(json.loads(data))
+
+    doc = read(str(attrs["Id"]))
+    if doc.get("mediaType") in _INDEX_TYPES:
+        platform = {"os": attrs.get("Os"), "architecture": attrs.get("Architecture")}
+        [desc] = [m for m in doc["manifests"]
+                  if {k: (m.get("platform") or {}).get(k) for k in platform} == platform]
+        doc = read(desc["digest"])
+    config = read(doc["config"]["digest"])
+    assert config["rootfs"]["diff_ids"] == attrs["RootFS"]["Layers"]
+    return str(doc["config"]["digest"])

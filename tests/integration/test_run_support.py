@@ -31,10 +31,11 @@ def ensure_image(testbed: Any, host: str, tag: str) -> None:
     if tag not in _saved:
         image = testbed.docker("ws").images.get(_SOURCES[tag])
         _saved[tag] = (image.id, b"".join(image.save(named=False)))
-    image_id, data = _saved[tag]
-    client.images.load(data)
+    _, data = _saved[tag]
+    # the loaded image's id is the host store's kind of id (config or manifest digest): tag what loaded
+    [loaded] = client.images.load(data)
     repo, version = tag.split(":")
-    client.images.get(image_id).tag(repo, version)
+    loaded.tag(repo, version)
 
 
 def load_images(testbed: Any, hosts: tuple[str, ...] = HOSTS) -> None:

@@ -14,6 +14,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ import pytest
 
 from tests.conftest import REPO, Testbed, _deploy_argv
 from tests.integration.cli_support import deploy, inventory_with
+from tests.integration.image_support import config_digest_of
 
 BASE = "deployer-testbed/busybox:latest"
 
@@ -33,22 +35,30 @@ def ship_env(testbed: Testbed, tmp_path_factory: pytest.TempPathFactory) -> dict
             "DEPLOYER_DEAD_LINK_S": "5"}
 
 
-def build(testbed: Testbed, tag: str, layers_mb: list[float], base: str = BASE) -> Any:
-    """Build `tag` FROM base with one random layer per entry (MB); returns the local Image."""
+@dataclass(frozen=True)
+class Built:
+    """A test image on the workstation: `id` is its config digest (the same image on any store),
+    `local_id` what the workstation's Docker calls it."""
+
+    id: str
+    local_id: str
+    attrs: dict[str, Any]
+
+
+def build(testbed: Testbed, tag: str, layers_mb: list[float], base: str = BASE) -> Built:
+    """Build `tag` FROM base with one random layer per entry (MB)."""
     lines = [f"FROM {base}", f"RUN echo {uuid.uuid4().hex} > /build-id"]
     lines += [f"RUN head -c {int(mb * 1_000_000)} /dev/urandom > /layer{i}" for i, mb in enumerate(layers_mb)]
     client = testbed.docker("ws", timeout=300)
     image, _ = client.images.build(fileobj=io.BytesIO("\n".join(lines).encode()), tag=tag, rm=True)
-    return image
+    config = config_digest_of(client, tag)
+    assert config is not None
+    return Built(config, str(image.id), dict(image.attrs))
 
 
 def host_image_id(testbed: Testbed, host: str, ref: str) -> str | None:
-    import docker.errors
-
-    try:
-        return str(testbed.docker(host).images.get(ref).id)
-    except docker.errors.ImageNotFound:
-        return None
+    """The config digest of the image REF names on the host (compares with Built.id on any store)."""
+    return config_digest_of(testbed.docker(host), ref)
 
 
 def staged_files(testbed: Testbed, host: str) -> list[str]:
@@ -66,7 +76,8 @@ def port_tx(host: str) -> int:
 
 def one(records: list[dict[str, Any]], host: str) -> dict[str, Any]:
     [rec] = [r for r in records if r["host"] == host]
-    assert set(rec) == {"host", "ok", "error", "via", "image_id", "verified", "layers_total", "layers_sent",
+    assert set(rec) == {"host", "ok", "error", "via", "image_id", "host_image_id", "config_digest", "verified",
+                        "layers_total", "layers_sent",
                         "bytes_sent", "seconds"}
     return rec
 
@@ -93,7 +104,7 @@ def test_tarball_to_airgapped_then_noop(testbed: Testbed, ship_env: dict[str, st
     code, out, err = deploy(ship_env, "ship", "--host", "airgap01", "--image", ref, "--json", "--lock-wait", "120")
     assert code == 0, err
     rec = one(out, "airgap01")
-    assert rec["ok"] and rec["via"] == "tarball" and rec["verified"] and rec["image_id"] == image.id
+    assert rec["ok"] and rec["via"] == "tarball" and rec["verified"] and rec["config_digest"] == image.id
     assert rec["layers_sent"] >= 2 and rec["bytes_sent"] >= 3_000_000
     assert host_image_id(testbed, "airgap01", ref) == image.id
     assert not [f for f in staged_files(testbed, "airgap01") if ref.split(":")[1] in f or f.startswith("load/")]
@@ -266,12 +277,9 @@ def test_killed_deployer_resumes_on_the_next_run(faults: Testbed, ship_env: dict
     proc.communicate()
     assert got >= 4_000_000, "the transfer never got going"
     testbed.throttle("airgap01", None)
-    code, out, err = deploy(ship_env, "ship", "--host", "airgap01", "--image", ref, "--json")
-    assert code == 1
-    rec = one(out, "airgap01")
-    assert "looks stale" in rec["error"] and "gone" in rec["error"] and "--break-lock" in err
-    code, out, err = deploy(ship_env, "ship", "--host", "airgap01", "--image", ref, "--json", "--break-lock")
+    code, out, err = deploy(ship_env, "ship", "--host", "airgap01", "--image", ref, "--json")  # plain: no flag
     assert code == 0, err
+    assert "airgap01: took over the deploy lock" in err and "on this workstation is gone" in err
     rec = one(out, "airgap01")
     assert rec["ok"] and rec["verified"] and host_image_id(testbed, "airgap01", ref) == image.id
     print(f"killed at {got} B staged; the re-run sent {rec['bytes_sent']} B")
@@ -352,7 +360,7 @@ def test_tampered_staged_blobs_are_caught(testbed: Testbed, ship_env: dict[str, 
                             "--lock-wait", "120")
     assert code == 0, err
     rec = one(out, "gpu02")
-    assert rec["ok"] and rec["verified"] and host_image_id(testbed, "gpu02", ref) == info.id
+    assert rec["ok"] and rec["verified"] and host_image_id(testbed, "gpu02", ref) == info.config_digest
     assert "was corrupt" in err and "failed its sha256 check" in err
 
 

@@ -1,0 +1,157 @@
+"""Issue 11's checks on today's Docker: hosts on the containerd image store (Docker 28), with the
+workstation on whichever store DEPLOYER_TESTBED_WS_STORE names (scripts/test runs this file on both).
+
+Every check reads the host's own Docker and content store (config digests, `docker images`), and
+uplink bytes from the host's port on the site bridge.
+"""
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from deployer.local.cache import Cache
+from tests.conftest import REPO, Testbed, _deploy_argv
+from tests.integration.cli_support import deploy
+from tests.integration.image_support import config_digest_of
+from tests.integration.test_ship import build, one, port_tx, tag
+
+AIR, GPU = "airgap01", "gpu01"  # both Docker 28 on the containerd image store
+
+
+@pytest.fixture(scope="module")
+def env(testbed: Testbed, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    assert testbed.hosts[AIR].store == "containerd" and testbed.hosts[GPU].store == "containerd"
+    cache = tmp_path_factory.mktemp("blob-cache")
+    return {**testbed.env(), "DEPLOYER_CACHE_DIR": str(cache), "DEPLOYER_RETRY_BUDGET": "60",
+            "DEPLOYER_DEAD_LINK_S": "5"}
+
+
+def listed(testbed: Testbed, host: str) -> dict[str, list[str]]:
+    """`docker images` of a host: id -> tags (the containerd store lists only complete images)."""
+    out = testbed.ssh(host, "docker images --no-trunc --format '{{.ID}} {{.Repository}}:{{.Tag}}'").stdout
+    images: dict[str, list[str]] = {}
+    for line in out.decode().splitlines():
+        image_id, _, name = line.partition(" ")
+        images.setdefault(image_id, []).append(name)
+    return images
+
+
+def leftovers(testbed: Testbed, host: str) -> list[str]:
+    """Stand-ins and dangling image records a ship may have left on the host."""
+    out = testbed.ssh(host, "docker images -a --no-trunc --format '{{.ID}} {{.Repository}}'; "
+                            "docker images -q --no-trunc --filter label=io.deployer.partial").stdout.decode()
+    return [ln for ln in out.splitlines() if "moby-dangling" in ln or (ln.startswith("sha256:") and " " not in ln)]
+
+
+def add_layer(testbed: Testbed, base: str, new: str, size: int) -> Any:
+    """NEW = BASE plus one small random layer (a code-only change), built on the workstation."""
+    dockerfile = f"FROM {base}\nRUN head -c {size} /dev/urandom > /code-{uuid.uuid4().hex[:8]}.py\n"
+    client = testbed.docker("ws", timeout=300)
+    image, _ = client.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=new, rm=True)
+    return image
+
+
+def test_tarball_first_ship_reship_and_run_on_a_containerd_host(testbed: Testbed, env: dict[str, str]) -> None:
+    v1 = tag("modern")
+    image = build(testbed, v1, [6, 2], base="deployer-testbed/sample:latest")
+    code, out, err = deploy(env, "ship", "--host", AIR, "--image", v1, "--json")
+    assert code == 0, err
+    rec = one(out, AIR)
+    assert rec["ok"] and rec["verified"] and rec["via"] == "tarball" and rec["config_digest"] == image.id
+    assert config_digest_of(testbed.docker(AIR), v1) == image.id
+    host_id = rec["host_image_id"]
+    assert v1 in listed(testbed, AIR).get(host_id, []), "the image is not complete in the host's store"
+
+    # a code-only change: only the new layer crosses the uplink
+    v2 = tag("modern")
+    new = add_layer(testbed, v1, v2, 300_000)
+    changed = new.attrs["RootFS"]["Layers"][-1]
+    before = port_tx(AIR)
+    code, out, err = deploy(env, "ship", "--host", AIR, "--image", v2, "--json")
+    assert code == 0, err
+    sent = port_tx(AIR) - before
+    rec = one(out, AIR)
+    assert rec["ok"] and rec["verified"] and rec["layers_sent"] == 1
+    blob = Cache(env["DEPLOYER_CACHE_DIR"]).lookup(changed, "zstd", 3)
+    assert blob is not None
+    print(f"re-ship: {sent} B on the host's link for a {blob.size} B compressed layer")
+    assert sent <= 1.1 * blob.size + 1_000_000
+    assert config_digest_of(testbed.docker(AIR), v2) == config_digest_of(testbed.docker("ws"), v2)
+    assert v2 in listed(testbed, AIR).get(rec["host_image_id"], [])
+    # the same ship again is a verified no-op
+    code, out, err = deploy(env, "ship", "--host", AIR, "--image", v2, "--json")
+    assert code == 0 and one(out, AIR)["layers_sent"] == 0 and one(out, AIR)["bytes_sent"] == 0, err
+
+    # and it runs, on the host's (fake) GPUs
+    name = f"modern-{uuid.uuid4().hex[:6]}"
+    code, out, err = deploy(env, "run", "--host", AIR, "--image", v2, "--name", name, "--gpus", "all",
+                            "--attach", "--", "env")
+    assert code == 0, err
+    assert "NVIDIA_VISIBLE_DEVICES=all" in (out if isinstance(out, str) else str(out)) + err
+    assert leftovers(testbed, AIR) == []
+
+
+def test_registry_ship_to_a_containerd_host_is_verified(testbed: Testbed, env: dict[str, str]) -> None:
+    ref = tag("modern-reg")
+    image = build(testbed, ref, [2])
+    code, out, err = deploy(env, "ship", "--host", GPU, "--via", "registry", "--image", ref, "--json")
+    assert code == 0, err
+    rec = one(out, GPU)
+    assert rec["ok"] and rec["verified"] and rec["via"] == "registry"
+    assert config_digest_of(testbed.docker(GPU), ref) == image.id
+    assert ref in listed(testbed, GPU).get(rec["host_image_id"], [])
+
+
+def test_layers_pulled_from_a_registry_are_completed_by_a_tarball_ship(testbed: Testbed,
+                                                                       env: dict[str, str]) -> None:
+    """A registry pull keeps layers compressed under other digests: an OCI load that leaves them
+    out loads an incomplete image, so deployer sends them too and the image ends up complete."""
+    base = tag("modern-base")
+    build(testbed, base, [3])
+    code, _, err = deploy(env, "ship", "--host", GPU, "--via", "registry", "--image", base, "--json")
+    assert code == 0, err
+    top = tag("modern-top")
+    add_layer(testbed, base, top, 100_000)
+    code, out, err = deploy(env, "ship", "--host", GPU, "--via", "tarball", "--image", top, "--json")
+    assert code == 0, err
+    rec = one(out, GPU)
+    assert rec["ok"] and rec["verified"]
+    assert top in listed(testbed, GPU).get(rec["host_image_id"], [])
+    assert config_digest_of(testbed.docker(GPU), top) == config_digest_of(testbed.docker("ws"), top)
+    assert leftovers(testbed, GPU) == []
+
+
+def test_killed_ship_to_a_containerd_host_resumes_on_a_plain_rerun(testbed: Testbed, env: dict[str, str]) -> None:
+    ref = tag("modern-kill")
+    image = build(testbed, ref, [10, 10, 10])
+    blobs = Path(testbed.hosts[AIR].staging_dir, "blobs", "sha256")
+    before = {p for p in blobs.glob("*") if p.is_file()}  # other tests' kept blobs stay
+    testbed.throttle(AIR, "40mbit")
+    try:
+        proc = subprocess.Popen([*_deploy_argv(), "ship", "--host", AIR, "--image", ref], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, env=env, cwd=str(REPO))
+        deadline = time.monotonic() + 90
+        staged = 0
+        while staged < 14_000_000 and time.monotonic() < deadline and proc.poll() is None:
+            staged = sum(p.stat().st_size for p in blobs.glob("*") if p.is_file() and p not in before)
+            time.sleep(0.05)
+        os.kill(proc.pid, 9)
+        proc.wait()
+        assert staged >= 14_000_000, "the transfer never got going"
+    finally:
+        testbed.throttle(AIR, None)
+    code, out, err = deploy(env, "ship", "--host", AIR, "--image", ref, "--json")  # plain: no --break-lock
+    assert code == 0, err
+    rec = one(out, AIR)
+    assert rec["ok"] and rec["verified"] and config_digest_of(testbed.docker(AIR), ref) == image.id
+    assert rec["bytes_sent"] < 30_000_000, "the re-run sent everything again"
+    assert ref in listed(testbed, AIR).get(rec["host_image_id"], [])
+    assert leftovers(testbed, AIR) == []
+    assert {p for p in blobs.glob("*") if p.is_file()} <= before, "staged blobs were left behind"
