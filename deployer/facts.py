@@ -85,8 +85,6 @@ def notes_for(host: Host, facts: HostFacts) -> tuple[str, ...]:
         notes.append(f"deploy_via is registry but {host.registry} is unreachable from the host")
     if host.registry and facts.registry_reachable is None:
         notes.append("could not test registry reachability (no curl, wget, bash or python3)")
-    if facts.docker is not None and facts.docker.image_store == "containerd":
-        notes.append("containerd image store: tarball ships send whole images")
     return tuple(notes)
 
 
