@@ -92,16 +92,16 @@ def oci_manifest(config: bytes, layers: Sequence[Descriptor]) -> bytes:
     return json.dumps(doc, separators=(",", ":")).encode()
 
 
-def oci_index(manifest: bytes, ref_name: str | None = None) -> bytes:
-    """index.json naming one manifest; with REF_NAME (a fully qualified name) `docker load` tags it."""
-    desc: dict[str, object] = Descriptor(OCI_MANIFEST, digest_of(manifest), len(manifest)).to_json()
-    if ref_name:
-        desc["annotations"] = {"io.containerd.image.name": ref_name}
-    doc = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [desc]}
+def oci_index(manifest: bytes, ref_names: Sequence[str] = ()) -> bytes:
+    """index.json naming one manifest, once per REF_NAME (fully qualified names `docker load` tags it
+    with; none: it loads untagged, by id)."""
+    desc = Descriptor(OCI_MANIFEST, digest_of(manifest), len(manifest)).to_json()
+    entries = [{**desc, "annotations": {"io.containerd.image.name": name}} for name in ref_names] or [desc]
+    doc = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}
     return json.dumps(doc, separators=(",", ":")).encode()
 
 
-def oci_small_files(config: bytes, manifest: bytes, ref_name: str | None = None) -> bytes:
+def oci_small_files(config: bytes, manifest: bytes, ref_names: Sequence[str] = ()) -> bytes:
     """The tar members of an OCI layout other than the layer blobs."""
-    return (tar_member("oci-layout", OCI_LAYOUT) + tar_member("index.json", oci_index(manifest, ref_name))
+    return (tar_member("oci-layout", OCI_LAYOUT) + tar_member("index.json", oci_index(manifest, ref_names))
             + tar_member(blob_name(digest_of(manifest)), manifest) + tar_member(blob_name(digest_of(config)), config))

@@ -23,6 +23,7 @@ from deployer.inventory.host import Host
 from deployer.local.cache import Cache
 from deployer.local.export import Exporter
 from deployer.local.image import ImageInfo
+from deployer.local.sizes import LayerSizes
 from deployer.local.tarball import load_stream_parts, load_tags, write_parts
 
 # (phase, done bytes, total bytes); phase is "exporting" or "writing"
@@ -77,10 +78,6 @@ def probe_target(host: Host, timeout: float = 10.0) -> Target:
     present = parse_present(listed.stdout)
     warnings: list[str] = []
     store = facts.docker.image_store if facts.docker else ""
-    if store == "containerd":
-        # partial loads are only established on the classic store (DESIGN.md)
-        warnings.append(f"{host.name} uses the containerd image store: writing a full bundle")
-        present = frozenset()
     return Target(
         host=host.name,
         present=present,
@@ -133,10 +130,16 @@ def write_bundle(
     path = Path(out)
     if not path.parent.is_dir():
         raise LocalError(f"cannot write {path}: directory {path.parent} does not exist")
+    cache = cache or Cache()
     indexes = missing_layers(image.diff_ids, target.present) if target else tuple(range(len(image.diff_ids)))
+    oci = target is not None and target.image_store == "containerd"
+    sizes = LayerSizes(image, client, cache).known() if oci else None
+    if sizes is not None:
+        # an OCI layout names every layer it leaves out by its tar size: one whose size is unknown goes in
+        first = min(indexes, default=len(image.diff_ids))
+        indexes = tuple(sorted({*indexes, *(i for i in range(first) if image.diff_ids[i] not in sizes)}))
     wanted = {image.diff_ids[i] for i in indexes}
     tags = tuple(tags) if tags is not None else load_tags(image.ref, image)
-    cache = cache or Cache()
     report = progress or (lambda phase, done, total: None)
     exporter = Exporter(image, {codec: wanted}, level=level, client=client, cache=cache).start()
     try:
@@ -147,7 +150,8 @@ def write_bundle(
         config = exporter.config()
     finally:
         exporter.close()
-    parts = load_stream_parts(image, config, tags, blobs, codec, level)
+    # for the containerd store, an OCI layout whose manifest names every layer by its diff id
+    parts = load_stream_parts(image, config, tags, blobs, codec, level, fmt="oci" if oci else "legacy", sizes=sizes)
     total = sum(p.size for p in parts)
     partial = path.with_name(path.name + ".partial")
     try:

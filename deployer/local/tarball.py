@@ -20,7 +20,18 @@ from typing import Protocol
 from deployer.local.cache import Blob
 from deployer.local.compress import compress_bytes
 from deployer.local.image import ImageInfo
-from deployer.tarfmt import BLOCK, layer_path, load_manifest, pad, tar_header, tar_member
+from deployer.tarfmt import (
+    BLOCK,
+    blob_name,
+    layer_path,
+    load_manifest,
+    oci_manifest,
+    oci_small_files,
+    pad,
+    tar_header,
+    tar_member,
+    uncompressed_layer,
+)
 
 __all__ = ["BLOCK", "layer_path", "load_manifest", "tar_header", "tar_member"]
 
@@ -66,6 +77,14 @@ class Part:
         return self.blob.size if self.blob is not None else len(self.data)
 
 
+def qualified_name(tag: str) -> str:
+    """A tag as the containerd image store names it (`app:1` -> `docker.io/library/app:1`)."""
+    first, _, rest = tag.partition("/")
+    if rest and ("." in first or ":" in first or first == "localhost"):
+        return tag
+    return f"docker.io/{tag}" if rest else f"docker.io/library/{tag}"
+
+
 def load_stream_parts(
     image: ImageInfo,
     config: bytes,
@@ -73,8 +92,15 @@ def load_stream_parts(
     blobs: Iterable[Blob],
     codec: str,
     level: int = 3,
+    *,
+    fmt: str = "legacy",
+    sizes: Mapping[str, int] | None = None,
 ) -> list[Part]:
-    """Parts whose concatenation is a `codec`-compressed docker-load tar with the given layers."""
+    """Parts whose concatenation is a `codec`-compressed load tar with the given layers.
+
+    FMT "legacy" is the classic `docker save` layout; "oci" an OCI image layout for the containerd
+    image store, whose manifest names every layer by its diff id (the blobs decompress to exactly
+    that) and so needs the tar size of every layer it leaves out (SIZES)."""
     by_diff: dict[str, Blob] = {}
     for blob in blobs:
         if blob.codec != codec:
@@ -83,15 +109,28 @@ def load_stream_parts(
     stray = set(by_diff) - set(image.diff_ids)
     if stray:
         raise ValueError(f"not layers of {image.ref}: {sorted(stray)}")
-    raw = tar_member("manifest.json", manifest_json(image, repo_tags))
-    raw += tar_member(config_path(image), config)
+    if fmt == "oci":
+        known = {**(sizes or {}), **{d: b.raw_size for d, b in by_diff.items()}}
+        unknown = [d for d in image.diff_ids if d not in known]
+        if unknown:
+            raise ValueError(f"no size known for layers {unknown}")
+        manifest = oci_manifest(config, [uncompressed_layer(d, known[d]) for d in image.diff_ids])
+        raw = oci_small_files(config, manifest, [qualified_name(t) for t in repo_tags])
+    elif fmt == "legacy":
+        raw = tar_member("manifest.json", manifest_json(image, repo_tags))
+        raw += tar_member(config_path(image), config)
+    else:
+        raise ValueError(f"unknown load format {fmt!r}")
     parts: list[Part] = []
     for diff_id in dict.fromkeys(image.diff_ids):  # a repeated layer is stored once
         layer = by_diff.get(diff_id)
         if layer is None:
             continue
-        d = layer_path(diff_id)
-        raw += tar_header(d.rsplit("/", 1)[0] + "/", 0, directory=True) + tar_header(d, layer.raw_size)
+        if fmt == "oci":
+            raw += tar_header(blob_name(diff_id), layer.raw_size)
+        else:
+            d = layer_path(diff_id)
+            raw += tar_header(d.rsplit("/", 1)[0] + "/", 0, directory=True) + tar_header(d, layer.raw_size)
         parts.append(Part(compress_bytes(codec, level, raw)))
         parts.append(Part(blob=layer))
         raw = pad(layer.raw_size)

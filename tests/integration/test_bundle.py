@@ -16,11 +16,12 @@ from typing import Any
 import docker
 import pytest
 import zstandard
-from image_support import build_random, remove_image
+from image_support import build_random, config_digest_of, remove_image
 
 from deployer.local.tarball import layer_path
+from deployer.tarfmt import blob_name
 
-HOST = "airgap01"
+HOST = "airgap01"  # Docker 28, containerd image store
 
 
 def build(client: docker.DockerClient, tag: str, sizes: list[int], base: str) -> list[str]:
@@ -40,15 +41,18 @@ def images(testbed: Any) -> Iterator[dict[str, Any]]:
     base_layers = build(ws, base, [1_500_000], "deployer-testbed/busybox:latest")
     app_layers = build(ws, app, [2_000_000], base)
     yield {"base": base, "app": app, "base_layers": base_layers, "app_layers": app_layers,
-           "base_id": ws.images.get(base).id, "app_id": ws.images.get(app).id}
-    host = testbed.docker(HOST)
+           "base_id": ws.images.get(base).id, "app_id": ws.images.get(app).id,
+           "base_config": config_digest_of(ws, base), "app_config": config_digest_of(ws, app)}
+    for name in ("gpu02", HOST):
+        host = testbed.docker(name)
+        for ref in (app, base):
+            remove(host, ref)
     for ref in (app, base):
-        remove(host, ref)
         remove(ws, ref)
 
 
-def _ssh_load(testbed: Any, path: Path, command: str) -> str:
-    res = testbed.ssh(HOST, command, input=path.read_bytes(), timeout=120)
+def _ssh_load(testbed: Any, path: Path, command: str, host: str = HOST) -> str:
+    res = testbed.ssh(host, command, input=path.read_bytes(), timeout=120)
     assert res.returncode == 0, res.stderr.decode()
     return res.stdout.decode()
 
@@ -59,10 +63,14 @@ def _members(path: Path) -> list[str]:
         return [m.name for m in tar if m.isfile()]
 
 
+@pytest.mark.parametrize("name", ["gpu02", HOST])  # Docker 28 on overlay2, and on the containerd store
 def test_full_bundle_then_delta_for_a_host_that_has_the_base(testbed: Any, deploy_cli: Any, images: dict[str, Any],
-                                                              tmp_path: Path) -> None:
-    host = testbed.docker(HOST)
-    # 1. full bundle of the base: loaded with plain `zstd -dc | docker load` on the air-gapped host
+                                                              tmp_path: Path, name: str) -> None:
+    host = testbed.docker(name)
+    containerd = testbed.hosts[name].store == "containerd"
+    # on the containerd store a partial load is an OCI layout naming each layer by its diff id
+    member = blob_name if containerd else layer_path
+    # 1. full bundle of the base: loaded with plain `zstd -dc | docker load` on the host
     full = tmp_path / "base.tar.zst"
     rc, out, err = deploy_cli("bundle", "--image", images["base"], "-o", str(full), "--json")
     assert rc == 0, err
@@ -71,35 +79,38 @@ def test_full_bundle_then_delta_for_a_host_that_has_the_base(testbed: Any, deplo
     assert summary["image_id"] == images["base_id"] and summary["for"] is None
     assert summary["bytes"] == full.stat().st_size and not (tmp_path / "base.tar.zst.partial").exists()
     assert summary["load_command"] == "zstd -dc base.tar.zst | docker load"
-    _ssh_load(testbed, full, "zstd -dc | docker load")
-    assert host.images.get(images["base"]).id == images["base_id"]
+    _ssh_load(testbed, full, "zstd -dc | docker load", name)
+    assert config_digest_of(host, images["base"]) == images["base_config"]
 
     # 2. delta bundle of the app for that host: only the app's own layers travel
     delta = tmp_path / "app.delta.zst"
-    rc, out, err = deploy_cli("bundle", "--image", images["app"], "-o", str(delta), "--for", HOST, "--json")
+    rc, out, err = deploy_cli("bundle", "--image", images["app"], "-o", str(delta), "--for", name, "--json")
     assert rc == 0, err
     summary = json.loads(out)
     own = images["app_layers"][len(images["base_layers"]):]
-    assert summary["for"] == HOST and summary["layers_total"] == len(images["app_layers"])
+    assert summary["for"] == name and summary["layers_total"] == len(images["app_layers"])
     assert summary["layers_included"] == len(own) == 2
     names = _members(delta)
-    assert {layer_path(d) for d in own} <= set(names)
-    assert not {layer_path(d) for d in images["base_layers"]} & set(names)
+    assert {member(d) for d in own} <= set(names)
+    assert not {member(d) for d in images["base_layers"]} & set(names)
     assert summary["bytes"] < full.stat().st_size + 2_100_000  # base layers not in it
-    loaded = _ssh_load(testbed, delta, "zstd -dc | docker load")
+    loaded = _ssh_load(testbed, delta, "zstd -dc | docker load", name)
     assert images["app"] in loaded
-    got = host.images.get(images["app"])
-    assert got.id == images["app_id"]
-    assert got.attrs["RootFS"]["Layers"] == images["app_layers"]
+    assert config_digest_of(host, images["app"]) == images["app_config"]
+    assert host.images.get(images["app"]).attrs["RootFS"]["Layers"] == images["app_layers"]
+    listed = testbed.ssh(name, "docker images --format '{{.Repository}}:{{.Tag}}'").stdout.decode().split()
+    assert images["app"] in listed  # complete in the host's store, not only runnable
 
     # 3. nothing missing any more: a bundle for the host carries no layer at all and still loads
     empty = tmp_path / "app.none.zst"
-    rc, out, err = deploy_cli("bundle", "--image", images["app"], "-o", str(empty), "--for", HOST, "--json")
+    rc, out, err = deploy_cli("bundle", "--image", images["app"], "-o", str(empty), "--for", name, "--json")
     assert rc == 0, err
     assert json.loads(out)["layers_included"] == 0
-    assert not [n for n in _members(empty) if n.endswith("/layer.tar")]
-    _ssh_load(testbed, empty, "zstd -dc | docker load")
-    assert host.images.get(images["app"]).id == images["app_id"]
+    assert not {member(d) for d in images["app_layers"]} & set(_members(empty))
+    _ssh_load(testbed, empty, "zstd -dc | docker load", name)
+    assert config_digest_of(host, images["app"]) == images["app_config"]
+    for ref in (images["app"], images["base"]):
+        remove(host, ref)
 
 
 def test_gzip_bundle_loads_with_plain_docker_load(testbed: Any, deploy_cli: Any, images: dict[str, Any],
@@ -113,10 +124,10 @@ def test_gzip_bundle_loads_with_plain_docker_load(testbed: Any, deploy_cli: Any,
         assert rc == 0, err
         assert "load it with: docker load -i app.tar.gz" in err and out == ""
         loaded = host.images.load(out_file.read_bytes())  # the daemon's own gzip reader, no zstd
-        assert [i.id for i in loaded] == [images["app_id"]]
-        assert host.images.get(tag).id == images["app_id"]
+        assert [config_digest_of(host, i.id) for i in loaded] == [images["app_config"]]
+        assert config_digest_of(host, tag) == images["app_config"]
     finally:
-        remove(host, images["app_id"])
+        remove(host, tag)
         remove(testbed.docker("ws"), tag)
 
 

@@ -27,10 +27,12 @@ def test_check_reports_every_host(testbed: Testbed, deploy_cli: DeployRunner, ca
         assert set(r) == KEYS
         assert r["ok"] is True and r["error"] is None
         assert set(r["docker"]) == {"server_version", "api_version", "storage_driver", "image_store", "gpu_runtime"}
-        assert r["docker"]["image_store"] in ("overlay2", "containerd")
-        assert r["docker"]["server_version"].startswith("20.10.")
-        assert r["docker"]["api_version"] == "1.41"
-        assert r["docker"]["storage_driver"] == "overlay2"
+        spec = testbed.hosts[name]
+        assert r["docker"]["image_store"] == spec.store
+        assert r["docker"]["server_version"].startswith(spec.docker + ".")
+        assert r["docker"]["api_version"] == ("1.41" if spec.docker == "20.10" else "1.51")
+        # the containerd store's "driver" is its snapshotter
+        assert r["docker"]["storage_driver"] == ("overlayfs" if spec.store == "containerd" else "overlay2")
         assert isinstance(r["disk_free_bytes"], int) and r["disk_free_bytes"] > 0
         expected = [{"index": g["index"], "name": g["name"], "uuid": g["uuid"], "memory_total_mib": g["memory"]}
                     for g in testbed.hosts[name].gpus]
