@@ -34,6 +34,7 @@ class DeployError(Exception):
     """Base of every error deployer raises on purpose."""
 
     exit_code = 1
+    transient = False  # a dropped link or a timeout: worth another try
     detail: str | None = None  # more than a person needs to read; the CLI prints it with -v
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
@@ -115,7 +116,11 @@ class AuthError(HostError):
 
 
 class HostKeyError(HostError):
-    """The host key is unknown or has changed. Never retried."""
+    """The host key is unknown, has changed or is revoked (.state); or known_hosts is unreadable. Never retried."""
+
+    def __init__(self, host: str, message: str, *, hint: str | None = None, state: str = "unknown") -> None:
+        super().__init__(host, message, hint=hint)
+        self.state = state  # "unknown" | "changed" | "revoked"
 
 
 class CommandError(HostError):

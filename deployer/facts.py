@@ -68,7 +68,7 @@ def _ssh_state(exc: DeployError) -> tuple[str, str]:
     from deployer.errors import AuthError, ConnectError
 
     if isinstance(exc, HostKeyError):
-        return "host key", str(getattr(exc, "state", "?"))
+        return "host key", exc.state
     if isinstance(exc, AuthError):
         return "auth failed", "trusted"
     if isinstance(exc, ConnectError):

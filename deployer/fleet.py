@@ -14,7 +14,8 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class Outcome(Generic[T]):
-    """The result of one host's work: a value or the error that stopped it."""
+    """The result of one host's work: its value, or the error that stopped it together with the
+    value of what was done before (when the work said so, by raising Unfinished)."""
 
     host: Host
     value: T | None = None
@@ -23,6 +24,14 @@ class Outcome(Generic[T]):
     @property
     def ok(self) -> bool:
         return self.error is None
+
+
+class Unfinished(Exception):  # a signal from a host's work to for_each_host
+    """Raised by a host's work: ERROR stopped it, PARTIAL is what it had done (Outcome.value)."""
+
+    def __init__(self, error: DeployError, partial: object) -> None:
+        super().__init__(str(error))
+        self.error, self.partial = error, partial
 
 
 def for_each_host(hosts: Iterable[Host], work: Callable[[Host], T], parallel: int = 8) -> list[Outcome[T]]:
@@ -36,6 +45,8 @@ def for_each_host(hosts: Iterable[Host], work: Callable[[Host], T], parallel: in
     def one(host: Host) -> Outcome[T]:
         try:
             return Outcome(host, value=work(host))
+        except Unfinished as unfinished:
+            return Outcome(host, value=unfinished.partial, error=unfinished.error)  # type: ignore[arg-type]
         except DeployError as exc:
             return Outcome(host, error=exc)
         except Exception as exc:  # noqa: BLE001 - reported per host, traceback with -v

@@ -117,10 +117,7 @@ def ship(app: AppContext, playbook_path: str | None, pattern: str | None, image_
 
 
 def _result_of(outcome: Outcome[ShipResult]) -> ShipResult:
-    if outcome.value is not None:
-        return outcome.value
-    partial = getattr(outcome.error, "ship_result", None)
-    return partial if isinstance(partial, ShipResult) else ShipResult(host=outcome.host.name)
+    return outcome.value if outcome.value is not None else ShipResult(host=outcome.host.name)
 
 
 def _error_text(error: DeployError | None) -> str | None:

@@ -147,7 +147,7 @@ def _start(prepared: Prepared, specs: Mapping[str, RunSpec], say: Say) -> dict[s
 def _report(prepared: Prepared, shipped: Outcome[ShipResult], started: Outcome[Started] | None,
             spec: RunSpec | None, ref: str, git_rev: str | None) -> HostReport:
     name = shipped.host.name
-    result = shipped.value or _partial(shipped)
+    result = shipped.value or ShipResult(host=shipped.host.name)
     base: dict[str, Any] = {"host": name, "ship": result, "image": ref, "playbook": prepared.playbook.name,
                             "git_rev": git_rev, "container": spec.name if spec else None}
     if not shipped.ok:
@@ -157,8 +157,3 @@ def _report(prepared: Prepared, shipped: Outcome[ShipResult], started: Outcome[S
     if not started.ok:
         return HostReport(**base, run_error=started.error, state=FAILED)
     return HostReport(**base, started=started.value, state=STARTED)
-
-
-def _partial(outcome: Outcome[ShipResult]) -> ShipResult:
-    partial = getattr(outcome.error, "ship_result", None)
-    return partial if isinstance(partial, ShipResult) else ShipResult(host=outcome.host.name)

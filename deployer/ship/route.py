@@ -7,6 +7,7 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 from deployer.commands import ship as cmd
+from deployer.errors import DeployError
 from deployer.local.cache import Blob
 from deployer.local.export import Exporter
 from deployer.ship.loader import IncompleteImage, LayerLoader, install, load_files, remove_partials
@@ -101,7 +102,7 @@ def run_tarball(job: Job, exporter: Exporter | None, reporter: Reporter) -> None
         job.verified = job.host_id is not None
     except Exception as exc:
         loader.close()  # Ctrl-C does not wait for a load in progress: the next ship cleans up
-        if not getattr(exc, "transient", False):
+        if not (isinstance(exc, DeployError) and exc.transient):
             remove_partials(conn, host.docker, staging)  # the verified blobs stay for the next attempt
         raise
 

@@ -7,7 +7,7 @@ Per host, in parallel: connect -> lock + facts + image state + present layers (o
 trip) -> plan -> preflight -> an export from the shared pool (deployer.ship.exports: one
 `docker save` for the first wave of hosts) -> transfer -> load -> verify id -> tag -> clean
 staging -> history + unlock.
-A host's error carries its partial ShipResult as `error.ship_result`.
+A failed host's Outcome carries the error and, as its value, the partial ShipResult.
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from deployer.commands import ship as cmd
 from deployer.commands.layers import parse_present, present_layers_argv
 from deployer.errors import DeployError, TransferError
 from deployer.facts import gather
-from deployer.fleet import Outcome, for_each_host
+from deployer.fleet import Outcome, Unfinished, for_each_host
 from deployer.inventory.host import Host
 from deployer.local.cache import Cache
 from deployer.local.client import docker_client, translated
@@ -167,7 +167,7 @@ def _record(job: Job, outcome: str, error: str | None = None) -> None:
 
 def _wrap_up(job: Job, outcome: str, error: DeployError | None = None) -> None:
     """History record and unlock, side by side on two channels, then close the connection."""
-    if error is not None and getattr(error, "transient", False):
+    if error is not None and error.transient:
         _release(job)  # a dead link cannot take a history record
         return
     reason = str(error).splitlines()[0] if error is not None else None
@@ -186,11 +186,6 @@ def _release(job: Job, close: bool = True) -> None:
             log.warning("%s: could not release the deploy lock: %s", job.host.name, exc)
     if close:
         job.conn.close()
-
-
-def _attach(exc: DeployError, job: Job) -> DeployError:
-    exc.ship_result = job.result()  # type: ignore[attr-defined]
-    return exc
 
 
 def ship_image(hosts: Sequence[Host], image_ref: str, options: ShipOptions | None = None,
@@ -232,8 +227,7 @@ def ship_image(hosts: Sequence[Host], image_ref: str, options: ShipOptions | Non
                 _wrap_up(job, "failed", exc)
             else:
                 _release(job)
-            _attach(exc, job)
-            raise
+            raise Unfinished(exc, job.result()) from exc
         except BaseException:
             _release(job)
             raise

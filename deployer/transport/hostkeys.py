@@ -144,9 +144,7 @@ def verify(host: str, names: Sequence[str], key: paramiko.PKey, known_hosts: str
     """Raise HostKeyError unless the offered key is recorded for one of `names`."""
     status = check(read(known_hosts), names, key)
     if status.state != "trusted":
-        err = _refusal(host, names, key, known_hosts, status, trust_name)
-        err.state = status.state  # type: ignore[attr-defined]  # "unknown" / "changed" / "revoked"
-        raise err
+        raise _refusal(host, names, key, known_hosts, status, trust_name)
 
 
 def _refusal(host: str, names: Sequence[str], key: paramiko.PKey, known_hosts: str, status: KeyStatus,
@@ -157,12 +155,14 @@ def _refusal(host: str, names: Sequence[str], key: paramiko.PKey, known_hosts: s
             host,
             f"host key of {where} is not known ({describe(key)}); not connecting (known_hosts: {known_hosts})",
             hint=f"verify the fingerprint, then run: deploy inventory trust {trust_name}",
+            state="unknown",
         )
     expected = "\n".join(
         f"    expected: {describe(e.key)}  ({known_hosts}:{e.lineno})" for e in status.expected
     )
     if status.state == "revoked":
-        return HostKeyError(host, f"host key of {where} is REVOKED in {known_hosts}: {describe(key)}; not connecting")
+        return HostKeyError(host, f"host key of {where} is REVOKED in {known_hosts}: {describe(key)}; not connecting",
+                            state="revoked")
     return HostKeyError(
         host,
         f"WARNING: HOST KEY OF {where} HAS CHANGED. Someone could be intercepting the connection "
@@ -173,6 +173,7 @@ def _refusal(host: str, names: Sequence[str], key: paramiko.PKey, known_hosts: s
             "ssh-keygen -lf /etc/ssh/ssh_host_*_key.pub); only then run: "
             f"deploy inventory trust {trust_name} --replace"
         ),
+        state="changed",
     )
 
 
