@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 
-from deployer.local.chain import chain_ids
+from deployer.chain import chain_ids
 
 # Positional args are the docker argv (e.g. `sudo docker`), never interpolated into the script.
 # `images -aq` includes intermediate images; an image removed between the two calls only makes

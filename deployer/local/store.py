@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from deployer.chain import chain_ids
 from deployer.errors import LocalError
-from deployer.local.chain import chain_ids
 from deployer.local.image import ImageInfo
 
 log = logging.getLogger(__name__)

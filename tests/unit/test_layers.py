@@ -6,8 +6,8 @@ import stat
 import subprocess
 from pathlib import Path
 
+from deployer.chain import chain_ids
 from deployer.commands.layers import missing_layers, parse_present, present_layers_argv
-from deployer.local.chain import chain_ids
 
 D = ["sha256:" + c * 64 for c in "abcdef"]
 

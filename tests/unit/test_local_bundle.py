@@ -10,10 +10,10 @@ import pytest
 import zstandard
 from test_local_savestream import FakeClient, image, layer_tar, save_legacy
 
+from deployer.chain import chain_ids
 from deployer.errors import LocalError
 from deployer.local.bundle import Target, load_command, target_warnings, write_bundle
 from deployer.local.cache import Cache
-from deployer.local.chain import chain_ids
 from deployer.local.tarball import layer_path
 
 LAYERS = [layer_tar(i, size=50_000) for i in range(3)]

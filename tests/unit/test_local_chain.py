@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import hashlib
 
-from deployer.local.chain import chain_ids
+from deployer.chain import chain_ids
 
 A = "sha256:" + "a" * 64
 B = "sha256:" + "b" * 64

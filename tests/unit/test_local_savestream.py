@@ -13,7 +13,7 @@ import os
 import tarfile
 from collections.abc import Iterator
 
-from deployer.local.chain import chain_ids
+from deployer.chain import chain_ids
 from deployer.local.image import ImageInfo
 
 

@@ -21,10 +21,10 @@ import pytest
 import zstandard
 from test_local_savestream import FakeAPI, image, save_legacy, sha
 
+from deployer.chain import chain_ids
 from deployer.errors import LocalError
 from deployer.local import store as store_mod
 from deployer.local.cache import Cache
-from deployer.local.chain import chain_ids
 from deployer.local.export import Exporter
 from deployer.local.store import (
     CHUNK,

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 
+from deployer.chain import chain_ids
 from deployer.codec import CodecChoice
 from deployer.commands import load as ld
 from deployer.commands import ship as cmd
@@ -10,7 +11,6 @@ from deployer.commands.facts import DockerFacts, HostFacts
 from deployer.commands.ship import ImageState
 from deployer.errors import PreflightError, SpecError
 from deployer.inventory.host import Host
-from deployer.local.chain import chain_ids
 from deployer.local.image import ImageInfo
 from deployer.ship.plan import (
     MARGIN,
