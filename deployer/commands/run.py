@@ -10,9 +10,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
-
-from deployer.runs.spec import RunSpec, Volume
+from typing import Any, Protocol
 
 MANAGED = "deployer.managed"
 MANAGED_FILTER = f"label={MANAGED}=true"
@@ -23,8 +21,40 @@ _SECTION = "--- deployer:"
 Docker = Sequence[str]
 
 
-def run_argv(docker: Docker, spec: RunSpec, *, name: str, labels: Sequence[tuple[str, str]],
-             volumes: Sequence[Volume], env_file: str | None = None) -> tuple[str, ...]:
+class ContainerSpec(Protocol):
+    """What run_argv reads of a run spec (deployer.runs.spec.RunSpec), so commands/ needs no runs/."""
+
+    @property
+    def image(self) -> str: ...
+    @property
+    def gpus(self) -> str | None: ...
+    @property
+    def shm_size(self) -> str | None: ...
+    @property
+    def ipc(self) -> str | None: ...
+    @property
+    def memory(self) -> str | None: ...
+    @property
+    def restart(self) -> str | None: ...
+    @property
+    def workdir(self) -> str | None: ...
+    @property
+    def command(self) -> tuple[str, ...]: ...
+
+
+class Mount(Protocol):
+    """One -v value (deployer.runs.spec.Volume); its str() is what docker gets."""
+
+    @property
+    def source(self) -> str: ...
+    @property
+    def target(self) -> str: ...
+    @property
+    def mode(self) -> str: ...
+
+
+def run_argv(docker: Docker, spec: ContainerSpec, *, name: str, labels: Sequence[tuple[str, str]],
+             volumes: Sequence[Mount], env_file: str | None = None) -> tuple[str, ...]:
     """`docker run -d` for spec; env values travel only in env_file (never on the command line)."""
     argv = [*docker, "run", "--detach", "--name", name]
     for key, val in labels:
