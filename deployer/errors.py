@@ -6,6 +6,7 @@
     │   ├── PlaybookError           playbook validation (file, line, key path)
     │   └── SpecError               malformed flag values (--gpus, -v, -e ...)
     ├── LocalError                  the workstation side: local Docker, files
+    │   └── ImageNotFound           the local Docker has no such image (.ref)
     ├── HostError                   something failed on or while reaching one host (.host)
     │   ├── ConnectError            cannot reach/open SSH; transient (retried)
     │   ├── AuthError               authentication refused; never retried
@@ -92,6 +93,14 @@ class SpecError(UsageError):
 
 class LocalError(DeployError):
     """The local side failed: local Docker daemon, local files."""
+
+
+class ImageNotFound(LocalError):
+    """The local Docker has no image by this reference (raised by deployer.local)."""
+
+    def __init__(self, ref: str, *, hint: str | None = None) -> None:
+        super().__init__(f"image {ref} not found in the local Docker", hint=hint)
+        self.ref = ref
 
 
 class HostError(DeployError):

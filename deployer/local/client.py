@@ -1,9 +1,14 @@
-"""The local Docker client, and the one place docker SDK errors become LocalError."""
+"""The local Docker client, and the one place docker SDK errors become LocalError.
+
+Other packages hold a `Client` only to hand it back to functions of deployer.local; they never
+call the SDK themselves (unit tests use deployer.local.fake.FakeClient in its place).
+"""
 from __future__ import annotations
 
 import contextlib
 import os
 from collections.abc import Iterator
+from typing import Any, Protocol
 
 import docker
 import docker.errors
@@ -17,11 +22,20 @@ from deployer.errors import LocalError
 SAVE_TIMEOUT = 1800.0
 
 
+class Client(Protocol):
+    """The local Docker as deployer.local uses it: a docker.DockerClient or a FakeClient."""
+
+    @property
+    def api(self) -> Any: ...  # the SDK's low-level APIClient
+
+    def info(self) -> dict[str, Any]: ...
+
+
 def _where() -> str:
     return os.environ.get("DOCKER_HOST") or "the default socket"
 
 
-def docker_client(timeout: float = SAVE_TIMEOUT) -> docker.DockerClient:
+def docker_client(timeout: float = SAVE_TIMEOUT) -> Client:
     """A client for the local Docker from the environment (DOCKER_HOST, DOCKER_TLS_VERIFY...)."""
     try:
         client = docker.from_env(timeout=int(timeout))

@@ -1,15 +1,16 @@
-"""What the local Docker knows about an image: id, layer diff IDs, size, platform, tags."""
+"""What the local Docker knows about an image: id, layer diff IDs, size, platform, tags, history."""
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import docker
 import docker.errors
 
-from deployer.errors import LocalError
-from deployer.local.client import docker_client, translated
+from deployer.errors import ImageNotFound
+from deployer.local.client import Client, docker_client, translated
+
+MISSING_HINT = "build it first (`docker build -t REF .`) or check the name with `docker images`"
 
 
 @dataclass(frozen=True)
@@ -53,19 +54,10 @@ def from_attrs(ref: str, attrs: Mapping[str, Any], config_digest: str = "") -> I
     )
 
 
-def inspect(ref: str, client: docker.DockerClient | None = None) -> ImageInfo:
-    """Inspect a local image by reference or id; LocalError with a hint when it is missing."""
+def inspect(ref: str, client: Client | None = None) -> ImageInfo:
+    """Inspect a local image by reference or id; ImageNotFound (with a hint) when it is missing."""
     client = client or docker_client()
-    try:
-        with translated(f"inspecting image {ref}"):
-            attrs = client.api.inspect_image(ref)
-    except LocalError as exc:
-        if isinstance(exc.__cause__, docker.errors.NotFound):
-            raise LocalError(
-                f"image {ref} not found in the local Docker",
-                hint="build it first (`docker build -t REF .`) or check the name with `docker images`",
-            ) from exc.__cause__
-        raise
+    attrs = inspect_attrs(client, ref)
     if is_containerd(client):
         from deployer.local.content import config_digest
 
@@ -74,7 +66,39 @@ def inspect(ref: str, client: docker.DockerClient | None = None) -> ImageInfo:
     return from_attrs(ref, attrs)
 
 
-def is_containerd(client: docker.DockerClient) -> bool:
+def inspect_attrs(client: Client, ref: str, *, what: str | None = None,
+                  hint: str = MISSING_HINT) -> dict[str, Any]:
+    """`docker image inspect` JSON of a local image; ImageNotFound(ref, hint) when there is none."""
+    with translated(what or f"inspecting image {ref}"):
+        try:
+            attrs: dict[str, Any] = client.api.inspect_image(ref)
+        except docker.errors.NotFound as exc:
+            raise ImageNotFound(ref, hint=hint) from exc
+    return attrs
+
+
+def exists(client: Client, ref: str) -> bool:
+    """True when the local Docker has an image by this reference or id."""
+    try:
+        inspect_attrs(client, ref, what=f"looking up {ref}")
+    except ImageNotFound:
+        return False
+    return True
+
+
+def labels(client: Client, ref: str, hint: str = MISSING_HINT) -> dict[str, str]:
+    """The labels of a local image ({} when it has none); ImageNotFound when it is missing."""
+    return dict((inspect_attrs(client, ref, hint=hint).get("Config") or {}).get("Labels") or {})
+
+
+def history_sizes(client: Client, image: ImageInfo) -> list[int]:
+    """`docker history` sizes, oldest first (for the disk preflight's upper bounds)."""
+    with translated(f"reading the history of {image.ref}"):
+        entries = client.api.history(image.id)
+    return [int(e.get("Size") or 0) for e in reversed(entries)]
+
+
+def is_containerd(client: Client) -> bool:
     """True when the local Docker keeps images in the containerd image store (asked once per client)."""
     known = getattr(client, "_deployer_store", None)
     if known is None and not callable(getattr(client, "info", None)):

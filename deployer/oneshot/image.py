@@ -76,37 +76,15 @@ def _note(found: str, candidates: Sequence[str], revision: GitRevision | None) -
 
 def local_exists(client: Any) -> Any:
     """exists(ref) for the local Docker."""
-    import docker.errors
+    from deployer.local.image import exists
 
-    from deployer.local.client import translated
-
-    def exists(ref: str) -> bool:
-        try:
-            with translated(f"looking up {ref}"):
-                client.api.inspect_image(ref)
-        except LocalError as exc:
-            if isinstance(exc.__cause__, docker.errors.NotFound):
-                return False
-            raise
-        return True
-
-    return exists
+    return lambda ref: exists(client, ref)
 
 
 def git_rev_label(client: Any, ref: str) -> str | None:
     """The deployer.git_rev (or OCI revision) label of a local image, if it has one."""
-    import docker.errors
+    from deployer.local.image import labels
 
-    from deployer.local.client import translated
-
-    try:
-        with translated(f"inspecting image {ref}"):
-            labels = (client.api.inspect_image(ref).get("Config") or {}).get("Labels") or {}
-    except LocalError as exc:
-        if isinstance(exc.__cause__, docker.errors.NotFound):
-            raise LocalError(f"image {ref} not found in the local Docker",
-                             hint="build it first (deploy build, docker build) or check the name with `docker images`",
-                             ) from exc.__cause__
-        raise
-    rev = labels.get("deployer.git_rev") or labels.get("org.opencontainers.image.revision")
+    found = labels(client, ref, hint="build it first (deploy build, docker build) or check the name with `docker images`")
+    rev = found.get("deployer.git_rev") or found.get("org.opencontainers.image.revision")
     return str(rev)[:40] if rev else None

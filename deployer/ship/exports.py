@@ -17,8 +17,7 @@ import threading
 import time
 from collections.abc import Iterable
 
-import docker
-
+from deployer.local.client import Client
 from deployer.local.export import Exporter
 from deployer.local.image import ImageInfo
 
@@ -29,7 +28,7 @@ class ExportPool:
     """Hands each tarball host an Exporter that covers its missing layers."""
 
     def __init__(self, image: ImageInfo, level: int, expected: int, *, grace_s: float = 5.0,
-                 client: docker.DockerClient | None = None, head_start: Exporter | None = None) -> None:
+                 client: Client | None = None, head_start: Exporter | None = None) -> None:
         self.image = image
         self.level = level
         self.grace_s = grace_s

@@ -18,8 +18,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import docker
-
 from deployer import history
 from deployer.commands import load as ld
 from deployer.commands import ship as cmd
@@ -29,9 +27,9 @@ from deployer.facts import gather
 from deployer.fleet import Outcome, Unfinished, for_each_host
 from deployer.inventory.host import Host
 from deployer.local.cache import Cache
-from deployer.local.client import docker_client, translated
+from deployer.local.client import Client, docker_client
 from deployer.local.export import Exporter
-from deployer.local.image import ImageInfo, inspect
+from deployer.local.image import ImageInfo, history_sizes, inspect
 from deployer.local.sizes import LayerSizes
 from deployer.ship import lock as locks
 from deployer.ship.conn import HostConn
@@ -73,13 +71,6 @@ class Job:
             layers_total=len(self.image.diff_ids), layers_sent=self.layers_sent,
             bytes_sent=self.counter.sent, seconds=time.monotonic() - self.started,
         )
-
-
-def _history_sizes(client: docker.DockerClient, image: ImageInfo) -> list[int]:
-    """`docker history` sizes, oldest first (for the disk preflight's upper bounds)."""
-    with translated(f"reading the history of {image.ref}"):
-        entries = client.api.history(image.id)
-    return [int(e.get("Size") or 0) for e in reversed(entries)]
 
 
 def _host_ids(image: ImageInfo, sizes: LayerSizes) -> tuple[str, ...]:
@@ -189,7 +180,7 @@ def _release(job: Job, close: bool = True) -> None:
 
 
 def ship_image(hosts: Sequence[Host], image_ref: str, options: ShipOptions | None = None,
-               reporter: Reporter | None = None, client: docker.DockerClient | None = None,
+               reporter: Reporter | None = None, client: Client | None = None,
                image: ImageInfo | None = None) -> list[Outcome[ShipResult]]:
     """Ship a local image to every host; one Outcome per host, in host order."""
     options = options or ShipOptions()
@@ -199,7 +190,7 @@ def ship_image(hosts: Sequence[Host], image_ref: str, options: ShipOptions | Non
     image = image or inspect(image_ref, client)
     if image.ref != image_ref:
         image = replace(image, ref=image_ref)
-    layer_history = _history_sizes(client, image)
+    layer_history = history_sizes(client, image)
     jobs = {h.name: Job(h, HostConn(h, timeout=options.connect_timeout), image, record=options.record)
             for h in hosts}
     exports = ExportPool(image, options.level, expected=min(len(jobs), options.parallel), client=client,
@@ -248,7 +239,7 @@ def ship_image(hosts: Sequence[Host], image_ref: str, options: ShipOptions | Non
 
 
 def _head_start(hosts: Sequence[Host], image: ImageInfo, options: ShipOptions,
-                client: docker.DockerClient) -> Exporter | None:
+                client: Client) -> Exporter | None:
     """Start exporting every layer while the hosts are connected and planned, if some host will
     surely take the tarball route (the pool narrows it to what they lack, or cancels it)."""
     vias = ((options.via or h.via, h) for h in hosts)
@@ -269,13 +260,13 @@ def _summary(result: ShipResult) -> str:
 
 
 def plan_ship(hosts: Sequence[Host], image_ref: str, options: ShipOptions | None = None,
-              client: docker.DockerClient | None = None) -> list[Outcome[ShipPlan]]:
+              client: Client | None = None) -> list[Outcome[ShipPlan]]:
     """Dry run: what ship_image would do on each host. Reads only; takes no lock, sends nothing."""
     options = options or ShipOptions()
     split_ref(image_ref)
     client = client or docker_client()
     image = replace(inspect(image_ref, client), ref=image_ref)
-    layer_history = _history_sizes(client, image)
+    layer_history = history_sizes(client, image)
     sizes = LayerSizes(image, client)
 
     def one(host: Host) -> ShipPlan:
