@@ -1,8 +1,8 @@
 """The registry route: push once per ship from the workstation, `docker pull` on each host.
 
 Credentials come from the user's Docker config / credential helpers through the docker SDK on
-the workstation; nothing secret ever appears on a remote command line. Hosts pull with their
-own Docker login, if the registry needs one.
+the workstation (deployer.local.push); nothing secret ever appears on a remote command line.
+Hosts pull with their own Docker login, if the registry needs one.
 """
 from __future__ import annotations
 
@@ -13,14 +13,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import docker
-import docker.errors
 import requests
 
 from deployer.commands import ship as cmd
 from deployer.errors import CommandError, LocalError, TransferError
-from deployer.local.client import docker_client, translated
+from deployer.local.client import Client, docker_client
 from deployer.local.image import ImageInfo
+from deployer.local.push import distribution_digest, push_stream
 from deployer.ship.conn import HostConn
 from deployer.ship.refs import registry_ref
 from deployer.ship.registry_api import (
@@ -132,7 +131,7 @@ def read_push_stream(chunks: Iterable[dict[str, Any]], remote_ref: str,
 class Pusher:
     """Pushes an image to each registry at most once per ship, whichever host asks first."""
 
-    def __init__(self, image: ImageInfo, client: docker.DockerClient | None = None) -> None:
+    def __init__(self, image: ImageInfo, client: Client | None = None) -> None:
         self.image = image
         self._client = client
         self._lock = threading.Lock()
@@ -155,25 +154,23 @@ class Pusher:
 
     def _push(self, registry: str, on_bytes: Callable[[int], None]) -> PushStats:
         remote = registry_ref(registry, self.image.ref)
-        repo, tag = remote.rsplit(":", 1)
+        repo = remote.rsplit(":", 1)[0]
         client = self._client or docker_client()
         log.info("pushing %s as %s", self.image.ref, remote)
-        with translated(f"pushing {remote}", hint="check the registry is reachable from this workstation"):
-            client.api.tag(self.image.id, repo, tag)
-            stream = client.api.push(repo, tag, stream=True, decode=True)
-            stats = read_push_stream(stream, remote, on_bytes)
+        stream = push_stream(client, self.image.id, remote, hint="check the registry is reachable from this workstation")
+        stats = read_push_stream(stream, remote, on_bytes)
         return dataclasses.replace(stats, wire_bytes=self._wire_bytes(client, repo, stats))
 
-    def _wire_bytes(self, client: docker.DockerClient, repo: str, stats: PushStats) -> int | None:
+    def _wire_bytes(self, client: Client, repo: str, stats: PushStats) -> int | None:
         """Compressed size of the uploaded layers, read back from the registry (None if it cannot be)."""
         if not stats.pushed_ids:
             return 0
         try:
-            digest = stats.digest or client.api.inspect_distribution(stats.remote_ref)["Descriptor"]["digest"]
+            digest = stats.digest or distribution_digest(client, stats.remote_ref)
             reader = ManifestReader.for_docker(client, split_repo(repo))
             return uploaded_bytes(image_manifest(reader, digest, self.image.config_digest), self.image.diff_ids,
                                   stats.pushed_ids)
-        except (RegistryAPIError, ValueError, KeyError, TypeError, docker.errors.DockerException,
+        except (RegistryAPIError, ValueError, KeyError, TypeError, LocalError,
                 requests.exceptions.RequestException) as exc:
             # the push itself succeeded: only the byte count is less exact
             log.warning("could not read the manifest of %s back (%s); bytes_sent counts raw layer bytes",

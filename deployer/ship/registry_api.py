@@ -1,8 +1,8 @@
 """Reading a pushed manifest through the registry HTTP API (v2), with the credentials Docker uses.
 
 Only GETs of manifests: enough to learn the compressed size of each pushed layer. Credentials
-come from the user's Docker config / credential helpers (docker SDK); they go only to the
-registry and the token realm it names, never into logs or messages.
+come from the user's Docker config / credential helpers (deployer.local.push); they go only to
+the registry and the token realm it names, never into logs or messages.
 """
 from __future__ import annotations
 
@@ -15,10 +15,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import docker
-import docker.auth
 import requests
 import urllib3
+
+from deployer.local.client import Client
+from deployer.local.push import registry_config, registry_credentials, repository_name
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ class Repo:
 
 def split_repo(name: str) -> Repo:
     """Registry and repository path of a pushed name without tag (`10.0.0.5:5000/t/x`) (pure)."""
-    index, path = docker.auth.resolve_repository_name(name)
+    index, path = repository_name(name)
     if index == _HUB and "/" not in path:
         path = f"library/{path}"
     return Repo(index, path)
@@ -81,13 +82,6 @@ def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
     return scheme.lower(), params
 
 
-def _credentials(client: docker.DockerClient, index: str) -> dict[str, str]:
-    """The auth entry `docker push` used for index, keys lower-cased ({} when anonymous)."""
-    config = docker.auth.load_config(credstore_env=client.api.credstore_env)
-    entry = docker.auth.resolve_authconfig(config, index, credstore_env=client.api.credstore_env) or {}
-    return {k.lower(): str(v) for k, v in entry.items() if v}
-
-
 class ManifestReader:
     """GETs manifests of one repository, answering the registry's auth challenge once."""
 
@@ -104,10 +98,10 @@ class ManifestReader:
         self._auth_header: dict[str, str] = {}
 
     @classmethod
-    def for_docker(cls, client: docker.DockerClient, repo: Repo) -> ManifestReader:
+    def for_docker(cls, client: Client, repo: Repo) -> ManifestReader:
         """A reader with the credentials and the insecure-registry setting of the local Docker."""
-        info = client.info()
-        return cls(repo, _credentials(client, repo.index), is_insecure(info.get("RegistryConfig") or {}, repo.index))
+        config = registry_config(client)
+        return cls(repo, registry_credentials(client, repo.index), is_insecure(config, repo.index))
 
     def manifest(self, reference: str) -> dict[str, Any]:
         """The manifest (or index) named by digest or tag."""
