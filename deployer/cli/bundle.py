@@ -17,12 +17,12 @@ from deployer.local.bundle import (
     BundleResult,
     Progress,
     Target,
-    probe_target,
     target_warnings,
     write_bundle,
 )
 from deployer.local.client import docker_client
 from deployer.local.image import inspect
+from deployer.probe import probe_target
 
 EPILOG = """\b
 Examples:

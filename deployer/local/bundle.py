@@ -17,9 +17,8 @@ from typing import Any
 import docker
 
 from deployer.codec import parse_version
-from deployer.commands.layers import missing_layers, parse_present, present_layers_argv
+from deployer.commands.layers import missing_layers
 from deployer.errors import LocalError
-from deployer.inventory.host import Host
 from deployer.local.cache import Cache
 from deployer.local.export import Exporter
 from deployer.local.image import ImageInfo
@@ -65,27 +64,6 @@ class BundleResult:
         d["tags"] = list(self.tags)
         d["for"] = d.pop("target")
         return d
-
-
-def probe_target(host: Host, timeout: float = 10.0) -> Target:
-    """Ask a host over SSH which layers it has, its Docker version, store and decompressors."""
-    from deployer.commands.facts import parse_probe, probe_argv
-    from deployer.transport import connect
-
-    with connect(host, timeout=timeout) as session:
-        listed = session.run(present_layers_argv(host.docker), timeout=300)
-        facts = parse_probe(session.run(probe_argv(host), check=False, timeout=120).stdout)
-    present = parse_present(listed.stdout)
-    warnings: list[str] = []
-    store = facts.docker.image_store if facts.docker else ""
-    return Target(
-        host=host.name,
-        present=present,
-        server_version=facts.docker.server_version if facts.docker else "",
-        image_store=store,
-        decompressors=facts.decompressors,
-        warnings=tuple(warnings),
-    )
 
 
 def load_command(file: str, codec: str, target: Target | None) -> str:
