@@ -7,15 +7,29 @@ import subprocess
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from deployer.errors import LocalError
-from deployer.playbook.model import BuildSpec
 
 LineSink = Callable[[str], None]
 STEP_RE = re.compile(r"^(Step \d+/\d+ : .*|#\d+ \[.*\].*)$")  # legacy builder / BuildKit step lines
 NOISE_RE = re.compile(r"^( ---> |Removing intermediate container )")  # builder bookkeeping, not output
 TAIL_LINES = 15
+
+
+class BuildSpec(Protocol):
+    """What a build reads of a playbook's build section (deployer.playbook.model.BuildSpec)."""
+
+    @property
+    def context(self) -> str: ...
+    @property
+    def dockerfile(self) -> str: ...
+    @property
+    def args(self) -> tuple[tuple[str, str], ...]: ...
+    @property
+    def target(self) -> str | None: ...
+    @property
+    def tag(self) -> str | None: ...
 
 
 @dataclass(frozen=True)
