@@ -7,13 +7,17 @@ import json
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlparse
 
+import docker.errors
 import pytest
 
 from deployer.errors import LocalError
-from deployer.ship.registry import PushStats, read_push_stream, uploaded_bytes
+from deployer.local.fake import FakeClient
+from deployer.local.image import ImageInfo
+from deployer.ship.registry import Pusher, PushStats, read_push_stream, uploaded_bytes
 from deployer.ship.registry_api import (
     ManifestReader,
     RegistryAPIError,
@@ -223,3 +227,59 @@ def test_other_push_failures_keep_the_reachability_hint() -> None:
     with pytest.raises(LocalError) as caught:
         read_push_stream(iter([{"error": "blob upload unknown"}]), "10.213.0.5:5000/team/x:1")
     assert caught.value.hint == "check the registry is reachable from here and `docker login` if it needs auth"
+
+
+# -- the Pusher through deployer.local (FakeClient for the daemon, the loopback registry) -----
+
+WITHOUT_DIGEST = [chunk for chunk in STREAM if "aux" not in chunk]
+
+
+def _pusher_client(address: str, stream: list[dict[str, Any]]) -> tuple[Pusher, FakeClient]:
+    fake = FakeClient(info_json={"RegistryConfig": {"IndexConfigs": {address: {"Secure": False}}}})
+    fake.add_image("team/x:1", "sha256:" + "a" * 64, diff_ids=DIFF_IDS)
+    fake.push_streams[f"{address}/team/x"] = stream
+    image = ImageInfo("team/x:1", "sha256:" + "a" * 64, DIFF_IDS, 0, "linux", "amd64", (), "sha256:c0nf1g")
+    return Pusher(image, fake), fake
+
+
+def test_the_pusher_reads_the_wire_bytes_back_with_the_docker_login(
+        registry: tuple[str, type[FakeRegistry]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    address, handler = registry
+    handler.auth = "bearer"
+    auth = base64.b64encode(b"ann:pw").decode()
+    (tmp_path / "config.json").write_text(json.dumps({"auths": {address: {"auth": auth}}}))
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
+    pusher, fake = _pusher_client(address, WITHOUT_DIGEST)
+    fake.api.digests[f"{address}/team/x:1"] = "sha256:idx"  # no aux record: the daemon asks the registry
+    stats, pushed = pusher.push(address)
+    assert pushed and stats.remote_ref == f"{address}/team/x:1"
+    assert ("tag", "sha256:" + "a" * 64, f"{address}/team/x", "1") in fake.calls
+    assert stats.wire_bytes == stats.bytes_sent == 633031  # the index's amd64 child, at the compressed size
+    assert pusher.push(address) == (stats, False)  # once per ship
+
+
+def test_a_manifest_that_cannot_be_read_back_leaves_the_raw_count(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
+    pusher = _pusher_client("127.0.0.1:9", WITHOUT_DIGEST)[0]  # the daemon knows no digest for it
+    stats, _ = pusher.push("127.0.0.1:9")
+    assert stats.wire_bytes is None and stats.bytes_sent == 1990656
+    pusher = _pusher_client("127.0.0.1:9", STREAM)[0]  # a digest, but nothing listens there
+    assert pusher.push("127.0.0.1:9")[0].wire_bytes is None
+
+
+def test_a_push_that_uploads_nothing_reads_nothing_back() -> None:
+    pusher, fake = _pusher_client("10.213.0.5:5000", [chunk for chunk in STREAM if chunk.get("status") != "Pushed"])
+    assert pusher.push("10.213.0.5:5000")[0].wire_bytes == 0
+    assert [call[0] for call in fake.calls] == ["tag", "push"]
+
+
+def test_a_push_the_daemon_refuses_is_a_local_error_for_every_caller() -> None:
+    pusher, fake = _pusher_client("10.213.0.5:5000", STREAM)
+    fake.api.fail["push"] = docker.errors.APIError("500 Server Error", explanation="connection refused")
+    for _ in range(2):
+        with pytest.raises(LocalError) as caught:
+            pusher.push("10.213.0.5:5000")
+        assert caught.value.message == "local Docker: pushing 10.213.0.5:5000/team/x:1: connection refused"
+        assert caught.value.hint == "check the registry is reachable from this workstation"
+    assert [call[0] for call in fake.calls] == ["tag", "push"]

@@ -1,0 +1,63 @@
+"""deployer.local.image through the FakeClient: a missing image is ImageNotFound (typed, with the
+right hint), other SDK failures stay LocalError; history sizes oldest first; the oneshot callers."""
+from __future__ import annotations
+
+import docker.errors
+import pytest
+
+from deployer.errors import ImageNotFound, LocalError
+from deployer.local.fake import FakeClient
+from deployer.local.image import MISSING_HINT, exists, history_sizes, inspect, labels
+from deployer.oneshot.image import git_rev_label, local_exists
+
+D = ("sha256:" + "1" * 64, "sha256:" + "2" * 64)
+
+
+@pytest.fixture
+def fake() -> FakeClient:
+    client = FakeClient()
+    client.add_image("team/x:1", "sha256:" + "a" * 64, diff_ids=D, size=30, history=(10, 20),
+                     labels={"deployer.git_rev": "f" * 50})
+    return client
+
+
+def test_inspect_reads_the_image(fake: FakeClient) -> None:
+    info = inspect("team/x:1", fake)
+    assert (info.id, info.diff_ids, info.size, info.repo_tags) == ("sha256:" + "a" * 64, D, 30, ("team/x:1",))
+
+
+def test_a_missing_image_is_image_not_found_with_a_hint(fake: FakeClient) -> None:
+    with pytest.raises(ImageNotFound) as err:
+        inspect("team/y:1", fake)
+    assert err.value.ref == "team/y:1" and err.value.hint == MISSING_HINT
+    assert err.value.message == "image team/y:1 not found in the local Docker"
+    assert isinstance(err.value.__cause__, docker.errors.NotFound)
+
+
+def test_other_sdk_failures_stay_local_errors_that_name_the_step(fake: FakeClient) -> None:
+    fake.api.fail["inspect_image"] = docker.errors.APIError("500 Server Error", explanation="daemon is sad")
+    with pytest.raises(LocalError) as err:
+        exists(fake, "team/x:1")
+    assert not isinstance(err.value, ImageNotFound)
+    assert err.value.message == "local Docker: looking up team/x:1: daemon is sad"
+
+
+def test_exists_and_labels(fake: FakeClient) -> None:
+    assert exists(fake, "team/x:1") and not exists(fake, "team/x:2")
+    assert labels(fake, "team/x:1") == {"deployer.git_rev": "f" * 50}
+    with pytest.raises(ImageNotFound):
+        labels(fake, "team/x:2")
+
+
+def test_history_sizes_are_oldest_first(fake: FakeClient) -> None:
+    assert history_sizes(fake, inspect("team/x:1", fake)) == [10, 20]
+    assert ("history", "sha256:" + "a" * 64) in fake.calls
+
+
+def test_oneshot_asks_local_for_existence_and_the_git_revision(fake: FakeClient) -> None:
+    assert local_exists(fake)("team/x:1") and not local_exists(fake)("team/x:0")
+    assert git_rev_label(fake, "team/x:1") == "f" * 40
+    with pytest.raises(ImageNotFound) as err:
+        git_rev_label(fake, "team/x:0")
+    assert str(err.value) == ("image team/x:0 not found in the local Docker\n  hint: build it first (deploy build, "
+                              "docker build) or check the name with `docker images`")
