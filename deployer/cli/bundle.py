@@ -23,6 +23,7 @@ from deployer.local.bundle import (
 from deployer.local.client import docker_client
 from deployer.local.image import inspect
 from deployer.probe import probe_target
+from deployer.sizes import human_bytes
 
 EPILOG = """\b
 Examples:
@@ -88,7 +89,7 @@ def _report(result: BundleResult, as_json: bool) -> None:
     extra = f", {left_out} already on {result.target}" if result.target else ""
     output.info(
         f"wrote {result.file}: {result.layers_included}/{result.layers_total} layers{extra}, "
-        f"{_human(result.bytes)} ({_human(result.raw_bytes)} uncompressed), {result.seconds:.1f}s"
+        f"{human_bytes(result.bytes)} ({human_bytes(result.raw_bytes)} uncompressed), {result.seconds:.1f}s"
     )
     output.info(f"load it with: {result.load_command}")
 
@@ -124,15 +125,6 @@ def _progress(label: str) -> Iterator[Progress]:
         if phase in last and now - last[phase] < 5 and done < total:
             return
         last[phase] = now
-        output.info(f"{phase} {label}: {_human(done)}" + (f" of ~{_human(total)}" if total else ""))
+        output.info(f"{phase} {label}: {human_bytes(done)}" + (f" of ~{human_bytes(total)}" if total else ""))
 
     yield plain_report
-
-
-def _human(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1000 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000
-    return f"{n} B"

@@ -7,7 +7,7 @@ from typing import Any
 from deployer.errors import DeployError
 from deployer.runs.start import Started
 from deployer.ship.model import ShipResult
-from deployer.ship.plan import human_bytes
+from deployer.sizes import human_bytes
 
 # container states in the report
 STARTED, FAILED, SKIPPED, NOT_RUN = "started", "failed", "skipped", "not run"

@@ -15,6 +15,7 @@ from deployer.commands.ship import ImageState
 from deployer.errors import PreflightError, SpecError
 from deployer.ship.model import VIA_CHOICES
 from deployer.ship.refs import registry_ref
+from deployer.sizes import human_bytes  # the one byte formatter; also imported from here
 
 if TYPE_CHECKING:
     from deployer.inventory.host import Host
@@ -205,11 +206,3 @@ def preflight(plan: ShipPlan, facts: Any, image_arch: str = "") -> None:
                 hint="free space there (e.g. `docker system prune`), or point deploy_staging_dir "
                 "at a bigger filesystem",
             )
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} TB"
