@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import importlib
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 import click
 
@@ -32,6 +32,17 @@ COMMANDS: dict[str, tuple[str, str]] = {
                "Show what runs where: containers, state, exit codes, OOM kills, GPUs, per host."),
     "stop": ("deployer.cli.runs", "Stop a deployer container on every selected host that has it."),
 }
+
+SOME_HOST_FAILED = 1  # README: exit codes 0 ok, 1 a failure (on any host), 2 bad input
+
+
+def finish(failed: bool | Collection[object]) -> None:
+    """End a command that acted on hosts: exit 1 if any failed (a flag, or the failures themselves).
+
+    The one place that decides "some hosts failed"; the CLI has printed each failure already.
+    """
+    if failed:
+        raise click.exceptions.Exit(SOME_HOST_FAILED)
 
 
 class LazyGroup(click.Group):

@@ -8,7 +8,7 @@ import click
 from click.core import ParameterSource
 
 from deployer.cli import output
-from deployer.cli.app import cli
+from deployer.cli.app import cli, finish
 from deployer.cli.context import AppContext
 from deployer.cli.inventory import host_pattern_option
 from deployer.errors import DeployError, SpecError
@@ -140,8 +140,7 @@ def _report(outcomes: list[Outcome[ShipResult]], as_json: bool) -> None:
     failed = [o for o in outcomes if not o.ok]
     for o in failed:
         output.info(f"error: {o.error}")
-    if failed:
-        raise click.exceptions.Exit(1)
+    finish(failed)
 
 
 def _dry_run(hosts: list[Any], image_ref: str, options: ShipOptions, as_json: bool) -> None:
@@ -156,5 +155,4 @@ def _dry_run(hosts: list[Any], image_ref: str, options: ShipOptions, as_json: bo
     failed = [o for o in outcomes if not o.ok]
     for o in failed:
         output.info(f"error: {o.error}")
-    if failed:
-        raise click.exceptions.Exit(1)
+    finish(failed)

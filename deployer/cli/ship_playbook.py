@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from deployer.cli import output
+from deployer.cli.app import finish
 from deployer.cli.context import AppContext
 from deployer.errors import DeployError, HostError, LocalError, SpecError
 from deployer.oneshot import OneShotOptions, Prepared, deploy, prepare, preview
@@ -97,5 +98,4 @@ def _errors(errors: list[tuple[str, DeployError | None]]) -> None:
     failed = [(host, e) for host, e in errors if e is not None]
     for host, error in failed:
         output.info(f"error: {error}" if isinstance(error, HostError) else f"error: {host}: {error}")
-    if failed:
-        raise click.exceptions.Exit(1)
+    finish(failed)
