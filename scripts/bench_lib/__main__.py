@@ -135,7 +135,8 @@ def _main(cfg: BenchConfig, argv: list[str]) -> int:
     v1, v2 = image.build_pair(cfg.size_bytes, log, rebuild=cfg.rebuild)
     pair = image.inspect_pair(v1, v2)
     log(f"image {pair.v1.ref} (config {pair.v1.config_digest[:19]}): {pair.v1.size / 1e6:.1f} MB raw, {pair.v1.zstd_size / 1e6:.1f} MB zstd; "
-        f"code layer {pair.code_layer.size / 1e6:.2f} MB raw, {pair.code_layer.zstd_size / 1e6:.2f} MB zstd")
+        f"code layer {pair.code_layer.size / 1e6:.2f} MB raw, {pair.code_layer.zstd_size / 1e6:.2f} MB zstd; "
+        f"docker save writes {pair.v1.saved_size / 1e6:.1f} MB of layers")
     meta["image"] = {"v1": pair.v1.as_dict(), "v2": pair.v2.as_dict(), "code_layer": vars(pair.code_layer)}
     interrupted = False
     with account.Accounting() as acct:

@@ -22,6 +22,9 @@ class LayerStat:
     diff_id: str
     size: int  # bytes of the uncompressed layer tar
     zstd_size: int  # bytes after zstd at deployer's default level
+    # bytes of the layer in `docker save`'s output: `size` on the classic store; on the containerd
+    # store the blob as its content store keeps it, which may be compressed (gzip from the builder)
+    saved_size: int = 0
 
 
 @dataclass(frozen=True)
@@ -39,9 +42,13 @@ class ImageInfo:
     def zstd_size(self) -> int:
         return sum(layer.zstd_size for layer in self.layers)
 
+    @property
+    def saved_size(self) -> int:
+        return sum(layer.saved_size for layer in self.layers)
+
     def as_dict(self) -> dict[str, Any]:
         return {"ref": self.ref, "id": self.id, "config_digest": self.config_digest, "size": self.size,
-                "zstd_size": self.zstd_size,
+                "zstd_size": self.zstd_size, "saved_size": self.saved_size,
                 "layers": [vars(layer) for layer in self.layers]}
 
 
@@ -134,7 +141,7 @@ def _layer_stats(ref: str) -> tuple[LayerStat, ...]:
     on the classic store, `blobs/sha256/<digest>` in the containerd store's OCI layout)."""
     proc = subprocess.Popen(["docker", "save", ref], stdout=subprocess.PIPE)
     assert proc.stdout is not None
-    sizes: dict[str, tuple[int, int]] = {}
+    sizes: dict[str, tuple[int, int, int]] = {}
     manifest: list[dict[str, Any]] = []
     cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=-1)
     with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
@@ -152,14 +159,14 @@ def _layer_stats(ref: str) -> tuple[LayerStat, ...]:
                     while chunk := src.read(1 << 20):
                         raw += len(chunk)
                         writer.write(chunk)
-                sizes[member.name] = (raw, counter.n)
+                sizes[member.name] = (raw, counter.n, member.size)
     if proc.wait() != 0:
         raise RuntimeError(f"docker save {ref} failed (exit {proc.returncode})")
     out = []
     config = _config(ref)
     for path, diff_id in zip(manifest[0]["Layers"], config["rootfs"]["diff_ids"]):
-        size, zsize = sizes[path]
-        out.append(LayerStat(diff_id, size, zsize))
+        size, zsize, saved = sizes[path]
+        out.append(LayerStat(diff_id, size, zsize, saved))
     return tuple(out)
 
 
