@@ -53,7 +53,7 @@ def load_tags(ref: str, image: ImageInfo) -> tuple[str, ...]:
 
 
 def config_path(image: ImageInfo) -> str:
-    return f"{image.id_hex}.json"
+    return f"{image.config_digest.split(':', 1)[-1]}.json"
 
 
 def manifest_json(image: ImageInfo, repo_tags: Sequence[str]) -> bytes:

@@ -32,7 +32,8 @@ from deployer.local.image import ImageInfo, inspect
 from deployer.local.store import LayerStore, StoreError
 from deployer.local.tarball import config_path, layer_path, manifest_json
 
-HOST = "gpu02"
+HOST = "gpu02"  # Docker 28, classic store: a loaded image's id is its config digest
+OLD = "cpu01"  # Docker 20.10
 
 
 def build(client: docker.DockerClient, tag: str, sizes: list[int], base: str = "deployer-testbed/busybox:latest") -> str:
@@ -88,9 +89,9 @@ def test_inspect_and_chain_ids_match_what_the_host_loads(testbed: Any, ws: docke
         before = parse_present(testbed.ssh(HOST, shlex.join(present_layers_argv(("docker",)))).stdout.decode())
         assert missing_layers(image.diff_ids, before)  # fresh layers: the host cannot have them
         loaded = host.images.load(_load_tar(image, exp.config(), files, tag))
-        assert [i.id for i in loaded] == [image.id]
+        assert [i.id for i in loaded] == [image.config_digest]
         attrs = _remote_layers(testbed, tag)
-        assert attrs["Id"] == image.id and tuple(attrs["RootFS"]["Layers"]) == image.diff_ids
+        assert attrs["Id"] == image.config_digest and tuple(attrs["RootFS"]["Layers"]) == image.diff_ids
         # the one remote listing command, over real SSH, now sees every chain of the image
         res = testbed.ssh(HOST, shlex.join(present_layers_argv(("docker",))))
         assert res.returncode == 0, res.stderr
@@ -98,7 +99,7 @@ def test_inspect_and_chain_ids_match_what_the_host_loads(testbed: Any, ws: docke
         assert set(chain_ids(image.diff_ids)) <= present
         assert missing_layers(image.diff_ids, present) == ()
     finally:
-        remove(host, image.id)
+        remove(host, image.config_digest)
 
 
 def test_present_layers_on_a_host_with_no_images(testbed: Any) -> None:
@@ -114,7 +115,7 @@ def test_export_blobs_decompress_to_their_diff_ids(ws: docker.DockerClient, imag
     with Exporter(image, wanted, level=3, client=ws, cache=cache) as exp:
         blobs = list(exp.ready())
         config = exp.config()
-    assert hashlib.sha256(config).hexdigest() == image.id_hex
+    assert "sha256:" + hashlib.sha256(config).hexdigest() == image.config_digest
     assert sorted((b.codec, b.diff_id) for b in blobs) == sorted((c, d) for c, ids in wanted.items() for d in ids)
     for blob in blobs:
         data = blob.path.read_bytes()
@@ -130,19 +131,20 @@ def test_export_blobs_decompress_to_their_diff_ids(ws: docker.DockerClient, imag
 def test_compressed_layer_files_on_docker_20_10(testbed: Any, ws: docker.DockerClient, image: ImageInfo,
                                                 tmp_path: Path, codec: str, loads: bool) -> None:
     """gzip `layer.tar` files load natively on 20.10 (same id); zstd ones need Docker >= 23."""
-    host = testbed.docker(HOST)
+    host = testbed.docker(OLD)
     assert host.version()["Version"].startswith("20.10")
     exp = Exporter(image, {codec: set(image.diff_ids)}, client=ws, cache=Cache(tmp_path)).start()
     files = {d: exp.blob(d, codec, timeout=120).path.read_bytes() for d in image.diff_ids}
     tag = f"deployer-test/export-{codec}:{uuid.uuid4().hex[:8]}"
     try:
         if loads:
-            assert [i.id for i in host.images.load(_load_tar(image, exp.config(), files, tag))] == [image.id]
+            loaded = host.images.load(_load_tar(image, exp.config(), files, tag))
+            assert [i.id for i in loaded] == [image.config_digest]
         else:
             with pytest.raises(docker.errors.DockerException, match="Error processing tar file"):
                 host.images.load(_load_tar(image, exp.config(), files, tag))
     finally:
-        remove(host, image.id)
+        remove(host, image.config_digest)
 
 
 def _inflate(codec: str, data: bytes) -> bytes:
@@ -153,7 +155,7 @@ def _export(image: ImageInfo, wanted: dict[str, set[str]], client: docker.Docker
             **kw: Any) -> tuple[Exporter, list[Any]]:
     with Exporter(image, wanted, client=client, cache=Cache(cache_dir), **kw) as exp:
         blobs = list(exp.ready())
-        assert hashlib.sha256(exp.config()).hexdigest() == image.id_hex
+        assert "sha256:" + hashlib.sha256(exp.config()).hexdigest() == image.config_digest
     return exp, blobs
 
 
