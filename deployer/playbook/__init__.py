@@ -14,7 +14,6 @@ from deployer.playbook.model import (
     ImageSpec,
     Playbook,
     RenderedPlaybook,
-    RunOptions,
     ShipSpec,
 )
 from deployer.playbook.render import render, run_spec
@@ -22,7 +21,7 @@ from deployer.playbook.validate import build_playbook
 from deployer.playbook.yamlsrc import Source, compose
 
 __all__ = [
-    "BuildSpec", "ImageSpec", "Playbook", "RenderedPlaybook", "RunOptions", "ShipSpec",
+    "BuildSpec", "ImageSpec", "Playbook", "RenderedPlaybook", "ShipSpec",
     "find_default", "load", "load_default", "loads", "render", "run_spec",
 ]
 

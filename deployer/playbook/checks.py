@@ -10,8 +10,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from deployer.errors import SpecError
-from deployer.playbook.model import RunOptions
 from deployer.playbook.templating import is_template
+from deployer.runs.spec import RunSpec, validate
 
 # A reference: [registry[:port]/]path[:tag][@digest], path components lowercase (distribution/reference).
 REF_RE = re.compile(
@@ -31,7 +31,7 @@ def image_ref_problem(ref: str) -> str | None:
 Problem = tuple[str, str, "str | None"]  # key path, message, hint
 
 
-def run_problems(opts: RunOptions, *, only_static: bool = False) -> Iterator[Problem]:
+def run_problems(opts: RunSpec, *, only_static: bool = False) -> Iterator[Problem]:
     """(key path, message, hint) for every invalid value; with only_static, templated values are skipped."""
 
     def static(value: str | None) -> bool:
@@ -62,8 +62,6 @@ def run_problems(opts: RunOptions, *, only_static: bool = False) -> Iterator[Pro
 
 def _problem(**fields: Any) -> tuple[str, str | None] | None:
     """The RUN helper's complaint (message, hint) about a RunSpec holding just these fields, or None."""
-    from deployer.runs.spec import RunSpec, validate
-
     try:
         validate(RunSpec(image="playbook-check", **fields))
     except SpecError as exc:

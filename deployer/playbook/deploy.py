@@ -12,6 +12,7 @@ from deployer.errors import PlaybookError
 from deployer.inventory.host import Host
 from deployer.playbook.model import Playbook, RenderedPlaybook
 from deployer.playbook.render import render, run_spec
+from deployer.runs.spec import RunSpec
 
 DEFAULT_LEVEL = 3
 
@@ -63,7 +64,7 @@ def ship_level(playbook: Playbook, cli_level: int | None) -> int:
 
 def run_specs(
     rendered: Mapping[str, RenderedPlaybook], image: str, *, git_rev: str | None = None,
-) -> dict[str, Any]:
+) -> dict[str, RunSpec]:
     """host name -> RunSpec for the shipped image (labels carry the playbook and git revision)."""
     labels = {"deployer.git_rev": git_rev} if git_rev else {}
     return {name: run_spec(r, image, labels=labels) for name, r in rendered.items() if r.run is not None}

@@ -5,15 +5,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from deployer.runs.spec import OPTION_KEYS, RunSpec
+
 # Keys of each section, in documentation order; validation refuses anything else.
 TOP_KEYS = ("name", "hosts", "image", "ship", "run", "vars")
 IMAGE_KEYS = ("build", "ref")
 BUILD_KEYS = ("context", "dockerfile", "args", "target", "tag")
 SHIP_KEYS = ("via", "registry", "level")
-RUN_KEYS = (
-    "command", "gpus", "volumes", "env", "env_file", "shm_size", "ipc", "memory", "restart",
-    "workdir", "name", "labels", "mkdirs", "replace",
-)
+RUN_KEYS = OPTION_KEYS  # the fields of RunSpec, the one run-options model
 VIA_CHOICES = ("auto", "registry", "tarball")
 
 
@@ -44,29 +43,6 @@ class ShipSpec:
 
 
 @dataclass(frozen=True)
-class RunOptions:
-    """The `run:` section; strings may still hold {{ templates }} until rendered for a host.
-
-    `command` is a string (split like a shell after rendering) or an exact argv tuple.
-    """
-
-    command: str | tuple[str, ...] | None = None
-    gpus: str | None = None
-    volumes: tuple[str, ...] = ()
-    env: tuple[tuple[str, str], ...] = ()
-    env_file: str | None = None
-    shm_size: str | None = None
-    ipc: str | None = None
-    memory: str | None = None
-    restart: str | None = None
-    workdir: str | None = None
-    name: str | None = None
-    labels: tuple[tuple[str, str], ...] = ()
-    mkdirs: bool = False
-    replace: bool = False
-
-
-@dataclass(frozen=True)
 class Playbook:
     """A loaded, validated playbook. `lines` maps key paths (run.volumes[0]) to 1-based lines."""
 
@@ -75,7 +51,8 @@ class Playbook:
     hosts: str | None = None
     image: ImageSpec = field(default_factory=ImageSpec)
     ship: ShipSpec = field(default_factory=ShipSpec)
-    run: RunOptions | None = None
+    run: RunSpec | None = None  # the `run:` section, image empty; command empty if command_line is set
+    command_line: str | None = None  # run.command written as one string: rendered per host, then split
     vars: Mapping[str, Any] = field(default_factory=dict, compare=False)
     lines: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)
     base_dir: str = ""  # absolute folder of the file: relative paths in the playbook start here
@@ -102,7 +79,7 @@ class RenderedPlaybook:
 
     playbook: Playbook
     host: str
-    run: RunOptions | None
+    run: RunSpec | None  # image still empty: the shipped ref is known only after the build
     vars: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     @property
@@ -112,5 +89,4 @@ class RenderedPlaybook:
     @property
     def command(self) -> tuple[str, ...]:
         """The rendered command as argv (empty: the image's default CMD)."""
-        cmd = self.run.command if self.run else None
-        return tuple(cmd) if cmd else ()
+        return self.run.command if self.run else ()

@@ -9,7 +9,8 @@ from typing import Any
 
 from deployer.errors import PlaybookError
 from deployer.playbook import checks, templating
-from deployer.playbook.model import Playbook, RenderedPlaybook, RunOptions
+from deployer.playbook.model import Playbook, RenderedPlaybook
+from deployer.runs.spec import RunSpec
 
 # Unset when rendered empty, so `gpus: "{{ 'all' if 'gpus' in group_names else '' }}"` means "no GPUs".
 _OPTIONAL = ("gpus", "env_file", "shm_size", "ipc", "memory", "restart", "workdir", "name")
@@ -53,7 +54,7 @@ def render(playbook: Playbook, host_vars: Any) -> RenderedPlaybook:
     return RenderedPlaybook(playbook=playbook, host=host, run=run, vars=rendered_vars)
 
 
-def _render_run(playbook: Playbook, run: RunOptions, text: Any, host: str) -> RunOptions:
+def _render_run(playbook: Playbook, run: RunSpec, text: Any, host: str) -> RunSpec:
     values: dict[str, Any] = {}
     for key in _OPTIONAL:
         raw = getattr(run, key)
@@ -61,14 +62,14 @@ def _render_run(playbook: Playbook, run: RunOptions, text: Any, host: str) -> Ru
     values["volumes"] = tuple(text(f"run.volumes[{i}]", v).strip() for i, v in enumerate(run.volumes))
     values["env"] = tuple((k, text(f"run.env.{k}", v)) for k, v in run.env)
     values["labels"] = tuple((k, text(f"run.labels.{k}", v)) for k, v in run.labels)
-    if isinstance(run.command, str):
-        line = text("run.command", run.command)
+    if playbook.command_line is not None:
+        line = text("run.command", playbook.command_line)
         try:
             values["command"] = tuple(shlex.split(line))
         except ValueError as exc:
             raise _error(playbook, "run.command", f"cannot split {line!r} into arguments ({exc}) for host {host}",
                          hint="check the quotes, or write the command as a list") from exc
-    elif run.command is not None:
+    else:
         values["command"] = tuple(text(f"run.command[{i}]", a) for i, a in enumerate(run.command))
     if values["env_file"]:
         path = os.path.join(playbook.base_dir, os.path.expanduser(values["env_file"]))
@@ -92,21 +93,17 @@ def run_spec(
     *,
     labels: Mapping[str, str] | None = None,
     replace: bool | None = None,
-) -> Any:
-    """The RUN helper's RunSpec for this host: the run options mean exactly what `deploy run` flags mean."""
-    from deployer.runs.spec import RunSpec
-
-    run = rendered.run or RunOptions()
+) -> RunSpec:
+    """The RunSpec to start on this host: the rendered `run:` section with the shipped image, the
+    playbook's name as the default container name, and the deployer.playbook label."""
+    run = rendered.run or RunSpec()
     all_labels = dict(run.labels)
     all_labels["deployer.playbook"] = rendered.name
     all_labels.update(labels or {})
-    # RunOptions are RunSpec's fields without the image; those needing more than a copy follow.
-    same = {f.name: getattr(run, f.name) for f in dataclasses.fields(RunOptions)}
-    same.update(
+    return dataclasses.replace(
+        run,
         image=image,
         name=run.name or rendered.name,
-        command=rendered.command,
         labels=tuple(all_labels.items()),
         replace=run.replace if replace is None else replace,
     )
-    return RunSpec(**same)

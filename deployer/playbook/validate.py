@@ -21,11 +21,11 @@ from deployer.playbook.model import (
     BuildSpec,
     ImageSpec,
     Playbook,
-    RunOptions,
     ShipSpec,
     line_for,
 )
 from deployer.playbook.yamlsrc import Source, join, line_of, scalar
+from deployer.runs.spec import RunSpec
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{1,127}$")
 VAR_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -173,9 +173,9 @@ def build_playbook(root: yaml.Node | None, source: Source) -> Playbook:
         v.fail(root, "image", "missing: give image.build (build locally) or image.ref (an existing image)")
     image = _image(v, top["image"], source, vars_, name)
     ship = _ship(v, top.get("ship"), vars_)
-    run = _run(v, top["run"]) if "run" in top and not _is_null(top["run"]) else None
+    run, command_line = _run(v, top["run"]) if "run" in top and not _is_null(top["run"]) else (None, None)
     return Playbook(file=source.file, name=name, hosts=hosts, image=image, ship=ship, run=run,
-                    vars=vars_, lines=dict(v.lines), base_dir=os.path.dirname(os.path.abspath(source.file)))
+                    command_line=command_line, vars=vars_, lines=dict(v.lines), base_dir=os.path.dirname(os.path.abspath(source.file)))
 
 
 def _vars(v: Validator, node: yaml.Node | None) -> dict[str, Any]:
@@ -270,13 +270,18 @@ def _ship(v: Validator, node: yaml.Node | None, vars_: dict[str, Any]) -> ShipSp
     return ShipSpec(via=via, registry=registry, level=level)
 
 
-def _run(v: Validator, node: yaml.Node) -> RunOptions:
+def _run(v: Validator, node: yaml.Node) -> tuple[RunSpec, str | None]:
+    """The `run:` section (image left empty), and run.command when it is one string (split per host)."""
     nodes = v.mapping(node, "run", RUN_KEYS)
-    command: str | tuple[str, ...] | None = None
+    command: tuple[str, ...] = ()
+    line = None
     if "command" in nodes and not _is_null(nodes["command"]):
         cnode = nodes["command"]
-        command = v.string_list(cnode, "run.command") if isinstance(cnode, yaml.SequenceNode) else v.string(cnode, "run.command")
-    opts = RunOptions(
+        if isinstance(cnode, yaml.SequenceNode):
+            command = v.string_list(cnode, "run.command")
+        else:
+            line = v.string(cnode, "run.command")
+    opts = RunSpec(
         command=command,
         gpus=v.optional_string(nodes, "gpus", "run", numbers=True),
         volumes=v.string_list(nodes["volumes"], "run.volumes") if "volumes" in nodes and not _is_null(nodes["volumes"]) else (),
@@ -295,4 +300,4 @@ def _run(v: Validator, node: yaml.Node) -> RunOptions:
     # Values without templates are checked now; templated ones when rendered for each host.
     for path, message, hint in checks.run_problems(opts, only_static=True):
         raise PlaybookError(message, file=v.source.file, line=line_for(v.lines, path), key_path=path, hint=hint)
-    return opts
+    return opts, line

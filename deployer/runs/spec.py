@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime, timezone
+from typing import Any
 
 from deployer.errors import SpecError
 from deployer.runs.gpus import GpuRequest, parse_gpus
@@ -23,10 +24,15 @@ _IPC_RE = re.compile(r"^(none|private|shareable|host|container:.+)$")
 
 @dataclass(frozen=True)
 class RunSpec:
-    """One container to start on each selected host; the shape `deploy run` and playbooks share."""
+    """One container to start on each selected host: the one model of the `deploy run` flags and of
+    a playbook's `run:` keys (its fields after `image`, in that order). A new run option is a field here.
 
-    image: str
-    name: str | None = None
+    In a playbook's `run:` section the image is empty (it comes from `image:`) and the strings may
+    still hold {{ templates }} until rendered for a host.
+    """
+
+    image: str = ""
+    command: tuple[str, ...] = ()  # empty: the image's default CMD
     gpus: str | None = None
     volumes: tuple[str, ...] = ()  # "SRC:DST[:ro|rw]"
     env: tuple[tuple[str, str], ...] = ()
@@ -36,10 +42,27 @@ class RunSpec:
     memory: str | None = None
     restart: str | None = None
     workdir: str | None = None
-    command: tuple[str, ...] = ()
+    name: str | None = None
     labels: tuple[tuple[str, str], ...] = ()
     mkdirs: bool = False
     replace: bool = False
+
+
+OPTION_KEYS = tuple(f.name for f in fields(RunSpec) if f.name != "image")  # a playbook's `run:` keys
+
+
+def from_flags(image: str, *, env: Iterable[str] = (), labels: Iterable[str] = (),
+               environ: Mapping[str, str] | None = None, **options: Any) -> RunSpec:
+    """The RunSpec of `deploy run`'s flags: -e K[=V] and --label K=V parsed, the rest as given; validated."""
+    pairs = []
+    for item in labels:
+        key, sep, val = item.partition("=")
+        if not key or not sep:
+            raise SpecError(f"--label {item!r}: expected KEY=VALUE")
+        pairs.append((key, val))
+    spec = RunSpec(image=image, env=tuple(parse_env(e, environ) for e in env), labels=tuple(pairs), **options)
+    validate(spec)  # bad flags fail before the inventory or any host is touched
+    return spec
 
 
 @dataclass(frozen=True)

@@ -1,17 +1,20 @@
 """RunSpec validation and the -v / -e / --env-file / name parsers."""
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime, timezone
 
 import pytest
 
 from deployer.errors import SpecError
 from deployer.runs.spec import (
+    OPTION_KEYS,
     RunSpec,
     Volume,
     check_name,
     default_name,
     env_file_text,
+    from_flags,
     merge_env,
     parse_env,
     parse_env_file,
@@ -143,3 +146,24 @@ def test_validate_accepts_docker_sizes_and_policies() -> None:
         validate(RunSpec("img", restart=policy))
     for ipc in ("host", "private", "container:other"):
         validate(RunSpec("img", ipc=ipc))
+
+
+def test_one_model_for_run_flags_and_playbook_keys() -> None:
+    """A run option is a RunSpec field: `deploy run` has a flag for it and a playbook a `run:` key."""
+    from deployer.cli.runs import run_cmd
+    from deployer.playbook.model import RUN_KEYS
+
+    assert RUN_KEYS == OPTION_KEYS == tuple(f.name for f in dataclasses.fields(RunSpec))[1:]
+    flags = {p.name for p in run_cmd.params}
+    assert set(OPTION_KEYS) <= flags, set(OPTION_KEYS) - flags
+
+
+def test_from_flags_parses_env_and_labels_then_validates() -> None:
+    spec = from_flags("img", env=("A=1", "HOME"), labels=("team=ml",), environ={"HOME": "/root"},
+                      volumes=("/d:/d:ro",), command=("python", "x.py"))
+    assert spec == RunSpec("img", env=(("A", "1"), ("HOME", "/root")), labels=(("team", "ml"),),
+                           volumes=("/d:/d:ro",), command=("python", "x.py"))
+    with pytest.raises(SpecError, match="expected KEY=VALUE"):
+        from_flags("img", labels=("team",))
+    with pytest.raises(SpecError, match="relative"):
+        from_flags("img", volumes=("rel/p:/d",))
