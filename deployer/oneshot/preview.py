@@ -1,4 +1,4 @@
-"""`deploy ship -p --dry-run`: per host, the ship plan and the exact `docker run`; builds and changes nothing.
+"""`deploy ship -p --dry-run`: per host, the ship plan and the start steps runs.start executes; changes nothing.
 
 A playbook that builds is planned with the image a build at this revision would be tagged as,
 when it exists locally, else with the repo's :latest (the last build) and a note saying so.
@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any
 
 from deployer.errors import DeployError
@@ -16,15 +15,12 @@ from deployer.inventory.host import Host
 from deployer.oneshot import image as images
 from deployer.oneshot.pipeline import Prepared
 from deployer.oneshot.report import error_text
-from deployer.runs.preflight import Ready
-from deployer.runs.spec import RunSpec
-from deployer.runs.start import env_path_for, labels_for, prepare
+from deployer.runs.start import planned_steps
+from deployer.runs.steps import Step
 from deployer.ship.plan import ShipPlan
 from deployer.ship.refs import registry_ref
 from deployer.ship.render import describe, plan_commands, plan_json
 from deployer.transport.session import remote_command
-
-Step = tuple[tuple[str, ...], str | None]  # (argv, when it runs if not always)
 
 
 @dataclass(frozen=True)
@@ -82,29 +78,6 @@ def _retarget(plan: ShipPlan, ref: str, host: Host) -> ShipPlan:
                                registry_ref=registry_ref(str(host.registry), ref) if plan.registry_ref else None)
 
 
-def run_steps(host: Host, spec: RunSpec, image_id: str | None, *, now: datetime | None = None) -> list[Step]:
-    """The remote commands starting spec runs on host, in order, with the condition of optional ones (pure)."""
-    from deployer.commands import run as cmd
-
-    p = prepare([host], spec)[host.name]
-    ready = Ready(host, image_id or "<image id after the build>")
-    labels = labels_for(spec, name=p.name, ready=ready, now=now or datetime.now(timezone.utc))
-    env_path = env_path_for(host, p.name, "<random>") if p.env else None
-    steps: list[Step] = [((*host.docker, "image", "inspect", "--", spec.image), "preflight (read only)")]
-    if spec.replace:
-        steps.append((cmd.rm_argv(host.docker, p.name, force=True), f"only if a deployer container {p.name} exists"))
-    binds = tuple(v.source for v in p.volumes if v.bind)
-    if spec.mkdirs and binds:
-        steps.append((cmd.mkdirs_argv(binds), "only the volume sources that are missing"))
-    if env_path:
-        steps.append((cmd.write_file_argv(env_path), f"env values ({', '.join(k for k, _ in p.env)}) on stdin"))
-    steps.append((cmd.run_argv(host.docker, spec, name=p.name, labels=labels, volumes=p.volumes,
-                               env_file=env_path), None))
-    if env_path:
-        steps.append((cmd.remove_file_argv(env_path), None))
-    return steps
-
-
 def host_lines(prepared: Prepared, view: Preview, host: Host, plan: Outcome[ShipPlan] | None) -> list[str]:
     """A host's dry-run text: route, layers and bytes, the ship commands, then the run commands."""
     lines = []
@@ -121,8 +94,8 @@ def host_lines(prepared: Prepared, view: Preview, host: Host, plan: Outcome[Ship
     spec = prepared.specs(view.ref, view.git_rev, [host.name])[host.name]
     lines.append(f"{host.name}: run {spec.name}")
     image_id = plan.value.image_id if plan is not None and plan.value is not None else None
-    for argv, when in run_steps(host, spec, image_id):
-        lines.append("  $ " + remote_command(argv) + (f"    # {when}" if when else ""))
+    lines += ["  $ " + remote_command(step.argv) + (f"    # {step.note}" if step.note else "")
+              for step in planned_steps(host, spec, image_id)]
     return lines
 
 
@@ -138,9 +111,12 @@ def host_json(prepared: Prepared, view: Preview, host: Host, plan: Outcome[ShipP
     if prepared.runs:
         spec = prepared.specs(view.ref, view.git_rev, [host.name])[host.name]
         image_id = plan.value.image_id if plan is not None and plan.value is not None else None
-        rec["run"] = {"name": spec.name, "commands": [
-            {"command": remote_command(argv), "when": when} for argv, when in run_steps(host, spec, image_id)]}
+        rec["run"] = {"name": spec.name, "commands": [_step_json(step) for step in planned_steps(host, spec, image_id)]}
     return rec
+
+
+def _step_json(step: Step) -> dict[str, Any]:
+    return {"command": remote_command(step.argv), "when": step.note, "label": step.label}
 
 
 def _ship_host(prepared: Prepared, host: Host) -> Host:

@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from deployer import history
 from deployer.commands import run as cmd
@@ -24,6 +24,7 @@ from deployer.inventory.host import Host
 from deployer.runs import spec as specs
 from deployer.runs.gpus import GpuRequest
 from deployer.runs.preflight import Ready, preflight
+from deployer.runs.steps import Step, launch_steps
 from deployer.transport.retry import connect_retrying
 from deployer.transport.session import Session
 
@@ -41,6 +42,13 @@ class Started:
     command: str  # the docker argv, shell-quoted; holds no env values
     gpus: str | None = None
     exit_code: int | None = None  # set with attach: the container's exit code
+
+
+def to_json(outcomes: list[Outcome[Started]]) -> list[dict[str, Any]]:
+    """`deploy run --json`: per host, ok and error, then what was started there."""
+    return [{"host": o.host.name, "ok": o.ok, "error": str(o.error) if o.error else None,
+             **({k: v for k, v in o.value.__dict__.items() if k != "host"} if o.value else {})}
+            for o in outcomes]
 
 
 def labels_for(spec: specs.RunSpec, *, name: str, ready: Ready, now: datetime) -> list[tuple[str, str]]:
@@ -147,8 +155,8 @@ def start(hosts: list[Host], spec: Specs, *, parallel: int = 8, attach: bool = F
             ready = next(o.value for o in checked if o.host.name == host.name)
             assert ready is not None
             p = prepared[host.name]
-            return _launch(sessions[host.name], ready, p.spec, name=p.name, env=p.env, volumes=p.volumes,
-                           labels=labels_for(p.spec, name=p.name, ready=ready, now=now), say=say)
+            return _launch(sessions[host.name], ready, p, labels=labels_for(p.spec, name=p.name, ready=ready, now=now),
+                           say=say)
 
         started = for_each_host(hosts, launch, parallel)
         if attach and started[0].ok and started[0].value is not None:
@@ -162,65 +170,59 @@ def start(hosts: list[Host], spec: Specs, *, parallel: int = 8, attach: bool = F
             session.close()
 
 
-def env_path_for(host: Host, name: str, token: str) -> str:
-    """Where the container's env file lives on the host while `docker run` reads it."""
-    return f"{host.staging_dir.rstrip('/')}/run-env.{name}.{token}"
+def planned_steps(host: Host, spec: specs.RunSpec, image_id: str | None, *,
+                  now: datetime | None = None) -> list[Step]:
+    """What starting spec on host runs, as a dry run shows it: preflight's image check, then the
+    launch steps with the ones preflight decides on marked by their condition (pure)."""
+    p = prepare([host], spec)[host.name]
+    ready = Ready(host, image_id or "<image id after the build>")
+    labels = labels_for(spec, name=p.name, ready=ready, now=now or datetime.now(timezone.utc))
+    check = Step("preflight", cmd.image_inspect_argv(host.docker, spec.image), "preflight (read only)")
+    return [check, *launch_steps(host, spec, name=p.name, volumes=p.volumes, env=p.env, labels=labels,
+                                 token="<random>")]
 
 
-def launch_commands(host: Host, spec: specs.RunSpec, *, name: str, volumes: tuple[specs.Volume, ...],
-                    labels: list[tuple[str, str]], env_path: str | None, replace: bool = False,
-                    mkdirs: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
-    """The remote commands a start runs, in order (pure; the env file's contents travel on stdin)."""
-    out: list[tuple[str, ...]] = []
-    if replace:
-        out.append(cmd.rm_argv(host.docker, name, force=True))
-    if mkdirs:
-        out.append(cmd.mkdirs_argv(mkdirs))
-    if env_path:
-        out.append(cmd.write_file_argv(env_path))
-    out.append(cmd.run_argv(host.docker, spec, name=name, labels=labels, volumes=volumes, env_file=env_path))
-    if env_path:
-        out.append(cmd.remove_file_argv(env_path))
-    return out
-
-
-def _launch(session: Session, ready: Ready, spec: specs.RunSpec, *, name: str, env: list[tuple[str, str]],
-            volumes: tuple[specs.Volume, ...], labels: list[tuple[str, str]], say: Reporter) -> Started:
-    host = ready.host
-    if ready.existing is not None:
-        say(host.name, f"replacing {name} ({ready.existing.state})")
-        session.run(cmd.rm_argv(host.docker, name, force=True))
-    if ready.missing_dirs:
-        session.run(cmd.mkdirs_argv(ready.missing_dirs))
-    env_path = None
-    if env:
-        # Values go through stdin into a 0600 file: never on a command line, in ps, or in logs.
-        env_path = env_path_for(host, name, secrets.token_hex(4))
-        session.run(cmd.write_file_argv(env_path), input=specs.env_file_text(env).encode())
-    argv = cmd.run_argv(host.docker, spec, name=name, labels=labels, volumes=volumes, env_file=env_path)
+def _launch(session: Session, ready: Ready, p: Prepared, *, labels: list[tuple[str, str]], say: Reporter) -> Started:
+    host, spec, name = ready.host, p.spec, p.name
+    steps = launch_steps(host, spec, name=name, volumes=p.volumes, env=p.env, labels=labels,
+                         token=secrets.token_hex(4), replacing=ready.existing is not None,
+                         missing_dirs=ready.missing_dirs)
+    argv = steps.run.argv
     tags = dict(labels)
 
     def rec(result: str, **extra: object) -> dict:
         return history.record("run", image=spec.image, image_id=ready.image_id, command=shlex.join(argv),
-                              result=result, name=name, gpus=spec.gpus, env_keys=[k for k, _ in env] or None,
+                              result=result, name=name, gpus=spec.gpus, env_keys=[k for k, _ in p.env] or None,
                               playbook=tags.get("deployer.playbook"), git_rev=tags.get("deployer.git_rev"),
                               **extra)
 
-    say(host.name, f"starting {name}")
+    if ready.existing is not None:
+        say(host.name, f"replacing {name} ({ready.existing.state})")
     try:
-        res = session.run(argv)
-    except CommandError as exc:
-        # A failed start (bad command, mount error) leaves a "created" container holding the
-        # name; it is ours (the name was free or replaced), so clear it for the next attempt.
-        session.run(cmd.rm_argv(host.docker, name, force=True), check=False)
-        _record(session, host, rec(f"failed: exit {exc.result.exited}"))
-        raise CommandError(host.name, exc.result, what=f"docker could not start {name}") from exc
+        for step in steps.before:
+            _run_step(session, host, step)
+        say(host.name, f"starting {name}")
+        try:
+            res = session.run(argv)
+        except CommandError as exc:
+            # A failed start (bad command, mount error) leaves a "created" container holding the
+            # name; it is ours (the name was free or replaced), so clear it for the next attempt.
+            session.run(steps.on_failure.argv, check=False)
+            _record(session, host, rec(f"failed: exit {exc.result.exited}"))
+            raise CommandError(host.name, exc.result, what=f"docker could not start {name}") from exc
     finally:
-        if env_path:
-            session.run(cmd.remove_file_argv(env_path), check=False)
+        for step in steps.cleanup:
+            session.run(step.argv, check=False)
     container_id = res.stdout.strip().splitlines()[-1] if res.stdout.strip() else ""
     _record(session, host, rec("ok", container=container_id[:12]))
     return Started(host.name, name, container_id, ready.image_id, shlex.join(argv), spec.gpus)
+
+
+def _run_step(session: Session, host: Host, step: Step) -> None:
+    try:
+        session.run(step.argv, input=step.stdin)
+    except CommandError as exc:
+        raise CommandError(host.name, exc.result, what=f"cannot {step.label}") from exc
 
 
 def _record(session: Session, host: Host, rec: dict) -> None:

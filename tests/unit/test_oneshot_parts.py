@@ -12,12 +12,11 @@ from deployer.inventory.host import Host
 from deployer.local.build import GitRevision
 from deployer.oneshot import OneShotOptions, prepare
 from deployer.oneshot.image import build_candidates, choose
-from deployer.oneshot.preview import run_steps
 from deployer.oneshot.report import HostReport, row
 from deployer.playbook import loads
 from deployer.playbook.model import BuildSpec, Playbook
 from deployer.runs.spec import RunSpec
-from deployer.runs.start import Started
+from deployer.runs.start import Started, planned_steps
 from deployer.runs.start import prepare as prepare_specs
 from deployer.ship.model import ShipResult
 from deployer.transport.session import remote_command
@@ -122,8 +121,8 @@ def test_run_steps_are_the_exact_start_commands() -> None:
                    command=("/bin/sh", "/app/job.sh"), labels=(("deployer.playbook", "job"),), mkdirs=True,
                    replace=True)
     now = datetime(2026, 11, 29, 12, 0, 0, tzinfo=timezone.utc)
-    steps = run_steps(h, spec, "sha256:" + "b" * 64, now=now)
-    lines = [(remote_command(argv), when) for argv, when in steps]
+    steps = planned_steps(h, spec, "sha256:" + "b" * 64, now=now)
+    lines = [(remote_command(step.argv), step.note) for step in steps]
     env = "/st/gpu01/run-env.job.<random>"
     assert lines[0] == ("docker image inspect -- job:abc", "preflight (read only)")
     assert lines[1] == ("docker rm --force -- job", "only if a deployer container job exists")
@@ -134,7 +133,10 @@ def test_run_steps_are_the_exact_start_commands() -> None:
     assert "--label deployer.started_at=2026-11-29T12:00:00Z" in run and f"deployer.image_id=sha256:{'b' * 64}" in run
     assert run.endswith(f"--gpus all --volume /srv/gpu01/a:/out --env-file '{env}' job:abc /bin/sh /app/job.sh")
     assert "secret-value" not in run  # env values never on the command line
-    assert lines[5] == (f"rm -f -- '{env}'", None)
+    assert lines[5] == ("docker rm --force -- job", "only if docker run fails")
+    assert lines[6] == (f"rm -f -- '{env}'", None)
+    assert len(lines) == 7 and all(step.label for step in steps)
+    assert "secret-value" not in repr(steps)  # the env file's contents travel as stdin, never shown
 
 
 def test_report_merges_ship_and_run() -> None:
