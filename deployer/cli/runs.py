@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from deployer.cli import output
-from deployer.cli.app import cli
+from deployer.cli.app import cli, finish
 from deployer.cli.context import AppContext
 from deployer.cli.inventory import host_pattern_option
 from deployer.errors import SpecError, UsageError
@@ -31,14 +31,10 @@ def _one_host(pattern: str) -> Any:
     return hosts[0]
 
 
-def _report(outcomes: list[Outcome[Any]], ok: Any) -> int:
-    """Per-host lines on stderr; the exit code (1 if any host failed)."""
+def _lines(outcomes: list[Outcome[Any]], ok: Any) -> None:
+    """One line per host on stderr: the error, or what ok(outcome) says was done."""
     for o in outcomes:
-        if o.error is not None:
-            output.info(f"error: {o.error}")
-        else:
-            output.info(ok(o))
-    return 1 if any(not o.ok for o in outcomes) else 0
+        output.info(f"error: {o.error}" if o.error is not None else ok(o))
 
 
 @cli.command("run", context_settings=_SETTINGS, epilog="""\b
@@ -74,39 +70,23 @@ the container through a private file on the host, never a command line.""")
 @click.option("--timeout", default=10.0, show_default=True, help="SSH connect timeout, seconds.")
 @click.option("--json", "as_json", is_flag=True, help="Print the per-host results as JSON.")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
-def run_cmd(pattern: str, image: str, name: str | None, gpus: str | None, volumes: tuple[str, ...],
-            env: tuple[str, ...], env_file: str | None, shm_size: str | None, ipc: str | None,
-            memory: str | None, restart: str | None, workdir: str | None, labels: tuple[str, ...], mkdirs: bool,
-            replace: bool, detach: bool, parallel: int, timeout: float, as_json: bool, command: tuple[str, ...]) -> None:
+def run_cmd(pattern: str, image: str, detach: bool, parallel: int, timeout: float, as_json: bool,
+            env: tuple[str, ...], labels: tuple[str, ...], **options: Any) -> None:
     """Start a container on every selected host, with GPUs, volumes and environment."""
-    from deployer import runs
-    from deployer.runs.spec import parse_env
+    from deployer.runs import spec, start
 
-    label_pairs = []
-    for item in labels:
-        key, sep, val = item.partition("=")
-        if not key or not sep:
-            raise SpecError(f"--label {item!r}: expected KEY=VALUE")
-        label_pairs.append((key, val))
-    spec = runs.RunSpec(
-        image=image, name=name, gpus=gpus, volumes=volumes, env=tuple(parse_env(e, os.environ) for e in env),
-        env_file=env_file, shm_size=shm_size, ipc=ipc, memory=memory, restart=restart, workdir=workdir,
-        command=command, labels=tuple(label_pairs), mkdirs=mkdirs, replace=replace,
-    )
-    runs.validate(spec)  # bad flags fail before the inventory or any host is touched
+    run_spec = spec.from_flags(image, env=env, labels=labels, environ=os.environ, **options)
     hosts = _ctx().select(pattern)
-    outcomes = runs.start(hosts, spec, parallel=parallel, attach=not detach, timeout=timeout,
-                          reporter=lambda h, m: output.info(f"{h}: {m}"), output=sys.stdout.buffer)
+    outcomes = start.start(hosts, run_spec, parallel=parallel, attach=not detach, timeout=timeout,
+                           reporter=lambda h, m: output.info(f"{h}: {m}"), output=sys.stdout.buffer)
     if as_json:
-        output.emit_json([{"host": o.host.name, "ok": o.ok, "error": str(o.error) if o.error else None,
-                           **({k: v for k, v in o.value.__dict__.items() if k != "host"} if o.value else {})}
-                          for o in outcomes])
-    code = _report(outcomes, lambda o: f"{o.host.name}: started {o.value.name} ({o.value.container_id[:12]})")
-    if not detach and code == 0 and outcomes[0].value is not None:
+        output.emit_json(start.to_json(outcomes))
+    _lines(outcomes, lambda o: f"{o.host.name}: started {o.value.name} ({o.value.container_id[:12]})")
+    finish([o for o in outcomes if not o.ok])
+    if not detach and outcomes[0].value is not None:
         exit_code = outcomes[0].value.exit_code or 0
         output.info(f"{outcomes[0].host.name}: {outcomes[0].value.name} exited with code {exit_code}")
         click.get_current_context().exit(exit_code)
-    click.get_current_context().exit(code)
 
 
 @cli.command("status", context_settings=_SETTINGS, epilog="""\b
@@ -130,18 +110,12 @@ unreachable with the reason; the exit code is then 1.""")
 def status_cmd(name: str | None, pattern: str, show_all: bool, as_json: bool, watch: bool, interval: float,
                timeout: float, parallel: int) -> None:
     """Show what runs where: containers, state, exit codes, OOM kills, GPUs, per host."""
-    from deployer.runs import manage, render, status
+    from deployer.runs import render, status
 
     hosts = _ctx().select(pattern)
 
     def snapshot() -> list[status.HostStatus]:
-        raw = status.gather(hosts, parallel=parallel, timeout=timeout)
-        if name is not None and not any(c.name == name for hs in raw for c in hs.containers) \
-                and all(hs.reachable and not hs.error for hs in raw):
-            names = {c.name for hs in raw for c in hs.containers}
-            raise manage.unknown_name(name, [Outcome(h, value=manage.Acted(h.name, name, False, names=tuple(names)))
-                                             for h in hosts])
-        return status.select(raw, name=name, show_all=show_all)
+        return status.snapshot(hosts, name=name, show_all=show_all, parallel=parallel, timeout=timeout)
 
     def plain(statuses: list[status.HostStatus]) -> None:
         output.table(render.STATUS_COLUMNS, render.status_rows(statuses))
@@ -171,8 +145,7 @@ def status_cmd(name: str | None, pattern: str, show_all: bool, as_json: bool, wa
         output.stdout.print(render.status_renderable(statuses))
     else:
         plain(statuses)
-    if any(not hs.reachable or hs.error for hs in statuses):
-        click.get_current_context().exit(1)
+    finish(status.failed(statuses))
 
 
 @cli.command("logs", context_settings=_SETTINGS, epilog="""\b
@@ -226,8 +199,9 @@ def stop_cmd(name: str, pattern: str, remove: bool, stop_timeout: int | None, pa
 
     outcomes = manage.stop(_ctx().select(pattern), name, timeout_s=stop_timeout, remove=remove, parallel=parallel)
     done = "stopped and removed" if remove else "stopped"
-    click.get_current_context().exit(_report(outcomes, lambda o: f"{o.host.name}: {done} {name}"
-                                             if o.value.found else f"{o.host.name}: no container {name} (skipped)"))
+    _lines(outcomes, lambda o: f"{o.host.name}: {done} {name}" if o.value.found
+           else f"{o.host.name}: no container {name} (skipped)")
+    finish([o for o in outcomes if not o.ok])
 
 
 @cli.command("rm", context_settings=_SETTINGS, epilog="""\b
@@ -243,8 +217,9 @@ def rm_cmd(name: str, pattern: str, force: bool, parallel: int) -> None:
     from deployer.runs import manage
 
     outcomes = manage.rm(_ctx().select(pattern), name, force=force, parallel=parallel)
-    click.get_current_context().exit(_report(outcomes, lambda o: f"{o.host.name}: removed {name}"
-                                             if o.value.found else f"{o.host.name}: no container {name} (skipped)"))
+    _lines(outcomes, lambda o: f"{o.host.name}: removed {name}" if o.value.found
+           else f"{o.host.name}: no container {name} (skipped)")
+    finish([o for o in outcomes if not o.ok])
 
 
 @cli.command("history", context_settings=_SETTINGS, epilog="""\b
@@ -268,4 +243,4 @@ def history_cmd(pattern: str, name: str | None, limit: int, as_json: bool) -> No
         output.table(render.HISTORY_COLUMNS, render.history_rows(records))
     for err in errors.values():
         output.info(f"error: {err}")
-    click.get_current_context().exit(1 if errors else 0)
+    finish(errors)

@@ -85,13 +85,12 @@ class LogCursor:
 
 def _check_exists(session: Session, host: Host, name: str) -> None:
     """UsageError (exit 2, with the names that exist) when there is no such container."""
-    from deployer.fleet import Outcome
-    from deployer.runs.manage import Acted, unknown_name
+    from deployer.runs.manage import unknown_name
 
     res = session.run(cmd.container_inspect_argv(host.docker, name), check=False)
     if not res.ok and "no such" in res.stderr.lower():
         names = tuple(n for n in session.run(cmd.names_argv(host.docker)).stdout.splitlines() if n)
-        raise unknown_name(name, [Outcome(host, value=Acted(host.name, name, False, names=names))])
+        raise unknown_name(name, names, [host.name])
 
 
 def show(host: Host, name: str, write: Callable[[bytes], None], *, follow: bool = False,

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import difflib
 import shlex
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from deployer import history
@@ -26,14 +26,14 @@ class Acted:
     names: tuple[str, ...] = ()  # the deployer containers on the host, for "did you mean"
 
 
-def unknown_name(name: str, outcomes: Sequence[Outcome[Acted]]) -> UsageError:
-    """The exit-2 error for a name no reachable host has, with the closest existing names."""
-    names = sorted({n for o in outcomes if o.value for n in o.value.names})
+def unknown_name(name: str, names: Iterable[str], hosts: Iterable[str]) -> UsageError:
+    """The exit-2 error for a name none of hosts has, with the closest of the names they do have."""
+    names = sorted(set(names))
     close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
     hint = f"did you mean {' or '.join(close)}?" if close else None
-    where = ", ".join(o.host.name for o in outcomes if o.ok)
     listing = ", ".join(names) if names else "none"
-    return UsageError(f"no deployer container named {name!r} on {where} (containers there: {listing})", hint=hint)
+    return UsageError(f"no deployer container named {name!r} on {', '.join(hosts)} (containers there: {listing})",
+                      hint=hint)
 
 
 def _act(host: Host, name: str, timeout: float, fn: Callable[[Session, Host], str], action: str) -> Acted:
@@ -62,7 +62,8 @@ def _record(session: Session, host: Host, rec: dict) -> None:
 def _require_found(name: str, outcomes: list[Outcome[Acted]]) -> list[Outcome[Acted]]:
     # With a host unreachable we cannot say the name is unknown; the per-host errors tell.
     if all(o.ok for o in outcomes) and not any(o.value and o.value.found for o in outcomes):
-        raise unknown_name(name, outcomes)
+        raise unknown_name(name, [n for o in outcomes if o.value for n in o.value.names],
+                           [o.host.name for o in outcomes if o.ok])
     return outcomes
 
 
@@ -97,8 +98,3 @@ def rm(hosts: Sequence[Host], name: str, *, force: bool = False, parallel: int =
 
     return _require_found(name, for_each_host(hosts, lambda h: _act(h, name, timeout, fn, "rm"), parallel))
 
-
-def names_on(host: Host, *, timeout: float = 10.0) -> tuple[str, ...]:
-    """Names of the deployer containers on one host."""
-    with connect_retrying(host, timeout=timeout) as session:
-        return tuple(n for n in session.run(cmd.names_argv(host.docker)).stdout.splitlines() if n)

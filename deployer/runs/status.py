@@ -83,6 +83,23 @@ def select(statuses: Sequence[HostStatus], *, name: str | None = None, show_all:
             for hs in statuses]
 
 
+def snapshot(hosts: Sequence[Host], *, name: str | None = None, show_all: bool = False, parallel: int = 16,
+             timeout: float = 5.0) -> list[HostStatus]:
+    """What `deploy status` shows: every host asked, then filtered. UsageError (exit 2) for a name
+    that no host has, when every host answered (with one unanswered, its error tells instead)."""
+    raw = gather(hosts, parallel=parallel, timeout=timeout)
+    if name is not None and not any(c.name == name for hs in raw for c in hs.containers) and not failed(raw):
+        from deployer.runs.manage import unknown_name
+
+        raise unknown_name(name, [c.name for hs in raw for c in hs.containers], [h.name for h in hosts])
+    return select(raw, name=name, show_all=show_all)
+
+
+def failed(statuses: Sequence[HostStatus]) -> list[str]:
+    """The hosts that could not be asked, or whose docker did not answer."""
+    return [hs.host for hs in statuses if not hs.reachable or hs.error]
+
+
 def assigned_gpus(c: cmd.ContainerStatus, host_gpus: Sequence[Any]) -> list[str] | None:
     """GPU indexes/uuids a container holds, with `all` spelled out when the host's GPUs are known."""
     if c.gpus is None:
