@@ -5,6 +5,7 @@ The I/O half of deployer.commands.facts (which builds the probe and parses its o
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +16,7 @@ from deployer.transport.session import Session
 
 PROBE_TIMEOUT_S = 60.0
 
-__all__ = ["CheckReport", "DockerFacts", "Gpu", "HostFacts", "check_host", "gather"]
+__all__ = ["CheckReport", "DockerFacts", "Gpu", "HostFacts", "check_host", "check_hosts", "gather"]
 
 
 def gather(session: Session, host: Host, *, timeout: float = PROBE_TIMEOUT_S) -> HostFacts:
@@ -109,3 +110,24 @@ def check_host(host: Host, *, timeout: float = 10.0, probe_timeout: float | None
         error = f"docker: {facts.docker_error or 'not available'}"
     return CheckReport(host.name, error is None, error, "ok", "trusted", facts, notes_for(host, facts),
                        time.monotonic() - start)
+
+
+def check_hosts(hosts: Sequence[Host], *, parallel: int = 16, timeout: float = 10.0,
+                on_done: Callable[[CheckReport], None] | None = None) -> list[CheckReport]:
+    """`deploy inventory check`: every host checked in parallel (one report each, in host order), and
+    each report kept in the facts cache that `deploy inventory list` shows."""
+    from deployer import factcache
+    from deployer.fleet import for_each_host
+
+    def work(host: Host) -> CheckReport:
+        report = check_host(host, timeout=timeout)
+        if on_done is not None:
+            on_done(report)
+        return report
+
+    reports = [o.value if o.value is not None  # else a bug inside check_host: still one row per host
+               else CheckReport(o.host.name, False, str(o.error), "failed", "?", None)
+               for o in for_each_host(hosts, work, parallel)]
+    for r in reports:
+        factcache.save(r.name, r.to_cache())
+    return reports

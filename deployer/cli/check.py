@@ -2,19 +2,20 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
-from deployer import factcache
 from deployer.cli import output
+from deployer.cli.app import finish
 from deployer.cli.context import AppContext
 from deployer.cli.inventory import host_option, inventory
-from deployer.errors import DeployError, HostError, HostKeyError, SpecError
-from deployer.facts import CheckReport, check_host
-from deployer.fleet import for_each_host
-from deployer.inventory.host import Host
-from deployer.transport import hostkeys, trust
-from deployer.transport.config import load_ssh_config, resolve
+from deployer.errors import HostError, SpecError
+from deployer.facts import CheckReport, check_hosts
+from deployer.sizes import human_bytes
+
+if TYPE_CHECKING:
+    from deployer.transport.trust import Decision
 
 
 def _ctx() -> AppContext:
@@ -22,13 +23,7 @@ def _ctx() -> AppContext:
 
 
 def _size(n: int | None) -> str:
-    if n is None:
-        return "?"
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024  # type: ignore[assignment]
-    return str(n)
+    return "?" if n is None else human_bytes(n, binary=True)
 
 
 def _row(r: CheckReport) -> list[str]:
@@ -49,27 +44,14 @@ def _row(r: CheckReport) -> list[str]:
     ]
 
 
-def _run_checks(hosts: list[Host], parallel: int, timeout: float) -> list[CheckReport]:
-    def work(h: Host) -> CheckReport:
-        report = check_host(h, timeout=timeout)
-        if not output.is_tty():
-            output.info(f"{h.name}: {'ok' if report.ok else 'FAILED'} ({report.seconds:.1f}s)")
-        return report
-
-    label = f"checking {len(hosts)} host{'s' if len(hosts) != 1 else ''}"
+def _checks(pattern: str, parallel: int, timeout: float) -> list[CheckReport]:
+    hosts = _ctx().select(pattern)
     if output.is_tty():
-        with output.stderr.status(label + " ..."):
-            outcomes = for_each_host(hosts, work, parallel)
-    else:
-        output.info(label)
-        outcomes = for_each_host(hosts, work, parallel)
-    reports = []
-    for o in outcomes:
-        if o.value is not None:
-            reports.append(o.value)
-        else:  # a bug inside check_host: still one row per host
-            reports.append(CheckReport(o.host.name, False, str(o.error), "failed", "?", None))
-    return reports
+        with output.stderr.status(f"checking {len(hosts)} host{'s' if len(hosts) != 1 else ''} ..."):
+            return check_hosts(hosts, parallel=parallel, timeout=timeout)
+    output.info(f"checking {len(hosts)} host{'s' if len(hosts) != 1 else ''}")
+    return check_hosts(hosts, parallel=parallel, timeout=timeout,
+                       on_done=lambda r: output.info(f"{r.name}: {'ok' if r.ok else 'FAILED'} ({r.seconds:.1f}s)"))
 
 
 @inventory.command("check")
@@ -95,10 +77,7 @@ def check_cmd(pattern_arg: str | None, pattern: str, as_json: bool, parallel: in
       deploy inventory check gpus --json       # machine-readable
       deploy inventory check -H 'gpu*' --timeout 3 --parallel 32
     """
-    hosts = _ctx().select(pattern_arg or pattern)
-    reports = _run_checks(hosts, parallel, timeout)
-    for r in reports:
-        factcache.save(r.name, r.to_cache())
+    reports = _checks(pattern_arg or pattern, parallel, timeout)
     if as_json:
         output.emit_json([r.to_json() for r in reports])
     else:
@@ -110,52 +89,19 @@ def check_cmd(pattern_arg: str | None, pattern: str, as_json: bool, parallel: in
             for note in r.notes:
                 output.warn(f"{r.name}: {note}")
     failed = [r.name for r in reports if not r.ok]
-    if failed:
-        if not as_json:
-            output.info(f"{len(failed)} of {len(reports)} hosts failed: {', '.join(failed)}")
-        click.get_current_context().exit(1)
+    if failed and not as_json:
+        output.info(f"{len(failed)} of {len(reports)} hosts failed: {', '.join(failed)}")
+    finish(failed)
 
 
-def _confirm(question: str, yes: bool) -> bool:
+def _confirm(decision: Decision, yes: bool) -> bool:
+    """Show what trusting the key means; ask (unless --yes) on a terminal only."""
+    (output.warn if decision.warning else output.info)(decision.message)
     if yes:
         return True
     if not sys.stdin.isatty():
         raise SpecError("not confirming on a non-interactive stdin; verify the fingerprint, then re-run with --yes")
-    return click.confirm(question, default=False, err=True)
-
-
-def _trust_one(host: Host, *, yes: bool, replace: bool, hashed: bool | None, timeout: float) -> bool:
-    """Trust every hop to the host (jumps first). False when the user declined."""
-    target = resolve(host, load_ssh_config())
-    for spec in trust.hops(target):
-        o = trust.offer(host, spec=spec, timeout=timeout)
-        what = host.name if spec is target else f"jump host {spec.name or spec.address}"
-        label = f"{what} ({spec.address}:{spec.port})"
-        state = o.status.state
-        if state == "trusted":
-            output.info(f"{label}: already trusted: {hostkeys.describe(o.key)}")
-            continue
-        if state == "revoked":
-            raise HostKeyError(host.name, f"{label} offers a key REVOKED in {spec.known_hosts}: {hostkeys.describe(o.key)}")
-        if state == "changed":
-            old = "\n".join(f"    recorded: {hostkeys.describe(e.key)}  ({spec.known_hosts}:{e.lineno})"
-                            for e in o.status.expected)
-            msg = (f"WARNING: HOST KEY OF {label} HAS CHANGED. This can be a man-in-the-middle attack, "
-                   f"or the host was reinstalled.\n{old}\n    offered:  {hostkeys.describe(o.key)}")
-            if not replace:
-                raise HostKeyError(host.name, msg + f"\n  {spec.known_hosts} was not modified.",
-                                   hint="verify the offered fingerprint on the host's console "
-                                        "(ssh-keygen -lf /etc/ssh/ssh_host_*_key.pub), then add --replace")
-            output.warn(msg)
-            if not _confirm(f"Replace the recorded key of {label} in {spec.known_hosts}?", yes):
-                return False
-        else:
-            output.info(f"{label} offers {hostkeys.describe(o.key)}")
-            if not _confirm(f"Trust it and record it in {spec.known_hosts}?", yes):
-                return False
-        trust.record(o, hashed=hashed, replace=state == "changed")
-        output.info(f"{label}: recorded {o.key.get_name()} key as {', '.join(o.names)} in {spec.known_hosts}")
-    return True
+    return click.confirm(decision.question or "Record it?", default=False, err=True)
 
 
 @inventory.command("trust")
@@ -180,20 +126,20 @@ def trust_cmd(host_pattern: str, yes: bool, replace: bool, hashed: bool | None, 
       deploy inventory trust gpu01 --yes            # scripted, fingerprint checked elsewhere
       deploy inventory trust gpu01 --replace        # after a verified reinstall
     """
+    from deployer.transport.trust import trust_host
+
     hosts = _ctx().select(host_pattern)
     declined, failed = [], []
     for host in hosts:
         try:
-            if not _trust_one(host, yes=yes, replace=replace, hashed=hashed, timeout=timeout):
+            if not trust_host(host, replace=replace, hashed=hashed, timeout=timeout, say=output.info,
+                              confirm=lambda d: _confirm(d, yes)):
                 declined.append(host.name)
         except HostError as exc:
             if len(hosts) == 1:
                 raise
             output.info(f"error: {exc}")
             failed.append(host.name)
-        except DeployError:
-            raise
     if declined:
         output.info(f"not trusted: {', '.join(declined)}")
-    if declined or failed:
-        click.get_current_context().exit(1)
+    finish(declined + failed)

@@ -1,11 +1,12 @@
 """Fetch a host's SSH key without logging in, and decide what `deploy inventory trust` may do with it."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import paramiko
 
-from deployer.errors import ConnectError
+from deployer.errors import ConnectError, HostKeyError
 from deployer.inventory.host import Host
 from deployer.transport import hostkeys
 from deployer.transport.config import ConnectSpec, load_ssh_config, resolve
@@ -75,3 +76,60 @@ def record(o: Offer, *, hashed: bool | None = None, replace: bool = False) -> No
     if hashed is None:
         hashed = hostkeys.file_is_hashed(o.spec.known_hosts)
     hostkeys.record(o.spec.known_hosts, o.names, o.key, hashed=hashed, replace=replace)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What `deploy inventory trust` does with one offered key: record it, after asking, or nothing."""
+
+    offer: Offer
+    label: str  # "gpu01 (10.0.0.5:22)", "jump host bastion (10.0.0.1:22)"
+    message: str  # shown before the question
+    question: str | None = None  # None: already trusted, nothing to record
+    warning: bool = False  # a changed key: the message is a loud warning
+
+    @property
+    def replace(self) -> bool:
+        return self.offer.status.state == "changed"
+
+
+def decide(o: Offer, label: str, *, replace: bool) -> Decision:
+    """The decision for one offered key (pure). HostKeyError for a revoked key, and for a changed
+    one unless replace: a changed key is never replaced silently."""
+    state, where = o.status.state, o.spec.known_hosts
+    if state == "trusted":
+        return Decision(o, label, f"{label}: already trusted: {hostkeys.describe(o.key)}")
+    if state == "revoked":
+        raise HostKeyError(o.host, f"{label} offers a key REVOKED in {where}: {hostkeys.describe(o.key)}",
+                           state="revoked")
+    if state == "changed":
+        old = "\n".join(f"    recorded: {hostkeys.describe(e.key)}  ({where}:{e.lineno})" for e in o.status.expected)
+        msg = (f"WARNING: HOST KEY OF {label} HAS CHANGED. This can be a man-in-the-middle attack, "
+               f"or the host was reinstalled.\n{old}\n    offered:  {hostkeys.describe(o.key)}")
+        if not replace:
+            raise HostKeyError(o.host, msg + f"\n  {where} was not modified.", state="changed",
+                               hint="verify the offered fingerprint on the host's console "
+                                    "(ssh-keygen -lf /etc/ssh/ssh_host_*_key.pub), then add --replace")
+        return Decision(o, label, msg, f"Replace the recorded key of {label} in {where}?", warning=True)
+    return Decision(o, label, f"{label} offers {hostkeys.describe(o.key)}", f"Trust it and record it in {where}?")
+
+
+def trust_host(host: Host, *, replace: bool, hashed: bool | None, timeout: float,
+               confirm: Callable[[Decision], bool], say: Callable[[str], None]) -> bool:
+    """Trust every hop to host, outermost jump first (the next key is fetched through it).
+
+    confirm(decision) shows the decision and asks its question; False when the user declined.
+    """
+    target = resolve(host, load_ssh_config())
+    for spec in hops(target):
+        what = host.name if spec is target else f"jump host {spec.name or spec.address}"
+        o = offer(host, spec=spec, timeout=timeout)
+        decision = decide(o, f"{what} ({spec.address}:{spec.port})", replace=replace)
+        if decision.question is None:
+            say(decision.message)
+            continue
+        if not confirm(decision):
+            return False
+        record(o, hashed=hashed, replace=decision.replace)
+        say(f"{decision.label}: recorded {o.key.get_name()} key as {', '.join(o.names)} in {spec.known_hosts}")
+    return True

@@ -174,3 +174,32 @@ def test_record_replace_drops_only_that_hosts_old_keys(tmp_path: Path, keys) -> 
 def test_read_missing_file_is_empty(tmp_path: Path) -> None:
     assert hostkeys.read(str(tmp_path / "nope")) == []
     assert hostkeys.file_is_hashed(str(tmp_path / "nope")) is False
+
+
+def test_trust_decision_per_key_state(keys) -> None:
+    """What `deploy inventory trust` does with an offered key: nothing, ask, or refuse (pure)."""
+    from deployer.transport.config import ConnectSpec
+    from deployer.transport.trust import Offer, decide
+
+    a, b = keys
+    spec = ConnectSpec("10.0.0.1", name="gpu01", known_hosts="/kh")
+
+    def offered(state: str, *expected: hostkeys.KnownKey) -> Offer:
+        return Offer("gpu01", spec, a, hostkeys.KeyStatus(state, expected))
+
+    label = "gpu01 (10.0.0.1:22)"
+    trusted = decide(offered("trusted"), label, replace=False)
+    assert trusted.question is None and trusted.message.startswith(f"{label}: already trusted: ")
+    new = decide(offered("unknown"), label, replace=False)
+    assert new.question == "Trust it and record it in /kh?" and not new.replace and not new.warning
+    with pytest.raises(HostKeyError, match="REVOKED") as revoked:
+        decide(offered("revoked"), label, replace=True)
+    assert revoked.value.state == "revoked"
+    old = entry(line("gpu01", b), 3)
+    with pytest.raises(HostKeyError, match="HAS CHANGED") as changed:
+        decide(offered("changed", old), label, replace=False)
+    assert changed.value.state == "changed" and "/kh was not modified" in str(changed.value)
+    assert changed.value.hint and "--replace" in changed.value.hint
+    replacing = decide(offered("changed", old), label, replace=True)
+    assert replacing.replace and replacing.warning and "(/kh:3)" in replacing.message
+    assert replacing.question == f"Replace the recorded key of {label} in /kh?"
