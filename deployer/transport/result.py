@@ -36,7 +36,9 @@ class Result:
 
     def stderr_tail(self, lines: int = 5) -> str:
         tail = [ln for ln in self.stderr.strip().splitlines() if ln.strip()][-lines:]
-        return "\n          ".join(ln if len(ln) <= LINE_MAX else ln[: LINE_MAX - 1] + "…" for ln in tail)
+        # a long line keeps its start and its end: Docker puts the cause last ("...: no basic auth credentials")
+        return "\n          ".join(ln if len(ln) <= LINE_MAX else ln[: LINE_MAX // 2 - 1] + "…" + ln[-(LINE_MAX // 2):]
+                                  for ln in tail)
 
     @classmethod
     def of(cls, argv: Sequence[str], exited: int, stdout: str = "", stderr: str = "", host: str = "") -> Result:

@@ -22,6 +22,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO, Testbed, _deploy_argv
+from tests.integration.image_support import config_digest_of
 
 BASE = "deployer-testbed/busybox:latest"
 PLAYBOOK = """\
@@ -152,6 +153,7 @@ def test_builds_ships_and_runs_on_two_hosts_by_two_routes(testbed: Testbed, proj
                                                           first_ship: dict[str, dict[str, Any]]) -> None:
     ref = f"{project.name}:{project.rev}"
     local_id = testbed.docker("ws").images.get(ref).id
+    config = config_digest_of(testbed.docker("ws"), ref)
     gpu01, air = first_ship["gpu01"], first_ship["airgap01"]
     assert gpu01["via"] == "registry" and air["via"] == "tarball"
     for host, rec in first_ship.items():
@@ -159,7 +161,7 @@ def test_builds_ships_and_runs_on_two_hosts_by_two_routes(testbed: Testbed, proj
         assert rec["image"] == ref and rec["git_rev"] == project.rev and rec["playbook"] == project.name
         assert rec["state"] == "started" and rec["container"] == project.name and rec["container_id"]
         assert rec["layers_total"] == 3 and rec["bytes_sent"] > 1_500_000  # the 2 MB random layer travelled
-        assert testbed.docker(host).images.get(ref).id == local_id
+        assert config_digest_of(testbed.docker(host), ref) == config
         container = finished(testbed, host, project.name)
         assert container.labels["deployer.playbook"] == project.name
         assert container.labels["deployer.git_rev"] == project.rev
@@ -172,7 +174,7 @@ def test_builds_ships_and_runs_on_two_hosts_by_two_routes(testbed: Testbed, proj
         assert run and run[-1]["result"] == "ok" and run[-1]["playbook"] == project.name
         assert run[-1]["git_rev"] == project.rev
     # the registry route really pulled from the registry; the air-gapped host never could
-    assert testbed.docker("gpu01").images.get(f"{testbed.registry}/{ref}").id == local_id
+    assert config_digest_of(testbed.docker("gpu01"), f"{testbed.registry}/{ref}") == config
 
 
 def test_per_host_variables_render_into_volumes(testbed: Testbed, project: Project,

@@ -24,6 +24,7 @@ from tests.conftest import Testbed
 from tests.integration.cli_support import deploy, inventory_with
 from tests.integration.image_support import (
     build_random,
+    config_digest_of,
     pushed_layers_match,
     registry_blobs,
     remove_image,
@@ -113,8 +114,8 @@ def fresh_image(testbed: Testbed) -> Iterator[tuple[Any, str]]:
 
 
 def host_image_id(testbed: Testbed, ref: str) -> str | None:
-    images = testbed.docker(HOST).images.list(name=ref)
-    return str(images[0].id) if images else None
+    """The config digest of the image REF names on the host (the same image on any store)."""
+    return config_digest_of(testbed.docker(HOST), ref)
 
 
 def test_the_registry_wants_the_login(testbed: Testbed) -> None:
@@ -139,8 +140,9 @@ def test_ship_through_a_registry_with_a_login(testbed: Testbed, auth_env: dict[s
         watch.stop()
     assert code == 0, err
     [rec] = [r for r in out if r["host"] == HOST]
-    assert rec["ok"] and rec["via"] == "registry" and rec["image_id"] == image.id
-    assert host_image_id(testbed, tag) == image.id
+    config = config_digest_of(testbed.docker("ws"), tag)
+    assert rec["ok"] and rec["via"] == "registry" and rec["image_id"] == image.id and rec["config_digest"] == config
+    assert host_image_id(testbed, tag) == config
 
     # bytes_sent: the compressed size of the layers this push uploaded, from the manifest deployer read
     # back with the workstation's credentials (not the raw-size fallback)

@@ -20,6 +20,7 @@ import requests
 
 from tests.conftest import DeployRunner, Testbed
 from tests.integration.image_support import (
+    config_digest_of,
     pushed_layers_match,
     registry_blobs,
     remove_image,
@@ -66,11 +67,12 @@ def test_bytes_sent_is_the_compressed_size_of_the_uploaded_layers(testbed: Testb
     assert code == 0, err
     records = {r["host"]: r for r in json.loads(out)}
     assert all(records[h]["ok"] and records[h]["via"] == "registry" and records[h]["verified"] for h in HOSTS)
-    assert all(records[h]["image_id"] == image.id for h in HOSTS)
+    config = config_digest_of(testbed.docker("ws"), tag)
+    assert all(records[h]["image_id"] == image.id and records[h]["config_digest"] == config for h in HOSTS)
 
     repo, _, ref_tag = tag.rpartition(":")
     manifest = registry_get(testbed, repo, f"manifests/{ref_tag}", MANIFEST_V2).json()
-    assert manifest["config"]["digest"] == image.id
+    assert manifest["config"]["digest"] == config
     uploaded = [layer for layer in manifest["layers"] if layer["digest"] not in before]
     assert uploaded, "the fresh layer should have been uploaded by this push"
     compressed = sum(layer["size"] for layer in uploaded)

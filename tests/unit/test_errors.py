@@ -48,3 +48,12 @@ def test_the_full_command_only_with_v(monkeypatch: pytest.MonkeyPatch, capsys: p
     assert code == 1
     assert "error: gpu01: probing the host failed: `sh -c …` exited 2\n  stderr: boom" in err
     assert ("thing39" in err) is verbose
+
+
+def test_a_long_stderr_line_keeps_its_end_where_docker_puts_the_cause() -> None:
+    from deployer.transport.result import LINE_MAX, Result
+
+    line = "Error response from daemon: pull access denied for x" + "y" * 300 + ": no basic auth credentials"
+    tail = Result.of(("docker", "pull", "x"), 1, stderr=line).stderr_tail()
+    assert tail.startswith("Error response from daemon") and tail.endswith("no basic auth credentials")
+    assert "…" in tail and len(tail) <= LINE_MAX
