@@ -14,10 +14,10 @@ from typing import cast
 import pytest
 
 from deployer.commands import ship as cmd
-from deployer.errors import CommandError, LockError
+from deployer.errors import LockError
 from deployer.ship import lock as locks
-from deployer.transport.result import Result
 from deployer.transport.session import Session
+from tests.unit.test_ship_transfer import LocalSession
 
 ME = locks.Owner(workstation="ws1", machine="m1", boot="b1", pidns="pid:[4026531836]", pid=100, started=5000)
 
@@ -127,22 +127,9 @@ def test_takeover_is_won_by_exactly_one_of_many(tmp_path: Path) -> None:
         assert sorted(p.name for p in staging.iterdir()) == ["lock"]  # no grave left behind
 
 
-class _Local:
-    """A Session whose 'host' is this machine (run only: all the lock needs)."""
-
-    host = "local"
-
-    def run(self, argv: Sequence[str], *, check: bool = True, input: bytes | None = None,
-            timeout: float | None = None) -> Result:
-        proc = subprocess.run(list(argv), input=input, capture_output=True, check=False, timeout=timeout)
-        res = Result.of(argv, proc.returncode, proc.stdout.decode(), proc.stderr.decode(), self.host)
-        if check and not res.ok:
-            raise CommandError(self.host, res)
-        return res
-
-
 def local() -> Session:
-    return cast(Session, _Local())
+    """A Session whose 'host' is this machine (the lock needs only run())."""
+    return cast(Session, LocalSession([]))
 
 
 def dead_deploy() -> locks.Owner:
