@@ -126,7 +126,13 @@ def load_files(image: ImageInfo, indices: Sequence[int] | range, missing: frozen
 
 
 class IncompleteImage(TransferError):
-    """The image loaded, but the host's content store lacks a blob of a layer it was not sent."""
+    """The image (.image_id) loaded, but the host's content store lacks a blob of a layer it was not sent."""
+
+    def __init__(self, host: str, image_id: str) -> None:
+        super().__init__(host, f"{image_id} loaded, but the host's content store lacks a layer it already had "
+                         "in another form (e.g. from a registry pull)",
+                         hint="deployer sends those layers too; if this persists, ship again")
+        self.image_id = image_id
 
 
 def install(conn: HostConn, docker: tuple[str, ...], image: ImageInfo, staging: str, mode: str,
@@ -151,9 +157,7 @@ def install(conn: HostConn, docker: tuple[str, ...], image: ImageInfo, staging: 
         raise TransferError(conn.name, f"docker load produced {out.loaded or 'no image'}, expected {head.image_id}",
                             hint="the local image may have changed during the ship; ship again")
     if res.exited == 8:
-        raise IncompleteImage(conn.name, f"{head.image_id} loaded, but the host's content store lacks a layer "
-                              "it already had in another form (e.g. from a registry pull)",
-                              hint="deployer sends those layers too; if this persists, ship again")
+        raise IncompleteImage(conn.name, head.image_id)
     if res.exited == 5 and "invalid diffID" in res.stderr:
         raise TransferError(conn.name, f"a staged layer does not match the image: {res.stderr_tail()}",
                             hint="clear the local blob cache (deployer's cache dir) and ship again")

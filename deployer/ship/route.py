@@ -86,19 +86,25 @@ def run_tarball(job: Job, exporter: Exporter | None, reporter: Reporter) -> None
         try:
             job.host_id = install(conn, host.docker, image, staging, mode, exporter.config(), rest, staged,
                                   job.counter, fmt, sizes)
-        except IncompleteImage:
+        except IncompleteImage as incomplete:
             # The host had some left-out layers only in another form (a registry pull keeps them
             # compressed, under other digests): send those blobs too, then load again.
             reused = [i for i in range(len(image.diff_ids)) if i not in plan.missing]
             note(f"the host's content store lacks {len(reused)} layer(s) it has unpacked (e.g. from a registry "
                  "pull); sending them too")
-            extra = _send_more(job, exporter, codec.name, reused, listed, got, reporter)
-            files = load_files(image, range(len(image.diff_ids)), frozenset(reused) | frozenset(plan.missing),
-                               {**got, **extra}, staging, mode)
-            files = [f for f in files if f.diff_id in extra]
-            staged = _staged_blobs(exporter, codec.name, image.diff_ids, {**got, **extra})
-            job.host_id = install(conn, host.docker, image, staging, mode, exporter.config(), files, staged,
-                                  job.counter, fmt, sizes)
+            try:
+                extra = _send_more(job, exporter, codec.name, reused, listed, got, reporter)
+                files = load_files(image, range(len(image.diff_ids)), frozenset(reused) | frozenset(plan.missing),
+                                   {**got, **extra}, staging, mode)
+                files = [f for f in files if f.diff_id in extra]
+                staged = _staged_blobs(exporter, codec.name, image.diff_ids, {**got, **extra})
+                job.host_id = install(conn, host.docker, image, staging, mode, exporter.config(), files, staged,
+                                      job.counter, fmt, sizes)
+            except Exception:
+                # no incomplete image is left behind (Docker would not even list it); staged blobs stay
+                conn.run(cmd.remove_image_argv(host.docker, incomplete.image_id),
+                         what="removing an incomplete image", check=False, timeout=120)
+                raise
         job.verified = job.host_id is not None
     except Exception as exc:
         loader.close()  # Ctrl-C does not wait for a load in progress: the next ship cleans up
