@@ -108,7 +108,8 @@ def make_plan(
     docker = getattr(facts, "docker", None)
     store = getattr(docker, "image_store", None) or "overlay2"
     base: dict[str, Any] = {"host": host.name, "ref": image.ref, "image_id": image.id,
-                            "layers_total": n, "diff_ids": image.diff_ids, "image_store": store}
+                            "layers_total": n, "diff_ids": image.diff_ids, "image_store": store,
+                            "load_format": "oci" if store == "containerd" else "legacy"}
     if state.has_id:
         if state.ref_id in state.ids:
             return ShipPlan(**base, route="noop", via=None, reason="host already has the image",
@@ -148,7 +149,7 @@ def make_plan(
     # registers them
     return ShipPlan(
         **base, route=route, via="tarball", reason=reason, missing=missing, codec=codec,
-        raw_bytes=raw, load_format="oci" if store == "containerd" else "legacy", reused_sizes=reused,
+        raw_bytes=raw, reused_sizes=reused,
         staging_need=raw + MARGIN if missing else 0,
         docker_need=2 * raw + MARGIN if missing else 0,
     )

@@ -83,7 +83,7 @@ def render(plan: ShipPlan, host: Host) -> list[str]:
 def plan_json(plan: ShipPlan, host: Host) -> dict[str, Any]:
     return {
         "host": plan.host, "route": plan.route, "via": plan.via, "reason": plan.reason,
-        "image_id": plan.image_id, "layers_total": plan.layers_total,
+        "image_id": plan.image_id, "host_image_id": plan.host_id, "layers_total": plan.layers_total,
         "layers_missing": [i + 1 for i in plan.missing],
         "codec": plan.codec.name if plan.codec else None,
         "host_decompress": plan.codec.host_decompress if plan.codec else None,
