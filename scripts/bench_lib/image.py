@@ -70,8 +70,9 @@ def client() -> docker.DockerClient:
 
 def _build(cli: docker.DockerClient, text: str, tag: str, log: Callable[[str], None]) -> None:
     log(f"building {tag}")
+    # The recipe needs no network: build containers get none (and a daemon without a bridge can build).
     stream = cli.api.build(fileobj=io.BytesIO(text.encode()), tag=tag, rm=True, forcerm=True,
-                           decode=True)
+                           decode=True, network_mode="none")
     for chunk in stream:
         if "error" in chunk:
             raise RuntimeError(f"building {tag} on the workstation daemon failed: {chunk['error']}")
