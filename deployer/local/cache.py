@@ -87,6 +87,7 @@ class BlobWriter:
         os.replace(self.tmp, final)
         blob = Blob(self.diff_id, self.codec, self.level, final, f"sha256:{hexdigest}", self.size, raw_size)
         self.cache._write_sidecar(blob)
+        self.cache.remember_size(self.diff_id, raw_size)
         return blob
 
     def abort(self) -> None:
@@ -192,8 +193,23 @@ class Cache:
             fh.write(config_digest + "\n")
         os.replace(tmp, self.root / "ids" / _hex(image_id))
 
+    def remember_size(self, diff_id: str, raw_size: int) -> None:
+        """Remember a layer's tar size (a few bytes, kept when its blobs are pruned)."""
+        if not diff_id:
+            return
+        sizes = self.root / "sizes"
+        sizes.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=sizes, prefix=".tmp-")
+        with os.fdopen(fd, "w") as fh:
+            fh.write(f"{raw_size}\n")
+        os.replace(tmp, sizes / _hex(diff_id))
+
     def raw_size(self, diff_id: str) -> int | None:
-        """A layer's tar size, if any blob of it was ever cached (sizes do not depend on the codec)."""
+        """A layer's tar size, if it was ever learnt here (sizes do not depend on the codec)."""
+        try:
+            return int((self.root / "sizes" / _hex(diff_id)).read_text())
+        except (OSError, ValueError):
+            pass
         for sidecar in self.index_dir.glob(f"*/{_hex(diff_id)}.json"):
             try:
                 meta = json.loads(sidecar.read_text())

@@ -77,7 +77,7 @@ def _host_ids(image: ImageInfo, sizes: LayerSizes) -> tuple[str, ...]:
     """The ids the image has on a host: its config digest (classic store) and, when the config and
     every layer size are known here, the manifest digest of deployer's OCI load (containerd store)."""
     config = Cache().get_config(image.config_digest)
-    known = sizes.known()
+    known = sizes.remembered()  # cheap: the host's store is not known yet, and this is only a shortcut
     if config is None or any(d not in known for d in image.diff_ids):
         return (image.config_digest,)
     return (image.config_digest, ld.load_head("oci", config, image.diff_ids, [], known).image_id)
