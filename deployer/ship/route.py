@@ -153,8 +153,9 @@ def run_registry(job: Job, pusher: Pusher, reporter: Reporter) -> None:
         reporter.note(name, f"{plan.registry_ref} already pushed by this ship")
     reporter.phase(name, "pulling", plan.registry_ref)
     # the pulled image's id is the config digest on the classic store, the pushed manifest's (or
-    # index's) digest on the containerd store; that manifest names exactly our config and layers
-    expected = (image.config_digest, *((stats.digest,) if stats.digest else ()))
+    # index's) digest on the containerd store; that manifest names exactly our config and layers.
+    # A containerd-store workstation pushes its own manifest (or index): its id is that digest.
+    expected = tuple(dict.fromkeys(d for d in (image.config_digest, stats.digest, image.id) if d))
     pulled, job.host_id = pull_and_tag(conn, host.docker, plan.registry_ref, image.ref, expected)
     job.verified = job.host_id is not None
     job.layers_sent = pulled.layers_pulled
