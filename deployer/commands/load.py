@@ -28,8 +28,10 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from deployer.commands.layers import content_dir, content_records
 from deployer.tarfmt import (
     BLOCK,
+    Descriptor,
     blob_name,
     digest_of,
     layer_path,
@@ -87,11 +89,11 @@ class LoadHead:
 
 
 def load_head(fmt: str, config: bytes, diff_ids: Sequence[str], files: Sequence[LoadFile],
-              raw_sizes: Mapping[str, int] | None = None) -> LoadHead:
+              layers: Mapping[str, Descriptor] | None = None) -> LoadHead:
     """The head of a load of the image `diff_ids` + `config`; `files` are the layers the tar carries.
 
-    The "oci" format names every layer by its diff id and needs each layer's tar size
-    (`raw_sizes`, for the layers the tar leaves out too); its files must be uncompressed."""
+    The "oci" format's manifest names every layer by a blob (`layers`: diff id -> descriptor, for
+    the layers the tar leaves out too); each file is that blob, named by its digest."""
     if fmt == "legacy":
         cfg_name = f"{config_id(config)[7:]}.json"
         head = tar_member("manifest.json", load_manifest(cfg_name, diff_ids)) + tar_member(cfg_name, config)
@@ -99,17 +101,23 @@ def load_head(fmt: str, config: bytes, diff_ids: Sequence[str], files: Sequence[
         return LoadHead(head + headers, len(head) // BLOCK, config_id(config))
     if fmt != "oci":
         raise ValueError(f"unknown load format {fmt!r}")
-    sizes = dict(raw_sizes or {})
-    for f in files:
-        if sizes.setdefault(f.diff_id, f.size) != f.size:
-            raise ValueError(f"layer {f.diff_id} is {sizes[f.diff_id]} bytes, its file {f.size}: not uncompressed")
-    unknown = [d for d in diff_ids if d not in sizes]
+    descs = dict(layers or {})
+    unknown = [d for d in diff_ids if d not in descs]
     if unknown:
-        raise ValueError(f"no size known for layers {unknown}")
-    manifest = oci_manifest(config, [uncompressed_layer(d, sizes[d]) for d in diff_ids])
+        raise ValueError(f"no blob named for layers {unknown}")
+    for f in files:
+        if descs[f.diff_id].size != f.size:
+            raise ValueError(f"layer {f.diff_id}: its file is {f.size} bytes, its blob {descs[f.diff_id].size}")
+    manifest = oci_manifest(config, [descs[d] for d in diff_ids])
     head = oci_small_files(config, manifest)
-    headers = b"".join(tar_header(blob_name(f.diff_id), f.size) for f in files)
+    headers = b"".join(tar_header(blob_name(descs[f.diff_id].digest), f.size) for f in files)
     return LoadHead(head + headers, len(head) // BLOCK, digest_of(manifest))
+
+
+def uncompressed(diff_ids: Sequence[str], raw_sizes: Mapping[str, int]) -> dict[str, Descriptor]:
+    """Every layer named by its uncompressed digest (what a `docker save` tar's load leaves in the
+    content store); KeyError for a layer whose size is not given."""
+    return {d: uncompressed_layer(d, raw_sizes[d]) for d in diff_ids}
 
 
 # -- remote scripts ---------------------------------------------------------------------------
@@ -139,41 +147,53 @@ _FEED = (
 
 # A stand-in load (or the real one, when it carries the last layers). Exit 3 filesystem, else
 # docker load's own status; stdout is docker load's ("Loaded image ID: ...").
+# Containerd store: which blob names each layer a load registered (deployer.commands.layers), for
+# the next ship's manifest; written only after Docker took the layers.
+_RECORD = (
+    'record() {\n'
+    '  [ -n "$records" ] || return 0\n'
+    '  mkdir -p -- "$cdir" && printf "%s\\n" "$records" | while read -r d t g s; do\n'
+    '    printf "%s %s %s\\n" "$t" "$g" "$s" > "$cdir/$d"; done\n'
+    '}\n'
+)
+
 _LOAD = (
-    'set -f\n' + _FEED +
-    'head=$1; shift\n'
+    'set -f\n' + _FEED + _RECORD +
+    'head=$1; cdir=$2; records=$3; shift 3\n'
     'k=$((3 + 2 * $3))\n'
     'dk_load() { shift $k; "$@" load; }\n'
     'cat > "$head" || exit 3\n'
     'feed "$head" "$@" | dk_load "$@"\n'
-    'st=$?; rm -f -- "$head"; exit $st'
+    'st=$?; rm -f -- "$head"; [ $st -ne 0 ] || record; exit $st'
 )
 
 # The last step, in one round trip: load what is left (nothing when the image is there already,
-# e.g. after a lost reply), check the id and that Docker lists the image (the containerd store
-# does not list one whose content is incomplete), remove the stand-ins and the staged blobs (the
-# image is safe in Docker now), and only then tag. Exit codes: 3 filesystem, 5 docker load,
+# e.g. after a lost reply), check the id and that the image is complete (the containerd store
+# shows an image whose content it lacks with no layers), remove the stand-ins and the staged
+# blobs (the image is safe in Docker now), and only then tag. Exit codes: 3 filesystem, 5 docker load,
 # 6 wrong id, 7 docker tag, 8 incomplete (some left-out layer's blob is not in the content store).
 _INSTALL = (
-    'set -f\n' + _FEED +
-    'head=$1; id=$2; ref=$3; label=$4; blobs=$5; names=$6; shift 6\n'
+    'set -f\n' + _FEED + _RECORD +
+    'head=$1; id=$2; ref=$3; label=$4; blobs=$5; names=$6; cdir=$7; records=$8; shift 8\n'
     'k=$((3 + 2 * $3))\n'
     'dk_id() { shift $k; "$@" image inspect --format "{{.Id}}" "$x" 2>/dev/null; }\n'
-    'dk_listed() { shift $k; "$@" images -aq --no-trunc | grep -qxF -- "$id"; }\n'
+    'dk_complete() { shift $k; n=$("$@" image inspect --format "{{len .RootFS.Layers}}" "$id" 2>/dev/null); '
+    '[ -n "$n" ] && [ "$n" -gt 0 ]; }\n'
     'dk_load() { shift $k; "$@" load; }\n'
     'dk_partials() { shift $k; "$@" images -q --no-trunc --filter "label=$label"; }\n'
     'dk_rmi() { shift $k; "$@" image rm "$x" >/dev/null 2>&1; }\n'
     'dk_tag() { shift $k; "$@" tag "$id" "$ref"; }\n'
     'cat > "$head" || exit 3\n'
     'x=$id\n'
-    'if ! dk_listed "$@"; then\n'
+    'if ! dk_complete "$@"; then\n'
     '  feed "$head" "$@" | dk_load "$@" || { rm -f -- "$head"; exit 5; }\n'
     'fi\n'
     'rm -f -- "$head"\n'
     'got=$(dk_id "$@")\n'
     'echo "loaded $got"\n'
     '[ "$got" = "$id" ] || exit 6\n'
-    'dk_listed "$@" || exit 8\n'
+    'dk_complete "$@" || exit 8\n'
+    'record\n'
     'for x in $(dk_partials "$@"); do [ "$x" = "$id" ] || dk_rmi "$@"; done\n'
     'for f in $names; do rm -f -- "$blobs/$f"; done\n'
     'dk_tag "$@" || exit 7\n'
@@ -190,24 +210,30 @@ _REMOVE_PARTIALS = (
 def _layer_args(mode: str, files: Sequence[LoadFile]) -> list[str]:
     if mode not in MODES:
         raise ValueError(f"unknown load mode {mode!r}")
-    return [part for f in files for part in (f.src, str(-f.size % BLOCK))]
+    # a dry run does not know the sizes yet (-1): it shows the padding as a placeholder
+    return [part for f in files for part in (f.src, str(-f.size % BLOCK) if f.size >= 0 else "<tar padding>")]
 
 
-def load_argv(docker: Sequence[str], head_path: str, mode: str, blocks: int,
-              files: Sequence[LoadFile]) -> tuple[str, ...]:
-    """docker load of a tar made of stdin (load_head) and FILES' staged blobs."""
-    return ("sh", "-c", _LOAD, "sh", head_path, mode, str(blocks), str(len(files)),
-            *_layer_args(mode, files), *docker)
+def load_argv(docker: Sequence[str], head_path: str, mode: str, blocks: int | str,
+              files: Sequence[LoadFile], staging: str = "",
+              records: Sequence[tuple[str, Descriptor]] = ()) -> tuple[str, ...]:
+    """docker load of a tar made of stdin (load_head) and FILES' staged blobs; then RECORDS (the
+    blobs an OCI load named its layers by) go to STAGING's content records."""
+    return ("sh", "-c", _LOAD, "sh", head_path, content_dir(staging) if staging else "", content_records(records),
+            mode, str(blocks), str(len(files)), *_layer_args(mode, files), *docker)
 
 
 def install_argv(docker: Sequence[str], head_path: str, image_id: str, ref: str, staging: str, blob_dir: str,
-                 blobs: Sequence[str], mode: str, blocks: int, files: Sequence[LoadFile]) -> tuple[str, ...]:
-    """Load what is left, verify the id, remove stand-ins and the staged BLOBS (names), tag REF."""
+                 blobs: Sequence[str], mode: str, blocks: int | str, files: Sequence[LoadFile],
+                 records: Sequence[tuple[str, Descriptor]] = (), *, preview: bool = False) -> tuple[str, ...]:
+    """Load what is left, verify the id, record which blob holds each layer (RECORDS, containerd
+    store), remove stand-ins and the staged BLOBS (names), tag REF. PREVIEW (a dry run): blob
+    names and sizes may be placeholders."""
     for name in blobs:
-        if not _BLOB_NAME.match(name):
+        if not preview and not _BLOB_NAME.match(name):
             raise ValueError(f"not a staged blob name: {name}")  # the cleanup word-splits them
     return ("sh", "-c", _INSTALL, "sh", head_path, image_id, ref, f"{PARTIAL_LABEL}={staging}", blob_dir,
-            " ".join(blobs),
+            " ".join(blobs), content_dir(staging), content_records(records),
             mode, str(blocks), str(len(files)), *_layer_args(mode, files), *docker)
 
 

@@ -237,6 +237,16 @@ def tag_verify_argv(docker: Sequence[str], source: str, ref: str) -> tuple[str, 
     return ("sh", "-c", _TAG, "sh", source, ref, *docker)
 
 
+_COMPLETE = ('id=$1; shift\nn=$("$@" image inspect --format "{{len .RootFS.Layers}}" "$id" 2>/dev/null)\n'
+             '[ -n "$n" ] && [ "$n" -gt 0 ]')
+
+
+def complete_argv(docker: Sequence[str], image_id: str) -> tuple[str, ...]:
+    """Exit 0 when IMAGE_ID is complete: the containerd store shows an image whose content it lacks
+    (it still runs) with no layers."""
+    return ("sh", "-c", _COMPLETE, "sh", image_id, *docker)
+
+
 def remove_image_argv(docker: Sequence[str], image: str) -> tuple[str, ...]:
     """Remove an image (never forced: one used by a container stays)."""
     return (*docker, "image", "rm", image)

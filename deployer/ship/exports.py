@@ -74,6 +74,15 @@ class ExportPool:
                     return exporter
             return self._start({codec: wanted})
 
+    def late(self, codec: str, diff_ids: Iterable[str]) -> Exporter:
+        """An export for a host that took the tarball route after it reported in (no wave waits)."""
+        wanted = set(diff_ids)
+        with self._cond:
+            for exporter in self.exporters:
+                if wanted <= exporter.wanted.get(codec, frozenset()):
+                    return exporter
+            return self._start({codec: wanted})
+
     def _start_wave(self, wanted: dict[str, set[str]]) -> None:
         head = self._head_start
         codec = next(iter(head.wanted), None) if head is not None else None

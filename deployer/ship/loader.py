@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import posixpath
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from deployer.commands import load as ld
 from deployer.commands import ship as cmd
@@ -21,6 +21,7 @@ from deployer.local.cache import Blob
 from deployer.local.image import ImageInfo
 from deployer.ship.conn import HostConn
 from deployer.ship.tarball import Counter
+from deployer.tarfmt import OCI_LAYER, Descriptor, uncompressed_layer
 
 log = logging.getLogger(__name__)
 LOAD_TIMEOUT_S = 600.0
@@ -33,9 +34,9 @@ class LayerLoader:
     def __init__(self, conn: HostConn, docker: tuple[str, ...], image: ImageInfo, staging: str, mode: str,
                  missing: Sequence[int], config: Callable[[], bytes], counter: Counter,
                  note: Callable[[str], None] = lambda m: None, enabled: bool = True,
-                 fmt: str = "legacy", sizes: Mapping[str, int] | None = None) -> None:
+                 fmt: str = "legacy", reused: Mapping[str, Descriptor] | None = None) -> None:
         self._conn, self._docker, self._image, self._staging, self._mode = conn, docker, image, staging, mode
-        self._fmt, self._sizes = fmt, dict(sizes or {})
+        self._fmt, self._reused = fmt, dict(reused or {})
         self._missing = frozenset(missing)
         self._config, self._counter, self._note = config, counter, note
         self._staged: dict[str, Blob] = {}
@@ -99,13 +100,13 @@ class LayerLoader:
         else:
             config = ld.partial_config(image.os, image.architecture, image.diff_ids[:end], self._staging)
         files = load_files(image, range(start, end), self._missing, blobs, self._staging, self._mode)
-        sizes = {**self._sizes, **{b.diff_id: b.raw_size for b in blobs.values()}}
-        head = ld.load_head(self._fmt, config, image.diff_ids[:end], files, sizes)
+        layers = named_layers(self._fmt, image.diff_ids[:end], self._reused, blobs.values(), self._mode)
+        head = ld.load_head(self._fmt, config, image.diff_ids[:end], files, layers)
         path = cmd.load_head_path(self._staging, image.id)
         # bounded, so a hung `docker load` cannot hang the ship (close() joins this thread)
         timeout = LOAD_TIMEOUT_S + sum(f.size for f in files) / LOAD_MIN_RATE
-        res = self._conn.run(ld.load_argv(self._docker, path, self._mode, head.blocks, files), input=head.data,
-                             what="docker load", check=False, timeout=timeout)
+        argv = ld.load_argv(self._docker, path, self._mode, head.blocks, files, self._staging, list(layers.items()))
+        res = self._conn.run(argv, input=head.data, what="docker load", check=False, timeout=timeout)
         self._counter.add(len(head.data))
         if not res.ok or head.image_id not in ld.parse_loaded(res.stdout):
             raise CommandError(self._conn.name, res, what=f"docker load of layers {start + 1}-{end}")
@@ -135,18 +136,34 @@ class IncompleteImage(TransferError):
         self.image_id = image_id
 
 
+def named_layers(fmt: str, diff_ids: Sequence[str], reused: Mapping[str, Descriptor], sent: Iterable[Blob],
+                 mode: str) -> dict[str, Descriptor]:
+    """For an OCI load (else empty): the blob that names each layer, the layers left out as REUSED
+    says and the SENT ones by what goes in the tar (the blob as is, or its decompressed tar)."""
+    if fmt != "oci":
+        return {}
+    layers = dict(reused)
+    for blob in sent:
+        if mode == "link":
+            layers[blob.diff_id] = Descriptor(f"{OCI_LAYER}+{blob.codec}", blob.digest, blob.size)
+        else:
+            layers[blob.diff_id] = uncompressed_layer(blob.diff_id, blob.raw_size)
+    return {d: layers[d] for d in diff_ids if d in layers}
+
+
 def install(conn: HostConn, docker: tuple[str, ...], image: ImageInfo, staging: str, mode: str,
-            config: bytes, files: Sequence[ld.LoadFile], staged: Sequence[Blob], counter: Counter,
-            fmt: str = "legacy", sizes: Mapping[str, int] | None = None) -> str | None:
+            config: bytes, files: Sequence[ld.LoadFile], sent: Sequence[Blob], staged: Sequence[Blob],
+            counter: Counter, fmt: str = "legacy", reused: Mapping[str, Descriptor] | None = None) -> str | None:
     """Load FILES with the real config (unless loaded), verify, drop stand-ins and STAGED blobs, tag.
 
-    Returns the id REF now resolves to on the host when it is the loaded image's id (the config
-    digest on the classic store, the manifest digest on the containerd store), else None."""
-    all_sizes = {**(sizes or {}), **{b.diff_id: b.raw_size for b in staged}}
-    head = ld.load_head(fmt, config, image.diff_ids, files, all_sizes)
+    SENT: the blobs this ship staged (an OCI load names those layers by them, the others as REUSED
+    says). Returns the id REF now resolves to on the host when it is the loaded image's id (the
+    config digest on the classic store, the manifest digest on the containerd store), else None."""
+    layers = named_layers(fmt, image.diff_ids, reused or {}, sent, mode)
+    head = ld.load_head(fmt, config, image.diff_ids, files, layers)
     names = sorted({posixpath.basename(cmd.blob_path(staging, b.digest, b.codec)) for b in staged})
     argv = ld.install_argv(docker, cmd.load_head_path(staging, image.id), head.image_id, image.ref, staging,
-                           cmd.blob_dir(staging), names, mode, head.blocks, files)
+                           cmd.blob_dir(staging), names, mode, head.blocks, files, list(layers.items()))
     res = conn.run(argv, input=head.data, what="docker load", check=False)
     counter.add(len(head.data))
     out = ld.parse_install(res.stdout)

@@ -16,6 +16,7 @@ from deployer.errors import PreflightError, SpecError
 from deployer.ship.model import VIA_CHOICES
 from deployer.ship.refs import registry_ref
 from deployer.sizes import human_bytes  # the one byte formatter; also imported from here
+from deployer.tarfmt import Descriptor, uncompressed_layer
 
 if TYPE_CHECKING:
     from deployer.inventory.host import Host
@@ -46,7 +47,7 @@ class ShipPlan:
     diff_ids: tuple[str, ...] = ()
     image_store: str = "overlay2"  # the host's: "containerd" gets OCI-layout loads ("oci")
     load_format: str = "legacy"  # "legacy" | "oci" (deployer.commands.load.FORMATS)
-    reused_sizes: tuple[tuple[str, int], ...] = ()  # oci: tar sizes of the layers not sent
+    reused: tuple[tuple[str, Descriptor], ...] = ()  # oci: the blob that names each layer not sent
     host_id: str | None = None  # the image's id on the host, when it is already there
 
     @property
@@ -99,11 +100,14 @@ def make_plan(
     via: str,
     force_codec: str | None = None,
     known_sizes: Mapping[str, int] | None = None,
+    host_content: Mapping[str, Descriptor] | None = None,
 ) -> ShipPlan:
     """Decide how to get `image` onto `host` (pure). `facts` is a deployer HostFacts.
 
-    KNOWN_SIZES: layer tar sizes known on the workstation (an OCI-layout load names them)."""
+    For a host on the containerd store: KNOWN_SIZES, layer tar sizes known on the workstation;
+    HOST_CONTENT, the blobs the host's content store holds for layers deployer loaded there."""
     known_sizes = known_sizes or {}
+    host_content = host_content or {}
     n = len(image.diff_ids)
     docker = getattr(facts, "docker", None)
     store = getattr(docker, "image_store", None) or "overlay2"
@@ -129,18 +133,22 @@ def make_plan(
     decompressors = frozenset(getattr(facts, "decompressors", ()))
     server_version = getattr(docker, "server_version", "") or ""
     missing = missing_layers(image.diff_ids, present)
-    reused: tuple[tuple[str, int], ...] = ()
+    reused: tuple[tuple[str, Descriptor], ...] = ()
     if store == "containerd":
-        # An OCI-layout load names every layer by its uncompressed digest, so the host must
-        # decompress what it is sent, and the manifest needs every left-out layer's tar size:
-        # a layer whose size nobody here knows is sent again (Docker skips unpacking it).
-        codec = pick_oci_codec(host.name, decompressors, force_codec)
+        # An OCI-layout load names every layer by a blob: the ones it carries by their digest (the
+        # compressed blob as is: Docker on this store reads zstd), the ones it leaves out by the
+        # blob the host's content store holds. That is the one deployer recorded when it loaded
+        # the layer, else the uncompressed one a `docker save` tar leaves (its tar size known
+        # here); a layer with neither is sent again (Docker skips unpacking it).
+        codec = CodecChoice("gzip" if force_codec == "gzip" else "zstd", host_decompress=False)
         first = min(missing, default=n)
-        unknown = [i for i in range(first) if image.diff_ids[i] not in known_sizes]
+        named = {d: host_content.get(d) or uncompressed_layer(d, known_sizes[d])
+                 for d in image.diff_ids[:first] if d in host_content or d in known_sizes}
+        unknown = [i for i in range(first) if image.diff_ids[i] not in named]
         missing = tuple(sorted({*unknown, *missing}))
-        reused = tuple((d, known_sizes[d]) for d in dict.fromkeys(image.diff_ids[:first]) if d in known_sizes)
+        reused = tuple((d, named[d]) for d in dict.fromkeys(image.diff_ids[:first]) if d in named)
         if unknown:
-            reason += f"; {len(unknown)} layer(s) the host has are sent again (their size is unknown here)"
+            reason += f"; {len(unknown)} layer(s) the host has are sent again (no blob of theirs is known)"
     else:
         codec = pick_codec(host.name, server_version, decompressors, force_codec)
     raw = layer_bytes_bound(history_sizes, n, len(missing))
@@ -149,20 +157,10 @@ def make_plan(
     # registers them
     return ShipPlan(
         **base, route=route, via="tarball", reason=reason, missing=missing, codec=codec,
-        raw_bytes=raw, reused_sizes=reused,
+        raw_bytes=raw, reused=reused,
         staging_need=raw + MARGIN if missing else 0,
         docker_need=2 * raw + MARGIN if missing else 0,
     )
-
-
-def pick_oci_codec(host: str, decompressors: frozenset[str], forced: str | None) -> CodecChoice:
-    """A codec the host decompresses itself (containerd store: layers go in uncompressed)."""
-    for name in ("zstd", "gzip"):
-        if name in decompressors and forced in (None, name):
-            return CodecChoice(name, host_decompress=True)  # type: ignore[arg-type]
-    raise PreflightError(host, f"the host cannot decompress {forced or 'zstd or gzip'} layers "
-                         f"(decompressors: {', '.join(sorted(decompressors)) or 'none'})",
-                         hint="install zstd (or gzip) on the host")
 
 
 # `uname -m` -> the GOARCH names image configs use

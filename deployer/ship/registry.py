@@ -201,4 +201,22 @@ def pull_and_tag(conn: HostConn, docker_argv: tuple[str, ...], remote_ref: str, 
         raise TransferError(conn.name, f"pulled {remote_ref} is {actual or 'missing'}, expected "
                             f"{' or '.join(image_ids)}",
                             hint="someone may have pushed another image under that tag; ship again")
+    if not conn.run(cmd.complete_argv(docker_argv, actual), what="docker image inspect", check=False,
+                    timeout=60).ok:
+        # Docker 28's containerd store skips downloading a layer it has unpacked from elsewhere
+        # (moby#49784): the image runs but is incomplete (unlisted, cannot be saved or pushed)
+        conn.run(cmd.remove_image_argv(docker_argv, remote_ref), what=f"removing {remote_ref}", check=False,
+                 timeout=60)
+        raise IncompletePull(conn.name, remote_ref, actual)
     return PullStats(pulled, present), actual if tag_and_verify(conn, docker_argv, remote_ref, ref, actual) else None
+
+
+class IncompletePull(TransferError):
+    """The pull left an incomplete image (Docker 28, containerd store: moby#49784); the tarball route can
+    complete it."""
+
+    def __init__(self, host: str, remote_ref: str, image_id: str) -> None:
+        super().__init__(host, f"docker pull {remote_ref} left an incomplete image: Docker skipped layers it had "
+                         "unpacked from another source (moby#49784, containerd image store before Docker 29)",
+                         hint="ship to this host with --via tarball, or upgrade Docker")
+        self.remote_ref, self.image_id = remote_ref, image_id

@@ -37,28 +37,18 @@ def plan_commands(plan: ShipPlan, host: Host) -> list[tuple[str, ...]]:
         final = cmd.blob_path(staging, digest, codec)
         receive = cmd.receive_argv(cmd.partial_path(staging, digest, codec), final, digest, 0)
         out.append((*receive[:-1], "<blob bytes>"))
-        files.append(ld.LoadFile(plan.diff_ids[i], final, 0))
+        files.append(ld.LoadFile(plan.diff_ids[i], final, -1))  # -1: the size is not known yet
     # layers register as they land: each run of staged layers loads as a stand-in image
     # (stdin: the tar head), and the last one with the real config; then install verifies and tags
     if files:
-        load = list(ld.load_argv(docker, head, mode, 0, files[:1]))
-        load[6], load[9] = HEAD_BLOCKS, "<tar padding>"
-        out.append(tuple(load))
-    out.append(_install_preview(docker, head, plan, staging, mode, files))
+        out.append(ld.load_argv(docker, head, mode, HEAD_BLOCKS, files[:1]))
+    names = [posixpath.basename(f.src) for f in files]
+    out.append(ld.install_argv(docker, head, plan.host_id or plan.image_id, plan.ref, staging, cmd.blob_dir(staging),
+                               names, mode, HEAD_BLOCKS, [], preview=True))
     return out
 
 
 HEAD_BLOCKS = "<tar head blocks>"
-
-
-def _install_preview(docker: tuple[str, ...], head: str, plan: ShipPlan, staging: str, mode: str,
-                     files: list[ld.LoadFile]) -> tuple[str, ...]:
-    # placeholder blob names would fail install_argv's name check; show the same argv shape
-    names = [posixpath.basename(f.src) for f in files]
-    argv = list(ld.install_argv(docker, head, plan.image_id, plan.ref, staging, cmd.blob_dir(staging),
-                                ["0" * 64 + ".zst"] * len(files), mode, 0, []))
-    argv[9], argv[11] = " ".join(names), HEAD_BLOCKS
-    return tuple(argv)
 
 
 def describe(plan: ShipPlan) -> str:

@@ -61,9 +61,9 @@ def run_tarball(job: Job, exporter: Exporter | None, reporter: Reporter) -> None
     mode = codec.name if codec.host_decompress else "link"
     wanted = list(dict.fromkeys(image.diff_ids[i] for i in plan.missing))
     got: dict[str, Blob] = {}
-    fmt, sizes = plan.load_format, dict(plan.reused_sizes)
+    fmt, reused = plan.load_format, dict(plan.reused)
     loader = LayerLoader(conn, host.docker, image, staging, mode, plan.missing, exporter.config, job.counter,
-                         note, fmt=fmt, sizes=sizes)
+                         note, fmt=fmt, reused=reused)
     try:
         listed = cmd.parse_stat(conn.run(cmd.prepare_argv(staging), what="preparing the staging dir",
                                          timeout=120).stdout)
@@ -84,27 +84,27 @@ def run_tarball(job: Job, exporter: Exporter | None, reporter: Reporter) -> None
         reporter.phase(name, "verifying", "image id")
         staged = _staged_blobs(exporter, codec.name, image.diff_ids, got)
         try:
-            job.host_id = install(conn, host.docker, image, staging, mode, exporter.config(), rest, staged,
-                                  job.counter, fmt, sizes)
+            job.host_id = install(conn, host.docker, image, staging, mode, exporter.config(), rest, list(got.values()),
+                                  staged, job.counter, fmt, reused)
         except IncompleteImage as incomplete:
             # The host had some left-out layers only in another form (a registry pull keeps them
-            # compressed, under other digests): send those blobs too, then load again.
-            reused = [i for i in range(len(image.diff_ids)) if i not in plan.missing]
-            note(f"the host's content store lacks {len(reused)} layer(s) it has unpacked (e.g. from a registry "
-                 "pull); sending them too")
+            # compressed, under other digests), or no more: send those blobs too, and load the image
+            # again with every layer named by the blob it carries (all staged now).
+            others = [i for i in range(len(image.diff_ids)) if i not in plan.missing]
+            note(f"the host's content store lacks some of {len(others)} layer(s) it has unpacked (e.g. from a "
+                 "registry pull); sending them too")
             try:
-                extra = _send_more(job, exporter, codec.name, reused, listed, got, reporter)
-                files = load_files(image, range(len(image.diff_ids)), frozenset(reused) | frozenset(plan.missing),
-                                   {**got, **extra}, staging, mode)
-                files = [f for f in files if f.diff_id in extra]
-                staged = _staged_blobs(exporter, codec.name, image.diff_ids, {**got, **extra})
-                job.host_id = install(conn, host.docker, image, staging, mode, exporter.config(), files, staged,
-                                      job.counter, fmt, sizes)
-            except Exception:
-                # no incomplete image is left behind (Docker would not even list it); staged blobs stay
-                conn.run(cmd.remove_image_argv(host.docker, incomplete.image_id),
-                         what="removing an incomplete image", check=False, timeout=120)
-                raise
+                sent = {**got, **_send_more(job, exporter, codec.name, others, listed, got, reporter)}
+                every = range(len(image.diff_ids))
+                files = load_files(image, every, frozenset(every), sent, staging, mode)
+                staged = _staged_blobs(exporter, codec.name, image.diff_ids, sent)
+                job.host_id = install(conn, host.docker, image, staging, mode, exporter.config(), files,
+                                      list(sent.values()), staged, job.counter, fmt)
+            finally:
+                # the incomplete image goes either way (Docker does not even list it)
+                if job.host_id != incomplete.image_id:
+                    conn.run(cmd.remove_image_argv(host.docker, incomplete.image_id),
+                             what="removing an incomplete image", check=False, timeout=120)
         job.verified = job.host_id is not None
     except Exception as exc:
         loader.close()  # Ctrl-C does not wait for a load in progress: the next ship cleans up

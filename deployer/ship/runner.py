@@ -21,7 +21,7 @@ from typing import Any
 from deployer import history
 from deployer.commands import load as ld
 from deployer.commands import ship as cmd
-from deployer.commands.layers import parse_present, present_layers_argv
+from deployer.commands.layers import parse_content, parse_present, present_layers_argv
 from deployer.errors import DeployError, TransferError
 from deployer.facts import gather
 from deployer.fleet import Outcome, Unfinished, for_each_host
@@ -38,9 +38,10 @@ from deployer.ship.model import ShipOptions, ShipResult
 from deployer.ship.plan import ShipPlan, make_plan, preflight
 from deployer.ship.progress import NullReporter, Reporter
 from deployer.ship.refs import split_ref
-from deployer.ship.registry import Pusher
+from deployer.ship.registry import IncompletePull, Pusher
 from deployer.ship.route import run_registry, run_tarball
 from deployer.ship.tarball import Counter, tag_and_verify
+from deployer.tarfmt import Descriptor, uncompressed_layer
 
 log = logging.getLogger(__name__)
 
@@ -73,14 +74,21 @@ class Job:
         )
 
 
-def _host_ids(image: ImageInfo, sizes: LayerSizes) -> tuple[str, ...]:
-    """The ids the image has on a host: its config digest (classic store) and, when the config and
-    every layer size are known here, the manifest digest of deployer's OCI load (containerd store)."""
+def _oci_state(image: ImageInfo, state: cmd.ImageState, content: dict[str, Descriptor],
+               sizes: LayerSizes) -> cmd.ImageState:
+    """On a containerd-store host: REF already names the image if it names the manifest deployer's
+    load would make there now (the layers named as the host's content records say)."""
     config = Cache().get_config(image.config_digest)
-    known = sizes.remembered()  # cheap: the host's store is not known yet, and this is only a shortcut
-    if config is None or any(d not in known for d in image.diff_ids):
-        return (image.config_digest,)
-    return (image.config_digest, ld.load_head("oci", config, image.diff_ids, [], known).image_id)
+    if config is None or state.ref_id is None:
+        return state
+    if any(d not in content for d in image.diff_ids):
+        known = sizes.known()
+        content = {d: content.get(d) or uncompressed_layer(d, known[d]) for d in image.diff_ids
+                   if d in content or d in known}
+        if any(d not in content for d in image.diff_ids):
+            return state
+    expected = ld.load_head("oci", config, image.diff_ids, [], content).image_id
+    return cmd.ImageState(state.ref_id, state.ids | {expected}) if state.ref_id == expected else state
 
 
 def _observe(job: Job, options: ShipOptions, history_sizes: Sequence[int], reporter: Reporter,
@@ -102,9 +110,10 @@ def _observe(job: Job, options: ShipOptions, history_sizes: Sequence[int], repor
         lock = pool.submit(locks.acquire, session, host.staging_dir, image.ref,
                            break_lock=options.break_lock) if take_lock else None
         facts = pool.submit(gather, session, host)
-        state = pool.submit(session.run, cmd.image_state_argv(docker_argv, image.ref, *_host_ids(image, sizes)),
+        state = pool.submit(session.run, cmd.image_state_argv(docker_argv, image.ref, image.config_digest),
                             timeout=60)
-        present = pool.submit(session.run, present_layers_argv(docker_argv), check=False, timeout=120)
+        present = pool.submit(session.run, present_layers_argv(docker_argv, host.staging_dir), check=False,
+                              timeout=120)
         reporter.phase(host.name, "checking")
         if lock is not None:
             job.lock = lock.result()
@@ -112,9 +121,16 @@ def _observe(job: Job, options: ShipOptions, history_sizes: Sequence[int], repor
         image_state = cmd.parse_image_state(state.result().stdout)
         listed = present.result()
     have = parse_present(listed.stdout) if listed.ok else frozenset()
+    content = parse_content(listed.stdout)
     store = getattr(job.facts.docker, "image_store", "") if job.facts is not None else ""
-    job.plan = make_plan(host, image, job.facts, image_state, have, history_sizes, options.via or host.via,
-                         options.codec, known_sizes=sizes.known() if store == "containerd" else None)
+    if store == "containerd":
+        image_state = _oci_state(image, image_state, content, sizes)
+        missing_sizes = any(d not in content for d in image.diff_ids)
+        job.plan = make_plan(host, image, job.facts, image_state, have, history_sizes, options.via or host.via,
+                             options.codec, known_sizes=sizes.known() if missing_sizes else None, host_content=content)
+    else:
+        job.plan = make_plan(host, image, job.facts, image_state, have, history_sizes, options.via or host.via,
+                             options.codec)
     preflight(job.plan, job.facts, image.architecture)
     reporter.phase(host.name, "planned", job.plan.reason)
     return job
@@ -211,7 +227,20 @@ def ship_image(hosts: Sequence[Host], image_ref: str, options: ShipOptions | Non
                 exporter = exports.join(plan.codec.name, {image.diff_ids[i] for i in plan.missing})
             else:
                 exports.leave()
-            _finish(job, pusher, exporter, reporter)
+            try:
+                _finish(job, pusher, exporter, reporter)
+            except IncompletePull as exc:
+                # the image is complete only with the layers' blobs: plan the host again as a
+                # tarball host (the lock is still ours) and send what its content store lacks
+                reporter.note(host.name, f"{exc.reason}; sending the image as a tarball instead")
+                _observe(job, replace(options, via="tarball"), layer_history, reporter, take_lock=False, sizes=sizes)
+                plan = job.plan
+                assert plan is not None and plan.codec is not None
+                _finish(job, pusher, exports.late(plan.codec.name, {image.diff_ids[i] for i in plan.missing}),
+                        reporter)
+                if job.host_id != exc.image_id:  # the incomplete pull, unless a container still uses it
+                    job.conn.run(cmd.remove_image_argv(host.docker, exc.image_id), what="removing an incomplete image",
+                                 check=False, timeout=60)
         except DeployError as exc:
             reporter.done(host.name, False, str(exc).splitlines()[0].removeprefix(f"{host.name}: "))
             if job.plan is not None and job.lock is not None:

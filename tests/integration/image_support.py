@@ -81,5 +81,7 @@ def config_digest_of(client: docker.DockerClient, ref: str) -> str | None:
                   if {k: (m.get("platform") or {}).get(k) for k in platform} == platform]
         doc = read(desc["digest"])
     config = read(doc["config"]["digest"])
-    assert config["rootfs"]["diff_ids"] == attrs["RootFS"]["Layers"]
+    layers = (attrs.get("RootFS") or {}).get("Layers")
+    assert layers, f"{ref} is incomplete on this daemon: its content store lacks blobs (inspect shows no layers)"
+    assert config["rootfs"]["diff_ids"] == layers
     return str(doc["config"]["digest"])

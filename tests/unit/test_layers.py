@@ -15,8 +15,9 @@ D = ["sha256:" + c * 64 for c in "abcdef"]
 def test_argv_passes_docker_as_positional_args() -> None:
     argv = present_layers_argv(("sudo", "docker"))
     assert argv[:2] == ("sh", "-c")
-    assert argv[3:] == ("sh", "sudo", "docker")
+    assert argv[3:] == ("sh", "", "sudo", "docker")
     assert "sudo" not in argv[2] and '"$@" images -aq --no-trunc' in argv[2]
+    assert present_layers_argv(("docker",), "/srv/st; x")[3:] == ("sh", "/srv/st; x/content", "docker")
 
 
 def test_argv_rejects_empty_docker() -> None:
@@ -108,3 +109,26 @@ def test_gap_means_everything_above_is_missing() -> None:
     present = frozenset(chain_ids(D[:1])) | frozenset([chain_ids(D[:3])[2]])
     # chain of D[:2] absent: layer 1 and everything above go, even if a higher chain is listed
     assert missing_layers(D[:3], present) == (1, 2)
+
+
+def test_content_records_round_trip_through_the_script(tmp_path: Path) -> None:
+    """The install writes one record per layer; the listing prints them back; junk is ignored."""
+    from deployer.commands.layers import content_records, parse_content
+    from deployer.tarfmt import Descriptor
+
+    zst = Descriptor("application/vnd.oci.image.layer.v1.tar+zstd", "sha256:" + "1" * 64, 1234)
+    raw = Descriptor("application/vnd.oci.image.layer.v1.tar", D[1], 5120)
+    records = content_records([(D[0], zst), (D[1], raw)])
+    cdir = tmp_path / "staging" / "content"
+    cdir.mkdir(parents=True)
+    for line in records.splitlines():
+        d, rest = line.split(" ", 1)
+        (cdir / d).write_text(rest + "\n")
+    (cdir / "junk").write_text("application/x-evil $(reboot) 1\n")
+    out = subprocess.run(present_layers_argv(("true",), str(tmp_path / "staging")), capture_output=True, text=True,
+                         check=True).stdout
+    assert parse_content(out) == {D[0]: zst, D[1]: raw}
+    import pytest
+
+    with pytest.raises(ValueError):
+        content_records([(D[0], Descriptor("text/x-shell", "sha256:" + "1" * 64, 1))])

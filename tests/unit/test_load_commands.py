@@ -15,6 +15,8 @@ from fakedocker import Image, fake_docker, sha
 
 from deployer.commands import load as ld
 from deployer.commands import ship as cmd
+from deployer.commands.layers import parse_content, present_layers_argv
+from deployer.tarfmt import OCI_LAYER, Descriptor
 
 
 def _head(head: ld.LoadHead) -> tuple[bytes, int]:
@@ -47,8 +49,8 @@ def test_partial_config_is_labelled_and_stable() -> None:
 def test_exact_argv_keeps_variable_parts_out_of_the_script() -> None:
     files = [ld.LoadFile("sha256:1", "/s/a b.gz", 1000)]
     argv = ld.load_argv(("sudo", "docker"), "/s/h; rm -rf /", "gzip", 3, files)
-    assert argv[:2] == ("sh", "-c") and argv[3:] == ("sh", "/s/h; rm -rf /", "gzip", "3", "1", "/s/a b.gz", "24",
-                                                     "sudo", "docker")
+    assert argv[:2] == ("sh", "-c") and argv[3:] == ("sh", "/s/h; rm -rf /", "", "", "gzip", "3", "1", "/s/a b.gz",
+                                                     "24", "sudo", "docker")
     with pytest.raises(ValueError):
         ld.load_argv(("docker",), "/h", "lz4", 3, files)
     with pytest.raises(ValueError):  # the cleanup word-splits blob names: only hex.zst / hex.gz
@@ -156,21 +158,36 @@ def test_zstd_mode_decompresses_on_the_host(tmp_path: Path) -> None:
     assert res.returncode == 0 and ld.parse_loaded(res.stdout.decode()) == (img.id,), res.stderr
 
 
-def _oci_install(docker: tuple[str, ...], img: Image, files: list[ld.LoadFile]) -> tuple[subprocess.CompletedProcess[bytes], str]:
-    sizes = {f.diff_id: f.size for f in img.files}
-    head = ld.load_head("oci", img.config, img.diff_ids, files, sizes)
+def _link(img: Image) -> tuple[list[ld.LoadFile], dict[str, Descriptor]]:
+    """The staged gzip blobs as an OCI load carries them (as is), and the descriptors naming them."""
+    files = [ld.LoadFile(b.diff_id, str(b.path), b.size) for b in img.blobs]
+    return files, {b.diff_id: Descriptor(f"{OCI_LAYER}+gzip", b.digest, b.size) for b in img.blobs}
+
+
+def _oci_install(docker: tuple[str, ...], img: Image, files: list[ld.LoadFile],
+                 layers: dict[str, Descriptor]) -> tuple[subprocess.CompletedProcess[bytes], str]:
+    head = ld.load_head("oci", img.config, img.diff_ids, files, layers)
     argv = ld.install_argv(docker, img.head_path(), head.image_id, "t:v", img.staging, cmd.blob_dir(img.staging),
-                           img.names, "gzip", head.blocks, files)
+                           img.names, "link", head.blocks, files, list(layers.items()))
     return sh(argv, head.data), head.image_id
 
 
-def test_oci_head_names_layers_by_diff_id_and_its_id_is_the_manifest_digest() -> None:
+def _records(img: Image) -> dict[str, Descriptor]:
+    out = sh(present_layers_argv(("true",), img.staging)).stdout.decode()
+    return parse_content(out)
+
+
+def test_oci_head_names_each_layer_by_its_blob_and_its_id_is_the_manifest_digest() -> None:
     config = b'{"rootfs":{"diff_ids":["sha256:1","sha256:2"]}}'
-    files = [ld.LoadFile("sha256:" + "b" * 64, "/s/x.zst", 700)]
     diff_ids = ["sha256:" + "a" * 64, "sha256:" + "b" * 64]
-    with pytest.raises(ValueError, match="no size known"):
-        ld.load_head("oci", config, diff_ids, files)
-    head = ld.load_head("oci", config, diff_ids, files, {diff_ids[0]: 1000})
+    zst = Descriptor(f"{OCI_LAYER}+zstd", "sha256:" + "c" * 64, 700)
+    files = [ld.LoadFile(diff_ids[1], "/s/x.zst", 700)]
+    with pytest.raises(ValueError, match="no blob named"):
+        ld.load_head("oci", config, diff_ids, files, {diff_ids[1]: zst})
+    with pytest.raises(ValueError, match="its file is 700 bytes"):
+        ld.load_head("oci", config, diff_ids, files, {diff_ids[0]: zst, diff_ids[1]: Descriptor(OCI_LAYER, "x", 5)})
+    layers = {**ld.uncompressed(diff_ids[:1], {diff_ids[0]: 1000}), diff_ids[1]: zst}
+    head = ld.load_head("oci", config, diff_ids, files, layers)
     members = {}
     with tarfile.open(fileobj=io.BytesIO(head.data[: head.blocks * 512] + b"\0" * 1024)) as tar:
         for m in tar:
@@ -181,46 +198,52 @@ def test_oci_head_names_layers_by_diff_id_and_its_id_is_the_manifest_digest() ->
     manifest = json.loads(members[f"blobs/sha256/{manifest_digest[7:]}"])
     assert manifest["config"]["digest"] == ld.config_id(config)
     assert [(d["digest"], d["size"], d["mediaType"]) for d in manifest["layers"]] == [
-        (diff_ids[0], 1000, "application/vnd.oci.image.layer.v1.tar"),
-        (diff_ids[1], 700, "application/vnd.oci.image.layer.v1.tar")]
-    assert head.data[-512:].startswith(f"blobs/sha256/{'b' * 64}".encode())
-    # the same image and sizes give the same id: the sender knows it before the load
-    assert ld.load_head("oci", config, diff_ids, [], {diff_ids[0]: 1000, diff_ids[1]: 700}).image_id == head.image_id
+        (diff_ids[0], 1000, OCI_LAYER), (zst.digest, 700, f"{OCI_LAYER}+zstd")]
+    assert head.data[-512:].startswith(f"blobs/sha256/{'c' * 64}".encode())  # the file is named by its blob
+    # the same layers named the same way give the same id: the sender knows it before the load
+    assert ld.load_head("oci", config, diff_ids, [], layers).image_id == head.image_id
 
 
-def test_oci_stand_ins_then_install_on_a_containerd_store(tmp_path: Path) -> None:
+def test_oci_stand_ins_then_install_on_a_containerd_store_record_each_layers_blob(tmp_path: Path) -> None:
     img = Image(tmp_path)
     docker, state = fake_docker(tmp_path)
-    sizes = {f.diff_id: f.size for f in img.files}
+    files, layers = _link(img)
     partial = ld.partial_config("linux", "amd64", img.diff_ids[:2], img.staging)
-    head = ld.load_head("oci", partial, img.diff_ids[:2], img.files[:2], sizes)
-    res = sh(ld.load_argv(docker, img.head_path(), "gzip", head.blocks, img.files[:2]), head.data)
+    first = {d: layers[d] for d in img.diff_ids[:2]}
+    head = ld.load_head("oci", partial, img.diff_ids[:2], files[:2], first)
+    res = sh(ld.load_argv(docker, img.head_path(), "link", head.blocks, files[:2], img.staging,
+                          list(first.items())), head.data)
     assert res.returncode == 0, res.stderr
     assert ld.parse_loaded(res.stdout.decode()) == (head.image_id,)
-    res, image_id = _oci_install(docker, img, img.files[2:])
+    assert _records(img) == first  # a killed ship's next run names these layers by the same blobs
+    res, image_id = _oci_install(docker, img, files[2:], layers)
     assert res.returncode == 0, res.stderr
     assert ld.parse_install(res.stdout.decode()) == ld.Installed(image_id, image_id)
     after = json.loads(state.read_text())
     assert list(after["images"]) == [image_id] and after["tags"] == {"t:v": image_id}
+    assert _records(img) == layers
 
 
-def test_oci_delta_after_a_plain_load_sends_only_the_new_layer(tmp_path: Path) -> None:
-    """Layers loaded earlier (by deployer or a `docker save` tar) are in the content store under
-    their diff id: a tar with only the new layer's blob gives a complete, listed image."""
+def test_oci_delta_names_the_layers_it_leaves_out_as_recorded(tmp_path: Path) -> None:
+    """Layers loaded earlier by deployer are in the content store under the blobs it recorded: a
+    tar with only the new layer's blob gives a complete, listed image."""
     img = Image(tmp_path)
     docker, _state = fake_docker(tmp_path)
-    sizes = {f.diff_id: f.size for f in img.files}
+    files, layers = _link(img)
+    first = {d: layers[d] for d in img.diff_ids[:3]}
     cfg = ld.partial_config("linux", "amd64", img.diff_ids[:3], "/elsewhere")
-    head = ld.load_head("oci", cfg, img.diff_ids[:3], img.files[:3], sizes)
-    assert sh(ld.load_argv(docker, img.head_path(), "gzip", head.blocks, img.files[:3]), head.data).returncode == 0
-    res, image_id = _oci_install(docker, img, img.files[3:])
+    head = ld.load_head("oci", cfg, img.diff_ids[:3], files[:3], first)
+    assert sh(ld.load_argv(docker, img.head_path(), "link", head.blocks, files[:3], img.staging,
+                           list(first.items())), head.data).returncode == 0
+    res, image_id = _oci_install(docker, img, files[3:], {**_records(img), img.diff_ids[3]: layers[img.diff_ids[3]]})
     assert res.returncode == 0, res.stderr
     assert image_id in sh((*docker, "images", "-aq", "--no-trunc")).stdout.decode().split()
 
 
 def test_oci_incomplete_image_is_exit_8_then_completed_by_sending_the_layers(tmp_path: Path) -> None:
-    """Layers the host unpacked from a registry pull are held under compressed digests: the load
-    succeeds but the image is not listed (exit 8, blobs kept); sending those layers completes it."""
+    """Layers the host unpacked from a registry pull are held under compressed digests: a load that
+    names them by their uncompressed digest succeeds but the image is not listed (exit 8, blobs
+    kept); a load carrying them too completes the image."""
     img = Image(tmp_path)
     docker, state = fake_docker(tmp_path)
     pulled = {"images": {}, "chains": [], "tags": {}, "content": ["sha256:" + "9" * 64], "manifests": {}}
@@ -229,10 +252,13 @@ def test_oci_incomplete_image_is_exit_8_then_completed_by_sending_the_layers(tmp
         c = d if c is None else "sha256:" + hashlib.sha256(f"{c} {d}".encode()).hexdigest()
         pulled["chains"].append(c)
     state.write_text(json.dumps(pulled))
-    res, image_id = _oci_install(docker, img, img.files[3:])
+    files, layers = _link(img)
+    guessed = {**ld.uncompressed(img.diff_ids[:3], {f.diff_id: f.size for f in img.files}),
+               img.diff_ids[3]: layers[img.diff_ids[3]]}
+    res, image_id = _oci_install(docker, img, files[3:], guessed)
     assert res.returncode == 8, res.stderr
     assert len(list(Path(cmd.blob_dir(img.staging)).iterdir())) == 4  # kept for the second try
-    assert json.loads(state.read_text())["tags"] == {}
-    res, again = _oci_install(docker, img, img.files[:3])
-    assert res.returncode == 0 and again == image_id, res.stderr
-    assert json.loads(state.read_text())["tags"] == {"t:v": image_id}
+    assert json.loads(state.read_text())["tags"] == {} and _records(img) == {}
+    res, again = _oci_install(docker, img, files, layers)
+    assert res.returncode == 0 and again != image_id, res.stderr
+    assert json.loads(state.read_text())["tags"] == {"t:v": again}

@@ -22,6 +22,7 @@ from deployer.ship.plan import (
 )
 from deployer.ship.refs import normalize, registry_ref, split_ref
 from deployer.ship.render import plan_commands, plan_json, render
+from deployer.tarfmt import Descriptor, uncompressed_layer
 
 D = tuple(f"sha256:{str(i) * 64}" for i in range(1, 5))
 IMAGE = ImageInfo("trainer:v3", "sha256:" + "f" * 64, D, 400, "linux", "amd64", ("trainer:v3",))
@@ -81,25 +82,24 @@ def test_forced_codec() -> None:
 
 def test_containerd_store_gets_only_the_missing_layers_as_an_oci_load() -> None:
     sizes = {d: 1000 + i for i, d in enumerate(IMAGE.diff_ids)}
+    recorded = Descriptor("application/vnd.oci.image.layer.v1.tar+zstd", "sha256:" + "9" * 64, 321)
     p = make_plan(host(), IMAGE, facts(store="containerd"), NONE, BASE_PRESENT, SIZES, "tarball",
-                  known_sizes=sizes)
+                  known_sizes=sizes, host_content={IMAGE.diff_ids[0]: recorded})
     assert (p.missing, p.load_format, p.image_store) == ((2, 3), "oci", "containerd")
-    assert p.codec == CodecChoice("zstd", host_decompress=True)  # layers go in uncompressed: named by diff id
-    assert p.reused_sizes == ((IMAGE.diff_ids[0], 1000), (IMAGE.diff_ids[1], 1001))
-    # even a Docker that reads zstd itself gets them decompressed; no zstd binary: gzip, decompressed
-    p = make_plan(host(), IMAGE, facts(store="containerd", version="28.5.2", decompressors=frozenset({"gzip"})),
-                  NONE, BASE_PRESENT, SIZES, "tarball", known_sizes=sizes)
-    assert p.codec == CodecChoice("gzip", host_decompress=True)
-    with pytest.raises(PreflightError, match="cannot decompress"):
-        make_plan(host(), IMAGE, facts(store="containerd", decompressors=frozenset()), NONE, BASE_PRESENT,
-                  SIZES, "tarball", known_sizes=sizes)
+    # the blobs go in as they are: Docker on this store reads zstd (no zstd binary needed on the host)
+    assert p.codec == CodecChoice("zstd", host_decompress=False)
+    # a layer deployer loaded is named by the blob it recorded; one it did not, by its tar (a plain load)
+    assert p.reused == ((IMAGE.diff_ids[0], recorded), (IMAGE.diff_ids[1], uncompressed_layer(IMAGE.diff_ids[1], 1001)))
+    p = make_plan(host(), IMAGE, facts(store="containerd", decompressors=frozenset()), NONE, BASE_PRESENT,
+                  SIZES, "tarball", "gzip", known_sizes=sizes)
+    assert p.codec == CodecChoice("gzip", host_decompress=False)
 
 
-def test_containerd_store_resends_layers_whose_size_is_unknown_here() -> None:
+def test_containerd_store_resends_layers_no_blob_of_which_is_known() -> None:
     sizes = {IMAGE.diff_ids[1]: 1001}
     p = make_plan(host(), IMAGE, facts(store="containerd"), NONE, BASE_PRESENT, SIZES, "tarball",
                   known_sizes=sizes)
-    assert p.missing == (0, 2, 3) and p.reused_sizes == ((IMAGE.diff_ids[1], 1001),)
+    assert p.missing == (0, 2, 3) and p.reused == ((IMAGE.diff_ids[1], uncompressed_layer(IMAGE.diff_ids[1], 1001)),)
     assert "1 layer(s) the host has are sent again" in p.reason
 
 
@@ -171,7 +171,7 @@ def test_render_tarball_commands() -> None:
     assert len(receives) == 2
     # layers register as they land (stdin: the tar head), the host decompresses zstd
     head = f"/stage/load-{'f' * 16}.head"
-    assert argvs[3][:10] == ld.load_argv(("docker",), head, "zstd", 0, [])[:6] + (
+    assert argvs[3][:12] == ld.load_argv(("docker",), head, "zstd", 0, [])[:8] + (
         "<tar head blocks>", "1", blob3, "<tar padding>")
     install = argvs[-1]
     assert install[4:8] == (head, IMAGE.id, "trainer:v3", f"{ld.PARTIAL_LABEL}=/stage")

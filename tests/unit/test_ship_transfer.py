@@ -239,7 +239,7 @@ def test_layer_loader_registers_layers_as_they_land_then_install_finishes(tmp_pa
     loader.close()
     assert loader.loaded and loader.next == 4 and notes == [] and counter.sent > 0
     assert img.id in json.loads(state.read_text())["images"]
-    assert install(conn, docker, img.info, img.staging, "gzip", img.config, [], img.blobs, counter)
+    assert install(conn, docker, img.info, img.staging, "gzip", img.config, [], img.blobs, img.blobs, counter)
     after = json.loads(state.read_text())
     assert list(after["images"]) == [img.id] and after["tags"] == {"t:v": img.id}
     assert not list(Path(cmd.blob_dir(img.staging)).iterdir())
@@ -263,7 +263,7 @@ def test_layer_loader_stops_on_a_failed_load_and_install_loads_the_rest(tmp_path
     rest = load_files(img.info, range(loader.next, 4), frozenset(range(4)), {b.diff_id: b for b in img.blobs},
                       img.staging, "gzip")
     assert [f.diff_id for f in rest] == img.diff_ids
-    assert install(conn, docker, img.info, img.staging, "gzip", img.config, rest, img.blobs, Counter())
+    assert install(conn, docker, img.info, img.staging, "gzip", img.config, rest, img.blobs, img.blobs, Counter())
     assert list(json.loads(state.read_text())["images"]) == [img.id]
 
 
