@@ -85,3 +85,23 @@ def config_digest_of(client: docker.DockerClient, ref: str) -> str | None:
     assert layers, f"{ref} is incomplete on this daemon: its content store lacks blobs (inspect shows no layers)"
     assert config["rootfs"]["diff_ids"] == layers
     return str(doc["config"]["digest"])
+
+
+# What a registry may hold for a pushed image: a Docker v2 manifest (classic store), an OCI manifest,
+# or an index naming one (a containerd-store workstation pushes its own).
+MANIFEST_ACCEPT = ", ".join((
+    "application/vnd.docker.distribution.manifest.v2+json", "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json"))
+
+
+def pushed_manifest(get: Any, ref: str, config_digest: str) -> dict[str, Any]:
+    """The image manifest a registry holds at REF (GET(ref) -> JSON); for an index, its child whose
+    config is CONFIG_DIGEST."""
+    doc = dict(get(ref))
+    if "layers" in doc:
+        return doc
+    for child in doc.get("manifests") or []:
+        found = dict(get(child["digest"]))
+        if (found.get("config") or {}).get("digest") == config_digest and "layers" in found:
+            return found
+    raise AssertionError(f"{ref} names no manifest for config {config_digest}")

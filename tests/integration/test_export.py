@@ -179,7 +179,8 @@ def test_store_export_is_in_image_order_and_equals_docker_save(ws: docker.Docker
 def _vfs_client(testbed: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> docker.DockerClient:
     client = docker.DockerClient(base_url=testbed.ws_docker_host, timeout=120)
     real = client.info()
-    monkeypatch.setattr(client, "info", lambda: {**real, "Driver": "vfs"})
+    # another graph driver: neither the overlay2 store nor the containerd content store is read
+    monkeypatch.setattr(client, "info", lambda: {**real, "Driver": "vfs", "DriverStatus": []})
     return client
 
 
@@ -213,6 +214,16 @@ def test_store_failing_mid_image_hands_the_rest_to_docker_save(ws: docker.Docker
         return real(self, index)
 
     monkeypatch.setattr(LayerStore, "open_layer", failing)
+    from deployer.local.content import ContentStore  # the workstation's store, whichever it is
+
+    real_content = ContentStore.open_layer
+
+    def failing_content(self: ContentStore, index: int) -> Iterator[bytes]:
+        if index >= 2:
+            raise StoreError(f"layer {index}: simulated I/O error")
+        return real_content(self, index)
+
+    monkeypatch.setattr(ContentStore, "open_layer", failing_content)
     exp, blobs = _export(image, {"gzip": set(image.diff_ids)}, ws, tmp_path / "c")
     assert exp.source == "docker save" and exp.exported_blobs == len(image.diff_ids)
     assert [b.diff_id for b in blobs[:2]] == list(image.diff_ids[:2])  # from the store, before it failed

@@ -23,15 +23,16 @@ import requests
 from tests.conftest import Testbed
 from tests.integration.cli_support import deploy, inventory_with
 from tests.integration.image_support import (
+    MANIFEST_ACCEPT,
     build_random,
     config_digest_of,
     pushed_layers_match,
+    pushed_manifest,
     registry_blobs,
     remove_image,
 )
 
 HOST = "gpu01"
-MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
 
 
 def secrets(testbed: Testbed) -> list[str]:
@@ -147,8 +148,10 @@ def test_ship_through_a_registry_with_a_login(testbed: Testbed, auth_env: dict[s
     # bytes_sent: the compressed size of the layers this push uploaded, from the manifest deployer read
     # back with the workstation's credentials (not the raw-size fallback)
     assert "could not read the manifest" not in err
-    manifest = requests.get(f"http://{testbed.registry_auth}/v2/{tag.split(':')[0]}/manifests/1", timeout=10,
-                            auth=testbed.registry_login(), headers={"Accept": MANIFEST_V2}).json()
+    manifest = pushed_manifest(
+        lambda ref: requests.get(f"http://{testbed.registry_auth}/v2/{tag.split(':')[0]}/manifests/{ref}", timeout=10,
+                                 auth=testbed.registry_login(), headers={"Accept": MANIFEST_ACCEPT}).json(),
+        "1", config)
     assert any(d["digest"] not in before for d in manifest["layers"])  # the fresh layer was uploaded
     assert pushed_layers_match(rec["bytes_sent"], manifest["layers"], before), (rec, manifest, before)
 

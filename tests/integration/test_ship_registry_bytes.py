@@ -20,14 +20,15 @@ import requests
 
 from tests.conftest import DeployRunner, Testbed
 from tests.integration.image_support import (
+    MANIFEST_ACCEPT,
     config_digest_of,
     pushed_layers_match,
+    pushed_manifest,
     registry_blobs,
     remove_image,
 )
 
 SAMPLE = "deployer-testbed/sample:latest"
-MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
 # Classic-store hosts: on the containerd store (gpu01) a pull of layers the host already unpacked
 # from another source is incomplete on Docker 28 (moby#49784) and deployer then switches that
 # host to the tarball route (tests/integration/test_modern_docker.py); this test is about what a
@@ -75,7 +76,8 @@ def test_bytes_sent_is_the_compressed_size_of_the_uploaded_layers(testbed: Testb
     assert all(records[h]["image_id"] == image.id and records[h]["config_digest"] == config for h in HOSTS)
 
     repo, _, ref_tag = tag.rpartition(":")
-    manifest = registry_get(testbed, repo, f"manifests/{ref_tag}", MANIFEST_V2).json()
+    manifest = pushed_manifest(lambda ref: registry_get(testbed, repo, f"manifests/{ref}", MANIFEST_ACCEPT).json(),
+                               ref_tag, config)
     assert manifest["config"]["digest"] == config
     uploaded = [layer for layer in manifest["layers"] if layer["digest"] not in before]
     assert uploaded, "the fresh layer should have been uploaded by this push"
