@@ -206,24 +206,17 @@ def test_unusable_store_falls_back_to_docker_save(testbed: Any, image: ImageInfo
 
 def test_store_failing_mid_image_hands_the_rest_to_docker_save(ws: docker.DockerClient, image: ImageInfo,
                                                               tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    real = LayerStore.open_layer
+    from deployer.local.content import ContentStore
 
-    def failing(self: LayerStore, index: int) -> Iterator[bytes]:
-        if index >= 2:
-            raise StoreError(f"layer {index}: simulated I/O error")
-        return real(self, index)
+    def failing_from_layer_3(real: Any) -> Any:
+        def failing(self: Any, index: int) -> Iterator[bytes]:
+            if index >= 2:
+                raise StoreError(f"layer {index}: simulated I/O error")
+            return real(self, index)
+        return failing
 
-    monkeypatch.setattr(LayerStore, "open_layer", failing)
-    from deployer.local.content import ContentStore  # the workstation's store, whichever it is
-
-    real_content = ContentStore.open_layer
-
-    def failing_content(self: ContentStore, index: int) -> Iterator[bytes]:
-        if index >= 2:
-            raise StoreError(f"layer {index}: simulated I/O error")
-        return real_content(self, index)
-
-    monkeypatch.setattr(ContentStore, "open_layer", failing_content)
+    for store in (LayerStore, ContentStore):  # the workstation's store, whichever it is
+        monkeypatch.setattr(store, "open_layer", failing_from_layer_3(store.open_layer))
     exp, blobs = _export(image, {"gzip": set(image.diff_ids)}, ws, tmp_path / "c")
     assert exp.source == "docker save" and exp.exported_blobs == len(image.diff_ids)
     assert [b.diff_id for b in blobs[:2]] == list(image.diff_ids[:2])  # from the store, before it failed

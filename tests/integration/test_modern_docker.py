@@ -45,9 +45,11 @@ def listed(testbed: Testbed, host: str) -> dict[str, list[str]]:
 
 
 def leftovers(testbed: Testbed, host: str) -> list[str]:
-    """Stand-ins and dangling image records a ship may have left on the host."""
+    """Stand-ins of this staging dir (other tests ship with staging dirs of their own) and dangling
+    image records that a ship may have left on the host."""
+    label = f"io.deployer.partial={testbed.hosts[host].staging_dir}"
     out = testbed.ssh(host, "docker images -a --no-trunc --format '{{.ID}} {{.Repository}}'; "
-                            "docker images -q --no-trunc --filter label=io.deployer.partial").stdout.decode()
+                            f"docker images -q --no-trunc --filter label={label}").stdout.decode()
     return [ln for ln in out.splitlines() if "moby-dangling" in ln or (ln.startswith("sha256:") and " " not in ln)]
 
 
@@ -122,44 +124,40 @@ def test_registry_ship_to_a_containerd_host_is_verified(testbed: Testbed, env: d
     assert ref in listed(testbed, GPU).get(rec["host_image_id"], [])
 
 
+def base_then_child(testbed: Testbed, env: dict[str, str], first: str, then: str) -> tuple[dict[str, Any], str]:
+    """Ship a fresh base to GPU by route FIRST, then a child of it by route THEN; the child must end
+    complete and verified there, with no leftovers. Returns the child's record and stderr."""
+    base = tag("modern-base")
+    build(testbed, base, [1])
+    code, _, err = deploy(env, "ship", "--host", GPU, "--via", first, "--image", base, "--json")
+    assert code == 0, err
+    child = tag("modern-child")
+    add_layer(testbed, base, child, 200_000)
+    code, out, err = deploy(env, "ship", "--host", GPU, "--via", then, "--image", child, "--json")
+    assert code == 0, err
+    rec = one(out, GPU)
+    assert rec["ok"] and rec["verified"]
+    assert config_digest_of(testbed.docker(GPU), child) == config_digest_of(testbed.docker("ws"), child)
+    assert child in listed(testbed, GPU).get(rec["host_image_id"], [])
+    assert leftovers(testbed, GPU) == []
+    return rec, err
+
+
 def test_an_incomplete_pull_is_completed_as_a_tarball(testbed: Testbed, env: dict[str, str]) -> None:
     """Docker 28's containerd store does not download a layer it has unpacked from another source
     (moby#49784): the pull leaves an image that runs but is incomplete. deployer notices, and sends
     the image as a tarball instead, which ends complete and verified."""
-    base = tag("modern-pre")
-    build(testbed, base, [1])
-    code, _, err = deploy(env, "ship", "--host", GPU, "--via", "tarball", "--image", base, "--json")
-    assert code == 0, err  # GPU now has these layers, held as deployer's blobs
-    ref = tag("modern-pull")
-    add_layer(testbed, base, ref, 200_000)
-    code, out, err = deploy(env, "ship", "--host", GPU, "--via", "registry", "--image", ref, "--json")
-    assert code == 0, err
-    rec = one(out, GPU)
-    assert rec["ok"] and rec["verified"]
-    assert config_digest_of(testbed.docker(GPU), ref) == config_digest_of(testbed.docker("ws"), ref)
-    assert ref in listed(testbed, GPU).get(rec["host_image_id"], [])
+    rec, err = base_then_child(testbed, env, "tarball", "registry")
     if rec["via"] == "tarball":  # a Docker with moby#53615 pulls what it lacks: then no fallback
         assert "moby#49784" in err and "sending the image as a tarball instead" in err
-    assert leftovers(testbed, GPU) == []
 
 
 def test_layers_pulled_from_a_registry_are_completed_by_a_tarball_ship(testbed: Testbed,
                                                                        env: dict[str, str]) -> None:
     """A registry pull keeps layers compressed under other digests: an OCI load that leaves them
     out loads an incomplete image, so deployer sends them too and the image ends up complete."""
-    base = tag("modern-base")
-    build(testbed, base, [3])
-    code, _, err = deploy(env, "ship", "--host", GPU, "--via", "registry", "--image", base, "--json")
-    assert code == 0, err
-    top = tag("modern-top")
-    add_layer(testbed, base, top, 100_000)
-    code, out, err = deploy(env, "ship", "--host", GPU, "--via", "tarball", "--image", top, "--json")
-    assert code == 0, err
-    rec = one(out, GPU)
-    assert rec["ok"] and rec["verified"]
-    assert top in listed(testbed, GPU).get(rec["host_image_id"], [])
-    assert config_digest_of(testbed.docker(GPU), top) == config_digest_of(testbed.docker("ws"), top)
-    assert leftovers(testbed, GPU) == []
+    rec, _ = base_then_child(testbed, env, "registry", "tarball")
+    assert rec["via"] == "tarball"
 
 
 def test_killed_ship_to_a_containerd_host_resumes_on_a_plain_rerun(testbed: Testbed, env: dict[str, str]) -> None:
