@@ -40,7 +40,6 @@ from deployer.tarfmt import (
     oci_small_files,
     tar_header,
     tar_member,
-    uncompressed_layer,
 )
 
 PARTIAL_LABEL = "io.deployer.partial"
@@ -113,11 +112,6 @@ def load_head(fmt: str, config: bytes, diff_ids: Sequence[str], files: Sequence[
     headers = b"".join(tar_header(blob_name(descs[f.diff_id].digest), f.size) for f in files)
     return LoadHead(head + headers, len(head) // BLOCK, digest_of(manifest))
 
-
-def uncompressed(diff_ids: Sequence[str], raw_sizes: Mapping[str, int]) -> dict[str, Descriptor]:
-    """Every layer named by its uncompressed digest (what a `docker save` tar's load leaves in the
-    content store); KeyError for a layer whose size is not given."""
-    return {d: uncompressed_layer(d, raw_sizes[d]) for d in diff_ids}
 
 
 # -- remote scripts ---------------------------------------------------------------------------

@@ -78,22 +78,11 @@ class _Blobs:
 
     def config(self, image: ImageInfo) -> bytes | None:
         """The config of IMAGE (its id is a manifest or index digest), or None."""
-        digest: str | None = image.id
-        for _ in range(3):  # index -> manifest -> config (an index of indexes is not an image)
-            assert digest is not None
-            doc = json.loads(self.read(digest))
-            if is_config_of(doc, image):
-                return self.read(digest)
-            if doc.get("mediaType") in _INDEXES or "manifests" in doc:
-                digest = pick_manifest(doc, image.os, image.architecture)
-                if digest is None:
-                    return None
-            elif isinstance(doc.get("config"), dict):
-                digest = str(doc["config"].get("digest"))
-            else:
-                return None
-        return None
-
+        manifest = self.manifest(image)
+        if manifest is None or not isinstance(manifest.get("config"), Mapping):
+            return None
+        config = self.read(str(manifest["config"].get("digest")))
+        return config if is_config_of(json.loads(config), image) else None
 
     def manifest(self, image: ImageInfo) -> Mapping[str, Any] | None:
         """The image manifest for this platform (its id may name an index)."""

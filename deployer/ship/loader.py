@@ -21,7 +21,7 @@ from deployer.local.cache import Blob
 from deployer.local.image import ImageInfo
 from deployer.ship.conn import HostConn
 from deployer.ship.tarball import Counter
-from deployer.tarfmt import OCI_LAYER, Descriptor, uncompressed_layer
+from deployer.tarfmt import OCI_LAYER, Descriptor
 
 log = logging.getLogger(__name__)
 LOAD_TIMEOUT_S = 600.0
@@ -139,15 +139,14 @@ class IncompleteImage(TransferError):
 def named_layers(fmt: str, diff_ids: Sequence[str], reused: Mapping[str, Descriptor], sent: Iterable[Blob],
                  mode: str) -> dict[str, Descriptor]:
     """For an OCI load (else empty): the blob that names each layer, the layers left out as REUSED
-    says and the SENT ones by what goes in the tar (the blob as is, or its decompressed tar)."""
+    says and the SENT ones by their blob, which goes in as it is (the containerd store reads it)."""
     if fmt != "oci":
         return {}
+    if mode != "link":
+        raise ValueError(f"an OCI load carries the blobs as they are, not {mode!r}")
     layers = dict(reused)
     for blob in sent:
-        if mode == "link":
-            layers[blob.diff_id] = Descriptor(f"{OCI_LAYER}+{blob.codec}", blob.digest, blob.size)
-        else:
-            layers[blob.diff_id] = uncompressed_layer(blob.diff_id, blob.raw_size)
+        layers[blob.diff_id] = Descriptor(f"{OCI_LAYER}+{blob.codec}", blob.digest, blob.size)
     return {d: layers[d] for d in diff_ids if d in layers}
 
 

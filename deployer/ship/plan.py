@@ -55,6 +55,15 @@ class ShipPlan:
         return self.route in ("tarball", "registry")
 
 
+def name_layers(diff_ids: Sequence[str], host_content: Mapping[str, Descriptor],
+                known_sizes: Mapping[str, int]) -> dict[str, Descriptor]:
+    """The blob an OCI load names each layer the host has by (containerd store): the one deployer
+    recorded there, else the uncompressed tar a `docker save` load leaves (its size known here).
+    Layers with neither are left out of the result."""
+    return {d: host_content.get(d) or uncompressed_layer(d, known_sizes[d])
+            for d in diff_ids if d in host_content or d in known_sizes}
+
+
 def layer_bytes_bound(history_sizes: Sequence[int], n_layers: int, missing: int) -> int:
     """Upper bound of the top `missing` layers' sizes from `docker history` sizes (oldest first).
 
@@ -142,8 +151,7 @@ def make_plan(
         # here); a layer with neither is sent again (Docker skips unpacking it).
         codec = CodecChoice("gzip" if force_codec == "gzip" else "zstd", host_decompress=False)
         first = min(missing, default=n)
-        named = {d: host_content.get(d) or uncompressed_layer(d, known_sizes[d])
-                 for d in image.diff_ids[:first] if d in host_content or d in known_sizes}
+        named = name_layers(image.diff_ids[:first], host_content, known_sizes)
         unknown = [i for i in range(first) if image.diff_ids[i] not in named]
         missing = tuple(sorted({*unknown, *missing}))
         reused = tuple((d, named[d]) for d in dict.fromkeys(image.diff_ids[:first]) if d in named)

@@ -35,13 +35,13 @@ from deployer.ship import lock as locks
 from deployer.ship.conn import HostConn
 from deployer.ship.exports import ExportPool
 from deployer.ship.model import ShipOptions, ShipResult
-from deployer.ship.plan import ShipPlan, make_plan, preflight
+from deployer.ship.plan import ShipPlan, make_plan, name_layers, preflight
 from deployer.ship.progress import NullReporter, Reporter
 from deployer.ship.refs import split_ref
 from deployer.ship.registry import IncompletePull, Pusher
 from deployer.ship.route import run_registry, run_tarball
 from deployer.ship.tarball import Counter, tag_and_verify
-from deployer.tarfmt import Descriptor, uncompressed_layer
+from deployer.tarfmt import Descriptor
 
 log = logging.getLogger(__name__)
 
@@ -74,20 +74,13 @@ class Job:
         )
 
 
-def _oci_state(image: ImageInfo, state: cmd.ImageState, content: dict[str, Descriptor],
-               sizes: LayerSizes) -> cmd.ImageState:
+def _oci_state(image: ImageInfo, state: cmd.ImageState, named: dict[str, Descriptor]) -> cmd.ImageState:
     """On a containerd-store host: REF already names the image if it names the manifest deployer's
-    load would make there now (the layers named as the host's content records say)."""
+    load would make there now (every layer NAMED as plan.name_layers does)."""
     config = Cache().get_config(image.config_digest)
-    if config is None or state.ref_id is None:
+    if config is None or state.ref_id is None or any(d not in named for d in image.diff_ids):
         return state
-    if any(d not in content for d in image.diff_ids):
-        known = sizes.known()
-        content = {d: content.get(d) or uncompressed_layer(d, known[d]) for d in image.diff_ids
-                   if d in content or d in known}
-        if any(d not in content for d in image.diff_ids):
-            return state
-    expected = ld.load_head("oci", config, image.diff_ids, [], content).image_id
+    expected = ld.load_head("oci", config, image.diff_ids, [], named).image_id
     return cmd.ImageState(state.ref_id, state.ids | {expected}) if state.ref_id == expected else state
 
 
@@ -124,10 +117,11 @@ def _observe(job: Job, options: ShipOptions, history_sizes: Sequence[int], repor
     content = parse_content(listed.stdout)
     store = getattr(job.facts.docker, "image_store", "") if job.facts is not None else ""
     if store == "containerd":
-        image_state = _oci_state(image, image_state, content, sizes)
-        missing_sizes = any(d not in content for d in image.diff_ids)
+        # layer sizes are only needed (and, on a containerd workstation, only read) for unrecorded layers
+        known = sizes.known() if any(d not in content for d in image.diff_ids) else {}
+        image_state = _oci_state(image, image_state, name_layers(image.diff_ids, content, known))
         job.plan = make_plan(host, image, job.facts, image_state, have, history_sizes, options.via or host.via,
-                             options.codec, known_sizes=sizes.known() if missing_sizes else None, host_content=content)
+                             options.codec, known_sizes=known, host_content=content)
     else:
         job.plan = make_plan(host, image, job.facts, image_state, have, history_sizes, options.via or host.via,
                              options.codec)

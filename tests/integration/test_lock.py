@@ -19,6 +19,7 @@ from deployer.ship import lock as locks
 from tests.conftest import Testbed
 from tests.integration.cli_support import deploy
 from tests.integration.test_ship import build, host_image_id, tag
+from tests.unit.test_ship_lock import dead_deploy
 
 HOST = "gpu02"  # overlay2: the lock does not depend on the store
 
@@ -57,20 +58,11 @@ def leave(lock_dir: Path, who: locks.Owner) -> str:
     return token
 
 
-def killed_deploy() -> locks.Owner:
-    """A deploy process on this workstation that is gone now (SIGKILLed: its lock stayed)."""
-    proc = subprocess.Popen(["sleep", "60"])
-    started = locks.process_start(proc.pid)
-    proc.kill()
-    proc.wait()
-    return dataclasses.replace(locks.identity(), pid=proc.pid, started=started)
-
-
 def test_a_plain_ship_takes_over_the_lock_of_a_dead_deploy(testbed: Testbed, lock_dir: Path,
                                                            env: dict[str, str]) -> None:
     ref = tag("lockdead")
     image = build(testbed, ref, [1])
-    leave(lock_dir, killed_deploy())
+    leave(lock_dir, dead_deploy())
     code, out, err = deploy(env, "ship", "--host", HOST, "--via", "tarball", "--image", ref, "--json")
     assert code == 0, err
     rec = one(out, HOST)
@@ -98,7 +90,7 @@ def test_a_lock_from_another_workstation_needs_break_lock(testbed: Testbed, lock
                                                           env: dict[str, str]) -> None:
     ref = tag("lockother")
     build(testbed, ref, [1])
-    other = dataclasses.replace(killed_deploy(), workstation="ws-elsewhere", machine="m-elsewhere", boot="b-else")
+    other = dataclasses.replace(dead_deploy(), workstation="ws-elsewhere", machine="m-elsewhere", boot="b-else")
     token = leave(lock_dir, other)
     code, out, err = deploy(env, "ship", "--host", HOST, "--via", "tarball", "--image", ref, "--json")
     assert code == 1

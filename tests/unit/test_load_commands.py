@@ -16,7 +16,7 @@ from fakedocker import Image, fake_docker, sha
 from deployer.commands import load as ld
 from deployer.commands import ship as cmd
 from deployer.commands.layers import parse_content, present_layers_argv
-from deployer.tarfmt import OCI_LAYER, Descriptor
+from deployer.tarfmt import OCI_LAYER, Descriptor, uncompressed_layer
 
 
 def _head(head: ld.LoadHead) -> tuple[bytes, int]:
@@ -186,7 +186,7 @@ def test_oci_head_names_each_layer_by_its_blob_and_its_id_is_the_manifest_digest
         ld.load_head("oci", config, diff_ids, files, {diff_ids[1]: zst})
     with pytest.raises(ValueError, match="its file is 700 bytes"):
         ld.load_head("oci", config, diff_ids, files, {diff_ids[0]: zst, diff_ids[1]: Descriptor(OCI_LAYER, "x", 5)})
-    layers = {**ld.uncompressed(diff_ids[:1], {diff_ids[0]: 1000}), diff_ids[1]: zst}
+    layers = {diff_ids[0]: uncompressed_layer(diff_ids[0], 1000), diff_ids[1]: zst}
     head = ld.load_head("oci", config, diff_ids, files, layers)
     members = {}
     with tarfile.open(fileobj=io.BytesIO(head.data[: head.blocks * 512] + b"\0" * 1024)) as tar:
@@ -253,7 +253,7 @@ def test_oci_incomplete_image_is_exit_8_then_completed_by_sending_the_layers(tmp
         pulled["chains"].append(c)
     state.write_text(json.dumps(pulled))
     files, layers = _link(img)
-    guessed = {**ld.uncompressed(img.diff_ids[:3], {f.diff_id: f.size for f in img.files}),
+    guessed = {**{f.diff_id: uncompressed_layer(f.diff_id, f.size) for f in img.files[:3]},
                img.diff_ids[3]: layers[img.diff_ids[3]]}
     res, image_id = _oci_install(docker, img, files[3:], guessed)
     assert res.returncode == 8, res.stderr
