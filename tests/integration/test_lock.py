@@ -19,7 +19,7 @@ from deployer.ship import lock as locks
 from tests.conftest import Testbed
 from tests.integration.cli_support import deploy
 from tests.integration.test_ship import build, host_image_id, tag
-from tests.unit.test_ship_lock import dead_deploy
+from tests.lock_support import dead_deploy
 
 HOST = "gpu02"  # overlay2: the lock does not depend on the store
 

@@ -17,6 +17,7 @@ from deployer.commands import ship as cmd
 from deployer.errors import LockError
 from deployer.ship import lock as locks
 from deployer.transport.session import Session
+from tests.lock_support import dead_deploy
 from tests.unit.test_ship_transfer import LocalSession
 
 ME = locks.Owner(workstation="ws1", machine="m1", boot="b1", pidns="pid:[4026531836]", pid=100, started=5000)
@@ -130,15 +131,6 @@ def test_takeover_is_won_by_exactly_one_of_many(tmp_path: Path) -> None:
 def local() -> Session:
     """A Session whose 'host' is this machine (the lock needs only run())."""
     return cast(Session, LocalSession([]))
-
-
-def dead_deploy() -> locks.Owner:
-    """The identity a deploy on this workstation had before it was killed."""
-    proc = subprocess.Popen(["sleep", "30"])
-    started = locks.process_start(proc.pid)
-    proc.kill()
-    proc.wait()
-    return dataclasses.replace(locks.identity(), pid=proc.pid, started=started)
 
 
 def test_acquire_takes_over_a_lock_whose_deploy_was_killed(tmp_path: Path,
