@@ -36,14 +36,20 @@ def timestamp_ns(line: bytes) -> tuple[int, int] | None:
 
 
 class LogCursor:
-    """Turns timestamped chunks into lines to print, remembering where to resume (pure)."""
+    """Turns timestamped chunks into lines to print, remembering where to resume (pure).
+
+    Docker copies a container's stdout and stderr separately, so the merged stream is not
+    strictly in timestamp order: every line of a live stream is printed. Only after a resume
+    (`--since` is inclusive) are the lines at the resume instant that were printed before dropped.
+    """
 
     def __init__(self, keep_timestamps: bool) -> None:
         self.keep_timestamps = keep_timestamps
-        self.last_ns: int | None = None
-        self.last_raw: str | None = None  # the last timestamp as docker printed it
-        self.at_last = 0  # lines printed with exactly last_ns
-        self._skip = 0  # on resume: lines at last_ns still to drop
+        self.last_ns: int | None = None  # the latest timestamp printed
+        self.last_raw: str | None = None  # ... as docker printed it
+        self.at_last = 0  # lines printed with exactly last_ns, over every connection
+        self._floor: int | None = None  # on resume: the --since instant
+        self._skip = 0  # on resume: lines at the floor still to drop
         self._buf = b""
 
     def feed(self, chunk: bytes) -> list[bytes]:
@@ -63,23 +69,23 @@ class LogCursor:
         if ts is None:
             return line  # not docker's format: pass through untouched
         ns, end = ts
-        if self.last_ns is not None and ns < self.last_ns:
-            return None
-        if ns == self.last_ns:
-            if self._skip:
+        if self._floor is not None:
+            if ns < self._floor:
+                return None
+            if ns == self._floor and self._skip:
                 self._skip -= 1
                 return None
-            self.at_last += 1
-        else:
-            self.last_ns, self.at_last, self._skip = ns, 1, 0
+        if self.last_ns is None or ns > self.last_ns:
+            self.last_ns, self.at_last = ns, 1
             self.last_raw = line[: end - 1].decode()
+        elif ns == self.last_ns:
+            self.at_last += 1
         return line if self.keep_timestamps else line[end:]
 
     def resume(self) -> str | None:
         """Forget the partial line of a dropped stream; the --since value to resume from."""
         self._buf = b""
-        self._skip = self.at_last
-        self.at_last = 0
+        self._floor, self._skip = self.last_ns, self.at_last
         return self.last_raw
 
 

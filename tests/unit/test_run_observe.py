@@ -52,6 +52,15 @@ def test_resume_drops_what_was_printed_even_at_the_same_instant() -> None:
     assert c.feed(T3 + b"three\n" + T3 + b"four\n" + T3 + b"five\n") == [b"five\n"]
 
 
+def test_live_stream_keeps_lines_out_of_timestamp_order() -> None:
+    # docker copies stdout and stderr separately: a stderr line can follow a later stdout line
+    c = LogCursor(keep_timestamps=False)
+    assert c.feed(T2 + b"refused\n" + T1 + b"touch: Read-only file system\n") == [
+        b"refused\n", b"touch: Read-only file system\n"]
+    assert c.resume() == T2.decode().strip()
+    assert c.feed(T2 + b"refused\n" + T3 + b"next\n") == [b"next\n"]
+
+
 def test_resume_before_any_line() -> None:
     c = LogCursor(keep_timestamps=False)
     assert c.resume() is None
