@@ -96,13 +96,15 @@ Examples:
   deploy status train-1 --json       # one run, for scripts
 \b
 Shows deployer-managed containers: running ones and those that finished in the last 24 h
-(--all: every deployer container, however old). Containers deployer did not start are not
-listed; the GPU lines still count what they use. A host that cannot be asked is shown as
-unreachable with the reason; the exit code is then 1.""")
+(--all: every deployer container, however old), then every GPU: memory, utilization and who
+uses it (a deployer container, "other process" when it is busy without one, or "free").
+Containers deployer did not start are not listed. --json gives one object per selected host:
+reachable or not, Docker version and image store, free disk, GPUs and containers. A host that
+cannot be asked is shown as unreachable with the reason; the exit code is then 1.""")
 @click.argument("name", required=False)
 @host_pattern_option()
 @click.option("--all", "show_all", is_flag=True, help="Include deployer containers that finished long ago.")
-@click.option("--json", "as_json", is_flag=True, help="JSON array, one object per container / unreachable host.")
+@click.option("--json", "as_json", is_flag=True, help="JSON array, one object per selected host (with its GPUs and containers).")
 @click.option("--watch", is_flag=True, help="Refresh in place until Ctrl-C.")
 @click.option("--interval", default=2.0, show_default=True, help="Seconds between --watch refreshes.")
 @click.option("--timeout", default=5.0, show_default=True, help="SSH connect timeout per host, seconds.")
@@ -119,8 +121,10 @@ def status_cmd(name: str | None, pattern: str, show_all: bool, as_json: bool, wa
 
     def plain(statuses: list[status.HostStatus]) -> None:
         output.table(render.STATUS_COLUMNS, render.status_rows(statuses))
-        for line in render.gpu_lines(statuses):
-            print(f"# gpus {line}", flush=True)
+        gpu_rows = render.gpu_rows(statuses)
+        if gpu_rows:
+            print(flush=True)  # a blank line, then the GPU table with its own header
+            output.table(render.GPU_COLUMNS, gpu_rows)
 
     if watch and not as_json:
         try:

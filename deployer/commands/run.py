@@ -127,6 +127,8 @@ def mkdirs_argv(paths: Sequence[str]) -> tuple[str, ...]:
     return ("mkdir", "-p", "--", *paths)
 
 
+# The engine section is `docker info` as one JSON line (version, image store, root dir), then the
+# free space at Docker's root dir (`df -Pk`); a failing info leaves it empty, never fails the script.
 _STATUS_SCRIPT = f"""\
 ids=$("$@" ps -aq --no-trunc --filter {MANAGED_FILTER}) || exit $?
 echo '{_SECTION}containers'
@@ -135,16 +137,23 @@ echo '{_SECTION}gpus'
 if command -v nvidia-smi >/dev/null 2>&1; then
   nvidia-smi --query-gpu={GPU_QUERY} --format=csv,noheader,nounits 2>/dev/null || true
 fi
+echo '{_SECTION}engine'
+info=$("$@" info --format '{{{{json .}}}}' 2>/dev/null) && printf '%s\\n' "$info"
+echo '{_SECTION}disk'
+root=$(printf '%s' "$info" | sed -n 's/.*"DockerRootDir":"\\([^"]*\\)".*/\\1/p')
+[ -n "$root" ] && df -Pk "$root" 2>/dev/null
+exit 0
 """
 
 
 def status_argv(docker: Docker) -> tuple[str, ...]:
-    """One round trip: deployer containers (docker inspect JSON) and nvidia-smi's GPU lines."""
+    """One round trip: deployer containers (docker inspect JSON), nvidia-smi's GPU lines, the engine
+    (`docker info` JSON) and the free space at Docker's root dir."""
     return ("sh", "-c", _STATUS_SCRIPT, "sh", *docker)
 
 
-def split_status(stdout: str) -> tuple[str, str]:
-    """(containers JSON, nvidia-smi text) from status_argv's output."""
+def status_sections(stdout: str) -> dict[str, str]:
+    """status_argv's output by section: containers, gpus, engine, disk (missing ones are absent)."""
     parts: dict[str, list[str]] = {}
     current = None
     for line in stdout.splitlines():
@@ -153,7 +162,13 @@ def split_status(stdout: str) -> tuple[str, str]:
             parts[current] = []
         elif current is not None:
             parts[current].append(line)
-    return "\n".join(parts.get("containers", [])), "\n".join(parts.get("gpus", []))
+    return {k: "\n".join(v) for k, v in parts.items()}
+
+
+def split_status(stdout: str) -> tuple[str, str]:
+    """(containers JSON, nvidia-smi text) from status_argv's output."""
+    sections = status_sections(stdout)
+    return sections.get("containers", ""), sections.get("gpus", "")
 
 
 @dataclass(frozen=True)

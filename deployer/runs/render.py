@@ -14,6 +14,7 @@ from deployer.commands.run import ContainerStatus, parse_time
 from deployer.runs.status import HostStatus, assigned_gpus
 
 STATUS_COLUMNS = ("HOST", "NAME", "IMAGE", "STATE", "EXIT", "OOM", "STARTED", "UPTIME/FINISHED", "RESTARTS", "GPUS")
+GPU_COLUMNS = ("HOST", "GPU", "MODEL", "MEMORY MiB", "UTIL", "USE")
 HISTORY_COLUMNS = ("TIME", "HOST", "ACTION", "NAME", "IMAGE", "RESULT", "USER")
 _STATE_STYLE = {"running": "green", "exited": "yellow", "dead": "red", "restarting": "magenta",
                 "unreachable": "red", "error": "red"}
@@ -72,24 +73,34 @@ def status_rows(statuses: Sequence[HostStatus], now: datetime | None = None) -> 
     return rows
 
 
-def gpu_lines(statuses: Sequence[HostStatus]) -> list[str]:
-    """Per host with GPUs: `gpu02  0 A100-SXM4-40GB 10240/40960 MiB 100% | 1 ...`."""
-    lines = []
+def gpu_rows(statuses: Sequence[HostStatus]) -> list[list[str]]:
+    """One row per GPU of every host that has some: memory, utilization, and who uses it."""
+    rows = []
     for hs in statuses:
-        if not hs.gpus:
-            continue
-        parts = []
-        for g in hs.gpus:
+        for g in hs.gpu_use:
             used = "?" if g.memory_used_mib is None else str(g.memory_used_mib)
             util = "?" if g.utilization_pct is None else f"{g.utilization_pct}%"
-            parts.append(f"{g.index} {g.name} {used}/{g.memory_total_mib} MiB {util}")
-        lines.append(f"{hs.host}  " + " | ".join(parts))
-    return lines
+            use = ", ".join(g.held_by) if g.held_by else ("other process" if g.other_process else "free")
+            rows.append([hs.host, str(g.index), g.name, f"{used}/{g.memory_total_mib}", util, use])
+    return rows
+
+
+_USE_STYLE = {"free": "green", "other process": "red"}
+
+
+def gpu_table(statuses: Sequence[HostStatus]) -> Table:
+    """The GPU view: one row per GPU, free ones green, ones busy outside deployer red."""
+    table = Table(show_edge=False, header_style="bold")
+    for col in GPU_COLUMNS:
+        table.add_column(col, justify="right" if col in ("GPU", "MEMORY MiB", "UTIL") else "left")
+    for row in gpu_rows(statuses):
+        table.add_row(*row[:5], Text(row[5], style=_USE_STYLE.get(row[5], "cyan")))
+    return table
 
 
 def status_renderable(statuses: Sequence[HostStatus], now: datetime | None = None,
                       title: str | None = None) -> RenderableType:
-    """The status table plus the per-host GPU lines, for a terminal (and --watch)."""
+    """The status table plus the GPU table, for a terminal (and --watch)."""
     table = Table(title=title, show_edge=False, header_style="bold")
     for col in STATUS_COLUMNS:
         table.add_column(col)
@@ -98,11 +109,9 @@ def status_renderable(statuses: Sequence[HostStatus], now: datetime | None = Non
         table.add_row(*row[:3], Text(row[3], style=style or ""), *row[4:])
     if not any(hs.containers or not hs.reachable or hs.error for hs in statuses):
         table.add_row("", "(no deployer containers)", *[""] * (len(STATUS_COLUMNS) - 2))
-    gpu = gpu_lines(statuses)
     parts: list[RenderableType] = [table]
-    if gpu:
-        parts.append(Text("\nGPUs", style="bold"))
-        parts += [Text(line) for line in gpu]
+    if any(hs.gpu_use for hs in statuses):
+        parts += [Text("\nGPUs", style="bold"), gpu_table(statuses)]
     return Group(*parts)
 
 

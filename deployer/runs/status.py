@@ -6,7 +6,7 @@ per host, one connect attempt bounded by the timeout, so a cut host never stalls
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -14,6 +14,7 @@ from deployer.commands import run as cmd
 from deployer.errors import CommandError, DeployError, HostError
 from deployer.fleet import for_each_host
 from deployer.inventory.host import Host
+from deployer.runs.gpuuse import Busy, GpuUse, gpu_use
 from deployer.transport import connect
 
 RECENT = timedelta(hours=24)
@@ -29,6 +30,10 @@ class HostStatus:
     error: str | None = None
     containers: tuple[cmd.ContainerStatus, ...] = ()
     gpus: tuple[Any, ...] = ()  # deployer.commands.facts.Gpu
+    gpu_use: tuple[GpuUse, ...] = ()  # from every container, before `select` hides any
+    docker_version: str | None = None
+    image_store: str | None = None  # "overlay2", "containerd", ...
+    disk_free_bytes: int | None = None  # at Docker's root dir
 
 
 def wanted(c: cmd.ContainerStatus, *, name: str | None, show_all: bool, now: datetime) -> bool:
@@ -43,8 +48,6 @@ def wanted(c: cmd.ContainerStatus, *, name: str | None, show_all: bool, now: dat
 
 def ask(host: Host, *, timeout: float) -> HostStatus:
     """One host's containers and GPUs; unreachable/failed hosts become a HostStatus with the reason."""
-    from deployer.commands.facts import parse_nvidia_smi
-
     try:
         with connect(host, timeout=timeout) as session:
             res = session.run(cmd.status_argv(host.docker), timeout=max(timeout, 30.0))
@@ -53,12 +56,38 @@ def ask(host: Host, *, timeout: float) -> HostStatus:
         return HostStatus(host.name, True, f"docker failed: {' '.join(tail.split())}")
     except HostError as exc:  # cannot connect, auth or host key refused, link dropped
         return HostStatus(host.name, False, _reason(exc))
-    containers_text, gpu_text = cmd.split_status(res.stdout)
+    return parse(host.name, res.stdout)
+
+
+def parse(host: str, stdout: str, busy: Busy | None = None) -> HostStatus:
+    """A reachable host's HostStatus from status_argv's output (pure)."""
+    from deployer.commands.facts import image_store, parse_df, parse_nvidia_smi
+
+    sections = cmd.status_sections(stdout)
     try:
-        containers = cmd.parse_inspect(containers_text)
+        containers = tuple(cmd.parse_inspect(sections.get("containers", "")))
     except ValueError as exc:
-        return HostStatus(host.name, True, f"cannot parse docker inspect output: {exc}")
-    return HostStatus(host.name, True, None, tuple(containers), tuple(parse_nvidia_smi(gpu_text)) if gpu_text else ())
+        return HostStatus(host, True, f"cannot parse docker inspect output: {exc}")
+    gpu_text = sections.get("gpus", "")
+    gpus = tuple(parse_nvidia_smi(gpu_text)) if gpu_text else ()
+    info = _json_line(sections.get("engine", ""))
+    version = str(info.get("ServerVersion") or "") or None
+    return HostStatus(host, True, None, containers, gpus, gpu_use(gpus, containers, busy),
+                      version, image_store(info) if info else None, parse_df(sections.get("disk", "")))
+
+
+def _json_line(text: str) -> dict[str, Any]:
+    import json
+
+    for line in text.splitlines():
+        if line.startswith("{"):
+            try:
+                value = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(value, dict):
+                return value
+    return {}
 
 
 def gather(hosts: Sequence[Host], *, parallel: int = 16, timeout: float = 5.0) -> list[HostStatus]:
@@ -78,8 +107,7 @@ def select(statuses: Sequence[HostStatus], *, name: str | None = None, show_all:
            now: datetime | None = None) -> list[HostStatus]:
     """Keep the containers `wanted` says (pure)."""
     now = now or datetime.now(timezone.utc)
-    return [HostStatus(hs.host, hs.reachable, hs.error,
-                       tuple(c for c in hs.containers if wanted(c, name=name, show_all=show_all, now=now)), hs.gpus)
+    return [replace(hs, containers=tuple(c for c in hs.containers if wanted(c, name=name, show_all=show_all, now=now)))
             for hs in statuses]
 
 
@@ -110,19 +138,20 @@ def assigned_gpus(c: cmd.ContainerStatus, host_gpus: Sequence[Any]) -> list[str]
     return out
 
 
+def container_json(c: cmd.ContainerStatus, host_gpus: Sequence[Any]) -> dict[str, Any]:
+    """One container in `status --json` (and `run --json`'s neighbours): what docker inspect says."""
+    return {"name": c.name, "image": c.label("deployer.image") or c.image, "image_id": c.image_id,
+            "state": c.state, "exit_code": c.exit_code, "oom_killed": c.oom_killed,
+            "started_at": c.started_at, "finished_at": c.finished_at, "gpus": assigned_gpus(c, host_gpus)}
+
+
 def to_json(statuses: Sequence[HostStatus]) -> list[dict[str, Any]]:
-    """The issue's --json shape: one object per container, one per host that could not be asked."""
-    rows: list[dict[str, Any]] = []
+    """`status --json`: one object per selected host, reachable or not (README: "JSON contract")."""
+    out: list[dict[str, Any]] = []
     for hs in statuses:
-        if not hs.reachable or hs.error:
-            rows.append({"host": hs.host, "reachable": hs.reachable, "error": hs.error, "name": None,
-                         "image": None, "image_id": None, "state": None, "exit_code": None,
-                         "oom_killed": None, "started_at": None, "finished_at": None, "gpus": None})
-            continue
-        for c in hs.containers:
-            rows.append({"host": hs.host, "reachable": True, "error": None, "name": c.name,
-                         "image": c.label("deployer.image") or c.image, "image_id": c.image_id,
-                         "state": c.state, "exit_code": c.exit_code, "oom_killed": c.oom_killed,
-                         "started_at": c.started_at, "finished_at": c.finished_at,
-                         "gpus": assigned_gpus(c, hs.gpus)})
-    return rows
+        out.append({"host": hs.host, "reachable": hs.reachable, "error": hs.error,
+                    "docker_version": hs.docker_version, "image_store": hs.image_store,
+                    "disk_free_bytes": hs.disk_free_bytes,
+                    "gpus": [g.to_json() for g in hs.gpu_use],
+                    "containers": [container_json(c, hs.gpus) for c in hs.containers]})
+    return out

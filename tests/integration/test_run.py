@@ -37,7 +37,8 @@ def test_device_list_reaches_container_and_status(deploy_cli: Any, testbed: Any,
     assert labels["deployer.image"] == SAMPLE and labels["deployer.image_id"] == c.image.id
     assert labels["deployer.gpus"] == '"device=1,3"' and "@" in labels["deployer.user"]
     code, out, _ = deploy_cli("status", name, "--host", "gpu02", "--json")
-    (row,) = json.loads(out)
+    (host,) = json.loads(out)
+    (row,) = host["containers"]
     assert row["gpus"] == ["1", "3"] and row["state"] == "exited" and row["exit_code"] == 0
 
 

@@ -17,9 +17,10 @@ from test_run_support import (
 
 
 def one(deploy_cli: Any, name: str, host: str) -> dict[str, Any] | None:
-    code, rows, err = status_json(deploy_cli, name, "--host", host)
+    code, hosts, err = status_json(deploy_cli, name, "--host", host)
     assert code == 0, err
-    return rows[0] if rows else None
+    assert [h["host"] for h in hosts] == [host]
+    return hosts[0]["containers"][0] if hosts[0]["containers"] else None
 
 
 def test_running_then_exited_with_code(deploy_cli: Any, testbed: Any, names: list[str]) -> None:
@@ -30,10 +31,9 @@ def test_running_then_exited_with_code(deploy_cli: Any, testbed: Any, names: lis
     assert code == 0, err
     row = one(deploy_cli, name, "gpu01")
     assert row is not None
-    assert set(row) == {"host", "reachable", "error", "name", "image", "image_id", "state", "exit_code",
-                        "oom_killed", "started_at", "finished_at", "gpus"}
-    assert (row["host"], row["reachable"], row["state"], row["exit_code"], row["gpus"]) == \
-        ("gpu01", True, "running", None, ["0"])
+    assert set(row) == {"name", "image", "image_id", "state", "exit_code", "oom_killed", "started_at", "finished_at",
+                        "gpus"}
+    assert (row["name"], row["state"], row["exit_code"], row["gpus"]) == (name, "running", None, ["0"])
     assert row["image"] == BUSYBOX and row["image_id"].startswith("sha256:") and row["started_at"].endswith("Z")
     done = wait_for(lambda: (r := one(deploy_cli, name, "gpu01")) and r["state"] == "exited" and r, timeout=15)
     assert done and done["exit_code"] == 3 and done["oom_killed"] is False and done["finished_at"]
@@ -69,12 +69,13 @@ def test_cut_host_is_unreachable_others_listed(deploy_cli: Any, testbed: Any, na
     assert elapsed < 15
     down = [r for r in rows if r["host"] == "airgap01"]
     assert len(down) == 1 and down[0]["reachable"] is False and down[0]["error"]
-    assert any(r["host"] == "gpu02" and r["name"] == name and r["state"] == "running" for r in rows)
+    assert any(r["host"] == "gpu02" and c["name"] == name and c["state"] == "running"
+               for r in rows for c in r["containers"])
     code, _, err = deploy_cli("status", "--host", "gpu02,airgap01", "--timeout", "3")
     assert code == 0, err  # healed
 
 
-def test_status_table_with_gpu_lines(deploy_cli: Any, testbed: Any, names: list[str]) -> None:
+def test_status_table_with_gpu_table(deploy_cli: Any, testbed: Any, names: list[str]) -> None:
     name = unique("tbl")
     names.append(name)
     code, _, err = run_cli(deploy_cli, testbed, "--host", "gpu02", "--image", SAMPLE, "--name", name, "--gpus", '"device=2"',
@@ -86,8 +87,13 @@ def test_status_table_with_gpu_lines(deploy_cli: Any, testbed: Any, names: list[
     assert lines[0].startswith("HOST\tNAME\tIMAGE\tSTATE")
     row = next(line.split("\t") for line in lines if f"\t{name}\t" in line)
     assert row[0] == "gpu02" and row[3] == "running" and row[-1] == "2" and row[7].startswith("up ")
-    gpu = next(line for line in lines if line.startswith("# gpus gpu02"))
-    assert "A100" in gpu and gpu.count("MiB") == 4
+    # then, after a blank line, the GPU table: one row per GPU, the one the container holds named
+    gpu_header = lines.index("HOST\tGPU\tMODEL\tMEMORY MiB\tUTIL\tUSE")
+    assert lines[gpu_header - 1] == ""
+    gpus = [line.split("\t") for line in lines[gpu_header + 1:]]
+    assert [g[1] for g in gpus if g[0] == "gpu02"] == ["0", "1", "2", "3"]
+    held = next(g for g in gpus if g[0] == "gpu02" and g[1] == "2")
+    assert "A100" in held[2] and held[3].endswith("/40960") and name in held[5].split(", ")
     code, _, err = deploy_cli("status", name + "-nope", "--host", "gpu02")
     assert code == 2 and "did you mean" in err
 
@@ -166,3 +172,34 @@ def test_logs_follow_ctrl_c_ends_cleanly(deploy_cli: Any, testbed: Any, cli_env:
     proc.send_signal(2)
     _, err_bytes = proc.communicate(timeout=15)
     assert proc.returncode == 0 and b"Traceback" not in err_bytes
+
+
+def test_json_lists_every_selected_host(deploy_cli: Any, testbed: Any, run_images: None) -> None:
+    # airgap01 cut, gpu01 idle (no deployer container of ours), cpu01 without GPUs: all three appear
+    testbed.cut("airgap01")
+    try:
+        code, hosts, err = status_json(deploy_cli, "--host", "gpu01,airgap01,cpu01", "--timeout", "3")
+    finally:
+        testbed.heal("airgap01")
+    assert code == 1, err  # a host could not be asked
+    by = {h["host"]: h for h in hosts}
+    assert sorted(by) == ["airgap01", "cpu01", "gpu01"] and len(hosts) == 3
+    cut = by["airgap01"]
+    assert cut["reachable"] is False and cut["error"] and cut["gpus"] == [] and cut["containers"] == []
+    idle = by["gpu01"]
+    assert (idle["reachable"], idle["error"], idle["image_store"]) == (True, None, "containerd")
+    assert idle["docker_version"].startswith("28.") and idle["disk_free_bytes"] > 0
+    assert [g["index"] for g in idle["gpus"]] == [0, 1]
+    for g in idle["gpus"]:
+        assert g["uuid"].startswith("GPU-") and "H100" in g["name"] and g["memory_total_mib"] == 81559
+        assert set(g) == {"index", "uuid", "name", "memory_used_mib", "memory_total_mib", "utilization_pct",
+                          "held_by", "other_process", "free"}
+    # the host's deployer containers are exactly what its daemon has (none, unless another suite runs one)
+    live = {c.name for c in testbed.docker("gpu01").containers.list(filters={"label": "deployer.managed=true"})}
+    assert {c["name"] for c in idle["containers"] if c["state"] == "running"} == live
+    if not live:
+        assert idle["containers"] == [] or all(c["state"] != "running" for c in idle["containers"])
+        assert all(g["free"] and g["held_by"] == [] for g in idle["gpus"])
+    cpu = by["cpu01"]
+    assert cpu["reachable"] is True and cpu["gpus"] == [] and cpu["docker_version"].startswith("20.10")
+    assert cpu["image_store"] == "overlay2"

@@ -6,10 +6,11 @@ from datetime import datetime, timezone
 from deployer.commands.facts import Gpu
 from deployer.commands.run import ContainerStatus
 from deployer.inventory.host import Host
+from deployer.runs.gpuuse import Busy, gpu_use
 from deployer.runs.journal import merge
 from deployer.runs.logs import LogCursor, timestamp_ns
 from deployer.runs.preflight import Ready
-from deployer.runs.render import ago, exit_text, gpu_lines, history_rows, status_rows
+from deployer.runs.render import ago, exit_text, gpu_rows, history_rows, status_rows
 from deployer.runs.spec import RunSpec
 from deployer.runs.start import labels_for
 from deployer.runs.status import HostStatus, select, to_json
@@ -75,12 +76,15 @@ def _c(name: str, state: str, finished: str | None = None, gpus: tuple[str, ...]
 
 
 NOW = datetime(2026, 11, 29, 12, 0, 0, tzinfo=timezone.utc)
+GPUS = (Gpu(0, "H100", "GPU-a", 81559, 20000, 100), Gpu(1, "H100", "GPU-b", 81559, 0, 0))
+CONTAINERS = (
+    _c("run", "running", gpus=("all",)),
+    _c("fresh", "exited", "2026-11-29T11:00:00Z", code=3),
+    _c("old", "exited", "2026-11-20T11:00:00Z", code=0, oom=True),
+)
 HS = [
-    HostStatus("gpu01", True, None, (
-        _c("run", "running", gpus=("all",)),
-        _c("fresh", "exited", "2026-11-29T11:00:00Z", code=3),
-        _c("old", "exited", "2026-11-20T11:00:00Z", code=0, oom=True),
-    ), (Gpu(0, "H100", "GPU-a", 81559, 20000, 100), Gpu(1, "H100", "GPU-b", 81559, 0, 0))),
+    HostStatus("gpu01", True, None, CONTAINERS, GPUS, gpu_use(GPUS, CONTAINERS, Busy()), "28.5.2", "containerd",
+               10 << 30),
     HostStatus("cpu01", False, "cannot reach 10.213.0.14:22: no answer within 5s"),
 ]
 
@@ -92,23 +96,39 @@ def test_select_default_all_and_name() -> None:
     assert names(select(HS, name="old", now=NOW)) == ["old"]  # a name always shows, however old
 
 
-def test_to_json_shape() -> None:
-    rows = to_json(select(HS, show_all=True, now=NOW))
-    assert rows[0] == {"host": "gpu01", "reachable": True, "error": None, "name": "run", "image": "reg/img:1",
-                       "image_id": "sha256:1", "state": "running", "exit_code": None, "oom_killed": False,
-                       "started_at": "2026-11-29T10:00:00Z", "finished_at": None, "gpus": ["0", "1"]}
-    assert rows[2]["oom_killed"] is True and rows[2]["gpus"] is None
-    assert rows[3] == {"host": "cpu01", "reachable": False, "error": "cannot reach 10.213.0.14:22: no answer within 5s",
-                       "name": None, "image": None, "image_id": None, "state": None, "exit_code": None,
-                       "oom_killed": None, "started_at": None, "finished_at": None, "gpus": None}
+def test_to_json_one_object_per_host() -> None:
+    hosts = to_json(select(HS, show_all=True, now=NOW))
+    assert [h["host"] for h in hosts] == ["gpu01", "cpu01"]
+    gpu01 = hosts[0]
+    assert {k: gpu01[k] for k in ("reachable", "error", "docker_version", "image_store", "disk_free_bytes")} == {
+        "reachable": True, "error": None, "docker_version": "28.5.2", "image_store": "containerd",
+        "disk_free_bytes": 10 << 30}
+    assert gpu01["containers"][0] == {"name": "run", "image": "reg/img:1", "image_id": "sha256:1", "state": "running",
+                                      "exit_code": None, "oom_killed": False, "started_at": "2026-11-29T10:00:00Z",
+                                      "finished_at": None, "gpus": ["0", "1"]}
+    assert gpu01["containers"][2]["oom_killed"] is True and gpu01["containers"][2]["gpus"] is None
+    assert gpu01["gpus"][0] == {"index": 0, "uuid": "GPU-a", "name": "H100", "memory_used_mib": 20000,
+                                "memory_total_mib": 81559, "utilization_pct": 100, "held_by": ["run"],
+                                "other_process": False, "free": False}
+    assert hosts[1] == {"host": "cpu01", "reachable": False, "error": "cannot reach 10.213.0.14:22: no answer within 5s",
+                        "docker_version": None, "image_store": None, "disk_free_bytes": None, "gpus": [],
+                        "containers": []}
 
 
-def test_status_rows_and_gpu_lines() -> None:
+def test_gpu_holders_survive_a_name_filter() -> None:
+    # `status fresh` lists only that container, but the GPU view still knows `run` holds both GPUs
+    (gpu01, _) = to_json(select(HS, name="fresh", now=NOW))
+    assert [c["name"] for c in gpu01["containers"]] == ["fresh"]
+    assert [g["held_by"] for g in gpu01["gpus"]] == [["run"], ["run"]]
+
+
+def test_status_rows_and_gpu_rows() -> None:
     rows = status_rows(select(HS, now=NOW), now=NOW)
     assert rows[0] == ["gpu01", "run", "reg/img:1", "running", "", "", "2026-11-29 10:00:00", "up 2h00m", "0", "0,1"]
     assert rows[1][3:5] == ["exited", "3"] and rows[1][7] == "finished 1h00m ago"
     assert rows[2][:4] == ["cpu01", "", "", "unreachable"] and "no answer" in rows[2][7]
-    assert gpu_lines(HS) == ["gpu01  0 H100 20000/81559 MiB 100% | 1 H100 0/81559 MiB 0%"]
+    assert gpu_rows(HS) == [["gpu01", "0", "H100", "20000/81559", "100%", "run"],
+                            ["gpu01", "1", "H100", "0/81559", "0%", "run"]]
     assert [ago(s) for s in (5, 125, 3 * 3600 + 300, 2 * 86400 + 7200)] == ["5s", "2m", "3h05m", "2d2h"]
 
 
