@@ -5,6 +5,7 @@ Parsers call add_group/add_host/add_child/set_*_var; `finish()` applies the fina
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,6 +13,8 @@ from deployer.errors import InventoryError
 
 ALL = "all"
 UNGROUPED = "ungrouped"
+# Ansible's test for a valid group name (constants.INVALID_VARIABLE_NAMES); it warns and keeps the name.
+_INVALID_GROUP_CHARS = re.compile(r"^[\d\W]|[^\w]")
 
 
 @dataclass
@@ -54,10 +57,18 @@ class InventoryBuilder:
         self.hosts: dict[str, HostState] = {}
         self.groups[ALL].children.append(UNGROUPED)
         self.groups[UNGROUPED].parents.append(ALL)
+        self.warnings: list[str] = []
 
-    def add_group(self, name: str) -> GroupState:
+    def add_group(self, name: str, where: Where | None = None) -> GroupState:
         if name not in self.groups:
             self.groups[name] = GroupState(name)
+            bad = sorted(set(_INVALID_GROUP_CHARS.findall(name)))
+            if bad:
+                at = f"{where.file}:{where.line}: " if where and where.line else (f"{where.file}: " if where else "")
+                self.warnings.append(
+                    f"{at}group name {name!r} has characters Ansible does not allow in group names "
+                    f"({''.join(bad)!r}); Ansible keeps it and warns, and so does deployer"
+                )
         return self.groups[name]
 
     def add_host(self, name: str, where: Where, group: str | None = None, port: int | None = None) -> HostState:

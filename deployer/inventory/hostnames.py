@@ -52,13 +52,18 @@ def has_range(name: str) -> bool:
 
 
 def expand(name: str) -> list[str]:
-    """Expand every `[begin:end(:step)]` range in a host name; RangeError when one is malformed."""
+    """Expand every `[begin:end(:step)]` range in a host name exactly as Ansible does; RangeError when it fails.
+
+    Like Ansible: a numeric range whose begin is past its end expands to nothing, a letter bound
+    may be several letters (it is found in a-zA-Z: `[ab:d]` runs from a to d), and a letter range
+    must not run backwards.
+    """
     if not has_range(name):
         return [name]
-    head, _sep, rest = name.partition("[")
-    body, sep2, tail = rest.partition("]")
-    if not sep2:
-        raise RangeError(f"unclosed range in {name!r}")
+    parts = name.replace("[", "|", 1).replace("]", "|", 1).split("|")
+    if len(parts) != 3:
+        raise RangeError(f"unclosed range (or a '|') in {name!r}")
+    head, body, tail = parts
     bounds = body.split(":")
     if len(bounds) not in (2, 3):
         raise RangeError(f"host range [{body}] in {name!r} must be begin:end or begin:end:step")
@@ -71,29 +76,25 @@ def expand(name: str) -> list[str]:
         width = len(begin)
         if len(end) != width:
             raise RangeError(f"host range [{body}] in {name!r}: begin and end must have the same zero-padded width")
-    try:
-        step = int(step_text)
-    except ValueError:
-        raise RangeError(f"host range [{body}] in {name!r}: step {step_text!r} is not a number") from None
-    if step <= 0:
-        raise RangeError(f"host range [{body}] in {name!r}: step must be positive")
     items: list[str]
     letters = string.ascii_letters
-    if begin in letters and end in letters and len(begin) == 1 and len(end) == 1:
-        lo, hi = letters.index(begin), letters.index(end)
-        if lo > hi:
-            raise RangeError(f"host range [{body}] in {name!r} must have begin <= end")
-        items = list(letters[lo : hi + 1 : step])
-    else:
-        try:
-            lo_n, hi_n = int(begin), int(end)
-        except ValueError:
-            raise RangeError(
-                f"host range [{body}] in {name!r}: use numbers ([01:10]) or single letters ([a:f])"
-            ) from None
-        if lo_n > hi_n:
-            raise RangeError(f"host range [{body}] in {name!r} must have begin <= end")
-        items = [str(i).zfill(width) for i in range(lo_n, hi_n + 1, step)]
+    if step_text.strip() in ("0", "-0", "+0"):
+        raise RangeError(f"host range [{body}] in {name!r}: step must not be zero")
+    try:
+        step = int(step_text)
+        if begin in letters and end in letters:
+            lo, hi = letters.index(begin), letters.index(end)
+            if lo > hi:
+                raise RangeError(f"host range [{body}] in {name!r} must have begin <= end")
+            items = list(letters[lo : hi + 1 : step])
+        else:
+            items = [str(i).zfill(width) for i in range(int(begin), int(end) + 1, step)]
+    except ValueError as exc:
+        if isinstance(exc, RangeError):
+            raise
+        raise RangeError(
+            f"host range [{body}] in {name!r}: use numbers ([01:10]), letters ([a:f]) and a non-zero step"
+        ) from None
     out: list[str] = []
     for item in items:
         out.extend(expand(f"{head}{item}{tail}"))

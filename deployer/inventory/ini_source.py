@@ -46,7 +46,7 @@ def parse(text: str, file: str, label: str, builder: InventoryBuilder) -> None:
             if group not in builder.groups:
                 if state == "vars" and group not in pending:
                     pending[group] = _Pending(number, state)
-                builder.add_group(group)
+                builder.add_group(group, where)
             if group in pending and state != "vars":
                 if pending[group].state == "children":
                     _add_pending_children(builder, group, pending, where)

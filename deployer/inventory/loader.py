@@ -6,12 +6,13 @@ host_vars/<host>. Groups are applied by (depth, ansible_group_priority, name).
 """
 from __future__ import annotations
 
+import copy
 import os
 import re
 from typing import Any
 
 from deployer.errors import InventoryError
-from deployer.inventory import ini_source, varsfiles, yaml_source
+from deployer.inventory import ini_source, varsfiles, yaml_source, yamlload
 from deployer.inventory.builder import ALL, InventoryBuilder
 from deployer.inventory.host import Host
 from deployer.inventory.model import Group, Inventory
@@ -52,13 +53,29 @@ def load(path: str) -> Inventory:
     if os.path.isdir(path):
         base = path
         files = _dir_files(path)
-        if not files:
-            raise InventoryError(f"inventory directory {path} holds no inventory files", file=path)
+        parsed = 0
         for f in files:
-            _parse_file(f, os.path.relpath(f, path), builder, warnings)
+            # As ansible-inventory does by default: a file no format can read is skipped with a
+            # warning, and the rest of the directory is read.
+            try:
+                builder, found = _parse_file(f, os.path.relpath(f, path), builder)
+            except InventoryError as exc:
+                at = f"{exc.file or f}:{exc.line}" if exc.line else (exc.file or f)
+                warnings.append(f"{at}: skipped this file, no inventory format reads it ({exc.reason}); "
+                                "the rest of the directory is read, as Ansible does")
+                continue
+            warnings.extend(found)
+            parsed += 1
+        if not parsed:
+            raise InventoryError(
+                f"inventory directory {path} holds no inventory file that can be read"
+                + (f" ({len(files)} skipped)" if files else ""),
+                file=path,
+            )
     else:
         base = os.path.dirname(path) or "."
-        _parse_file(path, os.path.basename(path), builder, warnings)
+        builder, found = _parse_file(path, os.path.basename(path), builder)
+        warnings.extend(found)
     builder.finish()
     return _assemble(path, base, builder, warnings)
 
@@ -73,31 +90,47 @@ def _dir_files(path: str) -> list[str]:
     return out
 
 
-def _parse_file(path: str, label: str, builder: InventoryBuilder, warnings: list[str]) -> None:
+def _parse_file(path: str, label: str, builder: InventoryBuilder) -> tuple[InventoryBuilder, list[str]]:
+    """Read one file the way Ansible's plugin chain does: YAML first (by extension), then INI.
+
+    Each attempt works on a copy of `builder`, so a failed attempt leaves nothing behind; returns
+    the builder of the attempt that worked and its warnings. When none works: the InventoryError
+    of the format the file was meant to be in.
+    """
     try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InventoryError(f"cannot read inventory file: {exc}", file=path) from exc
+        with open(path, "rb") as fh:
+            raw = fh.read()
+    except OSError as exc:
+        raise InventoryError(f"cannot read inventory file: {exc.strerror or exc}", file=path) from exc
     ext = os.path.splitext(path)[1].lower()
     if ext == ".toml":
         raise InventoryError("TOML inventories are not supported; use YAML or INI", file=path)
-    if ext in YAML_EXTENSIONS:
+    yaml_failure: InventoryError | None = None
+    yaml_meant = ext in YAML_EXTENSIONS
+    if ext in ("",) + YAML_EXTENSIONS:
+        trial = copy.deepcopy(builder)
+        warnings: list[str] = []
         try:
-            yaml_source.parse(text, path, label, builder, warnings)
+            yaml_source.parse(yamlload.decode(raw, path), path, label, trial, warnings)
         except yaml_source.NotYaml as exc:
-            raise exc.error from None
-        return
-    if ext != ".ini":
-        # Like Ansible: a file without a known extension is YAML if it reads as a YAML mapping, else INI.
-        try:
-            yaml_source.compose(text, path)
-        except yaml_source.NotYaml:
-            pass
+            yaml_failure = exc.error
+            yaml_meant = yaml_meant or exc.mapping
+        except InventoryError as exc:
+            yaml_failure, yaml_meant = exc, True
         else:
-            yaml_source.parse(text, path, label, builder, warnings)
-            return
-    ini_source.parse(text, path, label, builder)
+            return trial, [*warnings, *trial.warnings[len(builder.warnings):]]
+    trial = copy.deepcopy(builder)
+    try:
+        # Like Ansible's ini plugin: bytes that are not UTF-8 are kept (a Latin-1 comment is fine).
+        ini_source.parse(raw.decode("utf-8", errors="surrogateescape"), path, label, trial)
+    except InventoryError as exc:
+        if yaml_failure is not None and yaml_meant:
+            if not yaml_failure.hint:
+                at = f"line {exc.line}: " if exc.line else ""
+                yaml_failure.hint = f"read as INI (as Ansible tries next) it fails too: {at}{exc.reason}"
+            raise yaml_failure from None
+        raise exc from None
+    return trial, trial.warnings[len(builder.warnings):]
 
 
 def _assemble(source: str, base: str, b: InventoryBuilder, warnings: list[str]) -> Inventory:
@@ -111,6 +144,8 @@ def _assemble(source: str, base: str, b: InventoryBuilder, warnings: list[str]) 
     def files(subdir: str, name: str) -> list[varsfiles.VarsFile]:
         if (subdir, name) not in file_cache:
             file_cache[subdir, name] = varsfiles.load(base, subdir, name)
+            for vf in file_cache[subdir, name]:
+                warnings.extend(vf.warnings)
         return file_cache[subdir, name]
 
     hosts: dict[str, Host] = {}

@@ -9,9 +9,9 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-import yaml
-
 from deployer.errors import InventoryError
+from deployer.inventory import yamlload
+from deployer.inventory.values import var_name
 
 EXTENSIONS = (".yml", ".yaml", ".json")
 
@@ -22,6 +22,7 @@ class VarsFile:
 
     label: str
     vars: dict[str, Any]
+    warnings: tuple[str, ...] = ()
 
 
 def find(base: str, subdir: str, name: str) -> list[str]:
@@ -58,23 +59,19 @@ def read(path: str, base: str) -> VarsFile:
     """Load one vars file; an empty file is no vars, anything but a mapping is an InventoryError."""
     label = os.path.relpath(path, base)
     try:
-        with open(path, encoding="utf-8") as fh:
-            data = yaml.safe_load(fh)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark else None
-        raise InventoryError(f"malformed YAML: {exc.problem or exc}", file=path, line=line) from exc
-    except yaml.YAMLError as exc:
-        raise InventoryError(f"malformed YAML: {exc}", file=path) from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InventoryError(f"cannot read vars file: {exc}", file=path) from exc
+        with open(path, "rb") as fh:
+            raw = fh.read()
+    except OSError as exc:
+        raise InventoryError(f"cannot read vars file: {exc.strerror or exc}", file=path) from exc
+    doc = yamlload.load(yamlload.decode(raw, path), path)
+    data = doc.data
     if not data:
-        return VarsFile(label, {})
+        return VarsFile(label, {}, tuple(doc.warnings))
     if not isinstance(data, dict):
         raise InventoryError(
             f"a vars file must be a mapping of variable names to values, got {type(data).__name__}", file=path, line=1
         )
-    return VarsFile(label, {str(k): v for k, v in data.items()})
+    return VarsFile(label, {var_name(k): v for k, v in data.items()}, tuple(doc.warnings))
 
 
 def load(base: str, subdir: str, name: str) -> list[VarsFile]:

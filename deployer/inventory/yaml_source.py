@@ -1,162 +1,154 @@
 """YAML (and JSON) inventories: `all`/group -> `hosts`, `vars`, `children`, nested.
 
-Walks PyYAML's node tree so every error carries file:line and a key path; values are
-constructed by PyYAML's safe constructor, as Ansible's loader would type them.
+The walk follows Ansible's yaml inventory plugin step by step (what it skips with a warning,
+what it refuses); values come from deployer.inventory.yamlload, which types them as Ansible's
+loader does, and every error carries file:line and a key path.
 """
 from __future__ import annotations
 
 from typing import Any
 
-import yaml
-from yaml.nodes import MappingNode, Node, ScalarNode
-
 from deployer.errors import InventoryError
 from deployer.inventory.builder import InventoryBuilder, Where
 from deployer.inventory.hostnames import RangeError, expand, split_port
+from deployer.inventory.values import var_name
+from deployer.inventory.yamlload import Document, load
 
 SECTIONS = ("vars", "children", "hosts")
 
 
 class NotYaml(Exception):
-    """The text is not a YAML mapping (so it may be another format)."""
+    """The YAML stage refused the text before reading any group (so it may be another format).
 
-    def __init__(self, error: InventoryError) -> None:
+    `mapping` tells whether the text was a YAML mapping all the same (a plugin configuration).
+    """
+
+    def __init__(self, error: InventoryError, mapping: bool = False) -> None:
         super().__init__(str(error))
         self.error = error
+        self.mapping = mapping
 
 
-def compose(text: str, file: str) -> tuple[yaml.SafeLoader, Node]:
-    """Parse text to a node tree; NotYaml (wrapping a located InventoryError) when it is not a mapping."""
-    loader = yaml.SafeLoader(text)
+def compose(text: str, file: str) -> Document:
+    """The YAML document of a YAML inventory; NotYaml when the text is no YAML inventory."""
     try:
-        node = loader.get_single_node()
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        raise NotYaml(
-            InventoryError(f"malformed YAML: {exc.problem or exc}", file=file, line=mark.line + 1 if mark else None)
-        ) from exc
-    except yaml.YAMLError as exc:
-        raise NotYaml(InventoryError(f"malformed YAML: {exc}", file=file)) from exc
-    if node is None or (isinstance(node, MappingNode) and not node.value):
-        raise NotYaml(InventoryError("the inventory is empty", file=file, line=1))
-    if not isinstance(node, MappingNode):
+        doc = load(text, file)
+    except InventoryError as exc:
+        raise NotYaml(exc) from None
+    data = doc.data
+    if not data:
+        raise NotYaml(InventoryError("the YAML inventory is empty", file=file, line=1))
+    if not isinstance(data, dict):
         raise NotYaml(
             InventoryError(
-                "a YAML inventory must be a mapping of group names (usually `all:`)",
+                f"a YAML inventory must be a mapping of group names (usually `all:`), got a {type(data).__name__}",
                 file=file,
-                line=node.start_mark.line + 1,
+                line=1,
             )
         )
-    return loader, node
+    if data.get("plugin"):
+        raise NotYaml(
+            InventoryError(
+                "inventory plugin configurations are not supported; use a static inventory",
+                file=file,
+                line=doc.line_of(data, "plugin"),
+            ),
+            mapping=True,
+        )
+    return doc
 
 
 def parse(text: str, file: str, label: str, builder: InventoryBuilder, warnings: list[str]) -> None:
     """Add the groups, hosts and vars of one YAML inventory file to `builder`."""
-    loader, root = compose(text, file)
-    parser = _Parser(loader, file, label, builder, warnings)
-    for key_node, _ in root.value:
-        if _scalar(key_node) == "plugin":
-            raise InventoryError(
-                "inventory plugin configurations are not supported; use a static inventory",
-                file=file,
-                line=key_node.start_mark.line + 1,
+    doc = compose(text, file)
+    warnings.extend(doc.warnings)
+    walker = _Walker(doc, file, label, builder, warnings)
+    for name, data in doc.data.items():
+        walker.group(name, data, doc.data, "")
+
+
+class _Walker:
+    def __init__(self, doc: Document, file: str, label: str, builder: InventoryBuilder, warnings: list[str]):
+        self.doc, self.file, self.label, self.b, self.warnings = doc, file, label, builder, warnings
+
+    def where(self, mapping: Any, key: Any, key_path: str, label: str | None = None, value: bool = False) -> Where:
+        return Where(self.file, label or self.label, self.doc.line_of(mapping, key, value), key_path)
+
+    def warn(self, mapping: Any, key: Any, key_path: str, message: str) -> None:
+        line = self.doc.line_of(mapping, key)
+        self.warnings.append(f"{self.file}:{line}: {key_path}: {message}" if line else f"{self.file}: {key_path}: {message}")
+
+    def group(self, name: Any, data: Any, parent: Any, path: str) -> Any:
+        key_path = f"{path}.{name}" if path else str(name)
+        if not isinstance(data, (dict, type(None))):
+            self.warn(parent, name, key_path, "skipped: a group must be a mapping with hosts, vars or children")
+            return name
+        at = self.where(parent, name, key_path)
+        if not isinstance(name, str):
+            kind = "a number" if isinstance(name, (int, float)) and not isinstance(name, bool) else f"YAML {name!r}"
+            raise at.error(
+                f"group name {name!r} is {kind}, not a string; Ansible refuses it too",
+                hint=f"quote it: '{name}':",
             )
-    for key_node, value_node in root.value:
-        parser.group(str(_scalar(key_node)), value_node, "")
-
-
-def _scalar(node: Node) -> Any:
-    return node.value if isinstance(node, ScalarNode) else None
-
-
-class _Parser:
-    def __init__(self, loader: yaml.SafeLoader, file: str, label: str, builder: InventoryBuilder, warnings: list[str]):
-        self.loader, self.file, self.label, self.b, self.warnings = loader, file, label, builder, warnings
-
-    def where(self, node: Node, key_path: str) -> Where:
-        return Where(self.file, self.label, node.start_mark.line + 1, key_path)
-
-    def value(self, node: Node) -> Any:
-        return self.loader.construct_object(node, deep=True)
-
-    def warn(self, node: Node, key_path: str, message: str) -> None:
-        self.warnings.append(f"{self.file}:{node.start_mark.line + 1}: {key_path}: {message}")
-
-    def group(self, name: str, node: Node, path: str) -> str:
-        key_path = f"{path}.{name}" if path else name
-        data = self.value(node) if not isinstance(node, MappingNode) else None
-        if not isinstance(node, MappingNode) and data is not None:
-            self.warn(node, key_path, "skipped: a group must be a mapping with hosts, vars or children")
+        if not name:
+            raise at.error("empty group name")
+        self.b.add_group(name, at)
+        if data is None:
             return name
-        self.b.add_group(name)
-        if not isinstance(node, MappingNode):
-            return name
+        for section in SECTIONS:
+            value = data.get(section)
+            if isinstance(value, str):
+                data[section] = {value: None}
+                self.doc.lines[id(data[section])] = {value: self.doc.line_of(data, section) or 0}
+                self.doc._keep.append(data[section])
+            elif not isinstance(value, (dict, type(None))):
+                raise self.where(data, section, f"{key_path}.{section}", value=True).error(
+                    f"'{section}' must be a mapping, got a {type(value).__name__}",
+                    hint="write `hosts:` / `children:` entries as `name:` keys (with `:` even when empty), not as a `- list`",
+                )
         label = f"inventory group {name} ({self.label})"
-        self.loader.flatten_mapping(node)
-        for key_node, section in node.value:
-            key = str(_scalar(key_node))
+        for key, value in data.items():
             sub_path = f"{key_path}.{key}"
-            if key not in SECTIONS:
-                self.warn(key_node, sub_path, "skipped: only 'hosts', 'vars' and 'children' are valid in a group")
+            if not isinstance(value, (dict, type(None))):
+                self.warn(data, key, sub_path, f"skipped: {key!r} is not a mapping")
                 continue
-            entries = self.section(section, sub_path, key)
+            if value is None:
+                continue
             if key == "vars":
-                for var_key, var_node, var_key_node in entries:
-                    at = Where(self.file, label, var_key_node.start_mark.line + 1, f"{sub_path}.{var_key}")
-                    self.b.set_group_var(name, var_key, self.value(var_node) if var_node else None, at)
+                for var, var_value in value.items():
+                    at = self.where(value, var, f"{sub_path}.{var}", label)
+                    self.b.set_group_var(name, var_name(var), var_value, at)
             elif key == "children":
-                for child, child_node, child_key in entries:
-                    at = self.where(child_key, f"{sub_path}.{child}")
-                    if child_node is None:
-                        self.b.add_group(child)
-                    else:
-                        self.group(child, child_node, sub_path)
+                for child, child_data in value.items():
+                    at = self.where(value, child, f"{sub_path}.{child}")
+                    child = self.group(child, child_data, value, sub_path)
                     if child not in self.b.groups:
                         raise at.error(f"child group {child!r} must be a mapping with hosts, vars or children")
                     self.b.add_child(name, child, at)
+            elif key == "hosts":
+                for pattern, host_data in value.items():
+                    self.hosts(name, pattern, host_data, value, f"{sub_path}.{pattern}")
             else:
-                for pattern, host_node, host_key in entries:
-                    self.hosts(name, pattern, host_node, self.where(host_key, sub_path), f"{sub_path}.{pattern}")
+                self.warn(data, key, sub_path, "skipped: only 'hosts', 'vars' and 'children' are valid in a group")
         return name
 
-    def section(self, node: Node, key_path: str, key: str) -> list[tuple[str, Node | None, Node]]:
-        """The (name, node) entries of a hosts/vars/children section; a bare string is one name."""
-        if isinstance(node, ScalarNode):
-            value = self.value(node)
-            if value is None:
-                return []
-            if isinstance(value, str):
-                return [(value, None, node)]
-        if not isinstance(node, MappingNode):
-            raise self.where(node, key_path).error(
-                f"'{key}' must be a mapping, got a {type(self.value(node)).__name__}",
-                hint="write `hosts:` / `children:` entries as `name:` keys (with `:` even when empty), not as a `- list`",
-            )
-        out: list[tuple[str, Node | None, Node]] = []
-        self.loader.flatten_mapping(node)
-        for k, v in node.value:
-            name = self.value(k)
-            if key == "hosts" and not isinstance(name, str):
-                raise self.where(k, f"{key_path}.{name}").error(
-                    f"host name {name!r} must be a string", hint="quote numeric host names"
-                )
-            out.append((str(name), v, k))
-        return out
-
-    def hosts(self, group: str, pattern: str, node: Node | None, where: Where, key_path: str) -> None:
-        at = Where(self.file, self.label, where.line, key_path)
+    def hosts(self, group: str, pattern: Any, data: Any, parent: Any, key_path: str) -> None:
+        at = self.where(parent, pattern, key_path)
+        value_at = self.where(parent, pattern, key_path, value=True)
+        if not isinstance(pattern, str):
+            raise at.error(f"host name {pattern!r} must be a string", hint="quote numeric host names")
         entry, port = split_port(pattern)
         try:
             names = expand(entry)
         except RangeError as exc:
             raise at.error(f"bad host range: {exc}") from None
-        data = self.value(node) if node is not None else None
-        if not data:
-            data = {}
+        if not names:
+            self.warn(parent, pattern, key_path, "the range is empty (its begin is past its end): no host added")
+        data = data or {}
         if not isinstance(data, dict):
-            raise at.error(f"host vars must be a mapping, got a {type(data).__name__}")
+            raise value_at.error(f"host vars must be a mapping, got a {type(data).__name__}")
         label = f"inventory host ({self.label})"
         for name in names:
             self.b.add_host(name, Where(self.file, label, at.line, key_path), group=group, port=port)
             for k, v in data.items():
-                self.b.set_host_var(name, str(k), v, Where(self.file, label, at.line, f"{key_path}.{k}"))
+                self.b.set_host_var(name, var_name(k), v, Where(self.file, label, at.line, f"{key_path}.{k}"))

@@ -68,8 +68,9 @@ def test_group_child_of_itself(tmp_path: Path) -> None:
 
 
 def test_bad_range_yaml_and_ini(tmp_path: Path) -> None:
-    err = error_of(write(tmp_path, "hosts.yml", "all:\n  hosts:\n    gpu[04:01]:\n"))
-    assert "bad host range" in str(err) and err.line == 3 and err.key_path == "all.hosts.gpu[04:01]"
+    # A backwards letter range is refused by Ansible (a backwards numeric one is only empty).
+    err = error_of(write(tmp_path, "hosts.yml", "all:\n  hosts:\n    gpu[c:a]:\n"))
+    assert "bad host range" in str(err) and err.line == 3 and err.key_path == "all.hosts.gpu[c:a]"
     err = error_of(write(tmp_path, "hosts.ini", "[gpus]\ngpu01\ngpu[1:x]\n"))
     assert "bad host range" in str(err) and err.line == 3
 
@@ -103,8 +104,21 @@ def test_ini_children_declared_later(tmp_path: Path) -> None:
 
 
 def test_empty_and_non_mapping_yaml(tmp_path: Path) -> None:
-    assert "empty" in str(error_of(write(tmp_path, "a.yml", "# nothing\n")))
-    assert "must be a mapping" in str(error_of(write(tmp_path, "b.yml", "- gpu01\n")))
+    # Like ansible-inventory: an empty YAML file is an empty inventory (its INI reading finds nothing).
+    for text in ("", "# nothing\n", "all:\n", "---\nall:\n"):
+        inv = load(write(tmp_path, "a.yml", text))
+        assert inv.hosts == {} and set(inv.groups) == {"all", "ungrouped"}, text
+    err = error_of(write(tmp_path, "b.yml", "- gpu01\n"))
+    assert "must be a mapping" in str(err) and err.line == 1
+    # A bare '---' is no inventory for Ansible either: empty as YAML, and '---' is no INI host.
+    err = error_of(write(tmp_path, "c.yml", "---\n"))
+    assert "empty" in str(err) and "as INI" in str(err.hint)
+
+
+def test_backwards_numeric_range_is_empty_with_a_warning(tmp_path: Path) -> None:
+    inv = load(write(tmp_path, "hosts.yml", "all:\n  children:\n    gpus:\n      hosts:\n        gpu[04:01]:\n        gpu05:\n"))
+    assert list(inv.hosts) == ["gpu05"]
+    assert any(":5:" in w and "gpu[04:01]" in w and "empty" in w for w in inv.warnings), inv.warnings
 
 
 def test_bad_vars_file(tmp_path: Path) -> None:

@@ -30,16 +30,31 @@ def test_empty_begin_means_zero() -> None:
     assert expand("h[:2]") == ["h0", "h1", "h2"]
 
 
+def test_backwards_and_multi_letter_ranges_as_ansible() -> None:
+    # ansible-core 2.19 (plugins/inventory/__init__.py expand_hostname_range): a numeric range
+    # that runs backwards is empty, a negative step counts down from begin, and a letter bound
+    # of several letters is found in a-zA-Z (so [ab:d] runs a..d, [bc:bc] is just b).
+    assert expand("gpu[04:01]") == []
+    assert expand("w[3:1:-1]") == ["w3"]
+    assert expand("z[ab:d]") == ["za", "zb", "zc", "zd"]
+    assert expand("z[bc:bc]") == ["zb"]
+    assert expand("z[a:de]") == ["za", "zb", "zc", "zd"]
+
+
 @pytest.mark.parametrize(
     "bad, words",
     [
-        ("gpu[04:01]", "begin <= end"),
         ("gpu[c:a]", "begin <= end"),
+        ("gpu[bc:ab]", "begin <= end"),
         ("gpu[01:4]", "same zero-padded width"),
         ("gpu[1]", "begin:end"),
         ("gpu[1:2:3:4]", "begin:end"),
         ("gpu[1:]", "end value"),
-        ("gpu[1:5:0]", "step must be positive"),
+        ("gpu[1:5:0]", "step must not be zero"),
+        ("gpu[a:c:0]", "step must not be zero"),
+        ("gpu[aa:ac]", "numbers"),
+        ("gpu[a:cc]", "numbers"),
+        ("gpu[1:3:x]", "numbers"),
         ("gpu[1:x]", "numbers"),
         ("gpu[1:3", "unclosed"),
     ],
