@@ -89,7 +89,7 @@ def list_cmd(pattern_arg: str | None, pattern: str, as_json: bool) -> None:
     ctx = _ctx()
     hosts = ctx.select(pattern_arg or pattern)
     _warn_inventory(ctx)
-    for message in report.password_warnings(hosts):
+    for message in report.password_warnings(hosts) + report.connection_warnings(hosts):
         output.warn(message)
     if as_json:
         output.emit_json([report.host_json(h) for h in hosts])
@@ -101,7 +101,7 @@ def list_cmd(pattern_arg: str | None, pattern: str, as_json: bool) -> None:
             [
                 h.name,
                 report.address_cell(h),
-                h.user or "",
+                report.shown(h, "user") or "",
                 ",".join(h.groups),
                 h.via,
                 report.gpus_cell(facts.get(h.name)),
@@ -133,13 +133,13 @@ def show_cmd(name: str, as_json: bool) -> None:
         )
     host = inv.host(name)
     _warn_inventory(ctx)
-    for message in report.password_warnings([host]):
+    for message in report.password_warnings([host]) + report.connection_warnings([host]):
         output.warn(message)
     data = report.show_json(host)
     if as_json:
         output.emit_json(data)
         return
-    click.echo(f"{host.name}  {report.address_cell(host)}  user={host.user or '(ssh default)'}")
+    click.echo(f"{host.name}  {report.address_cell(host)}  user={report.shown(host, 'user') or '(ssh default)'}")
     click.echo(f"groups: {', '.join(host.groups) or '(none)'}")
     for key, value in data["settings"].items():
         click.echo(f"{key + ':':13} {_cell(value)}")

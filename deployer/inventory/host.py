@@ -24,31 +24,47 @@ class Host:
 
     @property
     def address(self) -> str:
-        # ansible_ssh_* are Ansible's older spellings, still honoured by Ansible itself.
-        return str(self.vars.get("ansible_host") or self.vars.get("ansible_ssh_host") or self.name)
+        """Where to connect: ansible_host (templated with the host's vars, as Ansible does), else the name."""
+        return str(self._connection("address") or self.name)
 
     @property
     def port(self) -> int:
-        value = self.vars.get("ansible_port") or self.vars.get("ansible_ssh_port") or 22
-        try:
-            port = int(value)
-        except (TypeError, ValueError):
-            port = 0
-        if not 0 < port < 65536:
-            from deployer.errors import InventoryError
+        """The SSH port from ansible_port (templated), else 22; InventoryError when it is no TCP port."""
+        return self.explicit_port or 22
 
-            raise InventoryError(f"host {self.name}: ansible_port {value!r} is not a TCP port", key_path="ansible_port")
-        return port
+    @property
+    def explicit_port(self) -> int | None:
+        """The port the inventory sets (templated), None when it sets none (ssh config may then set one)."""
+        port = self._connection("port")
+        return int(port) if port is not None else None
 
     @property
     def user(self) -> str | None:
-        user = self.vars.get("ansible_user") or self.vars.get("ansible_ssh_user")
+        user = self._connection("user")
         return str(user) if user else None
 
     @property
     def key_file(self) -> str | None:
-        key = self.vars.get("ansible_ssh_private_key_file") or self.vars.get("ansible_private_key_file")
+        key = self._connection("key_file")
         return os.path.expanduser(str(key)) if key else None
+
+    def _connection(self, setting: str) -> Any:
+        # Ansible's connection values are templates rendered with the host's vars when used.
+        from deployer.inventory import connection
+
+        return connection.value(self.name, self.vars, self.groups, setting)
+
+    def connection_problems(self) -> list[str]:
+        """Why a connection value of this host cannot be used (none when all can): for list/show warnings."""
+        from deployer.errors import InventoryError
+
+        problems = []
+        for name in ("address", "explicit_port", "user", "key_file"):
+            try:
+                getattr(self, name)
+            except InventoryError as exc:
+                problems.append(exc.reason)
+        return problems
 
     @property
     def via(self) -> str:

@@ -6,7 +6,9 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
+from deployer.inventory import connection
 from deployer.inventory.host import Host
+from deployer.inventory.values import jsonable
 
 REDACTED = "[REDACTED]"
 _SECRET = re.compile(r"(pass(word|wd)?|secret|token|api_?key|credential)s?$|_pass$|^ansible_(ssh_|become_)?pass", re.IGNORECASE)
@@ -17,15 +19,36 @@ def is_secret(key: str) -> bool:
     return bool(_SECRET.search(key))
 
 
+def shown(host: Host, setting: str) -> Any:
+    """A connection value for list/show: templated when it can be, else as written (as ansible-inventory shows it).
+
+    A port that is no TCP port is shown as None; `connection_warnings` says why.
+    """
+    from deployer.errors import InventoryError
+
+    try:
+        return getattr(host, setting)
+    except InventoryError:
+        if setting == "port":
+            return None
+        _key, written = connection.raw(host.vars, setting)
+        return None if written is None else str(written)
+
+
+def connection_warnings(hosts: list[Host]) -> list[str]:
+    """One line per host whose connection values cannot be used: check, ship and run refuse that host."""
+    return [f"{p}; check, ship and run will refuse {h.name}" for h in hosts for p in h.connection_problems()]
+
+
 def host_json(host: Host) -> dict[str, Any]:
     """The `inventory list --json` object: vars exactly as ansible-inventory reports them."""
     return {
         "name": host.name,
-        "address": host.address,
-        "port": host.port,
-        "user": host.user,
+        "address": shown(host, "address"),
+        "port": shown(host, "port"),
+        "user": shown(host, "user"),
         "groups": list(host.groups),
-        "vars": dict(host.vars),
+        "vars": jsonable(dict(host.vars)),
     }
 
 
@@ -33,7 +56,7 @@ def show_json(host: Host) -> dict[str, Any]:
     """`inventory show --json`: the host, its vars (secrets redacted), where each came from, settings."""
     return {
         **host_json(host),
-        "vars": redact(host.vars),
+        "vars": jsonable(redact(host.vars)),
         "origins": {k: host.origins.get(k, "") for k in host.vars},
         "settings": settings(host),
     }
@@ -42,7 +65,7 @@ def show_json(host: Host) -> dict[str, Any]:
 def settings(host: Host) -> dict[str, Any]:
     """deployer's view of the host's connection and deploy settings (defaults filled in)."""
     return {
-        "key_file": host.key_file,
+        "key_file": shown(host, "key_file"),
         "jump": host.jump,
         "via": host.via,
         "registry": host.registry,
@@ -57,7 +80,12 @@ def redact(values: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def address_cell(host: Host) -> str:
-    return host.address if host.port == 22 else f"{host.address}:{host.port}"
+    port = shown(host, "port")
+    if port is None:
+        _key, written = connection.raw(host.vars, "port")
+        port = written if written is not None else 22
+    address = shown(host, "address")
+    return address if port == 22 else f"{address}:{port}"
 
 
 def gpus_cell(facts: Mapping[str, Any] | None) -> str:

@@ -181,17 +181,17 @@ def _chain(hops: str, ssh_config: paramiko.SSHConfig | None, known_hosts: str,
 def resolve(host: Host, ssh_config: paramiko.SSHConfig | None = None) -> ConnectSpec:
     """Merge the host's inventory vars with the ssh config into a ConnectSpec."""
     vars = host.vars
-    dest = str(vars.get("ansible_host") or host.name)
+    # Host's connection values are templated with its vars, as Ansible does (InventoryError if they fail).
+    dest = host.address
     cfg = _lookup(ssh_config, dest)
-    explicit_key = vars.get("ansible_ssh_private_key_file") or vars.get("ansible_private_key_file")
-    keys, only = _key_files(str(explicit_key) if explicit_key else None, cfg)
+    keys, only = _key_files(host.key_file, cfg)
     known_hosts = _known_hosts(vars, cfg)
-    port = vars.get("ansible_port") or vars.get("ansible_ssh_port") or cfg.get("port") or 22
+    port = host.explicit_port or cfg.get("port") or 22
     try:
         port = int(port)
     except (TypeError, ValueError):
         raise InventoryError(f"host {host.name}: port {port!r} is not a number", key_path="ansible_port") from None
-    user = vars.get("ansible_user") or vars.get("ansible_ssh_user") or cfg.get("user")
+    user = host.user or cfg.get("user")
     jump_text = _jump_text(host, cfg)
     jump = _chain(jump_text, ssh_config, known_hosts, keys, 1) if jump_text else None
     return ConnectSpec(

@@ -1,0 +1,103 @@
+"""Connection values templated with the host's vars as Ansible does; a bad one fails only its host, when used."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from deployer.errors import InventoryError
+from deployer.inventory import Inventory, load, report
+from deployer.inventory.host import Host
+from deployer.inventory.values import Encrypted, Unsafe
+from deployer.transport.config import resolve
+
+INVENTORY = """\
+all:
+  vars:
+    domain: lab.example
+    ssh_port: 2222
+  children:
+    gpus:
+      vars:
+        ansible_host: "{{ inventory_hostname }}.{{ domain }}"
+        ansible_user: "{{ owner | default('ml') }}"
+      hosts:
+        gpu01:
+        gpu02:
+          owner: ops
+          ansible_port: "{{ ssh_port }}"
+        gpu03:
+          ansible_port: "{{ missing_port }}"
+        gpu04:
+          ansible_port: 70000
+        gpu05:
+          ansible_host: "{{ site_ip }}"
+          site_ip: "{{ base }}.5"
+          base: 10.0.0
+"""
+
+
+@pytest.fixture()
+def inventory(tmp_path: Path) -> Inventory:
+    path = tmp_path / "hosts.yml"
+    path.write_text(INVENTORY)
+    return load(str(path))
+
+
+def test_templates_use_the_hosts_vars(inventory: Inventory) -> None:
+    gpu01, gpu02, gpu05 = inventory.host("gpu01"), inventory.host("gpu02"), inventory.host("gpu05")
+    assert (gpu01.address, gpu01.port, gpu01.user) == ("gpu01.lab.example", 22, "ml")
+    assert (gpu02.address, gpu02.port, gpu02.user) == ("gpu02.lab.example", 2222, "ops")
+    assert gpu05.address == "10.0.0.5"  # a var the template uses is itself a template
+    # The vars stay as written, as ansible-inventory lists them.
+    assert gpu02.vars["ansible_port"] == "{{ ssh_port }}"
+
+
+def test_a_bad_value_fails_only_its_host_and_only_when_used(inventory: Inventory) -> None:
+    gpu03, gpu04 = inventory.host("gpu03"), inventory.host("gpu04")
+    assert gpu03.address == "gpu03.lab.example"  # the rest of the host is usable
+    with pytest.raises(InventoryError, match=r"host gpu03: ansible_port: .*'missing_port' is undefined"):
+        _ = gpu03.port
+    with pytest.raises(InventoryError, match=r"host gpu04: ansible_port 70000 is not a TCP port"):
+        _ = gpu04.port
+    with pytest.raises(InventoryError, match="gpu03"):
+        resolve(gpu03)
+    assert resolve(inventory.host("gpu02")).port == 2222
+
+
+def test_list_shows_them_with_a_warning(inventory: Inventory) -> None:
+    hosts = list(inventory.hosts.values())
+    rows = {h.name: report.host_json(h) for h in hosts}
+    assert rows["gpu03"]["port"] is None and rows["gpu03"]["vars"]["ansible_port"] == "{{ missing_port }}"
+    assert rows["gpu04"]["port"] is None and rows["gpu04"]["vars"]["ansible_port"] == 70000
+    assert (rows["gpu02"]["address"], rows["gpu02"]["port"]) == ("gpu02.lab.example", 2222)
+    assert report.address_cell(inventory.host("gpu04")) == "gpu04.lab.example:70000"
+    warnings = report.connection_warnings(hosts)
+    assert len(warnings) == 2
+    assert warnings[0].startswith("host gpu03: ansible_port") and warnings[0].endswith("refuse gpu03")
+    assert "70000" in warnings[1]
+
+
+def test_resolve_connects_to_the_rendered_values(inventory: Inventory) -> None:
+    spec = resolve(inventory.host("gpu02"))
+    assert (spec.address, spec.port, spec.user) == ("gpu02.lab.example", 2222, "ops")
+
+
+def test_unsafe_and_vault_values() -> None:
+    # !unsafe text is used as written (never rendered); a vault value cannot be decrypted.
+    assert Host("h", {"ansible_user": Unsafe("{{ x }}")}).user == "{{ x }}"
+    with pytest.raises(InventoryError, match="not a host name or address"):
+        _ = Host("h", {"ansible_host": Unsafe("{{ x }}")}).address
+    with pytest.raises(InventoryError, match="vault"):
+        _ = Host("h", {"ansible_user": Encrypted("$ANSIBLE_VAULT;1.1;AES256\n6162\n")}).user
+
+
+def test_template_loops_and_errors_are_clear() -> None:
+    host = Host("h", {"ansible_host": "{{ a }}", "a": "{{ b }}", "b": "{{ a }}"})
+    with pytest.raises(InventoryError, match=r"loop: a -> b -> a"):
+        _ = host.address
+    with pytest.raises(InventoryError, match="cannot render"):
+        _ = Host("h", {"ansible_host": "{{ oops"}).address
+    assert Host("h", {"ansible_port": "22{{ n }}", "n": 22}).port == 2222
+    assert Host("h", {"ansible_ssh_port": "{{ p }}", "p": "2200"}).port == 2200
+    assert Host("h.dc", {"ansible_host": "{{ inventory_hostname_short }}-mgmt"}).address == "h-mgmt"
