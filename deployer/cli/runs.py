@@ -42,12 +42,18 @@ Examples:
   deploy run --host gpu01 --image trainer:v3 --gpus all -v /data/imagenet:/data:ro -- python train.py
   deploy run --host gpus --image trainer:v3 --gpus '"device=0,2"' --shm-size 16g -e WANDB_MODE=offline
   deploy run --host gpu02 --image trainer:v3 --name eval --replace --attach -- python eval.py
+  deploy run --host gpus --any --gpus 2 --image trainer:v3 -- python train.py   # wherever 2 GPUs are free
 \b
 --gpus takes exactly what `docker run --gpus` takes: all, 2, count=2, device=1,
 '"device=0,2"' (quote a list: the value is CSV), device=GPU-<uuid>.
 Every host is checked first (GPU runtime and GPUs, image present, volume sources, name
 free); if any check fails, nothing starts anywhere. -e values and --env-file contents reach
-the container through a private file on the host, never a command line.""")
+the container through a private file on the host, never a command line.
+\b
+--any: free GPUs are those no running deployer container holds and nvidia-smi shows idle
+(under 1024 MiB and 10 %; DEPLOYER_GPU_BUSY_MEMORY_MIB, DEPLOYER_GPU_BUSY_UTIL_PCT). The
+chosen GPUs are locked on the host until the container runs, so placements started at once
+never share a GPU. No host fits: exit 1, saying per host why not.""")
 @host_pattern_option(required=True)
 @click.option("--image", required=True, help="Image reference on the host (ship it first: deploy ship).")
 @click.option("--name", help="Container name. Default: image name + UTC time, e.g. sample-20261129-153012.")
@@ -64,6 +70,9 @@ the container through a private file on the host, never a command line.""")
 @click.option("--label", "labels", multiple=True, metavar="K=V", help="Extra container label. Repeatable.")
 @click.option("--mkdirs", is_flag=True, help="Create missing volume source directories on the hosts.")
 @click.option("--replace", is_flag=True, help="Stop and remove a deployer container of the same name (after all checks pass).")
+@click.option("--any", "place", flag_value="any", default=None,
+              help="Start on ONE host of --host: the one with the fewest free GPUs that still has --gpus N, "
+                   "on exactly those devices.")
 @click.option("--detach/--attach", "detach", default=True,
               help="--attach (one host only): stream the output and exit with the container's exit code.")
 @click.option("--parallel", default=8, show_default=True, help="Hosts handled at once.")
@@ -81,7 +90,9 @@ def run_cmd(pattern: str, image: str, detach: bool, parallel: int, timeout: floa
                            reporter=lambda h, m: output.info(f"{h}: {m}"), output=sys.stdout.buffer)
     if as_json:
         output.emit_json(start.to_json(outcomes))
-    _lines(outcomes, lambda o: f"{o.host.name}: started {o.value.name} ({o.value.container_id[:12]})")
+    _lines(outcomes, lambda o: f"{o.host.name}: started {o.value.name} ({o.value.container_id[:12]})"
+           + (f" on GPU {(o.value.gpus or '').strip(chr(34)).removeprefix('device=')}"
+              if options.get("place") == "any" else ""))
     finish([o for o in outcomes if not o.ok])
     if not detach and outcomes[0].value is not None:
         exit_code = outcomes[0].value.exit_code or 0

@@ -43,6 +43,10 @@ def run_problems(opts: RunSpec, *, only_static: bool = False) -> Iterator[Proble
             problem = _problem(**{key: value})
             if problem:
                 yield (f"run.{key}", *problem)
+    if static(opts.place):  # with the GPUs it places by (a templated gpus is checked once rendered)
+        problem = _problem(place=opts.place, gpus=opts.gpus if opts.gpus is None or static(opts.gpus) else "1")
+        if problem:
+            yield ("run.place", *problem)
     volumes = [v for v in opts.volumes if static(v)]
     for i, volume in enumerate(opts.volumes):
         if static(volume):

@@ -296,6 +296,7 @@ def _run(v: Validator, node: yaml.Node) -> tuple[RunSpec, str | None]:
         labels=v.pairs(nodes["labels"], "run.labels", ENV_KEY_RE) if "labels" in nodes and not _is_null(nodes["labels"]) else (),
         mkdirs=v.boolean(nodes, "mkdirs", "run"),
         replace=v.boolean(nodes, "replace", "run"),
+        place=v.optional_string(nodes, "place", "run"),
     )
     # Values without templates are checked now; templated ones when rendered for each host.
     for path, message, hint in checks.run_problems(opts, only_static=True):

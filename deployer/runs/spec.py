@@ -20,6 +20,7 @@ _RESTART_RE = re.compile(r"^(no|always|unless-stopped|on-failure(:[0-9]+)?)$")
 # units.RAMInBytes, which docker uses for --memory and --shm-size.
 _SIZE_RE = re.compile(r"^[0-9]+(\.[0-9]+)* ?[kmgtp]?i?b?$", re.IGNORECASE)
 _IPC_RE = re.compile(r"^(none|private|shareable|host|container:.+)$")
+PLACES = ("all", "any")  # all: every selected host (the default); any: one, by free GPUs
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,7 @@ class RunSpec:
     labels: tuple[tuple[str, str], ...] = ()
     mkdirs: bool = False
     replace: bool = False
+    place: str | None = None  # "any": on one host of the selection with enough free GPUs (runs.place)
 
 
 OPTION_KEYS = tuple(f.name for f in fields(RunSpec) if f.name != "image")  # a playbook's `run:` keys
@@ -203,4 +205,9 @@ def validate(spec: RunSpec) -> tuple[GpuRequest | None, tuple[Volume, ...]]:
     for key, _ in spec.labels:
         if not key or "=" in key:
             raise SpecError(f"label {key!r}: invalid key")
+    if spec.place is not None and spec.place not in PLACES:
+        raise SpecError(f"place {spec.place!r}: unknown placement", hint="any (one host with free GPUs) or all")
+    if spec.place == "any" and (gpus is None or gpus.device_ids is not None or gpus.count < 1):
+        raise SpecError(f"--any places the container by how many GPUs it needs, but --gpus is {spec.gpus or 'not given'}",
+                        hint="give a number of GPUs, e.g. --any --gpus 2 (run.gpus: 2 in a playbook)")
     return gpus, volumes

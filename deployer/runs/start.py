@@ -125,12 +125,17 @@ def start(hosts: list[Host], spec: Specs, *, parallel: int = 8, attach: bool = F
     """Preflight all hosts in parallel; if all pass, start each host's spec. Nothing starts if any fails.
 
     `spec` is one RunSpec for every host, or a mapping host name -> RunSpec (a playbook renders
-    volumes and GPUs per host).
+    volumes and GPUs per host). A spec placed `any` starts on one host only (runs.place).
     """
+    prepared = prepare(hosts, spec)
+    if any(p.spec.place == "any" for p in prepared.values()):
+        from deployer.runs.place import place_and_start
+
+        return place_and_start(hosts, prepared, parallel=parallel, attach=attach, reporter=reporter, output=output,
+                               timeout=timeout)
     if attach and len(hosts) != 1:
         raise SpecError(f"--attach works with one host; the pattern selected {len(hosts)}",
                         hint="pick one host with --host, or use --detach and `deploy logs`")
-    prepared = prepare(hosts, spec)
     say = reporter or (lambda _h, _m: None)
     sessions: dict[str, Session] = {}
     lock = threading.Lock()
