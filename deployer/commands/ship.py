@@ -94,7 +94,7 @@ _RECEIVE = _SHA + (
 )
 
 
-def receive_argv(partial: str, final: str, digest: str, size: int) -> tuple[str, ...]:
+def receive_argv(partial: str, final: str, digest: str, size: int | str) -> tuple[str, ...]:
     """Append stdin to PARTIAL; once SIZE bytes are there, check DIGEST and move it to FINAL."""
     return ("sh", "-c", _RECEIVE, "sh", partial, final, digest, str(size))
 

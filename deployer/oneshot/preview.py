@@ -9,6 +9,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from deployer.commands.step import Step
 from deployer.errors import DeployError
 from deployer.fleet import Outcome
 from deployer.inventory.host import Host
@@ -16,10 +17,10 @@ from deployer.oneshot import image as images
 from deployer.oneshot.pipeline import Prepared
 from deployer.oneshot.report import error_text
 from deployer.runs.start import planned_steps
-from deployer.runs.steps import Step
 from deployer.ship.plan import ShipPlan
 from deployer.ship.refs import registry_ref
-from deployer.ship.render import describe, plan_commands, plan_json
+from deployer.ship.render import describe, plan_json, step_line
+from deployer.ship.steps import transfer_steps
 from deployer.transport.session import remote_command
 
 
@@ -87,15 +88,14 @@ def host_lines(prepared: Prepared, view: Preview, host: Host, plan: Outcome[Ship
         lines.append(f"{host.name}: cannot plan the ship: {error_text(plan.error)}")
     else:
         lines.append(f"{host.name}: ship {view.ref}: {describe(plan.value)}")
-        lines += ["  $ " + remote_command(argv) for argv in plan_commands(plan.value, _ship_host(prepared, host))]
+        lines += [step_line(step) for step in transfer_steps(plan.value, _ship_host(prepared, host))]
     if not prepared.runs:
         lines.append(f"{host.name}: no container is started ({'--no-run' if prepared.playbook.run else 'no run:'})")
         return lines
     spec = prepared.specs(view.ref, view.git_rev, [host.name])[host.name]
     lines.append(f"{host.name}: run {spec.name}")
     image_id = plan.value.image_id if plan is not None and plan.value is not None else None
-    lines += ["  $ " + remote_command(step.argv) + (f"    # {step.note}" if step.note else "")
-              for step in planned_steps(host, spec, image_id)]
+    lines += [step_line(step) for step in planned_steps(host, spec, image_id)]
     return lines
 
 

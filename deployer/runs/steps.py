@@ -7,21 +7,12 @@ it finds are listed with their condition.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from deployer.commands import run as cmd
+from deployer.commands.step import Step
 from deployer.inventory.host import Host
 from deployer.runs.spec import RunSpec, Volume, env_file_text
-
-
-@dataclass(frozen=True)
-class Step:
-    """One remote command: a short label for messages, its argv, and a note for the dry run."""
-
-    label: str
-    argv: tuple[str, ...]
-    note: str | None = None  # when it runs if not always, or what travels on stdin
-    stdin: bytes | None = field(default=None, repr=False)  # env values: never printed or logged
 
 
 @dataclass(frozen=True)

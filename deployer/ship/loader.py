@@ -19,6 +19,7 @@ from deployer.commands import ship as cmd
 from deployer.errors import CommandError, DeployError, TransferError
 from deployer.local.cache import Blob
 from deployer.local.image import ImageInfo
+from deployer.ship import steps
 from deployer.ship.conn import HostConn
 from deployer.ship.tarball import Counter
 from deployer.tarfmt import OCI_LAYER, Descriptor
@@ -102,14 +103,14 @@ class LayerLoader:
         files = load_files(image, range(start, end), self._missing, blobs, self._staging, self._mode)
         layers = named_layers(self._fmt, image.diff_ids[:end], self._reused, blobs.values(), self._mode)
         head = ld.load_head(self._fmt, config, image.diff_ids[:end], files, layers)
-        path = cmd.load_head_path(self._staging, image.id)
         # bounded, so a hung `docker load` cannot hang the ship (close() joins this thread)
         timeout = LOAD_TIMEOUT_S + sum(f.size for f in files) / LOAD_MIN_RATE
-        argv = ld.load_argv(self._docker, path, self._mode, head.blocks, files, self._staging, list(layers.items()))
-        res = self._conn.run(argv, input=head.data, what="docker load", check=False, timeout=timeout)
+        step = steps.stand_in_load(self._docker, self._staging, image.id, self._mode, head.blocks, files,
+                                   list(layers.items()), f"{start + 1}-{end}")
+        res = self._conn.run(step.argv, input=head.data, what=step.label, check=False, timeout=timeout)
         self._counter.add(len(head.data))
         if not res.ok or head.image_id not in ld.parse_loaded(res.stdout):
-            raise CommandError(self._conn.name, res, what=f"docker load of layers {start + 1}-{end}")
+            raise CommandError(self._conn.name, res, what=step.label)
         log.info("%s: layers %d-%d registered while the rest arrive", self._conn.name, start + 1, end)
 
 
@@ -161,9 +162,9 @@ def install(conn: HostConn, docker: tuple[str, ...], image: ImageInfo, staging: 
     layers = named_layers(fmt, image.diff_ids, reused or {}, sent, mode)
     head = ld.load_head(fmt, config, image.diff_ids, files, layers)
     names = sorted({posixpath.basename(cmd.blob_path(staging, b.digest, b.codec)) for b in staged})
-    argv = ld.install_argv(docker, cmd.load_head_path(staging, image.id), head.image_id, image.ref, staging,
-                           cmd.blob_dir(staging), names, mode, head.blocks, files, list(layers.items()))
-    res = conn.run(argv, input=head.data, what="docker load", check=False)
+    step = steps.install(docker, staging, image.id, head.image_id, image.ref, names, mode, head.blocks, files,
+                         list(layers.items()))
+    res = conn.run(step.argv, input=head.data, what=step.label, check=False)
     counter.add(len(head.data))
     out = ld.parse_install(res.stdout)
     if res.exited == 6:

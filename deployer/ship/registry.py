@@ -20,6 +20,7 @@ from deployer.errors import CommandError, LocalError, TransferError
 from deployer.local.client import Client, docker_client
 from deployer.local.image import ImageInfo
 from deployer.local.push import distribution_digest, push_stream
+from deployer.ship import steps
 from deployer.ship.conn import HostConn
 from deployer.ship.refs import registry_ref
 from deployer.ship.registry_api import (
@@ -189,10 +190,11 @@ def pull_and_tag(conn: HostConn, docker_argv: tuple[str, ...], remote_ref: str, 
     """docker pull on the host, check its id is one of IMAGE_IDS, then tag as REF.
 
     (stats, the id REF resolves to after tagging, or None when it is not the pulled image)."""
+    step = steps.pull(docker_argv, remote_ref)
     try:
-        res = conn.run(cmd.pull_argv(docker_argv, remote_ref), what=f"docker pull {remote_ref}")
+        res = conn.run(step.argv, what=step.label)
     except CommandError as exc:
-        raise CommandError(conn.name, exc.result, what=f"docker pull {remote_ref} failed on the host",
+        raise CommandError(conn.name, exc.result, what=f"{step.label} failed on the host",
                            hint="check the host reaches the registry (and is logged in if it needs auth), "
                            "or use --via tarball") from exc
     pulled, present = cmd.parse_pull(res.stdout)
@@ -201,8 +203,8 @@ def pull_and_tag(conn: HostConn, docker_argv: tuple[str, ...], remote_ref: str, 
         raise TransferError(conn.name, f"pulled {remote_ref} is {actual or 'missing'}, expected "
                             f"{' or '.join(image_ids)}",
                             hint="someone may have pushed another image under that tag; ship again")
-    if not conn.run(cmd.complete_argv(docker_argv, actual), what="docker image inspect", check=False,
-                    timeout=60).ok:
+    step = steps.complete(docker_argv, actual)
+    if not conn.run(step.argv, what=step.label, check=False, timeout=60).ok:
         # Docker 28's containerd store skips downloading a layer it has unpacked from elsewhere
         # (moby#49784): the image runs but is incomplete (unlisted, cannot be saved or pushed)
         conn.run(cmd.remove_image_argv(docker_argv, remote_ref), what=f"removing {remote_ref}", check=False,

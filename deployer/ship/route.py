@@ -1,24 +1,42 @@
-"""The two transfer routes as steps on one host's Job (tarball: stage, assemble, load; registry: pull)."""
+"""The two transfer routes for one host (tarball: stage, assemble, load; registry: push, pull).
+
+Each takes a Leg (what it works on) and returns the id the host's Docker now gives the image,
+or None when the ref does not resolve to it. Bytes and layers sent accumulate in the Leg's
+Counter as they go, so a failure part-way still tells how far it got.
+"""
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING
 
 from deployer.commands import ship as cmd
 from deployer.errors import DeployError
+from deployer.inventory.host import Host
 from deployer.local.cache import Blob
 from deployer.local.export import Exporter
+from deployer.local.image import ImageInfo
+from deployer.ship import steps
+from deployer.ship.conn import HostConn
 from deployer.ship.loader import IncompleteImage, LayerLoader, install, load_files, remove_partials
+from deployer.ship.plan import ShipPlan
 from deployer.ship.progress import Reporter
 from deployer.ship.registry import Pusher, pull_and_tag
-from deployer.ship.tarball import stage_blob
-
-if TYPE_CHECKING:
-    from deployer.ship.runner import Job
+from deployer.ship.tarball import Counter, stage_blob
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Leg:
+    """One host's transfer: where to, over which connection, what, by which plan, counted where."""
+
+    host: Host
+    conn: HostConn
+    image: ImageInfo
+    plan: ShipPlan
+    counter: Counter
 
 
 def _estimate_total(plan_raw: int, known: list[Blob]) -> int:
@@ -44,7 +62,7 @@ def _in_completion_order(exporter: Exporter, codec: str, diff_ids: list[str]) ->
         yield exporter.blob(diff_id, codec)
 
 
-def run_tarball(job: Job, exporter: Exporter | None, reporter: Reporter) -> None:
+def run_tarball(leg: Leg, exporter: Exporter | None, reporter: Reporter) -> str | None:
     """Stage the missing blobs (resumable, verified), registering layers as they land; then install.
 
     Blobs go out in the order the export finishes them (image order when it reads Docker's
@@ -52,31 +70,32 @@ def run_tarball(job: Job, exporter: Exporter | None, reporter: Reporter) -> None
     staged layers with Docker while the next blobs are sent; install loads what is left,
     verifies the id, cleans the staging dir and tags.
     """
-    host, plan, conn, image = job.host, job.plan, job.conn, job.image
-    assert plan is not None and plan.codec is not None
+    host, plan, conn, image, counter = leg.host, leg.plan, leg.conn, leg.image, leg.counter
+    assert plan.codec is not None
     assert exporter is not None  # the runner starts one export whenever a host takes this route
     name, staging, codec = host.name, host.staging_dir, plan.codec
-    job.counter.on_sent = lambda n: reporter.sent(name, n)
+    counter.on_sent = lambda n: reporter.sent(name, n)
     note = partial(reporter.note, name)
     mode = codec.name if codec.host_decompress else "link"
     wanted = list(dict.fromkeys(image.diff_ids[i] for i in plan.missing))
     got: dict[str, Blob] = {}
     fmt, reused = plan.load_format, dict(plan.reused)
-    loader = LayerLoader(conn, host.docker, image, staging, mode, plan.missing, exporter.config, job.counter,
+    loader = LayerLoader(conn, host.docker, image, staging, mode, plan.missing, exporter.config, counter,
                          note, fmt=fmt, reused=reused)
+    host_id: str | None = None
     try:
-        listed = cmd.parse_stat(conn.run(cmd.prepare_argv(staging), what="preparing the staging dir",
-                                         timeout=120).stdout)
+        prepare = steps.prepare(staging)
+        listed = cmd.parse_stat(conn.run(prepare.argv, what=prepare.label, timeout=120).stdout)
         loader.start()
         reporter.phase(name, "compressing", f"layer 1/{len(wanted)}")
         for k, blob in enumerate(_in_completion_order(exporter, codec.name, wanted), 1):
             got[blob.diff_id] = blob
             reporter.total(name, _estimate_total(plan.raw_bytes, list(got.values())))
             reporter.phase(name, "sending", f"layer {k}/{len(wanted)}")
-            if not stage_blob(conn, staging, blob, job.counter, note, listed):
-                job.layers_sent += 1
+            if not stage_blob(conn, staging, blob, counter, note, listed):
+                counter.add_layers()
             loader.add(blob)
-        reporter.total(name, job.counter.sent)
+        reporter.total(name, counter.sent)
         reporter.phase(name, "loading", "docker load")
         loader.close()
         rest = [] if loader.loaded else load_files(image, range(loader.next, len(image.diff_ids)),
@@ -84,8 +103,8 @@ def run_tarball(job: Job, exporter: Exporter | None, reporter: Reporter) -> None
         reporter.phase(name, "verifying", "image id")
         staged = _staged_blobs(exporter, codec.name, image.diff_ids, got)
         try:
-            job.host_id = install(conn, host.docker, image, staging, mode, exporter.config(), rest, list(got.values()),
-                                  staged, job.counter, fmt, reused)
+            host_id = install(conn, host.docker, image, staging, mode, exporter.config(), rest, list(got.values()),
+                              staged, counter, fmt, reused)
         except IncompleteImage as incomplete:
             # The host had some left-out layers only in another form (a registry pull keeps them
             # compressed, under other digests), or no more: send those blobs too, and load the image
@@ -94,18 +113,18 @@ def run_tarball(job: Job, exporter: Exporter | None, reporter: Reporter) -> None
             note(f"the host's content store lacks some of {len(others)} layer(s) it has unpacked (e.g. from a "
                  "registry pull); sending them too")
             try:
-                sent = {**got, **_send_more(job, exporter, codec.name, others, listed, got, reporter)}
+                sent = {**got, **_send_more(leg, exporter, codec.name, others, listed, got, reporter)}
                 every = range(len(image.diff_ids))
                 files = load_files(image, every, frozenset(every), sent, staging, mode)
                 staged = _staged_blobs(exporter, codec.name, image.diff_ids, sent)
-                job.host_id = install(conn, host.docker, image, staging, mode, exporter.config(), files,
-                                      list(sent.values()), staged, job.counter, fmt)
+                host_id = install(conn, host.docker, image, staging, mode, exporter.config(), files,
+                                  list(sent.values()), staged, counter, fmt)
             finally:
                 # the incomplete image goes either way (Docker does not even list it)
-                if job.host_id != incomplete.image_id:
+                if host_id != incomplete.image_id:
                     conn.run(cmd.remove_image_argv(host.docker, incomplete.image_id),
                              what="removing an incomplete image", check=False, timeout=120)
-        job.verified = job.host_id is not None
+        return host_id
     except Exception as exc:
         loader.close()  # Ctrl-C does not wait for a load in progress: the next ship cleans up
         if not (isinstance(exc, DeployError) and exc.transient):
@@ -113,18 +132,18 @@ def run_tarball(job: Job, exporter: Exporter | None, reporter: Reporter) -> None
         raise
 
 
-def _send_more(job: Job, exporter: Exporter, codec: str, indices: Sequence[int], listed: dict[str, int | None],
+def _send_more(leg: Leg, exporter: Exporter, codec: str, indices: Sequence[int], listed: dict[str, int | None],
                got: dict[str, Blob], reporter: Reporter) -> dict[str, Blob]:
     """Export and stage the blobs of more layers (after the first load said they are needed)."""
-    image, name = job.image, job.host.name
+    image, name = leg.image, leg.host.name
     wanted = {image.diff_ids[i] for i in indices} - set(got)
     more = Exporter(image, {codec: wanted}, level=exporter.level, cache=exporter.cache).start()
     try:
         extra: dict[str, Blob] = {}
         for blob in more.ready():
             reporter.phase(name, "sending", f"layer {len(extra) + 1}/{len(wanted)} again")
-            if not stage_blob(job.conn, job.host.staging_dir, blob, job.counter, partial(reporter.note, name), listed):
-                job.layers_sent += 1
+            if not stage_blob(leg.conn, leg.host.staging_dir, blob, leg.counter, partial(reporter.note, name), listed):
+                leg.counter.add_layers()
             extra[blob.diff_id] = blob
         return extra
     finally:
@@ -138,17 +157,17 @@ def _staged_blobs(exporter: Exporter, codec: str, diff_ids: Sequence[str], got: 
     return [*got.values(), *(b for b in others if b is not None)]
 
 
-def run_registry(job: Job, pusher: Pusher, reporter: Reporter) -> None:
+def run_registry(leg: Leg, pusher: Pusher, reporter: Reporter) -> str | None:
     """Push once (shared by all hosts of this ship), pull on the host, verify the id, tag."""
-    host, plan, conn, image = job.host, job.plan, job.conn, job.image
-    assert plan is not None and plan.registry_ref is not None and host.registry
+    host, plan, conn, image = leg.host, leg.plan, leg.conn, leg.image
+    assert plan.registry_ref is not None and host.registry
     name = host.name
     reporter.phase(name, "pushing", plan.registry_ref)
     # progress counts Docker's raw layer bytes as they go; bytes_sent is what crossed the wire
     # (compressed), charged to the host that pushed: the others reuse the push
     stats, pushed_here = pusher.push(host.registry, on_bytes=lambda n: reporter.sent(name, n))
     if pushed_here:
-        job.counter.add(stats.bytes_sent)
+        leg.counter.add(stats.bytes_sent)
     else:
         reporter.note(name, f"{plan.registry_ref} already pushed by this ship")
     reporter.phase(name, "pulling", plan.registry_ref)
@@ -156,6 +175,6 @@ def run_registry(job: Job, pusher: Pusher, reporter: Reporter) -> None:
     # index's) digest on the containerd store; that manifest names exactly our config and layers.
     # A containerd-store workstation pushes its own manifest (or index): its id is that digest.
     expected = tuple(dict.fromkeys(d for d in (image.config_digest, stats.digest, image.id) if d))
-    pulled, job.host_id = pull_and_tag(conn, host.docker, plan.registry_ref, image.ref, expected)
-    job.verified = job.host_id is not None
-    job.layers_sent = pulled.layers_pulled
+    pulled, host_id = pull_and_tag(conn, host.docker, plan.registry_ref, image.ref, expected)
+    leg.counter.add_layers(pulled.layers_pulled)
+    return host_id

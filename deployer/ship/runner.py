@@ -39,7 +39,7 @@ from deployer.ship.plan import ShipPlan, make_plan, name_layers, preflight
 from deployer.ship.progress import NullReporter, Reporter
 from deployer.ship.refs import split_ref
 from deployer.ship.registry import IncompletePull, Pusher
-from deployer.ship.route import run_registry, run_tarball
+from deployer.ship.route import Leg, run_registry, run_tarball
 from deployer.ship.tarball import Counter, tag_and_verify
 from deployer.tarfmt import Descriptor
 
@@ -48,7 +48,8 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Job:
-    """One host's ship in progress (mutable: filled in as the phases run)."""
+    """One host's ship in progress, the runner's own (mutable: filled in as the phases run; the
+    routes get a frozen Leg and return the host's image id)."""
 
     host: Host
     conn: HostConn
@@ -57,19 +58,17 @@ class Job:
     lock: locks.Lock | None = None
     facts: Any = None
     plan: ShipPlan | None = None
-    counter: Counter = field(default_factory=Counter)
-    layers_sent: int = 0
-    verified: bool = False
-    host_id: str | None = None  # the id the host's Docker gives the image (its store's kind of id)
+    counter: Counter = field(default_factory=Counter)  # bytes and layers sent so far
+    host_id: str | None = None  # the id the host's Docker gives the image (its store's kind of id), once verified
     record: tuple[tuple[str, str], ...] = ()  # extra history fields (ShipOptions.record)
 
     def result(self) -> ShipResult:
         plan = self.plan
         return ShipResult(
             host=self.host.name, via=plan.via if plan else None, route=plan.route if plan else None,
-            image_id=self.image.id, verified=self.verified, host_image_id=self.host_id,
+            image_id=self.image.id, verified=self.host_id is not None, host_image_id=self.host_id,
             config_digest=self.image.config_digest,
-            layers_total=len(self.image.diff_ids), layers_sent=self.layers_sent,
+            layers_total=len(self.image.diff_ids), layers_sent=self.counter.layers,
             bytes_sent=self.counter.sent, seconds=time.monotonic() - self.started,
         )
 
@@ -130,23 +129,27 @@ def _observe(job: Job, options: ShipOptions, history_sizes: Sequence[int], repor
     return job
 
 
-def _finish(job: Job, pusher: Pusher, exporter: Exporter | None, reporter: Reporter) -> ShipResult:
-    host, plan, conn = job.host, job.plan, job.conn
+def _transfer(job: Job, pusher: Pusher, exporter: Exporter | None, reporter: Reporter) -> str | None:
+    """Run the plan's route; the id REF resolves to on the host, None when it is not the shipped image."""
+    host, plan = job.host, job.plan
     assert plan is not None
-    docker_argv = host.docker
     if plan.route == "noop":
-        job.verified, job.host_id = True, plan.host_id
-    elif plan.route == "tag":
+        return plan.host_id
+    if plan.route == "tag":
         assert plan.host_id is not None
         reporter.phase(host.name, "tagging")
-        job.verified = tag_and_verify(conn, docker_argv, plan.host_id, job.image.ref, plan.host_id)
-        job.host_id = plan.host_id
-    elif plan.route == "registry":
-        run_registry(job, pusher, reporter)
-    else:
-        run_tarball(job, exporter, reporter)
-    if not job.verified:
-        raise TransferError(host.name, f"{job.image.ref} on the host does not resolve to the shipped image "
+        ok = tag_and_verify(job.conn, host.docker, plan.host_id, job.image.ref, plan.host_id)
+        return plan.host_id if ok else None
+    leg = Leg(host, job.conn, job.image, plan, job.counter)
+    if plan.route == "registry":
+        return run_registry(leg, pusher, reporter)
+    return run_tarball(leg, exporter, reporter)
+
+
+def _finish(job: Job, pusher: Pusher, exporter: Exporter | None, reporter: Reporter) -> ShipResult:
+    job.host_id = _transfer(job, pusher, exporter, reporter)
+    if job.host_id is None:
+        raise TransferError(job.host.name, f"{job.image.ref} on the host does not resolve to the shipped image "
                             f"(config {job.image.config_digest})",
                             hint="another process may have re-tagged it; ship again")
     return job.result()

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from deployer.commands import ship as cmd
 from deployer.errors import TransferError
 from deployer.local.cache import Blob
+from deployer.ship import steps
 from deployer.ship.conn import HostConn
 from deployer.transport.retry import is_transient, retrying
 
@@ -26,16 +27,23 @@ _AGAIN = object()
 
 @dataclass
 class Counter:
-    """Bytes put on the wire for one host, with a progress callback (thread-safe)."""
+    """Bytes and layers put on the wire for one host, with a progress callback (thread-safe).
+
+    What a transfer has sent so far, also when it fails part-way (the partial ShipResult)."""
 
     on_sent: Callable[[int], None] = lambda n: None
     sent: int = 0
+    layers: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, n: int) -> None:
         with self._lock:
             self.sent += n
         self.on_sent(n)
+
+    def add_layers(self, n: int = 1) -> None:
+        with self._lock:
+            self.layers += n
 
 
 def _read_from(path: str, offset: int, counter: Counter) -> Iterator[bytes]:
@@ -92,7 +100,7 @@ def send_tail(conn: HostConn, staging: str, blob: Blob, counter: Counter,
             if last["offset"] >= 0:
                 note(f"resuming {blob.digest[7:19]} at {offset} of {blob.size} bytes")
             last["offset"] = offset
-            res = session.send(cmd.receive_argv(partial, final, blob.digest, blob.size),
+            res = session.send(steps.receive(staging, blob.digest, blob.codec, blob.size).argv,
                                _read_from(str(blob.path), offset, counter))
         except Exception as exc:
             if not is_transient(exc):
@@ -145,12 +153,14 @@ def stage_blob(conn: HostConn, staging: str, blob: Blob, counter: Counter,
 
 
 def inspect_id(conn: HostConn, docker: tuple[str, ...], ref: str) -> str | None:
-    res = conn.run(cmd.inspect_id_argv(docker, ref), what="docker image inspect", check=False, timeout=60)
+    step = steps.inspect_id(docker, ref)
+    res = conn.run(step.argv, what=step.label, check=False, timeout=60)
     out = res.stdout.strip()
     return out if res.ok and out.startswith("sha256:") else None
 
 
 def tag_and_verify(conn: HostConn, docker: tuple[str, ...], source: str, ref: str, image_id: str) -> bool:
     """Tag SOURCE as REF, then check REF resolves to image_id on the host."""
-    res = conn.run(cmd.tag_verify_argv(docker, source, ref), what=f"docker tag {ref}", timeout=60)
+    step = steps.tag(docker, source, ref)
+    res = conn.run(step.argv, what=step.label, timeout=60)
     return res.stdout.strip() == image_id

@@ -171,7 +171,7 @@ def test_render_tarball_commands() -> None:
     assert len(receives) == 2
     # layers register as they land (stdin: the tar head), the host decompresses zstd
     head = f"/stage/load-{'f' * 16}.head"
-    assert argvs[3][:12] == ld.load_argv(("docker",), head, "zstd", 0, [])[:8] + (
+    assert argvs[3][:12] == ld.load_argv(("docker",), head, "zstd", 0, [], "/stage")[:8] + (
         "<tar head blocks>", "1", blob3, "<tar padding>")
     install = argvs[-1]
     assert install[4:8] == (head, IMAGE.id, "trainer:v3", f"{ld.PARTIAL_LABEL}=/stage")
@@ -190,6 +190,7 @@ def test_render_registry_and_noop() -> None:
     assert plan_commands(p, h) == [
         ("docker", "pull", "r:5000/trainer:v3"),
         ("docker", "image", "inspect", "--format", "{{.Id}}", "r:5000/trainer:v3"),
+        cmd.complete_argv(("docker",), "<pulled image id>"),  # the containerd store can pull an incomplete image
         cmd.tag_verify_argv(("docker",), "r:5000/trainer:v3", "trainer:v3"),
     ]
     assert plan_commands(plan(state=ImageState(IMAGE.id, frozenset({IMAGE.id}))), h) == []

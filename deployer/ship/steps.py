@@ -1,0 +1,111 @@
+"""The remote commands that move an image to one host, as labelled steps (pure).
+
+The executor (ship.tarball, ship.loader, ship.registry) runs each step through these builders
+with the real values; `transfer_steps` lists the same builders in the order the executor runs
+them, for `deploy ship --dry-run`, with placeholders for what is known only once a layer is
+compressed (blob digests and sizes, the tar head). One description of the sequence, two users.
+"""
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Sequence
+
+from deployer.commands import load as ld
+from deployer.commands import ship as cmd
+from deployer.commands.step import Step
+from deployer.inventory.host import Host
+from deployer.ship.plan import ShipPlan
+from deployer.tarfmt import Descriptor
+
+HEAD = "stdin: the load's tar head (manifest and config)"
+
+
+def prepare(staging: str) -> Step:
+    """Make the blob dir and list the blobs already staged (one stat for all of them)."""
+    return Step("preparing the staging dir", cmd.prepare_argv(staging))
+
+
+def receive(staging: str, digest: str, codec: str, size: int | str) -> Step:
+    """Append the blob's missing tail to its .partial; the host hashes it and moves it into place."""
+    return Step(f"sending blob {digest[7:19]}",
+                cmd.receive_argv(cmd.partial_path(staging, digest, codec), cmd.blob_path(staging, digest, codec),
+                                 digest, size),
+                "stdin: the part of the blob the host lacks (resumes after a drop)")
+
+
+def stand_in_load(docker: tuple[str, ...], staging: str, image_id: str, mode: str, blocks: int | str,
+                  files: Sequence[ld.LoadFile], records: Sequence[tuple[str, Descriptor]], span: str) -> Step:
+    """Register the layers staged so far (a stand-in image) while later blobs are in flight."""
+    return Step(f"docker load of layers {span}",
+                ld.load_argv(docker, cmd.load_head_path(staging, image_id), mode, blocks, files, staging,
+                             records), HEAD)
+
+
+def install(docker: tuple[str, ...], staging: str, image_id: str, loaded_id: str, ref: str, blobs: Sequence[str],
+            mode: str, blocks: int | str, files: Sequence[ld.LoadFile], records: Sequence[tuple[str, Descriptor]],
+            *, preview: bool = False) -> Step:
+    """Load what is left with the real config, verify LOADED_ID, clean up the staging dir, tag REF."""
+    return Step("docker load",
+                ld.install_argv(docker, cmd.load_head_path(staging, image_id), loaded_id, ref, staging,
+                                cmd.blob_dir(staging), blobs, mode, blocks, files, records, preview=preview), HEAD)
+
+
+def pull(docker: tuple[str, ...], remote_ref: str) -> Step:
+    return Step(f"docker pull {remote_ref}", cmd.pull_argv(docker, remote_ref))
+
+
+def inspect_id(docker: tuple[str, ...], ref: str) -> Step:
+    return Step("docker image inspect", cmd.inspect_id_argv(docker, ref))
+
+
+def complete(docker: tuple[str, ...], image_id: str) -> Step:
+    """Check the pulled image is complete (the containerd store can pull one that is not)."""
+    return Step("docker image inspect", cmd.complete_argv(docker, image_id))
+
+
+def tag(docker: tuple[str, ...], source: str, ref: str) -> Step:
+    """Tag SOURCE as REF and read back the id REF resolves to."""
+    return Step(f"docker tag {ref}", cmd.tag_verify_argv(docker, source, ref))
+
+
+PULLED_ID = "<pulled image id>"
+HEAD_BLOCKS = "<tar head blocks>"
+BLOB_SIZE = "<blob bytes>"
+
+
+def blob_placeholder(codec: str, index: int) -> str:
+    """A dry run's stand-in for the digest of layer INDEX's blob (known once it is compressed)."""
+    return f"sha256:<{codec} blob of layer {index + 1}>"
+
+
+def transfer_steps(plan: ShipPlan, host: Host) -> list[Step]:
+    """The steps the executor runs for PLAN on HOST, in order (a dry run's view: placeholders
+    stand for blob digests and sizes; a blob already staged is only verified, not sent)."""
+    docker, staging = host.docker, host.staging_dir
+    if plan.route == "noop":
+        return []
+    if plan.route == "tag":
+        return [tag(docker, plan.host_id or plan.image_id, plan.ref)]
+    if plan.route == "registry":
+        assert plan.registry_ref is not None
+        return [pull(docker, plan.registry_ref), inspect_id(docker, plan.registry_ref),
+                complete(docker, PULLED_ID), tag(docker, plan.registry_ref, plan.ref)]
+    assert plan.codec is not None
+    codec = plan.codec.name
+    mode = codec if plan.codec.host_decompress else "link"
+    steps = [prepare(staging)]
+    files: list[ld.LoadFile] = []
+    for i in plan.missing:
+        digest = blob_placeholder(codec, i)
+        steps.append(receive(staging, digest, codec, BLOB_SIZE))
+        files.append(ld.LoadFile(plan.diff_ids[i], cmd.blob_path(staging, digest, codec), -1))  # size not known yet
+    # records: the layers left out, by the blob the host has (the sent ones' digests are not known yet)
+    records = list(plan.reused)
+    if files:
+        first = plan.missing[0]
+        steps.append(stand_in_load(docker, staging, plan.image_id, mode, HEAD_BLOCKS, files[:1],
+                                   [r for r in records if r[0] in plan.diff_ids[:first + 1]], f"1-{first + 1}"))
+    names = [posixpath.basename(f.src) for f in files]
+    steps.append(install(docker, staging, plan.image_id, plan.host_id or plan.image_id, plan.ref, names, mode,
+                         HEAD_BLOCKS, [], records, preview=True))
+    return steps
