@@ -109,6 +109,8 @@ def _host_line(builder: InventoryBuilder, line: str, group: str, where: Where, l
         names = expand(name)
     except RangeError as exc:
         raise where.error(f"bad host range: {exc}") from None
+    if not names:
+        builder.warnings.append(f"{where.file}:{where.line}: {entry}: the range is empty (its begin is past its end): no host added")
     if "---" in names:
         raise where.error("'---' is not a host name; is this a YAML file with an .ini name?")
     variables = {}

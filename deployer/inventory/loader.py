@@ -17,6 +17,17 @@ from deployer.inventory.builder import ALL, InventoryBuilder
 from deployer.inventory.host import Host
 from deployer.inventory.model import Group, Inventory
 
+# Names of play and task keywords: ansible-inventory warns about a variable so named
+# (ansible.vars.reserved.get_reserved_names() of ansible-core 2.19).
+RESERVED_NAMES = frozenset("""
+action always any_errors_fatal args async async_val become become_exe become_flags become_method become_user
+block changed_when check_mode collections connection cycler debugger delay delegate_facts delegate_to dict diff
+environment fact_path failed_when force_handlers gather_facts gather_timeout handlers hosts ignore_errors
+ignore_unreachable joiner lipsum local_action lookup loop loop_control loop_with max_fail_percentage
+module_defaults name namespace no_log notify now omit order poll port post_tasks pre_tasks q query range
+register remote_user rescue retries roles run_once serial strategy tags tasks throttle timeout undef until
+vars vars_files vars_prompt when with_
+""".split())
 # Tried in order when neither -i nor $DEPLOY_INVENTORY is given (relative to the cwd).
 DEFAULT_CANDIDATES = ("inventories/hosts.yml", "inventories/hosts.yaml", "inventories/hosts.ini", "inventories/hosts")
 YAML_EXTENSIONS = (".yml", ".yaml", ".json")
@@ -149,6 +160,7 @@ def _assemble(source: str, base: str, b: InventoryBuilder, warnings: list[str]) 
         return file_cache[subdir, name]
 
     hosts: dict[str, Host] = {}
+    reserved_seen: set[str] = set()
     for name, h in b.hosts.items():
         groups: set[str] = set()
         for g in h.groups:
@@ -168,6 +180,11 @@ def _assemble(source: str, base: str, b: InventoryBuilder, warnings: list[str]) 
             _apply(merged, origins, vf.vars, vf.label)
         visible = tuple(sorted(groups - {"ungrouped"}))
         hosts[name] = Host(name, merged, visible, origins=origins)
+        for key in sorted(RESERVED_NAMES.intersection(merged)):
+            if key not in reserved_seen:
+                reserved_seen.add(key)
+                warnings.append(f"{origins[key]}: variable {key!r} has a name Ansible reserves for plays and tasks "
+                                "(Ansible warns about it too)")
 
     groups_out = {
         name: Group(
