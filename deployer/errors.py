@@ -164,3 +164,10 @@ class PreflightError(HostError):
 
 class LockError(HostError):
     """Another deploy holds this host's lock."""
+
+
+def error_text(error: BaseException | None) -> str | None:
+    """An error's message without the host or file prefix (a JSON record names those itself)."""
+    if error is None:
+        return None
+    return getattr(error, "reason", None) or str(error)

@@ -11,7 +11,7 @@ from deployer.cli import output
 from deployer.cli.app import cli, finish
 from deployer.cli.context import AppContext
 from deployer.cli.inventory import host_pattern_option
-from deployer.errors import DeployError, SpecError
+from deployer.errors import SpecError, error_text
 from deployer.fleet import Outcome
 from deployer.oneshot.pipeline import OneShotOptions
 from deployer.playbook.deploy import DEFAULT_LEVEL
@@ -120,14 +120,9 @@ def _result_of(outcome: Outcome[ShipResult]) -> ShipResult:
     return outcome.value if outcome.value is not None else ShipResult(host=outcome.host.name)
 
 
-def _error_text(error: DeployError | None) -> str | None:
-    if error is None:
-        return None
-    return getattr(error, "reason", None) or str(error)
-
 
 def _report(outcomes: list[Outcome[ShipResult]], as_json: bool) -> None:
-    records = [_result_of(o).to_json(_error_text(o.error)) for o in outcomes]
+    records = [_result_of(o).to_json(error_text(o.error)) for o in outcomes]
     if as_json:
         output.emit_json(records)
     else:
@@ -147,7 +142,7 @@ def _dry_run(hosts: list[Any], image_ref: str, options: ShipOptions, as_json: bo
     outcomes = plan_ship(hosts, image_ref, options)
     if as_json:
         output.emit_json([plan_json(o.value, o.host) if o.value is not None
-                          else {"host": o.host.name, "error": _error_text(o.error)} for o in outcomes])
+                          else {"host": o.host.name, "error": error_text(o.error)} for o in outcomes])
     else:
         for o in outcomes:
             if o.value is not None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from deployer.errors import DeployError
+from deployer.errors import DeployError, error_text
 from deployer.runs.start import Started
 from deployer.ship.model import ShipResult
 from deployer.sizes import human_bytes
@@ -56,11 +56,6 @@ class HostReport:
         })
         return rec
 
-
-def error_text(error: DeployError | None) -> str | None:
-    if error is None:
-        return None
-    return getattr(error, "reason", None) or str(error)
 
 
 COLUMNS = ("host", "result", "via", "layers", "sent", "image id", "container", "state")
