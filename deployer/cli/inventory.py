@@ -87,7 +87,9 @@ def list_cmd(pattern_arg: str | None, pattern: str, as_json: bool) -> None:
       deploy inventory list 'gpu*:&connected'
     """
     ctx = _ctx()
-    hosts = ctx.select(pattern_arg or pattern)
+    wanted = pattern_arg or pattern
+    # An empty inventory lists nothing (as ansible-inventory does) instead of failing the pattern 'all'.
+    hosts = [] if wanted == "all" and not ctx.inventory().hosts else ctx.select(wanted)
     _warn_inventory(ctx)
     for message in report.password_warnings(hosts) + report.connection_warnings(hosts):
         output.warn(message)

@@ -166,6 +166,12 @@ def _load_rt(path: str) -> tuple[YAML, CommentedMap]:
         data = rt.load(text)
     except YAMLError as exc:
         raise InventoryError(f"malformed YAML: {exc}", file=path) from exc
+    if data is None:
+        # An empty inventory (nothing, or only comments) is valid: start its mapping, keep its comments.
+        data = CommentedMap()
+        comments = [line.lstrip()[1:].strip() for line in text.splitlines() if line.lstrip().startswith("#")]
+        if comments:
+            data.yaml_set_start_comment("\n".join(comments))
     if not isinstance(data, CommentedMap):
         raise InventoryError("a YAML inventory must be a mapping of group names", file=path, line=1)
     return rt, data
@@ -231,6 +237,8 @@ def _group_map(data: CommentedMap, group: str, create: bool) -> CommentedMap:
         data["all"] = CommentedMap()
         return data["all"]
     parent = data
+    if "all" in data and data["all"] is None:  # `all:` alone
+        data["all"] = CommentedMap()
     if isinstance(data.get("all"), dict):
         all_map = data["all"]
         if not isinstance(all_map.get("children"), dict):

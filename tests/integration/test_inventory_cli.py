@@ -155,7 +155,12 @@ def test_add_refuses_ini() -> None:
         ("cycle.yml", "all:\n  children:\n    a:\n      children:\n        b:\n          children:\n            a:\n",
          ["cycle.yml:5", "all.children.a.children.b", "cycle"]),
         ("cycle.ini", "[a:children]\nb\n[b:children]\na\n", ["cycle.ini:", "cycle"]),
-        ("range.yml", "all:\n  hosts:\n    gpu[09:01]:\n", ["range.yml:3", "all.hosts.gpu[09:01]", "bad host range"]),
+        # gpu[09:01] is an empty range for Ansible (not an error); a backwards letter range is one.
+        ("range.yml", "all:\n  hosts:\n    gpu[c:a]:\n", ["range.yml:3", "all.hosts.gpu[c:a]", "bad host range"]),
+        ("stamp.yml", "all:\n  hosts:\n    gpu01:\n      t: !!timestamp soon\n", ["stamp.yml:4", "!!timestamp"]),
+        ("intgroup.yml", "all:\n  children:\n    1:\n      hosts:\n        gpu01:\n",
+         ["intgroup.yml:3", "group name 1"]),
+        ("plugin.yml", "plugin: amazon.aws.aws_ec2\n", ["plugin.yml:1", "plugin configurations are not supported"]),
         ("range.ini", "[gpus]\nnode[1:4:0]\n", ["range.ini:2", "bad host range"]),
     ],
 )
@@ -209,3 +214,41 @@ def test_testbed_inventory(testbed, tmp_path: Path) -> None:
     assert rows["airgap01"]["groups"] == ["airgapped", "gpus"]
     code, out, _ = deploy("-i", testbed.inventory, "inventory", "list", "gpus:!airgapped", "--json")
     assert [r["name"] for r in json.loads(out)] == ["gpu01", "gpu02"]
+
+
+@pytest.mark.parametrize("text", ["", "# nothing yet\n", "all:\n", "{}\n"])
+def test_empty_inventory_lists_nothing(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "hosts.yml"
+    path.write_text(text)
+    code, out, err = deploy("-i", str(path), "inventory", "list", "--json")
+    assert code == 0, err
+    # `{}` is no YAML inventory; read as INI (as Ansible does) it is one host named "{}"
+    assert [r["name"] for r in json.loads(out)] == (["{}"] if text == "{}\n" else [])
+
+
+@pytest.mark.skipif(ANSIBLE_INVENTORY is None, reason="ansible-inventory is not installed")
+def test_odd_connection_values_are_listed_with_warnings(tmp_path: Path) -> None:
+    path = FIXTURES / "templated" / "hosts.yml"
+    code, out, err = deploy("-i", str(path), "inventory", "list", "--json")
+    assert code == 0, err
+    rows = {r["name"]: r for r in json.loads(out)}
+    expected = ansible_hostvars(path, tmp_path)
+    assert {n: r["vars"] for n, r in rows.items()} == expected
+    assert (rows["gpu01"]["address"], rows["gpu01"]["port"]) == ("gpu01.lab.example", 2222)
+    assert rows["gpu02"]["port"] is None and rows["gpu03"]["port"] is None
+    assert rows["gpu04"]["address"] == "10.0.0.4" and rows["gpu04"]["user"] == "{{ undefined_user }}"
+    warnings = [line for line in err.splitlines() if line.startswith("warning: ")]
+    assert len(warnings) == 3 and all("check, ship and run will refuse" in w for w in warnings), err
+    assert "ansible_port 'PORT'" in err and "70000" in err and "'undefined_user' is undefined" in err
+    code, out, err = deploy("-i", str(path), "inventory", "show", "gpu02")
+    assert code == 0 and out.startswith("gpu02  gpu02.lab.example:PORT  ") and "refuse gpu02" in err
+
+
+@pytest.mark.skipif(ANSIBLE_INVENTORY is None, reason="ansible-inventory is not installed")
+def test_list_json_prints_values_as_ansible_does(tmp_path: Path) -> None:
+    # !unsafe / !vault values, dates and YAML 1.1 scalars: the same JSON as ansible-inventory --list
+    for path in (FIXTURES / "yaml_tags" / "hosts.yml", FIXTURES / "mixed_dir"):
+        code, out, err = deploy("-i", str(path), "inventory", "list", "--json")
+        assert code == 0, err
+        assert {r["name"]: r["vars"] for r in json.loads(out)} == ansible_hostvars(path, tmp_path)
+    assert "README:1: skipped this file" in err and "aws_ec2.yml:1: skipped this file" in err

@@ -159,3 +159,20 @@ def test_parse_var() -> None:
         parse_var("novalue")
     with pytest.raises(InventoryError):
         parse_var("bad key=1")
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("", "gpus:\n  hosts:\n    gpu01:\n      ansible_host: 10.0.0.1\n"),
+        ("# lab fleet\n", "# lab fleet\ngpus:\n  hosts:\n    gpu01:\n      ansible_host: 10.0.0.1\n"),
+        ("all:\n", "all:\n  children:\n    gpus:\n      hosts:\n        gpu01:\n          ansible_host: 10.0.0.1\n"),
+    ],
+)
+def test_add_to_an_empty_inventory(tmp_path: Path, text: str, expected: str) -> None:
+    # An empty inventory is a valid one (as for ansible-inventory), so hosts can be added to it.
+    path = tmp_path / "hosts.yml"
+    path.write_text(text)
+    add(str(path), NewHost("gpu01", "10.0.0.1", groups=("gpus",)))
+    assert path.read_text() == expected
+    assert load(str(path)).host("gpu01").groups == ("gpus",)
