@@ -36,6 +36,7 @@ class ShipResult:
     layers_sent: int = 0
     bytes_sent: int = 0
     seconds: float = 0.0
+    phases: tuple[tuple[str, float], ...] = ()  # seconds per phase (connecting, checking, sending, ...)
 
     def to_json(self, error: str | None = None) -> dict[str, Any]:
         """The --json record, exactly the documented keys."""
@@ -52,6 +53,7 @@ class ShipResult:
             "layers_sent": self.layers_sent,
             "bytes_sent": self.bytes_sent,
             "seconds": round(self.seconds, 3),
+            "phases": {name: round(s, 3) for name, s in self.phases},
         }
 
     def as_dict(self) -> dict[str, Any]:

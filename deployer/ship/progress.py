@@ -24,6 +24,7 @@ class Reporter(Protocol):
     def sent(self, host: str, nbytes: int) -> None: ...
     def note(self, host: str, message: str) -> None: ...
     def done(self, host: str, ok: bool, summary: str) -> None: ...
+    def timings(self, host: str) -> tuple[tuple[str, float], ...]: ...
 
 
 SETTLE_S = 1.0
@@ -38,6 +39,21 @@ class HostProgress:
     started: float = field(default_factory=time.monotonic)
     send_started: float | None = None
     ok: bool | None = None
+    since: float = field(default_factory=time.monotonic)  # when the current phase began
+    spent: dict[str, float] = field(default_factory=dict)  # seconds per phase so far, in first-seen order
+
+    def enter(self, phase: str) -> None:
+        """Close the current phase's clock and start PHASE's (a repeated phase adds up)."""
+        now = time.monotonic()
+        self.spent[self.phase] = self.spent.get(self.phase, 0.0) + now - self.since
+        self.phase, self.since = phase, now
+
+    def timings(self) -> tuple[tuple[str, float], ...]:
+        """Seconds per phase, the current one up to now; "waiting" (before connecting) left out."""
+        spent = dict(self.spent)
+        if self.ok is None:
+            spent[self.phase] = spent.get(self.phase, 0.0) + time.monotonic() - self.since
+        return tuple((k, v) for k, v in spent.items() if k != "waiting")
 
     def speed(self) -> float:
         """Average bytes/s since sending began; 0 (unknown) for the first second, whose few
@@ -65,7 +81,9 @@ class _Base:
     def phase(self, host: str, phase: str, detail: str = "") -> None:
         with self._lock:
             p = self._get(host)
-            p.phase, p.detail = phase, detail
+            if phase != p.phase:
+                p.enter(phase)
+            p.detail = detail
             if phase == "sending" and p.send_started is None:
                 p.send_started = time.monotonic()
         self._changed(host, phase=True)
@@ -88,8 +106,14 @@ class _Base:
     def done(self, host: str, ok: bool, summary: str) -> None:
         with self._lock:
             p = self._get(host)
-            p.ok, p.phase, p.detail = ok, "done" if ok else "failed", summary
+            p.enter("done" if ok else "failed")
+            p.ok, p.detail = ok, summary
         self._changed(host, phase=True)
+
+    def timings(self, host: str) -> tuple[tuple[str, float], ...]:
+        """Where HOST's time went so far: seconds per phase, in the order they began."""
+        with self._lock:
+            return self._get(host).timings()
 
     def _changed(self, host: str, phase: bool) -> None:
         pass

@@ -62,14 +62,14 @@ class Job:
     host_id: str | None = None  # the id the host's Docker gives the image (its store's kind of id), once verified
     record: tuple[tuple[str, str], ...] = ()  # extra history fields (ShipOptions.record)
 
-    def result(self) -> ShipResult:
+    def result(self, phases: tuple[tuple[str, float], ...] = ()) -> ShipResult:
         plan = self.plan
         return ShipResult(
             host=self.host.name, via=plan.via if plan else None, route=plan.route if plan else None,
             image_id=self.image.id, verified=self.host_id is not None, host_image_id=self.host_id,
             config_digest=self.image.config_digest,
             layers_total=len(self.image.diff_ids), layers_sent=self.counter.layers,
-            bytes_sent=self.counter.sent, seconds=time.monotonic() - self.started,
+            bytes_sent=self.counter.sent, seconds=time.monotonic() - self.started, phases=phases,
         )
 
 
@@ -244,15 +244,17 @@ def ship_image(hosts: Sequence[Host], image_ref: str, options: ShipOptions | Non
                 _wrap_up(job, "failed", exc)
             else:
                 _release(job)
-            raise Unfinished(exc, job.result()) from exc
+            raise Unfinished(exc, job.result(reporter.timings(host.name))) from exc
         except BaseException:
             _release(job)
             raise
         finally:
             if not reported:
                 exports.leave()
+        reporter.phase(host.name, "finishing", "history, unlock")
         _wrap_up(job, "ok")
-        result = job.result()  # seconds include the history record and the unlock
+        result = job.result(reporter.timings(host.name))  # seconds include the history record and the unlock
+        log.info("%s: %.2fs: %s", host.name, result.seconds, ", ".join(f"{k} {v:.2f}s" for k, v in result.phases))
         reporter.done(host.name, True, _summary(result))
         return result
 

@@ -35,6 +35,8 @@ class Row:
     best_baseline: str | None
     host_store: str = ""  # the lane: "overlay2", "containerd", "mixed" ((c)); "" in reports before lanes
     ws_store: str = ""  # the workstation daemon's store
+    # deployer rows: median seconds per phase of the slowest host (from its --json), where time went
+    phases: tuple[tuple[str, float], ...] = ()
 
     @property
     def wire_bytes(self) -> int | None:
@@ -50,6 +52,20 @@ def _median(values: Iterable[float | int | None]) -> Any:
 def _least(values: Iterable[int | None]) -> int | None:
     vals = [v for v in values if v is not None]
     return min(vals) if vals else None
+
+
+def phases(samples: Iterable[Any]) -> tuple[tuple[str, float], ...]:
+    """Median over SAMPLES of each phase's seconds on the host that spent longest in it (deployer's
+    --json `phases`), in the order the phases first appear."""
+    per: dict[str, list[float]] = {}
+    for s in samples:
+        slowest: dict[str, float] = {}
+        for rec in getattr(s, "deployer", None) or ():
+            for name, sec in (rec.get("phases") or {}).items() if isinstance(rec, dict) else ():
+                slowest[name] = max(slowest.get(name, 0.0), float(sec))
+        for name, sec in slowest.items():
+            per.setdefault(name, []).append(sec)
+    return tuple((name, statistics.median(v)) for name, v in per.items())
 
 
 def _wire(m: dict[str, Any]) -> int | None:
@@ -81,6 +97,7 @@ def rows(samples: Sequence[Any]) -> list[Row]:
             "own_bytes": _least(s.own_bytes for s in good),
             "bytes_sent": _least(s.bytes_sent for s in good),
             "peak_rss": _median(s.peak_rss for s in good),
+            "phases": phases(good),
         }
     out = []
     for (ws, lane, scenario, rate, tool), m in med.items():
@@ -196,6 +213,16 @@ def table_rows(rows_: Sequence[Row]) -> list[list[str]]:
              _fmt(r.bytes_ratio), r.best_baseline or "-"] for r in rows_]
 
 
+PHASE_COLUMNS = ("scenario", "ws store", "hosts", "uplink", "tool", "seconds", "phases")
+
+
+def phase_rows(rows_: Sequence[Row]) -> list[list[str]]:
+    """The deployer rows' time per phase, one line each."""
+    return [[f"({r.scenario})", r.ws_store or "-", _hosts(r.host_store), r.rate or "unthrottled", r.tool,
+             _fmt(r.seconds), ", ".join(f"{name} {sec:.2f}" for name, sec in r.phases)]
+            for r in rows_ if r.phases]
+
+
 def _hosts(lane: str) -> str:
     if lane in STORE_HOSTS:
         return f"{STORE_HOSTS[lane]} ({lane})"
@@ -210,6 +237,11 @@ def markdown(rows_: Sequence[Row], targets_: Sequence[dict[str, Any]]) -> str:
 
     lines = [cells(COLUMNS), "|" + "---|" * len(COLUMNS)]
     lines += [cells(row) for row in table_rows(rows_)]
+    timed = phase_rows(rows_)
+    if timed:
+        lines += ["", "Where deployer's time went (median seconds per phase, on the host slowest in it):", "",
+                  cells(PHASE_COLUMNS), "|" + "---|" * len(PHASE_COLUMNS)]
+        lines += [cells(row) for row in timed]
     lines += ["", "| target | measured | limit | met | note |", "|---|---|---|---|---|"]
     for t in targets_:
         met = {True: "yes", False: "**no**", None: "not measured"}[t["met"]]
@@ -219,7 +251,8 @@ def markdown(rows_: Sequence[Row], targets_: Sequence[dict[str, Any]]) -> str:
 
 def rows_from_dicts(dicts: Iterable[dict[str, Any]]) -> list[Row]:
     """Rows back from a report's JSON (to re-render an earlier run)."""
-    return [Row(**d) for d in dicts]  # reports from before lanes lack host_store/ws_store: defaults
+    # reports from before lanes lack host_store/ws_store, and older ones phases: defaults
+    return [Row(**{**d, "phases": tuple(tuple(p) for p in d.get("phases") or ())}) for d in dicts]
 
 
 def as_dicts(rows_: Sequence[Row]) -> list[dict[str, Any]]:
@@ -239,6 +272,15 @@ def print_table(rows_: Sequence[Row], targets_: Sequence[dict[str, Any]]) -> Non
     for row in table_rows(rows_):
         t.add_row(*row)
     console.print(t)
+    timed = phase_rows(rows_)
+    if timed:
+        pt = Table(title="where deployer's time went (median seconds per phase, on the host slowest in it)",
+                   header_style="bold")
+        for col in PHASE_COLUMNS:
+            pt.add_column(col)
+        for row in timed:
+            pt.add_row(*row)
+        console.print(pt)
     tt = Table(title="targets", header_style="bold")
     for col in ("target", "measured", "limit", "met", "note"):
         tt.add_column(col)

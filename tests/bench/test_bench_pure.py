@@ -130,6 +130,7 @@ class S:
     own_bytes: int | None = None
     host_store: str = ""
     ws_store: str = ""
+    deployer: list | None = None  # deployer's --json records
 
 
 def test_rows_median_time_least_bytes_and_ratios() -> None:
@@ -151,6 +152,25 @@ def test_rows_median_time_least_bytes_and_ratios() -> None:
     # (d) competes with (a)'s baselines too.
     assert rows[("d", tools.DEPLOYER_REGISTRY)].ratio == 2.0
     assert rows[("d", tools.DEPLOYER_REGISTRY)].best_baseline == f"{tools.ZSTD} (a)"
+
+
+def test_phases_are_the_median_of_the_slowest_host_per_phase() -> None:
+    def run(*hosts: dict[str, float]) -> S:
+        return S("b", None, tools.DEPLOYER, True, 3.0, 100, deployer=[{"host": f"h{i}", "phases": p}
+                                                                      for i, p in enumerate(hosts)])
+
+    samples = [run({"connecting": 0.1, "checking": 1.0}, {"connecting": 0.3, "checking": 0.5, "sending": 2.0}),
+               run({"connecting": 0.2, "checking": 2.0, "sending": 1.0}),
+               run({"connecting": 0.5, "checking": 1.5, "sending": 3.0}),
+               S("b", None, tools.PUSH_PULL, True, 1.0, 100)]
+    rows = {r.tool: r for r in report.rows(samples)}
+    assert rows[tools.DEPLOYER].phases == (("connecting", 0.3), ("checking", 1.5), ("sending", 2.0))
+    assert rows[tools.PUSH_PULL].phases == ()
+    assert report.phase_rows(list(rows.values())) == [
+        ["(b)", "-", "-", "unthrottled", tools.DEPLOYER, "3.00", "connecting 0.30, checking 1.50, sending 2.00"]]
+    again = report.rows_from_dicts(json.loads(json.dumps(report.as_dicts(list(rows.values())))))
+    assert {r.tool: r.phases for r in again} == {r.tool: r.phases for r in rows.values()}
+    assert "Where deployer's time went" in report.markdown(list(rows.values()), [])
 
 
 def test_targets() -> None:

@@ -41,10 +41,11 @@ def test_push_stream_errors_inside_the_stream_are_caught(bad: dict[str, object])
 def test_json_record_has_exactly_the_documented_keys() -> None:
     rec = ShipResult("gpu01", via="tarball", image_id="sha256:1", verified=True, host_image_id="sha256:2",
                      config_digest="sha256:1", layers_total=3, layers_sent=1, bytes_sent=10,
-                     seconds=1.23456).to_json()
+                     seconds=1.23456, phases=(("connecting", 0.1234), ("sending", 1.0))).to_json()
     assert rec == {"host": "gpu01", "ok": True, "error": None, "via": "tarball", "image_id": "sha256:1",
                    "host_image_id": "sha256:2", "config_digest": "sha256:1",
-                   "verified": True, "layers_total": 3, "layers_sent": 1, "bytes_sent": 10, "seconds": 1.235}
+                   "verified": True, "layers_total": 3, "layers_sent": 1, "bytes_sent": 10, "seconds": 1.235,
+                   "phases": {"connecting": 0.123, "sending": 1.0}}
     assert ShipResult("gpu02").to_json("boom")["ok"] is False
 
 

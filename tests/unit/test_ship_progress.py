@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import time
 
-from deployer.ship.progress import SETTLE_S, HostProgress
+import pytest
+
+from deployer.ship import progress
+from deployer.ship.progress import SETTLE_S, HostProgress, NullReporter
 
 
 def test_no_speed_or_eta_in_the_first_second_then_the_average() -> None:
@@ -31,3 +34,21 @@ def test_plain_lines_name_a_failure_once() -> None:
     lines = out.getvalue().splitlines()
     assert lines[-2] == "gpu01: failed: pushing r:5000/x:1 failed: no basic auth credentials"
     assert lines[-1] == "gpu02: done tarball: 2/2 layers"
+
+
+def test_time_per_phase_adds_up_repeats_and_counts_the_open_phase(monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [100.0]
+    monkeypatch.setattr(progress.time, "monotonic", lambda: now[0])
+    r = NullReporter()
+    r.phase("gpu01", "connecting")  # from "waiting", which is not counted
+    for phase, dt in (("checking", 0.5), ("sending", 0.25), ("loading", 2.0), ("sending", 1.0), ("verifying", 0.5)):
+        now[0] += dt
+        r.phase("gpu01", phase, "layer 2/2")
+    now[0] += 0.75
+    assert r.timings("gpu01") == (("connecting", 0.5), ("checking", 0.25), ("sending", 2.5), ("loading", 1.0),
+                                  ("verifying", 0.75))  # the open phase counts up to now
+    r.phase("gpu01", "verifying", "the same phase again: its clock goes on")
+    now[0] += 0.25
+    r.done("gpu01", True, "ok")
+    now[0] += 10  # done: nothing adds up any more
+    assert r.timings("gpu01")[-1] == ("verifying", 1.0)
