@@ -7,16 +7,16 @@ name the host and the var; they arise only when the value is asked for (check, s
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Mapping
-from typing import Any, cast
-
-import jinja2
-from jinja2.sandbox import SandboxedEnvironment
+from typing import TYPE_CHECKING, Any, cast
 
 from deployer.errors import InventoryError
 from deployer.inventory.values import Encrypted, Unsafe
 
-_ENV = SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False)
+if TYPE_CHECKING:
+    from jinja2.sandbox import SandboxedEnvironment
+
 _MAX_DEPTH = 50
 
 # Each setting and the vars that give it, first found wins (ansible_ssh_* are the older spellings).
@@ -26,6 +26,15 @@ SOURCES = {
     "user": ("ansible_user", "ansible_ssh_user"),
     "key_file": ("ansible_ssh_private_key_file", "ansible_private_key_file"),
 }
+
+
+@functools.lru_cache(maxsize=1)
+def _env() -> SandboxedEnvironment:
+    # Loaded only when a value is a template: listing hosts must stay light (test_cli_startup).
+    import jinja2
+    from jinja2.sandbox import SandboxedEnvironment
+
+    return SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False)
 
 
 class TemplateFailure(Exception):
@@ -81,10 +90,13 @@ class _LazyVars(Mapping[str, Any]):
             return str(value) if isinstance(value, Unsafe) else value
         if len(self._busy) > _MAX_DEPTH:
             raise TemplateFailure(f"templates nest more than {_MAX_DEPTH} deep")
+        import jinja2
+
+        env = _env()
         try:
-            template = _ENV.from_string(value)
+            template = env.from_string(value)
             context = template.new_context(cast("dict[str, Any]", self), shared=True)
-            return _ENV.concat(template.root_render_func(context))  # type: ignore[attr-defined]
+            return env.concat(template.root_render_func(context))  # type: ignore[attr-defined]
         except TemplateFailure:
             raise
         except jinja2.TemplateError as exc:
