@@ -24,9 +24,11 @@ DECOMPRESSORS = ("zstd", "unpigz", "pigz", "gzip", "xz", "bzip2")
 # trip plus a DNS lookup; a lost SYN is resent only after 1 s, so a longer wait would rarely save
 # a registry either. The check runs on the left of a pipe: it waits while the right side probes
 # everything else, and its line is read from the pipe last.
-# $1 staging dir, $2 registry (may be empty), $3... the docker command (e.g. sudo docker).
+# $1 staging dir, $2 registry (may be empty), $3 "gpus" to ask nvidia-smi (slow on a server whose
+# driver is not kept loaded: a ship does not need it), $4... the docker command (e.g. sudo docker).
+# `docker info` (slow on a busy daemon) runs once: the docker root for df comes from its JSON.
 PROBE_SCRIPT = r"""
-staging=$1; reg=$2; shift 2
+staging=$1; reg=$2; gpus=$3; shift 3
 sec() { printf '\n@@deployer %s\n' "$1"; }
 end() { printf '\n@@rc %s\n' "$1"; }
 registry() {
@@ -51,7 +53,8 @@ registry 2>&1 | {
 exec 3<&0 </dev/null
 sec arch; uname -m 2>&1; end $?
 sec docker_version; "$@" version --format '{{json .}}' 2>&1; end $?
-sec docker_info; "$@" info --format '{{json .}}' 2>&1; end $?
+sec docker_info; info=$("$@" info --format '{{json .}}' 2>&1); rc=$?; printf '%s\n' "$info"; end $rc
+if [ "$gpus" = gpus ]; then
 sec gpu_tools
 for t in nvidia-container-runtime-hook nvidia-container-runtime nvidia-ctk; do
   p=$(command -v "$t" 2>/dev/null) || { for d in /usr/bin /usr/local/bin /usr/sbin /sbin; do
@@ -63,11 +66,12 @@ if command -v nvidia-smi >/dev/null 2>&1; then
   nvidia-smi --query-gpu=index,name,uuid,memory.total,memory.used,utilization.gpu,driver_version \
     --format=csv,noheader,nounits 2>&1; end $?
 else echo "nvidia-smi: not found"; end 127; fi
+fi
 sec df_staging
 d=$staging; while [ ! -e "$d" ] && [ "$d" != / ] && [ "$d" != . ]; do d=$(dirname "$d"); done
 df -Pk "$d" 2>&1; end $?
 sec df_docker
-root=$("$@" info --format '{{.DockerRootDir}}' 2>/dev/null)
+[ $rc = 0 ] && root=$(printf '%s' "$info" | sed -n 's/.*"DockerRootDir":"\([^"]*\)".*/\1/p')
 if [ -n "$root" ]; then df -Pk "$root" 2>&1; end $?; else echo "docker root unknown"; end 1; fi
 sec decompressors
 for t in zstd unpigz pigz gzip xz bzip2; do command -v "$t" >/dev/null 2>&1 && echo "$t"; done; end 0
@@ -76,9 +80,11 @@ sec registry; cat <&3; end 0
 """
 
 
-def probe_argv(host: Host) -> tuple[str, ...]:
-    """The single remote command that gathers every fact about a host."""
-    return ("sh", "-c", PROBE_SCRIPT, "sh", host.staging_dir, host.registry or "", *host.docker)
+def probe_argv(host: Host, *, gpus: bool = True) -> tuple[str, ...]:
+    """The single remote command that gathers every fact about a host (its GPUs only if asked:
+    without them the facts say nothing about GPUs)."""
+    return ("sh", "-c", PROBE_SCRIPT, "sh", host.staging_dir, host.registry or "", "gpus" if gpus else "",
+            *host.docker)
 
 
 @dataclass(frozen=True)

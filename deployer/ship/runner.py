@@ -101,7 +101,7 @@ def _observe(job: Job, options: ShipOptions, history_sizes: Sequence[int], repor
     with ThreadPoolExecutor(max_workers=4, thread_name_prefix=f"observe-{host.name}") as pool:
         lock = pool.submit(locks.acquire, session, host.staging_dir, image.ref,
                            break_lock=options.break_lock) if take_lock else None
-        facts = pool.submit(gather, session, host)
+        facts = pool.submit(gather, session, host, gpus=False)  # a ship needs no GPU facts
         state = pool.submit(session.run, cmd.image_state_argv(docker_argv, image.ref, image.config_digest),
                             timeout=60)
         present = pool.submit(session.run, present_layers_argv(docker_argv, host.staging_dir), check=False,

@@ -42,42 +42,55 @@ def host(**vars: object) -> Host:
 def test_probe_argv_passes_every_variable_part_as_a_positional_argument() -> None:
     h = host(deploy_staging_dir="/srv/stage; rm -rf /", deploy_registry="reg:5000", deploy_docker="sudo -n docker")
     argv = probe_argv(h)
-    assert argv == ("sh", "-c", PROBE_SCRIPT, "sh", "/srv/stage; rm -rf /", "reg:5000", "sudo", "-n", "docker")
+    assert argv == ("sh", "-c", PROBE_SCRIPT, "sh", "/srv/stage; rm -rf /", "reg:5000", "gpus", "sudo", "-n", "docker")
     assert "rm -rf" not in argv[2]
 
 
 def test_probe_argv_defaults() -> None:
-    assert probe_argv(Host("h"))[3:] == ("sh", "/var/tmp/deployer", "", "docker")
+    assert probe_argv(Host("h"))[3:] == ("sh", "/var/tmp/deployer", "", "gpus", "docker")
+    assert probe_argv(Host("h"), gpus=False)[3:] == ("sh", "/var/tmp/deployer", "", "", "docker")
 
 
 def test_probe_script_is_valid_posix_sh() -> None:
     subprocess.run(["sh", "-n", "-c", PROBE_SCRIPT], check=True)
 
 
-def test_probe_script_runs_locally_with_a_fake_docker(tmp_path) -> None:
+@pytest.mark.parametrize("gpus", [True, False])
+def test_probe_script_runs_locally_with_a_fake_docker(tmp_path, gpus: bool) -> None:
     fake = tmp_path / "fakedocker"
     fake.write_text(
         "#!/bin/sh\n"
+        'echo "$1" >> "$FAKEROOT/calls"\n'
         'case "$1 $3" in\n'
         '  "version {{json .}}") echo \'{"Client":{"Version":"28.2.2"},"Server":{"Version":"24.0.7","ApiVersion":"1.43"}}\';;\n'
         '  "info {{json .}}") echo \'{"Driver":"overlay2","DockerRootDir":"\'"$FAKEROOT"\'","Runtimes":{"nvidia":{}}}\';;\n'
-        '  "info {{.DockerRootDir}}") echo "$FAKEROOT";;\n'
+        '  *) echo "$@" >> "$FAKEROOT/unexpected"; exit 1;;\n'
         "esac\n"
     )
     fake.chmod(0o755)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    smi = bin_dir / "nvidia-smi"
+    smi.write_text('#!/bin/sh\necho smi >> "$FAKEROOT/calls"\necho "0, NVIDIA A10, GPU-1, 23028, 5, 0, 550.54.15"\n')
+    smi.chmod(0o755)
     h = Host("local", {"deploy_staging_dir": str(tmp_path / "not" / "yet"), "deploy_docker": str(fake)})
-    argv = probe_argv(h)
-    out = subprocess.run(list(argv), capture_output=True, text=True, env={"PATH": "/usr/bin:/bin", "FAKEROOT": str(tmp_path)},
-                         check=True).stdout
+    argv = probe_argv(h, gpus=gpus)
+    out = subprocess.run(list(argv), capture_output=True, text=True, check=True,
+                         env={"PATH": f"{bin_dir}:/usr/bin:/bin", "FAKEROOT": str(tmp_path)}).stdout
     facts = parse_probe(out)
     assert facts.docker is not None
     assert (facts.docker.server_version, facts.docker.api_version) == ("24.0.7", "1.43")
     assert facts.docker.gpu_runtime is True  # "nvidia" in Runtimes
     assert facts.docker.docker_root == str(tmp_path)
     assert facts.disk_free_bytes and facts.disk_free_bytes > 0  # measured at the nearest existing parent
-    assert facts.docker_disk_free_bytes and facts.docker_disk_free_bytes > 0
+    assert facts.docker_disk_free_bytes and facts.docker_disk_free_bytes > 0  # df of the root from info's JSON
     assert facts.registry_reachable is None and facts.registry_detail == "none"
     assert facts.client_version == "28.2.2"
+    # docker is asked once for its version and once for its info; nvidia-smi only when GPUs are wanted
+    calls = (tmp_path / "calls").read_text().split()
+    assert calls == (["version", "info", "smi"] if gpus else ["version", "info"])
+    assert not (tmp_path / "unexpected").exists()
+    assert [g.name for g in facts.gpus] == (["NVIDIA A10"] if gpus else [])
 
 
 def test_parse_probe_gpu_host() -> None:
@@ -239,18 +252,17 @@ def _probe_with_fakes(tmp_path, registry: str) -> tuple[str, str]:
         "#!/bin/sh\n"
         'case "$1 $3" in\n'
         '  "version {{json .}}") echo \'{"Server":{"Version":"28.5.2","ApiVersion":"1.51"}}\';;\n'
-        '  "info {{json .}}") echo \'{"Driver":"overlay2","DockerRootDir":"\'"$FAKEROOT"\'"}\';;\n'
-        '  "info {{.DockerRootDir}}") touch "$FAKEROOT/docker-root-asked"; echo "$FAKEROOT";;\n'
+        '  "info {{json .}}") touch "$FAKEROOT/docker-info-asked"; echo \'{"Driver":"overlay2","DockerRootDir":"\'"$FAKEROOT"\'"}\';;\n'
         "esac\n"
     )
     curl = bin_dir / "curl"
-    # waits (at most 5 s) until the probe has got as far as df_docker: only possible if it runs alongside
+    # waits (at most 5 s) until the probe has asked docker info: only possible if it runs alongside
     curl.write_text(
         "#!/bin/sh\n"
         'echo "$*" > "$FAKEROOT/curl-args"\n'
-        '[ -e "$FAKEROOT/docker-root-asked" ] && echo "docker ran before curl" > "$FAKEROOT/curl-order"\n'
-        'i=0; while [ ! -e "$FAKEROOT/docker-root-asked" ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done\n'
-        '[ -e "$FAKEROOT/docker-root-asked" ] || { printf 000; exit 28; }\n'
+        '[ -e "$FAKEROOT/docker-info-asked" ] && echo "docker ran before curl" > "$FAKEROOT/curl-order"\n'
+        'i=0; while [ ! -e "$FAKEROOT/docker-info-asked" ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done\n'
+        '[ -e "$FAKEROOT/docker-info-asked" ] || { printf 000; exit 28; }\n'
         'printf 200\n'
     )
     for f in (docker, curl):
