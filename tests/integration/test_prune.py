@@ -6,6 +6,7 @@ shipped) and its leftovers are only this test's: prune never touches what other 
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,6 +42,7 @@ def fleet(testbed: Any, tmp_path: Path) -> Iterator[dict[str, Any]]:
         for ref in refs:
             remove_image(ws, ref)
             remove_image(testbed.docker(HOST), ref)
+        shutil.rmtree(os.path.realpath(staging), ignore_errors=True)
 
 
 def images_of(testbed: Any, repo: str) -> set[str]:

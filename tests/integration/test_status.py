@@ -125,11 +125,48 @@ def test_watch_refreshes_until_interrupted(deploy_cli: Any, cli_env: dict[str, s
     proc = subprocess.Popen([sys.executable, "-c", "import sys; from deployer.cli import main; sys.exit(main())",
                              "status", "--host", "gpu01", "--watch", "--interval", "0.5"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**cli_env, "COLUMNS": "200"})
-    time.sleep(3)
+    assert proc.stdout is not None
+    out = b""
+    end = time.monotonic() + 30  # read two whole refreshes (each ends with the GPU table's last row), then Ctrl-C
+    while out.count(b"gpu01\t1\tNVIDIA H100") < 2 and time.monotonic() < end:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        out += line
     proc.send_signal(2)
-    out, err = proc.communicate(timeout=15)
+    rest, err = proc.communicate(timeout=15)
+    out += rest
     assert proc.returncode == 0, err
     assert b"Traceback" not in err and out.count(b"HOST\tNAME") >= 2  # piped: a fresh table per refresh
+    assert out.count(b"HOST\tGPU\tMODEL") >= 2 and out.count(b"gpu01\t1\tNVIDIA H100") >= 2  # with the GPU view
+
+
+def test_watch_on_a_terminal_redraws_the_gpu_table_in_place(cli_env: dict[str, str]) -> None:
+    import os
+    import pty
+    import select
+
+    main, tty = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-c", "import sys; from deployer.cli import main; sys.exit(main())",
+                             "status", "--host", "gpu01", "--watch", "--interval", "0.3"],
+                            stdin=tty, stdout=tty, stderr=subprocess.PIPE, env={**cli_env, "COLUMNS": "160",
+                                                                                  "TERM": "xterm"})
+    os.close(tty)
+    seen = b""
+    end = time.monotonic() + 20
+    while seen.count(b"NVIDIA H100") < 6 and time.monotonic() < end:  # 2 GPUs x 3 frames
+        if select.select([main], [], [], 0.5)[0]:
+            try:
+                seen += os.read(main, 65536)
+            except OSError:
+                break
+    proc.send_signal(2)
+    _, err = proc.communicate(timeout=15)
+    os.close(main)
+    assert proc.returncode == 0 and b"Traceback" not in err, err
+    assert seen.count(b"NVIDIA H100") >= 6 and b"GPUs" in seen
+    assert b"\x1b[2K" in seen and b"\x1b[1A" in seen  # later frames erase and overwrite the earlier ones
+    assert seen.count(b"HOST\tGPU") == 0  # a table drawn for a person, not tab-separated lines
 
 
 def test_logs_follow_survives_connection_resets(deploy_cli: Any, testbed: Any, cli_env: dict[str, str],
