@@ -112,7 +112,7 @@ def _host_line(builder: InventoryBuilder, line: str, group: str, where: Where, l
     if not names:
         builder.warnings.append(f"{where.file}:{where.line}: {entry}: the range is empty (its begin is past its end): no host added")
     if "---" in names:
-        raise where.error("'---' is not a host name; is this a YAML file with an .ini name?")
+        raise where.error("'---' is not a host name (it starts a YAML document); is this a YAML file with an .ini name?")
     variables = {}
     for token in tokens[1:]:
         if "=" not in token:

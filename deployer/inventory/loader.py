@@ -118,6 +118,7 @@ def _parse_file(path: str, label: str, builder: InventoryBuilder) -> tuple[Inven
         raise InventoryError("TOML inventories are not supported; use YAML or INI", file=path)
     yaml_failure: InventoryError | None = None
     yaml_meant = ext in YAML_EXTENSIONS
+    ini_hint = False  # say why INI failed too: only when the file is valid YAML but no inventory
     if ext in ("",) + YAML_EXTENSIONS:
         trial = copy.deepcopy(builder)
         warnings: list[str] = []
@@ -126,6 +127,7 @@ def _parse_file(path: str, label: str, builder: InventoryBuilder) -> tuple[Inven
         except yaml_source.NotYaml as exc:
             yaml_failure = exc.error
             yaml_meant = yaml_meant or exc.mapping
+            ini_hint = exc.parsed and not exc.mapping
         except InventoryError as exc:
             yaml_failure, yaml_meant = exc, True
         else:
@@ -135,8 +137,11 @@ def _parse_file(path: str, label: str, builder: InventoryBuilder) -> tuple[Inven
         # Like Ansible's ini plugin: bytes that are not UTF-8 are kept (a Latin-1 comment is fine).
         ini_source.parse(raw.decode("utf-8", errors="surrogateescape"), path, label, trial)
     except InventoryError as exc:
+        # Without an extension, the format that read further is the one the file was written in.
+        if yaml_failure is not None and not yaml_meant and (yaml_failure.line or 0) > (exc.line or 0):
+            yaml_meant, ini_hint = True, False
         if yaml_failure is not None and yaml_meant:
-            if not yaml_failure.hint:
+            if ini_hint and not yaml_failure.hint:
                 at = f"line {exc.line}: " if exc.line else ""
                 yaml_failure.hint = f"read as INI (as Ansible tries next) it fails too: {at}{exc.reason}"
             raise yaml_failure from None

@@ -23,10 +23,11 @@ class NotYaml(Exception):
     `mapping` tells whether the text was a YAML mapping all the same (a plugin configuration).
     """
 
-    def __init__(self, error: InventoryError, mapping: bool = False) -> None:
+    def __init__(self, error: InventoryError, mapping: bool = False, parsed: bool = True) -> None:
         super().__init__(str(error))
         self.error = error
         self.mapping = mapping
+        self.parsed = parsed  # False: not even valid YAML
 
 
 def compose(text: str, file: str) -> Document:
@@ -34,7 +35,7 @@ def compose(text: str, file: str) -> Document:
     try:
         doc = load(text, file)
     except InventoryError as exc:
-        raise NotYaml(exc) from None
+        raise NotYaml(exc, parsed=False) from None
     data = doc.data
     if not data:
         raise NotYaml(InventoryError("the YAML inventory is empty", file=file, line=1))

@@ -237,3 +237,40 @@ def test_host_settings_from_vars() -> None:
     assert Host("a", {"ansible_host": "x", "ansible_ssh_host": "y"}).address == "x"
     with pytest.raises(InventoryError, match="not a TCP port"):
         _ = Host("gpu01", {"ansible_port": "ssh"}).port
+
+
+def test_the_error_shown_is_that_of_the_format_meant(tmp_path: Path) -> None:
+    # Ansible tries YAML, then INI; the error shown is that of the format the file is written in.
+    err = error_of(write(tmp_path, "noext", "all:\n  hosts:\n    gpu01: {x: 1\n"))
+    assert "malformed YAML" in str(err) and err.line == 4 and err.hint is None
+    err = error_of(write(tmp_path, "noext2", "[gpus]\ngpu01\ngpu02 x\n"))
+    assert "expected key=value" in str(err) and err.line == 3
+    err = error_of(write(tmp_path, "bad.yml", "all:\n  hosts:\n    gpu01: {x: 1\n"))
+    assert "malformed YAML" in str(err) and err.hint is None  # no INI noise for a broken .yml
+    err = error_of(write(tmp_path, "list.yml", "- gpu01\n"))
+    assert "got a list" in str(err) and "as INI" in str(err.hint)
+
+
+def test_directory_skips_what_no_format_reads(tmp_path: Path) -> None:
+    write(tmp_path, "inv/hosts.yml", "all:\n  hosts:\n    gpu01:\n")
+    write(tmp_path, "inv/aws_ec2.yaml", "plugin: amazon.aws.aws_ec2\n")
+    write(tmp_path, "inv/README", "Lab hosts live here.\n")
+    write(tmp_path, "inv/broken.yml", "all:\n  hosts:\n    - gpu02\n")
+    inv = load(str(tmp_path / "inv"))
+    assert list(inv.hosts) == ["gpu01"]
+    skipped = sorted(w.split(":")[0].rsplit("/", 1)[-1] for w in inv.warnings if "skipped this file" in w)
+    assert skipped == ["README", "aws_ec2.yaml", "broken.yml"]
+    # Nothing readable at all is still an error.
+    write(tmp_path, "bad/README", "Lab hosts live here.\n")
+    assert "no inventory file that can be read" in str(error_of(str(tmp_path / "bad")))
+
+
+def test_yaml_loader_keeps_ansible_tags(tmp_path: Path) -> None:
+    inv = load(write(tmp_path, "hosts.yml", "all:\n  hosts:\n    gpu01:\n      a: !unsafe '{{ x }}'\n"
+                                            "      v: !vault |\n        $ANSIBLE_VAULT;1.1;AES256\n        6162\n"))
+    a, v = inv.host("gpu01").vars["a"], inv.host("gpu01").vars["v"]
+    assert (type(a).__name__, a) == ("Unsafe", "{{ x }}") and (type(v).__name__, v) == ("Encrypted", "$ANSIBLE_VAULT;1.1;AES256\n6162\n")
+    write(tmp_path, "group_vars/all.yml", "u: !unsafe '{%'\nd: 1\nd: 2\n")
+    inv = load(str(tmp_path / "hosts.yml"))
+    assert inv.host("gpu01").vars["u"] == "{%" and inv.host("gpu01").vars["d"] == 2
+    assert any("group_vars/all.yml:3: duplicate key 'd'" in w for w in inv.warnings)
