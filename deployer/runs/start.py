@@ -1,6 +1,7 @@
 """Start a RunSpec on hosts: preflight every host first, then start everywhere or nowhere."""
 from __future__ import annotations
 
+import dataclasses
 import secrets
 import shlex
 import threading
@@ -183,8 +184,14 @@ def planned_steps(host: Host, spec: specs.RunSpec, image_id: str | None, *,
     ready = Ready(host, image_id or "<image id after the build>")
     labels = labels_for(spec, name=p.name, ready=ready, now=now or datetime.now(timezone.utc))
     check = Step("preflight", cmd.image_inspect_argv(host.docker, spec.image), "preflight (read only)")
-    return [check, *launch_steps(host, spec, name=p.name, volumes=p.volumes, env=p.env, labels=labels,
-                                 token="<random>")]
+    launch = launch_steps(host, spec, name=p.name, volumes=p.volumes, env=p.env, labels=labels, token="<random>")
+    if spec.place != "any" or p.gpus is None:
+        return [check, *launch]
+    # Placed: only the host placement picks (from every host's GPU use) runs it, with --gpus naming
+    # the free devices it picked.
+    where = (f"only on the one host placement picks (the fewest free GPUs that fit {p.gpus.count}), "
+             f'with --gpus naming its free devices, e.g. \'"device=0,1"\'')
+    return [check, *(dataclasses.replace(s, note=where) if s is launch.run else s for s in launch)]
 
 
 def _launch(session: Session, ready: Ready, p: Prepared, *, labels: list[tuple[str, str]], say: Reporter) -> Started:

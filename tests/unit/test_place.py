@@ -130,3 +130,15 @@ def test_a_lock_is_dead_when_old_or_its_process_here_is_gone() -> None:
     assert not _dead(gpulock.GpuLockState(False, "GPU-1", 5, {"workstation": "elsewhere", "pid": gone.pid}))
     assert _dead(gpulock.GpuLockState(False, "GPU-1", 3600, {"workstation": "elsewhere", "pid": 1}))
     assert not _dead(gpulock.GpuLockState(False, "GPU-1", 1, {}))  # owner line not written yet
+
+
+def test_dry_run_says_a_placed_run_starts_on_one_host() -> None:
+    from deployer.inventory.host import Host
+    from deployer.runs.start import planned_steps
+
+    plain = planned_steps(Host("gpu01"), RunSpec("img", gpus="2"), "sha256:" + "b" * 64)
+    placed = planned_steps(Host("gpu01"), RunSpec("img", gpus="2", place="any"), "sha256:" + "b" * 64)
+    assert [s.argv[:3] for s in placed] == [s.argv[:3] for s in plain]
+    (run,) = [s for s in placed if s.label.startswith("docker run")]
+    assert run.note is not None and run.note.startswith("only on the one host placement picks (the fewest free GPUs "
+                                                         "that fit 2)")
