@@ -45,6 +45,31 @@ class _Loader(yaml.SafeLoader):
         self.doc = Document(None)
         self._unsafe = 0
         self._node_lines: dict[int, tuple[dict[Any, int], dict[Any, int]]] = {}
+        self._open_anchors: list[str] = []
+
+    def compose_node(self, parent: Node | None, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            if event.anchor in self._open_anchors:
+                # A value that contains itself: Ansible refuses it, and it has no JSON form.
+                raise InventoryError(f"recursive alias *{event.anchor}: it refers to a value that contains it",
+                                     file=self.file, line=event.start_mark.line + 1)
+        return super().compose_node(parent, index)
+
+    def compose_sequence_node(self, anchor: str | None) -> Any:
+        return self._composing(anchor, super().compose_sequence_node)
+
+    def compose_mapping_node(self, anchor: str | None) -> Any:
+        return self._composing(anchor, super().compose_mapping_node)
+
+    def _composing(self, anchor: str | None, compose: Any) -> Any:
+        if anchor is None:
+            return compose(anchor)
+        self._open_anchors.append(anchor)
+        try:
+            return compose(anchor)
+        finally:
+            self._open_anchors.pop()
 
     def error(self, message: str, node: Node | None) -> InventoryError:
         return InventoryError(message, file=self.file, line=node.start_mark.line + 1 if node is not None else None)

@@ -86,6 +86,7 @@ REFUSED = [
     "refused/vault_map.yml",
     "refused/unhashable.yml",
     "refused/undefined_alias.yml",
+    "refused/recursive_alias.yml",  # a value that contains itself
     "refused/two_docs.yml",
     "refused/plugin.yml",  # a plugin configuration given alone
     "refused/dash_only.yml",  # `---` alone: empty YAML, and '---' is no INI host
