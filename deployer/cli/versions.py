@@ -105,8 +105,10 @@ def rollback_cmd(name: str, pattern: str, parallel: int, timeout: float, as_json
     if as_json:
         output.emit_json(rollback.to_json(outcomes))
     for o in outcomes:
-        if o.error is not None or o.value is None:
+        if o.error is not None:
             output.info(f"error: {o.error}")
+        elif o.value is None:
+            output.info(f"{o.host.name}: {name} never ran here (skipped)")
         else:
             output.info(f"{o.host.name}: {name} runs {o.value.image_id[:19]} again ({o.value.container_id[:12]})")
     finish([o for o in outcomes if not o.ok])

@@ -16,7 +16,7 @@ from typing import Any
 
 from deployer import history
 from deployer.commands import run as cmd
-from deployer.errors import CommandError, PreflightError
+from deployer.errors import CommandError, PreflightError, UsageError
 from deployer.fleet import Outcome, for_each_host
 from deployer.inventory.host import Host
 from deployer.runs.spec import RunSpec
@@ -84,11 +84,15 @@ def _env(session: Session, host: Host, name: str) -> tuple[str | None, dict[str,
     return found[0].image_id, dict(str(e).partition("=")[::2] for e in env_list)
 
 
-def resolve(host: Host, name: str, *, timeout: float = 10.0) -> RunSpec:
-    """The RunSpec that rolls NAME back on host; PreflightError when it cannot be done (nothing changed)."""
+def resolve(host: Host, name: str, *, timeout: float = 10.0) -> RunSpec | None:
+    """The RunSpec that rolls NAME back on host; None when NAME never ran there (nor runs now);
+    PreflightError when it cannot be done (nothing changed)."""
     with connect_retrying(host, timeout=timeout) as session:
         image_id, env = _env(session, host, name)
-        found = target(history.read(session, host.staging_dir), name, image_id)
+        records = history.read(session, host.staging_dir)
+        if image_id is None and not runs_of(records, name):
+            return None
+        found = target(records, name, image_id)
         if isinstance(found, str):
             raise PreflightError(host.name, f"cannot roll back {name}: {found}")
         prev = found.previous
@@ -107,8 +111,12 @@ def resolve(host: Host, name: str, *, timeout: float = 10.0) -> RunSpec:
 
 def rollback(hosts: Sequence[Host], name: str, *, parallel: int = 8, timeout: float = 10.0,
              reporter: Reporter | None = None) -> list[Outcome[Started]]:
-    """Roll NAME back on every host that can; a host that cannot says why and changes nothing."""
+    """Roll NAME back on every host that can; a host that cannot says why and changes nothing. Hosts
+    where NAME never ran are skipped (value and error None); UsageError when that is every host."""
     resolved = for_each_host(hosts, lambda h: resolve(h, name, timeout=timeout), parallel)
+    if all(o.ok and o.value is None for o in resolved):
+        raise UsageError(f"{name} never ran on {', '.join(h.name for h in hosts)} (no run of it in their history)",
+                         hint="`deploy history --name NAME` lists where it ran")
     specs = {o.host.name: o.value for o in resolved if o.value is not None}
     ready = [h for h in hosts if h.name in specs]
     say = reporter or (lambda _h, _m: None)

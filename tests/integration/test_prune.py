@@ -100,6 +100,8 @@ def test_prune_keeps_newest_and_in_use_then_rollback(testbed: Any, fleet: dict[s
     assert f"it ran {v1}" in err and "no longer on this host" in err and f"--image {v1}" in err
     after = container(testbed, HOST, pruned_run)
     assert before is not None and after is not None and after.id == before.id and after.status == "running"
+    code, _, err = deploy(env, "rollback", pruned_run + "-never", "--host", HOST)
+    assert code == 2 and "never ran" in err
 
 
 def test_prune_removes_staging_leftovers_and_old_exited_containers(testbed: Any, fleet: dict[str, Any]) -> None:
