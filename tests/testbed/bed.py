@@ -84,6 +84,7 @@ def up(p: Paths | None = None, log: Log = _quiet, ws_store: Store | None = None)
         for d in (p.logs, p.state / "pids", p.cache, p.ws):
             d.mkdir(parents=True, exist_ok=True)
         docker28.ensure(p, log)
+        docker28.ensure_buildx(p, log)
         daemons.ensure_client_key(p)
         for spec in HOSTS:
             daemons.prepare_host_dirs(p, spec)
@@ -223,6 +224,9 @@ def status(p: Paths | None = None) -> list[tuple[str, bool, str]]:
     fetched = docker28.versions(p)
     rows.append(("docker 28 (cache)", fetched is not None,
                  ", ".join(f"{k} {v}" for k, v in fetched.items()) if fetched else f"not fetched to {p.docker28}"))
+    buildx = docker28.buildx_version(p)
+    rows.append(("docker-buildx (cache)", buildx is not None,
+                 f"{buildx}, DOCKER_CONFIG={p.ws_docker_config}" if buildx else f"not fetched to {p.buildx}"))
     rows.append(("images (ws)", have, f"{images.BASE_IMAGE}, {images.SAMPLE_IMAGE}"))
     rows.append(("inventory", p.inventory.exists(), str(p.inventory)))
     return rows
@@ -270,5 +274,7 @@ def env_lines(p: Paths | None = None) -> list[str]:
     store = ws_store(p) or ws_store_from_env()  # the running one; else what the next `up` would start
     return [f"export DOCKER_HOST={p.docker_host('ws')}", f"export DEPLOY_INVENTORY={p.inventory}",
             f"export DEPLOY_PLAYBOOK={playbook}", f"export {WS_STORE_ENV}={store}",
-            f"export DEPLOYER_TESTBED_DIR={p.state}", f"# registry: {REGISTRY}",
+            f"export DEPLOYER_TESTBED_DIR={p.state}",
+            f"export DOCKER_CONFIG={p.ws_docker_config}  # the workstation's docker CLI finds `docker buildx` here",
+            f"# registry: {REGISTRY}",
             f"# registry with a login: {REGISTRY_AUTH} (credentials in {p.registry_auth / 'credentials.json'})"]

@@ -109,10 +109,12 @@ class Paths:
         self.authorized_keys = self.state / "authorized_keys"
         self.cache = self.state / "cache"
         self.docker28 = self.cache / "docker28"   # Docker 28 + containerd 2 extracted from their .debs
+        self.buildx = self.cache / "buildx"       # the docker-buildx CLI plugin extracted from its .deb
         self.logs = self.state / "logs"
         self.registry = self.state / "registry"
         self.registry_auth = self.state / "registry-auth"
         self.ws = self.state / "ws"
+        self.ws_docker_config = self.ws / "docker-config"  # the workstation's DOCKER_CONFIG: cli-plugins/docker-buildx
         self.inventory = REPO / "inventories" / "testbed.yml"
 
     def host(self, name: str) -> Path:

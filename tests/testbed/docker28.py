@@ -1,9 +1,10 @@
-"""Today's Docker (28.x) and containerd (2.x) for the testbed, from Debian unstable, never installed
-system-wide: `apt-get download` through a private apt config, `dpkg -x` into the testbed's cache dir
-(kept by `down`), so only the first `up` on a machine fetches anything."""
+"""Today's Docker (28.x), containerd (2.x) and the buildx CLI plugin for the testbed, from Debian unstable,
+never installed system-wide: `apt-get download` through a private apt config, `dpkg -x` into the testbed's
+cache dir (kept by `down`), so only the first `up` on a machine fetches anything."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -103,3 +104,91 @@ def ensure(p: Paths, log: Callable[[str], None]) -> dict[str, str]:
         deb.unlink()  # 50 MB the extracted tree already holds
     log(f"Docker 28 ready in {p.docker28}: " + ", ".join(f"{k} {v}" for k, v in want.items()))
     return want
+
+
+# BuildKit's client, the `docker buildx` CLI plugin: Debian unstable's is one binary that runs on bookworm.
+# Kept apart from the Docker tree (its own dir and stamp), so adding it never refetches Docker.
+BUILDX_PIN = ("docker-buildx", "0.29.1+ds1-4")
+BUILDX_MAJOR = "0."
+PLUGIN = Path("usr/libexec/docker/cli-plugins/docker-buildx")
+
+
+def buildx_plugin(p: Paths) -> Path:
+    """The extracted docker-buildx binary."""
+    return p.buildx / PLUGIN
+
+
+def buildx_version(p: Paths) -> str | None:
+    """The docker-buildx package version in the cache, or None when missing or fetched for another pin."""
+    try:
+        stamp = json.loads((p.buildx / STAMP).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(stamp, dict) or stamp.get("pin") != list(BUILDX_PIN) or not buildx_plugin(p).exists():
+        return None
+    return str(stamp["got"])
+
+
+def expose_buildx(p: Paths) -> Path:
+    """The workstation's Docker client config dir (DOCKER_CONFIG): `cli-plugins/docker-buildx` links to the
+    cached plugin, so `docker buildx` works there without installing anything system-wide."""
+    plugins = p.ws_docker_config / "cli-plugins"
+    plugins.mkdir(parents=True, exist_ok=True)
+    link = plugins / "docker-buildx"
+    if not link.is_symlink() or os.readlink(link) != str(buildx_plugin(p)):
+        tmp = plugins / ".docker-buildx.tmp"
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(buildx_plugin(p))
+        tmp.replace(link)
+    return p.ws_docker_config
+
+
+def ensure_buildx(p: Paths, log: Callable[[str], None]) -> str:
+    """docker-buildx under <state>/cache/buildx, fetched the first time (~3 s), exposed through the
+    workstation's DOCKER_CONFIG. Returns its version."""
+    have = buildx_version(p)
+    if have is None:
+        have = _fetch_buildx(p, log)
+    expose_buildx(p)
+    return have
+
+
+def _fetch_buildx(p: Paths, log: Callable[[str], None]) -> str:
+    apt = p.cache / "docker28-apt"
+    for sub in ("sources.list.d", "preferences.d", "lists/partial", "cache/archives/partial", "buildx-debs"):
+        (apt / sub).mkdir(parents=True, exist_ok=True)
+    (apt / "sources.list").write_text(SUITE + "\n")
+    opts = apt_options(apt)
+    log("fetching docker-buildx from Debian unstable (private apt config; first time only)")
+    pkg, want = BUILDX_PIN
+    if pin_missing(opts, pkg, want):
+        run(["apt-get", *opts, "-qq", "update"], timeout=300)
+    if pin_missing(opts, pkg, want):
+        cand = candidate(run(["apt-cache", *opts, "policy", pkg]).stdout.decode())
+        if cand is None or not cand.startswith(BUILDX_MAJOR):
+            raise TestbedError(f"Debian unstable has no {pkg} {BUILDX_MAJOR}x (candidate {cand}); "
+                               f"update BUILDX_PIN in {__file__}")
+        log(f"{pkg} {want} is gone from the mirror; taking {cand}")
+        want = cand
+    debs = apt / "buildx-debs"
+    for old in debs.glob("*.deb"):
+        old.unlink()
+    run(["apt-get", *opts, "-qq", "download", f"{pkg}={want}"], timeout=600, cwd=debs)
+    tmp = Path(tempfile.mkdtemp(prefix="buildx-", dir=p.cache))
+    for deb in sorted(debs.glob("*.deb")):
+        run(["dpkg-deb", "-x", str(deb), str(tmp)], timeout=120)
+        deb.unlink()
+    (tmp / STAMP).write_text(json.dumps({"pin": list(BUILDX_PIN), "got": want}) + "\n")
+    old_tree = p.cache / f".buildx-old-{os.getpid()}"
+    if p.buildx.exists():
+        p.buildx.rename(old_tree)  # a running build keeps its open binary; the link is replaced below
+    tmp.rename(p.buildx)
+    shutil.rmtree(old_tree, ignore_errors=True)
+    log(f"docker-buildx {want} ready in {p.buildx}")
+    return want
+
+
+def pin_missing(opts: list[str], pkg: str, version: str) -> bool:
+    """True when the private apt lists do not offer pkg=version (empty lists: before the first update)."""
+    done = run(["apt-cache", *opts, "madison", pkg], check=False)
+    return version not in offered(done.stdout.decode())

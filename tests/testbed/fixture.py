@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import bed, net
+from . import bed, docker28, net
 from .config import (
     HOSTS,
     REGISTRY,
@@ -137,7 +137,8 @@ class Testbed:
     def env(self) -> dict[str, str]:
         """os.environ plus DOCKER_HOST (workstation daemon), DEPLOY_INVENTORY and the ws store."""
         return {**os.environ, "DOCKER_HOST": self.ws_docker_host, "DEPLOY_INVENTORY": self.inventory,
-                "DEPLOYER_TESTBED_DIR": self.state, WS_STORE_ENV: self.ws_store}
+                "DEPLOYER_TESTBED_DIR": self.state, WS_STORE_ENV: self.ws_store,
+                "DOCKER_CONFIG": str(self.paths.ws_docker_config)}  # holds the buildx CLI plugin
 
 
 def is_up(paths: Paths) -> bool:
@@ -157,4 +158,7 @@ def start_or_reuse(paths: Paths | None = None, ws_store: Store | None = None) ->
     started = not anything_running(paths)
     if started or not is_up(paths) or bed.ws_store(paths) != store:
         bed.up(paths, ws_store=store)
+    elif docker28.buildx_version(paths) is None or not (paths.ws_docker_config / "cli-plugins").is_dir():
+        with bed.locked(paths):  # a testbed brought up before the plugin was part of it
+            docker28.ensure_buildx(paths, lambda _msg: None)
     return Testbed(paths, store), started

@@ -141,6 +141,24 @@ def test_private_apt_config_keeps_the_system_apt_state_untouched(tmp_path: Path)
     assert docker28.offered(madison) == {"28.5.2+dfsg4-5", "28.5.3+dfsg1-1"}
 
 
+def test_buildx_plugin_is_exposed_through_the_workstations_docker_config(paths: Paths) -> None:
+    assert docker28.buildx_version(paths) is None  # nothing fetched yet
+    plugin = docker28.buildx_plugin(paths)
+    plugin.parent.mkdir(parents=True)
+    plugin.write_text("#!/bin/sh\n")
+    (paths.buildx / docker28.STAMP).write_text(json.dumps({"pin": list(docker28.BUILDX_PIN), "got": "0.29.9"}))
+    assert docker28.buildx_version(paths) == "0.29.9"
+    config = docker28.expose_buildx(paths)
+    assert config == paths.ws_docker_config
+    link = config / "cli-plugins" / "docker-buildx"
+    assert link.is_symlink() and link.resolve() == plugin.resolve()
+    docker28.expose_buildx(paths)  # idempotent
+    assert link.resolve() == plugin.resolve()
+    assert f"export DOCKER_CONFIG={paths.ws_docker_config}" in "\n".join(bed.env_lines(paths))
+    (paths.buildx / docker28.STAMP).write_text(json.dumps({"pin": ["docker-buildx", "0.1"], "got": "0.1"}))
+    assert docker28.buildx_version(paths) is None  # another pin: fetched again by the next `up`
+
+
 def test_down_ends_only_the_testbeds_processes(paths: Paths) -> None:
     state = paths.state
     procs = {
