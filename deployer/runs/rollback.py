@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from deployer import history
+from deployer.commands import rerun
 from deployer.commands import run as cmd
 from deployer.errors import CommandError, PreflightError, UsageError
 from deployer.fleet import Outcome, for_each_host
@@ -58,7 +59,7 @@ def target(records: Sequence[dict[str, Any]], name: str, current_image_id: str |
 
 def spec_for(t: Target, *, name: str, image: str, env: dict[str, str]) -> RunSpec:
     """The current run's options with the earlier image (pure). env: the current container's values."""
-    opts = cmd.parse_run_argv(shlex.split(str(t.current["command"])))
+    opts = rerun.parse_run_argv(shlex.split(str(t.current["command"])))
     keys = [str(k) for k in t.current.get("env_keys") or ()]
     missing = [k for k in keys if k not in env]
     if missing:
@@ -80,7 +81,7 @@ def _env(session: Session, host: Host, name: str) -> tuple[str | None, dict[str,
     found = [c for c in cmd.parse_inspect(res.stdout) if c.name == name]
     if not found:
         return None, {}
-    env_list = json.loads(session.run(cmd.env_argv(host.docker, name)).stdout or "[]") or []
+    env_list = json.loads(session.run(rerun.env_argv(host.docker, name)).stdout or "[]") or []
     return found[0].image_id, dict(str(e).partition("=")[::2] for e in env_list)
 
 
@@ -97,7 +98,7 @@ def resolve(host: Host, name: str, *, timeout: float = 10.0) -> RunSpec | None:
             raise PreflightError(host.name, f"cannot roll back {name}: {found}")
         prev = found.previous
         ref, prev_id = str(prev.get("image") or ""), str(prev["image_id"])
-        state = session.run(cmd.image_ids_argv(host.docker, (prev_id, ref or prev_id))).stdout.split()
+        state = session.run(rerun.image_ids_argv(host.docker, (prev_id, ref or prev_id))).stdout.split()
         if not state or state[0] != prev_id:
             raise PreflightError(host.name, f"cannot roll back {name}: it ran {ref} ({prev_id[:19]}) before, but that "
                                  "image is no longer on this host (pruned?)",

@@ -9,7 +9,8 @@ import pytest
 
 from deployer import history
 from deployer.commands import prune as cmd
-from deployer.commands.run import image_ids_argv, parse_run_argv, run_argv
+from deployer.commands.rerun import image_ids_argv, parse_run_argv
+from deployer.commands.run import run_argv
 from deployer.errors import PreflightError, SpecError
 from deployer.runs.pruning import parse_duration, plan, repository
 from deployer.runs.rollback import Target, spec_for, target
