@@ -59,7 +59,7 @@ class Host:
         from deployer.errors import InventoryError
 
         problems = []
-        for name in ("address", "explicit_port", "user", "key_file"):
+        for name in ("address", "explicit_port", "user", "key_file", "jump"):
             try:
                 getattr(self, name)
             except InventoryError as exc:

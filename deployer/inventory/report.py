@@ -22,14 +22,14 @@ def is_secret(key: str) -> bool:
 def shown(host: Host, setting: str) -> Any:
     """A connection value for list/show: templated when it can be, else as written (as ansible-inventory shows it).
 
-    A port that is no TCP port is shown as None; `connection_warnings` says why.
+    A port that is no TCP port, or a jump that is no jump host, is shown as None; `connection_warnings` says why.
     """
     from deployer.errors import InventoryError
 
     try:
         return getattr(host, setting)
     except InventoryError:
-        if setting == "port":
+        if setting in ("port", "jump"):
             return None
         _key, written = connection.raw(host.vars, setting)
         return None if written is None else str(written)
@@ -66,7 +66,7 @@ def settings(host: Host) -> dict[str, Any]:
     """deployer's view of the host's connection and deploy settings (defaults filled in)."""
     return {
         "key_file": shown(host, "key_file"),
-        "jump": host.jump,
+        "jump": shown(host, "jump"),
         "via": host.via,
         "registry": host.registry,
         "staging_dir": host.staging_dir,

@@ -194,7 +194,12 @@ def decode(raw: bytes, file: str) -> str:
 
 def load(text: str, file: str) -> Document:
     """Load one YAML document; InventoryError (with file:line) when it is not valid YAML."""
-    loader = _Loader(text, file)
+    try:
+        loader = _Loader(text, file)  # the reader refuses control characters here already
+    except yaml.reader.ReaderError as exc:
+        line = text[: exc.position].count("\n") + 1 if isinstance(exc.position, int) else None
+        char = f"#x{exc.character:04x}" if isinstance(exc.character, int) else repr(exc.character)
+        raise InventoryError(f"malformed YAML: unacceptable character {char}: {exc.reason}", file=file, line=line) from exc
     try:
         loader.doc.data = loader.get_single_data()
     except yaml.MarkedYAMLError as exc:

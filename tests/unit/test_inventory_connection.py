@@ -101,3 +101,9 @@ def test_template_loops_and_errors_are_clear() -> None:
     assert Host("h", {"ansible_port": "22{{ n }}", "n": 22}).port == 2222
     assert Host("h", {"ansible_ssh_port": "{{ p }}", "p": "2200"}).port == 2200
     assert Host("h.dc", {"ansible_host": "{{ inventory_hostname_short }}-mgmt"}).address == "h-mgmt"
+
+
+def test_a_bad_jump_is_a_warning_in_show() -> None:
+    host = Host("r1", {"ansible_ssh_common_args": "-o ProxyJump=jump@bastion:22#22"})
+    assert report.settings(host)["jump"] is None
+    assert any("not a jump host" in w and w.endswith("refuse r1") for w in report.connection_warnings([host]))

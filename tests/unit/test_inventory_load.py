@@ -274,3 +274,10 @@ def test_yaml_loader_keeps_ansible_tags(tmp_path: Path) -> None:
     inv = load(str(tmp_path / "hosts.yml"))
     assert inv.host("gpu01").vars["u"] == "{%" and inv.host("gpu01").vars["d"] == 2
     assert any("group_vars/all.yml:3: duplicate key 'd'" in w for w in inv.warnings)
+
+
+def test_control_characters_are_a_located_error(tmp_path: Path) -> None:
+    path = tmp_path / "hosts.yml"
+    path.write_bytes(b"all:\n  hosts:\n    gpu\x0001:\n")
+    err = error_of(str(path))
+    assert err.line == 3 and "unacceptable character #x0000" in str(err)
