@@ -18,7 +18,7 @@ from ruamel.yaml.comments import CommentedMap
 from ruamel.yaml.error import YAMLError
 
 from deployer.errors import InventoryError
-from deployer.inventory import loader, yaml_source
+from deployer.inventory import ini_source, loader, yaml_source
 from deployer.inventory.builder import InventoryBuilder
 from deployer.inventory.hostnames import RangeError, expand, has_range, split_port
 
@@ -71,19 +71,29 @@ def editable_file(source: str) -> str:
         path = files[0]
     ext = os.path.splitext(path)[1].lower()
     text = _read(path)
-    is_yaml = ext in loader.YAML_EXTENSIONS
-    if not is_yaml and ext != ".ini":
+    # As the loader reads it: YAML when it is a YAML inventory (or blank), else INI, whatever the extension.
+    blank = all(not line.strip() or line.lstrip().startswith("#") for line in text.splitlines())
+    is_yaml = ext != ".ini" and blank
+    if ext != ".ini" and not blank:
         try:
             yaml_source.compose(text, path)
             is_yaml = True
         except yaml_source.NotYaml:
-            pass
+            is_yaml = not _reads_as_ini(text, path)  # else broken YAML: _load_rt says where
     if not is_yaml:
         raise InventoryError(
             f"{path} is an INI inventory; deployer edits only YAML inventories (comments and layout kept)",
             hint="edit the INI file by hand, or convert it: ansible-inventory -i FILE --list -y",
         )
     return path
+
+
+def _reads_as_ini(text: str, path: str) -> bool:
+    try:
+        ini_source.parse(text, path, os.path.basename(path), InventoryBuilder())
+    except InventoryError:
+        return False
+    return True
 
 
 def add(source: str, new: NewHost) -> str:
@@ -149,9 +159,9 @@ def _safe_expand(entry: str) -> list[str]:
 
 def _read(path: str) -> str:
     try:
-        with open(path, encoding="utf-8") as fh:
-            return fh.read()
-    except (OSError, UnicodeDecodeError) as exc:
+        with open(path, "rb") as fh:
+            return fh.read().decode("utf-8", errors="surrogateescape")
+    except OSError as exc:
         raise InventoryError(f"cannot read inventory file: {exc}", file=path) from exc
 
 

@@ -176,3 +176,12 @@ def test_add_to_an_empty_inventory(tmp_path: Path, text: str, expected: str) -> 
     add(str(path), NewHost("gpu01", "10.0.0.1", groups=("gpus",)))
     assert path.read_text() == expected
     assert load(str(path)).host("gpu01").groups == ("gpus",)
+
+
+def test_a_yml_file_read_as_ini_is_not_edited(tmp_path: Path) -> None:
+    # Ansible (and deployer) read this .yml file as INI, so it cannot be edited as YAML.
+    path = tmp_path / "hosts.yml"
+    path.write_text("[gpus]\ngpu01 ansible_host=10.0.0.1\n")
+    with pytest.raises(InventoryError, match="is an INI inventory"):
+        add(str(path), NewHost("gpu02", "10.0.0.2"))
+    assert path.read_text() == "[gpus]\ngpu01 ansible_host=10.0.0.1\n"
