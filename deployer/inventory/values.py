@@ -44,7 +44,8 @@ def _coerce(value: Any) -> Any:
     if isinstance(value, complex):
         return str(value)
     if isinstance(value, bytes):
-        return value.decode("utf-8", errors="surrogateescape")
+        # ansible-core 2.19 does not trust a bytes literal as a template: it lists it as unsafe text.
+        return Unsafe(value.decode("utf-8", errors="surrogateescape"))
     return value
 
 

@@ -50,7 +50,8 @@ def compose(text: str, file: str) -> Document:
     if data.get("plugin"):
         raise NotYaml(
             InventoryError(
-                "inventory plugin configurations are not supported; use a static inventory",
+                f"this configures the inventory plugin {str(data['plugin'])!r}; deployer reads only static "
+                "inventories (inventory plugin configurations are not supported)",
                 file=file,
                 line=doc.line_of(data, "plugin"),
             ),

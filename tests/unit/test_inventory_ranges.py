@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from deployer.inventory.hostnames import RangeError, expand, parse_address, split_port
-from deployer.inventory.values import ini_value
+from deployer.inventory.values import Unsafe, ini_value
 
 
 def test_zero_padded_numeric_range() -> None:
@@ -94,7 +94,7 @@ def test_parse_address_rejects_patterns() -> None:
         ("{'a': 1}", {"a": 1}),
         ("1+2j", "(1+2j)"),
         ("...", "..."),
-        ("b'x'", "x"),
+        ("b'x'", Unsafe("x")),  # ansible-core 2.19 lists a bytes literal as unsafe text (2.18: plain text)
         ("two words", "two words"),
         ("", ""),
         ("a=b", "a=b"),
