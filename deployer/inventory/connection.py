@@ -114,20 +114,36 @@ def raw(vars: Mapping[str, Any], setting: str) -> tuple[str | None, Any]:
     return None, None
 
 
+def _magic(name: str, groups: tuple[str, ...]) -> dict[str, Any]:
+    return {"inventory_hostname": name, "inventory_hostname_short": name.split(".")[0], "group_names": list(groups)}
+
+
+def rendered(name: str, vars: Mapping[str, Any], groups: tuple[str, ...], keys: tuple[str, ...]) -> dict[str, Any]:
+    """`vars` with `keys` templated (when set); InventoryError naming the host and var if one fails."""
+    out = dict(vars)
+    lazy = _LazyVars(vars, _magic(name, groups))
+    for key in keys:
+        if is_template(vars.get(key)):
+            try:
+                out[key] = lazy.render(vars[key])
+            except TemplateFailure as exc:
+                raise InventoryError(f"host {name}: {key}: {exc}") from None
+    return out
+
+
 def value(name: str, vars: Mapping[str, Any], groups: tuple[str, ...], setting: str) -> Any:
     """The host's connection setting, templated as Ansible does; None when unset; InventoryError if it fails."""
     key, written = raw(vars, setting)
     if key is None:
         return None
-    magic = {"inventory_hostname": name, "inventory_hostname_short": name.split(".")[0], "group_names": list(groups)}
     try:
-        rendered = _LazyVars(vars, magic).render(written)
+        result = _LazyVars(vars, _magic(name, groups)).render(written)
     except TemplateFailure as exc:
         raise InventoryError(f"host {name}: {key}: {exc}",
                              hint="define the variables it uses for this host, or write the value itself") from None
     if setting == "port":
-        return _port(name, key, written, rendered)
-    text = str(rendered)
+        return _port(name, key, written, result)
+    text = str(result)
     if setting == "address" and (not text.strip() or any(c.isspace() for c in text.strip())):
         raise InventoryError(f"host {name}: {key} {written!r} gives {text!r}, which is not a host name or address")
     return text.strip() if setting == "address" else text

@@ -88,10 +88,12 @@ class Host:
     def jump(self) -> str | None:
         """Jump host as `[user@]host[:port]` from deploy_jump or ProxyJump/-J in ansible_ssh_*_args."""
         from deployer.errors import InventoryError
-        from deployer.inventory.jump import jump_of
+        from deployer.inventory import connection
+        from deployer.inventory.jump import JUMP_VARS, jump_of
 
         try:
-            return jump_of(self.vars)
+            # Ansible templates the ssh args with the host's vars too.
+            return jump_of(connection.rendered(self.name, self.vars, self.groups, JUMP_VARS))
         except ValueError as exc:
             raise InventoryError(f"host {self.name}: {exc}", key_path="deploy_jump") from None
 

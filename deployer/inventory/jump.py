@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 _SSH_ARG_VARS = ("ansible_ssh_common_args", "ansible_ssh_extra_args")
+JUMP_VARS = ("deploy_jump", *_SSH_ARG_VARS)  # the vars jump_of reads
 _HOP = re.compile(r"^(?:ssh://)?(?:(?P<user>[^@\s/]+)@)?(?P<host>\[[^\]]+\]|[^:@\s/]+)(?::(?P<port>[0-9]+))?/?$")
 
 

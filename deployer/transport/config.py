@@ -18,7 +18,6 @@ import paramiko
 
 from deployer.errors import InventoryError
 from deployer.inventory.host import DEFAULT_KNOWN_HOSTS, Host
-from deployer.inventory.jump import jump_of
 
 # What ssh tries when no IdentityFile is configured (IdentitiesOnly=no).
 DEFAULT_IDENTITIES = ("~/.ssh/id_ed25519", "~/.ssh/id_ecdsa", "~/.ssh/id_rsa")
@@ -102,10 +101,7 @@ def _port(text: str, whole: str) -> int:
 
 
 def _jump_text(host: Host, cfg: Mapping[str, Any]) -> str | None:
-    try:
-        explicit = jump_of(host.vars)
-    except ValueError as exc:
-        raise InventoryError(f"host {host.name}: {exc}", key_path="deploy_jump") from exc
+    explicit = host.jump  # templated as Ansible does; InventoryError naming the host when malformed
     if explicit:
         return explicit
     if _disables_jump(host.vars):

@@ -107,3 +107,12 @@ def test_a_bad_jump_is_a_warning_in_show() -> None:
     host = Host("r1", {"ansible_ssh_common_args": "-o ProxyJump=jump@bastion:22#22"})
     assert report.settings(host)["jump"] is None
     assert any("not a jump host" in w and w.endswith("refuse r1") for w in report.connection_warnings([host]))
+
+
+def test_ssh_args_are_templated_for_the_jump_host() -> None:
+    host = Host("gpu01", {"ansible_ssh_common_args": "-o ProxyJump={{ bastion_user }}@{{ bastion }}",
+                          "bastion_user": "ops", "bastion": "gw.example:2222"})
+    assert host.jump == "ops@gw.example:2222"
+    assert resolve(host).jump is not None and resolve(host).jump.address == "gw.example"  # type: ignore[union-attr]
+    with pytest.raises(InventoryError, match=r"host gpu01: deploy_jump: .*'nowhere' is undefined"):
+        _ = Host("gpu01", {"deploy_jump": "{{ nowhere }}"}).jump
