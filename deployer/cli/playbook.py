@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from typing import Any
 
 import click
@@ -21,10 +20,29 @@ def playbook_option(fn: Any) -> Any:
 
 
 def _line_printer() -> Any:
-    """Build output to stderr: dimmed on a terminal, plain lines when piped."""
-    if output.stderr.is_terminal:
-        return lambda line: output.stderr.print(line, style="dim", markup=False, highlight=False)
-    return lambda line: (sys.stderr.write(line + "\n"), sys.stderr.flush())
+    """Build output to stderr: one line per Dockerfile step (and a live line on a terminal); all of it with -v."""
+    from deployer.cli.buildview import BuildView
+
+    ctx = click.get_current_context(silent=True)
+    app = ctx.find_object(AppContext) if ctx is not None else None
+    return BuildView(verbose=bool(app is not None and app.verbose))
+
+
+def _build_platform(app: AppContext, playbook: Any, pattern: str | None, client: Any) -> Any:
+    """The PlatformChoice for `deploy build`: image.build.platform, else the hosts' architecture (--host, else
+    the playbook's hosts: when the inventory has them), else the workstation's."""
+    from deployer.local.build import workstation_arch
+    from deployer.oneshot.platform import decide
+
+    hosts: list[Any] = []
+    if pattern or (playbook.hosts and not playbook.image.build.platform):
+        try:
+            hosts = app.select(pattern or playbook.hosts)
+        except InventoryError as exc:
+            if pattern:
+                raise
+            output.warn(f"building for this workstation's platform: the playbook's hosts are unknown ({exc.reason})")
+    return decide(playbook.image.build.platform, hosts, workstation_arch(client))
 
 
 @cli.command("build", epilog="""\b
@@ -35,16 +53,22 @@ Examples:
   deploy build --json
 """)
 @playbook_option
-@click.option("-q", "--quiet", is_flag=True, help="Do not stream the build output.")
+@click.option("--host", "pattern", default=None,
+              help="Build for these hosts' architecture (default: the playbook's hosts).")
+@click.option("-q", "--quiet", is_flag=True, help="Do not show the build's progress.")
 @click.option("--json", "as_json", is_flag=True, help="Print {ref, image_id, refs, revision, dirty} as JSON.")
-def build_cmd(playbook_path: str | None, quiet: bool, as_json: bool) -> None:
+@click.pass_obj
+def build_cmd(app: AppContext, playbook_path: str | None, pattern: str | None, quiet: bool, as_json: bool) -> None:
     """Build the playbook's image with the local Docker.
 
-    Tags it <tag or name>:<git revision> (with -dirty when the build context has
-    uncommitted changes) and :latest, and labels it with the revision. Prints the
-    reference to ship on stdout.
+    Builds with BuildKit (`docker buildx build`; the legacy builder only when the
+    buildx plugin is missing) for image.build.platform, else for the architecture
+    of the playbook's hosts (asked over SSH). Tags it <tag or name>:<git revision>
+    (with -dirty when the build context has uncommitted changes) and :latest, and
+    labels it with the revision. Prints the reference to ship on stdout.
     """
-    from deployer.local.build import build
+    from deployer.local.build import LEGACY, build
+    from deployer.local.client import docker_client
     from deployer.playbook import load_default
 
     playbook = load_default(playbook_path)
@@ -57,8 +81,18 @@ def build_cmd(playbook_path: str | None, quiet: bool, as_json: bool) -> None:
         else:
             click.echo(playbook.image.ref)
         return
-    output.info(f"building {spec.tag} from {os.path.relpath(spec.context)} ({playbook.file})")
-    result = build(spec, on_line=(lambda _line: None) if quiet else _line_printer())
+    client = docker_client()
+    target = _build_platform(app, playbook, pattern, client)
+    output.info(f"building {spec.tag} from {os.path.relpath(spec.context)} ({playbook.file}) {target.reason}")
+    for warning in target.warnings:
+        output.warn(warning)
+    view = (lambda _line: None) if quiet else _line_printer()
+    try:
+        result = build(spec, on_line=view, client=client, platforms=target.platforms)
+    finally:
+        getattr(view, "close", lambda: None)()
+    if result.builder == LEGACY:
+        output.warn("docker buildx is not installed: built with Docker's legacy builder (no BuildKit features)")
     rev = result.revision
     if rev is None:
         output.warn(f"{spec.context} is not in a git work tree: tagged by image id instead of a revision")

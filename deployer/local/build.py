@@ -1,6 +1,8 @@
-"""Build an image locally through the docker SDK, streaming every output line, tagged by git revision."""
+"""Build an image locally, tagged by git revision: through BuildKit (`docker buildx build`, deployer.local.buildx)
+when the docker CLI has the buildx plugin, else through the docker SDK's legacy builder (the documented fallback)."""
 from __future__ import annotations
 
+import logging
 import os
 import re
 import subprocess
@@ -10,6 +12,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from deployer.errors import LocalError
+
+LOG = logging.getLogger(__name__)
 
 LineSink = Callable[[str], None]
 STEP_RE = re.compile(r"^(Step \d+/\d+ : .*|#\d+ \[.*\].*)$")  # legacy builder / BuildKit step lines
@@ -30,6 +34,21 @@ class BuildSpec(Protocol):
     def target(self) -> str | None: ...
     @property
     def tag(self) -> str | None: ...
+    @property
+    def platform(self) -> tuple[str, ...]: ...
+    @property
+    def secrets(self) -> tuple[Any, ...]: ...
+    @property
+    def ssh(self) -> bool: ...
+    @property
+    def cache_from(self) -> tuple[str, ...]: ...
+    @property
+    def cache_to(self) -> tuple[str, ...]: ...
+
+
+BUILDKIT, LEGACY = "buildkit", "legacy"  # BuildResult.builder
+LEGACY_HINT = ("install the docker buildx plugin (docker-buildx-plugin, or Debian's docker-buildx), which Docker "
+               "Desktop and docker-ce ship: `docker buildx version` must work")
 
 
 @dataclass(frozen=True)
@@ -51,6 +70,8 @@ class BuildResult:
     image_id: str
     refs: tuple[str, ...] = ()  # every tag applied, ref first
     revision: GitRevision | None = None
+    builder: str = BUILDKIT  # BUILDKIT (docker buildx) or LEGACY (the SDK's legacy builder: no buildx plugin)
+    platforms: tuple[str, ...] = ()  # what --platform was given (empty: the workstation's own)
 
 
 def git_revision(path: str, extra_paths: Iterable[str] = ()) -> GitRevision | None:
@@ -159,29 +180,98 @@ class StreamReader:
         return self.image_id
 
 
-def build(spec: BuildSpec, *, on_line: LineSink = lambda _line: None, client: Any = None) -> BuildResult:
-    """Build spec.context with the local Docker, streaming each output line to on_line."""
+def workstation_arch(client: Any) -> str | None:
+    """The local Docker's architecture (`x86_64`, `aarch64`), as `docker info` shows it; None if unknown."""
+    from deployer.local.client import translated
+
+    with translated("reading docker info"):
+        arch = client.info().get("Architecture")
+    return str(arch) if arch else None
+
+
+def build(spec: BuildSpec, *, on_line: LineSink = lambda _line: None, client: Any = None,
+          platforms: tuple[str, ...] | None = None) -> BuildResult:
+    """Build spec.context with the local Docker, streaming each output line to on_line. `platforms`: what to
+    build for (default: spec.platform; empty: the workstation's own platform)."""
+    from deployer.local import buildx
     from deployer.local.client import docker_client, translated
 
     if not spec.tag:
         raise LocalError("no image name to tag the build with", hint="set image.build.tag or the playbook's name")
+    platforms = spec.platform if platforms is None else platforms
     dockerfile = os.path.join(spec.context, spec.dockerfile)
     outside = () if os.path.abspath(dockerfile).startswith(spec.context + os.sep) else (os.path.abspath(dockerfile),)
     revision = git_revision(spec.context, outside)
     client = client or docker_client()
+    if buildx.find() is not None:
+        image_id = _buildkit(spec, revision, platforms, on_line, client)
+        builder = BUILDKIT
+    else:
+        image_id = _legacy(spec, revision, platforms, on_line, client)
+        builder = LEGACY
+    refs = image_refs(spec.tag, revision, image_id)
+    with translated(f"tagging {refs[0]}"):
+        for ref in refs:
+            ref_repo, ref_tag = split_ref(ref)
+            client.api.tag(image_id, ref_repo, ref_tag, force=True)
+    return BuildResult(ref=refs[0], image_id=image_id, refs=refs, revision=revision, builder=builder,
+                       platforms=platforms)
+
+
+def _buildkit(spec: BuildSpec, revision: GitRevision | None, platforms: tuple[str, ...], on_line: LineSink,
+              client: Any) -> str:
+    """`docker buildx build --load`; the image id as the SDK sees it (so `docker images` shows the same)."""
+    import tempfile
+
+    from deployer.local import buildx
+    from deployer.local.buildlog import BuildLog
+    from deployer.local.client import translated
+
+    assert spec.tag
+    buildx.preflight(spec, os.environ)
+    # Tags known before the build are given to buildx: an untagged result may be garbage-collected at once
+    # on the containerd image store. Without git, the id tag is added afterwards.
+    tags = tuple(image_refs(spec.tag, revision)) if revision or split_ref(spec.tag)[1] else (
+        f"{split_ref(spec.tag)[0]}:latest",)
+    log = BuildLog()
+
+    def line(text: str) -> None:
+        log.feed(text)
+        on_line(text)
+
+    with tempfile.TemporaryDirectory(prefix="deployer-build-") as tmp:
+        iidfile = os.path.join(tmp, "iid")
+        argv = buildx.build_argv(spec, tags=tags, labels=build_labels(revision), platforms=platforms, iidfile=iidfile)
+        LOG.debug("running %s", " ".join(argv))
+        code = buildx.run(argv, line)
+        if code != 0:
+            raise LocalError(log.failure_text(), hint="fix the Dockerfile or the build context, then run `deploy build` again")
+    with translated(f"reading the built image {tags[0]}",
+                    hint="docker buildx and deployer talk to different Docker daemons: check `docker context ls` "
+                         "and DOCKER_HOST"):
+        return str(client.api.inspect_image(tags[0])["Id"])
+
+
+def _legacy(spec: BuildSpec, revision: GitRevision | None, platforms: tuple[str, ...], on_line: LineSink,
+            client: Any) -> str:
+    """The docker SDK's legacy builder, used only when there is no buildx plugin: no BuildKit features."""
+    from deployer.local.client import translated
+
+    wanted = [name for name, on in (("secrets", spec.secrets), ("ssh", spec.ssh), ("cache_from", spec.cache_from),
+                                    ("cache_to", spec.cache_to), ("a multi-platform build", len(platforms) > 1))
+              if on]
+    if wanted:
+        raise LocalError(f"image.build uses {', '.join(wanted)}, which need BuildKit, and the docker CLI has no buildx "
+                         "plugin", hint=LEGACY_HINT)
+    LOG.warning("docker buildx is not installed: building with the legacy builder (no BuildKit features)")
     reader = StreamReader(on_line)
     with translated(f"building {spec.context}", hint="check that the local Docker daemon is running (`docker info`)"):
         stream = client.api.build(
             path=spec.context, dockerfile=spec.dockerfile, buildargs=dict(spec.args) or None,
             target=spec.target, labels=build_labels(revision) or None, rm=True, forcerm=True,
-            decode=True,
+            decode=True, platform=platforms[0] if platforms else None,
         )
         for chunk in stream:
             reader.feed(chunk)
         image_id = reader.finish()
-        image_id = str(client.api.inspect_image(image_id)["Id"])
-        refs = image_refs(spec.tag, revision, image_id)
-        for ref in refs:
-            ref_repo, ref_tag = split_ref(ref)
-            client.api.tag(image_id, ref_repo, ref_tag, force=True)
-    return BuildResult(ref=refs[0], image_id=image_id, refs=refs, revision=revision)
+        return str(client.api.inspect_image(image_id)["Id"])

@@ -14,6 +14,7 @@ from deployer.errors import DeployError, SpecError
 from deployer.fleet import Outcome
 from deployer.inventory.host import Host
 from deployer.oneshot import image as images
+from deployer.oneshot.platform import Arches, decide
 from deployer.oneshot.report import FAILED, NOT_RUN, SKIPPED, STARTED, HostReport
 from deployer.playbook.deploy import render_all, run_specs, ship_hosts, ship_level
 from deployer.playbook.model import Playbook, RenderedPlaybook
@@ -89,13 +90,14 @@ def prepare(playbook: Playbook, hosts: Sequence[Host], options: OneShotOptions,
 
 
 def deploy(prepared: Prepared, *, say: Say, on_line: Say, progress: Progress | None = None,
-           client: Any = None) -> list[HostReport]:
-    """Build (if the playbook says so), ship to every host, start where the ship succeeded."""
+           client: Any = None, arches: Arches | None = None) -> list[HostReport]:
+    """Build (if the playbook says so) for the hosts' platform, ship to every host, start where the ship
+    succeeded. `arches(hosts)`: each host's architecture (default: asked over SSH)."""
     from deployer.local.client import docker_client
     from deployer.ship import ship_image
 
     client = client or docker_client()
-    ref, git_rev = _image(prepared, client, say, on_line)
+    ref, git_rev = _image(prepared, client, say, on_line, arches)
     hosts = ", ".join(h.name for h in prepared.hosts)
     say(f"shipping {ref} to {hosts}")
     with (progress or (lambda: nullcontext(NullReporter())))() as reporter:
@@ -110,9 +112,10 @@ def deploy(prepared: Prepared, *, say: Say, on_line: Say, progress: Progress | N
     return [_report(prepared, o, started.get(o.host.name), specs.get(o.host.name), ref, git_rev) for o in shipped]
 
 
-def _image(prepared: Prepared, client: Any, say: Say, on_line: Say) -> tuple[str, str | None]:
+def _image(prepared: Prepared, client: Any, say: Say, on_line: Say,
+           arches: Arches | None) -> tuple[str, str | None]:
     """(ref to ship, its git revision): built now, or the chosen local image."""
-    from deployer.local.build import build
+    from deployer.local.build import LEGACY, build, workstation_arch
 
     choice = prepared.image
     if choice.note:
@@ -120,8 +123,13 @@ def _image(prepared: Prepared, client: Any, say: Say, on_line: Say) -> tuple[str
     if choice.build is None:
         assert choice.ref is not None
         return choice.ref, images.git_rev_label(client, choice.ref)
-    say(f"building {choice.build.tag} from {choice.build.context}")
-    result = build(choice.build, on_line=on_line, client=client)
+    target = decide(choice.build.platform, prepared.hosts, workstation_arch(client), arches)  # refuses before building
+    say(f"building {choice.build.tag} from {choice.build.context} {target.reason}")
+    for warning in target.warnings:
+        say(f"warning: {warning}")
+    result = build(choice.build, on_line=on_line, client=client, platforms=target.platforms)
+    if result.builder == LEGACY:
+        say("warning: docker buildx is not installed: built with Docker's legacy builder (no BuildKit features)")
     rev = result.revision
     if rev is None:
         say(f"{choice.build.context} is not in a git work tree: tagged by image id ({result.ref})")

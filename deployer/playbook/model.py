@@ -10,10 +10,21 @@ from deployer.runs.spec import OPTION_KEYS, RunSpec
 # Keys of each section, in documentation order; validation refuses anything else.
 TOP_KEYS = ("name", "hosts", "image", "ship", "run", "vars")
 IMAGE_KEYS = ("build", "ref")
-BUILD_KEYS = ("context", "dockerfile", "args", "target", "tag")
+BUILD_KEYS = ("context", "dockerfile", "args", "target", "tag", "platform", "secrets", "ssh", "cache_from", "cache_to")
+SECRET_SOURCES = ("file", "env")
 SHIP_KEYS = ("via", "registry", "level")
 RUN_KEYS = OPTION_KEYS  # the fields of RunSpec, the one run-options model
 VIA_CHOICES = ("auto", "registry", "tarball")
+
+
+@dataclass(frozen=True)
+class BuildSecret:
+    """A build secret (`RUN --mount=type=secret,id=ID`): read from a local file or environment variable at
+    build time by BuildKit, never written into a layer. Only the file's path or the variable's name is kept."""
+
+    id: str
+    source: str  # "file" (value: an absolute path) or "env" (value: a variable name)
+    value: str
 
 
 @dataclass(frozen=True)
@@ -25,6 +36,11 @@ class BuildSpec:
     args: tuple[tuple[str, str], ...] = ()
     target: str | None = None
     tag: str | None = None  # repository (optionally :tag); the loader defaults it to the playbook name
+    platform: tuple[str, ...] = ()  # os/arch[/variant]; empty: the selected hosts' architecture
+    secrets: tuple[BuildSecret, ...] = ()
+    ssh: bool = False  # forward the local ssh-agent (RUN --mount=type=ssh)
+    cache_from: tuple[str, ...] = ()  # buildx --cache-from specs (type=registry,ref=... for a plain ref)
+    cache_to: tuple[str, ...] = ()  # buildx --cache-to specs
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from typing import Any, NoReturn
 import yaml
 
 from deployer.errors import PlaybookError
-from deployer.playbook import checks, templating
+from deployer.playbook import buildopts, checks, templating
 from deployer.playbook.model import (
     BUILD_KEYS,
     IMAGE_KEYS,
@@ -171,8 +171,8 @@ def build_playbook(root: yaml.Node | None, source: Source) -> Playbook:
     hosts = _hosts(v, top.get("hosts"), vars_)
     if "image" not in top:
         v.fail(root, "image", "missing: give image.build (build locally) or image.ref (an existing image)")
-    image = _image(v, top["image"], source, vars_, name)
     ship = _ship(v, top.get("ship"), vars_)
+    image = _image(v, top["image"], source, vars_, name, ship.registry)
     run, command_line = _run(v, top["run"]) if "run" in top and not _is_null(top["run"]) else (None, None)
     return Playbook(file=source.file, name=name, hosts=hosts, image=image, ship=ship, run=run,
                     command_line=command_line, vars=vars_, lines=dict(v.lines), base_dir=os.path.dirname(os.path.abspath(source.file)))
@@ -215,7 +215,8 @@ def _hosts(v: Validator, node: yaml.Node | None, vars_: dict[str, Any]) -> str |
     return _render_static(v, node, "hosts", v.string(node, "hosts"), vars_)
 
 
-def _image(v: Validator, node: yaml.Node, source: Source, vars_: dict[str, Any], name: str) -> ImageSpec:
+def _image(v: Validator, node: yaml.Node, source: Source, vars_: dict[str, Any], name: str,
+           registry: str | None) -> ImageSpec:
     nodes = v.mapping(node, "image", IMAGE_KEYS)
     if ("build" in nodes) == ("ref" in nodes):
         v.fail(node, "image", "give exactly one of 'build' (build locally) or 'ref' (an existing image)")
@@ -245,7 +246,15 @@ def _image(v: Validator, node: yaml.Node, source: Source, vars_: dict[str, Any],
         if problem:
             v.fail(b["tag"], "image.build.tag", problem)
     target = static("image.build.target", v.optional_string(b, "target", "image.build"))
-    return ImageSpec(build=BuildSpec(context=context, dockerfile=dockerfile, args=args, target=target, tag=tag or name))
+    given = {k: n for k, n in b.items() if not _is_null(n)}
+    return ImageSpec(build=BuildSpec(
+        context=context, dockerfile=dockerfile, args=args, target=target, tag=tag or name,
+        platform=buildopts.platforms(v, given["platform"], static) if "platform" in given else (),
+        secrets=buildopts.secrets(v, given["secrets"], base, static) if "secrets" in given else (),
+        ssh=buildopts.ssh(v, b),
+        cache_from=buildopts.cache_specs(v, given["cache_from"], "cache_from", registry, static) if "cache_from" in given else (),
+        cache_to=buildopts.cache_specs(v, given["cache_to"], "cache_to", registry, static) if "cache_to" in given else (),
+    ))
 
 
 def _ship(v: Validator, node: yaml.Node | None, vars_: dict[str, Any]) -> ShipSpec:
