@@ -123,7 +123,13 @@ def _parse_file(path: str, label: str, builder: InventoryBuilder) -> tuple[Inven
         trial = copy.deepcopy(builder)
         warnings: list[str] = []
         try:
-            yaml_source.parse(yamlload.decode(raw, path), path, label, trial, warnings)
+            try:
+                text = yamlload.decode(raw, path)
+            except InventoryError as exc:
+                # Not UTF-8, so no YAML; but say so (not what INI makes of it) if it is YAML otherwise.
+                raise yaml_source.NotYaml(exc, mapping=_is_yaml(raw.decode("utf-8", "replace"), path),
+                                          parsed=False) from None
+            yaml_source.parse(text, path, label, trial, warnings)
         except yaml_source.NotYaml as exc:
             yaml_failure = exc.error
             yaml_meant = yaml_meant or exc.mapping
@@ -147,6 +153,14 @@ def _parse_file(path: str, label: str, builder: InventoryBuilder) -> tuple[Inven
             raise yaml_failure from None
         raise exc from None
     return trial, trial.warnings[len(builder.warnings):]
+
+
+def _is_yaml(text: str, path: str) -> bool:
+    try:
+        yaml_source.compose(text, path)
+    except yaml_source.NotYaml as exc:
+        return exc.mapping
+    return True
 
 
 def _assemble(source: str, base: str, b: InventoryBuilder, warnings: list[str]) -> Inventory:

@@ -281,3 +281,15 @@ def test_control_characters_are_a_located_error(tmp_path: Path) -> None:
     path.write_bytes(b"all:\n  hosts:\n    gpu\x0001:\n")
     err = error_of(str(path))
     assert err.line == 3 and "unacceptable character #x0000" in str(err)
+
+
+def test_latin1_bytes(tmp_path: Path) -> None:
+    # INI keeps them (as Ansible's ini plugin does); YAML must be UTF-8, and says so even without an extension.
+    (tmp_path / "hosts").write_bytes(b"# caf\xe9\n[gpus]\ngpu01\n")
+    assert list(load(str(tmp_path / "hosts")).hosts) == ["gpu01"]
+    (tmp_path / "inv").write_bytes(b"# caf\xe9\nall:\n  hosts:\n    gpu01:\n")
+    err = error_of(str(tmp_path / "inv"))
+    assert "not UTF-8" in str(err) and err.line == 1
+    (tmp_path / "bad").write_bytes(b"# caf\xe9\n[gpus]\ngpu01 x\n")
+    err = error_of(str(tmp_path / "bad"))
+    assert "expected key=value" in str(err) and err.line == 3
