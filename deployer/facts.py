@@ -19,10 +19,11 @@ PROBE_TIMEOUT_S = 60.0
 __all__ = ["CheckReport", "DockerFacts", "Gpu", "HostFacts", "check_host", "check_hosts", "gather"]
 
 
-def gather(session: Session, host: Host, *, timeout: float = PROBE_TIMEOUT_S, gpus: bool = True) -> HostFacts:
-    """Run the one probe command on the host and parse it (without asking nvidia-smi unless GPUS).
-    CommandError if the probe itself failed."""
-    result = session.run(probe_argv(host, gpus=gpus), check=False, timeout=timeout)
+def gather(session: Session, host: Host, *, timeout: float = PROBE_TIMEOUT_S, gpus: bool = True,
+           origin: str = "") -> HostFacts:
+    """Run the one probe command on the host and parse it (without asking nvidia-smi unless GPUS;
+    checking that it reaches the ORIGIN registry if given). CommandError if the probe itself failed."""
+    result = session.run(probe_argv(host, gpus=gpus, origin=origin), check=False, timeout=timeout)
     if result.exited != 0 and "@@deployer " not in result.stdout:
         raise CommandError(host.name, result, what="probing the host failed",
                            hint="does the host have a POSIX sh? run `deploy inventory check -v` for details")

@@ -24,14 +24,18 @@ DECOMPRESSORS = ("zstd", "unpigz", "pigz", "gzip", "xz", "bzip2")
 # trip plus a DNS lookup; a lost SYN is resent only after 1 s, so a longer wait would rarely save
 # a registry either. The check runs on the left of a pipe: it waits while the right side probes
 # everything else, and its line is read from the pipe last.
+# The origin (a registry a ship's base image came from, issue 19) is checked the same way, after
+# the registry; each check's answer is one line.
 # $1 staging dir, $2 registry (may be empty), $3 "gpus" to ask nvidia-smi (slow on a server whose
-# driver is not kept loaded: a ship does not need it), $4... the docker command (e.g. sudo docker).
+# driver is not kept loaded: a ship does not need it), $4 origin registry (may be empty), $5... the
+# docker command (e.g. sudo docker).
 # `docker info` (slow on a busy daemon) runs once: the docker root for df comes from its JSON.
 PROBE_SCRIPT = r"""
-staging=$1; reg=$2; gpus=$3; shift 3
+staging=$1; gpus=$3; origin=$4; reg=$2; shift 4
 sec() { printf '\n@@deployer %s\n' "$1"; }
 end() { printf '\n@@rc %s\n' "$1"; }
 registry() {
+  reg=$1
   if [ -z "$reg" ]; then echo "none"; return; fi
   case $reg in *:*) url="http://$reg/v2/"; h=${reg%:*}; port=${reg##*:};; *) url="https://$reg/v2/"; h=$reg; port=443;; esac
   if command -v curl >/dev/null 2>&1; then
@@ -49,7 +53,7 @@ registry() {
       2>/dev/null; echo "python3 $?"
   else echo "unknown"; fi
 }
-registry 2>&1 | {
+{ registry "$reg" 2>&1 | tr '\n' ' '; echo; registry "$origin" 2>&1 | tr '\n' ' '; echo; } | {
 exec 3<&0 </dev/null
 sec arch; uname -m 2>&1; end $?
 sec docker_version; "$@" version --format '{{json .}}' 2>&1; end $?
@@ -75,16 +79,18 @@ sec df_docker
 if [ -n "$root" ]; then df -Pk "$root" 2>&1; end $?; else echo "docker root unknown"; end 1; fi
 sec decompressors
 for t in zstd unpigz pigz gzip xz bzip2; do command -v "$t" >/dev/null 2>&1 && echo "$t"; done; end 0
-sec registry; cat <&3; end 0
+sec registry; IFS= read -r line <&3; printf '%s\n' "$line"; end 0
+sec origin; IFS= read -r line <&3; printf '%s\n' "$line"; end 0
 }
 """
 
 
-def probe_argv(host: Host, *, gpus: bool = True) -> tuple[str, ...]:
+def probe_argv(host: Host, *, gpus: bool = True, origin: str = "") -> tuple[str, ...]:
     """The single remote command that gathers every fact about a host (its GPUs only if asked:
-    without them the facts say nothing about GPUs)."""
+    without them the facts say nothing about GPUs; whether it reaches ORIGIN, a registry's
+    `host[:port]`, only if given)."""
     return ("sh", "-c", PROBE_SCRIPT, "sh", host.staging_dir, host.registry or "", "gpus" if gpus else "",
-            *host.docker)
+            origin, *host.docker)
 
 
 @dataclass(frozen=True)
@@ -128,6 +134,8 @@ class HostFacts:
     gpu_tools: tuple[str, ...] = ()
     registry_detail: str = ""
     client_version: str | None = None
+    origin_reachable: bool | None = None  # the origin registry the probe was asked about (None: not asked)
+    origin_detail: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (frozensets become sorted lists)."""
@@ -277,6 +285,7 @@ def parse_probe(stdout: str) -> HostFacts:
     gpus = parse_nvidia_smi(smi_text) if smi_rc == 0 else ()
     gpu_error = None if smi_rc == 0 else (smi_text.strip() or "nvidia-smi did not run")
     reachable, detail = parse_registry(text("registry"))
+    origin_reachable, origin_detail = parse_registry(text("origin"))
     return HostFacts(
         docker=docker,
         gpus=gpus,
@@ -290,6 +299,8 @@ def parse_probe(stdout: str) -> HostFacts:
         gpu_error=gpu_error,
         gpu_tools=tools,
         registry_detail=detail,
+        origin_reachable=origin_reachable,
+        origin_detail=origin_detail,
         client_version=client,
     )
 

@@ -42,13 +42,13 @@ def host(**vars: object) -> Host:
 def test_probe_argv_passes_every_variable_part_as_a_positional_argument() -> None:
     h = host(deploy_staging_dir="/srv/stage; rm -rf /", deploy_registry="reg:5000", deploy_docker="sudo -n docker")
     argv = probe_argv(h)
-    assert argv == ("sh", "-c", PROBE_SCRIPT, "sh", "/srv/stage; rm -rf /", "reg:5000", "gpus", "sudo", "-n", "docker")
+    assert argv == ("sh", "-c", PROBE_SCRIPT, "sh", "/srv/stage; rm -rf /", "reg:5000", "gpus", "", "sudo", "-n", "docker")
     assert "rm -rf" not in argv[2]
 
 
 def test_probe_argv_defaults() -> None:
-    assert probe_argv(Host("h"))[3:] == ("sh", "/var/tmp/deployer", "", "gpus", "docker")
-    assert probe_argv(Host("h"), gpus=False)[3:] == ("sh", "/var/tmp/deployer", "", "", "docker")
+    assert probe_argv(Host("h"))[3:] == ("sh", "/var/tmp/deployer", "", "gpus", "", "docker")
+    assert probe_argv(Host("h"), gpus=False, origin="r:1")[3:] == ("sh", "/var/tmp/deployer", "", "", "r:1", "docker")
 
 
 def test_probe_script_is_valid_posix_sh() -> None:
@@ -252,7 +252,8 @@ def _probe_with_fakes(tmp_path, registry: str) -> tuple[str, str]:
         "#!/bin/sh\n"
         'case "$1 $3" in\n'
         '  "version {{json .}}") echo \'{"Server":{"Version":"28.5.2","ApiVersion":"1.51"}}\';;\n'
-        '  "info {{json .}}") touch "$FAKEROOT/docker-info-asked"; echo \'{"Driver":"overlay2","DockerRootDir":"\'"$FAKEROOT"\'"}\';;\n'
+        # info takes a moment (as on a busy daemon): curl, started first, is surely running by then
+        '  "info {{json .}}") sleep 0.5; touch "$FAKEROOT/docker-info-asked"; echo \'{"Driver":"overlay2","DockerRootDir":"\'"$FAKEROOT"\'"}\';;\n'
         "esac\n"
     )
     curl = bin_dir / "curl"
@@ -281,9 +282,30 @@ def test_probe_checks_the_registry_while_it_probes_the_rest(tmp_path) -> None:
     assert facts.docker is not None and facts.docker.server_version == "28.5.2"
     assert facts.docker_disk_free_bytes and facts.docker_disk_free_bytes > 0
     assert list(split_sections(out)) == ["arch", "docker_version", "docker_info", "gpu_tools", "nvidia_smi",
-                                         "df_staging", "df_docker", "decompressors", "registry"]
+                                         "df_staging", "df_docker", "decompressors", "registry", "origin"]
+    assert (facts.origin_reachable, facts.origin_detail) == (None, "none")  # not asked
     # a dropped route costs the connect timeout, not the whole-request one
     assert "--connect-timeout 0.5 -m 3" in curl_args and curl_args.split()[-1] == "http://10.0.0.5:5000/v2/"
+
+
+def test_probe_checks_the_origin_after_the_registry(tmp_path) -> None:
+    curl = tmp_path / "curl"
+    curl.write_text(  # the registry answers; the origin (https, no port) does not
+        "#!/bin/sh\n"
+        'echo "$*" >> "$FAKEROOT/curl-args"\n'
+        'case " $* " in *"https://origin.example/v2/"*) echo "curl: (28) Connection timed out after 500 ms" >&2;'
+        ' printf 000; exit 28;; esac\n'
+        "printf 200\n"
+    )
+    curl.chmod(0o755)
+    h = Host("local", {"deploy_staging_dir": str(tmp_path), "deploy_docker": "false", "deploy_registry": "reg:5000"})
+    out = subprocess.run(list(probe_argv(h, gpus=False, origin="origin.example")), capture_output=True, text=True,
+                         check=True, timeout=30, env={"PATH": f"{tmp_path}:/usr/bin:/bin", "FAKEROOT": str(tmp_path)}).stdout
+    facts = parse_probe(out)
+    assert (facts.registry_reachable, facts.registry_detail) == (True, "curl: HTTP 200")
+    assert facts.origin_reachable is False and facts.origin_detail.startswith("curl: (28) Connection timed out")
+    assert [line.split()[-1] for line in (tmp_path / "curl-args").read_text().splitlines()] == [
+        "http://reg:5000/v2/", "https://origin.example/v2/"]
 
 
 def test_probe_registry_check_with_a_curl_that_takes_whole_seconds_only(tmp_path) -> None:
