@@ -23,7 +23,7 @@ import docker.errors
 class FakeAPI:
     """The slice of the SDK's low-level APIClient that deployer.local calls."""
 
-    images: dict[str, dict[str, Any]] = field(default_factory=dict)  # ref or id -> inspect JSON
+    known: dict[str, dict[str, Any]] = field(default_factory=dict)  # ref or id -> inspect JSON
     histories: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # id -> newest first
     push_streams: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # repo -> records
     digests: dict[str, str] = field(default_factory=dict)  # repo:tag -> registry digest
@@ -38,9 +38,15 @@ class FakeAPI:
 
     def inspect_image(self, ref: str) -> dict[str, Any]:
         self._call("inspect_image", ref)
-        if ref not in self.images:
+        if ref not in self.known:
             raise docker.errors.NotFound(f"No such image: {ref}")
-        return self.images[ref]
+        return self.known[ref]
+
+    def images(self) -> list[dict[str, Any]]:
+        """`docker images` summaries: one per image id."""
+        self._call("images")
+        by_id = {str(a["Id"]): a for a in self.known.values()}
+        return [{"Id": i, "RepoTags": a.get("RepoTags"), "RepoDigests": a.get("RepoDigests")} for i, a in by_id.items()]
 
     def history(self, image_id: str) -> list[dict[str, Any]]:
         self._call("history", image_id)
@@ -50,9 +56,9 @@ class FakeAPI:
 
     def tag(self, image: str, repository: str, tag: str) -> bool:
         self._call("tag", image, repository, tag)
-        if image not in self.images:
+        if image not in self.known:
             raise docker.errors.NotFound(f"No such image: {image}")
-        self.images[f"{repository}:{tag}"] = self.images[image]
+        self.known[f"{repository}:{tag}"] = self.known[image]
         return True
 
     def push(self, repository: str, tag: str, *, stream: bool, decode: bool) -> Iterator[dict[str, Any]]:
@@ -86,9 +92,12 @@ class FakeClient:
         return self.api.push_streams
 
     def add_image(self, ref: str, image_id: str, *, diff_ids: Sequence[str] = (), size: int = 0,
-                  labels: Mapping[str, str] | None = None, history: Sequence[int] = ()) -> None:
-        """An image known by ref and by id; history gives its layer sizes oldest first."""
-        attrs = {"Id": image_id, "RepoTags": [ref], "Size": size, "Os": "linux", "Architecture": "amd64",
+                  labels: Mapping[str, str] | None = None, history: Sequence[int] = (),
+                  repo_digests: Sequence[str] = ()) -> None:
+        """An image known by ref and by id; history gives its layer sizes oldest first; REPO_DIGESTS
+        as a pull from a registry leaves them."""
+        attrs = {"Id": image_id, "RepoTags": [ref], "RepoDigests": list(repo_digests), "Size": size, "Os": "linux",
+                 "Architecture": "amd64",
                  "RootFS": {"Type": "layers", "Layers": list(diff_ids)}, "Config": {"Labels": dict(labels or {})}}
-        self.api.images[ref] = self.api.images[image_id] = attrs
+        self.api.known[ref] = self.api.known[image_id] = attrs
         self.api.histories[image_id] = [{"Size": n} for n in reversed(history)]

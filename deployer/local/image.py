@@ -1,7 +1,7 @@
 """What the local Docker knows about an image: id, layer diff IDs, size, platform, tags, history."""
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -110,3 +110,50 @@ def is_containerd(client: Client) -> bool:
             known = image_store(client.info())
         client._deployer_store = known  # type: ignore[attr-defined]
     return bool(known == "containerd")
+
+
+@dataclass(frozen=True)
+class PulledBase:
+    """A local image pulled from a registry whose layers are the bottom of another image's."""
+
+    repo_digest: str  # repo@sha256:..., as the registry names it: the base pinned by digest
+    layers: int  # how many of the other image's bottom layers it is
+    config_digest: str  # its config's digest (picks its manifest out of a multi-platform index)
+
+
+def pick_base(diff_ids: tuple[str, ...], candidates: Sequence[Mapping[str, Any]]) -> tuple[Mapping[str, Any], str] | None:
+    """The candidate (`docker image inspect` JSON) that is the longest run of DIFF_IDS' bottom
+    layers, shorter than all of them, and has a repo digest; with that digest (pure)."""
+    best: tuple[Mapping[str, Any], str] | None = None
+    best_n = 0
+    for attrs in candidates:
+        layers = tuple((attrs.get("RootFS") or {}).get("Layers") or ())
+        digests = sorted(str(d) for d in attrs.get("RepoDigests") or () if "@sha256:" in str(d))
+        if digests and best_n < len(layers) < len(diff_ids) and diff_ids[:len(layers)] == layers:
+            best, best_n = (attrs, digests[0]), len(layers)
+    return best
+
+
+def pulled_base(image: ImageInfo, client: Client) -> PulledBase | None:
+    """The base IMAGE was built on, if the local Docker pulled it from a registry (it has a repo
+    digest): the longest run of IMAGE's bottom layers that is such an image. The image itself does
+    not count (the user's own layers go as shipping decides)."""
+    with translated("listing local images"):
+        summaries = client.api.images()
+    candidates = []
+    for summary in summaries:
+        if summary.get("RepoDigests") and summary.get("Id") != image.id:
+            try:
+                candidates.append(inspect_attrs(client, str(summary["Id"]), what="inspecting a base image"))
+            except ImageNotFound:
+                continue  # removed meanwhile
+    picked = pick_base(image.diff_ids, candidates)
+    if picked is None:
+        return None
+    attrs, repo_digest = picked
+    config = str(attrs["Id"])
+    if is_containerd(client):
+        from deployer.local.content import config_digest
+
+        config = config_digest(client, from_attrs(repo_digest, attrs))
+    return PulledBase(repo_digest, len((attrs.get("RootFS") or {}).get("Layers") or ()), config)
