@@ -16,6 +16,7 @@ from deployer.fleet import Outcome
 from deployer.oneshot.pipeline import OneShotOptions
 from deployer.playbook.deploy import DEFAULT_LEVEL
 from deployer.ship import VIA_CHOICES, ShipOptions, ShipResult, plan_ship, ship_image
+from deployer.ship.model import ORIGIN_MODES
 from deployer.ship.plan import human_bytes
 from deployer.ship.progress import PlainReporter, RichReporter
 from deployer.ship.render import plan_json, render
@@ -29,6 +30,7 @@ Examples:
   deploy ship --host gpu01 --image trainer:v3                 # ship a local image (never runs it)
   deploy ship --host 'gpus:!gpu03' --image trainer:v3 --parallel 16
   deploy ship --host airgapped --image trainer:v3 --via tarball --level 9
+  deploy ship --host gpus --image trainer:v3 --origin-pull never   # send the base too
   deploy ship --host gpus --image trainer:v3 --json | jq '.[] | select(.ok|not)'
 
 \b
@@ -48,13 +50,19 @@ Routes (--via, default: the playbook's ship.via, else the host's deploy_via, els
   tarball   send only the layers the host lacks (zstd) over SSH into deploy_staging_dir,
             resumable and sha256-checked, then `docker load` on the host
   auto      registry when the host has deploy_registry and reaches it, else tarball
+Origin pull (tarball route): when the image is built on a base the local Docker pulled from a
+registry (it has a repo digest), a host that lacks the base and reaches that registry pulls it
+there by digest, with its own credentials, while only the layers above it are sent; if the pull
+fails, the base layers are sent instead. Off per host with deploy_origin_pull: never, or for the
+whole ship with --origin-pull never. Air-gapped hosts are never asked to pull.
 Either way the host's image is checked to be the local one (same config, same layers) before
 REF is tagged. The "image id" column is the id the host's `docker images` shows: the config
 digest on the classic store, the manifest digest on the containerd image store.
 --json prints [{"host","ok","error","via","image_id","host_image_id","config_digest","verified",
-"layers_total","layers_sent","bytes_sent","seconds"}]; image_id is the local id (`docker images`
-here), host_image_id the host's; bytes_sent = bytes this ship put on the wire for that host
-(SSH payload; for the registry route, the push, counted once).
+"layers_total","layers_sent","origin","layers_from_origin","bytes_sent","seconds","phases"}];
+image_id is the local id (`docker images` here), host_image_id the host's; bytes_sent = bytes this
+ship put on the wire for that host (SSH payload; for the registry route, the push, counted once);
+origin the base the host pulled itself (layers_from_origin layers), phases the seconds per phase.
 """
 
 
@@ -66,6 +74,8 @@ here), host_image_id the host's; bytes_sent = bytes this ship put on the wire fo
 @click.option("--image", "image_ref", metavar="REF", help="Local image to ship (name:tag); with -p, instead of building.")
 @click.option("--via", type=click.Choice(VIA_CHOICES), default=None,
               help="Route; overrides the playbook's ship.via and the inventory's deploy_via.")
+@click.option("--origin-pull", type=click.Choice(ORIGIN_MODES), default="auto", show_default=True,
+              help="auto: hosts that reach the registry the image's base came from pull it there; never: send it.")
 @click.option("--no-build", is_flag=True, help="With a playbook: ship the last build instead of building.")
 @click.option("--no-run", is_flag=True,
               help="Only ship, never start a container. (Shipping --image alone never runs anything.)")
@@ -81,7 +91,7 @@ here), host_image_id the host's; bytes_sent = bytes this ship put on the wire fo
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON record per host on stdout.")
 @click.pass_obj
 def ship(app: AppContext, playbook_path: str | None, pattern: str | None, image_ref: str | None, via: str | None,
-         no_build: bool, no_run: bool, parallel: int, level: int | None, break_lock: bool, lock_wait: float,
+         origin_pull: str, no_build: bool, no_run: bool, parallel: int, level: int | None, break_lock: bool, lock_wait: float,
          dry_run: bool, as_json: bool) -> None:
     """Build, ship and run a playbook, or ship a local image, on hosts; verified by image id.
 
@@ -96,7 +106,7 @@ def ship(app: AppContext, playbook_path: str | None, pattern: str | None, image_
 
         ship_playbook(app, playbook_path, pattern, OneShotOptions(
             via=via, level=level, parallel=parallel, break_lock=break_lock, lock_wait=lock_wait,
-            image=image_ref, build=not no_build, run=not no_run), dry_run=dry_run, as_json=as_json)
+            origin_pull=origin_pull, image=image_ref, build=not no_build, run=not no_run), dry_run=dry_run, as_json=as_json)
         return
     if not pattern:
         raise SpecError("--host PATTERN is required with --image", hint="e.g. deploy ship --host gpu01 --image trainer:v3")
@@ -104,7 +114,7 @@ def ship(app: AppContext, playbook_path: str | None, pattern: str | None, image_
         raise SpecError("--no-build needs a playbook (-p): --image ships an image that is already built")
     hosts = app.select(pattern)
     options = ShipOptions(via=via, level=level or DEFAULT_LEVEL, parallel=parallel, break_lock=break_lock,
-                          lock_wait=lock_wait)
+                          lock_wait=lock_wait, origin_pull=origin_pull)
     if dry_run:
         _dry_run(hosts, image_ref, options, as_json)
         return

@@ -256,6 +256,45 @@ def pull_argv(docker: Sequence[str], remote_ref: str) -> tuple[str, ...]:
     return (*docker, "pull", remote_ref)
 
 
+# Pull REF (by digest) from its origin, giving up when docker says nothing for START seconds (it
+# prints its first line once the registry answered with the manifest), then print the pulled
+# image's layers (an empty list: the containerd store left it incomplete). Exit 9: no answer.
+_ORIGIN_PULL = r"""
+ref=$1; start=$2; shift 2
+log=$(mktemp) || exit 3
+"$@" pull "$ref" >"$log" 2>&1 &
+pid=$!
+waited=0
+while kill -0 "$pid" 2>/dev/null && [ ! -s "$log" ]; do
+  if [ "$waited" -ge "$start" ]; then
+    kill "$pid" 2>/dev/null; rm -f -- "$log"; echo "no answer from the registry within ${start}s" >&2; exit 9
+  fi
+  sleep 1; waited=$((waited + 1))
+done
+wait "$pid"; rc=$?
+cat -- "$log"; rm -f -- "$log"
+[ "$rc" = 0 ] || exit "$rc"
+printf '@@layers '; "$@" image inspect --format '{{json .RootFS.Layers}}' "$ref"
+"""
+
+
+def origin_pull_argv(docker: Sequence[str], ref: str, start_s: int = 20) -> tuple[str, ...]:
+    """Pull REF on the host from its registry (see _ORIGIN_PULL); parse with parse_origin_pull."""
+    return ("sh", "-c", _ORIGIN_PULL, "sh", ref, str(start_s), *docker)
+
+
+def parse_origin_pull(stdout: str) -> tuple[str, ...] | None:
+    """The pulled image's layer diff ids, () when it is incomplete, None when not reported."""
+    for line in reversed(stdout.splitlines()):
+        if line.startswith("@@layers "):
+            try:
+                layers = json.loads(line.removeprefix("@@layers "))
+            except ValueError:
+                return None
+            return tuple(str(d) for d in layers) if isinstance(layers, list) else ()
+    return None
+
+
 def parse_pull(stdout: str) -> tuple[int, int]:
     """(layers pulled, layers already present) from non-tty `docker pull` output.
 

@@ -33,6 +33,7 @@ class OneShotOptions:
     """The flags of `deploy ship` with a playbook."""
 
     via: str | None = None  # --via beats the playbook's ship.via, which beats the inventory
+    origin_pull: str = "auto"  # --origin-pull never: no host pulls the base from its registry
     level: int | None = None  # --level; None: the playbook's ship.level, else the default
     parallel: int = 8
     break_lock: bool = False
@@ -63,7 +64,7 @@ class Prepared:
         record = (("playbook", self.playbook.name),) + ((("git_rev", git_rev),) if git_rev else ())
         return ShipOptions(via=o.via, level=ship_level(self.playbook, o.level), parallel=o.parallel,
                            break_lock=o.break_lock, lock_wait=o.lock_wait, connect_timeout=o.connect_timeout,
-                           record=record)
+                           origin_pull=o.origin_pull, record=record)
 
     def specs(self, ref: str, git_rev: str | None, names: Sequence[str] | None = None) -> dict[str, RunSpec]:
         """host -> RunSpec of the shipped ref (labels carry the playbook and git revision)."""

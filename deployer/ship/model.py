@@ -5,6 +5,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 VIA_CHOICES = ("auto", "registry", "tarball")
+ORIGIN_MODES = ("auto", "never")  # deploy_origin_pull / --origin-pull: may a host pull the base from its registry
 
 
 @dataclass(frozen=True)
@@ -18,6 +19,7 @@ class ShipOptions:
     lock_wait: float = 0.0
     connect_timeout: float = 10.0
     codec: str | None = None  # force "zstd" or "gzip" for the tarball route (None: best per host)
+    origin_pull: str = "auto"  # "never": hosts never pull the base from its registry (deploy_origin_pull per host)
     record: tuple[tuple[str, str], ...] = ()  # extra fields for each host's history record (playbook, git_rev)
 
 
@@ -36,6 +38,8 @@ class ShipResult:
     layers_sent: int = 0
     bytes_sent: int = 0
     seconds: float = 0.0
+    origin: str | None = None  # the base (repo@digest) the host pulled from its registry, if it did
+    layers_from_origin: int = 0  # layers that pull brought instead of SSH
     phases: tuple[tuple[str, float], ...] = ()  # seconds per phase (connecting, checking, sending, ...)
 
     def to_json(self, error: str | None = None) -> dict[str, Any]:
@@ -51,6 +55,8 @@ class ShipResult:
             "verified": self.verified,
             "layers_total": self.layers_total,
             "layers_sent": self.layers_sent,
+            "origin": self.origin,
+            "layers_from_origin": self.layers_from_origin,
             "bytes_sent": self.bytes_sent,
             "seconds": round(self.seconds, 3),
             "phases": {name: round(s, 3) for name, s in self.phases},

@@ -21,6 +21,7 @@ from deployer.tarfmt import Descriptor, uncompressed_layer
 if TYPE_CHECKING:
     from deployer.inventory.host import Host
     from deployer.local.image import ImageInfo
+    from deployer.ship.origin import Origin
 
 # docker load unpacks its input under <docker root>/tmp before registering layers, and both
 # routes need room for the extracted layers: keep a margin for metadata and filesystem slack.
@@ -49,6 +50,8 @@ class ShipPlan:
     load_format: str = "legacy"  # "legacy" | "oci" (deployer.commands.load.FORMATS)
     reused: tuple[tuple[str, Descriptor], ...] = ()  # oci: the blob that names each layer not sent
     host_id: str | None = None  # the image's id on the host, when it is already there
+    origin: str | None = None  # the base image (repo@digest) the host pulls from its registry first
+    from_origin: tuple[int, ...] = ()  # the layers that pull brings (never sent over SSH)
 
     @property
     def transfers(self) -> bool:
@@ -110,11 +113,13 @@ def make_plan(
     force_codec: str | None = None,
     known_sizes: Mapping[str, int] | None = None,
     host_content: Mapping[str, Descriptor] | None = None,
+    origin: Origin | None = None,
 ) -> ShipPlan:
     """Decide how to get `image` onto `host` (pure). `facts` is a deployer HostFacts.
 
     For a host on the containerd store: KNOWN_SIZES, layer tar sizes known on the workstation;
-    HOST_CONTENT, the blobs the host's content store holds for layers deployer loaded there."""
+    HOST_CONTENT, the blobs the host's content store holds for layers deployer loaded there.
+    ORIGIN: the registry image the image is built on, which the host may pull itself (tarball route)."""
     known_sizes = known_sizes or {}
     host_content = host_content or {}
     n = len(image.diff_ids)
@@ -142,6 +147,13 @@ def make_plan(
     decompressors = frozenset(getattr(facts, "decompressors", ()))
     server_version = getattr(docker, "server_version", "") or ""
     missing = missing_layers(image.diff_ids, present)
+    from_origin, why = pulled_from_origin(origin, missing, store, getattr(facts, "origin_reachable", None))
+    if from_origin:
+        assert origin is not None
+        missing = tuple(i for i in missing if i not in from_origin)
+        reason += f"; {len(from_origin)} base layer(s) pulled by the host from {origin.registry}"
+    elif why:
+        reason += f"; {why}"
     reused: tuple[tuple[str, Descriptor], ...] = ()
     if store == "containerd":
         # An OCI-layout load names every layer by a blob: the ones it carries by their digest (the
@@ -152,6 +164,8 @@ def make_plan(
         codec = CodecChoice("gzip" if force_codec == "gzip" else "zstd", host_decompress=False)
         first = min(missing, default=n)
         named = name_layers(image.diff_ids[:first], host_content, known_sizes)
+        if from_origin and origin is not None:  # after the pull, the content store holds the registry's blobs
+            named.update(zip(image.diff_ids[:origin.layers], origin.blobs))
         unknown = [i for i in range(first) if image.diff_ids[i] not in named]
         missing = tuple(sorted({*unknown, *missing}))
         reused = tuple((d, named[d]) for d in dict.fromkeys(image.diff_ids[:first]) if d in named)
@@ -165,10 +179,27 @@ def make_plan(
     # registers them
     return ShipPlan(
         **base, route=route, via="tarball", reason=reason, missing=missing, codec=codec,
-        raw_bytes=raw, reused=reused,
+        raw_bytes=raw, reused=reused, origin=origin.ref if from_origin and origin else None,
+        from_origin=from_origin,
         staging_need=raw + MARGIN if missing else 0,
         docker_need=2 * raw + MARGIN if missing else 0,
     )
+
+
+def pulled_from_origin(origin: Origin | None, missing: Sequence[int], store: str,
+                       reachable: bool | None) -> tuple[tuple[int, ...], str]:
+    """The missing layers the host pulls from the base's registry instead of receiving them, and a
+    note on why none when the origin could have served some (pure)."""
+    if origin is None:
+        return (), ""
+    covered = tuple(i for i in missing if origin.covers(i))
+    if not covered:
+        return (), ""
+    if reachable is not True:
+        return (), f"the host {'cannot reach' if reachable is False else 'was not checked for'} {origin.registry}"
+    if store == "containerd" and len(origin.blobs) != origin.layers:
+        return (), f"the manifest of {origin.ref} could not be read, so the base is sent"
+    return covered, ""
 
 
 # `uname -m` -> the GOARCH names image configs use

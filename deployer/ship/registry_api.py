@@ -98,10 +98,10 @@ class ManifestReader:
         self._auth_header: dict[str, str] = {}
 
     @classmethod
-    def for_docker(cls, client: Client, repo: Repo) -> ManifestReader:
+    def for_docker(cls, client: Client, repo: Repo, timeout: float = 30.0) -> ManifestReader:
         """A reader with the credentials and the insecure-registry setting of the local Docker."""
         config = registry_config(client)
-        return cls(repo, registry_credentials(client, repo.index), is_insecure(config, repo.index))
+        return cls(repo, registry_credentials(client, repo.index), is_insecure(config, repo.index), timeout)
 
     def manifest(self, reference: str) -> dict[str, Any]:
         """The manifest (or index) named by digest or tag."""

@@ -48,6 +48,7 @@ def plan_json(plan: ShipPlan, host: Host) -> dict[str, Any]:
         "host": plan.host, "route": plan.route, "via": plan.via, "reason": plan.reason,
         "image_id": plan.image_id, "host_image_id": plan.host_id, "layers_total": plan.layers_total,
         "layers_missing": [i + 1 for i in plan.missing],
+        "origin": plan.origin, "layers_from_origin": [i + 1 for i in plan.from_origin],
         "codec": plan.codec.name if plan.codec else None,
         "host_decompress": plan.codec.host_decompress if plan.codec else None,
         "image_store": plan.image_store, "load_format": plan.load_format, "raw_bytes_max": plan.raw_bytes,

@@ -7,12 +7,13 @@ Counter as they go, so a failure part-way still tells how far it got.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 
 from deployer.commands import ship as cmd
-from deployer.errors import DeployError
+from deployer.errors import DeployError, TransferError
 from deployer.inventory.host import Host
 from deployer.local.cache import Blob
 from deployer.local.export import Exporter
@@ -37,6 +38,58 @@ class Leg:
     image: ImageInfo
     plan: ShipPlan
     counter: Counter
+
+
+ORIGIN_PULL_TIMEOUT_S = 3 * 3600.0  # a base image of tens of GB, pulled at data-centre speed
+
+
+class OriginPullFailed(TransferError):
+    """The host could not pull the base from its registry: the runner sends those layers instead."""
+
+    def __init__(self, host: str, ref: str, why: str) -> None:
+        super().__init__(host, f"pulling the base {ref} from its registry failed: {why}",
+                         hint="deployer sends the base layers instead; set deploy_origin_pull: never to skip the pull")
+        self.ref = ref
+
+
+class OriginPull:
+    """The host pulls the base from its registry in a thread while the layers above it are sent;
+    then(fn) runs once the base is there (the loads may begin). wait() raises what went wrong."""
+
+    def __init__(self, leg: Leg, then: Callable[[], object]) -> None:
+        self._leg, self._then = leg, then
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=f"origin-{leg.host.name}", daemon=True)
+
+    def start(self) -> OriginPull:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        leg = self._leg
+        ref = str(leg.plan.origin)
+        try:
+            step = steps.origin_pull(leg.host.docker, ref)
+            res = leg.conn.run(step.argv, what=step.label, check=False, timeout=ORIGIN_PULL_TIMEOUT_S)
+            layers = cmd.parse_origin_pull(res.stdout)
+            if not res.ok:
+                raise OriginPullFailed(leg.conn.name, ref, res.stderr_tail() or f"exit {res.exited}")
+            wanted = leg.image.diff_ids[:max(leg.plan.from_origin) + 1]
+            if not layers:
+                # the containerd store of Docker 28 skips layers it has from elsewhere (moby#49784)
+                leg.conn.run(cmd.remove_image_argv(leg.host.docker, ref), what=f"removing {ref}", check=False,
+                             timeout=60)
+                raise OriginPullFailed(leg.conn.name, ref, "the pulled image is incomplete (moby#49784)")
+            if layers[:len(wanted)] != wanted:
+                raise OriginPullFailed(leg.conn.name, ref, "its layers are not the image's base (another platform?)")
+            self._then()
+        except BaseException as exc:  # noqa: BLE001 - handed to the sender's thread by wait()
+            self._error = exc
+
+    def wait(self) -> None:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
 
 
 def _estimate_total(plan_raw: int, known: list[Blob]) -> int:
@@ -83,10 +136,13 @@ def run_tarball(leg: Leg, exporter: Exporter | None, reporter: Reporter) -> str 
     loader = LayerLoader(conn, host.docker, image, staging, mode, plan.missing, exporter.config, counter,
                          note, fmt=fmt, reused=reused)
     host_id: str | None = None
+    # with a base to pull, the loads wait for it: the loader starts once the pull is done
+    puller = OriginPull(leg, loader.start).start() if plan.origin else None
     try:
         prepare = steps.prepare(staging)
         listed = cmd.parse_stat(conn.run(prepare.argv, what=prepare.label, timeout=120).stdout)
-        loader.start()
+        if puller is None:
+            loader.start()
         reporter.phase(name, "compressing", f"layer 1/{len(wanted)}")
         for k, blob in enumerate(_in_completion_order(exporter, codec.name, wanted), 1):
             got[blob.diff_id] = blob
@@ -96,6 +152,9 @@ def run_tarball(leg: Leg, exporter: Exporter | None, reporter: Reporter) -> str 
                 counter.add_layers()
             loader.add(blob)
         reporter.total(name, counter.sent)
+        if puller is not None:
+            reporter.phase(name, "pulling", f"the base {plan.origin}")
+            puller.wait()  # before close(): the loader starts in the puller's thread
         reporter.phase(name, "loading", "docker load")
         loader.close()
         rest = [] if loader.loaded else load_files(image, range(loader.next, len(image.diff_ids)),
@@ -126,6 +185,11 @@ def run_tarball(leg: Leg, exporter: Exporter | None, reporter: Reporter) -> str 
                              what="removing an incomplete image", check=False, timeout=120)
         return host_id
     except Exception as exc:
+        if puller is not None:
+            try:
+                puller.wait()  # the pull stops when it stops; the loader must not start after close()
+            except BaseException:  # noqa: BLE001 - the first error is the one to report
+                pass
         loader.close()  # Ctrl-C does not wait for a load in progress: the next ship cleans up
         if not (isinstance(exc, DeployError) and exc.transient):
             remove_partials(conn, host.docker, staging)  # the verified blobs stay for the next attempt

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -22,7 +22,7 @@ from deployer import history
 from deployer.commands import load as ld
 from deployer.commands import ship as cmd
 from deployer.commands.layers import parse_content, parse_present, present_layers_argv
-from deployer.errors import DeployError, TransferError
+from deployer.errors import DeployError, SpecError, TransferError
 from deployer.facts import gather
 from deployer.fleet import Outcome, Unfinished, for_each_host
 from deployer.inventory.host import Host
@@ -34,12 +34,13 @@ from deployer.local.sizes import LayerSizes
 from deployer.ship import lock as locks
 from deployer.ship.conn import HostConn
 from deployer.ship.exports import ExportPool
-from deployer.ship.model import ShipOptions, ShipResult
+from deployer.ship.model import ORIGIN_MODES, ShipOptions, ShipResult
+from deployer.ship.origin import Origin, find_origin
 from deployer.ship.plan import ShipPlan, make_plan, name_layers, preflight
 from deployer.ship.progress import NullReporter, Reporter
 from deployer.ship.refs import split_ref
 from deployer.ship.registry import IncompletePull, Pusher
-from deployer.ship.route import Leg, run_registry, run_tarball
+from deployer.ship.route import Leg, OriginPullFailed, run_registry, run_tarball
 from deployer.ship.tarball import Counter, tag_and_verify
 from deployer.tarfmt import Descriptor
 
@@ -70,6 +71,8 @@ class Job:
             config_digest=self.image.config_digest,
             layers_total=len(self.image.diff_ids), layers_sent=self.counter.layers,
             bytes_sent=self.counter.sent, seconds=time.monotonic() - self.started, phases=phases,
+            origin=plan.origin if plan and self.host_id else None,
+            layers_from_origin=len(plan.from_origin) if plan and self.host_id else 0,
         )
 
 
@@ -83,10 +86,19 @@ def _oci_state(image: ImageInfo, state: cmd.ImageState, named: dict[str, Descrip
     return cmd.ImageState(state.ref_id, state.ids | {expected}) if state.ref_id == expected else state
 
 
+def _origin_for(host: Host, options: ShipOptions, origin: Future[Origin | None] | None) -> Origin | None:
+    """The base's origin for HOST, unless it or the ship says never (deploy_origin_pull, --origin-pull)."""
+    mode = str(host.vars.get("deploy_origin_pull") or options.origin_pull)
+    if mode not in ORIGIN_MODES:
+        raise SpecError(f"{host.name}: deploy_origin_pull is {mode!r}", hint=f"use one of: {', '.join(ORIGIN_MODES)}")
+    return origin.result() if origin is not None and mode == "auto" else None
+
+
 def _observe(job: Job, options: ShipOptions, history_sizes: Sequence[int], reporter: Reporter,
-             take_lock: bool, sizes: LayerSizes) -> Job:
+             take_lock: bool, sizes: LayerSizes, origin: Future[Origin | None] | None = None) -> Job:
     """Connect, (lock,) gather facts and what the host has, plan and preflight."""
     host, image, conn = job.host, job.image, job.conn
+    base = _origin_for(host, options, origin)
     reporter.phase(host.name, "connecting")
     conn.connect()
     session = conn.session()
@@ -101,7 +113,8 @@ def _observe(job: Job, options: ShipOptions, history_sizes: Sequence[int], repor
     with ThreadPoolExecutor(max_workers=4, thread_name_prefix=f"observe-{host.name}") as pool:
         lock = pool.submit(locks.acquire, session, host.staging_dir, image.ref,
                            break_lock=options.break_lock) if take_lock else None
-        facts = pool.submit(gather, session, host, gpus=False)  # a ship needs no GPU facts
+        # a ship needs no GPU facts; whether the host reaches the base's registry, if there is one
+        facts = pool.submit(gather, session, host, gpus=False, origin=base.registry if base else "")
         state = pool.submit(session.run, cmd.image_state_argv(docker_argv, image.ref, image.config_digest),
                             timeout=60)
         present = pool.submit(session.run, present_layers_argv(docker_argv, host.staging_dir), check=False,
@@ -120,10 +133,10 @@ def _observe(job: Job, options: ShipOptions, history_sizes: Sequence[int], repor
         known = sizes.known() if any(d not in content for d in image.diff_ids) else {}
         image_state = _oci_state(image, image_state, name_layers(image.diff_ids, content, known))
         job.plan = make_plan(host, image, job.facts, image_state, have, history_sizes, options.via or host.via,
-                             options.codec, known_sizes=known, host_content=content)
+                             options.codec, known_sizes=known, host_content=content, origin=base)
     else:
         job.plan = make_plan(host, image, job.facts, image_state, have, history_sizes, options.via or host.via,
-                             options.codec)
+                             options.codec, origin=base)
     preflight(job.plan, job.facts, image.architecture)
     reporter.phase(host.name, "planned", job.plan.reason)
     return job
@@ -206,16 +219,27 @@ def ship_image(hosts: Sequence[Host], image_ref: str, options: ShipOptions | Non
     layer_history = history_sizes(client, image)
     jobs = {h.name: Job(h, HostConn(h, timeout=options.connect_timeout), image, record=options.record)
             for h in hosts}
+    background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="origin")
+    # the base's registry, looked up while the hosts are connected (a manifest read, for the containerd store)
+    origin = background.submit(find_origin, image, client) if options.origin_pull != "never" else None
     exports = ExportPool(image, options.level, expected=min(len(jobs), options.parallel), client=client,
                          head_start=_head_start(hosts, image, options, client))
     pusher = Pusher(image, client)
     sizes = LayerSizes(image, client)
 
+    def again(job: Job, why: str, options: ShipOptions, base: Future[Origin | None] | None) -> None:
+        """Plan the host once more (the lock is still ours) and send what it still lacks."""
+        reporter.note(job.host.name, why)
+        _observe(job, options, layer_history, reporter, take_lock=False, sizes=sizes, origin=base)
+        plan = job.plan
+        assert plan is not None and plan.codec is not None
+        _finish(job, pusher, exports.late(plan.codec.name, {image.diff_ids[i] for i in plan.missing}), reporter)
+
     def work(host: Host) -> ShipResult:
         job = jobs[host.name]
         reported = False  # every host reports to the export pool exactly once
         try:
-            _observe(job, options, layer_history, reporter, take_lock=True, sizes=sizes)
+            _observe(job, options, layer_history, reporter, take_lock=True, sizes=sizes, origin=origin)
             plan = job.plan
             assert plan is not None
             exporter = None
@@ -226,15 +250,14 @@ def ship_image(hosts: Sequence[Host], image_ref: str, options: ShipOptions | Non
                 exports.leave()
             try:
                 _finish(job, pusher, exporter, reporter)
+            except OriginPullFailed as exc:
+                again(job, f"{exc.reason}; sending the base layers instead", replace(options, origin_pull="never"),
+                      None)
             except IncompletePull as exc:
                 # the image is complete only with the layers' blobs: plan the host again as a
-                # tarball host (the lock is still ours) and send what its content store lacks
-                reporter.note(host.name, f"{exc.reason}; sending the image as a tarball instead")
-                _observe(job, replace(options, via="tarball"), layer_history, reporter, take_lock=False, sizes=sizes)
-                plan = job.plan
-                assert plan is not None and plan.codec is not None
-                _finish(job, pusher, exports.late(plan.codec.name, {image.diff_ids[i] for i in plan.missing}),
-                        reporter)
+                # tarball host and send what its content store lacks
+                again(job, f"{exc.reason}; sending the image as a tarball instead", replace(options, via="tarball"),
+                      origin)
                 if job.host_id != exc.image_id:  # the incomplete pull, unless a container still uses it
                     job.conn.run(cmd.remove_image_argv(host.docker, exc.image_id), what="removing an incomplete image",
                                  check=False, timeout=60)
@@ -264,6 +287,7 @@ def ship_image(hosts: Sequence[Host], image_ref: str, options: ShipOptions | Non
         for job in jobs.values():
             _release(job)
         exports.close()
+        background.shutdown(wait=False, cancel_futures=True)
 
 
 def _head_start(hosts: Sequence[Host], image: ImageInfo, options: ShipOptions,
@@ -296,11 +320,15 @@ def plan_ship(hosts: Sequence[Host], image_ref: str, options: ShipOptions | None
     image = replace(inspect(image_ref, client), ref=image_ref)
     layer_history = history_sizes(client, image)
     sizes = LayerSizes(image, client)
+    origin: Future[Origin | None] | None = None
+    if options.origin_pull != "never":
+        origin = Future()
+        origin.set_result(find_origin(image, client))
 
     def one(host: Host) -> ShipPlan:
         job = Job(host, HostConn(host, timeout=options.connect_timeout), image)
         try:
-            _observe(job, options, layer_history, NullReporter(), take_lock=False, sizes=sizes)
+            _observe(job, options, layer_history, NullReporter(), take_lock=False, sizes=sizes, origin=origin)
             assert job.plan is not None
             return job.plan
         finally:

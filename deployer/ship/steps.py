@@ -50,6 +50,13 @@ def install(docker: tuple[str, ...], staging: str, image_id: str, loaded_id: str
                                 cmd.blob_dir(staging), blobs, mode, blocks, files, records, preview=preview), HEAD)
 
 
+def origin_pull(docker: tuple[str, ...], ref: str) -> Step:
+    """The host pulls the image's base from the registry it came from (by digest), while the
+    layers above it are sent; the loads wait for it."""
+    return Step(f"docker pull {ref}", cmd.origin_pull_argv(docker, ref),
+                "alongside the sends; if it fails, the base layers are sent instead")
+
+
 def pull(docker: tuple[str, ...], remote_ref: str) -> Step:
     return Step(f"docker pull {remote_ref}", cmd.pull_argv(docker, remote_ref))
 
@@ -93,7 +100,8 @@ def transfer_steps(plan: ShipPlan, host: Host) -> list[Step]:
     assert plan.codec is not None
     codec = plan.codec.name
     mode = codec if plan.codec.host_decompress else "link"
-    steps = [prepare(staging)]
+    steps = [origin_pull(docker, plan.origin)] if plan.origin else []
+    steps.append(prepare(staging))
     files: list[ld.LoadFile] = []
     for i in plan.missing:
         digest = blob_placeholder(codec, i)
