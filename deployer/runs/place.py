@@ -159,19 +159,30 @@ def place_and_start(hosts: list[Host], prepared: Mapping[str, Prepared], *, para
     say = reporter or (lambda _h, _m: None)
     by_name = {h.name: h for h in hosts}
     skip: dict[str, set[str]] = {}  # uuids other placements hold, per host
+    unfit: dict[str, str] = {}  # hosts that lack the image, and why
     token = uuid.uuid4().hex
     owner = _owner(token)
     picked: Choice | dict[str, str] = {}
-    for _ in range(ATTEMPTS):
+    races = 0
+    while races < ATTEMPTS:
         seen = statuses.gather(hosts, parallel=parallel, timeout=timeout)
-        picked = choose([candidate(hs, busy, frozenset(skip.get(hs.host, ()))) for hs in seen], want)
+        picked = choose([Candidate(hs.host, unfit[hs.host]) if hs.host in unfit
+                         else candidate(hs, busy, frozenset(skip.get(hs.host, ()))) for hs in seen], want)
         if not isinstance(picked, Choice):
             break
         host = by_name[picked.host]
+        image = prepared[host.name].spec.image
         with connect_retrying(host, timeout=timeout) as session:
+            found = session.run(cmd.image_inspect_argv(host.docker, image), check=False)
+            if not found.ok:
+                unfit[host.name] = (f"image {image} is not on this host (deploy ship --host {host.name} --image {image})"
+                                    if "no such" in found.stderr.lower() else
+                                    f"cannot inspect image {image}: {found.stderr_tail(1).strip() or found.exited}")
+                continue
             held = _lock(session, host, picked.uuids, token, owner)
             if held is not None:
                 skip.setdefault(host.name, set()).add(held)
+                races += 1
                 continue
             try:
                 # Looked at again while locked: a placement that started its container and released
@@ -180,6 +191,7 @@ def place_and_start(hosts: list[Host], prepared: Mapping[str, Prepared], *, para
                 taken = [g.uuid for g in now.gpu_use if g.uuid in picked.uuids and not g.free]
                 if taken or now.error:
                     skip.setdefault(host.name, set()).update(taken)
+                    races += 1
                     continue
                 say(host.name, f"placed here: GPU {', '.join(map(str, picked.indexes))} "
                                f"({picked.free_before} free; best fit for {want})")

@@ -76,3 +76,23 @@ def test_placements_started_together_get_disjoint_gpus(deploy_cli: Any, testbed:
 def test_any_needs_a_gpu_count(deploy_cli: Any) -> None:
     code, _, err = deploy_cli("run", "--host", PAIR, "--image", BUSYBOX, "--any", "--gpus", "all")
     assert code == 2 and "--any places the container by how many GPUs" in err
+
+
+def test_a_host_without_the_image_is_passed_over(deploy_cli: Any, testbed: Any, names: list[str]) -> None:
+    # best fit would be gpu01 (2 GPUs) when it is idle, but only gpu02 has this image
+    ensure_image(testbed, "gpu02", BUSYBOX)
+    ref = f"place-it/only-gpu02:{unique('t').replace('rt-t-', '')}"
+    repo, tag = ref.split(":")
+    testbed.docker("gpu02").images.get(BUSYBOX).tag(repo, tag)
+    name = unique("img")
+    names.append(name)
+    try:
+        code, _, err = deploy_cli("run", "--host", PAIR, "--image", ref, "--name", name, "--any", "--gpus", "2",
+                                  "--", "sleep", "600")
+        assert code == 0, err
+        assert len(devices(testbed, "gpu02", name)) == 2
+        code, _, err = deploy_cli("run", "--host", "gpu01", "--image", ref, "--name", name + "-x", "--any",
+                                  "--gpus", "1")
+        assert code == 1 and f"image {ref} is not on this host" in err
+    finally:
+        testbed.docker("gpu02").images.remove(ref)
