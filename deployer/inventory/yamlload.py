@@ -212,4 +212,6 @@ def load(text: str, file: str) -> Document:
         raise InventoryError(f"malformed YAML: {exc}", file=file) from exc
     finally:
         loader.dispose()
+    # Nested mappings are built first: show the warnings in the order of the file.
+    loader.doc.warnings.sort(key=lambda w: int(w[len(file) + 1 :].split(":", 1)[0]))
     return loader.doc
