@@ -48,10 +48,14 @@ def compose(text: str, file: str) -> Document:
             )
         )
     if data.get("plugin"):
+        plugin = str(data["plugin"])
+        # Ansible skips a configuration of a plugin it lacks (a collection's), but runs its built-in ones.
+        builtin = plugin.removeprefix("ansible.builtin.") in ("constructed", "generator")
         raise NotYaml(
             InventoryError(
-                f"this configures the inventory plugin {str(data['plugin'])!r}; deployer reads only static "
-                "inventories (inventory plugin configurations are not supported)",
+                f"this configures the inventory plugin {plugin!r}; deployer reads only static inventories "
+                "(inventory plugin configurations are not supported)"
+                + (", so the groups and hosts Ansible's built-in plugin would add are missing" if builtin else ""),
                 file=file,
                 line=doc.line_of(data, "plugin"),
             ),
