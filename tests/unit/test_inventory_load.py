@@ -252,14 +252,17 @@ def test_the_error_shown_is_that_of_the_format_meant(tmp_path: Path) -> None:
 
 
 def test_directory_skips_what_no_format_reads(tmp_path: Path) -> None:
+    # Deliberate difference: ansible-core 2.19 keeps what a file added before it failed (its
+    # manager notes the missing rollback as a FUTURE fix); deployer skips the whole file.
     write(tmp_path, "inv/hosts.yml", "all:\n  hosts:\n    gpu01:\n")
     write(tmp_path, "inv/aws_ec2.yaml", "plugin: amazon.aws.aws_ec2\n")
     write(tmp_path, "inv/README", "Lab hosts live here.\n")
     write(tmp_path, "inv/broken.yml", "all:\n  hosts:\n    - gpu02\n")
+    write(tmp_path, "inv/late.yml", "all:\n  children:\n    gpus:\n      hosts:\n        gpu03:\n    bad:\n      hosts: [x]\n")
     inv = load(str(tmp_path / "inv"))
-    assert list(inv.hosts) == ["gpu01"]
+    assert list(inv.hosts) == ["gpu01"] and "gpus" not in inv.groups
     skipped = sorted(w.split(":")[0].rsplit("/", 1)[-1] for w in inv.warnings if "skipped this file" in w)
-    assert skipped == ["README", "aws_ec2.yaml", "broken.yml"]
+    assert skipped == ["README", "aws_ec2.yaml", "broken.yml", "late.yml"]
     # Nothing readable at all is still an error.
     write(tmp_path, "bad/README", "Lab hosts live here.\n")
     assert "no inventory file that can be read" in str(error_of(str(tmp_path / "bad")))
