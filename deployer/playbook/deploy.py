@@ -40,7 +40,7 @@ def render_all(playbook: Playbook, hosts: Sequence[Host]) -> dict[str, RenderedP
 
 
 def ship_hosts(playbook: Playbook, hosts: Sequence[Host]) -> list[Host]:
-    """Hosts with the playbook's ship.via / ship.registry applied over their inventory vars.
+    """Hosts with the playbook's ship.via / ship.registry / ship.origin_pull applied over their inventory vars.
 
     Precedence: `deploy ship --via` > the playbook's ship section > the inventory's deploy_via /
     deploy_registry > auto.
@@ -50,6 +50,8 @@ def ship_hosts(playbook: Playbook, hosts: Sequence[Host]) -> list[Host]:
         overrides["deploy_via"] = playbook.ship.via
     if playbook.ship.registry:
         overrides["deploy_registry"] = playbook.ship.registry
+    if playbook.ship.origin_pull:
+        overrides["deploy_origin_pull"] = playbook.ship.origin_pull
     if not overrides:
         return list(hosts)
     return [Host(name=h.name, vars={**h.vars, **overrides}, groups=h.groups) for h in hosts]

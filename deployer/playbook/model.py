@@ -12,9 +12,10 @@ TOP_KEYS = ("name", "hosts", "image", "ship", "run", "vars")
 IMAGE_KEYS = ("build", "ref")
 BUILD_KEYS = ("context", "dockerfile", "args", "target", "tag", "platform", "secrets", "ssh", "cache_from", "cache_to")
 SECRET_SOURCES = ("file", "env")
-SHIP_KEYS = ("via", "registry", "level")
+SHIP_KEYS = ("via", "registry", "level", "origin_pull")
 RUN_KEYS = OPTION_KEYS  # the fields of RunSpec, the one run-options model
 VIA_CHOICES = ("auto", "registry", "tarball")
+ORIGIN_MODES = ("auto", "never")  # as deployer.ship.model's (importing that package loads the shipper)
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ class ShipSpec:
     via: str | None = None  # None: the inventory's deploy_via, else auto
     registry: str | None = None  # None: the inventory's deploy_registry
     level: int | None = None  # zstd level; None: the shipper's default
+    origin_pull: str | None = None  # auto | never; None: the inventory's deploy_origin_pull, else auto
 
 
 @dataclass(frozen=True)

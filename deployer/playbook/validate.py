@@ -14,6 +14,7 @@ from deployer.playbook import buildopts, checks, templating
 from deployer.playbook.model import (
     BUILD_KEYS,
     IMAGE_KEYS,
+    ORIGIN_MODES,
     RUN_KEYS,
     SHIP_KEYS,
     TOP_KEYS,
@@ -276,7 +277,13 @@ def _ship(v: Validator, node: yaml.Node | None, vars_: dict[str, Any]) -> ShipSp
         level = scalar(nodes["level"]) if isinstance(nodes["level"], yaml.ScalarNode) else None
         if isinstance(level, bool) or not isinstance(level, int) or not 1 <= level <= 19:
             v.fail(nodes["level"], "ship.level", f"must be a zstd level from 1 to 19, got {_kind(nodes['level'])}")
-    return ShipSpec(via=via, registry=registry, level=level)
+    origin_pull = v.optional_string(nodes, "origin_pull", "ship")
+    if origin_pull is not None:
+        origin_pull = _render_static(v, nodes["origin_pull"], "ship.origin_pull", origin_pull, vars_)
+        if origin_pull not in ORIGIN_MODES:
+            v.fail(nodes["origin_pull"], "ship.origin_pull",
+                   f"must be one of {', '.join(ORIGIN_MODES)}, got {origin_pull!r}")
+    return ShipSpec(via=via, registry=registry, level=level, origin_pull=origin_pull)
 
 
 def _run(v: Validator, node: yaml.Node) -> tuple[RunSpec, str | None]:

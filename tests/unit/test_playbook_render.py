@@ -202,9 +202,11 @@ def test_deploy_steps_render_all_ship_hosts_and_specs() -> None:
     assert [names for _spec, names in same] == [["a", "c"], ["b"]]
     # The sample leaves the route to the inventory; a playbook ship section overrides it.
     assert ship_hosts(pb, hosts)[0].vars == hosts[0].vars
-    pinned = loads("name: job\nimage: {ref: b}\nship: {via: tarball, registry: 'r:5000', level: 9}\n", "/tmp/pb.yml")
+    pinned = loads("name: job\nimage: {ref: b}\nship: {via: tarball, registry: 'r:5000', level: 9, origin_pull: never}\n",
+                   "/tmp/pb.yml")
     shipped = ship_hosts(pinned, [host("gpu01", deploy_via="registry")])
     assert shipped[0].via == "tarball" and shipped[0].registry == "r:5000" and shipped[0].groups == ("gpus",)
+    assert shipped[0].vars["deploy_origin_pull"] == "never"
     assert (ship_level(pinned, None), ship_level(pinned, 1), ship_level(pb, None)) == (9, 1, 3)
 
 
