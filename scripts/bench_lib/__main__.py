@@ -6,7 +6,7 @@ Examples:
   scripts/bench --scenarios a,b --reps 1 --no-throttle
   scripts/bench --host-stores containerd --ws-store containerd   # one lane, ws switched for the run
 
-The single-host scenarios (a), (b), (d) run once per host image store: overlay2 (gpu02) and containerd
+The single-host scenarios (a), (b), (d), (e) run once per host image store: overlay2 (gpu02) and containerd
 (gpu01); (c) ships to gpu01, gpu02 and cpu01 at once. The workstation daemon's store is whatever it
 runs (`scripts/testbed up --ws-store ...`), or --ws-store switches it for the run and back afterwards.
 """
@@ -25,9 +25,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from . import account, hosts, image, machine, report, runner, snapshot, tools
+from . import account, dockerfile, hosts, image, machine, report, runner, snapshot, tools
 from .config import (
     HOST_STORES,
+    SCENARIOS,
     SMOKE_HOST_STORES,
     SMOKE_RATE,
     SMOKE_SIZE_GB,
@@ -50,7 +51,7 @@ def parse(argv: list[str]) -> BenchConfig:
     p.add_argument("--size-gb", type=float, default=1.0, help="image size in GB (default 1)")
     p.add_argument("--rate", default="200mbit", help="throttled uplink rate, tc syntax (default 200mbit)")
     p.add_argument("--reps", type=int, default=3, help="repetitions per row; the median counts (default 3)")
-    p.add_argument("--scenarios", default="a,b,c,d", help="subset of a,b,c,d (default all)")
+    p.add_argument("--scenarios", default=",".join(SCENARIOS), help=f"subset of {','.join(SCENARIOS)} (default all)")
     p.add_argument("--host-stores", default=None,
                    help=f"host image stores for (a), (b), (d), subset of {','.join(HOST_STORES)} "
                    f"(default all; --smoke: {','.join(SMOKE_HOST_STORES)})")
@@ -133,7 +134,7 @@ def _main(cfg: BenchConfig, argv: list[str]) -> int:
     if not hosts.registry_route_ok():
         log("warning: cannot reach the workstation daemon's push metadata; registry pushes may reuse blobs")
     v1, v2 = image.build_pair(cfg.size_bytes, log, rebuild=cfg.rebuild)
-    pair = image.inspect_pair(v1, v2)
+    pair = image.inspect_pair(v1, v2, dockerfile.base_ref(cfg.size_bytes))
     log(f"image {pair.v1.ref} (config {pair.v1.config_digest[:19]}): {pair.v1.size / 1e6:.1f} MB raw, {pair.v1.zstd_size / 1e6:.1f} MB zstd; "
         f"code layer {pair.code_layer.size / 1e6:.2f} MB raw, {pair.code_layer.zstd_size / 1e6:.2f} MB zstd; "
         f"docker save writes {pair.v1.saved_size / 1e6:.1f} MB of layers")

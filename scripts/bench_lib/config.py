@@ -14,13 +14,16 @@ UPLINK_IF = "dtb-uplink"
 REGISTRY = "10.213.0.5:5000"
 ADDRESSES = {"gpu01": "10.213.0.11", "gpu02": "10.213.0.12", "airgap01": "10.213.0.13", "cpu01": "10.213.0.14"}
 
-SCENARIOS = ("a", "b", "c", "d")
+SCENARIOS = ("a", "b", "c", "d", "e")
 SCENARIO_TITLES = {
     "a": "first ship, host has no layers",
     "b": "re-ship after a code-only change",
     "c": "three hosts at once",
     "d": "first ship over the registry route",
+    "e": "first ship, base at its origin registry",
 }
+# (e): the image's base (every layer but the code layer) sits in the testbed's registry, playing
+# the public origin the workstation pulled it from; the host lacks it but reaches that registry.
 # The single-host scenarios (a), (b), (d) run once per host image store ("lane"), each on a Docker 28
 # host that reaches the registry (so every tool can serve it): gpu02 keeps the classic overlay2 store,
 # gpu01 the containerd image store. (c) ships to three connected hosts of mixed stores at once
@@ -92,7 +95,7 @@ def parse_scenarios(text: str) -> tuple[str, ...]:
     wanted = {s.strip().lower() for s in text.split(",") if s.strip()}
     unknown = sorted(wanted - set(SCENARIOS))
     if unknown or not wanted:
-        raise ValueError(f"unknown scenario(s) {','.join(unknown) or '(none)'}: choose from a,b,c,d")
+        raise ValueError(f"unknown scenario(s) {','.join(unknown) or '(none)'}: choose from {','.join(SCENARIOS)}")
     return tuple(s for s in SCENARIOS if s in wanted)
 
 

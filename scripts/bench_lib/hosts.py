@@ -129,7 +129,7 @@ def throttle(rate: str | None, force: bool = False) -> None:
     _throttled[0] = rate
 
 
-def forget_pushes(image_ids: list[str]) -> int:
+def forget_pushes(image_ids: list[str], keep: frozenset[str] = frozenset()) -> int:
     """Make the workstation daemon forget which registry repos already hold these layers.
 
     dockerd remembers every blob it pushed and, on the next push to any repo of that registry,
@@ -138,16 +138,19 @@ def forget_pushes(image_ids: list[str]) -> int:
     read on every push, so deleting our layers' entries makes the next push a real one. On the
     containerd store it is a `containerd.io/distribution.source.<registry>` label on each content blob
     (layers by diff id, their compressed variants, config, manifests), which the push turns into a
-    cross-repo mount: those labels are removed. Returns entries removed.
+    cross-repo mount: those labels are removed. Layers whose diff id is in KEEP are left alone.
+    Returns entries removed.
     """
     cli = docker.from_env(timeout=120)
     info = cli.info()
     if digests.store_of(info) == "containerd":
-        return _forget_content_sources(cli, info, image_ids)
+        return _forget_content_sources(cli, info, image_ids, keep)
     dist = Path(info["DockerRootDir"]) / "image" / info["Driver"] / "distribution"
     removed = 0
     for image in image_ids:
         for diff_id in cli.images.get(image).attrs["RootFS"]["Layers"]:
+            if diff_id in keep:
+                continue
             algo, hexid = diff_id.split(":", 1)
             f = dist / "v2metadata-by-diffid" / algo / hexid
             if f.exists():
@@ -182,7 +185,8 @@ def parse_content_ls(text: str) -> dict[str, dict[str, str]]:
     return out
 
 
-def _forget_content_sources(cli: docker.DockerClient, info: dict, image_ids: list[str]) -> int:
+def _forget_content_sources(cli: docker.DockerClient, info: dict, image_ids: list[str],
+                            keep: frozenset[str] = frozenset()) -> int:
     address = (info.get("Containerd") or {}).get("Address")
     namespace = ((info.get("Containerd") or {}).get("Namespaces") or {}).get("Containers") or "moby"
     if not address:
@@ -207,6 +211,8 @@ def _forget_content_sources(cli: docker.DockerClient, info: dict, image_ids: lis
     removed = 0
     for digest, labels in content.items():
         if digest not in ours and labels.get("containerd.io/uncompressed") not in ours:
+            continue
+        if digest in keep or labels.get("containerd.io/uncompressed") in keep:
             continue
         keys = [k for k in labels if k.startswith(SOURCE_LABEL)]
         if keys:

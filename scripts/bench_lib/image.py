@@ -56,6 +56,11 @@ class ImageInfo:
 class ImagePair:
     v1: ImageInfo
     v2: ImageInfo
+    base_ref: str = ""  # the base both are built on (every layer but the code layer)
+
+    @property
+    def base_tag(self) -> str:
+        return self.base_ref.rsplit(":", 1)[-1]
 
     @property
     def code_layer(self) -> LayerStat:
@@ -190,7 +195,7 @@ def _config(ref: str) -> dict[str, Any]:
     return {"rootfs": {"diff_ids": attrs["RootFS"]["Layers"]}}
 
 
-def inspect_pair(v1: str, v2: str) -> ImagePair:
+def inspect_pair(v1: str, v2: str, base: str = "") -> ImagePair:
     """Ids and per-layer sizes (raw and zstd) of both versions."""
     cli = client()
     infos = []
@@ -199,7 +204,7 @@ def inspect_pair(v1: str, v2: str) -> ImagePair:
         if got is None:
             raise RuntimeError(f"{ref} vanished from the workstation daemon")
         infos.append(ImageInfo(ref, got[0], _layer_stats(ref), got[1]))
-    pair = ImagePair(*infos)
+    pair = ImagePair(*infos, base_ref=base)
     ids1, ids2 = [x.diff_id for x in pair.v1.layers], [x.diff_id for x in pair.v2.layers]
     if ids1[:-1] != ids2[:-1] or ids1[-1] == ids2[-1]:
         raise RuntimeError(f"{v1} and {v2} must differ in their top layer only; rebuild with --rebuild")

@@ -121,7 +121,7 @@ def rows(samples: Sequence[Any]) -> list[Row]:
 def best_baseline(med: dict[Key, dict[str, Any]], ws: str, lane: str, scenario: str,
                   rate: str | None) -> Key | None:
     """The fastest baseline in this lane, scenario and uplink; (d) also competes with (a)'s baselines."""
-    pool = [scenario] + (["a"] if scenario == "d" else [])
+    pool = [scenario] + (["a"] if scenario in ("d", "e") else [])
     cands = [(m["seconds"], k) for k, m in med.items()
              if k[:2] == (ws, lane) and k[2] in pool and k[3] == rate and k[4] in tools.BASELINES
              and m["seconds"] is not None]
@@ -178,7 +178,17 @@ def targets(rows_: Sequence[Row], code_zstd: int, image_bytes: int) -> list[dict
                 out.append(_target(f"(c) {tag}{where}: image crosses the uplink once for 3 hosts (relay)",
                                    round(times, 2), 1.0, times < 1.5,
                                    f"3 hosts cost {times:.2f}x the uplink bytes of 1 host ({a1.host_store or 'a'})"))
-    rss = [r.peak_rss for r in rows_ if r.tool in (tools.DEPLOYER, tools.DEPLOYER_REGISTRY) and r.peak_rss]
+    for ws, lane in lanes:
+        for rate in rates:
+            e, today = _row(rows_, ws, lane, "e", rate, tools.DEPLOYER_ORIGIN), _row(rows_, ws, lane, "e", rate, tools.DEPLOYER)
+            if e:
+                tag = f"{rate or 'unthrottled'}, {lane_label(ws, lane)}"
+                measured = e.wire_bytes
+                vs = f"; today's tarball route {_fmt_bytes(today.wire_bytes)} MB in {_fmt(today.seconds)} s" if today else ""
+                out.append(_target(f"(e) {tag}: uplink bytes <= 1.1 x the app's own layers zstd ({code_zstd} B) + 1 MB",
+                                   measured, round(limit), measured is not None and measured <= limit,
+                                   f"{_fmt(e.seconds)} s, {e.ratio and round(e.ratio, 2)}x {e.best_baseline}{vs}"))
+    rss = [r.peak_rss for r in rows_ if r.tool in tools.DEPLOYERS and r.peak_rss]
     if rss:
         gb = image_bytes / 1e9
         out.append(_target(f"deployer peak RSS < 200 MiB (image {gb:.2f} GB"

@@ -8,14 +8,16 @@ from pathlib import Path
 
 from .config import ADDRESSES, KEY, KNOWN_HOSTS, REGISTRY, ZSTD_LEVEL
 
-DEPLOYER = "deployer"
+DEPLOYER = "deployer"  # the tarball route, every layer the host lacks over SSH (--origin-pull never)
+DEPLOYER_ORIGIN = "deployer+origin"  # the same, with the host pulling the base from its origin registry
 DEPLOYER_REGISTRY = "deployer-registry"
 GZIP = "save|gzip|ssh"
 ZSTD = "save|zstd|ssh"
 RAW = "save|ssh"
 PUSH_PULL = "push+pull"
 BASELINES = (GZIP, ZSTD, RAW, PUSH_PULL)
-TOOLS = (DEPLOYER, DEPLOYER_REGISTRY, *BASELINES)
+TOOLS = (DEPLOYER, DEPLOYER_ORIGIN, DEPLOYER_REGISTRY, *BASELINES)
+DEPLOYERS = (DEPLOYER, DEPLOYER_ORIGIN, DEPLOYER_REGISTRY)
 # Tools that go through the registry: their pushes need fresh repos (see hosts.forget_pushes).
 REGISTRY_TOOLS = (DEPLOYER_REGISTRY, PUSH_PULL)
 
@@ -25,6 +27,8 @@ def tools_for(scenario: str) -> tuple[str, ...]:
     other baselines of (a) are not repeated, the report compares (d) with them too."""
     if scenario == "d":
         return (DEPLOYER_REGISTRY, PUSH_PULL)
+    if scenario == "e":  # the origin pull against today's tarball route and the registry (which holds the base)
+        return (DEPLOYER_ORIGIN, DEPLOYER, PUSH_PULL)
     return (DEPLOYER, *BASELINES)
 
 
@@ -88,12 +92,14 @@ def baseline_script(ship: Ship) -> str:
 
 def argv(ship: Ship, deploy: Path, inventory: Path) -> list[str]:
     """The full argv of a timed step."""
-    if ship.tool in (DEPLOYER, DEPLOYER_REGISTRY):
-        via = "tarball" if ship.tool == DEPLOYER else "registry"
+    if ship.tool in DEPLOYERS:
+        via = "registry" if ship.tool == DEPLOYER_REGISTRY else "tarball"
         out = [str(deploy), "-i", str(inventory), "ship", "--host", ",".join(ship.hosts),
                "--image", ship.ref, "--via", via, "--json"]
         if via == "tarball":
             out += ["--level", str(ZSTD_LEVEL)]
+        if ship.tool == DEPLOYER:  # a bench base pushed for (e) has a repo digest from then on
+            out += ["--origin-pull", "never"]
         if len(ship.hosts) > 1:
             out += ["--parallel", str(len(ship.hosts))]
         return out

@@ -21,9 +21,9 @@ def test_rate_bits_and_errors() -> None:
 
 
 def test_parse_scenarios_canonical_order_and_unknown() -> None:
-    assert config.parse_scenarios("d, a") == ("a", "d")
-    with pytest.raises(ValueError, match=r"unknown scenario.*e"):
-        config.parse_scenarios("a,e")
+    assert config.parse_scenarios("e, d, a") == ("a", "d", "e")
+    with pytest.raises(ValueError, match=r"unknown scenario.*f"):
+        config.parse_scenarios("a,f")
 
 
 def test_host_store_lanes() -> None:
@@ -111,7 +111,10 @@ def test_deployer_argv() -> None:
     from pathlib import Path
     one = tools.argv(tools.Ship(tools.DEPLOYER, "img:v1", ("gpu01",), "x"), Path("/v/deploy"), Path("inv.yml"))
     assert one == ["/v/deploy", "-i", "inv.yml", "ship", "--host", "gpu01", "--image", "img:v1",
-                   "--via", "tarball", "--json", "--level", "3"]
+                   "--via", "tarball", "--json", "--level", "3", "--origin-pull", "never"]
+    origin = tools.argv(tools.Ship(tools.DEPLOYER_ORIGIN, "img:v1", ("gpu01",), "x"), Path("/v/deploy"), Path("inv.yml"))
+    assert origin == one[:-2]  # the default: the host pulls the base from its origin registry
+    assert tools.tools_for("e") == (tools.DEPLOYER_ORIGIN, tools.DEPLOYER, tools.PUSH_PULL)
     many = tools.argv(tools.Ship(tools.DEPLOYER_REGISTRY, "img:v1", ("gpu01", "cpu01"), "x"),
                       Path("/v/deploy"), Path("inv.yml"))
     assert many[5:] == ["gpu01,cpu01", "--image", "img:v1", "--via", "registry", "--json", "--parallel", "2"]
@@ -152,6 +155,21 @@ def test_rows_median_time_least_bytes_and_ratios() -> None:
     # (d) competes with (a)'s baselines too.
     assert rows[("d", tools.DEPLOYER_REGISTRY)].ratio == 2.0
     assert rows[("d", tools.DEPLOYER_REGISTRY)].best_baseline == f"{tools.ZSTD} (a)"
+
+
+def test_the_origin_target_and_its_comparison() -> None:
+    ws, lane = "overlay2", "overlay2"
+
+    def s(tool: str, seconds: float, wire: int, scenario: str = "e") -> S:
+        return S(scenario, "200mbit", tool, True, seconds, wire, host_store=lane, ws_store=ws)
+
+    rows = report.rows([s(tools.DEPLOYER_ORIGIN, 2.0, 900_000), s(tools.DEPLOYER, 20.0, 300_000_000),
+                        s(tools.PUSH_PULL, 4.0, 950_000), s(tools.ZSTD, 19.0, 300_000_000, "a")])
+    by_tool = {r.tool: r for r in rows if r.scenario == "e"}
+    assert by_tool[tools.DEPLOYER_ORIGIN].best_baseline == tools.PUSH_PULL and by_tool[tools.DEPLOYER_ORIGIN].ratio == 0.5
+    [target] = [t for t in report.targets(rows, 100_000, 10**9) if t["target"].startswith("(e)")]
+    assert target["measured"] == 900_000 and target["met"] is True and target["limit"] == round(1.1 * 100_000 + report.MB)
+    assert "today's tarball route 300.0 MB in 20.00 s" in target["note"]
 
 
 def test_phases_are_the_median_of_the_slowest_host_per_phase() -> None:
