@@ -263,7 +263,6 @@ def _legacy(spec: BuildSpec, revision: GitRevision | None, platforms: tuple[str,
     if wanted:
         raise LocalError(f"image.build uses {', '.join(wanted)}, which need BuildKit, and the docker CLI has no buildx "
                          "plugin", hint=LEGACY_HINT)
-    LOG.warning("docker buildx is not installed: building with the legacy builder (no BuildKit features)")
     reader = StreamReader(on_line)
     with translated(f"building {spec.context}", hint="check that the local Docker daemon is running (`docker info`)"):
         stream = client.api.build(

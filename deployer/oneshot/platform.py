@@ -74,7 +74,7 @@ def choose(wanted: Sequence[str], host_arches: Mapping[str, str | None],
         reason = f"for {platform}, the architecture of {_names(hosts)}"
     else:
         platforms = ()
-        reason = "for the workstation's platform (no host's architecture is known)"
+        reason = "for this workstation's platform" + (" (no host's architecture is known)" if unknown else "")
     if unknown:
         warnings.append(f"architecture unknown for {', '.join(unknown)}: "
                         + (f"building {', '.join(platforms)} for them too" if platforms else "they may not run the image"))
