@@ -245,7 +245,13 @@ def _buildkit(spec: BuildSpec, revision: GitRevision | None, platforms: tuple[st
         LOG.debug("running %s", " ".join(argv))
         code = buildx.run(argv, line)
         if code != 0:
-            raise LocalError(log.failure_text(), hint="fix the Dockerfile or the build context, then run `deploy build` again")
+            text = log.failure_text()
+            hint = "fix the Dockerfile or the build context, then run `deploy build` again"
+            if spec.cache_to and "cache export is not supported" in text.lower():
+                hint = ("image.build.cache_to: the default (docker) builder exports a cache only on the containerd "
+                        "image store; turn that on, or use a docker-container builder "
+                        "(docker buildx create --use --driver docker-container)")
+            raise LocalError(text, hint=hint)
     with translated(f"reading the built image {tags[0]}",
                     hint="docker buildx and deployer talk to different Docker daemons: check `docker context ls` "
                          "and DOCKER_HOST"):

@@ -124,6 +124,8 @@ class BuildLog:
             self.location = self.location or f"{m.group(1).rsplit('/', 1)[-1]}:{m.group(2)}"
         if m := _FINAL.match(line):
             self.final_error = m.group(1).strip()
+        elif self.final_error is not None and line.strip():  # buildx explains on the lines after its ERROR
+            self.final_error += " " + line.strip()
         if m := _LEGACY_STEP.match(line):  # the legacy builder: "Step 2/5 : RUN ..."
             events = []
             if self._legacy is not None and not self._legacy.done:

@@ -218,3 +218,40 @@ def test_a_missing_secret_is_refused_before_building(testbed: Testbed, project: 
     assert proc.returncode == 1
     assert "error: build secret hf_token: the environment variable DEPLOYER_TEST_HF_TOKEN is not set" in proc.stderr
     assert "[1/" not in proc.stderr  # nothing was built
+
+
+def test_cache_to_and_from_the_playbooks_registry(testbed: Testbed, tmp_path: Path) -> None:
+    """cache_to/cache_from as registry refs (the playbook's ship.registry): exported and imported on the containerd
+    image store; the default builder on the classic store cannot export one, and says what to do."""
+    name = f"bkcache-{uuid.uuid4().hex[:8]}"
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "Dockerfile").write_text(f"FROM deployer-testbed/busybox:latest\nRUN echo {name} > /id\n")
+    book = tmp_path / "job.yml"
+    book.write_text(f"name: {name}\nimage:\n  build:\n    context: app\n    cache_from: {name}:buildcache\n"
+                    f"    cache_to: {name}:buildcache\nship: {{registry: '{testbed.registry}'}}\n")
+    env = {**testbed.env(), "DEPLOYER_CACHE_DIR": str(tmp_path / "cache")}
+    try:
+        proc = subprocess.run([*_deploy_argv(), "-v", "build", "-p", str(book)], capture_output=True, text=True,
+                              timeout=300, env=env, cwd=str(tmp_path), check=False)
+        cache_ref = f"{testbed.registry}/{name}:buildcache"
+        assert f"--cache-to type=registry,ref={cache_ref},mode=max" in proc.stderr  # -v logs the argv
+        if testbed.ws_store == "overlay2":
+            assert proc.returncode == 1
+            assert "Cache export is not supported for the docker driver" in proc.stderr
+            assert "turn on the containerd image store" in proc.stderr and "docker-container" in proc.stderr
+            return
+        assert proc.returncode == 0, proc.stderr
+        import urllib.request
+
+        request = urllib.request.Request(f"http://{testbed.registry}/v2/{name}/manifests/buildcache", method="HEAD",
+                                         headers={"Accept": "application/vnd.oci.image.index.v1+json"})
+        with urllib.request.urlopen(request, timeout=10) as answer:  # the exported cache is in the registry
+            assert answer.status == 200
+        again = subprocess.run([*_deploy_argv(), "-v", "build", "-p", str(book)], capture_output=True, text=True,
+                               timeout=300, env=env, cwd=str(tmp_path), check=False)
+        assert again.returncode == 0, again.stderr
+        assert f"importing cache manifest from {cache_ref}" in again.stderr
+    finally:
+        ws = testbed.docker("ws")
+        for image in ws.images.list(name=name):
+            ws.images.remove(image.id, force=True)

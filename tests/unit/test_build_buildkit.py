@@ -160,6 +160,17 @@ def test_failure_names_the_step_its_error_and_output() -> None:
                                     "parse error on line 2: unknown instruction: RUNN (did you mean RUN?)")
 
 
+def test_an_error_without_a_step_keeps_buildxs_explanation() -> None:
+    log = read("#0 building with \"default\" instance using docker driver\n\n"
+               "ERROR: failed to build: Cache export is not supported for the docker driver.\n"
+               "Switch to a different driver, or turn on the containerd image store, and try again.\n"
+               "Learn more at https://docs.docker.com/go/build-cache-backends/\n")
+    assert log.failure_text() == (
+        "image build failed: failed to build: Cache export is not supported for the docker driver. Switch to a "
+        "different driver, or turn on the containerd image store, and try again. Learn more at "
+        "https://docs.docker.com/go/build-cache-backends/")
+
+
 def test_legacy_builder_lines_are_steps_too() -> None:
     log = read("Step 1/3 : FROM busybox\n ---> abc\nStep 2/3 : RUN echo hi\n ---> Running in 1f\nhi\n"
                "Removing intermediate container 1f\nStep 3/3 : CMD x\nSuccessfully built 0123456789ab\n")
