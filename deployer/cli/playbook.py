@@ -192,7 +192,9 @@ def _image_json(playbook: Any) -> dict[str, Any]:
     if build is None:
         return {"ref": playbook.image.ref}
     return {"build": {"context": build.context, "dockerfile": build.dockerfile, "args": dict(build.args),
-                      "target": build.target, "tag": build.tag}}
+                      "target": build.target, "tag": build.tag, "platform": list(build.platform),
+                      "secrets": {s.id: {s.source: s.value} for s in build.secrets}, "ssh": build.ssh,
+                      "cache_from": list(build.cache_from), "cache_to": list(build.cache_to)}}
 
 
 def _rendered_json(r: Any) -> dict[str, Any]:

@@ -317,3 +317,17 @@ def test_ship_playbook_refuses_hosts_of_two_architectures_before_building(tmp_pa
         deploy(prepared, say=said.append, on_line=said.append, client=client,
                arches=lambda hs: {"gpu01": "x86_64", "gh200": "aarch64"})
     assert built == [] and not any(s.startswith("building") for s in said)
+
+
+def test_playbook_check_shows_the_buildkit_keys(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from deployer.cli import main
+
+    (tmp_path / "Dockerfile").write_text("FROM scratch\n")
+    (tmp_path / "job.yml").write_text("name: job\nimage:\n  build:\n    context: .\n    platform: linux/arm64\n"
+                                      "    secrets: {hf: {env: HF_TOKEN}}\n    ssh: true\n")
+    assert main(["playbook", "check", "-p", str(tmp_path / "job.yml"), "--no-hosts", "--json"]) == 0
+    build = json.loads(capsys.readouterr().out)["image"]["build"]
+    assert build["platform"] == ["linux/arm64"] and build["secrets"] == {"hf": {"env": "HF_TOKEN"}}
+    assert build["ssh"] is True and build["cache_from"] == [] and build["cache_to"] == []
