@@ -31,11 +31,11 @@ def fleet(testbed: Any, tmp_path: Path) -> Iterator[dict[str, Any]]:
     ws = testbed.docker("ws")
     refs = [f"{repo}:v{i}" for i in range(1, 5)]
     names: list[str] = []
-    for ref in refs:
-        build_random(ws, ref, [4096])
-        code, _, err = deploy(env, "ship", "--host", HOST, "--image", ref, "--via", "tarball", "--json")
-        assert code == 0, err
     try:
+        for ref in refs:
+            build_random(ws, ref, [4096])
+            code, _, err = deploy(env, "ship", "--host", HOST, "--image", ref, "--via", "tarball", "--json")
+            assert code == 0, err
         yield {"env": env, "repo": repo, "refs": refs, "names": names, "staging": os.path.realpath(staging)}
     finally:
         remove_containers(testbed, names, hosts=(HOST,))
