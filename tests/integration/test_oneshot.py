@@ -301,6 +301,11 @@ def test_demo_runs_clean(testbed: Testbed) -> None:
     assert "gpu01\tok\tregistry\t" in out and "airgap01\tok\ttarball\t" in out
     assert out.count("done: wrote 3 lines to /data/sample.log") >= 3
     assert "edited by scripts/demo at" in out and "-dirty" in out
+    # the build's output is a few compact lines: one per Dockerfile step (BuildKit), not the builder's log
+    build = out[out.index("\nbuilding sample from"):out.index("\nshipping sample:")].strip().splitlines()
+    steps = [ln for ln in build if ln.startswith("  [")]
+    assert len(build) <= 6 and 1 <= len(steps) <= 3 and build[-1].startswith("built sample:"), build
+    assert "#1 " not in out and "legacy builder" not in out
     reship = out[out.index("== 6."):]
     assert "gpu01\tok\tregistry\t1/2\t" in reship and "airgap01\tok\ttarball\t1/2\t" in reship
     assert "Traceback" not in out and "error:" not in out
