@@ -6,11 +6,11 @@ prints sections `@@deployer NAME` ... `@@rc N`; parse_probe() turns them into Ho
 """
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from deployer.commands.sections import json_object
 from deployer.inventory.host import Host
 
 MARK = "@@deployer "
@@ -165,17 +165,6 @@ def split_sections(stdout: str) -> dict[str, tuple[str, int | None]]:
     return out
 
 
-def _json_object(text: str) -> dict[str, Any] | None:
-    for line in text.splitlines():
-        line = line.strip()
-        if line.startswith("{"):
-            try:
-                value = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(value, dict):
-                return value
-    return None
 
 
 def _non_json(text: str) -> str:
@@ -194,8 +183,8 @@ def image_store(info: dict[str, Any]) -> str:
 def parse_docker(version_text: str, version_rc: int | None, info_text: str, info_rc: int | None,
                  gpu_tools: tuple[str, ...]) -> tuple[DockerFacts | None, str | None, str | None]:
     """(DockerFacts or None, error text, client version) from `docker version`/`docker info` JSON."""
-    version = _json_object(version_text) or {}
-    info = _json_object(info_text) or {}
+    version = json_object(version_text) or {}
+    info = json_object(info_text) or {}
     client = (version.get("Client") or {}).get("Version")
     server = version.get("Server") or {}
     if version_rc != 0 or not server or not info:

@@ -13,7 +13,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-_SECTION = "--- deployer:"
+from deployer.commands import sections
+
+_SECTION = sections.MARKER
 
 # $1 staging dir, then the docker command. Never fails: a missing part is an empty section.
 _INVENTORY = (
@@ -90,15 +92,7 @@ def parse_human_size(text: str) -> int | None:
 
 
 def _sections(stdout: str) -> dict[str, list[str]]:
-    parts: dict[str, list[str]] = {}
-    current = None
-    for line in stdout.splitlines():
-        if line.startswith(_SECTION):
-            current = line[len(_SECTION):].strip()
-            parts[current] = []
-        elif current is not None and line.strip():
-            parts[current].append(line)
-    return parts
+    return {k: [line for line in v if line.strip()] for k, v in sections.split(stdout).items()}
 
 
 def _objects(lines: Sequence[str]) -> list[dict[str, Any]]:

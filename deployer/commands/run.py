@@ -12,11 +12,13 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
+from deployer.commands import sections
+
 MANAGED = "deployer.managed"
 MANAGED_FILTER = f"label={MANAGED}=true"
 GPU_QUERY = "index,name,uuid,memory.total,memory.used,utilization.gpu"
 _ZERO_TIME = "0001-01-01T00:00:00Z"
-_SECTION = "--- deployer:"
+_SECTION = sections.MARKER
 
 Docker = Sequence[str]
 
@@ -154,15 +156,7 @@ def status_argv(docker: Docker) -> tuple[str, ...]:
 
 def status_sections(stdout: str) -> dict[str, str]:
     """status_argv's output by section: containers, gpus, engine, disk (missing ones are absent)."""
-    parts: dict[str, list[str]] = {}
-    current = None
-    for line in stdout.splitlines():
-        if line.startswith(_SECTION):
-            current = line[len(_SECTION):].strip()
-            parts[current] = []
-        elif current is not None:
-            parts[current].append(line)
-    return {k: "\n".join(v) for k, v in parts.items()}
+    return {k: "\n".join(v) for k, v in sections.split(stdout).items()}
 
 
 def split_status(stdout: str) -> tuple[str, str]:

@@ -62,6 +62,7 @@ def ask(host: Host, *, timeout: float) -> HostStatus:
 def parse(host: str, stdout: str, busy: Busy | None = None) -> HostStatus:
     """A reachable host's HostStatus from status_argv's output (pure)."""
     from deployer.commands.facts import image_store, parse_df, parse_nvidia_smi
+    from deployer.commands.sections import json_object
 
     sections = cmd.status_sections(stdout)
     try:
@@ -70,24 +71,10 @@ def parse(host: str, stdout: str, busy: Busy | None = None) -> HostStatus:
         return HostStatus(host, True, f"cannot parse docker inspect output: {exc}")
     gpu_text = sections.get("gpus", "")
     gpus = tuple(parse_nvidia_smi(gpu_text)) if gpu_text else ()
-    info = _json_line(sections.get("engine", ""))
+    info = json_object(sections.get("engine", "")) or {}
     version = str(info.get("ServerVersion") or "") or None
     return HostStatus(host, True, None, containers, gpus, gpu_use(gpus, containers, busy),
                       version, image_store(info) if info else None, parse_df(sections.get("disk", "")))
-
-
-def _json_line(text: str) -> dict[str, Any]:
-    import json
-
-    for line in text.splitlines():
-        if line.startswith("{"):
-            try:
-                value = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(value, dict):
-                return value
-    return {}
 
 
 def gather(hosts: Sequence[Host], *, parallel: int = 16, timeout: float = 5.0) -> list[HostStatus]:
