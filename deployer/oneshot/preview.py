@@ -15,6 +15,7 @@ from deployer.fleet import Outcome
 from deployer.inventory.host import Host
 from deployer.oneshot import image as images
 from deployer.oneshot.pipeline import Prepared
+from deployer.oneshot.platform import Arches, decide
 from deployer.oneshot.report import error_text
 from deployer.runs.start import planned_steps
 from deployer.ship.plan import ShipPlan
@@ -35,8 +36,9 @@ class Preview:
     plans: tuple[Outcome[ShipPlan], ...]
 
 
-def preview(prepared: Prepared, client: Any = None) -> Preview:
-    """Plan the ship for every host (reads only: no build, no lock, nothing written anywhere)."""
+def preview(prepared: Prepared, client: Any = None, arches: Arches | None = None) -> Preview:
+    """Plan the ship for every host (reads only: no build, no lock, nothing written anywhere); SpecError, as
+    deploy() would, when a build is due and the hosts' architectures differ."""
     from deployer.local.client import docker_client
     from deployer.ship import plan_ship
 
@@ -44,6 +46,10 @@ def preview(prepared: Prepared, client: Any = None) -> Preview:
     exists = images.local_exists(client)
     choice, notes = prepared.image, [prepared.image.note] if prepared.image.note else []
     if choice.build is not None:
+        from deployer.local.build import workstation_arch
+
+        target = decide(choice.build.platform, prepared.hosts, workstation_arch(client), arches)
+        notes += [f"would build {target.reason}", *target.warnings]
         revision = images.revision_of(choice.build)
         candidates = images.build_candidates(choice.build, revision)
         ref = candidates[0]

@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import tarfile
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -252,6 +253,44 @@ def test_cache_to_and_from_the_playbooks_registry(testbed: Testbed, tmp_path: Pa
         assert again.returncode == 0, again.stderr
         assert f"importing cache manifest from {cache_ref}" in again.stderr
     finally:
+        ws = testbed.docker("ws")
+        for image in ws.images.list(name=name):
+            ws.images.remove(image.id, force=True)
+
+
+def test_ssh_forwards_the_agent_only_when_asked(testbed: Testbed, tmp_path: Path) -> None:
+    """image.build.ssh: true gives RUN --mount=type=ssh the workstation's ssh-agent (here a fresh, empty one)."""
+    name = f"bkssh-{uuid.uuid4().hex[:8]}"
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "Dockerfile").write_text(
+        "FROM deployer-testbed/busybox:latest\n"
+        f"RUN --mount=type=ssh test -S \"$SSH_AUTH_SOCK\" && echo agent-at-$SSH_AUTH_SOCK && echo {name} > /id\n")
+    book = tmp_path / "job.yml"
+    book.write_text(f"name: {name}\nimage:\n  build:\n    context: app\n    ssh: true\n")
+    sock = tmp_path / "agent.sock"
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL)
+    env = {**testbed.env(), "SSH_AUTH_SOCK": str(sock), "DEPLOYER_CACHE_DIR": str(tmp_path / "cache")}
+    try:
+        for _ in range(100):
+            if sock.exists():
+                break
+            agent.poll()
+            time.sleep(0.05)
+        proc = subprocess.run([*_deploy_argv(), "-v", "build", "-p", str(book)], capture_output=True, text=True,
+                              timeout=300, env=env, cwd=str(tmp_path), check=False)
+        assert proc.returncode == 0, proc.stderr
+        assert "agent-at-/run/buildkit/ssh_agent.0" in proc.stderr and "--ssh default" in proc.stderr
+        # not asked for: the same RUN finds no agent, and the build fails at that step
+        book.write_text(f"name: {name}\nimage:\n  build:\n    context: app\n")
+        (tmp_path / "app" / "Dockerfile").write_text(
+            "FROM deployer-testbed/busybox:latest\nRUN test -S \"${SSH_AUTH_SOCK:-/none}\" && echo agent-found-$((6 * 7))\n")
+        proc = subprocess.run([*_deploy_argv(), "-v", "build", "-p", str(book)], capture_output=True, text=True,
+                              timeout=300, env=env, cwd=str(tmp_path), check=False)
+        assert proc.returncode == 1 and "--ssh" not in proc.stderr and "agent-found-42" not in proc.stderr
+        assert "image build failed at [2/2] RUN test -S" in proc.stderr
+    finally:
+        agent.terminate()
+        agent.wait(timeout=10)
         ws = testbed.docker("ws")
         for image in ws.images.list(name=name):
             ws.images.remove(image.id, force=True)

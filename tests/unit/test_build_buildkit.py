@@ -331,3 +331,19 @@ def test_playbook_check_shows_the_buildkit_keys(tmp_path: Path, capsys: pytest.C
     build = json.loads(capsys.readouterr().out)["image"]["build"]
     assert build["platform"] == ["linux/arm64"] and build["secrets"] == {"hf": {"env": "HF_TOKEN"}}
     assert build["ssh"] is True and build["cache_from"] == [] and build["cache_to"] == []
+
+
+def test_dry_run_says_the_platform_and_refuses_two_architectures(tmp_path: Path) -> None:
+    from deployer.inventory.host import Host
+    from deployer.local.fake import FakeClient
+    from deployer.oneshot import OneShotOptions, prepare, preview
+
+    (tmp_path / "Dockerfile").write_text("FROM scratch\n")
+    pb = loads("name: job\nimage:\n  build: .\n", str(tmp_path / "job.yml"))
+    prepared = prepare(pb, [Host(name="gpu01", vars={}), Host(name="gh200", vars={})], OneShotOptions())
+    client = FakeClient(info_json={"Architecture": "x86_64"})
+    with pytest.raises(SpecError, match="different architectures"):
+        preview(prepared, client=client, arches=lambda hs: {"gpu01": "x86_64", "gh200": "aarch64"})
+    view = preview(prepared, client=client, arches=lambda hs: {"gpu01": "aarch64", "gh200": "aarch64"})
+    assert view.notes[0] == "would build for linux/arm64, the architecture of gpu01, gh200"
+    assert "emulation" in view.notes[1] and view.plans == ()  # no earlier build to plan with
