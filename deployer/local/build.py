@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shlex
 import subprocess
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
@@ -242,7 +243,7 @@ def _buildkit(spec: BuildSpec, revision: GitRevision | None, platforms: tuple[st
     with tempfile.TemporaryDirectory(prefix="deployer-build-") as tmp:
         iidfile = os.path.join(tmp, "iid")
         argv = buildx.build_argv(spec, tags=tags, labels=build_labels(revision), platforms=platforms, iidfile=iidfile)
-        LOG.debug("running %s", " ".join(argv))
+        LOG.debug("running %s", shlex.join(argv))
         code = buildx.run(argv, line)
         if code != 0:
             text = log.failure_text()
