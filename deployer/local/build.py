@@ -222,8 +222,6 @@ def build(spec: BuildSpec, *, on_line: LineSink = lambda _line: None, client: An
 def _buildkit(spec: BuildSpec, revision: GitRevision | None, platforms: tuple[str, ...], on_line: LineSink,
               client: Any) -> str:
     """`docker buildx build --load`; the image id as the SDK sees it (so `docker images` shows the same)."""
-    import tempfile
-
     from deployer.local import buildx
     from deployer.local.buildlog import BuildLog
     from deployer.local.client import translated
@@ -240,19 +238,16 @@ def _buildkit(spec: BuildSpec, revision: GitRevision | None, platforms: tuple[st
         log.feed(text)
         on_line(text)
 
-    with tempfile.TemporaryDirectory(prefix="deployer-build-") as tmp:
-        iidfile = os.path.join(tmp, "iid")
-        argv = buildx.build_argv(spec, tags=tags, labels=build_labels(revision), platforms=platforms, iidfile=iidfile)
-        LOG.debug("running %s", shlex.join(argv))
-        code = buildx.run(argv, line)
-        if code != 0:
-            text = log.failure_text()
-            hint = "fix the Dockerfile or the build context, then run `deploy build` again"
-            if spec.cache_to and "cache export is not supported" in text.lower():
-                hint = ("image.build.cache_to: the default (docker) builder exports a cache only on the containerd "
-                        "image store; turn that on, or use a docker-container builder "
-                        "(docker buildx create --use --driver docker-container)")
-            raise LocalError(text, hint=hint)
+    argv = buildx.build_argv(spec, tags=tags, labels=build_labels(revision), platforms=platforms)
+    LOG.debug("running %s", shlex.join(argv))
+    if buildx.run(argv, line) != 0:
+        text = log.failure_text()
+        hint = "fix the Dockerfile or the build context, then run `deploy build` again"
+        if spec.cache_to and "cache export is not supported" in text.lower():
+            hint = ("image.build.cache_to: the default (docker) builder exports a cache only on the containerd "
+                    "image store; turn that on, or use a docker-container builder "
+                    "(docker buildx create --use --driver docker-container)")
+        raise LocalError(text, hint=hint)
     with translated(f"reading the built image {tags[0]}",
                     hint="docker buildx and deployer talk to different Docker daemons: check `docker context ls` "
                          "and DOCKER_HOST"):

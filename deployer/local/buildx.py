@@ -80,12 +80,12 @@ def secret_flag(secret: Secret) -> str:
 
 
 def build_argv(spec: BuildxSpec, *, tags: tuple[str, ...], labels: Mapping[str, str],
-               platforms: tuple[str, ...], iidfile: str) -> tuple[str, ...]:
+               platforms: tuple[str, ...]) -> tuple[str, ...]:
     """The exact `docker buildx build` command (pure). `--load` puts the result in the local image store
     whatever the builder; `--provenance=false` keeps the image a plain one, as the legacy builder made it
     (no attestation manifest to ship to every host)."""
     argv = ["docker", "buildx", "build", "--progress=plain", "--load", "--provenance=false",
-            "--file", os.path.join(spec.context, spec.dockerfile), "--iidfile", iidfile]
+            "--file", os.path.join(spec.context, spec.dockerfile)]
     for key, value in spec.args:
         argv += ["--build-arg", f"{key}={value}"]
     if spec.target:

@@ -100,10 +100,10 @@ def test_buildx_argv_is_exact() -> None:
                      ssh=True, cache_from=("type=registry,ref=reg:5000/job:cache",),
                      cache_to=("type=registry,ref=reg:5000/job:cache,mode=max",))
     argv = build_argv(spec, tags=("job:abc", "job:latest"), labels={"deployer.git_rev": "abc"},
-                      platforms=("linux/arm64",), iidfile="/tmp/x/iid")
+                      platforms=("linux/arm64",))
     assert argv == (
         "docker", "buildx", "build", "--progress=plain", "--load", "--provenance=false",
-        "--file", "/p/app/docker/Dockerfile", "--iidfile", "/tmp/x/iid",
+        "--file", "/p/app/docker/Dockerfile",
         "--build-arg", "BASE=img:1", "--target", "train", "--label", "deployer.git_rev=abc",
         "--tag", "job:abc", "--tag", "job:latest", "--platform", "linux/arm64",
         "--secret", "id=hf_token,env=HF_TOKEN", "--secret", "id=netrc,src=/home/u/.netrc",
@@ -112,10 +112,9 @@ def test_buildx_argv_is_exact() -> None:
         "--cache-to", "type=registry,ref=reg:5000/job:cache,mode=max",
         "/p/app",
     )
-    plain = build_argv(BuildSpec(context="/c", tag="job"), tags=("job:latest",), labels={}, platforms=(),
-                       iidfile="/i")
+    plain = build_argv(BuildSpec(context="/c", tag="job"), tags=("job:latest",), labels={}, platforms=())
     assert plain == ("docker", "buildx", "build", "--progress=plain", "--load", "--provenance=false",
-                     "--file", "/c/Dockerfile", "--iidfile", "/i", "--tag", "job:latest", "/c")
+                     "--file", "/c/Dockerfile", "--tag", "job:latest", "/c")
     assert secret_flag(BuildSecret("a", "file", "/s")) == "id=a,src=/s"
 
 
