@@ -163,3 +163,13 @@ def test_commands_import_without_docker_zstandard_or_paramiko() -> None:
     res = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr
     assert "deployer.commands.load" in modules and "deployer.commands.layers" in modules
+
+
+def test_every_test_module_has_its_own_basename() -> None:
+    """The test dirs are not packages: pytest imports each module by its basename, and refuses to
+    collect a second module of the same name (which would stop the whole suite)."""
+    tests = Path(__file__).resolve().parents[1]
+    seen: dict[str, list[str]] = {}
+    for path in tests.rglob("test_*.py"):
+        seen.setdefault(path.name, []).append(str(path.relative_to(tests)))
+    assert {name: paths for name, paths in seen.items() if len(paths) > 1} == {}
