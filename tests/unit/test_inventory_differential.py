@@ -28,9 +28,10 @@ from deployer.inventory import load
 from deployer.inventory.values import jsonable
 
 HERE = Path(__file__).parent / "inventories"
-ANSIBLE_INVENTORY = shutil.which("ansible-inventory", path=str(Path(sys.executable).parent)) or shutil.which(
-    "ansible-inventory"
-)
+# The reference: ansible-core 2.19 (Python >= 3.11), so scripts/pythons points the other Pythons'
+# runs at the main venv's with DEPLOYER_ANSIBLE_INVENTORY.
+ANSIBLE_INVENTORY = os.environ.get("DEPLOYER_ANSIBLE_INVENTORY") or shutil.which(
+    "ansible-inventory", path=str(Path(sys.executable).parent)) or shutil.which("ansible-inventory")
 
 CASES = [
     "nested/hosts.yml",  # three levels of children, a host in several groups, YAML anchors/merge keys
