@@ -245,7 +245,10 @@ def test_cache_to_and_from_the_playbooks_registry(testbed: Testbed, tmp_path: Pa
         import urllib.request
 
         request = urllib.request.Request(f"http://{testbed.registry}/v2/{name}/manifests/buildcache", method="HEAD",
-                                         headers={"Accept": "application/vnd.oci.image.index.v1+json"})
+                                         # buildx 0.29 writes the cache as an OCI image manifest (image-manifest=true),
+                                         # older ones as an index
+                                         headers={"Accept": "application/vnd.oci.image.manifest.v1+json, "
+                                                            "application/vnd.oci.image.index.v1+json"})
         with urllib.request.urlopen(request, timeout=10) as answer:  # the exported cache is in the registry
             assert answer.status == 200
         again = subprocess.run([*_deploy_argv(), "-v", "build", "-p", str(book)], capture_output=True, text=True,
