@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from deployer.errors import LocalError
+from deployer.local.buildx import BuildxSpec
 
 LOG = logging.getLogger(__name__)
 
@@ -22,29 +23,14 @@ NOISE_RE = re.compile(r"^( ---> |Removing intermediate container )")  # builder 
 TAIL_LINES = 15
 
 
-class BuildSpec(Protocol):
-    """What a build reads of a playbook's build section (deployer.playbook.model.BuildSpec)."""
+class BuildSpec(BuildxSpec, Protocol):
+    """What a build reads of a playbook's build section (deployer.playbook.model.BuildSpec): what
+    BuildKit reads, and the tag and platforms."""
 
-    @property
-    def context(self) -> str: ...
-    @property
-    def dockerfile(self) -> str: ...
-    @property
-    def args(self) -> tuple[tuple[str, str], ...]: ...
-    @property
-    def target(self) -> str | None: ...
     @property
     def tag(self) -> str | None: ...
     @property
     def platform(self) -> tuple[str, ...]: ...
-    @property
-    def secrets(self) -> tuple[Any, ...]: ...
-    @property
-    def ssh(self) -> bool: ...
-    @property
-    def cache_from(self) -> tuple[str, ...]: ...
-    @property
-    def cache_to(self) -> tuple[str, ...]: ...
 
 
 BUILDKIT, LEGACY = "buildkit", "legacy"  # BuildResult.builder

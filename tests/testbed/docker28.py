@@ -72,11 +72,7 @@ def ensure(p: Paths, log: Callable[[str], None]) -> dict[str, str]:
     have = versions(p)
     if have is not None:
         return have
-    apt = p.cache / "docker28-apt"
-    for sub in ("sources.list.d", "preferences.d", "lists/partial", "cache/archives/partial", "debs"):
-        (apt / sub).mkdir(parents=True, exist_ok=True)
-    (apt / "sources.list").write_text(SUITE + "\n")
-    opts = apt_options(apt)
+    apt, opts = _private_apt(p, "debs")
     log("fetching Docker 28 + containerd 2 from Debian unstable (private apt config; first time only)")
     run(["apt-get", *opts, "-qq", "update"], timeout=300)
     want = dict(PINS)
@@ -153,12 +149,17 @@ def ensure_buildx(p: Paths, log: Callable[[str], None]) -> str:
     return have
 
 
-def _fetch_buildx(p: Paths, log: Callable[[str], None]) -> str:
+def _private_apt(p: Paths, debs: str) -> tuple[Path, list[str]]:
+    """The private apt config for Debian unstable under the cache (DEBS: where the .debs go); its options."""
     apt = p.cache / "docker28-apt"
-    for sub in ("sources.list.d", "preferences.d", "lists/partial", "cache/archives/partial", "buildx-debs"):
+    for sub in ("sources.list.d", "preferences.d", "lists/partial", "cache/archives/partial", debs):
         (apt / sub).mkdir(parents=True, exist_ok=True)
     (apt / "sources.list").write_text(SUITE + "\n")
-    opts = apt_options(apt)
+    return apt, apt_options(apt)
+
+
+def _fetch_buildx(p: Paths, log: Callable[[str], None]) -> str:
+    apt, opts = _private_apt(p, "buildx-debs")
     log("fetching docker-buildx from Debian unstable (private apt config; first time only)")
     pkg, want = BUILDX_PIN
     if pin_missing(opts, pkg, want):
