@@ -13,10 +13,10 @@ from deployer.cli.context import AppContext
 from deployer.cli.inventory import host_pattern_option
 from deployer.errors import SpecError, error_text
 from deployer.fleet import Outcome
+from deployer.inventory.host import ORIGIN_MODES
 from deployer.oneshot.pipeline import OneShotOptions
 from deployer.playbook.deploy import DEFAULT_LEVEL
 from deployer.ship import VIA_CHOICES, ShipOptions, ShipResult, plan_ship, ship_image
-from deployer.ship.model import ORIGIN_MODES
 from deployer.ship.plan import human_bytes
 from deployer.ship.progress import PlainReporter, RichReporter
 from deployer.ship.render import plan_json, render

@@ -9,7 +9,8 @@ from typing import Any
 
 DEFAULT_STAGING_DIR = "/var/tmp/deployer"
 DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts"
-VIA_CHOICES = ("auto", "registry", "tarball")
+VIA_CHOICES = ("auto", "registry", "tarball")  # deploy_via
+ORIGIN_MODES = ("auto", "never")  # deploy_origin_pull: may the host pull an image's base from its registry
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,10 @@ class Host:
     @property
     def via(self) -> str:
         return str(self.vars.get("deploy_via") or "auto")
+
+    @property
+    def origin_pull(self) -> str:
+        return str(self.vars.get("deploy_origin_pull") or "auto")
 
     @property
     def registry(self) -> str | None:

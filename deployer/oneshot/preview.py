@@ -17,9 +17,9 @@ from deployer.oneshot import image as images
 from deployer.oneshot.pipeline import Prepared
 from deployer.oneshot.platform import Arches, decide
 from deployer.oneshot.report import error_text
+from deployer.refs import registry_ref
 from deployer.runs.start import planned_steps
 from deployer.ship.plan import ShipPlan
-from deployer.ship.refs import registry_ref
 from deployer.ship.render import describe, plan_json, step_line
 from deployer.ship.steps import transfer_steps
 from deployer.transport.session import remote_command

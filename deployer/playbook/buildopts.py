@@ -10,6 +10,7 @@ import yaml
 
 from deployer.playbook.model import SECRET_SOURCES, BuildSecret
 from deployer.playbook.yamlsrc import join
+from deployer.refs import has_registry
 
 if TYPE_CHECKING:
     from deployer.playbook.validate import Validator
@@ -68,12 +69,6 @@ def secrets(v: Validator, node: yaml.Node, base_dir: str, static: Static) -> tup
 
 def ssh(v: Validator, nodes: dict[str, yaml.Node]) -> bool:
     return v.boolean(nodes, "ssh", "image.build")
-
-
-def has_registry(ref: str) -> bool:
-    """Whether an image reference names its registry host (as Docker decides: a '.', a ':' or localhost)."""
-    first, slash, _rest = ref.partition("/")
-    return bool(slash) and ("." in first or ":" in first or first == "localhost")
 
 
 def cache_specs(v: Validator, node: yaml.Node, key: str, registry: str | None, static: Static) -> tuple[str, ...]:

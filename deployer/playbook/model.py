@@ -14,8 +14,6 @@ BUILD_KEYS = ("context", "dockerfile", "args", "target", "tag", "platform", "sec
 SECRET_SOURCES = ("file", "env")
 SHIP_KEYS = ("via", "registry", "level", "origin_pull")
 RUN_KEYS = OPTION_KEYS  # the fields of RunSpec, the one run-options model
-VIA_CHOICES = ("auto", "registry", "tarball")
-ORIGIN_MODES = ("auto", "never")  # as deployer.ship.model's (importing that package loads the shipper)
 
 
 @dataclass(frozen=True)

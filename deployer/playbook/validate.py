@@ -10,15 +10,14 @@ from typing import Any, NoReturn
 import yaml
 
 from deployer.errors import PlaybookError
+from deployer.inventory.host import ORIGIN_MODES, VIA_CHOICES
 from deployer.playbook import buildopts, checks, templating
 from deployer.playbook.model import (
     BUILD_KEYS,
     IMAGE_KEYS,
-    ORIGIN_MODES,
     RUN_KEYS,
     SHIP_KEYS,
     TOP_KEYS,
-    VIA_CHOICES,
     BuildSpec,
     ImageSpec,
     Playbook,

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from deployer.commands.prune import Container, HostHoldings, Image
 from deployer.commands.run import parse_time
 from deployer.errors import SpecError
+from deployer.refs import strip_domain
 
 PARTIAL_LABEL = "io.deployer.partial"  # deployer.commands.load: a stand-in image's label (its staging dir)
 FINISHED = ("exited", "dead")
@@ -49,9 +50,10 @@ def repository(ref: str) -> str:
 
 
 def same_repository(tag: str, repo: str) -> bool:
-    """tag names repo, or repo as pulled from a registry (the registry route tags both)."""
+    """tag names repo, or repo on a registry (the registry route tags both); never another
+    repository whose name merely ends the same (alice/notebook is not notebook)."""
     name = repository(tag)
-    return name == repo or name.endswith("/" + repo)
+    return name == repo or strip_domain(name) == strip_domain(repo)
 
 
 def parse_duration(text: str) -> timedelta:

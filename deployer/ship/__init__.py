@@ -5,7 +5,8 @@
 """
 from __future__ import annotations
 
-from deployer.ship.model import VIA_CHOICES, ShipOptions, ShipResult
+from deployer.inventory.host import VIA_CHOICES
+from deployer.ship.model import ShipOptions, ShipResult
 from deployer.ship.plan import ShipPlan
 from deployer.ship.runner import plan_ship, ship_image
 

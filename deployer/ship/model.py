@@ -4,9 +4,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-VIA_CHOICES = ("auto", "registry", "tarball")
-ORIGIN_MODES = ("auto", "never")  # deploy_origin_pull / --origin-pull: may a host pull the base from its registry
-
 
 @dataclass(frozen=True)
 class ShipOptions:

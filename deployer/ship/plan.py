@@ -13,8 +13,8 @@ from deployer.codec import CodecChoice, choose_codec
 from deployer.commands.layers import missing_layers
 from deployer.commands.ship import ImageState
 from deployer.errors import PreflightError, SpecError
-from deployer.ship.model import VIA_CHOICES
-from deployer.ship.refs import registry_ref
+from deployer.inventory.host import VIA_CHOICES
+from deployer.refs import registry_ref
 from deployer.sizes import human_bytes  # the one byte formatter; also imported from here
 from deployer.tarfmt import Descriptor, uncompressed_layer
 

@@ -20,9 +20,9 @@ from deployer.errors import CommandError, LocalError, TransferError
 from deployer.local.client import Client, docker_client
 from deployer.local.image import ImageInfo
 from deployer.local.push import distribution_digest, push_stream
+from deployer.refs import registry_ref
 from deployer.ship import steps
 from deployer.ship.conn import HostConn
-from deployer.ship.refs import registry_ref
 from deployer.ship.registry_api import (
     ManifestReader,
     RegistryAPIError,

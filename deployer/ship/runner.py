@@ -25,20 +25,20 @@ from deployer.commands.layers import parse_content, parse_present, present_layer
 from deployer.errors import DeployError, SpecError, TransferError
 from deployer.facts import gather
 from deployer.fleet import Outcome, Unfinished, for_each_host
-from deployer.inventory.host import Host
+from deployer.inventory.host import ORIGIN_MODES, Host
 from deployer.local.cache import Cache
 from deployer.local.client import Client, docker_client
 from deployer.local.export import Exporter
 from deployer.local.image import ImageInfo, history_sizes, inspect
 from deployer.local.sizes import LayerSizes
+from deployer.refs import split_ref
 from deployer.ship import lock as locks
 from deployer.ship.conn import HostConn
 from deployer.ship.exports import ExportPool
-from deployer.ship.model import ORIGIN_MODES, ShipOptions, ShipResult
+from deployer.ship.model import ShipOptions, ShipResult
 from deployer.ship.origin import Origin, find_origin
 from deployer.ship.plan import ShipPlan, make_plan, name_layers, preflight
 from deployer.ship.progress import NullReporter, Reporter
-from deployer.ship.refs import split_ref
 from deployer.ship.registry import IncompletePull, Pusher
 from deployer.ship.route import Leg, OriginPullFailed, run_registry, run_tarball
 from deployer.ship.tarball import Counter, tag_and_verify
@@ -88,7 +88,7 @@ def _oci_state(image: ImageInfo, state: cmd.ImageState, named: dict[str, Descrip
 
 def _origin_for(host: Host, options: ShipOptions, origin: Future[Origin | None] | None) -> Origin | None:
     """The base's origin for HOST, unless it or the ship says never (deploy_origin_pull, --origin-pull)."""
-    mode = str(host.vars.get("deploy_origin_pull") or options.origin_pull)
+    mode = host.origin_pull if "deploy_origin_pull" in host.vars else options.origin_pull
     if mode not in ORIGIN_MODES:
         raise SpecError(f"{host.name}: deploy_origin_pull is {mode!r}", hint=f"use one of: {', '.join(ORIGIN_MODES)}")
     return origin.result() if origin is not None and mode == "auto" else None

@@ -12,7 +12,7 @@ from deployer.commands import prune as cmd
 from deployer.commands.rerun import image_ids_argv, parse_run_argv
 from deployer.commands.run import run_argv
 from deployer.errors import PreflightError, SpecError
-from deployer.runs.pruning import parse_duration, plan, repository
+from deployer.runs.pruning import parse_duration, plan, repository, same_repository
 from deployer.runs.rollback import Target, spec_for, target
 from deployer.runs.spec import RunSpec, Volume
 
@@ -135,6 +135,9 @@ def test_repository_and_durations() -> None:
     assert [repository(r) for r in ("t:v3", "reg:5000/ml/t:1", "reg:5000/ml/t", "t@sha256:ab")] == [
         "t", "reg:5000/ml/t", "reg:5000/ml/t", "t"]
     assert parse_duration("1d12h") == timedelta(hours=36) and parse_duration("30s") == timedelta(seconds=30)
+    # the registry route tags repo both plainly and on the registry; a namesake in another namespace is another repo
+    assert same_repository("reg:5000/notebook:1", "notebook") and same_repository("notebook:1", "notebook")
+    assert not same_repository("alice/notebook:1", "notebook") and not same_repository("notebook:1", "alice/notebook")
     for bad in ("", "7", "7x", "1h 2m"):
         with pytest.raises(SpecError):
             parse_duration(bad)

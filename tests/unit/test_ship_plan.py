@@ -12,6 +12,7 @@ from deployer.commands.ship import ImageState
 from deployer.errors import PreflightError, SpecError
 from deployer.inventory.host import Host
 from deployer.local.image import ImageInfo
+from deployer.refs import normalize, registry_ref, split_ref
 from deployer.ship.plan import (
     MARGIN,
     ShipPlan,
@@ -20,7 +21,6 @@ from deployer.ship.plan import (
     pick_codec,
     preflight,
 )
-from deployer.ship.refs import normalize, registry_ref, split_ref
 from deployer.ship.render import plan_commands, plan_json, render
 from deployer.tarfmt import Descriptor, uncompressed_layer
 

@@ -19,12 +19,16 @@ def split_ref(ref: str) -> tuple[str, str]:
     return name, tag
 
 
+def has_registry(name: str) -> bool:
+    """Whether a name begins with a registry host (docker's rule: its first part has '.' or ':' or
+    is localhost)."""
+    first, sep, _rest = name.partition("/")
+    return bool(sep) and ("." in first or ":" in first or first == "localhost")
+
+
 def strip_domain(name: str) -> str:
-    """Drop a registry domain (docker's rule: first part has '.' or ':' or is localhost)."""
-    first, sep, rest = name.partition("/")
-    if sep and ("." in first or ":" in first or first == "localhost"):
-        return rest
-    return name
+    """Drop a registry domain (see has_registry)."""
+    return name.partition("/")[2] if has_registry(name) else name
 
 
 def normalize(ref: str) -> str:
