@@ -4,7 +4,7 @@ from __future__ import annotations
 import dataclasses
 import subprocess
 
-from deployer.ship import lock as locks
+from deployer import lock as locks
 
 
 def dead_deploy() -> locks.Owner:

@@ -4,7 +4,7 @@ Staging layout on a host (under deploy_staging_dir):
     blobs/sha256/<hex>.<codec>          verified compressed layer blobs (hex = their sha256)
     blobs/sha256/<hex>.<codec>.partial  a blob being received; its size is the acknowledged offset
     load-<image hex>.head               the tar head of a running docker load (deployer.commands.load)
-    lock/owner                          the deploy lock (see deployer.ship.lock)
+    lock/owner                          the deploy lock (see deployer.lock)
 
 Every script is a constant; variable parts (paths, digests, the docker argv) are positional
 arguments, so nothing from the user is ever interpolated into shell code.

@@ -6,18 +6,15 @@ hides the others'.
 """
 from __future__ import annotations
 
-import json
-import socket
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from deployer import history
+from deployer import lock as locks
 from deployer.commands import prune as cmd
-from deployer.commands import ship as shipcmd
-from deployer.errors import DeployError, LockError
+from deployer.errors import DeployError
 from deployer.fleet import Outcome, for_each_host
 from deployer.inventory.host import Host
 from deployer.runs.pruning import Item, PrunePlan, plan
@@ -62,19 +59,6 @@ def to_json(outcomes: Sequence[Outcome[Pruned]]) -> list[dict[str, Any]]:
     return out
 
 
-def _take_lock(session: Session, host: Host) -> str:
-    token = uuid.uuid4().hex
-    owner = json.dumps({"by": history.who(), "workstation": socket.gethostname(), "image": "deploy prune",
-                        "token": token, "since": datetime.now(timezone.utc).isoformat(timespec="seconds")},
-                       sort_keys=True, separators=(",", ":"))
-    state = shipcmd.parse_lock(session.run(shipcmd.lock_argv(host.staging_dir, owner), timeout=30).stdout)
-    if not state.acquired:
-        by = (state.owner or {}).get("by") or "another deploy"
-        raise LockError(host.name, f"the deploy lock is held ({by}, image {(state.owner or {}).get('image')}); "
-                        "nothing was pruned", hint="prune again once that ship is done")
-    return token
-
-
 def _remove(session: Session, host: Host, items: Sequence[Item]) -> list[tuple[Item, str]]:
     failed = []
     for item in items:
@@ -94,7 +78,9 @@ def prune_host(host: Host, *, keep: int, older_than: timedelta, repos: Sequence[
                timeout: float = 10.0) -> Pruned:
     """Decide and (unless dry_run) remove, under the host's deploy lock."""
     with connect_retrying(host, timeout=timeout) as session:
-        token = None if dry_run else _take_lock(session, host)
+        # the ship's lock: a prune never removes what a ship is loading, and a killed prune's lock is
+        # taken over by the next ship or prune like a killed ship's
+        held = None if dry_run else locks.acquire(session, host.staging_dir, "deploy prune")
         try:
             res = session.run(cmd.inventory_argv(host.staging_dir, host.docker), timeout=300)
             holdings = cmd.parse_inventory(res.stdout, history.parse)
@@ -111,8 +97,11 @@ def prune_host(host: Host, *, keep: int, older_than: timedelta, repos: Sequence[
                 pass  # the removals happened; a failed history write must not say otherwise
             return done
         finally:
-            if token is not None:
-                session.run(shipcmd.unlock_argv(host.staging_dir, token), check=False, timeout=30)
+            if held is not None:
+                try:
+                    held.release(session)
+                except DeployError:
+                    pass  # a lock that stays is taken over once this process is gone
 
 
 def prune(hosts: Sequence[Host], *, keep: int = 3, older_than: timedelta = timedelta(days=7),

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from deployer import history
+from deployer import lock as locks
 from deployer.commands import load as ld
 from deployer.commands import ship as cmd
 from deployer.commands.layers import parse_content, parse_present, present_layers_argv
@@ -32,7 +33,6 @@ from deployer.local.export import Exporter
 from deployer.local.image import ImageInfo, history_sizes, inspect
 from deployer.local.sizes import LayerSizes
 from deployer.refs import split_ref
-from deployer.ship import lock as locks
 from deployer.ship.conn import HostConn
 from deployer.ship.exports import ExportPool
 from deployer.ship.model import ShipOptions, ShipResult

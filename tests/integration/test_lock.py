@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from deployer.ship import lock as locks
+from deployer import lock as locks
 from tests.conftest import Testbed
 from tests.integration.cli_support import deploy
 from tests.integration.test_ship import build, host_image_id, tag

@@ -13,9 +13,9 @@ from typing import cast
 
 import pytest
 
+from deployer import lock as locks
 from deployer.commands import ship as cmd
 from deployer.errors import LockError
-from deployer.ship import lock as locks
 from deployer.transport.session import Session
 from tests.lock_support import dead_deploy
 from tests.unit.test_ship_transfer import LocalSession
@@ -137,7 +137,7 @@ def test_acquire_takes_over_a_lock_whose_deploy_was_killed(tmp_path: Path,
                                                           caplog: pytest.LogCaptureFixture) -> None:
     staging = tmp_path / "staging"
     leave_lock(staging, locks.owner_record("trainer:v1", "t-dead", dead_deploy()))
-    with caplog.at_level(logging.WARNING, logger="deployer.ship.lock"):
+    with caplog.at_level(logging.WARNING, logger="deployer.lock"):
         mine = locks.acquire(local(), str(staging), "trainer:v2")
     assert json.loads((staging / "lock" / "owner").read_text())["token"] == mine.token
     [notice] = [r.getMessage() for r in caplog.records]

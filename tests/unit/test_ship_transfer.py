@@ -17,13 +17,13 @@ from pathlib import Path
 import pytest
 from fakedocker import Image, fake_docker
 
+from deployer import lock as locks
 from deployer.commands import ship as cmd
 from deployer.commands.load import PARTIAL_LABEL
 from deployer.errors import CommandError, LockError, TransferError
 from deployer.inventory.host import Host
 from deployer.local.cache import Blob
 from deployer.local.image import ImageInfo
-from deployer.ship import lock as locks
 from deployer.ship.conn import HostConn
 from deployer.ship.loader import LayerLoader, install, load_files
 from deployer.ship.tarball import CHUNK, Counter, send_tail, stage_blob
