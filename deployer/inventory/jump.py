@@ -10,8 +10,8 @@ import shlex
 from collections.abc import Mapping
 from typing import Any
 
-_SSH_ARG_VARS = ("ansible_ssh_common_args", "ansible_ssh_extra_args")
-JUMP_VARS = ("deploy_jump", *_SSH_ARG_VARS)  # the vars jump_of reads
+SSH_ARG_VARS = ("ansible_ssh_common_args", "ansible_ssh_extra_args")
+JUMP_VARS = ("deploy_jump", *SSH_ARG_VARS)  # the vars jump_of reads
 _HOP = re.compile(r"^(?:ssh://)?(?:(?P<user>[^@\s/]+)@)?(?P<host>\[[^\]]+\]|[^:@\s/]+)(?::(?P<port>[0-9]+))?/?$")
 
 
@@ -100,7 +100,7 @@ def jump_of(vars: Mapping[str, Any]) -> str | None:
     explicit = vars.get("deploy_jump")
     if explicit:
         return normalize(str(explicit))
-    for key in _SSH_ARG_VARS:
+    for key in SSH_ARG_VARS:
         args = vars.get(key)
         if args:
             found = from_ssh_args(str(args))

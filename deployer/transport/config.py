@@ -17,7 +17,9 @@ from typing import Any
 import paramiko
 
 from deployer.errors import InventoryError
+from deployer.inventory import connection
 from deployer.inventory.host import DEFAULT_KNOWN_HOSTS, Host
+from deployer.inventory.jump import JUMP_VARS, SSH_ARG_VARS
 
 # What ssh tries when no IdentityFile is configured (IdentitiesOnly=no).
 DEFAULT_IDENTITIES = ("~/.ssh/id_ed25519", "~/.ssh/id_ecdsa", "~/.ssh/id_rsa")
@@ -104,7 +106,7 @@ def _jump_text(host: Host, cfg: Mapping[str, Any]) -> str | None:
     explicit = host.jump  # templated as Ansible does; InventoryError naming the host when malformed
     if explicit:
         return explicit
-    if _disables_jump(host.vars):
+    if _disables_jump(connection.rendered(host.name, host.vars, host.groups, JUMP_VARS)):
         return None
     if cfg.get("proxyjump"):
         return str(cfg["proxyjump"])
@@ -118,7 +120,7 @@ def _disables_jump(vars: Mapping[str, Any]) -> bool:
     # An explicit "none" in the inventory overrides the ssh config's ProxyJump, as on ssh's command line.
     if str(vars.get("deploy_jump") or "").strip().lower() == "none":
         return True
-    return any(_JUMP_NONE.search(str(vars.get(k) or "")) for k in ("ansible_ssh_common_args", "ansible_ssh_extra_args"))
+    return any(_JUMP_NONE.search(str(vars.get(k) or "")) for k in SSH_ARG_VARS)
 
 
 def _lookup(ssh_config: paramiko.SSHConfig | None, name: str) -> dict[str, Any]:

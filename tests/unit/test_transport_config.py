@@ -146,7 +146,9 @@ def test_multi_hop_jump_list_chains_in_order() -> None:
 @pytest.mark.parametrize(
     "vars",
     [{"ansible_ssh_common_args": "-o ProxyJump=none"}, {"ansible_ssh_common_args": "-J none -o X=y"},
-     {"deploy_jump": "none"}],
+     {"deploy_jump": "none"},
+     # templated, as Ansible renders them before ssh reads them
+     {"deploy_jump": "{{ j }}", "j": "none"}, {"ansible_ssh_common_args": "{{ args }}", "args": "-J none"}],
 )
 def test_explicit_none_disables_the_ssh_config_jump(cfg: paramiko.SSHConfig, vars: dict[str, str]) -> None:
     assert resolve(Host("gpu02", vars), cfg).jump is None
