@@ -128,7 +128,8 @@ def status_cmd(name: str | None, pattern: str, show_all: bool, as_json: bool, wa
     hosts = _ctx().select(pattern)
 
     def snapshot() -> list[status.HostStatus]:
-        return status.snapshot(hosts, name=name, show_all=show_all, parallel=parallel, timeout=timeout)
+        return status.snapshot(hosts, name=name, show_all=show_all, parallel=parallel, timeout=timeout,
+                               engine=as_json)
 
     def plain(statuses: list[status.HostStatus]) -> None:
         output.table(render.STATUS_COLUMNS, render.status_rows(statuses))

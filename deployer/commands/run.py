@@ -129,8 +129,6 @@ def mkdirs_argv(paths: Sequence[str]) -> tuple[str, ...]:
     return ("mkdir", "-p", "--", *paths)
 
 
-# The engine section is `docker info` as one JSON line (version, image store, root dir), then the
-# free space at Docker's root dir (`df -Pk`); a failing info leaves it empty, never fails the script.
 _STATUS_SCRIPT = f"""\
 ids=$("$@" ps -aq --no-trunc --filter {MANAGED_FILTER}) || exit $?
 echo '{_SECTION}containers'
@@ -139,6 +137,10 @@ echo '{_SECTION}gpus'
 if command -v nvidia-smi >/dev/null 2>&1; then
   nvidia-smi --query-gpu={GPU_QUERY} --format=csv,noheader,nounits 2>/dev/null || true
 fi
+"""
+# The engine section is `docker info` as one JSON line (version, image store, root dir), then the
+# free space at Docker's root dir (`df -Pk`); a failing info leaves it empty, never fails the script.
+_ENGINE_SCRIPT = f"""\
 echo '{_SECTION}engine'
 info=$("$@" info --format '{{{{json .}}}}' 2>/dev/null) && printf '%s\\n' "$info"
 echo '{_SECTION}disk'
@@ -148,10 +150,11 @@ exit 0
 """
 
 
-def status_argv(docker: Docker) -> tuple[str, ...]:
-    """One round trip: deployer containers (docker inspect JSON), nvidia-smi's GPU lines, the engine
-    (`docker info` JSON) and the free space at Docker's root dir."""
-    return ("sh", "-c", _STATUS_SCRIPT, "sh", *docker)
+def status_argv(docker: Docker, *, engine: bool = False) -> tuple[str, ...]:
+    """One round trip: deployer containers (docker inspect JSON) and nvidia-smi's GPU lines; with
+    ENGINE also `docker info` JSON and the free space at Docker's root dir (slow on a busy daemon:
+    only `status --json` shows them, not every refresh of the table or every placement)."""
+    return ("sh", "-c", _STATUS_SCRIPT + (_ENGINE_SCRIPT if engine else "exit 0\n"), "sh", *docker)
 
 
 def status_sections(stdout: str) -> dict[str, str]:

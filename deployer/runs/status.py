@@ -46,11 +46,11 @@ def wanted(c: cmd.ContainerStatus, *, name: str | None, show_all: bool, now: dat
     return finished is None or now - finished <= RECENT
 
 
-def ask(host: Host, *, timeout: float) -> HostStatus:
+def ask(host: Host, *, timeout: float, engine: bool = False) -> HostStatus:
     """One host's containers and GPUs; unreachable/failed hosts become a HostStatus with the reason."""
     try:
         with connect(host, timeout=timeout) as session:
-            res = session.run(cmd.status_argv(host.docker), timeout=max(timeout, 30.0))
+            res = session.run(cmd.status_argv(host.docker, engine=engine), timeout=max(timeout, 30.0))
     except CommandError as exc:  # reachable, but docker did not answer
         tail = exc.result.stderr_tail(2).replace("\n", " ").strip() or f"exit {exc.result.exited}"
         return HostStatus(host.name, True, f"docker failed: {' '.join(tail.split())}")
@@ -77,9 +77,11 @@ def parse(host: str, stdout: str, busy: Busy | None = None) -> HostStatus:
                       version, image_store(info) if info else None, parse_df(sections.get("disk", "")))
 
 
-def gather(hosts: Sequence[Host], *, parallel: int = 16, timeout: float = 5.0) -> list[HostStatus]:
-    """Every host's status (in host order), unfiltered."""
-    outcomes = for_each_host(hosts, lambda h: ask(h, timeout=timeout), parallel)
+def gather(hosts: Sequence[Host], *, parallel: int = 16, timeout: float = 5.0,
+           engine: bool = False) -> list[HostStatus]:
+    """Every host's status (in host order), unfiltered; the engine's version, store and free disk
+    only with ENGINE."""
+    outcomes = for_each_host(hosts, lambda h: ask(h, timeout=timeout, engine=engine), parallel)
     return [o.value if o.value is not None else HostStatus(o.host.name, False, _reason(o.error))
             for o in outcomes]
 
@@ -99,10 +101,10 @@ def select(statuses: Sequence[HostStatus], *, name: str | None = None, show_all:
 
 
 def snapshot(hosts: Sequence[Host], *, name: str | None = None, show_all: bool = False, parallel: int = 16,
-             timeout: float = 5.0) -> list[HostStatus]:
+             timeout: float = 5.0, engine: bool = False) -> list[HostStatus]:
     """What `deploy status` shows: every host asked, then filtered. UsageError (exit 2) for a name
     that no host has, when every host answered (with one unanswered, its error tells instead)."""
-    raw = gather(hosts, parallel=parallel, timeout=timeout)
+    raw = gather(hosts, parallel=parallel, timeout=timeout, engine=engine)
     if name is not None and not any(c.name == name for hs in raw for c in hs.containers) and not failed(raw):
         from deployer.runs.manage import unknown_name
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from datetime import datetime, timezone
 
 from deployer.commands.run import (
@@ -74,6 +75,9 @@ def test_status_argv_passes_docker_as_args() -> None:
     argv = status_argv(("sudo", "docker"))
     assert argv[:2] == ("sh", "-c") and argv[3:] == ("sh", "sudo", "docker")
     assert "label=deployer.managed=true" in argv[2]
+    assert " info " not in argv[2] and " info " in status_argv(("docker",), engine=True)[2]  # --json only
+    for script in (argv[2], status_argv(("docker",), engine=True)[2]):
+        subprocess.run(["sh", "-n", "-c", script], check=True)
 
 
 def test_split_status() -> None:
