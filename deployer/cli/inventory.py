@@ -23,7 +23,6 @@ PATTERN_HELP = (
 )
 
 
-
 def host_pattern_option(*, default: str | None = "all", required: bool = False, note: str = "") -> Any:
     """The one `--host/-H PATTERN` option every command uses (default, requiredness and a note vary)."""
     return click.option(

@@ -130,7 +130,6 @@ def _result_of(outcome: Outcome[ShipResult]) -> ShipResult:
     return outcome.value if outcome.value is not None else ShipResult(host=outcome.host.name)
 
 
-
 def _report(outcomes: list[Outcome[ShipResult]], as_json: bool) -> None:
     records = [_result_of(o).to_json(error_text(o.error)) for o in outcomes]
     if as_json:

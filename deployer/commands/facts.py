@@ -12,6 +12,7 @@ from typing import Any
 
 from deployer.commands.sections import json_object
 from deployer.inventory.host import Host
+from deployer.stores import image_store
 
 MARK = "@@deployer "
 GPU_QUERY = "index,name,uuid,memory.total,memory.used,utilization.gpu,driver_version"
@@ -165,19 +166,8 @@ def split_sections(stdout: str) -> dict[str, tuple[str, int | None]]:
     return out
 
 
-
-
 def _non_json(text: str) -> str:
     return "\n".join(ln for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("{")).strip()
-
-
-def image_store(info: dict[str, Any]) -> str:
-    """'containerd' when Docker uses the containerd snapshotter image store, else its graph driver."""
-    for pair in info.get("DriverStatus") or []:
-        if (isinstance(pair, list) and len(pair) == 2 and pair[0] == "driver-type"
-                and "io.containerd.snapshotter" in str(pair[1])):
-            return "containerd"
-    return str(info.get("Driver") or "unknown")
 
 
 def parse_docker(version_text: str, version_rc: int | None, info_text: str, info_rc: int | None,

@@ -113,7 +113,6 @@ def load_head(fmt: str, config: bytes, diff_ids: Sequence[str], files: Sequence[
     return LoadHead(head + headers, len(head) // BLOCK, digest_of(manifest))
 
 
-
 # -- remote scripts ---------------------------------------------------------------------------
 
 # Writes the tar to stdout: the head blocks, then per layer its header block, its bytes and the

@@ -50,7 +50,6 @@ def env_argv(docker: Docker, name: str) -> tuple[str, ...]:
     return (*docker, "container", "inspect", "--format", "{{json .Config.Env}}", "--", name)
 
 
-
 _IMAGE_IDS = ('refs=; while [ "$1" != -- ]; do refs="$refs $1"; shift; done; shift\n'
               'for r in $refs; do "$@" image inspect --format "{{.Id}}" -- "$r" 2>/dev/null || echo -; done')
 

@@ -162,12 +162,6 @@ def status_sections(stdout: str) -> dict[str, str]:
     return {k: "\n".join(v) for k, v in sections.split(stdout).items()}
 
 
-def split_status(stdout: str) -> tuple[str, str]:
-    """(containers JSON, nvidia-smi text) from status_argv's output."""
-    sections = status_sections(stdout)
-    return sections.get("containers", ""), sections.get("gpus", "")
-
-
 @dataclass(frozen=True)
 class ContainerStatus:
     """One container as `docker inspect` describes it."""
@@ -272,4 +266,3 @@ def parse_image_inspect(text: str) -> tuple[str, dict[str, str]]:
 def names_argv(docker: Docker) -> tuple[str, ...]:
     """Names of every deployer-managed container, one per line."""
     return (*docker, "ps", "-a", "--filter", MANAGED_FILTER, "--format", "{{.Names}}")
-

@@ -10,13 +10,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from deployer.commands.step import Step
-from deployer.errors import DeployError
+from deployer.errors import DeployError, error_text
 from deployer.fleet import Outcome
 from deployer.inventory.host import Host
 from deployer.oneshot import image as images
 from deployer.oneshot.pipeline import Prepared
 from deployer.oneshot.platform import Arches, decide
-from deployer.oneshot.report import error_text
 from deployer.refs import registry_ref
 from deployer.runs.start import planned_steps
 from deployer.ship.plan import ShipPlan

@@ -57,7 +57,6 @@ class HostReport:
         return rec
 
 
-
 COLUMNS = ("host", "result", "via", "layers", "sent", "image id", "container", "state")
 
 

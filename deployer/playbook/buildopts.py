@@ -90,6 +90,3 @@ def cache_specs(v: Validator, node: yaml.Node, key: str, registry: str | None, s
             text = f"{registry.rstrip('/')}/{text}"
         out.append(f"type=registry,ref={text}" + (",mode=max" if key == "cache_to" else ""))
     return tuple(out)
-
-
-

@@ -97,4 +97,3 @@ def rm(hosts: Sequence[Host], name: str, *, force: bool = False, parallel: int =
         return shlex.join(argv)
 
     return _require_found(name, for_each_host(hosts, lambda h: _act(h, name, timeout, fn, "rm"), parallel))
-

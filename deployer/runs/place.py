@@ -25,7 +25,7 @@ from deployer.fleet import Outcome
 from deployer.history import who
 from deployer.inventory.host import Host
 from deployer.runs import status as statuses
-from deployer.runs.gpuuse import Busy, GpuUse, gpu_use
+from deployer.runs.gpuuse import GpuUse
 from deployer.transport.retry import connect_retrying
 from deployer.transport.session import Session
 
@@ -88,13 +88,13 @@ def choose(candidates: Sequence[Candidate], want: int) -> Choice | dict[str, str
     return Choice(best.host, tuple(g.index for g in picked), tuple(g.uuid for g in picked), n)
 
 
-def candidate(hs: statuses.HostStatus, busy: Busy, locked: frozenset[str] = frozenset()) -> Candidate:
+def candidate(hs: statuses.HostStatus, locked: frozenset[str] = frozenset()) -> Candidate:
     """A host's status (all its containers, unfiltered) as a placement candidate."""
     if not hs.reachable:
         return Candidate(hs.host, f"unreachable: {hs.error}")
     if hs.error:
         return Candidate(hs.host, hs.error)
-    return Candidate(hs.host, None, gpu_use(hs.gpus, hs.containers, busy), locked)
+    return Candidate(hs.host, None, hs.gpu_use, locked)
 
 
 def wanted_gpus(prepared: Mapping[str, Prepared]) -> int:
@@ -155,7 +155,6 @@ def place_and_start(hosts: list[Host], prepared: Mapping[str, Prepared], *, para
     from deployer.runs import start as starting
 
     want = wanted_gpus(prepared)
-    busy = Busy.default()
     say = reporter or (lambda _h, _m: None)
     by_name = {h.name: h for h in hosts}
     skip: dict[str, set[str]] = {}  # uuids other placements hold, per host
@@ -167,7 +166,7 @@ def place_and_start(hosts: list[Host], prepared: Mapping[str, Prepared], *, para
     while races < ATTEMPTS:
         seen = statuses.gather(hosts, parallel=parallel, timeout=timeout)
         picked = choose([Candidate(hs.host, unfit[hs.host]) if hs.host in unfit
-                         else candidate(hs, busy, frozenset(skip.get(hs.host, ()))) for hs in seen], want)
+                         else candidate(hs, frozenset(skip.get(hs.host, ()))) for hs in seen], want)
         if not isinstance(picked, Choice):
             break
         host = by_name[picked.host]
@@ -187,7 +186,7 @@ def place_and_start(hosts: list[Host], prepared: Mapping[str, Prepared], *, para
             try:
                 # Looked at again while locked: a placement that started its container and released
                 # its locks after we looked holds these GPUs now.
-                now = statuses.parse(host.name, session.run(cmd.status_argv(host.docker), timeout=60).stdout, busy)
+                now = statuses.parse(host.name, session.run(cmd.status_argv(host.docker), timeout=60).stdout)
                 taken = [g.uuid for g in now.gpu_use if g.uuid in picked.uuids and not g.free]
                 if taken or now.error:
                     skip.setdefault(host.name, set()).update(taken)

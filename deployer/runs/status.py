@@ -61,8 +61,9 @@ def ask(host: Host, *, timeout: float, engine: bool = False) -> HostStatus:
 
 def parse(host: str, stdout: str, busy: Busy | None = None) -> HostStatus:
     """A reachable host's HostStatus from status_argv's output (pure)."""
-    from deployer.commands.facts import image_store, parse_df, parse_nvidia_smi
+    from deployer.commands.facts import parse_df, parse_nvidia_smi
     from deployer.commands.sections import json_object
+    from deployer.stores import image_store
 
     sections = cmd.status_sections(stdout)
     try:

@@ -17,8 +17,8 @@ from deployer.commands.run import (
     parse_time,
     rm_argv,
     run_argv,
-    split_status,
     status_argv,
+    status_sections,
     stop_argv,
     wait_argv,
     write_file_argv,
@@ -80,10 +80,10 @@ def test_status_argv_passes_docker_as_args() -> None:
         subprocess.run(["sh", "-n", "-c", script], check=True)
 
 
-def test_split_status() -> None:
+def test_status_sections() -> None:
     out = "--- deployer:containers\n[\n{}\n]\n--- deployer:gpus\n0, H100, GPU-1, 81559, 0, 0\n"
-    assert split_status(out) == ("[\n{}\n]", "0, H100, GPU-1, 81559, 0, 0")
-    assert split_status("--- deployer:containers\n[]\n--- deployer:gpus\n") == ("[]", "")
+    assert status_sections(out) == {"containers": "[\n{}\n]", "gpus": "0, H100, GPU-1, 81559, 0, 0"}
+    assert status_sections("--- deployer:containers\n[]\n--- deployer:gpus\n") == {"containers": "[]", "gpus": ""}
 
 
 def _inspect(name: str, status: str, exit_code: int = 0, oom: bool = False, requests: list | None = None) -> dict:
