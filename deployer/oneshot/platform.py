@@ -1,7 +1,7 @@
 """Which platform a playbook's image is built for: image.build.platform, else the selected hosts' architecture.
 
     choose(platforms, host_arches, workstation_arch) -> PlatformChoice   (pure; SpecError when hosts differ)
-    host_arches(hosts) -> {host: arch or None}                             (`uname -m` over SSH, in parallel)
+    host_arches(hosts) -> {host: arch or None}            (the facts cache, else `uname -m` over SSH, in parallel)
 
 Hosts of two architectures need two images (or one multi-platform image, asked for with a list in
 image.build.platform); a build for one of them would start on the others as `exec format error`, so
@@ -14,25 +14,13 @@ from dataclasses import dataclass
 
 from deployer.errors import SpecError
 from deployer.inventory.host import Host
+from deployer.platforms import platform_of
 
 ARCH_ARGV = ("uname", "-m")  # the facts probe's `arch` section: what the kernel runs
-# `uname -m` (and Docker's Architecture, which is the same) -> the OCI platform BuildKit builds for
-PLATFORMS = {
-    "x86_64": "linux/amd64", "amd64": "linux/amd64",
-    "aarch64": "linux/arm64", "arm64": "linux/arm64", "armv8l": "linux/arm/v7",
-    "armv7l": "linux/arm/v7", "armv6l": "linux/arm/v6",
-    "ppc64le": "linux/ppc64le", "s390x": "linux/s390x", "riscv64": "linux/riscv64",
-    "i386": "linux/386", "i686": "linux/386", "loongarch64": "linux/loong64",
-}
 MULTI_HINT = "select hosts of one architecture with --host, or build one image for all of them: image.build.platform: [{}]"
 EMULATION = ("building for {target} on a {local} workstation: RUN steps run under emulation (QEMU), often 5-20x "
              "slower, and need binfmt handlers on the workstation (docker run --privileged --rm "
              "tonistiigi/binfmt --install {arch}); a builder of that architecture avoids it")
-
-
-def platform_of(arch: str | None) -> str | None:
-    """`linux/arm64` for `aarch64` (uname -m or Docker's Architecture); None when unknown."""
-    return PLATFORMS.get((arch or "").strip().lower())
 
 
 @dataclass(frozen=True)
@@ -90,8 +78,9 @@ def _names(hosts: Sequence[str]) -> str:
 
 
 def host_arches(hosts: Sequence[Host], *, parallel: int = 16, timeout: float = 10.0) -> dict[str, str | None]:
-    """Each host's `uname -m`, asked over SSH in parallel (no retries: an unreachable host is reported by the
-    ship); the facts cache of `deploy inventory check` answers for a host that cannot be asked."""
+    """Each host's architecture: from the facts cache of `deploy inventory check` (a host's CPU does
+    not change), else its `uname -m` asked over SSH in parallel (no retries: an unreachable host is
+    reported by the ship)."""
     from deployer import factcache
     from deployer.fleet import for_each_host
     from deployer.transport import connect
@@ -100,14 +89,11 @@ def host_arches(hosts: Sequence[Host], *, parallel: int = 16, timeout: float = 1
         with connect(host, timeout=timeout) as session:
             return session.run(ARCH_ARGV, timeout=max(30.0, timeout)).stdout.strip()
 
-    cached = None
-    out: dict[str, str | None] = {}
-    for outcome in for_each_host(hosts, ask, parallel=parallel):
-        arch = outcome.value
-        if not arch:
-            cached = factcache.load() if cached is None else cached
-            arch = str((cached.get(outcome.host.name) or {}).get("arch") or "") or None
-        out[outcome.host.name] = arch
+    cached = factcache.load()
+    out: dict[str, str | None] = {h.name: str((cached.get(h.name) or {}).get("arch") or "") or None for h in hosts}
+    unknown = [h for h in hosts if out[h.name] is None]
+    for outcome in for_each_host(unknown, ask, parallel=parallel) if unknown else ():
+        out[outcome.host.name] = outcome.value or None
     return out
 
 

@@ -14,6 +14,7 @@ from deployer.commands.layers import missing_layers
 from deployer.commands.ship import ImageState
 from deployer.errors import PreflightError, SpecError
 from deployer.inventory.host import VIA_CHOICES
+from deployer.platforms import goarch_of
 from deployer.refs import registry_ref
 from deployer.sizes import human_bytes  # the one byte formatter; also imported from here
 from deployer.tarfmt import Descriptor, uncompressed_layer
@@ -202,11 +203,6 @@ def pulled_from_origin(origin: Origin | None, missing: Sequence[int], store: str
     return covered, ""
 
 
-# `uname -m` -> the GOARCH names image configs use
-_ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64", "ppc64le": "ppc64le",
-         "s390x": "s390x", "armv7l": "arm", "riscv64": "riscv64"}
-
-
 def pick_codec(host: str, server_version: str, decompressors: frozenset[str], forced: str | None) -> CodecChoice:
     """The best codec for the host, or the forced one if the host can take it."""
     best = choose_codec(server_version, decompressors)
@@ -229,7 +225,7 @@ def preflight(plan: ShipPlan, facts: Any, image_arch: str = "") -> None:
                              hint="install Docker there, or set deploy_docker (e.g. 'sudo docker')")
     if not plan.transfers:
         return
-    host_arch = _ARCH.get(getattr(facts, "arch", "") or "")
+    host_arch = goarch_of(getattr(facts, "arch", "") or "")
     if image_arch and host_arch and image_arch != host_arch:
         raise PreflightError(plan.host, f"{plan.ref} is built for {image_arch}, the host is {host_arch}",
                              hint=f"build for the host's platform (docker build --platform linux/{host_arch})")
