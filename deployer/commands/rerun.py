@@ -45,11 +45,6 @@ def parse_run_argv(argv: Sequence[str]) -> dict[str, Any]:
     return out
 
 
-def env_argv(docker: Docker, name: str) -> tuple[str, ...]:
-    """A container's environment (Config.Env) as one JSON array."""
-    return (*docker, "container", "inspect", "--format", "{{json .Config.Env}}", "--", name)
-
-
 _IMAGE_IDS = ('refs=; while [ "$1" != -- ]; do refs="$refs $1"; shift; done; shift\n'
               'for r in $refs; do "$@" image inspect --format "{{.Id}}" -- "$r" 2>/dev/null || echo -; done')
 

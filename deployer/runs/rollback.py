@@ -78,11 +78,13 @@ def _env(session: Session, host: Host, name: str) -> tuple[str | None, dict[str,
         if "no such" in res.stderr.lower():
             return None, {}
         raise CommandError(host.name, res, what=f"cannot inspect {name}")
-    found = [c for c in cmd.parse_inspect(res.stdout) if c.name == name]
-    if not found:
+    # the inspect JSON holds the environment too: no second round trip
+    mine = next((c for c in json.loads(res.stdout or "[]")
+                 if isinstance(c, dict) and str(c.get("Name") or "").lstrip("/") == name), None)
+    if mine is None:
         return None, {}
-    env_list = json.loads(session.run(rerun.env_argv(host.docker, name)).stdout or "[]") or []
-    return found[0].image_id, dict(str(e).partition("=")[::2] for e in env_list)
+    env_list = (mine.get("Config") or {}).get("Env") or []
+    return str(mine.get("Image") or ""), dict(str(e).partition("=")[::2] for e in env_list)
 
 
 def resolve(host: Host, name: str, *, timeout: float = 10.0) -> RunSpec | None:
