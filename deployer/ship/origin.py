@@ -12,7 +12,7 @@ here with the local Docker's credentials. Credentials never go to a host: a host
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import requests
 
@@ -36,14 +36,16 @@ class Origin:
     ref: str
     registry: str  # the registry's API host[:port]: what a host must reach
     layers: int
-    blobs: tuple[Descriptor, ...] = ()  # the registry's blob of each of those layers; () when unknown
+    config_digest: str = ""  # the base's config (picks its manifest out of a multi-platform index)
+    blobs: tuple[Descriptor, ...] = ()  # the registry's blob of each of those layers; () when not read
 
     def covers(self, index: int) -> bool:
         return index < self.layers
 
 
 def find_origin(image: ImageInfo, client: Client) -> Origin | None:
-    """The registry image IMAGE is built on, if the local Docker pulled one (None otherwise)."""
+    """The registry image IMAGE is built on, if the local Docker pulled one (None otherwise). Reads
+    the local Docker only; with_blobs() asks the registry, for the hosts that need it."""
     try:
         base = pulled_base(image, client)
     except LocalError as exc:
@@ -51,19 +53,25 @@ def find_origin(image: ImageInfo, client: Client) -> Origin | None:
         return None
     if base is None:
         return None
-    name, digest = base.repo_digest.split("@", 1)
-    repo = split_repo(name)
-    blobs: tuple[Descriptor, ...] = ()
+    log.info("%s: its bottom %d layer(s) are %s", image.ref, base.layers, base.repo_digest)
+    return Origin(base.repo_digest, split_repo(base.repo_digest.split("@", 1)[0]).api_host, base.layers,
+                  base.config_digest)
+
+
+def with_blobs(origin: Origin, client: Client) -> Origin:
+    """ORIGIN with the registry's blob of each layer, from its manifest (for an OCI load on the
+    containerd store); unchanged when the manifest cannot be read."""
+    name, digest = origin.ref.split("@", 1)
     try:
-        manifest = image_manifest(ManifestReader.for_docker(client, repo, timeout=10.0), digest, base.config_digest)
-        layers = manifest.get("layers") or []
+        reader = ManifestReader.for_docker(client, split_repo(name), timeout=10.0)
+        layers = image_manifest(reader, digest, origin.config_digest).get("layers") or []
         blobs = tuple(Descriptor(_OCI_TYPE.get(str(d["mediaType"]), str(d["mediaType"])), str(d["digest"]),
                                  int(d["size"])) for d in layers)
-        if len(blobs) != base.layers:
-            log.info("%s: the manifest lists %d layers, the image %d", base.repo_digest, len(blobs), base.layers)
-            blobs = ()
     except (RegistryAPIError, requests.RequestException, KeyError, TypeError, ValueError, LocalError) as exc:
-        # containerd-store hosts then receive the base as today; classic hosts can still pull it
-        log.info("cannot read the manifest of %s: %s", base.repo_digest, exc)
-    log.info("%s: its bottom %d layer(s) are %s", image.ref, base.layers, base.repo_digest)
-    return Origin(base.repo_digest, repo.api_host, base.layers, blobs)
+        # containerd-store hosts then receive the base as before; classic hosts can still pull it
+        log.info("cannot read the manifest of %s: %s", origin.ref, exc)
+        return origin
+    if len(blobs) != origin.layers:
+        log.info("%s: the manifest lists %d layers, the image %d", origin.ref, len(blobs), origin.layers)
+        return origin
+    return replace(origin, blobs=blobs)

@@ -12,9 +12,10 @@ A failed host's Outcome carries the error and, as its value, the partial ShipRes
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -22,7 +23,7 @@ from deployer import history
 from deployer import lock as locks
 from deployer.commands import load as ld
 from deployer.commands import ship as cmd
-from deployer.commands.layers import parse_content, parse_present, present_layers_argv
+from deployer.commands.layers import missing_layers, parse_content, parse_present, present_layers_argv
 from deployer.errors import DeployError, SpecError, TransferError
 from deployer.facts import gather
 from deployer.fleet import Outcome, Unfinished, for_each_host
@@ -36,7 +37,7 @@ from deployer.refs import split_ref
 from deployer.ship.conn import HostConn
 from deployer.ship.exports import ExportPool
 from deployer.ship.model import ShipOptions, ShipResult
-from deployer.ship.origin import Origin, find_origin
+from deployer.ship.origin import Origin, find_origin, with_blobs
 from deployer.ship.plan import ShipPlan, make_plan, name_layers, preflight
 from deployer.ship.progress import NullReporter, Reporter
 from deployer.ship.registry import IncompletePull, Pusher
@@ -86,19 +87,35 @@ def _oci_state(image: ImageInfo, state: cmd.ImageState, named: dict[str, Descrip
     return cmd.ImageState(state.ref_id, state.ids | {expected}) if state.ref_id == expected else state
 
 
-def _origin_for(host: Host, options: ShipOptions, origin: Future[Origin | None] | None) -> Origin | None:
-    """The base's origin for HOST, unless it or the ship says never (deploy_origin_pull, --origin-pull)."""
-    mode = host.origin_pull if "deploy_origin_pull" in host.vars else options.origin_pull
-    if mode not in ORIGIN_MODES:
-        raise SpecError(f"{host.name}: deploy_origin_pull is {mode!r}", hint=f"use one of: {', '.join(ORIGIN_MODES)}")
-    return origin.result() if origin is not None and mode == "auto" else None
+class Bases:
+    """The image's origin (deployer.ship.origin) for a ship: found locally once; the registry's
+    manifest read once, by the first host that needs it (a containerd-store host that lacks the base)."""
+
+    def __init__(self, image: ImageInfo, client: Client, options: ShipOptions) -> None:
+        self.origin = find_origin(image, client) if options.origin_pull != "never" else None
+        self._client, self._lock = client, threading.Lock()
+        self._read = False
+
+    def for_host(self, host: Host, options: ShipOptions) -> Origin | None:
+        """The origin for HOST, unless it or the ship says never (deploy_origin_pull, --origin-pull)."""
+        mode = host.origin_pull if "deploy_origin_pull" in host.vars else options.origin_pull
+        if mode not in ORIGIN_MODES:
+            raise SpecError(f"{host.name}: deploy_origin_pull is {mode!r}",
+                            hint=f"use one of: {', '.join(ORIGIN_MODES)}")
+        return self.origin if mode == "auto" else None
+
+    def with_blobs(self) -> Origin | None:
+        with self._lock:
+            if self.origin is not None and not self._read:
+                self.origin, self._read = with_blobs(self.origin, self._client), True
+            return self.origin
 
 
 def _observe(job: Job, options: ShipOptions, history_sizes: Sequence[int], reporter: Reporter,
-             take_lock: bool, sizes: LayerSizes, origin: Future[Origin | None] | None = None) -> Job:
+             take_lock: bool, sizes: LayerSizes, bases: Bases | None = None) -> Job:
     """Connect, (lock,) gather facts and what the host has, plan and preflight."""
     host, image, conn = job.host, job.image, job.conn
-    base = _origin_for(host, options, origin)
+    base = bases.for_host(host, options) if bases is not None else None
     reporter.phase(host.name, "connecting")
     conn.connect()
     session = conn.session()
@@ -132,6 +149,9 @@ def _observe(job: Job, options: ShipOptions, history_sizes: Sequence[int], repor
         # layer sizes are only needed (and, on a containerd workstation, only read) for unrecorded layers
         known = sizes.known() if any(d not in content for d in image.diff_ids) else {}
         image_state = _oci_state(image, image_state, name_layers(image.diff_ids, content, known))
+        if base is not None and bases is not None and getattr(job.facts, "origin_reachable", None) \
+                and any(base.covers(i) for i in missing_layers(image.diff_ids, have)):
+            base = bases.with_blobs()  # its load names the pulled layers by the registry's blobs
         job.plan = make_plan(host, image, job.facts, image_state, have, history_sizes, options.via or host.via,
                              options.codec, known_sizes=known, host_content=content, origin=base)
     else:
@@ -219,18 +239,16 @@ def ship_image(hosts: Sequence[Host], image_ref: str, options: ShipOptions | Non
     layer_history = history_sizes(client, image)
     jobs = {h.name: Job(h, HostConn(h, timeout=options.connect_timeout), image, record=options.record)
             for h in hosts}
-    background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="origin")
-    # the base's registry, looked up while the hosts are connected (a manifest read, for the containerd store)
-    origin = background.submit(find_origin, image, client) if options.origin_pull != "never" else None
+    bases = Bases(image, client, options)
     exports = ExportPool(image, options.level, expected=min(len(jobs), options.parallel), client=client,
                          head_start=_head_start(hosts, image, options, client))
     pusher = Pusher(image, client)
     sizes = LayerSizes(image, client)
 
-    def again(job: Job, why: str, options: ShipOptions, base: Future[Origin | None] | None) -> None:
+    def again(job: Job, why: str, options: ShipOptions) -> None:
         """Plan the host once more (the lock is still ours) and send what it still lacks."""
         reporter.note(job.host.name, why)
-        _observe(job, options, layer_history, reporter, take_lock=False, sizes=sizes, origin=base)
+        _observe(job, options, layer_history, reporter, take_lock=False, sizes=sizes, bases=bases)
         plan = job.plan
         assert plan is not None and plan.codec is not None
         _finish(job, pusher, exports.late(plan.codec.name, {image.diff_ids[i] for i in plan.missing}), reporter)
@@ -239,7 +257,7 @@ def ship_image(hosts: Sequence[Host], image_ref: str, options: ShipOptions | Non
         job = jobs[host.name]
         reported = False  # every host reports to the export pool exactly once
         try:
-            _observe(job, options, layer_history, reporter, take_lock=True, sizes=sizes, origin=origin)
+            _observe(job, options, layer_history, reporter, take_lock=True, sizes=sizes, bases=bases)
             plan = job.plan
             assert plan is not None
             exporter = None
@@ -251,13 +269,11 @@ def ship_image(hosts: Sequence[Host], image_ref: str, options: ShipOptions | Non
             try:
                 _finish(job, pusher, exporter, reporter)
             except OriginPullFailed as exc:
-                again(job, f"{exc.reason}; sending the base layers instead", replace(options, origin_pull="never"),
-                      None)
+                again(job, f"{exc.reason}; sending the base layers instead", replace(options, origin_pull="never"))
             except IncompletePull as exc:
                 # the image is complete only with the layers' blobs: plan the host again as a
                 # tarball host and send what its content store lacks
-                again(job, f"{exc.reason}; sending the image as a tarball instead", replace(options, via="tarball"),
-                      origin)
+                again(job, f"{exc.reason}; sending the image as a tarball instead", replace(options, via="tarball"))
                 if job.host_id != exc.image_id:  # the incomplete pull, unless a container still uses it
                     job.conn.run(cmd.remove_image_argv(host.docker, exc.image_id), what="removing an incomplete image",
                                  check=False, timeout=60)
@@ -287,7 +303,6 @@ def ship_image(hosts: Sequence[Host], image_ref: str, options: ShipOptions | Non
         for job in jobs.values():
             _release(job)
         exports.close()
-        background.shutdown(wait=False, cancel_futures=True)
 
 
 def _head_start(hosts: Sequence[Host], image: ImageInfo, options: ShipOptions,
@@ -320,15 +335,12 @@ def plan_ship(hosts: Sequence[Host], image_ref: str, options: ShipOptions | None
     image = replace(inspect(image_ref, client), ref=image_ref)
     layer_history = history_sizes(client, image)
     sizes = LayerSizes(image, client)
-    origin: Future[Origin | None] | None = None
-    if options.origin_pull != "never":
-        origin = Future()
-        origin.set_result(find_origin(image, client))
+    bases = Bases(image, client, options)
 
     def one(host: Host) -> ShipPlan:
         job = Job(host, HostConn(host, timeout=options.connect_timeout), image)
         try:
-            _observe(job, options, layer_history, NullReporter(), take_lock=False, sizes=sizes, origin=origin)
+            _observe(job, options, layer_history, NullReporter(), take_lock=False, sizes=sizes, bases=bases)
             assert job.plan is not None
             return job.plan
         finally:

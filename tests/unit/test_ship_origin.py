@@ -14,7 +14,7 @@ from deployer.chain import chain_ids
 from deployer.commands import ship as cmd
 from deployer.local.fake import FakeClient
 from deployer.local.image import pick_base, pulled_base
-from deployer.ship import steps
+from deployer.ship import origin, steps
 from deployer.ship.conn import HostConn
 from deployer.ship.origin import Origin
 from deployer.ship.plan import make_plan, pulled_from_origin
@@ -26,7 +26,7 @@ from deployer.transport.fake import FakeSession
 BASE_REF = "nvcr.io/nvidia/pytorch@sha256:" + "a" * 64
 BLOBS = (Descriptor("application/vnd.oci.image.layer.v1.tar+gzip", "sha256:" + "b" * 64, 10),
          Descriptor("application/vnd.oci.image.layer.v1.tar+gzip", "sha256:" + "c" * 64, 20))
-ORIGIN = Origin(BASE_REF, "nvcr.io", 2, BLOBS)
+ORIGIN = Origin(BASE_REF, "nvcr.io", 2, "sha256:" + "7" * 64, BLOBS)
 
 
 def _attrs(layers: tuple[str, ...], digests: list[str], image_id: str = "sha256:" + "9" * 64) -> dict:
@@ -55,6 +55,30 @@ def test_pulled_base_reads_the_local_docker() -> None:
     base = pulled_base(IMAGE, fake)  # type: ignore[arg-type]
     assert base is not None and (base.repo_digest, base.layers, base.config_digest) == (BASE_REF, 2, "sha256:" + "7" * 64)
     assert ("inspect_image", bigger) not in fake.calls  # only images that could be the base are inspected
+
+
+def test_the_registrys_blobs_are_read_from_the_manifest_or_left_unknown(monkeypatch: pytest.MonkeyPatch) -> None:
+    bare = dataclasses.replace(ORIGIN, blobs=())
+    docker_types = [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", "digest": d.digest,
+                     "size": d.size} for d in BLOBS]
+    asked: list[tuple[str, str]] = []
+
+    def manifest(reader: object, digest: str, config: str) -> dict:
+        asked.append((digest, config))
+        return {"layers": docker_types}
+
+    monkeypatch.setattr(origin, "image_manifest", manifest)
+    fake = FakeClient()
+    assert origin.with_blobs(bare, fake) == ORIGIN  # Docker's media types named as an OCI load names them
+    assert asked == [(BASE_REF.split("@")[1], ORIGIN.config_digest)]  # the child for the base's own config
+
+    def unreadable(*_: object) -> dict:
+        raise origin.RegistryAPIError("nvcr.io not reachable")
+
+    monkeypatch.setattr(origin, "image_manifest", unreadable)
+    assert origin.with_blobs(bare, fake) == bare
+    monkeypatch.setattr(origin, "image_manifest", lambda *_: {"layers": docker_types[:1]})  # another image
+    assert origin.with_blobs(bare, fake) == bare
 
 
 def test_the_host_pulls_the_base_layers_it_lacks_when_it_reaches_the_registry() -> None:
