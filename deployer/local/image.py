@@ -142,9 +142,7 @@ def pulled_base(image: ImageInfo, client: Client) -> PulledBase | None:
         summaries = client.api.images()
     candidates = []
     for summary in summaries:
-        # only an image no bigger than IMAGE can be its base: inspect just those
-        smaller = not image.size or int(summary.get("Size") or 0) <= image.size
-        if summary.get("RepoDigests") and summary.get("Id") != image.id and smaller:
+        if summary.get("RepoDigests") and summary.get("Id") != image.id:
             try:
                 candidates.append(inspect_attrs(client, str(summary["Id"]), what="inspecting a base image"))
             except ImageNotFound:
