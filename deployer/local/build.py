@@ -2,11 +2,13 @@
 when the docker CLI has the buildx plugin, else through the docker SDK's legacy builder (the documented fallback)."""
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
 import shlex
 import subprocess
+import tempfile
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -224,20 +226,40 @@ def _buildkit(spec: BuildSpec, revision: GitRevision | None, platforms: tuple[st
         log.feed(text)
         on_line(text)
 
-    argv = buildx.build_argv(spec, tags=tags, labels=build_labels(revision), platforms=platforms)
-    LOG.debug("running %s", shlex.join(argv))
-    if buildx.run(argv, line) != 0:
-        text = log.failure_text()
-        hint = "fix the Dockerfile or the build context, then run `deploy build` again"
-        if spec.cache_to and "cache export is not supported" in text.lower():
-            hint = ("image.build.cache_to: the default (docker) builder exports a cache only on the containerd "
-                    "image store; turn that on, or use a docker-container builder "
-                    "(docker buildx create --use --driver docker-container)")
-        raise LocalError(text, hint=hint)
+    with tempfile.TemporaryDirectory(prefix="deployer-build-") as tmp:
+        metadata = os.path.join(tmp, "metadata.json")
+        argv = buildx.build_argv(spec, tags=tags, labels=build_labels(revision), platforms=platforms,
+                                 metadata_file=metadata)
+        LOG.debug("running %s", shlex.join(argv))
+        if buildx.run(argv, line) != 0:
+            text = log.failure_text()
+            hint = "fix the Dockerfile or the build context, then run `deploy build` again"
+            if spec.cache_to and "cache export is not supported" in text.lower():
+                hint = ("image.build.cache_to: the default (docker) builder exports a cache only on the containerd "
+                        "image store; turn that on, or use a docker-container builder "
+                        "(docker buildx create --use --driver docker-container)")
+            raise LocalError(text, hint=hint)
+        _record_bases(metadata)
     with translated(f"reading the built image {tags[0]}",
                     hint="docker buildx and deployer talk to different Docker daemons: check `docker context ls` "
                          "and DOCKER_HOST"):
         return str(client.api.inspect_image(tags[0])["Id"])
+
+
+def _record_bases(metadata_file: str) -> None:
+    """Remember the base images the build declared (deployer.local.declared), for a later ship's origin
+    pull. Best effort: without a metadata file or its provenance, a ship knows only pulled bases."""
+    from deployer.local import declared
+
+    try:
+        with open(metadata_file, encoding="utf-8") as fh:
+            metadata = json.load(fh)
+        config = str(metadata.get("containerimage.config.digest") or "") if isinstance(metadata, dict) else ""
+        found = declared.materials(metadata) if config.startswith("sha256:") else ()
+        if found:
+            declared.record(config, found)
+    except (OSError, ValueError) as exc:
+        LOG.info("cannot record the build's base images: %s", exc)
 
 
 def _legacy(spec: BuildSpec, revision: GitRevision | None, platforms: tuple[str, ...], on_line: LineSink,

@@ -80,12 +80,15 @@ def secret_flag(secret: Secret) -> str:
 
 
 def build_argv(spec: BuildxSpec, *, tags: tuple[str, ...], labels: Mapping[str, str],
-               platforms: tuple[str, ...]) -> tuple[str, ...]:
+               platforms: tuple[str, ...], metadata_file: str = "") -> tuple[str, ...]:
     """The exact `docker buildx build` command (pure). `--load` puts the result in the local image store
     whatever the builder; `--provenance=false` keeps the image a plain one, as the legacy builder made it
-    (no attestation manifest to ship to every host)."""
-    argv = ["docker", "buildx", "build", "--progress=plain", "--load", "--provenance=false",
-            "--file", os.path.join(spec.context, spec.dockerfile)]
+    (no attestation manifest to ship to every host). METADATA_FILE: where buildx writes the build's
+    result and provenance (the base images it used: deployer.local.declared), even so."""
+    argv = ["docker", "buildx", "build", "--progress=plain", "--load", "--provenance=false"]
+    if metadata_file:
+        argv += ["--metadata-file", metadata_file]
+    argv += ["--file", os.path.join(spec.context, spec.dockerfile)]
     for key, value in spec.args:
         argv += ["--build-arg", f"{key}={value}"]
     if spec.target:

@@ -116,6 +116,11 @@ def test_buildx_argv_is_exact() -> None:
     assert plain == ("docker", "buildx", "build", "--progress=plain", "--load", "--provenance=false",
                      "--file", "/c/Dockerfile", "--tag", "job:latest", "/c")
     assert secret_flag(BuildSecret("a", "file", "/s")) == "id=a,src=/s"
+    # where buildx writes the build's provenance: the base images it used (deployer.local.declared)
+    meta = build_argv(BuildSpec(context="/c", tag="job"), tags=("job:latest",), labels={}, platforms=(),
+                      metadata_file="/tmp/m/metadata.json")
+    assert meta == ("docker", "buildx", "build", "--progress=plain", "--load", "--provenance=false",
+                    "--metadata-file", "/tmp/m/metadata.json", "--file", "/c/Dockerfile", "--tag", "job:latest", "/c")
 
 
 def test_preflight_refuses_missing_secrets_and_agent(tmp_path: Path) -> None:
