@@ -4,7 +4,9 @@ the user's own layers cross the user's uplink (issue 19).
     find_origin(image, client) -> Origin | None
 
 The base is the longest run of the image's bottom layers that the local Docker pulled from a
-registry (deployer.local.image.pulled_base), pinned by digest. For a host on the containerd
+registry (deployer.local.image.pulled_base), else that deployer's BuildKit build of the image
+declared (deployer.local.declared: the registry's manifest and config, read once, give its layers);
+either way pinned by the digest of the platform's manifest, never by tag. For a host on the containerd
 image store, the OCI load that follows the pull names those layers by the registry's blobs
 (what the pull left in the host's content store); they come from the registry's manifest, read
 here with the local Docker's credentials. Credentials never go to a host: a host pulls with its own.
@@ -12,14 +14,23 @@ here with the local Docker's credentials. Credentials never go to a host: a host
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import requests
 
 from deployer.errors import LocalError
+from deployer.local import declared
 from deployer.local.client import Client
-from deployer.local.image import ImageInfo, pulled_base
-from deployer.ship.registry_api import ManifestReader, RegistryAPIError, image_manifest, split_repo
+from deployer.local.image import ImageInfo, inspect_attrs, pulled_base
+from deployer.ship.registry_api import (
+    ManifestReader,
+    RegistryAPIError,
+    image_manifest,
+    platform_manifest,
+    split_repo,
+)
 from deployer.tarfmt import Descriptor
 
 log = logging.getLogger(__name__)
@@ -44,18 +55,74 @@ class Origin:
 
 
 def find_origin(image: ImageInfo, client: Client) -> Origin | None:
-    """The registry image IMAGE is built on, if the local Docker pulled one (None otherwise). Reads
-    the local Docker only; with_blobs() asks the registry, for the hosts that need it."""
+    """The registry image IMAGE is built on, if the local Docker pulled one, else if its build declared
+    one (None otherwise). A pulled base needs the local Docker only; a declared one is looked up in its
+    registry once per image. with_blobs() asks the registry for the blobs, for the hosts that need them."""
     try:
         base = pulled_base(image, client)
     except LocalError as exc:
         log.info("cannot look for %s's base image: %s", image.ref, exc)
         return None
     if base is None:
-        return None
+        return declared_origin(image, client)
     log.info("%s: its bottom %d layer(s) are %s", image.ref, base.layers, base.repo_digest)
     return Origin(base.repo_digest, split_repo(base.repo_digest.split("@", 1)[0]).api_host, base.layers,
                   base.config_digest)
+
+
+def declared_origin(image: ImageInfo, client: Client, path: Path | None = None) -> Origin | None:
+    """The base IMAGE's BuildKit build declared (deployer.local.declared), if its registry confirms that its
+    layers are IMAGE's bottom ones. The registry is asked once per image (again after a while if it did not
+    answer); its answer is remembered, so a re-ship asks nothing before probing its hosts."""
+    entry = declared.lookup(image.config_digest, path)
+    if entry is None:
+        return None
+    base = entry.base
+    if base is None and entry.due(time.time()):
+        base, checked = _resolve(entry.materials, image, client)
+        declared.settle(image.config_digest, base, checked, path)
+    base = declared.pick_declared(image.diff_ids, [base] if base else [])
+    if base is None:
+        return None
+    log.info("%s: its bottom %d layer(s) are %s, which its build declared", image.ref, len(base.diff_ids), base.ref)
+    return Origin(base.ref, split_repo(base.ref.split("@", 1)[0]).api_host, len(base.diff_ids), base.config_digest)
+
+
+def _resolve(materials: tuple[declared.Material, ...], image: ImageInfo,
+             client: Client) -> tuple[declared.DeclaredBase | None, bool]:
+    """The material that is IMAGE's base, as its registry describes it; and whether every one was looked up."""
+    found, checked = [], True
+    for material in materials:
+        if _is_local(material, client):
+            continue
+        try:
+            found.append(_describe(material, image, client))
+        except (RegistryAPIError, requests.RequestException, KeyError, TypeError, ValueError, LocalError) as exc:
+            log.info("cannot read %s@%s from its registry: %s", material.name, material.digest, exc)
+            checked = False
+    return declared.pick_declared(image.diff_ids, found), checked
+
+
+def _describe(material: declared.Material, image: ImageInfo, client: Client) -> declared.DeclaredBase:
+    """MATERIAL pinned by the digest of its platform's manifest, with its config's layers."""
+    reader = ManifestReader.for_docker(client, split_repo(material.name), timeout=10.0)
+    digest, manifest = platform_manifest(reader, material.digest,
+                                         material.platform or f"{image.os}/{image.architecture}")
+    config = str(manifest["config"]["digest"])
+    diff_ids = tuple(str(d) for d in reader.config(config)["rootfs"]["diff_ids"])
+    return declared.DeclaredBase(f"{material.name}@{digest}", config, diff_ids)
+
+
+def _is_local(material: declared.Material, client: Client) -> bool:
+    """True when the local Docker holds the image MATERIAL names as built or imported here (no repo digest)
+    or as that very digest: then no registry is asked (a local-only base has none; pulled_base saw a pulled one)."""
+    try:
+        attrs = inspect_attrs(client, f"{material.name}:{material.tag}" if material.tag
+                              else f"{material.name}@{material.digest}", what="looking up a declared base image")
+    except LocalError:
+        return False
+    digests = [str(d) for d in attrs.get("RepoDigests") or ()]
+    return not digests or attrs.get("Id") == material.digest or any(d.endswith(f"@{material.digest}") for d in digests)
 
 
 def with_blobs(origin: Origin, client: Client) -> Origin:

@@ -1,12 +1,14 @@
 """Reading a pushed manifest through the registry HTTP API (v2), with the credentials Docker uses.
 
-Only GETs of manifests: enough to learn the compressed size of each pushed layer. Credentials
+Only GETs of manifests and image configs: enough to learn the compressed size of each pushed layer,
+and the layers (diff IDs) of a base image a build declared (deployer.ship.origin). Credentials
 come from the user's Docker config / credential helpers (deployer.local.push); they go only to
 the registry and the token realm it names, never into logs or messages.
 """
 from __future__ import annotations
 
 import base64
+import hashlib
 import ipaddress
 import logging
 import re
@@ -32,6 +34,7 @@ MANIFEST_TYPES = (
 _HUB = "docker.io"
 _HUB_API = "registry-1.docker.io"
 _MAX_CHILDREN = 16  # an index with more platforms than this is not something we pushed
+_MAX_CONFIG_BYTES = 4 * 1024**2  # an image config is a few KB; a CUDA image's some 30 KB
 
 
 class RegistryAPIError(Exception):
@@ -115,8 +118,28 @@ class ManifestReader:
         raise RegistryAPIError(f"{self.repo.index} not reachable over {' or '.join(b for b, _ in self._bases)}: "
                                f"{type(last).__name__}")
 
+    def config(self, digest: str) -> dict[str, Any]:
+        """The image config blob at DIGEST (JSON), checked against its digest."""
+        last: Exception | None = None
+        for base, verify in self._bases:
+            url = f"{base}/v2/{self.repo.path}/blobs/{digest}"
+            try:
+                res = self._response(url, verify, "application/vnd.oci.image.config.v1+json, application/json")
+            except requests.exceptions.ConnectionError as exc:
+                last = exc
+                continue
+            if res.status_code == 200 and (len(res.content) > _MAX_CONFIG_BYTES
+                                           or f"sha256:{hashlib.sha256(res.content).hexdigest()}" != digest):
+                raise RegistryAPIError(f"GET {url} answered a blob that is not the config {digest}")
+            return _json_object(res, f"GET {url}")
+        raise RegistryAPIError(f"{self.repo.index} not reachable over {' or '.join(b for b, _ in self._bases)}: "
+                               f"{type(last).__name__}")
+
     def _get(self, url: str, verify: bool) -> dict[str, Any]:
-        headers = {"Accept": ", ".join(MANIFEST_TYPES), **self._auth_header}
+        return _json_object(self._response(url, verify, ", ".join(MANIFEST_TYPES)), f"GET {url}")
+
+    def _response(self, url: str, verify: bool, accept: str) -> requests.Response:
+        headers = {"Accept": accept, **self._auth_header}
         with warnings.catch_warnings():
             # unverified https is what Docker itself does for a registry marked insecure
             warnings.simplefilter("ignore", urllib3.exceptions.InsecureRequestWarning)
@@ -125,7 +148,7 @@ class ManifestReader:
                 self._auth_header = self._answer(res.headers.get("WWW-Authenticate", ""), verify)
                 res = self._session.get(url, headers={**headers, **self._auth_header}, timeout=self.timeout,
                                         verify=verify)
-        return _json_object(res, f"GET {url}")
+        return res
 
     def _answer(self, challenge: str, verify: bool) -> dict[str, str]:
         """The Authorization header for a 401 challenge (basic, or a bearer token from the realm)."""
@@ -178,3 +201,32 @@ def image_manifest(reader: ManifestReader, digest: str, config_digest: str) -> d
         if (found.get("config") or {}).get("digest") == config_digest and "layers" in found:
             return found
     raise RegistryAPIError(f"{digest} lists no manifest for config {config_digest}")
+
+
+def platform_child(index: Mapping[str, Any], platform: str) -> str | None:
+    """The digest of the manifest an index lists for PLATFORM (`linux/arm64[/v8]`), None if none (pure).
+    A variant counts only when both name one (arm64's v8 is often left out)."""
+    os_, _, rest = platform.partition("/")
+    arch, _, variant = rest.partition("/")
+    for child in (index.get("manifests") or [])[:_MAX_CHILDREN * 4]:
+        if not isinstance(child, Mapping) or not child.get("digest"):
+            continue
+        p = child.get("platform") or {}
+        if p.get("os") == os_ and p.get("architecture") == arch and \
+                (not variant or not p.get("variant") or p.get("variant") == variant):
+            return str(child["digest"])
+    return None
+
+
+def platform_manifest(reader: ManifestReader, digest: str, platform: str) -> tuple[str, dict[str, Any]]:
+    """(its digest, the image manifest) at DIGEST; for an index, its manifest for PLATFORM."""
+    top = reader.manifest(digest)
+    if "layers" in top:
+        return digest, top
+    child = platform_child(top, platform)
+    if child is None:
+        raise RegistryAPIError(f"{digest} lists no manifest for {platform}")
+    found = reader.manifest(child)
+    if "layers" not in found:
+        raise RegistryAPIError(f"{child} is not an image manifest")
+    return child, found

@@ -4,14 +4,21 @@ The whole ship against a real registry is in tests/integration/test_origin.py.""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import subprocess
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 from test_ship_plan import IMAGE, NONE, SIZES, D, facts, host
 
 from deployer.chain import chain_ids
 from deployer.commands import ship as cmd
+from deployer.local import declared
 from deployer.local.fake import FakeClient
 from deployer.local.image import pick_base, pulled_base
 from deployer.ship import origin, steps
@@ -171,3 +178,126 @@ def test_a_failed_pull_is_an_origin_error_and_the_loads_never_begin(stdout: str,
     assert started == [] and raised.value.ref == BASE_REF and "sends the base layers instead" in str(raised.value)
     if why == "incomplete":  # not left behind to confuse the next pull
         assert cmd.remove_image_argv(("docker",), BASE_REF) in fake.argvs()
+
+
+# --- a base the build declared (deployer.local.declared), looked up in its registry -----------------
+
+def _blob(obj: dict) -> tuple[str, bytes]:
+    data = json.dumps(obj).encode()
+    return f"sha256:{hashlib.sha256(data).hexdigest()}", data
+
+
+class _Registry(BaseHTTPRequestHandler):
+    """A registry holding team/base as an index of two platforms (amd64's layers are D[:2])."""
+
+    blobs: ClassVar[dict[str, bytes]] = {}
+    requests: ClassVar[list[str]] = []
+
+    def log_message(self, *_: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        self.requests.append(self.path)
+        body = self.blobs.get(self.path.rsplit("/", 1)[-1])
+        self.send_response(200 if body is not None else 404)
+        self.send_header("Content-Length", str(len(body or b"")))
+        self.end_headers()
+        self.wfile.write(body or b"")
+
+
+@dataclasses.dataclass
+class _Declared:
+    name: str  # the base as a Dockerfile names it: 127.0.0.1:PORT/team/base
+    index: str
+    amd64: str  # the amd64 manifest's digest: what the base is pinned by
+    config: str
+    handler: type[_Registry]
+    path: Path  # the record of builds (bases.json)
+    client: FakeClient
+
+    def record(self, digest: str = "", tag: str = "1") -> None:
+        material = declared.Material(self.name, tag, digest or self.index, "linux/amd64")
+        declared.record(IMAGE.config_digest, [material], self.path)
+
+
+@pytest.fixture
+def registry_base(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[_Declared]:
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker-config"))  # no login
+    config, config_data = _blob({"rootfs": {"type": "layers", "diff_ids": list(D[:2])}})
+    arm_config, arm_data = _blob({"rootfs": {"type": "layers", "diff_ids": ["sha256:" + "e" * 64]}})
+    layer = {"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": "sha256:" + "b" * 64, "size": 1}
+    amd64, amd64_data = _blob({"schemaVersion": 2, "config": {"digest": config}, "layers": [layer, layer]})
+    arm64, arm64_data = _blob({"schemaVersion": 2, "config": {"digest": arm_config}, "layers": [layer]})
+    index, index_data = _blob({"schemaVersion": 2, "manifests": [
+        {"digest": arm64, "platform": {"os": "linux", "architecture": "arm64", "variant": "v8"}},
+        {"digest": amd64, "platform": {"os": "linux", "architecture": "amd64"}}]})
+    handler = type("Handler", (_Registry,), {"requests": [], "blobs": {
+        index: index_data, amd64: amd64_data, arm64: arm64_data, config: config_data, arm_config: arm_data}})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    fake = FakeClient(info_json={"Driver": "overlay2", "RegistryConfig": {"InsecureRegistryCIDRs": ["127.0.0.0/8"]}})
+    fake.add_image("trainer:v3", IMAGE.id, diff_ids=D)
+    try:
+        yield _Declared(f"127.0.0.1:{server.server_address[1]}/team/base", index, amd64, config, handler,
+                        tmp_path / "bases.json", fake)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_declared_base_is_pinned_by_its_platforms_manifest_and_looked_up_once(registry_base: _Declared) -> None:
+    b = registry_base
+    b.record()
+    found = origin.declared_origin(IMAGE, b.client, b.path)  # type: ignore[arg-type]
+    assert found == Origin(f"{b.name}@{b.amd64}", b.name.split("/")[0], 2, b.config)
+    assert found is not None and "@sha256:" in found.ref and found.ref != f"{b.name}@{b.index}"  # never the tag
+    asked = len(b.handler.requests)
+    assert asked == 3  # the index, amd64's manifest, its config
+    assert origin.declared_origin(IMAGE, b.client, b.path) == found  # remembered: a re-ship asks nothing
+    assert len(b.handler.requests) == asked
+    # the material already names the platform's manifest (a single-platform base)
+    b.record(digest=b.amd64)
+    assert origin.declared_origin(IMAGE, b.client, b.path) == found
+
+
+def test_a_declared_image_that_is_not_the_base_is_remembered_as_such(registry_base: _Declared) -> None:
+    b = registry_base
+    other = dataclasses.replace(IMAGE, diff_ids=("sha256:" + "e" * 64, *D[2:]))  # built on something else
+    declared.record(other.config_digest, [declared.Material(b.name, "1", b.index, "linux/amd64")], b.path)
+    assert origin.declared_origin(other, b.client, b.path) is None  # type: ignore[arg-type]
+    asked = len(b.handler.requests)
+    assert origin.declared_origin(other, b.client, b.path) is None  # type: ignore[arg-type]
+    assert len(b.handler.requests) == asked
+    assert declared.lookup(other.config_digest, b.path).checked  # type: ignore[union-attr]
+
+
+def test_a_registry_that_does_not_answer_is_asked_again_only_later(registry_base: _Declared) -> None:
+    b = registry_base
+    b.record(digest="sha256:" + "0" * 64)  # the registry no longer has it
+    assert origin.declared_origin(IMAGE, b.client, b.path) is None  # type: ignore[arg-type]
+    asked = len(b.handler.requests)
+    assert origin.declared_origin(IMAGE, b.client, b.path) is None  # type: ignore[arg-type]
+    assert len(b.handler.requests) == asked
+    entry = declared.lookup(IMAGE.config_digest, b.path)
+    assert entry is not None and not entry.checked and entry.tried_at > 0
+
+
+def test_a_declared_base_built_here_is_not_looked_up(registry_base: _Declared) -> None:
+    """FROM an image built or imported locally (no repo digest): no registry has it."""
+    b = registry_base
+    b.client.add_image(f"{b.name}:1", "sha256:" + "6" * 64, diff_ids=D[:2])
+    b.record()
+    assert origin.declared_origin(IMAGE, b.client, b.path) is None  # type: ignore[arg-type]
+    assert b.handler.requests == []
+
+
+def test_a_pulled_base_comes_first_and_a_plain_build_has_no_declared_one(
+        registry_base: _Declared, monkeypatch: pytest.MonkeyPatch) -> None:
+    b = registry_base
+    monkeypatch.setattr(declared, "store_path", lambda: b.path)
+    assert origin.find_origin(IMAGE, b.client) is None  # type: ignore[arg-type]  # nothing recorded
+    b.record()
+    b.client.add_image("nvcr.io/nvidia/pytorch:24.01", "sha256:" + "7" * 64, diff_ids=D[:2], repo_digests=[BASE_REF])
+    found = origin.find_origin(IMAGE, b.client)  # type: ignore[arg-type]
+    assert found is not None and found.ref == BASE_REF and b.handler.requests == []
