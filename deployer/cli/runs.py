@@ -12,7 +12,7 @@ from deployer.cli import output
 from deployer.cli.app import cli, finish
 from deployer.cli.context import AppContext
 from deployer.cli.inventory import host_pattern_option
-from deployer.errors import SpecError, UsageError
+from deployer.errors import UsageError
 from deployer.fleet import Outcome
 
 _SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -21,14 +21,6 @@ _SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 def _ctx() -> AppContext:
     ctx = click.get_current_context().find_object(AppContext)
     return ctx if ctx is not None else AppContext()
-
-
-def _one_host(pattern: str) -> Any:
-    hosts = _ctx().select(pattern)
-    if len(hosts) != 1:
-        raise SpecError(f"--host {pattern!r} selects {len(hosts)} hosts ({', '.join(h.name for h in hosts)}); "
-                        "this command works on one")
-    return hosts[0]
 
 
 def _lines(outcomes: list[Outcome[Any]], ok: Any) -> None:
@@ -43,6 +35,7 @@ Examples:
   deploy run --host gpus --image trainer:v3 --gpus '"device=0,2"' --shm-size 16g -e WANDB_MODE=offline
   deploy run --host gpu02 --image trainer:v3 --name eval --replace --attach -- python eval.py
   deploy run --host gpus --any --gpus 2 --image trainer:v3 -- python train.py   # wherever 2 GPUs are free
+  deploy run --host gpus --nodes 2 --gpus all --image trainer:v3 --name ddp -- torchrun train.py
 \b
 --gpus takes exactly what `docker run --gpus` takes: all, 2, count=2, device=1,
 '"device=0,2"' (quote a list: the value is CSV), device=GPU-<uuid>.
@@ -53,7 +46,14 @@ the container through a private file on the host, never a command line.
 --any: free GPUs are those no running deployer container holds and nvidia-smi shows idle
 (under 1024 MiB and 10 %; DEPLOYER_GPU_BUSY_MEMORY_MIB, DEPLOYER_GPU_BUSY_UTIL_PCT). The
 chosen GPUs are locked on the host until the container runs, so placements started at once
-never share a GPU. No host fits: exit 1, saying per host why not.""")
+never share a GPU. No host fits: exit 1, saying per host why not.
+\b
+--nodes N: one job across the first N hosts of --host (inventory order; rank 0 first), each
+container with MASTER_ADDR, MASTER_PORT, NNODES, NODE_RANK, NPROC_PER_NODE (and torchrun's
+PET_* twins), DEPLOYER_NODE_IPS and NCCL_SOCKET_IFNAME, host networking and --ipc host. Every
+node is checked first (image id, GPUs free, master port free, workers reach it); all ranks
+start together; with stop-all, a rank that exits non-zero stops the others (a watcher on each
+node does it, so the job is guarded after this command returns). `deploy stop NAME` stops all.""")
 @host_pattern_option(required=True)
 @click.option("--image", required=True, help="Image reference on the host (ship it first: deploy ship).")
 @click.option("--name", help="Container name. Default: image name + UTC time, e.g. sample-20261129-153012.")
@@ -73,6 +73,11 @@ never share a GPU. No host fits: exit 1, saying per host why not.""")
 @click.option("--any", "place", flag_value="any", default=None,
               help="Start on ONE host of --host: the one with the fewest free GPUs that still has --gpus N, "
                    "on exactly those devices.")
+@click.option("--nodes", type=click.IntRange(min=1), help="Run ONE job across the first N hosts of --host (torchrun env set).")
+@click.option("--master-port", type=int, help="With --nodes: rank 0's rendezvous port (MASTER_PORT).  [default: 29500]")
+@click.option("--on-node-failure", type=click.Choice(["stop-all", "ignore"]),
+              help="With --nodes: when one rank exits non-zero, stop the others (stop-all, the default) or not.")
+@click.option("--network", help="docker --network (a --nodes job defaults to host).")
 @click.option("--detach/--attach", "detach", default=True,
               help="--attach (one host only): stream the output and exit with the container's exit code.")
 @click.option("--parallel", default=8, show_default=True, help="Hosts handled at once.")
@@ -92,7 +97,8 @@ def run_cmd(pattern: str, image: str, detach: bool, parallel: int, timeout: floa
         output.emit_json(start.to_json(outcomes))
     _lines(outcomes, lambda o: f"{o.host.name}: started {o.value.name} ({o.value.container_id[:12]})"
            + (f" on GPU {(o.value.gpus or '').strip(chr(34)).removeprefix('device=')}"
-              if options.get("place") == "any" else ""))
+              if options.get("place") == "any" else "")
+           + (f" as rank {o.value.rank} of {o.value.nodes}" if o.value.rank is not None else ""))
     finish([o for o in outcomes if not o.ok])
     if not detach and outcomes[0].value is not None:
         exit_code = outcomes[0].value.exit_code or 0
@@ -133,6 +139,10 @@ def status_cmd(name: str | None, pattern: str, show_all: bool, as_json: bool, wa
 
     def plain(statuses: list[status.HostStatus]) -> None:
         output.table(render.STATUS_COLUMNS, render.status_rows(statuses))
+        job_rows = render.job_rows(statuses)
+        if job_rows:
+            print(flush=True)
+            output.table(render.JOB_COLUMNS, job_rows)
         gpu_rows = render.gpu_rows(statuses)
         if gpu_rows:
             print(flush=True)  # a blank line, then the GPU table with its own header
@@ -168,11 +178,13 @@ def status_cmd(name: str | None, pattern: str, show_all: bool, as_json: bool, wa
 Examples:
   deploy logs train-1 --host gpu01 -f
   deploy logs train-1 --host gpu01 --tail 100 --since 10m
+  deploy logs ddp --host gpu01 -f        # a multi-node job: every rank, lines prefixed [RANK HOST]
 \b
 With -f a dropped connection is re-opened and the stream resumes where it stopped
-(by docker's timestamps), without repeating lines. Ctrl-C ends it.""")
+(by docker's timestamps), without repeating lines. Ctrl-C ends it. A rank of a multi-node
+job (deploy run --nodes) shows the whole job: every rank, from any host of it.""")
 @click.argument("name")
-@host_pattern_option(required=True, note="It must match one host.")
+@host_pattern_option(required=True, note="Several hosts that have NAME are shown one after another, prefixed.")
 @click.option("-f", "--follow", is_flag=True, help="Keep streaming new output.")
 @click.option("--tail", help="Only the last N lines (or 'all').")
 @click.option("--since", help="Only output since T (e.g. 10m, 2h, 2026-11-29T15:30:00).")
@@ -181,9 +193,8 @@ With -f a dropped connection is re-opened and the stream resumes where it stoppe
 def logs_cmd(name: str, pattern: str, follow: bool, tail: str | None, since: str | None, timestamps: bool,
              timeout: float) -> None:
     """Stream a container's output (stdout and stderr)."""
-    from deployer.runs import logs
+    from deployer.runs import joblogs
 
-    host = _one_host(pattern)
     out = sys.stdout.buffer
 
     def write(data: bytes) -> None:
@@ -191,19 +202,30 @@ def logs_cmd(name: str, pattern: str, follow: bool, tail: str | None, since: str
         out.flush()
 
     try:
-        logs.show(host, name, write, follow=follow, tail=tail, since=since, timestamps=timestamps, timeout=timeout,
-                  on_reconnect=lambda why: output.warn(f"{host.name}: connection lost ({why}); reconnecting"))
+        srcs = joblogs.sources(_ctx().select(pattern), name, timeout=timeout,
+                               resolve=lambda names: _ctx().select(",".join(names)))
+        errors = joblogs.show_all(srcs, name, write, follow=follow, tail=tail, since=since, timestamps=timestamps,
+                                  timeout=timeout,
+                                  on_reconnect=lambda h, why: output.warn(f"{h}: connection lost ({why}); reconnecting"))
     except KeyboardInterrupt:
         click.get_current_context().exit(0)
     except BrokenPipeError:  # `deploy logs ... | head`
         sys.stderr.close()
         click.get_current_context().exit(0)
+    if len(srcs) == 1 and errors:
+        raise errors[0]
+    for err in errors:
+        output.info(f"error: {err}")
+    finish(errors)
 
 
 @cli.command("stop", context_settings=_SETTINGS, epilog="""\b
 Examples:
   deploy stop train-1 --host gpu01
-  deploy stop train-1 --host gpus --rm --timeout 30""")
+  deploy stop train-1 --host gpus --rm --timeout 30
+\b
+A rank of a multi-node job (deploy run --nodes) stops the whole job: every node it runs on,
+whether or not --host names it.""")
 @click.argument("name")
 @host_pattern_option(required=True, note="Hosts without the container are skipped.")
 @click.option("--rm", "remove", is_flag=True, help="Remove the container after it stopped.")
@@ -213,7 +235,8 @@ def stop_cmd(name: str, pattern: str, remove: bool, stop_timeout: int | None, pa
     """Stop a deployer container on every selected host that has it."""
     from deployer.runs import manage
 
-    outcomes = manage.stop(_ctx().select(pattern), name, timeout_s=stop_timeout, remove=remove, parallel=parallel)
+    outcomes = manage.stop(_ctx().select(pattern), name, timeout_s=stop_timeout, remove=remove, parallel=parallel,
+                           resolve=lambda names: _ctx().select(",".join(names)))
     done = "stopped and removed" if remove else "stopped"
     _lines(outcomes, lambda o: f"{o.host.name}: {done} {name}" if o.value.found
            else f"{o.host.name}: no container {name} (skipped)")

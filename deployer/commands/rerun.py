@@ -9,7 +9,7 @@ from deployer.commands.run import Docker
 
 _VALUE_FLAGS = {"--name": "name", "--label": "labels", "--gpus": "gpus", "--volume": "volumes",
                 "--env-file": "env_file", "--shm-size": "shm_size", "--ipc": "ipc", "--memory": "memory",
-                "--restart": "restart", "--workdir": "workdir"}
+                "--restart": "restart", "--workdir": "workdir", "--network": "network"}
 
 
 def parse_run_argv(argv: Sequence[str]) -> dict[str, Any]:

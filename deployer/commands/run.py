@@ -35,6 +35,8 @@ class ContainerSpec(Protocol):
     @property
     def ipc(self) -> str | None: ...
     @property
+    def network(self) -> str | None: ...
+    @property
     def memory(self) -> str | None: ...
     @property
     def restart(self) -> str | None: ...
@@ -56,9 +58,13 @@ class Mount(Protocol):
 
 
 def run_argv(docker: Docker, spec: ContainerSpec, *, name: str, labels: Sequence[tuple[str, str]],
-             volumes: Sequence[Mount], env_file: str | None = None) -> tuple[str, ...]:
-    """`docker run -d` for spec; env values travel only in env_file (never on the command line)."""
-    argv = [*docker, "run", "--detach", "--name", name]
+             volumes: Sequence[Mount], env_file: str | None = None, create: bool = False,
+             extra: Sequence[str] = ()) -> tuple[str, ...]:
+    """`docker run -d` for spec (`docker create` with CREATE: started later, all ranks of a job at
+    once); env values travel only in env_file (never on the command line). EXTRA: more docker
+    options, e.g. the --device a multi-node job passes through."""
+    argv = [*docker, "create"] if create else [*docker, "run", "--detach"]
+    argv += ["--name", name]
     for key, val in labels:
         argv += ["--label", f"{key}={val}"]
     if spec.gpus is not None:
@@ -67,11 +73,11 @@ def run_argv(docker: Docker, spec: ContainerSpec, *, name: str, labels: Sequence
         argv += ["--volume", str(vol)]
     if env_file:
         argv += ["--env-file", env_file]
-    for flag, value in (("--shm-size", spec.shm_size), ("--ipc", spec.ipc), ("--memory", spec.memory),
-                        ("--restart", spec.restart), ("--workdir", spec.workdir)):
+    for flag, value in (("--network", spec.network), ("--shm-size", spec.shm_size), ("--ipc", spec.ipc),
+                        ("--memory", spec.memory), ("--restart", spec.restart), ("--workdir", spec.workdir)):
         if value is not None:
             argv += [flag, value]
-    argv += [spec.image, *spec.command]
+    argv += [*extra, spec.image, *spec.command]
     return tuple(argv)
 
 
@@ -90,6 +96,11 @@ def stop_argv(docker: Docker, name: str, timeout: int | None = None) -> tuple[st
 
 def rm_argv(docker: Docker, name: str, *, force: bool = False) -> tuple[str, ...]:
     return (*docker, "rm", *(("--force",) if force else ()), "--", name)
+
+
+def start_argv(docker: Docker, name: str) -> tuple[str, ...]:
+    """`docker start` of a created container; prints its name."""
+    return (*docker, "start", "--", name)
 
 
 def wait_argv(docker: Docker, name: str) -> tuple[str, ...]:
@@ -263,6 +274,18 @@ def parse_image_inspect(text: str) -> tuple[str, dict[str, str]]:
     return str(obj.get("Id", "")), {str(k): str(v) for k, v in labels.items()}
 
 
-def names_argv(docker: Docker) -> tuple[str, ...]:
-    """Names of every deployer-managed container, one per line."""
-    return (*docker, "ps", "-a", "--filter", MANAGED_FILTER, "--format", "{{.Names}}")
+def names_argv(docker: Docker, *, jobs: bool = False) -> tuple[str, ...]:
+    """Names of every deployer-managed container, one per line; with JOBS, each followed by a tab
+    and the hosts of the multi-node job it is a rank of (empty for a single-host container)."""
+    fmt = '{{.Names}}\t{{.Label "deployer.job_hosts"}}' if jobs else "{{.Names}}"
+    return (*docker, "ps", "-a", "--filter", MANAGED_FILTER, "--format", fmt)
+
+
+def parse_names(stdout: str) -> dict[str, tuple[str, ...]]:
+    """names_argv(jobs=True)'s output: name -> its job's hosts (empty: not a multi-node job)."""
+    out: dict[str, tuple[str, ...]] = {}
+    for line in stdout.splitlines():
+        name, _, hosts = line.partition("\t")
+        if name.strip():
+            out[name.strip()] = tuple(h for h in hosts.strip().split(",") if h)
+    return out

@@ -13,12 +13,19 @@ from deployer.transport.retry import connect_retrying
 
 def merge(per_host: dict[str, list[dict[str, Any]]], *, name: str | None = None,
           limit: int | None = None) -> list[dict[str, Any]]:
-    """Records of all hosts with a "host" key, newest first (ties keep log order), optionally filtered."""
+    """Records of all hosts with a "host" key, newest first (ties keep log order), optionally filtered.
+
+    A multi-node job's record is the same line (one id, with `nodes`) on each of its nodes: listed once."""
     rows = []
+    jobs: set[str] = set()
     for host, records in per_host.items():
         for seq, rec in enumerate(records):
             if name is not None and rec.get("name") != name:
                 continue
+            if rec.get("nodes") and rec.get("id"):
+                if rec["id"] in jobs:
+                    continue
+                jobs.add(str(rec["id"]))
             rows.append((str(rec.get("time") or ""), seq, {"host": host, **rec}))
     rows.sort(key=lambda r: (r[0], r[1]), reverse=True)
     out = [r[2] for r in rows]

@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from deployer import history
+from deployer.commands import gang as gang_cmd
 from deployer.commands import run as cmd
 from deployer.errors import CommandError, DeployError, UsageError
 from deployer.fleet import Outcome, for_each_host
@@ -24,6 +25,7 @@ class Acted:
     found: bool
     action: str = ""
     names: tuple[str, ...] = ()  # the deployer containers on the host, for "did you mean"
+    job_hosts: tuple[str, ...] = ()  # the container is a rank of a multi-node job on these hosts
 
 
 def unknown_name(name: str, names: Iterable[str], hosts: Iterable[str]) -> UsageError:
@@ -36,20 +38,22 @@ def unknown_name(name: str, names: Iterable[str], hosts: Iterable[str]) -> Usage
                       hint=hint)
 
 
-def _act(host: Host, name: str, timeout: float, fn: Callable[[Session, Host], str], action: str) -> Acted:
+def _act(host: Host, name: str, timeout: float, fn: Callable[[Session, Host, tuple[str, ...]], str],
+         action: str) -> Acted:
     with connect_retrying(host, timeout=timeout) as session:
-        names = tuple(n for n in session.run(cmd.names_argv(host.docker)).stdout.splitlines() if n)
+        found = cmd.parse_names(session.run(cmd.names_argv(host.docker, jobs=True)).stdout)
+        names = tuple(found)
         if name not in names:
             return Acted(host.name, name, False, names=names)
         argv_text = ""
         try:
-            argv_text = fn(session, host)
+            argv_text = fn(session, host, found[name])
         except CommandError as exc:
             _record(session, host, history.record(action, command=exc.result.command, name=name,
                                                   result=f"failed: exit {exc.result.exited}"))
             raise
         _record(session, host, history.record(action, command=argv_text, name=name, result="ok"))
-        return Acted(host.name, name, True, action, names)
+        return Acted(host.name, name, True, action, names, found[name])
 
 
 def _record(session: Session, host: Host, rec: dict) -> None:
@@ -68,10 +72,14 @@ def _require_found(name: str, outcomes: list[Outcome[Acted]]) -> list[Outcome[Ac
 
 
 def stop(hosts: Sequence[Host], name: str, *, timeout_s: int | None = None, remove: bool = False,
-         parallel: int = 8, timeout: float = 10.0) -> list[Outcome[Acted]]:
-    """Stop (and with remove, delete) the container on every host that has it."""
+         parallel: int = 8, timeout: float = 10.0,
+         resolve: Callable[[Sequence[str]], Sequence[Host]] | None = None) -> list[Outcome[Acted]]:
+    """Stop (and with remove, delete) the container on every host that has it. A rank of a multi-node
+    job stops the whole job: its other nodes (RESOLVE: host names -> Hosts) are stopped too."""
 
-    def fn(session: Session, host: Host) -> str:
+    def fn(session: Session, host: Host, job_hosts: tuple[str, ...]) -> str:
+        if job_hosts:  # its watcher goes first, so a stop by hand is not taken for a rank's failure
+            session.run(gang_cmd.end_watcher_argv(gang_cmd.gang_dir(host.staging_dir, name)), check=False, timeout=30)
         argv = cmd.stop_argv(host.docker, name, timeout_s)
         session.run(argv, timeout=(timeout_s or 10) + 60)
         done = shlex.join(argv)
@@ -81,14 +89,19 @@ def stop(hosts: Sequence[Host], name: str, *, timeout_s: int | None = None, remo
             done += " && " + shlex.join(rm)
         return done
 
-    return _require_found(name, for_each_host(hosts, lambda h: _act(h, name, timeout, fn, "stop"), parallel))
+    outcomes = _require_found(name, for_each_host(hosts, lambda h: _act(h, name, timeout, fn, "stop"), parallel))
+    asked = {h.name for h in hosts}
+    rest = sorted({j for o in outcomes if o.value for j in o.value.job_hosts} - asked)
+    if rest and resolve is not None:
+        outcomes += for_each_host(resolve(rest), lambda h: _act(h, name, timeout, fn, "stop"), parallel)
+    return outcomes
 
 
 def rm(hosts: Sequence[Host], name: str, *, force: bool = False, parallel: int = 8,
        timeout: float = 10.0) -> list[Outcome[Acted]]:
     """Remove the container on every host that has it (a running one only with force)."""
 
-    def fn(session: Session, host: Host) -> str:
+    def fn(session: Session, host: Host, _job: tuple[str, ...]) -> str:
         argv = cmd.rm_argv(host.docker, name, force=force)
         res = session.run(argv, check=False)
         if not res.ok:

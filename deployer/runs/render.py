@@ -16,6 +16,7 @@ from deployer.runs.status import HostStatus, assigned_gpus
 STATUS_COLUMNS = ("HOST", "NAME", "IMAGE", "STATE", "EXIT", "OOM", "STARTED", "UPTIME/FINISHED", "RESTARTS", "GPUS")
 GPU_COLUMNS = ("HOST", "GPU", "MODEL", "MEMORY MiB", "UTIL", "USE")
 HISTORY_COLUMNS = ("TIME", "HOST", "ACTION", "NAME", "IMAGE", "RESULT", "USER")
+JOB_COLUMNS = ("JOB", "JOB STATE", "RANK", "HOST", "STATE", "EXIT")
 _STATE_STYLE = {"running": "green", "exited": "yellow", "dead": "red", "restarting": "magenta",
                 "unreachable": "red", "error": "red"}
 
@@ -73,6 +74,22 @@ def status_rows(statuses: Sequence[HostStatus], now: datetime | None = None) -> 
     return rows
 
 
+def job_rows(statuses: Sequence[HostStatus]) -> list[list[str]]:
+    """Multi-node jobs: one row per rank, the job's state on its rank 0 row."""
+    from deployer.runs import gang
+
+    found = {hs.host: hs.containers for hs in statuses if hs.reachable and not hs.error}
+    rows = []
+    for name, members in gang.jobs(found).items():
+        state = gang.job_state([m for m in members if m.host in found])
+        for m in members:
+            c = m.container
+            where = "not found" if m.host in found else "not asked (add it to --host)"
+            rows.append([name if m.rank == 0 else "", state if m.rank == 0 else "", str(m.rank), m.host,
+                         c.state if c else where, exit_text(c.exit_code) if c else ""])
+    return rows
+
+
 def gpu_rows(statuses: Sequence[HostStatus]) -> list[list[str]]:
     """One row per GPU of every host that has some: memory, utilization, and who uses it."""
     rows = []
@@ -110,6 +127,14 @@ def status_renderable(statuses: Sequence[HostStatus], now: datetime | None = Non
     if not any(hs.containers or not hs.reachable or hs.error for hs in statuses):
         table.add_row("", "(no deployer containers)", *[""] * (len(STATUS_COLUMNS) - 2))
     parts: list[RenderableType] = [table]
+    jobs = job_rows(statuses)
+    if jobs:
+        job_table = Table(show_edge=False, header_style="bold")
+        for col in JOB_COLUMNS:
+            job_table.add_column(col)
+        for row in jobs:
+            job_table.add_row(*row)
+        parts += [Text("\nMulti-node jobs", style="bold"), job_table]
     if any(hs.gpu_use for hs in statuses):
         parts += [Text("\nGPUs", style="bold"), gpu_table(statuses)]
     return Group(*parts)

@@ -21,6 +21,8 @@ _RESTART_RE = re.compile(r"^(no|always|unless-stopped|on-failure(:[0-9]+)?)$")
 _SIZE_RE = re.compile(r"^[0-9]+(\.[0-9]+)* ?[kmgtp]?i?b?$", re.IGNORECASE)
 _IPC_RE = re.compile(r"^(none|private|shareable|host|container:.+)$")
 PLACES = ("all", "any")  # all: every selected host (the default); any: one, by free GPUs
+NODE_FAILURE = ("stop-all", "ignore")  # a multi-node job when one rank exits non-zero
+_NETWORK_RE = re.compile(r"^(host|bridge|none|container:.+|[a-zA-Z0-9][a-zA-Z0-9_.-]*)$")
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,10 @@ class RunSpec:
     mkdirs: bool = False
     replace: bool = False
     place: str | None = None  # "any": on one host of the selection with enough free GPUs (runs.place)
+    network: str | None = None  # docker --network; a multi-node job defaults to host
+    nodes: int | None = None  # one job across the first N selected hosts (runs.multinode); None: one per host
+    master_port: int | None = None  # rank 0's rendezvous port (MASTER_PORT), default 29500
+    on_node_failure: str | None = None  # stop-all (default) or ignore
 
 
 OPTION_KEYS = tuple(f.name for f in fields(RunSpec) if f.name != "image")  # a playbook's `run:` keys
@@ -210,4 +216,24 @@ def validate(spec: RunSpec) -> tuple[GpuRequest | None, tuple[Volume, ...]]:
     if spec.place == "any" and (gpus is None or gpus.device_ids is not None or gpus.count < 1):
         raise SpecError(f"--any places the container by how many GPUs it needs, but --gpus is {spec.gpus or 'not given'}",
                         hint="give a number of GPUs, e.g. --any --gpus 2 (run.gpus: 2 in a playbook)")
+    if spec.network is not None and not _NETWORK_RE.match(spec.network):
+        raise SpecError(f"--network {spec.network!r}: not a network name", hint="host, bridge, none or a network's name")
+    _check_nodes(spec)
     return gpus, volumes
+
+
+def _check_nodes(spec: RunSpec) -> None:
+    if spec.nodes is not None and (isinstance(spec.nodes, bool) or not isinstance(spec.nodes, int) or spec.nodes < 1):
+        raise SpecError(f"--nodes {spec.nodes!r}: must be a whole number of hosts, 1 or more")
+    if spec.master_port is not None and (isinstance(spec.master_port, bool) or not isinstance(spec.master_port, int)
+                                         or not 1 <= spec.master_port <= 65534):
+        raise SpecError(f"--master-port {spec.master_port!r}: must be a TCP port from 1 to 65534",
+                        hint="the port after it is the gang watcher's, so 65535 cannot be the master port")
+    if spec.on_node_failure is not None and spec.on_node_failure not in NODE_FAILURE:
+        raise SpecError(f"--on-node-failure {spec.on_node_failure!r}: unknown policy", hint="stop-all or ignore")
+    if spec.nodes is None and (spec.master_port is not None or spec.on_node_failure is not None):
+        raise SpecError("--master-port and --on-node-failure apply to a multi-node job only",
+                        hint="add --nodes N (run.nodes in a playbook)")
+    if spec.nodes is not None and spec.place == "any":
+        raise SpecError("--nodes and --any do not go together: a multi-node job uses the first N hosts of --host",
+                        hint="drop --any, and narrow --host to the hosts the job should use")

@@ -43,6 +43,8 @@ class Started:
     command: str  # the docker argv, shell-quoted; holds no env values
     gpus: str | None = None
     exit_code: int | None = None  # set with attach: the container's exit code
+    rank: int | None = None  # a rank of a multi-node job (runs.multinode)
+    nodes: int | None = None
 
 
 def to_json(outcomes: list[Outcome[Started]]) -> list[dict[str, Any]]:
@@ -129,6 +131,13 @@ def start(hosts: list[Host], spec: Specs, *, parallel: int = 8, attach: bool = F
     volumes and GPUs per host). A spec placed `any` starts on one host only (runs.place).
     """
     prepared = prepare(hosts, spec)
+    if any(p.spec.nodes is not None for p in prepared.values()):
+        from deployer.runs.multinode import start_job
+
+        if attach:
+            raise SpecError("--attach does not go with --nodes: a job's ranks run on several hosts",
+                            hint="start it detached, then follow every rank with `deploy logs NAME --host P -f`")
+        return start_job(hosts, prepared, parallel=parallel, reporter=reporter, timeout=timeout)
     if any(p.spec.place == "any" for p in prepared.values()):
         from deployer.runs.place import place_and_start
 

@@ -130,9 +130,17 @@ def assigned_gpus(c: cmd.ContainerStatus, host_gpus: Sequence[Any]) -> list[str]
 
 def container_json(c: cmd.ContainerStatus, host_gpus: Sequence[Any]) -> dict[str, Any]:
     """One container in `status --json` (and `run --json`'s neighbours): what docker inspect says."""
-    return {"name": c.name, "image": c.label("deployer.image") or c.image, "image_id": c.image_id,
-            "state": c.state, "exit_code": c.exit_code, "oom_killed": c.oom_killed,
-            "started_at": c.started_at, "finished_at": c.finished_at, "gpus": assigned_gpus(c, host_gpus)}
+    out = {"name": c.name, "image": c.label("deployer.image") or c.image, "image_id": c.image_id,
+           "state": c.state, "exit_code": c.exit_code, "oom_killed": c.oom_killed,
+           "started_at": c.started_at, "finished_at": c.finished_at, "gpus": assigned_gpus(c, host_gpus)}
+    hosts = c.label("deployer.job_hosts")
+    if hosts:  # a rank of a multi-node job
+        out.update(rank=_int(c.label("deployer.rank")), nodes=_int(c.label("deployer.nodes")), job_hosts=hosts.split(","))
+    return out
+
+
+def _int(value: str | None) -> int | None:
+    return int(value) if value and value.isdigit() else None
 
 
 def to_json(statuses: Sequence[HostStatus]) -> list[dict[str, Any]]:

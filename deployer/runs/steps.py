@@ -38,11 +38,14 @@ def env_path_for(host: Host, name: str, token: str) -> str:
 
 def launch_steps(host: Host, spec: RunSpec, *, name: str, volumes: Sequence[Volume], env: Sequence[tuple[str, str]],
                  labels: Sequence[tuple[str, str]], token: str, replacing: bool | None = None,
-                 missing_dirs: Sequence[str] | None = None) -> LaunchSteps:
+                 missing_dirs: Sequence[str] | None = None, create: bool = False,
+                 extra: Sequence[str] = ()) -> LaunchSteps:
     """The steps that start spec as name on host.
 
     `replacing` (a deployer container of that name exists) and `missing_dirs` are what preflight
-    found; None (not looked yet) lists the step with the condition under which it runs.
+    found; None (not looked yet) lists the step with the condition under which it runs. CREATE
+    (a rank of a multi-node job): `docker create`, started later with the other ranks; EXTRA: more
+    docker options (the job's environment, InfiniBand devices).
     """
     before: list[Step] = []
     if replacing or (replacing is None and spec.replace):
@@ -61,8 +64,9 @@ def launch_steps(host: Host, spec: RunSpec, *, name: str, volumes: Sequence[Volu
         before.append(Step("write the env file", cmd.write_file_argv(env_path),
                            f"env values ({', '.join(k for k, _ in env)}) on stdin", env_file_text(env).encode()))
         cleanup = (Step("remove the env file", cmd.remove_file_argv(env_path)),)
-    run = Step(f"docker run {name}", cmd.run_argv(host.docker, spec, name=name, labels=labels, volumes=volumes,
-                                                  env_file=env_path))
+    run = Step(f"docker {'create' if create else 'run'} {name}",
+               cmd.run_argv(host.docker, spec, name=name, labels=labels, volumes=volumes, env_file=env_path,
+                            create=create, extra=extra))
     failed = Step(f"remove the failed container {name}", cmd.rm_argv(host.docker, name, force=True),
-                  "only if docker run fails")
+                  f"only if docker {'create' if create else 'run'} fails")
     return LaunchSteps(tuple(before), run, failed, cleanup)

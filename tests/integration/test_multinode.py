@@ -1,0 +1,134 @@
+"""`deploy run --nodes N` against the testbed: one job across gpu01 and gpu02 (real sshd and
+dockerd in network namespaces on one LAN bridge), its gang watcher, status, logs, stop, history."""
+from __future__ import annotations
+
+import json
+import random
+import time
+from datetime import datetime
+from typing import Any
+
+import pytest
+from test_run_support import BUSYBOX, SAMPLE, container, ensure_image, remove_containers, unique, wait_for
+
+NODES = ("gpu01", "gpu02")
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def job(testbed: Any, run_images: None) -> Any:
+    """A fresh job name and master port; its containers are removed from both nodes afterwards."""
+    for host in NODES:
+        for image in (BUSYBOX, SAMPLE):
+            ensure_image(testbed, host, image)
+    made: list[str] = []
+
+    def new(prefix: str) -> tuple[str, str]:
+        made.append(unique(prefix))
+        return made[-1], str(random.randint(31000, 39000))
+
+    yield new
+    remove_containers(testbed, made, NODES)
+
+
+def started_at(c: Any) -> datetime:
+    return datetime.fromisoformat(c.attrs["State"]["StartedAt"][:26].rstrip("Z") + "+00:00")
+
+
+MEET = ('if [ "$NODE_RANK" = 0 ]; then '
+        '  (echo "rank0 greets"; sleep 2) | nc -l -p "$MASTER_PORT" > /tmp/got; echo "rank 0 got: $(cat /tmp/got)"; '
+        'else '
+        '  for i in $(seq 1 100); do (echo "rank1 greets"; sleep 2) | nc "$MASTER_ADDR" "$MASTER_PORT" > /tmp/got && '
+        '  [ -s /tmp/got ] && break; sleep 0.2; done; echo "rank 1 got: $(cat /tmp/got)"; '
+        'fi; env | grep -E "^(PET_)?(MASTER_ADDR|MASTER_PORT|NNODES|NODE_RANK|NPROC_PER_NODE)=|^NCCL_SOCKET_IFNAME=" '
+        '| sort')
+
+
+def test_two_nodes_meet_at_master(deploy_cli: Any, testbed: Any, job: Any) -> None:
+    name, port = job("meet")
+    code, out, err = deploy_cli("run", "--host", "gpu01,gpu02", "--nodes", "2", "--image", BUSYBOX, "--name", name,
+                                "--master-port", port, "--gpus", "1", "--json", "--", "sh", "-c", MEET)
+    assert code == 0, err
+    rows = json.loads(out)
+    assert [(r["host"], r["rank"], r["nodes"]) for r in rows] == [("gpu01", 0, 2), ("gpu02", 1, 2)]
+    c0, c1 = (wait_for(lambda h=h: (c := container(testbed, h, name)) and c.status == "exited" and c)
+              for h in NODES)
+    assert c0 and c1, "both ranks should finish"
+    skew = abs((started_at(c0) - started_at(c1)).total_seconds())
+    print(f"start skew: {skew:.3f} s")
+    assert skew < 5
+    log0, log1 = c0.logs().decode(), c1.logs().decode()
+    assert "rank 0 got: rank1 greets" in log0, log0
+    assert "rank 1 got: rank0 greets" in log1, log1
+    master = testbed.hosts["gpu01"].address
+    for log, rank in ((log0, 0), (log1, 1)):
+        for prefix in ("", "PET_"):
+            assert f"{prefix}MASTER_ADDR={master}\n" in log and f"{prefix}MASTER_PORT={port}\n" in log
+            assert f"{prefix}NNODES=2\n" in log and f"{prefix}NODE_RANK={rank}\n" in log
+            assert f"{prefix}NPROC_PER_NODE=1\n" in log
+        assert "NCCL_SOCKET_IFNAME=" in log
+    env0 = dict(e.split("=", 1) for e in c0.attrs["Config"]["Env"] if "=" in e)
+    assert env0["DEPLOYER_NODE_IPS"] == f"{master}\n{testbed.hosts['gpu02'].address}"
+    assert c0.attrs["HostConfig"]["NetworkMode"] == "host" and c0.attrs["HostConfig"]["IpcMode"] == "host"
+    assert c0.labels["deployer.rank"] == "0" and c1.labels["deployer.job_hosts"] == "gpu01,gpu02"
+    # the job is listed once in history, whichever nodes are read
+    code, out, _ = deploy_cli("history", "--host", "gpu01,gpu02", "--name", name, "--json")
+    runs = [r for r in json.loads(out) if r["action"] == "run"]
+    assert len(runs) == 1 and runs[0]["nodes"] == ["gpu01", "gpu02"] and runs[0]["result"] == "ok"
+
+
+def test_rank_failure_stops_the_others(deploy_cli: Any, testbed: Any, job: Any) -> None:
+    name, port = job("gang")
+    script = 'if [ "$NODE_RANK" = 1 ]; then sleep 2; exit 3; fi; exec sleep 600'
+    code, _, err = deploy_cli("run", "--host", "gpu01,gpu02", "--nodes", "2", "--image", BUSYBOX, "--name", name,
+                              "--master-port", port, "--", "sh", "-c", script)
+    assert code == 0, err
+    c1 = wait_for(lambda: (c := container(testbed, "gpu02", name)) and c.status == "exited" and c, timeout=30)
+    assert c1, "rank 1 should exit"
+    failed_at = datetime.fromisoformat(c1.attrs["State"]["FinishedAt"][:26].rstrip("Z") + "+00:00")
+    c0 = wait_for(lambda: (c := container(testbed, "gpu01", name)) and c.status == "exited" and c, timeout=20)
+    assert c0, "rank 0 should be stopped by the gang watcher"
+    stopped_at = datetime.fromisoformat(c0.attrs["State"]["FinishedAt"][:26].rstrip("Z") + "+00:00")
+    latency = (stopped_at - failed_at).total_seconds()
+    print(f"stop latency: {latency:.3f} s")
+    assert latency < 10
+    code, out, _ = deploy_cli("status", name, "--host", "gpu01,gpu02", "--json")
+    codes = {h["host"]: [(c["rank"], c["exit_code"]) for c in h["containers"]] for h in json.loads(out)}
+    assert codes["gpu02"] == [(1, 3)] and codes["gpu01"][0][0] == 0 and codes["gpu01"][0][1] not in (None, 0)
+    code, out, _ = deploy_cli("status", name, "--host", "gpu01,gpu02")
+    assert "failed: rank 1 exit 3" in out, out
+    code, out, _ = deploy_cli("history", "--host", "gpu01", "--name", name, "--json")
+    stops = [r for r in json.loads(out) if r["action"] == "stop"]
+    assert stops and "rank 1 (gpu02) exited 3" in stops[0]["reason"]
+
+
+def test_preflight_failure_on_one_node_starts_nothing(deploy_cli: Any, testbed: Any, job: Any) -> None:
+    name, port = job("pre")
+    # gpu01 has GPUs 0 and 1, gpu02 has 0-3: device 3 exists on gpu02 only
+    code, _, err = deploy_cli("run", "--host", "gpu01,gpu02", "--nodes", "2", "--image", BUSYBOX, "--name", name,
+                              "--master-port", port, "--gpus", "device=3", "--", "sleep", "60")
+    assert code == 1
+    assert "gpu01: preflight failed (rank 0)" in err and "device 3 not on this host" in err
+    assert "nothing was started on any node because gpu01 failed" in err
+    assert container(testbed, "gpu01", name) is None and container(testbed, "gpu02", name) is None
+
+
+def test_stop_and_logs_cover_every_rank(deploy_cli: Any, testbed: Any, job: Any) -> None:
+    name, port = job("stop")
+    code, _, err = deploy_cli("run", "--host", "gpus", "--nodes", "2", "--image", BUSYBOX, "--name", name,
+                              "--master-port", port, "--", "sh", "-c", 'echo "hello from $NODE_RANK"; exec sleep 600')
+    assert code == 0, err
+    assert wait_for(lambda: all((c := container(testbed, h, name)) and c.status == "running" for h in NODES))
+    time.sleep(1)
+    code, out, err = deploy_cli("logs", name, "--host", "gpu01")
+    assert code == 0, err
+    assert "[0 gpu01] hello from 0" in out and "[1 gpu02] hello from 1" in out, out
+    code, _, err = deploy_cli("stop", name, "--host", "gpu01", "--timeout", "1")
+    assert code == 0, err
+    assert "gpu01: stopped" in err and "gpu02: stopped" in err
+    assert all(container(testbed, h, name).status == "exited" for h in NODES)
+
+
+def test_too_few_hosts_is_a_usage_error(deploy_cli: Any, testbed: Any) -> None:
+    code, _, err = deploy_cli("run", "--host", "gpu01", "--nodes", "2", "--image", BUSYBOX)
+    assert code == 2 and "selects only 1 host(s)" in err
