@@ -205,4 +205,5 @@ def _rendered_json(r: Any) -> dict[str, Any]:
         "name": run.name or r.name, "gpus": run.gpus, "volumes": list(run.volumes), "env": dict(run.env),
         "env_file": run.env_file, "shm_size": run.shm_size, "ipc": run.ipc, "memory": run.memory,
         "restart": run.restart, "workdir": run.workdir, "command": list(r.command),
-        "labels": dict(run.labels), "mkdirs": run.mkdirs, "replace": run.replace}}
+        "labels": dict(run.labels), "mkdirs": run.mkdirs, "replace": run.replace, "network": run.network,
+        "nodes": run.nodes, "master_port": run.master_port, "on_node_failure": run.on_node_failure}}

@@ -19,7 +19,7 @@ REF_RE = re.compile(
     r"(?P<path>[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*)"
     r"(?::(?P<tag>[\w][\w.-]{0,127}))?(?:@(?P<digest>sha256:[0-9a-f]{64}))?$"
 )
-_FIELDS = ("gpus", "shm_size", "memory", "restart", "ipc", "workdir", "name")
+_FIELDS = ("gpus", "shm_size", "memory", "restart", "ipc", "workdir", "name", "network")
 
 
 def image_ref_problem(ref: str) -> str | None:
@@ -47,6 +47,14 @@ def run_problems(opts: RunSpec, *, only_static: bool = False) -> Iterator[Proble
         problem = _problem(place=opts.place, gpus=opts.gpus if opts.gpus is None or static(opts.gpus) else "1")
         if problem:
             yield ("run.place", *problem)
+    if opts.nodes is not None or opts.master_port is not None or static(opts.on_node_failure):
+        job = {"nodes": opts.nodes, "master_port": opts.master_port,
+               "on_node_failure": opts.on_node_failure if static(opts.on_node_failure) else None}
+        problem = _problem(**job, place=opts.place if static(opts.place) else None,
+                           gpus=opts.gpus if opts.gpus is None or static(opts.gpus) else "1")
+        if problem:
+            flag = problem[0].split(" ", 1)[0].lstrip("-").replace("-", "_")  # "--master-port 0: ..."
+            yield (f"run.{flag if flag in job else 'nodes'}", *problem)
     volumes = [v for v in opts.volumes if static(v)]
     for i, volume in enumerate(opts.volumes):
         if static(volume):

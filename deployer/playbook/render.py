@@ -13,7 +13,8 @@ from deployer.playbook.model import Playbook, RenderedPlaybook
 from deployer.runs.spec import RunSpec
 
 # Unset when rendered empty, so `gpus: "{{ 'all' if 'gpus' in group_names else '' }}"` means "no GPUs".
-_OPTIONAL = ("gpus", "env_file", "shm_size", "ipc", "memory", "restart", "workdir", "name", "place")
+_OPTIONAL = ("gpus", "env_file", "shm_size", "ipc", "memory", "restart", "workdir", "name", "place", "network",
+             "on_node_failure")
 
 
 def host_context(host: Any) -> tuple[str, dict[str, Any]]:

@@ -285,6 +285,17 @@ def _ship(v: Validator, node: yaml.Node | None, vars_: dict[str, Any]) -> ShipSp
     return ShipSpec(via=via, registry=registry, level=level, origin_pull=origin_pull)
 
 
+def _optional_int(v: Validator, nodes: dict[str, yaml.Node], key: str) -> int | None:
+    """run.KEY as a whole number (run.nodes, run.master_port), None when absent."""
+    node = nodes.get(key)
+    if node is None or _is_null(node):
+        return None
+    value = scalar(node) if isinstance(node, yaml.ScalarNode) else None
+    if isinstance(value, bool) or not isinstance(value, int):
+        v.fail(node, f"run.{key}", f"must be a whole number, got {_kind(node)}")
+    return value
+
+
 def _run(v: Validator, node: yaml.Node) -> tuple[RunSpec, str | None]:
     """The `run:` section (image left empty), and run.command when it is one string (split per host)."""
     nodes = v.mapping(node, "run", RUN_KEYS)
@@ -312,6 +323,10 @@ def _run(v: Validator, node: yaml.Node) -> tuple[RunSpec, str | None]:
         mkdirs=v.boolean(nodes, "mkdirs", "run"),
         replace=v.boolean(nodes, "replace", "run"),
         place=v.optional_string(nodes, "place", "run"),
+        network=v.optional_string(nodes, "network", "run"),
+        nodes=_optional_int(v, nodes, "nodes"),
+        master_port=_optional_int(v, nodes, "master_port"),
+        on_node_failure=v.optional_string(nodes, "on_node_failure", "run"),
     )
     # Values without templates are checked now; templated ones when rendered for each host.
     for path, message, hint in checks.run_problems(opts, only_static=True):

@@ -193,6 +193,16 @@ def planned_steps(host: Host, spec: specs.RunSpec, image_id: str | None, *,
     ready = Ready(host, image_id or "<image id after the build>")
     labels = labels_for(spec, name=p.name, ready=ready, now=now or datetime.now(timezone.utc))
     check = Step("preflight", cmd.image_inspect_argv(host.docker, spec.image), "preflight (read only)")
+    if spec.nodes is not None:  # a rank of a job: created here, started with the other ranks (runs.multinode)
+        from deployer.runs import gang
+
+        job = gang.job_spec(spec)
+        launch = launch_steps(host, job, name=p.name, volumes=p.volumes, env=p.env, labels=labels, token="<random>",
+                              create=True, extra=["--env", "MASTER_ADDR=<rank 0's address>", "--env", "NODE_RANK=<rank>"])
+        note = (f"a rank of a {spec.nodes}-node job on the first {spec.nodes} hosts: every node is checked first "
+                f"(ports {gang.master_port(spec)}-{gang.gang_port(spec)} free on rank 0, reachable from the others), "
+                "then all ranks are created, the gang watchers started, and all ranks started together")
+        return [check, *(dataclasses.replace(s, note=note) if s is launch.run else s for s in launch)]
     launch = launch_steps(host, spec, name=p.name, volumes=p.volumes, env=p.env, labels=labels, token="<random>")
     if spec.place != "any" or p.gpus is None:
         return [check, *launch]
