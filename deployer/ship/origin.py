@@ -27,6 +27,7 @@ from deployer.local.image import ImageInfo, inspect_attrs, pulled_base
 from deployer.ship.registry_api import (
     ManifestReader,
     RegistryAPIError,
+    RegistryUnreachable,
     image_manifest,
     platform_manifest,
     split_repo,
@@ -64,7 +65,11 @@ def find_origin(image: ImageInfo, client: Client) -> Origin | None:
         log.info("cannot look for %s's base image: %s", image.ref, exc)
         return None
     if base is None:
-        return declared_origin(image, client)
+        try:
+            return declared_origin(image, client)
+        except (LocalError, OSError) as exc:  # the record unwritable: this ship sends the base
+            log.info("cannot look for the base %s's build declared: %s", image.ref, exc)
+            return None
     log.info("%s: its bottom %d layer(s) are %s", image.ref, base.layers, base.repo_digest)
     return Origin(base.repo_digest, split_repo(base.repo_digest.split("@", 1)[0]).api_host, base.layers,
                   base.config_digest)
@@ -91,15 +96,19 @@ def declared_origin(image: ImageInfo, client: Client, path: Path | None = None) 
 def _resolve(materials: tuple[declared.Material, ...], image: ImageInfo,
              client: Client) -> tuple[declared.DeclaredBase | None, bool]:
     """The material that is IMAGE's base, as its registry describes it; and whether every one was looked up."""
-    found, checked = [], True
+    found, checked, unreachable = [], True, set()
     for material in materials:
-        if _is_local(material, client):
-            continue
+        registry = ""
         try:
+            registry = split_repo(material.name).api_host
+            if registry in unreachable or _is_local(material, client):  # its failure made checked False
+                continue
             found.append(_describe(material, image, client))
         except (RegistryAPIError, requests.RequestException, KeyError, TypeError, ValueError, LocalError) as exc:
             log.info("cannot read %s@%s from its registry: %s", material.name, material.digest, exc)
             checked = False
+            if isinstance(exc, (RegistryUnreachable, requests.Timeout)):  # one wait per registry, not per image
+                unreachable.add(registry)
     return declared.pick_declared(image.diff_ids, found), checked
 
 

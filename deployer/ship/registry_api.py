@@ -41,6 +41,10 @@ class RegistryAPIError(Exception):
     """The manifest could not be read (message is safe to show: no credentials)."""
 
 
+class RegistryUnreachable(RegistryAPIError):
+    """No connection to the registry at all (asking it about another image is no use either)."""
+
+
 @dataclass(frozen=True)
 class Repo:
     index: str  # as Docker names it: 10.0.0.5:5000, docker.io
@@ -115,7 +119,7 @@ class ManifestReader:
                 return self._get(url, verify)
             except requests.exceptions.ConnectionError as exc:  # SSLError included
                 last = exc
-        raise RegistryAPIError(f"{self.repo.index} not reachable over {' or '.join(b for b, _ in self._bases)}: "
+        raise RegistryUnreachable(f"{self.repo.index} not reachable over {' or '.join(b for b, _ in self._bases)}: "
                                f"{type(last).__name__}")
 
     def config(self, digest: str) -> dict[str, Any]:
@@ -132,7 +136,7 @@ class ManifestReader:
                                            or f"sha256:{hashlib.sha256(res.content).hexdigest()}" != digest):
                 raise RegistryAPIError(f"GET {url} answered a blob that is not the config {digest}")
             return _json_object(res, f"GET {url}")
-        raise RegistryAPIError(f"{self.repo.index} not reachable over {' or '.join(b for b, _ in self._bases)}: "
+        raise RegistryUnreachable(f"{self.repo.index} not reachable over {' or '.join(b for b, _ in self._bases)}: "
                                f"{type(last).__name__}")
 
     def _get(self, url: str, verify: bool) -> dict[str, Any]:

@@ -301,3 +301,41 @@ def test_a_pulled_base_comes_first_and_a_plain_build_has_no_declared_one(
     b.client.add_image("nvcr.io/nvidia/pytorch:24.01", "sha256:" + "7" * 64, diff_ids=D[:2], repo_digests=[BASE_REF])
     found = origin.find_origin(IMAGE, b.client)  # type: ignore[arg-type]
     assert found is not None and found.ref == BASE_REF and b.handler.requests == []
+
+
+def test_a_registry_that_cannot_be_reached_is_tried_once_per_ship(registry_base: _Declared,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    b = registry_base
+    dead = "127.0.0.1:9/team"  # nothing listens there
+    declared.record(IMAGE.config_digest, [declared.Material(f"{dead}/{n}", "1", b.index, "linux/amd64")
+                                          for n in ("golang", "base")] +
+                    [declared.Material(b.name, "1", b.index, "linux/amd64")], b.path)
+    described: list[str] = []
+    real = origin._describe
+
+    def describe(material: declared.Material, *args: object) -> declared.DeclaredBase:
+        described.append(material.name)
+        return real(material, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(origin, "_describe", describe)
+    found = origin.declared_origin(IMAGE, b.client, b.path)  # type: ignore[arg-type]
+    assert found is not None and found.ref == f"{b.name}@{b.amd64}"  # the registry that answers still counts
+    assert described == [f"{dead}/golang", b.name]
+    entry = declared.lookup(IMAGE.config_digest, b.path)
+    assert entry is not None and not entry.checked and entry.base is not None
+
+
+def test_a_record_that_cannot_be_used_never_fails_the_ship(registry_base: _Declared,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    b = registry_base
+    bad = declared.Material("https://reg.example/base", "1", b.index, "linux/amd64")  # not a repository name
+    declared.record(IMAGE.config_digest, [bad], b.path)
+    assert origin.declared_origin(IMAGE, b.client, b.path) is None  # type: ignore[arg-type]
+    b.record()
+    monkeypatch.setattr(declared, "store_path", lambda: b.path)
+
+    def unwritable(*_: object) -> None:
+        raise PermissionError("read-only cache")
+
+    monkeypatch.setattr(declared, "settle", unwritable)
+    assert origin.find_origin(IMAGE, b.client) is None  # type: ignore[arg-type]
