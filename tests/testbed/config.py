@@ -70,8 +70,13 @@ HOSTS: tuple[HostSpec, ...] = (
     HostSpec("gpu02", f"{SUBNET}.12", GpuModel("NVIDIA A100-SXM4-40GB", 40960, 4), groups=("gpus", "connected"),
              docker="28", store="overlay2"),
     HostSpec("airgap01", f"{SUBNET}.13", GpuModel("NVIDIA A10", 23028, 2), airgapped=True,
-             groups=("gpus", "airgapped"), docker="28", store="containerd"),
+             groups=("gpus", "airgapped", "site"), docker="28", store="containerd"),
     HostSpec("cpu01", f"{SUBNET}.14", None, groups=("connected", "cpu"), docker="20.10", store="overlay2"),
+    # with airgap01, an air-gapped site of three behind the one uplink: for shipping through a relay
+    HostSpec("airgap02", f"{SUBNET}.15", GpuModel("NVIDIA A10", 23028, 2), airgapped=True,
+             groups=("site",), docker="28", store="overlay2"),
+    HostSpec("airgap03", f"{SUBNET}.16", GpuModel("NVIDIA A10", 23028, 2), airgapped=True,
+             groups=("site",), docker="28", store="containerd"),
 )
 HOST_NAMES = tuple(h.name for h in HOSTS)
 

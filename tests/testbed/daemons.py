@@ -94,7 +94,7 @@ Port 22
 ListenAddress 0.0.0.0
 HostKey {h / 'ssh_host_ed25519_key'}
 PidFile {h / 'sshd.pid'}
-AuthorizedKeysFile {p.authorized_keys}
+AuthorizedKeysFile {p.authorized_keys} {h / 'authorized_keys'}
 PermitRootLogin prohibit-password
 PubkeyAuthentication yes
 PasswordAuthentication no

@@ -28,6 +28,8 @@ def render(p: Paths) -> str:
             f"      # Docker {h.docker}, {h.store} image store",
             f"      ansible_host: {h.address}",
             f"      deploy_staging_dir: {p.host(h.name) / 'staging'}",
+            "      # its own authorized_keys (for a site relay's per-ship key): all hosts share root's home here",
+            f"      deploy_authorized_keys: {p.host(h.name) / 'authorized_keys'}",
             f"      data_root: {p.host(h.name) / 'data'}",
         ]
         if h.airgapped:
@@ -38,8 +40,9 @@ def render(p: Paths) -> str:
         for g in h.groups:
             groups.setdefault(g, []).append(h.name)
     notes = {"gpus": "hosts with (fake) NVIDIA GPUs", "connected": "hosts that reach the registry",
-             "airgapped": "no registry: images arrive as tarballs over SSH", "cpu": "no GPU stack at all"}
-    for g in ("gpus", "connected", "airgapped", "cpu"):
+             "airgapped": "no registry: images arrive as tarballs over SSH", "cpu": "no GPU stack at all",
+             "site": "three air-gapped hosts on one LAN behind the uplink (deploy_relay: airgap01 in relay tests)"}
+    for g in ("gpus", "connected", "airgapped", "cpu", "site"):
         lines += [f"    {g}:  # {notes[g]}", "      hosts:"]
         lines += [f"        {n}:" for n in groups.get(g, [])]
     return "\n".join(lines) + "\n"

@@ -44,9 +44,10 @@ def test_inventory_describes_the_fleet(paths: Paths) -> None:
     assert doc["all"]["vars"] == {"ansible_user": "root", "ansible_ssh_private_key_file": str(paths.key),
                                   "deploy_known_hosts": str(paths.known_hosts), "deploy_registry": "10.213.0.5:5000"}
     hosts = doc["all"]["hosts"]
-    assert list(hosts) == ["gpu01", "gpu02", "airgap01", "cpu01"]
+    assert list(hosts) == ["gpu01", "gpu02", "airgap01", "cpu01", "airgap02", "airgap03"]
     assert hosts["gpu02"] == {"ansible_host": "10.213.0.12",
                               "deploy_staging_dir": str(paths.state / "hosts/gpu02/staging"),
+                              "deploy_authorized_keys": str(paths.state / "hosts/gpu02/authorized_keys"),
                               "data_root": str(paths.state / "hosts/gpu02/data")}
     assert hosts["airgap01"]["deploy_via"] == "tarball"
     text = inventory.render(paths)
@@ -54,7 +55,7 @@ def test_inventory_describes_the_fleet(paths: Paths) -> None:
     assert "    cpu01:  # no GPU stack\n      # Docker 20.10, overlay2 image store\n" in text
     groups = {g: list(v["hosts"]) for g, v in doc["all"]["children"].items()}
     assert groups == {"gpus": ["gpu01", "gpu02", "airgap01"], "connected": ["gpu01", "gpu02", "cpu01"],
-                      "airgapped": ["airgap01"], "cpu": ["cpu01"]}
+                      "airgapped": ["airgap01"], "cpu": ["cpu01"], "site": ["airgap01", "airgap02", "airgap03"]}
 
 
 @pytest.mark.parametrize("rate, bits", [("20mbit", 20e6), ("500kbit", 500e3), ("1gbit", 1e9), ("2mbps", 16e6),
@@ -226,7 +227,8 @@ def test_private_files_are_0600_and_rewritten_only_on_change(tmp_path: Path) -> 
 def test_sshd_config_is_key_only_and_sets_the_session_env(paths: Paths) -> None:
     cfg = daemons.sshd_config(paths, "gpu02")
     for line in ("PasswordAuthentication no", "KbdInteractiveAuthentication no", "UsePAM no",
-                 "PermitRootLogin prohibit-password", f"AuthorizedKeysFile {paths.authorized_keys}"):
+                 "PermitRootLogin prohibit-password",
+                 f"AuthorizedKeysFile {paths.authorized_keys} {paths.host('gpu02') / 'authorized_keys'}"):
         assert line in cfg.splitlines()
     setenv = next(line for line in cfg.splitlines() if line.startswith("SetEnv "))
     assert f"DOCKER_HOST=unix://{paths.state}/hosts/gpu02/docker.sock" in setenv
@@ -242,7 +244,7 @@ def test_cpu_host_gets_no_nvidia_tools(paths: Paths) -> None:
 
 def test_uuids_are_stable_and_distinct() -> None:
     uuids = {gpu_uuid(h.name, i) for h in HOSTS if h.gpu for i in range(h.gpu.count)}
-    assert len(uuids) == 8
+    assert len(uuids) == sum(h.gpu.count for h in HOSTS if h.gpu) == 12
     assert gpu_uuid("gpu01", 0) == gpu_uuid("gpu01", 0)
     assert gpu_uuid("gpu01", 0).startswith("GPU-") and len(gpu_uuid("gpu01", 0)) == 40
 
