@@ -26,3 +26,9 @@ class AppContext:
     def select(self, pattern: str) -> list[Host]:
         """Hosts matching an Ansible host pattern; InventoryError when none match."""
         return self.inventory().select(pattern)
+
+    def relays(self, hosts: list[Host]) -> dict[str, Host]:
+        """The inventory hosts the given hosts name as their site relay (deploy_relay)."""
+        inventory = self.inventory()
+        names = {str(h.vars["deploy_relay"]) for h in hosts if h.vars.get("deploy_relay")}
+        return {n: inventory.hosts[n] for n in names if n in inventory.hosts}

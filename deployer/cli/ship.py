@@ -114,7 +114,7 @@ def ship(app: AppContext, playbook_path: str | None, pattern: str | None, image_
         raise SpecError("--no-build needs a playbook (-p): --image ships an image that is already built")
     hosts = app.select(pattern)
     options = ShipOptions(via=via, level=level or DEFAULT_LEVEL, parallel=parallel, break_lock=break_lock,
-                          lock_wait=lock_wait, origin_pull=origin_pull)
+                          lock_wait=lock_wait, origin_pull=origin_pull, relays=app.relays(hosts))
     if dry_run:
         _dry_run(hosts, image_ref, options, as_json)
         return

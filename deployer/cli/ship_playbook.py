@@ -4,6 +4,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import replace
 from typing import Any
 
 import click
@@ -49,7 +50,7 @@ def ship_playbook(app: AppContext, playbook_path: str | None, pattern: str | Non
                         hint="pass --host PATTERN, or set hosts: in the playbook")
     hosts = app.select(pattern)
     local = _LocalDocker()
-    prepared = prepare(playbook, hosts, options, exists=local.exists)
+    prepared = prepare(playbook, hosts, replace(options, relays=app.relays(hosts)), exists=local.exists)
     output.info(f"{playbook.file}: {playbook.name}, rendered for {len(hosts)} host(s): "
                 + ", ".join(h.name for h in hosts))
     if dry_run:

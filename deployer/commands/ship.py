@@ -94,6 +94,9 @@ _RECEIVE = _SHA + (
 )
 
 
+RECEIVE_SCRIPT = _RECEIVE  # also the body of a site relay's forced receive (deployer.commands.relay)
+
+
 def receive_argv(partial: str, final: str, digest: str, size: int | str) -> tuple[str, ...]:
     """Append stdin to PARTIAL; once SIZE bytes are there, check DIGEST and move it to FINAL."""
     return ("sh", "-c", _RECEIVE, "sh", partial, final, digest, str(size))

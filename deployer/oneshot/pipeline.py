@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from deployer.errors import DeployError, SpecError
@@ -42,6 +42,7 @@ class OneShotOptions:
     build: bool = True  # False: --no-build
     run: bool = True  # False: --no-run
     connect_timeout: float = 10.0
+    relays: Mapping[str, Host] = field(default_factory=dict)  # the hosts named by deploy_relay
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,7 @@ class Prepared:
         record = (("playbook", self.playbook.name),) + ((("git_rev", git_rev),) if git_rev else ())
         return ShipOptions(via=o.via, level=ship_level(self.playbook, o.level), parallel=o.parallel,
                            break_lock=o.break_lock, lock_wait=o.lock_wait, connect_timeout=o.connect_timeout,
-                           origin_pull=o.origin_pull, record=record)
+                           origin_pull=o.origin_pull, record=record, relays=o.relays)
 
     def specs(self, ref: str, git_rev: str | None, names: Sequence[str] | None = None) -> dict[str, RunSpec]:
         """host -> RunSpec of the shipped ref (labels carry the playbook and git revision)."""

@@ -1,8 +1,12 @@
 """The values shipping works with: options in, one result per host out."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from deployer.inventory.host import Host
 
 
 @dataclass(frozen=True)
@@ -18,6 +22,7 @@ class ShipOptions:
     codec: str | None = None  # force "zstd" or "gzip" for the tarball route (None: best per host)
     origin_pull: str = "auto"  # "never": hosts never pull the base from its registry (deploy_origin_pull per host)
     record: tuple[tuple[str, str], ...] = ()  # extra fields for each host's history record (playbook, git_rev)
+    relays: Mapping[str, Host] = field(default_factory=dict)  # the inventory hosts named by deploy_relay
 
 
 @dataclass(frozen=True)
@@ -37,6 +42,8 @@ class ShipResult:
     seconds: float = 0.0
     origin: str | None = None  # the base (repo@digest) the host pulled from its registry, if it did
     layers_from_origin: int = 0  # layers that pull brought instead of SSH
+    relay: str | None = None  # the site relay that passed the blobs on, if one did
+    relay_bytes: int = 0  # bytes that relay sent the host over the site's LAN (not the workstation's link)
     phases: tuple[tuple[str, float], ...] = ()  # seconds per phase (connecting, checking, sending, ...)
 
     def to_json(self, error: str | None = None) -> dict[str, Any]:
@@ -54,6 +61,8 @@ class ShipResult:
             "layers_sent": self.layers_sent,
             "origin": self.origin,
             "layers_from_origin": self.layers_from_origin,
+            "relay": self.relay,
+            "relay_bytes": self.relay_bytes,
             "bytes_sent": self.bytes_sent,
             "seconds": round(self.seconds, 3),
             "phases": {name: round(s, 3) for name, s in self.phases},

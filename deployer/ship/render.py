@@ -33,6 +33,8 @@ def describe(plan: ShipPlan) -> str:
         text += f", {plan.codec.name}" + (" (decompressed on the host)" if plan.codec.host_decompress else "")
     if plan.raw_bytes:
         text += f", at most {human_bytes(plan.raw_bytes)} uncompressed"
+    if plan.relay:
+        text += f"; through relay {plan.relay} (each blob crosses the uplink once for the site, then the LAN)"
     return text
 
 
@@ -48,7 +50,7 @@ def plan_json(plan: ShipPlan, host: Host) -> dict[str, Any]:
         "host": plan.host, "route": plan.route, "via": plan.via, "reason": plan.reason,
         "image_id": plan.image_id, "host_image_id": plan.host_id, "layers_total": plan.layers_total,
         "layers_missing": [i + 1 for i in plan.missing],
-        "origin": plan.origin, "layers_from_origin": [i + 1 for i in plan.from_origin],
+        "origin": plan.origin, "layers_from_origin": [i + 1 for i in plan.from_origin], "relay": plan.relay,
         "codec": plan.codec.name if plan.codec else None,
         "host_decompress": plan.codec.host_decompress if plan.codec else None,
         "image_store": plan.image_store, "load_format": plan.load_format, "raw_bytes_max": plan.raw_bytes,

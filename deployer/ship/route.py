@@ -24,6 +24,7 @@ from deployer.ship.loader import IncompleteImage, LayerLoader, install, load_fil
 from deployer.ship.plan import ShipPlan
 from deployer.ship.progress import Reporter
 from deployer.ship.registry import Pusher, pull_and_tag
+from deployer.ship.relay import Relayed, Site
 from deployer.ship.tarball import Counter, stage_blob
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,7 @@ class Leg:
     image: ImageInfo
     plan: ShipPlan
     counter: Counter
+    site: Site | None = None  # the site relay the blobs come through (deployer.ship.relay), if any
 
 
 ORIGIN_PULL_TIMEOUT_S = 3 * 3600.0  # a base image of tens of GB, pulled at data-centre speed
@@ -136,22 +138,31 @@ def run_tarball(leg: Leg, exporter: Exporter | None, reporter: Reporter) -> str 
     loader = LayerLoader(conn, host.docker, image, staging, mode, plan.missing, exporter.config, counter,
                          note, fmt=fmt, reused=reused)
     host_id: str | None = None
+    relayed = Relayed(leg.site, conn, host, counter, note) if leg.site is not None else None
     # with a base to pull, the loads wait for it: the loader starts once the pull is done
     puller = OriginPull(leg, loader.start).start() if plan.origin else None
     try:
         prepare = steps.prepare(staging)
         listed = cmd.parse_stat(conn.run(prepare.argv, what=prepare.label, timeout=120).stdout)
+        if relayed is not None:
+            reporter.phase(name, "relay", f"authorizing {leg.site.name if leg.site else ''}'s key")
+            relayed.open()
         if puller is None:
             loader.start()
         reporter.phase(name, "compressing", f"layer 1/{len(wanted)}")
-        for k, blob in enumerate(_in_completion_order(exporter, codec.name, wanted), 1):
+        blobs = _in_completion_order(exporter, codec.name, wanted)
+        for k, blob in enumerate(relayed.prefetch(blobs) if relayed is not None else blobs, 1):
             got[blob.diff_id] = blob
             reporter.total(name, _estimate_total(plan.raw_bytes, list(got.values())))
             reporter.phase(name, "sending", f"layer {k}/{len(wanted)}")
-            if not stage_blob(conn, staging, blob, counter, note, listed):
+            fresh = (relayed.stage(staging, blob, listed) if relayed is not None
+                     else stage_blob(conn, staging, blob, counter, note, listed))
+            if not fresh:
                 counter.add_layers()
             loader.add(blob)
-        reporter.total(name, counter.sent)
+        reporter.total(name, counter.sent if relayed is None or relayed.direct else counter.lan)
+        if relayed is not None:
+            relayed.close()  # every blob is here: the relay's key goes at once
         if puller is not None:
             reporter.phase(name, "pulling", f"the base {plan.origin}")
             puller.wait()  # before close(): the loader starts in the puller's thread
@@ -185,6 +196,8 @@ def run_tarball(leg: Leg, exporter: Exporter | None, reporter: Reporter) -> str 
                              what="removing an incomplete image", check=False, timeout=120)
         return host_id
     except Exception as exc:
+        if relayed is not None:
+            relayed.close()
         if puller is not None:
             try:
                 puller.wait()  # the pull stops when it stops; the loader must not start after close()

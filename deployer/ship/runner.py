@@ -41,6 +41,7 @@ from deployer.ship.origin import Origin, find_origin, with_blobs
 from deployer.ship.plan import ShipPlan, make_plan, name_layers, preflight
 from deployer.ship.progress import NullReporter, Reporter
 from deployer.ship.registry import IncompletePull, Pusher
+from deployer.ship.relay import Site, sites_of
 from deployer.ship.route import Leg, OriginPullFailed, run_registry, run_tarball
 from deployer.ship.tarball import Counter, tag_and_verify
 from deployer.tarfmt import Descriptor
@@ -74,6 +75,7 @@ class Job:
             bytes_sent=self.counter.sent, seconds=time.monotonic() - self.started, phases=phases,
             origin=plan.origin if plan and self.host_id else None,
             layers_from_origin=len(plan.from_origin) if plan and self.host_id else 0,
+            relay=self.counter.relay, relay_bytes=self.counter.lan,
         )
 
 
@@ -112,7 +114,7 @@ class Bases:
 
 
 def _observe(job: Job, options: ShipOptions, history_sizes: Sequence[int], reporter: Reporter,
-             take_lock: bool, sizes: LayerSizes, bases: Bases | None = None) -> Job:
+             take_lock: bool, sizes: LayerSizes, bases: Bases | None = None, relay: str | None = None) -> Job:
     """Connect, (lock,) gather facts and what the host has, plan and preflight."""
     host, image, conn = job.host, job.image, job.conn
     base = bases.for_host(host, options) if bases is not None else None
@@ -157,12 +159,15 @@ def _observe(job: Job, options: ShipOptions, history_sizes: Sequence[int], repor
     else:
         job.plan = make_plan(host, image, job.facts, image_state, have, history_sizes, options.via or host.via,
                              options.codec, origin=base)
+    if relay is not None and job.plan.route == "tarball":
+        job.plan = replace(job.plan, relay=relay, relay_staging=options.relays[relay].staging_dir)
     preflight(job.plan, job.facts, image.architecture)
     reporter.phase(host.name, "planned", job.plan.reason)
     return job
 
 
-def _transfer(job: Job, pusher: Pusher, exporter: Exporter | None, reporter: Reporter) -> str | None:
+def _transfer(job: Job, pusher: Pusher, exporter: Exporter | None, reporter: Reporter,
+              site: Site | None = None) -> str | None:
     """Run the plan's route; the id REF resolves to on the host, None when it is not the shipped image."""
     host, plan = job.host, job.plan
     assert plan is not None
@@ -173,14 +178,15 @@ def _transfer(job: Job, pusher: Pusher, exporter: Exporter | None, reporter: Rep
         reporter.phase(host.name, "tagging")
         ok = tag_and_verify(job.conn, host.docker, plan.host_id, job.image.ref, plan.host_id)
         return plan.host_id if ok else None
-    leg = Leg(host, job.conn, job.image, plan, job.counter)
+    leg = Leg(host, job.conn, job.image, plan, job.counter, site if plan.relay else None)
     if plan.route == "registry":
         return run_registry(leg, pusher, reporter)
     return run_tarball(leg, exporter, reporter)
 
 
-def _finish(job: Job, pusher: Pusher, exporter: Exporter | None, reporter: Reporter) -> ShipResult:
-    job.host_id = _transfer(job, pusher, exporter, reporter)
+def _finish(job: Job, pusher: Pusher, exporter: Exporter | None, reporter: Reporter,
+            site: Site | None = None) -> ShipResult:
+    job.host_id = _transfer(job, pusher, exporter, reporter, site)
     if job.host_id is None:
         raise TransferError(job.host.name, f"{job.image.ref} on the host does not resolve to the shipped image "
                             f"(config {job.image.config_digest})",
@@ -244,20 +250,26 @@ def ship_image(hosts: Sequence[Host], image_ref: str, options: ShipOptions | Non
                          head_start=_head_start(hosts, image, options, client))
     pusher = Pusher(image, client)
     sizes = LayerSizes(image, client)
+    relay_of = sites_of(hosts, options.relays)
+    sites = {name: Site(options.relays[name], [h for h in hosts if relay_of.get(h.name) == name],
+                        timeout=options.connect_timeout) for name in set(relay_of.values())}
 
     def again(job: Job, why: str, options: ShipOptions) -> None:
         """Plan the host once more (the lock is still ours) and send what it still lacks."""
         reporter.note(job.host.name, why)
-        _observe(job, options, layer_history, reporter, take_lock=False, sizes=sizes, bases=bases)
+        relay = relay_of.get(job.host.name)
+        _observe(job, options, layer_history, reporter, take_lock=False, sizes=sizes, bases=bases, relay=relay)
         plan = job.plan
         assert plan is not None and plan.codec is not None
-        _finish(job, pusher, exports.late(plan.codec.name, {image.diff_ids[i] for i in plan.missing}), reporter)
+        _finish(job, pusher, exports.late(plan.codec.name, {image.diff_ids[i] for i in plan.missing}), reporter,
+                sites.get(relay or ""))
 
     def work(host: Host) -> ShipResult:
         job = jobs[host.name]
         reported = False  # every host reports to the export pool exactly once
         try:
-            _observe(job, options, layer_history, reporter, take_lock=True, sizes=sizes, bases=bases)
+            relay = relay_of.get(host.name)
+            _observe(job, options, layer_history, reporter, take_lock=True, sizes=sizes, bases=bases, relay=relay)
             plan = job.plan
             assert plan is not None
             exporter = None
@@ -267,7 +279,7 @@ def ship_image(hosts: Sequence[Host], image_ref: str, options: ShipOptions | Non
             else:
                 exports.leave()
             try:
-                _finish(job, pusher, exporter, reporter)
+                _finish(job, pusher, exporter, reporter, sites.get(relay or ""))
             except OriginPullFailed as exc:
                 again(job, f"{exc.reason}; sending the base layers instead", replace(options, origin_pull="never"))
             except IncompletePull as exc:
@@ -297,12 +309,17 @@ def ship_image(hosts: Sequence[Host], image_ref: str, options: ShipOptions | Non
         reporter.done(host.name, True, _summary(result))
         return result
 
+    outcomes: list[Outcome[ShipResult]] = []
     try:
-        return for_each_host(hosts, work, options.parallel)
+        outcomes = for_each_host(hosts, work, options.parallel)
+        return outcomes
     finally:
         for job in jobs.values():
             _release(job)
         exports.close()
+        ok = {o.host.name for o in outcomes if o.ok}
+        for site in sites.values():
+            site.close(all_ok=all(h.name in ok for h in site.hosts))
 
 
 def _head_start(hosts: Sequence[Host], image: ImageInfo, options: ShipOptions,
@@ -336,11 +353,13 @@ def plan_ship(hosts: Sequence[Host], image_ref: str, options: ShipOptions | None
     layer_history = history_sizes(client, image)
     sizes = LayerSizes(image, client)
     bases = Bases(image, client, options)
+    relay_of = sites_of(hosts, options.relays)
 
     def one(host: Host) -> ShipPlan:
         job = Job(host, HostConn(host, timeout=options.connect_timeout), image)
         try:
-            _observe(job, options, layer_history, NullReporter(), take_lock=False, sizes=sizes, bases=bases)
+            _observe(job, options, layer_history, NullReporter(), take_lock=False, sizes=sizes, bases=bases,
+                     relay=relay_of.get(host.name))
             assert job.plan is not None
             return job.plan
         finally:

@@ -11,6 +11,7 @@ import posixpath
 from collections.abc import Sequence
 
 from deployer.commands import load as ld
+from deployer.commands import relay as rc
 from deployer.commands import ship as cmd
 from deployer.commands.step import Step
 from deployer.inventory.host import Host
@@ -31,6 +32,25 @@ def receive(staging: str, digest: str, codec: str, size: int | str) -> Step:
                 cmd.receive_argv(cmd.partial_path(staging, digest, codec), cmd.blob_path(staging, digest, codec),
                                  digest, size),
                 "stdin: the part of the blob the host lacks (resumes after a drop)")
+
+
+def authorize(relay: str, staging: str, authorized_keys: str, line: str) -> Step:
+    """Let the ship's key run only the forced receive on the host (from the relay, for a day at most)."""
+    return Step(f"authorizing relay {relay}'s key", rc.authorize_argv(staging, authorized_keys, line))
+
+
+def forward(relay: str, relay_staging: str, digest: str, codec: str, size: int | str, offset: int | str,
+            ship_dir: str, dest: str, port: int, stall_s: int | str, slot: int | str, here: str = "") -> Step:
+    """On the relay: pass the blob on to the host over the LAN, from OFFSET, as it arrives (HERE:
+    the relay is the host, its receiver's path)."""
+    return Step(f"relay {relay} passes blob {digest[7:19]} on",
+                rc.forward_argv(rc.relay_staging(relay_staging), digest, codec, size, offset, ship_dir, dest, port,
+                                stall_s, slot, here),
+                f"runs on {relay}; the host's forced receive checks the sha256")
+
+
+def revoke(relay: str, authorized_keys: str, ship_id: str) -> Step:
+    return Step(f"removing relay {relay}'s key", rc.revoke_argv(authorized_keys, ship_id))
 
 
 def stand_in_load(docker: tuple[str, ...], staging: str, image_id: str, mode: str, blocks: int | str,
@@ -78,6 +98,12 @@ def tag(docker: tuple[str, ...], source: str, ref: str) -> Step:
 PULLED_ID = "<pulled image id>"
 HEAD_BLOCKS = "<tar head blocks>"
 BLOB_SIZE = "<blob bytes>"
+SHIP_ID = "<ship id>"
+KEY_LINE = ('from="<relay LAN address>",expiry-time="<in a day>",restrict,command="sh <staging>/relay-receive.sh" '
+            "ssh-ed25519 <this ship's key> deployer-relay:<ship id>")
+STALL_MARGIN_S = 30  # a relay's forward waits this long past the retry budget for new bytes
+STALL_S = "<retry budget + 30 s>"
+DEFAULT_AUTHORIZED_KEYS = "~/.ssh/authorized_keys"
 
 
 def blob_placeholder(codec: str, index: int) -> str:
@@ -102,10 +128,24 @@ def transfer_steps(plan: ShipPlan, host: Host) -> list[Step]:
     mode = codec if plan.codec.host_decompress else "link"
     steps = [origin_pull(docker, plan.origin)] if plan.origin else []
     steps.append(prepare(staging))
+    relay = plan.relay
+    if relay is not None:
+        assert plan.relay_staging is not None
+        keys = str(host.vars.get("deploy_authorized_keys") or DEFAULT_AUTHORIZED_KEYS)
+        steps.append(authorize(relay, staging, keys, KEY_LINE))
     files: list[ld.LoadFile] = []
     for i in plan.missing:
         digest = blob_placeholder(codec, i)
-        steps.append(receive(staging, digest, codec, BLOB_SIZE))
+        if relay is not None and plan.relay_staging is not None:
+            to_relay = receive(rc.relay_staging(plan.relay_staging), digest, codec, BLOB_SIZE)
+            steps.append(Step(f"{to_relay.label} to relay {relay}", to_relay.argv,
+                              f"runs on {relay}, once per site for every host it serves"))
+            dest = str(host.vars.get("deploy_internal_ip") or host.address)
+            steps.append(forward(relay, plan.relay_staging, digest, codec, BLOB_SIZE, "<bytes the host holds>",
+                                 rc.ship_dir(plan.relay_staging, SHIP_ID), rc.ssh_dest(host.user, dest), host.port,
+                                 STALL_S, "<n>", rc.receiver_path(staging) if host.name == relay else ""))
+        else:
+            steps.append(receive(staging, digest, codec, BLOB_SIZE))
         files.append(ld.LoadFile(plan.diff_ids[i], cmd.blob_path(staging, digest, codec), -1))  # size not known yet
     # records: the layers left out, by the blob the host has (the sent ones' digests are not known yet)
     records = list(plan.reused)
@@ -114,6 +154,8 @@ def transfer_steps(plan: ShipPlan, host: Host) -> list[Step]:
         steps.append(stand_in_load(docker, staging, plan.image_id, mode, HEAD_BLOCKS, files[:1],
                                    [r for r in records if r[0] in plan.diff_ids[:first + 1]], f"1-{first + 1}"))
     names = [posixpath.basename(f.src) for f in files]
+    if relay is not None:
+        steps.append(revoke(relay, keys, SHIP_ID))
     steps.append(install(docker, staging, plan.image_id, plan.host_id or plan.image_id, plan.ref, names, mode,
                          HEAD_BLOCKS, [], records, preview=True))
     return steps

@@ -17,6 +17,7 @@ from deployer.errors import TransferError
 from deployer.local.cache import Blob
 from deployer.ship import steps
 from deployer.ship.conn import HostConn
+from deployer.transport.result import Result
 from deployer.transport.retry import is_transient, retrying
 
 log = logging.getLogger(__name__)
@@ -34,12 +35,21 @@ class Counter:
     on_sent: Callable[[int], None] = lambda n: None
     sent: int = 0
     layers: int = 0
+    lan: int = 0  # bytes a site relay passed on to the host over its LAN (deployer.ship.relay)
+    relay: str | None = None  # that relay, once it serves the host
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def add(self, n: int) -> None:
+    def add(self, n: int, *, report: bool = True) -> None:
         with self._lock:
             self.sent += n
-        self.on_sent(n)
+        if report:
+            self.on_sent(n)
+
+    def add_lan(self, n: int) -> None:
+        """Bytes a relay passed on: the host's progress (its own uplink share is counted by add)."""
+        with self._lock:
+            self.lan += max(0, n)
+        self.on_sent(max(0, n))
 
     def add_layers(self, n: int = 1) -> None:
         with self._lock:
@@ -68,14 +78,18 @@ def _verify(conn: HostConn, src: str, blob: Blob, final: str) -> cmd.Verified:
     return cmd.parse_verify(res.stdout)
 
 
+Forward = Callable[[Blob, int], Result]  # (blob, offset) -> the host's receive answer; a relay's
+
+
 def send_tail(conn: HostConn, staging: str, blob: Blob, counter: Counter,
-              note: Callable[[str], None] = lambda m: None, known: int | None = None) -> cmd.Received:
+              note: Callable[[str], None] = lambda m: None, known: int | None = None,
+              via: Forward | None = None) -> cmd.Received:
     """Append the part of BLOB the host lacks to its .partial, resuming across dropped links.
 
     The host hashes what it receives and moves a complete, matching blob to its final name
     (`ok`), or deletes a complete, wrong one (`mismatch`). An attempt that dies after the host
     acknowledged more bytes than before starts a fresh attempt at once; one that made no
-    progress goes to the retry policy (backoff, budget).
+    progress goes to the retry policy (backoff, budget). VIA: the bytes come from a site relay.
     """
     final = cmd.blob_path(staging, blob.digest, blob.codec)
     partial = cmd.partial_path(staging, blob.digest, blob.codec)
@@ -100,8 +114,11 @@ def send_tail(conn: HostConn, staging: str, blob: Blob, counter: Counter,
             if last["offset"] >= 0:
                 note(f"resuming {blob.digest[7:19]} at {offset} of {blob.size} bytes")
             last["offset"] = offset
-            res = session.send(steps.receive(staging, blob.digest, blob.codec, blob.size).argv,
-                               _read_from(str(blob.path), offset, counter))
+            if via is not None:
+                res = via(blob, offset)
+            else:
+                res = session.send(steps.receive(staging, blob.digest, blob.codec, blob.size).argv,
+                                   _read_from(str(blob.path), offset, counter))
         except Exception as exc:
             if not is_transient(exc):
                 raise
@@ -112,10 +129,13 @@ def send_tail(conn: HostConn, staging: str, blob: Blob, counter: Counter,
         got = cmd.parse_receive(res.stdout)
         if got.status in ("ok", "mismatch"):
             return got
+        if via is not None and got.status == "short" and int(got.detail) > offset:
+            return _AGAIN  # the relay's copy stalled or the LAN hop dropped after some progress
         held = f"holds {got.detail} of {blob.size} bytes" if got.status == "short" else "gave no answer"
         raise TransferError(conn.name, f"receiving blob {blob.digest[7:19]}: the host {held}"
                             + (f": {res.stderr_tail()}" if res.stderr.strip() else ""),
-                            hint="check free space in the staging dir; shipping again resumes")
+                            hint="check free space in the staging dir; shipping again resumes",
+                            transient=via is not None)
 
     while True:
         got = retrying(attempt, what=f"sending blob {blob.digest[7:19]}", host=conn.name)
@@ -125,7 +145,8 @@ def send_tail(conn: HostConn, staging: str, blob: Blob, counter: Counter,
 
 
 def stage_blob(conn: HostConn, staging: str, blob: Blob, counter: Counter,
-               note: Callable[[str], None] = lambda m: None, listed: Mapping[str, int | None] | None = None) -> bool:
+               note: Callable[[str], None] = lambda m: None, listed: Mapping[str, int | None] | None = None,
+               via: Forward | None = None) -> bool:
     """Make sure the verified BLOB is at its final staging path; True when it was there already.
 
     LISTED: the blob dir's files and sizes (cmd.prepare_argv), saving this blob its own stat.
@@ -139,7 +160,7 @@ def stage_blob(conn: HostConn, staging: str, blob: Blob, counter: Counter,
         note(f"staged blob {blob.digest[7:19]} was corrupt; sending it again")
     known = sizes.get(partial) or 0
     for tries in (1, 2):
-        got = send_tail(conn, staging, blob, counter, note, known=known)
+        got = send_tail(conn, staging, blob, counter, note, known=known, via=via)
         if got.status == "ok":
             return False
         known = 0  # the host deleted the bad file: the next send starts from zero

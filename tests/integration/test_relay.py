@@ -1,0 +1,200 @@
+"""Shipping through a site relay (`deploy_relay`) on the testbed's air-gapped site: airgap01-03 on
+one LAN behind the uplink. Every check reads the hosts' own Docker, the uplink's byte counter, and
+the hosts' and relay's files (authorized_keys, staging).
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import tarfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.conftest import REPO, Testbed, _deploy_argv
+from tests.integration.cli_support import deploy
+from tests.integration.image_support import config_digest_of, remove_image
+
+SITE = ("airgap01", "airgap02", "airgap03")
+RELAY = "airgap01"
+
+
+@pytest.fixture(scope="module")
+def site_env(testbed: Testbed, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """CLI environment: the testbed inventory with `deploy_relay: airgap01` on group `site`."""
+    tmp = tmp_path_factory.mktemp("relay")
+    data = yaml.safe_load(Path(testbed.inventory).read_text())
+    data["all"]["children"]["site"]["vars"] = {"deploy_relay": RELAY}
+    inventory = tmp / "inventory.yml"
+    inventory.write_text(yaml.safe_dump(data))
+    return {**testbed.env(), "DEPLOY_INVENTORY": str(inventory), "DEPLOYER_CACHE_DIR": str(tmp / "cache"),
+            "DEPLOYER_RETRY_BUDGET": "20", "DEPLOYER_DEAD_LINK_S": "5"}
+
+
+@pytest.fixture
+def faults(testbed: Testbed) -> Iterator[Testbed]:
+    try:
+        yield testbed
+    finally:
+        testbed.off()
+
+
+def build_scratch(testbed: Testbed, sizes_mb: list[float]) -> tuple[str, str]:
+    """An image FROM scratch with one random file per layer (no base any host may already hold):
+    (ref, config digest)."""
+    ref = f"relaytest/app:{uuid.uuid4().hex[:8]}"
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        lines = ["FROM scratch"]
+        for i, mb in enumerate(sizes_mb):
+            data = os.urandom(int(mb * 1_000_000))
+            info = tarfile.TarInfo(f"f{i}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+            lines.append(f"COPY f{i} /f{i}")
+        dockerfile = "\n".join(lines).encode()
+        info = tarfile.TarInfo("Dockerfile")
+        info.size = len(dockerfile)
+        tar.addfile(info, io.BytesIO(dockerfile))
+    buf.seek(0)
+    client = testbed.docker("ws", timeout=300)
+    client.images.build(fileobj=buf, custom_context=True, tag=ref, rm=True)
+    digest = config_digest_of(client, ref)
+    assert digest is not None
+    return ref, digest
+
+
+def records(out: Any) -> dict[str, dict[str, Any]]:
+    assert isinstance(out, list), out
+    return {r["host"]: r for r in out}
+
+
+def relay_lines(testbed: Testbed) -> list[str]:
+    """authorized_keys lines a relay ever put on the site's hosts and are still there."""
+    out = []
+    for host in SITE:
+        path = Path(testbed.hosts[host].staging_dir).parent / "authorized_keys"
+        if path.exists():
+            out += [ln for ln in path.read_text().splitlines() if "deployer-relay:" in ln]
+    return out
+
+
+def relay_files(testbed: Testbed) -> list[str]:
+    root = Path(testbed.hosts[RELAY].staging_dir) / "relay"
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()) if root.exists() else []
+
+
+def uplink_tx(testbed: Testbed) -> int:
+    return testbed.uplink_bytes()[0]
+
+
+def test_site_gets_each_blob_over_the_uplink_once(faults: Testbed, site_env: dict[str, str]) -> None:
+    testbed = faults
+    ref, digest = build_scratch(testbed, [12, 4])
+    testbed.throttle("uplink", "200mbit")
+    # one host alone goes direct (a site is two or more hosts of one ship): the reference figure
+    before = uplink_tx(testbed)
+    code, out, err = deploy(site_env, "ship", "--host", "airgap02", "--image", ref, "--json")
+    one_host = uplink_tx(testbed) - before
+    assert code == 0, err
+    assert records(out)["airgap02"]["relay"] is None
+    remove_image(testbed.docker("airgap02"), ref)
+
+    before = uplink_tx(testbed)
+    code, out, err = deploy(site_env, "ship", "--host", "site", "--image", ref, "--json")
+    site = uplink_tx(testbed) - before
+    assert code == 0, err
+    recs = records(out)
+    for host in SITE:
+        rec = recs[host]
+        assert rec["ok"] and rec["verified"] and rec["relay"] == RELAY, rec
+        assert rec["relay_bytes"] >= 16_000_000 * 0.99, rec  # every layer came over the site's LAN
+        assert config_digest_of(testbed.docker(host), ref) == digest
+    print(f"uplink: {one_host} B for one host, {site} B for three through the relay ({site / one_host:.3f}x)")
+    assert site <= 1.05 * one_host
+    assert sum(r["bytes_sent"] for r in recs.values()) <= 1.02 * max(r["relay_bytes"] for r in recs.values())
+    # nothing of the ship stays behind: keys revoked, the relay's key dir and blobs removed
+    assert relay_lines(testbed) == []
+    assert relay_files(testbed) == []
+
+
+def test_dry_run_shows_the_relay_plan(testbed: Testbed, site_env: dict[str, str]) -> None:
+    ref, _ = build_scratch(testbed, [1])
+    code, out, err = deploy(site_env, "ship", "--host", "airgap02,airgap03", "--image", ref, "--dry-run")
+    assert code == 0, err
+    assert out.count("through relay airgap01") == 2
+    assert "relay-receive.sh" in out and "deployer-relay:<ship id>" in out
+    assert "runs on airgap01, once per site" in out and "runs on airgap01; the host's forced receive" in out
+    code, out, err = deploy(site_env, "ship", "--host", "airgap02,airgap03", "--image", ref, "--dry-run", "--json")
+    assert code == 0, err
+    assert {r["host"]: r["relay"] for r in out} == {"airgap02": RELAY, "airgap03": RELAY}
+    assert relay_lines(testbed) == []  # a dry run changes nothing
+
+
+def test_a_flaky_lan_link_resumes(faults: Testbed, site_env: dict[str, str]) -> None:
+    """Connections to airgap03 are reset every 5 MB: the relay's LAN hop resumes where it stopped."""
+    testbed = faults
+    ref, digest = build_scratch(testbed, [16])
+    testbed.flaky("airgap03", 5)
+    code, out, err = deploy(site_env, "ship", "--host", "airgap02,airgap03", "--image", ref, "--json",
+                            timeout=300)
+    assert code == 0, err
+    recs = records(out)
+    for host in ("airgap02", "airgap03"):
+        assert recs[host]["verified"] and recs[host]["relay"] == RELAY, recs[host]
+        assert config_digest_of(testbed.docker(host), ref) == digest
+    assert "resuming" in err, err[-3000:]
+    assert recs["airgap03"]["bytes_sent"] + recs["airgap02"]["bytes_sent"] < 16_000_000 * 1.5
+    assert relay_lines(testbed) == []
+
+
+def _kill_sshd(host: str) -> None:
+    """Every sshd in the host's network namespace: the listener and each connection's."""
+    pids = subprocess.run(["ip", "netns", "pids", host], capture_output=True, text=True, check=True).stdout.split()
+    for pid in pids:
+        try:
+            if Path(f"/proc/{pid}/comm").read_text().strip() == "sshd":
+                os.kill(int(pid), signal.SIGKILL)
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+
+
+def test_relay_dies_mid_ship_and_its_hosts_go_direct(faults: Testbed, site_env: dict[str, str]) -> None:
+    """The documented rule (deploy_relay_fallback: direct): the relay's hosts finish with direct sends,
+    resuming what the relay had passed on; nothing is half-applied."""
+    testbed = faults
+    ref, digest = build_scratch(testbed, [30])
+    testbed.throttle("uplink", "40mbit")
+    relay_blobs = Path(testbed.hosts[RELAY].staging_dir) / "relay" / "blobs" / "sha256"
+    proc = subprocess.Popen([*_deploy_argv(), "ship", "--host", "airgap02,airgap03", "--image", ref, "--json"],
+                            env=site_env, cwd=str(REPO), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            staged = [p.stat().st_size for p in relay_blobs.glob("*.partial")] if relay_blobs.exists() else []
+            if staged and max(staged) > 5_000_000:
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("the relay never received 5 MB")
+        _kill_sshd(RELAY)
+        out, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        subprocess.run([str(REPO / "scripts" / "testbed"), "up"], check=True, capture_output=True)
+    assert proc.returncode == 0, err[-3000:]
+    recs = records(json.loads(out))
+    for host in ("airgap02", "airgap03"):
+        assert recs[host]["ok"] and recs[host]["verified"], recs[host]
+        assert config_digest_of(testbed.docker(host), ref) == digest
+    assert "sending directly from the workstation" in err
+    assert relay_lines(testbed) == []  # each host's key line went with its own (direct) connection
