@@ -12,7 +12,8 @@ KEY = TESTBED / "id_ed25519"
 KNOWN_HOSTS = TESTBED / "known_hosts"
 UPLINK_IF = "dtb-uplink"
 REGISTRY = "10.213.0.5:5000"
-ADDRESSES = {"gpu01": "10.213.0.11", "gpu02": "10.213.0.12", "airgap01": "10.213.0.13", "cpu01": "10.213.0.14"}
+ADDRESSES = {"gpu01": "10.213.0.11", "gpu02": "10.213.0.12", "airgap01": "10.213.0.13", "cpu01": "10.213.0.14",
+             "airgap02": "10.213.0.15", "airgap03": "10.213.0.16"}
 
 SCENARIOS = ("a", "b", "c", "d", "e")
 SCENARIO_TITLES = {
@@ -32,6 +33,13 @@ HOST_STORES = ("overlay2", "containerd")
 STORE_HOSTS = {"overlay2": "gpu02", "containerd": "gpu01"}
 MULTI_HOSTS = ("gpu01", "gpu02", "cpu01")
 MIXED = "mixed"  # the host store of (c)
+# (c) also runs in a second lane: an air-gapped site of three hosts (both stores) on one LAN behind the
+# throttled uplink, shipped through a relay inside the site (deploy_relay: airgap01), directly, and to
+# one of them alone (the figure the relay's targets compare with).
+SITE = "site"
+SITE_HOSTS = ("airgap01", "airgap02", "airgap03")
+RELAY = "airgap01"
+ONE_HOST = "deployer (1 host)"  # the tool name of the one-host reference in the site lane
 WS_STORES = ("overlay2", "containerd")
 # The smoke's single-host scenarios run on the containerd host only; (c) still covers gpu02 (overlay2)
 # and cpu01 (Docker 20.10), so every kind of host is shipped to and checked.
@@ -71,14 +79,27 @@ def rate_bits(rate: str) -> int:
     return int(float(m.group(1)) * _RATE_UNITS[m.group(2).lower()])
 
 
-def hosts_for(scenario: str, host_store: str) -> tuple[str, ...]:
-    """The hosts a step of this scenario ships to, in this host-store lane."""
+def hosts_for(scenario: str, host_store: str, tool: str = "") -> tuple[str, ...]:
+    """The hosts a step of this scenario ships to, in this host-store lane (and with this tool)."""
+    if host_store == SITE:
+        return SITE_HOSTS[:1] if tool == ONE_HOST else SITE_HOSTS
     return MULTI_HOSTS if scenario == "c" else (STORE_HOSTS[host_store],)
 
 
 def lanes_for(scenario: str, host_stores: tuple[str, ...]) -> tuple[str, ...]:
-    """The host-store lanes a scenario runs in: each chosen store, or the mixed three of (c)."""
-    return (MIXED,) if scenario == "c" else host_stores
+    """The host-store lanes a scenario runs in: each chosen store, or (c)'s mixed three and its site."""
+    return (MIXED, SITE) if scenario == "c" else host_stores
+
+
+def relay_inventory() -> Path:
+    """The testbed inventory with the site's relay set (deploy_relay on group `site`), for deployer+relay."""
+    import yaml
+
+    doc = yaml.safe_load(inventory().read_text())
+    doc["all"]["children"]["site"]["vars"] = {"deploy_relay": RELAY}
+    path = TESTBED / "bench-relay-inventory.yml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
 
 
 def parse_host_stores(text: str) -> tuple[str, ...]:

@@ -92,7 +92,7 @@ class Runner:
                     if rate is not None and scenario not in self.cfg.throttled_scenarios:
                         continue
                     for rep in range(1, self.cfg.reps + 1):
-                        for tool in tools.tools_for(scenario):
+                        for tool in tools.tools_for(scenario, lane):
                             if self.cfg.tools and tool not in self.cfg.tools:
                                 continue
                             out.append(self.measure(scenario, lane, rate, tool, rep))
@@ -109,7 +109,7 @@ class Runner:
         return sample
 
     def _measure(self, scenario: str, lane: str, rate: str | None, tool: str, rep: int) -> Sample:
-        hs = hosts_for(scenario, lane)
+        hs = hosts_for(scenario, lane, tool)
         sample = Sample(scenario, rate, tool, rep, hs, lane, self.ws_store)
         label = (f"({scenario}) {self.ws_store} ws -> {','.join(hs)} ({lane}) {rate or 'unthrottled'} {tool} "
                  f"rep {rep}/{self.cfg.reps}")

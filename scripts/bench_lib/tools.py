@@ -6,25 +6,30 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import ADDRESSES, KEY, KNOWN_HOSTS, REGISTRY, ZSTD_LEVEL
+from .config import ADDRESSES, KEY, KNOWN_HOSTS, ONE_HOST, REGISTRY, SITE, ZSTD_LEVEL, relay_inventory
 
 DEPLOYER = "deployer"  # the tarball route, every layer the host lacks over SSH (--origin-pull never)
 DEPLOYER_ORIGIN = "deployer+origin"  # the same, with the host pulling the base from its origin registry
 DEPLOYER_REGISTRY = "deployer-registry"
+DEPLOYER_RELAY = "deployer+relay"  # (c) site lane: through the site's relay, each blob crosses the uplink once
+DEPLOYER_ONE = ONE_HOST  # (c) site lane: the same image to one of the site's hosts alone
 GZIP = "save|gzip|ssh"
 ZSTD = "save|zstd|ssh"
 RAW = "save|ssh"
 PUSH_PULL = "push+pull"
 BASELINES = (GZIP, ZSTD, RAW, PUSH_PULL)
-TOOLS = (DEPLOYER, DEPLOYER_ORIGIN, DEPLOYER_REGISTRY, *BASELINES)
-DEPLOYERS = (DEPLOYER, DEPLOYER_ORIGIN, DEPLOYER_REGISTRY)
+TOOLS = (DEPLOYER_RELAY, DEPLOYER_ONE, DEPLOYER, DEPLOYER_ORIGIN, DEPLOYER_REGISTRY, *BASELINES)
+DEPLOYERS = (DEPLOYER, DEPLOYER_ORIGIN, DEPLOYER_REGISTRY, DEPLOYER_RELAY, DEPLOYER_ONE)
 # Tools that go through the registry: their pushes need fresh repos (see hosts.forget_pushes).
 REGISTRY_TOOLS = (DEPLOYER_REGISTRY, PUSH_PULL)
 
 
-def tools_for(scenario: str) -> tuple[str, ...]:
+def tools_for(scenario: str, lane: str = "") -> tuple[str, ...]:
     """(d) is (a) over the registry: deployer's registry route against the registry baseline; the
-    other baselines of (a) are not repeated, the report compares (d) with them too."""
+    other baselines of (a) are not repeated, the report compares (d) with them too. (c)'s air-gapped
+    site: through the relay, to one host alone, directly, and the best one-liner (no registry there)."""
+    if scenario == "c" and lane == SITE:
+        return (DEPLOYER_RELAY, DEPLOYER_ONE, DEPLOYER, ZSTD)
     if scenario == "d":
         return (DEPLOYER_REGISTRY, PUSH_PULL)
     if scenario == "e":  # the origin pull against today's tarball route and the registry (which holds the base)
@@ -94,11 +99,13 @@ def argv(ship: Ship, deploy: Path, inventory: Path) -> list[str]:
     """The full argv of a timed step."""
     if ship.tool in DEPLOYERS:
         via = "registry" if ship.tool == DEPLOYER_REGISTRY else "tarball"
+        if ship.tool == DEPLOYER_RELAY:
+            inventory = relay_inventory()
         out = [str(deploy), "-i", str(inventory), "ship", "--host", ",".join(ship.hosts),
                "--image", ship.ref, "--via", via, "--json"]
         if via == "tarball":
             out += ["--level", str(ZSTD_LEVEL)]
-        if ship.tool == DEPLOYER:  # a bench base pushed for (e) has a repo digest from then on
+        if ship.tool in (DEPLOYER, DEPLOYER_RELAY, DEPLOYER_ONE):  # a base pushed for (e) has a repo digest since
             out += ["--origin-pull", "never"]
         if len(ship.hosts) > 1:
             out += ["--parallel", str(len(ship.hosts))]

@@ -33,7 +33,10 @@ def test_host_store_lanes() -> None:
     assert config.hosts_for("a", "overlay2") == ("gpu02",)
     assert config.hosts_for("b", "containerd") == ("gpu01",)
     assert config.hosts_for("c", config.MIXED) == config.MULTI_HOSTS
-    assert config.lanes_for("c", ("overlay2", "containerd")) == (config.MIXED,)
+    assert config.lanes_for("c", ("overlay2", "containerd")) == (config.MIXED, config.SITE)
+    assert config.hosts_for("c", config.SITE) == config.SITE_HOSTS == ("airgap01", "airgap02", "airgap03")
+    assert config.hosts_for("c", config.SITE, tools.DEPLOYER_ONE) == ("airgap01",)
+    assert tools.tools_for("c", config.SITE) == (tools.DEPLOYER_RELAY, tools.DEPLOYER_ONE, tools.DEPLOYER, tools.ZSTD)
     assert config.lanes_for("d", ("containerd",)) == ("containerd",)
     # The smoke ships to at least one containerd-store host.
     assert "containerd" in config.SMOKE_HOST_STORES
@@ -196,14 +199,19 @@ def test_targets() -> None:
         S("a", "1mbit", tools.DEPLOYER, True, 8.0, 1000, 300 * report.MIB),
         S("a", "1mbit", tools.ZSTD, True, 10.0, 1000),
         S("b", "1mbit", tools.DEPLOYER, True, 1.0, 1_100_000, 10 * report.MIB, 1_050_000),
-        S("c", "1mbit", tools.DEPLOYER, True, 27.0, 3000),
+        S("c", "1mbit", tools.DEPLOYER, True, 27.0, 3000, host_store=config.SITE),
+        S("c", "1mbit", tools.DEPLOYER_RELAY, True, 11.0, 1040, host_store=config.SITE),
+        S("c", "1mbit", tools.DEPLOYER_ONE, True, 10.0, 1000, host_store=config.SITE),
     ]
     got = {t["target"].split(":")[0]: t for t in report.targets(report.rows(samples), 100_000, 3 * 10**9)}
     assert got["(b) 1mbit"]["met"] is True and got["(b) 1mbit"]["measured"] == 1_100_000
     assert got["(b) 1mbit"]["limit"] == 1_110_000
     assert got["(a) 1mbit"]["met"] is True and got["(a) 1mbit"]["measured"] == 0.8
     assert got["(a) 1mbit"]["limit"] == report.FIRST_SHIP_LIMIT == 0.8
-    assert got["(c) 1mbit"]["met"] is False and got["(c) 1mbit"]["measured"] == 3.0
+    relay_bytes, relay_time = got["(c) 1mbit, uplink bytes"], got["(c) 1mbit, time"]
+    assert relay_bytes["met"] is True and relay_bytes["measured"] == 1.04 and relay_bytes["limit"] == 1.05
+    assert "direct to all 3" in relay_bytes["note"]
+    assert relay_time["met"] is True and relay_time["measured"] == 1.1 and relay_time["limit"] == 1.15
     rss = next(t for k, t in got.items() if k.startswith("deployer peak RSS"))
     assert rss["met"] is False and rss["measured"] == 300 * report.MIB
     # Own bytes, where known, win over the (shared) uplink counter.
@@ -245,6 +253,8 @@ def test_lanes_compare_within_their_own_stores() -> None:
         S("a", None, tools.RAW, True, 2.0, 300, host_store="containerd", ws_store="containerd"),
         S("b", None, tools.DEPLOYER, True, 1.0, 900_000, host_store="containerd", ws_store="overlay2"),
         S("c", None, tools.DEPLOYER, True, 30.0, 300, host_store=config.MIXED, ws_store="overlay2"),
+        S("c", None, tools.DEPLOYER_RELAY, True, 12.0, 120, host_store=config.SITE, ws_store="overlay2"),
+        S("c", None, tools.DEPLOYER_ONE, True, 10.0, 100, host_store=config.SITE, ws_store="overlay2"),
     ]
     rows = {(r.ws_store, r.host_store, r.scenario, r.tool): r for r in report.rows(samples)}
     assert rows[("overlay2", "overlay2", "a", tools.DEPLOYER)].ratio == 0.8
@@ -256,10 +266,12 @@ def test_lanes_compare_within_their_own_stores() -> None:
     assert got[f"(a) unthrottled, {o}"]["met"] is True
     assert got[f"(a) unthrottled, {c}"]["met"] is False and got[f"(a) unthrottled, {c}"]["measured"] == 1.5
     assert got[f"(b) unthrottled, {c}"]["met"] is True
-    assert got["(c) unthrottled, overlay2 ws"]["measured"] == 3.0
+    assert got["(c) unthrottled, overlay2 ws, uplink bytes"]["measured"] == 1.2  # not met: 1.05
+    assert got["(c) unthrottled, overlay2 ws, time"]["met"] is False
     md = report.markdown(report.rows(samples), list(got.values()))
     assert "| (a) first ship, host has no layers | overlay2 | gpu01 (containerd) | unthrottled | deployer |" in md
     assert "| containerd | gpu01 (containerd) |" in md and "gpu01,gpu02,cpu01 (mixed)" in md
+    assert "airgap01,airgap02,airgap03 (site)" in md
     # A report from before lanes (no host_store / ws_store in its rows) still renders.
     old = [{k: v for k, v in d.items() if k not in ("host_store", "ws_store")} for d in report.as_dicts(report.rows(samples))]
     assert [r.host_store for r in report.rows_from_dicts(old)] == [""] * len(old)

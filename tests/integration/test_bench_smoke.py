@@ -20,6 +20,7 @@ from bench_lib import tools
 from bench_lib.config import (
     MULTI_HOSTS,
     SCENARIOS,
+    SITE,
     SMOKE_HOST_STORES,
     SMOKE_RATE,
     SMOKE_THROTTLED_SCENARIOS,
@@ -28,7 +29,7 @@ from bench_lib.config import (
 )
 
 ROWS = {(sc, lane, rate, tool) for sc in SCENARIOS for lane in lanes_for(sc, SMOKE_HOST_STORES)
-        for rate in (None, SMOKE_RATE) for tool in tools.tools_for(sc)
+        for rate in (None, SMOKE_RATE) for tool in tools.tools_for(sc, lane)
         if rate is None or sc in SMOKE_THROTTLED_SCENARIOS}
 
 
@@ -62,7 +63,7 @@ def test_hosts_were_checked_by_config_digest(smoke, testbed) -> None:
     stores = {name: h.store for name, h in testbed.hosts.items()}
     seen = set()
     for s in data["samples"]:
-        assert set(s["checked"]) == set(s["hosts"]) == set(hosts_for(s["scenario"], s["host_store"]))
+        assert set(s["checked"]) == set(s["hosts"]) == set(hosts_for(s["scenario"], s["host_store"], s["tool"]))
         for host, got in s["checked"].items():
             assert got["config_digest"] == want["v2" if s["scenario"] == "b" else "v1"], (s["scenario"], s["tool"], host)
             seen.add(stores[host])
@@ -118,3 +119,8 @@ def test_byte_counts_are_sane(smoke) -> None:
             if tool == tools.DEPLOYER:
                 # deployer's own count of compressed bytes it put on the wire went over the uplink
                 assert r["uplink_bytes"] >= 0.9 * r["bytes_sent"], (sc, rate, tool)
+    # Through the site's relay the image crosses the uplink once for the three hosts (direct: thrice).
+    for rate in {r for (sc, lane, r, _) in rows if (sc, lane) == ("c", SITE)}:
+        relay, one = rows.get(("c", SITE, rate, tools.DEPLOYER_RELAY)), rows.get(("c", SITE, rate, tools.DEPLOYER_ONE))
+        assert relay and one, rate
+        assert relay["uplink_bytes"] <= 1.5 * one["uplink_bytes"], (rate, relay["uplink_bytes"], one["uplink_bytes"])
