@@ -231,7 +231,8 @@ def key_line(public_key: str, ship_id: str, staging: str, *, source: str | None,
     if source:
         options.append(f'from="{source}"')
     options += [f'expiry-time="{expires:%Y%m%d%H%M}"', "restrict", f'command="sh {receiver_path(staging)}"']
-    return f"{','.join(options)} {public_key.strip()} {MARK}:{ship_id}"
+    key_type, key = public_key.split()[:2]  # its own comment, if any, gives way to the ship's mark
+    return f"{','.join(options)} {key_type} {key} {MARK}:{ship_id}"
 
 
 def known_hosts_line(address: str, port: int, key_type: str, key_base64: str) -> str:

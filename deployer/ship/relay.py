@@ -56,7 +56,7 @@ class RelayError(TransferError):
     """The relay could not serve a host (setup, the relay's own link, or the LAN hop)."""
 
     def __init__(self, host: str, relay: str, why: str) -> None:
-        super().__init__(host, f"relay {relay}: {why}",
+        super().__init__(host, f"relay {relay}: {why}" if host != relay else why,
                          hint=f"check that {relay} is up and reaches {host} over SSH; "
                               "deploy_relay_fallback: direct sends from the workstation instead")
         self.relay = relay
@@ -138,9 +138,10 @@ class Site:
             self.conn.connect()
             res = self.conn.run(argv, what="setting up the relay", input=private, check=False, timeout=60)
         except DeployError as exc:
-            raise RelayError(self.name, self.name, f"cannot set it up: {_why(exc)}") from exc
+            raise RelayError(self.name, self.name, f"cannot set up {self.name} as the site's relay: {_why(exc)}") from exc
         if not res.ok:
-            raise RelayError(self.name, self.name, f"cannot set it up: {res.stderr_tail() or f'exit {res.exited}'}")
+            raise RelayError(self.name, self.name, f"cannot set up {self.name} as the site's relay: "
+                             f"{res.stderr_tail() or f'exit {res.exited}'}")
         self._listed = cmd.parse_stat("\n".join(ln for ln in res.stdout.splitlines() if not ln.startswith("src ")))
         return rc.parse_sources(res.stdout)
 
@@ -163,7 +164,7 @@ class Site:
             return stage_blob(self.conn, self.blobs_dir, blob, Counter(on_sent=lambda n: counter.add(n, report=False)),
                               note, self._listed)
         except DeployError as exc:
-            raise RelayError(self.name, self.name, f"sending blob {blob.digest[7:19]} to it failed: {_why(exc)}") \
+            raise RelayError(self.name, self.name, f"sending blob {blob.digest[7:19]} to relay {self.name} failed: {_why(exc)}") \
                 from exc
 
     def wait_started(self, blob: Blob) -> None:

@@ -1,0 +1,251 @@
+"""The site relay's pure parts: its remote scripts (run here with sh, the way a host runs them), the
+authorized_keys line, which hosts form a site, and the dry run's steps."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import subprocess
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from deployer.commands import relay as rc
+from deployer.commands import ship as cmd
+from deployer.errors import InventoryError, TransferError
+from deployer.inventory.host import Host
+from deployer.ship.conn import HostConn
+from deployer.ship.progress import NullReporter
+from deployer.ship.relay import RelayError, Site, sites_of
+from deployer.ship.route import Leg, run_tarball
+from deployer.ship.tarball import Counter
+
+
+def run(argv: tuple[str, ...], *, data: bytes = b"", env: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(argv, input=data, capture_output=True, env={**os.environ, **(env or {})}, check=False)
+
+
+def test_key_line_restricts_the_key_to_the_forced_receive() -> None:
+    line = rc.key_line("ssh-ed25519 AAAAKEY comment", "ab12", "/var/tmp/deployer", source="10.0.0.5",
+                       expires=datetime(2026, 12, 2, 18, 30))
+    assert line == ('from="10.0.0.5",expiry-time="202612021830",restrict,'
+                    'command="sh /var/tmp/deployer/relay-receive.sh" ssh-ed25519 AAAAKEY deployer-relay:ab12')
+    no_source = rc.key_line("ssh-ed25519 AAAAKEY", "ab12", "/st", source=None, expires=datetime(2026, 1, 1))
+    assert no_source.startswith('expiry-time="202601010000",restrict,')
+    with pytest.raises(ValueError, match="plain absolute path"):
+        rc.key_line("ssh-ed25519 K", "ab12", '/st"; rm -rf /', source=None, expires=datetime(2026, 1, 1))
+    assert not rc.plain_path("~/staging") and not rc.plain_path("/a b") and rc.plain_path("/var/tmp/d-1.x")
+
+
+def test_known_hosts_line_names_the_host_as_the_relay_reaches_it() -> None:
+    assert rc.known_hosts_line("10.0.0.7", 22, "ssh-ed25519", "AAAA") == "10.0.0.7 ssh-ed25519 AAAA"
+    assert rc.known_hosts_line("10.0.0.7", 2222, "ssh-ed25519", "AAAA") == "[10.0.0.7]:2222 ssh-ed25519 AAAA"
+
+
+def test_authorize_receive_and_revoke_on_a_host(tmp_path: Path) -> None:
+    staging, keys = str(tmp_path / "staging"), str(tmp_path / "ssh" / "authorized_keys")
+    Path(keys).parent.mkdir()
+    Path(keys).write_text("ssh-ed25519 USERKEY me@laptop\n")
+    line = rc.key_line("ssh-ed25519 SHIPKEY", "s1", staging, source=None, expires=datetime(2030, 1, 1))
+    assert run(rc.authorize_argv(staging, keys, line)).returncode == 0
+    assert Path(keys).read_text().splitlines() == ["ssh-ed25519 USERKEY me@laptop", line]
+    receiver = rc.receiver_path(staging)
+
+    data = os.urandom(300_000)
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    # what sshd does for the forced command: the client's command is only in SSH_ORIGINAL_COMMAND
+    got = run(("sh", receiver), data=data[:1000], env={"SSH_ORIGINAL_COMMAND": f"{digest} {len(data)} zst"})
+    assert got.stdout.split() == [b"short", b"1000"]
+    got = run(("sh", receiver), data=data[1000:], env={"SSH_ORIGINAL_COMMAND": f"{digest} {len(data)} zst"})
+    assert got.stdout.decode().split() == ["ok", digest]
+    assert Path(cmd.blob_path(staging, digest, "zstd")).read_bytes() == data
+
+    for bad in (f"{digest} {len(data)} zst; rm -rf /", f"sha256:../../etc {len(data)} zst",
+                f"{digest} 12x zst", f"{digest} 10 sh", "sh -c id", f"{digest[:-1]}* 10 zst"):
+        refused = run(("sh", receiver), data=b"x", env={"SSH_ORIGINAL_COMMAND": bad})
+        assert refused.returncode == 2 and b"refused" in refused.stderr, bad
+
+    assert run(rc.revoke_argv(keys, "s1")).returncode == 0
+    assert Path(keys).read_text().splitlines() == ["ssh-ed25519 USERKEY me@laptop"]
+    assert run(rc.revoke_argv(keys, "s1")).returncode == 0  # idempotent
+    assert oct(Path(keys).stat().st_mode & 0o777) == "0o600"
+
+
+def _ssh_shim(tmp_path: Path) -> dict[str, str]:
+    """An `ssh` that hands stdin to the forced receive the way sshd would (it gets the ship's want)."""
+    shim = tmp_path / "bin"
+    shim.mkdir()
+    (shim / "ssh").write_text('#!/bin/sh\nfor last; do :; done\nSSH_ORIGINAL_COMMAND=$last exec sh "$RECEIVER"\n')
+    (shim / "ssh").chmod(0o755)
+    return {"PATH": f"{shim}:{os.environ['PATH']}"}
+
+
+def test_forward_follows_a_blob_as_it_arrives_and_resumes_from_an_offset(tmp_path: Path) -> None:
+    relay, host = str(tmp_path / "relay"), str(tmp_path / "host")
+    staging_line = rc.key_line("ssh-ed25519 K", "s1", host, source=None, expires=datetime(2030, 1, 1))
+    assert run(rc.authorize_argv(host, str(tmp_path / "keys"), staging_line)).returncode == 0
+    env = {**_ssh_shim(tmp_path), "RECEIVER": rc.receiver_path(host)}
+    data = os.urandom(3_000_000)
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    final = Path(cmd.blob_path(relay, digest, "zstd"))
+    final.parent.mkdir(parents=True)
+    partial = Path(str(final) + ".partial")
+
+    def arrive() -> None:  # the relay's own receive: a growing .partial, renamed once verified
+        time.sleep(0.3)
+        with partial.open("wb") as fh:
+            for i in range(0, len(data), 400_000):
+                fh.write(data[i:i + 400_000])
+                fh.flush()
+                time.sleep(0.05)
+        partial.rename(final)
+
+    writer = threading.Thread(target=arrive)
+    writer.start()
+    argv = rc.forward_argv(relay, digest, "zstd", len(data), 0, str(tmp_path / "ship"), "root@10.0.0.7", 22, 10, 0)
+    got = run(argv, env=env)
+    writer.join()
+    assert got.stdout.decode().split() == ["ok", digest], got.stderr
+    assert Path(cmd.blob_path(host, digest, "zstd")).read_bytes() == data
+
+    # a host that holds part of the blob gets the rest only
+    Path(cmd.blob_path(host, digest, "zstd")).unlink()
+    Path(cmd.partial_path(host, digest, "zstd")).write_bytes(data[:1_234_567])
+    got = run(rc.forward_argv(relay, digest, "zstd", len(data), 1_234_567, str(tmp_path / "ship"), "h", 22, 10, 0),
+              env=env)
+    assert got.stdout.decode().split() == ["ok", digest], got.stderr
+
+    # nothing arrives: the forward gives up after the stall time and the host keeps what it has
+    missing = "sha256:" + "0" * 64
+    got = run(rc.forward_argv(relay, missing, "zstd", 10, 0, str(tmp_path / "ship"), "h", 22, 1, 0), env=env)
+    assert b"no new bytes for 1s" in got.stderr and got.stdout.split()[0] == b"short"
+
+
+def test_forward_to_the_relay_itself_needs_no_ssh(tmp_path: Path) -> None:
+    relay = str(tmp_path / "relay")
+    line = rc.key_line("ssh-ed25519 K", "s1", relay, source=None, expires=datetime(2030, 1, 1))
+    assert run(rc.authorize_argv(relay, str(tmp_path / "keys"), line)).returncode == 0
+    data = b"layer" * 1000
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    src = Path(cmd.blob_path(rc.relay_staging(relay), digest, "gzip"))
+    src.parent.mkdir(parents=True)
+    src.write_bytes(data)
+    argv = rc.forward_argv(rc.relay_staging(relay), digest, "gzip", len(data), 0, str(tmp_path / "ship"), "x", 22, 5,
+                           0, here=rc.receiver_path(relay))
+    got = run(argv, env={"PATH": "/nonexistent:/usr/bin:/bin"})  # no ssh on this PATH's first entry; not used
+    assert got.stdout.decode().split() == ["ok", digest], got.stderr
+    assert Path(cmd.blob_path(relay, digest, "gzip")).read_bytes() == data
+
+
+def test_setup_writes_the_key_privately_and_lists_the_relays_blobs(tmp_path: Path) -> None:
+    ship = tmp_path / "st" / "relay" / "ship-s1"
+    blobs = cmd.blob_dir(str(tmp_path / "st" / "relay"))
+    Path(blobs).mkdir(parents=True)
+    Path(blobs, "ab.zst").write_bytes(b"12345")
+    got = run(rc.setup_argv(str(ship), ["10.0.0.7 ssh-ed25519 AAAA"], str(tmp_path / "st" / "relay"),
+                            ["127.0.0.1"]), data=b"PRIVATE KEY")
+    assert got.returncode == 0, got.stderr
+    assert (ship / "key").read_bytes() == b"PRIVATE KEY" and oct((ship / "key").stat().st_mode & 0o777) == "0o600"
+    assert (ship / "known_hosts").read_text() == "10.0.0.7 ssh-ed25519 AAAA\n"
+    assert rc.parse_sources(got.stdout.decode()) == {"127.0.0.1": "127.0.0.1"}
+    assert f"5 {blobs}/ab.zst" in got.stdout.decode()
+    assert run(rc.cleanup_argv(str(ship), [f"{blobs}/ab.zst"])).returncode == 0
+    assert not ship.exists() and not Path(blobs, "ab.zst").exists()
+
+
+def test_control_socket_paths_fit_or_are_not_used() -> None:
+    assert rc.control_path("/var/tmp/deployer/relay/ship-0123456789abcdef", 3) == \
+        "/var/tmp/deployer/relay/ship-0123456789abcdef/cm3"
+    assert rc.control_path("/" + "x" * 120, 0) == "none"
+
+
+def _host(name: str, **vars: str) -> Host:
+    return Host(name, {"ansible_host": f"10.0.0.{len(name)}", **vars})
+
+
+def test_hosts_sharing_a_relay_form_a_site_of_two_or_more() -> None:
+    relay = _host("r1")
+    hosts = [_host("a", deploy_relay="r1"), _host("b", deploy_relay="r1"), _host("c"), _host("d", deploy_relay="r2")]
+    assert sites_of(hosts, {"r1": relay, "r2": _host("r2")}) == {"a": "r1", "b": "r1"}  # d is alone: direct
+    assert sites_of(hosts[:1] + hosts[2:3], {"r1": relay}) == {}
+    with pytest.raises(InventoryError, match="deploy_relay names 'r2', which is not an inventory host"):
+        sites_of(hosts, {"r1": relay})
+    with pytest.raises(InventoryError, match="deploy_relay_fallback is 'maybe'"):
+        sites_of([_host("a", deploy_relay="r1", deploy_relay_fallback="maybe"), _host("b", deploy_relay="r1")],
+                 {"r1": relay})
+
+
+# -- a whole relayed tarball ship, relay and host on this machine (their scripts by a local sh) ---
+
+class _DeadRelay:
+    """The relay's session when the relay is gone: nothing on it works."""
+
+    host, alive = "relay", True
+
+    def run(self, argv: object, **kw: object) -> object:
+        raise TransferError("relay", "the relay is gone")
+
+    send = run
+
+    def close(self) -> None:
+        pass
+
+
+def _relayed_ship(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, relay_session: object,
+                  **vars: str) -> tuple[object, Counter, list[str], Path]:
+    from fakedocker import Image, fake_docker
+    from test_ship_steps import Exported, _plan
+    from test_ship_transfer import LocalSession
+
+    img = Image(tmp_path)
+    docker, _ = fake_docker(tmp_path)
+    keys = tmp_path / "authorized_keys"
+    known = tmp_path / "known_hosts"
+    known.write_text("")
+    relay = Host("relay", {"ansible_host": "127.0.0.1", "deploy_staging_dir": str(tmp_path / "relay"),
+                           "deploy_known_hosts": str(known)})
+    host = Host("local", {"ansible_host": "127.0.0.1", "deploy_staging_dir": img.staging,
+                          "deploy_docker": " ".join(docker), "deploy_relay": "relay", "deploy_known_hosts": str(known),
+                          "deploy_authorized_keys": str(keys), **vars})
+    monkeypatch.setenv("PATH", _ssh_shim(tmp_path)["PATH"])
+    monkeypatch.setenv("RECEIVER", rc.receiver_path(img.staging))
+    site = Site(relay, [host, Host("other", {"deploy_relay": "relay"})],
+                conn=HostConn(relay, session=relay_session))  # type: ignore[arg-type]
+    counter, notes = Counter(), []
+    reporter = NullReporter()
+    reporter.note = lambda name, message: notes.append(message)  # type: ignore[method-assign]
+    plan = dataclasses.replace(_plan(img, host), relay="relay", relay_staging=str(tmp_path / "relay"))
+    leg = Leg(host, HostConn(host, session=LocalSession([])), img.info, plan, counter, site)
+    try:
+        got = run_tarball(leg, Exported(img, tmp_path / "cache"), reporter)  # type: ignore[arg-type]
+    finally:
+        site.close(all_ok=True)
+    assert got == img.id
+    return img, counter, notes, keys
+
+
+def test_a_relayed_tarball_ship_gets_every_blob_from_the_relay(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from test_ship_transfer import LocalSession
+
+    img, counter, notes, keys = _relayed_ship(tmp_path, monkeypatch, LocalSession([]))
+    assert counter.relay == "relay" and counter.layers == 4
+    assert counter.lan == sum(b.size for b in img.blobs)  # every blob came over the "LAN"
+    # ...and crossed the uplink once, to the relay; the rest of what was sent is the loads' tar heads
+    assert 0 < counter.sent - counter.lan <= 2 * 10240
+    assert not any("directly" in n for n in notes), notes
+    assert "deployer-relay:" not in keys.read_text()  # the ship's key is gone from the host
+    relay_dir = tmp_path / "relay" / "relay"
+    assert [p for p in relay_dir.rglob("*") if p.is_file()] == []  # the relay's key and blobs are gone
+
+
+def test_a_dead_relay_sends_its_hosts_direct_or_fails_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DEPLOYER_RETRY_BUDGET", "0")
+    img, counter, notes, _ = _relayed_ship(tmp_path / "a", monkeypatch, _DeadRelay())
+    assert counter.relay is None and counter.lan == 0 and counter.layers == 4
+    assert counter.sent - sum(b.size for b in img.blobs) <= 2 * 10240  # every blob, straight to the host
+    assert any("sending directly from the workstation" in n for n in notes), notes
+    with pytest.raises(RelayError, match="cannot set up relay as the site's relay: the relay is gone"):
+        _relayed_ship(tmp_path / "b", monkeypatch, _DeadRelay(), deploy_relay_fallback="fail")
