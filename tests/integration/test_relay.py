@@ -22,6 +22,9 @@ import yaml
 from tests.conftest import REPO, Testbed, _deploy_argv
 from tests.integration.cli_support import deploy
 from tests.integration.image_support import config_digest_of, remove_image
+from tests.integration.test_origin import APP_BYTES, pair  # pair: the fixture, a base in the registry
+
+__all__ = ["pair"]
 
 SITE = ("airgap01", "airgap02", "airgap03")
 RELAY = "airgap01"
@@ -198,3 +201,24 @@ def test_relay_dies_mid_ship_and_its_hosts_go_direct(faults: Testbed, site_env: 
         assert config_digest_of(testbed.docker(host), ref) == digest
     assert "sending directly from the workstation" in err
     assert relay_lines(testbed) == []  # each host's key line went with its own (direct) connection
+
+
+def test_origin_pull_and_relay_combine(testbed: Testbed, tmp_path: Path, pair: Any) -> None:
+    """Rule: each host that reaches the base's registry pulls the base itself; only the layers above
+    it come through the relay. gpu01 and gpu02 (both reach the registry) form a site, relay gpu02."""
+    data = yaml.safe_load(Path(testbed.inventory).read_text())
+    for host in ("gpu01", "gpu02"):
+        data["all"]["hosts"][host]["deploy_relay"] = "gpu02"
+    inventory = tmp_path / "inventory.yml"
+    inventory.write_text(yaml.safe_dump(data))
+    env = {**testbed.env(), "DEPLOY_INVENTORY": str(inventory), "DEPLOYER_CACHE_DIR": str(tmp_path / "cache")}
+    code, out, err = deploy(env, "ship", "--host", "gpu01,gpu02", "--image", pair.app, "--via", "tarball", "--json")
+    assert code == 0, err
+    recs = records(out)
+    for host in ("gpu01", "gpu02"):
+        rec = recs[host]
+        assert rec["verified"] and rec["relay"] == "gpu02" and rec["origin"] == pair.repo_digest, rec
+        assert rec["layers_from_origin"] == 1 and rec["layers_sent"] == 2, rec
+        assert 0 < rec["relay_bytes"] < APP_BYTES * 1.5, rec  # the app's layers only, over the LAN
+        assert config_digest_of(testbed.docker(host), pair.app) == pair.app_config
+    assert sum(r["bytes_sent"] for r in recs.values()) < APP_BYTES * 1.5  # the base never crossed the uplink
