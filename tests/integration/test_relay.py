@@ -222,3 +222,25 @@ def test_origin_pull_and_relay_combine(testbed: Testbed, tmp_path: Path, pair: A
         assert 0 < rec["relay_bytes"] < APP_BYTES * 1.5, rec  # the app's layers only, over the LAN
         assert config_digest_of(testbed.docker(host), pair.app) == pair.app_config
     assert sum(r["bytes_sent"] for r in recs.values()) < APP_BYTES * 1.5  # the base never crossed the uplink
+
+
+def test_jump_hosts_and_registry_hosts_in_one_ship(testbed: Testbed, tmp_path: Path) -> None:
+    """airgap02/03 are reached only through a jump host (airgap01, also the relay); gpu02 takes the
+    registry route in the same ship. The relay reaches the jumped hosts on the LAN directly."""
+    data = yaml.safe_load(Path(testbed.inventory).read_text())
+    data["all"]["children"]["site"]["vars"] = {"deploy_relay": RELAY}
+    for host in ("airgap02", "airgap03"):
+        data["all"]["hosts"][host]["deploy_jump"] = f"root@{testbed.hosts[RELAY].address}"
+    inventory = tmp_path / "inventory.yml"
+    inventory.write_text(yaml.safe_dump(data))
+    env = {**testbed.env(), "DEPLOY_INVENTORY": str(inventory), "DEPLOYER_CACHE_DIR": str(tmp_path / "cache")}
+    ref, digest = build_scratch(testbed, [2])
+    code, out, err = deploy(env, "ship", "--host", "airgap02,airgap03,gpu02", "--image", ref, "--json")
+    assert code == 0, err
+    recs = records(out)
+    assert recs["gpu02"]["via"] == "registry" and recs["gpu02"]["relay"] is None
+    for host in ("airgap02", "airgap03"):
+        assert recs[host]["via"] == "tarball" and recs[host]["relay"] == RELAY and recs[host]["relay_bytes"] > 0
+    for host in ("airgap02", "airgap03", "gpu02"):
+        assert recs[host]["verified"] and config_digest_of(testbed.docker(host), ref) == digest
+    assert relay_lines(testbed) == []
