@@ -15,7 +15,6 @@ import shlex
 import threading
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -26,8 +25,7 @@ from deployer.commands import run as cmd
 from deployer.errors import DeployError, PreflightError, SpecError
 from deployer.fleet import Outcome, for_each_host
 from deployer.inventory.host import Host
-from deployer.runs import gang
-from deployer.runs.preflight import Ready, preflight
+from deployer.runs import gang, jobcheck
 from deployer.runs.spec import RunSpec
 from deployer.runs.start import Prepared, Reporter, Started, labels_for
 from deployer.runs.steps import launch_steps
@@ -35,15 +33,6 @@ from deployer.transport.retry import connect_retrying
 from deployer.transport.session import Session
 
 WATCHER = Path(__file__).with_name("gangwatch.py")
-
-
-@dataclass(frozen=True)
-class Checked:
-    """A node after phase 1: the single-host preflight's answer and what the job needs to know."""
-
-    ready: Ready
-    probe: gcmd.NodeProbe
-    identity: str  # the image's content identity (commands.gang.image_identity)
 
 
 def _job_spec(nodes: Sequence[Host], prepared: Mapping[str, Prepared]) -> tuple[RunSpec, str]:
@@ -56,63 +45,6 @@ def _job_spec(nodes: Sequence[Host], prepared: Mapping[str, Prepared]) -> tuple[
             raise SpecError(f"the ranks of one job need one name and the same nodes, master_port and on_node_failure; "
                             f"{nodes[0].name} and {h.name} differ")
     return first.spec, first.name
-
-
-def _gpu_holders(session: Session, host: Host, p: Prepared) -> list[str]:
-    """Problems: requested GPUs that a running deployer container already holds."""
-    if p.gpus is None:
-        return []
-    from deployer.runs.gpuuse import indexes_of
-    from deployer.runs.status import parse
-
-    hs = parse(host.name, session.run(cmd.status_argv(host.docker), timeout=60).stdout)
-    wanted = ["all"] if p.gpus.all else list(p.gpus.device_ids or [str(i) for i in range(p.gpus.count)])
-    want = set(indexes_of(wanted, hs.gpus))
-    return [f"GPU {g.index} is held by {', '.join(g.held_by)}; stop it first (deploy stop NAME) or pick other GPUs"
-            for g in hs.gpu_use if g.index in want and g.held_by and p.name not in g.held_by]
-
-
-def _check(session: Session, host: Host, p: Prepared, rank: int, route_to: str | None) -> Checked:
-    problems: list[str] = []
-    try:
-        ready = preflight(session, host, p.spec, name=p.name, gpus=p.gpus, volumes=p.volumes)
-    except PreflightError as exc:  # listed with the job's own problems below
-        problems += [line.strip().removeprefix("- ") for line in exc.reason.splitlines()[1:]] or [exc.reason]
-        ready = None
-    probe = gcmd.parse_node_probe(session.run(gcmd.node_probe_argv(route_to), timeout=30).stdout)
-    if not probe.python:
-        problems.append("python3 is not on this host: a multi-node job needs it for its port checks and its "
-                        "gang watcher; install python3 (any 3.x)")
-    if route_to and probe.route and probe.route.error:
-        problems.append(f"no route from rank 0 to rank 1 ({route_to}): {probe.route.error}; "
-                        f"set {gang.INTERNAL_IP_VAR} for these hosts")
-    problems += _gpu_holders(session, host, p)
-    identity = ""
-    if ready is not None:
-        identity = gcmd.image_identity(session.run(cmd.image_inspect_argv(host.docker, p.spec.image), timeout=30).stdout)
-    if problems:
-        lines = [x for item in problems for x in item.splitlines()]
-        raise PreflightError(host.name, f"preflight failed (rank {rank}):\n  - " + "\n  - ".join(lines))
-    assert ready is not None
-    return Checked(ready, probe, identity)
-
-
-def _network(session: Session, host: Host, rank: int, master: str, port: int, n: int) -> gcmd.NetProbe:
-    """Phase 2 on one node: ports on rank 0, reachability of rank 0 from a worker."""
-    ports = (port, port + 1)
-    argv = gcmd.net_probe_argv(master, free=ports if rank == 0 else (), reach=ports if rank > 0 else ())
-    net = gcmd.parse_net_probe(session.run(argv, timeout=60).stdout)
-    problems = [f"port {p} on rank 0 is not free ({net.ports.get(p, 'no answer')}): "
-                f"{'pick another --master-port' if p == port else 'the gang watcher needs MASTER_PORT+1'}"
-                for p in ports if rank == 0 and n > 1 and net.ports.get(p) != "free"]
-    problems += [f"cannot reach rank 0 at {master}:{p} ({net.reach.get(p, 'no answer')}); "
-                 "open the port between the nodes or set deploy_internal_ip"
-                 for p in ports if rank > 0 and net.reach.get(p) not in ("open", "refused")]
-    if rank > 0 and net.route.error:
-        problems.append(f"no route to rank 0 at {master}: {net.route.error}")
-    if problems:
-        raise PreflightError(host.name, f"preflight failed (rank {rank}):\n  - " + "\n  - ".join(problems))
-    return net
 
 
 def _all_or_nothing(nodes: Sequence[Host], outcomes: list[Outcome[object]]) -> list[Outcome[Started]] | None:
@@ -136,12 +68,12 @@ def start_job(hosts: list[Host], prepared: Mapping[str, Prepared], *, parallel: 
     lock = threading.Lock()
     route_to = gang.internal_ip(nodes[1]) or nodes[1].address if n > 1 else None
 
-    def phase1(host: Host) -> Checked:
+    def phase1(host: Host) -> jobcheck.Checked:
         session = connect_retrying(host, timeout=timeout)
         with lock:
             sessions[host.name] = session
         say(host.name, f"preflight (rank {index[host.name]} of {n})")
-        return _check(session, host, prepared[host.name], index[host.name], route_to if index[host.name] == 0 else None)
+        return jobcheck.check_node(session, host, prepared[host.name], index[host.name], route_to if index[host.name] == 0 else None)
 
     try:
         checked = for_each_host(nodes, phase1, parallel)
@@ -161,7 +93,16 @@ def start_job(hosts: list[Host], prepared: Mapping[str, Prepared], *, parallel: 
             err = PreflightError(nodes[0].name, "cannot tell rank 0's address toward the other nodes",
                                  hint=f"set {gang.INTERNAL_IP_VAR} for {nodes[0].name} in the inventory")
             return [Outcome(h, error=err) for h in nodes]
-        nets = for_each_host(nodes, lambda h: _network(sessions[h.name], h, index[h.name], master, port, n), parallel)
+        def network(h: Host) -> gcmd.NetProbe:
+            return jobcheck.check_network(sessions[h.name], h, index[h.name], master, port, n)
+
+        # rank 0's ports first: the workers' connects must not reach a listener already there
+        # (a one-shot one would even go away and make the port look free)
+        nets = for_each_host(nodes[:1], network, 1)
+        if nets[0].ok:
+            nets += for_each_host(nodes[1:], network, parallel)
+        else:
+            nets += [Outcome(h) for h in nodes[1:]]
         if (stop := _all_or_nothing(nodes, nets)) is not None:  # type: ignore[arg-type]
             return stop
         plan = _ranks(nodes, prepared, facts, {o.host.name: o.value for o in nets if o.value is not None}, master)
@@ -172,7 +113,7 @@ def start_job(hosts: list[Host], prepared: Mapping[str, Prepared], *, parallel: 
             session.close()
 
 
-def _ranks(nodes: Sequence[Host], prepared: Mapping[str, Prepared], facts: Mapping[str, Checked],
+def _ranks(nodes: Sequence[Host], prepared: Mapping[str, Prepared], facts: Mapping[str, jobcheck.Checked],
            nets: Mapping[str, gcmd.NetProbe], master: str) -> list[gang.Rank]:
     out = []
     for i, h in enumerate(nodes):
@@ -187,7 +128,7 @@ def _ranks(nodes: Sequence[Host], prepared: Mapping[str, Prepared], facts: Mappi
 
 
 def _launch(nodes: Sequence[Host], prepared: Mapping[str, Prepared], plan: Sequence[gang.Rank],
-            sessions: Mapping[str, Session], facts: Mapping[str, Checked], *, spec: RunSpec, name: str, port: int, policy: str, parallel: int,
+            sessions: Mapping[str, Session], facts: Mapping[str, jobcheck.Checked], *, spec: RunSpec, name: str, port: int, policy: str, parallel: int,
             say: Reporter) -> list[Outcome[Started]]:
     now = datetime.now(timezone.utc)
     by_host = {r.host: r for r in plan}
