@@ -79,7 +79,8 @@ node does it, so the job is guarded after this command returns). `deploy stop NA
               help="With --nodes: when one rank exits non-zero, stop the others (stop-all, the default) or not.")
 @click.option("--network", help="docker --network (a --nodes job defaults to host).")
 @click.option("--detach/--attach", "detach", default=True,
-              help="--attach (one host only): stream the output and exit with the container's exit code.")
+              help="--attach (one host, or a --nodes job): stream the output and exit with the container's "
+                   "exit code (a job's: its first failing rank's).")
 @click.option("--parallel", default=8, show_default=True, help="Hosts handled at once.")
 @click.option("--timeout", default=10.0, show_default=True, help="SSH connect timeout, seconds.")
 @click.option("--json", "as_json", is_flag=True, help="Print the per-host results as JSON.")
@@ -102,7 +103,11 @@ def run_cmd(pattern: str, image: str, detach: bool, parallel: int, timeout: floa
     finish([o for o in outcomes if not o.ok])
     if not detach and outcomes[0].value is not None:
         exit_code = outcomes[0].value.exit_code or 0
-        output.info(f"{outcomes[0].host.name}: {outcomes[0].value.name} exited with code {exit_code}")
+        if outcomes[0].value.rank is not None:
+            output.info(f"{outcomes[0].value.name}: the job ended with code {exit_code}"
+                        + (" (the exit code of the rank that failed first)" if exit_code else ""))
+        else:
+            output.info(f"{outcomes[0].host.name}: {outcomes[0].value.name} exited with code {exit_code}")
         click.get_current_context().exit(exit_code)
 
 

@@ -159,6 +159,15 @@ def job_state(members: Sequence[JobRank]) -> str:
     return "partly running: " + ", ".join(f"rank {m.rank} {s}" for m, s in zip(members, states))
 
 
+def job_exit_code(members: Sequence[JobRank]) -> int:
+    """The job's exit code: that of the rank that failed first (the others were stopped after it), else 0."""
+    failed = [m for m in members if m.container and m.container.exit_code not in (None, 0)]
+    if not failed:
+        return 0
+    first = min(failed, key=lambda m: (m.container.finished_at or "", m.rank) if m.container else ("", m.rank))
+    return int(first.container.exit_code or 0) if first.container else 0
+
+
 def jobs(found: Mapping[str, Sequence[ContainerStatus]]) -> dict[str, list[JobRank]]:
     """Multi-node jobs among FOUND (host -> its containers): name -> ranks in rank order."""
     out: dict[str, dict[int, JobRank]] = {}

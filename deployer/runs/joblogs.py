@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, BinaryIO
 
 from deployer.commands import run as cmd
 from deployer.errors import DeployError, HostError
-from deployer.fleet import for_each_host
+from deployer.fleet import Outcome, for_each_host
 from deployer.inventory.host import Host
 from deployer.runs.logs import show
 from deployer.transport.retry import connect_retrying
+
+if TYPE_CHECKING:
+    from deployer.runs.start import Started
 
 Write = Callable[[bytes], None]
 
@@ -109,3 +113,29 @@ def show_all(srcs: Sequence[Source], name: str, write: Write, *, follow: bool = 
         while t.is_alive():  # joined in slices, so Ctrl-C reaches the main thread at once
             t.join(0.5)
     return errors
+
+
+def follow_job(started: Sequence[Outcome[Started]], output: BinaryIO | None, *,
+               timeout: float = 10.0) -> list[Outcome[Started]]:
+    """`deploy run --nodes N --attach`: every rank's output, prefixed, until all ranks ended; then each
+    Started carries the job's exit code (the rank that failed first, else 0)."""
+    from deployer.runs import gang
+
+    def write(data: bytes) -> None:
+        if output is not None:
+            output.write(data)
+            output.flush()
+
+    srcs = [Source(o.host, f"[{o.value.rank} {o.host.name}] ") for o in started if o.value is not None]
+    name = next(o.value.name for o in started if o.value is not None)
+    show_all(srcs, name, write, follow=True, timeout=timeout)
+
+    def inspect(host: Host) -> cmd.ContainerStatus | None:
+        with connect_retrying(host, timeout=timeout) as session:
+            res = session.run(cmd.container_inspect_argv(host.docker, name), check=False, timeout=60)
+            return next(iter(cmd.parse_inspect(res.stdout)), None) if res.ok else None
+
+    found = for_each_host([o.host for o in started], inspect, len(started))
+    members = [gang.JobRank(i, o.host.name, o.value) for i, o in enumerate(found)]
+    code = gang.job_exit_code(members)
+    return [Outcome(o.host, value=replace(o.value, exit_code=code)) if o.value is not None else o for o in started]

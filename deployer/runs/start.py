@@ -42,7 +42,7 @@ class Started:
     image_id: str
     command: str  # the docker argv, shell-quoted; holds no env values
     gpus: str | None = None
-    exit_code: int | None = None  # set with attach: the container's exit code
+    exit_code: int | None = None  # set with attach: the container's exit code (a job's: the failing rank's)
     rank: int | None = None  # a rank of a multi-node job (runs.multinode)
     nodes: int | None = None
 
@@ -134,16 +134,18 @@ def start(hosts: list[Host], spec: Specs, *, parallel: int = 8, attach: bool = F
     if any(p.spec.nodes is not None for p in prepared.values()):
         from deployer.runs.multinode import start_job
 
-        if attach:
-            raise SpecError("--attach does not go with --nodes: a job's ranks run on several hosts",
-                            hint="start it detached, then follow every rank with `deploy logs NAME --host P -f`")
-        return start_job(hosts, prepared, parallel=parallel, reporter=reporter, timeout=timeout)
+        started = start_job(hosts, prepared, parallel=parallel, reporter=reporter, timeout=timeout)
+        if attach and all(o.ok for o in started):
+            from deployer.runs.joblogs import follow_job
+
+            started = follow_job(started, output, timeout=timeout)
+        return started
     if any(p.spec.place == "any" for p in prepared.values()):
         from deployer.runs.place import place_and_start
 
         return place_and_start(hosts, prepared, parallel=parallel, attach=attach, reporter=reporter, output=output,
                                timeout=timeout)
-    if attach and len(hosts) != 1:
+    if attach and len(hosts) != 1:  # a multi-node job (above) follows all its ranks
         raise SpecError(f"--attach works with one host; the pattern selected {len(hosts)}",
                         hint="pick one host with --host, or use --detach and `deploy logs`")
     say = reporter or (lambda _h, _m: None)

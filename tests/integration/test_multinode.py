@@ -132,3 +132,72 @@ def test_stop_and_logs_cover_every_rank(deploy_cli: Any, testbed: Any, job: Any)
 def test_too_few_hosts_is_a_usage_error(deploy_cli: Any, testbed: Any) -> None:
     code, _, err = deploy_cli("run", "--host", "gpu01", "--nodes", "2", "--image", BUSYBOX)
     assert code == 2 and "selects only 1 host(s)" in err
+
+
+def test_rank_0_failure_stops_the_workers(deploy_cli: Any, testbed: Any, job: Any) -> None:
+    name, port = job("r0")
+    script = 'if [ "$NODE_RANK" = 0 ]; then sleep 2; exit 7; fi; exec sleep 600'
+    code, _, err = deploy_cli("run", "--host", "gpu01,gpu02", "--nodes", "2", "--image", BUSYBOX, "--name", name,
+                              "--master-port", port, "--", "sh", "-c", script)
+    assert code == 0, err
+    c1 = wait_for(lambda: (c := container(testbed, "gpu02", name)) and c.status == "exited" and c, timeout=30)
+    assert c1 and c1.attrs["State"]["ExitCode"] != 0
+    assert container(testbed, "gpu01", name).attrs["State"]["ExitCode"] == 7
+
+
+def test_ignore_policy_leaves_the_others_running(deploy_cli: Any, testbed: Any, job: Any) -> None:
+    name, port = job("ign")
+    script = 'if [ "$NODE_RANK" = 1 ]; then exit 3; fi; exec sleep 600'
+    code, _, err = deploy_cli("run", "--host", "gpu01,gpu02", "--nodes", "2", "--image", BUSYBOX, "--name", name,
+                              "--master-port", port, "--on-node-failure", "ignore", "--", "sh", "-c", script)
+    assert code == 0, err
+    assert wait_for(lambda: (c := container(testbed, "gpu02", name)) and c.status == "exited")
+    time.sleep(8)
+    assert container(testbed, "gpu01", name).status == "running"
+    code, out, _ = deploy_cli("status", name, "--host", "gpu01,gpu02")
+    assert "failed: rank 1 exit 3, 1 rank(s) still running" in out, out
+    code, _, err = deploy_cli("stop", name, "--host", "gpu02", "--timeout", "1")  # from the other node
+    assert code == 0 and "gpu01: stopped" in err, err
+    assert container(testbed, "gpu01", name).status == "exited"
+
+
+def test_attach_follows_every_rank_and_exits_with_the_failing_code(deploy_cli: Any, testbed: Any, job: Any) -> None:
+    name, port = job("att")
+    script = 'echo "up on $NODE_RANK"; if [ "$NODE_RANK" = 1 ]; then sleep 1; exit 4; fi; exec sleep 600'
+    began = time.monotonic()
+    code, out, err = deploy_cli("run", "--host", "gpu01,gpu02", "--nodes", "2", "--image", BUSYBOX, "--name", name,
+                                "--master-port", port, "--attach", "--", "sh", "-c", script)
+    assert code == 4, err
+    assert "[0 gpu01] up on 0" in out and "[1 gpu02] up on 1" in out, out
+    assert "the job ended with code 4" in err
+    assert time.monotonic() - began < 60
+
+
+def test_master_port_taken_on_rank_0_starts_nothing(deploy_cli: Any, testbed: Any, job: Any) -> None:
+    holder, port = job("hold")
+    name, _ = job("busy")
+    code, _, err = deploy_cli("run", "--host", "gpu01", "--image", BUSYBOX, "--name", holder, "--network", "host",
+                              "--", "nc", "-l", "-p", port)
+    assert code == 0, err
+    time.sleep(1)
+    code, _, err = deploy_cli("run", "--host", "gpu01,gpu02", "--nodes", "2", "--image", BUSYBOX, "--name", name,
+                              "--master-port", port, "--", "sleep", "60")
+    assert code == 1
+    assert f"port {port} on rank 0 is not free" in err and "--master-port" in err
+    assert container(testbed, "gpu01", name) is None and container(testbed, "gpu02", name) is None
+
+
+def test_stop_by_hand_is_not_a_failure(deploy_cli: Any, testbed: Any, job: Any) -> None:
+    name, port = job("hand")
+    code, _, err = deploy_cli("run", "--host", "gpu01,gpu02", "--nodes", "2", "--image", BUSYBOX, "--name", name,
+                              "--master-port", port, "--", "sleep", "600")
+    assert code == 0, err
+    assert wait_for(lambda: all((c := container(testbed, h, name)) and c.status == "running" for h in NODES))
+    code, _, err = deploy_cli("stop", name, "--host", "gpu02", "--timeout", "1")
+    assert code == 0, err
+    assert all(container(testbed, h, name).status == "exited" for h in NODES)
+    time.sleep(2)
+    code, out, _ = deploy_cli("history", "--host", "gpu01,gpu02", "--name", name, "--json")
+    records = json.loads(out)
+    assert not [r for r in records if r.get("reason")], records  # no gang stop recorded
+    assert sorted(r["host"] for r in records if r["action"] == "stop") == ["gpu01", "gpu02"]
