@@ -116,6 +116,7 @@ class Site:
         self._public = ""
         self.staged: set[str] = set()  # blob paths this ship put on the relay (cleaned after success)
         self._listed: dict[str, int | None] = {}  # the relay's blobs at setup: resumes without a stat each
+        self._broken: RelayError | None = None
 
     # -- the relay ----------------------------------------------------------------------------
 
@@ -156,6 +157,8 @@ class Site:
     def _send(self, blob: Blob, counter: Counter, note: Callable[[str], None], started: threading.Event) -> bool:
         try:
             self.ready()
+            if self._broken is not None:  # a relay that failed one blob gets no more: its hosts went direct
+                raise self._broken
         finally:
             started.set()
         self.staged.add(cmd.blob_path(self.blobs_dir, blob.digest, blob.codec))
@@ -164,8 +167,9 @@ class Site:
             return stage_blob(self.conn, self.blobs_dir, blob, Counter(on_sent=lambda n: counter.add(n, report=False)),
                               note, self._listed)
         except DeployError as exc:
-            raise RelayError(self.name, self.name, f"sending blob {blob.digest[7:19]} to relay {self.name} failed: {_why(exc)}") \
-                from exc
+            self._broken = RelayError(self.name, self.name,
+                                      f"sending blob {blob.digest[7:19]} to relay {self.name} failed: {_why(exc)}")
+            raise self._broken from exc
 
     def wait_started(self, blob: Blob) -> None:
         """Until the relay's send of BLOB has begun; its error if it already failed."""
