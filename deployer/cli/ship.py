@@ -137,7 +137,7 @@ def _report(outcomes: list[Outcome[ShipResult]], as_json: bool) -> None:
     else:
         output.table(
             ["host", "result", "via", "layers", "sent", "time", "image id"],
-            [[r["host"], "ok" if r["ok"] else "FAILED", r["via"] or "-",
+            [[r["host"], "ok" if r["ok"] else "FAILED", (r["via"] or "-") + (f" (relay {r['relay']})" if r["relay"] else ""),
               f"{r['layers_sent']}/{r['layers_total']}", human_bytes(r["bytes_sent"]), f"{r['seconds']:.1f}s",
               (r["host_image_id"] or r["image_id"] or "")[7:19] + (" verified" if r["verified"] else "")]
              for r in records])
