@@ -107,11 +107,14 @@ class Hub:
         self.conns = {}  # rank -> socket
         self.reported = {}  # rank -> exit code (None: container gone)
         self.lost_since = {}  # rank -> monotonic time its link dropped
-        self.failure = None
+        self.failure = None  # what made the hub stop every rank
+        self.first_failure = None  # the first rank that failed, stopped or not (policy ignore)
         self.hosts = node.cfg["hosts"]
 
     def fail(self, rank, why):
         with self.lock:
+            if self.first_failure is None:
+                self.first_failure = f"rank {rank} ({self.hosts[rank]}) {why}"
             if self.failure is not None or not self.node.stop_all:
                 log(f"rank {rank}: {why}" + ("" if self.node.stop_all else " (policy ignore)"))
                 return
@@ -121,13 +124,14 @@ class Hub:
         for sock in conns:
             send(sock, "stop")
         threading.Thread(target=self.node.stop_own, args=(self.failure,), daemon=True).start()
-        self.record()
+        self.record("stop", "gang watcher: stop all ranks", "ok", reason=self.failure + "; stopped all ranks")
 
-    def record(self):
+    def record(self, action, command, result, **extra):
+        """Append one record to this node's history log (one write(2) of one line, as deployer does)."""
         rec = {"id": uuid.uuid4().hex, "time": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()),
-               "user": "gang-watcher@" + socket.gethostname(), "action": "stop", "name": self.node.cfg["name"],
-               "image": self.node.cfg.get("image"), "image_id": None, "command": "gang watcher: stop all ranks",
-               "result": "ok", "reason": self.failure + "; stopped all ranks", "nodes": self.hosts}
+               "user": "gang-watcher@" + socket.gethostname(), "action": action, "name": self.node.cfg["name"],
+               "image": self.node.cfg.get("image"), "image_id": None, "command": command, "result": result,
+               "job_hosts": self.hosts, **extra}
         line = json.dumps(rec, sort_keys=True, separators=(",", ":")) + "\n"
         try:
             fd = os.open(self.node.cfg["history"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -137,6 +141,14 @@ class Hub:
                 os.close(fd)
         except OSError as exc:
             log(f"cannot write the history record: {exc}")
+
+    def record_end(self):
+        """The job's end: every rank's exit code (None: lost or removed), and the cause of a failure."""
+        with self.lock:
+            codes = {0: self.node.exit_code, **self.reported}
+            cause = self.first_failure
+        ranks = [{"rank": r, "host": self.hosts[r], "exit_code": codes.get(r)} for r in range(len(self.hosts))]
+        self.record("end", "gang watcher: the job ended", f"failed: {cause}" if cause else "ok", ranks=ranks)
 
     def serve(self, sock):
         buf = b""
@@ -224,6 +236,7 @@ class Hub:
                     for r in lost + silent:
                         self.lost_since.pop(r, None)
                         self.reported.setdefault(r, None)
+        self.record_end()
         log("hub done")
 
 

@@ -75,6 +75,7 @@ def check_network(session: Session, host: Host, rank: int, master: str, port: in
     net = gcmd.parse_net_probe(session.run(argv, timeout=60).stdout)
     problems = [f"port {p} on rank 0 is not free ({net.ports.get(p, 'no answer')}): "
                 f"{'pick another --master-port' if p == port else 'the gang watcher needs MASTER_PORT+1'}"
+                " (if a previous run of this job still runs there, deploy stop it first)"
                 for p in ports if rank == 0 and n > 1 and net.ports.get(p) != "free"]
     problems += [f"cannot reach rank 0 at {master}:{p} ({net.reach.get(p, 'no answer')}); "
                  "open the port between the nodes or set deploy_internal_ip"

@@ -133,7 +133,7 @@ def _launch(nodes: Sequence[Host], prepared: Mapping[str, Prepared], plan: Seque
     now = datetime.now(timezone.utc)
     by_host = {r.host: r for r in plan}
     token = secrets.token_hex(4)
-    watch = policy == "stop-all" and len(nodes) > 1
+    watch = len(nodes) > 1  # with ignore too: the hub records every rank's exit code at the end
 
     def create(host: Host) -> tuple[str, tuple[str, ...]]:
         session, r, p, ready = sessions[host.name], by_host[host.name], prepared[host.name], facts[host.name].ready

@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 import pytest
+from cli_support import inventory_with
 from test_run_support import BUSYBOX, SAMPLE, container, ensure_image, remove_containers, unique, wait_for
 
 NODES = ("gpu01", "gpu02")
@@ -98,8 +99,13 @@ def test_rank_failure_stops_the_others(deploy_cli: Any, testbed: Any, job: Any) 
     code, out, _ = deploy_cli("status", name, "--host", "gpu01,gpu02")
     assert "failed: rank 1 exit 3" in out, out
     code, out, _ = deploy_cli("history", "--host", "gpu01", "--name", name, "--json")
-    stops = [r for r in json.loads(out) if r["action"] == "stop"]
+    records = json.loads(out)
+    stops = [r for r in records if r["action"] == "stop"]
     assert stops and "rank 1 (gpu02) exited 3" in stops[0]["reason"]
+    ends = wait_for(lambda: [r for r in json.loads(deploy_cli("history", "--host", "gpu01", "--name", name, "--json")[1])
+                             if r["action"] == "end"], timeout=15)
+    assert ends and ends[0]["result"] == "failed: rank 1 (gpu02) exited 3"
+    assert [(r["rank"], r["exit_code"]) for r in ends[0]["ranks"]][1] == (1, 3)
 
 
 def test_preflight_failure_on_one_node_starts_nothing(deploy_cli: Any, testbed: Any, job: Any) -> None:
@@ -201,3 +207,46 @@ def test_stop_by_hand_is_not_a_failure(deploy_cli: Any, testbed: Any, job: Any) 
     records = json.loads(out)
     assert not [r for r in records if r.get("reason")], records  # no gang stop recorded
     assert sorted(r["host"] for r in records if r["action"] == "stop") == ["gpu01", "gpu02"]
+
+
+@pytest.mark.slow
+def test_a_node_that_drops_off_the_network_stops_the_job(deploy_cli: Any, testbed: Any, job: Any) -> None:
+    name, port = job("cut")
+    code, _, err = deploy_cli("run", "--host", "gpu01,gpu02", "--nodes", "2", "--image", BUSYBOX, "--name", name,
+                              "--master-port", port, "--", "sleep", "600")
+    assert code == 0, err
+    assert wait_for(lambda: all((c := container(testbed, h, name)) and c.status == "running" for h in NODES))
+    time.sleep(2)  # the worker's watcher has connected to the hub
+    began = time.monotonic()
+    testbed.cut("gpu02")
+    try:
+        # keepalive notices the dead link (~15 s), then 20 s of silence make the node lost
+        gone = wait_for(lambda: all(container(testbed, h, name).status == "exited" for h in NODES), timeout=90)
+        print(f"both ranks stopped {time.monotonic() - began:.1f} s after gpu02 dropped off")
+        assert gone
+    finally:
+        testbed.heal("gpu02")
+    code, out, _ = deploy_cli("history", "--host", "gpu01", "--name", name, "--json")
+    assert any("rank 1 (gpu02) lost" in (r.get("reason") or "") for r in json.loads(out))
+
+
+def test_gpus_held_by_another_run_fail_preflight(deploy_cli: Any, testbed: Any, job: Any) -> None:
+    holder, _ = job("gpuhold")
+    name, port = job("gpuwant")
+    code, _, err = deploy_cli("run", "--host", "gpu01", "--image", BUSYBOX, "--name", holder, "--gpus", "device=0",
+                              "--", "sleep", "600")
+    assert code == 0, err
+    code, _, err = deploy_cli("run", "--host", "gpu01,gpu02", "--nodes", "2", "--image", BUSYBOX, "--name", name,
+                              "--master-port", port, "--gpus", "1", "--", "sleep", "60")
+    assert code == 1 and f"GPU 0 is held by {holder}" in err, err
+    assert container(testbed, "gpu01", name) is None and container(testbed, "gpu02", name) is None
+
+
+def test_internal_ip_sets_master_addr(deploy_cli: Any, testbed: Any, job: Any, tmp_path: Any) -> None:
+    name, port = job("ip")
+    # an address nobody has: the inventory's word wins, and the workers' TCP check finds it unreachable
+    inv = inventory_with(testbed, tmp_path, "gpu01", deploy_internal_ip="10.213.0.99")
+    code, _, err = deploy_cli("-i", inv, "run", "--host", "gpu01,gpu02", "--nodes", "2", "--image", BUSYBOX,
+                              "--name", name, "--master-port", port, "--", "sleep", "60")
+    assert code == 1 and "gpu02: preflight failed (rank 1)" in err and f"cannot reach rank 0 at 10.213.0.99:{port}" in err
+    assert container(testbed, "gpu01", name) is None and container(testbed, "gpu02", name) is None
