@@ -23,6 +23,16 @@ def _ctx() -> AppContext:
     return ctx if ctx is not None else AppContext()
 
 
+def _job_hosts(names: Any) -> list[Any]:
+    """The inventory's hosts of a multi-node job (by name, in the job's rank order); a host the
+    inventory no longer has is named in a warning and left out."""
+    by_name = _ctx().inventory().hosts
+    for name in names:
+        if name not in by_name:
+            output.warn(f"{name}: a node of this job, but not in the inventory any more; skipped")
+    return [by_name[n] for n in names if n in by_name]
+
+
 def _lines(outcomes: list[Outcome[Any]], ok: Any) -> None:
     """One line per host on stderr: the error, or what ok(outcome) says was done."""
     for o in outcomes:
@@ -208,7 +218,7 @@ def logs_cmd(name: str, pattern: str, follow: bool, tail: str | None, since: str
 
     try:
         srcs = joblogs.sources(_ctx().select(pattern), name, timeout=timeout,
-                               resolve=lambda names: _ctx().select(",".join(names)))
+                               resolve=_job_hosts)
         errors = joblogs.show_all(srcs, name, write, follow=follow, tail=tail, since=since, timestamps=timestamps,
                                   timeout=timeout,
                                   on_reconnect=lambda h, why: output.warn(f"{h}: connection lost ({why}); reconnecting"))
@@ -241,7 +251,7 @@ def stop_cmd(name: str, pattern: str, remove: bool, stop_timeout: int | None, pa
     from deployer.runs import manage
 
     outcomes = manage.stop(_ctx().select(pattern), name, timeout_s=stop_timeout, remove=remove, parallel=parallel,
-                           resolve=lambda names: _ctx().select(",".join(names)))
+                           resolve=_job_hosts)
     done = "stopped and removed" if remove else "stopped"
     _lines(outcomes, lambda o: f"{o.host.name}: {done} {name}" if o.value.found
            else f"{o.host.name}: no container {name} (skipped)")

@@ -62,6 +62,8 @@ def start_job(hosts: list[Host], prepared: Mapping[str, Prepared], *, parallel: 
     spec, name = _job_spec(hosts, prepared)
     assert spec.nodes is not None
     nodes = gang.ranks(hosts, spec.nodes)
+    for extra in hosts[len(nodes):]:
+        say(extra.name, f"not used: the job takes the first {len(nodes)} host(s) of the selection")
     index = {h.name: i for i, h in enumerate(nodes)}
     n, port, policy = len(nodes), gang.master_port(spec), gang.policy(spec)
     sessions: dict[str, Session] = {}
