@@ -86,8 +86,8 @@ def job_env(r: Rank, *, ranks_: Sequence[Rank], port: int, user_keys: Sequence[s
               "NODE_RANK": str(r.rank), "NPROC_PER_NODE": str(r.nproc)}
     env = [*values.items(), *((f"PET_{k}", v) for k, v in values.items()),
            ("DEPLOYER_NODE_IPS", "\n".join(x.address for x in ranks_))]
-    if r.ifname and len(ranks_) > 1:
-        env.append(("NCCL_SOCKET_IFNAME", r.ifname))
+    if r.ifname and len(ranks_) > 1:  # NCCL and gloo (torch's CPU backend) each pick an interface otherwise
+        env += [("NCCL_SOCKET_IFNAME", r.ifname), ("GLOO_SOCKET_IFNAME", r.ifname)]
     return [(k, v) for k, v in env if k not in set(user_keys)]
 
 

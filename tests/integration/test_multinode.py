@@ -3,6 +3,7 @@ dockerd in network namespaces on one LAN bridge), its gang watcher, status, logs
 from __future__ import annotations
 
 import json
+import os
 import random
 import time
 from datetime import datetime
@@ -250,3 +251,39 @@ def test_internal_ip_sets_master_addr(deploy_cli: Any, testbed: Any, job: Any, t
                               "--name", name, "--master-port", port, "--", "sleep", "60")
     assert code == 1 and "gpu02: preflight failed (rank 1)" in err and f"cannot reach rank 0 at 10.213.0.99:{port}" in err
     assert container(testbed, "gpu01", name) is None and container(testbed, "gpu02", name) is None
+
+
+TORCH_SITE = os.environ.get("DEPLOYER_TORCH_SITE")  # a dir with torch for this machine's /usr/bin/python3
+ALLREDUCE = """\
+import torch
+import torch.distributed as dist
+
+dist.init_process_group("gloo")
+rank, world = dist.get_rank(), dist.get_world_size()
+t = torch.tensor([float(rank + 1)])
+dist.all_reduce(t)
+print(f"rank {rank} of {world}: all_reduce sum = {t.item():g}", flush=True)
+dist.destroy_process_group()
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not TORCH_SITE, reason="opt-in: DEPLOYER_TORCH_SITE=DIR, where "
+                    "`pip install --target DIR torch==2.13.0` put torch for /usr/bin/python3 (3.11)")
+def test_real_torchrun_gloo_all_reduce(deploy_cli: Any, testbed: Any, job: Any) -> None:
+    """A bare `torchrun` (python -m torch.distributed.run, no rendezvous flags) forms a two-node job
+    from deployer's environment alone. The testbed's hosts share this machine's filesystem, so the
+    busybox container runs this machine's python3 and torch through read-only bind mounts."""
+    name, port = job("torch")
+    script = os.path.join(testbed.hosts["gpu01"].data_root, f"{name}.py")
+    with open(script, "w") as fh:
+        fh.write(ALLREDUCE)
+    mounts = ["-v", "/usr:/usr:ro", "-v", "/usr/lib:/lib:ro", "-v", "/usr/lib64:/lib64:ro",
+              "-v", f"{TORCH_SITE}:/opt/torch:ro", "-v", f"{script}:/job/allreduce.py:ro"]
+    code, out, err = deploy_cli("run", "--host", "gpu01,gpu02", "--nodes", "2", "--image", BUSYBOX, "--name", name,
+                                "--master-port", port, *mounts, "-e", "PYTHONPATH=/opt/torch", "-e", "HOME=/tmp",
+                                "--attach", "--", "/usr/bin/python3", "-m", "torch.distributed.run",
+                                "/job/allreduce.py", timeout=300)
+    assert code == 0, err + out
+    assert "[0 gpu01] rank 0 of 2: all_reduce sum = 3" in out, out
+    assert "[1 gpu02] rank 1 of 2: all_reduce sum = 3" in out, out

@@ -45,7 +45,8 @@ def test_job_env_for_torchrun() -> None:
     assert env == {
         "MASTER_ADDR": "10.0.0.1", "MASTER_PORT": "29500", "NNODES": "2", "NODE_RANK": "1", "NPROC_PER_NODE": "2",
         "PET_MASTER_ADDR": "10.0.0.1", "PET_MASTER_PORT": "29500", "PET_NNODES": "2", "PET_NODE_RANK": "1",
-        "PET_NPROC_PER_NODE": "2", "DEPLOYER_NODE_IPS": "10.0.0.1\n10.0.0.2", "NCCL_SOCKET_IFNAME": "ens5"}
+        "PET_NPROC_PER_NODE": "2", "DEPLOYER_NODE_IPS": "10.0.0.1\n10.0.0.2", "NCCL_SOCKET_IFNAME": "ens5",
+        "GLOO_SOCKET_IFNAME": "ens5"}
 
 
 def test_user_env_wins() -> None:
