@@ -48,6 +48,9 @@ def target(records: Sequence[dict[str, Any]], name: str, current_image_id: str |
     """The run to go back to, or why there is none (pure). The current image is the container's
     (when it exists), else the latest run's."""
     runs = runs_of(records, name)
+    if not runs and any(r.get("action") == "run" and r.get("name") == name and r.get("nodes") for r in records):
+        return (f"{name} is a multi-node job, which rollback does not restart; start it again with the earlier "
+                f"image: deploy run --nodes N --image OLD --name {name} --replace ...")
     if not runs:
         return f"this host's history has no run of {name}"
     now = current_image_id or str(runs[-1]["image_id"])
@@ -67,7 +70,8 @@ def spec_for(t: Target, *, name: str, image: str, env: dict[str, str]) -> RunSpe
                                  f"the container {name} that had them is gone)")
     return RunSpec(image=image, command=opts["command"], gpus=opts.get("gpus"), volumes=opts["volumes"],
                    env=tuple((k, env[k]) for k in keys), shm_size=opts.get("shm_size"), ipc=opts.get("ipc"),
-                   memory=opts.get("memory"), restart=opts.get("restart"), workdir=opts.get("workdir"), name=name,
+                   memory=opts.get("memory"), restart=opts.get("restart"), workdir=opts.get("workdir"),
+                   network=opts.get("network"), name=name,
                    labels=tuple((k, v) for k, v in opts["labels"] if k not in _OWN_LABELS), replace=True)
 
 

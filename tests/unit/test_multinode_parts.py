@@ -188,3 +188,15 @@ def test_log_lines_get_their_rank_prefix_whole() -> None:
     p.feed(b"tail")
     p.flush()
     assert b"".join(out) == b"[1 gpu02] hello\n[1 gpu02] world\n[1 gpu02] tail\n"
+
+
+def test_rollback_refuses_a_job_and_keeps_a_runs_network() -> None:
+    import shlex
+
+    from deployer.commands.rerun import parse_run_argv
+    from deployer.runs.rollback import target
+
+    job = {"action": "run", "name": "ddp", "result": "ok", "image_id": None, "nodes": ["a", "b"], "command": "x"}
+    assert "multi-node job" in str(target([job], "ddp", None))
+    argv = run_argv(("docker",), RunSpec("img", network="fabric"), name="n", labels=[], volumes=[])
+    assert parse_run_argv(shlex.split(shlex.join(argv)))["network"] == "fabric"
