@@ -68,15 +68,25 @@ def check_node(session: Session, host: Host, p: Prepared, rank: int, route_to: s
     return Checked(ready, probe, identity)
 
 
-def check_network(session: Session, host: Host, rank: int, master: str, port: int, n: int) -> gcmd.NetProbe:
-    """Phase 2 on one node: ports on rank 0, reachability of rank 0 from a worker."""
+def replacing_job(ready: Ready, port: int) -> bool:
+    """Whether --replace will remove a running rank 0 of this job's previous run, with the same master
+    port: its ports are busy now and free once it is gone, so preflight must not refuse them."""
+    old = ready.existing
+    return bool(old is not None and old.state == "running" and old.label("deployer.rank") == "0"
+                and (old.label("deployer.master") or "").endswith(f":{port}"))
+
+
+def check_network(session: Session, host: Host, rank: int, master: str, port: int, n: int, *,
+                  replacing: bool = False) -> gcmd.NetProbe:
+    """Phase 2 on one node: ports on rank 0 (unless REPLACING the job's previous run, which holds
+    them), reachability of rank 0 from a worker."""
     ports = (port, port + 1)
     argv = gcmd.net_probe_argv(master, free=ports if rank == 0 else (), reach=ports if rank > 0 else ())
     net = gcmd.parse_net_probe(session.run(argv, timeout=60).stdout)
     problems = [f"port {p} on rank 0 is not free ({net.ports.get(p, 'no answer')}): "
                 f"{'pick another --master-port' if p == port else 'the gang watcher needs MASTER_PORT+1'}"
                 " (if a previous run of this job still runs there, deploy stop it first)"
-                for p in ports if rank == 0 and n > 1 and net.ports.get(p) != "free"]
+                for p in ports if rank == 0 and n > 1 and not replacing and net.ports.get(p) != "free"]
     problems += [f"cannot reach rank 0 at {master}:{p} ({net.reach.get(p, 'no answer')}); "
                  "open the port between the nodes or set deploy_internal_ip"
                  for p in ports if rank > 0 and net.reach.get(p) not in ("open", "refused")]

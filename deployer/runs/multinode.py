@@ -96,7 +96,8 @@ def start_job(hosts: list[Host], prepared: Mapping[str, Prepared], *, parallel: 
                                  hint=f"set {gang.INTERNAL_IP_VAR} for {nodes[0].name} in the inventory")
             return [Outcome(h, error=err) for h in nodes]
         def network(h: Host) -> gcmd.NetProbe:
-            return jobcheck.check_network(sessions[h.name], h, index[h.name], master, port, n)
+            return jobcheck.check_network(sessions[h.name], h, index[h.name], master, port, n,
+                                          replacing=jobcheck.replacing_job(facts[h.name].ready, port))
 
         # rank 0's ports first: the workers' connects must not reach a listener already there
         # (a one-shot one would even go away and make the port look free)

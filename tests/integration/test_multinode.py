@@ -287,3 +287,20 @@ def test_real_torchrun_gloo_all_reduce(deploy_cli: Any, testbed: Any, job: Any) 
     assert code == 0, err + out
     assert "[0 gpu01] rank 0 of 2: all_reduce sum = 3" in out, out
     assert "[1 gpu02] rank 1 of 2: all_reduce sum = 3" in out, out
+
+
+def test_replace_a_running_job(deploy_cli: Any, testbed: Any, job: Any) -> None:
+    name, port = job("repl")
+    args = ("run", "--host", "gpu01,gpu02", "--nodes", "2", "--image", BUSYBOX, "--name", name, "--master-port", port)
+    code, _, err = deploy_cli(*args, "--", "sh", "-c", f"nc -l -p {port} & exec sleep 600")  # rank 0 holds the port
+    assert code == 0, err
+    assert wait_for(lambda: all((c := container(testbed, h, name)) and c.status == "running" for h in NODES))
+    first = {h: container(testbed, h, name).id for h in NODES}
+    code, _, err = deploy_cli(*args, "--", "sleep", "600")
+    assert code == 1 and "already exists (running)" in err and "--replace" in err
+    code, _, err = deploy_cli(*args, "--replace", "--", "sleep", "600")
+    assert code == 0, err
+    assert wait_for(lambda: all((c := container(testbed, h, name)) and c.status == "running" and c.id != first[h]
+                                for h in NODES))
+    time.sleep(3)  # the old job's watchers are gone: nothing stops the new one
+    assert all(container(testbed, h, name).status == "running" for h in NODES)
