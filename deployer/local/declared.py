@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, unquote
 
 PROVENANCE_KEY = "buildx.build.provenance"  # also buildx.build.provenance/<platform> for several platforms
 MAX_MATERIALS = 8  # a multi-stage build names each stage's base; more is not a Dockerfile we know
@@ -72,14 +72,16 @@ def parse_purl(uri: str) -> tuple[str, str | None, str] | None:
     """(name, tag or None, platform) of a `pkg:docker/...` package URL; None for other kinds (pure)."""
     if not uri.startswith("pkg:docker/"):
         return None
-    parts = urlsplit(uri[len("pkg:docker/"):])
-    path, _, version = parts.path.rpartition("@")
+    # split by hand: Python 3.10's urlsplit reads `10.213.0.5:5000/...` as a URL scheme
+    rest = uri[len("pkg:docker/"):].split("#", 1)[0]
+    whole, _, query = rest.partition("?")
+    path, _, version = whole.rpartition("@")
     if not path:
         path, version = version, ""
     name = "/".join(unquote(seg) for seg in path.split("/"))
     version = unquote(version)
     tag = version if version and not version.startswith("sha256:") else None
-    platform = unquote((parse_qs(parts.query).get("platform") or [""])[0])
+    platform = unquote((parse_qs(query).get("platform") or [""])[0])
     return (name, tag, platform) if name else None
 
 

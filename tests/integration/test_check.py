@@ -22,7 +22,7 @@ def test_check_reports_every_host(testbed: Testbed, deploy_cli: DeployRunner, ca
     code, out, err = deploy_cli("inventory", "check", "--json", env=cache_env)
     assert code == 0, err
     reports = {r["name"]: r for r in json.loads(out)}
-    assert set(reports) == {"gpu01", "gpu02", "airgap01", "cpu01"}
+    assert set(reports) == {"gpu01", "gpu02", "airgap01", "cpu01", "airgap02", "airgap03"}
     for name, r in reports.items():
         assert set(r) == KEYS
         assert r["ok"] is True and r["error"] is None
@@ -37,13 +37,12 @@ def test_check_reports_every_host(testbed: Testbed, deploy_cli: DeployRunner, ca
         expected = [{"index": g["index"], "name": g["name"], "uuid": g["uuid"], "memory_total_mib": g["memory"]}
                     for g in testbed.hosts[name].gpus]
         assert r["gpus"] == expected
-    assert [len(reports[n]["gpus"]) for n in ("gpu01", "gpu02", "airgap01", "cpu01")] == [2, 4, 2, 0]
+    hosts = ("gpu01", "gpu02", "airgap01", "cpu01", "airgap02", "airgap03")
+    assert [len(reports[n]["gpus"]) for n in hosts] == [2, 4, 2, 0, 2, 2]
     assert reports["gpu02"]["gpus"][0]["name"] == "NVIDIA A100-SXM4-40GB"
     assert reports["gpu01"]["gpus"][0]["memory_total_mib"] == 81559
-    assert [reports[n]["docker"]["gpu_runtime"] for n in ("gpu01", "gpu02", "airgap01", "cpu01")] == [
-        True, True, True, False]
-    assert [reports[n]["registry_reachable"] for n in ("gpu01", "gpu02", "airgap01", "cpu01")] == [
-        True, True, False, True]
+    assert [reports[n]["docker"]["gpu_runtime"] for n in hosts] == [True, True, True, False, True, True]
+    assert [reports[n]["registry_reachable"] for n in hosts] == [True, True, False, True, False, False]
 
     # the facts are cached and `inventory list` shows them
     cache = json.loads((Path(cache_env["XDG_CACHE_HOME"]) / "deployer" / "facts.json").read_text())

@@ -206,12 +206,13 @@ def test_testbed_inventory(testbed, tmp_path: Path) -> None:
     code, out, err = deploy("-i", testbed.inventory, "inventory", "list", "--json")
     assert code == 0, err
     rows = {r["name"]: r for r in json.loads(out)}
-    assert set(rows) == {"gpu01", "gpu02", "airgap01", "cpu01"}
+    assert set(rows) == {"gpu01", "gpu02", "airgap01", "cpu01", "airgap02", "airgap03"}
     expected = ansible_hostvars(Path(testbed.inventory), tmp_path)
     for name, row in rows.items():
         assert row["vars"] == expected[name]
         assert row["address"] == testbed.hosts[name].address
-    assert rows["airgap01"]["groups"] == ["airgapped", "gpus"]
+    assert rows["airgap01"]["groups"] == ["airgapped", "gpus", "site"]
+    assert rows["airgap02"]["groups"] == ["site"]
     code, out, _ = deploy("-i", testbed.inventory, "inventory", "list", "gpus:!airgapped", "--json")
     assert [r["name"] for r in json.loads(out)] == ["gpu01", "gpu02"]
 

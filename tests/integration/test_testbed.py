@@ -76,9 +76,9 @@ def test_strict_host_key_ssh_reaches_every_host_with_its_docker(testbed: Testbed
 
 def test_the_fleet_runs_todays_docker_on_both_stores_and_one_old_docker(testbed: Testbed) -> None:
     want = {"gpu01": ("28", "containerd"), "gpu02": ("28", "overlay2"), "airgap01": ("28", "containerd"),
-            "cpu01": ("20.10", "overlay2")}
+            "cpu01": ("20.10", "overlay2"), "airgap02": ("28", "overlay2"), "airgap03": ("28", "containerd")}
     assert {n: (h.docker, h.store) for n, h in testbed.hosts.items()} == want
-    assert testbed.hosts_on(store="containerd") == ["gpu01", "airgap01"]
+    assert testbed.hosts_on(store="containerd") == ["gpu01", "airgap01", "airgap03"]
     assert testbed.hosts_on(docker="20.10") == ["cpu01"]
     for name, (docker_line, store) in want.items():
         res = testbed.ssh(name, "docker info --format '{{.ServerVersion}} {{.Driver}} {{json .DriverStatus}}'; "
