@@ -30,5 +30,5 @@ class AppContext:
     def relays(self, hosts: list[Host]) -> dict[str, Host]:
         """The inventory hosts the given hosts name as their site relay (deploy_relay)."""
         inventory = self.inventory()
-        names = {str(h.vars["deploy_relay"]) for h in hosts if h.vars.get("deploy_relay")}
+        names = {h.relay for h in hosts if h.relay}
         return {n: inventory.hosts[n] for n in names if n in inventory.hosts}

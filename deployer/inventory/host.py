@@ -11,6 +11,8 @@ DEFAULT_STAGING_DIR = "/var/tmp/deployer"
 DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts"
 VIA_CHOICES = ("auto", "registry", "tarball")  # deploy_via
 ORIGIN_MODES = ("auto", "never")  # deploy_origin_pull: may the host pull an image's base from its registry
+RELAY_FALLBACKS = ("direct", "fail")  # deploy_relay_fallback: when the site's relay cannot serve the host
+DEFAULT_AUTHORIZED_KEYS = "~/.ssh/authorized_keys"
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,27 @@ class Host:
     @property
     def origin_pull(self) -> str:
         return str(self.vars.get("deploy_origin_pull") or "auto")
+
+    @property
+    def relay(self) -> str | None:
+        """deploy_relay: the inventory host inside the host's site through which it receives blobs."""
+        name = self.vars.get("deploy_relay")
+        return str(name) if name else None
+
+    @property
+    def relay_fallback(self) -> str:
+        return str(self.vars.get("deploy_relay_fallback") or "direct")
+
+    @property
+    def authorized_keys(self) -> str:
+        """deploy_authorized_keys: where a relay's per-ship key is authorized on the host."""
+        return str(self.vars.get("deploy_authorized_keys") or DEFAULT_AUTHORIZED_KEYS)
+
+    @property
+    def internal_ip(self) -> str | None:
+        """deploy_internal_ip: the host's address on the network its site or job shares."""
+        value = self.vars.get("deploy_internal_ip")
+        return str(value).strip() or None if value is not None else None
 
     @property
     def registry(self) -> str | None:

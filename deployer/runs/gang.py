@@ -50,12 +50,6 @@ def policy(spec: RunSpec) -> str:
     return spec.on_node_failure or "stop-all"
 
 
-def internal_ip(host: Host) -> str | None:
-    """The inventory's deploy_internal_ip for HOST: its address on the network the nodes share."""
-    value = host.vars.get(INTERNAL_IP_VAR)
-    return str(value).strip() or None if value is not None else None
-
-
 def nproc(gpus: GpuRequest | None, host_gpus: int | None) -> int:
     """Processes per node (torchrun's --nproc_per_node): the GPUs the container gets, 1 without GPUs."""
     if gpus is None:

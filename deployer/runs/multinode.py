@@ -68,7 +68,7 @@ def start_job(hosts: list[Host], prepared: Mapping[str, Prepared], *, parallel: 
     n, port, policy = len(nodes), gang.master_port(spec), gang.policy(spec)
     sessions: dict[str, Session] = {}
     lock = threading.Lock()
-    route_to = gang.internal_ip(nodes[1]) or nodes[1].address if n > 1 else None
+    route_to = nodes[1].internal_ip or nodes[1].address if n > 1 else None
 
     def phase1(host: Host) -> jobcheck.Checked:
         session = connect_retrying(host, timeout=timeout)
@@ -90,7 +90,7 @@ def start_job(hosts: list[Host], prepared: Mapping[str, Prepared], *, parallel: 
                                                     "(deploy ship --host ...) so that all have the same build"))
                     for h in nodes]
         r0 = facts[nodes[0].name].probe.route
-        master = gang.internal_ip(nodes[0]) or (r0.src if r0 and r0.src else None) or ("127.0.0.1" if n == 1 else "")
+        master = nodes[0].internal_ip or (r0.src if r0 and r0.src else None) or ("127.0.0.1" if n == 1 else "")
         if not master:
             err = PreflightError(nodes[0].name, "cannot tell rank 0's address toward the other nodes",
                                  hint=f"set {gang.INTERNAL_IP_VAR} for {nodes[0].name} in the inventory")
@@ -121,7 +121,7 @@ def _ranks(nodes: Sequence[Host], prepared: Mapping[str, Prepared], facts: Mappi
     out = []
     for i, h in enumerate(nodes):
         net = nets[h.name]
-        address = master if i == 0 else (gang.internal_ip(h) or net.route.src or h.address)
+        address = master if i == 0 else (h.internal_ip or net.route.src or h.address)
         ifname = net.addr_dev if i == 0 else net.route.dev
         if ifname == "lo":
             ifname = None

@@ -35,11 +35,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from deployer.commands import relay as rc
 from deployer.commands import ship as cmd
 from deployer.errors import DeployError, TransferError
-from deployer.inventory.host import Host
+from deployer.inventory.host import RELAY_FALLBACKS, Host
 from deployer.local.cache import Blob
 from deployer.ship import steps
 from deployer.ship.conn import HostConn
-from deployer.ship.steps import DEFAULT_AUTHORIZED_KEYS, STALL_MARGIN_S
+from deployer.ship.steps import STALL_MARGIN_S
 from deployer.ship.tarball import Counter, stage_blob
 from deployer.transport import hostkeys
 from deployer.transport.config import load_ssh_config, resolve
@@ -48,7 +48,6 @@ from deployer.transport.retry import budget_seconds, is_transient
 
 log = logging.getLogger(__name__)
 
-FALLBACKS = ("direct", "fail")  # deploy_relay_fallback
 KEY_LIFETIME = timedelta(days=1)  # the authorized_keys line's expiry-time, should the ship die before removing it
 
 
@@ -62,19 +61,10 @@ class RelayError(TransferError):
         self.relay = relay
 
 
-def relay_of(host: Host) -> str | None:
-    name = host.vars.get("deploy_relay")
-    return str(name) if name else None
-
-
-def fallback_of(host: Host) -> str:
-    return str(host.vars.get("deploy_relay_fallback") or "direct")
-
-
 def lan_address(host: Host) -> tuple[str, int, str]:
     """(address, port, user) by which the site's relay reaches HOST: deploy_internal_ip, else its SSH address."""
     spec = resolve(host, load_ssh_config())
-    return str(host.vars.get("deploy_internal_ip") or spec.address), spec.port, spec.user or getpass.getuser()
+    return host.internal_ip or spec.address, spec.port, spec.user or getpass.getuser()
 
 
 def _new_key() -> tuple[bytes, str]:
@@ -85,12 +75,13 @@ def _new_key() -> tuple[bytes, str]:
     return private, public.decode()
 
 
-def _known_hosts_lines(hosts: Sequence[Host]) -> list[str]:
-    """The hosts' keys as the workstation trusts them, named as the relay will reach them."""
+def _known_hosts_lines(hosts: Sequence[Host], lan: Mapping[str, tuple[str, int, str]]) -> list[str]:
+    """The hosts' keys as the workstation trusts them, named as the relay will reach them (LAN)."""
     lines: list[str] = []
+    config = load_ssh_config()
     for host in hosts:
-        spec = resolve(host, load_ssh_config())
-        address, port, _ = lan_address(host)
+        spec = resolve(host, config)
+        address, port, _ = lan[host.name]
         for entry in hostkeys.keys_for(hostkeys.read(spec.known_hosts), spec.known_host_names()):
             if entry.marker is None:
                 lines.append(rc.known_hosts_line(address, port, entry.key.get_name(), entry.key.get_base64()))
@@ -117,6 +108,7 @@ class Site:
         self.staged: set[str] = set()  # blob paths this ship put on the relay (cleaned after success)
         self._listed: dict[str, int | None] = {}  # the relay's blobs at setup: resumes without a stat each
         self._broken: RelayError | None = None
+        self._lan: dict[str, tuple[str, int, str]] = {}  # host -> (address, port, user) on the LAN, at setup
 
     # -- the relay ----------------------------------------------------------------------------
 
@@ -133,8 +125,9 @@ class Site:
 
     def _do_setup(self) -> dict[str, str]:
         private, self._public = _new_key()
-        addresses = [lan_address(h)[0] for h in self.hosts]
-        argv = rc.setup_argv(self.ship_dir, _known_hosts_lines(self.hosts), self.blobs_dir, addresses)
+        self._lan = {h.name: lan_address(h) for h in self.hosts}
+        addresses = [self._lan[h.name][0] for h in self.hosts]
+        argv = rc.setup_argv(self.ship_dir, _known_hosts_lines(self.hosts, self._lan), self.blobs_dir, addresses)
         try:
             self.conn.connect()
             res = self.conn.run(argv, what="setting up the relay", input=private, check=False, timeout=60)
@@ -188,12 +181,12 @@ class Site:
     def authorize(self, conn: HostConn, host: Host) -> None:
         """Let this ship's key run the forced receive on HOST (from the relay only, for a day at most)."""
         sources = self.ready()
-        address, _, _ = lan_address(host)
+        address, _, _ = self._lan[host.name]
         if not rc.plain_path(host.staging_dir):
             raise RelayError(host.name, self.name, f"staging dir {host.staging_dir!r} is not a plain absolute path")
         line = rc.key_line(self._public, self.ship_id, host.staging_dir, source=sources.get(address),
                            expires=datetime.now() + KEY_LIFETIME)
-        step = steps.authorize(self.name, host.staging_dir, _authorized_keys(host), line)
+        step = steps.authorize(self.name, host.staging_dir, host.authorized_keys, line)
         res = conn.run(step.argv, what=step.label, check=False, timeout=60)
         if not res.ok:
             raise RelayError(host.name, self.name, f"cannot authorize its key: {res.stderr_tail() or res.exited}")
@@ -201,7 +194,7 @@ class Site:
     def revoke(self, conn: HostConn, host: Host) -> None:
         """Remove this ship's key from HOST (best effort: the line expires anyway)."""
         try:
-            step = steps.revoke(self.name, _authorized_keys(host), self.ship_id)
+            step = steps.revoke(self.name, host.authorized_keys, self.ship_id)
             conn.run(step.argv, what=step.label, check=False, timeout=60)
         except DeployError as exc:
             log.warning("%s: could not remove relay %s's key (it expires in a day): %s", host.name, self.name, exc)
@@ -209,7 +202,7 @@ class Site:
     def forward(self, host: Host, blob: Blob, offset: int, counter: Counter) -> Result:
         """Have the relay pass BLOB from OFFSET on to HOST over the LAN; the host's receive answer."""
         self.wait_started(blob)
-        address, port, user = lan_address(host)
+        address, port, user = self._lan[host.name]
         # the relay itself, when a target, takes its blobs without ssh
         here = rc.receiver_path(host.staging_dir) if host.name == self.name else ""
         step = steps.forward(self.name, self.relay.staging_dir, blob.digest, blob.codec, blob.size, offset,
@@ -255,10 +248,6 @@ def _why(exc: DeployError) -> str:
     return str(getattr(exc, "reason", exc.message)).splitlines()[0]
 
 
-def _authorized_keys(host: Host) -> str:
-    return str(host.vars.get("deploy_authorized_keys") or DEFAULT_AUTHORIZED_KEYS)
-
-
 class Relayed:
     """One host's sends through its site's relay, falling back to direct sends per its rule."""
 
@@ -277,7 +266,7 @@ class Relayed:
             self._fall_back(exc)
 
     def _fall_back(self, exc: DeployError) -> None:
-        if fallback_of(self.host) == "fail":
+        if self.host.relay_fallback == "fail":
             raise exc if isinstance(exc, RelayError) else RelayError(self.host.name, self.site.name, _why(exc)) \
                 from exc
         self.note(f"relay {self.site.name} cannot serve this host ({str(exc).splitlines()[0]}); "
@@ -338,14 +327,14 @@ def sites_of(hosts: Sequence[Host], relays: Mapping[str, Host]) -> dict[str, str
 
     groups: dict[str, list[str]] = {}
     for host in hosts:
-        relay = relay_of(host)
+        relay = host.relay
         if relay is None:
             continue
         if relay not in relays:
             raise InventoryError(f"host {host.name}: deploy_relay names {relay!r}, which is not an inventory host",
                                  key_path="deploy_relay")
-        if fallback_of(host) not in FALLBACKS:
-            raise InventoryError(f"host {host.name}: deploy_relay_fallback is {fallback_of(host)!r}; "
-                                 f"use one of: {', '.join(FALLBACKS)}", key_path="deploy_relay_fallback")
+        if host.relay_fallback not in RELAY_FALLBACKS:
+            raise InventoryError(f"host {host.name}: deploy_relay_fallback is {host.relay_fallback!r}; "
+                                 f"use one of: {', '.join(RELAY_FALLBACKS)}", key_path="deploy_relay_fallback")
         groups.setdefault(relay, []).append(host.name)
     return {name: relay for relay, names in groups.items() if len(names) >= 2 for name in names}

@@ -64,6 +64,7 @@ class Job:
     counter: Counter = field(default_factory=Counter)  # bytes and layers sent so far
     host_id: str | None = None  # the id the host's Docker gives the image (its store's kind of id), once verified
     record: tuple[tuple[str, str], ...] = ()  # extra history fields (ShipOptions.record)
+    site: Site | None = None  # the site relay it receives its blobs through, if its tarball route uses one
 
     def result(self, phases: tuple[tuple[str, float], ...] = ()) -> ShipResult:
         plan = self.plan
@@ -166,8 +167,7 @@ def _observe(job: Job, options: ShipOptions, history_sizes: Sequence[int], repor
     return job
 
 
-def _transfer(job: Job, pusher: Pusher, exporter: Exporter | None, reporter: Reporter,
-              site: Site | None = None) -> str | None:
+def _transfer(job: Job, pusher: Pusher, exporter: Exporter | None, reporter: Reporter) -> str | None:
     """Run the plan's route; the id REF resolves to on the host, None when it is not the shipped image."""
     host, plan = job.host, job.plan
     assert plan is not None
@@ -178,15 +178,14 @@ def _transfer(job: Job, pusher: Pusher, exporter: Exporter | None, reporter: Rep
         reporter.phase(host.name, "tagging")
         ok = tag_and_verify(job.conn, host.docker, plan.host_id, job.image.ref, plan.host_id)
         return plan.host_id if ok else None
-    leg = Leg(host, job.conn, job.image, plan, job.counter, site if plan.relay else None)
+    leg = Leg(host, job.conn, job.image, plan, job.counter, job.site if plan.relay else None)
     if plan.route == "registry":
         return run_registry(leg, pusher, reporter)
     return run_tarball(leg, exporter, reporter)
 
 
-def _finish(job: Job, pusher: Pusher, exporter: Exporter | None, reporter: Reporter,
-            site: Site | None = None) -> ShipResult:
-    job.host_id = _transfer(job, pusher, exporter, reporter, site)
+def _finish(job: Job, pusher: Pusher, exporter: Exporter | None, reporter: Reporter) -> ShipResult:
+    job.host_id = _transfer(job, pusher, exporter, reporter)
     if job.host_id is None:
         raise TransferError(job.host.name, f"{job.image.ref} on the host does not resolve to the shipped image "
                             f"(config {job.image.config_digest})",
@@ -243,33 +242,32 @@ def ship_image(hosts: Sequence[Host], image_ref: str, options: ShipOptions | Non
     if image.ref != image_ref:
         image = replace(image, ref=image_ref)
     layer_history = history_sizes(client, image)
-    jobs = {h.name: Job(h, HostConn(h, timeout=options.connect_timeout), image, record=options.record)
-            for h in hosts}
+    relay_of = sites_of(hosts, options.relays)
+    sites = {name: Site(options.relays[name], [h for h in hosts if relay_of.get(h.name) == name],
+                        timeout=options.connect_timeout) for name in set(relay_of.values())}
+    jobs = {h.name: Job(h, HostConn(h, timeout=options.connect_timeout), image, record=options.record,
+                        site=sites.get(relay_of.get(h.name, ""))) for h in hosts}
     bases = Bases(image, client, options)
     exports = ExportPool(image, options.level, expected=min(len(jobs), options.parallel), client=client,
                          head_start=_head_start(hosts, image, options, client))
     pusher = Pusher(image, client)
     sizes = LayerSizes(image, client)
-    relay_of = sites_of(hosts, options.relays)
-    sites = {name: Site(options.relays[name], [h for h in hosts if relay_of.get(h.name) == name],
-                        timeout=options.connect_timeout) for name in set(relay_of.values())}
 
     def again(job: Job, why: str, options: ShipOptions) -> None:
         """Plan the host once more (the lock is still ours) and send what it still lacks."""
         reporter.note(job.host.name, why)
-        relay = relay_of.get(job.host.name)
-        _observe(job, options, layer_history, reporter, take_lock=False, sizes=sizes, bases=bases, relay=relay)
+        _observe(job, options, layer_history, reporter, take_lock=False, sizes=sizes, bases=bases,
+                 relay=relay_of.get(job.host.name))
         plan = job.plan
         assert plan is not None and plan.codec is not None
-        _finish(job, pusher, exports.late(plan.codec.name, {image.diff_ids[i] for i in plan.missing}), reporter,
-                sites.get(relay or ""))
+        _finish(job, pusher, exports.late(plan.codec.name, {image.diff_ids[i] for i in plan.missing}), reporter)
 
     def work(host: Host) -> ShipResult:
         job = jobs[host.name]
         reported = False  # every host reports to the export pool exactly once
         try:
-            relay = relay_of.get(host.name)
-            _observe(job, options, layer_history, reporter, take_lock=True, sizes=sizes, bases=bases, relay=relay)
+            _observe(job, options, layer_history, reporter, take_lock=True, sizes=sizes, bases=bases,
+                     relay=relay_of.get(host.name))
             plan = job.plan
             assert plan is not None
             exporter = None
@@ -279,7 +277,7 @@ def ship_image(hosts: Sequence[Host], image_ref: str, options: ShipOptions | Non
             else:
                 exports.leave()
             try:
-                _finish(job, pusher, exporter, reporter, sites.get(relay or ""))
+                _finish(job, pusher, exporter, reporter)
             except OriginPullFailed as exc:
                 again(job, f"{exc.reason}; sending the base layers instead", replace(options, origin_pull="never"))
             except IncompletePull as exc:

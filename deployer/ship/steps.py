@@ -103,7 +103,6 @@ KEY_LINE = ('from="<relay LAN address>",expiry-time="<in a day>",restrict,comman
             "ssh-ed25519 <this ship's key> deployer-relay:<ship id>")
 STALL_MARGIN_S = 30  # a relay's forward waits this long past the retry budget for new bytes
 STALL_S = "<retry budget + 30 s>"
-DEFAULT_AUTHORIZED_KEYS = "~/.ssh/authorized_keys"
 
 
 def blob_placeholder(codec: str, index: int) -> str:
@@ -131,7 +130,7 @@ def transfer_steps(plan: ShipPlan, host: Host) -> list[Step]:
     relay = plan.relay
     if relay is not None:
         assert plan.relay_staging is not None
-        keys = str(host.vars.get("deploy_authorized_keys") or DEFAULT_AUTHORIZED_KEYS)
+        keys = host.authorized_keys
         steps.append(authorize(relay, staging, keys, KEY_LINE))
     files: list[ld.LoadFile] = []
     for i in plan.missing:
@@ -140,7 +139,7 @@ def transfer_steps(plan: ShipPlan, host: Host) -> list[Step]:
             to_relay = receive(rc.relay_staging(plan.relay_staging), digest, codec, BLOB_SIZE)
             steps.append(Step(f"{to_relay.label} to relay {relay}", to_relay.argv,
                               f"runs on {relay}, once per site for every host it serves"))
-            dest = str(host.vars.get("deploy_internal_ip") or host.address)
+            dest = host.internal_ip or host.address
             steps.append(forward(relay, plan.relay_staging, digest, codec, BLOB_SIZE, "<bytes the host holds>",
                                  rc.ship_dir(plan.relay_staging, SHIP_ID), rc.ssh_dest(host.user, dest), host.port,
                                  STALL_S, "<n>", rc.receiver_path(staging) if host.name == relay else ""))

@@ -30,7 +30,7 @@ def test_ranks_are_the_first_n_hosts_in_order() -> None:
 
 
 def test_internal_ip_from_the_inventory() -> None:
-    assert gang.internal_ip(H[2]) == "192.168.1.3" and gang.internal_ip(H[0]) is None
+    assert H[2].internal_ip == "192.168.1.3" and H[0].internal_ip is None
 
 
 def test_nproc_is_the_gpus_given() -> None:
