@@ -41,9 +41,13 @@ def master_port(spec: RunSpec) -> int:
     return spec.master_port or DEFAULT_MASTER_PORT
 
 
-def gang_port(spec: RunSpec) -> int:
+def watcher_port(port: int) -> int:
     """The port rank 0's gang watcher listens on: the one after MASTER_PORT."""
-    return master_port(spec) + 1
+    return port + 1
+
+
+def gang_port(spec: RunSpec) -> int:
+    return watcher_port(master_port(spec))
 
 
 def policy(spec: RunSpec) -> str:
@@ -108,7 +112,7 @@ def watcher_config(r: Rank, *, name: str, image: str, container_id: str, ranks_:
                    docker: Sequence[str], history_path: str, policy_: str) -> dict[str, Any]:
     """What gangwatch.py reads on the node (config.json)."""
     return {"name": name, "image": image, "rank": r.rank, "container_id": container_id,
-            "hosts": [x.host for x in ranks_], "master_addr": ranks_[0].address, "gang_port": port + 1,
+            "hosts": [x.host for x in ranks_], "master_addr": ranks_[0].address, "gang_port": watcher_port(port),
             "docker": list(docker), "stop_grace": STOP_GRACE_S, "policy": policy_, "history": history_path}
 
 
@@ -120,8 +124,15 @@ def job_hosts(c: ContainerStatus) -> list[str]:
 
 
 def rank_of(c: ContainerStatus) -> int | None:
-    value = c.label("deployer.rank") or ""
-    return int(value) if value.isdigit() else None
+    return _int(c.label("deployer.rank"))
+
+
+def nodes_of(c: ContainerStatus) -> int | None:
+    return _int(c.label("deployer.nodes"))
+
+
+def _int(value: str | None) -> int | None:
+    return int(value) if value and value.isdigit() else None
 
 
 @dataclass(frozen=True)
@@ -138,11 +149,8 @@ def job_state(members: Sequence[JobRank]) -> str:
     states = [m.container.state if m.container else "missing" for m in members]
     if all(s == "running" for s in states):
         return "running"
-    failed = [m for m in members if m.container and m.container.exit_code not in (None, 0)]
-    if failed:
-        # the first rank to finish with an error is the cause; the others were stopped after it
-        first = min(failed, key=lambda m: (m.container.finished_at or "", m.rank) if m.container else ("", m.rank))
-        assert first.container is not None
+    first = first_failure(members)
+    if first is not None and first.container is not None:
         still = sum(s == "running" for s in states)
         cause = f"failed: rank {first.rank} exit {first.container.exit_code}"
         return cause + (f", {still} rank(s) still running" if still else "")
@@ -153,13 +161,17 @@ def job_state(members: Sequence[JobRank]) -> str:
     return "partly running: " + ", ".join(f"rank {m.rank} {s}" for m, s in zip(members, states))
 
 
-def job_exit_code(members: Sequence[JobRank]) -> int:
-    """The job's exit code: that of the rank that failed first (the others were stopped after it), else 0."""
+def first_failure(members: Sequence[JobRank]) -> JobRank | None:
+    """The rank that finished with an error first: the cause (the others were stopped after it)."""
     failed = [m for m in members if m.container and m.container.exit_code not in (None, 0)]
-    if not failed:
-        return 0
-    first = min(failed, key=lambda m: (m.container.finished_at or "", m.rank) if m.container else ("", m.rank))
-    return int(first.container.exit_code or 0) if first.container else 0
+    return min(failed, key=lambda m: (m.container.finished_at or "" if m.container else "", m.rank)) \
+        if failed else None
+
+
+def job_exit_code(members: Sequence[JobRank]) -> int:
+    """The job's exit code: that of the rank that failed first, else 0."""
+    first = first_failure(members)
+    return int(first.container.exit_code or 0) if first is not None and first.container else 0
 
 
 def jobs(found: Mapping[str, Sequence[ContainerStatus]]) -> dict[str, list[JobRank]]:

@@ -80,7 +80,7 @@ def check_network(session: Session, host: Host, rank: int, master: str, port: in
                   replacing: bool = False) -> gcmd.NetProbe:
     """Phase 2 on one node: ports on rank 0 (unless REPLACING the job's previous run, which holds
     them), reachability of rank 0 from a worker."""
-    ports = (port, port + 1)
+    ports = (port, gang.watcher_port(port))
     argv = gcmd.net_probe_argv(master, free=ports if rank == 0 else (), reach=ports if rank > 0 else ())
     net = gcmd.parse_net_probe(session.run(argv, timeout=60).stdout)
     problems = [f"port {p} on rank 0 is not free ({net.ports.get(p, 'no answer')}): "

@@ -47,14 +47,6 @@ def _job_spec(nodes: Sequence[Host], prepared: Mapping[str, Prepared]) -> tuple[
     return first.spec, first.name
 
 
-def _all_or_nothing(nodes: Sequence[Host], outcomes: list[Outcome[object]]) -> list[Outcome[Started]] | None:
-    failed = [o.host.name for o in outcomes if not o.ok]
-    if not failed:
-        return None
-    note = f"preflight passed, but nothing was started on any node because {', '.join(failed)} failed"
-    return [Outcome(o.host, error=o.error or PreflightError(o.host.name, note)) for o in outcomes]
-
-
 def start_job(hosts: list[Host], prepared: Mapping[str, Prepared], *, parallel: int = 8,
               reporter: Reporter | None = None, timeout: float = 10.0) -> list[Outcome[Started]]:
     """Start the job on the first `nodes` hosts; per node its Started (with rank) or the error."""
@@ -79,8 +71,8 @@ def start_job(hosts: list[Host], prepared: Mapping[str, Prepared], *, parallel: 
 
     try:
         checked = for_each_host(nodes, phase1, parallel)
-        if (stop := _all_or_nothing(nodes, checked)) is not None:  # type: ignore[arg-type]
-            return stop
+        if any(not o.ok for o in checked):
+            return _failed(checked, PREFLIGHT_STOP)
         facts = {o.host.name: o.value for o in checked if o.value is not None}
         if len({c.identity for c in facts.values()}) > 1:
             seen = ", ".join(f"{h.name} has {facts[h.name].ready.image_id[:19]} (content {facts[h.name].identity})"
@@ -106,8 +98,8 @@ def start_job(hosts: list[Host], prepared: Mapping[str, Prepared], *, parallel: 
             nets += for_each_host(nodes[1:], network, parallel)
         else:
             nets += [Outcome(h) for h in nodes[1:]]
-        if (stop := _all_or_nothing(nodes, nets)) is not None:  # type: ignore[arg-type]
-            return stop
+        if any(not o.ok for o in nets):
+            return _failed(nets, PREFLIGHT_STOP)
         plan = _ranks(nodes, prepared, facts, {o.host.name: o.value for o in nets if o.value is not None}, master)
         return _launch(nodes, prepared, plan, sessions, facts, spec=spec, name=name, port=port, policy=policy,
                        parallel=parallel, say=say)
@@ -161,7 +153,7 @@ def _launch(nodes: Sequence[Host], prepared: Mapping[str, Prepared], plan: Seque
     created = for_each_host(nodes, create, parallel)
     if any(not o.ok for o in created):
         _undo(nodes, sessions, name, parallel)
-        return _failed(created, "nothing was started: creating the containers failed on")
+        return _failed(created, "nothing was started: creating the containers failed on {hosts}")
     ids = {o.host.name: o.value for o in created if o.value is not None}
 
     if watch:
@@ -180,7 +172,7 @@ def _launch(nodes: Sequence[Host], prepared: Mapping[str, Prepared], plan: Seque
         watched = for_each_host(nodes, watcher, parallel)
         if any(not o.ok for o in watched):
             _undo(nodes, sessions, name, parallel)
-            return _failed(watched, "nothing was started: the gang watcher could not start on")
+            return _failed(watched, "nothing was started: the gang watcher could not start on {hosts}")
 
     barrier = threading.Barrier(len(nodes), timeout=60)
 
@@ -194,17 +186,12 @@ def _launch(nodes: Sequence[Host], prepared: Mapping[str, Prepared], plan: Seque
     began = for_each_host(nodes, begin, parallel=len(nodes))
     if any(not o.ok for o in began):
         _undo(nodes, sessions, name, parallel)
-        return _failed(began, f"every rank of {name} was removed again, since it did not start on")
+        return _failed(began, f"every rank of {name} was removed again, since it did not start on {{hosts}}")
     _record(nodes, sessions, spec=spec, name=name, plan=plan, ids=ids, prepared=prepared, policy=policy)
     return [Outcome(h, value=Started(h.name, name, ids[h.name][0], prepared[h.name].spec.image,
                                      shlex.join(ids[h.name][1]), prepared[h.name].spec.gpus,
                                      rank=by_host[h.name].rank, nodes=len(nodes)))
             for h in nodes]
-
-
-def _image_id(session: Session, host: Host, image: str) -> str:
-    res = session.run(cmd.image_inspect_argv(host.docker, image), timeout=30)
-    return cmd.parse_image_inspect(res.stdout)[0]
 
 
 def _undo(nodes: Sequence[Host], sessions: Mapping[str, Session], name: str, parallel: int) -> None:
@@ -219,9 +206,13 @@ def _undo(nodes: Sequence[Host], sessions: Mapping[str, Session], name: str, par
     for_each_host(nodes, undo, parallel)
 
 
+PREFLIGHT_STOP = "preflight passed, but nothing was started on any node because {hosts} failed"
+
+
 def _failed(outcomes: Sequence[Outcome[Any]], note: str) -> list[Outcome[Started]]:
+    """Every node's outcome an error: its own, or NOTE naming the nodes that failed ({hosts})."""
     bad = ", ".join(o.host.name for o in outcomes if not o.ok)
-    return [Outcome(o.host, error=o.error or PreflightError(o.host.name, f"{note} {bad}")) for o in outcomes]
+    return [Outcome(o.host, error=o.error or PreflightError(o.host.name, note.format(hosts=bad))) for o in outcomes]
 
 
 def _record(nodes: Sequence[Host], sessions: Mapping[str, Session], *, spec: RunSpec, name: str,

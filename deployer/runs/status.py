@@ -14,6 +14,7 @@ from deployer.commands import run as cmd
 from deployer.errors import CommandError, DeployError, HostError
 from deployer.fleet import for_each_host
 from deployer.inventory.host import Host
+from deployer.runs import gang
 from deployer.runs.gpuuse import Busy, GpuUse, gpu_use
 from deployer.transport import connect
 
@@ -133,14 +134,10 @@ def container_json(c: cmd.ContainerStatus, host_gpus: Sequence[Any]) -> dict[str
     out = {"name": c.name, "image": c.label("deployer.image") or c.image, "image_id": c.image_id,
            "state": c.state, "exit_code": c.exit_code, "oom_killed": c.oom_killed,
            "started_at": c.started_at, "finished_at": c.finished_at, "gpus": assigned_gpus(c, host_gpus)}
-    hosts = c.label("deployer.job_hosts")
+    hosts = gang.job_hosts(c)
     if hosts:  # a rank of a multi-node job
-        out.update(rank=_int(c.label("deployer.rank")), nodes=_int(c.label("deployer.nodes")), job_hosts=hosts.split(","))
+        out.update(rank=gang.rank_of(c), nodes=gang.nodes_of(c), job_hosts=hosts)
     return out
-
-
-def _int(value: str | None) -> int | None:
-    return int(value) if value and value.isdigit() else None
 
 
 def to_json(statuses: Sequence[HostStatus]) -> list[dict[str, Any]]:
