@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from deployer.errors import LocalError
+from deployer.local import declared
 from deployer.local.buildx import BuildxSpec
 
 LOG = logging.getLogger(__name__)
@@ -249,8 +250,6 @@ def _buildkit(spec: BuildSpec, revision: GitRevision | None, platforms: tuple[st
 def _record_bases(metadata_file: str) -> None:
     """Remember the base images the build declared (deployer.local.declared), for a later ship's origin
     pull. Best effort: without a metadata file or its provenance, a ship knows only pulled bases."""
-    from deployer.local import declared
-
     try:
         with open(metadata_file, encoding="utf-8") as fh:
             metadata = json.load(fh)

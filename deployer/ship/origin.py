@@ -86,8 +86,7 @@ def declared_origin(image: ImageInfo, client: Client, path: Path | None = None) 
     if base is None and entry.due(time.time()):
         base, checked = _resolve(entry.materials, image, client)
         declared.settle(image.config_digest, base, checked, path)
-    base = declared.pick_declared(image.diff_ids, [base] if base else [])
-    if base is None:
+    if base is None:  # (a stored base was picked for these very layers: the key is the config digest)
         return None
     log.info("%s: its bottom %d layer(s) are %s, which its build declared", image.ref, len(base.diff_ids), base.ref)
     return Origin(base.ref, split_repo(base.ref.split("@", 1)[0]).api_host, len(base.diff_ids), base.config_digest)

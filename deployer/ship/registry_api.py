@@ -112,35 +112,28 @@ class ManifestReader:
 
     def manifest(self, reference: str) -> dict[str, Any]:
         """The manifest (or index) named by digest or tag."""
+        url, res = self._fetch("manifests", reference, ", ".join(MANIFEST_TYPES))
+        return _json_object(res, f"GET {url}")
+
+    def config(self, digest: str) -> dict[str, Any]:
+        """The image config blob at DIGEST (JSON), checked against its digest."""
+        url, res = self._fetch("blobs", digest, "application/vnd.oci.image.config.v1+json, application/json")
+        if res.status_code == 200 and (len(res.content) > _MAX_CONFIG_BYTES
+                                       or f"sha256:{hashlib.sha256(res.content).hexdigest()}" != digest):
+            raise RegistryAPIError(f"GET {url} answered a blob that is not the config {digest}")
+        return _json_object(res, f"GET {url}")
+
+    def _fetch(self, kind: str, reference: str, accept: str) -> tuple[str, requests.Response]:
+        """GET /v2/<repo>/<kind>/<reference> over https, then (an insecure registry) http."""
         last: Exception | None = None
         for base, verify in self._bases:
-            url = f"{base}/v2/{self.repo.path}/manifests/{reference}"
+            url = f"{base}/v2/{self.repo.path}/{kind}/{reference}"
             try:
-                return self._get(url, verify)
+                return url, self._response(url, verify, accept)
             except requests.exceptions.ConnectionError as exc:  # SSLError included
                 last = exc
         raise RegistryUnreachable(f"{self.repo.index} not reachable over {' or '.join(b for b, _ in self._bases)}: "
                                f"{type(last).__name__}")
-
-    def config(self, digest: str) -> dict[str, Any]:
-        """The image config blob at DIGEST (JSON), checked against its digest."""
-        last: Exception | None = None
-        for base, verify in self._bases:
-            url = f"{base}/v2/{self.repo.path}/blobs/{digest}"
-            try:
-                res = self._response(url, verify, "application/vnd.oci.image.config.v1+json, application/json")
-            except requests.exceptions.ConnectionError as exc:
-                last = exc
-                continue
-            if res.status_code == 200 and (len(res.content) > _MAX_CONFIG_BYTES
-                                           or f"sha256:{hashlib.sha256(res.content).hexdigest()}" != digest):
-                raise RegistryAPIError(f"GET {url} answered a blob that is not the config {digest}")
-            return _json_object(res, f"GET {url}")
-        raise RegistryUnreachable(f"{self.repo.index} not reachable over {' or '.join(b for b, _ in self._bases)}: "
-                               f"{type(last).__name__}")
-
-    def _get(self, url: str, verify: bool) -> dict[str, Any]:
-        return _json_object(self._response(url, verify, ", ".join(MANIFEST_TYPES)), f"GET {url}")
 
     def _response(self, url: str, verify: bool, accept: str) -> requests.Response:
         headers = {"Accept": accept, **self._auth_header}
