@@ -12,20 +12,26 @@ from typing import Any
 from deployer.commands.facts import DockerFacts, Gpu, HostFacts, parse_probe, probe_argv
 from deployer.errors import CommandError, DeployError, HostKeyError
 from deployer.inventory.host import Host
+from deployer.transport.result import Result
 from deployer.transport.session import Session
 
 PROBE_TIMEOUT_S = 60.0
 
-__all__ = ["CheckReport", "DockerFacts", "Gpu", "HostFacts", "check_host", "check_hosts", "gather"]
+__all__ = ["CheckReport", "DockerFacts", "Gpu", "HostFacts", "check_host", "check_hosts", "gather", "read_probe"]
 
 
 def gather(session: Session, host: Host, *, timeout: float = PROBE_TIMEOUT_S, gpus: bool = True,
            origin: str = "") -> HostFacts:
     """Run the one probe command on the host and parse it (without asking nvidia-smi unless GPUS;
     checking that it reaches the ORIGIN registry if given). CommandError if the probe itself failed."""
-    result = session.run(probe_argv(host, gpus=gpus, origin=origin), check=False, timeout=timeout)
+    return read_probe(host.name, session.run(probe_argv(host, gpus=gpus, origin=origin), check=False,
+                                             timeout=timeout))
+
+
+def read_probe(host: str, result: Result) -> HostFacts:
+    """The facts in the probe's RESULT (it may have run in a batch); CommandError if the probe failed."""
     if result.exited != 0 and "@@deployer " not in result.stdout:
-        raise CommandError(host.name, result, what="probing the host failed",
+        raise CommandError(host, result, what="probing the host failed",
                            hint="does the host have a POSIX sh? run `deploy inventory check -v` for details")
     return parse_probe(result.stdout)
 

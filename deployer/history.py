@@ -21,8 +21,11 @@ HISTORY_FILE = "history.jsonl"
 # The transport retries a command whose reply was lost, so the same line may arrive twice:
 # a line whose id ("$2") is already in the log is read and dropped. Only retries share an id
 # and they run one after another, so the check-then-append needs no lock.
-_APPEND = ('mkdir -p -- "$1" && if [ -n "$2" ] && grep -qF -- "$2" "$1/history.jsonl" 2>/dev/null; '
-           'then cat > /dev/null; else cat >> "$1/history.jsonl"; fi')
+# the line comes on stdin, or as $3 (for a record appended in a batch, whose stdin is another step's)
+_APPEND = ('mkdir -p -- "$1" || exit $?\n'
+           'if [ -n "$2" ] && grep -qF -- "$2" "$1/history.jsonl" 2>/dev/null; then [ "$#" -ge 3 ] || cat > /dev/null\n'
+           'elif [ "$#" -ge 3 ]; then printf "%s\\n" "$3" >> "$1/history.jsonl"\n'
+           'else cat >> "$1/history.jsonl"; fi')
 
 
 def who() -> str:
@@ -55,16 +58,21 @@ def _dumps(rec: dict[str, Any]) -> str:
     return json.dumps(rec, sort_keys=True, separators=(",", ":"))
 
 
-def append_command(staging_dir: str, rec: dict[str, Any]) -> tuple[tuple[str, ...], bytes]:
+def append_command(staging_dir: str, rec: dict[str, Any], *, inline: bool = False) -> tuple[tuple[str, ...], bytes]:
     """(argv, stdin) that append REC unless a line with its id is already logged (pure).
 
-    A record without an id gets one here, so every line appended from now on can be deduplicated.
+    INLINE: the line is an argument and stdin is empty (a ship's own record, which holds no
+    secret, appended in a batch). A record without an id gets one here, so every line appended
+    from now on can be deduplicated.
     """
     if not rec.get("id"):
         rec = {**rec, "id": uuid.uuid4().hex}
     # the exact serialized key, so an id quoted inside another record's command never matches
     marker = _dumps({"id": str(rec["id"])})[1:-1]
-    return ("sh", "-c", _APPEND, "sh", staging_dir, marker), (_dumps(rec) + "\n").encode()
+    argv = ("sh", "-c", _APPEND, "sh", staging_dir, marker)
+    if inline:
+        return (*argv, _dumps(rec)), b""
+    return argv, (_dumps(rec) + "\n").encode()
 
 
 def append(session: Session, staging_dir: str, rec: dict[str, Any]) -> None:

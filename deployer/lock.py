@@ -23,8 +23,9 @@ from datetime import datetime, timezone
 from typing import Any
 
 from deployer.commands import ship as cmd
-from deployer.errors import LockError
+from deployer.errors import CommandError, LockError
 from deployer.history import who
+from deployer.transport.result import Result
 from deployer.transport.session import Session
 
 log = logging.getLogger(__name__)
@@ -184,8 +185,63 @@ class Lock:
     staging: str
     token: str
 
+    @property
+    def release_argv(self) -> tuple[str, ...]:
+        return cmd.unlock_argv(self.staging, self.token)
+
     def release(self, session: Session) -> None:
-        session.run(cmd.unlock_argv(self.staging, self.token), timeout=30)
+        session.run(self.release_argv, timeout=30)
+
+
+class Claim:
+    """One attempt at a host's lock. Its first try (`argv`) may run in a batch with other reads
+    (deployer.commands.batch); `settle` takes its reply and goes on as `acquire` does."""
+
+    def __init__(self, host: str, staging: str, image: str) -> None:
+        self.host, self.staging = host, staging
+        self.token = uuid.uuid4().hex
+        self.me = identity()
+        self.line = json.dumps(owner_record(image, self.token, self.me), sort_keys=True, separators=(",", ":"))
+
+    @property
+    def argv(self) -> tuple[str, ...]:
+        return cmd.lock_argv(self.staging, self.line)
+
+    def settle(self, session: Session, reply: Result | None = None, *, wait_s: float = 0.0,
+               poll_s: float = 2.0) -> Lock:
+        """The lock, from REPLY (the first try's result, if it ran already) or new tries, waiting up
+        to wait_s; a dead owner's lock is taken over with a warning; LockError naming the holder."""
+        host, staging, token = self.host, self.staging, self.token
+        deadline = time.monotonic() + wait_s
+        tried: set[str] = set()  # dead owners' tokens: one takeover attempt each
+        while True:
+            if reply is None:
+                reply = session.run(self.argv, timeout=30)
+            elif not reply.ok:
+                raise CommandError(host, reply, what="taking the deploy lock failed")
+            state = cmd.parse_lock(reply.stdout)
+            reply = None
+            owner = state.owner or {}
+            dead = None if state.acquired else dead_reason(owner, self.me)
+            if dead and str(owner["token"]) not in tried:
+                tried.add(str(owner["token"]))
+                taken = cmd.parse_lock(session.run(cmd.takeover_argv(staging, self.line, str(owner["token"])),
+                                                   timeout=30).stdout)
+                if taken.acquired:
+                    log.warning("%s: took over the deploy lock at %s/lock, %s: %s",
+                                host, staging, describe(state), dead)
+                state = taken
+            if state.acquired or (state.owner or {}).get("token") == token:  # ours: a retried reply
+                return Lock(host, staging, token)
+            stale = stale_reason(state)
+            if stale is None and time.monotonic() + poll_s <= deadline:
+                time.sleep(poll_s)
+                continue
+            if stale:
+                raise LockError(host, f"the deploy lock looks stale ({stale}): {describe(state)}",
+                                hint="if no deploy is running there, re-run with --break-lock")
+            raise LockError(host, f"another deploy is in progress: lock {describe(state)}",
+                            hint="wait for it to finish (or --lock-wait SECONDS); if it is dead, use --break-lock")
 
 
 def acquire(session: Session, staging: str, image: str, *, break_lock: bool = False,
@@ -194,35 +250,7 @@ def acquire(session: Session, staging: str, image: str, *, break_lock: bool = Fa
 
     A lock left by a dead deploy from this workstation is taken over with a warning.
     """
-    host = session.host
     if break_lock:
-        log.warning("%s: breaking the deploy lock at %s/lock (--break-lock)", host, staging)
+        log.warning("%s: breaking the deploy lock at %s/lock (--break-lock)", session.host, staging)
         session.run(cmd.break_lock_argv(staging), timeout=30)
-    token = uuid.uuid4().hex
-    me = identity()
-    line = json.dumps(owner_record(image, token, me), sort_keys=True, separators=(",", ":"))
-    deadline = time.monotonic() + wait_s
-    tried: set[str] = set()  # dead owners' tokens: one takeover attempt each
-    while True:
-        state = cmd.parse_lock(session.run(cmd.lock_argv(staging, line), timeout=30).stdout)
-        owner = state.owner or {}
-        dead = None if state.acquired else dead_reason(owner, me)
-        if dead and str(owner["token"]) not in tried:
-            tried.add(str(owner["token"]))
-            taken = cmd.parse_lock(session.run(cmd.takeover_argv(staging, line, str(owner["token"])),
-                                               timeout=30).stdout)
-            if taken.acquired:
-                log.warning("%s: took over the deploy lock at %s/lock, %s: %s",
-                            host, staging, describe(state), dead)
-            state = taken
-        if state.acquired or (state.owner or {}).get("token") == token:  # ours: a retried reply
-            return Lock(host, staging, token)
-        stale = stale_reason(state)
-        if stale is None and time.monotonic() + poll_s <= deadline:
-            time.sleep(poll_s)
-            continue
-        if stale:
-            raise LockError(host, f"the deploy lock looks stale ({stale}): {describe(state)}",
-                            hint="if no deploy is running there, re-run with --break-lock")
-        raise LockError(host, f"another deploy is in progress: lock {describe(state)}",
-                        hint="wait for it to finish (or --lock-wait SECONDS); if it is dead, use --break-lock")
+    return Claim(session.host, staging, image).settle(session, wait_s=wait_s, poll_s=poll_s)

@@ -191,7 +191,9 @@ _INSTALL = (
     'for f in $names; do rm -f -- "$blobs/$f"; done\n'
     'dk_tag "$@" || exit 7\n'
     'x=$ref\n'
-    'echo "tagged $(dk_id "$@")"'
+    't=$(dk_id "$@")\n'
+    'echo "tagged $t"\n'
+    '[ "$t" = "$id" ] || exit 9'
 )
 
 _REMOVE_PARTIALS = (

@@ -161,6 +161,7 @@ def remove_argv(paths: Iterable[str]) -> tuple[str, ...]:
 # already in it, so no blob needs its own stat before it is sent (the deploy lock keeps other
 # ships out of this staging dir meanwhile). Load leftovers of killed ships and older versions go. Output as stat_argv's.
 _PREPARE = (
+    '[ -z "$3" ] || grep -qF -- "$3" "$1/lock/owner" 2>/dev/null || exit 99\n'
     'rm -rf -- "$1/load" "$1"/load-*.head && mkdir -p -- "$2" && cd -- "$2" || exit $?\n'
     'for f in *; do\n'
     '  [ -f "$f" ] && printf "%s %s\\n" "$(wc -c < "$f" | tr -d " ")" "$2/$f"\n'
@@ -168,9 +169,14 @@ _PREPARE = (
 )
 
 
-def prepare_argv(staging: str) -> tuple[str, ...]:
-    """Make the blob dir and list its files with their sizes (parse with parse_stat)."""
-    return ("sh", "-c", _PREPARE, "sh", staging, blob_dir(staging))
+NOT_LOCKED = 99  # prepare_argv's exit code when the lock is not (or no longer) the TOKEN's
+
+
+def prepare_argv(staging: str, token: str = "") -> tuple[str, ...]:
+    """Drop the load heads a killed ship left, make the blob dir and list its files with their
+    sizes (parse with parse_stat). With TOKEN, only while the deploy lock is that token's: it
+    can then run in the same round trip as the lock's taking (deployer.commands.batch, lead)."""
+    return ("sh", "-c", _PREPARE, "sh", staging, blob_dir(staging), token)
 
 
 def load_head_path(staging: str, image_id: str) -> str:

@@ -4,8 +4,10 @@
 after the last blob adds all of that work to the end of the ship. Instead, whenever the next
 layers (in image order) are staged, a stand-in image made of the layers so far is loaded
 (deployer.commands.load): Docker registers them while later blobs are still in flight. The
-last batch loads the real config; `install` then verifies the id, removes the stand-ins and the
-staged blobs, and tags. Anything the loader did not get to, `install` loads itself.
+last run of layers (the one that completes the image) is left to `install`, which loads it
+with the real config, verifies the id, removes the stand-ins and the staged blobs, and tags:
+one round trip less than a last stand-in load followed by the install (a re-ship of one
+layer is that one run). Anything else the loader did not get to, `install` loads too.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import logging
 import posixpath
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Protocol
 
 from deployer.commands import load as ld
 from deployer.commands import ship as cmd
@@ -23,6 +26,8 @@ from deployer.ship import steps
 from deployer.ship.conn import HostConn
 from deployer.ship.tarball import Counter
 from deployer.tarfmt import OCI_LAYER, Descriptor
+from deployer.transport.batch import Batch
+from deployer.transport.result import Result
 
 log = logging.getLogger(__name__)
 LOAD_TIMEOUT_S = 600.0
@@ -33,18 +38,17 @@ class LayerLoader:
     """Loads the staged layers in image order while the sender goes on (one thread per host)."""
 
     def __init__(self, conn: HostConn, docker: tuple[str, ...], image: ImageInfo, staging: str, mode: str,
-                 missing: Sequence[int], config: Callable[[], bytes], counter: Counter,
+                 missing: Sequence[int], counter: Counter,
                  note: Callable[[str], None] = lambda m: None, enabled: bool = True,
                  fmt: str = "legacy", reused: Mapping[str, Descriptor] | None = None) -> None:
         self._conn, self._docker, self._image, self._staging, self._mode = conn, docker, image, staging, mode
         self._fmt, self._reused = fmt, dict(reused or {})
         self._missing = frozenset(missing)
-        self._config, self._counter, self._note = config, counter, note
+        self._counter, self._note = counter, note
         self._staged: dict[str, Blob] = {}
         self._cond = threading.Condition()
         self._closed = False
         self.next = min(self._missing, default=len(image.diff_ids))  # first layer not registered yet
-        self.loaded = False  # the real image is loaded (its last layers came in the loader's last batch)
         self._thread = threading.Thread(target=self._run, name=f"load-{conn.name}", daemon=True) if enabled else None
 
     def start(self) -> LayerLoader:
@@ -59,7 +63,7 @@ class LayerLoader:
             self._cond.notify_all()
 
     def close(self) -> None:
-        """Stop after the load in progress (if any); `next` and `loaded` are final afterwards."""
+        """Stop after the load in progress (if any); `next` is final afterwards."""
         with self._cond:
             self._closed = True
             self._cond.notify_all()
@@ -74,14 +78,18 @@ class LayerLoader:
             end += 1
         return end
 
+    def _ready(self) -> int:
+        """End of the next run to load now: past `next`, short of the image's top (install's)."""
+        end = self._staged_upto(self.next)
+        return end if end < len(self._image.diff_ids) else self.next
+
     def _run(self) -> None:
-        n = len(self._image.diff_ids)
-        while self.next < n:
+        while True:
             with self._cond:
-                self._cond.wait_for(lambda: self._closed or self._staged_upto(self.next) > self.next)
-                end = self._staged_upto(self.next)
+                self._cond.wait_for(lambda: self._closed or self._ready() > self.next)
+                end = self._ready()
                 if end == self.next:
-                    return  # closed, nothing more to load
+                    return  # closed, nothing more to load before install's run
                 blobs = dict(self._staged)
             try:
                 self._load(self.next, end, blobs)
@@ -92,14 +100,10 @@ class LayerLoader:
                            "loading the rest at the end")
                 return
             self.next = end
-            self.loaded = end == n
 
     def _load(self, start: int, end: int, blobs: dict[str, Blob]) -> None:
         image = self._image
-        if end == len(image.diff_ids):
-            config = self._config()
-        else:
-            config = ld.partial_config(image.os, image.architecture, image.diff_ids[:end], self._staging)
+        config = ld.partial_config(image.os, image.architecture, image.diff_ids[:end], self._staging)
         files = load_files(image, range(start, end), self._missing, blobs, self._staging, self._mode)
         layers = named_layers(self._fmt, image.diff_ids[:end], self._reused, blobs.values(), self._mode)
         head = ld.load_head(self._fmt, config, image.diff_ids[:end], files, layers)
@@ -151,10 +155,21 @@ def named_layers(fmt: str, diff_ids: Sequence[str], reused: Mapping[str, Descrip
     return {d: layers[d] for d in diff_ids if d in layers}
 
 
+class Closing(Protocol):
+    """What else an install's round trip does once the image is verified and tagged (the runner's
+    history record and unlock): `steps` for the id the image gets; `ran` hears how they went."""
+
+    def steps(self, host_id: str) -> Sequence[tuple[str, ...]]: ...
+
+    def ran(self, results: Sequence[Result]) -> None: ...
+
+
 def install(conn: HostConn, docker: tuple[str, ...], image: ImageInfo, staging: str, mode: str,
             config: bytes, files: Sequence[ld.LoadFile], sent: Sequence[Blob], staged: Sequence[Blob],
-            counter: Counter, fmt: str = "legacy", reused: Mapping[str, Descriptor] | None = None) -> str | None:
-    """Load FILES with the real config (unless loaded), verify, drop stand-ins and STAGED blobs, tag.
+            counter: Counter, fmt: str = "legacy", reused: Mapping[str, Descriptor] | None = None,
+            closing: Closing | None = None) -> str | None:
+    """Load FILES with the real config, verify, drop stand-ins and STAGED blobs, tag; then, in the
+    same round trip and only if all that succeeded, CLOSING's steps.
 
     SENT: the blobs this ship staged (an OCI load names those layers by them, the others as REUSED
     says). Returns the id REF now resolves to on the host when it is the loaded image's id (the
@@ -164,8 +179,13 @@ def install(conn: HostConn, docker: tuple[str, ...], image: ImageInfo, staging: 
     names = sorted({posixpath.basename(cmd.blob_path(staging, b.digest, b.codec)) for b in staged})
     step = steps.install(docker, staging, image.id, head.image_id, image.ref, names, mode, head.blocks, files,
                          list(layers.items()))
-    res = conn.run(step.argv, input=head.data, what=step.label, check=False)
     counter.add(len(head.data))
+    if closing is None:
+        res = conn.run(step.argv, input=head.data, what=step.label, check=False)
+    else:
+        batch = Batch([step.argv, *closing.steps(head.image_id)], stop_on_failure=True, stdin_step=0)
+        res, *after = batch.split(conn.run(batch.argv, input=head.data, what=step.label, check=False))
+        closing.ran(after)
     out = ld.parse_install(res.stdout)
     if res.exited == 6:
         for other in ld.parse_loaded(res.stdout):
@@ -175,6 +195,8 @@ def install(conn: HostConn, docker: tuple[str, ...], image: ImageInfo, staging: 
                             hint="the local image may have changed during the ship; ship again")
     if res.exited == 8:
         raise IncompleteImage(conn.name, head.image_id)
+    if res.exited == 9:  # REF names another image right after the tag: the runner says so
+        return None
     if res.exited == 5 and "invalid diffID" in res.stderr:
         raise TransferError(conn.name, f"a staged layer does not match the image: {res.stderr_tail()}",
                             hint="clear the local blob cache (deployer's cache dir) and ship again")

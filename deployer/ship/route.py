@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 
@@ -20,7 +20,7 @@ from deployer.local.export import Exporter
 from deployer.local.image import ImageInfo
 from deployer.ship import steps
 from deployer.ship.conn import HostConn
-from deployer.ship.loader import IncompleteImage, LayerLoader, install, load_files, remove_partials
+from deployer.ship.loader import Closing, IncompleteImage, LayerLoader, install, load_files, remove_partials
 from deployer.ship.plan import ShipPlan
 from deployer.ship.progress import Reporter
 from deployer.ship.registry import Pusher, pull_and_tag
@@ -40,6 +40,8 @@ class Leg:
     plan: ShipPlan
     counter: Counter
     site: Site | None = None  # the site relay the blobs come through (deployer.ship.relay), if any
+    staged: Mapping[str, int | None] | None = None  # the prepared staging dir's blobs (None: prepare it first)
+    closing: Closing | None = None  # what the install's round trip does too once the image is verified
 
 
 ORIGIN_PULL_TIMEOUT_S = 3 * 3600.0  # a base image of tens of GB, pulled at data-centre speed
@@ -135,15 +137,17 @@ def run_tarball(leg: Leg, exporter: Exporter | None, reporter: Reporter) -> str 
     wanted = list(dict.fromkeys(image.diff_ids[i] for i in plan.missing))
     got: dict[str, Blob] = {}
     fmt, reused = plan.load_format, dict(plan.reused)
-    loader = LayerLoader(conn, host.docker, image, staging, mode, plan.missing, exporter.config, counter,
-                         note, fmt=fmt, reused=reused)
+    loader = LayerLoader(conn, host.docker, image, staging, mode, plan.missing, counter, note, fmt=fmt,
+                         reused=reused)
     host_id: str | None = None
     relayed = Relayed(leg.site, conn, host, counter, note) if leg.site is not None else None
     # with a base to pull, the loads wait for it: the loader starts once the pull is done
     puller = OriginPull(leg, loader.start).start() if plan.origin else None
     try:
-        prepare = steps.prepare(staging)
-        listed = cmd.parse_stat(conn.run(prepare.argv, what=prepare.label, timeout=120).stdout)
+        listed = dict(leg.staged) if leg.staged is not None else None
+        if listed is None:
+            prepare = steps.prepare(staging)
+            listed = cmd.parse_stat(conn.run(prepare.argv, what=prepare.label, timeout=120).stdout)
         if relayed is not None:
             reporter.phase(name, "relay", f"authorizing {leg.site.name if leg.site else ''}'s key")
             relayed.open()
@@ -168,13 +172,13 @@ def run_tarball(leg: Leg, exporter: Exporter | None, reporter: Reporter) -> str 
             puller.wait()  # before close(): the loader starts in the puller's thread
         reporter.phase(name, "loading", "docker load")
         loader.close()
-        rest = [] if loader.loaded else load_files(image, range(loader.next, len(image.diff_ids)),
-                                                   frozenset(plan.missing), got, staging, mode)
+        rest = load_files(image, range(loader.next, len(image.diff_ids)), frozenset(plan.missing), got, staging,
+                          mode)
         reporter.phase(name, "verifying", "image id")
         staged = _staged_blobs(exporter, codec.name, image.diff_ids, got)
         try:
             host_id = install(conn, host.docker, image, staging, mode, exporter.config(), rest, list(got.values()),
-                              staged, counter, fmt, reused)
+                              staged, counter, fmt, reused, closing=leg.closing)
         except IncompleteImage as incomplete:
             # The host had some left-out layers only in another form (a registry pull keeps them
             # compressed, under other digests), or no more: send those blobs too, and load the image
@@ -188,7 +192,7 @@ def run_tarball(leg: Leg, exporter: Exporter | None, reporter: Reporter) -> str 
                 files = load_files(image, every, frozenset(every), sent, staging, mode)
                 staged = _staged_blobs(exporter, codec.name, image.diff_ids, sent)
                 host_id = install(conn, host.docker, image, staging, mode, exporter.config(), files,
-                                  list(sent.values()), staged, counter, fmt)
+                                  list(sent.values()), staged, counter, fmt, closing=leg.closing)
             finally:
                 # the incomplete image goes either way (Docker does not even list it)
                 if host_id != incomplete.image_id:

@@ -23,9 +23,10 @@ from deployer import history
 from deployer import lock as locks
 from deployer.commands import load as ld
 from deployer.commands import ship as cmd
+from deployer.commands.facts import probe_argv
 from deployer.commands.layers import missing_layers, parse_content, parse_present, present_layers_argv
-from deployer.errors import DeployError, SpecError, TransferError
-from deployer.facts import gather
+from deployer.errors import CommandError, DeployError, SpecError, TransferError
+from deployer.facts import PROBE_TIMEOUT_S, read_probe
 from deployer.fleet import Outcome, Unfinished, for_each_host
 from deployer.inventory.host import ORIGIN_MODES, Host
 from deployer.local.cache import Cache
@@ -45,6 +46,8 @@ from deployer.ship.relay import Site, sites_of
 from deployer.ship.route import Leg, OriginPullFailed, run_registry, run_tarball
 from deployer.ship.tarball import Counter, tag_and_verify
 from deployer.tarfmt import Descriptor
+from deployer.transport.batch import run_batch
+from deployer.transport.result import Result
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +68,8 @@ class Job:
     host_id: str | None = None  # the id the host's Docker gives the image (its store's kind of id), once verified
     record: tuple[tuple[str, str], ...] = ()  # extra history fields (ShipOptions.record)
     site: Site | None = None  # the site relay it receives its blobs through, if its tarball route uses one
+    staged: dict[str, int | None] | None = None  # the staging dir's blobs and sizes, once prepared under the lock
+    recorded: bool = False  # the ship's history record is on the host (an install's closing appended it)
 
     def result(self, phases: tuple[tuple[str, float], ...] = ()) -> ShipResult:
         plan = self.plan
@@ -123,28 +128,36 @@ def _observe(job: Job, options: ShipOptions, history_sizes: Sequence[int], repor
     conn.connect()
     session = conn.session()
     docker_argv = host.docker
-    if take_lock and options.lock_wait > 0:
-        # waiting for another deploy: read the host only once it is done
+    if take_lock and (options.lock_wait > 0 or options.break_lock):
+        # waiting for another deploy (or breaking its lock): read the host only once it is done
         reporter.phase(host.name, "locking")
         job.lock = locks.acquire(session, host.staging_dir, image.ref, break_lock=options.break_lock,
                                  wait_s=options.lock_wait)
         take_lock = False
-    # independent reads share the connection as parallel channels: one round trip, not four
-    with ThreadPoolExecutor(max_workers=4, thread_name_prefix=f"observe-{host.name}") as pool:
-        lock = pool.submit(locks.acquire, session, host.staging_dir, image.ref,
-                           break_lock=options.break_lock) if take_lock else None
+    # The lock, the reads and (while the lock is ours) the staging dir's listing go in one round
+    # trip (deployer.commands.batch): the lock first, then the others at once.
+    reporter.phase(host.name, "checking")
+    claim = locks.Claim(host.name, host.staging_dir, image.ref) if take_lock else None
+    token = claim.token if claim is not None else job.lock.token if job.lock is not None else ""
+    steps = [
         # a ship needs no GPU facts; whether the host reaches the base's registry, if there is one
-        facts = pool.submit(gather, session, host, gpus=False, origin=base.registry if base else "")
-        state = pool.submit(session.run, cmd.image_state_argv(docker_argv, image.ref, image.config_digest),
-                            timeout=60)
-        present = pool.submit(session.run, present_layers_argv(docker_argv, host.staging_dir), check=False,
-                              timeout=120)
-        reporter.phase(host.name, "checking")
-        if lock is not None:
-            job.lock = lock.result()
-        job.facts = facts.result()
-        image_state = cmd.parse_image_state(state.result().stdout)
-        listed = present.result()
+        probe_argv(host, gpus=False, origin=base.registry if base else ""),
+        cmd.image_state_argv(docker_argv, image.ref, image.config_digest),
+        present_layers_argv(docker_argv, host.staging_dir),
+        *([cmd.prepare_argv(host.staging_dir, token)] if token else []),  # a dry run changes nothing
+    ]
+    if claim is not None:
+        steps.insert(0, claim.argv)
+    replies = run_batch(session, steps, timeout=PROBE_TIMEOUT_S + 120, parallel=True, lead=claim is not None)
+    if claim is not None:
+        job.lock = claim.settle(session, replies.pop(0))
+    probed, state, listed = replies[:3]
+    # None: not prepared (a dry run, or a lock taken over from a dead owner after the batch)
+    job.staged = cmd.parse_stat(replies[3].stdout) if token and replies[3].ok else None
+    job.facts = read_probe(host.name, probed)
+    if not state.ok:
+        raise CommandError(host.name, state, what="reading the image's state on the host failed")
+    image_state = cmd.parse_image_state(state.stdout)
     have = parse_present(listed.stdout) if listed.ok else frozenset()
     content = parse_content(listed.stdout)
     store = getattr(job.facts.docker, "image_store", "") if job.facts is not None else ""
@@ -178,7 +191,8 @@ def _transfer(job: Job, pusher: Pusher, exporter: Exporter | None, reporter: Rep
         reporter.phase(host.name, "tagging")
         ok = tag_and_verify(job.conn, host.docker, plan.host_id, job.image.ref, plan.host_id)
         return plan.host_id if ok else None
-    leg = Leg(host, job.conn, job.image, plan, job.counter, job.site if plan.relay else None)
+    leg = Leg(host, job.conn, job.image, plan, job.counter, job.site if plan.relay else None, job.staged,
+              _Closing(job))
     if plan.route == "registry":
         return run_registry(leg, pusher, reporter)
     return run_tarball(leg, exporter, reporter)
@@ -193,26 +207,53 @@ def _finish(job: Job, pusher: Pusher, exporter: Exporter | None, reporter: Repor
     return job.result()
 
 
+def _ship_record(job: Job, outcome: str, error: str | None = None, host_id: str | None = None) -> dict[str, Any]:
+    res = job.result()
+    return history.record("ship", image=job.image.ref, image_id=host_id or job.host_id or job.image.id,
+                          result=outcome, config_digest=job.image.config_digest,
+                          via=res.via, route=res.route, bytes_sent=res.bytes_sent,
+                          layers_sent=res.layers_sent, seconds=round(res.seconds, 3), error=error,
+                          **dict(job.record))
+
+
 def _record(job: Job, outcome: str, error: str | None = None) -> None:
     """Append the ship to the host's history (best effort: never hides the real outcome)."""
-    res = job.result()
-    rec = history.record("ship", image=job.image.ref, image_id=job.host_id or job.image.id, result=outcome,
-                         config_digest=job.image.config_digest,
-                         via=res.via, route=res.route, bytes_sent=res.bytes_sent,
-                         layers_sent=res.layers_sent, seconds=round(res.seconds, 3), error=error,
-                         **dict(job.record))
     try:
-        history.append(job.conn.session(), job.host.staging_dir, rec)
+        history.append(job.conn.session(), job.host.staging_dir, _ship_record(job, outcome, error))
     except DeployError as exc:
         log.warning("%s: could not append to the history log: %s", job.host.name, exc)
 
 
+class _Closing:
+    """A tarball install's last steps, in its own round trip once the image is verified and
+    tagged (deployer.ship.loader.Closing): the ship's history record (its time and bytes as of
+    the install's start), then the unlock."""
+
+    def __init__(self, job: Job) -> None:
+        self._job = job
+
+    def steps(self, host_id: str) -> list[tuple[str, ...]]:
+        job = self._job
+        out = [history.append_command(job.host.staging_dir, _ship_record(job, "ok", host_id=host_id), inline=True)[0]]
+        return out + [job.lock.release_argv] if job.lock is not None else out
+
+    def ran(self, results: Sequence[Result]) -> None:
+        job = self._job
+        job.recorded = bool(results) and results[0].ok
+        if job.lock is not None and len(results) > 1 and results[1].ok:
+            job.lock = None
+
+
 def _wrap_up(job: Job, outcome: str, error: DeployError | None = None) -> None:
-    """History record and unlock, side by side on two channels, then close the connection."""
+    """History record and unlock (what the install's closing did not do), side by side on two
+    channels, then close the connection."""
     if error is not None and error.transient:
         _release(job)  # a dead link cannot take a history record
         return
     reason = str(error).splitlines()[0] if error is not None else None
+    if job.recorded:
+        _release(job)
+        return
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix=f"wrap-{job.host.name}") as pool:
         pool.submit(_record, job, outcome, reason)
         pool.submit(_release, job, False)

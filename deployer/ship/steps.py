@@ -21,9 +21,10 @@ from deployer.tarfmt import Descriptor
 HEAD = "stdin: the load's tar head (manifest and config)"
 
 
-def prepare(staging: str) -> Step:
-    """Make the blob dir and list the blobs already staged (one stat for all of them)."""
-    return Step("preparing the staging dir", cmd.prepare_argv(staging))
+def prepare(staging: str, token: str = "") -> Step:
+    """Make the blob dir and list the blobs already staged (one stat for all of them); with TOKEN,
+    only while the deploy lock is that token's."""
+    return Step("preparing the staging dir", cmd.prepare_argv(staging, token))
 
 
 def receive(staging: str, digest: str, codec: str, size: int | str) -> Step:

@@ -8,8 +8,8 @@ from pathlib import Path
 from deployer import history
 
 
-def append(staging: Path, rec: dict[str, object]) -> subprocess.CompletedProcess[bytes]:
-    argv, line = history.append_command(str(staging), rec)
+def append(staging: Path, rec: dict[str, object], inline: bool = False) -> subprocess.CompletedProcess[bytes]:
+    argv, line = history.append_command(str(staging), rec, inline=inline)
     return subprocess.run(list(argv), input=line, capture_output=True, check=False)
 
 
@@ -29,6 +29,19 @@ def test_exact_argv_and_line() -> None:
     assert argv[:3] == ("sh", "-c", history._APPEND)
     assert argv[3:] == ("sh", "/srv/stage", '"id":"ab12"')
     assert line == b'{"action":"run","id":"ab12","time":"2026-01-01T00:00:00+00:00"}\n'
+
+
+def test_an_inline_record_is_an_argument_and_reads_no_stdin(tmp_path: Path) -> None:
+    staging = tmp_path / "stage"
+    rec = history.record("ship", image="t:1", image_id="sha256:1", error="it's \"quoted\" $(x) \\n")
+    argv, line = history.append_command(str(staging), rec, inline=True)
+    assert line == b"" and json.loads(argv[-1]) == rec
+    done = subprocess.run(list(argv), input=b"not a record\n", capture_output=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert lines(staging) == [rec]
+    again = append(staging, rec, inline=True)  # retried: still one line, inline or not
+    assert again.returncode == 0 and append(staging, rec).returncode == 0
+    assert lines(staging) == [rec]
 
 
 def test_same_record_twice_leaves_one_line(tmp_path: Path) -> None:

@@ -224,22 +224,26 @@ def test_layer_loader_registers_layers_as_they_land_then_install_finishes(tmp_pa
     conn, _ = conn_with([])
     notes: list[str] = []
     counter = Counter()
-    loader = LayerLoader(conn, docker, img.info, img.staging, "gzip", range(4), lambda: img.config, counter,
-                         notes.append).start()
+    loader = LayerLoader(conn, docker, img.info, img.staging, "gzip", range(4), counter, notes.append).start()
     loader.add(img.blobs[1])  # out of order: nothing can load before layer 1
     loader.add(img.blobs[0])
     deadline = time.monotonic() + 20
     while loader.next < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
     images = json.loads(state.read_text())["images"]
-    assert loader.next == 2 and not loader.loaded
+    assert loader.next == 2
     assert list(images.values()) == [{PARTIAL_LABEL: img.staging}]  # a stand-in holds layers 1-2
+    sent = counter.sent
     loader.add(img.blobs[3])
-    loader.add(img.blobs[2])
+    loader.add(img.blobs[2])  # layers 3-4 complete the image: that run is install's, in its one round trip
+    time.sleep(0.3)
     loader.close()
-    assert loader.loaded and loader.next == 4 and notes == [] and counter.sent > 0
-    assert img.id in json.loads(state.read_text())["images"]
-    assert install(conn, docker, img.info, img.staging, "gzip", img.config, [], img.blobs, img.blobs, counter)
+    assert loader.next == 2 and notes == [] and sent > 0 and counter.sent == sent
+    assert list(json.loads(state.read_text())["images"].values()) == [{PARTIAL_LABEL: img.staging}]
+    rest = load_files(img.info, range(loader.next, 4), frozenset(range(4)), {b.diff_id: b for b in img.blobs},
+                      img.staging, "gzip")
+    assert [f.diff_id for f in rest] == img.diff_ids[2:]
+    assert install(conn, docker, img.info, img.staging, "gzip", img.config, rest, img.blobs, img.blobs, counter)
     after = json.loads(state.read_text())
     assert list(after["images"]) == [img.id] and after["tags"] == {"t:v": img.id}
     assert not list(Path(cmd.blob_dir(img.staging)).iterdir())
@@ -252,12 +256,15 @@ def test_layer_loader_stops_on_a_failed_load_and_install_loads_the_rest(tmp_path
     notes: list[str] = []
     good = img.blobs[1].path.read_bytes()
     img.blobs[1].path.write_bytes(b"not gzip")  # e.g. a disk error on the host
-    loader = LayerLoader(conn, docker, img.info, img.staging, "gzip", range(4), lambda: img.config, Counter(),
-                         notes.append).start()
-    for blob in img.blobs:
+    loader = LayerLoader(conn, docker, img.info, img.staging, "gzip", range(4), Counter(), notes.append).start()
+    for blob in img.blobs[:3]:
         loader.add(blob)
+    deadline = time.monotonic() + 20
+    while not notes and time.monotonic() < deadline:
+        time.sleep(0.05)
+    loader.add(img.blobs[3])
     loader.close()
-    assert not loader.loaded and loader.next == 0
+    assert loader.next == 0
     assert notes and "loading the rest at the end" in notes[0]
     img.blobs[1].path.write_bytes(good)
     rest = load_files(img.info, range(loader.next, 4), frozenset(range(4)), {b.diff_id: b for b in img.blobs},
