@@ -6,7 +6,7 @@ from collections.abc import Collection, Mapping
 
 import click
 
-from deployer import __version__
+from deployer import __version__, lazy
 from deployer.cli.context import AppContext
 
 # command -> (the module that defines it, the first paragraph of its help). `deploy --help` lists
@@ -61,6 +61,7 @@ class LazyGroup(click.Group):
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name not in self.commands and cmd_name in self.lazy:
+            lazy.defer("invoke")  # paramiko's (and so docker's) import of it, deferred to a `Match exec`
             importlib.import_module(self.lazy[cmd_name][0])  # its decorators register it on this group
         return self.commands.get(cmd_name)
 

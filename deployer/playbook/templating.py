@@ -1,15 +1,22 @@
 """Jinja2 rendering with strict undefined variables, and playbook vars resolved in dependency order."""
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jinja2
-from jinja2 import meta
-from jinja2.sandbox import SandboxedEnvironment
+if TYPE_CHECKING:
+    from jinja2.sandbox import SandboxedEnvironment
 
-# Sandboxed: a playbook is data, so templates must not reach Python internals.
-ENV = SandboxedEnvironment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
+
+@functools.cache
+def _env() -> SandboxedEnvironment:
+    """Sandboxed: a playbook is data, so templates must not reach Python internals. Made (and
+    Jinja2 imported) on first use: a ship without templates never pays for it."""
+    import jinja2
+    from jinja2.sandbox import SandboxedEnvironment
+
+    return SandboxedEnvironment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
 
 
 class TemplateProblem(Exception):
@@ -28,8 +35,10 @@ def syntax_error(text: str) -> str | None:
     """None when `text` is a valid template (or plain text), else the parser's complaint."""
     if not is_template(text):
         return None
+    import jinja2
+
     try:
-        ENV.parse(text)
+        _env().parse(text)
     except jinja2.TemplateSyntaxError as exc:
         return exc.message or str(exc)
     return None
@@ -51,7 +60,9 @@ def names_used(value: Any) -> set[str]:
     names: set[str] = set()
     for text in strings_in(value):
         if is_template(text):
-            names |= meta.find_undeclared_variables(ENV.parse(text))
+            from jinja2 import meta
+
+            names |= meta.find_undeclared_variables(_env().parse(text))
     return names
 
 
@@ -59,8 +70,10 @@ def render(text: str, context: Mapping[str, Any], failed: Mapping[str, TemplateP
     """Render one string; TemplateProblem names the undefined variable (or the var that failed)."""
     if not is_template(text):
         return text
+    import jinja2
+
     try:
-        return ENV.from_string(text).render(dict(context))
+        return _env().from_string(text).render(dict(context))
     except jinja2.UndefinedError as exc:
         missing = tuple(sorted(n for n in names_used(text) if n not in context))
         for name in missing:

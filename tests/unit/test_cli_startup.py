@@ -1,5 +1,6 @@
 """`deploy --help` and `deploy inventory list` answer at once: they never import the docker SDK,
-SSH, compression or rich; commands load lazily from a table that matches their own help."""
+SSH, compression or rich; commands load lazily from a table that matches their own help. (A module
+deferred by deployer.lazy is a stand-in until first used: it does not count as loaded.)"""
 from __future__ import annotations
 
 import importlib
@@ -24,7 +25,8 @@ import json, sys
 from deployer.cli import main
 code = main(sys.argv[1:])
 sys.stdout.flush()
-print(json.dumps([code, sorted(m for m in sys.modules if m.split(".")[0] in {HEAVY!r})]), file=sys.stderr)
+loaded = [m for m, mod in sys.modules.items() if type(mod).__name__ != "_Deferred"]  # stand-ins: deployer.lazy
+print(json.dumps([code, sorted(m for m in loaded if m.split(".")[0] in {HEAVY!r})]), file=sys.stderr)
 """
 
 
@@ -46,6 +48,23 @@ def test_listing_commands_and_hosts_loads_nothing_heavy(args: list[str]) -> None
 def test_a_command_that_ships_still_loads_what_it_needs() -> None:
     code, modules, out = _imports("ship", "--help")
     assert code == 0 and "--dry-run" in out and "docker" in modules
+
+
+def test_a_ship_without_a_playbook_loads_neither_jinja2_nor_invoke() -> None:
+    # invoke is paramiko's for ssh_config `Match exec` only: a stand-in until then (deployer.lazy)
+    code, modules, _ = _imports("ship", "--help")
+    assert code == 0 and "paramiko" in modules
+    assert not [m for m in modules if m.startswith("jinja2")]
+    assert not [m for m in modules if m.startswith("invoke")]
+
+
+def test_a_deferred_module_loads_on_first_use() -> None:
+    probe = ("import sys; from deployer import lazy; lazy.defer('invoke'); import paramiko.config as pc; "
+             "before = sorted(m for m in sys.modules if m.startswith('invoke')); run = pc.invoke.run; "
+             "import invoke; print(before, 'invoke.context' in sys.modules, invoke.run is run, callable(run))")
+    out = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=60,
+                         check=True).stdout
+    assert out.split() == ["['invoke']", "True", "True", "True"]
 
 
 def _first_paragraph(cmd: click.Command) -> str:
