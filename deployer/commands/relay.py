@@ -11,6 +11,10 @@ own `ssh`, using a key made for this one ship:
   expiry time; the script only appends to a blob's .partial in the staging dir and checks its
   sha256, exactly as the workstation's own receive does. The line goes when the host is done.
 
+In a tree (deploy_relay_fanout), a host that passes blobs on to others is a relay too: its own
+key and known_hosts in `<staging>/relay/ship-<id>/`, its copy of each blob in `<staging>/relay`,
+fed by its parent through the same forced receive installed there (`<staging>/relay/relay-receive.sh`).
+
 Every script is a constant; variable parts are positional arguments.
 """
 from __future__ import annotations
@@ -164,19 +168,21 @@ RECEIVER_SCRIPT = (
 ) + cmd.RECEIVE_SCRIPT + '\n'
 
 # Args: staging, authorized_keys file, the line, the forced command's script. Writes the script
-# and appends the line (O_APPEND: lines other tools add meanwhile are kept).
+# and appends the line, if any (O_APPEND: lines other tools add meanwhile are kept).
 _AUTHORIZE = (
     'st=$1; ak=$2; line=$3\n'
     'case $ak in "~/"*) ak=$HOME/${ak#"~/"};; esac\n'
     'umask 077\n'
-    'mkdir -p -- "$st/blobs/sha256" "$(dirname -- "$ak")" || exit 3\n'
+    'mkdir -p -- "$st/blobs/sha256" || exit 3\n'
     'printf "%s" "$4" > "$st/relay-receive.sh.new" && mv -f -- "$st/relay-receive.sh.new" "$st/relay-receive.sh" || exit 3\n'
-    'printf "%s\\n" "$line" >> "$ak" || exit 3\n'
+    '[ -n "$line" ] || exit 0\n'
+    'mkdir -p -- "$(dirname -- "$ak")" && printf "%s\\n" "$line" >> "$ak" || exit 3\n'
 )
 
 
 def authorize_argv(staging: str, authorized_keys: str, line: str) -> tuple[str, ...]:
-    """Install the forced receive under STAGING and authorize the ship's key (LINE) for it."""
+    """Install the forced receive under STAGING and authorize the ship's key (LINE) for it; an
+    empty LINE only installs the receive (a node that feeds its own staging from its copy)."""
     return ("sh", "-c", _AUTHORIZE, "sh", staging, authorized_keys, line, RECEIVER_SCRIPT)
 
 
@@ -198,15 +204,20 @@ def revoke_argv(authorized_keys: str, ship_id: str) -> tuple[str, ...]:
     return ("sh", "-c", _REVOKE, "sh", authorized_keys, f"{MARK}:{ship_id}")
 
 
+# A tree node's forced receive (in the relay dir) goes with the last ship that set the node up.
 _CLEANUP = (
     'd=$1; shift\n'
     'for s in "$d"/cm*; do [ -S "$s" ] && ssh -o ControlPath="$s" -O exit x >/dev/null 2>&1; done\n'
-    'rm -rf -- "$d" "$@"'
+    'rm -rf -- "$d" "$@" || exit 3\n'
+    'r=${d%/*}\n'
+    'for o in "$r"/ship-*; do [ -d "$o" ] && exit 0; done\n'
+    'rm -f -- "$r/relay-receive.sh"'
 )
 
 
 def cleanup_argv(ship_dir: str, blobs: Iterable[str]) -> tuple[str, ...]:
-    """On the relay: end the ship's ssh connections, remove its key dir and the given blobs (.partial too)."""
+    """On a relay (or tree node): end the ship's ssh connections, remove its key dir and the given
+    blobs (.partial too), and the node's forced receive unless another ship still uses the node."""
     paths: list[str] = []
     for b in blobs:
         paths += [b, b + ".partial"]

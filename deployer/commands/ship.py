@@ -230,10 +230,6 @@ def parse_image_state(stdout: str) -> ImageState:
     return ImageState(ref_id, frozenset(ids))
 
 
-def inspect_id_argv(docker: Sequence[str], ref: str) -> tuple[str, ...]:
-    return (*docker, "image", "inspect", "--format", "{{.Id}}", ref)
-
-
 def tag_argv(docker: Sequence[str], source: str, ref: str) -> tuple[str, ...]:
     return (*docker, "tag", source, ref)
 
@@ -246,23 +242,53 @@ def tag_verify_argv(docker: Sequence[str], source: str, ref: str) -> tuple[str, 
     return ("sh", "-c", _TAG, "sh", source, ref, *docker)
 
 
-_COMPLETE = ('id=$1; shift\nn=$("$@" image inspect --format "{{len .RootFS.Layers}}" "$id" 2>/dev/null)\n'
-             '[ -n "$n" ] && [ "$n" -gt 0 ]')
-
-
-def complete_argv(docker: Sequence[str], image_id: str) -> tuple[str, ...]:
-    """Exit 0 when IMAGE_ID is complete: the containerd store shows an image whose content it lacks
-    (it still runs) with no layers."""
-    return ("sh", "-c", _COMPLETE, "sh", image_id, *docker)
-
-
 def remove_image_argv(docker: Sequence[str], image: str) -> tuple[str, ...]:
     """Remove an image (never forced: one used by a container stays)."""
     return (*docker, "image", "rm", image)
 
 
-def pull_argv(docker: Sequence[str], remote_ref: str) -> tuple[str, ...]:
-    return (*docker, "pull", remote_ref)
+# Pull, check the id, check the image is complete, tag, check the tag: one round trip. Exit 2: the
+# pull failed; 3: the pulled id is not one of IDS; 8: incomplete (moby#49784); 7: the tag failed;
+# 9: REF names another image right after the tag; 4: all done, but the id is not the first of IDS
+# (so that steps batched after this one, which assumed the first, do not run).
+_PULL_INSTALL = (
+    'remote=$1; ref=$2; ids=$3; shift 3\n'
+    '"$@" pull "$remote" || exit 2\n'
+    'id=$("$@" image inspect --format "{{.Id}}" "$remote" 2>/dev/null)\n'
+    'echo "pulled-id $id"\n'
+    'case " $ids " in *" $id "*) [ -n "$id" ] || exit 3 ;; *) exit 3 ;; esac\n'
+    'n=$("$@" image inspect --format "{{len .RootFS.Layers}}" "$id" 2>/dev/null)\n'
+    '[ -n "$n" ] && [ "$n" -gt 0 ] || exit 8\n'
+    '"$@" tag "$id" "$ref" || exit 7\n'
+    't=$("$@" image inspect --format "{{.Id}}" "$ref" 2>/dev/null)\n'
+    'echo "tagged $t"\n'
+    '[ "$t" = "$id" ] || exit 9\n'
+    '[ "$id" = "${ids%% *}" ] || exit 4\n'
+)
+
+
+PULLED_ANOTHER_ID = 4  # pull_install_argv's exit code: done, but the id is not the first one given
+
+
+def pull_install_argv(docker: Sequence[str], remote_ref: str, ref: str, image_ids: Sequence[str], *,
+                      preview: bool = False) -> tuple[str, ...]:
+    """docker pull REMOTE_REF; check its id is one of IMAGE_IDS (the likeliest first) and that the
+    image is complete; tag it REF and check REF names it (parse with parse_pull and parse_pulled).
+    PREVIEW (a dry run): the ids may be a placeholder."""
+    for image_id in image_ids:
+        if not preview and (not image_id.startswith("sha256:") or " " in image_id):
+            raise ValueError(f"not an image id: {image_id!r}")
+    return ("sh", "-c", _PULL_INSTALL, "sh", remote_ref, ref, " ".join(image_ids), *docker)
+
+
+def parse_pulled(stdout: str) -> tuple[str | None, str | None]:
+    """(the pulled image's id, the id REF names after the tag) from pull_install_argv's output."""
+    found: dict[str, str] = {}
+    for line in stdout.splitlines():
+        key, _, value = line.partition(" ")
+        if key in ("pulled-id", "tagged") and value.strip().startswith("sha256:"):
+            found[key] = value.strip()
+    return found.get("pulled-id"), found.get("tagged")
 
 
 # Pull REF (by digest) from its origin, giving up when docker says nothing for START seconds (it

@@ -12,6 +12,7 @@ DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts"
 VIA_CHOICES = ("auto", "registry", "tarball")  # deploy_via
 ORIGIN_MODES = ("auto", "never")  # deploy_origin_pull: may the host pull an image's base from its registry
 RELAY_FALLBACKS = ("direct", "fail")  # deploy_relay_fallback: when the site's relay cannot serve the host
+DEFAULT_RELAY_FANOUT = 8  # deploy_relay_fanout: hosts one node of a site's relay tree passes blobs on to
 DEFAULT_AUTHORIZED_KEYS = "~/.ssh/authorized_keys"
 
 
@@ -86,6 +87,21 @@ class Host:
     @property
     def relay_fallback(self) -> str:
         return str(self.vars.get("deploy_relay_fallback") or "direct")
+
+    @property
+    def relay_fanout(self) -> int:
+        """deploy_relay_fanout: at most how many hosts one node of the site's relay tree passes each
+        blob on to (InventoryError unless a whole number >= 1)."""
+        from deployer.errors import InventoryError
+
+        value = self.vars.get("deploy_relay_fanout")
+        if value is None or value == "":
+            return DEFAULT_RELAY_FANOUT
+        text = str(value).strip()
+        if isinstance(value, bool) or not text.isdigit() or int(text) < 1:
+            raise InventoryError(f"host {self.name}: deploy_relay_fanout is {value!r}; use a whole number >= 1 "
+                                 f"(default {DEFAULT_RELAY_FANOUT})", key_path="deploy_relay_fanout")
+        return int(text)
 
     @property
     def authorized_keys(self) -> str:

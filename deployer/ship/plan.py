@@ -53,8 +53,9 @@ class ShipPlan:
     host_id: str | None = None  # the image's id on the host, when it is already there
     origin: str | None = None  # the base image (repo@digest) the host pulls from its registry first
     from_origin: tuple[int, ...] = ()  # the layers that pull brings (never sent over SSH)
-    relay: str | None = None  # the site relay the blobs come through (deploy_relay), once per site
-    relay_staging: str | None = None  # that relay's staging dir
+    relay: str | None = None  # the node of the site's relay tree that passes the blobs on (deploy_relay)
+    relay_staging: str | None = None  # that node's staging dir
+    relay_feeds: tuple[str, ...] = ()  # the hosts this host passes the blobs on to, if a node of the tree
 
     @property
     def transfers(self) -> bool:

@@ -23,13 +23,14 @@ from deployer.local.push import distribution_digest, push_stream
 from deployer.refs import registry_ref
 from deployer.ship import steps
 from deployer.ship.conn import HostConn
+from deployer.ship.loader import Closing
 from deployer.ship.registry_api import (
     ManifestReader,
     RegistryAPIError,
     image_manifest,
     split_repo,
 )
-from deployer.ship.tarball import inspect_id, tag_and_verify
+from deployer.transport.batch import Batch
 
 log = logging.getLogger(__name__)
 
@@ -186,31 +187,44 @@ class PullStats:
 
 
 def pull_and_tag(conn: HostConn, docker_argv: tuple[str, ...], remote_ref: str, ref: str,
-                 image_ids: Sequence[str]) -> tuple[PullStats, str | None]:
-    """docker pull on the host, check its id is one of IMAGE_IDS, then tag as REF.
+                 image_ids: Sequence[str], closing: Closing | None = None) -> tuple[PullStats, str | None]:
+    """docker pull on the host, check its id is one of IMAGE_IDS and the image complete, tag as REF;
+    then, in the same round trip and only if all that succeeded, CLOSING's steps.
 
     (stats, the id REF resolves to after tagging, or None when it is not the pulled image)."""
-    step = steps.pull(docker_argv, remote_ref)
-    try:
-        res = conn.run(step.argv, what=step.label)
-    except CommandError as exc:
-        raise CommandError(conn.name, exc.result, what=f"{step.label} failed on the host",
+    step = steps.pull(docker_argv, remote_ref, ref, image_ids)
+    if closing is None:
+        res = conn.run(step.argv, what=step.label, check=False)
+    else:
+        batch = Batch([step.argv, *closing.steps(image_ids[0])], stop_on_failure=True)
+        res, *after = batch.split(conn.run(batch.argv, what=step.label, check=False))
+        closing.ran(after)
+    actual, tagged = cmd.parse_pulled(res.stdout)
+    if res.exited == cmd.PULLED_ANOTHER_ID:  # done, under an id the closing did not expect: its own round trip
+        if closing is not None:
+            batch = Batch(closing.steps(tagged or ""), stop_on_failure=True)
+            closing.ran(batch.split(conn.run(batch.argv, what="history record, unlock", check=False)))
+        res = dataclasses.replace(res, exited=0)
+    if res.exited == 2:
+        raise CommandError(conn.name, res, what=f"{step.label} failed on the host",
                            hint="check the host reaches the registry (and is logged in if it needs auth), "
-                           "or use --via tarball") from exc
-    pulled, present = cmd.parse_pull(res.stdout)
-    actual = inspect_id(conn, docker_argv, remote_ref)
-    if actual is None or actual not in image_ids:
+                           "or use --via tarball")
+    if res.exited == 3:
         raise TransferError(conn.name, f"pulled {remote_ref} is {actual or 'missing'}, expected "
                             f"{' or '.join(image_ids)}",
                             hint="someone may have pushed another image under that tag; ship again")
-    step = steps.complete(docker_argv, actual)
-    if not conn.run(step.argv, what=step.label, check=False, timeout=60).ok:
+    if res.exited == 8 and actual is not None:
         # Docker 28's containerd store skips downloading a layer it has unpacked from elsewhere
         # (moby#49784): the image runs but is incomplete (unlisted, cannot be saved or pushed)
         conn.run(cmd.remove_image_argv(docker_argv, remote_ref), what=f"removing {remote_ref}", check=False,
                  timeout=60)
         raise IncompletePull(conn.name, remote_ref, actual)
-    return PullStats(pulled, present), actual if tag_and_verify(conn, docker_argv, remote_ref, ref, actual) else None
+    if res.exited == 7:
+        raise CommandError(conn.name, res, what=f"docker tag {ref} failed on the host")
+    if not res.ok and res.exited != 9:
+        raise CommandError(conn.name, res, what=f"{step.label} failed on the host")
+    pulled, present = cmd.parse_pull(res.stdout)
+    return PullStats(pulled, present), actual if res.ok and tagged == actual else None
 
 
 class IncompletePull(TransferError):

@@ -7,16 +7,23 @@ and pipes it, with its own ssh and a key made for this ship only, into a forced 
 host that can do nothing but append to that blob's .partial in the staging dir and check its
 sha256 (deployer.commands.relay). The host then loads and verifies as after a direct send.
 
-Trust: no agent forwarding, no workstation key on the relay. The ship's key is authorized on
-each host for the forced receive only (`restrict`, `from=` the relay's LAN address, an
-expiry time) and removed when the host is done; the relay holds it, with the hosts' keys
-from the workstation's known_hosts (strict checking), in a per-ship dir removed at the end.
-Root on the relay can at worst write blobs into a host's staging dir, which are then checked
-by digest; it can never run a command on a host.
+A site larger than the fan-out (deploy_relay_fanout, deployer.ship.sites) is a tree: a host
+that feeds others is a node too. Its copy of each blob grows from its parent's, through the same
+forced receive installed in its relay dir, while it pipes that copy on to its children and into
+its own staging.
 
-Faults: a relay that cannot be set up, dies, or cannot reach a host makes that host fall back
-to direct sends from the workstation with a warning (`deploy_relay_fallback: direct`, the
-default), resuming the blob where the relay left it; with `fail`, the host fails instead.
+Trust: no agent forwarding, no workstation key on any node. Each node gets a key of its own
+for this ship, authorized on each of its children for the forced receive only (`restrict`,
+`from=` the node's LAN address, an expiry time) and removed when the child is done (a node's
+line: when the ship ends); the node holds it, with its children's keys from the workstation's
+known_hosts (strict checking), in a per-ship dir removed at the end. Root on a node can at worst
+write blobs into its children's staging dirs, which are then checked by digest; it can never
+run a command on a host.
+
+Faults: a node that cannot be set up, dies, or cannot reach a child makes that child (and, as
+its copy stops growing, its subtree) fall back to direct sends from the workstation with a
+warning (`deploy_relay_fallback: direct`, the default), resuming the blob where the tree left
+it; with `fail`, those hosts fail instead.
 """
 from __future__ import annotations
 
@@ -35,10 +42,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from deployer.commands import relay as rc
 from deployer.commands import ship as cmd
 from deployer.errors import DeployError, TransferError
-from deployer.inventory.host import RELAY_FALLBACKS, Host
+from deployer.inventory.host import Host
 from deployer.local.cache import Blob
 from deployer.ship import steps
 from deployer.ship.conn import HostConn
+from deployer.ship.sites import Hop, fanout_of, hops_of, relay_tree, sites_of
 from deployer.ship.steps import STALL_MARGIN_S
 from deployer.ship.tarball import Counter, stage_blob
 from deployer.transport import hostkeys
@@ -47,6 +55,8 @@ from deployer.transport.result import Result
 from deployer.transport.retry import budget_seconds, is_transient
 
 log = logging.getLogger(__name__)
+
+__all__ = ["Hop", "RelayError", "Relayed", "Site", "hops_of", "sites_of"]
 
 KEY_LIFETIME = timedelta(days=1)  # the authorized_keys line's expiry-time, should the ship die before removing it
 
@@ -88,84 +98,110 @@ def _known_hosts_lines(hosts: Sequence[Host], lan: Mapping[str, tuple[str, int, 
     return lines
 
 
-class Site:
-    """One relay and the hosts it serves in this ship: set up once, each blob sent to it once."""
+class Node:
+    """One node of a site's tree: it keeps a copy of each blob its subtree lacks, as the blob
+    arrives (the site's relay from the workstation, any other node from its parent, through the
+    forced receive in its relay dir), and pipes that copy on to its children and its own staging."""
 
-    def __init__(self, relay: Host, hosts: Sequence[Host], *, timeout: float = 10.0,
-                 conn: HostConn | None = None) -> None:
-        self.relay, self.hosts = relay, tuple(hosts)
-        self.name = relay.name
-        self.ship_id = secrets.token_hex(8)
-        self.conn = conn or HostConn(relay, timeout=timeout)
-        self.blobs_dir = rc.relay_staging(relay.staging_dir)
-        self.ship_dir = rc.ship_dir(relay.staging_dir, self.ship_id)
-        self.stall_s = int(budget_seconds()) + STALL_MARGIN_S  # the relay's own send may retry that long
+    def __init__(self, site: Site, host: Host, parent: Node | None, children: Sequence[Host],
+                 conn: HostConn) -> None:
+        self.site, self.host, self.parent, self.children, self.conn = site, host, parent, tuple(children), conn
+        self.name = host.name
+        self.blobs_dir = rc.relay_staging(host.staging_dir)
+        self.ship_dir = rc.ship_dir(host.staging_dir, site.ship_id)
         self._lock = threading.Lock()
-        self._setup: Future[dict[str, str]] | None = None
+        self._setup: Future[None] | None = None
         self._sends: dict[str, tuple[threading.Event, Future[bool]]] = {}
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"relay-{relay.name}")
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"relay-{host.name}")
         self._public = ""
-        self.staged: set[str] = set()  # blob paths this ship put on the relay (cleaned after success)
-        self._listed: dict[str, int | None] = {}  # the relay's blobs at setup: resumes without a stat each
+        self.staged: set[str] = set()  # blob paths this ship put in the node's copy (cleaned at the end)
+        self._listed: dict[str, int | None] = {}  # the node's blobs at setup: resumes without a stat each
         self._broken: RelayError | None = None
-        self._lan: dict[str, tuple[str, int, str]] = {}  # host -> (address, port, user) on the LAN, at setup
+        self._lan: dict[str, tuple[str, int, str]] = {}  # child -> (address, port, user) on the LAN
+        self._sources: dict[str, str] = {}  # child address -> the node's source address towards it
+        self.inbound = False  # its parent's key is authorized here (removed when the ship ends)
 
-    # -- the relay ----------------------------------------------------------------------------
-
-    def ready(self) -> dict[str, str]:
-        """Set the relay up once (key, known_hosts); the relay's LAN source address per host address."""
+    def ready(self) -> None:
+        """Set the node up once: its key and its children's host keys; its parent's key for its inbound receive."""
         with self._lock:
             if self._setup is None:
                 self._setup = Future()
                 try:
-                    self._setup.set_result(self._do_setup())
+                    self._do_setup()
+                    self._setup.set_result(None)
                 except BaseException as exc:  # noqa: BLE001 - every host waiting on it gets the error
                     self._setup.set_exception(exc)
-        return self._setup.result()
+        self._setup.result()
 
-    def _do_setup(self) -> dict[str, str]:
+    def _do_setup(self) -> None:
+        what = f"cannot set up {self.name} as the site's relay" if self.parent is None else \
+            f"cannot set up {self.name} as a relay of the site's tree"
+        if self.parent is not None:
+            self.parent.ready()
         private, self._public = _new_key()
-        self._lan = {h.name: lan_address(h) for h in self.hosts}
-        addresses = [self._lan[h.name][0] for h in self.hosts]
-        argv = rc.setup_argv(self.ship_dir, _known_hosts_lines(self.hosts, self._lan), self.blobs_dir, addresses)
+        self._lan = {h.name: lan_address(h) for h in self.children}
+        addresses = [self._lan[h.name][0] for h in self.children]
+        argv = rc.setup_argv(self.ship_dir, _known_hosts_lines(self.children, self._lan), self.blobs_dir, addresses)
         try:
             self.conn.connect()
             res = self.conn.run(argv, what="setting up the relay", input=private, check=False, timeout=60)
+            authorized = res
+            if res.ok and self.parent is not None:
+                # the parent's key may only feed this node's copy, through the forced receive there
+                step = steps.authorize(self.parent.name, self.blobs_dir, self.host.authorized_keys,
+                                       self.parent.key_line(self.host, self.blobs_dir))
+                self.inbound = True
+                authorized = self.conn.run(step.argv, what=step.label, check=False, timeout=60)
         except DeployError as exc:
-            raise RelayError(self.name, self.name, f"cannot set up {self.name} as the site's relay: {_why(exc)}") from exc
-        if not res.ok:
-            raise RelayError(self.name, self.name, f"cannot set up {self.name} as the site's relay: "
-                             f"{res.stderr_tail() or f'exit {res.exited}'}")
+            raise RelayError(self.name, self.name, f"{what}: {_why(exc)}") from exc
+        for done in (res, authorized):
+            if not done.ok:
+                raise RelayError(self.name, self.name, f"{what}: {done.stderr_tail() or f'exit {done.exited}'}")
         self._listed = cmd.parse_stat("\n".join(ln for ln in res.stdout.splitlines() if not ln.startswith("src ")))
-        return rc.parse_sources(res.stdout)
+        self._sources = rc.parse_sources(res.stdout)
+
+    def key_line(self, child: Host, staging: str) -> str:
+        """The authorized_keys line that lets this node's key feed CHILD's receive under STAGING."""
+        if not rc.plain_path(staging):
+            raise RelayError(child.name, self.name, f"staging dir {staging!r} is not a plain absolute path")
+        return rc.key_line(self._public, self.site.ship_id, staging, source=self._sources.get(self._lan[child.name][0]),
+                           expires=datetime.now() + KEY_LIFETIME)
 
     def ensure(self, blob: Blob, counter: Counter, note: Callable[[str], None]) -> None:
-        """Start sending BLOB to the relay unless this ship already did (one send per site)."""
+        """Start filling this node's copy of BLOB (and its parents') unless this ship already did."""
         with self._lock:
             if blob.digest in self._sends:
                 return
+            if self.parent is not None:  # the parent never takes a child's lock: no cycle
+                self.parent.ensure(blob, counter, note)
             started = threading.Event()
             self._sends[blob.digest] = (started, self._pool.submit(self._send, blob, counter, note, started))
 
     def _send(self, blob: Blob, counter: Counter, note: Callable[[str], None], started: threading.Event) -> bool:
         try:
             self.ready()
-            if self._broken is not None:  # a relay that failed one blob gets no more: its hosts went direct
+            if self._broken is not None:  # a node that failed one blob gets no more: its subtree went direct
                 raise self._broken
         finally:
             started.set()
         self.staged.add(cmd.blob_path(self.blobs_dir, blob.digest, blob.codec))
-        log.debug("%s: relay: sending blob %s (%d bytes)", self.name, blob.digest[7:19], blob.size)
+        parent = self.parent
+        log.debug("%s: relay: receiving blob %s (%d bytes) from %s", self.name, blob.digest[7:19], blob.size,
+                  parent.name if parent else "the workstation")
         try:
-            return stage_blob(self.conn, self.blobs_dir, blob, Counter(on_sent=lambda n: counter.add(n, report=False)),
-                              note, self._listed)
+            if parent is None:
+                return stage_blob(self.conn, self.blobs_dir, blob,
+                                  Counter(on_sent=lambda n: counter.add(n, report=False)), note, self._listed)
+            return stage_blob(self.conn, self.blobs_dir, blob, Counter(), note, self._listed,
+                              via=lambda b, offset: parent.forward(self.host, b, offset, Counter()))
         except DeployError as exc:
+            source = f"relay {self.name}" if parent is None else f"{self.name} from {parent.name}"
             self._broken = RelayError(self.name, self.name,
-                                      f"sending blob {blob.digest[7:19]} to relay {self.name} failed: {_why(exc)}")
+                                      f"sending blob {blob.digest[7:19]} to {source} failed: {_why(exc)}")
             raise self._broken from exc
 
     def wait_started(self, blob: Blob) -> None:
-        """Until the relay's send of BLOB has begun; its error if it already failed."""
+        """Until the node's copy of BLOB has begun; its error if it already failed."""
         started, done = self._sends[blob.digest]
         while not started.wait(1.0):
             pass
@@ -176,38 +212,15 @@ class Site:
         _, done = self._sends[blob.digest]
         return done.exception() if done.done() else None
 
-    # -- the hosts ----------------------------------------------------------------------------
-
-    def authorize(self, conn: HostConn, host: Host) -> None:
-        """Let this ship's key run the forced receive on HOST (from the relay only, for a day at most)."""
-        sources = self.ready()
-        address, _, _ = self._lan[host.name]
-        if not rc.plain_path(host.staging_dir):
-            raise RelayError(host.name, self.name, f"staging dir {host.staging_dir!r} is not a plain absolute path")
-        line = rc.key_line(self._public, self.ship_id, host.staging_dir, source=sources.get(address),
-                           expires=datetime.now() + KEY_LIFETIME)
-        step = steps.authorize(self.name, host.staging_dir, host.authorized_keys, line)
-        res = conn.run(step.argv, what=step.label, check=False, timeout=60)
-        if not res.ok:
-            raise RelayError(host.name, self.name, f"cannot authorize its key: {res.stderr_tail() or res.exited}")
-
-    def revoke(self, conn: HostConn, host: Host) -> None:
-        """Remove this ship's key from HOST (best effort: the line expires anyway)."""
-        try:
-            step = steps.revoke(self.name, host.authorized_keys, self.ship_id)
-            conn.run(step.argv, what=step.label, check=False, timeout=60)
-        except DeployError as exc:
-            log.warning("%s: could not remove relay %s's key (it expires in a day): %s", host.name, self.name, exc)
-
-    def forward(self, host: Host, blob: Blob, offset: int, counter: Counter) -> Result:
-        """Have the relay pass BLOB from OFFSET on to HOST over the LAN; the host's receive answer."""
+    def forward(self, host: Host, blob: Blob, offset: int, counter: Counter, here: str = "") -> Result:
+        """Have this node pass BLOB from OFFSET on to HOST over the LAN (HERE: into its own staging,
+        that receiver's path); the receive's answer."""
         self.wait_started(blob)
-        address, port, user = self._lan[host.name]
-        # the relay itself, when a target, takes its blobs without ssh
-        here = rc.receiver_path(host.staging_dir) if host.name == self.name else ""
-        step = steps.forward(self.name, self.relay.staging_dir, blob.digest, blob.codec, blob.size, offset,
-                             self.ship_dir, rc.ssh_dest(user, address), port, self.stall_s,
-                             [h.name for h in self.hosts].index(host.name), here)
+        names = [h.name for h in self.children]
+        address, port, user = self._lan.get(host.name, ("", 22, ""))
+        step = steps.forward(self.name, self.host.staging_dir, blob.digest, blob.codec, blob.size, offset,
+                             self.ship_dir, rc.ssh_dest(user, address), port, self.site.stall_s,
+                             names.index(host.name) if host.name in names else len(names), here)
         session = self.conn.session()
         log.debug("%s: relay %s passes blob %s on from byte %d", host.name, self.name, blob.digest[7:19], offset)
         try:
@@ -232,16 +245,90 @@ class Site:
             else TransferError(host.name, f"relay {self.name}: passing blob {blob.digest[7:19]} on failed: {why}",
                                transient=True)
 
-    def close(self, all_ok: bool) -> None:
-        """Remove the ship's key dir from the relay, and the blobs too when every host succeeded."""
+    def close(self, keep_blobs: bool) -> None:
+        """Remove the ship's key dir (and its parent's key line) from the node, and its copies unless KEEP_BLOBS."""
         self._pool.shutdown(wait=True, cancel_futures=True)
         if self._setup is not None:
+            runs = [rc.cleanup_argv(self.ship_dir, () if keep_blobs else sorted(self.staged))]
+            if self.inbound:
+                runs.append(steps.revoke(self.parent.name if self.parent else self.name, self.host.authorized_keys,
+                                         self.site.ship_id).argv)
+            dead = self._broken is not None or self._setup.exception() is not None
             try:
-                self.conn.run(rc.cleanup_argv(self.ship_dir, sorted(self.staged) if all_ok else ()),
-                              what="cleaning the relay", check=False, timeout=120)
+                for argv in runs:
+                    if not dead:
+                        self.conn.run(argv, what="cleaning the relay", check=False, timeout=120)
+                    else:  # its link already failed: one try, not the whole retry budget again
+                        self.conn.session().run(argv, check=False, timeout=120)
             except DeployError as exc:
-                log.warning("%s: could not clean the relay's staging: %s", self.name, exc)
+                log.warning("%s: could not clean the relay's staging (a key line left expires in a day): %s",
+                            self.name, exc)
         self.conn.close()
+
+
+class Site:
+    """One relay and the hosts it serves in this ship, as a tree of fan-out deploy_relay_fanout:
+    each node set up once, each blob sent from the workstation once (to the relay)."""
+
+    def __init__(self, relay: Host, hosts: Sequence[Host], *, timeout: float = 10.0,
+                 conn: HostConn | None = None, connect: Callable[[Host], HostConn] | None = None) -> None:
+        self.relay, self.hosts = relay, tuple(hosts)
+        self.name = relay.name
+        self.ship_id = secrets.token_hex(8)
+        self.stall_s = int(budget_seconds()) + STALL_MARGIN_S  # the relay's own send may retry that long
+        self.parents = relay_tree(relay.name, [h.name for h in self.hosts], fanout_of(relay, self.hosts))
+        by_name = {h.name: h for h in (relay, *self.hosts)}
+        kids: dict[str, list[Host]] = {}
+        for child, parent in self.parents.items():
+            kids.setdefault(parent, []).append(by_name[child])
+        connect = connect or (lambda h: HostConn(h, timeout=timeout))
+        self.nodes = {relay.name: Node(self, relay, None, kids.get(relay.name, ()), conn or connect(relay))}
+        for child, parent in self.parents.items():  # breadth-first: a parent comes before its children
+            if child in kids:
+                self.nodes[child] = Node(self, by_name[child], self.nodes[parent], kids[child], connect(by_name[child]))
+
+    @property
+    def conn(self) -> HostConn:
+        return self.nodes[self.name].conn
+
+    def node_of(self, host: Host) -> Node:
+        """The node whose copy feeds HOST: its own when it is a node, else its parent."""
+        return self.nodes.get(host.name) or self.nodes[self.parents[host.name]]
+
+    def served_by(self, host: Host) -> str:
+        """The node that passes HOST its blobs over the LAN (the relay serves itself)."""
+        return self.parents.get(host.name, self.name)
+
+    def authorize(self, conn: HostConn, host: Host) -> bool:
+        """Let the serving node's key run the forced receive on HOST (from that node only, for a day
+        at most); a node feeds itself, without a key. True when a line was added."""
+        node = self.node_of(host)
+        node.ready()
+        line = "" if node.name == host.name else node.key_line(host, host.staging_dir)
+        if not rc.plain_path(host.staging_dir):
+            raise RelayError(host.name, node.name, f"staging dir {host.staging_dir!r} is not a plain absolute path")
+        step = steps.authorize(node.name, host.staging_dir, host.authorized_keys, line)
+        res = conn.run(step.argv, what=step.label, check=False, timeout=60)
+        if not res.ok:
+            raise RelayError(host.name, node.name, f"cannot authorize its key: {res.stderr_tail() or res.exited}")
+        return bool(line)
+
+    def revoke(self, conn: HostConn, host: Host) -> None:
+        """Remove this ship's key from HOST (best effort: the line expires anyway)."""
+        try:
+            step = steps.revoke(self.served_by(host), host.authorized_keys, self.ship_id)
+            conn.run(step.argv, what=step.label, check=False, timeout=60)
+        except DeployError as exc:
+            log.warning("%s: could not remove relay %s's key (it expires in a day): %s", host.name,
+                        self.served_by(host), exc)
+
+    def close(self, all_ok: bool) -> None:
+        """Clean every node that was set up: key dirs and lines; the relay's blobs when every host
+        succeeded (kept for a resume otherwise), other nodes' copies always (the LAN refills them)."""
+        nodes = list(self.nodes.values())
+        with ThreadPoolExecutor(max_workers=len(nodes), thread_name_prefix=f"relay-close-{self.name}") as pool:
+            for future in [pool.submit(n.close, n.parent is None and not all_ok) for n in reversed(nodes)]:
+                future.result()
 
 
 def _why(exc: DeployError) -> str:
@@ -249,29 +336,31 @@ def _why(exc: DeployError) -> str:
 
 
 class Relayed:
-    """One host's sends through its site's relay, falling back to direct sends per its rule."""
+    """One host's sends through its site's tree, falling back to direct sends per its rule."""
 
     def __init__(self, site: Site, conn: HostConn, host: Host, counter: Counter,
                  note: Callable[[str], None]) -> None:
         self.site, self.conn, self.host, self.counter, self.note = site, conn, host, counter, note
+        self.node = site.node_of(host)  # whose copy feeds the host (its own, when it is a node)
+        self.served_by = site.served_by(host)  # who passes it the bytes over the LAN (its parent)
+        self.here = rc.receiver_path(host.staging_dir) if self.node.name == host.name else ""
         self.direct = False
         self.authorized = False
 
     def open(self) -> None:
         try:
-            self.site.authorize(self.conn, self.host)
-            self.authorized = True
-            self.counter.relay = self.site.name
+            self.authorized = self.site.authorize(self.conn, self.host)
+            self.counter.relay = self.served_by
         except DeployError as exc:
             self._fall_back(exc)
 
     def _fall_back(self, exc: DeployError) -> None:
         if self.host.relay_fallback == "fail":
-            raise exc if isinstance(exc, RelayError) else RelayError(self.host.name, self.site.name, _why(exc)) \
+            raise exc if isinstance(exc, RelayError) else RelayError(self.host.name, self.served_by, _why(exc)) \
                 from exc
-        self.note(f"relay {self.site.name} cannot serve this host ({str(exc).splitlines()[0]}); "
+        self.note(f"relay {self.served_by} cannot serve this host ({str(exc).splitlines()[0]}); "
                   "sending directly from the workstation")
-        log.warning("%s: relay %s failed, sending directly: %s", self.host.name, self.site.name, exc)
+        log.warning("%s: relay %s failed, sending directly: %s", self.host.name, self.served_by, exc)
         self.direct = True
 
     def prefetch(self, blobs: Iterator[Blob]) -> Iterator[Blob]:
@@ -285,7 +374,7 @@ class Relayed:
         def feed() -> None:
             try:
                 for blob in blobs:
-                    self.site.ensure(blob, self.counter, self.note)
+                    self.node.ensure(blob, self.counter, self.note)
                     ready.put((blob, None))
                 ready.put((None, None))
             except BaseException as exc:  # noqa: BLE001 - handed to the host's thread below
@@ -303,10 +392,11 @@ class Relayed:
     def stage(self, staging: str, blob: Blob, listed: Mapping[str, int | None] | None) -> bool:
         """stage_blob, the bytes coming from the relay; True when the host had the blob already."""
         if not self.direct:
-            self.site.ensure(blob, self.counter, self.note)
+            self.node.ensure(blob, self.counter, self.note)
             try:
                 return stage_blob(self.conn, staging, blob, self.counter, self.note, listed,
-                                  via=lambda b, offset: self.site.forward(self.host, b, offset, self.counter))
+                                  via=lambda b, offset: self.node.forward(self.host, b, offset, self.counter,
+                                                                          self.here))
             except DeployError as exc:
                 self._fall_back(exc)
                 listed = None  # the relay may have left part of the blob: send_tail resumes after it
@@ -317,24 +407,3 @@ class Relayed:
         if self.authorized:
             self.authorized = False
             self.site.revoke(self.conn, self.host)
-
-
-def sites_of(hosts: Sequence[Host], relays: Mapping[str, Host]) -> dict[str, str]:
-    """host name -> the relay that serves it in this ship: hosts naming one relay (deploy_relay)
-    form a site when two or more of them are shipped at once (a lone host goes direct: no faster
-    through a relay). InventoryError for a relay the inventory lacks, or a bad fallback rule."""
-    from deployer.errors import InventoryError
-
-    groups: dict[str, list[str]] = {}
-    for host in hosts:
-        relay = host.relay
-        if relay is None:
-            continue
-        if relay not in relays:
-            raise InventoryError(f"host {host.name}: deploy_relay names {relay!r}, which is not an inventory host",
-                                 key_path="deploy_relay")
-        if host.relay_fallback not in RELAY_FALLBACKS:
-            raise InventoryError(f"host {host.name}: deploy_relay_fallback is {host.relay_fallback!r}; "
-                                 f"use one of: {', '.join(RELAY_FALLBACKS)}", key_path="deploy_relay_fallback")
-        groups.setdefault(relay, []).append(host.name)
-    return {name: relay for relay, names in groups.items() if len(names) >= 2 for name in names}

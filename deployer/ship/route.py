@@ -255,7 +255,9 @@ def run_registry(leg: Leg, pusher: Pusher, reporter: Reporter) -> str | None:
     # the pulled image's id is the config digest on the classic store, the pushed manifest's (or
     # index's) digest on the containerd store; that manifest names exactly our config and layers.
     # A containerd-store workstation pushes its own manifest (or index): its id is that digest.
-    expected = tuple(dict.fromkeys(d for d in (image.config_digest, stats.digest, image.id) if d))
-    pulled, host_id = pull_and_tag(conn, host.docker, plan.registry_ref, image.ref, expected)
+    # The likeliest first: the history record, appended in the pull's round trip, names it.
+    likely = (stats.digest, image.id) if plan.image_store == "containerd" else (image.config_digest,)
+    expected = tuple(dict.fromkeys(d for d in (*likely, image.config_digest, stats.digest, image.id) if d))
+    pulled, host_id = pull_and_tag(conn, host.docker, plan.registry_ref, image.ref, expected, leg.closing)
     leg.counter.add_layers(pulled.layers_pulled)
     return host_id

@@ -42,7 +42,7 @@ from deployer.ship.origin import Origin, find_origin, with_blobs
 from deployer.ship.plan import ShipPlan, make_plan, name_layers, preflight
 from deployer.ship.progress import NullReporter, Reporter
 from deployer.ship.registry import IncompletePull, Pusher
-from deployer.ship.relay import Site, sites_of
+from deployer.ship.relay import Hop, Site, hops_of, sites_of
 from deployer.ship.route import Leg, OriginPullFailed, run_registry, run_tarball
 from deployer.ship.tarball import Counter, tag_and_verify
 from deployer.tarfmt import Descriptor
@@ -120,7 +120,7 @@ class Bases:
 
 
 def _observe(job: Job, options: ShipOptions, history_sizes: Sequence[int], reporter: Reporter,
-             take_lock: bool, sizes: LayerSizes, bases: Bases | None = None, relay: str | None = None) -> Job:
+             take_lock: bool, sizes: LayerSizes, bases: Bases | None = None, relay: Hop | None = None) -> Job:
     """Connect, (lock,) gather facts and what the host has, plan and preflight."""
     host, image, conn = job.host, job.image, job.conn
     base = bases.for_host(host, options) if bases is not None else None
@@ -174,7 +174,8 @@ def _observe(job: Job, options: ShipOptions, history_sizes: Sequence[int], repor
         job.plan = make_plan(host, image, job.facts, image_state, have, history_sizes, options.via or host.via,
                              options.codec, origin=base)
     if relay is not None and job.plan.route == "tarball":
-        job.plan = replace(job.plan, relay=relay, relay_staging=options.relays[relay].staging_dir)
+        job.plan = replace(job.plan, relay=relay.relay.name, relay_staging=relay.relay.staging_dir,
+                           relay_feeds=relay.feeds)
     preflight(job.plan, job.facts, image.architecture)
     reporter.phase(host.name, "planned", job.plan.reason)
     return job
@@ -283,7 +284,7 @@ def ship_image(hosts: Sequence[Host], image_ref: str, options: ShipOptions | Non
     if image.ref != image_ref:
         image = replace(image, ref=image_ref)
     layer_history = history_sizes(client, image)
-    relay_of = sites_of(hosts, options.relays)
+    relay_of, hops = sites_of(hosts, options.relays), hops_of(hosts, options.relays)
     sites = {name: Site(options.relays[name], [h for h in hosts if relay_of.get(h.name) == name],
                         timeout=options.connect_timeout) for name in set(relay_of.values())}
     jobs = {h.name: Job(h, HostConn(h, timeout=options.connect_timeout), image, record=options.record,
@@ -298,7 +299,7 @@ def ship_image(hosts: Sequence[Host], image_ref: str, options: ShipOptions | Non
         """Plan the host once more (the lock is still ours) and send what it still lacks."""
         reporter.note(job.host.name, why)
         _observe(job, options, layer_history, reporter, take_lock=False, sizes=sizes, bases=bases,
-                 relay=relay_of.get(job.host.name))
+                 relay=hops.get(job.host.name))
         plan = job.plan
         assert plan is not None and plan.codec is not None
         _finish(job, pusher, exports.late(plan.codec.name, {image.diff_ids[i] for i in plan.missing}), reporter)
@@ -308,7 +309,7 @@ def ship_image(hosts: Sequence[Host], image_ref: str, options: ShipOptions | Non
         reported = False  # every host reports to the export pool exactly once
         try:
             _observe(job, options, layer_history, reporter, take_lock=True, sizes=sizes, bases=bases,
-                     relay=relay_of.get(host.name))
+                     relay=hops.get(host.name))
             plan = job.plan
             assert plan is not None
             exporter = None
@@ -392,13 +393,13 @@ def plan_ship(hosts: Sequence[Host], image_ref: str, options: ShipOptions | None
     layer_history = history_sizes(client, image)
     sizes = LayerSizes(image, client)
     bases = Bases(image, client, options)
-    relay_of = sites_of(hosts, options.relays)
+    hops = hops_of(hosts, options.relays)
 
     def one(host: Host) -> ShipPlan:
         job = Job(host, HostConn(host, timeout=options.connect_timeout), image)
         try:
             _observe(job, options, layer_history, NullReporter(), take_lock=False, sizes=sizes, bases=bases,
-                     relay=relay_of.get(host.name))
+                     relay=hops.get(host.name))
             assert job.plan is not None
             return job.plan
         finally:

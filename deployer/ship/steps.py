@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import posixpath
 from collections.abc import Sequence
+from dataclasses import replace
 
 from deployer.commands import load as ld
 from deployer.commands import relay as rc
@@ -36,8 +37,10 @@ def receive(staging: str, digest: str, codec: str, size: int | str) -> Step:
 
 
 def authorize(relay: str, staging: str, authorized_keys: str, line: str) -> Step:
-    """Let the ship's key run only the forced receive on the host (from the relay, for a day at most)."""
-    return Step(f"authorizing relay {relay}'s key", rc.authorize_argv(staging, authorized_keys, line))
+    """Let the ship's key run only the forced receive on the host (from the relay, for a day at most);
+    an empty LINE installs the receive only (a tree node feeding its own staging)."""
+    label = f"authorizing relay {relay}'s key" if line else f"installing relay {relay}'s receive"
+    return Step(label, rc.authorize_argv(staging, authorized_keys, line))
 
 
 def forward(relay: str, relay_staging: str, digest: str, codec: str, size: int | str, offset: int | str,
@@ -78,17 +81,11 @@ def origin_pull(docker: tuple[str, ...], ref: str) -> Step:
                 "alongside the sends; if it fails, the base layers are sent instead")
 
 
-def pull(docker: tuple[str, ...], remote_ref: str) -> Step:
-    return Step(f"docker pull {remote_ref}", cmd.pull_argv(docker, remote_ref))
-
-
-def inspect_id(docker: tuple[str, ...], ref: str) -> Step:
-    return Step("docker image inspect", cmd.inspect_id_argv(docker, ref))
-
-
-def complete(docker: tuple[str, ...], image_id: str) -> Step:
-    """Check the pulled image is complete (the containerd store can pull one that is not)."""
-    return Step("docker image inspect", cmd.complete_argv(docker, image_id))
+def pull(docker: tuple[str, ...], remote_ref: str, ref: str, image_ids: Sequence[str], *,
+         preview: bool = False) -> Step:
+    """Pull, check the id and that the image is complete, tag REF and check it (one round trip)."""
+    return Step(f"docker pull {remote_ref}", cmd.pull_install_argv(docker, remote_ref, ref, image_ids, preview=preview),
+                "the id must be the image's; the containerd store can pull an incomplete one (moby#49784)")
 
 
 def tag(docker: tuple[str, ...], source: str, ref: str) -> Step:
@@ -96,7 +93,7 @@ def tag(docker: tuple[str, ...], source: str, ref: str) -> Step:
     return Step(f"docker tag {ref}", cmd.tag_verify_argv(docker, source, ref))
 
 
-PULLED_ID = "<pulled image id>"
+EXPECTED_IDS = "<the image's ids: config digest, pushed manifest digest>"
 HEAD_BLOCKS = "<tar head blocks>"
 BLOB_SIZE = "<blob bytes>"
 SHIP_ID = "<ship id>"
@@ -121,18 +118,21 @@ def transfer_steps(plan: ShipPlan, host: Host) -> list[Step]:
         return [tag(docker, plan.host_id or plan.image_id, plan.ref)]
     if plan.route == "registry":
         assert plan.registry_ref is not None
-        return [pull(docker, plan.registry_ref), inspect_id(docker, plan.registry_ref),
-                complete(docker, PULLED_ID), tag(docker, plan.registry_ref, plan.ref)]
+        return [pull(docker, plan.registry_ref, plan.ref, [EXPECTED_IDS], preview=True)]
     assert plan.codec is not None
     codec = plan.codec.name
     mode = codec if plan.codec.host_decompress else "link"
     steps = [origin_pull(docker, plan.origin)] if plan.origin else []
     steps.append(prepare(staging))
-    relay = plan.relay
+    relay, feeds = plan.relay, plan.relay_feeds  # feeds: the host is a node of its site's tree
     if relay is not None:
         assert plan.relay_staging is not None
         keys = host.authorized_keys
-        steps.append(authorize(relay, staging, keys, KEY_LINE))
+        if relay != host.name:  # the site's relay feeds its own staging from its copy, with no key
+            inbound = rc.relay_staging(staging) if feeds else staging
+            steps.append(authorize(relay, inbound, keys, KEY_LINE.replace("<staging>", inbound)))
+        if feeds or relay == host.name:
+            steps.append(authorize(host.name, staging, keys, ""))
     files: list[ld.LoadFile] = []
     for i in plan.missing:
         digest = blob_placeholder(codec, i)
@@ -144,6 +144,10 @@ def transfer_steps(plan: ShipPlan, host: Host) -> list[Step]:
             steps.append(forward(relay, plan.relay_staging, digest, codec, BLOB_SIZE, "<bytes the host holds>",
                                  rc.ship_dir(plan.relay_staging, SHIP_ID), rc.ssh_dest(host.user, dest), host.port,
                                  STALL_S, "<n>", rc.receiver_path(staging) if host.name == relay else ""))
+            if feeds and relay != host.name:  # into the host's copy, then from it into its staging
+                own = forward(host.name, staging, digest, codec, BLOB_SIZE, "<bytes the host holds>",
+                              rc.ship_dir(staging, SHIP_ID), "-", host.port, STALL_S, "<n>", rc.receiver_path(staging))
+                steps.append(replace(own, note=f"runs on {host.name}, which passes it on to {', '.join(feeds)} too"))
         else:
             steps.append(receive(staging, digest, codec, BLOB_SIZE))
         files.append(ld.LoadFile(plan.diff_ids[i], cmd.blob_path(staging, digest, codec), -1))  # size not known yet
@@ -154,8 +158,9 @@ def transfer_steps(plan: ShipPlan, host: Host) -> list[Step]:
         steps.append(stand_in_load(docker, staging, plan.image_id, mode, HEAD_BLOCKS, files[:1],
                                    [r for r in records if r[0] in plan.diff_ids[:first + 1]], f"1-{first + 1}"))
     names = [posixpath.basename(f.src) for f in files]
-    if relay is not None:
-        steps.append(revoke(relay, keys, SHIP_ID))
+    if relay is not None and relay != host.name:
+        gone = revoke(relay, keys, SHIP_ID)
+        steps.append(replace(gone, note="once the ship ends (its subtree is served by then)") if feeds else gone)
     steps.append(install(docker, staging, plan.image_id, plan.host_id or plan.image_id, plan.ref, names, mode,
                          HEAD_BLOCKS, [], records, preview=True))
     return steps

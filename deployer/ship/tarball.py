@@ -173,13 +173,6 @@ def stage_blob(conn: HostConn, staging: str, blob: Blob, counter: Counter,
     )
 
 
-def inspect_id(conn: HostConn, docker: tuple[str, ...], ref: str) -> str | None:
-    step = steps.inspect_id(docker, ref)
-    res = conn.run(step.argv, what=step.label, check=False, timeout=60)
-    out = res.stdout.strip()
-    return out if res.ok and out.startswith("sha256:") else None
-
-
 def tag_and_verify(conn: HostConn, docker: tuple[str, ...], source: str, ref: str, image_id: str) -> bool:
     """Tag SOURCE as REF, then check REF resolves to image_id on the host."""
     step = steps.tag(docker, source, ref)

@@ -30,9 +30,11 @@ def test_paths() -> None:
 def test_exact_argv() -> None:
     assert cmd.remove_argv(["/x", "/y"]) == ("rm", "-rf", "--", "/x", "/y")
     assert cmd.tag_argv(DOCKER, "sha256:1", "t:v") == ("sudo", "docker", "tag", "sha256:1", "t:v")
-    assert cmd.inspect_id_argv(DOCKER, "t:v") == ("sudo", "docker", "image", "inspect", "--format", "{{.Id}}", "t:v")
     assert cmd.remove_image_argv(DOCKER, "sha256:1") == ("sudo", "docker", "image", "rm", "sha256:1")
-    assert cmd.pull_argv(("docker",), "r:5000/t:v") == ("docker", "pull", "r:5000/t:v")
+    argv = cmd.pull_install_argv(DOCKER, "r:5000/t:v", "t:v", ["sha256:1", "sha256:2"])
+    assert argv[:2] == ("sh", "-c") and argv[3:] == ("sh", "r:5000/t:v", "t:v", "sha256:1 sha256:2", "sudo", "docker")
+    with pytest.raises(ValueError):
+        cmd.pull_install_argv(DOCKER, "r:5000/t:v", "t:v", ["sha256:1 x"])
     assert cmd.break_lock_argv(STAGING) == ("rm", "-rf", "--", "/srv/stage/lock")
     # variable parts are positional args after the constant script, never inside it
     argv = cmd.receive_argv("/a; rm -rf /", "/b", DIGEST, 12)
@@ -147,6 +149,53 @@ def test_image_state_and_tag_scripts_with_a_fake_docker(tmp_path: Path) -> None:
     res = sh(cmd.tag_verify_argv(docker, "sha256:aaa", "t:v"))
     assert res.stdout.decode().strip() == "sha256:aaa"
     assert (tmp_path / "tags").read_text() == "sha256:aaa t:v\n"
+
+
+def _fake_pulling_docker(tmp_path: Path, pulled: str, layers: int, tag_to: str | None = None) -> str:
+    """A stand-in `docker`: pull prints a layer line, inspect answers PULLED (or, for t:v once
+    tagged, TAG_TO or what was tagged) with LAYERS layers; tag calls are recorded."""
+    fake = tmp_path / "docker"
+    fake.write_text(
+        '#!/bin/sh\n'
+        'case "$1" in\n'
+        '  pull) echo "abc: Pull complete"; exit 0 ;;\n'
+        f'  tag) echo "$2 $3" >> {tmp_path}/tags; exit 0 ;;\n'
+        'esac\n'
+        f'if [ "$4" = "{{{{len .RootFS.Layers}}}}" ]; then echo {layers}; exit 0; fi\n'
+        f'if [ "$5" = "t:v" ]; then [ -s {tmp_path}/tags ] || exit 1; '
+        f'echo {tag_to or pulled}; exit 0; fi\n'
+        f'echo {pulled}\n')
+    fake.chmod(0o755)
+    return str(fake)
+
+
+@pytest.mark.parametrize(("pulled", "layers", "tag_to", "code"), [
+    ("sha256:aaa", 2, None, 0),  # the likeliest id: all done
+    ("sha256:bbb", 2, None, cmd.PULLED_ANOTHER_ID),  # another of the ids: done, but steps after it must not run
+    ("sha256:ccc", 2, None, 3),  # not the image
+    ("sha256:aaa", 0, None, 8),  # incomplete (moby#49784): never tagged
+    ("sha256:aaa", 2, "sha256:zzz", 9),  # REF names another image right after the tag
+])
+def test_pull_install_script_with_a_fake_docker(tmp_path: Path, pulled: str, layers: int, tag_to: str | None,
+                                                code: int) -> None:
+    docker = (_fake_pulling_docker(tmp_path, pulled, layers, tag_to),)
+    res = sh(cmd.pull_install_argv(docker, "r:5000/t:v", "t:v", ["sha256:aaa", "sha256:bbb"]))
+    assert res.returncode == code, res.stderr
+    out = res.stdout.decode()
+    assert cmd.parse_pull(out) == (1, 0)
+    tagged = (tmp_path / "tags").read_text() if (tmp_path / "tags").exists() else ""
+    assert tagged == ("" if code in (3, 8) else f"{pulled} t:v\n")
+    assert cmd.parse_pulled(out) == (pulled, None if code in (3, 8) else tag_to or pulled)
+
+
+def test_prepare_runs_only_while_the_lock_is_the_tokens(tmp_path: Path) -> None:
+    staging = tmp_path / "st"
+    (staging / "load").mkdir(parents=True)  # another deploy's load in progress: must stay
+    res = sh(cmd.prepare_argv(str(staging), "tok-1"))
+    assert res.returncode == cmd.NOT_LOCKED and (staging / "load").exists()
+    assert cmd.parse_lock(sh(cmd.lock_argv(str(staging), json.dumps({"token": "tok-1"}))).stdout.decode()).acquired
+    assert sh(cmd.prepare_argv(str(staging), "tok-2")).returncode == cmd.NOT_LOCKED
+    assert sh(cmd.prepare_argv(str(staging), "tok-1")).returncode == 0 and not (staging / "load").exists()
 
 
 def test_prepare_makes_the_blob_dir_and_lists_the_blobs(tmp_path: Path) -> None:

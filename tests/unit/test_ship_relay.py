@@ -249,3 +249,162 @@ def test_a_dead_relay_sends_its_hosts_direct_or_fails_them(tmp_path: Path, monke
     assert any("sending directly from the workstation" in n for n in notes), notes
     with pytest.raises(RelayError, match="cannot set up relay as the site's relay: the relay is gone"):
         _relayed_ship(tmp_path / "b", monkeypatch, _DeadRelay(), deploy_relay_fallback="fail")
+
+
+# -- the tree (deploy_relay_fanout) ------------------------------------------------------------
+
+def _depth(parents: dict[str, str], host: str) -> int:
+    depth = 0
+    while host in parents:
+        host, depth = parents[host], depth + 1
+    return depth
+
+
+def test_the_tree_is_breadth_first_in_host_order_with_fanout_k() -> None:
+    from deployer.ship.relay import relay_tree
+
+    hosts = [f"h{i:02d}" for i in range(1, 11)]
+    # the relay feeds the first k hosts, the first of those the next k, and so on
+    assert relay_tree("r", hosts, 8) == {**{h: "r" for h in hosts[:8]}, "h09": "h01", "h10": "h01"}
+    assert relay_tree("r", hosts[:4], 2) == {"h01": "r", "h02": "r", "h03": "h01", "h04": "h01"}
+    # fan-out 1: a chain; the relay, when a target, is the root and feeds itself (not a child)
+    assert relay_tree("a", ["a", "b", "c"], 1) == {"b": "a", "c": "b"}
+    assert relay_tree("b", ["a", "b", "c"], 1) == {"a": "b", "c": "a"}
+    assert relay_tree("r", hosts, 50) == {h: "r" for h in hosts}  # today's flat site
+    with pytest.raises(ValueError):
+        relay_tree("r", hosts, 0)
+    for k in (1, 2, 3, 8):
+        for n in (1, 2, 7, 8, 9, 64, 100):
+            tree = relay_tree("r", [f"h{i}" for i in range(n)], k)
+            assert max(list(tree.values()).count(p) for p in set(tree.values())) <= k
+            # the smallest depth d whose levels k + k^2 + ... + k^d hold the n hosts: log_k(n)
+            levels = [k ** i for i in range(1, n + 1)]
+            assert max(_depth(tree, h) for h in tree) == next(d for d in range(1, n + 1) if sum(levels[:d]) >= n)
+
+
+def test_the_fanout_option_is_a_whole_number_and_the_sites_smallest_counts() -> None:
+    from deployer.ship.relay import fanout_of
+
+    assert _host("a").relay_fanout == 8 and _host("a", deploy_relay_fanout="3").relay_fanout == 3
+    assert Host("a", {"deploy_relay_fanout": 2}).relay_fanout == 2
+    for bad in (0, "0", "x", "2.5", True, -1):
+        with pytest.raises(InventoryError, match="deploy_relay_fanout is"):
+            _ = Host("a", {"deploy_relay_fanout": bad}).relay_fanout
+    relay = _host("r1")
+    assert fanout_of(relay, [_host("a", deploy_relay_fanout="4"), _host("b", deploy_relay_fanout="2")]) == 2
+    assert fanout_of(relay, [_host("a")]) == 8
+    with pytest.raises(InventoryError, match="deploy_relay_fanout is 'many'"):
+        sites_of([_host("a", deploy_relay="r1", deploy_relay_fanout="many"), _host("b", deploy_relay="r1")],
+                 {"r1": relay})
+
+
+def test_each_host_knows_who_feeds_it_and_whom_it_feeds() -> None:
+    from deployer.ship.relay import hops_of
+
+    hosts = [_host(n, deploy_relay="a", deploy_relay_fanout="1") for n in ("a", "b", "c")]
+    hops = hops_of(hosts, {"a": hosts[0]})
+    assert {n: (h.relay.name, h.feeds) for n, h in hops.items()} == \
+        {"a": ("a", ("b",)), "b": ("a", ("c",)), "c": ("b", ())}
+    # a relay that is no target; two sites in one ship (relay a's own fan-out 1 counts for its site);
+    # a lone host is in none
+    r = _host("r")
+    more = [_host(n, deploy_relay="r", deploy_relay_fanout="2") for n in ("p", "q", "s")] + \
+        [_host("x", deploy_relay="a"), _host("y", deploy_relay="a"), _host("z", deploy_relay="q")]
+    hops = hops_of(more, {"r": r, "a": hosts[0], "q": more[1]})
+    assert {n: (h.relay.name, h.feeds) for n, h in hops.items()} == \
+        {"p": ("r", ("s",)), "q": ("r", ()), "s": ("p", ()), "x": ("a", ("y",)), "y": ("x", ())}
+
+
+def test_a_site_builds_its_nodes_top_down() -> None:
+    relay = _host("r", deploy_relay_fanout="1")
+    hosts = [_host(n, deploy_relay="r") for n in ("a", "b", "c")]
+    conns: list[str] = []
+
+    def connect(h: Host) -> HostConn:
+        conns.append(h.name)
+        return HostConn(h)
+
+    site = Site(relay, hosts, connect=connect)
+    try:
+        assert list(site.nodes) == ["r", "a", "b"] and conns == ["r", "a", "b"]  # c feeds nobody: no node
+        assert site.nodes["b"].parent is site.nodes["a"] and [h.name for h in site.nodes["b"].children] == ["c"]
+        assert site.node_of(hosts[2]).name == "b" and site.node_of(hosts[0]).name == "a"  # a feeds itself
+        assert [site.served_by(h) for h in hosts] == ["r", "a", "b"]
+        assert site.nodes["a"].blobs_dir == "/var/tmp/deployer/relay"
+    finally:
+        site.close(all_ok=True)  # no node was set up: nothing runs
+
+
+def test_a_node_installs_its_receive_without_a_key_and_its_last_ship_removes_it(tmp_path: Path) -> None:
+    staging, keys = str(tmp_path / "st"), tmp_path / "authorized_keys"
+    assert run(rc.authorize_argv(staging, str(keys), "")).returncode == 0
+    assert Path(rc.receiver_path(staging)).exists() and not keys.exists()  # no line: nothing authorized
+    node = rc.relay_staging(staging)
+    assert run(rc.authorize_argv(node, str(keys), "restrict ssh-ed25519 K deployer-relay:s1")).returncode == 0
+    for ship in ("s1", "s2"):
+        Path(rc.ship_dir(staging, ship)).mkdir(parents=True)
+    assert run(rc.cleanup_argv(rc.ship_dir(staging, "s1"), [])).returncode == 0
+    assert Path(rc.receiver_path(node)).exists()  # ship s2 still feeds this node through it
+    assert run(rc.cleanup_argv(rc.ship_dir(staging, "s2"), [])).returncode == 0
+    assert not Path(rc.receiver_path(node)).exists() and Path(rc.receiver_path(staging)).exists()
+
+
+def test_a_blob_passes_down_two_hops_while_it_is_still_arriving(tmp_path: Path) -> None:
+    """relay -> node -> leaf: the node's copy grows from the relay's as it grows, the leaf's from the
+    node's; both forwards run at once (the ssh shim hands stdin to the receive sshd would force)."""
+    relay, node, leaf = (str(tmp_path / n) for n in ("relay", "node", "leaf"))
+    keys = str(tmp_path / "keys")
+    assert run(rc.authorize_argv(rc.relay_staging(node), keys, "")).returncode == 0
+    assert run(rc.authorize_argv(leaf, keys, "")).returncode == 0
+    data = os.urandom(4_000_000)
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    final = Path(cmd.blob_path(rc.relay_staging(relay), digest, "zstd"))
+    final.parent.mkdir(parents=True)
+    partial = Path(str(final) + ".partial")
+    shim = _ssh_shim(tmp_path)
+    hops = []
+    for src, receiver in ((relay, rc.receiver_path(rc.relay_staging(node))), (node, rc.receiver_path(leaf))):
+        argv = rc.forward_argv(rc.relay_staging(src), digest, "zstd", len(data), 0, str(tmp_path / "ship"), "h", 22,
+                               10, 0)
+        hops.append(subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     env={**os.environ, **shim, "RECEIVER": receiver}))
+    seen_at_leaf = []
+    leaf_partial = Path(cmd.partial_path(leaf, digest, "zstd"))
+    with partial.open("wb") as fh:
+        for i in range(0, len(data), 500_000):
+            fh.write(data[i:i + 500_000])
+            fh.flush()
+            time.sleep(0.3)
+            seen_at_leaf.append(leaf_partial.stat().st_size if leaf_partial.exists() else 0)
+    partial.rename(final)
+    for hop in hops:
+        out, err = hop.communicate(timeout=60)
+        assert out.decode().split() == ["ok", digest], err
+    assert Path(cmd.blob_path(leaf, digest, "zstd")).read_bytes() == data
+    assert Path(cmd.blob_path(rc.relay_staging(node), digest, "zstd")).read_bytes() == data
+    assert 0 < seen_at_leaf[-2] < len(data)  # the leaf had bytes before the relay's copy was complete
+
+
+def test_the_dry_run_shows_a_node_of_the_tree(tmp_path: Path) -> None:
+    from fakedocker import Image
+    from test_ship_steps import _plan
+
+    from deployer.ship import steps
+
+    img = Image(tmp_path)
+    node = Host("b", {"ansible_host": "10.0.0.2", "deploy_staging_dir": "/st"})
+    plan = dataclasses.replace(_plan(img, node), relay="a", relay_staging="/sa", relay_feeds=("c",))
+    planned = steps.transfer_steps(plan, node)
+    labels = [s.label for s in planned]
+    assert labels[:3] == ["preparing the staging dir", "authorizing relay a's key", "installing relay b's receive"]
+    assert planned[1].argv[4] == "/st/relay" and "command=\"sh /st/relay/relay-receive.sh\"" in planned[1].argv[6]
+    first = labels.index("sending blob <gzip blob o to relay a")
+    assert labels[first + 1:first + 3] == ["relay a passes blob <gzip blob o on", "relay b passes blob <gzip blob o on"]
+    assert planned[first + 2].note == "runs on b, which passes it on to c too"
+    assert planned[first + 2].argv[-1] == "/st/relay-receive.sh"  # from its own copy, with no ssh
+    revoke = next(s for s in planned if s.label == "removing relay a's key")
+    assert revoke.note == "once the ship ends (its subtree is served by then)"
+    # the site's relay as a target: its receive only, no key line, nothing to revoke
+    root = steps.transfer_steps(dataclasses.replace(plan, relay="b", relay_staging="/st"), node)
+    assert [s.label for s in root][:2] == ["preparing the staging dir", "installing relay b's receive"]
+    assert not any("key" in s.label for s in root)
