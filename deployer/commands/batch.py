@@ -5,7 +5,7 @@ files: conda or pyenv init can take 0.1 s), so steps that would be separate roun
 into one `sh`, which runs them in turn and marks where each one's output ends:
 
     argv = batch_argv([lock_argv, probe_argv, ...], nonce)
-    results = split_batch(session.run(argv, check=False), steps, nonce)   # one Result per step
+    parts = split_batch(result.stdout, result.stderr, len(steps), nonce)  # (exit, out, err) per step
 
 Each step keeps its own argv (passed as positional arguments, never pasted into the script),
 its own exit code, stdout and stderr; at most one step reads the batch's stdin. With stop_on_failure, a step runs only if every step
@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-
-from deployer.transport.result import Result
 
 SKIPPED = -2  # the exit code of a step that did not run or finish (stop_on_failure, or the batch died)
 
@@ -110,8 +108,8 @@ def _parts(text: str, count: int, nonce: str) -> tuple[list[str], list[int]]:
     return texts, codes
 
 
-def split_batch(result: Result, steps: Sequence[Sequence[str]], nonce: str) -> list[Result]:
-    """One Result per step (its argv, exit code, stdout, stderr) out of the batch's RESULT."""
-    outs, codes = _parts(result.stdout, len(steps), nonce)
-    errs, _ = _parts(result.stderr, len(steps), nonce)
-    return [Result.of(step, code, out, err, result.host) for step, code, out, err in zip(steps, codes, outs, errs)]
+def split_batch(stdout: str, stderr: str, count: int, nonce: str) -> list[tuple[int, str, str]]:
+    """(exit code, stdout, stderr) of each of the batch's COUNT steps, from the batch's output."""
+    outs, codes = _parts(stdout, count, nonce)
+    errs, _ = _parts(stderr, count, nonce)
+    return list(zip(codes, outs, errs))

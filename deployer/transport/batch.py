@@ -20,7 +20,9 @@ class Batch:
                                lead=lead, stdin_step=stdin_step)
 
     def split(self, whole: Result) -> list[Result]:
-        return split_batch(whole, self.steps, self.nonce)
+        """One Result per step (its argv, exit code, stdout, stderr) out of the batch's WHOLE result."""
+        parts = split_batch(whole.stdout, whole.stderr, len(self.steps), self.nonce)
+        return [Result.of(step, code, out, err, whole.host) for step, (code, out, err) in zip(self.steps, parts)]
 
 
 def run_batch(session: Session, steps: Sequence[Sequence[str]], *, timeout: float | None = None,

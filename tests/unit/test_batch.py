@@ -16,8 +16,8 @@ def run_batch(steps: list[tuple[str, ...]], *, stop: bool = False, parallel: boo
               stdin_step: int | None = None, data: bytes = b"") -> list[Result]:
     argv = batch_argv(steps, NONCE, stop_on_failure=stop, parallel=parallel, lead=lead, stdin_step=stdin_step)
     done = subprocess.run(argv, input=data, capture_output=True, check=False)
-    whole = Result.of(argv, done.returncode, done.stdout.decode(), done.stderr.decode(), "h1")
-    return split_batch(whole, steps, NONCE)
+    parts = split_batch(done.stdout.decode(), done.stderr.decode(), len(steps), NONCE)
+    return [Result.of(step, code, out, err, "h1") for step, (code, out, err) in zip(steps, parts)]
 
 
 @pytest.mark.parametrize("parallel", [False, True])
@@ -69,9 +69,8 @@ def test_output_that_looks_like_a_marker_with_another_nonce_stays_output(paralle
 
 def test_a_batch_cut_short_reports_what_it_got() -> None:
     steps = [("echo", "a"), ("echo", "b"), ("echo", "c")]
-    whole = Result.of(("sh",), -1, "a\n\n@@0123abcd 0 0\nb partial", "", "h1")
-    out = split_batch(whole, steps, NONCE)
-    assert [(r.exited, r.stdout) for r in out] == [(0, "a\n"), (SKIPPED, "b partial"), (SKIPPED, "")]
+    out = split_batch("a\n\n@@0123abcd 0 0\nb partial", "", len(steps), NONCE)
+    assert out == [(0, "a\n", ""), (SKIPPED, "b partial", ""), (SKIPPED, "", "")]
 
 
 @pytest.mark.parametrize("nonce", ["", "xyz12345", "0123", "0123abcd; rm"])
