@@ -8,10 +8,11 @@ into one `sh`, which runs them in turn and marks where each one's output ends:
     parts = split_batch(result.stdout, result.stderr, len(steps), nonce)  # (exit, out, err) per step
 
 Each step keeps its own argv (passed as positional arguments, never pasted into the script),
-its own exit code, stdout and stderr; at most one step reads the batch's stdin. With stop_on_failure, a step runs only if every step
-before it exited 0; the steps that did not run come back with exit code SKIPPED. With parallel,
-they all run at once (for independent reads), their outputs still apart and in order; with
-lead, the first step (say, taking a lock) ends before the others start.
+its own exit code, stdout and stderr; at most one step reads the batch's stdin. With
+stop_on_failure, a step runs only if every step before it exited 0; the steps that did not run
+come back with exit code SKIPPED. With parallel, they all run at once (for independent reads),
+their outputs still apart and in order; with lead, the first step (say, taking a lock) ends
+before the others start.
 """
 from __future__ import annotations
 
