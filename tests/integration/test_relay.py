@@ -244,3 +244,114 @@ def test_jump_hosts_and_registry_hosts_in_one_ship(testbed: Testbed, tmp_path: P
     for host in ("airgap02", "airgap03", "gpu02"):
         assert recs[host]["verified"] and config_digest_of(testbed.docker(host), ref) == digest
     assert relay_lines(testbed) == []
+
+
+# -- a tree of relays: with deploy_relay_fanout 1 the site is the chain airgap01 -> airgap02 -> airgap03
+
+CHAIN = {"airgap01": "airgap01", "airgap02": "airgap01", "airgap03": "airgap02"}  # host -> who served it
+
+
+@pytest.fixture(scope="module")
+def chain_env(site_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """site_env with `deploy_relay_fanout: 1` on group `site`: a tree of depth 2 out of three hosts."""
+    data = yaml.safe_load(Path(site_env["DEPLOY_INVENTORY"]).read_text())
+    data["all"]["children"]["site"]["vars"]["deploy_relay_fanout"] = 1
+    inventory = tmp_path_factory.mktemp("chain") / "inventory.yml"
+    inventory.write_text(yaml.safe_dump(data))
+    return {**site_env, "DEPLOY_INVENTORY": str(inventory)}
+
+
+def node_files(testbed: Testbed) -> dict[str, list[str]]:
+    """Files under each site host's relay dir (key dirs, blob copies, the forced receive), by host."""
+    out = {}
+    for host in SITE:
+        root = Path(testbed.hosts[host].staging_dir) / "relay"
+        out[host] = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()) if root.exists() else []
+    return out
+
+
+def test_a_chain_of_relays_gets_each_blob_over_the_uplink_once(faults: Testbed, chain_env: dict[str, str]) -> None:
+    testbed = faults
+    ref, digest = build_scratch(testbed, [12, 4])
+    code, out, err = deploy(chain_env, "ship", "--host", "site", "--image", ref, "--dry-run", "--json")
+    assert code == 0, err
+    assert {r["host"]: r["relay"] for r in out} == CHAIN  # the dry run shows the tree
+    code, text, err = deploy(chain_env, "ship", "--host", "site", "--image", ref, "--dry-run")
+    assert code == 0, err
+    assert "airgap03: tarball" in text and "through relay airgap02" in text, text
+    assert "runs on airgap02, which passes it on to airgap03 too" in text, text
+
+    testbed.throttle("uplink", "200mbit")
+    before = uplink_tx(testbed)
+    code, out, err = deploy(chain_env, "ship", "--host", "airgap02", "--image", ref, "--json")
+    one_host = uplink_tx(testbed) - before
+    assert code == 0, err
+    remove_image(testbed.docker("airgap02"), ref)
+
+    left_before = node_files(testbed)  # what earlier tests' dead relays could not clean
+    before = uplink_tx(testbed)
+    code, out, err = deploy(chain_env, "ship", "--host", "site", "--image", ref, "--json")
+    site = uplink_tx(testbed) - before
+    assert code == 0, err
+    recs = records(out)
+    assert {h: r["relay"] for h, r in recs.items()} == CHAIN
+    for host in SITE:
+        rec = recs[host]
+        assert rec["ok"] and rec["verified"], rec
+        assert rec["relay_bytes"] >= 16_000_000 * 0.99, rec  # every layer came through the tree
+        assert config_digest_of(testbed.docker(host), ref) == digest
+    print(f"uplink: {one_host} B for one host, {site} B for three through a chain of relays "
+          f"({site / one_host:.3f}x)")
+    assert site <= 1.05 * one_host
+    # nothing of the ship stays behind on any node: key lines, key dirs, blob copies, forced receives
+    assert relay_lines(testbed) == []
+    assert node_files(testbed) == left_before
+
+
+def test_a_killed_node_of_the_tree_sends_its_child_direct(faults: Testbed, chain_env: dict[str, str]) -> None:
+    """airgap02 (between airgap01 and airgap03) dies mid-blob: airgap03 falls back to direct sends
+    (deploy_relay_fallback: direct), resuming, and ends verified; airgap01 is not disturbed."""
+    testbed = faults
+    ref, digest = build_scratch(testbed, [30])
+    testbed.throttle("uplink", "40mbit")
+    for host in ("airgap01", "airgap02"):  # a copy an earlier, failed run left must not pass for this one's
+        subprocess.run(["rm", "-rf", str(Path(testbed.hosts[host].staging_dir) / "relay")], check=True)
+    copies = Path(testbed.hosts["airgap02"].staging_dir) / "relay" / "blobs" / "sha256"
+    proc = subprocess.Popen([*_deploy_argv(), "ship", "--host", "site", "--image", ref, "--json"],
+                            env=chain_env, cwd=str(REPO), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            staged = [p.stat().st_size for p in copies.glob("*.partial")] if copies.exists() else []
+            if staged and max(staged) > 5_000_000:
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("airgap02 never received 5 MB from airgap01")
+        _kill_sshd("airgap02")
+        out, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        subprocess.run([str(REPO / "scripts" / "testbed"), "up"], check=True, capture_output=True)
+    recs = records(json.loads(out))
+    assert not recs["airgap02"]["ok"], recs["airgap02"]  # its own ship died with it; it hides no other host
+    assert proc.returncode != 0
+    for host in ("airgap01", "airgap03"):
+        assert recs[host]["ok"] and recs[host]["verified"], recs[host]
+        assert config_digest_of(testbed.docker(host), ref) == digest
+    assert recs["airgap03"]["relay"] == "airgap02", recs["airgap03"]  # it started in the tree
+    assert "relay airgap02 cannot serve this host" in err and "sending directly from the workstation" in err, \
+        err[-3000:]
+    # the living nodes are clean; the dead one could not be cleaned: its parent's key line (which
+    # expires within a day) and its key dir stay there, and are removed here for the next tests
+    left = relay_lines(testbed)
+    keys = Path(testbed.hosts["airgap02"].staging_dir).parent / "authorized_keys"
+    assert all(ln in keys.read_text() for ln in left), left
+    files = node_files(testbed)
+    assert files["airgap03"] == [], files
+    # the relay keeps its copies for a resume (not every host succeeded), but no key dir
+    assert all(f.startswith("blobs/") for f in files["airgap01"]), files
+    keys.write_text("".join(ln + "\n" for ln in keys.read_text().splitlines() if "deployer-relay:" not in ln))
+    for host in ("airgap01", "airgap02"):
+        subprocess.run(["rm", "-rf", str(Path(testbed.hosts[host].staging_dir) / "relay")], check=True)
