@@ -139,7 +139,8 @@ def transfer_steps(plan: ShipPlan, host: Host) -> list[Step]:
         if relay is not None and plan.relay_staging is not None:
             to_relay = receive(rc.relay_staging(plan.relay_staging), digest, codec, BLOB_SIZE)
             steps.append(Step(f"{to_relay.label} to relay {relay}", to_relay.argv,
-                              f"runs on {relay}, once per site for every host it serves"))
+                              f"runs on {relay}, once per site for every host it serves (the site's relay gets "
+                              "it from the workstation, any other node of the tree from the node before it)"))
             dest = host.internal_ip or host.address
             steps.append(forward(relay, plan.relay_staging, digest, codec, BLOB_SIZE, "<bytes the host holds>",
                                  rc.ship_dir(plan.relay_staging, SHIP_ID), rc.ssh_dest(host.user, dest), host.port,
