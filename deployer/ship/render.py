@@ -55,5 +55,6 @@ def plan_json(plan: ShipPlan, host: Host) -> dict[str, Any]:
         "host_decompress": plan.codec.host_decompress if plan.codec else None,
         "image_store": plan.image_store, "load_format": plan.load_format, "raw_bytes_max": plan.raw_bytes,
         "staging_need": plan.staging_need, "docker_need": plan.docker_need,
+        "steps": [step.label for step in transfer_steps(plan, host)],  # what each command does, in a few words
         "commands": [remote_command(argv) for argv in plan_commands(plan, host)],
     }

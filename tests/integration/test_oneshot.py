@@ -259,7 +259,8 @@ def test_dry_run_changes_nothing(testbed: Testbed, project: Project, first_ship:
     assert gpu02["ship"]["route"] == "tarball" and gpu02["ship"]["layers_missing"]
     assert any(c.startswith("docker load") or "docker" in c for c in gpu02["ship"]["commands"])
     assert cpu01["ship"]["route"] == "registry"
-    assert cpu01["ship"]["commands"][0] == f"docker pull {testbed.registry}/{ref}"
+    assert cpu01["ship"]["steps"][0] == f"docker pull {testbed.registry}/{ref}"
+    assert f" {testbed.registry}/{ref} {ref} " in cpu01["ship"]["commands"][0]  # pull, check, tag: one script
     gpu02_run = [c["command"] for c in gpu02["run"]["commands"] if c["command"].startswith("docker run")]
     cpu01_run = [c["command"] for c in cpu01["run"]["commands"] if c["command"].startswith("docker run")]
     assert len(gpu02_run) == len(cpu01_run) == 1

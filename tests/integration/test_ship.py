@@ -138,7 +138,9 @@ def test_registry_forced_and_dry_run(testbed: Testbed, ship_env: dict[str, str])
     code, plan, err = deploy(ship_env, "ship", "--host", "gpu02", "--image", ref, "--via", "registry",
                              "--dry-run", "--json")
     assert code == 0, err
-    assert plan[0]["route"] == "registry" and plan[0]["commands"][0].startswith("docker pull 10.213.0.5:5000/")
+    # one round trip pulls, checks the id and completeness, and tags: the script takes the refs as arguments
+    assert plan[0]["route"] == "registry" and plan[0]["steps"][0].startswith("docker pull 10.213.0.5:5000/")
+    assert len(plan[0]["steps"]) == len(plan[0]["commands"]) and f" 10.213.0.5:5000/{ref} {ref} " in plan[0]["commands"][0]
     assert host_image_id(testbed, "gpu02", ref) is None  # a dry run changes nothing
     code, out, err = deploy(ship_env, "ship", "--host", "gpu02", "--image", ref, "--via", "registry", "--json",
                             "--lock-wait", "120")
