@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from . import tools
-from .config import HOST_STORES, MIXED, MULTI_HOSTS, SCENARIO_TITLES, SITE, SITE_HOSTS, STORE_HOSTS
+from .config import HOST_STORES, MIXED, MULTI_HOSTS, SCENARIO_TITLES, SITE, SITE_HOSTS, STORE_HOSTS, rate_bits
 
 MB = 1_000_000
 MIB = 1024 * 1024
@@ -15,6 +15,9 @@ RSS_LIMIT = 200 * MIB
 FIRST_SHIP_LIMIT = 0.8  # (a): deployer's wall time / the best one-liner's, on every pair of stores
 RELAY_BYTES_LIMIT = 1.05  # (c) site: uplink bytes for the site through its relay / one host's
 RELAY_TIME_LIMIT = 1.15  # (c) site: wall time through the relay / one host's
+RESHIP_LIMIT = 0.8  # (b): a re-ship's wall time / push+pull's, on either route
+LINK_SHARE = 0.9  # (a), a throttled uplink: the ship's bytes on it / its wall time, as a share of the rate
+REGISTRY_LIMIT = 1.0  # (d): deployer's registry route / push+pull by hand
 
 
 @dataclass(frozen=True)
@@ -162,12 +165,32 @@ def targets(rows_: Sequence[Row], code_zstd: int, image_bytes: int) -> list[dict
                 out.append(_target(f"(b) {tag}: wire bytes <= 1.1 x code layer zstd ({code_zstd} B) + 1 MB",
                                    measured, round(limit), measured is not None and measured <= limit,
                                    f"uplink counter {b.uplink_bytes} B, deployer's own count {b.bytes_sent} B"))
+            pushed = _row(rows_, ws, lane, "b", rate, tools.PUSH_PULL)
+            for tool in (tools.DEPLOYER, tools.DEPLOYER_REGISTRY):
+                re_ship = _row(rows_, ws, lane, "b", rate, tool)
+                if re_ship and pushed and re_ship.seconds and pushed.seconds:
+                    times = re_ship.seconds / pushed.seconds
+                    out.append(_target(f"(b) {tag}, {tool} time: a re-ship <= {RESHIP_LIMIT}x push+pull's",
+                                       round(times, 2), RESHIP_LIMIT, times <= RESHIP_LIMIT,
+                                       f"{_fmt(re_ship.seconds)} s vs {_fmt(pushed.seconds)} s"))
             a = _row(rows_, ws, lane, "a", rate, tools.DEPLOYER)
             if a:
                 out.append(_target(f"(a) {tag}: deployer <= {FIRST_SHIP_LIMIT}x the best baseline's time "
                                    f"({a.best_baseline})", a.ratio and round(a.ratio, 2), FIRST_SHIP_LIMIT,
                                    a.ratio is not None and a.ratio <= FIRST_SHIP_LIMIT,
                                    f"{a.seconds and round(a.seconds, 2)} s"))
+            if a and rate and a.uplink_bytes and a.seconds:
+                share = a.uplink_bytes * 8 / a.seconds / rate_bits(rate)
+                out.append(_target(f"(a) {tag}, link use: uplink bytes / wall time >= {LINK_SHARE:.0%} of the rate",
+                                   round(share, 2), LINK_SHARE, share >= LINK_SHARE,
+                                   f"{a.uplink_bytes * 8 / a.seconds / 1e6:.0f} Mbit/s over {_fmt(a.seconds)} s"))
+            d, by_hand = _row(rows_, ws, lane, "d", rate, tools.DEPLOYER_REGISTRY), \
+                _row(rows_, ws, lane, "d", rate, tools.PUSH_PULL)
+            if d and by_hand and d.seconds and by_hand.seconds:
+                times = d.seconds / by_hand.seconds
+                out.append(_target(f"(d) {tag}, time: the registry route <= {REGISTRY_LIMIT}x push+pull's",
+                                   round(times, 2), REGISTRY_LIMIT, times <= REGISTRY_LIMIT,
+                                   f"{_fmt(d.seconds)} s vs {_fmt(by_hand.seconds)} s"))
     for ws in sorted({r.ws_store for r in rows_}):
         for rate in rates:
             relay, one = _row(rows_, ws, SITE, "c", rate, tools.DEPLOYER_RELAY), _row(rows_, ws, SITE, "c", rate, tools.DEPLOYER_ONE)

@@ -26,7 +26,8 @@ REGISTRY_TOOLS = (DEPLOYER_REGISTRY, PUSH_PULL)
 
 def tools_for(scenario: str, lane: str = "") -> tuple[str, ...]:
     """(d) is (a) over the registry: deployer's registry route against the registry baseline; the
-    other baselines of (a) are not repeated, the report compares (d) with them too. (c)'s air-gapped
+    other baselines of (a) are not repeated, the report compares (d) with them too. (b) has both of
+    deployer's routes (the re-ship target is for either). (c)'s air-gapped
     site: through the relay, to one host alone, directly, and the best one-liner (no registry there)."""
     if scenario == "c" and lane == SITE:
         return (DEPLOYER_RELAY, DEPLOYER_ONE, DEPLOYER, ZSTD)
@@ -34,6 +35,8 @@ def tools_for(scenario: str, lane: str = "") -> tuple[str, ...]:
         return (DEPLOYER_REGISTRY, PUSH_PULL)
     if scenario == "e":  # the origin pull against today's tarball route and the registry (which holds the base)
         return (DEPLOYER_ORIGIN, DEPLOYER, PUSH_PULL)
+    if scenario == "b":  # a re-ship against push+pull on both of deployer's routes
+        return (DEPLOYER, DEPLOYER_REGISTRY, *BASELINES)
     return (DEPLOYER, *BASELINES)
 
 

@@ -229,6 +229,28 @@ def test_targets() -> None:
     assert again == report.rows(samples)
 
 
+def test_the_fast_path_targets() -> None:
+    samples = [
+        S("a", "1mbit", tools.DEPLOYER, True, 10.0, 1_000_000),  # 0.8 Mbit/s on 1 Mbit/s: 80 %
+        S("a", "1mbit", tools.ZSTD, True, 20.0, 1_000_000),
+        S("b", "1mbit", tools.DEPLOYER, True, 0.7, 900_000),
+        S("b", "1mbit", tools.DEPLOYER_REGISTRY, True, 1.2, 900_000),
+        S("b", "1mbit", tools.PUSH_PULL, True, 1.0, 900_000),
+        S("d", "1mbit", tools.DEPLOYER_REGISTRY, True, 9.9, 1_000_000),
+        S("d", "1mbit", tools.PUSH_PULL, True, 10.0, 1_000_000),
+    ]
+    got = {t["target"].split(":")[0]: t for t in report.targets(report.rows(samples), 100_000, 10**9)}
+    tarball, registry = got[f"(b) 1mbit, {tools.DEPLOYER} time"], got[f"(b) 1mbit, {tools.DEPLOYER_REGISTRY} time"]
+    assert (tarball["measured"], tarball["limit"], tarball["met"]) == (0.7, report.RESHIP_LIMIT, True)
+    assert (registry["measured"], registry["met"]) == (1.2, False) and "1.20 s vs 1.00 s" in registry["note"]
+    link = got["(a) 1mbit, link use"]
+    assert (link["measured"], link["limit"], link["met"]) == (0.8, report.LINK_SHARE, False)
+    d = got["(d) 1mbit, time"]
+    assert (d["measured"], d["limit"], d["met"]) == (0.99, report.REGISTRY_LIMIT, True)
+    assert got["(a) 1mbit"]["measured"] == 0.5  # the existing targets keep their names
+    assert tools.tools_for("b") == (tools.DEPLOYER, tools.DEPLOYER_REGISTRY, *tools.BASELINES)
+
+
 def test_procmon_tree_peak_rss() -> None:
     # A child holding ~60 MB: the tree's peak must see it though the parent is a small shell.
     fin = procmon.run(["sh", "-c", "python3 -c 'import time; b = bytearray(60_000_000); b[::4096] = b\"x\" * len(b[::4096]); time.sleep(0.5)'"])
