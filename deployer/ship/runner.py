@@ -15,7 +15,6 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -46,7 +45,7 @@ from deployer.ship.relay import Hop, Site, hops_of, sites_of
 from deployer.ship.route import Leg, OriginPullFailed, run_registry, run_tarball
 from deployer.ship.tarball import Counter, tag_and_verify
 from deployer.tarfmt import Descriptor
-from deployer.transport.batch import run_batch
+from deployer.transport.batch import Batch, run_batch
 from deployer.transport.result import Result
 
 log = logging.getLogger(__name__)
@@ -217,14 +216,6 @@ def _ship_record(job: Job, outcome: str, error: str | None = None, host_id: str 
                           **dict(job.record))
 
 
-def _record(job: Job, outcome: str, error: str | None = None) -> None:
-    """Append the ship to the host's history (best effort: never hides the real outcome)."""
-    try:
-        history.append(job.conn.session(), job.host.staging_dir, _ship_record(job, outcome, error))
-    except DeployError as exc:
-        log.warning("%s: could not append to the history log: %s", job.host.name, exc)
-
-
 class _Closing:
     """A tarball install's last steps, in its own round trip once the image is verified and
     tagged (deployer.ship.loader.Closing): the ship's history record (its time and bytes as of
@@ -246,19 +237,27 @@ class _Closing:
 
 
 def _wrap_up(job: Job, outcome: str, error: DeployError | None = None) -> None:
-    """History record and unlock (what the install's closing did not do), side by side on two
-    channels, then close the connection."""
+    """The history record and the unlock (what an install's closing did not do) in one round trip,
+    then close the connection. Best effort: never hides the ship's real outcome."""
     if error is not None and error.transient:
         _release(job)  # a dead link cannot take a history record
         return
-    reason = str(error).splitlines()[0] if error is not None else None
-    if job.recorded:
-        _release(job)
-        return
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix=f"wrap-{job.host.name}") as pool:
-        pool.submit(_record, job, outcome, reason)
-        pool.submit(_release, job, False)
-    job.conn.close()
+    if not job.recorded:
+        reason = str(error).splitlines()[0] if error is not None else None
+        argv, line = history.append_command(job.host.staging_dir, _ship_record(job, outcome, reason))
+        batch = Batch([argv, *([job.lock.release_argv] if job.lock is not None else [])], stdin_step=0)
+        try:
+            results = batch.split(job.conn.run(batch.argv, input=line, what="history record, unlock", check=False,
+                                               timeout=60))
+        except DeployError as exc:
+            results = []
+            log.warning("%s: could not append to the history log: %s", job.host.name, exc)
+        if results and not results[0].ok:
+            log.warning("%s: could not append to the history log: %s", job.host.name,
+                        results[0].stderr_tail() or f"exit {results[0].exited}")
+        if job.lock is not None and len(results) > 1 and results[1].ok:
+            job.lock = None
+    _release(job)  # the unlock again if the batch did not get to it; closes the connection
 
 
 def _release(job: Job, close: bool = True) -> None:
