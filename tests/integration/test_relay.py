@@ -170,6 +170,29 @@ def _kill_sshd(host: str) -> None:
             pass
 
 
+def _kill_mid_ship(env: dict[str, str], hosts: str, ref: str, blobs: Path, node: str) -> tuple[str, str, int]:
+    """Ship REF to HOSTS in the background; once a blob in NODE's BLOBS dir passed 5 MB, kill every
+    sshd of NODE; (stdout, stderr, exit code) of the ship. The testbed is repaired afterwards."""
+    proc = subprocess.Popen([*_deploy_argv(), "ship", "--host", hosts, "--image", ref, "--json"],
+                            env=env, cwd=str(REPO), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            staged = [p.stat().st_size for p in blobs.glob("*.partial")] if blobs.exists() else []
+            if staged and max(staged) > 5_000_000:
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail(f"{node} never received 5 MB")
+        _kill_sshd(node)
+        out, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        subprocess.run([str(REPO / "scripts" / "testbed"), "up"], check=True, capture_output=True)
+    return out, err, proc.returncode
+
+
 def test_relay_dies_mid_ship_and_its_hosts_go_direct(faults: Testbed, site_env: dict[str, str]) -> None:
     """The documented rule (deploy_relay_fallback: direct): the relay's hosts finish with direct sends,
     resuming what the relay had passed on; nothing is half-applied."""
@@ -177,24 +200,8 @@ def test_relay_dies_mid_ship_and_its_hosts_go_direct(faults: Testbed, site_env: 
     ref, digest = build_scratch(testbed, [30])
     testbed.throttle("uplink", "40mbit")
     relay_blobs = Path(testbed.hosts[RELAY].staging_dir) / "relay" / "blobs" / "sha256"
-    proc = subprocess.Popen([*_deploy_argv(), "ship", "--host", "airgap02,airgap03", "--image", ref, "--json"],
-                            env=site_env, cwd=str(REPO), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            staged = [p.stat().st_size for p in relay_blobs.glob("*.partial")] if relay_blobs.exists() else []
-            if staged and max(staged) > 5_000_000:
-                break
-            time.sleep(0.2)
-        else:
-            pytest.fail("the relay never received 5 MB")
-        _kill_sshd(RELAY)
-        out, err = proc.communicate(timeout=300)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        subprocess.run([str(REPO / "scripts" / "testbed"), "up"], check=True, capture_output=True)
-    assert proc.returncode == 0, err[-3000:]
+    out, err, code = _kill_mid_ship(site_env, "airgap02,airgap03", ref, relay_blobs, RELAY)
+    assert code == 0, err[-3000:]
     recs = records(json.loads(out))
     for host in ("airgap02", "airgap03"):
         assert recs[host]["ok"] and recs[host]["verified"], recs[host]
@@ -317,26 +324,10 @@ def test_a_killed_node_of_the_tree_sends_its_child_direct(faults: Testbed, chain
     for host in ("airgap01", "airgap02"):  # a copy an earlier, failed run left must not pass for this one's
         subprocess.run(["rm", "-rf", str(Path(testbed.hosts[host].staging_dir) / "relay")], check=True)
     copies = Path(testbed.hosts["airgap02"].staging_dir) / "relay" / "blobs" / "sha256"
-    proc = subprocess.Popen([*_deploy_argv(), "ship", "--host", "site", "--image", ref, "--json"],
-                            env=chain_env, cwd=str(REPO), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            staged = [p.stat().st_size for p in copies.glob("*.partial")] if copies.exists() else []
-            if staged and max(staged) > 5_000_000:
-                break
-            time.sleep(0.2)
-        else:
-            pytest.fail("airgap02 never received 5 MB from airgap01")
-        _kill_sshd("airgap02")
-        out, err = proc.communicate(timeout=300)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        subprocess.run([str(REPO / "scripts" / "testbed"), "up"], check=True, capture_output=True)
+    out, err, code = _kill_mid_ship(chain_env, "site", ref, copies, "airgap02")
     recs = records(json.loads(out))
     assert not recs["airgap02"]["ok"], recs["airgap02"]  # its own ship died with it; it hides no other host
-    assert proc.returncode != 0
+    assert code != 0
     for host in ("airgap01", "airgap03"):
         assert recs[host]["ok"] and recs[host]["verified"], recs[host]
         assert config_digest_of(testbed.docker(host), ref) == digest
