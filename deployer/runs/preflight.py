@@ -5,10 +5,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from deployer.commands import run as cmd
+from deployer.commands.facts import probe_argv
 from deployer.errors import CommandError, PreflightError
+from deployer.facts import PROBE_TIMEOUT_S, read_probe
 from deployer.inventory.host import Host
 from deployer.runs.gpus import GpuRequest, check_against
 from deployer.runs.spec import RunSpec, Volume
+from deployer.transport.batch import run_batch
+from deployer.transport.result import Result
 from deployer.transport.session import Session
 
 
@@ -24,10 +28,8 @@ class Ready:
     gpu_count: int | None = None
 
 
-def _gpu_problems(session: Session, host: Host, req: GpuRequest) -> tuple[list[str], int | None]:
-    from deployer.facts import gather  # the transport helper's fact probe
-
-    facts = gather(session, host)
+def _gpu_problems(host: Host, probed: Result, req: GpuRequest) -> tuple[list[str], int | None]:
+    facts = read_probe(host.name, probed)
     if facts.docker is None:
         return [], None  # reported by the image check, which needs docker too
     if not facts.docker.gpu_runtime:
@@ -37,8 +39,7 @@ def _gpu_problems(session: Session, host: Host, req: GpuRequest) -> tuple[list[s
     return ([problem] if problem else []), len(facts.gpus)
 
 
-def _image(session: Session, host: Host, image: str) -> tuple[str, dict[str, str]] | str:
-    res = session.run(cmd.image_inspect_argv(host.docker, image), check=False)
+def _image(host: Host, res: Result, image: str) -> tuple[str, dict[str, str]] | str:
     if res.ok:
         return cmd.parse_image_inspect(res.stdout)
     if "no such image" in res.stderr.lower():
@@ -46,8 +47,7 @@ def _image(session: Session, host: Host, image: str) -> tuple[str, dict[str, str
     raise CommandError(host.name, res, what="cannot inspect the image")
 
 
-def _existing(session: Session, host: Host, name: str) -> cmd.ContainerStatus | None:
-    res = session.run(cmd.container_inspect_argv(host.docker, name), check=False)
+def _existing(host: Host, res: Result, name: str) -> cmd.ContainerStatus | None:
     if not res.ok:
         if "no such" in res.stderr.lower():
             return None
@@ -58,27 +58,38 @@ def _existing(session: Session, host: Host, name: str) -> cmd.ContainerStatus | 
 
 def preflight(session: Session, host: Host, spec: RunSpec, *, name: str, gpus: GpuRequest | None,
               volumes: Sequence[Volume]) -> Ready:
-    """Check host can run spec as name; PreflightError listing every problem and its fix."""
+    """Check host can run spec as name; PreflightError listing every problem and its fix. The
+    checks (GPUs, image, name, volume sources) read the host in one round trip."""
+    sources = [v.source for v in volumes if v.bind]
+    steps = {"image": cmd.image_inspect_argv(host.docker, spec.image),
+             "existing": cmd.container_inspect_argv(host.docker, name)}
+    if gpus is not None:
+        steps["facts"] = probe_argv(host)
+    if sources:
+        steps["paths"] = cmd.missing_paths_argv(sources)
+    replies = dict(zip(steps, run_batch(session, list(steps.values()), parallel=True,
+                                        timeout=PROBE_TIMEOUT_S)))
     problems: list[str] = []
     gpu_count = None
     if gpus is not None:
-        gpu_problems, gpu_count = _gpu_problems(session, host, gpus)
+        gpu_problems, gpu_count = _gpu_problems(host, replies["facts"], gpus)
         problems += gpu_problems
-    image = _image(session, host, spec.image)
+    image = _image(host, replies["image"], spec.image)
     image_id, image_labels = ("", {}) if isinstance(image, str) else image
     if isinstance(image, str):
         problems.append(image)
-    existing = _existing(session, host, name)
+    existing = _existing(host, replies["existing"], name)
     if existing is not None and not spec.replace:
         problems.append(f"a container named {name} already exists ({existing.state}); "
                         "pick another --name, or pass --replace to stop and remove it")
     elif existing is not None and not existing.managed:
         problems.append(f"the container {name} was not started by deployer, so --replace will not remove it; "
                         "pick another --name")
-    sources = [v.source for v in volumes if v.bind]
     missing: tuple[str, ...] = ()
     if sources:
-        res = session.run(cmd.missing_paths_argv(sources))
+        res = replies["paths"]
+        if not res.ok:
+            raise CommandError(host.name, res, what="cannot check the volume sources")
         missing = tuple(line for line in res.stdout.splitlines() if line)
         if missing and not spec.mkdirs:
             problems += [f"volume source {p} does not exist on this host; create it or pass --mkdirs" for p in missing]
