@@ -38,6 +38,12 @@ class ImageInfo:
     def id_hex(self) -> str:
         return self.id.split(":", 1)[-1]
 
+    @property
+    def platform(self) -> str:
+        """`os/architecture` as an index lists it; Docker leaves either out for some imported images
+        (then linux, amd64: what it runs them as)."""
+        return f"{self.os or 'linux'}/{self.architecture or 'amd64'}"
+
 
 def from_attrs(ref: str, attrs: Mapping[str, Any], config_digest: str = "") -> ImageInfo:
     """Build ImageInfo from `docker image inspect` JSON (pure)."""

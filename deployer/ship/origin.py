@@ -114,8 +114,7 @@ def _resolve(materials: tuple[declared.Material, ...], image: ImageInfo,
 def _describe(material: declared.Material, image: ImageInfo, client: Client) -> declared.DeclaredBase:
     """MATERIAL pinned by the digest of its platform's manifest, with its config's layers."""
     reader = ManifestReader.for_docker(client, split_repo(material.name), timeout=10.0)
-    digest, manifest = platform_manifest(reader, material.digest,
-                                         material.platform or f"{image.os}/{image.architecture}")
+    digest, manifest = platform_manifest(reader, material.digest, material.platform or image.platform)
     config = str(manifest["config"]["digest"])
     diff_ids = tuple(str(d) for d in reader.config(config)["rootfs"]["diff_ids"])
     return declared.DeclaredBase(f"{material.name}@{digest}", config, diff_ids)

@@ -61,3 +61,17 @@ def test_oneshot_asks_local_for_existence_and_the_git_revision(fake: FakeClient)
         git_rev_label(fake, "team/x:0")
     assert str(err.value) == ("image team/x:0 not found in the local Docker\n  hint: build it first (deploy build, "
                               "docker build) or check the name with `docker images`")
+
+
+def test_platform_defaults_what_docker_leaves_out() -> None:
+    from deployer.local.image import ImageInfo
+    from deployer.ship.registry_api import platform_child
+
+    def info(os: str, arch: str) -> ImageInfo:
+        return ImageInfo("t:v", "sha256:" + "a" * 64, (), 0, os, arch, ())
+
+    assert info("linux", "arm64").platform == "linux/arm64"
+    assert info("", "").platform == "linux/amd64"  # an imported image may have neither
+    index = {"manifests": [{"digest": "sha256:arm", "platform": {"os": "linux", "architecture": "arm64"}},
+                           {"digest": "sha256:x86", "platform": {"os": "linux", "architecture": "amd64"}}]}
+    assert platform_child(index, info("", "amd64").platform) == "sha256:x86"
