@@ -341,7 +341,7 @@ def ship_image(hosts: Sequence[Host], image_ref: str, options: ShipOptions | Non
         finally:
             if not reported:
                 exports.leave()
-        reporter.phase(host.name, "finishing", "history, unlock")
+        reporter.phase(host.name, "finishing", "closing" if job.recorded else "history, unlock")
         _wrap_up(job, "ok")
         result = job.result(reporter.timings(host.name))  # seconds include the history record and the unlock
         log.info("%s: %.2fs: %s", host.name, result.seconds, ", ".join(f"{k} {v:.2f}s" for k, v in result.phases))
