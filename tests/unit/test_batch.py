@@ -86,15 +86,11 @@ def test_empty_batches_and_steps_are_refused() -> None:
         batch_argv([("true",), ()], NONCE)
 
 
-def test_parallel_steps_run_at_once() -> None:
+def test_parallel_steps_run_at_once(tmp_path: Path) -> None:
     # each step waits for the other's file: in turn they would deadlock (the timeout ends them)
-    d = "/tmp/deployer-batch-test-" + NONCE
-    steps = [("sh", "-c", f"mkdir -p {d}; touch {d}/a; i=0; while [ ! -e {d}/b ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done; [ -e {d}/b ] && echo A"),
-             ("sh", "-c", f"mkdir -p {d}; touch {d}/b; i=0; while [ ! -e {d}/a ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done; [ -e {d}/a ] && echo B")]
-    try:
-        out = run_batch(steps, parallel=True)
-    finally:
-        subprocess.run(["rm", "-rf", d], check=True)
+    wait = 'touch "$1/$2"; i=0; while [ ! -e "$1/$3" ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done; [ -e "$1/$3" ] && echo "$2"'
+    steps = [("sh", "-c", wait, "sh", str(tmp_path), "A", "B"), ("sh", "-c", wait, "sh", str(tmp_path), "B", "A")]
+    out = run_batch(steps, parallel=True)
     assert [(r.exited, r.stdout) for r in out] == [(0, "A\n"), (0, "B\n")]
 
 
