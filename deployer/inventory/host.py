@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from deployer.errors import InventoryError
+
 DEFAULT_STAGING_DIR = "/var/tmp/deployer"
 DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts"
 VIA_CHOICES = ("auto", "registry", "tarball")  # deploy_via
@@ -78,11 +80,15 @@ class Host:
     def origin_pull(self) -> str:
         return str(self.vars.get("deploy_origin_pull") or "auto")
 
+    def _optional(self, key: str) -> str | None:
+        """An inventory var that may be unset or empty (then None)."""
+        value = self.vars.get(key)
+        return str(value) if value else None
+
     @property
     def relay(self) -> str | None:
         """deploy_relay: the inventory host inside the host's site through which it receives blobs."""
-        name = self.vars.get("deploy_relay")
-        return str(name) if name else None
+        return self._optional("deploy_relay")
 
     @property
     def relay_fallback(self) -> str:
@@ -92,8 +98,6 @@ class Host:
     def relay_fanout(self) -> int:
         """deploy_relay_fanout: at most how many hosts one node of the site's relay tree passes each
         blob on to (InventoryError unless a whole number >= 1)."""
-        from deployer.errors import InventoryError
-
         value = self.vars.get("deploy_relay_fanout")
         if value is None or value == "":
             return DEFAULT_RELAY_FANOUT
@@ -116,8 +120,7 @@ class Host:
 
     @property
     def registry(self) -> str | None:
-        reg = self.vars.get("deploy_registry")
-        return str(reg) if reg else None
+        return self._optional("deploy_registry")
 
     @property
     def staging_dir(self) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from deployer.errors import InventoryError
 from deployer.inventory.host import RELAY_FALLBACKS, Host
 
 
@@ -39,8 +40,6 @@ def sites_of(hosts: Sequence[Host], relays: Mapping[str, Host]) -> dict[str, str
     """host name -> the relay that serves it in this ship: hosts naming one relay (deploy_relay)
     form a site when two or more of them are shipped at once (a lone host goes direct: no faster
     through a relay). InventoryError for a relay the inventory lacks, or a bad fallback rule or fan-out."""
-    from deployer.errors import InventoryError
-
     groups: dict[str, list[str]] = {}
     for host in hosts:
         relay = host.relay
