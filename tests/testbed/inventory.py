@@ -28,7 +28,7 @@ def render(p: Paths) -> str:
             f"      # Docker {h.docker}, {h.store} image store",
             f"      ansible_host: {h.address}",
             f"      deploy_staging_dir: {p.host(h.name) / 'staging'}",
-            "      # its own authorized_keys (for a site relay's per-ship key): all hosts share root's home here",
+            "      # its own authorized_keys (for a site relay's per-ship key), beside the one all hosts share",
             f"      deploy_authorized_keys: {p.host(h.name) / 'authorized_keys'}",
             f"      data_root: {p.host(h.name) / 'data'}",
         ]

@@ -235,6 +235,7 @@ def test_sshd_config_is_key_only_and_sets_the_session_env(paths: Paths) -> None:
     assert f"PATH={paths.state}/hosts/gpu02/bin:{paths.state}/cache/docker28/usr/bin:/usr/local/sbin:" in setenv
     assert f"PATH={paths.state}/hosts/cpu01/bin:/usr/local/sbin:" in daemons.sshd_config(paths, "cpu01")
     assert f"DOCKER_CONFIG={paths.state}/hosts/gpu02/docker-config" in setenv.split()
+    assert f"HOME={paths.state}/hosts/gpu02/home" in setenv.split()  # its own, not this machine's /root
 
 
 def test_cpu_host_gets_no_nvidia_tools(paths: Paths) -> None:
