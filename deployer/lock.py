@@ -30,7 +30,11 @@ from deployer.transport.session import Session
 
 log = logging.getLogger(__name__)
 
-STALE_AFTER_S = float(os.environ.get("DEPLOYER_LOCK_STALE_HOURS", "6")) * 3600
+def stale_after() -> float:
+    """How old a held lock may be before it counts as abandoned (DEPLOYER_LOCK_STALE_HOURS, default 6).
+
+    Read at each use, not at import: a warm process (deployer.warm) imported this module long ago."""
+    return float(os.environ.get("DEPLOYER_LOCK_STALE_HOURS", "6")) * 3600
 
 
 # A process that exists but whose start time we may not read (hidepid, a race with its exit).
@@ -149,9 +153,10 @@ def dead_reason(owner: Mapping[str, Any], me: Owner,
     return None
 
 
-def stale_reason(state: cmd.LockState, *, stale_after_s: float = STALE_AFTER_S,
+def stale_reason(state: cmd.LockState, *, stale_after_s: float | None = None,
                  workstation: str | None = None, pid_alive: Callable[[int], bool] = _pid_alive) -> str | None:
     """Why a held lock looks abandoned, or None when it looks live."""
+    stale_after_s = stale_after() if stale_after_s is None else stale_after_s
     owner = state.owner or {}
     if owner.get("workstation") == (workstation or socket.gethostname()):
         pid = owner.get("pid")
