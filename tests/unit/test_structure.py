@@ -16,6 +16,7 @@ PACKAGE = Path(deployer.__file__).parent
 # A unit (a subpackage, or a module at the top of deployer/) imports only units of its own layer or
 # of a layer below, and no import cycle runs through a layer. Highest first:
 LAYERS: tuple[tuple[str, ...], ...] = (
+    ("warm",),                     # the `deploy` executable: a warm (pre-imported) process runs the CLI
     ("cli",),                      # click wiring: parse, call one function below, render
     ("oneshot",),                  # build -> ship -> run for a playbook
     ("ship", "playbook"),          # routes and plans; the playbook (renders into runs' RunSpec)
