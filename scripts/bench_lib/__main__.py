@@ -148,7 +148,9 @@ def _main(cfg: BenchConfig, argv: list[str]) -> int:
         meta["deployer"] = {"source": "working tree" if source is None else "git HEAD",
                             "commit": machine.git_commit(), "dirty": snapshot.dirty()}
         run = runner.Runner(cfg, pair, stamp.lower(), log, acct, source, ws_store)
+        meta["deployer"]["warm_start"] = "on (a server per run, started before the first step)"
         try:
+            run.warm_up()
             samples = run.samples()
         except KeyboardInterrupt:
             interrupted, samples = True, run.results

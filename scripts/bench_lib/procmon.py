@@ -6,7 +6,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,11 +59,30 @@ def tree(root: int, kids: Mapping[int, list[int]]) -> list[int]:
     return out
 
 
+WARM_SERVER = b"deployer.warm.server"  # deployer's warm start: the command runs in a child of it
+
+
+def warm_servers(pids: Iterable[int]) -> list[int]:
+    """The pids among pids that are deployer warm servers."""
+    out = []
+    for pid in pids:
+        try:
+            if WARM_SERVER in Path(f"/proc/{pid}/cmdline").read_bytes():
+                out.append(pid)
+        except OSError:
+            pass
+    return out
+
+
 class _Watcher(threading.Thread):
+    """Samples the command's tree and, since `deploy` hands its command to a warm server's child,
+    every child a warm server forked after the command started (and its tree)."""
+
     def __init__(self, pid: int) -> None:
         super().__init__(daemon=True)
         self.pid, self.peak, self.hwm = pid, 0, 0
         self.done = threading.Event()
+        self.before = {p for kids in children_map().values() for p in kids}
 
     def run(self) -> None:
         while not self.done.is_set():
@@ -71,7 +90,10 @@ class _Watcher(threading.Thread):
             self.done.wait(POLL_SECONDS)
 
     def sample(self) -> None:
-        pids = tree(self.pid, children_map())
+        kids = children_map()
+        pids = tree(self.pid, kids)
+        for server in warm_servers({p for ps in kids.values() for p in ps}):
+            pids += [p for child in kids.get(server, ()) if child not in self.before for p in tree(child, kids)]
         total = 0
         for pid in pids:
             total += _status_kb(pid, "VmRSS")

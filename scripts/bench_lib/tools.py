@@ -11,6 +11,7 @@ from .config import ADDRESSES, KEY, KNOWN_HOSTS, ONE_HOST, REGISTRY, SITE, ZSTD_
 DEPLOYER = "deployer"  # the tarball route, every layer the host lacks over SSH (--origin-pull never)
 DEPLOYER_ORIGIN = "deployer+origin"  # the same, with the host pulling the base from its origin registry
 DEPLOYER_REGISTRY = "deployer-registry"
+DEPLOYER_COLD = "deployer-cold"  # (b): the tarball route with warm start off (DEPLOY_WARM=0), every run cold
 DEPLOYER_RELAY = "deployer+relay"  # (c) site lane: through the site's relay, each blob crosses the uplink once
 DEPLOYER_ONE = ONE_HOST  # (c) site lane: the same image to one of the site's hosts alone
 GZIP = "save|gzip|ssh"
@@ -18,8 +19,8 @@ ZSTD = "save|zstd|ssh"
 RAW = "save|ssh"
 PUSH_PULL = "push+pull"
 BASELINES = (GZIP, ZSTD, RAW, PUSH_PULL)
-TOOLS = (DEPLOYER_RELAY, DEPLOYER_ONE, DEPLOYER, DEPLOYER_ORIGIN, DEPLOYER_REGISTRY, *BASELINES)
-DEPLOYERS = (DEPLOYER, DEPLOYER_ORIGIN, DEPLOYER_REGISTRY, DEPLOYER_RELAY, DEPLOYER_ONE)
+TOOLS = (DEPLOYER_RELAY, DEPLOYER_ONE, DEPLOYER, DEPLOYER_COLD, DEPLOYER_ORIGIN, DEPLOYER_REGISTRY, *BASELINES)
+DEPLOYERS = (DEPLOYER, DEPLOYER_COLD, DEPLOYER_ORIGIN, DEPLOYER_REGISTRY, DEPLOYER_RELAY, DEPLOYER_ONE)
 # Tools that go through the registry: their pushes need fresh repos (see hosts.forget_pushes).
 REGISTRY_TOOLS = (DEPLOYER_REGISTRY, PUSH_PULL)
 
@@ -35,8 +36,8 @@ def tools_for(scenario: str, lane: str = "") -> tuple[str, ...]:
         return (DEPLOYER_REGISTRY, PUSH_PULL)
     if scenario == "e":  # the origin pull against today's tarball route and the registry (which holds the base)
         return (DEPLOYER_ORIGIN, DEPLOYER, PUSH_PULL)
-    if scenario == "b":  # a re-ship against push+pull on both of deployer's routes
-        return (DEPLOYER, DEPLOYER_REGISTRY, *BASELINES)
+    if scenario == "b":  # a re-ship against push+pull on both of deployer's routes (and without warm start)
+        return (DEPLOYER, DEPLOYER_REGISTRY, DEPLOYER_COLD, *BASELINES)
     return (DEPLOYER, *BASELINES)
 
 
@@ -108,9 +109,9 @@ def argv(ship: Ship, deploy: Path, inventory: Path) -> list[str]:
                "--image", ship.ref, "--via", via, "--json"]
         if via == "tarball":
             out += ["--level", str(ZSTD_LEVEL)]
-        if ship.tool in (DEPLOYER, DEPLOYER_RELAY, DEPLOYER_ONE):  # a base pushed for (e) has a repo digest since
+        if ship.tool in (DEPLOYER, DEPLOYER_COLD, DEPLOYER_RELAY, DEPLOYER_ONE):  # (e) gave the base a repo digest
             out += ["--origin-pull", "never"]
         if len(ship.hosts) > 1:
             out += ["--parallel", str(len(ship.hosts))]
-        return out
+        return ["env", "DEPLOY_WARM=0", *out] if ship.tool == DEPLOYER_COLD else out
     return ["bash", "-c", baseline_script(ship)]

@@ -121,6 +121,8 @@ def test_deployer_argv() -> None:
     many = tools.argv(tools.Ship(tools.DEPLOYER_REGISTRY, "img:v1", ("gpu01", "cpu01"), "x"),
                       Path("/v/deploy"), Path("inv.yml"))
     assert many[5:] == ["gpu01,cpu01", "--image", "img:v1", "--via", "registry", "--json", "--parallel", "2"]
+    cold = tools.argv(tools.Ship(tools.DEPLOYER_COLD, "img:v1", ("gpu01",), "x"), Path("/v/deploy"), Path("inv.yml"))
+    assert cold == ["env", "DEPLOY_WARM=0", *one]  # the same ship, warm start off
 
 
 @dataclass
@@ -248,7 +250,7 @@ def test_the_fast_path_targets() -> None:
     d = got["(d) 1mbit, time"]
     assert (d["measured"], d["limit"], d["met"]) == (0.99, report.REGISTRY_LIMIT, True)
     assert got["(a) 1mbit"]["measured"] == 0.5  # the existing targets keep their names
-    assert tools.tools_for("b") == (tools.DEPLOYER, tools.DEPLOYER_REGISTRY, *tools.BASELINES)
+    assert tools.tools_for("b") == (tools.DEPLOYER, tools.DEPLOYER_REGISTRY, tools.DEPLOYER_COLD, *tools.BASELINES)
 
 
 def test_procmon_tree_peak_rss() -> None:
