@@ -165,33 +165,40 @@ _LOAD = (
 # shows an image whose content it lacks with no layers), remove the stand-ins and the staged
 # blobs (the image is safe in Docker now), and only then tag. Exit codes: 3 filesystem, 5 docker load,
 # 6 wrong id, 7 docker tag, 8 incomplete (some left-out layer's blob is not in the content store).
+# Four docker calls in a row (load, inspect, tag, inspect): each costs a start of the docker CLI.
+# The stand-ins are listed meanwhile (a load makes none: they come from earlier layer loads).
 _INSTALL = (
     'set -f\n' + _FEED + _RECORD +
     'head=$1; id=$2; ref=$3; label=$4; blobs=$5; names=$6; cdir=$7; records=$8; shift 8\n'
     'k=$((3 + 2 * $3))\n'
+    'dk_state() { shift $k; "$@" image inspect --format "{{.Id}} {{len .RootFS.Layers}}" "$x" 2>/dev/null; }\n'
     'dk_id() { shift $k; "$@" image inspect --format "{{.Id}}" "$x" 2>/dev/null; }\n'
-    'dk_complete() { shift $k; n=$("$@" image inspect --format "{{len .RootFS.Layers}}" "$id" 2>/dev/null); '
-    '[ -n "$n" ] && [ "$n" -gt 0 ]; }\n'
     'dk_load() { shift $k; "$@" load; }\n'
     'dk_partials() { shift $k; "$@" images -q --no-trunc --filter "label=$label"; }\n'
     'dk_rmi() { shift $k; "$@" image rm "$x" >/dev/null 2>&1; }\n'
     'dk_tag() { shift $k; "$@" tag "$id" "$ref"; }\n'
+    'complete() { [ "${1%% *}" = "$id" ] && [ "${1##* }" -gt 0 ] 2>/dev/null; }\n'
     'cat > "$head" || exit 3\n'
+    'dk_partials "$@" > "$head.partials" 2>/dev/null &\n'
     'x=$id\n'
-    'if ! dk_complete "$@"; then\n'
-    '  feed "$head" "$@" | dk_load "$@" || { rm -f -- "$head"; exit 5; }\n'
+    'if ! complete "$(dk_state "$@")"; then\n'
+    '  feed "$head" "$@" | dk_load "$@" || { rm -f -- "$head"; wait; rm -f -- "$head.partials"; exit 5; }\n'
     'fi\n'
     'rm -f -- "$head"\n'
-    'got=$(dk_id "$@")\n'
+    'state=$(dk_state "$@")\n'
+    'got=${state%% *}\n'
+    '[ -n "$got" ] || got=$(dk_id "$@")  # an image the containerd store holds only in part\n'
     'echo "loaded $got"\n'
+    'wait; partials=$(cat -- "$head.partials" 2>/dev/null); rm -f -- "$head.partials"\n'
     '[ "$got" = "$id" ] || exit 6\n'
-    'dk_complete "$@" || exit 8\n'
+    'complete "$state" || exit 8\n'
     'record\n'
-    'for x in $(dk_partials "$@"); do [ "$x" = "$id" ] || dk_rmi "$@"; done\n'
+    'for x in $partials; do [ "$x" = "$id" ] || dk_rmi "$@"; done\n'
     'for f in $names; do rm -f -- "$blobs/$f"; done\n'
     'dk_tag "$@" || exit 7\n'
     'x=$ref\n'
-    't=$(dk_id "$@")\n'
+    't=$(dk_state "$@")\n'
+    't=${t%% *}\n'
     'echo "tagged $t"\n'
     '[ "$t" = "$id" ] || exit 9'
 )

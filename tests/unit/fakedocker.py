@@ -101,11 +101,14 @@ elif args[:2] == ["image", "inspect"]:
     ref = state["tags"].get(ref, ref)
     if ref not in state["images"]:
         sys.exit(f"No such image: {ref}")
-    if "{{len .RootFS.Layers}}" in args:  # the containerd store shows no layers for an incomplete image
-        layers = state["manifests"].get(ref)
-        print(0 if layers and not all(d in state["content"] for d in layers) else len(layers or [1]))
-    else:
-        print(ref)
+    # the containerd store shows no layers for an incomplete image
+    layers = state["manifests"].get(ref)
+    count = 0 if layers and not all(d in state["content"] for d in layers) else len(layers or [1])
+    fields = {"{{.Id}}": ref, "{{len .RootFS.Layers}}": str(count)}
+    fmt = args[args.index("--format") + 1] if "--format" in args else "{{.Id}}"
+    for field, value in fields.items():
+        fmt = fmt.replace(field, value)
+    print(fmt)
 elif args[:2] == ["images", "-aq"]:
     for image_id in state["images"]:
         if all(d in state["content"] for d in state["manifests"].get(image_id, [])):
