@@ -19,7 +19,7 @@ from deployer.oneshot.report import FAILED, NOT_RUN, SKIPPED, STARTED, HostRepor
 from deployer.playbook.deploy import render_all, run_specs, ship_hosts, ship_level
 from deployer.playbook.model import Playbook, RenderedPlaybook
 from deployer.runs.spec import RunSpec
-from deployer.runs.start import Started
+from deployer.runs.start import Reused, Started
 from deployer.ship.model import ShipOptions, ShipResult
 from deployer.ship.progress import NullReporter, Reporter
 
@@ -65,7 +65,7 @@ class Prepared:
         record = (("playbook", self.playbook.name),) + ((("git_rev", git_rev),) if git_rev else ())
         return ShipOptions(via=o.via, level=ship_level(self.playbook, o.level), parallel=o.parallel,
                            break_lock=o.break_lock, lock_wait=o.lock_wait, connect_timeout=o.connect_timeout,
-                           origin_pull=o.origin_pull, record=record, relays=o.relays)
+                           origin_pull=o.origin_pull, record=record, relays=o.relays, gpu_facts=self.runs)
 
     def specs(self, ref: str, git_rev: str | None, names: Sequence[str] | None = None) -> dict[str, RunSpec]:
         """host -> RunSpec of the shipped ref (labels carry the playbook and git revision)."""
@@ -102,15 +102,22 @@ def deploy(prepared: Prepared, *, say: Say, on_line: Say, progress: Progress | N
     ref, git_rev = _image(prepared, client, say, on_line, arches)
     hosts = ", ".join(h.name for h in prepared.hosts)
     say(f"shipping {ref} to {hosts}")
-    with (progress or (lambda: nullcontext(NullReporter())))() as reporter:
-        shipped = ship_image(list(prepared.ship_hosts), ref, prepared.ship_options(git_rev), reporter, client=client)
-    ok_hosts = [o.host.name for o in shipped if o.ok]
-    specs = prepared.specs(ref, git_rev) if prepared.playbook.run is not None else {}
-    started: dict[str, Outcome[Started]] = {}
-    if prepared.runs and ok_hosts:
-        started = _start(prepared, {n: specs[n] for n in ok_hosts}, say)
-    elif prepared.runs:
-        say("nothing started: no host got the image")
+    # the run starts on the connection (and with the probe) each host's ship just used
+    handover: dict[str, Reused] = {}
+    try:
+        with (progress or (lambda: nullcontext(NullReporter())))() as reporter:
+            shipped = ship_image(list(prepared.ship_hosts), ref, prepared.ship_options(git_rev), reporter,
+                                 client=client, handover=handover if prepared.runs else None)
+        ok_hosts = [o.host.name for o in shipped if o.ok]
+        specs = prepared.specs(ref, git_rev) if prepared.playbook.run is not None else {}
+        started: dict[str, Outcome[Started]] = {}
+        if prepared.runs and ok_hosts:
+            started = _start(prepared, {n: specs[n] for n in ok_hosts}, say, handover)
+        elif prepared.runs:
+            say("nothing started: no host got the image")
+    finally:
+        for reused in handover.values():  # start took those it used
+            reused.session.close()
     return [_report(prepared, o, started.get(o.host.name), specs.get(o.host.name), ref, git_rev) for o in shipped]
 
 
@@ -141,14 +148,17 @@ def _image(prepared: Prepared, client: Any, say: Say, on_line: Say,
     return result.ref, rev.tag if rev else None
 
 
-def _start(prepared: Prepared, specs: Mapping[str, RunSpec], say: Say) -> dict[str, Outcome[Started]]:
+def _start(prepared: Prepared, specs: Mapping[str, RunSpec], say: Say,
+           handover: dict[str, Reused]) -> dict[str, Outcome[Started]]:
     from deployer.runs.start import start
 
     hosts = [h for h in prepared.hosts if h.name in specs]
+    reuse = {n: handover.pop(n) for n in list(handover) if n in specs}  # start closes these
     say(f"starting on {', '.join(specs)}: preflight every host first")
     try:
         outcomes = start(hosts, dict(specs), parallel=prepared.options.parallel,
-                         reporter=lambda h, m: say(f"{h}: {m}"), timeout=prepared.options.connect_timeout)
+                         reporter=lambda h, m: say(f"{h}: {m}"), timeout=prepared.options.connect_timeout,
+                         reuse=reuse)
     except DeployError as exc:  # a spec problem for all hosts: report it on each
         return {h.name: Outcome(h, error=exc) for h in hosts}
     return {o.host.name: o for o in outcomes}

@@ -57,18 +57,21 @@ def _existing(host: Host, res: Result, name: str) -> cmd.ContainerStatus | None:
 
 
 def preflight(session: Session, host: Host, spec: RunSpec, *, name: str, gpus: GpuRequest | None,
-              volumes: Sequence[Volume]) -> Ready:
+              volumes: Sequence[Volume], probe: Result | None = None) -> Ready:
     """Check host can run spec as name; PreflightError listing every problem and its fix. The
-    checks (GPUs, image, name, volume sources) read the host in one round trip."""
+    checks (GPUs, image, name, volume sources) read the host in one round trip. PROBE: the host's
+    probe with GPUs, if the ship just made it (`ship -p`): not probed again."""
     sources = [v.source for v in volumes if v.bind]
     steps = {"image": cmd.image_inspect_argv(host.docker, spec.image),
              "existing": cmd.container_inspect_argv(host.docker, name)}
-    if gpus is not None:
+    if gpus is not None and probe is None:
         steps["facts"] = probe_argv(host)
     if sources:
         steps["paths"] = cmd.missing_paths_argv(sources)
     replies = dict(zip(steps, run_batch(session, list(steps.values()), parallel=True,
                                         timeout=PROBE_TIMEOUT_S)))
+    if gpus is not None and probe is not None:
+        replies["facts"] = probe
     problems: list[str] = []
     gpu_count = None
     if gpus is not None:

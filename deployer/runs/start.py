@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NamedTuple
 
 from deployer import history
 from deployer.commands import run as cmd
@@ -26,6 +26,7 @@ from deployer.runs import spec as specs
 from deployer.runs.gpus import GpuRequest
 from deployer.runs.preflight import Ready, preflight
 from deployer.runs.steps import Step, launch_steps
+from deployer.transport.result import Result
 from deployer.transport.retry import connect_retrying
 from deployer.transport.session import Session
 
@@ -122,14 +123,33 @@ def prepare(hosts: list[Host], spec: Specs) -> dict[str, Prepared]:
     return out
 
 
+class Reused(NamedTuple):
+    """A host's live session and its probe (GPUs included), handed on by the ship before a run."""
+
+    session: Session
+    probe: Result | None
+
+
 def start(hosts: list[Host], spec: Specs, *, parallel: int = 8, attach: bool = False,
           reporter: Reporter | None = None, output: BinaryIO | None = None,
-          timeout: float = 10.0) -> list[Outcome[Started]]:
+          timeout: float = 10.0, reuse: Mapping[str, Reused] | None = None) -> list[Outcome[Started]]:
     """Preflight all hosts in parallel; if all pass, start each host's spec. Nothing starts if any fails.
 
     `spec` is one RunSpec for every host, or a mapping host name -> RunSpec (a playbook renders
     volumes and GPUs per host). A spec placed `any` starts on one host only (runs.place).
+    REUSE: sessions (and probes) the ship just used, per host; this closes them like its own.
     """
+    unused = dict(reuse or {})
+    try:
+        return _start(hosts, spec, parallel=parallel, attach=attach, reporter=reporter, output=output,
+                      timeout=timeout, reuse=unused)
+    finally:
+        for reused in unused.values():  # a host not started here (a placement picks one)
+            reused.session.close()
+
+
+def _start(hosts: list[Host], spec: Specs, *, parallel: int, attach: bool, reporter: Reporter | None,
+           output: BinaryIO | None, timeout: float, reuse: dict[str, Reused]) -> list[Outcome[Started]]:
     prepared = prepare(hosts, spec)
     if any(p.spec.nodes is not None for p in prepared.values()):
         from deployer.runs.multinode import start_job
@@ -154,11 +174,17 @@ def start(hosts: list[Host], spec: Specs, *, parallel: int = 8, attach: bool = F
 
     def check(host: Host) -> Ready:
         p = prepared[host.name]
-        session = connect_retrying(host, timeout=timeout)
+        with lock:
+            reused = reuse.pop(host.name, None)
+        if reused is not None and not getattr(reused.session, "alive", True):
+            reused.session.close()
+            reused = None
+        session = reused.session if reused is not None else connect_retrying(host, timeout=timeout)
         with lock:
             sessions[host.name] = session
         say(host.name, "preflight")
-        return preflight(session, host, p.spec, name=p.name, gpus=p.gpus, volumes=p.volumes)
+        return preflight(session, host, p.spec, name=p.name, gpus=p.gpus, volumes=p.volumes,
+                         probe=reused.probe if reused is not None else None)
 
     try:
         checked = for_each_host(hosts, check, parallel)

@@ -80,5 +80,14 @@ class HostConn:
 
         return retrying(attempt, what=what, host=self.name)
 
+    def detach(self) -> Session | None:
+        """The live session, now the caller's to use and close (None if it died); this conn forgets it."""
+        with self._lock:
+            session, self._session = self._session, None
+        if session is not None and not getattr(session, "alive", True):
+            session.close()
+            return None
+        return session
+
     def close(self) -> None:
         self.drop()

@@ -23,6 +23,7 @@ class ShipOptions:
     origin_pull: str = "auto"  # "never": hosts never pull the base from its registry (deploy_origin_pull per host)
     record: tuple[tuple[str, str], ...] = ()  # extra fields for each host's history record (playbook, git_rev)
     relays: Mapping[str, Host] = field(default_factory=dict)  # the inventory hosts named by deploy_relay
+    gpu_facts: bool = False  # probe the GPUs too: a run follows on the same connection (`ship -p`)
 
 
 @dataclass(frozen=True)

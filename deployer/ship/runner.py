@@ -34,6 +34,7 @@ from deployer.local.export import Exporter
 from deployer.local.image import ImageInfo, history_sizes, inspect
 from deployer.local.sizes import LayerSizes
 from deployer.refs import split_ref
+from deployer.runs.start import Reused
 from deployer.ship.conn import HostConn
 from deployer.ship.exports import ExportPool
 from deployer.ship.model import ShipOptions, ShipResult
@@ -69,6 +70,7 @@ class Job:
     site: Site | None = None  # the site relay it receives its blobs through, if its tarball route uses one
     staged: dict[str, int | None] | None = None  # the staging dir's blobs and sizes, once prepared under the lock
     recorded: bool = False  # the ship's history record is on the host (an install's closing appended it)
+    probed: Result | None = None  # the host's probe (GPUs included with ShipOptions.gpu_facts)
 
     def result(self, phases: tuple[tuple[str, float], ...] = ()) -> ShipResult:
         plan = self.plan
@@ -140,7 +142,7 @@ def _observe(job: Job, options: ShipOptions, history_sizes: Sequence[int], repor
     token = claim.token if claim is not None else job.lock.token if job.lock is not None else ""
     steps = [
         # a ship needs no GPU facts; whether the host reaches the base's registry, if there is one
-        probe_argv(host, gpus=False, origin=base.registry if base else ""),
+        probe_argv(host, gpus=options.gpu_facts, origin=base.registry if base else ""),
         cmd.image_state_argv(docker_argv, image.ref, image.config_digest),
         present_layers_argv(docker_argv, host.staging_dir),
         *([cmd.prepare_argv(host.staging_dir, token)] if token else []),  # a dry run changes nothing
@@ -151,6 +153,7 @@ def _observe(job: Job, options: ShipOptions, history_sizes: Sequence[int], repor
     if claim is not None:
         job.lock = claim.settle(session, replies.pop(0))
     probed, state, listed = replies[:3]
+    job.probed = probed
     # None: not prepared (a dry run, or a lock taken over from a dead owner after the batch)
     job.staged = cmd.parse_stat(replies[3].stdout) if token and replies[3].ok else None
     job.facts = read_probe(host.name, probed)
@@ -236,9 +239,9 @@ class _Closing:
             job.lock = None
 
 
-def _wrap_up(job: Job, outcome: str, error: DeployError | None = None) -> None:
+def _wrap_up(job: Job, outcome: str, error: DeployError | None = None, close: bool = True) -> None:
     """The history record and the unlock (what an install's closing did not do) in one round trip,
-    then close the connection. Best effort: never hides the ship's real outcome."""
+    then close the connection (unless not CLOSE). Best effort: never hides the ship's real outcome."""
     if error is not None and error.transient:
         _release(job)  # a dead link cannot take a history record
         return
@@ -257,7 +260,7 @@ def _wrap_up(job: Job, outcome: str, error: DeployError | None = None) -> None:
                         results[0].stderr_tail() or f"exit {results[0].exited}")
         if job.lock is not None and len(results) > 1 and results[1].ok:
             job.lock = None
-    _release(job)  # the unlock again if the batch did not get to it; closes the connection
+    _release(job, close)  # the unlock again if the batch did not get to it; closes the connection
 
 
 def _release(job: Job, close: bool = True) -> None:
@@ -273,8 +276,11 @@ def _release(job: Job, close: bool = True) -> None:
 
 def ship_image(hosts: Sequence[Host], image_ref: str, options: ShipOptions | None = None,
                reporter: Reporter | None = None, client: Client | None = None,
-               image: ImageInfo | None = None) -> list[Outcome[ShipResult]]:
-    """Ship a local image to every host; one Outcome per host, in host order."""
+               image: ImageInfo | None = None, handover: dict[str, Reused] | None = None) -> list[Outcome[ShipResult]]:
+    """Ship a local image to every host; one Outcome per host, in host order.
+
+    HANDOVER: each host that shipped leaves its live session (and its probe) there for what comes
+    next (`ship -p` starts the run on it), instead of closing it; the caller closes them."""
     options = options or ShipOptions()
     reporter = reporter or NullReporter()
     split_ref(image_ref)
@@ -342,7 +348,9 @@ def ship_image(hosts: Sequence[Host], image_ref: str, options: ShipOptions | Non
             if not reported:
                 exports.leave()
         reporter.phase(host.name, "finishing", "closing" if job.recorded else "history, unlock")
-        _wrap_up(job, "ok")
+        _wrap_up(job, "ok", close=handover is None)
+        if handover is not None and job.lock is None and (session := job.conn.detach()) is not None:
+            handover[host.name] = Reused(session, job.probed)
         result = job.result(reporter.timings(host.name))  # seconds include the history record and the unlock
         log.info("%s: %.2fs: %s", host.name, result.seconds, ", ".join(f"{k} {v:.2f}s" for k, v in result.phases))
         reporter.done(host.name, True, _summary(result))

@@ -189,11 +189,19 @@ def test_per_host_variables_render_into_volumes(testbed: Testbed, project: Proje
         assert f"--volume {data}/{job_dir}:/out" in command and "--gpus all" in command
 
 
+def ssh_logins(testbed: Testbed, host: str) -> int:
+    """SSH connections the host's sshd accepted so far (its log under the testbed's state dir)."""
+    return (testbed.paths.logs / f"sshd-{host}.log").read_text().count("Accepted publickey")
+
+
 def test_reship_after_editing_one_file_sends_only_the_new_top_layer(
         testbed: Testbed, project: Project, first_ship: dict[str, dict[str, Any]]) -> None:
     (project.root / "app" / "job.sh").write_text(JOB.format(v=2))
+    before = {h: ssh_logins(testbed, h) for h in ("gpu01", "airgap01")}
     code, out, err = deploy(project, "ship", "-p", str(project.playbook), "--host", "gpu01,airgap01", "--json")
     assert code == 0, err
+    # the run started on the connection the ship used: one SSH connection per host (issue 17)
+    assert {h: ssh_logins(testbed, h) - n for h, n in before.items()} == {"gpu01": 1, "airgap01": 1}
     dirty = f"{project.name}:{project.rev}-dirty"
     image = testbed.docker("ws").images.get(dirty)
     top = image.attrs["RootFS"]["Layers"][-1]
