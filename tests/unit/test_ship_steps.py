@@ -147,3 +147,15 @@ def test_tag_and_noop_routes(route: str) -> None:
         assert tag_and_verify(HostConn(host, session=fake), host.docker, image_id, "t:v", image_id)
     assert fake.argvs() == [s.argv for s in steps.transfer_steps(plan, host)]
     assert cmd.tag_verify_argv(host.docker, image_id, "t:v") in fake.argvs() or route == "noop"
+
+
+def test_a_detached_session_is_the_callers_and_a_dead_one_is_not_handed_on() -> None:
+    host = Host("gpu01", {"ansible_host": "10.0.0.1"})
+    live = FakeSession("gpu01")
+    conn = HostConn(host, session=live)
+    assert conn.detach() is live and not live.closed
+    conn.close()  # the conn forgot it: closing the conn leaves the caller's session open
+    assert not live.closed
+    dead = FakeSession("gpu01")
+    dead.alive = False  # type: ignore[attr-defined]
+    assert HostConn(host, session=dead).detach() is None and dead.closed
