@@ -13,7 +13,8 @@ from __future__ import annotations
 import json
 import posixpath
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 from deployer.chain import chain_ids
 from deployer.tarfmt import Descriptor
@@ -21,15 +22,21 @@ from deployer.tarfmt import Descriptor
 # Positional args are the docker argv (e.g. `sudo docker`), never interpolated into the script.
 # `images -aq` includes intermediate images; an image removed between the two calls only makes
 # inspect complain on stderr, so its failure is tolerated (we then just send a little more).
+# KNOWN: ids whose layers the workstation already has from an earlier listing of this host (an
+# image id is a digest of its content, so its layers never change): only `known ID` is printed
+# for those, and only the others are inspected (`ID [layers...]`).
 _SCRIPT = (
-    'c=$1; shift\n'
+    'c=$1; known=" $2 "; shift 2\n'
     'if [ -n "$c" ] && [ -d "$c" ]; then for f in "$c"/*; do\n'
     '  [ -f "$f" ] && printf "content %s %s\\n" "${f##*/}" "$(head -c 300 -- "$f")"\n'
     'done; fi\n'
     'ids=$("$@" images -aq --no-trunc) || exit $?\n'
-    'ids=$(printf "%s\\n" $ids | sort -u)\n'
-    '[ -n "$ids" ] || exit 0\n'
-    '"$@" image inspect --format "{{json .RootFS.Layers}}" $ids || true\n'
+    'new=\n'
+    'for id in $(printf "%s\\n" $ids | sort -u); do\n'
+    '  case $known in *" $id "*) echo "known $id" ;; *) new="$new $id" ;; esac\n'
+    'done\n'
+    '[ -n "$new" ] || exit 0\n'
+    '"$@" image inspect --format "{{.Id}} {{json .RootFS.Layers}}" $new || true\n'
 )
 
 
@@ -38,15 +45,17 @@ def content_dir(staging: str) -> str:
     return posixpath.join(staging, "content")
 
 
-def present_layers_argv(docker: tuple[str, ...], staging: str = "") -> tuple[str, ...]:
-    """One command printing, per image on the host, a JSON array of its layer diff IDs (and the
-    content records of the staging dir, if given)."""
+def present_layers_argv(docker: tuple[str, ...], staging: str = "", known: Iterable[str] = ()) -> tuple[str, ...]:
+    """One command printing, per image on the host, its id and a JSON array of its layer diff IDs,
+    or only `known ID` for the KNOWN ids (and the content records of the staging dir, if given)."""
     if not docker:
         raise ValueError("empty docker argv")
-    return ("sh", "-c", _SCRIPT, "sh", content_dir(staging) if staging else "", *docker)
+    ids = sorted(k for k in known if _ID.match(k))  # word-split by the script: ids only
+    return ("sh", "-c", _SCRIPT, "sh", content_dir(staging) if staging else "", " ".join(ids), *docker)
 
 
 _HEX = re.compile(r"^[0-9a-f]{64}$")
+_ID = re.compile(r"^sha256:[0-9a-f]{64}$")
 MEDIA_TYPES = ("application/vnd.oci.image.layer.v1.tar", "application/vnd.oci.image.layer.v1.tar+zstd",
                "application/vnd.oci.image.layer.v1.tar+gzip")
 
@@ -76,20 +85,44 @@ def content_records(layers: Iterable[tuple[str, Descriptor]]) -> str:
     return "\n".join(lines)
 
 
-def parse_present(stdout: str) -> frozenset[str]:
-    """All ChainIDs present on the host: every prefix of every image's layer list."""
-    present: set[str] = set()
+@dataclass(frozen=True)
+class Listing:
+    """What the host's images are: ids it listed as known, and the layers of those it inspected."""
+
+    known: frozenset[str]
+    layers: Mapping[str, tuple[str, ...]]
+
+    def present(self, remembered: Mapping[str, Sequence[str]] | None = None) -> frozenset[str]:
+        """All ChainIDs present on the host: every prefix of every image's layer list (the known
+        images' lists from REMEMBERED, the workstation's record of an earlier listing)."""
+        lists = [*self.layers.values(), *((remembered or {}).get(i, ()) for i in self.known)]
+        return frozenset(c for layers in lists for c in chain_ids(list(layers)))
+
+
+def parse_listing(stdout: str) -> Listing:
+    """present_layers_argv's output. Lines that are not ours (a warning on stdout) are skipped:
+    that only costs bytes. An image the containerd store holds without its layers lists none."""
+    known: set[str] = set()
+    layers: dict[str, tuple[str, ...]] = {}
     for line in stdout.splitlines():
-        line = line.strip()
-        if not line.startswith(("[", "null")):
-            continue  # not ours (e.g. a warning printed on stdout); skipping only costs bytes
-        try:
-            layers = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(layers, list) and all(isinstance(d, str) for d in layers):
-            present.update(chain_ids(layers))
-    return frozenset(present)
+        head, _, rest = line.strip().partition(" ")
+        if head == "known" and _ID.match(rest):
+            known.add(rest)
+        elif _ID.match(head) and rest.startswith(("[", "null")):
+            try:
+                value = json.loads(rest)
+            except ValueError:
+                continue
+            if isinstance(value, list) and all(isinstance(d, str) for d in value):
+                layers[head] = tuple(value)
+            elif value is None:
+                layers[head] = ()
+    return Listing(frozenset(known), layers)
+
+
+def parse_present(stdout: str) -> frozenset[str]:
+    """All ChainIDs present on the host, from a listing made without known ids."""
+    return parse_listing(stdout).present()
 
 
 def missing_layers(diff_ids: Iterable[str], present: frozenset[str]) -> tuple[int, ...]:

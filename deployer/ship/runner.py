@@ -18,12 +18,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from deployer import history
+from deployer import history, layercache
 from deployer import lock as locks
 from deployer.commands import load as ld
 from deployer.commands import ship as cmd
 from deployer.commands.facts import probe_argv
-from deployer.commands.layers import missing_layers, parse_content, parse_present, present_layers_argv
+from deployer.commands.layers import missing_layers, parse_content, parse_listing, present_layers_argv
 from deployer.errors import CommandError, DeployError, SpecError, TransferError
 from deployer.facts import PROBE_TIMEOUT_S, read_probe
 from deployer.fleet import Outcome, Unfinished, for_each_host
@@ -140,11 +140,12 @@ def _observe(job: Job, options: ShipOptions, history_sizes: Sequence[int], repor
     reporter.phase(host.name, "checking")
     claim = locks.Claim(host.name, host.staging_dir, image.ref) if take_lock else None
     token = claim.token if claim is not None else job.lock.token if job.lock is not None else ""
+    remembered = layercache.remembered(host)  # only images new since the last listing get inspected
     steps = [
         # a ship needs no GPU facts; whether the host reaches the base's registry, if there is one
         probe_argv(host, gpus=options.gpu_facts, origin=base.registry if base else ""),
         cmd.image_state_argv(docker_argv, image.ref, image.config_digest),
-        present_layers_argv(docker_argv, host.staging_dir),
+        present_layers_argv(docker_argv, host.staging_dir, remembered),
         *([cmd.prepare_argv(host.staging_dir, token)] if token else []),  # a dry run changes nothing
     ]
     if claim is not None:
@@ -160,7 +161,11 @@ def _observe(job: Job, options: ShipOptions, history_sizes: Sequence[int], repor
     if not state.ok:
         raise CommandError(host.name, state, what="reading the image's state on the host failed")
     image_state = cmd.parse_image_state(state.stdout)
-    have = parse_present(listed.stdout) if listed.ok else frozenset()
+    have = frozenset[str]()
+    if listed.ok:
+        listing = parse_listing(listed.stdout)
+        have = listing.present(remembered)
+        layercache.remember(host, listing, remembered)
     content = parse_content(listed.stdout)
     store = getattr(job.facts.docker, "image_store", "") if job.facts is not None else ""
     if store == "containerd":

@@ -7,17 +7,20 @@ import subprocess
 from pathlib import Path
 
 from deployer.chain import chain_ids
-from deployer.commands.layers import missing_layers, parse_present, present_layers_argv
+from deployer.commands.layers import Listing, missing_layers, parse_listing, parse_present, present_layers_argv
 
 D = ["sha256:" + c * 64 for c in "abcdef"]
+I1, I2, I3 = ("sha256:" + c * 64 for c in "123")  # image ids
 
 
 def test_argv_passes_docker_as_positional_args() -> None:
     argv = present_layers_argv(("sudo", "docker"))
     assert argv[:2] == ("sh", "-c")
-    assert argv[3:] == ("sh", "", "sudo", "docker")
+    assert argv[3:] == ("sh", "", "", "sudo", "docker")
     assert "sudo" not in argv[2] and '"$@" images -aq --no-trunc' in argv[2]
-    assert present_layers_argv(("docker",), "/srv/st; x")[3:] == ("sh", "/srv/st; x/content", "docker")
+    assert present_layers_argv(("docker",), "/srv/st; x")[3:] == ("sh", "/srv/st; x/content", "", "docker")
+    # known ids go as one word-split argument: anything but an id is left out
+    assert present_layers_argv(("docker",), "", [I2, "$(reboot)", I1, "sha256:x y"])[5] == f"{I1} {I2}"
 
 
 def test_argv_rejects_empty_docker() -> None:
@@ -42,8 +45,8 @@ def _fake_docker(tmp_path: Path, images: dict[str, list[str] | None]) -> Path:
         "if args[:3] == ['images', '-aq', '--no-trunc']:\n"
         "    for i in db: print(i); print(i)  # duplicates, as docker prints per tag\n"
         "elif args[:2] == ['image', 'inspect']:\n"
-        "    assert args[2:4] == ['--format', '{{json .RootFS.Layers}}'], args\n"
-        "    for i in args[4:]: print(json.dumps(db[i]))\n"
+        "    assert args[2:4] == ['--format', '{{.Id}} {{json .RootFS.Layers}}'], args\n"
+        "    for i in args[4:]: print(i, json.dumps(db[i]))\n"
         "else: sys.exit(3)\n"
     )
     script.chmod(script.stat().st_mode | stat.S_IXUSR)
@@ -55,13 +58,33 @@ def _run(argv: tuple[str, ...]) -> subprocess.CompletedProcess[str]:
 
 
 def test_script_lists_every_image_once(tmp_path: Path) -> None:
-    docker = _fake_docker(tmp_path, {"sha256:1": D[:2], "sha256:2": D[:1] + D[3:4], "sha256:3": None})
+    docker = _fake_docker(tmp_path, {I1: D[:2], I2: D[:1] + D[3:4], I3: None})
     res = _run(present_layers_argv((str(docker),)))
     assert res.returncode == 0, res.stderr
     assert parse_present(res.stdout) == frozenset(chain_ids(D[:2]) + chain_ids(D[:1] + D[3:4]))
     calls = [json.loads(line) for line in (tmp_path / "calls.log").read_text().splitlines()]
-    assert calls[1][:4] == ["image", "inspect", "--format", "{{json .RootFS.Layers}}"]
-    assert sorted(calls[1][4:]) == ["sha256:1", "sha256:2", "sha256:3"]
+    assert calls[1][:4] == ["image", "inspect", "--format", "{{.Id}} {{json .RootFS.Layers}}"]
+    assert sorted(calls[1][4:]) == [I1, I2, I3]
+
+
+def test_known_images_are_named_not_inspected(tmp_path: Path) -> None:
+    docker = _fake_docker(tmp_path, {I1: D[:2], I2: D[:1] + D[3:4]})
+    res = _run(present_layers_argv((str(docker),), "", [I1, I3]))  # I3: known once, gone since
+    assert res.returncode == 0, res.stderr
+    listing = parse_listing(res.stdout)
+    assert listing == Listing(known=frozenset([I1]), layers={I2: tuple(D[:1] + D[3:4])})
+    calls = [json.loads(line) for line in (tmp_path / "calls.log").read_text().splitlines()]
+    assert calls[1][4:] == [I2]
+    # I1's layers come from the workstation's record of the earlier listing
+    assert listing.present({I1: D[:2], I3: D[4:]}) == frozenset(chain_ids(D[:2]) + chain_ids(D[:1] + D[3:4]))
+    assert listing.present() == frozenset(chain_ids(D[:1] + D[3:4]))  # no record: I1 counts as absent
+
+
+def test_only_known_images_means_no_inspect(tmp_path: Path) -> None:
+    docker = _fake_docker(tmp_path, {I1: D[:2]})
+    res = _run(present_layers_argv((str(docker),), "", [I1]))
+    assert (res.returncode, res.stdout) == (0, f"known {I1}\n")
+    assert len((tmp_path / "calls.log").read_text().splitlines()) == 1
 
 
 def test_script_with_no_images_prints_nothing_and_succeeds(tmp_path: Path) -> None:
@@ -77,7 +100,7 @@ def test_script_fails_when_docker_fails(tmp_path: Path) -> None:
 
 
 def test_parse_present_every_prefix_of_every_image() -> None:
-    out = json.dumps(D[:3]) + "\n" + json.dumps(D[3:5]) + "\nnull\n[]\n\n"
+    out = f"{I1} {json.dumps(D[:3])}\n{I2} {json.dumps(D[3:5])}\n{I3} null\nsha256:{'4' * 64} []\n\n"
     present = parse_present(out)
     assert present == frozenset(chain_ids(D[:3]) + chain_ids(D[3:5]))
 

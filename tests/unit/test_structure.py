@@ -21,7 +21,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("oneshot",),                  # build -> ship -> run for a playbook
     ("ship", "playbook"),          # routes and plans; the playbook (renders into runs' RunSpec)
     ("runs",),                     # start, status, logs, stop of containers
-    ("facts", "probe", "history", "fleet", "factcache", "lock"),  # per-host I/O helpers over transport
+    ("facts", "probe", "history", "fleet", "factcache", "layercache", "lock"),  # per-host I/O helpers over transport
     ("transport", "local"),        # the side effects: SSH sessions; the local Docker (docker SDK)
     ("commands",),                 # pure builders of remote argv and parsers of their output
     ("inventory", "chain", "codec", "errors", "platforms", "refs", "sizes", "stores", "tarfmt",

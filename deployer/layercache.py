@@ -1,0 +1,70 @@
+"""What each host's images were made of at its last listing, so a ship inspects only new images.
+
+An image id is a digest of the image's content: the layers of an id on a host never change. A
+ship lists the host's image ids and inspects only the ids this file does not know for that host
+(deployer.commands.layers); on the containerd store that listing was the slowest part of a
+re-ship's first round trip. Stored as JSON at $XDG_CACHE_HOME/deployer/layers.json
+(default ~/.cache/deployer/layers.json), per host address; a missing or corrupt file is empty.
+An image listed without layers (the containerd store, content missing) is never remembered.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from deployer.commands.layers import Listing
+from deployer.inventory.host import Host
+
+MAX_IMAGES = 2000  # per host: a bound on the file and on the listing command's length
+_lock = threading.Lock()
+
+Layers = Mapping[str, Sequence[str]]
+
+
+def cache_path() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+    return Path(base) / "deployer" / "layers.json"
+
+
+def host_key(host: Host) -> str:
+    """The machine behind an inventory name (two names for one machine share what they know)."""
+    return f"{host.user or ''}@{host.address}:{host.port}"
+
+
+def _load(path: Path) -> dict[str, dict[str, list[str]]]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def remembered(host: Host, path: Path | None = None) -> dict[str, tuple[str, ...]]:
+    """image id -> its layers, for the images the host had at its last listing."""
+    entry = _load(path or cache_path()).get(host_key(host))
+    if not isinstance(entry, dict):
+        return {}
+    return {i: tuple(ls) for i, ls in entry.items()
+            if isinstance(ls, list) and ls and all(isinstance(d, str) for d in ls)}
+
+
+def remember(host: Host, listing: Listing, known: Layers, path: Path | None = None) -> None:
+    """Record the images the host has now: those inspected, and the known ones it still lists."""
+    now = {i: list(ls) for i, ls in listing.layers.items() if ls}
+    now.update({i: list(known[i]) for i in listing.known if known.get(i)})
+    path = path or cache_path()
+    with _lock:
+        data = _load(path)
+        data[host_key(host)] = dict(list(now.items())[:MAX_IMAGES])
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".layers.")
+            with os.fdopen(fd, "w") as fh:
+                json.dump(data, fh)
+            os.replace(tmp, path)
+        except OSError:
+            pass  # a cache: the next ship inspects every image again

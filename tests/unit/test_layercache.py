@@ -1,0 +1,43 @@
+"""The workstation's record of each host's images (deployer.layercache): what a ship need not inspect."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from deployer import layercache
+from deployer.commands.layers import Listing
+from deployer.inventory.host import Host
+
+D = ["sha256:" + c * 64 for c in "abcd"]
+I1, I2, I3 = ("sha256:" + c * 64 for c in "123")
+
+
+def test_remembers_what_the_host_has_now_and_forgets_what_it_dropped(tmp_path: Path) -> None:
+    path = tmp_path / "layers.json"
+    gpu01 = Host("gpu01", {"ansible_host": "10.0.0.1", "ansible_user": "ml"})
+    assert layercache.remembered(gpu01, path) == {}
+    layercache.remember(gpu01, Listing(frozenset(), {I1: tuple(D[:2]), I2: tuple(D[:3]), I3: ()}), {}, path)
+    # an image listed without layers (the containerd store lacking its content) is not remembered
+    assert layercache.remembered(gpu01, path) == {I1: tuple(D[:2]), I2: tuple(D[:3])}
+    # next listing: I1 known and still there, I2 gone, I3 inspected now with its layers
+    layercache.remember(gpu01, Listing(frozenset([I1]), {I3: (D[3],)}), layercache.remembered(gpu01, path), path)
+    assert layercache.remembered(gpu01, path) == {I1: tuple(D[:2]), I3: (D[3],)}
+
+
+def test_keyed_by_the_machine_not_the_inventory_name(tmp_path: Path) -> None:
+    path = tmp_path / "layers.json"
+    a = Host("gpu01", {"ansible_host": "10.0.0.1"})
+    alias = Host("trainer", {"ansible_host": "10.0.0.1"})
+    other = Host("gpu01", {"ansible_host": "10.0.0.2"})
+    layercache.remember(a, Listing(frozenset(), {I1: tuple(D[:2])}), {}, path)
+    assert layercache.remembered(alias, path) == {I1: tuple(D[:2])}
+    assert layercache.remembered(other, path) == {}
+
+
+def test_a_corrupt_file_is_an_empty_cache(tmp_path: Path) -> None:
+    path = tmp_path / "layers.json"
+    host = Host("gpu01", {"ansible_host": "10.0.0.1"})
+    for text in ("{not json", "[]", '{"@10.0.0.1:22": {"' + I1 + '": "oops"}}'):
+        path.write_text(text)
+        assert layercache.remembered(host, path) == {}
+    layercache.remember(host, Listing(frozenset(), {I1: (D[0],)}), {}, path)  # and is replaced
+    assert layercache.remembered(host, path) == {I1: (D[0],)}
