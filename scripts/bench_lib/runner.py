@@ -96,10 +96,11 @@ class Runner:
                 pass
         shutil.rmtree(self.cache, ignore_errors=True)
 
-    def env(self) -> dict[str, str]:
-        # A private facts cache per step: nothing a previous step learnt may survive a host reset.
+    def env(self, cache_home: str | None = None) -> dict[str, str]:
+        # A private cache (facts, layer listings, blobs) per sample: nothing a previous sample learnt
+        # may survive a host reset. (b)'s two ships share one, as a workstation's ships would.
         env = dict(os.environ)
-        env["XDG_CACHE_HOME"] = tempfile.mkdtemp(dir=self.cache)
+        env["XDG_CACHE_HOME"] = cache_home or tempfile.mkdtemp(dir=self.cache)
         env["XDG_RUNTIME_DIR"] = str(self.runtime)
         env.pop("DEPLOY_INVENTORY", None)
         if self.source is not None:
@@ -164,11 +165,12 @@ class Runner:
                 self._push_base()
             repo = f"bench-{uniq}/ml"
             want = self.pair.v1
+            home = tempfile.mkdtemp(dir=self.cache)
             if scenario == "b":
                 # The host first gets v1 with the same tool (unthrottled, untimed), then v2 is timed.
                 first = Ship(tool, v1, hs, repo)
                 try:
-                    self._check(self._run(first), first, self.pair.v1, Sample(scenario, None, tool, rep, hs))
+                    self._check(self._run(first, home), first, self.pair.v1, Sample(scenario, None, tool, rep, hs))
                 finally:
                     self._untag_pushed(first)
                 want, v1 = self.pair.v2, v2
@@ -179,7 +181,7 @@ class Runner:
                 if sample.background > hosts.QUIET_BPS:
                     sample.notes.append(f"uplink busy before the step: {sample.background / 1e3:.0f} kB/s")
             before, own = hosts.uplink_bytes(), self._own()
-            fin = self._run(ship)
+            fin = self._run(ship, home)
             sample.uplink_bytes = hosts.uplink_bytes() - before
             if own is not None and tool not in tools.REGISTRY_TOOLS:
                 sample.own_bytes = (self._own() or 0) - own
@@ -207,9 +209,9 @@ class Runner:
     def _own(self) -> int | None:
         return self.acct.bytes() if self.acct else None
 
-    def _run(self, ship: Ship) -> procmon.Finished:
+    def _run(self, ship: Ship, cache_home: str) -> procmon.Finished:
         procs = self.acct.procs_file() if self.acct else None
-        return procmon.run(tools.argv(ship, DEPLOY, inventory()), env=self.env(), timeout=self.timeout,
+        return procmon.run(tools.argv(ship, DEPLOY, inventory()), env=self.env(cache_home), timeout=self.timeout,
                            cgroup_procs=procs)
 
     def _check(self, fin: procmon.Finished, ship: Ship, want: ImageInfo, sample: Sample) -> None:
