@@ -109,6 +109,9 @@ def cli(ctx: click.Context, inventory_path: str | None, verbose: bool) -> None:
     Builds images locally, sends them to each host through a registry or as
     layer-aware tarballs (only the layers a host lacks, resumable and verified),
     starts them with GPUs and data volumes, and shows what runs where.
+
+    From the second command on, commands start in a warm background process
+    that has deployer imported already (DEPLOY_WARM=0 turns it off).
     """
     ctx.obj = AppContext(inventory_path=inventory_path, verbose=verbose)
     if verbose:
