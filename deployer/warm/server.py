@@ -63,8 +63,8 @@ def serve(path: Path, idle_s: float) -> None:
     lock = _lock(Path(f"{path}.lock"))
     if lock is None:
         return  # another server has this socket
+    known = fingerprint()  # before the imports: a file changed meanwhile makes this server stale at once
     preload()
-    known = fingerprint()
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps the children
     path.unlink(missing_ok=True)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
