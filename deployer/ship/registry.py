@@ -138,9 +138,29 @@ class Pusher:
         self._client = client
         self._lock = threading.Lock()
         self._done: dict[str, PushStats | LocalError] = {}
+        self._early: set[str] = set()  # pushed by start(): the first host to ask is charged with it
+
+    def start(self, registry: str) -> None:
+        """Push to registry in the background now (while the hosts are connected and checked): a
+        host surely takes the registry route. push() then waits for it."""
+        started = threading.Event()
+
+        def run() -> None:
+            with self._lock:
+                started.set()
+                if registry not in self._done:
+                    self._early.add(registry)
+                    try:
+                        self._done[registry] = self._push(registry, lambda n: None)
+                    except LocalError as exc:
+                        self._done[registry] = exc
+
+        threading.Thread(target=run, name=f"push {registry}", daemon=True).start()
+        started.wait(5)  # it holds the lock before any host asks
 
     def push(self, registry: str, on_bytes: Callable[[int], None] = lambda n: None) -> tuple[PushStats, bool]:
-        """(stats, True if this call did the push). Raises the push's LocalError for every caller."""
+        """(stats, True if this call did the push, or is the first to take an early one). Raises the
+        push's LocalError for every caller."""
         with self._lock:
             if registry not in self._done:
                 try:
@@ -150,9 +170,11 @@ class Pusher:
                     raise
                 return self._done[registry], True  # type: ignore[return-value]
             outcome = self._done[registry]
+            mine = registry in self._early
+            self._early.discard(registry)
         if isinstance(outcome, LocalError):
             raise outcome
-        return outcome, False
+        return outcome, mine
 
     def _push(self, registry: str, on_bytes: Callable[[int], None]) -> PushStats:
         remote = registry_ref(registry, self.image.ref)

@@ -303,6 +303,8 @@ def ship_image(hosts: Sequence[Host], image_ref: str, options: ShipOptions | Non
     exports = ExportPool(image, options.level, expected=min(len(jobs), options.parallel), client=client,
                          head_start=_head_start(hosts, image, options, client))
     pusher = Pusher(image, client)
+    for registry in sorted({h.registry for h in hosts if h.registry and (options.via or h.via) == "registry"}):
+        pusher.start(registry)  # a host that must take the registry route: push while it is checked
     sizes = LayerSizes(image, client)
 
     def again(job: Job, why: str, options: ShipOptions) -> None:

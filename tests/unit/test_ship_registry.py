@@ -283,3 +283,21 @@ def test_a_push_the_daemon_refuses_is_a_local_error_for_every_caller() -> None:
         assert caught.value.message == "local Docker: pushing 10.213.0.5:5000/team/x:1: connection refused"
         assert caught.value.hint == "check the registry is reachable from this workstation"
     assert [call[0] for call in fake.calls] == ["tag", "push"]
+
+
+def test_an_early_push_is_done_once_and_charged_to_the_first_host_that_asks() -> None:
+    pusher, fake = _pusher_client("10.213.0.5:5000", [chunk for chunk in STREAM if chunk.get("status") != "Pushed"])
+    pusher.start("10.213.0.5:5000")  # in the background, while the hosts are checked
+    first, second = pusher.push("10.213.0.5:5000"), pusher.push("10.213.0.5:5000")
+    assert first[1] and not second[1] and first[0] == second[0]
+    assert [call[0] for call in fake.calls] == ["tag", "push"]
+
+
+def test_an_early_push_that_fails_fails_every_host() -> None:
+    pusher, fake = _pusher_client("10.213.0.5:5000", STREAM)
+    fake.api.fail["push"] = docker.errors.APIError("500 Server Error", explanation="connection refused")
+    pusher.start("10.213.0.5:5000")
+    for _ in range(2):
+        with pytest.raises(LocalError, match="connection refused"):
+            pusher.push("10.213.0.5:5000")
+    assert [call[0] for call in fake.calls] == ["tag", "push"]
