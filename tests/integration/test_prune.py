@@ -6,6 +6,7 @@ shipped) and its leftovers are only this test's: prune never touches what other 
 from __future__ import annotations
 
 import os
+import time
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -114,6 +115,8 @@ def test_prune_removes_staging_leftovers_and_old_exited_containers(testbed: Any,
     code, _, err = deploy(env, "run", "--host", HOST, "--image", fleet["refs"][0], "--name", done_name,
                           "--attach", "--", "true")
     assert code == 0, err
+    time.sleep(1.5)  # --older-than 1s: the container must have exited more than a second ago (a warm
+    # `deploy` starts the prune well within that second)
     code, done, err = deploy(env, "prune", "--host", HOST, "--keep", "4", "--older-than", "1s", "--json")
     assert code == 0, err
     (host,) = done
