@@ -6,8 +6,8 @@ shipped) and its leftovers are only this test's: prune never touches what other 
 from __future__ import annotations
 
 import os
-import time
 import shutil
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
