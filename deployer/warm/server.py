@@ -228,8 +228,8 @@ def _watch(conn: socket.socket) -> None:
             data = b""
         if not data:  # the client is gone (killed): so is the command, as with a cold process
             os.killpg(0, signal.SIGKILL)
-        if len(data) == 2:
-            os.kill(os.getpid(), data[1])
+        if len(data) == 2:  # at the main thread, whose wait it must interrupt, as a terminal's Ctrl-C does
+            signal.pthread_kill(threading.main_thread().ident or 0, data[1])
 
 
 def main() -> None:

@@ -181,7 +181,10 @@ def test_ctrl_c_reaches_the_command(tmp_path: Path) -> None:
     bed = Bed(tmp_path, port=sshd.port)
     try:
         bed.start_server()
-        proc = subprocess.Popen([sys.executable, "-c", WARM_ONLY, "-i", "inv.yml", "status", "--host", "gpu01"],
+        # as at a terminal: SIGINT not ignored (a shell's `cmd &`, as in scripts/pythons, ignores it, and
+        # `deploy` then leaves it ignored for the command too, as a cold process would)
+        at_a_terminal = "import signal\nsignal.signal(signal.SIGINT, signal.default_int_handler)\n" + WARM_ONLY
+        proc = subprocess.Popen([sys.executable, "-c", at_a_terminal, "-i", "inv.yml", "status", "--host", "gpu01"],
                                 env=bed.env, cwd=bed.project, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True)
         assert sshd.accepted.wait(30)
