@@ -153,7 +153,8 @@ def _start(prepared: Prepared, specs: Mapping[str, RunSpec], say: Say,
     from deployer.runs.start import start
 
     hosts = [h for h in prepared.hosts if h.name in specs]
-    reuse = {n: handover.pop(n) for n in list(handover) if n in specs}  # start closes these
+    reuse = dict(handover)  # start uses or closes every one of them
+    handover.clear()
     say(f"starting on {', '.join(specs)}: preflight every host first")
     try:
         outcomes = start(hosts, dict(specs), parallel=prepared.options.parallel,

@@ -150,10 +150,7 @@ class Pusher:
                 started.set()
                 if registry not in self._done:
                     self._early.add(registry)
-                    try:
-                        self._done[registry] = self._push(registry, lambda n: None)
-                    except LocalError as exc:
-                        self._done[registry] = exc
+                    self._push_once(registry, lambda n: None)
 
         threading.Thread(target=run, name=f"push {registry}", daemon=True).start()
         started.wait(5)  # it holds the lock before any host asks
@@ -163,18 +160,22 @@ class Pusher:
         push's LocalError for every caller."""
         with self._lock:
             if registry not in self._done:
-                try:
-                    self._done[registry] = self._push(registry, on_bytes)
-                except LocalError as exc:
-                    self._done[registry] = exc
-                    raise
-                return self._done[registry], True  # type: ignore[return-value]
-            outcome = self._done[registry]
-            mine = registry in self._early
+                outcome, mine = self._push_once(registry, on_bytes), True
+            else:
+                outcome, mine = self._done[registry], registry in self._early
             self._early.discard(registry)
         if isinstance(outcome, LocalError):
             raise outcome
         return outcome, mine
+
+    def _push_once(self, registry: str, on_bytes: Callable[[int], None]) -> PushStats | LocalError:
+        """Push and record the outcome, a failure included (under self._lock)."""
+        try:
+            outcome: PushStats | LocalError = self._push(registry, on_bytes)
+        except LocalError as exc:
+            outcome = exc
+        self._done[registry] = outcome
+        return outcome
 
     def _push(self, registry: str, on_bytes: Callable[[int], None]) -> PushStats:
         remote = registry_ref(registry, self.image.ref)
