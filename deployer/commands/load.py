@@ -167,6 +167,8 @@ _LOAD = (
 # 6 wrong id, 7 docker tag, 8 incomplete (some left-out layer's blob is not in the content store).
 # Four docker calls in a row (load, inspect, tag, inspect): each costs a start of the docker CLI.
 # The stand-ins are listed meanwhile (a load makes none: they come from earlier layer loads).
+# Whether the image is there already is asked only when a layer file the tar needs is gone: the
+# install removes them only once the image is verified, so that is a retry after a lost reply.
 _INSTALL = (
     'set -f\n' + _FEED + _RECORD +
     'head=$1; id=$2; ref=$3; label=$4; blobs=$5; names=$6; cdir=$7; records=$8; shift 8\n'
@@ -178,10 +180,11 @@ _INSTALL = (
     'dk_rmi() { shift $k; "$@" image rm "$x" >/dev/null 2>&1; }\n'
     'dk_tag() { shift $k; "$@" tag "$id" "$ref"; }\n'
     'complete() { [ "${1%% *}" = "$id" ] && [ "${1##* }" -gt 0 ] 2>/dev/null; }\n'
+    'have_files() { n=$3; shift 3; while [ "$n" -gt 0 ]; do [ -e "$1" ] || return 1; shift 2; n=$((n - 1)); done; }\n'
     'cat > "$head" || exit 3\n'
     'dk_partials "$@" > "$head.partials" 2>/dev/null &\n'
     'x=$id\n'
-    'if ! complete "$(dk_state "$@")"; then\n'
+    'if have_files "$@" || ! complete "$(dk_state "$@")"; then\n'
     '  feed "$head" "$@" | dk_load "$@" || { rm -f -- "$head"; wait; rm -f -- "$head.partials"; exit 5; }\n'
     'fi\n'
     'rm -f -- "$head"\n'

@@ -25,6 +25,8 @@ FAKE_DOCKER = r'''
 import hashlib, json, sys, tarfile
 state_path = sys.argv[1]
 args = sys.argv[2:]
+with open(state_path + ".calls", "a") as calls:  # what the scripts asked, in order
+    calls.write(" ".join(args[:2]) + "\n")
 try:
     state = json.load(open(state_path))
 except FileNotFoundError:
@@ -134,6 +136,12 @@ def fake_docker(tmp_path: Path) -> tuple[tuple[str, ...], Path]:
     script.write_text(FAKE_DOCKER)
     state = tmp_path / "docker-state.json"
     return (sys.executable, str(script), str(state)), state
+
+
+def calls(state: Path) -> list[str]:
+    """The docker calls made so far (their first two words), in order."""
+    path = Path(f"{state}.calls")
+    return path.read_text().splitlines() if path.exists() else []
 
 
 def sha(data: bytes) -> str:

@@ -11,7 +11,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from fakedocker import Image, fake_docker, sha
+from fakedocker import Image, calls, fake_docker, sha
 
 from deployer.commands import load as ld
 from deployer.commands import ship as cmd
@@ -73,15 +73,22 @@ def test_stand_ins_then_install_leave_only_the_tagged_image(tmp_path: Path) -> N
     head, blocks = _head(ld.load_head("legacy", img.config, img.diff_ids, img.files[2:]))
     argv = ld.install_argv(docker, img.head_path(), img.id, "t:v", img.staging, cmd.blob_dir(img.staging),
                            img.names, "gzip", blocks, img.files[2:])
+    before = len(calls(state))
     res = sh(argv, head)
     assert res.returncode == 0, res.stderr
     assert ld.parse_install(res.stdout.decode()) == ld.Installed(img.id, img.id)
+    # its layer files are there: no need to ask whether the image is, it loads at once
+    made = [c for c in calls(state)[before:] if c != "images -q"]  # the stand-ins' listing runs alongside
+    assert [c.split()[0] for c in made] == ["load", "image", "image", "tag", "image"]
+    assert made[1] == "image inspect" and made[2] == "image rm"
     after = json.loads(state.read_text())
     assert list(after["images"]) == [img.id] and after["tags"] == {"t:v": img.id}
     assert not list(Path(cmd.blob_dir(img.staging)).iterdir()) and not Path(img.head_path()).exists()
     # retry-safe: run again as after a lost reply (blobs gone): nothing loads, REF is tagged again
+    before = len(calls(state))
     res = sh(argv, head)
     assert res.returncode == 0 and ld.parse_install(res.stdout.decode()) == ld.Installed(img.id, img.id)
+    assert "load" not in calls(state)[before:]
 
 
 def test_link_mode_sends_the_blob_as_is(tmp_path: Path) -> None:
