@@ -16,7 +16,7 @@ def probe_target(host: Host, timeout: float = 10.0) -> Target:
 
     with connect(host, timeout=timeout) as session:
         listed = session.run(present_layers_argv(host.docker), timeout=300)
-        facts = parse_probe(session.run(probe_argv(host, gpus=False), check=False, timeout=120).stdout)
+        facts = parse_probe(session.run(probe_argv(host, gpus=False, versions=False), check=False, timeout=120).stdout)
     present = parse_present(listed.stdout)
     warnings: list[str] = []
     store = facts.docker.image_store if facts.docker else ""

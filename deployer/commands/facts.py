@@ -28,11 +28,13 @@ DECOMPRESSORS = ("zstd", "unpigz", "pigz", "gzip", "xz", "bzip2")
 # The origin (a registry a ship's base image came from, issue 19) is checked the same way, after
 # the registry; each check's answer is one line.
 # $1 staging dir, $2 registry (may be empty), $3 "gpus" to ask nvidia-smi (slow on a server whose
-# driver is not kept loaded: a ship does not need it), $4 origin registry (may be empty), $5... the
-# docker command (e.g. sudo docker).
+# driver is not kept loaded: a ship does not need it), $4 origin registry (may be empty), $5
+# "version" to run `docker version` (the API version and the client's: `deploy inventory check`
+# shows them; a ship needs only what `docker info` says, and each docker call starts the CLI),
+# $6... the docker command (e.g. sudo docker).
 # `docker info` (slow on a busy daemon) runs once: the docker root for df comes from its JSON.
 PROBE_SCRIPT = r"""
-staging=$1; gpus=$3; origin=$4; reg=$2; shift 4
+staging=$1; gpus=$3; origin=$4; reg=$2; version=$5; shift 5
 sec() { printf '\n@@deployer %s\n' "$1"; }
 end() { printf '\n@@rc %s\n' "$1"; }
 registry() {
@@ -57,7 +59,7 @@ registry() {
 { registry "$reg" 2>&1 | tr '\n' ' '; echo; registry "$origin" 2>&1 | tr '\n' ' '; echo; } | {
 exec 3<&0 </dev/null
 sec arch; uname -m 2>&1; end $?
-sec docker_version; "$@" version --format '{{json .}}' 2>&1; end $?
+[ "$version" != version ] || { sec docker_version; "$@" version --format '{{json .}}' 2>&1; end $?; }
 sec docker_info; info=$("$@" info --format '{{json .}}' 2>&1); rc=$?; printf '%s\n' "$info"; end $rc
 if [ "$gpus" = gpus ]; then
 sec gpu_tools
@@ -86,12 +88,12 @@ sec origin; IFS= read -r line <&3; printf '%s\n' "$line"; end 0
 """
 
 
-def probe_argv(host: Host, *, gpus: bool = True, origin: str = "") -> tuple[str, ...]:
+def probe_argv(host: Host, *, gpus: bool = True, origin: str = "", versions: bool = True) -> tuple[str, ...]:
     """The single remote command that gathers every fact about a host (its GPUs only if asked:
     without them the facts say nothing about GPUs; whether it reaches ORIGIN, a registry's
-    `host[:port]`, only if given)."""
+    `host[:port]`, only if given; the Docker API and client versions only with VERSIONS)."""
     return ("sh", "-c", PROBE_SCRIPT, "sh", host.staging_dir, host.registry or "", "gpus" if gpus else "",
-            origin, *host.docker)
+            origin, "version" if versions else "", *host.docker)
 
 
 @dataclass(frozen=True)
@@ -172,14 +174,18 @@ def _non_json(text: str) -> str:
 
 def parse_docker(version_text: str, version_rc: int | None, info_text: str, info_rc: int | None,
                  gpu_tools: tuple[str, ...]) -> tuple[DockerFacts | None, str | None, str | None]:
-    """(DockerFacts or None, error text, client version) from `docker version`/`docker info` JSON."""
+    """(DockerFacts or None, error text, client version) from `docker version`/`docker info` JSON.
+
+    Without `docker version` (VERSION_RC None: a probe without versions) the server's version
+    comes from `docker info` and the API version is unknown ("")."""
     version = json_object(version_text) or {}
     info = json_object(info_text) or {}
-    client = (version.get("Client") or {}).get("Version")
+    client = (version.get("Client") or {}).get("Version") or (info.get("ClientInfo") or {}).get("Version")
     server = version.get("Server") or {}
-    if version_rc != 0 or not server or not info:
+    asked = version_rc is not None
+    if (asked and (version_rc != 0 or not server)) or info_rc != 0 or not info:
         err = _non_json(version_text) or _non_json(info_text) or "docker did not answer"
-        if version_rc == 127 or "not found" in err:
+        if 127 in (version_rc, info_rc) or "not found" in err:
             err = f"docker is not installed or not on PATH ({err})"
         return None, err, client
     runtimes = info.get("Runtimes") or {}

@@ -143,7 +143,7 @@ def _observe(job: Job, options: ShipOptions, history_sizes: Sequence[int], repor
     remembered = layercache.remembered(host)  # only images new since the last listing get inspected
     steps = [
         # a ship needs no GPU facts; whether the host reaches the base's registry, if there is one
-        probe_argv(host, gpus=options.gpu_facts, origin=base.registry if base else ""),
+        probe_argv(host, gpus=options.gpu_facts, origin=base.registry if base else "", versions=False),
         cmd.image_state_argv(docker_argv, image.ref, image.config_digest),
         present_layers_argv(docker_argv, host.staging_dir, remembered),
         *([cmd.prepare_argv(host.staging_dir, token)] if token else []),  # a dry run changes nothing
