@@ -85,21 +85,27 @@ class LoadHead:
     data: bytes
     blocks: int
     image_id: str
+    tags: tuple[str, ...] = ()  # the names the load itself gives the image (a "legacy" load's RepoTags)
 
 
 def load_head(fmt: str, config: bytes, diff_ids: Sequence[str], files: Sequence[LoadFile],
-              layers: Mapping[str, Descriptor] | None = None) -> LoadHead:
+              layers: Mapping[str, Descriptor] | None = None, tags: Sequence[str] = ()) -> LoadHead:
     """The head of a load of the image `diff_ids` + `config`; `files` are the layers the tar carries.
 
     The "oci" format's manifest names every layer by a blob (`layers`: diff id -> descriptor, for
-    the layers the tar leaves out too); each file is that blob, named by its digest."""
+    the layers the tar leaves out too); each file is that blob, named by its digest.
+    TAGS ("legacy" only): `name:tag`s the load gives the image. That is safe before any check:
+    the classic store's image id is the digest of the config sent here, and docker load checks
+    every layer against its diff id, so a load that succeeds made exactly this image."""
     if fmt == "legacy":
         cfg_name = f"{config_id(config)[7:]}.json"
-        head = tar_member("manifest.json", load_manifest(cfg_name, diff_ids)) + tar_member(cfg_name, config)
+        head = tar_member("manifest.json", load_manifest(cfg_name, diff_ids, tags)) + tar_member(cfg_name, config)
         headers = b"".join(tar_header(layer_path(f.diff_id), f.size) for f in files)
-        return LoadHead(head + headers, len(head) // BLOCK, config_id(config))
+        return LoadHead(head + headers, len(head) // BLOCK, config_id(config), tuple(tags))
     if fmt != "oci":
         raise ValueError(f"unknown load format {fmt!r}")
+    if tags:
+        raise ValueError("an OCI load is tagged after its checks (the containerd store can load an incomplete image)")
     descs = dict(layers or {})
     unknown = [d for d in diff_ids if d not in descs]
     if unknown:
@@ -166,14 +172,17 @@ _LOAD = (
 # blobs (the image is safe in Docker now), and only then tag. Exit codes: 3 filesystem, 5 docker load,
 # 6 wrong id, 7 docker tag, 8 incomplete (some left-out layer's blob is not in the content store).
 # Four docker calls in a row (load, inspect, tag, inspect): each costs a start of the docker CLI.
+# A load whose head names REF (TAGGED=1: a "legacy" load, see load_head) tags it itself, and then
+# one inspect of the id and REF checks both: two calls in a row.
 # The stand-ins are listed meanwhile (a load makes none: they come from earlier layer loads).
 # Whether the image is there already is asked only when a layer file the tar needs is gone: the
 # install removes them only once the image is verified, so that is a retry after a lost reply.
 _INSTALL = (
     'set -f\n' + _FEED + _RECORD +
-    'head=$1; id=$2; ref=$3; label=$4; blobs=$5; names=$6; cdir=$7; records=$8; shift 8\n'
+    'head=$1; id=$2; ref=$3; label=$4; blobs=$5; names=$6; cdir=$7; records=$8; tagged=$9; shift 9\n'
     'k=$((3 + 2 * $3))\n'
     'dk_state() { shift $k; "$@" image inspect --format "{{.Id}} {{len .RootFS.Layers}}" "$x" 2>/dev/null; }\n'
+    'dk_states() { shift $k; "$@" image inspect --format "{{.Id}} {{len .RootFS.Layers}}" "$id" "$ref" 2>/dev/null; }\n'
     'dk_id() { shift $k; "$@" image inspect --format "{{.Id}}" "$x" 2>/dev/null; }\n'
     'dk_load() { shift $k; "$@" load; }\n'
     'dk_partials() { shift $k; "$@" images -q --no-trunc --filter "label=$label"; }\n'
@@ -184,11 +193,15 @@ _INSTALL = (
     'cat > "$head" || exit 3\n'
     'dk_partials "$@" > "$head.partials" 2>/dev/null &\n'
     'x=$id\n'
+    'by_load=\n'
     'if have_files "$@" || ! complete "$(dk_state "$@")"; then\n'
     '  feed "$head" "$@" | dk_load "$@" || { rm -f -- "$head"; wait; rm -f -- "$head.partials"; exit 5; }\n'
+    '  by_load=$tagged\n'
     'fi\n'
     'rm -f -- "$head"\n'
-    'state=$(dk_state "$@")\n'
+    'if [ "$by_load" = 1 ]; then\n'
+    '  both=$(dk_states "$@"); state=$(printf "%s\\n" "$both" | head -n 1); t=$(printf "%s\\n" "$both" | sed -n 2p)\n'
+    'else state=$(dk_state "$@"); fi\n'
     'got=${state%% *}\n'
     '[ -n "$got" ] || got=$(dk_id "$@")  # an image the containerd store holds only in part\n'
     'echo "loaded $got"\n'
@@ -198,9 +211,7 @@ _INSTALL = (
     'record\n'
     'for x in $partials; do [ "$x" = "$id" ] || dk_rmi "$@"; done\n'
     'for f in $names; do rm -f -- "$blobs/$f"; done\n'
-    'dk_tag "$@" || exit 7\n'
-    'x=$ref\n'
-    't=$(dk_state "$@")\n'
+    'if [ "$by_load" != 1 ]; then dk_tag "$@" || exit 7; x=$ref; t=$(dk_state "$@"); fi\n'
     't=${t%% *}\n'
     'echo "tagged $t"\n'
     '[ "$t" = "$id" ] || exit 9'
@@ -230,15 +241,16 @@ def load_argv(docker: Sequence[str], head_path: str, mode: str, blocks: int | st
 
 def install_argv(docker: Sequence[str], head_path: str, image_id: str, ref: str, staging: str, blob_dir: str,
                  blobs: Sequence[str], mode: str, blocks: int | str, files: Sequence[LoadFile],
-                 records: Sequence[tuple[str, Descriptor]] = (), *, preview: bool = False) -> tuple[str, ...]:
+                 records: Sequence[tuple[str, Descriptor]] = (), *, tagged: bool = False,
+                 preview: bool = False) -> tuple[str, ...]:
     """Load what is left, verify the id, record which blob holds each layer (RECORDS, containerd
-    store), remove stand-ins and the staged BLOBS (names), tag REF. PREVIEW (a dry run): blob
-    names and sizes may be placeholders."""
+    store), remove stand-ins and the staged BLOBS (names), tag REF (TAGGED: the head names REF,
+    so the load tags it). PREVIEW (a dry run): blob names and sizes may be placeholders."""
     for name in blobs:
         if not preview and not _BLOB_NAME.match(name):
             raise ValueError(f"not a staged blob name: {name}")  # the cleanup word-splits them
     return ("sh", "-c", _INSTALL, "sh", head_path, image_id, ref, f"{PARTIAL_LABEL}={staging}", blob_dir,
-            " ".join(blobs), content_dir(staging), content_records(records),
+            " ".join(blobs), content_dir(staging), content_records(records), "1" if tagged else "",
             mode, str(blocks), str(len(files)), *_layer_args(mode, files), *docker)
 
 

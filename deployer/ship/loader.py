@@ -22,6 +22,7 @@ from deployer.commands import ship as cmd
 from deployer.errors import CommandError, DeployError, TransferError
 from deployer.local.cache import Blob
 from deployer.local.image import ImageInfo
+from deployer.refs import normalize
 from deployer.ship import steps
 from deployer.ship.conn import HostConn
 from deployer.ship.tarball import Counter
@@ -175,10 +176,11 @@ def install(conn: HostConn, docker: tuple[str, ...], image: ImageInfo, staging: 
     says). Returns the id REF now resolves to on the host when it is the loaded image's id (the
     config digest on the classic store, the manifest digest on the containerd store), else None."""
     layers = named_layers(fmt, image.diff_ids, reused or {}, sent, mode)
-    head = ld.load_head(fmt, config, image.diff_ids, files, layers)
+    # a classic-store load names REF itself (one docker call less); an OCI load is tagged after its checks
+    head = ld.load_head(fmt, config, image.diff_ids, files, layers, tags=(normalize(image.ref),) if fmt == "legacy" else ())
     names = sorted({posixpath.basename(cmd.blob_path(staging, b.digest, b.codec)) for b in staged})
     step = steps.install(docker, staging, image.id, head.image_id, image.ref, names, mode, head.blocks, files,
-                         list(layers.items()))
+                         list(layers.items()), tagged=bool(head.tags))
     counter.add(len(head.data))
     if closing is None:
         res = conn.run(step.argv, input=head.data, what=step.label, check=False)

@@ -96,21 +96,31 @@ if args[0] == "load":
         state["chains"].append(chain(diffs[: i + 1]))
     image_id = "sha256:" + hashlib.sha256(config).hexdigest()
     state["images"][image_id] = (cfg.get("config") or {}).get("Labels") or {}
+    for tag in manifest.get("RepoTags") or ():
+        state["tags"][tag] = image_id
     save()
-    print(f"Loaded image ID: {image_id}")
+    for tag in manifest.get("RepoTags") or ():
+        print(f"Loaded image: {tag}")
+    if not manifest.get("RepoTags"):
+        print(f"Loaded image ID: {image_id}")
 elif args[:2] == ["image", "inspect"]:
-    ref = args[-1]
-    ref = state["tags"].get(ref, ref)
-    if ref not in state["images"]:
-        sys.exit(f"No such image: {ref}")
-    # the containerd store shows no layers for an incomplete image
-    layers = state["manifests"].get(ref)
-    count = 0 if layers and not all(d in state["content"] for d in layers) else len(layers or [1])
-    fields = {"{{.Id}}": ref, "{{len .RootFS.Layers}}": str(count)}
     fmt = args[args.index("--format") + 1] if "--format" in args else "{{.Id}}"
-    for field, value in fields.items():
-        fmt = fmt.replace(field, value)
-    print(fmt)
+    refs = [a for a in args[2:] if a != "--format" and a != fmt]
+    missing = False
+    for ref in refs:  # one line per image found, in the order asked; the others on stderr
+        ref = state["tags"].get(ref, ref)
+        if ref not in state["images"]:
+            print(f"Error: No such image: {ref}", file=sys.stderr)
+            missing = True
+            continue
+        # the containerd store shows no layers for an incomplete image
+        layers = state["manifests"].get(ref)
+        count = 0 if layers and not all(d in state["content"] for d in layers) else len(layers or [1])
+        line = fmt
+        for field, value in {"{{.Id}}": ref, "{{len .RootFS.Layers}}": str(count)}.items():
+            line = line.replace(field, value)
+        print(line)
+    sys.exit(1 if missing else 0)
 elif args[:2] == ["images", "-aq"]:
     for image_id in state["images"]:
         if all(d in state["content"] for d in state["manifests"].get(image_id, [])):

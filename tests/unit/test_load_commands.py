@@ -91,6 +91,35 @@ def test_stand_ins_then_install_leave_only_the_tagged_image(tmp_path: Path) -> N
     assert "load" not in calls(state)[before:]
 
 
+def test_a_load_that_names_the_ref_tags_it_itself_and_one_inspect_checks_both(tmp_path: Path) -> None:
+    img = Image(tmp_path)
+    docker, state = fake_docker(tmp_path)
+    sh((*docker, "tag", "sha256:old", "t:v"))  # REF names an older image until the load
+    head = ld.load_head("legacy", img.config, img.diff_ids, img.files, tags=("t:v",))
+    assert json.loads(head.data[512:1024].rstrip(b"\0"))[0]["RepoTags"] == ["t:v"]
+    argv = ld.install_argv(docker, img.head_path(), img.id, "t:v", img.staging, cmd.blob_dir(img.staging),
+                           img.names, "gzip", head.blocks, img.files, tagged=True)
+    before = len(calls(state))
+    res = sh(argv, head.data)
+    assert res.returncode == 0, res.stderr
+    assert ld.parse_install(res.stdout.decode()) == ld.Installed(img.id, img.id)
+    assert [c for c in calls(state)[before:] if c != "images -q"] == ["load", "image inspect"]
+    assert json.loads(state.read_text())["tags"] == {"t:v": img.id}
+    assert not list(Path(cmd.blob_dir(img.staging)).iterdir())
+    # a retry after a lost reply: the blobs are gone, nothing loads, so it tags REF the usual way
+    sh((*docker, "tag", "sha256:old", "t:v"))
+    before = len(calls(state))
+    res = sh(argv, head.data)
+    assert res.returncode == 0 and ld.parse_install(res.stdout.decode()) == ld.Installed(img.id, img.id)
+    assert [c.split()[0] for c in calls(state)[before:] if c != "images -q"] == ["image", "image", "tag", "image"]
+    assert json.loads(state.read_text())["tags"] == {"t:v": img.id}
+
+
+def test_an_oci_load_is_never_tagged_before_its_checks() -> None:
+    with pytest.raises(ValueError):
+        ld.load_head("oci", b"{}", ["sha256:1"], [], {"sha256:1": Descriptor(OCI_LAYER, "sha256:2", 1)}, tags=("t:v",))
+
+
 def test_link_mode_sends_the_blob_as_is(tmp_path: Path) -> None:
     """A Docker that reads the codec itself gets the blob unchanged (our stand-in reads plain tar)."""
     img = Image(tmp_path)
