@@ -46,7 +46,8 @@ class FakeAPI:
         """`docker images` summaries: one per image id."""
         self._call("images")
         by_id = {str(a["Id"]): a for a in self.known.values()}
-        return [{"Id": i, "RepoTags": a.get("RepoTags"), "RepoDigests": a.get("RepoDigests")} for i, a in by_id.items()]
+        return [{"Id": i, "RepoTags": a.get("RepoTags"), "RepoDigests": a.get("RepoDigests"), "Size": a.get("Size")}
+                for i, a in by_id.items()]
 
     def history(self, image_id: str) -> list[dict[str, Any]]:
         self._call("history", image_id)

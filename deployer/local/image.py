@@ -1,6 +1,7 @@
 """What the local Docker knows about an image: id, layer diff IDs, size, platform, tags, history."""
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -140,15 +141,21 @@ def pick_base(diff_ids: tuple[str, ...], candidates: Sequence[Mapping[str, Any]]
     return best
 
 
-def pulled_base(image: ImageInfo, client: Client) -> PulledBase | None:
+def pulled_base(image: ImageInfo, client: Client, layer_sizes: Sequence[int] | None = None) -> PulledBase | None:
     """The base IMAGE was built on, if the local Docker pulled it from a registry (it has a repo
     digest): the longest run of IMAGE's bottom layers that is such an image. The image itself does
-    not count (the user's own layers go as shipping decides)."""
+    not count (the user's own layers go as shipping decides).
+
+    LAYER_SIZES (history_sizes): on the classic store an image's size is the sum of its layers',
+    so only an image whose size is that of a run of IMAGE's bottom layers is inspected (every
+    image pushed anywhere has a repo digest: inspecting them all cost a re-ship 60 ms)."""
     with translated("listing local images"):
         summaries = client.api.images()
+    sums = set(itertools.accumulate(layer_sizes)) if layer_sizes is not None and not is_containerd(client) else None
     candidates = []
     for summary in summaries:
-        if summary.get("RepoDigests") and summary.get("Id") != image.id:
+        if summary.get("RepoDigests") and summary.get("Id") != image.id \
+                and (sums is None or summary.get("Size") in sums):
             try:
                 candidates.append(inspect_attrs(client, str(summary["Id"]), what="inspecting a base image"))
             except ImageNotFound:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -55,12 +56,13 @@ class Origin:
         return index < self.layers
 
 
-def find_origin(image: ImageInfo, client: Client) -> Origin | None:
+def find_origin(image: ImageInfo, client: Client, layer_sizes: Sequence[int] | None = None) -> Origin | None:
     """The registry image IMAGE is built on, if the local Docker pulled one, else if its build declared
     one (None otherwise). A pulled base needs the local Docker only; a declared one is looked up in its
-    registry once per image. with_blobs() asks the registry for the blobs, for the hosts that need them."""
+    registry once per image. with_blobs() asks the registry for the blobs, for the hosts that need them.
+    LAYER_SIZES: IMAGE's history sizes, which narrow the local images to look at (pulled_base)."""
     try:
-        base = pulled_base(image, client)
+        base = pulled_base(image, client, layer_sizes)
     except LocalError as exc:
         log.info("cannot look for %s's base image: %s", image.ref, exc)
         return None

@@ -59,6 +59,22 @@ def test_pulled_base_reads_the_local_docker() -> None:
     assert base is not None and (base.repo_digest, base.layers, base.config_digest) == (BASE_REF, 2, "sha256:" + "7" * 64)
 
 
+def test_pulled_base_inspects_only_images_the_size_of_a_run_of_bottom_layers() -> None:
+    """On the classic store an image's size is its layers': every image pushed anywhere has a repo
+    digest, and only those whose size is that of a run of the image's bottom layers are inspected."""
+    fake = FakeClient()
+    fake.add_image("trainer:v3", IMAGE.id, diff_ids=D, size=60)
+    fake.add_image("nvcr.io/nvidia/pytorch:24.01", "sha256:" + "7" * 64, diff_ids=D[:2], size=30,
+                   repo_digests=[BASE_REF])
+    for n in range(5):  # the user's own images, pushed: repo digests, other sizes
+        fake.add_image(f"reg:5000/app:v{n}", f"sha256:{n}" + "6" * 63, diff_ids=D, size=61 + n,
+                       repo_digests=[f"reg:5000/app@sha256:{n}" + "6" * 63])
+    base = pulled_base(IMAGE, fake, [10, 20, 0, 30])  # type: ignore[arg-type]
+    assert base is not None and base.repo_digest == BASE_REF
+    assert [c[1] for c in fake.calls if c[0] == "inspect_image"] == ["sha256:" + "7" * 64]
+    assert pulled_base(IMAGE, fake, [10, 25, 25]) is None  # type: ignore[arg-type]  # no run of 30 bytes
+
+
 def test_the_registrys_blobs_are_read_from_the_manifest_or_left_unknown(monkeypatch: pytest.MonkeyPatch) -> None:
     bare = dataclasses.replace(ORIGIN, blobs=())
     docker_types = [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", "digest": d.digest,
