@@ -92,6 +92,11 @@ class Listing:
     known: frozenset[str]
     layers: Mapping[str, tuple[str, ...]]
 
+    @property
+    def ids(self) -> frozenset[str]:
+        """Every image id the host listed."""
+        return self.known | frozenset(self.layers)
+
     def present(self, remembered: Mapping[str, Sequence[str]] | None = None) -> frozenset[str]:
         """All ChainIDs present on the host: every prefix of every image's layer list (the known
         images' lists from REMEMBERED, the workstation's record of an earlier listing)."""

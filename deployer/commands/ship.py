@@ -195,7 +195,8 @@ _STATE = (
 
 
 def image_state_argv(docker: Sequence[str], ref: str, *image_ids: str) -> tuple[str, ...]:
-    """Which image REF names on the host, and which of IMAGE_IDS are there (one round trip).
+    """Which image REF names on the host, and which of IMAGE_IDS are there (one round trip; each
+    id asked is one more docker call: a ship asks none, the host's image listing says).
 
     An image has one id per kind of store: its config digest on the classic store, its manifest
     (or index) digest on the containerd store."""

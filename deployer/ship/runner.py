@@ -97,13 +97,33 @@ def _oci_state(image: ImageInfo, state: cmd.ImageState, named: dict[str, Descrip
 
 
 class Bases:
-    """The image's origin (deployer.ship.origin) for a ship: found locally once; the registry's
-    manifest read once, by the first host that needs it (a containerd-store host that lacks the base)."""
+    """The image's origin (deployer.ship.origin) for a ship: looked for locally once, in a thread
+    while the hosts connect; the registry's manifest read once, by the first host that needs it (a
+    containerd-store host that lacks the base)."""
 
-    def __init__(self, image: ImageInfo, client: Client, options: ShipOptions) -> None:
-        self.origin = find_origin(image, client) if options.origin_pull != "never" else None
+    def __init__(self, image: ImageInfo, client: Client, options: ShipOptions,
+                 layer_sizes: Sequence[int] | None = None) -> None:
+        self.origin: Origin | None = None
         self._client, self._lock = client, threading.Lock()
         self._read = False
+        self._error: BaseException | None = None
+        self._finder: threading.Thread | None = None
+        if options.origin_pull != "never":
+            self._finder = threading.Thread(target=self._find, args=(image, layer_sizes), name="find-origin",
+                                            daemon=True)
+            self._finder.start()
+
+    def _find(self, image: ImageInfo, layer_sizes: Sequence[int] | None) -> None:
+        try:
+            self.origin = find_origin(image, self._client, layer_sizes)
+        except BaseException as exc:  # noqa: BLE001 - raised in each host's thread by _found()
+            self._error = exc
+
+    def _found(self) -> None:
+        if self._finder is not None:
+            self._finder.join()
+        if self._error is not None:
+            raise self._error
 
     def for_host(self, host: Host, options: ShipOptions) -> Origin | None:
         """The origin for HOST, unless it or the ship says never (deploy_origin_pull, --origin-pull)."""
@@ -111,9 +131,11 @@ class Bases:
         if mode not in ORIGIN_MODES:
             raise SpecError(f"{host.name}: deploy_origin_pull is {mode!r}",
                             hint=f"use one of: {', '.join(ORIGIN_MODES)}")
+        self._found()
         return self.origin if mode == "auto" else None
 
     def with_blobs(self) -> Origin | None:
+        self._found()
         with self._lock:
             if self.origin is not None and not self._read:
                 self.origin, self._read = with_blobs(self.origin, self._client), True
@@ -124,9 +146,9 @@ def _observe(job: Job, options: ShipOptions, history_sizes: Sequence[int], repor
              take_lock: bool, sizes: LayerSizes, bases: Bases | None = None, relay: Hop | None = None) -> Job:
     """Connect, (lock,) gather facts and what the host has, plan and preflight."""
     host, image, conn = job.host, job.image, job.conn
-    base = bases.for_host(host, options) if bases is not None else None
     reporter.phase(host.name, "connecting")
     conn.connect()
+    base = bases.for_host(host, options) if bases is not None else None  # found meanwhile
     session = conn.session()
     docker_argv = host.docker
     if take_lock and (options.lock_wait > 0 or options.break_lock):
@@ -144,7 +166,7 @@ def _observe(job: Job, options: ShipOptions, history_sizes: Sequence[int], repor
     steps = [
         # a ship needs no GPU facts; whether the host reaches the base's registry, if there is one
         probe_argv(host, gpus=options.gpu_facts, origin=base.registry if base else "", versions=False),
-        cmd.image_state_argv(docker_argv, image.ref, image.config_digest),
+        cmd.image_state_argv(docker_argv, image.ref),  # whether the image is there too, the listing says
         present_layers_argv(docker_argv, host.staging_dir, remembered),
         *([cmd.prepare_argv(host.staging_dir, token)] if token else []),  # a dry run changes nothing
     ]
@@ -162,10 +184,15 @@ def _observe(job: Job, options: ShipOptions, history_sizes: Sequence[int], repor
         raise CommandError(host.name, state, what="reading the image's state on the host failed")
     image_state = cmd.parse_image_state(state.stdout)
     have = frozenset[str]()
+    listed_ids = frozenset[str]()
     if listed.ok:
         listing = parse_listing(listed.stdout)
-        have = listing.present(remembered)
+        have, listed_ids = listing.present(remembered), listing.ids
         layercache.remember(host, listing, remembered)
+    # on the classic store the image's id is its config digest: there if listed, or if REF names it
+    # (the containerd store's ids are manifest digests: _oci_state below)
+    if image.config_digest == image_state.ref_id or image.config_digest in listed_ids:
+        image_state = replace(image_state, ids=image_state.ids | {image.config_digest})
     content = parse_content(listed.stdout)
     store = getattr(job.facts.docker, "image_store", "") if job.facts is not None else ""
     if store == "containerd":
@@ -299,7 +326,7 @@ def ship_image(hosts: Sequence[Host], image_ref: str, options: ShipOptions | Non
                         timeout=options.connect_timeout) for name in set(relay_of.values())}
     jobs = {h.name: Job(h, HostConn(h, timeout=options.connect_timeout), image, record=options.record,
                         site=sites.get(relay_of.get(h.name, ""))) for h in hosts}
-    bases = Bases(image, client, options)
+    bases = Bases(image, client, options, layer_history)
     exports = ExportPool(image, options.level, expected=min(len(jobs), options.parallel), client=client,
                          head_start=_head_start(hosts, image, options, client))
     pusher = Pusher(image, client)
@@ -406,7 +433,7 @@ def plan_ship(hosts: Sequence[Host], image_ref: str, options: ShipOptions | None
     image = replace(inspect(image_ref, client), ref=image_ref)
     layer_history = history_sizes(client, image)
     sizes = LayerSizes(image, client)
-    bases = Bases(image, client, options)
+    bases = Bases(image, client, options, layer_history)
     hops = hops_of(hosts, options.relays)
 
     def one(host: Host) -> ShipPlan:

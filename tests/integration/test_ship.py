@@ -117,6 +117,24 @@ def test_tarball_to_airgapped_then_noop(testbed: Testbed, ship_env: dict[str, st
     assert rec["ok"] and rec["verified"] and rec["bytes_sent"] == 0 and rec["layers_sent"] == 0
 
 
+def test_an_image_the_host_has_under_another_name_is_only_tagged(testbed: Testbed, ship_env: dict[str, str]) -> None:
+    """The classic store (gpu02): the host's image listing says the image is there, so the second
+    name is a tag, with nothing on the wire."""
+    ref = tag("named")
+    image = build(testbed, ref, [0.5])
+    code, out, err = deploy(ship_env, "ship", "--host", "gpu02", "--image", ref, "--via", "tarball", "--json",
+                            "--lock-wait", "120")
+    assert code == 0 and one(out, "gpu02")["ok"], err
+    other = f"{ref.split(':')[0]}-other:{ref.split(':')[1]}"
+    subprocess.run(["docker", "tag", ref, other], check=True, env=ship_env)
+    code, out, err = deploy(ship_env, "ship", "--host", "gpu02", "--image", other, "--via", "tarball", "--json",
+                            "--lock-wait", "120")
+    assert code == 0, err
+    rec = one(out, "gpu02")
+    assert rec["ok"] and rec["verified"] and rec["via"] is None and rec["bytes_sent"] == 0
+    assert host_image_id(testbed, "gpu02", other) == image.id
+
+
 def test_auto_picks_registry_and_tarball(testbed: Testbed, ship_env: dict[str, str]) -> None:
     ref = tag("auto")
     image = build(testbed, ref, [1.5])
