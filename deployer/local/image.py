@@ -141,6 +141,16 @@ def pick_base(diff_ids: tuple[str, ...], candidates: Sequence[Mapping[str, Any]]
     return best
 
 
+def _base_sizes(layer_sizes: Sequence[int], layers: int) -> set[int]:
+    """The sizes a base of an image with these history sizes (and LAYERS layers) can have: the sum
+    of a run of its bottom entries, short of the whole image when its top layer has a size (the
+    whole image's size is that of every earlier build of it; a layer of size 0 can be the top)."""
+    sums = set(itertools.accumulate(layer_sizes))
+    if sum(1 for n in layer_sizes if n > 0) == layers:  # every layer has a size: the top one too
+        sums.discard(sum(layer_sizes))
+    return sums
+
+
 def pulled_base(image: ImageInfo, client: Client, layer_sizes: Sequence[int] | None = None) -> PulledBase | None:
     """The base IMAGE was built on, if the local Docker pulled it from a registry (it has a repo
     digest): the longest run of IMAGE's bottom layers that is such an image. The image itself does
@@ -151,7 +161,7 @@ def pulled_base(image: ImageInfo, client: Client, layer_sizes: Sequence[int] | N
     image pushed anywhere has a repo digest: inspecting them all cost a re-ship 60 ms)."""
     with translated("listing local images"):
         summaries = client.api.images()
-    sums = set(itertools.accumulate(layer_sizes)) if layer_sizes is not None and not is_containerd(client) else None
+    sums = _base_sizes(layer_sizes, len(image.diff_ids)) if layer_sizes is not None and not is_containerd(client) else None
     candidates = []
     for summary in summaries:
         if summary.get("RepoDigests") and summary.get("Id") != image.id \

@@ -66,13 +66,18 @@ def test_pulled_base_inspects_only_images_the_size_of_a_run_of_bottom_layers() -
     fake.add_image("trainer:v3", IMAGE.id, diff_ids=D, size=60)
     fake.add_image("nvcr.io/nvidia/pytorch:24.01", "sha256:" + "7" * 64, diff_ids=D[:2], size=30,
                    repo_digests=[BASE_REF])
-    for n in range(5):  # the user's own images, pushed: repo digests, other sizes
-        fake.add_image(f"reg:5000/app:v{n}", f"sha256:{n}" + "6" * 63, diff_ids=D, size=61 + n,
+    for n in range(5):  # the user's own images, pushed: repo digests, other sizes, or the whole image's
+        fake.add_image(f"reg:5000/app:v{n}", f"sha256:{n}" + "6" * 63, diff_ids=D, size=60 + n,
                        repo_digests=[f"reg:5000/app@sha256:{n}" + "6" * 63])
-    base = pulled_base(IMAGE, fake, [10, 20, 0, 30])  # type: ignore[arg-type]
+    assert len(D) == 4
+    base = pulled_base(IMAGE, fake, [10, 20, 15, 15])  # type: ignore[arg-type]
     assert base is not None and base.repo_digest == BASE_REF
     assert [c[1] for c in fake.calls if c[0] == "inspect_image"] == ["sha256:" + "7" * 64]
-    assert pulled_base(IMAGE, fake, [10, 25, 25]) is None  # type: ignore[arg-type]  # no run of 30 bytes
+    assert pulled_base(IMAGE, fake, [10, 25, 10, 15]) is None  # type: ignore[arg-type]  # no run of 30 bytes
+    # a layer of size 0 may be the top one: then an image of the whole size may be the base
+    fake.calls.clear()
+    pulled_base(IMAGE, fake, [10, 20, 0, 30])  # type: ignore[arg-type]
+    assert sorted(c[1] for c in fake.calls if c[0] == "inspect_image") == ["sha256:0" + "6" * 63, "sha256:" + "7" * 64]
 
 
 def test_the_registrys_blobs_are_read_from_the_manifest_or_left_unknown(monkeypatch: pytest.MonkeyPatch) -> None:
