@@ -13,7 +13,7 @@ import json
 import os
 import tempfile
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from deployer.commands.layers import Listing
@@ -56,10 +56,23 @@ def remember(host: Host, listing: Listing, known: Layers, path: Path | None = No
     """Record the images the host has now: those inspected, and the known ones it still lists."""
     now = {i: list(ls) for i, ls in listing.layers.items() if ls}
     now.update({i: list(known[i]) for i in listing.known if known.get(i)})
+    _store(host, lambda _old: now, path)
+
+
+def add(host: Host, image_id: str, layers: Sequence[str], path: Path | None = None) -> None:
+    """Record one image a ship just put on the host (the next re-ship's REF names it)."""
+    if layers:
+        _store(host, lambda old: {**old, image_id: list(layers)}, path)
+
+
+def _store(host: Host, update: Callable[[dict[str, list[str]]], dict[str, list[str]]],
+           path: Path | None = None) -> None:
     path = path or cache_path()
     with _lock:
         data = _load(path)
-        data[host_key(host)] = dict(list(now.items())[:MAX_IMAGES])
+        old = data.get(host_key(host))
+        now = update(old if isinstance(old, dict) else {})
+        data[host_key(host)] = dict(list(now.items())[-MAX_IMAGES:])
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".layers.")

@@ -20,16 +20,27 @@ from deployer.chain import chain_ids
 from deployer.tarfmt import Descriptor
 
 # Positional args are the docker argv (e.g. `sudo docker`), never interpolated into the script.
+# The content records (one small file per layer: deployer.commands.load) are read by one grep,
+# not a process per file: a containerd-store host gathers one per layer deployer ever loaded.
 # `images -aq` includes intermediate images; an image removed between the two calls only makes
 # inspect complain on stderr, so its failure is tolerated (we then just send a little more).
 # KNOWN: ids whose layers the workstation already has from an earlier listing of this host (an
 # image id is a digest of its content, so its layers never change): only `known ID` is printed
 # for those, and only the others are inspected (`ID [layers...]`).
+# REF (a ship's): first `ref ID`, the image REF names. When that is one of ENOUGH (known images
+# that hold all of the image to ship but its top layer: a re-ship), its `known ID` is the whole
+# answer (`listing skipped`): listing every image is the slowest docker call on a busy host, and
+# the top layer of a new build is nowhere else.
 _SCRIPT = (
-    'c=$1; known=" $2 "; shift 2\n'
-    'if [ -n "$c" ] && [ -d "$c" ]; then for f in "$c"/*; do\n'
-    '  [ -f "$f" ] && printf "content %s %s\\n" "${f##*/}" "$(head -c 300 -- "$f")"\n'
-    'done; fi\n'
+    'c=$1; known=" $2 "; ref=$3; enough=" $4 "; shift 4\n'
+    'if [ -n "$c" ] && [ -d "$c" ]; then\n'
+    '  grep -sH "" -- "$c"/* | sed -n "s|^.*/\\([0-9a-f]\\{64\\}\\):|content \\1 |p"\n'
+    'fi\n'
+    'if [ -n "$ref" ]; then\n'
+    '  x=$("$@" image inspect --format "{{.Id}}" "$ref" 2>/dev/null)\n'
+    '  printf "ref %s\\n" "$x"\n'
+    '  case $enough in *" $x "*) if [ -n "$x" ]; then printf "known %s\\nlisting skipped\\n" "$x"; exit 0; fi ;; esac\n'
+    'fi\n'
     'ids=$("$@" images -aq --no-trunc) || exit $?\n'
     'new=\n'
     'for id in $(printf "%s\\n" $ids | sort -u); do\n'
@@ -45,13 +56,25 @@ def content_dir(staging: str) -> str:
     return posixpath.join(staging, "content")
 
 
-def present_layers_argv(docker: tuple[str, ...], staging: str = "", known: Iterable[str] = ()) -> tuple[str, ...]:
+def present_layers_argv(docker: tuple[str, ...], staging: str = "", known: Iterable[str] = (), ref: str = "",
+                        enough: Iterable[str] = ()) -> tuple[str, ...]:
     """One command printing, per image on the host, its id and a JSON array of its layer diff IDs,
-    or only `known ID` for the KNOWN ids (and the content records of the staging dir, if given)."""
+    or only `known ID` for the KNOWN ids (and the content records of the staging dir, if given).
+    REF: first the id of the image it names; if that is one of ENOUGH, only that (see _SCRIPT)."""
     if not docker:
         raise ValueError("empty docker argv")
     ids = sorted(k for k in known if _ID.match(k))  # word-split by the script: ids only
-    return ("sh", "-c", _SCRIPT, "sh", content_dir(staging) if staging else "", " ".join(ids), *docker)
+    sufficient = sorted(k for k in enough if _ID.match(k))
+    return ("sh", "-c", _SCRIPT, "sh", content_dir(staging) if staging else "", " ".join(ids), ref,
+            " ".join(sufficient), *docker)
+
+
+def enough_for(diff_ids: Sequence[str], remembered: Mapping[str, Sequence[str]]) -> list[str]:
+    """The remembered images that hold all of DIFF_IDS but the top layer (or all of them): when the
+    host's REF names one, its layers are all the host can offer (pure)."""
+    need = max(1, len(diff_ids) - 1)
+    return sorted(i for i, layers in remembered.items()
+                  if len(layers) >= need and list(layers[:need]) == list(diff_ids[:need]))
 
 
 _HEX = re.compile(r"^[0-9a-f]{64}$")
@@ -91,6 +114,7 @@ class Listing:
 
     known: frozenset[str]
     layers: Mapping[str, tuple[str, ...]]
+    complete: bool = True  # False: only the image REF names (the listing was skipped)
 
     @property
     def ids(self) -> frozenset[str]:
@@ -109,10 +133,13 @@ def parse_listing(stdout: str) -> Listing:
     that only costs bytes. An image the containerd store holds without its layers lists none."""
     known: set[str] = set()
     layers: dict[str, tuple[str, ...]] = {}
+    complete = True
     for line in stdout.splitlines():
         head, _, rest = line.strip().partition(" ")
         if head == "known" and _ID.match(rest):
             known.add(rest)
+        elif line.strip() == "listing skipped":
+            complete = False
         elif _ID.match(head) and rest.startswith(("[", "null")):
             try:
                 value = json.loads(rest)
@@ -122,7 +149,7 @@ def parse_listing(stdout: str) -> Listing:
                 layers[head] = tuple(value)
             elif value is None:
                 layers[head] = ()
-    return Listing(frozenset(known), layers)
+    return Listing(frozenset(known), layers, complete)
 
 
 def parse_present(stdout: str) -> frozenset[str]:

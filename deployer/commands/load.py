@@ -16,7 +16,9 @@ incomplete, which the install script reports (exit 8) so the caller sends those 
 
 Layers are registered while later ones are still in flight: a prefix of the image's layers
 loads as a stand-in image (`partial_config`: the same diff ids, labelled PARTIAL_LABEL with the
-staging dir) that holds them until the real config loads; then the stand-ins are removed. A
+staging dir) that holds them until the real config loads; then the stand-ins are removed. Each
+stand-in's id is written to the staging dir (`standins/`) before its load, so the install finds
+them without listing the host's images (the slowest docker call on a containerd-store host). A
 stand-in left by a killed ship still holds its layers, so the next ship does not send them
 again, and removes it.
 """
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import posixpath
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -45,6 +48,7 @@ from deployer.tarfmt import (
 PARTIAL_LABEL = "io.deployer.partial"
 MODES = ("zstd", "gzip", "link")  # link: the blob goes in as is (Docker reads that codec itself)
 _BLOB_NAME = re.compile(r"^[0-9a-f]{64}\.(zst|gz)$")
+_ID = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 
 # -- the tar head (pure; tar pieces shared with deployer.local.tarball) ------------------------
@@ -158,9 +162,10 @@ _RECORD = (
 
 _LOAD = (
     'set -f\n' + _FEED + _RECORD +
-    'head=$1; cdir=$2; records=$3; shift 3\n'
+    'head=$1; cdir=$2; records=$3; sdir=$4; standin=$5; shift 5\n'
     'k=$((3 + 2 * $3))\n'
     'dk_load() { shift $k; "$@" load; }\n'
+    'if [ -n "$standin" ]; then mkdir -p -- "$sdir" && : > "$sdir/${standin#sha256:}" || exit 3; fi\n'
     'cat > "$head" || exit 3\n'
     'feed "$head" "$@" | dk_load "$@"\n'
     'st=$?; rm -f -- "$head"; [ $st -ne 0 ] || record; exit $st'
@@ -174,28 +179,26 @@ _LOAD = (
 # Four docker calls in a row (load, inspect, tag, inspect): each costs a start of the docker CLI.
 # A load whose head names REF (TAGGED=1: a "legacy" load, see load_head) tags it itself, and then
 # one inspect of the id and REF checks both: two calls in a row.
-# The stand-ins are listed meanwhile (a load makes none: they come from earlier layer loads).
+# The stand-ins to remove are those whose ids earlier loads wrote to SDIR (standins_dir).
 # Whether the image is there already is asked only when a layer file the tar needs is gone: the
 # install removes them only once the image is verified, so that is a retry after a lost reply.
 _INSTALL = (
     'set -f\n' + _FEED + _RECORD +
-    'head=$1; id=$2; ref=$3; label=$4; blobs=$5; names=$6; cdir=$7; records=$8; tagged=$9; shift 9\n'
+    'head=$1; id=$2; ref=$3; sdir=$4; blobs=$5; names=$6; cdir=$7; records=$8; tagged=$9; shift 9\n'
     'k=$((3 + 2 * $3))\n'
     'dk_state() { shift $k; "$@" image inspect --format "{{.Id}} {{len .RootFS.Layers}}" "$x" 2>/dev/null; }\n'
     'dk_states() { shift $k; "$@" image inspect --format "{{.Id}} {{len .RootFS.Layers}}" "$id" "$ref" 2>/dev/null; }\n'
     'dk_id() { shift $k; "$@" image inspect --format "{{.Id}}" "$x" 2>/dev/null; }\n'
     'dk_load() { shift $k; "$@" load; }\n'
-    'dk_partials() { shift $k; "$@" images -q --no-trunc --filter "label=$label"; }\n'
     'dk_rmi() { shift $k; "$@" image rm "$x" >/dev/null 2>&1; }\n'
     'dk_tag() { shift $k; "$@" tag "$id" "$ref"; }\n'
     'complete() { [ "${1%% *}" = "$id" ] && [ "${1##* }" -gt 0 ] 2>/dev/null; }\n'
     'have_files() { n=$3; shift 3; while [ "$n" -gt 0 ]; do [ -e "$1" ] || return 1; shift 2; n=$((n - 1)); done; }\n'
     'cat > "$head" || exit 3\n'
-    'dk_partials "$@" > "$head.partials" 2>/dev/null &\n'
     'x=$id\n'
     'by_load=\n'
     'if have_files "$@" || ! complete "$(dk_state "$@")"; then\n'
-    '  feed "$head" "$@" | dk_load "$@" || { rm -f -- "$head"; wait; rm -f -- "$head.partials"; exit 5; }\n'
+    '  feed "$head" "$@" | dk_load "$@" || { rm -f -- "$head"; exit 5; }\n'
     '  by_load=$tagged\n'
     'fi\n'
     'rm -f -- "$head"\n'
@@ -205,11 +208,10 @@ _INSTALL = (
     'got=${state%% *}\n'
     '[ -n "$got" ] || got=$(dk_id "$@")  # an image the containerd store holds only in part\n'
     'echo "loaded $got"\n'
-    'wait; partials=$(cat -- "$head.partials" 2>/dev/null); rm -f -- "$head.partials"\n'
     '[ "$got" = "$id" ] || exit 6\n'
     'complete "$state" || exit 8\n'
     'record\n'
-    'for x in $partials; do [ "$x" = "$id" ] || dk_rmi "$@"; done\n'
+    'for h in $(ls -- "$sdir" 2>/dev/null); do x=sha256:$h; [ "$x" = "$id" ] || dk_rmi "$@"; rm -f -- "$sdir/$h"; done\n'
     'for f in $names; do rm -f -- "$blobs/$f"; done\n'
     'if [ "$by_load" != 1 ]; then dk_tag "$@" || exit 7; x=$ref; t=$(dk_state "$@"); fi\n'
     't=${t%% *}\n'
@@ -230,12 +232,21 @@ def _layer_args(mode: str, files: Sequence[LoadFile]) -> list[str]:
     return [part for f in files for part in (f.src, str(-f.size % BLOCK) if f.size >= 0 else "<tar padding>")]
 
 
+def standins_dir(staging: str) -> str:
+    """Where a stand-in load writes its image's id before it loads (the install removes them)."""
+    return posixpath.join(staging, "standins")
+
+
 def load_argv(docker: Sequence[str], head_path: str, mode: str, blocks: int | str,
               files: Sequence[LoadFile], staging: str = "",
-              records: Sequence[tuple[str, Descriptor]] = ()) -> tuple[str, ...]:
+              records: Sequence[tuple[str, Descriptor]] = (), standin: str = "") -> tuple[str, ...]:
     """docker load of a tar made of stdin (load_head) and FILES' staged blobs; then RECORDS (the
-    blobs an OCI load named its layers by) go to STAGING's content records."""
+    blobs an OCI load named its layers by) go to STAGING's content records. STANDIN: the id the
+    load gives its (stand-in) image, written to STAGING's standins/ first."""
+    if standin and (not staging or not _ID.match(standin)):
+        raise ValueError(f"a stand-in id needs a staging dir and an image id: {standin!r}")
     return ("sh", "-c", _LOAD, "sh", head_path, content_dir(staging) if staging else "", content_records(records),
+            standins_dir(staging) if staging else "", standin,
             mode, str(blocks), str(len(files)), *_layer_args(mode, files), *docker)
 
 
@@ -249,7 +260,7 @@ def install_argv(docker: Sequence[str], head_path: str, image_id: str, ref: str,
     for name in blobs:
         if not preview and not _BLOB_NAME.match(name):
             raise ValueError(f"not a staged blob name: {name}")  # the cleanup word-splits them
-    return ("sh", "-c", _INSTALL, "sh", head_path, image_id, ref, f"{PARTIAL_LABEL}={staging}", blob_dir,
+    return ("sh", "-c", _INSTALL, "sh", head_path, image_id, ref, standins_dir(staging), blob_dir,
             " ".join(blobs), content_dir(staging), content_records(records), "1" if tagged else "",
             mode, str(blocks), str(len(files)), *_layer_args(mode, files), *docker)
 

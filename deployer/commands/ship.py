@@ -186,29 +186,10 @@ def load_head_path(staging: str, image_id: str) -> str:
 
 # -- image state, tag, verify ---------------------------------------------------------------
 
-_STATE = (
-    'ref=$1; shift\n'
-    'ids=; while [ "$1" != -- ]; do ids="$ids $1"; shift; done; shift\n'
-    'printf "ref %s\\n" "$("$@" image inspect --format "{{.Id}}" "$ref" 2>/dev/null)"\n'
-    'for id in $ids; do printf "id %s\\n" "$("$@" image inspect --format "{{.Id}}" "$id" 2>/dev/null)"; done'
-)
-
-
-def image_state_argv(docker: Sequence[str], ref: str, *image_ids: str) -> tuple[str, ...]:
-    """Which image REF names on the host, and which of IMAGE_IDS are there (one round trip; each
-    id asked is one more docker call: a ship asks none, the host's image listing says).
-
-    An image has one id per kind of store: its config digest on the classic store, its manifest
-    (or index) digest on the containerd store."""
-    for image_id in image_ids:
-        if not image_id.startswith("sha256:") or " " in image_id:
-            raise ValueError(f"not an image id: {image_id!r}")
-    return ("sh", "-c", _STATE, "sh", ref, *image_ids, "--", *docker)
-
-
 @dataclass(frozen=True)
 class ImageState:
-    """What the host has: the id its REF points at (or None) and which of the asked ids exist."""
+    """What the host has: the id its REF points at (or None) and which ids of the image it has
+    (from its image listing: deployer.ship.runner)."""
 
     ref_id: str | None
     ids: frozenset[str] = frozenset()
@@ -219,16 +200,12 @@ class ImageState:
 
 
 def parse_image_state(stdout: str) -> ImageState:
-    ref_id: str | None = None
-    ids: set[str] = set()
+    """The `ref ID` line of present_layers_argv's output (ID empty: REF names nothing)."""
     for line in stdout.splitlines():
         key, _, value = line.partition(" ")
-        value = value.strip()
-        if key == "ref" and value.startswith("sha256:"):
-            ref_id = value
-        elif key == "id" and value.startswith("sha256:"):
-            ids.add(value)
-    return ImageState(ref_id, frozenset(ids))
+        if key == "ref" and value.strip().startswith("sha256:"):
+            return ImageState(value.strip())
+    return ImageState(None)
 
 
 def tag_argv(docker: Sequence[str], source: str, ref: str) -> tuple[str, ...]:

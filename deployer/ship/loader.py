@@ -111,7 +111,7 @@ class LayerLoader:
         # bounded, so a hung `docker load` cannot hang the ship (close() joins this thread)
         timeout = LOAD_TIMEOUT_S + sum(f.size for f in files) / LOAD_MIN_RATE
         step = steps.stand_in_load(self._docker, self._staging, image.id, self._mode, head.blocks, files,
-                                   list(layers.items()), f"{start + 1}-{end}")
+                                   list(layers.items()), f"{start + 1}-{end}", head.image_id)
         res = self._conn.run(step.argv, input=head.data, what=step.label, check=False, timeout=timeout)
         self._counter.add(len(head.data))
         if not res.ok or head.image_id not in ld.parse_loaded(res.stdout):

@@ -23,7 +23,7 @@ from deployer import lock as locks
 from deployer.commands import load as ld
 from deployer.commands import ship as cmd
 from deployer.commands.facts import probe_argv
-from deployer.commands.layers import missing_layers, parse_content, parse_listing, present_layers_argv
+from deployer.commands.layers import enough_for, missing_layers, parse_content, parse_listing, present_layers_argv
 from deployer.errors import CommandError, DeployError, SpecError, TransferError
 from deployer.facts import PROBE_TIMEOUT_S, read_probe
 from deployer.fleet import Outcome, Unfinished, for_each_host
@@ -166,8 +166,11 @@ def _observe(job: Job, options: ShipOptions, history_sizes: Sequence[int], repor
     steps = [
         # a ship needs no GPU facts; whether the host reaches the base's registry, if there is one
         probe_argv(host, gpus=options.gpu_facts, origin=base.registry if base else "", versions=False),
-        cmd.image_state_argv(docker_argv, image.ref),  # whether the image is there too, the listing says
-        present_layers_argv(docker_argv, host.staging_dir, remembered),
+        # the image REF names, and the host's images (all but that one, after a build that changed
+        # only the top layer, when the workstation knows its layers); whether the image is there
+        # under its id, the listing says
+        present_layers_argv(docker_argv, host.staging_dir, remembered, image.ref,
+                            enough_for(image.diff_ids, remembered)),
         *([cmd.prepare_argv(host.staging_dir, token)] if token else []),  # a dry run changes nothing
     ]
     if claim is not None:
@@ -175,20 +178,21 @@ def _observe(job: Job, options: ShipOptions, history_sizes: Sequence[int], repor
     replies = run_batch(session, steps, timeout=PROBE_TIMEOUT_S + 120, parallel=True, lead=claim is not None)
     if claim is not None:
         job.lock = claim.settle(session, replies.pop(0))
-    probed, state, listed = replies[:3]
+    probed, listed = replies[:2]
     job.probed = probed
     # None: not prepared (a dry run, or a lock taken over from a dead owner after the batch)
-    job.staged = cmd.parse_stat(replies[3].stdout) if token and replies[3].ok else None
+    job.staged = cmd.parse_stat(replies[2].stdout) if token and replies[2].ok else None
     job.facts = read_probe(host.name, probed)
-    if not state.ok:
-        raise CommandError(host.name, state, what="reading the image's state on the host failed")
-    image_state = cmd.parse_image_state(state.stdout)
+    if not any(line.startswith("ref ") for line in listed.stdout.splitlines()):
+        raise CommandError(host.name, listed, what="reading the image's state on the host failed")
+    image_state = cmd.parse_image_state(listed.stdout)
     have = frozenset[str]()
     listed_ids = frozenset[str]()
     if listed.ok:
         listing = parse_listing(listed.stdout)
         have, listed_ids = listing.present(remembered), listing.ids
-        layercache.remember(host, listing, remembered)
+        if listing.complete:
+            layercache.remember(host, listing, remembered)
     # on the classic store the image's id is its config digest: there if listed, or if REF names it
     # (the containerd store's ids are manifest digests: _oci_state below)
     if image.config_digest == image_state.ref_id or image.config_digest in listed_ids:
@@ -239,6 +243,7 @@ def _finish(job: Job, pusher: Pusher, exporter: Exporter | None, reporter: Repor
         raise TransferError(job.host.name, f"{job.image.ref} on the host does not resolve to the shipped image "
                             f"(config {job.image.config_digest})",
                             hint="another process may have re-tagged it; ship again")
+    layercache.add(job.host, job.host_id, job.image.diff_ids)  # what REF names at the next re-ship
     return job.result()
 
 

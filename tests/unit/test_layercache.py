@@ -41,3 +41,15 @@ def test_a_corrupt_file_is_an_empty_cache(tmp_path: Path) -> None:
         assert layercache.remembered(host, path) == {}
     layercache.remember(host, Listing(frozenset(), {I1: (D[0],)}), {}, path)  # and is replaced
     assert layercache.remembered(host, path) == {I1: (D[0],)}
+
+
+def test_an_image_a_ship_put_there_is_added_to_what_the_host_has(tmp_path: Path) -> None:
+    path = tmp_path / "layers.json"
+    host = Host("gpu01", {"ansible_host": "10.0.0.1"})
+    layercache.add(host, I1, D[:2], path)  # nothing listed yet
+    layercache.add(host, I2, D[:3], path)
+    layercache.add(host, I3, [], path)  # no layers: nothing to remember
+    assert layercache.remembered(host, path) == {I1: tuple(D[:2]), I2: tuple(D[:3])}
+    # the next full listing is the truth again
+    layercache.remember(host, Listing(frozenset([I2]), {}), layercache.remembered(host, path), path)
+    assert layercache.remembered(host, path) == {I2: tuple(D[:3])}

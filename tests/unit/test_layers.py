@@ -7,7 +7,14 @@ import subprocess
 from pathlib import Path
 
 from deployer.chain import chain_ids
-from deployer.commands.layers import Listing, missing_layers, parse_listing, parse_present, present_layers_argv
+from deployer.commands.layers import (
+    Listing,
+    enough_for,
+    missing_layers,
+    parse_listing,
+    parse_present,
+    present_layers_argv,
+)
 
 D = ["sha256:" + c * 64 for c in "abcdef"]
 I1, I2, I3 = ("sha256:" + c * 64 for c in "123")  # image ids
@@ -16,9 +23,9 @@ I1, I2, I3 = ("sha256:" + c * 64 for c in "123")  # image ids
 def test_argv_passes_docker_as_positional_args() -> None:
     argv = present_layers_argv(("sudo", "docker"))
     assert argv[:2] == ("sh", "-c")
-    assert argv[3:] == ("sh", "", "", "sudo", "docker")
+    assert argv[3:] == ("sh", "", "", "", "", "sudo", "docker")
     assert "sudo" not in argv[2] and '"$@" images -aq --no-trunc' in argv[2]
-    assert present_layers_argv(("docker",), "/srv/st; x")[3:] == ("sh", "/srv/st; x/content", "", "docker")
+    assert present_layers_argv(("docker",), "/srv/st; x")[3:] == ("sh", "/srv/st; x/content", "", "", "", "docker")
     # known ids go as one word-split argument: anything but an id is left out
     assert present_layers_argv(("docker",), "", [I2, "$(reboot)", I1, "sha256:x y"])[5] == f"{I1} {I2}"
 
@@ -44,6 +51,8 @@ def _fake_docker(tmp_path: Path, images: dict[str, list[str] | None]) -> Path:
         "args = sys.argv[1:]\n"
         "if args[:3] == ['images', '-aq', '--no-trunc']:\n"
         "    for i in db: print(i); print(i)  # duplicates, as docker prints per tag\n"
+        "elif args[:4] == ['image', 'inspect', '--format', '{{.Id}}']:\n"
+        "    sys.exit(1) if args[4] not in db else print(args[4])  # REF: these tests name images by id\n"
         "elif args[:2] == ['image', 'inspect']:\n"
         "    assert args[2:4] == ['--format', '{{.Id}} {{json .RootFS.Layers}}'], args\n"
         "    for i in args[4:]: print(i, json.dumps(db[i]))\n"
@@ -85,6 +94,33 @@ def test_only_known_images_means_no_inspect(tmp_path: Path) -> None:
     res = _run(present_layers_argv((str(docker),), "", [I1]))
     assert (res.returncode, res.stdout) == (0, f"known {I1}\n")
     assert len((tmp_path / "calls.log").read_text().splitlines()) == 1
+
+
+def test_a_reship_names_the_image_ref_names_and_lists_nothing_else(tmp_path: Path) -> None:
+    """REF names an image that holds all of the new one but its top layer (ENOUGH): that is all."""
+    docker = _fake_docker(tmp_path, {I1: D[:3], I2: D[:1]})
+    assert enough_for(D[:3] + ["sha256:" + "9" * 64], {I1: D[:3], I2: D[:1], I3: D[:2]}) == [I1]
+    res = _run(present_layers_argv((str(docker),), "", [I1, I2], I1, [I1]))
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == f"ref {I1}\nknown {I1}\nlisting skipped\n"
+    listing = parse_listing(res.stdout)
+    assert listing == Listing(known=frozenset([I1]), layers={}, complete=False)
+    assert listing.present({I1: D[:3]}) == frozenset(chain_ids(D[:3]))
+    assert len((tmp_path / "calls.log").read_text().splitlines()) == 1  # one inspect, no `images`
+    # REF names another image (or none): every image is listed, as without a REF
+    for ref in (I2, "t:none"):
+        (tmp_path / "calls.log").unlink()
+        res = _run(present_layers_argv((str(docker),), "", [I1, I2], ref, [I1]))
+        assert res.returncode == 0, res.stderr
+        assert res.stdout.startswith(f"ref {I2 if ref == I2 else ''}\n")
+        assert parse_listing(res.stdout) == Listing(known=frozenset([I1, I2]), layers={})
+        assert json.loads((tmp_path / "calls.log").read_text().splitlines()[1])[:2] == ["images", "-aq"]
+
+
+def test_enough_means_all_but_the_top_layer_or_all_of_a_one_layer_image() -> None:
+    assert enough_for(D[:4], {I1: D[:3], I2: D[:4], I3: D[:2] + D[4:5]}) == [I1, I2]
+    assert enough_for(D[:1], {I1: D[:1], I2: D[1:2]}) == [I1]
+    assert enough_for(D[:2], {I1: D[1:3]}) == []
 
 
 def test_script_with_no_images_prints_nothing_and_succeeds(tmp_path: Path) -> None:

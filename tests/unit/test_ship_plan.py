@@ -172,10 +172,10 @@ def test_render_tarball_commands() -> None:
     assert len(receives) == 2
     # layers register as they land (stdin: the tar head), the host decompresses zstd
     head = f"/stage/load-{'f' * 16}.head"
-    assert argvs[3][:12] == ld.load_argv(("docker",), head, "zstd", 0, [], "/stage")[:8] + (
+    assert argvs[3][:14] == ld.load_argv(("docker",), head, "zstd", 0, [], "/stage")[:10] + (
         "<tar head blocks>", "1", blob3, "<tar padding>")
     install = argvs[-1]
-    assert install[4:8] == (head, IMAGE.id, "trainer:v3", f"{ld.PARTIAL_LABEL}=/stage")
+    assert install[4:8] == (head, IMAGE.id, "trainer:v3", "/stage/standins")
     assert install[9] == "<zstd blob of layer 3>.zst <zstd blob of layer 4>.zst"  # cleaned after the load
     assert install[-1] == "docker"
     lines = render(p, h)
