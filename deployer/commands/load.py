@@ -176,9 +176,10 @@ _LOAD = (
 # shows an image whose content it lacks with no layers), remove the stand-ins and the staged
 # blobs (the image is safe in Docker now), and only then tag. Exit codes: 3 filesystem, 5 docker load,
 # 6 wrong id, 7 docker tag, 8 incomplete (some left-out layer's blob is not in the content store).
-# Four docker calls in a row (load, inspect, tag, inspect): each costs a start of the docker CLI.
+# Three docker calls in a row (load, inspect, tag): each costs a start of the docker CLI. (A tag
+# that succeeded names the id: reading REF back would only race with whoever tags it next.)
 # A load whose head names REF (TAGGED=1: a "legacy" load, see load_head) tags it itself, and then
-# one inspect of the id and REF checks both: two calls in a row.
+# one inspect of the id and REF checks both (exit 9: REF names another image): two calls in a row.
 # The stand-ins to remove are those whose ids earlier loads wrote to SDIR (standins_dir).
 # Whether the image is there already is asked only when a layer file the tar needs is gone: the
 # install removes them only once the image is verified, so that is a retry after a lost reply.
@@ -213,7 +214,7 @@ _INSTALL = (
     'record\n'
     'for h in $(ls -- "$sdir" 2>/dev/null); do x=sha256:$h; [ "$x" = "$id" ] || dk_rmi "$@"; rm -f -- "$sdir/$h"; done\n'
     'for f in $names; do rm -f -- "$blobs/$f"; done\n'
-    'if [ "$by_load" != 1 ]; then dk_tag "$@" || exit 7; x=$ref; t=$(dk_state "$@"); fi\n'
+    'if [ "$by_load" != 1 ]; then dk_tag "$@" || exit 7; t=$id; fi\n'
     't=${t%% *}\n'
     'echo "tagged $t"\n'
     '[ "$t" = "$id" ] || exit 9'

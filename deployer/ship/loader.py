@@ -197,7 +197,7 @@ def install(conn: HostConn, docker: tuple[str, ...], image: ImageInfo, staging: 
                             hint="the local image may have changed during the ship; ship again")
     if res.exited == 8:
         raise IncompleteImage(conn.name, head.image_id)
-    if res.exited == 9:  # REF names another image right after the tag: the runner says so
+    if res.exited == 9:  # REF names another image right after the load that tagged it: the runner says so
         return None
     if res.exited == 5 and "invalid diffID" in res.stderr:
         raise TransferError(conn.name, f"a staged layer does not match the image: {res.stderr_tail()}",
