@@ -225,18 +225,18 @@ def remove_image_argv(docker: Sequence[str], image: str) -> tuple[str, ...]:
     return (*docker, "image", "rm", image)
 
 
-# Pull, check the id, check the image is complete, tag, check the tag: one round trip. Exit 2: the
+# Pull, check the id and that the image is complete (one inspect), tag, check the tag: one round trip. Exit 2: the
 # pull failed; 3: the pulled id is not one of IDS; 8: incomplete (moby#49784); 7: the tag failed;
 # 9: REF names another image right after the tag; 4: all done, but the id is not the first of IDS
 # (so that steps batched after this one, which assumed the first, do not run).
 _PULL_INSTALL = (
     'remote=$1; ref=$2; ids=$3; shift 3\n'
     '"$@" pull "$remote" || exit 2\n'
-    'id=$("$@" image inspect --format "{{.Id}}" "$remote" 2>/dev/null)\n'
+    'state=$("$@" image inspect --format "{{.Id}} {{len .RootFS.Layers}}" "$remote" 2>/dev/null)\n'
+    'id=${state%% *}; n=${state##* }\n'
     'echo "pulled-id $id"\n'
     'case " $ids " in *" $id "*) [ -n "$id" ] || exit 3 ;; *) exit 3 ;; esac\n'
-    'n=$("$@" image inspect --format "{{len .RootFS.Layers}}" "$id" 2>/dev/null)\n'
-    '[ -n "$n" ] && [ "$n" -gt 0 ] || exit 8\n'
+    '[ "$n" -gt 0 ] 2>/dev/null || exit 8\n'
     '"$@" tag "$id" "$ref" || exit 7\n'
     't=$("$@" image inspect --format "{{.Id}}" "$ref" 2>/dev/null)\n'
     'echo "tagged $t"\n'
