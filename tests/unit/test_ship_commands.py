@@ -159,7 +159,9 @@ def _fake_pulling_docker(tmp_path: Path, pulled: str, layers: int, tag_to: str |
         '  pull) echo "abc: Pull complete"; exit 0 ;;\n'
         f'  tag) echo "$2 $3" >> {tmp_path}/tags; exit 0 ;;\n'
         'esac\n'
-        f'if [ "$4" = "{{{{.Id}}}} {{{{len .RootFS.Layers}}}}" ]; then echo {pulled} {layers}; exit 0; fi\n'
+        # an incomplete image (no layers) fails a format that counts them, as the containerd store's does
+        f'if [ "$4" = "{{{{.Id}}}} {{{{len .RootFS.Layers}}}}" ]; then [ {layers} -gt 0 ] || exit 1; '
+        f'echo {pulled} {layers}; exit 0; fi\n'
         f'if [ "$5" = "t:v" ]; then [ -s {tmp_path}/tags ] || exit 1; '
         f'echo {tag_to or pulled}; exit 0; fi\n'
         f'echo {pulled}\n')
