@@ -91,3 +91,40 @@ class HostConn:
 
     def close(self) -> None:
         self.drop()
+
+
+class EarlyConnects:
+    """Open hosts' connections in the background (at most PARALLEL at once) while the caller does
+    local work that needs none of them yet; a HostConn whose connect is under way makes its other
+    users wait for it (HostConn.session). A failure is left for the caller's own connect, which
+    retries as usual. cancel(): the caller gave up (the local work failed), so every connection
+    made or being made is closed, without waiting for one still under way."""
+
+    def __init__(self, conns: Sequence[HostConn], parallel: int) -> None:
+        self._lock = threading.Lock()
+        self._slots = threading.Semaphore(max(1, parallel))
+        self._done: list[HostConn] = []
+        self._cancelled = False
+        for conn in conns:
+            threading.Thread(target=self._one, args=(conn,), name=f"connect-{conn.name}", daemon=True).start()
+
+    def _one(self, conn: HostConn) -> None:
+        with self._slots:
+            if self._cancelled:
+                return
+            try:
+                conn.session()
+            except Exception as exc:  # noqa: BLE001 - the ship's own connect reports it, after its retries
+                log.debug("%s: early connect failed: %s", conn.name, exc)
+        with self._lock:
+            self._done.append(conn)
+            cancelled = self._cancelled
+        if cancelled:
+            conn.close()
+
+    def cancel(self) -> None:
+        with self._lock:
+            self._cancelled = True
+            done = list(self._done)
+        for conn in done:
+            conn.close()

@@ -1,0 +1,107 @@
+"""Connections opened while the workstation reads the local image (deployer.ship.conn.EarlyConnects)."""
+from __future__ import annotations
+
+import threading
+import time
+
+from deployer.errors import TransferError
+from deployer.inventory.host import Host
+from deployer.ship.conn import EarlyConnects, HostConn
+
+
+class _Session:
+    def __init__(self, name: str) -> None:
+        self.name, self.alive, self.closed = name, True, False
+
+    def close(self) -> None:
+        self.closed, self.alive = True, False
+
+
+class _Connector:
+    """Counts connects; each waits for GATE (when given) and fails while FAIL is set."""
+
+    def __init__(self, gate: threading.Event | None = None) -> None:
+        self.made: list[_Session] = []
+        self.gate, self.fail = gate, False
+        self.started = threading.Event()
+        self.inside = self.peak = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, host: Host) -> _Session:
+        with self._lock:
+            self.inside += 1
+            self.peak = max(self.peak, self.inside)
+        self.started.set()
+        try:
+            return self._connect(host)
+        finally:
+            with self._lock:
+                self.inside -= 1
+
+    def _connect(self, host: Host) -> _Session:
+        if self.gate is not None:
+            assert self.gate.wait(10)
+        if self.fail:
+            raise TransferError(host.name, "connection refused", transient=True)
+        self.made.append(_Session(host.name))
+        return self.made[-1]
+
+
+def _wait(cond: object, timeout: float = 5.0) -> None:
+    end = time.monotonic() + timeout
+    while not cond():  # type: ignore[operator]
+        assert time.monotonic() < end, "timed out"
+        time.sleep(0.01)
+
+
+def test_the_ships_connect_uses_the_connection_made_meanwhile() -> None:
+    gate = threading.Event()
+    connector = _Connector(gate)
+    conn = HostConn(Host("gpu01"), connector=connector)  # type: ignore[arg-type]
+    EarlyConnects([conn], parallel=4)
+    assert connector.started.wait(5)
+    got: list[object] = []
+    waiter = threading.Thread(target=lambda: got.append(conn.connect()))
+    waiter.start()
+    time.sleep(0.05)
+    assert not got  # the ship's connect waits for the handshake under way...
+    gate.set()
+    waiter.join(5)
+    assert got == connector.made and len(connector.made) == 1  # ...and uses it: one connection
+
+
+def test_a_failed_early_connect_is_left_to_the_ships_own() -> None:
+    connector = _Connector()
+    connector.fail = True
+    conn = HostConn(Host("gpu01"), connector=connector)  # type: ignore[arg-type]
+    early = EarlyConnects([conn], parallel=1)
+    _wait(lambda: early._done)
+    connector.fail = False
+    assert conn.connect() is connector.made[0]
+
+
+def test_cancel_closes_what_was_made_and_what_is_still_being_made() -> None:
+    gate = threading.Event()
+    fast, slow = _Connector(), _Connector(gate)
+    a = HostConn(Host("a"), connector=fast)  # type: ignore[arg-type]
+    b = HostConn(Host("b"), connector=slow)  # type: ignore[arg-type]
+    early = EarlyConnects([a, b], parallel=2)
+    _wait(lambda: len(fast.made) == 1 and slow.started.is_set())
+    _wait(lambda: a in early._done)
+    early.cancel()  # returns at once: b's handshake is still under way
+    assert fast.made[0].closed
+    gate.set()
+    _wait(lambda: len(slow.made) == 1 and slow.made[0].closed)
+
+
+def test_at_most_parallel_connects_at_once() -> None:
+    gate = threading.Event()
+    connector = _Connector(gate)
+    conns = [HostConn(Host(f"h{i}"), connector=connector) for i in range(5)]  # type: ignore[arg-type]
+    early = EarlyConnects(conns, parallel=2)
+    assert connector.started.wait(5)
+    time.sleep(0.1)
+    assert connector.inside == 2 and not connector.made  # two handshakes under way, three waiting
+    gate.set()
+    _wait(lambda: len(early._done) == 5)
+    assert len(connector.made) == 5 and connector.peak == 2
