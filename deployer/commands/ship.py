@@ -350,13 +350,15 @@ _LOCK = 'mkdir -p -- "$1" || exit $?\n' + _TRY_LOCK
 # that the lock still carries the dead owner's token, renames the whole dir away (atomic, so
 # nobody can be half-way into the old dir) and then competes for a fresh lock like everyone else.
 # A claimant killed mid-way leaves lock/takeover behind: later takeovers fail, --break-lock clears it.
+# A contender that looked up "$1/lock" just before the move may still create lock/takeover inside
+# the grave while it is being removed (the first rm then finds it not empty): a second rm, once.
 _TAKEOVER = (
     'mkdir -p -- "$1" || exit $?\n'
     'grave=\n'
     'if [ -n "$3" ] && mkdir -- "$1/lock/takeover" 2>/dev/null; then\n'
     '  if grep -qF -- "$3" "$1/lock/owner" 2>/dev/null &&'
     ' grave=$(mktemp -d -- "$1/lock.dead.XXXXXX") && mv -- "$1/lock" "$grave/"; then\n'
-    '    rm -rf -- "$grave"\n'
+    '    rm -rf -- "$grave" 2>/dev/null || { sleep 0.1; rm -rf -- "$grave"; }\n'
     '  else\n'
     '    rmdir -- "$1/lock/takeover" 2>/dev/null; [ -z "$grave" ] || rmdir -- "$grave" 2>/dev/null\n'
     '  fi\n'
