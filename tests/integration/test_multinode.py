@@ -27,7 +27,8 @@ def job(testbed: Any, run_images: None) -> Any:
 
     def new(prefix: str) -> tuple[str, str]:
         made.append(unique(prefix))
-        return made[-1], str(random.randint(31000, 39000))
+        # below Linux's ephemeral range (32768-60999): a host's own outgoing connections never hold it
+        return made[-1], str(random.randint(20000, 32000))
 
     yield new
     remove_containers(testbed, made, NODES)
