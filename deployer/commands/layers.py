@@ -63,8 +63,8 @@ def present_layers_argv(docker: tuple[str, ...], staging: str = "", known: Itera
     REF: first the id of the image it names; if that is one of ENOUGH, only that (see _SCRIPT)."""
     if not docker:
         raise ValueError("empty docker argv")
-    ids = sorted(k for k in known if _ID.match(k))  # word-split by the script: ids only
-    sufficient = sorted(k for k in enough if _ID.match(k))
+    ids = sorted(k for k in known if IMAGE_ID.match(k))  # word-split by the script: ids only
+    sufficient = sorted(k for k in enough if IMAGE_ID.match(k))
     return ("sh", "-c", _SCRIPT, "sh", content_dir(staging) if staging else "", " ".join(ids), ref,
             " ".join(sufficient), *docker)
 
@@ -78,7 +78,7 @@ def enough_for(diff_ids: Sequence[str], remembered: Mapping[str, Sequence[str]])
 
 
 _HEX = re.compile(r"^[0-9a-f]{64}$")
-_ID = re.compile(r"^sha256:[0-9a-f]{64}$")
+IMAGE_ID = re.compile(r"^sha256:[0-9a-f]{64}$")
 MEDIA_TYPES = ("application/vnd.oci.image.layer.v1.tar", "application/vnd.oci.image.layer.v1.tar+zstd",
                "application/vnd.oci.image.layer.v1.tar+gzip")
 
@@ -136,11 +136,11 @@ def parse_listing(stdout: str) -> Listing:
     complete = True
     for line in stdout.splitlines():
         head, _, rest = line.strip().partition(" ")
-        if head == "known" and _ID.match(rest):
+        if head == "known" and IMAGE_ID.match(rest):
             known.add(rest)
         elif line.strip() == "listing skipped":
             complete = False
-        elif _ID.match(head) and rest.startswith(("[", "null")):
+        elif IMAGE_ID.match(head) and rest.startswith(("[", "null")):
             try:
                 value = json.loads(rest)
             except ValueError:

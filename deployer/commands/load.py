@@ -31,7 +31,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from deployer.commands.layers import content_dir, content_records
+from deployer.commands.layers import IMAGE_ID, content_dir, content_records
 from deployer.tarfmt import (
     BLOCK,
     Descriptor,
@@ -48,7 +48,6 @@ from deployer.tarfmt import (
 PARTIAL_LABEL = "io.deployer.partial"
 MODES = ("zstd", "gzip", "link")  # link: the blob goes in as is (Docker reads that codec itself)
 _BLOB_NAME = re.compile(r"^[0-9a-f]{64}\.(zst|gz)$")
-_ID = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 
 # -- the tar head (pure; tar pieces shared with deployer.local.tarball) ------------------------
@@ -244,7 +243,7 @@ def load_argv(docker: Sequence[str], head_path: str, mode: str, blocks: int | st
     """docker load of a tar made of stdin (load_head) and FILES' staged blobs; then RECORDS (the
     blobs an OCI load named its layers by) go to STAGING's content records. STANDIN: the id the
     load gives its (stand-in) image, written to STAGING's standins/ first."""
-    if standin and (not staging or not _ID.match(standin)):
+    if standin and (not staging or not IMAGE_ID.match(standin)):
         raise ValueError(f"a stand-in id needs a staging dir and an image id: {standin!r}")
     return ("sh", "-c", _LOAD, "sh", head_path, content_dir(staging) if staging else "", content_records(records),
             standins_dir(staging) if staging else "", standin,

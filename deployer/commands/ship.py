@@ -199,13 +199,14 @@ class ImageState:
         return bool(self.ids)
 
 
-def parse_image_state(stdout: str) -> ImageState:
-    """The `ref ID` line of present_layers_argv's output (ID empty: REF names nothing)."""
+def parse_image_state(stdout: str) -> ImageState | None:
+    """The `ref ID` line of present_layers_argv's output (ID empty: REF names nothing); None
+    without that line (the command did not get that far)."""
     for line in stdout.splitlines():
         key, _, value = line.partition(" ")
-        if key == "ref" and value.strip().startswith("sha256:"):
-            return ImageState(value.strip())
-    return ImageState(None)
+        if key == "ref":
+            return ImageState(value.strip() if value.strip().startswith("sha256:") else None)
+    return None
 
 
 def tag_argv(docker: Sequence[str], source: str, ref: str) -> tuple[str, ...]:

@@ -102,25 +102,27 @@ class EarlyConnects:
 
     def __init__(self, conns: Sequence[HostConn], parallel: int) -> None:
         self._lock = threading.Lock()
-        self._slots = threading.Semaphore(max(1, parallel))
+        self._pending = iter(conns)
         self._done: list[HostConn] = []
         self._cancelled = False
-        for conn in conns:
-            threading.Thread(target=self._one, args=(conn,), name=f"connect-{conn.name}", daemon=True).start()
+        for i in range(max(1, min(parallel, len(conns)))):  # daemon threads: never delay the exit
+            threading.Thread(target=self._work, name=f"connect-{i}", daemon=True).start()
 
-    def _one(self, conn: HostConn) -> None:
-        with self._slots:
-            if self._cancelled:
+    def _work(self) -> None:
+        while True:
+            with self._lock:
+                conn = None if self._cancelled else next(self._pending, None)
+            if conn is None:
                 return
             try:
                 conn.session()
             except Exception as exc:  # noqa: BLE001 - the ship's own connect reports it, after its retries
                 log.debug("%s: early connect failed: %s", conn.name, exc)
-        with self._lock:
-            self._done.append(conn)
-            cancelled = self._cancelled
-        if cancelled:
-            conn.close()
+            with self._lock:
+                self._done.append(conn)
+                cancelled = self._cancelled
+            if cancelled:
+                conn.close()
 
     def cancel(self) -> None:
         with self._lock:

@@ -15,6 +15,7 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -103,27 +104,14 @@ class Bases:
 
     def __init__(self, image: ImageInfo, client: Client, options: ShipOptions,
                  layer_sizes: Sequence[int] | None = None) -> None:
-        self.origin: Origin | None = None
-        self._client, self._lock = client, threading.Lock()
+        self._client, self._lock = client, threading.RLock()
         self._read = False
-        self._error: BaseException | None = None
-        self._finder: threading.Thread | None = None
+        self._found: Future[Origin | None] | None = None
+        self.origin: Origin | None = None
         if options.origin_pull != "never":
-            self._finder = threading.Thread(target=self._find, args=(image, layer_sizes), name="find-origin",
-                                            daemon=True)
-            self._finder.start()
-
-    def _find(self, image: ImageInfo, layer_sizes: Sequence[int] | None) -> None:
-        try:
-            self.origin = find_origin(image, self._client, layer_sizes)
-        except BaseException as exc:  # noqa: BLE001 - raised in each host's thread by _found()
-            self._error = exc
-
-    def _found(self) -> None:
-        if self._finder is not None:
-            self._finder.join()
-        if self._error is not None:
-            raise self._error
+            pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="find-origin")
+            self._found = pool.submit(find_origin, image, client, layer_sizes)
+            pool.shutdown(wait=False)
 
     def for_host(self, host: Host, options: ShipOptions) -> Origin | None:
         """The origin for HOST, unless it or the ship says never (deploy_origin_pull, --origin-pull)."""
@@ -131,12 +119,18 @@ class Bases:
         if mode not in ORIGIN_MODES:
             raise SpecError(f"{host.name}: deploy_origin_pull is {mode!r}",
                             hint=f"use one of: {', '.join(ORIGIN_MODES)}")
-        self._found()
-        return self.origin if mode == "auto" else None
+        return self._origin() if mode == "auto" else None
+
+    def _origin(self) -> Origin | None:
+        """The origin, once the lookup started in __init__ is done (raising what it raised)."""
+        with self._lock:
+            if self._found is not None:
+                self.origin, self._found = self._found.result(), None
+            return self.origin
 
     def with_blobs(self) -> Origin | None:
-        self._found()
         with self._lock:
+            self._origin()
             if self.origin is not None and not self._read:
                 self.origin, self._read = with_blobs(self.origin, self._client), True
             return self.origin
@@ -183,9 +177,9 @@ def _observe(job: Job, options: ShipOptions, history_sizes: Sequence[int], repor
     # None: not prepared (a dry run, or a lock taken over from a dead owner after the batch)
     job.staged = cmd.parse_stat(replies[2].stdout) if token and replies[2].ok else None
     job.facts = read_probe(host.name, probed)
-    if not any(line.startswith("ref ") for line in listed.stdout.splitlines()):
-        raise CommandError(host.name, listed, what="reading the image's state on the host failed")
     image_state = cmd.parse_image_state(listed.stdout)
+    if image_state is None:
+        raise CommandError(host.name, listed, what="reading the image's state on the host failed")
     have = frozenset[str]()
     listed_ids = frozenset[str]()
     if listed.ok:

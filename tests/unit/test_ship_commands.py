@@ -53,6 +53,7 @@ def test_parsers() -> None:
     assert cmd.parse_receive("") == cmd.Received("")
     assert cmd.parse_image_state("content x\nref sha256:1\nknown sha256:2\n") == cmd.ImageState("sha256:1")
     assert cmd.parse_image_state("ref \nknown sha256:2\n") == cmd.ImageState(None)
+    assert cmd.parse_image_state("content x\n") is None  # the command stopped before REF's line
     pull = "v1: Pulling from x\na: Already exists\nb: Pull complete\nc: Pull complete\nDigest: sha256:1\n"
     assert cmd.parse_pull(pull) == (2, 1)
 

@@ -98,10 +98,15 @@ def test_at_most_parallel_connects_at_once() -> None:
     gate = threading.Event()
     connector = _Connector(gate)
     conns = [HostConn(Host(f"h{i}"), connector=connector) for i in range(5)]  # type: ignore[arg-type]
+    def workers() -> int:
+        return sum(1 for t in threading.enumerate() if t.name.startswith("connect-"))
+
+    before = workers()
     early = EarlyConnects(conns, parallel=2)
     assert connector.started.wait(5)
     time.sleep(0.1)
     assert connector.inside == 2 and not connector.made  # two handshakes under way, three waiting
+    assert workers() - before == 2  # two threads, whatever the number of hosts
     gate.set()
     _wait(lambda: len(early._done) == 5)
     assert len(connector.made) == 5 and connector.peak == 2
