@@ -160,18 +160,25 @@ class Exporter:
             raise self._error or LocalError(f"docker save of {self.image.ref} did not contain layer {diff_id}")
 
     def ready(self) -> Iterator[Blob]:
-        """Every wanted blob, in completion order (cached ones first); raises the export's error."""
-        seen = 0
+        """Every wanted blob as it becomes available; raises the export's error.
+
+        Of the blobs available at once, the lowest layer comes first: a host registers layers
+        bottom-up as they land (ship.loader), so a cached upper layer sent ahead of a lower one
+        only waits there, and a whole image from the cache goes out in image order."""
+        rank: dict[str, int] = {}
+        for i, diff_id in enumerate(self.image.diff_ids):
+            rank.setdefault(diff_id, i)
+        given: set[tuple[str, str]] = set()
         while True:
             with self._cond:
-                self._cond.wait_for(lambda: seen < len(self._order) or self._done)  # noqa: B023
-                if seen < len(self._order):
-                    blob = self._order[seen]
-                elif self._error is not None:
-                    raise self._error
-                else:
+                self._cond.wait_for(lambda: len(given) < len(self._order) or self._done)  # noqa: B023
+                fresh = [b for b in self._order if (b.codec, b.diff_id) not in given]
+                if not fresh:
+                    if self._error is not None:
+                        raise self._error
                     return
-            seen += 1
+                blob = min(fresh, key=lambda b: rank[b.diff_id])
+            given.add((blob.codec, blob.diff_id))
             yield blob
 
     def wait(self, timeout: float | None = None) -> bool:

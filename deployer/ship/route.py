@@ -104,8 +104,9 @@ def _estimate_total(plan_raw: int, known: list[Blob]) -> int:
     return size + (int(rest * size / raw) if raw else rest)
 
 
-def _in_completion_order(exporter: Exporter, codec: str, diff_ids: list[str]) -> Iterator[Blob]:
-    """This host's blobs as the export finishes them (docker save's layer order is not the image's)."""
+def _as_available(exporter: Exporter, codec: str, diff_ids: list[str]) -> Iterator[Blob]:
+    """This host's blobs as the export makes them available, the lowest layer first among those
+    ready at once (docker save's layer order is not the image's; the cache has some at once)."""
     left = dict.fromkeys(diff_ids)
     if not left:
         return
@@ -122,8 +123,8 @@ def _in_completion_order(exporter: Exporter, codec: str, diff_ids: list[str]) ->
 def run_tarball(leg: Leg, exporter: Exporter | None, reporter: Reporter) -> str | None:
     """Stage the missing blobs (resumable, verified), registering layers as they land; then install.
 
-    Blobs go out in the order the export finishes them (image order when it reads Docker's
-    store). Each is hashed by the host as it arrives; the loader thread registers every run of
+    Blobs go out as the export makes them available, the lowest layer first of those ready (image
+    order when it reads Docker's store or has them all cached). Each is hashed by the host as it arrives; the loader thread registers every run of
     staged layers with Docker while the next blobs are sent; install loads what is left,
     verifies the id, cleans the staging dir and tags.
     """
@@ -154,7 +155,7 @@ def run_tarball(leg: Leg, exporter: Exporter | None, reporter: Reporter) -> str 
         if puller is None:
             loader.start()
         reporter.phase(name, "compressing", f"layer 1/{len(wanted)}")
-        blobs = _in_completion_order(exporter, codec.name, wanted)
+        blobs = _as_available(exporter, codec.name, wanted)
         for k, blob in enumerate(relayed.prefetch(blobs) if relayed is not None else blobs, 1):
             got[blob.diff_id] = blob
             reporter.total(name, _estimate_total(plan.raw_bytes, list(got.values())))

@@ -71,6 +71,22 @@ def test_second_export_is_served_from_the_cache(tmp_path: Path) -> None:
     assert second.config() == CONFIG
 
 
+def test_blobs_come_lowest_layer_first(tmp_path: Path) -> None:
+    # the host registers layers bottom-up as they land: cached blobs must not go out in set order
+    layers = [layer_tar(10 + i, size=20_000) for i in range(8)]
+    info, config = image(layers)
+    d = info.diff_ids
+    cache = Cache(tmp_path)
+    Exporter(info, {"zstd": set(d[1:])}, client=FakeClient(save_legacy(info, config, layers)),  # type: ignore[arg-type]
+             cache=cache).start().wait()
+    whole = Exporter(info, {"zstd": set(d[1:])}, client=FakeClient(b""), cache=cache).start()  # type: ignore[arg-type]
+    assert [b.diff_id for b in whole.ready()] == list(d[1:])  # all cached: image order
+    # layer 0 is exported while 1-7 come from the cache: each, when taken, is the lowest ready
+    mixed = Exporter(info, {"zstd": set(d)}, client=FakeClient(save_legacy(info, config, layers)), cache=cache)  # type: ignore[arg-type]
+    got = [b.diff_id for b in mixed.start().ready()]
+    assert sorted(got) == sorted(d) and [x for x in got if x != d[0]] == list(d[1:])
+
+
 def test_config_only(tmp_path: Path) -> None:
     exp = Exporter(INFO, {}, client=FakeClient(save_legacy(INFO, CONFIG, LAYERS)), cache=Cache(tmp_path))  # type: ignore[arg-type]
     assert exp.start().config(timeout=10) == CONFIG

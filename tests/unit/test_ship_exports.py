@@ -99,7 +99,7 @@ def test_a_host_takes_its_blobs_in_the_order_the_export_finishes_them() -> None:
     from pathlib import Path
 
     from deployer.local.cache import Blob
-    from deployer.ship.route import _in_completion_order
+    from deployer.ship.route import _as_available
 
     def blob(diff: str, codec: str = "zstd") -> Blob:
         return Blob(diff, codec, 3, Path("/c") / diff, "sha256:" + diff, 1, 2)
@@ -112,6 +112,6 @@ def test_a_host_takes_its_blobs_in_the_order_the_export_finishes_them() -> None:
         def blob(self, diff: str, codec: str) -> Blob:
             return blob(diff, codec)  # the cache fallback for what this export did not produce
 
-    got = list(_in_completion_order(Stub(), "zstd", ["a", "b", "c", "d"]))  # type: ignore[arg-type]
+    got = list(_as_available(Stub(), "zstd", ["a", "b", "c", "d"]))  # type: ignore[arg-type]
     assert [b.diff_id for b in got] == ["c", "a", "b", "d"] and {b.codec for b in got} == {"zstd"}
-    assert list(_in_completion_order(Stub(), "zstd", [])) == []  # type: ignore[arg-type]
+    assert list(_as_available(Stub(), "zstd", [])) == []  # type: ignore[arg-type]
