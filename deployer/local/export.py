@@ -171,7 +171,7 @@ class Exporter:
         given: set[tuple[str, str]] = set()
         while True:
             with self._cond:
-                self._cond.wait_for(lambda: len(given) < len(self._order) or self._done)  # noqa: B023
+                self._cond.wait_for(lambda: len(given) < len(self._order) or self._done)
                 fresh = [b for b in self._order if (b.codec, b.diff_id) not in given]
                 if not fresh:
                     if self._error is not None:
