@@ -117,6 +117,48 @@ def parse_receive(stdout: str) -> Received:
     return Received("")
 
 
+def growing_path(staging: str, diff_id: str, codec: str, level: int) -> str:
+    """Where a blob sent while it is still being compressed lands (its digest is not known yet):
+    named by its layer, codec and level, so a later ship can resume it (move_argv)."""
+    return posixpath.join(blob_dir(staging), f"{_hex(diff_id)}.{SUFFIX.get(codec, codec)}{level}.growing")
+
+
+# A blob whose digest is not known yet: stdin is written to P and hashed as it arrives, or, from
+# OFFSET > 0 (what a killed ship left), appended and the whole file hashed. The sender compares
+# size and hash with the finished blob and names it (move_argv), or resumes it as its .partial.
+_RECEIVE_GROWING = _SHA + (
+    'p=$1; off=$2\n'
+    'mkdir -p -- "${p%/*}" || exit 3\n'
+    'if [ "$off" -gt 0 ] && [ -f "$p" ]; then cat >> "$p" && h=$(sha < "$p") || exit 3\n'
+    'else h=$(tee -- "$p" | sha) || exit 3; fi\n'
+    'n=$(wc -c < "$p" | tr -d " ") || exit 3\n'
+    'echo "got $n sha256:${h%% *}"'
+)
+
+
+def receive_growing_argv(path: str, offset: int | str = 0) -> tuple[str, ...]:
+    """Write stdin to PATH from scratch (OFFSET 0) or append it (the host holds OFFSET bytes),
+    hashing the file; print `got <size> <sha256:hex>`."""
+    return ("sh", "-c", _RECEIVE_GROWING, "sh", path, str(offset))
+
+
+def parse_growing(stdout: str) -> tuple[int, str] | None:
+    """(size, digest) from receive_growing_argv's answer, or None."""
+    words = stdout.split()
+    if len(words) == 3 and words[0] == "got" and words[1].isdigit():
+        return int(words[1]), words[2]
+    return None
+
+
+# Retry-safe: a repeat after a lost reply finds SRC gone and DEST there.
+_MOVE = 'if [ -f "$1" ]; then mv -f -- "$1" "$2" || exit 3; fi\n[ -f "$2" ] && wc -c < "$2" | tr -d " "; exit 0'
+
+
+def move_argv(src: str, dest: str) -> tuple[str, ...]:
+    """Move SRC to DEST if SRC is there; print DEST's size (nothing when there is no DEST)."""
+    return ("sh", "-c", _MOVE, "sh", src, dest)
+
+
 # A wrong hash deletes the file so the next attempt starts clean; a right one renames it into
 # place (atomic within the staging filesystem), so a final name always means "verified".
 # Retry-safe: when a lost reply makes us run it again, the partial is gone and FINAL is checked.

@@ -15,7 +15,9 @@ import logging
 import tarfile
 import threading
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 import docker
@@ -52,6 +54,19 @@ class _Dropped(Exception):
     """The layer being compressed is no longer wanted (narrow())."""
 
 
+@dataclass
+class Growing:
+    """A blob being compressed right now: its bytes so far are in PATH (the cache's temp file);
+    BLOB once it is complete and in the cache, ERROR when it was given up (see Exporter.follow)."""
+
+    diff_id: str
+    codec: str
+    level: int
+    path: Path
+    blob: Blob | None = None
+    error: LocalError | None = None
+
+
 class Exporter:
     """Produce the wanted compressed layer blobs (codec -> diff ids) and the image config."""
 
@@ -79,6 +94,7 @@ class Exporter:
         self._cond = threading.Condition()
         self._blobs: dict[tuple[str, str], Blob] = {}
         self._order: list[Blob] = []
+        self._growing: dict[tuple[str, str], Growing] = {}  # (codec, diff id) -> the blob being compressed
         self._config: bytes | None = None
         self._error: LocalError | None = None
         self._done = False
@@ -180,6 +196,60 @@ class Exporter:
                 blob = min(fresh, key=lambda b: rank[b.diff_id])
             given.add((blob.codec, blob.diff_id))
             yield blob
+
+    def next_blob(self, codec: str, order: Sequence[str], taken: set[str] | frozenset[str],
+                  stream: bool = False) -> Blob | Growing | None:
+        """Wait for the next CODEC blob of ORDER's layers not in TAKEN: the first in ORDER of those
+        available; else, with STREAM, the first one being compressed right now (follow() reads it as
+        it grows). None once the export ended without more of them (the cache may still have
+        them: blob()). Raises the export's error."""
+        with self._cond:
+            while True:
+                for diff_id in order:
+                    if diff_id not in taken and (codec, diff_id) in self._blobs:
+                        return self._blobs[codec, diff_id]
+                if stream:
+                    for diff_id in order:
+                        growing = self._growing.get((codec, diff_id))
+                        if growing is not None and diff_id not in taken:
+                            return growing
+                if self._done:
+                    if self._error is not None:
+                        raise self._error
+                    return None
+                self._cond.wait()
+
+    def follow(self, growing: Growing, poll_s: float = 0.02) -> Iterator[bytes]:
+        """GROWING's bytes as the compressor writes them, up to the end of the finished blob.
+        LocalError when the blob is given up (the export failed or the layer is not wanted)."""
+        try:
+            fh = open(growing.path, "rb")  # closed below (the writer may rename it meanwhile)
+        except FileNotFoundError:  # finished (renamed into the cache) or given up already
+            fh = open(self.finished(growing).path, "rb")
+        with fh:
+            read = 0
+            while True:
+                data = fh.read(CHUNK)
+                if data:
+                    read += len(data)
+                    yield data
+                    continue
+                with self._cond:
+                    if growing.error is not None:
+                        raise growing.error
+                    if growing.blob is not None and read >= growing.blob.size:
+                        return
+                    if growing.blob is None:
+                        self._cond.wait(poll_s)  # the compressor does not signal every write
+
+    def finished(self, growing: Growing) -> Blob:
+        """GROWING's blob once it is complete (waits); raises why not when it was given up."""
+        with self._cond:
+            self._cond.wait_for(lambda: growing.blob is not None or growing.error is not None)
+            if growing.blob is None:
+                assert growing.error is not None
+                raise growing.error
+            return growing.blob
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the export finished (True) or TIMEOUT passed (False); raise its error if it failed."""
@@ -364,19 +434,26 @@ class Exporter:
         if not codecs:
             return  # not wanted: the caller skips its bytes
         writers = self._writers(codecs, diff_id, raw_size)
+        why: BaseException | None = None
         try:
-            actual, total = self._pipe(chunks, writers, wanted=(diff_id, codecs))
-        except _Dropped:
-            log.info("stopped compressing layer %s of %s: no host needs it", diff_id[:19], self.image.ref)
-            return  # the writers were aborted; a docker save stream skips the rest of the member
-        if actual != diff_id:
-            for w, _ in writers:
-                w.abort()
-            raise LocalError(
-                f"{source} of {self.image.ref}: layer {diff_id} hashes to {actual}",
-                hint="the local image store may be corrupt; rebuild or re-pull the image",
-            )
-        self._commit(writers, diff_id, total)
+            try:
+                actual, total = self._pipe(chunks, writers, wanted=(diff_id, codecs))
+            except _Dropped:
+                log.info("stopped compressing layer %s of %s: no host needs it", diff_id[:19], self.image.ref)
+                return  # the writers were aborted; a docker save stream skips the rest of the member
+            if actual != diff_id:
+                for w, _ in writers:
+                    w.abort()
+                raise LocalError(
+                    f"{source} of {self.image.ref}: layer {diff_id} hashes to {actual}",
+                    hint="the local image store may be corrupt; rebuild or re-pull the image",
+                )
+            self._commit(writers, diff_id, total)
+        except BaseException as exc:
+            why = exc
+            raise
+        finally:
+            self._settle(writers, diff_id, why)
 
     def _take_unknown(self, f: IO[bytes] | None, compressed: tuple[str, bytes] | None, strict: bool) -> None:
         """A layer known only after hashing: spool it raw to disk, then compress if wanted."""
@@ -392,18 +469,42 @@ class Exporter:
             if codecs:
                 spool.file.close()
                 writers = self._writers(codecs, actual, total)
-                with open(spool.tmp, "rb") as fh:
-                    self._pipe(_chunks(fh), writers)
-                self._commit(writers, actual, total)
+                why: BaseException | None = None
+                try:
+                    with open(spool.tmp, "rb") as fh:
+                        self._pipe(_chunks(fh), writers)
+                    self._commit(writers, actual, total)
+                except BaseException as exc:
+                    why = exc
+                    raise
+                finally:
+                    self._settle(writers, actual, why)
         finally:
             spool.abort()
 
     def _writers(self, codecs: list[str], diff_id: str, raw_size: int | None) -> list[tuple[BlobWriter, Compressor]]:
-        return [
+        writers = [
             (w, compressor(codec, self.level, w, raw_size))
             for codec in dict.fromkeys(codecs)
             for w in [self.cache.writer(diff_id, codec, codec_level(codec, self.level))]
         ]
+        with self._cond:
+            for w, _ in writers:
+                self._growing[w.codec, diff_id] = Growing(diff_id, w.codec, w.level, w.tmp)
+            self._cond.notify_all()
+        return writers
+
+    def _settle(self, writers: list[tuple[BlobWriter, Compressor]], diff_id: str, why: BaseException | None) -> None:
+        """The writers' blobs are committed or given up (WHY): whoever follows them hears which."""
+        if not isinstance(why, LocalError):
+            why = LocalError(f"compressing layer {diff_id[:19]} of {self.image.ref} stopped: "
+                             + (f"{type(why).__name__}: {why}" if why is not None else "no host needs it any more"))
+        with self._cond:
+            for w, _ in writers:
+                growing = self._growing.pop((w.codec, diff_id), None)
+                if growing is not None and growing.blob is None:
+                    growing.error = why
+            self._cond.notify_all()
 
     def _pipe(
         self, chunks: Iterator[bytes], writers: list[tuple[BlobWriter, Compressor]], spool: BlobWriter | None = None,
@@ -437,7 +538,12 @@ class Exporter:
 
     def _commit(self, writers: list[tuple[BlobWriter, Compressor]], diff_id: str, raw_size: int) -> None:
         for w, _ in writers:
-            self._add(w.commit(raw_size, diff_id=diff_id))
+            blob = w.commit(raw_size, diff_id=diff_id)
+            with self._cond:
+                growing = self._growing.get((w.codec, diff_id))
+                if growing is not None:
+                    growing.blob = blob
+            self._add(blob)
             self.exported_blobs += 1
 
 

@@ -16,7 +16,7 @@ from deployer.commands import ship as cmd
 from deployer.errors import DeployError, TransferError
 from deployer.inventory.host import Host
 from deployer.local.cache import Blob
-from deployer.local.export import Exporter
+from deployer.local.export import Exporter, Growing
 from deployer.local.image import ImageInfo
 from deployer.ship import steps
 from deployer.ship.conn import HostConn
@@ -25,7 +25,7 @@ from deployer.ship.plan import ShipPlan
 from deployer.ship.progress import Reporter
 from deployer.ship.registry import Pusher, pull_and_tag
 from deployer.ship.relay import Relayed, Site
-from deployer.ship.tarball import Counter, stage_blob
+from deployer.ship.tarball import Counter, stage_blob, stream_blob
 
 log = logging.getLogger(__name__)
 
@@ -104,20 +104,27 @@ def _estimate_total(plan_raw: int, known: list[Blob]) -> int:
     return size + (int(rest * size / raw) if raw else rest)
 
 
-def _as_available(exporter: Exporter, codec: str, diff_ids: list[str]) -> Iterator[Blob]:
+def _as_available(exporter: Exporter, codec: str, diff_ids: list[str], stream: bool = False) -> Iterator[Blob | Growing]:
     """This host's blobs as the export makes them available, the lowest layer first among those
-    ready at once (docker save's layer order is not the image's; the cache has some at once)."""
-    left = dict.fromkeys(diff_ids)
-    if not left:
-        return
-    for blob in exporter.ready():
-        if blob.codec == codec and blob.diff_id in left:
-            del left[blob.diff_id]
-            yield blob
-            if not left:
-                return
-    for diff_id in left:  # not produced by this export: the cache has it, or this raises why not
-        yield exporter.blob(diff_id, codec)
+    ready at once (docker save's layer order is not the image's; the cache has some at once).
+    STREAM: when none is ready, the lowest one being compressed, to send as it grows."""
+    taken: set[str] = set()
+    while len(taken) < len(diff_ids):
+        item = exporter.next_blob(codec, diff_ids, taken, stream)
+        if item is None:
+            break
+        taken.add(item.diff_id)
+        yield item
+    for diff_id in diff_ids:  # not produced by this export: the cache has it, or this raises why not
+        if diff_id not in taken:
+            yield exporter.blob(diff_id, codec)
+
+
+def _blobs(exporter: Exporter, codec: str, diff_ids: list[str]) -> Iterator[Blob]:
+    """_as_available without streaming: finished blobs only."""
+    for item in _as_available(exporter, codec, diff_ids):
+        assert isinstance(item, Blob)
+        yield item
 
 
 def run_tarball(leg: Leg, exporter: Exporter | None, reporter: Reporter) -> str | None:
@@ -155,13 +162,19 @@ def run_tarball(leg: Leg, exporter: Exporter | None, reporter: Reporter) -> str 
         if puller is None:
             loader.start()
         reporter.phase(name, "compressing", f"layer 1/{len(wanted)}")
-        blobs = _as_available(exporter, codec.name, wanted)
-        for k, blob in enumerate(relayed.prefetch(blobs) if relayed is not None else blobs, 1):
+        items: Iterator[Blob | Growing] = (
+            relayed.prefetch(_blobs(exporter, codec.name, wanted)) if relayed is not None
+            else _as_available(exporter, codec.name, wanted, stream=True))  # a relay takes whole blobs
+        for k, item in enumerate(items, 1):
+            reporter.phase(name, "sending", f"layer {k}/{len(wanted)}")
+            if isinstance(item, Growing):
+                blob, fresh = stream_blob(conn, staging, item, exporter, counter, note, listed), False
+            else:
+                blob = item
+                fresh = (relayed.stage(staging, blob, listed) if relayed is not None
+                         else stage_blob(conn, staging, blob, counter, note, listed))
             got[blob.diff_id] = blob
             reporter.total(name, _estimate_total(plan.raw_bytes, list(got.values())))
-            reporter.phase(name, "sending", f"layer {k}/{len(wanted)}")
-            fresh = (relayed.stage(staging, blob, listed) if relayed is not None
-                     else stage_blob(conn, staging, blob, counter, note, listed))
             if not fresh:
                 counter.add_layers()
             loader.add(blob)

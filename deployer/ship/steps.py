@@ -36,6 +36,17 @@ def receive(staging: str, digest: str, codec: str, size: int | str) -> Step:
                 "stdin: the part of the blob the host lacks (resumes after a drop)")
 
 
+def receive_growing(path: str, diff_id: str, offset: int | str = 0) -> Step:
+    """A blob still being compressed, from OFFSET (what the host holds): the host hashes it."""
+    return Step(f"sending layer {diff_id[7:19]} as it is compressed", cmd.receive_growing_argv(path, offset),
+                "stdin: the blob as the compressor writes it; named once its size and sha256 match")
+
+
+def name_blob(src: str, dest: str, digest: str) -> Step:
+    """Move a blob received before its digest was known to DEST (its final name, or its .partial)."""
+    return Step(f"naming blob {digest[7:19]}", cmd.move_argv(src, dest))
+
+
 def authorize(relay: str, staging: str, authorized_keys: str, line: str) -> Step:
     """Let the ship's key run only the forced receive on the host (from the relay, for a day at most);
     an empty LINE installs the receive only (a tree node feeding its own staging)."""

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from deployer.commands import ship as cmd
 from deployer.errors import TransferError
 from deployer.local.cache import Blob
+from deployer.local.export import Exporter, Growing
 from deployer.ship import steps
 from deployer.ship.conn import HostConn
 from deployer.transport.result import Result
@@ -158,6 +159,12 @@ def stage_blob(conn: HostConn, staging: str, blob: Blob, counter: Counter,
         if _verify(conn, final, blob, final).ok:
             return True
         note(f"staged blob {blob.digest[7:19]} was corrupt; sending it again")
+    growing = cmd.growing_path(staging, blob.diff_id, blob.codec, blob.level)
+    if sizes.get(partial) is None and listed is not None and listed.get(growing):
+        # a killed ship sent this blob's head while it was compressed (stream_blob): resume that
+        kept = steps.name_blob(growing, partial, blob.digest)
+        out = conn.run(kept.argv, what=kept.label, timeout=60).stdout.strip()
+        sizes[partial] = int(out) if out.isdigit() else None
     known = sizes.get(partial) or 0
     for tries in (1, 2):
         got = send_tail(conn, staging, blob, counter, note, known=known, via=via)
@@ -171,6 +178,63 @@ def stage_blob(conn: HostConn, staging: str, blob: Blob, counter: Counter,
         f"layer blob {blob.digest} arrived corrupt twice (host computed {got.detail or 'nothing'})",
         hint="check the host's disk and memory, and the staging filesystem; then ship again",
     )
+
+
+def stream_blob(conn: HostConn, staging: str, growing: Growing, exporter: Exporter, counter: Counter,
+                note: Callable[[str], None] = lambda m: None, listed: Mapping[str, int | None] | None = None) -> Blob:
+    """Send a blob while it is still being compressed (else the link waits for the compressor),
+    and name it on the host once its size and sha256 there match the finished blob's.
+
+    The host's copy is named by layer, codec and level: what a killed ship left there (LISTED)
+    is resumed, since compressing the same layer again gives the same bytes (and the hash check
+    says when it did not). A dropped link or a mismatch ends in stage_blob, which resumes from
+    what the host holds (or starts over), so the guarantees are stage_blob's. Returns the blob."""
+    path = cmd.growing_path(staging, growing.diff_id, growing.codec, growing.level)
+    held = (listed or {}).get(path) or 0
+    step = steps.receive_growing(path, growing.diff_id, held)
+    got: tuple[int, str] | None = None
+    session = conn.session()
+    try:
+        chunks = _counting(_skip(exporter.follow(growing), held), counter)
+        got = cmd.parse_growing(session.send(step.argv, chunks).stdout)
+    except Exception as exc:
+        if not is_transient(exc):
+            raise
+        conn.drop(session)
+        note(f"{step.label} stopped ({str(exc).splitlines()[0]}); resuming it once it is compressed")
+    blob = exporter.finished(growing)
+    final, partial = cmd.blob_path(staging, blob.digest, blob.codec), cmd.partial_path(staging, blob.digest, blob.codec)
+    if got == (blob.size, blob.digest):
+        named = steps.name_blob(path, final, blob.digest)
+        conn.run(named.argv, what=named.label, timeout=60)
+        return blob
+    if got is not None:  # all of it arrived, but not as sent: start over
+        note(f"layer {growing.diff_id[7:19]} arrived as {got[1][7:19]} ({got[0]} bytes), not {blob.digest[7:19]}; "
+             "sending it again")
+        conn.run(cmd.remove_argv([path]), what="removing a wrong blob", timeout=60)
+        held = 0
+    else:  # what arrived is the blob's head: resume it as the blob's .partial
+        kept = steps.name_blob(path, partial, blob.digest)
+        out = conn.run(kept.argv, what=kept.label, timeout=60).stdout.strip()
+        held = int(out) if out.isdigit() else 0
+    stage_blob(conn, staging, blob, counter, note, listed={partial: held})
+    return blob
+
+
+def _skip(chunks: Iterator[bytes], n: int) -> Iterator[bytes]:
+    """CHUNKS without their first N bytes."""
+    for data in chunks:
+        if n >= len(data):
+            n -= len(data)
+            continue
+        yield data[n:] if n else data
+        n = 0
+
+
+def _counting(chunks: Iterator[bytes], counter: Counter) -> Iterator[bytes]:
+    for data in chunks:
+        counter.add(len(data))
+        yield data
 
 
 def tag_and_verify(conn: HostConn, docker: tuple[str, ...], source: str, ref: str, image_id: str) -> bool:

@@ -5,6 +5,11 @@ Against a real daemon it is tested in tests/integration/test_export.py.
 from __future__ import annotations
 
 import gzip
+import io
+import os
+import tarfile
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,7 +25,7 @@ from test_local_savestream import (
 
 from deployer.errors import LocalError
 from deployer.local.cache import Cache
-from deployer.local.export import Exporter
+from deployer.local.export import Exporter, Growing
 
 
 def _decompress(codec: str, data: bytes) -> bytes:
@@ -155,3 +160,67 @@ def test_legacy_layers_are_identified_before_their_bytes(tmp_path: Path, monkeyp
     opaque.start().wait(timeout=10)
     assert "spool" in spooled
     assert [p for p in (tmp_path / "sha256").iterdir() if p.name.startswith(".tmp")] == []
+
+
+def _random_layer(size: int) -> bytes:
+    """A layer that does not compress: the compressor writes its output as it goes."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo("weights.bin")
+        info.size = size
+        tar.addfile(info, io.BytesIO(os.urandom(size)))
+    return buf.getvalue()
+
+
+class _GatedAPI:
+    """A save stream that stops at STOP (inside the layer) until the gate opens."""
+
+    def __init__(self, stream: bytes, stop: int) -> None:
+        self.stream, self.stop, self.gate = stream, stop, threading.Event()
+
+    def get_image(self, image_id: str, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+        yield self.stream[: self.stop]
+        self.gate.wait(30)
+        yield self.stream[self.stop :]
+
+
+class _GatedClient:
+    def __init__(self, stream: bytes, stop: int) -> None:
+        self.api = _GatedAPI(stream, stop)
+
+
+def test_a_blob_is_followed_while_it_is_compressed(tmp_path: Path) -> None:
+    layers = [_random_layer(3 << 20)]
+    info, config = image(layers)
+    stream = save_legacy(info, config, layers)
+    client = _GatedClient(stream, len(stream) // 2)
+    exp = Exporter(info, {"zstd": set(info.diff_ids)}, client=client, cache=Cache(tmp_path)).start()  # type: ignore[arg-type]
+    threading.Timer(20, client.api.gate.set).start()  # never a hang, should the test fail
+    item = exp.next_blob("zstd", info.diff_ids, set(), stream=True)
+    assert isinstance(item, Growing) and item.diff_id == info.diff_ids[0]
+    chunks = exp.follow(item)
+    head = next(chunks)  # what the compressor wrote before the rest of the layer was read
+    assert head and item.blob is None
+    client.api.gate.set()
+    data = head + b"".join(chunks)
+    blob = exp.finished(item)
+    assert data == blob.path.read_bytes() and len(data) == blob.size
+    assert exp.next_blob("zstd", info.diff_ids, {item.diff_id}, stream=True) is None
+
+
+def test_following_a_blob_that_is_given_up_fails(tmp_path: Path) -> None:
+    layers = [_random_layer(3 << 20)]
+    info, config = image(layers)
+    stream = save_legacy(info, config, [_random_layer(3 << 20)])  # not the layer the image names
+    client = _GatedClient(stream, len(stream) // 2)
+    exp = Exporter(info, {"zstd": set(info.diff_ids)}, client=client, cache=Cache(tmp_path)).start()  # type: ignore[arg-type]
+    threading.Timer(20, client.api.gate.set).start()
+    item = exp.next_blob("zstd", info.diff_ids, set(), stream=True)
+    assert isinstance(item, Growing)
+    chunks = exp.follow(item)
+    next(chunks)
+    client.api.gate.set()
+    with pytest.raises(LocalError, match="hashes to"):
+        b"".join(chunks)
+    with pytest.raises(LocalError, match="hashes to"):
+        exp.finished(item)

@@ -90,6 +90,33 @@ def test_receive_hashes_as_it_writes_and_resumes(tmp_path: Path) -> None:
     assert Path(final).read_bytes() == data
 
 
+def test_a_growing_blob_is_received_hashed_resumed_and_named(tmp_path: Path) -> None:
+    data = b"0123456789" * 1000
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    staging = str(tmp_path / "st ag")
+    growing = cmd.growing_path(staging, "sha256:" + "cd" * 32, "zstd", 3)
+    assert growing == f"{staging}/blobs/sha256/{'cd' * 32}.zst3.growing"
+    argv = cmd.receive_growing_argv("/a; rm -rf /", 5)
+    assert argv[:2] == ("sh", "-c") and argv[3:] == ("sh", "/a; rm -rf /", "5")
+    # from scratch: hashed as it is written, whatever came before at that path
+    Path(growing).parent.mkdir(parents=True)
+    Path(growing).write_bytes(b"stale")
+    res = sh(cmd.receive_growing_argv(growing), data)
+    assert res.returncode == 0 and cmd.parse_growing(res.stdout.decode()) == (len(data), digest)
+    # a killed ship left 4000 bytes: the rest is appended and the whole file hashed
+    Path(growing).write_bytes(data[:4000])
+    res = sh(cmd.receive_growing_argv(growing, 4000), data[4000:])
+    assert cmd.parse_growing(res.stdout.decode()) == (len(data), digest)
+    # named once the sender saw the right size and hash; a repeat after a lost reply is harmless
+    final = cmd.blob_path(staging, digest, "zstd")
+    for _ in range(2):
+        res = sh(cmd.move_argv(growing, final))
+        assert res.returncode == 0 and res.stdout.decode().strip() == str(len(data))
+    assert Path(final).read_bytes() == data and not Path(growing).exists()
+    assert sh(cmd.move_argv(growing, final + ".nothing")).stdout == b""  # nothing to move, no DEST
+    assert cmd.parse_growing("got x sha256:1") is None and cmd.parse_growing("") is None
+
+
 @pytest.mark.parametrize("resumed", [False, True])
 def test_receive_deletes_a_complete_but_wrong_blob(tmp_path: Path, resumed: bool) -> None:
     data = b"x" * 100

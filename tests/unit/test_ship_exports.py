@@ -106,12 +106,26 @@ def test_a_host_takes_its_blobs_in_the_order_the_export_finishes_them() -> None:
 
     class Stub:
         # docker save wrote layer c first: the host must not wait for a and b to start sending
-        def ready(self) -> Any:
-            yield from (blob("c"), blob("x"), blob("a", "gzip"), blob("a"), blob("b"))
+        def __init__(self) -> None:
+            self.arrivals = [("zstd", "c"), ("zstd", "x"), ("gzip", "a"), ("zstd", "a"), ("zstd", "b")]
+            self.made: set[tuple[str, str]] = set()
+            self.streams: list[bool] = []
+
+        def next_blob(self, codec: str, order: list[str], taken: set[str], stream: bool) -> Blob | None:
+            self.streams.append(stream)
+            while True:  # the first of ORDER that is made, else wait for the next one made
+                ready = [d for d in order if d not in taken and (codec, d) in self.made]
+                if ready:
+                    return blob(ready[0], codec)
+                if not self.arrivals:
+                    return None
+                self.made.add(self.arrivals.pop(0))
 
         def blob(self, diff: str, codec: str) -> Blob:
             return blob(diff, codec)  # the cache fallback for what this export did not produce
 
-    got = list(_as_available(Stub(), "zstd", ["a", "b", "c", "d"]))  # type: ignore[arg-type]
+    stub = Stub()
+    got = list(_as_available(stub, "zstd", ["a", "b", "c", "d"], stream=True))  # type: ignore[arg-type]
     assert [b.diff_id for b in got] == ["c", "a", "b", "d"] and {b.codec for b in got} == {"zstd"}
+    assert set(stub.streams) == {True}
     assert list(_as_available(Stub(), "zstd", [])) == []  # type: ignore[arg-type]

@@ -61,6 +61,9 @@ class Exported:
     def ready(self) -> Iterator[Blob]:
         yield from self.blobs
 
+    def next_blob(self, codec: str, order: Sequence[str], taken: set[str], stream: bool) -> Blob | None:
+        return next((b for d in order for b in self.blobs if b.diff_id == d and d not in taken), None)
+
     def blob(self, diff_id: str, codec: str) -> Blob:
         return next(b for b in self.blobs if b.diff_id == diff_id)
 

@@ -11,7 +11,7 @@ import json
 import os
 import subprocess
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -23,10 +23,11 @@ from deployer.commands.load import PARTIAL_LABEL
 from deployer.errors import CommandError, LockError, TransferError
 from deployer.inventory.host import Host
 from deployer.local.cache import Blob
+from deployer.local.export import Growing
 from deployer.local.image import ImageInfo
 from deployer.ship.conn import HostConn
 from deployer.ship.loader import LayerLoader, install, load_files
-from deployer.ship.tarball import CHUNK, Counter, send_tail, stage_blob
+from deployer.ship.tarball import CHUNK, Counter, send_tail, stage_blob, stream_blob
 from deployer.transport.result import Result
 
 
@@ -282,3 +283,75 @@ def test_load_files_skip_present_layers_and_repeats(tmp_path: Path) -> None:
     assert [f.size for f in files] == [b.size for b in img.blobs[2:]]  # link: the blob as is
     doubled = ImageInfo("t:v", img.id, (img.diff_ids[0], img.diff_ids[0]), 0, "linux", "amd64", ())
     assert len(load_files(doubled, range(2), frozenset({0, 1}), blobs, img.staging, "gzip")) == 1
+
+
+class GrowingExport:
+    """The export side of stream_blob: BLOB 'being compressed', its bytes handed out in pieces."""
+
+    def __init__(self, blob: Blob) -> None:
+        self.blob = blob
+        self.growing = Growing(blob.diff_id, blob.codec, blob.level, blob.path)
+
+    def follow(self, growing: Growing) -> Iterator[bytes]:
+        data = self.blob.path.read_bytes()
+        for i in range(0, len(data), 100_000):
+            yield data[i : i + 100_000]
+
+    def finished(self, growing: Growing) -> Blob:
+        return self.blob
+
+
+def test_a_blob_streamed_as_it_is_compressed_is_named_once_it_matches(tmp_path: Path) -> None:
+    blob = make_blob(tmp_path, 3 * CHUNK + 5)
+    staging = str(tmp_path / "staging")
+    conn, sessions = conn_with([])
+    export = GrowingExport(blob)
+    counter = Counter()
+    assert stream_blob(conn, staging, export.growing, export, counter) == blob  # type: ignore[arg-type]
+    assert Path(cmd.blob_path(staging, blob.digest, "zstd")).read_bytes() == blob.path.read_bytes()
+    assert counter.sent == blob.size and len(sessions) == 1
+    assert [p.name for p in Path(cmd.blob_dir(staging)).iterdir()] == [Path(cmd.blob_path(staging, blob.digest, "zstd")).name]
+
+
+def test_a_streamed_blob_resumes_after_a_drop_and_after_a_killed_ship(tmp_path: Path) -> None:
+    blob = make_blob(tmp_path, 3 * CHUNK + 5)
+    staging = str(tmp_path / "staging")
+    conn, _ = conn_with([CHUNK + 10, None])  # the link drops part-way through the stream
+    export = GrowingExport(blob)
+    counter = Counter()
+    notes: list[str] = []
+    assert stream_blob(conn, staging, export.growing, export, counter, notes.append) == blob  # type: ignore[arg-type]
+    assert Path(cmd.blob_path(staging, blob.digest, "zstd")).read_bytes() == blob.path.read_bytes()
+    assert len(notes) == 1 and "as it is compressed stopped" in notes[0] and "resuming it" in notes[0]
+    assert blob.size <= counter.sent <= blob.size + 100_000  # the piece in flight, not a restart
+    # a killed ship left the head at the growing path: the next ship sends only the rest
+    staging2 = str(tmp_path / "staging2")
+    growing = Path(cmd.growing_path(staging2, blob.diff_id, "zstd", 3))
+    growing.parent.mkdir(parents=True)
+    growing.write_bytes(blob.path.read_bytes()[:250_000])
+    conn, _ = conn_with([])
+    counter = Counter()
+    stream_blob(conn, staging2, export.growing, export, counter, listed={str(growing): 250_000})  # type: ignore[arg-type]
+    assert counter.sent == blob.size - 250_000 and not growing.exists()
+    assert Path(cmd.blob_path(staging2, blob.digest, "zstd")).read_bytes() == blob.path.read_bytes()
+    # and one the cache finished meanwhile (sent whole, not streamed) resumes from it too
+    staging3 = str(tmp_path / "staging3")
+    growing = Path(cmd.growing_path(staging3, blob.diff_id, "zstd", 3))
+    growing.parent.mkdir(parents=True)
+    growing.write_bytes(blob.path.read_bytes()[:250_000])
+    counter = Counter()
+    stage_blob(conn, staging3, blob, counter, listed={str(growing): 250_000})
+    assert counter.sent == blob.size - 250_000 and not growing.exists()
+
+
+def test_a_streamed_blob_that_arrives_wrong_is_sent_again_then_fails_clearly(tmp_path: Path) -> None:
+    blob = make_blob(tmp_path, CHUNK)
+    staging = str(tmp_path / "staging")
+    conn, _ = conn_with([], corrupt=True)  # every byte arrives as zero
+    export = GrowingExport(blob)
+    notes: list[str] = []
+    with pytest.raises(TransferError, match="arrived corrupt twice"):
+        stream_blob(conn, staging, export.growing, export, Counter(), notes.append)  # type: ignore[arg-type]
+    assert "sending it again" in notes[0]
+    assert not Path(cmd.growing_path(staging, blob.diff_id, "zstd", 3)).exists()
+    assert not Path(cmd.blob_path(staging, blob.digest, "zstd")).exists()
