@@ -3,6 +3,8 @@
 Staging layout on a host (under deploy_staging_dir):
     blobs/sha256/<hex>.<codec>          verified compressed layer blobs (hex = their sha256)
     blobs/sha256/<hex>.<codec>.partial  a blob being received; its size is the acknowledged offset
+    blobs/sha256/<layer hex>.<codec><level>.growing.partial
+                                        a blob received while it was compressed (digest not known yet)
     load-<image hex>.head               the tar head of a running docker load (deployer.commands.load)
     lock/owner                          the deploy lock (see deployer.lock)
 
@@ -120,7 +122,7 @@ def parse_receive(stdout: str) -> Received:
 def growing_path(staging: str, diff_id: str, codec: str, level: int) -> str:
     """Where a blob sent while it is still being compressed lands (its digest is not known yet):
     named by its layer, codec and level, so a later ship can resume it (move_argv)."""
-    return posixpath.join(blob_dir(staging), f"{_hex(diff_id)}.{SUFFIX.get(codec, codec)}{level}.growing")
+    return posixpath.join(blob_dir(staging), f"{_hex(diff_id)}.{SUFFIX.get(codec, codec)}{level}.growing.partial")
 
 
 # A blob whose digest is not known yet: stdin is written to P and hashed as it arrives, or, from

@@ -95,7 +95,7 @@ def test_a_growing_blob_is_received_hashed_resumed_and_named(tmp_path: Path) -> 
     digest = "sha256:" + hashlib.sha256(data).hexdigest()
     staging = str(tmp_path / "st ag")
     growing = cmd.growing_path(staging, "sha256:" + "cd" * 32, "zstd", 3)
-    assert growing == f"{staging}/blobs/sha256/{'cd' * 32}.zst3.growing"
+    assert growing == f"{staging}/blobs/sha256/{'cd' * 32}.zst3.growing.partial"
     argv = cmd.receive_growing_argv("/a; rm -rf /", 5)
     assert argv[:2] == ("sh", "-c") and argv[3:] == ("sh", "/a; rm -rf /", "5")
     # from scratch: hashed as it is written, whatever came before at that path
