@@ -10,6 +10,7 @@ write straight into the cache.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import tarfile
@@ -433,9 +434,7 @@ class Exporter:
         codecs = self._pending(diff_id)
         if not codecs:
             return  # not wanted: the caller skips its bytes
-        writers = self._writers(codecs, diff_id, raw_size)
-        why: BaseException | None = None
-        try:
+        with self._writing(codecs, diff_id, raw_size) as writers:
             try:
                 actual, total = self._pipe(chunks, writers, wanted=(diff_id, codecs))
             except _Dropped:
@@ -449,11 +448,6 @@ class Exporter:
                     hint="the local image store may be corrupt; rebuild or re-pull the image",
                 )
             self._commit(writers, diff_id, total)
-        except BaseException as exc:
-            why = exc
-            raise
-        finally:
-            self._settle(writers, diff_id, why)
 
     def _take_unknown(self, f: IO[bytes] | None, compressed: tuple[str, bytes] | None, strict: bool) -> None:
         """A layer known only after hashing: spool it raw to disk, then compress if wanted."""
@@ -468,19 +462,26 @@ class Exporter:
                 raise LocalError(f"docker save of {self.image.ref} holds a layer {actual} that is not in the image")
             if codecs:
                 spool.file.close()
-                writers = self._writers(codecs, actual, total)
-                why: BaseException | None = None
-                try:
-                    with open(spool.tmp, "rb") as fh:
-                        self._pipe(_chunks(fh), writers)
+                with self._writing(codecs, actual, total) as writers, open(spool.tmp, "rb") as fh:
+                    self._pipe(_chunks(fh), writers)
                     self._commit(writers, actual, total)
-                except BaseException as exc:
-                    why = exc
-                    raise
-                finally:
-                    self._settle(writers, actual, why)
         finally:
             spool.abort()
+
+    @contextlib.contextmanager
+    def _writing(self, codecs: list[str], diff_id: str,
+                 raw_size: int | None) -> Iterator[list[tuple[BlobWriter, Compressor]]]:
+        """The layer's writers, each one followable (Growing) until it is committed; on the way out,
+        whoever follows them hears how it went."""
+        writers = self._writers(codecs, diff_id, raw_size)
+        why: BaseException | None = None
+        try:
+            yield writers
+        except BaseException as exc:
+            why = exc
+            raise
+        finally:
+            self._settle(writers, diff_id, why)
 
     def _writers(self, codecs: list[str], diff_id: str, raw_size: int | None) -> list[tuple[BlobWriter, Compressor]]:
         writers = [
