@@ -192,6 +192,7 @@ def stream_blob(conn: HostConn, staging: str, growing: Growing, exporter: Export
     path = cmd.growing_path(staging, growing.diff_id, growing.codec, growing.level)
     held = (listed or {}).get(path) or 0
     step = steps.receive_growing(path, growing.diff_id, held)
+    log.info("%s: %s%s", conn.name, step.label, f" from byte {held}" if held else "")
     got: tuple[int, str] | None = None
     session = conn.session()
     try:
