@@ -5,6 +5,7 @@ Examples:
   scripts/bench --size-gb 1 --rate 200mbit       # the real run (reps 3)
   scripts/bench --scenarios a,b --reps 1 --no-throttle
   scripts/bench --host-stores containerd --ws-store containerd   # one lane, ws switched for the run
+  scripts/bench --scenarios a --rev HEAD~3       # deployer as committed three commits ago, same baselines
 
 The single-host scenarios (a), (b), (d), (e) run once per host image store: overlay2 (gpu02) and containerd
 (gpu01); (c) ships to gpu01, gpu02 and cpu01 at once. The workstation daemon's store is whatever it
@@ -66,6 +67,8 @@ def parse(argv: list[str]) -> BenchConfig:
     p.add_argument("--out", default="bench-results", help="directory for the JSON (default bench-results/)")
     p.add_argument("--worktree", action="store_true",
                    help="benchmark deployer as in the working tree (default: a snapshot of git HEAD)")
+    p.add_argument("--rev", default="HEAD", metavar="REV",
+                   help="benchmark deployer as committed at REV, e.g. the commit before a change (default HEAD)")
     p.add_argument("--report", metavar="JSON", help="only re-render an earlier run's table and targets")
     p.add_argument("--rebuild", action="store_true", help="rebuild the images even if cached")
     a = p.parse_args(argv)
@@ -94,7 +97,9 @@ def parse(argv: list[str]) -> BenchConfig:
     if a.smoke:
         cfg = replace(cfg, size_gb=SMOKE_SIZE_GB, reps=1, rate=SMOKE_RATE if a.rate == "200mbit" else a.rate,
                       throttled_scenarios=SMOKE_THROTTLED_SCENARIOS, quiet_seconds=0.0)
-    return replace(cfg, smoke=a.smoke, rebuild=a.rebuild, worktree=a.worktree)
+    if a.worktree and a.rev != "HEAD":
+        raise SystemExit("scripts/bench: --worktree and --rev are two sources of deployer; give one")
+    return replace(cfg, smoke=a.smoke, rebuild=a.rebuild, worktree=a.worktree, rev=a.rev)
 
 
 def _interrupted(signum: int, _frame: object) -> None:
@@ -144,9 +149,9 @@ def _main(cfg: BenchConfig, argv: list[str]) -> int:
         if acct.error:
             log(f"warning: no per-step byte accounting ({acct.error}); only the uplink counters")
         meta["own_bytes_accounting"] = acct.error or "cgroup v2 + nftables"
-        source = None if cfg.worktree else snapshot.head(log)
-        meta["deployer"] = {"source": "working tree" if source is None else "git HEAD",
-                            "commit": machine.git_commit(), "dirty": snapshot.dirty()}
+        source = None if cfg.worktree else snapshot.head(log, cfg.rev)
+        meta["deployer"] = {"source": "working tree" if source is None else f"git {cfg.rev}",
+                            "commit": machine.git_commit(cfg.rev), "dirty": snapshot.dirty()}
         run = runner.Runner(cfg, pair, stamp.lower(), log, acct, source, ws_store)
         meta["deployer"]["warm_start"] = "on (a server per run, started before the first step)"
         try:

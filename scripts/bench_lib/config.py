@@ -137,6 +137,7 @@ class BenchConfig:
     tools: tuple[str, ...] = field(default=())  # empty = every tool
     rebuild: bool = False
     worktree: bool = False  # run deployer from the working tree instead of a snapshot of HEAD
+    rev: str = "HEAD"  # the commit whose deployer/ is benchmarked (unless worktree)
     throttled_scenarios: tuple[str, ...] = SCENARIOS
     quiet_seconds: float = 1.0  # before each step, wait for this long a window of near-idle uplink
 

@@ -44,8 +44,8 @@ def _daemon(line: str) -> str:
     return f"{version}, {store} store" if version and driver else (line or "?")
 
 
-def git_commit() -> str:
-    return _out(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"])
+def git_commit(rev: str = "HEAD") -> str:
+    return _out(["git", "-C", str(ROOT), "rev-parse", "--short", rev])
 
 
 def describe() -> dict[str, Any]:

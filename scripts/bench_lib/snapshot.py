@@ -13,13 +13,16 @@ from pathlib import Path
 from .config import ROOT
 
 
-def head(log: Callable[[str], None]) -> Path:
-    """Extract deployer/ at git HEAD into a temp dir and return the dir (for PYTHONPATH)."""
+def head(log: Callable[[str], None], rev: str = "HEAD") -> Path:
+    """Extract deployer/ at git REV into a temp dir and return the dir (for PYTHONPATH)."""
     out = Path(tempfile.mkdtemp(prefix="deployer-bench-src-"))
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", "HEAD", "deployer"],
-                             capture_output=True, check=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(out)], input=archive, check=True)
-    if dirty():
+    done = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "deployer"], capture_output=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"scripts/bench: no deployer/ at {rev!r}: {done.stderr.decode().strip()}")
+    subprocess.run(["tar", "-x", "-C", str(out)], input=done.stdout, check=True)
+    if rev != "HEAD":
+        log(f"benchmarking deployer/ as committed at {rev}")
+    elif dirty():
         log("note: deployer/ has uncommitted changes; benchmarking git HEAD (--worktree for the tree)")
     return out
 
