@@ -131,9 +131,11 @@ def run_tarball(leg: Leg, exporter: Exporter | None, reporter: Reporter) -> str 
     """Stage the missing blobs (resumable, verified), registering layers as they land; then install.
 
     Blobs go out as the export makes them available, the lowest layer first of those ready (image
-    order when it reads Docker's store or has them all cached). Each is hashed by the host as it arrives; the loader thread registers every run of
-    staged layers with Docker while the next blobs are sent; install loads what is left,
-    verifies the id, cleans the staging dir and tags.
+    order when it reads Docker's store or has them all cached); when none is ready, the layer
+    being compressed goes out as it grows (stream_blob; not through a relay). Each is hashed by
+    the host as it arrives; the loader thread registers every run of staged layers with Docker
+    while the next blobs are sent; install loads what is left, verifies the id, cleans the
+    staging dir and tags.
     """
     host, plan, conn, image, counter = leg.host, leg.plan, leg.conn, leg.image, leg.counter
     assert plan.codec is not None
