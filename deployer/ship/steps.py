@@ -33,7 +33,9 @@ def receive(staging: str, digest: str, codec: str, size: int | str) -> Step:
     return Step(f"sending blob {digest[7:19]}",
                 cmd.receive_argv(cmd.partial_path(staging, digest, codec), cmd.blob_path(staging, digest, codec),
                                  digest, size),
-                "stdin: the part of the blob the host lacks (resumes after a drop)")
+                "stdin: the part of the blob the host lacks (resumes after a drop); a blob not compressed yet "
+                "when the link is free goes as it is compressed, to <layer>.<codec><level>.growing.partial, "
+                "and is renamed once its size and sha256 match")
 
 
 def receive_growing(path: str, diff_id: str, offset: int | str = 0) -> Step:
