@@ -1,8 +1,9 @@
 """Export an image's layers once per ship: from the local layer store, else one streamed `docker
 save`, compressed into the cache.
 
-The SHIP side creates one Exporter for all hosts; senders wait on `.blob()` or iterate
-`.ready()` and can start on layer 1 while layer 2 is still being compressed. The daemon's own
+The SHIP side creates one Exporter for all hosts; senders wait on `.blob()`, iterate `.ready()`
+or take `.next_blob()`, and can start on layer 1 while layer 2 is still being compressed, or on
+a layer while it is compressed (`.follow()` reads the blob as it grows). The daemon's own
 overlay2 store is read first when we can (no `docker save` start-up, layers in image order);
 `docker save` is the fallback for whatever the store could not give. Nothing holds a whole
 layer in memory: layers are read in 1 MiB chunks, hashed and fed to the compressors, which
@@ -182,21 +183,18 @@ class Exporter:
         Of the blobs available at once, the lowest layer comes first: a host registers layers
         bottom-up as they land (ship.loader), so a cached upper layer sent ahead of a lower one
         only waits there, and a whole image from the cache goes out in image order."""
-        rank: dict[str, int] = {}
-        for i, diff_id in enumerate(self.image.diff_ids):
-            rank.setdefault(diff_id, i)
         given: set[tuple[str, str]] = set()
         while True:
             with self._cond:
                 self._cond.wait_for(lambda: len(given) < len(self._order) or self._done)
-                fresh = [b for b in self._order if (b.codec, b.diff_id) not in given]
-                if not fresh:
+                key = next(((c, d) for d in self.image.diff_ids for c in self.wanted
+                            if (c, d) in self._blobs and (c, d) not in given), None)
+                if key is None:
                     if self._error is not None:
                         raise self._error
                     return
-                blob = min(fresh, key=lambda b: rank[b.diff_id])
-            given.add((blob.codec, blob.diff_id))
-            yield blob
+            given.add(key)
+            yield self._blobs[key]
 
     def next_blob(self, codec: str, order: Sequence[str], taken: set[str] | frozenset[str],
                   stream: bool = False) -> Blob | Growing | None:

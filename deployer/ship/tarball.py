@@ -154,14 +154,15 @@ def stage_blob(conn: HostConn, staging: str, blob: Blob, counter: Counter,
     A blob that arrives corrupt is sent once more from zero."""
     final = cmd.blob_path(staging, blob.digest, blob.codec)
     partial = cmd.partial_path(staging, blob.digest, blob.codec)
-    sizes = _sizes(conn, final, partial) if listed is None else {p: listed.get(p) for p in (final, partial)}
+    growing = cmd.growing_path(staging, blob.diff_id, blob.codec, blob.level)
+    paths = (final, partial, growing)
+    sizes = _sizes(conn, *paths) if listed is None else {p: listed.get(p) for p in paths}
     if sizes.get(final) is not None:
         if _verify(conn, final, blob, final).ok:
             return True
         note(f"staged blob {blob.digest[7:19]} was corrupt; sending it again")
-    growing = cmd.growing_path(staging, blob.diff_id, blob.codec, blob.level)
-    if sizes.get(partial) is None and listed is not None and listed.get(growing):
-        # a killed ship sent this blob's head while it was compressed (stream_blob): resume that
+    if sizes.get(partial) is None and sizes.get(growing):
+        # its head was sent while it was compressed (stream_blob), by a killed ship or before a drop
         kept = steps.name_blob(growing, partial, blob.digest)
         out = conn.run(kept.argv, what=kept.label, timeout=60).stdout.strip()
         sizes[partial] = int(out) if out.isdigit() else None
@@ -204,21 +205,17 @@ def stream_blob(conn: HostConn, staging: str, growing: Growing, exporter: Export
         conn.drop(session)
         note(f"{step.label} stopped ({str(exc).splitlines()[0]}); resuming it once it is compressed")
     blob = exporter.finished(growing)
-    final, partial = cmd.blob_path(staging, blob.digest, blob.codec), cmd.partial_path(staging, blob.digest, blob.codec)
     if got == (blob.size, blob.digest):
-        named = steps.name_blob(path, final, blob.digest)
+        named = steps.name_blob(path, cmd.blob_path(staging, blob.digest, blob.codec), blob.digest)
         conn.run(named.argv, what=named.label, timeout=60)
         return blob
     if got is not None:  # all of it arrived, but not as sent: start over
         note(f"layer {growing.diff_id[7:19]} arrived as {got[1][7:19]} ({got[0]} bytes), not {blob.digest[7:19]}; "
              "sending it again")
         conn.run(cmd.remove_argv([path]), what="removing a wrong blob", timeout=60)
-        held = 0
-    else:  # what arrived is the blob's head: resume it as the blob's .partial
-        kept = steps.name_blob(path, partial, blob.digest)
-        out = conn.run(kept.argv, what=kept.label, timeout=60).stdout.strip()
-        held = int(out) if out.isdigit() else 0
-    stage_blob(conn, staging, blob, counter, note, listed={partial: held})
+        stage_blob(conn, staging, blob, counter, note, listed={})
+    else:  # what arrived is the blob's head: stage_blob resumes it
+        stage_blob(conn, staging, blob, counter, note)
     return blob
 
 
