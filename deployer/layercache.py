@@ -1,4 +1,5 @@
-"""What each host's images were made of at its last listing, so a ship inspects only new images.
+"""What each host's images were made of at its last listing, so a ship inspects only new images;
+and each host's last probe, for a re-ship's light check (deployer.ship.recall).
 
 An image id is a digest of the image's content: the layers of an id on a host never change. A
 ship lists the host's image ids and inspects only the ids this file does not know for that host
@@ -6,6 +7,7 @@ ship lists the host's image ids and inspects only the ids this file does not kno
 re-ship's first round trip. Stored as JSON at $XDG_CACHE_HOME/deployer/layers.json
 (default ~/.cache/deployer/layers.json), per host address; a missing or corrupt file is empty.
 An image listed without layers (the containerd store, content missing) is never remembered.
+A host's probe is kept beside its images, under `probe <host key>`, with the time it ran.
 """
 from __future__ import annotations
 
@@ -13,8 +15,10 @@ import json
 import os
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from deployer.commands.layers import Listing
 from deployer.inventory.host import Host
@@ -35,7 +39,7 @@ def host_key(host: Host) -> str:
     return f"{host.user or ''}@{host.address}:{host.port}"
 
 
-def _load(path: Path) -> dict[str, dict[str, list[str]]]:
+def _load(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -65,14 +69,38 @@ def add(host: Host, image_id: str, layers: Sequence[str], path: Path | None = No
         _store(host, lambda old: {**old, image_id: list(layers)}, path)
 
 
+def remember_probe(host: Host, stdout: str, path: Path | None = None, now: float | None = None) -> None:
+    """Record the output of a ship's probe of HOST (deployer.commands.facts), with the time."""
+    entry = {"at": time.time() if now is None else now, "stdout": stdout}
+    _update(lambda data: data.update({f"probe {host_key(host)}": entry}), path)
+
+
+def recalled_probe(host: Host, max_age_s: float, path: Path | None = None, now: float | None = None) -> str | None:
+    """The output of HOST's last recorded probe, if it ran at most MAX_AGE_S ago."""
+    entry = _load(path or cache_path()).get(f"probe {host_key(host)}")
+    if not isinstance(entry, dict) or not isinstance(entry.get("stdout"), str):
+        return None
+    at = entry.get("at")
+    age = (time.time() if now is None else now) - at if isinstance(at, (int, float)) else None
+    return entry["stdout"] if age is not None and 0 <= age <= max_age_s else None
+
+
 def _store(host: Host, update: Callable[[dict[str, list[str]]], dict[str, list[str]]],
            path: Path | None = None) -> None:
-    path = path or cache_path()
-    with _lock:
-        data = _load(path)
+    def images(data: dict[str, Any]) -> None:
         old = data.get(host_key(host))
         now = update(old if isinstance(old, dict) else {})
         data[host_key(host)] = dict(list(now.items())[-MAX_IMAGES:])
+
+    _update(images, path)
+
+
+def _update(change: Callable[[dict[str, Any]], object], path: Path | None = None) -> None:
+    """Read the file, CHANGE the data in place, write it back atomically (one writer at a time)."""
+    path = path or cache_path()
+    with _lock:
+        data = _load(path)
+        change(data)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".layers.")

@@ -31,11 +31,14 @@ from deployer.tarfmt import Descriptor
 # that hold all of the image to ship but its top layer: a re-ship), its `known ID` is the whole
 # answer (`listing skipped`): listing every image is the slowest docker call on a busy host, and
 # the top layer of a new build is nowhere else.
-_SCRIPT = (
-    'c=$1; known=" $2 "; ref=$3; enough=" $4 "; shift 4\n'
+_CONTENT = (
     'if [ -n "$c" ] && [ -d "$c" ]; then\n'
     '  grep -sH "" -- "$c"/* | sed -n "s|^.*/\\([0-9a-f]\\{64\\}\\):|content \\1 |p"\n'
     'fi\n'
+)
+_SCRIPT = (
+    'c=$1; known=" $2 "; ref=$3; enough=" $4 "; shift 4\n'
+    + _CONTENT +
     'if [ -n "$ref" ]; then\n'
     '  x=$("$@" image inspect --format "{{.Id}}" "$ref" 2>/dev/null)\n'
     '  printf "ref %s\\n" "$x"\n'
@@ -67,6 +70,11 @@ def present_layers_argv(docker: tuple[str, ...], staging: str = "", known: Itera
     sufficient = sorted(k for k in enough if IMAGE_ID.match(k))
     return ("sh", "-c", _SCRIPT, "sh", content_dir(staging) if staging else "", " ".join(ids), ref,
             " ".join(sufficient), *docker)
+
+
+def content_argv(staging: str) -> tuple[str, ...]:
+    """Only the content records of present_layers_argv: no docker call (a re-ship's light check)."""
+    return ("sh", "-c", "c=$1\n" + _CONTENT, "sh", content_dir(staging))
 
 
 def enough_for(diff_ids: Sequence[str], remembered: Mapping[str, Sequence[str]]) -> list[str]:

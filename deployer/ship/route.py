@@ -42,6 +42,7 @@ class Leg:
     site: Site | None = None  # the site relay the blobs come through (deployer.ship.relay), if any
     staged: Mapping[str, int | None] | None = None  # the prepared staging dir's blobs (None: prepare it first)
     closing: Closing | None = None  # what the install's round trip does too once the image is verified
+    light: bool = False  # planned from what the last ship left (deployer.ship.recall): the runner re-checks on failure
 
 
 ORIGIN_PULL_TIMEOUT_S = 3 * 3600.0  # a base image of tens of GB, pulled at data-centre speed
@@ -196,6 +197,10 @@ def run_tarball(leg: Leg, exporter: Exporter | None, reporter: Reporter) -> str 
             host_id = install(conn, host.docker, image, staging, mode, exporter.config(), rest, list(got.values()),
                               staged, counter, fmt, reused, closing=leg.closing)
         except IncompleteImage as incomplete:
+            if leg.light:  # the layers left out were remembered, not read: the runner checks the host in full
+                conn.run(cmd.remove_image_argv(host.docker, incomplete.image_id), what="removing an incomplete image",
+                         check=False, timeout=120)
+                raise
             # The host had some left-out layers only in another form (a registry pull keeps them
             # compressed, under other digests), or no more: send those blobs too, and load the image
             # again with every layer named by the blob it carries (all staged now).

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -24,8 +24,15 @@ from deployer import lock as locks
 from deployer.commands import load as ld
 from deployer.commands import ship as cmd
 from deployer.commands.facts import probe_argv
-from deployer.commands.layers import enough_for, missing_layers, parse_content, parse_listing, present_layers_argv
-from deployer.errors import CommandError, DeployError, SpecError, TransferError
+from deployer.commands.layers import (
+    content_argv,
+    enough_for,
+    missing_layers,
+    parse_content,
+    parse_listing,
+    present_layers_argv,
+)
+from deployer.errors import CommandError, DeployError, PreflightError, SpecError, TransferError
 from deployer.facts import PROBE_TIMEOUT_S, read_probe
 from deployer.fleet import Outcome, Unfinished, for_each_host
 from deployer.inventory.host import ORIGIN_MODES, Host
@@ -38,10 +45,12 @@ from deployer.refs import split_ref
 from deployer.runs.start import Reused
 from deployer.ship.conn import EarlyConnects, HostConn
 from deployer.ship.exports import ExportPool
+from deployer.ship.loader import IncompleteImage
 from deployer.ship.model import ShipOptions, ShipResult
 from deployer.ship.origin import Origin, find_origin, with_blobs
 from deployer.ship.plan import ShipPlan, make_plan, name_layers, preflight
 from deployer.ship.progress import NullReporter, Reporter
+from deployer.ship.recall import LIGHT_MAX_AGE_S, light_listing
 from deployer.ship.registry import IncompletePull, Pusher
 from deployer.ship.relay import Hop, Site, hops_of, sites_of
 from deployer.ship.route import Leg, OriginPullFailed, run_registry, run_tarball
@@ -72,6 +81,7 @@ class Job:
     staged: dict[str, int | None] | None = None  # the staging dir's blobs and sizes, once prepared under the lock
     recorded: bool = False  # the ship's history record is on the host (an install's closing appended it)
     probed: Result | None = None  # the host's probe (GPUs included with ShipOptions.gpu_facts)
+    light: bool = False  # planned from what the last ship left (deployer.ship.recall), not checked in full
 
     def result(self, phases: tuple[tuple[str, float], ...] = ()) -> ShipResult:
         plan = self.plan
@@ -157,26 +167,39 @@ def _observe(job: Job, options: ShipOptions, history_sizes: Sequence[int], repor
     claim = locks.Claim(host.name, host.staging_dir, image.ref) if take_lock else None
     token = claim.token if claim is not None else job.lock.token if job.lock is not None else ""
     remembered = layercache.remembered(host)  # only images new since the last listing get inspected
-    steps = [
-        # a ship needs no GPU facts; whether the host reaches the base's registry, if there is one
-        probe_argv(host, gpus=options.gpu_facts, origin=base.registry if base else "", versions=False),
-        # the image REF names, and the host's images (all but that one, after a build that changed
-        # only the top layer, when the workstation knows its layers); whether the image is there
-        # under its id, the listing says
-        present_layers_argv(docker_argv, host.staging_dir, remembered, image.ref,
-                            enough_for(image.diff_ids, remembered)),
-        *([cmd.prepare_argv(host.staging_dir, token)] if token else []),  # a dry run changes nothing
-    ]
+    light = _light(job, options, remembered, claim is not None, base, relay)
+    if light is not None:
+        # a re-ship onto the host as its last ship left it: no docker call (deployer.ship.recall)
+        steps = [cmd.prepare_argv(host.staging_dir, token), content_argv(host.staging_dir)]
+    else:
+        steps = [
+            # a ship needs no GPU facts; whether the host reaches the base's registry, if there is one
+            probe_argv(host, gpus=options.gpu_facts, origin=base.registry if base else "", versions=False),
+            # the image REF names, and the host's images (all but that one, after a build that changed
+            # only the top layer, when the workstation knows its layers); whether the image is there
+            # under its id, the listing says
+            present_layers_argv(docker_argv, host.staging_dir, remembered, image.ref,
+                                enough_for(image.diff_ids, remembered)),
+            *([cmd.prepare_argv(host.staging_dir, token)] if token else []),  # a dry run changes nothing
+        ]
     if claim is not None:
         steps.insert(0, claim.argv)
     replies = run_batch(session, steps, timeout=PROBE_TIMEOUT_S + 120, parallel=True, lead=claim is not None)
     if claim is not None:
         job.lock = claim.settle(session, replies.pop(0))
+    if light is not None:  # the replies of a full check, from what is remembered and what was read
+        prepared, records = replies
+        replies = [Result(("the last ship's probe",), 0, light[0], host=host.name),
+                   replace(records, stdout=records.stdout + light[1]), prepared]
+        log.info("%s: the host as its last ship left it: no probe, no image reads (the install verifies)",
+                 host.name)
     probed, listed = replies[:2]
-    job.probed = probed
+    job.probed, job.light = probed, light is not None
     # None: not prepared (a dry run, or a lock taken over from a dead owner after the batch)
     job.staged = cmd.parse_stat(replies[2].stdout) if token and replies[2].ok else None
     job.facts = read_probe(host.name, probed)
+    if light is None and probed.ok and job.facts.docker is not None:
+        layercache.remember_probe(host, probed.stdout)  # for the next re-ship's light check
     image_state = cmd.parse_image_state(listed.stdout)
     if image_state is None:
         raise CommandError(host.name, listed, what="reading the image's state on the host failed")
@@ -208,9 +231,39 @@ def _observe(job: Job, options: ShipOptions, history_sizes: Sequence[int], repor
     if relay is not None and job.plan.route == "tarball":
         job.plan = replace(job.plan, relay=relay.relay.name, relay_staging=relay.relay.staging_dir,
                            relay_feeds=relay.feeds)
-    preflight(job.plan, job.facts, image.architecture)
+    try:
+        preflight(job.plan, job.facts, image.architecture)
+    except PreflightError as exc:
+        if light is None:
+            raise
+        # the remembered facts may be stale (disk space above all): check the host in full (the lock is ours)
+        log.info("%s: %s; checking the host in full", host.name, exc)
+        return _observe(job, options, history_sizes, reporter, take_lock=False, sizes=sizes, bases=bases,
+                        relay=relay)
     reporter.phase(host.name, "planned", job.plan.reason)
     return job
+
+
+def _light(job: Job, options: ShipOptions, remembered: Mapping[str, Sequence[str]], locking: bool,
+           base: Origin | None, relay: Hop | None) -> tuple[str, str] | None:
+    """(the last ship's probe output, the image state as remembered) when this check may be a
+    light one (deployer.ship.recall): a ship that takes the lock in the check's round trip, over
+    the tarball route whatever the host reaches, with nothing else to ask the host (no GPUs, no
+    base to pull, no relay), onto an image remembered to hold all of this one but its top."""
+    host = job.host
+    via = options.via or host.via
+    if not locking or options.gpu_facts or base is not None or relay is not None or job.site is not None \
+            or not (via == "tarball" or (via == "auto" and not host.registry)):
+        return None
+    listing = light_listing(job.image.diff_ids, remembered)
+    probe = layercache.recalled_probe(host, LIGHT_MAX_AGE_S) if listing is not None else None
+    if listing is None or probe is None:
+        return None
+    try:
+        facts = read_probe(host.name, Result(("the last ship's probe",), 0, probe, host=host.name))
+    except DeployError:
+        return None
+    return (probe, listing) if facts.docker is not None else None
 
 
 def _transfer(job: Job, pusher: Pusher, exporter: Exporter | None, reporter: Reporter) -> str | None:
@@ -225,7 +278,7 @@ def _transfer(job: Job, pusher: Pusher, exporter: Exporter | None, reporter: Rep
         ok = tag_and_verify(job.conn, host.docker, plan.host_id, job.image.ref, plan.host_id)
         return plan.host_id if ok else None
     leg = Leg(host, job.conn, job.image, plan, job.counter, job.site if plan.relay else None, job.staged,
-              _Closing(job))
+              _Closing(job), light=job.light)
     if plan.route == "registry":
         return run_registry(leg, pusher, reporter)
     return run_tarball(leg, exporter, reporter)
@@ -374,6 +427,15 @@ def ship_image(hosts: Sequence[Host], image_ref: str, options: ShipOptions | Non
                 if job.host_id != exc.image_id:  # the incomplete pull, unless a container still uses it
                     job.conn.run(cmd.remove_image_argv(host.docker, exc.image_id), what="removing an incomplete image",
                                  check=False, timeout=60)
+            except DeployError as exc:
+                if not job.light or exc.transient:
+                    raise
+                # planned from what the last ship left, and the host is not as it left it: check it
+                # in full (the lock is still ours) and send what it lacks
+                job.light = False
+                why = ("a layer it had is gone" if isinstance(exc, IncompleteImage)
+                       else str(exc).splitlines()[0].removeprefix(f"{host.name}: "))
+                again(job, f"the host is not as its last ship left it ({why}): checking it in full", options)
         except DeployError as exc:
             reporter.done(host.name, False, str(exc).splitlines()[0].removeprefix(f"{host.name}: "))
             if job.plan is not None and job.lock is not None:

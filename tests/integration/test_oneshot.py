@@ -201,7 +201,7 @@ def test_reship_after_editing_one_file_sends_only_the_new_top_layer(
     code, out, err = deploy(project, "ship", "-p", str(project.playbook), "--host", "gpu01,airgap01", "--json")
     assert code == 0, err
     # the run started on the connection the ship used: one SSH connection per host (issue 17)
-    assert {h: ssh_logins(testbed, h) - n for h, n in before.items()} == {"gpu01": 1, "airgap01": 1}
+    assert {h: ssh_logins(testbed, h) - n for h, n in before.items()} == {"gpu01": 1, "airgap01": 1}, err
     dirty = f"{project.name}:{project.rev}-dirty"
     image = testbed.docker("ws").images.get(dirty)
     top = image.attrs["RootFS"]["Layers"][-1]

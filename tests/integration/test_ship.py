@@ -441,3 +441,37 @@ def test_unreachable_host_neither_blocks_nor_hides_the_others(faults: Testbed, s
     # airgap01 was not held back until gpu02 gave up (the export waits at most a short grace)
     print(f"airgap01 done in {air['seconds']} s; gpu02 failed after {down['seconds']} s; run {took:.1f} s")
     assert air["seconds"] < down["seconds"]
+
+
+@pytest.mark.parametrize("host", ["gpu02", "gpu01"])  # the classic image store, the containerd store
+def test_a_reship_onto_the_host_as_its_last_ship_left_it_checks_it_light(testbed: Testbed, ship_env: dict[str, str],
+                                                                         tmp_path: Path, host: str) -> None:
+    """A re-ship plans from the last ship's probe and the images it left (no docker call before the
+    blobs go); a host that is no longer as remembered fails the install, and the ship checks it in full."""
+    env = {**ship_env, "XDG_CACHE_HOME": str(tmp_path / "cache")}  # what this test's ships remember, only
+    ship = ("ship", "--host", host, "--via", "tarball", "--json", "--image")
+    v1 = tag("light")
+    build(testbed, v1, [2])
+    code, out, err = deploy(env, "-v", *ship, v1)
+    assert code == 0, err
+    assert "as its last ship left it" not in err  # a first ship: checked in full, its probe remembered
+    v2 = tag("light")
+    image2 = build(testbed, v2, [1], base=v1)
+    code, out, err = deploy(env, "-v", *ship, v2)
+    assert code == 0, err
+    assert "as its last ship left it: no probe, no image reads" in err and "checking it in full" not in err
+    rec = one(out, host)
+    assert rec["ok"] and rec["verified"] and rec["layers_sent"] == 2  # the build-id RUN and the 1 MB layer
+    assert host_image_id(testbed, host, v2) == image2.id
+    # the host lost v1 and v2 (and the layers only they held) behind the workstation's back
+    v3 = tag("light")
+    image3 = build(testbed, v3, [1], base=v2)
+    for ref in (v2, v1):
+        testbed.docker(host).images.remove(ref, force=True)
+    code, out, err = deploy(env, "-v", *ship, v3)
+    assert code == 0, err
+    assert "as its last ship left it: no probe" in err and "checking it in full" in err
+    rec = one(out, host)
+    assert rec["ok"] and rec["verified"] and rec["layers_sent"] >= 6  # v1's, v2's and v3's own layers
+    assert host_image_id(testbed, host, v3) == image3.id
+    assert not [f for f in staged_files(testbed, host) if f.startswith(("blobs", "standins", "load"))]

@@ -191,3 +191,21 @@ def test_content_records_round_trip_through_the_script(tmp_path: Path) -> None:
 
     with pytest.raises(ValueError):
         content_records([(D[0], Descriptor("text/x-shell", "sha256:" + "1" * 64, 1))])
+
+
+def test_content_argv_reads_the_records_alone_and_calls_no_docker(tmp_path: Path) -> None:
+    """A re-ship's light check reads the content records without the image reads (no docker argv)."""
+    from deployer.commands.layers import content_argv, content_records, parse_content
+    from deployer.tarfmt import Descriptor
+
+    zst = Descriptor("application/vnd.oci.image.layer.v1.tar+zstd", "sha256:" + "1" * 64, 1234)
+    cdir = tmp_path / "staging" / "content"
+    cdir.mkdir(parents=True)
+    d, rest = content_records([(D[0], zst)]).split(" ", 1)
+    (cdir / d).write_text(rest + "\n")
+    argv = content_argv(str(tmp_path / "staging"))
+    assert "docker" not in argv[2] and argv[3:] == ("sh", str(cdir))
+    out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    assert parse_content(out) == {D[0]: zst}
+    # no records yet (a classic-store host, or a first ship): nothing, and success
+    assert subprocess.run(content_argv(str(tmp_path / "none")), capture_output=True, text=True, check=True).stdout == ""

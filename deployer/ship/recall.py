@@ -1,0 +1,38 @@
+"""A re-ship's light check: no docker call before the blobs go, when the last ship already said.
+
+A re-ship after a code change finds the host as the previous ship left it: the same Docker, and
+the previous image, which holds the new one's lower layers. When the workstation remembers both
+(deployer.layercache: the last full check's probe, at most LIGHT_MAX_AGE_S old, and the host's
+images that share the new image's bottom layers), the check's round trip only takes the lock,
+lists the staging dir and, on the containerd store, reads the content records: the probe
+(`docker info`) and the image reads, most of a re-ship's fixed cost, are left out. The plan is
+then made from what is remembered, as if the full check had said it: the layers above those the
+host's images hold are sent.
+
+What that skips is verified anyway: the install loads the new image on those layers, checks its
+id and that it is complete, and tags it. If the host is no longer as remembered (the layers
+gone, another image store, another Docker), that fails, and the ship checks the host in full and
+carries on (deployer.ship.runner; the lock is still its own, the blobs staged stay staged).
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from deployer.commands.layers import Listing, missing_layers
+
+LIGHT_MAX_AGE_S = 3600.0  # a re-ship loop runs minutes apart; an older probe is taken again
+
+
+def light_listing(diff_ids: Sequence[str], remembered: Mapping[str, Sequence[str]]) -> str | None:
+    """What the full check's image read (deployer.commands.layers) would print for the host as
+    remembered: REF naming no image known to hold this one (so neither `already there` nor `tag
+    only`), and the remembered images that share the image's bottom layer (pure).
+
+    None when none does (a first ship: checked in full), or when they hold every layer of
+    DIFF_IDS (the image may be there already: the full check tells)."""
+    if not diff_ids:
+        return None
+    sharing = {i: layers for i, layers in remembered.items() if layers and layers[0] == diff_ids[0]}
+    if not sharing or not missing_layers(diff_ids, Listing(frozenset(sharing), {}).present(sharing)):
+        return None
+    return "ref \n" + "".join(f"known {i}\n" for i in sorted(sharing)) + "listing skipped\n"

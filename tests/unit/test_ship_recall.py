@@ -1,0 +1,42 @@
+"""A re-ship's light check (deployer.ship.recall): the image state a full check would read, from
+what the workstation remembers of the host, fed to the full check's own parsers."""
+from __future__ import annotations
+
+from deployer.chain import chain_ids
+from deployer.commands.layers import missing_layers, parse_listing
+from deployer.commands.ship import parse_image_state
+from deployer.ship.recall import light_listing
+
+D = ["sha256:" + c * 64 for c in "abcdef"]
+I1, I2, I3 = ("sha256:" + c * 64 for c in "123")  # image ids
+
+
+def test_a_reship_sends_what_lies_above_the_layers_the_host_is_remembered_to_hold() -> None:
+    remembered = {I1: tuple(D[:3]), I2: (D[4], D[5])}  # I2 shares nothing with the image
+    listed = light_listing(D[:5], remembered)
+    assert listed is not None
+    state = parse_image_state(listed)
+    # REF names nothing known: neither `already there` nor `tag only`, the install verifies
+    assert state is not None and state.ref_id is None and not state.has_id
+    listing = parse_listing(listed)
+    assert listing.known == {I1} and not listing.complete  # a partial view: not remembered as a listing
+    present = listing.present(remembered)
+    assert set(chain_ids(D[:3])) <= present
+    assert missing_layers(D[:5], present) == (3, 4)
+
+
+def test_several_remembered_images_add_up() -> None:
+    remembered = {I1: tuple(D[:2]), I2: tuple(D[:4]), I3: (D[0], D[5])}
+    listed = light_listing(D[:5], remembered)
+    assert listed is not None
+    assert missing_layers(D[:5], parse_listing(listed).present(remembered)) == (4,)
+
+
+def test_a_first_ship_and_an_image_that_may_be_there_are_checked_in_full() -> None:
+    assert light_listing(D[:3], {}) is None  # nothing remembered
+    assert light_listing(D[:3], {I1: (D[4], D[5])}) is None  # nothing shared: a first ship of this image
+    assert light_listing(D[:3], {I1: tuple(D[:3])}) is None  # every layer there: maybe the image itself
+    assert light_listing(D[:3], {I1: tuple(D[:4])}) is None  # the image is the bottom of a remembered one
+    assert light_listing([], {I1: tuple(D[:3])}) is None
+    # the same layers under another bottom are other layers (ChainIDs): a first ship too
+    assert light_listing([D[1], D[2]], {I1: tuple(D[:3])}) is None
