@@ -1,0 +1,51 @@
+"""The SSH link's TCP socket (deployer.transport.dial.QuickAckSocket): it acknowledges what it
+receives at once (else sshd's answer to a session opened right after login waits 40 ms for our
+delayed ACK), and is otherwise the socket paramiko expects."""
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+
+import pytest
+
+from deployer.transport.dial import QuickAckSocket
+
+
+@pytest.fixture
+def tcp_pair() -> Iterator[tuple[socket.socket, socket.socket]]:
+    server = socket.create_server(("127.0.0.1", 0))
+    client = socket.create_connection(server.getsockname())
+    peer, _ = server.accept()
+    server.close()
+    try:
+        yield client, peer
+    finally:
+        client.close()
+        peer.close()
+
+
+@pytest.mark.skipif(not hasattr(socket, "TCP_QUICKACK"), reason="TCP_QUICKACK is Linux's")
+def test_every_read_leaves_the_socket_acknowledging_at_once(tcp_pair: tuple[socket.socket, socket.socket]) -> None:
+    client, peer = tcp_pair
+    sock = QuickAckSocket(client)
+    client.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 0)
+    peer.sendall(b"SSH-2.0-test\r\n")
+    assert sock.recv(64) == b"SSH-2.0-test\r\n"
+    assert client.getsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK) == 1
+    # the rest is the socket's own
+    sock.settimeout(1.5)
+    assert sock.gettimeout() == 1.5 and sock.fileno() == client.fileno()
+    sock.sendall(b"hello")
+    assert peer.recv(5) == b"hello"
+    sock.close()
+    assert client.fileno() == -1
+
+
+def test_a_socket_without_quickack_still_reads() -> None:
+    a, b = socket.socketpair()  # a Unix socket: setting TCP_QUICKACK fails, the read does not
+    try:
+        b.sendall(b"data")
+        assert QuickAckSocket(a).recv(4) == b"data"
+    finally:
+        a.close()
+        b.close()
