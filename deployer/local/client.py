@@ -38,8 +38,7 @@ def _where() -> str:
 def docker_client(timeout: float = SAVE_TIMEOUT) -> Client:
     """A client for the local Docker from the environment (DOCKER_HOST, DOCKER_TLS_VERIFY...)."""
     try:
-        client = docker.from_env(timeout=int(timeout))
-        client.ping()
+        client = docker.from_env(timeout=int(timeout))  # asks the daemon its API version: no ping needed
     except docker.errors.DockerException as exc:
         raise LocalError(
             f"local Docker is not reachable at {_where()}: {exc}",

@@ -65,6 +65,9 @@ def inspect(ref: str, client: Client | None = None) -> ImageInfo:
     """Inspect a local image by reference or id; ImageNotFound (with a hint) when it is missing."""
     client = client or docker_client()
     attrs = inspect_attrs(client, ref)
+    shown = store_shown(attrs)
+    if shown is not None and getattr(client, "_deployer_store", None) is None:
+        client._deployer_store = shown  # type: ignore[attr-defined]  # is_containerd need not ask docker info
     if is_containerd(client):
         from deployer.local.content import config_digest
 
@@ -103,6 +106,17 @@ def history_sizes(client: Client, image: ImageInfo) -> list[int]:
     with translated(f"reading the history of {image.ref}"):
         entries = client.api.history(image.id)
     return [int(e.get("Size") or 0) for e in reversed(entries)]
+
+
+def store_shown(attrs: dict[str, Any]) -> str | None:
+    """The image store an image's inspect JSON shows, when it shows it (pure): the containerd
+    store describes the image's manifest (Docker 28+); a classic overlay2 store names its graph
+    driver, a name no containerd snapshotter has. Else None (`docker info` tells)."""
+    if attrs.get("Descriptor"):
+        return "containerd"
+    if (attrs.get("GraphDriver") or {}).get("Name") == "overlay2":
+        return "overlay2"
+    return None
 
 
 def is_containerd(client: Client) -> bool:

@@ -75,3 +75,17 @@ def test_platform_defaults_what_docker_leaves_out() -> None:
     index = {"manifests": [{"digest": "sha256:arm", "platform": {"os": "linux", "architecture": "arm64"}},
                            {"digest": "sha256:x86", "platform": {"os": "linux", "architecture": "amd64"}}]}
     assert platform_child(index, info("", "amd64").platform) == "sha256:x86"
+
+
+def test_the_store_an_inspect_shows_spares_a_docker_info() -> None:
+    """A ship reads the local image store from the image's inspect when it tells (no `docker info`
+    before the hosts are checked); else docker info still decides (deployer.local.image.is_containerd)."""
+    from deployer.local.image import store_shown
+
+    manifest = {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": "sha256:" + "a" * 64, "size": 1}
+    assert store_shown({"GraphDriver": {"Name": "overlayfs"}, "Descriptor": manifest}) == "containerd"
+    assert store_shown({"GraphDriver": {"Name": "overlay2", "Data": {}}, "Descriptor": None}) == "overlay2"
+    assert store_shown({"GraphDriver": {"Name": "overlay2"}}) == "overlay2"  # Docker 20.10
+    # snapshotter or graph driver? (btrfs, zfs, fuse-overlayfs are both): docker info tells
+    for attrs in ({"GraphDriver": {"Name": "btrfs"}}, {"GraphDriver": {"Name": "overlayfs"}}, {}):
+        assert store_shown(attrs) is None
