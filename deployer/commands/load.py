@@ -212,7 +212,7 @@ _INSTALL = (
     'complete "$state" || exit 8\n'
     'record\n'
     'for h in $(ls -- "$sdir" 2>/dev/null); do x=sha256:$h; [ "$x" = "$id" ] || dk_rmi "$@"; rm -f -- "$sdir/$h"; done\n'
-    'for f in $names; do rm -f -- "$blobs/$f"; done\n'
+    '[ -z "$names" ] || (cd -- "$blobs" 2>/dev/null && rm -f -- $names)\n'  # one rm (set -f: no globbing)
     'if [ "$by_load" != 1 ]; then dk_tag "$@" || exit 7; t=$id; fi\n'
     't=${t%% *}\n'
     'echo "tagged $t"\n'
