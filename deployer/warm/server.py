@@ -34,15 +34,16 @@ Fingerprint = tuple[tuple[str, int, int], ...]
 def fingerprint(package: Path = PACKAGE, import_path: list[str] | None = None) -> Fingerprint:
     """deployer's source files and the import path's dirs, by mtime and size: a change means stale."""
     # sys.path[0] is the server's working dir (`python -m`): the socket dir, which changes all the time
+    # every command pays for this before its fork: os.walk and os.stat, at half pathlib's cost
     dirs = (sys.path if import_path is None else import_path)[1:]
-    paths = sorted(package.rglob("*.py")) + [Path(p) for p in dirs if p and os.path.isdir(p)]
+    sources = [os.path.join(root, n) for root, _, names in os.walk(package) for n in names if n.endswith(".py")]
     out = []
-    for p in paths:
+    for p in sorted(sources) + [p for p in dirs if p and os.path.isdir(p)]:
         try:
-            st = p.stat()
+            st = os.stat(p)
         except OSError:
             continue
-        out.append((str(p), st.st_mtime_ns, st.st_size))
+        out.append((p, st.st_mtime_ns, st.st_size))
     return tuple(out)
 
 
