@@ -11,6 +11,7 @@ A host's probe is kept beside its images, under `probe <host key>`, with the tim
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -69,20 +70,28 @@ def add(host: Host, image_id: str, layers: Sequence[str], path: Path | None = No
         _store(host, lambda old: {**old, image_id: list(layers)}, path)
 
 
-def remember_probe(host: Host, stdout: str, path: Path | None = None, now: float | None = None) -> None:
-    """Record the output of a ship's probe of HOST (deployer.commands.facts), with the time."""
-    entry = {"at": time.time() if now is None else now, "stdout": stdout}
+def remember_probe(host: Host, argv: Sequence[str], stdout: str, path: Path | None = None,
+                   now: float | None = None) -> None:
+    """Record the output of a ship's probe of HOST (deployer.commands.facts), with the time and
+    its argv (what it asked: the staging dir, the registry, the docker command)."""
+    entry = {"at": time.time() if now is None else now, "argv": _digest(argv), "stdout": stdout}
     _update(lambda data: data.update({f"probe {host_key(host)}": entry}), path)
 
 
-def recalled_probe(host: Host, max_age_s: float, path: Path | None = None, now: float | None = None) -> str | None:
-    """The output of HOST's last recorded probe, if it ran at most MAX_AGE_S ago."""
+def recalled_probe(host: Host, argv: Sequence[str], max_age_s: float, path: Path | None = None,
+                   now: float | None = None) -> str | None:
+    """The output of HOST's last recorded probe, if it ran at most MAX_AGE_S ago and asked what
+    ARGV asks (another registry or staging dir in the inventory is probed anew)."""
     entry = _load(path or cache_path()).get(f"probe {host_key(host)}")
-    if not isinstance(entry, dict) or not isinstance(entry.get("stdout"), str):
+    if not isinstance(entry, dict) or not isinstance(entry.get("stdout"), str) or entry.get("argv") != _digest(argv):
         return None
     at = entry.get("at")
     age = (time.time() if now is None else now) - at if isinstance(at, (int, float)) else None
     return entry["stdout"] if age is not None and 0 <= age <= max_age_s else None
+
+
+def _digest(argv: Sequence[str]) -> str:
+    return hashlib.sha256("\0".join(argv).encode(errors="surrogateescape")).hexdigest()
 
 
 def _store(host: Host, update: Callable[[dict[str, list[str]]], dict[str, list[str]]],

@@ -10,9 +10,10 @@ then made from what is remembered, as if the full check had said it: the layers 
 host's images hold are sent.
 
 What that skips is verified anyway: the install loads the new image on those layers, checks its
-id and that it is complete, and tags it. If the host is no longer as remembered (the layers
-gone, another image store, another Docker), that fails, and the ship checks the host in full and
-carries on (deployer.ship.runner; the lock is still its own, the blobs staged stay staged).
+id and that it is complete, and tags it (the registry route's pull checks the id it pulled). If
+the host is no longer as remembered (the layers gone, another image store, another Docker, a
+registry it no longer reaches), that fails, and the ship checks the host in full and carries on
+(deployer.ship.runner; the lock is still its own, the blobs staged stay staged).
 """
 from __future__ import annotations
 

@@ -199,7 +199,7 @@ def _observe(job: Job, options: ShipOptions, history_sizes: Sequence[int], repor
     job.staged = cmd.parse_stat(replies[2].stdout) if token and replies[2].ok else None
     job.facts = read_probe(host.name, probed)
     if light is None and probed.ok and job.facts.docker is not None:
-        layercache.remember_probe(host, probed.stdout)  # for the next re-ship's light check
+        layercache.remember_probe(host, _light_probe(host), probed.stdout)  # for the next re-ship's light check
     image_state = cmd.parse_image_state(listed.stdout)
     if image_state is None:
         raise CommandError(host.name, listed, what="reading the image's state on the host failed")
@@ -214,29 +214,29 @@ def _observe(job: Job, options: ShipOptions, history_sizes: Sequence[int], repor
     # (the containerd store's ids are manifest digests: _oci_state below)
     if image.config_digest == image_state.ref_id or image.config_digest in listed_ids:
         image_state = replace(image_state, ids=image_state.ids | {image.config_digest})
-    content = parse_content(listed.stdout)
-    store = getattr(job.facts.docker, "image_store", "") if job.facts is not None else ""
-    if store == "containerd":
-        # layer sizes are only needed (and, on a containerd workstation, only read) for unrecorded layers
-        known = sizes.known() if any(d not in content for d in image.diff_ids) else {}
-        image_state = _oci_state(image, image_state, name_layers(image.diff_ids, content, known))
-        if base is not None and bases is not None and getattr(job.facts, "origin_reachable", None) \
-                and any(base.covers(i) for i in missing_layers(image.diff_ids, have)):
-            base = bases.with_blobs()  # its load names the pulled layers by the registry's blobs
-        job.plan = make_plan(host, image, job.facts, image_state, have, history_sizes, options.via or host.via,
-                             options.codec, known_sizes=known, host_content=content, origin=base)
-    else:
-        job.plan = make_plan(host, image, job.facts, image_state, have, history_sizes, options.via or host.via,
-                             options.codec, origin=base)
-    if relay is not None and job.plan.route == "tarball":
-        job.plan = replace(job.plan, relay=relay.relay.name, relay_staging=relay.relay.staging_dir,
-                           relay_feeds=relay.feeds)
     try:
+        content = parse_content(listed.stdout)
+        store = getattr(job.facts.docker, "image_store", "") if job.facts is not None else ""
+        if store == "containerd":
+            # layer sizes are only needed (and, on a containerd workstation, only read) for unrecorded layers
+            known = sizes.known() if any(d not in content for d in image.diff_ids) else {}
+            image_state = _oci_state(image, image_state, name_layers(image.diff_ids, content, known))
+            if base is not None and bases is not None and getattr(job.facts, "origin_reachable", None) \
+                    and any(base.covers(i) for i in missing_layers(image.diff_ids, have)):
+                base = bases.with_blobs()  # its load names the pulled layers by the registry's blobs
+            job.plan = make_plan(host, image, job.facts, image_state, have, history_sizes, options.via or host.via,
+                                 options.codec, known_sizes=known, host_content=content, origin=base)
+        else:
+            job.plan = make_plan(host, image, job.facts, image_state, have, history_sizes, options.via or host.via,
+                                 options.codec, origin=base)
+        if relay is not None and job.plan.route == "tarball":
+            job.plan = replace(job.plan, relay=relay.relay.name, relay_staging=relay.relay.staging_dir,
+                               relay_feeds=relay.feeds)
         preflight(job.plan, job.facts, image.architecture)
     except PreflightError as exc:
         if light is None:
             raise
-        # the remembered facts may be stale (disk space above all): check the host in full (the lock is ours)
+        # remembered facts may be stale (disk space, the registry): check the host in full (the lock is ours)
         log.info("%s: %s; checking the host in full", host.name, exc)
         return _observe(job, options, history_sizes, reporter, take_lock=False, sizes=sizes, bases=bases,
                         relay=relay)
@@ -247,16 +247,16 @@ def _observe(job: Job, options: ShipOptions, history_sizes: Sequence[int], repor
 def _light(job: Job, options: ShipOptions, remembered: Mapping[str, Sequence[str]], locking: bool,
            base: Origin | None, relay: Hop | None) -> tuple[str, str] | None:
     """(the last ship's probe output, the image state as remembered) when this check may be a
-    light one (deployer.ship.recall): a ship that takes the lock in the check's round trip, over
-    the tarball route whatever the host reaches, with nothing else to ask the host (no GPUs, no
-    base to pull, no relay), onto an image remembered to hold all of this one but its top."""
+    light one (deployer.ship.recall): a ship that takes the lock in the check's round trip, with
+    nothing else to ask the host (no GPUs, no base it may pull from its origin, no relay), of an image whose lower
+    layers the host's images were remembered to hold. The route is chosen from the remembered
+    facts too: a registry the host no longer reaches fails the pull, and the host is checked in full."""
     host = job.host
-    via = options.via or host.via
-    if not locking or options.gpu_facts or base is not None or relay is not None or job.site is not None \
-            or not (via == "tarball" or (via == "auto" and not host.registry)):
+    pulls_base = base is not None and (options.via or host.via) != "registry"  # a registry host pulls it all
+    if not locking or options.gpu_facts or pulls_base or relay is not None or job.site is not None:
         return None
     listing = light_listing(job.image.diff_ids, remembered)
-    probe = layercache.recalled_probe(host, LIGHT_MAX_AGE_S) if listing is not None else None
+    probe = layercache.recalled_probe(host, _light_probe(host), LIGHT_MAX_AGE_S) if listing is not None else None
     if listing is None or probe is None:
         return None
     try:
@@ -264,6 +264,12 @@ def _light(job: Job, options: ShipOptions, remembered: Mapping[str, Sequence[str
     except DeployError:
         return None
     return (probe, listing) if facts.docker is not None else None
+
+
+def _light_probe(host: Host) -> tuple[str, ...]:
+    """What a remembered probe must have asked to stand in for a light check's: the probe without
+    GPUs or an origin, for this host's staging dir, registry and docker command."""
+    return probe_argv(host, gpus=False, versions=False)
 
 
 def _transfer(job: Job, pusher: Pusher, exporter: Exporter | None, reporter: Reporter) -> str | None:

@@ -475,3 +475,22 @@ def test_a_reship_onto_the_host_as_its_last_ship_left_it_checks_it_light(testbed
     assert rec["ok"] and rec["verified"] and rec["layers_sent"] >= 6  # v1's, v2's and v3's own layers
     assert host_image_id(testbed, host, v3) == image3.id
     assert not [f for f in staged_files(testbed, host) if f.startswith(("blobs", "standins", "load"))]
+
+
+def test_a_registry_reship_checks_light_too(testbed: Testbed, ship_env: dict[str, str], tmp_path: Path) -> None:
+    """The registry route plans from what the last ship left as well; the pull checks what it got."""
+    env = {**ship_env, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    ship = ("ship", "--host", "gpu02", "--via", "registry", "--json", "--image")
+    v1 = tag("light-registry")
+    build(testbed, v1, [1])
+    code, out, err = deploy(env, "-v", *ship, v1)
+    assert code == 0, err
+    assert "as its last ship left it" not in err
+    v2 = tag("light-registry")
+    image2 = build(testbed, v2, [1], base=v1)
+    code, out, err = deploy(env, "-v", *ship, v2)
+    assert code == 0, err
+    assert "as its last ship left it: no probe, no image reads" in err and "checking it in full" not in err
+    rec = one(out, "gpu02")
+    assert rec["ok"] and rec["via"] == "registry" and rec["verified"]
+    assert host_image_id(testbed, "gpu02", v2) == image2.id

@@ -55,22 +55,27 @@ def test_an_image_a_ship_put_there_is_added_to_what_the_host_has(tmp_path: Path)
     assert layercache.remembered(host, path) == {I2: tuple(D[:3])}
 
 
-def test_a_hosts_last_probe_is_recalled_while_fresh(tmp_path: Path) -> None:
+def test_a_hosts_last_probe_is_recalled_while_fresh_and_asking_the_same(tmp_path: Path) -> None:
     """The light check of a re-ship (deployer.ship.recall) plans from the last full check's probe."""
     path = tmp_path / "layers.json"
     host = Host("gpu01", {"ansible_host": "10.0.0.1"})
     alias = Host("trainer", {"ansible_host": "10.0.0.1"})
-    assert layercache.recalled_probe(host, 3600, path) is None
+    argv = ("sh", "-c", "probe", "sh", "/staging", "10.0.0.5:5000", "docker")
+    out = "@@deployer arch\nx86_64\n"
+    assert layercache.recalled_probe(host, argv, 3600, path) is None
     layercache.add(host, I1, D[:2], path)
-    layercache.remember_probe(host, "@@deployer arch\nx86_64\n", path, now=1000.0)
-    assert layercache.recalled_probe(alias, 3600, path, now=1000.0 + 3600) == "@@deployer arch\nx86_64\n"
-    assert layercache.recalled_probe(host, 3600, path, now=1000.0 + 3601) is None  # too old: probe again
-    assert layercache.recalled_probe(host, 3600, path, now=999.0) is None  # a clock that went back
-    assert layercache.recalled_probe(Host("gpu02", {"ansible_host": "10.0.0.2"}), 3600, path, now=1000.0) is None
+    layercache.remember_probe(host, argv, out, path, now=1000.0)
+    assert layercache.recalled_probe(alias, argv, 3600, path, now=1000.0 + 3600) == out
+    assert layercache.recalled_probe(host, argv, 3600, path, now=1000.0 + 3601) is None  # too old: probe again
+    assert layercache.recalled_probe(host, argv, 3600, path, now=999.0) is None  # a clock that went back
+    assert layercache.recalled_probe(Host("gpu02", {"ansible_host": "10.0.0.2"}), argv, 3600, path, now=1000.0) is None
+    # another registry (or staging dir, or docker command) in the inventory: that probe said nothing of it
+    other = (*argv[:5], "10.0.0.6:5000", "docker")
+    assert layercache.recalled_probe(host, other, 3600, path, now=1000.0) is None
     # the probe sits beside the images, which stay as they were
     assert layercache.remembered(host, path) == {I1: tuple(D[:2])}
     layercache.add(host, I2, D[:3], path)
-    assert layercache.recalled_probe(host, 3600, path, now=1000.0) == "@@deployer arch\nx86_64\n"
+    assert layercache.recalled_probe(host, argv, 3600, path, now=1000.0) == out
     for junk in ('{"probe @10.0.0.1:22": "x"}', '{"probe @10.0.0.1:22": {"at": "soon", "stdout": "x"}}'):
         path.write_text(junk)
-        assert layercache.recalled_probe(host, 3600, path, now=1000.0) is None
+        assert layercache.recalled_probe(host, argv, 3600, path, now=1000.0) is None
