@@ -44,7 +44,7 @@ def run_warm(argv: list[str], env: os._Environ[str]) -> int | None:
         if _read(sock, 1) != wire.READY:
             return None  # STALE, or the server went away: nothing ran
         sock.sendall(wire.GO)
-    except OSError:  # no server, a refused or wedged one, a closed stdio fd: nothing ran
+    except (OSError, ValueError):  # no server, a refused or wedged one, a closed stdio fd, an odd env: nothing ran
         sock.close()
         return None
     return _follow(sock)

@@ -12,14 +12,12 @@ The conversation, over one Unix stream socket:
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import stat
 import struct
 import sys
+import zlib
 from collections.abc import Mapping
-from typing import NamedTuple
 
 STALE, READY, GO, SIGNAL, EXIT = b"S", b"R", b"G", b"K", b"X"
 HEADER = struct.Struct(">I")
@@ -32,25 +30,48 @@ _SHAPING_ENV = ("LANG", "LC_ALL", "LC_CTYPE", "PYTHONPATH", "PYTHONHOME", "PYTHO
                 "PYTHONSAFEPATH", "PYTHONNOUSERSITE", "PYTHONUSERBASE", "PYTHONWARNINGS", "PYTHONDONTWRITEBYTECODE")
 
 
-class Request(NamedTuple):
-    """One command for the server: what the cold process would have had."""
+class Request:
+    """One command for the server: what the cold process would have had.
 
-    argv: list[str]
-    cwd: str
-    env: dict[str, str]
-    umask: int
+    Its frame is NUL-separated fields (no argument, path or environment string holds a NUL), each
+    UTF-8 with surrogate escapes, so undecodable bytes of argv or env arrive intact: a version, the
+    umask, the working dir, the number of arguments, the arguments, then `NAME=value` per variable.
+    (No json, typing or hashlib: `deploy` imports this before every command.)"""
+
+    __slots__ = ("argv", "cwd", "env", "umask")
+    __hash__ = None  # type: ignore[assignment]  # mutable: compared, never hashed
+
+    def __init__(self, argv: list[str], cwd: str, env: dict[str, str], umask: int) -> None:
+        self.argv, self.cwd, self.env, self.umask = argv, cwd, env, umask
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Request) and (self.argv, self.cwd, self.env, self.umask) == (
+            other.argv, other.cwd, other.env, other.umask)
+
+    def __repr__(self) -> str:
+        return f"Request(argv={self.argv!r}, cwd={self.cwd!r}, env=<{len(self.env)} vars>, umask={self.umask:o})"
 
     def frame(self) -> bytes:
-        # ensure_ascii keeps undecodable bytes of argv or env (surrogate escapes) intact in JSON
-        body = json.dumps({"argv": self.argv, "cwd": self.cwd, "env": self.env, "umask": self.umask},
-                          ensure_ascii=True).encode()
+        fields = [_VERSION, str(self.umask), self.cwd, str(len(self.argv)), *self.argv,
+                  *(f"{k}={v}" for k, v in self.env.items())]
+        if any("\0" in f for f in fields) or any("=" in k or not k for k in self.env):
+            raise ValueError("a NUL in an argument, the working dir or the environment, or an odd variable name")
+        body = "\0".join(fields).encode("utf-8", "surrogateescape")
         return HEADER.pack(len(body)) + body
 
     @classmethod
     def parse(cls, body: bytes) -> Request:
-        raw = json.loads(body)
-        return cls(argv=[str(a) for a in raw["argv"]], cwd=str(raw["cwd"]),
-                   env={str(k): str(v) for k, v in raw["env"].items()}, umask=int(raw["umask"]))
+        fields = body.decode("utf-8", "surrogateescape").split("\0")
+        if len(fields) < 4 or fields[0] != _VERSION:
+            raise ValueError("not a request frame of this version")
+        umask, cwd, n = int(fields[1]), fields[2], int(fields[3])
+        if n < 0 or len(fields) < 4 + n:
+            raise ValueError("a request frame cut short")
+        env = dict(f.split("=", 1) for f in fields[4 + n:])
+        return cls(argv=fields[4:4 + n], cwd=cwd, env=env, umask=umask)
+
+
+_VERSION = "deployer-warm-1"
 
 
 def enabled(env: Mapping[str, str]) -> bool:
@@ -70,8 +91,9 @@ def idle_seconds(env: Mapping[str, str]) -> float:
 def server_key(python: str, package_dir: str, env: Mapping[str, str]) -> str:
     """One server per Python (its binary and prefix: a venv), deployer install and process-shaping
     environment (pure)."""
-    shaping = [python, package_dir] + [f"{k}={env.get(k, '')}" for k in _SHAPING_ENV]
-    return hashlib.sha256("\0".join(shaping).encode(errors="surrogateescape")).hexdigest()[:20]
+    shaping = "\0".join([python, package_dir] + [f"{k}={env.get(k, '')}" for k in _SHAPING_ENV])
+    data = shaping.encode(errors="surrogateescape")
+    return f"{zlib.crc32(data):08x}{zlib.adler32(data):08x}"  # 64 bits to tell a user's few servers apart
 
 
 def socket_dir(env: Mapping[str, str]) -> str:

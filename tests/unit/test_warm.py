@@ -17,6 +17,22 @@ def test_request_frame_round_trips_argv_and_env_with_undecodable_bytes() -> None
     (size,) = wire.HEADER.unpack(frame[:wire.HEADER.size])
     assert size == len(frame) - wire.HEADER.size
     assert wire.Request.parse(frame[wire.HEADER.size:]) == req
+    # arguments that look like the frame's own fields stay arguments; no argument is fine too
+    tricky = wire.Request(argv=["deploy", "3", "A=B", ""], cwd="/", env={"X": "a=b=c"}, umask=0)
+    assert wire.Request.parse(tricky.frame()[wire.HEADER.size:]) == tricky
+    bare = wire.Request(argv=[], cwd="/", env={}, umask=0o022)
+    assert wire.Request.parse(bare.frame()[wire.HEADER.size:]) == bare
+
+
+def test_a_frame_it_cannot_carry_or_cannot_read_is_refused() -> None:
+    with pytest.raises(ValueError):
+        wire.Request(argv=["deploy", "a\0b"], cwd="/", env={}, umask=0).frame()
+    with pytest.raises(ValueError):
+        wire.Request(argv=["deploy"], cwd="/", env={"A=B": "c"}, umask=0).frame()
+    body = wire.Request(argv=["deploy", "status"], cwd="/", env={"A": "1"}, umask=0).frame()[wire.HEADER.size:]
+    for bad in (b"", b"deployer-warm-0\x000\x00/\x000", body.replace(b"\x002\x00", b"\x009\x00"), b"x" * 40):
+        with pytest.raises(ValueError):
+            wire.Request.parse(bad)
 
 
 def test_each_python_install_and_shaping_env_has_its_own_server() -> None:
