@@ -248,9 +248,10 @@ def _light(job: Job, options: ShipOptions, remembered: Mapping[str, Sequence[str
            base: Origin | None, relay: Hop | None) -> tuple[str, str] | None:
     """(the last ship's probe output, the image state as remembered) when this check may be a
     light one (deployer.ship.recall): a ship that takes the lock in the check's round trip, with
-    nothing else to ask the host (no GPUs, no base it may pull from its origin, no relay), of an image whose lower
-    layers the host's images were remembered to hold. The route is chosen from the remembered
-    facts too: a registry the host no longer reaches fails the pull, and the host is checked in full."""
+    nothing else to ask the host (no GPUs, no base it may pull from its origin, no relay), of an
+    image whose lower layers the host's images were remembered to hold. The route is chosen from
+    the remembered facts too: a registry the host no longer reaches fails the pull, and the host
+    is checked in full."""
     host = job.host
     pulls_base = base is not None and (options.via or host.via) != "registry"  # a registry host pulls it all
     if not locking or options.gpu_facts or pulls_base or relay is not None or job.site is not None:
@@ -405,8 +406,11 @@ def ship_image(hosts: Sequence[Host], image_ref: str, options: ShipOptions | Non
         _observe(job, options, layer_history, reporter, take_lock=False, sizes=sizes, bases=bases,
                  relay=hops.get(job.host.name))
         plan = job.plan
-        assert plan is not None and plan.codec is not None
-        _finish(job, pusher, exports.late(plan.codec.name, {image.diff_ids[i] for i in plan.missing}), reporter)
+        assert plan is not None
+        # a light check's host may be planned for the registry route again (or found to have the image)
+        codec = plan.codec if plan.route == "tarball" else None
+        exporter = exports.late(codec.name, {image.diff_ids[i] for i in plan.missing}) if codec is not None else None
+        _finish(job, pusher, exporter, reporter)
 
     def work(host: Host) -> ShipResult:
         job = jobs[host.name]
