@@ -248,18 +248,22 @@ def _light(job: Job, options: ShipOptions, remembered: Mapping[str, Sequence[str
            base: Origin | None, relay: Hop | None) -> tuple[str, str] | None:
     """(the last ship's probe output, the image state as remembered) when this check may be a
     light one (deployer.ship.recall): a ship that takes the lock in the check's round trip, with
-    nothing else to ask the host (no GPUs, no base it may pull from its origin, no relay), of an
-    image whose lower layers the host's images were remembered to hold. The route is chosen from
+    nothing else to ask the host (no GPUs, no relay, no layer of a base it may pull from its
+    origin to send), of an image whose lower layers the host's images were remembered to hold. The route is chosen from
     the remembered facts too: a registry the host no longer reaches fails the pull, and the host
     is checked in full."""
     host = job.host
-    pulls_base = base is not None and (options.via or host.via) != "registry"  # a registry host pulls it all
-    if not locking or options.gpu_facts or pulls_base or relay is not None or job.site is not None:
+    if not locking or options.gpu_facts or relay is not None or job.site is not None:
         return None
     listing = light_listing(job.image.diff_ids, remembered)
     probe = layercache.recalled_probe(host, _light_probe(host), LIGHT_MAX_AGE_S) if listing is not None else None
     if listing is None or probe is None:
         return None
+    if base is not None and (options.via or host.via) != "registry":  # a registry host pulls it all
+        # a base pulled from its origin matters only if some layer it holds is to go: the host may pull it
+        missing = missing_layers(job.image.diff_ids, parse_listing(listing).present(remembered))
+        if any(base.covers(i) for i in missing):
+            return None
     try:
         facts = read_probe(host.name, Result(("the last ship's probe",), 0, probe, host=host.name))
     except DeployError:
