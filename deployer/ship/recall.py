@@ -18,8 +18,21 @@ registry it no longer reaches), that fails, and the ship checks the host in full
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from deployer.commands.layers import Listing, missing_layers
+
+
+@dataclass(frozen=True)
+class Recalled:
+    """What a light check plans from: the last ship's probe (its output, and the facts read from
+    it once) and the image state a full check would have read, as remembered (light_listing)."""
+
+    probe: str
+    facts: Any  # deployer.commands.facts.HostFacts
+    listing: str
+
 
 LIGHT_MAX_AGE_S = 3600.0  # a re-ship loop runs minutes apart; an older probe is taken again
 

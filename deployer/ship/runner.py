@@ -50,7 +50,7 @@ from deployer.ship.model import ShipOptions, ShipResult
 from deployer.ship.origin import Origin, find_origin, with_blobs
 from deployer.ship.plan import ShipPlan, make_plan, name_layers, preflight
 from deployer.ship.progress import NullReporter, Reporter
-from deployer.ship.recall import LIGHT_MAX_AGE_S, light_listing
+from deployer.ship.recall import LIGHT_MAX_AGE_S, Recalled, light_listing
 from deployer.ship.registry import IncompletePull, Pusher
 from deployer.ship.relay import Hop, Site, hops_of, sites_of
 from deployer.ship.route import Leg, OriginPullFailed, run_registry, run_tarball
@@ -189,15 +189,15 @@ def _observe(job: Job, options: ShipOptions, history_sizes: Sequence[int], repor
         job.lock = claim.settle(session, replies.pop(0))
     if light is not None:  # the replies of a full check, from what is remembered and what was read
         prepared, records = replies
-        replies = [Result(("the last ship's probe",), 0, light[0], host=host.name),
-                   replace(records, stdout=records.stdout + light[1]), prepared]
+        replies = [Result(("the last ship's probe",), 0, light.probe, host=host.name),
+                   replace(records, stdout=records.stdout + light.listing), prepared]
         log.info("%s: the host as its last ship left it: no probe, no image reads (the install verifies)",
                  host.name)
     probed, listed = replies[:2]
     job.probed, job.light = probed, light is not None
     # None: not prepared (a dry run, or a lock taken over from a dead owner after the batch)
     job.staged = cmd.parse_stat(replies[2].stdout) if token and replies[2].ok else None
-    job.facts = read_probe(host.name, probed)
+    job.facts = light.facts if light is not None else read_probe(host.name, probed)
     if light is None and probed.ok and job.facts.docker is not None:
         layercache.remember_probe(host, _light_probe(host), probed.stdout)  # for the next re-ship's light check
     image_state = cmd.parse_image_state(listed.stdout)
@@ -245,13 +245,13 @@ def _observe(job: Job, options: ShipOptions, history_sizes: Sequence[int], repor
 
 
 def _light(job: Job, options: ShipOptions, remembered: Mapping[str, Sequence[str]], locking: bool,
-           base: Origin | None, relay: Hop | None) -> tuple[str, str] | None:
-    """(the last ship's probe output, the image state as remembered) when this check may be a
+           base: Origin | None, relay: Hop | None) -> Recalled | None:
+    """The last ship's probe and the image state as remembered, when this check may be a
     light one (deployer.ship.recall): a ship that takes the lock in the check's round trip, with
     nothing else to ask the host (no GPUs, no relay, no layer of a base it may pull from its
-    origin to send), of an image whose lower layers the host's images were remembered to hold. The route is chosen from
-    the remembered facts too: a registry the host no longer reaches fails the pull, and the host
-    is checked in full."""
+    origin to send), of an image whose lower layers the host's images were remembered to hold.
+    The route is chosen from the remembered facts too: a registry the host no longer reaches
+    fails the pull, and the host is checked in full."""
     host = job.host
     if not locking or options.gpu_facts or relay is not None or job.site is not None:
         return None
@@ -268,7 +268,7 @@ def _light(job: Job, options: ShipOptions, remembered: Mapping[str, Sequence[str
         facts = read_probe(host.name, Result(("the last ship's probe",), 0, probe, host=host.name))
     except DeployError:
         return None
-    return (probe, listing) if facts.docker is not None else None
+    return Recalled(probe, facts, listing) if facts.docker is not None else None
 
 
 def _light_probe(host: Host) -> tuple[str, ...]:
