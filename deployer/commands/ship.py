@@ -270,10 +270,11 @@ def remove_image_argv(docker: Sequence[str], image: str) -> tuple[str, ...]:
     return (*docker, "image", "rm", image)
 
 
-# Pull, check the id and that the image is complete (one inspect), tag, check the tag: one round trip. Exit 2: the
+# Pull, check the id and that the image is complete (one inspect), tag: one round trip. Exit 2: the
 # pull failed; 3: the pulled id is not one of IDS; 8: incomplete (moby#49784); 7: the tag failed;
-# 9: REF names another image right after the tag; 4: all done, but the id is not the first of IDS
-# (so that steps batched after this one, which assumed the first, do not run).
+# 4: all done, but the id is not the first of IDS (so that steps batched after this one, which
+# assumed the first, do not run). A tag that succeeded names the id: reading REF back would cost a
+# docker call and only race with whoever tags it next (as the tarball route's install).
 _PULL_INSTALL = (
     'remote=$1; ref=$2; ids=$3; shift 3\n'
     '"$@" pull "$remote" || exit 2\n'
@@ -285,9 +286,7 @@ _PULL_INSTALL = (
     'case " $ids " in *" $id "*) [ -n "$id" ] || exit 3 ;; *) exit 3 ;; esac\n'
     '[ "$n" -gt 0 ] 2>/dev/null || exit 8\n'
     '"$@" tag "$id" "$ref" || exit 7\n'
-    't=$("$@" image inspect --format "{{.Id}}" "$ref" 2>/dev/null)\n'
-    'echo "tagged $t"\n'
-    '[ "$t" = "$id" ] || exit 9\n'
+    'echo "tagged $id"\n'
     '[ "$id" = "${ids%% *}" ] || exit 4\n'
 )
 
@@ -298,7 +297,7 @@ PULLED_ANOTHER_ID = 4  # pull_install_argv's exit code: done, but the id is not 
 def pull_install_argv(docker: Sequence[str], remote_ref: str, ref: str, image_ids: Sequence[str], *,
                       preview: bool = False) -> tuple[str, ...]:
     """docker pull REMOTE_REF; check its id is one of IMAGE_IDS (the likeliest first) and that the
-    image is complete; tag it REF and check REF names it (parse with parse_pull and parse_pulled).
+    image is complete; tag it REF (parse with parse_pull and parse_pulled).
     PREVIEW (a dry run): the ids may be a placeholder."""
     for image_id in image_ids:
         if not preview and (not image_id.startswith("sha256:") or " " in image_id):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -182,17 +183,30 @@ class Pusher:
         repo = remote.rsplit(":", 1)[0]
         client = self._client or docker_client()
         log.info("pushing %s as %s", self.image.ref, remote)
-        stream = push_stream(client, self.image.id, remote, hint="check the registry is reachable from this workstation")
-        stats = read_push_stream(stream, remote, on_bytes)
-        return dataclasses.replace(stats, wire_bytes=self._wire_bytes(client, repo, stats))
+        # once Docker uploads a layer, the reader of the pushed manifest finds its way to the
+        # registry while the push goes on: the pull waits for the byte count, and a plain-http
+        # registry costs a failed TLS handshake first
+        reader: list[Future[ManifestReader]] = []
 
-    def _wire_bytes(self, client: Client, repo: str, stats: PushStats) -> int | None:
+        def uploading(n: int) -> None:
+            if not reader:
+                pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="registry-reader")
+                reader.append(pool.submit(_settled_reader, client, repo))
+                pool.shutdown(wait=False)
+            on_bytes(n)
+
+        stream = push_stream(client, self.image.id, remote, hint="check the registry is reachable from this workstation")
+        stats = read_push_stream(stream, remote, uploading)
+        return dataclasses.replace(stats, wire_bytes=self._wire_bytes(client, repo, reader[0] if reader else None, stats))
+
+    def _wire_bytes(self, client: Client, repo: str, early: Future[ManifestReader] | None,
+                    stats: PushStats) -> int | None:
         """Compressed size of the uploaded layers, read back from the registry (None if it cannot be)."""
         if not stats.pushed_ids:
             return 0
         try:
             digest = stats.digest or distribution_digest(client, stats.remote_ref)
-            reader = ManifestReader.for_docker(client, split_repo(repo))
+            reader = early.result() if early is not None else ManifestReader.for_docker(client, split_repo(repo))
             return uploaded_bytes(image_manifest(reader, digest, self.image.config_digest), self.image.diff_ids,
                                   stats.pushed_ids)
         except (RegistryAPIError, ValueError, KeyError, TypeError, LocalError,
@@ -201,6 +215,12 @@ class Pusher:
             log.warning("could not read the manifest of %s back (%s); bytes_sent counts raw layer bytes",
                         stats.remote_ref, exc)
             return None
+
+
+def _settled_reader(client: Client, repo: str) -> ManifestReader:
+    reader = ManifestReader.for_docker(client, split_repo(repo))
+    reader.settle()
+    return reader
 
 
 @dataclass(frozen=True)
@@ -214,7 +234,7 @@ def pull_and_tag(conn: HostConn, docker_argv: tuple[str, ...], remote_ref: str, 
     """docker pull on the host, check its id is one of IMAGE_IDS and the image complete, tag as REF;
     then, in the same round trip and only if all that succeeded, CLOSING's steps.
 
-    (stats, the id REF resolves to after tagging, or None when it is not the pulled image)."""
+    (stats, the id REF was tagged with)."""
     step = steps.pull(docker_argv, remote_ref, ref, image_ids)
     if closing is None:
         res = conn.run(step.argv, what=step.label, check=False)
@@ -244,7 +264,7 @@ def pull_and_tag(conn: HostConn, docker_argv: tuple[str, ...], remote_ref: str, 
         raise IncompletePull(conn.name, remote_ref, actual)
     if res.exited == 7:
         raise CommandError(conn.name, res, what=f"docker tag {ref} failed on the host")
-    if not res.ok and res.exited != 9:
+    if not res.ok:
         raise CommandError(conn.name, res, what=f"{step.label} failed on the host")
     pulled, present = cmd.parse_pull(res.stdout)
     return PullStats(pulled, present), actual if res.ok and tagged == actual else None

@@ -110,6 +110,22 @@ class ManifestReader:
         config = registry_config(client)
         return cls(repo, registry_credentials(client, repo.index), is_insecure(config, repo.index), timeout)
 
+    def settle(self) -> None:
+        """Find which scheme the registry answers on (GET /v2/, Docker's order) so that later reads
+        go straight there: a plain-http registry no longer costs every read a failed TLS handshake.
+        No answer on either: both are tried again at each read (which reports the error)."""
+        for base, verify in self._bases:
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", urllib3.exceptions.InsecureRequestWarning)
+                    self._session.get(f"{base}/v2/", timeout=self.timeout, verify=verify).close()
+            except requests.exceptions.ConnectionError:  # SSLError included
+                continue
+            except requests.exceptions.RequestException:
+                return
+            self._bases = [(base, verify)]
+            return
+
     def manifest(self, reference: str) -> dict[str, Any]:
         """The manifest (or index) named by digest or tag."""
         url, res = self._fetch("manifests", reference, ", ".join(MANIFEST_TYPES))

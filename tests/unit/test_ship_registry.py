@@ -139,9 +139,14 @@ class FakeRegistry(BaseHTTPRequestHandler):
 
     auth = "bearer"
     unauthorized: ClassVar[list[str]] = []  # paths answered 401
+    connections: ClassVar[list[int]] = []  # one per connection (HTTP/1.0: one per request), TLS attempts too
 
     def log_message(self, *args: Any) -> None:
         pass
+
+    def handle(self) -> None:
+        self.connections.append(self.client_address[1])
+        super().handle()
 
     def _send(self, code: int, body: Any, headers: dict[str, str] | None = None) -> None:
         data = json.dumps(body).encode()
@@ -174,7 +179,7 @@ class FakeRegistry(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def registry() -> Iterator[tuple[str, type[FakeRegistry]]]:
-    handler = type("Handler", (FakeRegistry,), {"unauthorized": []})
+    handler = type("Handler", (FakeRegistry,), {"unauthorized": [], "connections": []})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -212,6 +217,23 @@ def test_reader_errors_say_what_failed_and_never_show_secrets(registry: tuple[st
         ManifestReader(Repo("127.0.0.1:9", "team/x"), {}, insecure=True, timeout=5).manifest("sha256:amd")
 
 
+def test_a_settled_reader_goes_straight_to_the_scheme_the_registry_answers(
+        registry: tuple[str, type[FakeRegistry]]) -> None:
+    address, handler = registry
+    handler.auth = "none"
+    unsettled = ManifestReader(Repo(address, "team/x"), {}, insecure=True, timeout=5)
+    assert unsettled.manifest("sha256:amd") == CHILDREN["sha256:amd"]
+    assert len(handler.connections) == 2  # https first (a failed TLS handshake), then http
+    reader = ManifestReader(Repo(address, "team/x"), {}, insecure=True, timeout=5)
+    reader.settle()
+    handler.connections.clear()
+    assert reader.manifest("sha256:amd") == CHILDREN["sha256:amd"] and len(handler.connections) == 1
+    nowhere = ManifestReader(Repo("127.0.0.1:9", "team/x"), {}, insecure=True, timeout=5)
+    nowhere.settle()  # no answer on either scheme: both are still tried, and named
+    with pytest.raises(RegistryAPIError, match="not reachable over https://127.0.0.1:9 or http://127.0.0.1:9"):
+        nowhere.manifest("sha256:amd")
+
+
 @pytest.mark.parametrize("message", ["no basic auth credentials", "unauthorized: authentication required",
                                      "denied: requested access to the resource is denied"])
 def test_a_refused_push_says_which_registry_to_log_in_to(message: str) -> None:
@@ -232,6 +254,7 @@ def test_other_push_failures_keep_the_reachability_hint() -> None:
 # -- the Pusher through deployer.local (FakeClient for the daemon, the loopback registry) -----
 
 WITHOUT_DIGEST = [chunk for chunk in STREAM if "aux" not in chunk]
+NOTHING_UPLOADED = [chunk for chunk in STREAM if chunk.get("status") not in ("Pushing", "Pushed")]
 
 
 def _pusher_client(address: str, stream: list[dict[str, Any]]) -> tuple[Pusher, FakeClient]:
@@ -269,7 +292,7 @@ def test_a_manifest_that_cannot_be_read_back_leaves_the_raw_count(tmp_path: Path
 
 
 def test_a_push_that_uploads_nothing_reads_nothing_back() -> None:
-    pusher, fake = _pusher_client("10.213.0.5:5000", [chunk for chunk in STREAM if chunk.get("status") != "Pushed"])
+    pusher, fake = _pusher_client("10.213.0.5:5000", NOTHING_UPLOADED)
     assert pusher.push("10.213.0.5:5000")[0].wire_bytes == 0
     assert [call[0] for call in fake.calls] == ["tag", "push"]
 
@@ -286,7 +309,7 @@ def test_a_push_the_daemon_refuses_is_a_local_error_for_every_caller() -> None:
 
 
 def test_an_early_push_is_done_once_and_charged_to_the_first_host_that_asks() -> None:
-    pusher, fake = _pusher_client("10.213.0.5:5000", [chunk for chunk in STREAM if chunk.get("status") != "Pushed"])
+    pusher, fake = _pusher_client("10.213.0.5:5000", NOTHING_UPLOADED)
     pusher.start("10.213.0.5:5000")  # in the background, while the hosts are checked
     first, second = pusher.push("10.213.0.5:5000"), pusher.push("10.213.0.5:5000")
     assert first[1] and not second[1] and first[0] == second[0]
