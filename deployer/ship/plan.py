@@ -84,8 +84,10 @@ def layer_bytes_bound(history_sizes: Sequence[int], n_layers: int, missing: int)
     return sum(nonzero[-missing:]) if nonzero else 0
 
 
-def choose_route(host: Host, via: str, registry_reachable: bool | None) -> tuple[str, str]:
-    """(route, reason) for a host that needs the image."""
+def choose_route(host: Host, via: str, registry_reachable: bool | None,
+                 pulls_incomplete: bool = False) -> tuple[str, str]:
+    """(route, reason) for a host that needs the image. PULLS_INCOMPLETE: the host's last pull left
+    an incomplete image (moby#49784), so auto sends the layers instead of pulling and then sending."""
     if via not in VIA_CHOICES:
         raise SpecError(f"{host.name}: unknown ship route {via!r}", hint="use one of: auto, registry, tarball")
     if via == "tarball":
@@ -98,6 +100,9 @@ def choose_route(host: Host, via: str, registry_reachable: bool | None) -> tuple
             raise PreflightError(host.name, f"--via registry, but the host cannot reach {host.registry}",
                                  hint="use --via tarball (or auto) for hosts without a route to the registry")
         return "registry", f"via registry {host.registry}"
+    if host.registry and registry_reachable and pulls_incomplete:
+        return "tarball", (f"auto: the host's last pull from {host.registry} left an incomplete image "
+                           "(moby#49784, Docker 28's containerd store)")
     if host.registry and registry_reachable:
         return "registry", f"auto: host reaches {host.registry}"
     if host.registry:
@@ -118,12 +123,14 @@ def make_plan(
     known_sizes: Mapping[str, int] | None = None,
     host_content: Mapping[str, Descriptor] | None = None,
     origin: Origin | None = None,
+    pulls_incomplete: bool = False,
 ) -> ShipPlan:
     """Decide how to get `image` onto `host` (pure). `facts` is a deployer HostFacts.
 
     For a host on the containerd store: KNOWN_SIZES, layer tar sizes known on the workstation;
     HOST_CONTENT, the blobs the host's content store holds for layers deployer loaded there.
-    ORIGIN: the registry image the image is built on, which the host may pull itself (tarball route)."""
+    ORIGIN: the registry image the image is built on, which the host may pull itself (tarball route).
+    PULLS_INCOMPLETE: the host's last registry pull left an incomplete image (choose_route)."""
     known_sizes = known_sizes or {}
     host_content = host_content or {}
     n = len(image.diff_ids)
@@ -138,7 +145,7 @@ def make_plan(
                             host_id=state.ref_id)
         return ShipPlan(**base, route="tag", via=None, reason="host has the image id; tag only",
                         host_id=min(state.ids))
-    route, reason = choose_route(host, via, getattr(facts, "registry_reachable", None))
+    route, reason = choose_route(host, via, getattr(facts, "registry_reachable", None), pulls_incomplete)
     if route == "registry":
         missing = missing_layers(image.diff_ids, present)
         raw = layer_bytes_bound(history_sizes, n, len(missing))

@@ -61,6 +61,11 @@ from deployer.transport.result import Result
 
 log = logging.getLogger(__name__)
 
+# after a registry pull left an incomplete image (moby#49784), auto sends an image with the same
+# present layers for this long (on the same Docker version): its pulls stay incomplete while the
+# host holds layers it loaded
+PULL_MEMORY_S = 7 * 24 * 3600.0
+
 
 @dataclass
 class Job:
@@ -224,8 +229,11 @@ def _observe(job: Job, options: ShipOptions, history_sizes: Sequence[int], repor
             if base is not None and bases is not None and getattr(job.facts, "origin_reachable", None) \
                     and any(base.covers(i) for i in missing_layers(image.diff_ids, have)):
                 base = bases.with_blobs()  # its load names the pulled layers by the registry's blobs
+            present = _layers_but(image, missing_layers(image.diff_ids, have))
             job.plan = make_plan(host, image, job.facts, image_state, have, history_sizes, options.via or host.via,
-                                 options.codec, known_sizes=known, host_content=content, origin=base)
+                                 options.codec, known_sizes=known, host_content=content, origin=base,
+                                 pulls_incomplete=layercache.pull_incomplete(host, _docker_version(job), present,
+                                                                             PULL_MEMORY_S))
         else:
             job.plan = make_plan(host, image, job.facts, image_state, have, history_sizes, options.via or host.via,
                                  options.codec, origin=base)
@@ -269,6 +277,19 @@ def _light(job: Job, options: ShipOptions, remembered: Mapping[str, Sequence[str
     except DeployError:
         return None
     return Recalled(probe, facts, listing) if facts.docker is not None else None
+
+
+def _layers_but(image: ImageInfo, missing: Sequence[int]) -> list[str]:
+    return [d for i, d in enumerate(image.diff_ids) if i not in set(missing)]
+
+
+def _present(job: Job) -> list[str]:
+    """The image's layers the host had when it was planned."""
+    return _layers_but(job.image, job.plan.missing if job.plan is not None else ())
+
+
+def _docker_version(job: Job) -> str:
+    return str(getattr(getattr(job.facts, "docker", None), "server_version", "") or "")
 
 
 def _light_probe(host: Host) -> tuple[str, ...]:
@@ -432,11 +453,14 @@ def ship_image(hosts: Sequence[Host], image_ref: str, options: ShipOptions | Non
                 exports.leave()
             try:
                 _finish(job, pusher, exporter, reporter)
+                if plan.route == "registry" and plan.image_store == "containerd":
+                    layercache.note_pull(host, _docker_version(job), _present(job), complete=True)
             except OriginPullFailed as exc:
                 again(job, f"{exc.reason}; sending the base layers instead", replace(options, origin_pull="never"))
             except IncompletePull as exc:
                 # the image is complete only with the layers' blobs: plan the host again as a
-                # tarball host and send what its content store lacks
+                # tarball host and send what its content store lacks (and, on the next ship, at once)
+                layercache.note_pull(host, _docker_version(job), _present(job), complete=False)
                 again(job, f"{exc.reason}; sending the image as a tarball instead", replace(options, via="tarball"))
                 if job.host_id != exc.image_id:  # the incomplete pull, unless a container still uses it
                     job.conn.run(cmd.remove_image_argv(host.docker, exc.image_id), what="removing an incomplete image",

@@ -124,9 +124,10 @@ def test_registry_ship_to_a_containerd_host_is_verified(testbed: Testbed, env: d
     assert ref in listed(testbed, GPU).get(rec["host_image_id"], [])
 
 
-def base_then_child(testbed: Testbed, env: dict[str, str], first: str, then: str) -> tuple[dict[str, Any], str]:
+def base_then_child(testbed: Testbed, env: dict[str, str], first: str,
+                    then: str) -> tuple[dict[str, Any], str, str]:
     """Ship a fresh base to GPU by route FIRST, then a child of it by route THEN; the child must end
-    complete and verified there, with no leftovers. Returns the child's record and stderr."""
+    complete and verified there, with no leftovers. Returns the child's record, stderr and ref."""
     base = tag("modern-base")
     build(testbed, base, [1])
     code, _, err = deploy(env, "ship", "--host", GPU, "--via", first, "--image", base, "--json")
@@ -140,23 +141,44 @@ def base_then_child(testbed: Testbed, env: dict[str, str], first: str, then: str
     assert config_digest_of(testbed.docker(GPU), child) == config_digest_of(testbed.docker("ws"), child)
     assert child in listed(testbed, GPU).get(rec["host_image_id"], [])
     assert leftovers(testbed, GPU) == []
-    return rec, err
+    return rec, err, child
 
 
 def test_an_incomplete_pull_is_completed_as_a_tarball(testbed: Testbed, env: dict[str, str]) -> None:
     """Docker 28's containerd store does not download a layer it has unpacked from another source
     (moby#49784): the pull leaves an image that runs but is incomplete. deployer notices, and sends
     the image as a tarball instead, which ends complete and verified."""
-    rec, err = base_then_child(testbed, env, "tarball", "registry")
+    rec, err, _ = base_then_child(testbed, env, "tarball", "registry")
     if rec["via"] == "tarball":  # a Docker with moby#53615 pulls what it lacks: then no fallback
         assert "moby#49784" in err and "sending the image as a tarball instead" in err
+
+
+def test_after_an_incomplete_pull_the_next_ship_sends_its_layers_at_once(testbed: Testbed, env: dict[str, str],
+                                                                         tmp_path: Path) -> None:
+    """After a pull came out incomplete (moby#49784), auto sends the next image with those layers
+    present (a re-ship after a code change) as a tarball at once: no pull that would come out
+    incomplete again, no push, its new layer sent once."""
+    env = {**env, "XDG_CACHE_HOME": str(tmp_path / "cache")}  # what this test's ships remember, only
+    rec, _, child = base_then_child(testbed, env, "tarball", "registry")
+    then = tag("modern-next")
+    add_layer(testbed, child, then, 300_000)
+    code, out, err = deploy(env, "ship", "--host", GPU, "--via", "auto", "--image", then, "--json")
+    assert code == 0, err
+    nxt = one(out, GPU)
+    assert nxt["ok"] and nxt["verified"]
+    assert config_digest_of(testbed.docker(GPU), then) == config_digest_of(testbed.docker("ws"), then)
+    if rec["via"] == "tarball":  # the child's pull came out incomplete
+        assert nxt["via"] == "tarball" and nxt["layers_sent"] == 1 and nxt["bytes_sent"] < 600_000, nxt
+        assert "left an incomplete image (moby#49784" in err and "sending the image as a tarball instead" not in err
+    else:  # a Docker with moby#53615 pulls what it lacks: it keeps pulling
+        assert nxt["via"] == "registry"
 
 
 def test_layers_pulled_from_a_registry_are_completed_by_a_tarball_ship(testbed: Testbed,
                                                                        env: dict[str, str]) -> None:
     """A registry pull keeps layers compressed under other digests: an OCI load that leaves them
     out loads an incomplete image, so deployer sends them too and the image ends up complete."""
-    rec, _ = base_then_child(testbed, env, "registry", "tarball")
+    rec, _, _ = base_then_child(testbed, env, "registry", "tarball")
     assert rec["via"] == "tarball"
 
 

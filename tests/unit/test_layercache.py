@@ -79,3 +79,32 @@ def test_a_hosts_last_probe_is_recalled_while_fresh_and_asking_the_same(tmp_path
     for junk in ('{"probe @10.0.0.1:22": "x"}', '{"probe @10.0.0.1:22": {"at": "soon", "stdout": "x"}}'):
         path.write_text(junk)
         assert layercache.recalled_probe(host, argv, 3600, path, now=1000.0) is None
+
+
+def test_an_incomplete_pull_is_remembered_for_images_with_the_same_present_layers(tmp_path: Path) -> None:
+    """A registry pull on Docker 28's containerd store comes out incomplete when the host has one of
+    the image's layers unpacked from a load (moby#49784); a pull of an image with those layers
+    present (a re-ship) would too. Another image, another Docker, or too long ago: pull again."""
+    path = tmp_path / "layers.json"
+    host = Host("gpu01", {"ansible_host": "10.0.0.1"})
+    assert not layercache.pull_incomplete(host, "28.5.2", D[:2], 3600, path)
+    layercache.note_pull(host, "28.5.2", D[:2], complete=False, path=path, now=1000.0)
+    assert layercache.pull_incomplete(host, "28.5.2", D[:2], 3600, path, now=1000.0)
+    assert layercache.pull_incomplete(host, "28.5.2", D[:3], 3600, path, now=1000.0)  # those layers and more
+    assert not layercache.pull_incomplete(host, "28.5.2", D[:1], 3600, path, now=1000.0)  # maybe not the culprit
+    assert not layercache.pull_incomplete(host, "29.0.1", D[:2], 3600, path, now=1000.0)  # an upgraded Docker
+    assert not layercache.pull_incomplete(host, "28.5.2", D[:2], 3600, path, now=4601.0)  # too long ago
+    assert not layercache.pull_incomplete(Host("gpu02", {"ansible_host": "10.0.0.2"}), "28.5.2", D[:2], 3600, path,
+                                          now=1000.0)
+    # the images stay as they were beside it
+    layercache.add(host, I1, D[:2], path)
+    assert layercache.remembered(host, path) == {I1: tuple(D[:2])}
+    assert layercache.pull_incomplete(host, "28.5.2", D[:2], 3600, path, now=1000.0)
+    # a complete pull with those layers present: they do not make pulls incomplete (any more)
+    layercache.note_pull(host, "28.5.2", D[:1], complete=False, path=path, now=1000.0)
+    layercache.note_pull(host, "28.5.2", D[:3], complete=True, path=path, now=1000.0)
+    assert not layercache.pull_incomplete(host, "28.5.2", D, 3600, path, now=1000.0)
+    for junk in ('{"pulls @10.0.0.1:22": [{"at": "soon", "layers": 3}, "x"]}', '{"pulls @10.0.0.1:22": 7}'):
+        path.write_text(junk)
+        assert not layercache.pull_incomplete(host, "28.5.2", D, 3600, path, now=1000.0)
+        layercache.note_pull(host, "28.5.2", D[:1], complete=True, path=path, now=1000.0)

@@ -48,8 +48,8 @@ BASE_PRESENT = frozenset(chain_ids(D)[:2])  # host has the bottom two layers
 
 
 def plan(h: Host | None = None, f: HostFacts | None = None, state: ImageState = NONE,
-         present: frozenset[str] = BASE_PRESENT, via: str = "auto") -> ShipPlan:
-    return make_plan(h or host(), IMAGE, f or facts(), state, present, SIZES, via)
+         present: frozenset[str] = BASE_PRESENT, via: str = "auto", pulls_incomplete: bool = False) -> ShipPlan:
+    return make_plan(h or host(), IMAGE, f or facts(), state, present, SIZES, via, pulls_incomplete=pulls_incomplete)
 
 
 def test_noop_and_tag_only() -> None:
@@ -112,6 +112,18 @@ def test_auto_route() -> None:
     assert plan(reg, facts(reachable=False)).route == "tarball"
     assert plan(reg, facts(reachable=None)).reason == "auto: host could not confirm it reaches 10.0.0.5:5000"
     assert plan(host(), facts(reachable=True)).reason == "auto: no deploy_registry"
+
+
+def test_auto_sends_the_layers_where_the_last_pull_came_out_incomplete() -> None:
+    """Docker 28's containerd store pulls an image incomplete when it has a layer unpacked from a
+    load (moby#49784): auto then sends the layers at once instead of pulling first; a forced
+    registry route still pulls (and falls back)."""
+    reg = host(deploy_registry="10.0.0.5:5000")
+    p = plan(reg, facts("28.5.2", reachable=True), pulls_incomplete=True)
+    assert p.route == "tarball" and p.missing == (2, 3)
+    assert p.reason.startswith("auto: the host's last pull from 10.0.0.5:5000 left an incomplete image (moby#49784")
+    forced = plan(reg, facts("28.5.2", reachable=True), via="registry", pulls_incomplete=True)
+    assert forced.route == "registry"
 
 
 def test_forced_registry_needs_a_reachable_registry() -> None:

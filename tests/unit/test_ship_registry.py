@@ -230,7 +230,7 @@ def test_a_settled_reader_goes_straight_to_the_scheme_the_registry_answers(
     assert reader.manifest("sha256:amd") == CHILDREN["sha256:amd"] and len(handler.connections) == 1
     nowhere = ManifestReader(Repo("127.0.0.1:9", "team/x"), {}, insecure=True, timeout=5)
     nowhere.settle()  # no answer on either scheme: both are still tried, and named
-    with pytest.raises(RegistryAPIError, match="not reachable over https://127.0.0.1:9 or http://127.0.0.1:9"):
+    with pytest.raises(RegistryAPIError, match=r"not reachable over https://127\.0\.0\.1:9 or http://127\.0\.0\.1:9"):
         nowhere.manifest("sha256:amd")
 
 
