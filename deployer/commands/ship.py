@@ -275,13 +275,21 @@ def remove_image_argv(docker: Sequence[str], image: str) -> tuple[str, ...]:
 # 4: all done, but the id is not the first of IDS (so that steps batched after this one, which
 # assumed the first, do not run). A tag that succeeded names the id: reading REF back would cost a
 # docker call and only race with whoever tags it next (as the tarball route's install).
+# PUSHED (classic store only): the digest of the manifest this ship pushed. A pull that reports
+# that digest got exactly the pushed manifest, whose config is the first of IDS, and the classic
+# store's images are never incomplete: no inspect. Any other digest (or none) is inspected.
 _PULL_INSTALL = (
-    'remote=$1; ref=$2; ids=$3; shift 3\n'
-    '"$@" pull "$remote" || exit 2\n'
-    'state=$("$@" image inspect --format "{{.Id}} {{len .RootFS.Layers}}" "$remote" 2>/dev/null)\n'
-    'id=${state%% *}; n=${state##* }\n'
-    '# an image the containerd store holds only in part has no layers to count: the format fails\n'
-    '[ -n "$id" ] || { id=$("$@" image inspect --format "{{.Id}}" "$remote" 2>/dev/null); n=0; }\n'
+    'remote=$1; ref=$2; ids=$3; pushed=$4; shift 4\n'
+    'out=$("$@" pull "$remote"); st=$?\n'
+    'printf "%s\\n" "$out"\n'
+    '[ $st -eq 0 ] || exit 2\n'
+    'case "$pushed:$out" in\n'
+    '  sha256:*"Digest: $pushed"*) id=${ids%% *}; n=1 ;;\n'
+    '  *) state=$("$@" image inspect --format "{{.Id}} {{len .RootFS.Layers}}" "$remote" 2>/dev/null)\n'
+    '     id=${state%% *}; n=${state##* }\n'
+    '     # an image the containerd store holds only in part has no layers to count: the format fails\n'
+    '     [ -n "$id" ] || { id=$("$@" image inspect --format "{{.Id}}" "$remote" 2>/dev/null); n=0; } ;;\n'
+    'esac\n'
     'echo "pulled-id $id"\n'
     'case " $ids " in *" $id "*) [ -n "$id" ] || exit 3 ;; *) exit 3 ;; esac\n'
     '[ "$n" -gt 0 ] 2>/dev/null || exit 8\n'
@@ -295,14 +303,15 @@ PULLED_ANOTHER_ID = 4  # pull_install_argv's exit code: done, but the id is not 
 
 
 def pull_install_argv(docker: Sequence[str], remote_ref: str, ref: str, image_ids: Sequence[str], *,
-                      preview: bool = False) -> tuple[str, ...]:
+                      pushed: str = "", preview: bool = False) -> tuple[str, ...]:
     """docker pull REMOTE_REF; check its id is one of IMAGE_IDS (the likeliest first) and that the
-    image is complete; tag it REF (parse with parse_pull and parse_pulled).
-    PREVIEW (a dry run): the ids may be a placeholder."""
-    for image_id in image_ids:
+    image is complete; tag it REF (parse with parse_pull and parse_pulled). PUSHED (a classic-store
+    host only): the digest of the manifest pushed, whose config digest is IMAGE_IDS[0] (see
+    _PULL_INSTALL). PREVIEW (a dry run): the ids may be a placeholder."""
+    for image_id in (*image_ids, *([pushed] if pushed else [])):
         if not preview and (not image_id.startswith("sha256:") or " " in image_id):
             raise ValueError(f"not an image id: {image_id!r}")
-    return ("sh", "-c", _PULL_INSTALL, "sh", remote_ref, ref, " ".join(image_ids), *docker)
+    return ("sh", "-c", _PULL_INSTALL, "sh", remote_ref, ref, " ".join(image_ids), pushed, *docker)
 
 
 def parse_pulled(stdout: str) -> tuple[str | None, str | None]:

@@ -230,12 +230,14 @@ class PullStats:
 
 
 def pull_and_tag(conn: HostConn, docker_argv: tuple[str, ...], remote_ref: str, ref: str,
-                 image_ids: Sequence[str], closing: Closing | None = None) -> tuple[PullStats, str | None]:
+                 image_ids: Sequence[str], closing: Closing | None = None,
+                 pushed: str = "") -> tuple[PullStats, str | None]:
     """docker pull on the host, check its id is one of IMAGE_IDS and the image complete, tag as REF;
-    then, in the same round trip and only if all that succeeded, CLOSING's steps.
+    then, in the same round trip and only if all that succeeded, CLOSING's steps. PUSHED (a
+    classic-store host): the pushed manifest's digest, whose config is IMAGE_IDS[0].
 
     (stats, the id REF was tagged with)."""
-    step = steps.pull(docker_argv, remote_ref, ref, image_ids)
+    step = steps.pull(docker_argv, remote_ref, ref, image_ids, pushed=pushed)
     if closing is None:
         res = conn.run(step.argv, what=step.label, check=False)
     else:

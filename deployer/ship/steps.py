@@ -97,10 +97,12 @@ def origin_pull(docker: tuple[str, ...], ref: str) -> Step:
                 "alongside the sends; if it fails, the base layers are sent instead")
 
 
-def pull(docker: tuple[str, ...], remote_ref: str, ref: str, image_ids: Sequence[str], *,
+def pull(docker: tuple[str, ...], remote_ref: str, ref: str, image_ids: Sequence[str], *, pushed: str = "",
          preview: bool = False) -> Step:
-    """Pull, check the id and that the image is complete, tag REF and check it (one round trip)."""
-    return Step(f"docker pull {remote_ref}", cmd.pull_install_argv(docker, remote_ref, ref, image_ids, preview=preview),
+    """Pull, check the id (PUSHED: or that the pull got that manifest) and that the image is
+    complete, tag REF (one round trip)."""
+    return Step(f"docker pull {remote_ref}",
+                cmd.pull_install_argv(docker, remote_ref, ref, image_ids, pushed=pushed, preview=preview),
                 "the id must be the image's; the containerd store can pull an incomplete one (moby#49784)")
 
 

@@ -33,7 +33,11 @@ def test_exact_argv() -> None:
     assert cmd.tag_argv(DOCKER, "sha256:1", "t:v") == ("sudo", "docker", "tag", "sha256:1", "t:v")
     assert cmd.remove_image_argv(DOCKER, "sha256:1") == ("sudo", "docker", "image", "rm", "sha256:1")
     argv = cmd.pull_install_argv(DOCKER, "r:5000/t:v", "t:v", ["sha256:1", "sha256:2"])
-    assert argv[:2] == ("sh", "-c") and argv[3:] == ("sh", "r:5000/t:v", "t:v", "sha256:1 sha256:2", "sudo", "docker")
+    assert argv[:2] == ("sh", "-c") and argv[3:] == ("sh", "r:5000/t:v", "t:v", "sha256:1 sha256:2", "", "sudo", "docker")
+    argv = cmd.pull_install_argv(DOCKER, "r:5000/t:v", "t:v", ["sha256:1"], pushed="sha256:9")
+    assert argv[3:] == ("sh", "r:5000/t:v", "t:v", "sha256:1", "sha256:9", "sudo", "docker")
+    with pytest.raises(ValueError):
+        cmd.pull_install_argv(DOCKER, "r:5000/t:v", "t:v", ["sha256:1"], pushed="sha256:9; rm -rf /")
     with pytest.raises(ValueError):
         cmd.pull_install_argv(DOCKER, "r:5000/t:v", "t:v", ["sha256:1 x"])
     assert cmd.break_lock_argv(STAGING) == ("rm", "-rf", "--", "/srv/stage/lock")
@@ -183,8 +187,9 @@ def _fake_pulling_docker(tmp_path: Path, pulled: str, layers: int, tag_to: str |
     fake = tmp_path / "docker"
     fake.write_text(
         '#!/bin/sh\n'
+        f'echo "$1" >> {tmp_path}/calls\n'
         'case "$1" in\n'
-        '  pull) echo "abc: Pull complete"; exit 0 ;;\n'
+        '  pull) echo "abc: Pull complete"; echo "Digest: sha256:ppp"; exit 0 ;;\n'
         f'  tag) echo "$2 $3" >> {tmp_path}/tags; exit 0 ;;\n'
         'esac\n'
         # an incomplete image (no layers) fails a format that counts them, as the containerd store's does
@@ -216,6 +221,20 @@ def test_pull_install_script_with_a_fake_docker(tmp_path: Path, pulled: str, lay
     tagged = (tmp_path / "tags").read_text() if (tmp_path / "tags").exists() else ""
     assert tagged == ("" if code in (3, 8) else f"{pulled} t:v\n")
     assert cmd.parse_pulled(out) == (pulled, None if code in (3, 8) else pulled)
+
+
+def test_a_pull_of_the_pushed_manifest_on_the_classic_store_is_not_inspected(tmp_path: Path) -> None:
+    """The pushed manifest names the image's config, whose digest is the classic store's image id;
+    the classic store's images are never incomplete: one docker call less than inspecting."""
+    docker = (_fake_pulling_docker(tmp_path, "sha256:zzz", 2),)  # what an inspect would say: never asked
+    res = sh(cmd.pull_install_argv(docker, "r:5000/t:v", "t:v", ["sha256:aaa"], pushed="sha256:ppp"))
+    assert res.returncode == 0, res.stderr
+    assert cmd.parse_pulled(res.stdout.decode()) == ("sha256:aaa", "sha256:aaa")
+    assert (tmp_path / "calls").read_text().split() == ["pull", "tag"]
+    # another manifest under the tag (someone pushed meanwhile): inspected, and refused
+    (tmp_path / "calls").unlink()
+    res = sh(cmd.pull_install_argv(docker, "r:5000/t:v", "t:v", ["sha256:aaa"], pushed="sha256:qqq"))
+    assert res.returncode == 3 and (tmp_path / "calls").read_text().split() == ["pull", "image"]
 
 
 def test_prepare_runs_only_while_the_lock_is_the_tokens(tmp_path: Path) -> None:
