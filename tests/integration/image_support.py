@@ -6,6 +6,8 @@ import hashlib
 import io
 import itertools
 import json
+import os
+import tarfile
 import uuid
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,20 @@ def build_random(client: docker.DockerClient, tag: str, sizes: list[int], base: 
     lines = [f"FROM {base}", f"RUN echo {uuid.uuid4().hex} > /id-{uuid.uuid4().hex[:8]}"]
     lines += [f"RUN head -c {n} /dev/urandom > /blob{i}" for i, n in enumerate(sizes)]
     image, _ = client.images.build(fileobj=io.BytesIO("\n".join(lines).encode()), tag=tag, rm=True, nocache=True)
+    return image
+
+
+def scratch_image(client: docker.DockerClient, ref: str, size: int) -> Any:
+    """An image of one fresh layer only (FROM scratch): no host has any of its layers, so a pull of
+    it is complete on any store (Docker 28's containerd store skips layers it has from a load)."""
+    context = io.BytesIO()
+    with tarfile.open(fileobj=context, mode="w") as tar:
+        for name, data in (("Dockerfile", b"FROM scratch\nCOPY blob /blob\n"), ("blob", os.urandom(size))):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    context.seek(0)
+    image, _ = client.images.build(fileobj=context, custom_context=True, tag=ref, rm=True)
     return image
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import os
 import subprocess
-import tarfile
 import time
 import uuid
 from pathlib import Path
@@ -20,7 +19,7 @@ import pytest
 from deployer.local.cache import Cache
 from tests.conftest import REPO, Testbed, _deploy_argv
 from tests.integration.cli_support import deploy
-from tests.integration.image_support import config_digest_of
+from tests.integration.image_support import config_digest_of, scratch_image
 from tests.integration.test_ship import build, one, port_tx, tag
 
 AIR, GPU = "airgap01", "gpu01"  # both Docker 28 on the containerd image store
@@ -101,21 +100,9 @@ def test_tarball_first_ship_reship_and_run_on_a_containerd_host(testbed: Testbed
     assert leftovers(testbed, AIR) == []
 
 
-def scratch_image(testbed: Testbed, ref: str, size: int) -> None:
-    """An image of fresh layers only (FROM scratch): no host has any of them."""
-    context = io.BytesIO()
-    with tarfile.open(fileobj=context, mode="w") as tar:
-        for name, data in (("Dockerfile", b"FROM scratch\nCOPY blob /blob\n"), ("blob", os.urandom(size))):
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    context.seek(0)
-    testbed.docker("ws", timeout=300).images.build(fileobj=context, custom_context=True, tag=ref, rm=True)
-
-
 def test_registry_ship_to_a_containerd_host_is_verified(testbed: Testbed, env: dict[str, str]) -> None:
     ref = tag("modern-reg")
-    scratch_image(testbed, ref, 2_000_000)
+    scratch_image(testbed.docker("ws", timeout=300), ref, 2_000_000)
     code, out, err = deploy(env, "ship", "--host", GPU, "--via", "registry", "--image", ref, "--json")
     assert code == 0, err
     rec = one(out, GPU)

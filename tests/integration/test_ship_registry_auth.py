@@ -24,12 +24,12 @@ from tests.conftest import Testbed
 from tests.integration.cli_support import deploy, inventory_with
 from tests.integration.image_support import (
     MANIFEST_ACCEPT,
-    build_random,
     config_digest_of,
     pushed_layers_match,
     pushed_manifest,
     registry_blobs,
     remove_image,
+    scratch_image,
 )
 
 HOST = "gpu01"
@@ -102,10 +102,12 @@ def auth_env(testbed: Testbed, tmp_path: Path) -> dict[str, str]:
 
 @pytest.fixture
 def fresh_image(testbed: Testbed) -> Iterator[tuple[Any, str]]:
-    """A small image with a unique layer, so gpu01 lacks it and the push has something to upload."""
+    """A small image of one fresh layer, so gpu01 lacks it and the push has something to upload; FROM
+    scratch, so the pull is complete whatever gpu01 holds (Docker 28's containerd store skips a
+    layer it has from a load: moby#49784, which test_modern_docker covers)."""
     client = testbed.docker("ws", timeout=300)
     tag = f"regauth-{uuid.uuid4().hex[:10]}/app:1"
-    image = build_random(client, tag, [300_000])
+    image = scratch_image(client, tag, 300_000)
     try:
         yield image, tag
     finally:
