@@ -93,9 +93,9 @@ def recalled_probe(host: Host, argv: Sequence[str], max_age_s: float, path: Path
 MAX_PULLS = 20  # per host: the incomplete pulls remembered
 
 
-def note_pull(host: Host, docker_version: str, present: Sequence[str], complete: bool, path: Path | None = None,
+def note_pull(host: Host, docker: str, present: Sequence[str], complete: bool, path: Path | None = None,
               now: float | None = None) -> None:
-    """Record how a registry pull on HOST (its Docker at DOCKER_VERSION) ended, for an image of
+    """Record how a registry pull on HOST (DOCKER: its Docker's version and engine id) ended, for an image of
     which the host had the PRESENT layers. Incomplete: remembered. Complete: the pulls remembered
     with only layers among PRESENT are forgotten (they did not make this one incomplete)."""
     key, have = f"pulls {host_key(host)}", set(present)
@@ -104,7 +104,7 @@ def note_pull(host: Host, docker_version: str, present: Sequence[str], complete:
         old = [e for e in _entries(data, key) if isinstance(e.get("layers"), list)]
         kept = [e for e in old if not (complete and set(e["layers"]) <= have)]
         if not complete:
-            kept.append({"at": time.time() if now is None else now, "docker": docker_version,
+            kept.append({"at": time.time() if now is None else now, "docker": docker,
                          "layers": sorted(have)})
         if kept:
             data[key] = kept[-MAX_PULLS:]
@@ -114,14 +114,14 @@ def note_pull(host: Host, docker_version: str, present: Sequence[str], complete:
     _update(change, path)
 
 
-def pull_incomplete(host: Host, docker_version: str, present: Sequence[str], max_age_s: float,
+def pull_incomplete(host: Host, docker: str, present: Sequence[str], max_age_s: float,
                     path: Path | None = None, now: float | None = None) -> bool:
-    """True if a registry pull on HOST (at most MAX_AGE_S ago, on this Docker version) left an
+    """True if a registry pull on HOST (at most MAX_AGE_S ago, on the same DOCKER) left an
     incomplete image while the host had only layers among PRESENT: one of them lacks the registry's
     blob there (Docker 28's containerd store, moby#49784), so a pull of an image with PRESENT would too."""
     have, at_time = set(present), time.time() if now is None else now
     for entry in _entries(_load(path or cache_path()), f"pulls {host_key(host)}"):
-        if entry.get("docker") != docker_version:
+        if entry.get("docker") != docker:
             continue
         at, layers = entry.get("at"), entry.get("layers")
         if isinstance(at, (int, float)) and 0 <= at_time - at <= max_age_s and isinstance(layers, list) \

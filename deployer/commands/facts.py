@@ -119,6 +119,7 @@ class DockerFacts:
     image_store: str  # "overlay2" (classic graph driver name) or "containerd" (snapshotter)
     docker_root: str
     gpu_runtime: bool
+    engine_id: str = ""  # `docker info`'s ID: a new one when Docker is installed anew
 
 
 @dataclass(frozen=True)
@@ -197,6 +198,7 @@ def parse_docker(version_text: str, version_rc: int | None, info_text: str, info
         image_store=image_store(info),
         docker_root=str(info.get("DockerRootDir") or ""),
         gpu_runtime=gpu_runtime,
+        engine_id=str(info.get("ID") or ""),
     )
     return facts, None, client
 

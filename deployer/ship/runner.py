@@ -62,7 +62,7 @@ from deployer.transport.result import Result
 log = logging.getLogger(__name__)
 
 # after a registry pull left an incomplete image (moby#49784), auto sends an image with the same
-# present layers for this long (on the same Docker version): its pulls stay incomplete while the
+# present layers for this long (on the same Docker install): its pulls stay incomplete while the
 # host holds layers it loaded
 PULL_MEMORY_S = 7 * 24 * 3600.0
 
@@ -232,7 +232,7 @@ def _observe(job: Job, options: ShipOptions, history_sizes: Sequence[int], repor
             present = _layers_but(image, missing_layers(image.diff_ids, have))
             job.plan = make_plan(host, image, job.facts, image_state, have, history_sizes, options.via or host.via,
                                  options.codec, known_sizes=known, host_content=content, origin=base,
-                                 pulls_incomplete=layercache.pull_incomplete(host, _docker_version(job), present,
+                                 pulls_incomplete=layercache.pull_incomplete(host, _docker_install(job), present,
                                                                              PULL_MEMORY_S))
         else:
             job.plan = make_plan(host, image, job.facts, image_state, have, history_sizes, options.via or host.via,
@@ -288,8 +288,11 @@ def _present(job: Job) -> list[str]:
     return _layers_but(job.image, job.plan.missing if job.plan is not None else ())
 
 
-def _docker_version(job: Job) -> str:
-    return str(getattr(getattr(job.facts, "docker", None), "server_version", "") or "")
+def _docker_install(job: Job) -> str:
+    """The host's Docker as installed: its version and engine id (a reinstall, the same version
+    included, forgets what the last install did)."""
+    docker = getattr(job.facts, "docker", None)
+    return f"{getattr(docker, 'server_version', '')} {getattr(docker, 'engine_id', '')}"
 
 
 def _light_probe(host: Host) -> tuple[str, ...]:
@@ -454,13 +457,13 @@ def ship_image(hosts: Sequence[Host], image_ref: str, options: ShipOptions | Non
             try:
                 _finish(job, pusher, exporter, reporter)
                 if plan.route == "registry" and plan.image_store == "containerd":
-                    layercache.note_pull(host, _docker_version(job), _present(job), complete=True)
+                    layercache.note_pull(host, _docker_install(job), _present(job), complete=True)
             except OriginPullFailed as exc:
                 again(job, f"{exc.reason}; sending the base layers instead", replace(options, origin_pull="never"))
             except IncompletePull as exc:
                 # the image is complete only with the layers' blobs: plan the host again as a
                 # tarball host and send what its content store lacks (and, on the next ship, at once)
-                layercache.note_pull(host, _docker_version(job), _present(job), complete=False)
+                layercache.note_pull(host, _docker_install(job), _present(job), complete=False)
                 again(job, f"{exc.reason}; sending the image as a tarball instead", replace(options, via="tarball"))
                 if job.host_id != exc.image_id:  # the incomplete pull, unless a container still uses it
                     job.conn.run(cmd.remove_image_argv(host.docker, exc.image_id), what="removing an incomplete image",

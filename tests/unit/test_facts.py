@@ -106,6 +106,7 @@ def test_parse_probe_gpu_host() -> None:
     assert f.docker.image_store == "overlay2"
     assert f.docker.docker_root == "/tmp/deployer-testbed/hosts/gpu01/docker"
     assert f.docker.gpu_runtime is True
+    assert f.docker.engine_id == "ZLKM:UU3J:EIBL:VEZ6:ZTDL:DJOZ:LW5M:HNEM:UD2D:RAQH:6ZPY:2YZH"
     assert f.gpu_tools == ("nvidia-container-runtime-hook",)
     assert f.gpus == (
         Gpu(0, "NVIDIA H100 80GB HBM3", "GPU-78272219-c87d-ddaa-6f41-d26c03d22222", 81559, 0, 0, "550.54.15"),
