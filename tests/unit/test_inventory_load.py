@@ -296,3 +296,37 @@ def test_latin1_bytes(tmp_path: Path) -> None:
     (tmp_path / "bad").write_bytes(b"# caf\xe9\n[gpus]\ngpu01 x\n")
     err = error_of(str(tmp_path / "bad"))
     assert "expected key=value" in str(err) and err.line == 3
+
+
+def test_pyyaml_without_libyaml_loads_the_same(tmp_path: Path) -> None:
+    """The loader reads YAML events with libyaml when PyYAML has it, with PyYAML's own parser when
+    not: the same data, warnings and located errors either way."""
+    import json
+    import subprocess
+    import sys
+
+    (tmp_path / "ok.yml").write_text("all:\n  hosts:\n    gpu01: {ansible_host: 10.0.0.1, slots: 4}\n"
+                                     "    gpu01: {ansible_port: 2222}\n  vars: {x: !unsafe '{{ y }}'}\n")
+    (tmp_path / "bad.yml").write_bytes(b"all:\n  hosts:\n    gpu\x0001:\n")
+    script = (
+        "import json, sys\n"
+        "if sys.argv[1] == 'pure': sys.modules['yaml._yaml'] = None\n"
+        "from deployer.inventory import yamlload\n"
+        "from deployer.errors import InventoryError\n"
+        "doc = yamlload.load(open(sys.argv[2]).read(), 'ok.yml')\n"
+        "try:\n"
+        "    yamlload.load(open(sys.argv[3], encoding='utf-8').read(), 'bad.yml'); err = None\n"
+        "except InventoryError as exc:\n"
+        "    err = [str(exc), exc.line]\n"
+        "print(json.dumps([doc.data, doc.warnings, err, yamlload._Parser.__module__]))\n"
+    )
+    runs = [json.loads(subprocess.run([sys.executable, "-c", script, mode, str(tmp_path / "ok.yml"),
+                                       str(tmp_path / "bad.yml")], check=True, capture_output=True,
+                                      text=True).stdout) for mode in ("pure", "libyaml")]
+    assert runs[0][3] != runs[1][3]  # the two parsers really ran
+    assert runs[0][:2] == runs[1][:2]
+    data, warnings, _, _ = runs[0]
+    assert data == {"all": {"hosts": {"gpu01": {"ansible_port": 2222}}, "vars": {"x": "{{ y }}"}}}
+    assert warnings == ["ok.yml:4: duplicate key 'gpu01': using the last value only (as Ansible does)"]
+    for _, _, err, _ in runs:  # the reason's words are each parser's own ("control"/"special characters")
+        assert err[1] == 3 and err[0].startswith("bad.yml:3: malformed YAML: unacceptable character #x0000: ")
