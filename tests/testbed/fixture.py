@@ -135,10 +135,13 @@ class Testbed:
                 run(["umount", "-l", str(target)], check=False)
 
     def env(self) -> dict[str, str]:
-        """os.environ plus DOCKER_HOST (workstation daemon), DEPLOY_INVENTORY and the ws store."""
+        """os.environ plus DOCKER_HOST (workstation daemon), DEPLOY_INVENTORY and the ws store, and
+        XDG_CACHE_HOME in the testbed's own state: what deploy remembers of the testbed's hosts
+        (their probes, images, pulls) lives and goes with this testbed, apart from the user's."""
         return {**os.environ, "DOCKER_HOST": self.ws_docker_host, "DEPLOY_INVENTORY": self.inventory,
                 "DEPLOYER_TESTBED_DIR": self.state, WS_STORE_ENV: self.ws_store,
-                "DOCKER_CONFIG": str(self.paths.ws_docker_config)}  # holds the buildx CLI plugin
+                "DOCKER_CONFIG": str(self.paths.ws_docker_config),  # holds the buildx CLI plugin
+                "XDG_CACHE_HOME": str(self.paths.state / "ws" / "xdg-cache")}
 
 
 def is_up(paths: Paths) -> bool:
