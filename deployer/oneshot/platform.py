@@ -78,19 +78,26 @@ def _names(hosts: Sequence[str]) -> str:
 
 
 def host_arches(hosts: Sequence[Host], *, parallel: int = 16, timeout: float = 10.0) -> dict[str, str | None]:
-    """Each host's architecture: from the facts cache of `deploy inventory check` (a host's CPU does
-    not change), else its `uname -m` asked over SSH in parallel (no retries: an unreachable host is
-    reported by the ship)."""
-    from deployer import factcache
+    """Each host's architecture: from the facts cache of `deploy inventory check`, or from the probe
+    of the last ship there (a host's CPU does not change), else its `uname -m` asked over SSH in
+    parallel (no retries: an unreachable host is reported by the ship)."""
+    from deployer import factcache, layercache
+    from deployer.commands.facts import parse_probe
     from deployer.fleet import for_each_host
+    from deployer.ship.recall import probe_key
     from deployer.transport import connect
+
+    def shipped(host: Host) -> str | None:
+        probe = layercache.recalled_probe(host, probe_key(host), max_age_s=float("inf"))
+        return (parse_probe(probe).arch or None) if probe is not None else None
 
     def ask(host: Host) -> str:
         with connect(host, timeout=timeout) as session:
             return session.run(ARCH_ARGV, timeout=max(30.0, timeout)).stdout.strip()
 
     cached = factcache.load()
-    out: dict[str, str | None] = {h.name: str((cached.get(h.name) or {}).get("arch") or "") or None for h in hosts}
+    out: dict[str, str | None] = {h.name: str((cached.get(h.name) or {}).get("arch") or "") or shipped(h)
+                                  for h in hosts}
     unknown = [h for h in hosts if out[h.name] is None]
     for outcome in for_each_host(unknown, ask, parallel=parallel) if unknown else ():
         out[outcome.host.name] = outcome.value or None

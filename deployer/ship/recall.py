@@ -21,7 +21,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from deployer.commands.facts import probe_argv
 from deployer.commands.layers import Listing, missing_layers
+from deployer.inventory.host import Host
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,12 @@ class Recalled:
 
 
 LIGHT_MAX_AGE_S = 3600.0  # a re-ship loop runs minutes apart; an older probe is taken again
+
+
+def probe_key(host: Host) -> tuple[str, ...]:
+    """What a remembered probe must have asked to stand in for a light check's: the probe without
+    GPUs or an origin, for this host's staging dir, registry and docker command (pure)."""
+    return probe_argv(host, gpus=False, versions=False)
 
 
 def light_listing(diff_ids: Sequence[str], remembered: Mapping[str, Sequence[str]]) -> str | None:

@@ -50,7 +50,7 @@ from deployer.ship.model import ShipOptions, ShipResult
 from deployer.ship.origin import Origin, find_origin, with_blobs
 from deployer.ship.plan import ShipPlan, make_plan, name_layers, preflight
 from deployer.ship.progress import NullReporter, Reporter
-from deployer.ship.recall import LIGHT_MAX_AGE_S, Recalled, light_listing
+from deployer.ship.recall import LIGHT_MAX_AGE_S, Recalled, light_listing, probe_key
 from deployer.ship.registry import IncompletePull, Pusher
 from deployer.ship.relay import Hop, Site, hops_of, sites_of
 from deployer.ship.route import Leg, OriginPullFailed, run_registry, run_tarball
@@ -204,7 +204,7 @@ def _observe(job: Job, options: ShipOptions, history_sizes: Sequence[int], repor
     job.staged = cmd.parse_stat(replies[2].stdout) if token and replies[2].ok else None
     job.facts = light.facts if light is not None else read_probe(host.name, probed)
     if light is None and probed.ok and job.facts.docker is not None:
-        layercache.remember_probe(host, _light_probe(host), probed.stdout)  # for the next re-ship's light check
+        layercache.remember_probe(host, probe_key(host), probed.stdout)  # for the next re-ship's light check
     image_state = cmd.parse_image_state(listed.stdout)
     if image_state is None:
         raise CommandError(host.name, listed, what="reading the image's state on the host failed")
@@ -264,7 +264,7 @@ def _light(job: Job, options: ShipOptions, remembered: Mapping[str, Sequence[str
     if not locking or options.gpu_facts or relay is not None or job.site is not None:
         return None
     listing = light_listing(job.image.diff_ids, remembered)
-    probe = layercache.recalled_probe(host, _light_probe(host), LIGHT_MAX_AGE_S) if listing is not None else None
+    probe = layercache.recalled_probe(host, probe_key(host), LIGHT_MAX_AGE_S) if listing is not None else None
     if listing is None or probe is None:
         return None
     if base is not None and (options.via or host.via) != "registry":  # a registry host pulls it all
@@ -293,12 +293,6 @@ def _docker_install(job: Job) -> str:
     included, forgets what the last install did)."""
     docker = getattr(job.facts, "docker", None)
     return f"{getattr(docker, 'server_version', '')} {getattr(docker, 'engine_id', '')}"
-
-
-def _light_probe(host: Host) -> tuple[str, ...]:
-    """What a remembered probe must have asked to stand in for a light check's: the probe without
-    GPUs or an origin, for this host's staging dir, registry and docker command."""
-    return probe_argv(host, gpus=False, versions=False)
 
 
 def _transfer(job: Job, pusher: Pusher, exporter: Exporter | None, reporter: Reporter) -> str | None:

@@ -112,6 +112,7 @@ def tag(docker: tuple[str, ...], source: str, ref: str) -> Step:
 
 
 EXPECTED_IDS = "<the image's ids: config digest, pushed manifest digest>"
+PUSHED = "<the pushed manifest's digest>"
 HEAD_BLOCKS = "<tar head blocks>"
 BLOB_SIZE = "<blob bytes>"
 SHIP_ID = "<ship id>"
@@ -136,7 +137,8 @@ def transfer_steps(plan: ShipPlan, host: Host) -> list[Step]:
         return [tag(docker, plan.host_id or plan.image_id, plan.ref)]
     if plan.route == "registry":
         assert plan.registry_ref is not None
-        return [pull(docker, plan.registry_ref, plan.ref, [EXPECTED_IDS], preview=True)]
+        pushed = PUSHED if plan.image_store != "containerd" else ""  # a classic store's pull is checked by it
+        return [pull(docker, plan.registry_ref, plan.ref, [EXPECTED_IDS], pushed=pushed, preview=True)]
     assert plan.codec is not None
     codec = plan.codec.name
     mode = codec if plan.codec.host_decompress else "link"

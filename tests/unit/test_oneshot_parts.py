@@ -155,3 +155,25 @@ def test_report_merges_ship_and_run() -> None:
     rec = failed.to_json()
     assert not rec["ok"] and rec["error"] == "boom" and not rec["shipped"] and rec["container_id"] is None
     assert row(failed)[1:3] == ["FAILED", "-"]
+
+
+def test_a_hosts_architecture_comes_from_the_last_ships_probe_without_a_connection(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`ship -p` builds for the hosts' architecture: known from `deploy inventory check`'s facts, or
+    from the probe the last ship there remembered (a CPU does not change), an SSH login is spared."""
+    from deployer import layercache, transport
+    from deployer.oneshot import platform
+    from deployer.ship.recall import probe_key
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    asked: list[str] = []
+
+    def connect(host: Host, **kw: object) -> object:
+        asked.append(host.name)
+        raise OSError("no host here")
+
+    monkeypatch.setattr(transport, "connect", connect)
+    shipped, fresh = Host("gpu01", {"ansible_host": "10.0.0.1"}), Host("gpu02", {"ansible_host": "10.0.0.2"})
+    layercache.remember_probe(shipped, probe_key(shipped), "@@deployer arch\naarch64\n\n@@rc 0\n", now=0.0)
+    assert platform.host_arches([shipped, fresh]) == {"gpu01": "aarch64", "gpu02": None}
+    assert asked == ["gpu02"]

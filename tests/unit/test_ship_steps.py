@@ -135,7 +135,8 @@ def test_a_registry_ship_runs_the_dry_runs_steps() -> None:
     leg = Leg(host, HostConn(host, session=fake), info, plan, Counter())
     assert run_registry(leg, Pushed(), NullReporter()) == pulled  # type: ignore[arg-type]
     ids = " ".join((info.config_digest, pulled))  # the likeliest first: the classic store's id
-    expected = [tuple(a.replace(steps.EXPECTED_IDS, ids) for a in s.argv) for s in steps.transfer_steps(plan, host)]
+    expected = [tuple(a.replace(steps.EXPECTED_IDS, ids).replace(steps.PUSHED, pulled) for a in s.argv)
+                for s in steps.transfer_steps(plan, host)]
     assert fake.argvs() == expected
 
 
