@@ -200,7 +200,13 @@ def test_render_tarball_commands() -> None:
 def test_render_registry_and_noop() -> None:
     h = host(deploy_registry="r:5000")
     p = plan(h, facts(reachable=True))
-    # pull, check the id and that the image is complete (moby#49784), tag, check: one round trip
+    # pull, check the id (a classic store: by the pushed manifest's digest the pull reports), tag: one round trip
+    assert plan_commands(p, h) == [
+        cmd.pull_install_argv(("docker",), "r:5000/trainer:v3", "trainer:v3", [steps.EXPECTED_IDS],
+                              pushed=steps.PUSHED, preview=True),
+    ]
+    # the containerd store: the id and that the image is complete (moby#49784), by one inspect
+    p = plan(h, facts("28.5.2", store="containerd", reachable=True))
     assert plan_commands(p, h) == [
         cmd.pull_install_argv(("docker",), "r:5000/trainer:v3", "trainer:v3", [steps.EXPECTED_IDS], preview=True),
     ]
