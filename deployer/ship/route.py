@@ -280,7 +280,7 @@ def run_registry(leg: Leg, pusher: Pusher, reporter: Reporter) -> str | None:
     likely = (stats.digest, image.id) if plan.image_store == "containerd" else (image.config_digest,)
     expected = tuple(dict.fromkeys(d for d in (*likely, image.config_digest, stats.digest, image.id) if d))
     # on the classic store, a pull that got the manifest pushed here got exactly this config: no inspect
-    pushed = stats.digest or "" if plan.image_store != "containerd" else ""
+    pushed = (stats.digest or "") if plan.image_store != "containerd" else ""
     pulled, host_id = pull_and_tag(conn, host.docker, plan.registry_ref, image.ref, expected, leg.closing, pushed)
     leg.counter.add_layers(pulled.layers_pulled)
     return host_id

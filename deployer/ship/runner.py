@@ -280,7 +280,8 @@ def _light(job: Job, options: ShipOptions, remembered: Mapping[str, Sequence[str
 
 
 def _layers_but(image: ImageInfo, missing: Sequence[int]) -> list[str]:
-    return [d for i, d in enumerate(image.diff_ids) if i not in set(missing)]
+    left_out = set(missing)
+    return [d for i, d in enumerate(image.diff_ids) if i not in left_out]
 
 
 def _present(job: Job) -> list[str]:
