@@ -85,9 +85,7 @@ def recalled_probe(host: Host, argv: Sequence[str], max_age_s: float, path: Path
     entry = _load(path or cache_path()).get(f"probe {host_key(host)}")
     if not isinstance(entry, dict) or not isinstance(entry.get("stdout"), str) or entry.get("argv") != _digest(argv):
         return None
-    at = entry.get("at")
-    age = (time.time() if now is None else now) - at if isinstance(at, (int, float)) else None
-    return entry["stdout"] if age is not None and 0 <= age <= max_age_s else None
+    return entry["stdout"] if _fresh(entry, max_age_s, now) else None
 
 
 MAX_PULLS = 20  # per host: the incomplete pulls remembered
@@ -119,15 +117,16 @@ def pull_incomplete(host: Host, docker: str, present: Sequence[str], max_age_s: 
     """True if a registry pull on HOST (at most MAX_AGE_S ago, on the same DOCKER) left an
     incomplete image while the host had only layers among PRESENT: one of them lacks the registry's
     blob there (Docker 28's containerd store, moby#49784), so a pull of an image with PRESENT would too."""
-    have, at_time = set(present), time.time() if now is None else now
-    for entry in _entries(_load(path or cache_path()), f"pulls {host_key(host)}"):
-        if entry.get("docker") != docker:
-            continue
-        at, layers = entry.get("at"), entry.get("layers")
-        if isinstance(at, (int, float)) and 0 <= at_time - at <= max_age_s and isinstance(layers, list) \
-                and layers and set(layers) <= have:
-            return True
-    return False
+    have = set(present)
+    return any(entry.get("docker") == docker and _fresh(entry, max_age_s, now) and isinstance(entry.get("layers"), list)
+               and entry["layers"] and set(entry["layers"]) <= have
+               for entry in _entries(_load(path or cache_path()), f"pulls {host_key(host)}"))
+
+
+def _fresh(entry: Mapping[str, Any], max_age_s: float, now: float | None) -> bool:
+    """ENTRY was recorded at most MAX_AGE_S ago (and not in the future: a clock that went back)."""
+    at = entry.get("at")
+    return isinstance(at, (int, float)) and 0 <= (time.time() if now is None else now) - at <= max_age_s
 
 
 def _entries(data: Mapping[str, Any], key: str) -> list[dict[str, Any]]:
