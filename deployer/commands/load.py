@@ -127,7 +127,27 @@ def load_head(fmt: str, config: bytes, diff_ids: Sequence[str], files: Sequence[
 # Writes the tar to stdout: the head blocks, then per layer its header block, its bytes and the
 # tar padding, then the end-of-archive blocks. A blob that fails to decompress truncates the tar,
 # so docker load fails and loads nothing; docker load checks each layer against its diff id.
+# With STALL > 0 (a stand-in load started while its last blob arrives), a blob not staged yet is
+# read from its .partial as the receive appends to it, until the receive has checked it and
+# named it (the blob's own path appears): Docker unpacks it while it lands. No new byte for STALL
+# seconds (a cut link, a blob that failed its check) truncates the tar, so the load loads nothing.
 _FEED = (
+    'stalled() {\n'  # one more 50 ms without a new byte: false (and why) after STALL seconds of them
+    '  f_idle=$((f_idle + 1)); [ "$f_idle" -le $((stall * 20)) ] || { echo "no new bytes for ${stall}s" >&2; return 1; }\n'
+    '  sleep 0.05\n'
+    '}\n'
+    'follow() {\n'
+    '  f_src=$1; f_p=$1.partial; f_off=0; f_idle=0\n'
+    '  until { [ -f "$f_src" ] && command exec 3< "$f_src"; } 2>/dev/null || { [ -f "$f_p" ] && command exec 3< "$f_p"; } 2>/dev/null\n'
+    '  do stalled || return 1; done\n'
+    '  while :; do\n'
+    '    if [ -f "$f_src" ]; then cat <&3; return; fi\n'  # checked and named: the rest of what fd 3 holds
+    '    f_n=$(wc -c < "$f_p" 2>/dev/null | tr -d " ")\n'
+    '    if [ "${f_n:-0}" -gt "$f_off" ]; then head -c $((f_n - f_off)) <&3 || return 1; f_off=$f_n; f_idle=0\n'
+    '    else stalled || return 1; fi\n'
+    '  done\n'
+    '}\n'
+    'unpack() { case $mode in zstd) zstd -dcq -- "$@" ;; gzip) gzip -dc -- "$@" ;; *) cat -- "$@" ;; esac; }\n'
     'feed() {\n'
     '  head=$1; mode=$2; blocks=$3; n=$4; shift 4\n'
     '  dd if="$head" bs=512 count="$blocks" 2>/dev/null || return 3\n'
@@ -136,11 +156,9 @@ _FEED = (
     '    src=$1; pad=$2; shift 2; n=$((n - 1))\n'
     '    dd if="$head" bs=512 skip="$i" count=1 2>/dev/null || return 3\n'
     '    i=$((i + 1))\n'
-    '    case $mode in\n'
-    '      zstd) zstd -dcq -- "$src" ;;\n'
-    '      gzip) gzip -dc -- "$src" ;;\n'
-    '      *) cat -- "$src" ;;\n'
-    '    esac || return 3\n'
+    '    if [ "$stall" -gt 0 ] && [ ! -f "$src" ]; then\n'
+    '      if [ "$mode" = link ]; then follow "$src"; else follow "$src" | unpack; fi\n'  # zstd/gzip see a cut
+    '    else unpack "$src"; fi || return 3\n'
     '    [ "$pad" -eq 0 ] || head -c "$pad" /dev/zero || return 3\n'
     '  done\n'
     '  head -c 1024 /dev/zero\n'
@@ -161,7 +179,7 @@ _RECORD = (
 
 _LOAD = (
     'set -f\n' + _FEED + _RECORD +
-    'head=$1; cdir=$2; records=$3; sdir=$4; standin=$5; shift 5\n'
+    'head=$1; cdir=$2; records=$3; sdir=$4; standin=$5; stall=$6; shift 6\n'
     'k=$((3 + 2 * $3))\n'
     'dk_load() { shift $k; "$@" load; }\n'
     'if [ -n "$standin" ]; then mkdir -p -- "$sdir" && : > "$sdir/${standin#sha256:}" || exit 3; fi\n'
@@ -179,18 +197,19 @@ _LOAD = (
 # that succeeded names the id: reading REF back would only race with whoever tags it next.)
 # A load whose head names REF (TAGGED=1: a "legacy" load, see load_head) tags it itself, and then
 # one inspect of the id and REF checks both (exit 9: REF names another image): two calls in a row.
-# The stand-ins to remove are those whose ids earlier loads wrote to SDIR (standins_dir).
+# The stand-ins to remove are those whose ids earlier loads wrote to SDIR (standins_dir), all in
+# one `docker image rm` (a call per stand-in cost 25-70 ms each after the last byte).
 # Whether the image is there already is asked only when a layer file the tar needs is gone: the
 # install removes them only once the image is verified, so that is a retry after a lost reply.
 _INSTALL = (
     'set -f\n' + _FEED + _RECORD +
-    'head=$1; id=$2; ref=$3; sdir=$4; blobs=$5; names=$6; cdir=$7; records=$8; tagged=$9; shift 9\n'
+    'head=$1; id=$2; ref=$3; sdir=$4; blobs=$5; names=$6; cdir=$7; records=$8; tagged=$9; shift 9; stall=0\n'
     'k=$((3 + 2 * $3))\n'
     'dk_state() { shift $k; "$@" image inspect --format "{{.Id}} {{len .RootFS.Layers}}" "$x" 2>/dev/null; }\n'
     'dk_states() { shift $k; "$@" image inspect --format "{{.Id}} {{len .RootFS.Layers}}" "$id" "$ref" 2>/dev/null; }\n'
     'dk_id() { shift $k; "$@" image inspect --format "{{.Id}}" "$x" 2>/dev/null; }\n'
     'dk_load() { shift $k; "$@" load; }\n'
-    'dk_rmi() { shift $k; "$@" image rm "$x" >/dev/null 2>&1; }\n'
+    'dk_rmi() { shift $k; "$@" image rm $olds >/dev/null 2>&1; }\n'
     'dk_tag() { shift $k; "$@" tag "$id" "$ref"; }\n'
     'complete() { [ "${1%% *}" = "$id" ] && [ "${1##* }" -gt 0 ] 2>/dev/null; }\n'
     'have_files() { n=$3; shift 3; while [ "$n" -gt 0 ]; do [ -e "$1" ] || return 1; shift 2; n=$((n - 1)); done; }\n'
@@ -211,7 +230,10 @@ _INSTALL = (
     '[ "$got" = "$id" ] || exit 6\n'
     'complete "$state" || exit 8\n'
     'record\n'
-    'for h in $(ls -- "$sdir" 2>/dev/null); do x=sha256:$h; [ "$x" = "$id" ] || dk_rmi "$@"; rm -f -- "$sdir/$h"; done\n'
+    'hs=$(ls -- "$sdir" 2>/dev/null); olds=\n'
+    'for h in $hs; do [ "sha256:$h" = "$id" ] || olds="$olds sha256:$h"; done\n'
+    '[ -z "$olds" ] || dk_rmi "$@"\n'  # one docker call for every stand-in (set -f: no globbing)
+    '[ -z "$hs" ] || (cd -- "$sdir" && rm -f -- $hs)\n'
     '[ -z "$names" ] || (cd -- "$blobs" 2>/dev/null && rm -f -- $names)\n'  # one rm (set -f: no globbing)
     'if [ "$by_load" != 1 ]; then dk_tag "$@" || exit 7; t=$id; fi\n'
     't=${t%% *}\n'
@@ -220,8 +242,9 @@ _INSTALL = (
 )
 
 _REMOVE_PARTIALS = (
-    'label=$1; shift\n'
-    'for x in $("$@" images -q --no-trunc --filter "label=$label"); do "$@" image rm "$x" >/dev/null 2>&1; done; exit 0'
+    'set -f; label=$1; shift\n'
+    'xs=$("$@" images -q --no-trunc --filter "label=$label")\n'
+    '[ -z "$xs" ] || "$@" image rm $xs >/dev/null 2>&1; exit 0'
 )
 
 
@@ -239,14 +262,19 @@ def standins_dir(staging: str) -> str:
 
 def load_argv(docker: Sequence[str], head_path: str, mode: str, blocks: int | str,
               files: Sequence[LoadFile], staging: str = "",
-              records: Sequence[tuple[str, Descriptor]] = (), standin: str = "") -> tuple[str, ...]:
+              records: Sequence[tuple[str, Descriptor]] = (), standin: str = "",
+              stall_s: int = 0) -> tuple[str, ...]:
     """docker load of a tar made of stdin (load_head) and FILES' staged blobs; then RECORDS (the
     blobs an OCI load named its layers by) go to STAGING's content records. STANDIN: the id the
-    load gives its (stand-in) image, written to STAGING's standins/ first."""
+    load gives its (stand-in) image, written to STAGING's standins/ first. STALL_S > 0: a blob
+    not staged yet is read as it arrives, until it is (see _FEED), giving up after STALL_S
+    seconds without a new byte."""
     if standin and (not staging or not IMAGE_ID.match(standin)):
         raise ValueError(f"a stand-in id needs a staging dir and an image id: {standin!r}")
+    if stall_s < 0:
+        raise ValueError(f"a stall limit is a number of seconds, not {stall_s}")
     return ("sh", "-c", _LOAD, "sh", head_path, content_dir(staging) if staging else "", content_records(records),
-            standins_dir(staging) if staging else "", standin,
+            standins_dir(staging) if staging else "", standin, str(stall_s),
             mode, str(blocks), str(len(files)), *_layer_args(mode, files), *docker)
 
 

@@ -3,8 +3,10 @@
 `docker load` unpacks and registers layers only after it has read its whole input, so a load
 after the last blob adds all of that work to the end of the ship. Instead, whenever the next
 layers (in image order) are staged, a stand-in image made of the layers so far is loaded
-(deployer.commands.load): Docker registers them while later blobs are still in flight. The
-last run of layers (the one that completes the image) is left to `install`, which loads it
+(deployer.commands.load): Docker registers them while later blobs are still in flight. A run
+may end with the layer whose blob is arriving right now (`arriving`): its load reads the blob
+as the host receives it, so Docker has it unpacked when its last byte lands, not a load later.
+The last run of layers (the one that completes the image) is left to `install`, which loads it
 with the real config, verifies the id, removes the stand-ins and the staged blobs, and tags:
 one round trip less than a last stand-in load followed by the install (a re-ship of one
 layer is that one run). Anything else the loader did not get to, `install` loads too.
@@ -33,6 +35,8 @@ from deployer.transport.result import Result
 log = logging.getLogger(__name__)
 LOAD_TIMEOUT_S = 600.0
 LOAD_MIN_RATE = 5e6  # bytes/s a stand-in load may not be slower than before it counts as hung
+STREAM_MIN_RATE = 50e3  # the same for a load that reads its last blob as it arrives (the link's pace)
+STREAM_STALL_S = 60  # such a load gives up after this long without a new byte of that blob
 
 
 class LayerLoader:
@@ -47,6 +51,8 @@ class LayerLoader:
         self._missing = frozenset(missing)
         self._counter, self._note = counter, note
         self._staged: dict[str, Blob] = {}
+        self._arriving: Blob | None = None  # the blob being sent now (not staged yet)
+        self._following: str | None = None  # the diff id of the arriving blob the running load reads
         self._cond = threading.Condition()
         self._closed = False
         self.next = min(self._missing, default=len(image.diff_ids))  # first layer not registered yet
@@ -57,18 +63,30 @@ class LayerLoader:
             self._thread.start()
         return self
 
+    def arriving(self, blob: Blob) -> None:
+        """BLOB (its digest known) is being sent to its staging path now; `add` follows once it is
+        staged. A load may read it while it lands."""
+        with self._cond:
+            self._arriving = blob
+            self._cond.notify_all()
+
     def add(self, blob: Blob) -> None:
         """A layer's blob is staged and verified on the host."""
         with self._cond:
             self._staged[blob.diff_id] = blob
+            if self._arriving is not None and self._arriving.diff_id == blob.diff_id:
+                self._arriving = None
             self._cond.notify_all()
 
     def close(self) -> None:
-        """Stop after the load in progress (if any); `next` is final afterwards."""
+        """Stop after the load in progress (if any); `next` is final afterwards. A load still
+        reading a blob that never got staged (the send failed) is not waited for: it gives up by
+        itself once that blob stops growing, and loads nothing."""
         with self._cond:
             self._closed = True
             self._cond.notify_all()
-        if self._thread is not None and self._thread.ident is not None:
+            abandoned = self._following is not None and self._following not in self._staged
+        if self._thread is not None and self._thread.ident is not None and not abandoned:
             self._thread.join()
 
     def _staged_upto(self, start: int) -> int:
@@ -80,9 +98,13 @@ class LayerLoader:
         return end
 
     def _ready(self) -> int:
-        """End of the next run to load now: past `next`, short of the image's top (install's)."""
+        """End of the next run to load now: past `next`, short of the image's top (install's).
+        The run takes in the layer arriving now when every layer below it is staged."""
+        diff_ids = self._image.diff_ids
         end = self._staged_upto(self.next)
-        return end if end < len(self._image.diff_ids) else self.next
+        if end < len(diff_ids) and self._arriving is not None and diff_ids[end] == self._arriving.diff_id:
+            end += 1
+        return end if end < len(diff_ids) else self.next
 
     def _run(self) -> None:
         while True:
@@ -92,31 +114,40 @@ class LayerLoader:
                 if end == self.next:
                     return  # closed, nothing more to load before install's run
                 blobs = dict(self._staged)
+                arriving = self._arriving
+                if arriving is not None and arriving.diff_id not in blobs and arriving.diff_id in self._image.diff_ids[:end]:
+                    blobs[arriving.diff_id] = arriving
+                    self._following = arriving.diff_id
             try:
-                self._load(self.next, end, blobs)
+                self._load(self.next, end, blobs, streamed=self._following is not None)
             except Exception as exc:  # this thread owns its failure: install loads what is left, the usual way
                 if not isinstance(exc, DeployError):
                     log.debug("%s: the layer loader failed", self._conn.name, exc_info=True)
                 self._note(f"loading layers as they arrived stopped ({str(exc).splitlines()[0]}); "
                            "loading the rest at the end")
                 return
+            finally:
+                with self._cond:
+                    self._following = None
             self.next = end
 
-    def _load(self, start: int, end: int, blobs: dict[str, Blob]) -> None:
+    def _load(self, start: int, end: int, blobs: dict[str, Blob], streamed: bool = False) -> None:
         image = self._image
         config = ld.partial_config(image.os, image.architecture, image.diff_ids[:end], self._staging)
         files = load_files(image, range(start, end), self._missing, blobs, self._staging, self._mode)
         layers = named_layers(self._fmt, image.diff_ids[:end], self._reused, blobs.values(), self._mode)
         head = ld.load_head(self._fmt, config, image.diff_ids[:end], files, layers)
         # bounded, so a hung `docker load` cannot hang the ship (close() joins this thread)
-        timeout = LOAD_TIMEOUT_S + sum(f.size for f in files) / LOAD_MIN_RATE
+        timeout = LOAD_TIMEOUT_S + sum(f.size for f in files) / (STREAM_MIN_RATE if streamed else LOAD_MIN_RATE)
         step = steps.stand_in_load(self._docker, self._staging, image.id, self._mode, head.blocks, files,
-                                   list(layers.items()), f"{start + 1}-{end}", head.image_id)
+                                   list(layers.items()), f"{start + 1}-{end}", head.image_id,
+                                   STREAM_STALL_S if streamed else 0)
         res = self._conn.run(step.argv, input=head.data, what=step.label, check=False, timeout=timeout)
         self._counter.add(len(head.data))
         if not res.ok or head.image_id not in ld.parse_loaded(res.stdout):
             raise CommandError(self._conn.name, res, what=step.label)
-        log.info("%s: layers %d-%d registered while the rest arrive", self._conn.name, start + 1, end)
+        log.info("%s: layers %d-%d registered while the rest arrive%s", self._conn.name, start + 1, end,
+                 " (the last as it landed)" if streamed else "")
 
 
 def load_files(image: ImageInfo, indices: Sequence[int] | range, missing: frozenset[int],

@@ -135,8 +135,8 @@ def run_tarball(leg: Leg, exporter: Exporter | None, reporter: Reporter) -> str 
     order when it reads Docker's store or has them all cached); when none is ready, the layer
     being compressed goes out as it grows (stream_blob; not through a relay). Each is hashed by
     the host as it arrives; the loader thread registers every run of staged layers with Docker
-    while the next blobs are sent; install loads what is left, verifies the id, cleans the
-    staging dir and tags.
+    while the next blobs are sent, the last of a run as it lands when it is sent whole and
+    directly; install loads what is left, verifies the id, cleans the staging dir and tags.
     """
     host, plan, conn, image, counter = leg.host, leg.plan, leg.conn, leg.image, leg.counter
     assert plan.codec is not None
@@ -174,6 +174,8 @@ def run_tarball(leg: Leg, exporter: Exporter | None, reporter: Reporter) -> str 
                 blob, fresh = stream_blob(conn, staging, item, exporter, counter, note, listed), False
             else:
                 blob = item
+                if relayed is None:
+                    loader.arriving(blob)  # the loader may read it as it lands
                 fresh = (relayed.stage(staging, blob, listed) if relayed is not None
                          else stage_blob(conn, staging, blob, counter, note, listed))
             got[blob.diff_id] = blob

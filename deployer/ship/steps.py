@@ -72,11 +72,12 @@ def revoke(relay: str, authorized_keys: str, ship_id: str) -> Step:
 
 def stand_in_load(docker: tuple[str, ...], staging: str, image_id: str, mode: str, blocks: int | str,
                   files: Sequence[ld.LoadFile], records: Sequence[tuple[str, Descriptor]], span: str,
-                  standin: str = "") -> Step:
-    """Register the layers staged so far (a stand-in image, id STANDIN) while later blobs are in flight."""
+                  standin: str = "", stall_s: int = 0) -> Step:
+    """Register the layers staged so far (a stand-in image, id STANDIN) while later blobs are in
+    flight; STALL_S > 0: the last of them is read as it arrives (ld.load_argv)."""
     return Step(f"docker load of layers {span}",
                 ld.load_argv(docker, cmd.load_head_path(staging, image_id), mode, blocks, files, staging,
-                             records, standin), HEAD)
+                             records, standin, stall_s), HEAD)
 
 
 def install(docker: tuple[str, ...], staging: str, image_id: str, loaded_id: str, ref: str, blobs: Sequence[str],

@@ -130,9 +130,12 @@ elif args[0] == "images":
     for image_id, labels in state["images"].items():
         if labels.get(key) == value:
             print(image_id)
-elif args[:2] == ["image", "rm"]:
-    state["images"].pop(args[2], None)
+elif args[:2] == ["image", "rm"]:  # like Docker's: every image named, then exit 1 if one was missing
+    missing = [ref for ref in args[2:] if state["images"].pop(ref, None) is None]
     save()
+    for ref in missing:
+        print(f"Error: No such image: {ref}", file=sys.stderr)
+    sys.exit(1 if missing else 0)
 elif args[0] == "tag":
     state["tags"][args[2]] = args[1]
     save()

@@ -8,6 +8,7 @@ import json
 import shutil
 import subprocess
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -49,8 +50,10 @@ def test_partial_config_is_labelled_and_stable() -> None:
 def test_exact_argv_keeps_variable_parts_out_of_the_script() -> None:
     files = [ld.LoadFile("sha256:1", "/s/a b.gz", 1000)]
     argv = ld.load_argv(("sudo", "docker"), "/s/h; rm -rf /", "gzip", 3, files)
-    assert argv[:2] == ("sh", "-c") and argv[3:] == ("sh", "/s/h; rm -rf /", "", "", "", "", "gzip", "3", "1",
+    assert argv[:2] == ("sh", "-c") and argv[3:] == ("sh", "/s/h; rm -rf /", "", "", "", "", "0", "gzip", "3", "1",
                                                      "/s/a b.gz", "24", "sudo", "docker")
+    with pytest.raises(ValueError):
+        ld.load_argv(("docker",), "/h", "gzip", 3, files, stall_s=-1)
     with pytest.raises(ValueError):  # a stand-in's id is written to a file named by it
         ld.load_argv(("docker",), "/h", "gzip", 3, files, "/s", standin="sha256:../../x")
     with pytest.raises(ValueError):
@@ -64,16 +67,19 @@ def test_exact_argv_keeps_variable_parts_out_of_the_script() -> None:
 def test_stand_ins_then_install_leave_only_the_tagged_image(tmp_path: Path) -> None:
     img = Image(tmp_path)
     docker, state = fake_docker(tmp_path)
-    # layers 1-2 arrive first: a stand-in holds them
-    partial = ld.partial_config("linux", "amd64", img.diff_ids[:2], img.staging)
-    head, blocks = _head(ld.load_head("legacy", partial, img.diff_ids[:2], img.files[:2]))
-    res = sh(ld.load_argv(docker, img.head_path(), "gzip", blocks, img.files[:2], img.staging,
-                          standin=ld.config_id(partial)), head)
-    assert res.returncode == 0, res.stderr
-    assert ld.parse_loaded(res.stdout.decode()) == (ld.config_id(partial),)
-    assert not Path(img.head_path()).exists()
-    # its id is on record (written before the load), for the install to remove it without a listing
-    assert [p.name for p in Path(ld.standins_dir(img.staging)).iterdir()] == [ld.config_id(partial)[7:]]
+    # layer 1 arrives, then layer 2: a stand-in holds each run as it lands
+    standins = []
+    for end in (1, 2):
+        partial = ld.partial_config("linux", "amd64", img.diff_ids[:end], img.staging)
+        head, blocks = _head(ld.load_head("legacy", partial, img.diff_ids[:end], img.files[end - 1:end]))
+        res = sh(ld.load_argv(docker, img.head_path(), "gzip", blocks, img.files[end - 1:end], img.staging,
+                              standin=ld.config_id(partial)), head)
+        assert res.returncode == 0, res.stderr
+        assert ld.parse_loaded(res.stdout.decode()) == (ld.config_id(partial),)
+        assert not Path(img.head_path()).exists()
+        standins.append(ld.config_id(partial)[7:])
+    # their ids are on record (written before each load), for the install to remove them without a listing
+    assert sorted(p.name for p in Path(ld.standins_dir(img.staging)).iterdir()) == sorted(standins)
     # install brings the rest with the real config, drops the stand-in and the blobs, tags
     head, blocks = _head(ld.load_head("legacy", img.config, img.diff_ids, img.files[2:]))
     argv = ld.install_argv(docker, img.head_path(), img.id, "t:v", img.staging, cmd.blob_dir(img.staging),
@@ -83,7 +89,7 @@ def test_stand_ins_then_install_leave_only_the_tagged_image(tmp_path: Path) -> N
     assert res.returncode == 0, res.stderr
     assert ld.parse_install(res.stdout.decode()) == ld.Installed(img.id, img.id)
     # its layer files are there: no need to ask whether the image is, it loads at once; the
-    # stand-in is known from its record, not from listing the host's images
+    # stand-ins are known from their records, not from listing the host's images, and go in one call
     made = calls(state)[before:]
     assert [c.split()[0] for c in made] == ["load", "image", "image", "tag"]
     assert made[1] == "image inspect" and made[2] == "image rm"
@@ -177,11 +183,13 @@ def test_a_wrong_image_id_is_exit_6_and_nothing_is_tagged(tmp_path: Path) -> Non
 def test_remove_partials_drops_only_this_staging_dirs_stand_ins(tmp_path: Path) -> None:
     img = Image(tmp_path)
     docker, state = fake_docker(tmp_path)
-    for staging in (img.staging, "/other/staging"):
-        cfg = ld.partial_config("linux", "amd64", img.diff_ids[:1], staging)
-        head, blocks = _head(ld.load_head("legacy", cfg, img.diff_ids[:1], img.files[:1]))
-        assert sh(ld.load_argv(docker, img.head_path(), "gzip", blocks, img.files[:1]), head).returncode == 0
+    for staging, end in ((img.staging, 1), (img.staging, 2), ("/other/staging", 1)):
+        cfg = ld.partial_config("linux", "amd64", img.diff_ids[:end], staging)
+        head, blocks = _head(ld.load_head("legacy", cfg, img.diff_ids[:end], img.files[:end]))
+        assert sh(ld.load_argv(docker, img.head_path(), "gzip", blocks, img.files[:end]), head).returncode == 0
+    before = len(calls(state))
     assert sh(ld.remove_partials_argv(docker, img.staging)).returncode == 0
+    assert calls(state)[before:] == ["images -q", "image rm"]  # both of this dir's stand-ins in one call
     left = json.loads(state.read_text())["images"]
     assert [labels[ld.PARTIAL_LABEL] for labels in left.values()] == ["/other/staging"]
 
@@ -305,3 +313,65 @@ def test_oci_incomplete_image_is_exit_8_then_completed_by_sending_the_layers(tmp
     res, again = _oci_install(docker, img, files, layers)
     assert res.returncode == 0 and again != image_id, res.stderr
     assert json.loads(state.read_text())["tags"] == {"t:v": again}
+
+
+def _arrive(path: Path, data: bytes, proc: subprocess.Popen[bytes], pieces: int = 3) -> None:
+    """Write DATA to PATH's .partial a piece at a time, as the receive does, then name it PATH;
+    the load (PROC) must still be waiting for it before the name appears."""
+    partial = Path(f"{path}.partial")
+    step = -(-len(data) // pieces)
+    for i in range(0, len(data), step):
+        with partial.open("ab") as f:
+            f.write(data[i:i + step])
+        time.sleep(0.15)
+    assert proc.poll() is None, "the load ended before its last blob was complete"
+    partial.rename(path)
+
+
+@pytest.mark.parametrize("fmt", ["legacy", "oci"])
+def test_a_stand_in_load_reads_its_last_blob_as_it_arrives(tmp_path: Path, fmt: str) -> None:
+    img = Image(tmp_path)
+    docker, state = fake_docker(tmp_path)
+    files, layers = _link(img) if fmt == "oci" else (img.files, {})
+    mode = "link" if fmt == "oci" else "gzip"
+    # layers 1-2: the second blob is still on its way when the load starts
+    arriving = img.blobs[1].path
+    data = arriving.read_bytes()
+    arriving.unlink()
+    partial = ld.partial_config("linux", "amd64", img.diff_ids[:2], img.staging)
+    named = {d: layers[d] for d in img.diff_ids[:2]} if layers else {}
+    head = ld.load_head(fmt, partial, img.diff_ids[:2], files[:2], named)
+    argv = ld.load_argv(docker, img.head_path(), mode, head.blocks, files[:2], img.staging, list(named.items()),
+                        head.image_id, stall_s=10)
+    with subprocess.Popen(list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        assert proc.stdin is not None
+        proc.stdin.write(head.data)
+        proc.stdin.close()
+        _arrive(arriving, data, proc)
+        assert proc.stdout is not None and proc.stderr is not None
+        out, err = proc.stdout.read(), proc.stderr.read()
+        proc.wait(timeout=30)
+    assert proc.returncode == 0, err
+    assert ld.parse_loaded(out.decode()) == (head.image_id,)
+    assert list(json.loads(state.read_text())["images"]) == [head.image_id]
+
+
+def test_a_stand_in_load_whose_blob_stops_arriving_loads_nothing(tmp_path: Path) -> None:
+    img = Image(tmp_path)
+    docker, state = fake_docker(tmp_path)
+    arriving = img.blobs[1].path
+    data = arriving.read_bytes()
+    arriving.unlink()
+    Path(f"{arriving}.partial").write_bytes(data[: len(data) // 2])  # then the link is cut
+    partial = ld.partial_config("linux", "amd64", img.diff_ids[:2], img.staging)
+    head = ld.load_head("legacy", partial, img.diff_ids[:2], img.files[:2])
+    started = time.monotonic()
+    res = sh(ld.load_argv(docker, img.head_path(), "gzip", head.blocks, img.files[:2], img.staging,
+                          standin=head.image_id, stall_s=1), head.data)
+    assert res.returncode != 0 and b"no new bytes for 1s" in res.stderr
+    assert time.monotonic() - started < 10
+    images = json.loads(state.read_text())["images"] if state.exists() else {}
+    assert images == {}
+    # without a stall limit (the install), a blob that is not staged fails the load at once
+    res = sh(ld.load_argv(docker, img.head_path(), "gzip", head.blocks, img.files[:2], img.staging), head.data)
+    assert res.returncode != 0

@@ -184,7 +184,7 @@ def test_render_tarball_commands() -> None:
     assert len(receives) == 2
     # layers register as they land (stdin: the tar head), the host decompresses zstd
     head = f"/stage/load-{'f' * 16}.head"
-    assert argvs[3][:14] == ld.load_argv(("docker",), head, "zstd", 0, [], "/stage")[:10] + (
+    assert argvs[3][:15] == ld.load_argv(("docker",), head, "zstd", 0, [], "/stage")[:11] + (
         "<tar head blocks>", "1", blob3, "<tar padding>")
     install = argvs[-1]
     assert install[4:8] == (head, IMAGE.id, "trainer:v3", "/stage/standins")

@@ -11,13 +11,14 @@ import json
 import os
 import subprocess
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
 from fakedocker import Image, fake_docker
 
 from deployer import lock as locks
+from deployer.commands import load as ld
 from deployer.commands import ship as cmd
 from deployer.commands.load import PARTIAL_LABEL
 from deployer.errors import CommandError, LockError, TransferError
@@ -25,6 +26,7 @@ from deployer.inventory.host import Host
 from deployer.local.cache import Blob
 from deployer.local.export import Growing
 from deployer.local.image import ImageInfo
+from deployer.ship import loader as loader_module
 from deployer.ship.conn import HostConn
 from deployer.ship.loader import LayerLoader, install, load_files
 from deployer.ship.tarball import CHUNK, Counter, send_tail, stage_blob, stream_blob
@@ -273,6 +275,59 @@ def test_layer_loader_stops_on_a_failed_load_and_install_loads_the_rest(tmp_path
     assert [f.diff_id for f in rest] == img.diff_ids
     assert install(conn, docker, img.info, img.staging, "gzip", img.config, rest, img.blobs, img.blobs, Counter())
     assert list(json.loads(state.read_text())["images"]) == [img.id]
+
+
+def _wait(cond: Callable[[], bool], within: float = 20) -> None:
+    deadline = time.monotonic() + within
+    while not cond() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def test_layer_loader_loads_the_layer_arriving_now_as_it_lands(tmp_path: Path) -> None:
+    img = Image(tmp_path)
+    docker, state = fake_docker(tmp_path)
+    conn, _ = conn_with([])
+    notes: list[str] = []
+    arriving = img.blobs[1]
+    data = arriving.path.read_bytes()
+    arriving.path.unlink()
+    partial = Path(f"{arriving.path}.partial")
+    partial.write_bytes(data[:10])  # its first bytes are on the host
+    loader = LayerLoader(conn, docker, img.info, img.staging, "gzip", range(4), Counter(), notes.append).start()
+    loader.add(img.blobs[0])
+    loader.arriving(arriving)  # layers 1-2 load now, the second as it lands
+    _wait(lambda: Path(ld.standins_dir(img.staging)).is_dir())
+    time.sleep(0.3)
+    assert loader.next == 0  # still reading layer 2
+    with partial.open("ab") as f:
+        f.write(data[10:])
+    partial.rename(arriving.path)  # the receive checked it and named it
+    loader.add(arriving)
+    _wait(lambda: loader.next == 2)
+    loader.close()
+    assert loader.next == 2 and notes == []
+    assert list(json.loads(state.read_text())["images"].values()) == [{PARTIAL_LABEL: img.staging}]
+
+
+def test_layer_loader_does_not_wait_for_a_blob_whose_send_failed(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(loader_module, "STREAM_STALL_S", 1)
+    img = Image(tmp_path)
+    docker, state = fake_docker(tmp_path)
+    conn, _ = conn_with([])
+    arriving = img.blobs[1]
+    data = arriving.path.read_bytes()
+    arriving.path.unlink()
+    Path(f"{arriving.path}.partial").write_bytes(data[:10])  # then the link is cut for good
+    loader = LayerLoader(conn, docker, img.info, img.staging, "gzip", range(4), Counter()).start()
+    loader.add(img.blobs[0])
+    loader.arriving(arriving)
+    _wait(lambda: Path(ld.standins_dir(img.staging)).is_dir())
+    started = time.monotonic()
+    loader.close()  # the ship's failure path
+    assert time.monotonic() - started < 0.5 and loader.next == 0
+    time.sleep(2)  # the load gave up by itself once the blob stopped growing: nothing loaded
+    assert not (json.loads(state.read_text())["images"] if state.exists() else {})
 
 
 def test_load_files_skip_present_layers_and_repeats(tmp_path: Path) -> None:
