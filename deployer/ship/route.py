@@ -174,8 +174,10 @@ def run_tarball(leg: Leg, exporter: Exporter | None, reporter: Reporter) -> str 
                 blob, fresh = stream_blob(conn, staging, item, exporter, counter, note, listed), False
             else:
                 blob = item
+                # the loader may read it as it lands; not through a relay, where (bench (c), site lane)
+                # the three hosts' loads then competed with the relay's forwards: 22.9 s, not 19.9 s
                 if relayed is None:
-                    loader.arriving(blob)  # the loader may read it as it lands
+                    loader.arriving(blob)
                 fresh = (relayed.stage(staging, blob, listed) if relayed is not None
                          else stage_blob(conn, staging, blob, counter, note, listed))
             got[blob.diff_id] = blob
