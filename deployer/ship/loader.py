@@ -97,29 +97,30 @@ class LayerLoader:
             end += 1
         return end
 
-    def _ready(self) -> int:
-        """End of the next run to load now: past `next`, short of the image's top (install's).
-        The run takes in the layer arriving now when every layer below it is staged."""
+    def _ready(self) -> tuple[int, Blob | None]:
+        """End of the next run to load now: past `next`, short of the image's top (install's);
+        and the arriving blob the run ends with, when every layer below it is staged."""
         diff_ids = self._image.diff_ids
-        end = self._staged_upto(self.next)
-        if end < len(diff_ids) and self._arriving is not None and diff_ids[end] == self._arriving.diff_id:
+        end, arriving = self._staged_upto(self.next), self._arriving
+        if end < len(diff_ids) and arriving is not None and diff_ids[end] == arriving.diff_id:
             end += 1
-        return end if end < len(diff_ids) else self.next
+        else:
+            arriving = None
+        return (end, arriving) if end < len(diff_ids) else (self.next, None)
 
     def _run(self) -> None:
         while True:
             with self._cond:
-                self._cond.wait_for(lambda: self._closed or self._ready() > self.next)
-                end = self._ready()
+                self._cond.wait_for(lambda: self._closed or self._ready()[0] > self.next)
+                end, arriving = self._ready()
                 if end == self.next:
                     return  # closed, nothing more to load before install's run
                 blobs = dict(self._staged)
-                arriving = self._arriving
-                if arriving is not None and arriving.diff_id not in blobs and arriving.diff_id in self._image.diff_ids[:end]:
+                if arriving is not None:
                     blobs[arriving.diff_id] = arriving
                     self._following = arriving.diff_id
             try:
-                self._load(self.next, end, blobs, streamed=self._following is not None)
+                self._load(self.next, end, blobs, streamed=arriving is not None)
             except Exception as exc:  # this thread owns its failure: install loads what is left, the usual way
                 if not isinstance(exc, DeployError):
                     log.debug("%s: the layer loader failed", self._conn.name, exc_info=True)
