@@ -191,7 +191,7 @@ _LOAD = (
 # The last step, in one round trip: load what is left (nothing when the image is there already,
 # e.g. after a lost reply), check the id and that the image is complete (the containerd store
 # shows an image whose content it lacks with no layers), remove the stand-ins and the staged
-# blobs (the image is safe in Docker now), and only then tag. Exit codes: 3 filesystem, 5 docker load,
+# blobs (the image is safe in Docker now) while it tags. Exit codes: 3 filesystem, 5 docker load,
 # 6 wrong id, 7 docker tag, 8 incomplete (some left-out layer's blob is not in the content store).
 # Three docker calls in a row (load, inspect, tag): each costs a start of the docker CLI. (A tag
 # that succeeded names the id: reading REF back would only race with whoever tags it next.)
@@ -232,10 +232,13 @@ _INSTALL = (
     'record\n'
     'hs=$(ls -- "$sdir" 2>/dev/null); olds=\n'
     'for h in $hs; do [ "sha256:$h" = "$id" ] || olds="$olds sha256:$h"; done\n'
-    '[ -z "$olds" ] || dk_rmi "$@"\n'  # one docker call for every stand-in (set -f: no globbing)
+    # the stand-ins' removal (one docker call for all), the blobs' (one rm; set -f: no globbing) and
+    # the tag touch different things: they run at once, and the script waits for all three
+    '[ -z "$olds" ] || dk_rmi "$@" &\n'
+    '[ -z "$names" ] || (cd -- "$blobs" 2>/dev/null && rm -f -- $names) &\n'
     '[ -z "$hs" ] || (cd -- "$sdir" && rm -f -- $hs)\n'
-    '[ -z "$names" ] || (cd -- "$blobs" 2>/dev/null && rm -f -- $names)\n'  # one rm (set -f: no globbing)
-    'if [ "$by_load" != 1 ]; then dk_tag "$@" || exit 7; t=$id; fi\n'
+    'if [ "$by_load" != 1 ]; then dk_tag "$@" || { wait; exit 7; }; t=$id; fi\n'
+    'wait\n'
     't=${t%% *}\n'
     'echo "tagged $t"\n'
     '[ "$t" = "$id" ] || exit 9'

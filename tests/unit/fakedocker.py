@@ -2,7 +2,7 @@
 
 The stand-in reads the load tar the way `docker load` does (manifest, config, each layer file
 checked against its diff id, layers it already holds may be absent) and keeps images, labels and
-tags in a JSON file, so tests see exactly what the host's Docker would be left with. An OCI
+tags in a JSON file (one call at a time, under a lock), so tests see exactly what the host's Docker would be left with. An OCI
 layout is read as the containerd image store reads it: blobs go to a content store, the image's
 id is its manifest digest, a layer it already holds needs no blob, and an image whose manifest
 names a blob the content store lacks loads but is incomplete (untagged it is not listed by
@@ -22,9 +22,12 @@ from deployer.local.cache import Blob
 from deployer.local.image import ImageInfo
 
 FAKE_DOCKER = r'''
-import hashlib, json, sys, tarfile
+import fcntl, hashlib, json, sys, tarfile
 state_path = sys.argv[1]
 args = sys.argv[2:]
+# one call at a time, as the daemon serialises its own state (the install runs some at once)
+_lock = open(state_path + ".lock", "w")
+fcntl.flock(_lock, fcntl.LOCK_EX)
 with open(state_path + ".calls", "a") as calls:  # what the scripts asked, in order
     calls.write(" ".join(args[:2]) + "\n")
 try:
