@@ -5,6 +5,7 @@ Against a real daemon it is tested in tests/integration/test_export.py.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import os
 import tarfile
@@ -25,7 +26,7 @@ from test_local_savestream import (
 
 from deployer.errors import LocalError
 from deployer.local.cache import Cache
-from deployer.local.export import Exporter, Growing
+from deployer.local.export import Exporter, Growing, _Hasher
 
 
 def _decompress(codec: str, data: bytes) -> bytes:
@@ -104,6 +105,16 @@ def test_layer_that_does_not_hash_to_its_diff_id_fails(tmp_path: Path) -> None:
     with pytest.raises(LocalError, match="hashes to"):
         exp.start().blob(D[1], "zstd", timeout=10)
     assert [p for p in (tmp_path / "sha256").iterdir() if p.name.startswith(".tmp")] == []
+
+
+def test_the_layer_hash_on_its_own_thread_is_sha256_of_every_chunk_in_order() -> None:
+    chunks = [os.urandom(n) for n in (1, 4096, 1 << 20, 0, 77)] * 5  # more than its queue holds
+    h = _Hasher()
+    for c in chunks:
+        h.update(c)
+    want = hashlib.sha256(b"".join(chunks)).hexdigest()
+    assert h.hexdigest() == want and h.hexdigest() == want  # asked twice: the thread ended once
+    assert not h._thread.is_alive()
 
 
 def test_missing_layer_in_stream_fails(tmp_path: Path) -> None:
