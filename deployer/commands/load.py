@@ -201,6 +201,8 @@ _LOAD = (
 # one `docker image rm` (a call per stand-in cost 25-70 ms each after the last byte).
 # Whether the image is there already is asked only when a layer file the tar needs is gone: the
 # install removes them only once the image is verified, so that is a retry after a lost reply.
+# TAGGED=loaded: the layer loader's last load was the image itself (deployer.ship.loader): no
+# load, only the checks, the cleanup and the tag.
 _INSTALL = (
     'set -f\n' + _FEED + _RECORD +
     'head=$1; id=$2; ref=$3; sdir=$4; blobs=$5; names=$6; cdir=$7; records=$8; tagged=$9; shift 9; stall=0\n'
@@ -216,7 +218,7 @@ _INSTALL = (
     'cat > "$head" || exit 3\n'
     'x=$id\n'
     'by_load=\n'
-    'if have_files "$@" || ! complete "$(dk_state "$@")"; then\n'
+    'if [ "$tagged" != loaded ] && { have_files "$@" || ! complete "$(dk_state "$@")"; }; then\n'
     '  feed "$head" "$@" | dk_load "$@" || { rm -f -- "$head"; exit 5; }\n'
     '  by_load=$tagged\n'
     'fi\n'
@@ -284,15 +286,19 @@ def load_argv(docker: Sequence[str], head_path: str, mode: str, blocks: int | st
 def install_argv(docker: Sequence[str], head_path: str, image_id: str, ref: str, staging: str, blob_dir: str,
                  blobs: Sequence[str], mode: str, blocks: int | str, files: Sequence[LoadFile],
                  records: Sequence[tuple[str, Descriptor]] = (), *, tagged: bool = False,
-                 preview: bool = False) -> tuple[str, ...]:
+                 loaded: bool = False, preview: bool = False) -> tuple[str, ...]:
     """Load what is left, verify the id, record which blob holds each layer (RECORDS, containerd
     store), remove stand-ins and the staged BLOBS (names), tag REF (TAGGED: the head names REF,
-    so the load tags it). PREVIEW (a dry run): blob names and sizes may be placeholders."""
+    so the load tags it). LOADED: an earlier load made the image already (no load; FILES must be
+    empty). PREVIEW (a dry run): blob names and sizes may be placeholders."""
+    if loaded and (files or tagged):
+        raise ValueError("an image loaded already has no layers left to load and no load to tag it")
     for name in blobs:
         if not preview and not _BLOB_NAME.match(name):
             raise ValueError(f"not a staged blob name: {name}")  # the cleanup word-splits them
     return ("sh", "-c", _INSTALL, "sh", head_path, image_id, ref, standins_dir(staging), blob_dir,
-            " ".join(blobs), content_dir(staging), content_records(records), "1" if tagged else "",
+            " ".join(blobs), content_dir(staging), content_records(records),
+            "loaded" if loaded else "1" if tagged else "",
             mode, str(blocks), str(len(files)), *_layer_args(mode, files), *docker)
 
 

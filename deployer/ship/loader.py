@@ -9,7 +9,10 @@ as the host receives it, so Docker has it unpacked when its last byte lands, not
 The last run of layers (the one that completes the image) is left to `install`, which loads it
 with the real config, verifies the id, removes the stand-ins and the staged blobs, and tags:
 one round trip less than a last stand-in load followed by the install (a re-ship of one
-layer is that one run). Anything else the loader did not get to, `install` loads too.
+layer is that one run). Except when that run ends with the blob arriving (the route sends a small
+top layer just before the layer below it): then the loader loads the image itself, with its real
+config, as that blob lands, and `install` only checks, cleans up and tags (`loaded`). Anything
+else the loader did not get to, `install` loads too.
 """
 from __future__ import annotations
 
@@ -45,8 +48,10 @@ class LayerLoader:
     def __init__(self, conn: HostConn, docker: tuple[str, ...], image: ImageInfo, staging: str, mode: str,
                  missing: Sequence[int], counter: Counter,
                  note: Callable[[str], None] = lambda m: None, enabled: bool = True,
-                 fmt: str = "legacy", reused: Mapping[str, Descriptor] | None = None) -> None:
+                 fmt: str = "legacy", reused: Mapping[str, Descriptor] | None = None,
+                 config: Callable[[], bytes] | None = None) -> None:
         self._conn, self._docker, self._image, self._staging, self._mode = conn, docker, image, staging, mode
+        self._config = config  # the image's real config, for a last run that completes the image
         self._fmt, self._reused = fmt, dict(reused or {})
         self._missing = frozenset(missing)
         self._counter, self._note = counter, note
@@ -97,16 +102,26 @@ class LayerLoader:
             end += 1
         return end
 
+    @property
+    def loaded(self) -> bool:
+        """The loader loaded the image itself (final: after close())."""
+        return self.next == len(self._image.diff_ids) and bool(self._missing)
+
     def _ready(self) -> tuple[int, Blob | None]:
-        """End of the next run to load now: past `next`, short of the image's top (install's);
-        and the arriving blob the run ends with, when every layer below it is staged."""
+        """End of the next run to load now, past `next`, and the arriving blob it takes in when
+        every layer below that blob is staged (with the staged ones above it). A run to the image's
+        top is install's, unless it takes in the arriving blob and a staged layer above it (the
+        route sent a small top layer first) and the real config is known here."""
         diff_ids = self._image.diff_ids
         end, arriving = self._staged_upto(self.next), self._arriving
+        above = end + 1  # the first layer above the arriving one
         if end < len(diff_ids) and arriving is not None and diff_ids[end] == arriving.diff_id:
-            end += 1
+            end = self._staged_upto(above)
         else:
             arriving = None
-        return (end, arriving) if end < len(diff_ids) else (self.next, None)
+        if end < len(diff_ids) or (arriving is not None and end > above and self._config is not None):
+            return end, arriving
+        return self.next, None
 
     def _run(self) -> None:
         while True:
@@ -134,20 +149,24 @@ class LayerLoader:
 
     def _load(self, start: int, end: int, blobs: dict[str, Blob], streamed: bool = False) -> None:
         image = self._image
-        config = ld.partial_config(image.os, image.architecture, image.diff_ids[:end], self._staging)
+        final = end == len(image.diff_ids)
+        config = (self._config() if final and self._config is not None
+                  else ld.partial_config(image.os, image.architecture, image.diff_ids[:end], self._staging))
         files = load_files(image, range(start, end), self._missing, blobs, self._staging, self._mode)
         layers = named_layers(self._fmt, image.diff_ids[:end], self._reused, blobs.values(), self._mode)
         head = ld.load_head(self._fmt, config, image.diff_ids[:end], files, layers)
         # bounded, so a hung `docker load` cannot hang the ship (close() joins this thread)
         timeout = LOAD_TIMEOUT_S + sum(f.size for f in files) / (STREAM_MIN_RATE if streamed else LOAD_MIN_RATE)
+        # the image itself is no stand-in: not on record for removal (its config has no partial label)
         step = steps.stand_in_load(self._docker, self._staging, image.id, self._mode, head.blocks, files,
-                                   list(layers.items()), f"{start + 1}-{end}", head.image_id,
+                                   list(layers.items()), f"{start + 1}-{end}", "" if final else head.image_id,
                                    STREAM_STALL_S if streamed else 0)
         res = self._conn.run(step.argv, input=head.data, what=step.label, check=False, timeout=timeout)
         self._counter.add(len(head.data))
         if not res.ok or head.image_id not in ld.parse_loaded(res.stdout):
             raise CommandError(self._conn.name, res, what=step.label)
-        log.info("%s: layers %d-%d registered while the rest arrive%s", self._conn.name, start + 1, end,
+        log.info("%s: layers %d-%d registered %s%s", self._conn.name, start + 1, end,
+                 "with the image's config" if final else "while the rest arrive",
                  " (the last as it landed)" if streamed else "")
 
 
@@ -200,25 +219,28 @@ class Closing(Protocol):
 def install(conn: HostConn, docker: tuple[str, ...], image: ImageInfo, staging: str, mode: str,
             config: bytes, files: Sequence[ld.LoadFile], sent: Sequence[Blob], staged: Sequence[Blob],
             counter: Counter, fmt: str = "legacy", reused: Mapping[str, Descriptor] | None = None,
-            closing: Closing | None = None) -> str | None:
+            closing: Closing | None = None, loaded: bool = False) -> str | None:
     """Load FILES with the real config, verify, drop stand-ins and STAGED blobs, tag; then, in the
     same round trip and only if all that succeeded, CLOSING's steps.
 
     SENT: the blobs this ship staged (an OCI load names those layers by them, the others as REUSED
     says). Returns the id REF now resolves to on the host when it is the loaded image's id (the
-    config digest on the classic store, the manifest digest on the containerd store), else None."""
+    config digest on the classic store, the manifest digest on the containerd store), else None.
+    LOADED: the layer loader loaded the image (FILES is empty): no load, no head sent."""
     layers = named_layers(fmt, image.diff_ids, reused or {}, sent, mode)
     # a classic-store load names REF itself (one docker call less); an OCI load is tagged after its checks
-    head = ld.load_head(fmt, config, image.diff_ids, files, layers, tags=(normalize(image.ref),) if fmt == "legacy" else ())
+    tags = (normalize(image.ref),) if fmt == "legacy" and not loaded else ()
+    head = ld.load_head(fmt, config, image.diff_ids, files, layers, tags=tags)
     names = sorted({posixpath.basename(cmd.blob_path(staging, b.digest, b.codec)) for b in staged})
     step = steps.install(docker, staging, image.id, head.image_id, image.ref, names, mode, head.blocks, files,
-                         list(layers.items()), tagged=bool(head.tags))
-    counter.add(len(head.data))
+                         list(layers.items()), tagged=bool(head.tags), loaded=loaded)
+    data = b"" if loaded else head.data
+    counter.add(len(data))
     if closing is None:
-        res = conn.run(step.argv, input=head.data, what=step.label, check=False)
+        res = conn.run(step.argv, input=data, what=step.label, check=False)
     else:
         batch = Batch([step.argv, *closing.steps(head.image_id)], stop_on_failure=True, stdin_step=0)
-        res, *after = batch.split(conn.run(batch.argv, input=head.data, what=step.label, check=False))
+        res, *after = batch.split(conn.run(batch.argv, input=data, what=step.label, check=False))
         closing.ran(after)
     out = ld.parse_install(res.stdout)
     if res.exited == 6:

@@ -105,13 +105,27 @@ def _estimate_total(plan_raw: int, known: list[Blob]) -> int:
     return size + (int(rest * size / raw) if raw else rest)
 
 
-def _as_available(exporter: Exporter, codec: str, diff_ids: list[str], stream: bool = False) -> Iterator[Blob | Growing]:
+# A top layer blob this small (a code change's) goes out before the layer below it, once both are
+# compressed: the loader then loads the image itself while that layer lands (deployer.ship.loader),
+# and the install has no load left. A bigger one keeps image order: sent first, it would only wait
+# on the host for the layer below, whose registration then could not overlap its sending.
+SMALL_TOP = 2 << 20
+
+
+def _as_available(exporter: Exporter, codec: str, diff_ids: list[str], stream: bool = False,
+                  small_top: int = 0) -> Iterator[Blob | Growing]:
     """This host's blobs as the export makes them available, the lowest layer first among those
     ready at once (docker save's layer order is not the image's; the cache has some at once).
-    STREAM: when none is ready, the lowest one being compressed, to send as it grows."""
+    STREAM: when none is ready, the lowest one being compressed, to send as it grows. SMALL_TOP:
+    the last one goes before the one below it when both are ready and it is no bigger than that."""
     taken: set[str] = set()
     while len(taken) < len(diff_ids):
-        item = exporter.next_blob(codec, diff_ids, taken, stream)
+        order = diff_ids
+        if small_top and len(diff_ids) - len(taken) == 2 and not taken.intersection(diff_ids[-2:]):
+            top = exporter.cached(diff_ids[-1], codec)
+            if top is not None and top.size <= small_top and exporter.cached(diff_ids[-2], codec) is not None:
+                order = [*diff_ids[:-2], diff_ids[-1], diff_ids[-2]]
+        item = exporter.next_blob(codec, order, taken, stream)
         if item is None:
             break
         taken.add(item.diff_id)
@@ -149,7 +163,7 @@ def run_tarball(leg: Leg, exporter: Exporter | None, reporter: Reporter) -> str 
     got: dict[str, Blob] = {}
     fmt, reused = plan.load_format, dict(plan.reused)
     loader = LayerLoader(conn, host.docker, image, staging, mode, plan.missing, counter, note, fmt=fmt,
-                         reused=reused)
+                         reused=reused, config=exporter.config)
     host_id: str | None = None
     relayed = Relayed(leg.site, conn, host, counter, note) if leg.site is not None else None
     # with a base to pull, the loads wait for it: the loader starts once the pull is done
@@ -167,7 +181,7 @@ def run_tarball(leg: Leg, exporter: Exporter | None, reporter: Reporter) -> str 
         reporter.phase(name, "compressing", f"layer 1/{len(wanted)}")
         items: Iterator[Blob | Growing] = (
             relayed.prefetch(_blobs(exporter, codec.name, wanted)) if relayed is not None
-            else _as_available(exporter, codec.name, wanted, stream=True))  # a relay takes whole blobs
+            else _as_available(exporter, codec.name, wanted, stream=True, small_top=SMALL_TOP))  # a relay takes whole blobs
         for k, item in enumerate(items, 1):
             reporter.phase(name, "sending", f"layer {k}/{len(wanted)}")
             if isinstance(item, Growing):
@@ -199,7 +213,7 @@ def run_tarball(leg: Leg, exporter: Exporter | None, reporter: Reporter) -> str 
         staged = _staged_blobs(exporter, codec.name, image.diff_ids, got)
         try:
             host_id = install(conn, host.docker, image, staging, mode, exporter.config(), rest, list(got.values()),
-                              staged, counter, fmt, reused, closing=leg.closing)
+                              staged, counter, fmt, reused, closing=leg.closing, loaded=loader.loaded)
         except IncompleteImage as incomplete:
             if leg.light:  # the layers left out were remembered, not read: the runner checks the host in full
                 conn.run(cmd.remove_image_argv(host.docker, incomplete.image_id), what="removing an incomplete image",

@@ -376,3 +376,13 @@ def test_a_stand_in_load_whose_blob_stops_arriving_loads_nothing(tmp_path: Path)
     # without a stall limit (the install), a blob that is not staged fails the load at once
     res = sh(ld.load_argv(docker, img.head_path(), "gzip", head.blocks, img.files[:2], img.staging), head.data)
     assert res.returncode != 0
+
+
+def test_an_install_of_an_image_loaded_already_loads_nothing_and_tags_after_its_checks(tmp_path: Path) -> None:
+    img = Image(tmp_path)
+    with pytest.raises(ValueError, match="no layers left to load"):
+        ld.install_argv(("docker",), img.head_path(), img.id, "t:v", img.staging, cmd.blob_dir(img.staging),
+                        img.names, "gzip", 1, img.files[3:], loaded=True)
+    argv = ld.install_argv(("docker",), img.head_path(), img.id, "t:v", img.staging, cmd.blob_dir(img.staging),
+                           img.names, "gzip", 1, [], loaded=True)
+    assert argv[argv.index(ld.content_records(())) + 1] == "loaded"

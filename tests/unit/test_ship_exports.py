@@ -129,3 +129,42 @@ def test_a_host_takes_its_blobs_in_the_order_the_export_finishes_them() -> None:
     assert [b.diff_id for b in got] == ["c", "a", "b", "d"] and {b.codec for b in got} == {"zstd"}
     assert set(stub.streams) == {True}
     assert list(_as_available(Stub(), "zstd", [])) == []  # type: ignore[arg-type]
+
+
+def test_a_small_top_layer_goes_out_before_the_layer_below_it() -> None:
+    """Once both are compressed, a small top blob is sent first (the loader then loads the image as
+    the layer below lands); a big one, or one not compressed yet, keeps image order."""
+    from pathlib import Path
+
+    from deployer.local.cache import Blob
+    from deployer.ship.route import SMALL_TOP, _as_available
+
+    class Stub:
+        def __init__(self, top_size: int, made: set[str]) -> None:
+            self.top_size, self.made = top_size, made
+
+        def _blob(self, diff: str) -> Blob:
+            return Blob(diff, "zstd", 3, Path("/c") / diff, "sha256:" + diff, self.top_size if diff == "d" else 1 << 30, 2)
+
+        def next_blob(self, codec: str, order: list[str], taken: set[str], stream: bool) -> Blob | None:
+            ready = [d for d in order if d not in taken and d in self.made]
+            if not ready and self.made != {"a", "b", "c", "d"}:
+                self.made = {"a", "b", "c", "d"}  # the export finishes the rest
+                return self.next_blob(codec, order, taken, stream)
+            return self._blob(ready[0]) if ready else None
+
+        def cached(self, diff: str, codec: str) -> Blob | None:
+            return self._blob(diff) if diff in self.made else None
+
+        def blob(self, diff: str, codec: str) -> Blob:
+            return self._blob(diff)
+
+    def order(top_size: int, made: set[str], small_top: int = SMALL_TOP) -> list[str]:
+        return [b.diff_id for b in _as_available(Stub(top_size, made), "zstd", ["a", "b", "c", "d"],  # type: ignore[arg-type]
+                                                 stream=True, small_top=small_top)]
+
+    everything = {"a", "b", "c", "d"}
+    assert order(800_000, set(everything)) == ["a", "b", "d", "c"]
+    assert order(SMALL_TOP + 1, set(everything)) == ["a", "b", "c", "d"]
+    assert order(800_000, set(everything), small_top=0) == ["a", "b", "c", "d"]
+    assert order(800_000, {"a", "b", "c"}) == ["a", "b", "c", "d"]  # the top was not compressed yet

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
-from fakedocker import Image, fake_docker
+from fakedocker import Image, calls, fake_docker
 
 from deployer import lock as locks
 from deployer.commands import load as ld
@@ -307,6 +307,69 @@ def test_layer_loader_loads_the_layer_arriving_now_as_it_lands(tmp_path: Path) -
     loader.close()
     assert loader.next == 2 and notes == []
     assert list(json.loads(state.read_text())["images"].values()) == [{PARTIAL_LABEL: img.staging}]
+
+
+def test_layer_loader_loads_the_image_itself_when_its_small_top_came_first(tmp_path: Path) -> None:
+    """The route sent the top layer before the one below it: the run that completes the image ends
+    with the blob arriving, so the loader loads it with the real config as that blob lands, and the
+    install only checks, cleans up and tags (no second load)."""
+    img = Image(tmp_path)
+    docker, state = fake_docker(tmp_path)
+    conn, _ = conn_with([])
+    notes: list[str] = []
+    arriving = img.blobs[2]
+    data = arriving.path.read_bytes()
+    arriving.path.unlink()
+    partial = Path(f"{arriving.path}.partial")
+    partial.write_bytes(data[:10])
+    counter = Counter()
+    loader = LayerLoader(conn, docker, img.info, img.staging, "gzip", range(4), counter, notes.append,
+                         config=lambda: img.config).start()
+    loader.add(img.blobs[0])
+    loader.add(img.blobs[1])
+    _wait(lambda: loader.next == 2)  # layers 1-2: a stand-in
+    loader.add(img.blobs[3])  # the top, already here: it waits for layer 3
+    time.sleep(0.3)
+    assert loader.next == 2 and not loader.loaded
+    loader.arriving(arriving)  # layers 3-4 and the real config load now, layer 3 as it lands
+    time.sleep(0.3)
+    assert loader.next == 2
+    with partial.open("ab") as f:
+        f.write(data[10:])
+    partial.rename(arriving.path)
+    loader.add(arriving)
+    _wait(lambda: loader.next == 4)
+    loader.close()
+    assert loader.loaded and notes == []
+    images = json.loads(state.read_text())["images"]
+    assert img.id in images and PARTIAL_LABEL not in (images[img.id] or {})  # the image itself, no stand-in
+    assert img.id[7:] not in [p.name for p in Path(ld.standins_dir(img.staging)).iterdir()]  # not on record
+    before = len(calls(state))
+    assert install(conn, docker, img.info, img.staging, "gzip", img.config, [], img.blobs, img.blobs, counter,
+                   loaded=True) == img.id
+    assert "load" not in calls(state)[before:] and "tag" in [c.split()[0] for c in calls(state)[before:]]
+    after = json.loads(state.read_text())
+    assert list(after["images"]) == [img.id] and after["tags"] == {"t:v": img.id}  # the stand-in went
+    assert not list(Path(cmd.blob_dir(img.staging)).iterdir())
+
+
+def test_layer_loader_leaves_a_top_run_without_a_staged_layer_above_the_arriving_one_to_install(
+        tmp_path: Path) -> None:
+    """The top layer arriving last (image order, e.g. a re-ship's one layer) is install's, as before."""
+    img = Image(tmp_path)
+    docker, state = fake_docker(tmp_path)
+    conn, _ = conn_with([])
+    loader = LayerLoader(conn, docker, img.info, img.staging, "gzip", range(4), Counter(),
+                         config=lambda: img.config).start()
+    for blob in img.blobs[:3]:
+        loader.add(blob)
+    _wait(lambda: loader.next == 3)
+    loader.arriving(img.blobs[3])
+    time.sleep(0.3)
+    loader.add(img.blobs[3])
+    loader.close()
+    assert loader.next == 3 and not loader.loaded
+    assert list(json.loads(state.read_text())["images"].values()) == [{PARTIAL_LABEL: img.staging}]  # a stand-in
 
 
 def test_layer_loader_does_not_wait_for_a_blob_whose_send_failed(tmp_path: Path,
