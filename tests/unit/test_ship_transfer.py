@@ -283,16 +283,22 @@ def _wait(cond: Callable[[], bool], within: float = 20) -> None:
         time.sleep(0.05)
 
 
+def _half_arrived(blob: Blob, head: int = 10) -> tuple[bytes, Path]:
+    """BLOB as the host holds it while it arrives: only its first HEAD bytes, in its .partial."""
+    data = blob.path.read_bytes()
+    blob.path.unlink()
+    partial = Path(f"{blob.path}.partial")
+    partial.write_bytes(data[:head])
+    return data, partial
+
+
 def test_layer_loader_loads_the_layer_arriving_now_as_it_lands(tmp_path: Path) -> None:
     img = Image(tmp_path)
     docker, state = fake_docker(tmp_path)
     conn, _ = conn_with([])
     notes: list[str] = []
     arriving = img.blobs[1]
-    data = arriving.path.read_bytes()
-    arriving.path.unlink()
-    partial = Path(f"{arriving.path}.partial")
-    partial.write_bytes(data[:10])  # its first bytes are on the host
+    data, partial = _half_arrived(arriving)  # its first bytes are on the host
     loader = LayerLoader(conn, docker, img.info, img.staging, "gzip", range(4), Counter(), notes.append).start()
     loader.add(img.blobs[0])
     loader.arriving(arriving)  # layers 1-2 load now, the second as it lands
@@ -318,10 +324,7 @@ def test_layer_loader_loads_the_image_itself_when_its_small_top_came_first(tmp_p
     conn, _ = conn_with([])
     notes: list[str] = []
     arriving = img.blobs[2]
-    data = arriving.path.read_bytes()
-    arriving.path.unlink()
-    partial = Path(f"{arriving.path}.partial")
-    partial.write_bytes(data[:10])
+    data, partial = _half_arrived(arriving)
     counter = Counter()
     loader = LayerLoader(conn, docker, img.info, img.staging, "gzip", range(4), counter, notes.append,
                          config=lambda: img.config).start()
@@ -379,9 +382,7 @@ def test_layer_loader_does_not_wait_for_a_blob_whose_send_failed(tmp_path: Path,
     docker, state = fake_docker(tmp_path)
     conn, _ = conn_with([])
     arriving = img.blobs[1]
-    data = arriving.path.read_bytes()
-    arriving.path.unlink()
-    Path(f"{arriving.path}.partial").write_bytes(data[:10])  # then the link is cut for good
+    _half_arrived(arriving)  # then the link is cut for good
     loader = LayerLoader(conn, docker, img.info, img.staging, "gzip", range(4), Counter()).start()
     loader.add(img.blobs[0])
     loader.arriving(arriving)
