@@ -30,7 +30,8 @@ from deployer.tarfmt import Descriptor
 # REF (a ship's): first `ref ID`, the image REF names. When that is one of ENOUGH (known images
 # that hold all of the image to ship but its top layer: a re-ship), its `known ID` is the whole
 # answer (`listing skipped`): listing every image is the slowest docker call on a busy host, and
-# the top layer of a new build is nowhere else.
+# the top layer of a new build is nowhere else. With no ENOUGH (a first ship, or a host not
+# remembered) nothing can spare the listing: REF's inspect then runs beside it, its line last.
 _CONTENT = (
     'if [ -n "$c" ] && [ -d "$c" ]; then\n'
     '  grep -sH "" -- "$c"/* | sed -n "s|^.*/\\([0-9a-f]\\{64\\}\\):|content \\1 |p"\n'
@@ -39,18 +40,28 @@ _CONTENT = (
 _SCRIPT = (
     'c=$1; known=" $2 "; ref=$3; enough=" $4 "; shift 4\n'
     + _CONTENT +
+    'list() {\n'
+    '  ids=$("$@" images -aq --no-trunc) || return $?\n'
+    '  new=\n'
+    '  for id in $(printf "%s\\n" $ids | sort -u); do\n'
+    '    case $known in *" $id "*) echo "known $id" ;; *) new="$new $id" ;; esac\n'
+    '  done\n'
+    '  [ -n "$new" ] || return 0\n'
+    '  "$@" image inspect --format "{{.Id}} {{json .RootFS.Layers}}" $new || true\n'
+    '}\n'
+    'if [ -n "$ref" ] && [ "$enough" = "  " ] && r=$(mktemp 2>/dev/null); then\n'
+    '  "$@" image inspect --format "{{.Id}}" "$ref" > "$r" 2>/dev/null &\n'
+    '  list "$@"; st=$?\n'
+    '  wait\n'
+    '  printf "ref %s\\n" "$(cat -- "$r")"; rm -f -- "$r"\n'
+    '  exit $st\n'
+    'fi\n'
     'if [ -n "$ref" ]; then\n'
     '  x=$("$@" image inspect --format "{{.Id}}" "$ref" 2>/dev/null)\n'
     '  printf "ref %s\\n" "$x"\n'
     '  case $enough in *" $x "*) if [ -n "$x" ]; then printf "known %s\\nlisting skipped\\n" "$x"; exit 0; fi ;; esac\n'
     'fi\n'
-    'ids=$("$@" images -aq --no-trunc) || exit $?\n'
-    'new=\n'
-    'for id in $(printf "%s\\n" $ids | sort -u); do\n'
-    '  case $known in *" $id "*) echo "known $id" ;; *) new="$new $id" ;; esac\n'
-    'done\n'
-    '[ -n "$new" ] || exit 0\n'
-    '"$@" image inspect --format "{{.Id}} {{json .RootFS.Layers}}" $new || true\n'
+    'list "$@"\n'
 )
 
 

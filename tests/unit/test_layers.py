@@ -117,6 +117,32 @@ def test_a_reship_names_the_image_ref_names_and_lists_nothing_else(tmp_path: Pat
         assert json.loads((tmp_path / "calls.log").read_text().splitlines()[1])[:2] == ["images", "-aq"]
 
 
+def test_with_no_enough_the_ref_is_inspected_beside_the_listing(tmp_path: Path) -> None:
+    """A first ship (no ENOUGH): REF's inspect does not wait for the listing, nor it for REF's.
+    The fake answers REF's inspect only once `images` has started: run one after the other, the
+    inspect would find no marker and REF would read as absent."""
+    docker = tmp_path / "docker"
+    marker = tmp_path / "listing started"
+    docker.write_text(
+        "#!/bin/sh\n"
+        f'if [ "$1" = images ]; then : > "{marker}"; sleep 0.3; echo {I1}; exit 0; fi\n'
+        'if [ "$4" = "{{.Id}}" ]; then\n'
+        f'  i=0; while [ ! -e "{marker}" ] && [ $i -lt 20 ]; do sleep 0.1; i=$((i + 1)); done\n'
+        f'  [ -e "{marker}" ] && echo {I1}; exit $?\n'
+        "fi\n"
+        f"echo '{I1} {json.dumps(D[:2])}'\n")
+    docker.chmod(0o755)
+    res = _run(present_layers_argv((str(docker),), "", (), "t:v", ()))
+    assert res.returncode == 0, res.stderr
+    assert parse_listing(res.stdout) == Listing(known=frozenset(), layers={I1: tuple(D[:2])})
+    assert res.stdout.splitlines()[-1] == f"ref {I1}"  # last: printed once both are done
+    # the listing fails: REF's line is still there, and the script fails as the listing did
+    docker.write_text(docker.read_text().replace("echo " + I1 + "; exit 0", "exit 5"))
+    marker.unlink()
+    res = _run(present_layers_argv((str(docker),), "", (), "t:v", ()))
+    assert (res.returncode, res.stdout) == (5, f"ref {I1}\n")
+
+
 def test_enough_means_all_but_the_top_layer_or_all_of_a_one_layer_image() -> None:
     assert enough_for(D[:4], {I1: D[:3], I2: D[:4], I3: D[:2] + D[4:5]}) == [I1, I2]
     assert enough_for(D[:1], {I1: D[:1], I2: D[1:2]}) == [I1]
