@@ -9,6 +9,7 @@ from typing import Any
 import docker.errors
 
 from deployer.errors import ImageNotFound
+from deployer.local import layerids
 from deployer.local.client import Client, docker_client, translated
 
 MISSING_HINT = "build it first (`docker build -t REF .`) or check the name with `docker images`"
@@ -171,20 +172,40 @@ def pulled_base(image: ImageInfo, client: Client, layer_sizes: Sequence[int] | N
     not count (the user's own layers go as shipping decides).
 
     LAYER_SIZES (history_sizes): on the classic store an image's size is the sum of its layers',
-    so only an image whose size is that of a run of IMAGE's bottom layers is inspected (every
-    image pushed anywhere has a repo digest: inspecting them all cost a re-ship 60 ms)."""
+    so only an image whose size is that of a run of IMAGE's bottom layers is considered (every
+    image pushed anywhere has a repo digest: inspecting them all cost a re-ship 60 ms). The layers
+    of an image inspected once are known by its id from then on (deployer.local.layerids): only
+    new images, and the one picked (afresh), are inspected."""
     with translated("listing local images"):
         summaries = client.api.images()
     sums = _base_sizes(layer_sizes, len(image.diff_ids)) if layer_sizes is not None and not is_containerd(client) else None
+    layers_of = layerids.known()
+    learned: dict[str, tuple[str, ...]] = {}
+    inspected: dict[str, dict[str, Any]] = {}
     candidates = []
     for summary in summaries:
-        if summary.get("RepoDigests") and summary.get("Id") != image.id \
-                and (sums is None or summary.get("Size") in sums):
-            try:
-                candidates.append(inspect_attrs(client, str(summary["Id"]), what="inspecting a base image"))
-            except ImageNotFound:
-                continue  # removed meanwhile
+        image_id = str(summary.get("Id") or "")
+        if summary.get("RepoDigests") and image_id != image.id and (sums is None or summary.get("Size") in sums):
+            layers = layers_of.get(image_id)
+            if layers is None:
+                try:
+                    inspected[image_id] = inspect_attrs(client, image_id, what="inspecting a base image")
+                except ImageNotFound:
+                    continue  # removed meanwhile
+                layers = learned[image_id] = tuple((inspected[image_id].get("RootFS") or {}).get("Layers") or ())
+            candidates.append({"Id": image_id, "RootFS": {"Layers": list(layers)},
+                               "RepoDigests": summary.get("RepoDigests")})
+    if learned:
+        layerids.remember(learned, {str(s.get("Id")) for s in summaries})
     picked = pick_base(image.diff_ids, candidates)
+    if picked is None:
+        return None
+    picked_id = str(picked[0]["Id"])
+    try:  # the one picked, as Docker describes it now
+        fresh = inspected.get(picked_id) or inspect_attrs(client, picked_id, what="inspecting a base image")
+    except ImageNotFound:
+        return None  # removed meanwhile
+    picked = pick_base(image.diff_ids, [fresh])
     if picked is None:
         return None
     attrs, repo_digest = picked

@@ -18,7 +18,7 @@ from test_ship_plan import IMAGE, NONE, SIZES, D, facts, host
 
 from deployer.chain import chain_ids
 from deployer.commands import ship as cmd
-from deployer.local import declared
+from deployer.local import declared, layerids
 from deployer.local.fake import FakeClient
 from deployer.local.image import pick_base, pulled_base
 from deployer.ship import origin, steps
@@ -179,6 +179,42 @@ def _pulling(stdout: str, exited: int = 0) -> tuple[OriginPull, list[str], FakeS
     started: list[str] = []
     leg = Leg(h, HostConn(h, session=fake), IMAGE, p, Counter())
     return OriginPull(leg, lambda: started.append("loader")).start(), started, fake
+
+
+def test_pulled_base_inspects_an_image_once_then_knows_its_layers_by_id(tmp_path: Path) -> None:
+    """An image id names its layers: a later ship inspects only new images and the one it picks."""
+    fake = FakeClient()
+    fake.add_image("trainer:v3", IMAGE.id, diff_ids=D)
+    fake.add_image("nvcr.io/nvidia/pytorch:24.01", "sha256:" + "7" * 64, diff_ids=D[:2], repo_digests=[BASE_REF])
+    for n in range(5):  # the user's own images, pushed
+        fake.add_image(f"reg:5000/app:v{n}", f"sha256:{n}" + "6" * 63, diff_ids=(*D[:3], f"sha256:{n}" + "8" * 63),
+                       repo_digests=[f"reg:5000/app@sha256:{n}" + "6" * 63])
+    first = pulled_base(IMAGE, fake)  # type: ignore[arg-type]
+    assert first is not None and first.repo_digest == BASE_REF
+    assert len([c for c in fake.calls if c[0] == "inspect_image"]) == 6
+    assert layerids.known()["sha256:" + "7" * 64] == tuple(D[:2])
+    fake.calls.clear()
+    fake.add_image("nvcr.io/nvidia/pytorch:23.12", "sha256:" + "5" * 64, diff_ids=D[:1],
+                   repo_digests=["nvcr.io/nvidia/pytorch@sha256:" + "4" * 64])
+    again = pulled_base(IMAGE, fake)  # type: ignore[arg-type]
+    assert again == first
+    # the new image (a shorter base: not picked), and the picked one read afresh
+    assert sorted(c[1] for c in fake.calls if c[0] == "inspect_image") == ["sha256:" + "5" * 64, "sha256:" + "7" * 64]
+    # an image removed since is no candidate, though its layers are still known: the next best is
+    fake.api.known = {k: v for k, v in fake.api.known.items() if v["Id"] != "sha256:" + "7" * 64}
+    shorter = pulled_base(IMAGE, fake)  # type: ignore[arg-type]
+    assert shorter is not None and (shorter.repo_digest, shorter.layers) == ("nvcr.io/nvidia/pytorch@sha256:" + "4" * 64, 1)
+
+
+def test_image_layers_file_keeps_listed_ids_and_survives_corruption(tmp_path: Path) -> None:
+    path = tmp_path / "image-layers.json"
+    assert layerids.known(path) == {}
+    path.write_text("{not json")
+    assert layerids.known(path) == {}
+    layerids.remember({"sha256:a": ["d1", "d2"], "sha256:b": []}, {"sha256:a"}, path)
+    assert layerids.known(path) == {"sha256:a": ("d1", "d2")}  # no layers: never remembered
+    layerids.remember({"sha256:c": ["d3"]}, {"sha256:c"}, path)  # a is no longer listed
+    assert layerids.known(path) == {"sha256:c": ("d3",)}
 
 
 def test_a_pulled_base_lets_the_loads_begin() -> None:
