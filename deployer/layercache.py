@@ -8,6 +8,8 @@ re-ship's first round trip. Stored as JSON at $XDG_CACHE_HOME/deployer/layers.js
 (default ~/.cache/deployer/layers.json), per host address; a missing or corrupt file is empty.
 An image listed without layers (the containerd store, content missing) is never remembered.
 A host's probe is kept beside its images, under `probe <host key>`, with the time it ran.
+The workstation's own images are kept the same way, under `local`: looking for a ship's base
+(deployer.local.image.pulled_base) then inspects only the local images it has not seen before.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +52,10 @@ def _load(path: Path) -> dict[str, Any]:
 
 def remembered(host: Host, path: Path | None = None) -> dict[str, tuple[str, ...]]:
     """image id -> its layers, for the images the host had at its last listing."""
-    entry = _load(path or cache_path()).get(host_key(host))
+    return _layers(_load(path or cache_path()).get(host_key(host)))
+
+
+def _layers(entry: object) -> dict[str, tuple[str, ...]]:
     if not isinstance(entry, dict):
         return {}
     return {i: tuple(ls) for i, ls in entry.items()
@@ -68,6 +73,25 @@ def add(host: Host, image_id: str, layers: Sequence[str], path: Path | None = No
     """Record one image a ship just put on the host (the next re-ship's REF names it)."""
     if layers:
         _store(host, lambda old: {**old, image_id: list(layers)}, path)
+
+
+LOCAL = "local"  # the workstation's images (no host key has this form)
+
+
+def local_layers(path: Path | None = None) -> dict[str, tuple[str, ...]]:
+    """image id -> its layers, for the local images inspected before."""
+    return _layers(_load(path or cache_path()).get(LOCAL))
+
+
+def remember_local(inspected: Layers, listed: Collection[str], path: Path | None = None) -> None:
+    """Add the local images just INSPECTED, keeping only the known ids the local Docker still LISTED."""
+
+    def images(data: dict[str, Any]) -> None:
+        now = {i: list(ls) for i, ls in _layers(data.get(LOCAL)).items() if i in listed}
+        now.update({i: list(ls) for i, ls in inspected.items() if ls})
+        data[LOCAL] = dict(list(now.items())[-MAX_IMAGES:])
+
+    _update(images, path)
 
 
 def remember_probe(host: Host, argv: Sequence[str], stdout: str, path: Path | None = None,

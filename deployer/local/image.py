@@ -8,8 +8,8 @@ from typing import Any
 
 import docker.errors
 
+from deployer import layercache
 from deployer.errors import ImageNotFound
-from deployer.local import layerids
 from deployer.local.client import Client, docker_client, translated
 
 MISSING_HINT = "build it first (`docker build -t REF .`) or check the name with `docker images`"
@@ -143,13 +143,17 @@ class PulledBase:
     config_digest: str  # its config's digest (picks its manifest out of a multi-platform index)
 
 
+def _layers(attrs: Mapping[str, Any]) -> tuple[str, ...]:
+    return tuple((attrs.get("RootFS") or {}).get("Layers") or ())
+
+
 def pick_base(diff_ids: tuple[str, ...], candidates: Sequence[Mapping[str, Any]]) -> tuple[Mapping[str, Any], str] | None:
     """The candidate (`docker image inspect` JSON) that is the longest run of DIFF_IDS' bottom
     layers, shorter than all of them, and has a repo digest; with that digest (pure)."""
     best: tuple[Mapping[str, Any], str] | None = None
     best_n = 0
     for attrs in candidates:
-        layers = tuple((attrs.get("RootFS") or {}).get("Layers") or ())
+        layers = _layers(attrs)
         digests = sorted(str(d) for d in attrs.get("RepoDigests") or () if "@sha256:" in str(d))
         if digests and best_n < len(layers) < len(diff_ids) and diff_ids[:len(layers)] == layers:
             best, best_n = (attrs, digests[0]), len(layers)
@@ -174,29 +178,28 @@ def pulled_base(image: ImageInfo, client: Client, layer_sizes: Sequence[int] | N
     LAYER_SIZES (history_sizes): on the classic store an image's size is the sum of its layers',
     so only an image whose size is that of a run of IMAGE's bottom layers is considered (every
     image pushed anywhere has a repo digest: inspecting them all cost a re-ship 60 ms). The layers
-    of an image inspected once are known by its id from then on (deployer.local.layerids): only
-    new images, and the one picked (afresh), are inspected."""
+    of an image inspected once are known by its id from then on (an id names its layers:
+    deployer.layercache): only new images, and the one picked (afresh), are inspected."""
     with translated("listing local images"):
         summaries = client.api.images()
     sums = _base_sizes(layer_sizes, len(image.diff_ids)) if layer_sizes is not None and not is_containerd(client) else None
-    layers_of = layerids.known()
-    learned: dict[str, tuple[str, ...]] = {}
+    known = layercache.local_layers()
     inspected: dict[str, dict[str, Any]] = {}
     candidates = []
     for summary in summaries:
         image_id = str(summary.get("Id") or "")
         if summary.get("RepoDigests") and image_id != image.id and (sums is None or summary.get("Size") in sums):
-            layers = layers_of.get(image_id)
-            if layers is None:
+            if image_id not in known:
                 try:
                     inspected[image_id] = inspect_attrs(client, image_id, what="inspecting a base image")
                 except ImageNotFound:
                     continue  # removed meanwhile
-                layers = learned[image_id] = tuple((inspected[image_id].get("RootFS") or {}).get("Layers") or ())
+            layers = known.get(image_id) or _layers(inspected[image_id])
             candidates.append({"Id": image_id, "RootFS": {"Layers": list(layers)},
                                "RepoDigests": summary.get("RepoDigests")})
-    if learned:
-        layerids.remember(learned, {str(s.get("Id")) for s in summaries})
+    if inspected:
+        layercache.remember_local({i: _layers(a) for i, a in inspected.items()},
+                                  {str(s.get("Id")) for s in summaries})
     picked = pick_base(image.diff_ids, candidates)
     if picked is None:
         return None
@@ -214,4 +217,4 @@ def pulled_base(image: ImageInfo, client: Client, layer_sizes: Sequence[int] | N
         from deployer.local.content import config_digest
 
         config = config_digest(client, from_attrs(repo_digest, attrs))
-    return PulledBase(repo_digest, len((attrs.get("RootFS") or {}).get("Layers") or ()), config)
+    return PulledBase(repo_digest, len(_layers(attrs)), config)

@@ -16,9 +16,10 @@ from typing import ClassVar
 import pytest
 from test_ship_plan import IMAGE, NONE, SIZES, D, facts, host
 
+from deployer import layercache
 from deployer.chain import chain_ids
 from deployer.commands import ship as cmd
-from deployer.local import declared, layerids
+from deployer.local import declared
 from deployer.local.fake import FakeClient
 from deployer.local.image import pick_base, pulled_base
 from deployer.ship import origin, steps
@@ -192,7 +193,7 @@ def test_pulled_base_inspects_an_image_once_then_knows_its_layers_by_id(tmp_path
     first = pulled_base(IMAGE, fake)  # type: ignore[arg-type]
     assert first is not None and first.repo_digest == BASE_REF
     assert len([c for c in fake.calls if c[0] == "inspect_image"]) == 6
-    assert layerids.known()["sha256:" + "7" * 64] == tuple(D[:2])
+    assert layercache.local_layers()["sha256:" + "7" * 64] == tuple(D[:2])
     fake.calls.clear()
     fake.add_image("nvcr.io/nvidia/pytorch:23.12", "sha256:" + "5" * 64, diff_ids=D[:1],
                    repo_digests=["nvcr.io/nvidia/pytorch@sha256:" + "4" * 64])
@@ -206,15 +207,17 @@ def test_pulled_base_inspects_an_image_once_then_knows_its_layers_by_id(tmp_path
     assert shorter is not None and (shorter.repo_digest, shorter.layers) == ("nvcr.io/nvidia/pytorch@sha256:" + "4" * 64, 1)
 
 
-def test_image_layers_file_keeps_listed_ids_and_survives_corruption(tmp_path: Path) -> None:
-    path = tmp_path / "image-layers.json"
-    assert layerids.known(path) == {}
+def test_local_layers_keep_listed_ids_beside_the_hosts_and_survive_corruption(tmp_path: Path) -> None:
+    path = tmp_path / "layers.json"
+    assert layercache.local_layers(path) == {}
     path.write_text("{not json")
-    assert layerids.known(path) == {}
-    layerids.remember({"sha256:a": ["d1", "d2"], "sha256:b": []}, {"sha256:a"}, path)
-    assert layerids.known(path) == {"sha256:a": ("d1", "d2")}  # no layers: never remembered
-    layerids.remember({"sha256:c": ["d3"]}, {"sha256:c"}, path)  # a is no longer listed
-    assert layerids.known(path) == {"sha256:c": ("d3",)}
+    assert layercache.local_layers(path) == {}
+    path.write_text(json.dumps({"root@10.0.0.1:22": {"sha256:h": ["d0"]}}))
+    layercache.remember_local({"sha256:a": ["d1", "d2"], "sha256:b": []}, {"sha256:a"}, path)
+    assert layercache.local_layers(path) == {"sha256:a": ("d1", "d2")}  # no layers: never remembered
+    layercache.remember_local({"sha256:c": ["d3"]}, {"sha256:c"}, path)  # a is no longer listed
+    assert layercache.local_layers(path) == {"sha256:c": ("d3",)}
+    assert json.loads(path.read_text())["root@10.0.0.1:22"] == {"sha256:h": ["d0"]}  # the hosts' are kept
 
 
 def test_a_pulled_base_lets_the_loads_begin() -> None:
