@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import docker.errors
 
-from deployer import layercache
 from deployer.errors import ImageNotFound
 from deployer.local.client import Client, docker_client, translated
 
@@ -170,7 +169,9 @@ def _base_sizes(layer_sizes: Sequence[int], layers: int) -> set[int]:
     return sums
 
 
-def pulled_base(image: ImageInfo, client: Client, layer_sizes: Sequence[int] | None = None) -> PulledBase | None:
+def pulled_base(image: ImageInfo, client: Client, layer_sizes: Sequence[int] | None = None,
+                known: Mapping[str, Sequence[str]] | None = None,
+                learned: Callable[[dict[str, tuple[str, ...]], set[str]], None] | None = None) -> PulledBase | None:
     """The base IMAGE was built on, if the local Docker pulled it from a registry (it has a repo
     digest): the longest run of IMAGE's bottom layers that is such an image. The image itself does
     not count (the user's own layers go as shipping decides).
@@ -178,12 +179,13 @@ def pulled_base(image: ImageInfo, client: Client, layer_sizes: Sequence[int] | N
     LAYER_SIZES (history_sizes): on the classic store an image's size is the sum of its layers',
     so only an image whose size is that of a run of IMAGE's bottom layers is considered (every
     image pushed anywhere has a repo digest: inspecting them all cost a re-ship 60 ms). The layers
-    of an image inspected once are known by its id from then on (an id names its layers:
-    deployer.layercache): only new images, and the one picked (afresh), are inspected."""
+    of an image are known by its id (an id names its layers): KNOWN, the ids inspected before,
+    are not inspected again, only new images and the one picked (afresh); LEARNED is given what
+    was inspected, and the ids the local Docker lists now (the caller keeps them)."""
     with translated("listing local images"):
         summaries = client.api.images()
     sums = _base_sizes(layer_sizes, len(image.diff_ids)) if layer_sizes is not None and not is_containerd(client) else None
-    known = layercache.local_layers()
+    known = known or {}
     inspected: dict[str, dict[str, Any]] = {}
     candidates = []
     for summary in summaries:
@@ -197,9 +199,8 @@ def pulled_base(image: ImageInfo, client: Client, layer_sizes: Sequence[int] | N
             layers = known.get(image_id) or _layers(inspected[image_id])
             candidates.append({"Id": image_id, "RootFS": {"Layers": list(layers)},
                                "RepoDigests": summary.get("RepoDigests")})
-    if inspected:
-        layercache.remember_local({i: _layers(a) for i, a in inspected.items()},
-                                  {str(s.get("Id")) for s in summaries})
+    if inspected and learned is not None:
+        learned({i: _layers(a) for i, a in inspected.items()}, {str(s.get("Id")) for s in summaries})
     picked = pick_base(image.diff_ids, candidates)
     if picked is None:
         return None

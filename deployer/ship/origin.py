@@ -21,6 +21,7 @@ from pathlib import Path
 
 import requests
 
+from deployer import layercache
 from deployer.errors import LocalError
 from deployer.local import declared
 from deployer.local.client import Client
@@ -62,7 +63,7 @@ def find_origin(image: ImageInfo, client: Client, layer_sizes: Sequence[int] | N
     registry once per image. with_blobs() asks the registry for the blobs, for the hosts that need them.
     LAYER_SIZES: IMAGE's history sizes, which narrow the local images to look at (pulled_base)."""
     try:
-        base = pulled_base(image, client, layer_sizes)
+        base = pulled_base(image, client, layer_sizes, layercache.local_layers(), layercache.remember_local)
     except LocalError as exc:
         log.info("cannot look for %s's base image: %s", image.ref, exc)
         return None

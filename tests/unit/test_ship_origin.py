@@ -21,7 +21,7 @@ from deployer.chain import chain_ids
 from deployer.commands import ship as cmd
 from deployer.local import declared
 from deployer.local.fake import FakeClient
-from deployer.local.image import pick_base, pulled_base
+from deployer.local.image import PulledBase, pick_base, pulled_base
 from deployer.ship import origin, steps
 from deployer.ship.conn import HostConn
 from deployer.ship.origin import Origin
@@ -182,6 +182,11 @@ def _pulling(stdout: str, exited: int = 0) -> tuple[OriginPull, list[str], FakeS
     return OriginPull(leg, lambda: started.append("loader")).start(), started, fake
 
 
+def _remembering(fake: FakeClient) -> PulledBase | None:
+    """pulled_base as find_origin calls it: with the local images the layer cache knows."""
+    return pulled_base(IMAGE, fake, None, layercache.local_layers(), layercache.remember_local)  # type: ignore[arg-type]
+
+
 def test_pulled_base_inspects_an_image_once_then_knows_its_layers_by_id(tmp_path: Path) -> None:
     """An image id names its layers: a later ship inspects only new images and the one it picks."""
     fake = FakeClient()
@@ -190,20 +195,20 @@ def test_pulled_base_inspects_an_image_once_then_knows_its_layers_by_id(tmp_path
     for n in range(5):  # the user's own images, pushed
         fake.add_image(f"reg:5000/app:v{n}", f"sha256:{n}" + "6" * 63, diff_ids=(*D[:3], f"sha256:{n}" + "8" * 63),
                        repo_digests=[f"reg:5000/app@sha256:{n}" + "6" * 63])
-    first = pulled_base(IMAGE, fake)  # type: ignore[arg-type]
+    first = _remembering(fake)
     assert first is not None and first.repo_digest == BASE_REF
     assert len([c for c in fake.calls if c[0] == "inspect_image"]) == 6
     assert layercache.local_layers()["sha256:" + "7" * 64] == tuple(D[:2])
     fake.calls.clear()
     fake.add_image("nvcr.io/nvidia/pytorch:23.12", "sha256:" + "5" * 64, diff_ids=D[:1],
                    repo_digests=["nvcr.io/nvidia/pytorch@sha256:" + "4" * 64])
-    again = pulled_base(IMAGE, fake)  # type: ignore[arg-type]
+    again = _remembering(fake)
     assert again == first
     # the new image (a shorter base: not picked), and the picked one read afresh
     assert sorted(c[1] for c in fake.calls if c[0] == "inspect_image") == ["sha256:" + "5" * 64, "sha256:" + "7" * 64]
     # an image removed since is no candidate, though its layers are still known: the next best is
     fake.api.known = {k: v for k, v in fake.api.known.items() if v["Id"] != "sha256:" + "7" * 64}
-    shorter = pulled_base(IMAGE, fake)  # type: ignore[arg-type]
+    shorter = _remembering(fake)
     assert shorter is not None and (shorter.repo_digest, shorter.layers) == ("nvcr.io/nvidia/pytorch@sha256:" + "4" * 64, 1)
 
 
