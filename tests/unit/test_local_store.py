@@ -340,11 +340,12 @@ def test_narrow_drops_the_layer_being_compressed_when_no_one_needs_it(
     real = LayerStore.open_layer
 
     def slow_first(self: LayerStore, index: int) -> Iterator[bytes]:
-        if index == 0:  # a huge base layer that the host turns out to have
+        if index == 0:  # a huge base layer that the host turns out to have, still being read
             started.set()
-            while True:
+            yield next(iter(real(self, index)))[:1]
+            while True:  # its read stalls: never past the layer's size, which the compressor was promised
                 time.sleep(0.001)
-                yield b"\0" * 4096
+                yield b""
         yield from real(self, index)
 
     monkeypatch.setattr(LayerStore, "open_layer", slow_first)
