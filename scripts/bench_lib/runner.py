@@ -61,6 +61,13 @@ class Sample:
         return d
 
 
+def settle_disk() -> float:
+    """Write back every dirty page (all hosts' files live on this machine's disk); the seconds it took."""
+    start = time.monotonic()
+    os.sync()
+    return time.monotonic() - start
+
+
 class Runner:
     def __init__(self, cfg: BenchConfig, pair: ImagePair, run_id: str, log: Callable[[str], None],
                  acct: Accounting | None = None, source: Path | None = None, ws_store: str = ""):
@@ -177,6 +184,11 @@ class Runner:
             ship = Ship(tool, v1, hs, repo)
             hosts.throttle(rate)
             if self.cfg.quiet_seconds:
+                # every step starts from a settled disk: the last step's writeback (up to GBs of
+                # unpacked layers, whichever tool wrote them) would land on this one's fsyncs
+                flushed = settle_disk()
+                if flushed > 1.0:
+                    sample.notes.append(f"flushing the disk before the step took {flushed:.1f} s")
                 sample.background = hosts.wait_quiet(self.cfg.quiet_seconds)
                 if sample.background > hosts.QUIET_BPS:
                     sample.notes.append(f"uplink busy before the step: {sample.background / 1e3:.0f} kB/s")
