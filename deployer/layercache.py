@@ -9,7 +9,9 @@ re-ship's first round trip. Stored as JSON at $XDG_CACHE_HOME/deployer/layers.js
 An image listed without layers (the containerd store, content missing) is never remembered.
 A host's probe is kept beside its images, under `probe <host key>`, with the time it ran.
 The workstation's own images are kept the same way, under `local`: looking for a ship's base
-(deployer.local.image.pulled_base) then inspects only the local images it has not seen before.
+(deployer.local.image.pulled_base) then inspects only the local images it has not seen before;
+and the base it found, under `bases`, by the image's layers below its top one: a re-ship after a
+code change (only the top layer new) checks that one image instead of listing them all.
 """
 from __future__ import annotations
 
@@ -92,6 +94,34 @@ def remember_local(inspected: Layers, listed: Collection[str], path: Path | None
         data[LOCAL] = dict(list(now.items())[-MAX_IMAGES:])
 
     _update(images, path)
+
+
+BASES = "bases"  # the base found for an image's layers below its top one (deployer.ship.origin)
+MAX_BASES = 50
+
+
+def recalled_base(layers: Sequence[str], max_age_s: float, path: Path | None = None,
+                  now: float | None = None) -> str | None:
+    """The local image id last found to be the pulled base of an image with these LAYERS below its
+    top one, if that was at most MAX_AGE_S ago."""
+    bases = _load(path or cache_path()).get(BASES)
+    entry = bases.get(_digest(layers)) if isinstance(bases, dict) else None
+    if not isinstance(entry, dict) or not isinstance(entry.get("base"), str) or not _fresh(entry, max_age_s, now):
+        return None
+    return entry["base"] or None
+
+
+def remember_base(layers: Sequence[str], base_id: str, path: Path | None = None, now: float | None = None) -> None:
+    """Record BASE_ID as the pulled base of an image with these LAYERS below its top one."""
+
+    def bases(data: dict[str, Any]) -> None:
+        old = data.get(BASES)
+        kept = {k: e for k, e in old.items() if isinstance(e, dict)} if isinstance(old, dict) else {}
+        kept.pop(_digest(layers), None)  # to the end: the oldest go first
+        kept[_digest(layers)] = {"at": time.time() if now is None else now, "base": base_id}
+        data[BASES] = dict(list(kept.items())[-MAX_BASES:])
+
+    _update(bases, path)
 
 
 def remember_probe(host: Host, argv: Sequence[str], stdout: str, path: Path | None = None,

@@ -140,6 +140,7 @@ class PulledBase:
     repo_digest: str  # repo@sha256:..., as the registry names it: the base pinned by digest
     layers: int  # how many of the other image's bottom layers it is
     config_digest: str  # its config's digest (picks its manifest out of a multi-platform index)
+    image_id: str = ""  # its id in the local Docker
 
 
 def _layers(attrs: Mapping[str, Any]) -> tuple[str, ...]:
@@ -205,8 +206,15 @@ def pulled_base(image: ImageInfo, client: Client, layer_sizes: Sequence[int] | N
     if picked is None:
         return None
     picked_id = str(picked[0]["Id"])
-    try:  # the one picked, as Docker describes it now
-        fresh = inspected.get(picked_id) or inspect_attrs(client, picked_id, what="inspecting a base image")
+    return confirmed_base(image, client, picked_id, inspected.get(picked_id))
+
+
+def confirmed_base(image: ImageInfo, client: Client, base_id: str,
+                   attrs: Mapping[str, Any] | None = None) -> PulledBase | None:
+    """The local image BASE_ID as IMAGE's base, as Docker describes it now (ATTRS: its inspect, if
+    just read): None when it is gone, or is no longer a pulled run of IMAGE's bottom layers."""
+    try:
+        fresh = attrs or inspect_attrs(client, base_id, what="inspecting a base image")
     except ImageNotFound:
         return None  # removed meanwhile
     picked = pick_base(image.diff_ids, [fresh])
@@ -218,4 +226,4 @@ def pulled_base(image: ImageInfo, client: Client, layer_sizes: Sequence[int] | N
         from deployer.local.content import config_digest
 
         config = config_digest(client, from_attrs(repo_digest, attrs))
-    return PulledBase(repo_digest, len(_layers(attrs)), config)
+    return PulledBase(repo_digest, len(_layers(attrs)), config, str(attrs["Id"]))

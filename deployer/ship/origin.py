@@ -25,7 +25,7 @@ from deployer import layercache
 from deployer.errors import LocalError
 from deployer.local import declared
 from deployer.local.client import Client
-from deployer.local.image import ImageInfo, inspect_attrs, pulled_base
+from deployer.local.image import ImageInfo, PulledBase, confirmed_base, inspect_attrs, pulled_base
 from deployer.ship.registry_api import (
     ManifestReader,
     RegistryAPIError,
@@ -37,6 +37,7 @@ from deployer.ship.registry_api import (
 from deployer.tarfmt import Descriptor
 
 log = logging.getLogger(__name__)
+BASE_MAX_AGE_S = 3600.0  # a re-ship loop runs minutes apart; an older answer is looked up again
 # Docker's schema 2 layer types, as the OCI manifest of a load names the same blobs
 _OCI_TYPE = {"application/vnd.docker.image.rootfs.diff.tar.gzip": "application/vnd.oci.image.layer.v1.tar+gzip",
              "application/vnd.docker.image.rootfs.diff.tar.zstd": "application/vnd.oci.image.layer.v1.tar+zstd",
@@ -63,7 +64,7 @@ def find_origin(image: ImageInfo, client: Client, layer_sizes: Sequence[int] | N
     registry once per image. with_blobs() asks the registry for the blobs, for the hosts that need them.
     LAYER_SIZES: IMAGE's history sizes, which narrow the local images to look at (pulled_base)."""
     try:
-        base = pulled_base(image, client, layer_sizes, layercache.local_layers(), layercache.remember_local)
+        base = _pulled_base(image, client, layer_sizes)
     except LocalError as exc:
         log.info("cannot look for %s's base image: %s", image.ref, exc)
         return None
@@ -76,6 +77,24 @@ def find_origin(image: ImageInfo, client: Client, layer_sizes: Sequence[int] | N
     log.info("%s: its bottom %d layer(s) are %s", image.ref, base.layers, base.repo_digest)
     return Origin(base.repo_digest, split_repo(base.repo_digest.split("@", 1)[0]).api_host, base.layers,
                   base.config_digest)
+
+
+def _pulled_base(image: ImageInfo, client: Client, layer_sizes: Sequence[int] | None) -> PulledBase | None:
+    """pulled_base; or, when a base was found less than BASE_MAX_AGE_S ago for an image with the
+    same layers below its top one (a re-ship after a code change), that base, read afresh: one
+    inspect instead of listing every local image (0.5 s for 56 images on the containerd store).
+    Only a base pulled since that holds more of those layers (hardly ever: they were built here)
+    is not seen until then. With no base found, every ship looks again (one may be pulled)."""
+    below = image.diff_ids[:-1]
+    known = layercache.recalled_base(below, BASE_MAX_AGE_S) if below else None
+    if known:
+        base = confirmed_base(image, client, known)
+        if base is not None:
+            return base
+    base = pulled_base(image, client, layer_sizes, layercache.local_layers(), layercache.remember_local)
+    if below and base is not None:
+        layercache.remember_base(below, base.image_id)
+    return base
 
 
 def declared_origin(image: ImageInfo, client: Client, path: Path | None = None) -> Origin | None:

@@ -21,7 +21,7 @@ from deployer.chain import chain_ids
 from deployer.commands import ship as cmd
 from deployer.local import declared
 from deployer.local.fake import FakeClient
-from deployer.local.image import PulledBase, pick_base, pulled_base
+from deployer.local.image import ImageInfo, PulledBase, pick_base, pulled_base
 from deployer.ship import origin, steps
 from deployer.ship.conn import HostConn
 from deployer.ship.origin import Origin
@@ -210,6 +210,44 @@ def test_pulled_base_inspects_an_image_once_then_knows_its_layers_by_id(tmp_path
     fake.api.known = {k: v for k, v in fake.api.known.items() if v["Id"] != "sha256:" + "7" * 64}
     shorter = _remembering(fake)
     assert shorter is not None and (shorter.repo_digest, shorter.layers) == ("nvcr.io/nvidia/pytorch@sha256:" + "4" * 64, 1)
+
+
+def test_a_re_ship_after_a_code_change_reads_the_base_found_before_instead_of_listing_every_image() -> None:
+    fake = FakeClient()
+    base_id = "sha256:" + "7" * 64
+    fake.add_image("trainer:v3", IMAGE.id, diff_ids=D)
+    fake.add_image("nvcr.io/nvidia/pytorch:24.01", base_id, diff_ids=D[:2], repo_digests=[BASE_REF])
+    first = origin.find_origin(IMAGE, fake)  # type: ignore[arg-type]
+    assert first is not None and first.ref == BASE_REF and ("images",) in fake.calls
+
+    def build(top: str, below: tuple[str, ...] = D[:-1]) -> ImageInfo:
+        image = dataclasses.replace(IMAGE, id=f"sha256:{top * 64}", diff_ids=(*below, f"sha256:{top * 64}"))
+        fake.add_image(f"trainer:{top}", image.id, diff_ids=image.diff_ids)
+        fake.calls.clear()
+        return image
+
+    code_change = build("a")  # only the top layer is new: the base found for the layers below is read afresh
+    assert origin.find_origin(code_change, fake) == first  # type: ignore[arg-type]
+    assert fake.calls == [("inspect_image", base_id)]
+    new_deps = build("b", (*D[:2], "sha256:" + "e" * 64))  # other layers below the top: every image looked at
+    assert origin.find_origin(new_deps, fake) == first and ("images",) in fake.calls  # type: ignore[arg-type]
+    fake.api.known = {k: v for k, v in fake.api.known.items() if v["Id"] != base_id}  # the base removed since
+    gone = build("c")
+    assert origin.find_origin(gone, fake) is None and ("images",) in fake.calls  # type: ignore[arg-type]
+
+
+def test_a_base_found_is_recalled_for_a_while_by_the_layers_below_the_top(tmp_path: Path) -> None:
+    path = tmp_path / "layers.json"
+    assert layercache.recalled_base(D[:3], 3600, path) is None
+    layercache.remember_base(D[:3], "sha256:b", path, now=1000.0)
+    assert layercache.recalled_base(D[:3], 3600, path, now=1000.0 + 3600) == "sha256:b"
+    assert layercache.recalled_base(D[:3], 3600, path, now=1000.0 + 3601) is None  # too old: looked up again
+    assert layercache.recalled_base(D[:2], 3600, path, now=1001.0) is None  # other layers
+    for n in range(layercache.MAX_BASES):
+        layercache.remember_base((f"sha256:{n}",), "sha256:x", path, now=1002.0)
+    assert layercache.recalled_base(D[:3], 3600, path, now=1003.0) is None  # bounded: the oldest went
+    path.write_text(json.dumps({"bases": ["not", "a", "dict"]}))
+    assert layercache.recalled_base(D[:3], 3600, path) is None
 
 
 def test_local_layers_keep_listed_ids_beside_the_hosts_and_survive_corruption(tmp_path: Path) -> None:
