@@ -31,6 +31,20 @@ class Client(Protocol):
     def info(self) -> dict[str, Any]: ...
 
 
+def daemon_info(client: Any) -> dict[str, Any]:
+    """`docker info` of the local daemon, asked once per client: a ship reads it in several places
+    (the image store, the layer store's root, the content store's, the registry settings), each a
+    request of 5-25 ms. A client lives for one command, so its answer is never older than that."""
+    known = getattr(client, "_deployer_info", None)
+    if not isinstance(known, dict):
+        known = client.info()
+        try:
+            client._deployer_info = known
+        except AttributeError:  # a client that takes no attributes is asked every time
+            pass
+    return known  # type: ignore[no-any-return]
+
+
 def _where() -> str:
     return os.environ.get("DOCKER_HOST") or "the default socket"
 

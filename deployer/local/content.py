@@ -20,7 +20,7 @@ import docker
 
 from deployer.errors import LocalError
 from deployer.local.cache import Cache
-from deployer.local.client import translated
+from deployer.local.client import daemon_info, translated
 from deployer.local.compress import decompressor
 from deployer.local.image import ImageInfo
 from deployer.local.savestream import StreamReader
@@ -106,7 +106,7 @@ class ContentStore:
     def open(cls, client: Any, image: ImageInfo) -> ContentStore | None:
         """The store, or None (reason logged) when this is not a readable containerd content store."""
         try:
-            info = client.info()
+            info = daemon_info(client)
         except Exception as exc:  # noqa: BLE001 - any failure only means "use docker save"
             log.info("reading %s with docker save: docker info failed: %s", image.ref, exc)
             return None
@@ -194,7 +194,7 @@ def config_digest(client: docker.DockerClient, image: ImageInfo, cache: Cache | 
     if known is not None:
         return known
     with translated("reading docker info"):
-        info = client.info()
+        info = daemon_info(client)
     config = from_content_store(info, image) or from_save(client, image)
     if config is None:
         raise LocalError(f"cannot find the config of {image.ref} ({image.id[:19]}) in the local Docker",

@@ -9,7 +9,7 @@ from typing import Any
 import docker.errors
 
 from deployer.errors import ImageNotFound
-from deployer.local.client import Client, docker_client, translated
+from deployer.local.client import Client, daemon_info, docker_client, translated
 
 MISSING_HINT = "build it first (`docker build -t REF .`) or check the name with `docker images`"
 
@@ -128,7 +128,7 @@ def is_containerd(client: Client) -> bool:
         from deployer.stores import image_store
 
         with translated("reading docker info"):
-            known = image_store(client.info())
+            known = image_store(daemon_info(client))
         client._deployer_store = known  # type: ignore[attr-defined]
     return bool(known == "containerd")
 

@@ -14,7 +14,7 @@ import docker.auth
 import docker.errors
 
 from deployer.errors import LocalError
-from deployer.local.client import Client, translated
+from deployer.local.client import Client, daemon_info, translated
 
 
 def push_stream(client: Client, image_id: str, remote_ref: str, hint: str) -> Iterator[dict[str, Any]]:
@@ -53,4 +53,4 @@ def registry_credentials(client: Client, index: str) -> dict[str, str]:
 def registry_config(client: Client) -> dict[str, Any]:
     """The local daemon's registry settings (`docker info` RegistryConfig: insecure registries...)."""
     with translated("reading docker info"):
-        return dict(client.info().get("RegistryConfig") or {})
+        return dict(daemon_info(client).get("RegistryConfig") or {})

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 from deployer.chain import chain_ids
 from deployer.errors import LocalError
+from deployer.local.client import daemon_info
 from deployer.local.image import ImageInfo
 
 log = logging.getLogger(__name__)
@@ -126,11 +127,10 @@ class LayerStore:
 
     @classmethod
     def _try_open(cls, client: _InfoClient, image: ImageInfo) -> tuple[str, LayerStore | None]:
-        info_call = getattr(client, "info", None)
-        if not callable(info_call):
+        if not callable(getattr(client, "info", None)):
             return "the Docker client cannot describe its daemon", None
         try:
-            info = info_call()
+            info = daemon_info(client)
         except Exception as exc:  # noqa: BLE001 - any failure only means "use docker save"
             return f"docker info failed: {exc}", None
         reason = unusable_reason(info)

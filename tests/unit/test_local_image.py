@@ -2,6 +2,8 @@
 right hint), other SDK failures stay LocalError; history sizes oldest first; the oneshot callers."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import docker.errors
 import pytest
 
@@ -89,3 +91,22 @@ def test_the_store_an_inspect_shows_spares_a_docker_info() -> None:
     # snapshotter or graph driver? (btrfs, zfs, fuse-overlayfs are both): docker info tells
     for attrs in ({"GraphDriver": {"Name": "btrfs"}}, {"GraphDriver": {"Name": "overlayfs"}}, {}):
         assert store_shown(attrs) is None
+
+
+def test_docker_info_is_asked_once_per_client_wherever_a_ship_reads_it(tmp_path: Path) -> None:
+    """The image store, the layer store's root, the content store's and the registry settings all
+    read `docker info`: one request per client (a client lives for one command)."""
+    from deployer.local.client import daemon_info
+    from deployer.local.image import ImageInfo, is_containerd
+    from deployer.local.push import registry_config
+    from deployer.local.store import LayerStore
+
+    client = FakeClient(info_json={"Driver": "overlayfs", "DriverStatus": [["driver-type", "io.containerd.snapshotter.v1"]],
+                                   "DockerRootDir": str(tmp_path), "RegistryConfig": {"Mirrors": ["m"]}})
+    image = ImageInfo("team/x:1", "sha256:" + "a" * 64, D, 30, "linux", "amd64", ())
+    assert is_containerd(client)
+    assert LayerStore.open(client, image) is None  # not an overlay2 store: docker save reads it
+    assert registry_config(client) == {"Mirrors": ["m"]}
+    assert daemon_info(client)["DockerRootDir"] == str(tmp_path)
+    assert [c for c in client.calls if c[0] == "info"] == [("info",)]
+    assert daemon_info(FakeClient(info_json={"Driver": "overlay2"})) == {"Driver": "overlay2"}  # another client asks
