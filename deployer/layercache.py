@@ -114,11 +114,12 @@ def recalled_base(layers: Sequence[str], max_age_s: float, path: Path | None = N
 def remember_base(layers: Sequence[str], base_id: str, path: Path | None = None, now: float | None = None) -> None:
     """Record BASE_ID as the pulled base of an image with these LAYERS below its top one."""
 
+    key = _digest(layers)
+
     def bases(data: dict[str, Any]) -> None:
         old = data.get(BASES)
-        kept = {k: e for k, e in old.items() if isinstance(e, dict)} if isinstance(old, dict) else {}
-        kept.pop(_digest(layers), None)  # to the end: the oldest go first
-        kept[_digest(layers)] = {"at": time.time() if now is None else now, "base": base_id}
+        kept = {k: e for k, e in old.items() if isinstance(e, dict) and k != key} if isinstance(old, dict) else {}
+        kept[key] = {"at": time.time() if now is None else now, "base": base_id}  # last: the oldest go first
         data[BASES] = dict(list(kept.items())[-MAX_BASES:])
 
     _update(bases, path)

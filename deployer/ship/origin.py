@@ -86,14 +86,14 @@ def _pulled_base(image: ImageInfo, client: Client, layer_sizes: Sequence[int] | 
     Only a base pulled since that holds more of those layers (hardly ever: they were built here)
     is not seen until then. With no base found, every ship looks again (one may be pulled)."""
     below = image.diff_ids[:-1]
-    known = layercache.recalled_base(below, BASE_MAX_AGE_S) if below else None
-    if known:
-        base = confirmed_base(image, client, known)
+    if not below:
+        return None  # a base is some of the image's bottom layers, never all: a one-layer image has none
+    known = layercache.recalled_base(below, BASE_MAX_AGE_S)
+    base = confirmed_base(image, client, known) if known else None
+    if base is None:
+        base = pulled_base(image, client, layer_sizes, layercache.local_layers(), layercache.remember_local)
         if base is not None:
-            return base
-    base = pulled_base(image, client, layer_sizes, layercache.local_layers(), layercache.remember_local)
-    if below and base is not None:
-        layercache.remember_base(below, base.image_id)
+            layercache.remember_base(below, base.image_id)
     return base
 
 

@@ -234,6 +234,8 @@ def test_a_re_ship_after_a_code_change_reads_the_base_found_before_instead_of_li
     fake.api.known = {k: v for k, v in fake.api.known.items() if v["Id"] != base_id}  # the base removed since
     gone = build("c")
     assert origin.find_origin(gone, fake) is None and ("images",) in fake.calls  # type: ignore[arg-type]
+    one_layer = build("d", ())  # no layer below its top: no base to look for
+    assert origin.find_origin(one_layer, fake) is None and fake.calls == []  # type: ignore[arg-type]
 
 
 def test_a_base_found_is_recalled_for_a_while_by_the_layers_below_the_top(tmp_path: Path) -> None:
