@@ -7,6 +7,7 @@ blob once (then remembered). Asked at most once per ship, and only when some hos
 """
 from __future__ import annotations
 
+import contextlib
 import threading
 import zlib
 
@@ -32,6 +33,15 @@ class LayerSizes:
             if self._known is None:
                 self._known = self._find()
             return dict(self._known)
+
+    def prefetch(self) -> None:
+        """Find the sizes in the background now (a host's check is under way); `known` waits for
+        them. A failure is left for `known` to meet again and raise."""
+        def run() -> None:
+            with contextlib.suppress(Exception):
+                self.known()
+
+        threading.Thread(target=run, name="layer-sizes", daemon=True).start()
 
     def remembered(self) -> dict[str, int]:
         """Only what the cache remembers (cheap: no layer is read)."""

@@ -175,6 +175,8 @@ def _observe(job: Job, options: ShipOptions, history_sizes: Sequence[int], repor
     light = _light(job, options, remembered, claim is not None, base, relay)
     if light is not None:
         # a re-ship onto the host as its last ship left it: no docker call (deployer.ship.recall)
+        if getattr(light.facts.docker, "image_store", "") == "containerd":
+            sizes.prefetch()  # its plan names the layers it lacks by their sizes: read them meanwhile
         steps = [cmd.prepare_argv(host.staging_dir, token), content_argv(host.staging_dir)]
     else:
         steps = [
