@@ -25,6 +25,14 @@ logging.getLogger("paramiko").addHandler(logging.NullHandler())
 KEEPALIVE_S = 5
 WINDOW_SIZE = 8 * 1024 * 1024
 FAST_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
+# Key re-exchange is left to the server. paramiko starts one itself after 512 MiB in either
+# direction, and while it waits for the server's answer its reader thread can block replying to a
+# channel close that crossed the request (paramiko#822) until its 30 s clear-to-send timeout drops
+# the connection: first ships of ~1 GB stalled 30 s, then resumed. A re-exchange the server starts
+# has no such race (after its KEXINIT it sends nothing else until the new keys). OpenSSH's sshd
+# re-keys by itself (RekeyLimit; by default after 2^32 blocks of a 128-bit cipher, RFC 4344 3.2,
+# i.e. 64 GiB, and 1 GiB for chacha20), so ours starts only at twice that, for servers that never do.
+REKEY_BYTES = 2 ** 37
 
 
 def dead_link_seconds() -> float:
@@ -145,11 +153,18 @@ def jump_channel(jump: paramiko.Transport, spec: ConnectSpec, *, host: str, via:
         ) from exc
 
 
+def new_transport(sock: socket.socket | paramiko.Channel | QuickAckSocket) -> paramiko.Transport:
+    """A client Transport on `sock` with a wide channel window, re-keying left to the server."""
+    transport = paramiko.Transport(sock, default_window_size=WINDOW_SIZE)
+    transport.packetizer.REKEY_BYTES = REKEY_BYTES  # per link: paramiko's class default stays as it is
+    return transport
+
+
 def _handshake(sock: socket.socket | paramiko.Channel | QuickAckSocket, spec: ConnectSpec, *, host: str,
                timeout: float, trust_name: str) -> paramiko.Transport:
     names = spec.known_host_names()
     try:
-        transport = paramiko.Transport(sock, default_window_size=WINDOW_SIZE)
+        transport = new_transport(sock)
     except (paramiko.SSHException, OSError) as exc:
         sock.close()
         raise ConnectError(host, f"cannot start SSH with {spec.label}: {exc}") from exc

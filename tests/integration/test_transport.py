@@ -3,6 +3,7 @@ jump hosts, dead links, retries, authentication."""
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import threading
 import time
@@ -75,6 +76,33 @@ def test_send_20mb_random_bytes_arrive_intact(gpu01) -> None:
     chunks = (data[i:i + 1_000_003] for i in range(0, len(data), 1_000_003))
     result = gpu01.send(["sha256sum"], chunks)
     assert result.stdout.split()[0] == hashlib.sha256(data).hexdigest()
+
+
+def test_a_server_that_rekeys_often_is_followed_mid_stream(testbed: Testbed, caplog: pytest.LogCaptureFixture) -> None:
+    """cpu01's sshd re-keys every 8 MB. 40 MB up and 24 MB down, with sessions opened and closed on
+    the same link between them, cross several key re-exchanges, all started by the server: deployer
+    leaves re-keying to it (dial.REKEY_BYTES), so a channel close never races a re-exchange paramiko
+    asked for itself (paramiko#822, a 30 s stall and a dropped link)."""
+    caplog.set_level(logging.DEBUG, logger="paramiko.transport")
+    data = os.urandom(40 * 1024 * 1024)
+    with connect(host(testbed, "cpu01")) as session:
+        chunks = (data[i:i + 1_000_003] for i in range(0, len(data), 1_000_003))
+        assert session.send(["sha256sum"], chunks).stdout.split()[0] == hashlib.sha256(data).hexdigest()
+        for _ in range(3):
+            assert session.run(["true"]).exited == 0
+        assert len(session.run(["head", "-c", str(24 * 1024 * 1024), "/dev/zero"], timeout=60).stdout) == 24 * 1024 * 1024
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum(m.startswith("Switch to new keys") for m in messages) >= 1 + 6  # the first exchange, then re-keys
+    assert not [m for m in messages if m.startswith("Rekeying (hit")]  # none started by paramiko
+
+
+def test_a_send_past_paramikos_own_rekey_limit_starts_no_rekey(gpu01, caplog: pytest.LogCaptureFixture) -> None:
+    """600 MiB to a server with OpenSSH's default limit: paramiko alone would re-key after 512 MiB."""
+    caplog.set_level(logging.DEBUG, logger="paramiko.transport")
+    block = bytes(1 << 20)
+    assert int(gpu01.send(["wc", "-c"], (block for _ in range(600)), timeout=120).stdout) == 600 << 20
+    messages = [r.getMessage() for r in caplog.records]
+    assert not [m for m in messages if m.startswith(("Rekeying", "Switch to new keys"))]
 
 
 def test_input_bytes_and_binary_output(gpu01) -> None:

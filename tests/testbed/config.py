@@ -61,6 +61,7 @@ class HostSpec:
     groups: tuple[str, ...] = field(default_factory=tuple)
     docker: Docker = "28"          # "28": Debian unstable's, fetched into the cache; "20.10": bookworm's
     store: Store = "overlay2"      # image store: classic overlay2, or containerd's (snapshotter overlayfs)
+    rekey_limit: str | None = None  # sshd's RekeyLimit: a hardened server re-keys often, even mid-ship
 
 
 # Today's Docker on both image stores, plus one old (20.10) daemon: the lanes shipping must handle.
@@ -71,7 +72,10 @@ HOSTS: tuple[HostSpec, ...] = (
              docker="28", store="overlay2"),
     HostSpec("airgap01", f"{SUBNET}.13", GpuModel("NVIDIA A10", 23028, 2), airgapped=True,
              groups=("gpus", "airgapped", "site"), docker="28", store="containerd"),
-    HostSpec("cpu01", f"{SUBNET}.14", None, groups=("connected", "cpu"), docker="20.10", store="overlay2"),
+    # cpu01's sshd re-keys every 8 MB (default OpenSSH: every 64 GiB), so ships, runs and logs cross
+    # server-started key re-exchanges as long transfers do on any fleet.
+    HostSpec("cpu01", f"{SUBNET}.14", None, groups=("connected", "cpu"), docker="20.10", store="overlay2",
+             rekey_limit="8M"),
     # with airgap01, an air-gapped site of three behind the one uplink: for shipping through a relay
     HostSpec("airgap02", f"{SUBNET}.15", GpuModel("NVIDIA A10", 23028, 2), airgapped=True,
              groups=("site",), docker="28", store="overlay2"),

@@ -85,7 +85,9 @@ def prepare_host_dirs(p: Paths, spec: HostSpec) -> None:
 def sshd_config(p: Paths, name: str) -> str:
     h = p.host(name)
     # A Docker 28 host's session also finds containerd 2's `ctr` (after the host's own bin dir).
-    extra = f"{docker28.bin_dirs(p)[0]}:" if host_spec(name).docker == "28" else ""
+    spec = host_spec(name)
+    extra = f"{docker28.bin_dirs(p)[0]}:" if spec.docker == "28" else ""
+    rekey = f"RekeyLimit {spec.rekey_limit}\n" if spec.rekey_limit else ""
     # HOME: each host has its own, as a server would, instead of this machine's /root (whose .bashrc, run by
     # bash for every command sshd starts, sets up this workstation's dev tools: ~0.1 s a command).
     # DOCKER_CONFIG: each host keeps its own `docker login`.
@@ -111,7 +113,7 @@ MaxSessions 100
 ClientAliveInterval 15
 ClientAliveCountMax 4
 Subsystem sftp /usr/lib/openssh/sftp-server
-SetEnv {env}
+{rekey}SetEnv {env}
 """
 
 

@@ -6,9 +6,10 @@ from __future__ import annotations
 import socket
 from collections.abc import Iterator
 
+import paramiko.packet
 import pytest
 
-from deployer.transport.dial import QuickAckSocket
+from deployer.transport.dial import REKEY_BYTES, QuickAckSocket, new_transport
 
 
 @pytest.fixture
@@ -49,3 +50,15 @@ def test_a_socket_without_quickack_still_reads() -> None:
     finally:
         a.close()
         b.close()
+
+
+def test_links_leave_rekeying_to_the_server(tcp_pair: tuple[socket.socket, socket.socket]) -> None:
+    """paramiko's own re-key (after 512 MiB) can deadlock its reader on a crossing channel close
+    (paramiko#822): a link starts one only past twice OpenSSH's default limit (64 GiB for AES)."""
+    client, _peer = tcp_pair
+    transport = new_transport(client)
+    try:
+        assert transport.packetizer.REKEY_BYTES == REKEY_BYTES >= 2 * 2 ** 32 * 16
+        assert paramiko.packet.Packetizer.REKEY_BYTES == 2 ** 29  # the class default, for other users, untouched
+    finally:
+        transport.close()
