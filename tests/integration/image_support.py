@@ -121,3 +121,15 @@ def pushed_manifest(get: Any, ref: str, config_digest: str) -> dict[str, Any]:
         if (found.get("config") or {}).get("digest") == config_digest and "layers" in found:
             return found
     raise AssertionError(f"{ref} names no manifest for config {config_digest}")
+
+
+def partial_sizes(blobs: Path) -> list[int]:
+    """The sizes of the blobs still arriving in a host's staging BLOBS dir (none if it does not exist
+    yet). A blob that completed (renamed) or was removed since the listing is skipped."""
+    sizes = []
+    for p in blobs.glob("*.partial"):
+        try:
+            sizes.append(p.stat().st_size)
+        except FileNotFoundError:
+            continue
+    return sizes

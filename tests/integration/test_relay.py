@@ -21,7 +21,7 @@ import yaml
 
 from tests.conftest import REPO, Testbed, _deploy_argv
 from tests.integration.cli_support import deploy
-from tests.integration.image_support import config_digest_of, remove_image
+from tests.integration.image_support import config_digest_of, partial_sizes, remove_image
 from tests.integration.test_origin import APP_BYTES, pair  # pair: the fixture, a base in the registry
 
 __all__ = ["pair"]
@@ -178,7 +178,7 @@ def _kill_mid_ship(env: dict[str, str], hosts: str, ref: str, blobs: Path, node:
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            staged = [p.stat().st_size for p in blobs.glob("*.partial")] if blobs.exists() else []
+            staged = partial_sizes(blobs)
             if staged and max(staged) > 5_000_000:
                 break
             time.sleep(0.2)

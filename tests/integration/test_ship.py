@@ -22,7 +22,7 @@ import pytest
 
 from tests.conftest import REPO, Testbed, _deploy_argv
 from tests.integration.cli_support import deploy, inventory_with
-from tests.integration.image_support import config_digest_of, scratch_image
+from tests.integration.image_support import config_digest_of, partial_sizes, scratch_image
 
 BASE = "deployer-testbed/busybox:latest"
 
@@ -255,7 +255,7 @@ def test_resume_after_cut_and_heal(faults: Testbed, ship_env: dict[str, str]) ->
 
     def watch() -> None:
         while not stop.is_set():
-            sizes.extend(p.stat().st_size for p in blobs.glob("*.partial") if p.stat().st_size > 1_000_000)
+            sizes.extend(size for size in partial_sizes(blobs) if size > 1_000_000)
             time.sleep(0.05)
 
     watcher = threading.Thread(target=watch, daemon=True)
@@ -296,7 +296,7 @@ def test_killed_deployer_resumes_on_the_next_run(faults: Testbed, ship_env: dict
     deadline = time.monotonic() + 60
     got = 0
     while got < 4_000_000 and time.monotonic() < deadline and proc.poll() is None:
-        got = max([p.stat().st_size for p in blobs.glob("*.partial")] + [0])
+        got = max(partial_sizes(blobs), default=0)
         time.sleep(0.05)
     proc.kill()  # SIGKILL: no cleanup, the lock stays behind
     proc.communicate()
