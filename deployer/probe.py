@@ -19,12 +19,11 @@ def probe_target(host: Host, timeout: float = 10.0) -> Target:
         facts = parse_probe(session.run(probe_argv(host, gpus=False, versions=False), check=False, timeout=120).stdout)
     present = parse_present(listed.stdout)
     warnings: list[str] = []
-    store = facts.docker.image_store if facts.docker else ""
     return Target(
         host=host.name,
         present=present,
         server_version=facts.docker.server_version if facts.docker else "",
-        image_store=store,
+        image_store=facts.image_store,
         decompressors=facts.decompressors,
         warnings=tuple(warnings),
     )

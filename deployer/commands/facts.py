@@ -141,6 +141,11 @@ class HostFacts:
     origin_reachable: bool | None = None  # the origin registry the probe was asked about (None: not asked)
     origin_detail: str = ""
 
+    @property
+    def image_store(self) -> str:
+        """The host Docker's image store ("overlay2" or "containerd"); "" without a Docker."""
+        return self.docker.image_store if self.docker is not None else ""
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (frozensets become sorted lists)."""
         d = asdict(self)

@@ -27,6 +27,7 @@ class LayerSizes:
         self.image, self._client, self._cache = image, client, cache or Cache()
         self._lock = threading.Lock()
         self._known: dict[str, int] | None = None
+        self._prefetched = False
 
     def known(self) -> dict[str, int]:
         with self._lock:
@@ -36,7 +37,12 @@ class LayerSizes:
 
     def prefetch(self) -> None:
         """Find the sizes in the background now (a host's check is under way); `known` waits for
-        them. A failure is left for `known` to meet again and raise."""
+        them. A failure is left for `known` to meet again and raise. Once per ship: every host's
+        check may ask."""
+        if self._prefetched:
+            return
+        self._prefetched = True
+
         def run() -> None:
             with contextlib.suppress(Exception):
                 self.known()

@@ -175,7 +175,7 @@ def _observe(job: Job, options: ShipOptions, history_sizes: Sequence[int], repor
     light = _light(job, options, remembered, claim is not None, base, relay)
     if light is not None:
         # a re-ship onto the host as its last ship left it: no docker call (deployer.ship.recall)
-        if getattr(light.facts.docker, "image_store", "") == "containerd":
+        if light.facts.image_store == "containerd":
             sizes.prefetch()  # its plan names the layers it lacks by their sizes: read them meanwhile
         steps = [cmd.prepare_argv(host.staging_dir, token), content_argv(host.staging_dir)]
     else:
@@ -223,8 +223,7 @@ def _observe(job: Job, options: ShipOptions, history_sizes: Sequence[int], repor
         image_state = replace(image_state, ids=image_state.ids | {image.config_digest})
     try:
         content = parse_content(listed.stdout)
-        store = getattr(job.facts.docker, "image_store", "") if job.facts is not None else ""
-        if store == "containerd":
+        if job.facts.image_store == "containerd":
             # layer sizes are only needed (and, on a containerd workstation, only read) for unrecorded layers
             known = sizes.known() if any(d not in content for d in image.diff_ids) else {}
             image_state = _oci_state(image, image_state, name_layers(image.diff_ids, content, known))
