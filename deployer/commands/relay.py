@@ -88,6 +88,8 @@ def parse_sources(stdout: str) -> dict[str, str]:
 # same file, held open, so the rename never loses a byte) and pipe the bytes from OFFSET on into
 # the target's forced receive. Gives up when no new byte came for STALL seconds (the workstation
 # then decides: resume, or send directly). `head -c N` reads exactly N bytes of a regular file.
+# It reads what has landed every 50 ms, not as fast as the copy grows: a loop that read at once
+# again spawned its wc and head hundreds of times a second, a core's worth of the relay's CPU.
 _FORWARD = (
     'src=$1; size=$2; off=$3; d=$4; dest=$5; port=$6; stall=$7; want=$8; cp=$9; here=${10}\n'
     'p=$src.partial\n'
@@ -97,7 +99,7 @@ _FORWARD = (
     '  if [ "$idle" -gt $((stall * 5)) ]; then echo "relay: no new bytes for ${stall}s" >&2; exit 1; fi\n'
     '  sleep 0.2\n'
     '}\n'
-    'size_now() { { wc -c < "$p" || wc -c < "$src"; } 2>/dev/null | tr -d " "; }\n'
+    'size_now() { { wc -c < "$p" || wc -c < "$src"; } 2>/dev/null; }\n'  # a padded count (BSD wc) is fine below
     'follow() {\n'
     '  until { [ -f "$p" ] && command exec 3< "$p"; } 2>/dev/null || { [ -f "$src" ] && command exec 3< "$src"; } 2>/dev/null\n'
     '  do wait_more; done\n'
@@ -107,7 +109,7 @@ _FORWARD = (
     '    [ "$n" -le "$size" ] || n=$size\n'
     '    if [ "$n" -gt "$off" ]; then\n'
     '      head -c $((n - off)) <&3 || exit 1\n'
-    '      off=$n; idle=0\n'
+    '      off=$((n)); idle=0; sleep 0.05\n'
     '    else\n'
     '      wait_more\n'
     '    fi\n'

@@ -349,6 +349,45 @@ def test_a_node_installs_its_receive_without_a_key_and_its_last_ship_removes_it(
     assert not Path(rc.receiver_path(node)).exists() and Path(rc.receiver_path(staging)).exists()
 
 
+def test_a_forward_reads_a_growing_blob_in_paced_rounds_not_once_per_write(tmp_path: Path) -> None:
+    """The forward's loop measures the relay's copy (`wc`) and reads on at most every 50 ms while
+    bytes flow: one that read again at once ran wc and head hundreds of times a second, a core of the
+    relay's CPU for a whole ship."""
+    relay = str(tmp_path / "relay")
+    assert run(rc.authorize_argv(relay, str(tmp_path / "keys"), "")).returncode == 0
+    shims, calls = tmp_path / "bin", tmp_path / "wc-calls"
+    shims.mkdir()
+    wc = shims / "wc"
+    wc.write_text(f'#!/bin/sh\necho x >> {calls}\nexec /usr/bin/wc "$@"\n')
+    wc.chmod(0o755)
+    data = os.urandom(4_000_000)
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    final = Path(cmd.blob_path(rc.relay_staging(relay), digest, "zstd"))
+    final.parent.mkdir(parents=True)
+    partial = Path(str(final) + ".partial")
+    partial.write_bytes(b"")
+    argv = rc.forward_argv(rc.relay_staging(relay), digest, "zstd", len(data), 0, str(tmp_path / "ship"), "x", 22, 10,
+                           0, here=rc.receiver_path(relay))
+    started = time.monotonic()
+    hop = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           env={**os.environ, "PATH": f"{shims}:{os.environ['PATH']}"})
+    writes = 0
+    with partial.open("ab") as fh:  # the relay's own receive, appending 16 kB at a time
+        for i in range(0, len(data), 16_384):
+            fh.write(data[i:i + 16_384])
+            fh.flush()
+            writes += 1
+            time.sleep(0.002)
+    partial.rename(final)
+    out, err = hop.communicate(timeout=60)
+    elapsed = time.monotonic() - started
+    assert out.decode().split() == ["ok", digest], err
+    assert Path(cmd.blob_path(relay, digest, "zstd")).read_bytes() == data
+    rounds = len(calls.read_text().split())
+    assert 0 < rounds <= elapsed / 0.05 + 2, (rounds, elapsed, writes)
+    assert rounds < writes / 4, (rounds, writes)
+
+
 def test_a_blob_passes_down_two_hops_while_it_is_still_arriving(tmp_path: Path) -> None:
     """relay -> node -> leaf: the node's copy grows from the relay's as it grows, the leaf's from the
     node's; both forwards run at once (the ssh shim hands stdin to the receive sshd would force)."""
