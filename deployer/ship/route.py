@@ -149,8 +149,8 @@ def run_tarball(leg: Leg, exporter: Exporter | None, reporter: Reporter) -> str 
     order when it reads Docker's store or has them all cached); when none is ready, the layer
     being compressed goes out as it grows (stream_blob; not through a relay). Each is hashed by
     the host as it arrives; the loader thread registers every run of staged layers with Docker
-    while the next blobs are sent, the last of a run as it lands when it is sent whole and
-    directly; install loads what is left, verifies the id, cleans the staging dir and tags.
+    while the next blobs are sent, the last of a run as it lands when it is sent whole (directly
+    or through a relay); install loads what is left, verifies the id, cleans the staging dir and tags.
     """
     host, plan, conn, image, counter = leg.host, leg.plan, leg.conn, leg.image, leg.counter
     assert plan.codec is not None
@@ -188,10 +188,7 @@ def run_tarball(leg: Leg, exporter: Exporter | None, reporter: Reporter) -> str 
                 blob, fresh = stream_blob(conn, staging, item, exporter, counter, note, listed), False
             else:
                 blob = item
-                # the loader may read it as it lands; not through a relay, where (bench (c), site lane)
-                # the three hosts' loads then competed with the relay's forwards: 22.9 s, not 19.9 s
-                if relayed is None:
-                    loader.arriving(blob)
+                loader.arriving(blob)  # the loader may read it as it lands, from the relay too
                 fresh = (relayed.stage(staging, blob, listed) if relayed is not None
                          else stage_blob(conn, staging, blob, counter, note, listed))
             got[blob.diff_id] = blob

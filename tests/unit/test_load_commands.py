@@ -2,9 +2,11 @@
 (tests/unit/fakedocker.py)."""
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import json
+import os
 import shutil
 import subprocess
 import tarfile
@@ -388,3 +390,49 @@ def test_an_install_of_an_image_loaded_already_loads_nothing_and_tags_after_its_
     plain, loaded = ld.install_argv(*args), ld.install_argv(*args, loaded=True)
     # the same command but for its TAGGED word ($9), which tells the script to load nothing
     assert [(a, b) for a, b in zip(plain, loaded, strict=True) if a != b] == [("", "loaded")]
+
+
+def test_a_load_reads_a_blob_that_is_still_arriving_in_paced_rounds(tmp_path: Path) -> None:
+    """The feed follows a blob's .partial as it grows (a stand-in load started while it lands) by
+    measuring it (`wc`) and reading on at most every 20 ms while bytes flow: one that read again at
+    once ran wc, tr and head hundreds of times a second while it kept up with the receive."""
+    staging = str(tmp_path / "staging")
+    raw = os.urandom(400_000)
+    diff_id, blob = sha(raw), gzip.compress(raw, mtime=0)
+    final = Path(cmd.blob_path(staging, sha(blob), "gzip"))
+    final.parent.mkdir(parents=True)
+    partial = Path(f"{final}.partial")
+    partial.write_bytes(b"")
+    docker, state = fake_docker(tmp_path)
+    shims, calls_log = tmp_path / "bin", tmp_path / "wc-calls"
+    shims.mkdir()
+    (shims / "wc").write_text(f'#!/bin/sh\necho x >> {calls_log}\nexec /usr/bin/wc "$@"\n')
+    (shims / "wc").chmod(0o755)
+    files = [ld.LoadFile(diff_id, str(final), len(raw))]
+    config = ld.partial_config("linux", "amd64", [diff_id], staging)
+    head, blocks = _head(ld.load_head("legacy", config, [diff_id], files))
+    argv = ld.load_argv(docker, cmd.load_head_path(staging, ld.config_id(config)), "gzip", blocks, files, staging,
+                        standin=ld.config_id(config), stall_s=10)
+    started = time.monotonic()
+    load = subprocess.Popen(list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, "PATH": f"{shims}:{os.environ['PATH']}"})
+    assert load.stdin is not None
+    load.stdin.write(head)
+    load.stdin.close()
+    load.stdin = None  # the head is all it reads from stdin
+    writes = 0
+    with partial.open("ab") as fh:  # the receive, appending 2 kB at a time
+        for i in range(0, len(blob), 2048):
+            fh.write(blob[i:i + 2048])
+            fh.flush()
+            writes += 1
+            time.sleep(0.002)
+    partial.rename(final)  # checked and named
+    out, err = load.communicate(timeout=60)
+    elapsed = time.monotonic() - started
+    assert load.returncode == 0, err
+    assert ld.parse_loaded(out.decode()) == (ld.config_id(config),)
+    assert json.loads(state.read_text())["images"]  # the layer was registered, whole
+    rounds = len(calls_log.read_text().split())
+    assert 0 < rounds <= elapsed / 0.02 + 2, (rounds, elapsed, writes)
+    assert rounds < writes / 4, (rounds, writes)
