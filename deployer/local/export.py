@@ -178,6 +178,18 @@ class Exporter:
                 return self._blobs[key]
             raise self._error or LocalError(f"docker save of {self.image.ref} did not contain layer {diff_id}")
 
+    def wait_blob(self, diff_id: str, codec: str, timeout: float) -> Blob | None:
+        """The compressed blob of one layer if it is ready within TIMEOUT seconds, else None (the
+        export still makes it); raises the export's error."""
+        key = (codec, diff_id)
+        with self._cond:
+            self._cond.wait_for(lambda: key in self._blobs or self._done, timeout)
+            if key in self._blobs:
+                return self._blobs[key]
+            if self._error is not None:
+                raise self._error
+        return self.cached(diff_id, codec)
+
     def ready(self) -> Iterator[Blob]:
         """Every wanted blob as it becomes available; raises the export's error.
 

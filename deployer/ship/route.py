@@ -110,19 +110,26 @@ def _estimate_total(plan_raw: int, known: list[Blob]) -> int:
 # and the install has no load left. A bigger one keeps image order: sent first, it would only wait
 # on the host for the layer below, whose registration then could not overlap its sending.
 SMALL_TOP = 2 << 20
+# A relay's queue is filled as fast as blobs are compressed, so the layer below the top is ready
+# while the top still compresses; waiting this long for the top lets a small one go first there too.
+RELAY_TOP_WAIT_S = 2.0
 
 
 def _as_available(exporter: Exporter, codec: str, diff_ids: list[str], stream: bool = False,
-                  small_top: int = 0) -> Iterator[Blob | Growing]:
+                  small_top: int = 0, top_wait_s: float = 0.0) -> Iterator[Blob | Growing]:
     """This host's blobs as the export makes them available, the lowest layer first among those
     ready at once (docker save's layer order is not the image's; the cache has some at once).
     STREAM: when none is ready, the lowest one being compressed, to send as it grows. SMALL_TOP:
-    the last one goes before the one below it when both are ready and it is no bigger than that."""
+    the last one goes before the one below it when both are ready and it is no bigger than that;
+    TOP_WAIT_S: how long to wait for the last one to be ready, once only those two are left (a
+    relay's queue is filled ahead of its sending, when the top is usually still compressing)."""
     taken: set[str] = set()
     while len(taken) < len(diff_ids):
         order = diff_ids
         if small_top and len(diff_ids) - len(taken) == 2 and not taken.intersection(diff_ids[-2:]):
             top = exporter.cached(diff_ids[-1], codec)
+            if top is None and top_wait_s > 0:
+                top = exporter.wait_blob(diff_ids[-1], codec, top_wait_s)
             if top is not None and top.size <= small_top and exporter.cached(diff_ids[-2], codec) is not None:
                 order = [*diff_ids[:-2], diff_ids[-1], diff_ids[-2]]
         item = exporter.next_blob(codec, order, taken, stream)
@@ -135,9 +142,10 @@ def _as_available(exporter: Exporter, codec: str, diff_ids: list[str], stream: b
             yield exporter.blob(diff_id, codec)
 
 
-def _blobs(exporter: Exporter, codec: str, diff_ids: list[str]) -> Iterator[Blob]:
+def _blobs(exporter: Exporter, codec: str, diff_ids: list[str], small_top: int = 0,
+           top_wait_s: float = 0.0) -> Iterator[Blob]:
     """_as_available without streaming: finished blobs only."""
-    for item in _as_available(exporter, codec, diff_ids):
+    for item in _as_available(exporter, codec, diff_ids, small_top=small_top, top_wait_s=top_wait_s):
         assert isinstance(item, Blob)
         yield item
 
@@ -180,7 +188,7 @@ def run_tarball(leg: Leg, exporter: Exporter | None, reporter: Reporter) -> str 
             loader.start()
         reporter.phase(name, "compressing", f"layer 1/{len(wanted)}")
         items: Iterator[Blob | Growing] = (
-            relayed.prefetch(_blobs(exporter, codec.name, wanted)) if relayed is not None
+            relayed.prefetch(_blobs(exporter, codec.name, wanted, SMALL_TOP, RELAY_TOP_WAIT_S)) if relayed is not None
             else _as_available(exporter, codec.name, wanted, stream=True, small_top=SMALL_TOP))  # a relay takes whole blobs
         for k, item in enumerate(items, 1):
             reporter.phase(name, "sending", f"layer {k}/{len(wanted)}")

@@ -159,12 +159,32 @@ def test_a_small_top_layer_goes_out_before_the_layer_below_it() -> None:
         def blob(self, diff: str, codec: str) -> Blob:
             return self._blob(diff)
 
-    def order(top_size: int, made: set[str], small_top: int = SMALL_TOP) -> list[str]:
-        return [b.diff_id for b in _as_available(Stub(top_size, made), "zstd", ["a", "b", "c", "d"],  # type: ignore[arg-type]
-                                                 stream=True, small_top=small_top)]
+        def wait_blob(self, diff: str, codec: str, timeout: float) -> Blob | None:
+            self.waited.append((diff, timeout))
+            if diff in self.compressing:  # it is ready within the wait
+                self.made.add(diff)
+            return self.cached(diff, codec)
+
+        waited: list[tuple[str, float]]
+        compressing: set[str]
+
+    def order(top_size: int, made: set[str], small_top: int = SMALL_TOP, top_wait_s: float = 0.0,
+              compressing: frozenset[str] = frozenset(), waited: list[tuple[str, float]] | None = None) -> list[str]:
+        stub = Stub(top_size, made)
+        stub.waited, stub.compressing = waited if waited is not None else [], set(compressing)
+        return [b.diff_id for b in _as_available(stub, "zstd", ["a", "b", "c", "d"],  # type: ignore[arg-type]
+                                                 stream=True, small_top=small_top, top_wait_s=top_wait_s)]
 
     everything = {"a", "b", "c", "d"}
     assert order(800_000, set(everything)) == ["a", "b", "d", "c"]
     assert order(SMALL_TOP + 1, set(everything)) == ["a", "b", "c", "d"]
     assert order(800_000, set(everything), small_top=0) == ["a", "b", "c", "d"]
     assert order(800_000, {"a", "b", "c"}) == ["a", "b", "c", "d"]  # the top was not compressed yet
+    # a relay's queue (top_wait_s): the layer below is ready while the top compresses; a short wait
+    # for the top lets it go first there too, and a top that takes longer keeps image order
+    waited: list[tuple[str, float]] = []
+    assert order(800_000, {"a", "b", "c"}, top_wait_s=2.0, compressing=frozenset({"d"}), waited=waited) == \
+        ["a", "b", "d", "c"]
+    assert waited == [("d", 2.0)]
+    assert order(800_000, {"a", "b", "c"}, top_wait_s=2.0) == ["a", "b", "c", "d"]
+    assert order(SMALL_TOP + 1, {"a", "b", "c"}, top_wait_s=2.0, compressing=frozenset({"d"})) == ["a", "b", "c", "d"]

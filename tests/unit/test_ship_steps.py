@@ -73,6 +73,9 @@ class Exported:
     def cached(self, diff_id: str, codec: str) -> None:
         return None
 
+    def wait_blob(self, diff_id: str, codec: str, timeout: float) -> Blob:
+        return self.blob(diff_id, codec)
+
 
 def _plan(img: Image, host: Host, **kw: object) -> ShipPlan:
     fields: dict = dict(host=host.name, ref="t:v", image_id=img.id, route="tarball", via="tarball", reason="test",
