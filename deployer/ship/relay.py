@@ -65,8 +65,9 @@ class RelayError(TransferError):
     """The relay could not serve a host (setup, the relay's own link, or the LAN hop)."""
 
     def __init__(self, host: str, relay: str, why: str) -> None:
+        reach = f"reaches {host} over SSH" if host != relay else "answers over SSH"
         super().__init__(host, f"relay {relay}: {why}" if host != relay else why,
-                         hint=f"check that {relay} is up and reaches {host} over SSH; "
+                         hint=f"check that {relay} is up and {reach}; "
                               "deploy_relay_fallback: direct sends from the workstation instead")
         self.relay = relay
 

@@ -447,3 +447,12 @@ def test_the_dry_run_shows_a_node_of_the_tree(tmp_path: Path) -> None:
     root = steps.transfer_steps(dataclasses.replace(plan, relay="b", relay_staging="/st"), node)
     assert [s.label for s in root][:2] == ["preparing the staging dir", "installing relay b's receive"]
     assert not any("key" in s.label for s in root)
+
+
+def test_a_relay_error_hints_at_the_right_link() -> None:
+    other = RelayError("gpu02", "gpu01", "sending blob x failed")
+    assert other.message == "gpu02: relay gpu01: sending blob x failed"
+    assert "check that gpu01 is up and reaches gpu02 over SSH" in (other.hint or "")
+    itself = RelayError("gpu01", "gpu01", "cannot connect")  # the relay is a target too
+    assert "check that gpu01 is up and answers over SSH" in (itself.hint or "")
+    assert "reaches gpu01" not in (itself.hint or "")
