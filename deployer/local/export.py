@@ -171,24 +171,26 @@ class Exporter:
             if cached is None:
                 raise ValueError(f"{codec} blob of {diff_id} was not requested from this Exporter")
             return cached
-        with self._cond:
-            if not self._cond.wait_for(lambda: key in self._blobs or self._done, timeout):
-                raise LocalError(f"timed out waiting for layer {diff_id[:19]} of {self.image.ref}")
-            if key in self._blobs:
-                return self._blobs[key]
-            raise self._error or LocalError(f"docker save of {self.image.ref} did not contain layer {diff_id}")
+        blob, done = self._wait(key, timeout)
+        if blob is not None:
+            return blob
+        if not done:
+            raise LocalError(f"timed out waiting for layer {diff_id[:19]} of {self.image.ref}")
+        raise self._error or LocalError(f"docker save of {self.image.ref} did not contain layer {diff_id}")
 
     def wait_blob(self, diff_id: str, codec: str, timeout: float) -> Blob | None:
         """The compressed blob of one layer if it is ready within TIMEOUT seconds, else None (the
         export still makes it); raises the export's error."""
-        key = (codec, diff_id)
+        blob, done = self._wait((codec, diff_id), timeout)
+        if blob is None and done and self._error is not None:
+            raise self._error
+        return blob if blob is not None else self.cached(diff_id, codec)
+
+    def _wait(self, key: tuple[str, str], timeout: float | None) -> tuple[Blob | None, bool]:
+        """Until blob KEY is made or the export ended (at most TIMEOUT s): (the blob, whether it ended)."""
         with self._cond:
             self._cond.wait_for(lambda: key in self._blobs or self._done, timeout)
-            if key in self._blobs:
-                return self._blobs[key]
-            if self._error is not None:
-                raise self._error
-        return self.cached(diff_id, codec)
+            return self._blobs.get(key), self._done
 
     def ready(self) -> Iterator[Blob]:
         """Every wanted blob as it becomes available; raises the export's error.

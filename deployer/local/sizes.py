@@ -27,7 +27,7 @@ class LayerSizes:
         self.image, self._client, self._cache = image, client, cache or Cache()
         self._lock = threading.Lock()
         self._known: dict[str, int] | None = None
-        self._prefetched = False
+        self._prefetch = threading.Lock()  # taken once, never released: one background read per ship
 
     def known(self) -> dict[str, int]:
         with self._lock:
@@ -39,9 +39,8 @@ class LayerSizes:
         """Find the sizes in the background now (a host's check is under way); `known` waits for
         them. A failure is left for `known` to meet again and raise. Once per ship: every host's
         check may ask."""
-        if self._prefetched:
+        if not self._prefetch.acquire(blocking=False):  # hosts' checks run at once: test-and-set
             return
-        self._prefetched = True
 
         def run() -> None:
             with contextlib.suppress(Exception):

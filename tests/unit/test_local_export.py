@@ -235,3 +235,19 @@ def test_following_a_blob_that_is_given_up_fails(tmp_path: Path) -> None:
         b"".join(chunks)
     with pytest.raises(LocalError, match="hashes to"):
         exp.finished(item)
+
+
+def test_wait_blob_gives_a_blob_made_in_time_none_while_it_is_still_made_and_the_exports_error(
+        tmp_path: Path) -> None:
+    idle = Exporter(INFO, {"zstd": {D[1]}}, client=FakeClient(save_legacy(INFO, CONFIG, LAYERS)),  # type: ignore[arg-type]
+                    cache=Cache(tmp_path / "idle"))
+    assert idle.wait_blob(D[1], "zstd", 0.05) is None  # not made yet (the export was not even started)
+    with Exporter(INFO, {"zstd": {D[1]}}, client=FakeClient(save_legacy(INFO, CONFIG, LAYERS)),  # type: ignore[arg-type]
+                  cache=Cache(tmp_path / "ok")) as exp:
+        got = exp.wait_blob(D[1], "zstd", 10)
+        assert got is not None and got.diff_id == D[1] and got == exp.blob(D[1], "zstd")
+    bad = [LAYERS[0], layer_tar(99), LAYERS[2]]
+    failing = Exporter(INFO, {"zstd": {D[1]}}, client=FakeClient(save_legacy(INFO, CONFIG, bad)),  # type: ignore[arg-type]
+                       cache=Cache(tmp_path / "bad"))
+    with pytest.raises(LocalError, match="hashes to"):
+        failing.start().wait_blob(D[1], "zstd", 10)

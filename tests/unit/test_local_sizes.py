@@ -60,6 +60,25 @@ def test_a_prefetch_finds_the_sizes_once_and_known_waits_for_it(tmp_path: Path) 
     assert sizes.known() == {D[1]: 200} and sizes.finds == 1
 
 
+def test_hosts_checked_at_once_start_one_background_read(tmp_path: Path) -> None:
+    sizes = Slow(Cache(tmp_path))
+    ready = threading.Barrier(8)
+
+    def ask() -> None:
+        ready.wait(10)
+        sizes.prefetch()
+
+    askers = [threading.Thread(target=ask) for _ in range(8)]
+    for t in askers:
+        t.start()
+    for t in askers:
+        t.join(10)
+    assert sizes.started.wait(10)
+    assert [t.name for t in threading.enumerate()].count("layer-sizes") == 1
+    sizes.go.set()
+    assert sizes.known() == {} and sizes.finds == 1
+
+
 def test_a_failed_prefetch_is_read_again_and_its_error_raised_by_known(tmp_path: Path) -> None:
     sizes = Slow(Cache(tmp_path), fail=True)
     sizes.go.set()
