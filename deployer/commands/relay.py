@@ -84,14 +84,15 @@ def parse_sources(stdout: str) -> dict[str, str]:
     return out
 
 
-# Follow the relay's copy of a blob as it grows (.partial, then its final name once verified: the
-# same file, held open, so the rename never loses a byte) and pipe the bytes from OFFSET on into
+# Follow the relay's copy of a blob as it grows (.partial, or the growing name of a blob sent as it
+# was compressed, then its final name once verified: the same file, held open, so a rename never
+# loses a byte) and pipe the bytes from OFFSET on into
 # the target's forced receive. Gives up when no new byte came for STALL seconds (the workstation
 # then decides: resume, or send directly). `head -c N` reads exactly N bytes of a regular file.
 # It reads what has landed every 50 ms, not as fast as the copy grows: a loop that read at once
 # again spawned its wc and head hundreds of times a second, a core's worth of the relay's CPU.
 _FORWARD = (
-    'src=$1; size=$2; off=$3; d=$4; dest=$5; port=$6; stall=$7; want=$8; cp=$9; here=${10}\n'
+    'src=$1; size=$2; off=$3; d=$4; dest=$5; port=$6; stall=$7; want=$8; cp=$9; here=${10}; g=${11:-$1.partial}\n'
     'p=$src.partial\n'
     'idle=0\n'
     'wait_more() {\n'
@@ -99,9 +100,10 @@ _FORWARD = (
     '  if [ "$idle" -gt $((stall * 5)) ]; then echo "relay: no new bytes for ${stall}s" >&2; exit 1; fi\n'
     '  sleep 0.2\n'
     '}\n'
-    'size_now() { { wc -c < "$p" || wc -c < "$src"; } 2>/dev/null; }\n'  # a padded count (BSD wc) is fine below
+    'size_now() { { wc -c < "$p" || wc -c < "$g" || wc -c < "$src"; } 2>/dev/null; }\n'  # a padded count (BSD wc) is fine
+    'opened() { [ -f "$1" ] && command exec 3< "$1"; }\n'
     'follow() {\n'
-    '  until { [ -f "$p" ] && command exec 3< "$p"; } 2>/dev/null || { [ -f "$src" ] && command exec 3< "$src"; } 2>/dev/null\n'
+    '  until { opened "$p" || opened "$g" || opened "$src"; } 2>/dev/null\n'
     '  do wait_more; done\n'
     '  [ "$off" -eq 0 ] || head -c "$off" <&3 > /dev/null || exit 1\n'
     '  while [ "$off" -lt "$size" ]; do\n'
@@ -127,15 +129,17 @@ _FORWARD = (
 
 
 def forward_argv(relay_staging_dir: str, digest: str, codec: str, size: int | str, offset: int | str, ship_dir: str,
-                 dest: str, port: int, stall_s: int | str, slot: int | str = 0, here: str = "") -> tuple[str, ...]:
+                 dest: str, port: int, stall_s: int | str, slot: int | str = 0, here: str = "",
+                 growing: str = "") -> tuple[str, ...]:
     """Pass the relay's blob (as it arrives) from OFFSET on to DEST's forced receive over the LAN.
 
     The relay's ssh keeps one connection per host (SLOT) for all of the ship's blobs. HERE: the
-    receiver's path when the relay is the target itself (no ssh then)."""
+    receiver's path when the relay is the target itself (no ssh then). GROWING: where the relay's
+    copy lands while the blob is still being compressed (ship.growing_path), before its name."""
     src = cmd.blob_path(relay_staging_dir, digest, codec)
     want = f"{digest} {size} {suffix(codec)}"
     return ("sh", "-c", _FORWARD, "sh", src, str(size), str(offset), ship_dir, dest, str(port), str(stall_s), want,
-            control_path(ship_dir, slot), here)
+            control_path(ship_dir, slot), here, *((growing,) if growing else ()))
 
 
 SOCKET_PATH_MAX = 100  # a unix socket's path has room for 107 bytes; ssh adds a random suffix while binding

@@ -119,7 +119,7 @@ def parse_receive(stdout: str) -> Received:
     return Received("")
 
 
-def growing_path(staging: str, diff_id: str, codec: str, level: int) -> str:
+def growing_path(staging: str, diff_id: str, codec: str, level: int | str) -> str:
     """Where a blob sent while it is still being compressed lands (its digest is not known yet):
     named by its layer, codec and level, so a later ship can resume it (move_argv)."""
     return posixpath.join(blob_dir(staging), f"{_hex(diff_id)}.{SUFFIX.get(codec, codec)}{level}.growing.partial")

@@ -1,7 +1,8 @@
 """Ship through a site relay: each blob crosses the slow link once per site, then the site's LAN.
 
 Hosts that share `deploy_relay: HOST` form a site. The workstation stages each blob a site's
-hosts lack once, on the relay (the resumable, sha256-checked receive every host uses). Each
+hosts lack once, on the relay (the resumable, sha256-checked receive every host uses; a blob
+still being compressed goes as it is written, as to a host, and is named once it matches). Each
 host gets it from the relay while it is still arriving: the relay follows its copy as it grows
 and pipes it, with its own ssh and a key made for this ship only, into a forced command on the
 host that can do nothing but append to that blob's .partial in the staging dir and check its
@@ -44,11 +45,12 @@ from deployer.commands import ship as cmd
 from deployer.errors import DeployError, TransferError
 from deployer.inventory.host import Host
 from deployer.local.cache import Blob
+from deployer.local.export import Exporter, Growing
 from deployer.ship import steps
 from deployer.ship.conn import HostConn
 from deployer.ship.sites import Hop, fanout_of, hops_of, relay_tree, sites_of
 from deployer.ship.steps import STALL_MARGIN_S
-from deployer.ship.tarball import Counter, stage_blob
+from deployer.ship.tarball import Counter, stage_blob, stream_blob
 from deployer.transport import hostkeys
 from deployer.transport.config import load_ssh_config, resolve
 from deployer.transport.result import Result
@@ -112,7 +114,7 @@ class Node:
         self.ship_dir = rc.ship_dir(host.staging_dir, site.ship_id)
         self._lock = threading.Lock()
         self._setup: Future[None] | None = None
-        self._sends: dict[str, tuple[threading.Event, Future[bool]]] = {}
+        self._sends: dict[tuple[str, str], tuple[threading.Event, Future[None]]] = {}  # by (diff id, codec)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"relay-{host.name}")
         self._public = ""
         self.staged: set[str] = set()  # blob paths this ship put in the node's copy (cleaned at the end)
@@ -168,49 +170,63 @@ class Node:
         return rc.key_line(self._public, self.site.ship_id, staging, source=self._sources.get(self._lan[child.name][0]),
                            expires=datetime.now() + KEY_LIFETIME)
 
-    def ensure(self, blob: Blob, counter: Counter, note: Callable[[str], None]) -> None:
-        """Start filling this node's copy of BLOB (and its parents') unless this ship already did."""
+    def ensure(self, item: Blob | Growing, counter: Counter, note: Callable[[str], None], exporter: Exporter) -> None:
+        """Start filling this node's copy of ITEM's blob (and its parents') unless this ship already did."""
+        key = (item.diff_id, item.codec)
         with self._lock:
-            if blob.digest in self._sends:
+            if key in self._sends:
                 return
             if self.parent is not None:  # the parent never takes a child's lock: no cycle
-                self.parent.ensure(blob, counter, note)
+                self.parent.ensure(item, counter, note, exporter)
             started = threading.Event()
-            self._sends[blob.digest] = (started, self._pool.submit(self._send, blob, counter, note, started))
+            self._sends[key] = (started, self._pool.submit(self._send, item, exporter, counter, note, started))
 
-    def _send(self, blob: Blob, counter: Counter, note: Callable[[str], None], started: threading.Event) -> bool:
+    def _send(self, item: Blob | Growing, exporter: Exporter, counter: Counter, note: Callable[[str], None],
+              started: threading.Event) -> None:
         try:
             self.ready()
             if self._broken is not None:  # a node that failed one blob gets no more: its subtree went direct
                 raise self._broken
         finally:
             started.set()
-        self.staged.add(cmd.blob_path(self.blobs_dir, blob.digest, blob.codec))
         parent = self.parent
-        log.debug("%s: relay: receiving blob %s (%d bytes) from %s", self.name, blob.digest[7:19], blob.size,
-                  parent.name if parent else "the workstation")
+        streams = parent is None and isinstance(item, Growing) and item.blob is None
+        blob = exporter.finished(item) if isinstance(item, Growing) and not streams else item
         try:
+            if streams:  # still being compressed: the relay's copy grows with it, and the forwards follow it
+                assert isinstance(item, Growing)
+                log.debug("%s: relay: receiving layer %s as it is compressed", self.name, item.diff_id[7:19])
+                self.staged.add(cmd.growing_path(self.blobs_dir, item.diff_id, item.codec, item.level))
+                blob = stream_blob(self.conn, self.blobs_dir, item, exporter,
+                                   Counter(on_sent=lambda n: counter.add(n, report=False)), note, self._listed)
+                self.staged.add(cmd.blob_path(self.blobs_dir, blob.digest, blob.codec))
+                return
+            assert isinstance(blob, Blob)
+            self.staged.add(cmd.blob_path(self.blobs_dir, blob.digest, blob.codec))
+            log.debug("%s: relay: receiving blob %s (%d bytes) from %s", self.name, blob.digest[7:19], blob.size,
+                      parent.name if parent else "the workstation")
             if parent is None:
-                return stage_blob(self.conn, self.blobs_dir, blob,
-                                  Counter(on_sent=lambda n: counter.add(n, report=False)), note, self._listed)
-            return stage_blob(self.conn, self.blobs_dir, blob, Counter(), note, self._listed,
-                              via=lambda b, offset: parent.forward(self.host, b, offset, Counter()))
+                stage_blob(self.conn, self.blobs_dir, blob, Counter(on_sent=lambda n: counter.add(n, report=False)),
+                           note, self._listed)
+            else:
+                stage_blob(self.conn, self.blobs_dir, blob, Counter(), note, self._listed,
+                           via=lambda b, offset: parent.forward(self.host, b, offset, Counter()))
         except DeployError as exc:
+            what = f"layer {item.diff_id[7:19]}" if isinstance(blob, Growing) else f"blob {blob.digest[7:19]}"
             source = f"relay {self.name}" if parent is None else f"{self.name} from {parent.name}"
-            self._broken = RelayError(self.name, self.name,
-                                      f"sending blob {blob.digest[7:19]} to {source} failed: {_why(exc)}")
+            self._broken = RelayError(self.name, self.name, f"sending {what} to {source} failed: {_why(exc)}")
             raise self._broken from exc
 
     def wait_started(self, blob: Blob) -> None:
         """Until the node's copy of BLOB has begun; its error if it already failed."""
-        started, done = self._sends[blob.digest]
+        started, done = self._sends[blob.diff_id, blob.codec]
         while not started.wait(1.0):
             pass
         if done.done() and done.exception() is not None:
             raise done.exception()  # type: ignore[misc]
 
     def failed(self, blob: Blob) -> BaseException | None:
-        _, done = self._sends[blob.digest]
+        _, done = self._sends[blob.diff_id, blob.codec]
         return done.exception() if done.done() else None
 
     def forward(self, host: Host, blob: Blob, offset: int, counter: Counter, here: str = "") -> Result:
@@ -221,7 +237,8 @@ class Node:
         address, port, user = self._lan.get(host.name, ("", 22, ""))
         step = steps.forward(self.name, self.host.staging_dir, blob.digest, blob.codec, blob.size, offset,
                              self.ship_dir, rc.ssh_dest(user, address), port, self.site.stall_s,
-                             names.index(host.name) if host.name in names else len(names), here)
+                             names.index(host.name) if host.name in names else len(names), here,
+                             cmd.growing_path(self.blobs_dir, blob.diff_id, blob.codec, blob.level))
         session = self.conn.session()
         log.debug("%s: relay %s passes blob %s on from byte %d", host.name, self.name, blob.digest[7:19], offset)
         try:
@@ -339,9 +356,10 @@ def _why(exc: DeployError) -> str:
 class Relayed:
     """One host's sends through its site's tree, falling back to direct sends per its rule."""
 
-    def __init__(self, site: Site, conn: HostConn, host: Host, counter: Counter,
-                 note: Callable[[str], None]) -> None:
+    def __init__(self, site: Site, conn: HostConn, host: Host, counter: Counter, note: Callable[[str], None],
+                 exporter: Exporter) -> None:
         self.site, self.conn, self.host, self.counter, self.note = site, conn, host, counter, note
+        self.exporter = exporter
         self.node = site.node_of(host)  # whose copy feeds the host (its own, when it is a node)
         self.served_by = site.served_by(host)  # who passes it the bytes over the LAN (its parent)
         self.here = rc.receiver_path(host.staging_dir) if self.node.name == host.name else ""
@@ -364,19 +382,21 @@ class Relayed:
         log.warning("%s: relay %s failed, sending directly: %s", self.host.name, self.served_by, exc)
         self.direct = True
 
-    def prefetch(self, blobs: Iterator[Blob]) -> Iterator[Blob]:
-        """BLOBS, each handed to the relay as soon as it is ready, not when this host gets to it:
-        the uplink stays busy while the relay passes earlier blobs on."""
+    def prefetch(self, items: Iterator[Blob | Growing]) -> Iterator[Blob | Growing]:
+        """ITEMS, each handed to the relay as soon as it is ready (a blob still being compressed, as it
+        is written), not when this host gets to it: the uplink stays busy while the relay passes
+        earlier blobs on. Yields each blob once it is complete (its digest names it on the hosts)."""
         if self.direct:
-            yield from blobs
+            yield from items
             return
         ready: queue.Queue[tuple[Blob | None, BaseException | None]] = queue.Queue()
+        exporter = self.exporter
 
         def feed() -> None:
             try:
-                for blob in blobs:
-                    self.node.ensure(blob, self.counter, self.note)
-                    ready.put((blob, None))
+                for item in items:
+                    self.node.ensure(item, self.counter, self.note, exporter)
+                    ready.put((exporter.finished(item) if isinstance(item, Growing) else item, None))
                 ready.put((None, None))
             except BaseException as exc:  # noqa: BLE001 - handed to the host's thread below
                 ready.put((None, exc))
@@ -393,7 +413,7 @@ class Relayed:
     def stage(self, staging: str, blob: Blob, listed: Mapping[str, int | None] | None) -> bool:
         """stage_blob, the bytes coming from the relay; True when the host had the blob already."""
         if not self.direct:
-            self.node.ensure(blob, self.counter, self.note)
+            self.node.ensure(blob, self.counter, self.note, self.exporter)
             try:
                 return stage_blob(self.conn, staging, blob, self.counter, self.note, listed,
                                   via=lambda b, offset: self.node.forward(self.host, b, offset, self.counter,

@@ -142,20 +142,12 @@ def _as_available(exporter: Exporter, codec: str, diff_ids: list[str], stream: b
             yield exporter.blob(diff_id, codec)
 
 
-def _blobs(exporter: Exporter, codec: str, diff_ids: list[str], small_top: int = 0,
-           top_wait_s: float = 0.0) -> Iterator[Blob]:
-    """_as_available without streaming: finished blobs only."""
-    for item in _as_available(exporter, codec, diff_ids, small_top=small_top, top_wait_s=top_wait_s):
-        assert isinstance(item, Blob)
-        yield item
-
-
 def run_tarball(leg: Leg, exporter: Exporter | None, reporter: Reporter) -> str | None:
     """Stage the missing blobs (resumable, verified), registering layers as they land; then install.
 
     Blobs go out as the export makes them available, the lowest layer first of those ready (image
     order when it reads Docker's store or has them all cached); when none is ready, the layer
-    being compressed goes out as it grows (stream_blob; not through a relay). Each is hashed by
+    being compressed goes out as it grows (stream_blob; to the relay, through one). Each is hashed by
     the host as it arrives; the loader thread registers every run of staged layers with Docker
     while the next blobs are sent, the last of a run as it lands when it is sent whole (directly
     or through a relay); install loads what is left, verifies the id, cleans the staging dir and tags.
@@ -173,7 +165,7 @@ def run_tarball(leg: Leg, exporter: Exporter | None, reporter: Reporter) -> str 
     loader = LayerLoader(conn, host.docker, image, staging, mode, plan.missing, counter, note, fmt=fmt,
                          reused=reused, config=exporter.config)
     host_id: str | None = None
-    relayed = Relayed(leg.site, conn, host, counter, note) if leg.site is not None else None
+    relayed = Relayed(leg.site, conn, host, counter, note, exporter) if leg.site is not None else None
     # with a base to pull, the loads wait for it: the loader starts once the pull is done
     puller = OriginPull(leg, loader.start).start() if plan.origin else None
     try:
@@ -188,8 +180,9 @@ def run_tarball(leg: Leg, exporter: Exporter | None, reporter: Reporter) -> str 
             loader.start()
         reporter.phase(name, "compressing", f"layer 1/{len(wanted)}")
         items: Iterator[Blob | Growing] = (
-            relayed.prefetch(_blobs(exporter, codec.name, wanted, SMALL_TOP, RELAY_TOP_WAIT_S)) if relayed is not None
-            else _as_available(exporter, codec.name, wanted, stream=True, small_top=SMALL_TOP))  # a relay takes whole blobs
+            relayed.prefetch(_as_available(exporter, codec.name, wanted, stream=True, small_top=SMALL_TOP,
+                                           top_wait_s=RELAY_TOP_WAIT_S)) if relayed is not None
+            else _as_available(exporter, codec.name, wanted, stream=True, small_top=SMALL_TOP))
         for k, item in enumerate(items, 1):
             reporter.phase(name, "sending", f"layer {k}/{len(wanted)}")
             if isinstance(item, Growing):

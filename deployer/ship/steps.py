@@ -57,12 +57,14 @@ def authorize(relay: str, staging: str, authorized_keys: str, line: str) -> Step
 
 
 def forward(relay: str, relay_staging: str, digest: str, codec: str, size: int | str, offset: int | str,
-            ship_dir: str, dest: str, port: int, stall_s: int | str, slot: int | str, here: str = "") -> Step:
+            ship_dir: str, dest: str, port: int, stall_s: int | str, slot: int | str, here: str = "",
+            growing: str = "") -> Step:
     """On the relay: pass the blob on to the host over the LAN, from OFFSET, as it arrives (HERE:
-    the relay is the host, its receiver's path)."""
+    the relay is the host, its receiver's path; GROWING: where the relay's copy grows while the
+    blob is still being compressed)."""
     return Step(f"relay {relay} passes blob {digest[7:19]} on",
                 rc.forward_argv(rc.relay_staging(relay_staging), digest, codec, size, offset, ship_dir, dest, port,
-                                stall_s, slot, here),
+                                stall_s, slot, here, growing),
                 f"runs on {relay}; the host's forced receive checks the sha256")
 
 
@@ -163,9 +165,10 @@ def transfer_steps(plan: ShipPlan, host: Host) -> list[Step]:
                               f"runs on {relay}, once per site for every host it serves (the site's relay gets "
                               "it from the workstation, any other node of the tree from the node before it)"))
             dest = host.internal_ip or host.address
+            growing = cmd.growing_path(rc.relay_staging(plan.relay_staging), plan.diff_ids[i], codec, "<level>")
             steps.append(forward(relay, plan.relay_staging, digest, codec, BLOB_SIZE, "<bytes the host holds>",
                                  rc.ship_dir(plan.relay_staging, SHIP_ID), rc.ssh_dest(host.user, dest), host.port,
-                                 STALL_S, "<n>", rc.receiver_path(staging) if host.name == relay else ""))
+                                 STALL_S, "<n>", rc.receiver_path(staging) if host.name == relay else "", growing))
             if feeds and relay != host.name:  # into the host's copy, then from it into its staging
                 own = forward(host.name, staging, digest, codec, BLOB_SIZE, "<bytes the host holds>",
                               rc.ship_dir(staging, SHIP_ID), "-", host.port, STALL_S, "<n>", rc.receiver_path(staging))

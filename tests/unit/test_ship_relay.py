@@ -8,6 +8,7 @@ import os
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -124,6 +125,49 @@ def test_forward_follows_a_blob_as_it_arrives_and_resumes_from_an_offset(tmp_pat
     assert b"no new bytes for 1s" in got.stderr and got.stdout.split()[0] == b"short"
 
 
+def test_forward_follows_a_copy_still_being_compressed_through_its_rename(tmp_path: Path) -> None:
+    """A blob the workstation sends while it compresses it lands on the relay at its growing name
+    (its digest not known yet), which becomes its final name once it matches. The forward starts
+    once the digest is known and follows that copy, whatever the relay's receive calls it then."""
+    relay, host = str(tmp_path / "relay"), str(tmp_path / "host")
+    assert run(rc.authorize_argv(host, str(tmp_path / "keys"), "")).returncode == 0
+    data = os.urandom(3_000_000)
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    diff_id = "sha256:" + "d" * 64
+    final = Path(cmd.blob_path(rc.relay_staging(relay), digest, "zstd"))
+    growing = Path(cmd.growing_path(rc.relay_staging(relay), diff_id, "zstd", 3))
+    growing.parent.mkdir(parents=True)
+    written, before_named = threading.Event(), []
+    at_host = Path(cmd.blob_path(host, digest, "zstd"))
+
+    def compress_and_send() -> None:  # receive_growing's tee, then the workstation's rename to the final name
+        with growing.open("wb") as fh:
+            for i in range(0, len(data), 300_000):
+                fh.write(data[i:i + 300_000])
+                fh.flush()
+                if i >= 900_000:
+                    written.set()
+                time.sleep(0.05)
+        deadline = time.monotonic() + 5
+        while not at_host.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        before_named.append(at_host.exists())  # the host had all of it before the relay's copy got its name
+        growing.rename(final)
+
+    writer = threading.Thread(target=compress_and_send)
+    writer.start()
+    written.wait(10)  # the forward begins with part of the copy at the growing name
+    argv = rc.forward_argv(rc.relay_staging(relay), digest, "zstd", len(data), 0, str(tmp_path / "ship"), "x", 22, 10,
+                           0, here=rc.receiver_path(host), growing=str(growing))
+    got = run(argv)
+    writer.join()
+    assert got.stdout.decode().split() == ["ok", digest], got.stderr
+    assert at_host.read_bytes() == data and before_named == [True]
+    # without the growing name, a forward started as early would wait for the final name (whole)
+    assert "growing.partial" not in " ".join(rc.forward_argv(rc.relay_staging(relay), digest, "zstd", 1, 0, "s", "x",
+                                                              22, 10, 0))
+
+
 def test_forward_to_the_relay_itself_needs_no_ssh(tmp_path: Path) -> None:
     relay = str(tmp_path / "relay")
     line = rc.key_line("ssh-ed25519 K", "s1", relay, source=None, expires=datetime(2030, 1, 1))
@@ -195,7 +239,7 @@ class _DeadRelay:
 
 
 def _relayed_ship(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, relay_session: object,
-                  **vars: str) -> tuple[object, Counter, list[str], Path]:
+                  export: Callable[[object], object] = lambda e: e, **vars: str) -> tuple[object, Counter, list[str], Path]:
     from fakedocker import Image, fake_docker
     from test_ship_steps import Exported, _plan
     from test_ship_transfer import LocalSession
@@ -220,7 +264,7 @@ def _relayed_ship(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, relay_session
     plan = dataclasses.replace(_plan(img, host), relay="relay", relay_staging=str(tmp_path / "relay"))
     leg = Leg(host, HostConn(host, session=LocalSession([])), img.info, plan, counter, site)
     try:
-        got = run_tarball(leg, Exported(img, tmp_path / "cache"), reporter)  # type: ignore[arg-type]
+        got = run_tarball(leg, export(Exported(img, tmp_path / "cache")), reporter)  # type: ignore[arg-type]
     finally:
         site.close(all_ok=True)
     assert got == img.id
@@ -239,6 +283,56 @@ def test_a_relayed_tarball_ship_gets_every_blob_from_the_relay(tmp_path: Path, m
     assert "deployer-relay:" not in keys.read_text()  # the ship's key is gone from the host
     relay_dir = tmp_path / "relay" / "relay"
     assert [p for p in relay_dir.rglob("*") if p.is_file()] == []  # the relay's key and blobs are gone
+
+
+class _StillCompressing:
+    """The export when the ship starts: the lowest layer still being compressed (handed out as
+    Growing, its bytes in pieces), the others ready."""
+
+    def __init__(self, exported: object) -> None:
+        from deployer.local.export import Growing
+
+        self.exported, self.first = exported, exported.blobs[0]  # type: ignore[attr-defined]
+        self.growing = Growing(self.first.diff_id, self.first.codec, self.first.level, self.first.path)
+        self.follows = 0
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.exported, name)
+
+    def next_blob(self, codec: str, order: list[str], taken: set[str], stream: bool) -> object:
+        if stream and self.first.diff_id not in taken:
+            return self.growing
+        return self.exported.next_blob(codec, order, taken, stream)  # type: ignore[attr-defined]
+
+    def follow(self, growing: object) -> object:
+        self.follows += 1
+        data = self.first.path.read_bytes()
+        for i in range(0, len(data), 100):
+            yield data[i:i + 100]
+
+    def finished(self, growing: object) -> object:
+        return self.first
+
+
+def test_a_layer_still_being_compressed_goes_to_the_relay_as_it_is_written(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """The uplink does not wait for the compressor: the relay receives the layer as it grows (at its
+    growing name, named once size and sha256 match) and passes it on from there; the host gets the
+    finished blob by its digest, from the relay."""
+    from test_ship_transfer import LocalSession
+
+    streamed: list[_StillCompressing] = []
+
+    def still_compressing(exported: object) -> _StillCompressing:
+        streamed.append(_StillCompressing(exported))
+        return streamed[0]
+
+    img, counter, notes, _ = _relayed_ship(tmp_path, monkeypatch, LocalSession([]), export=still_compressing)
+    assert streamed[0].follows == 1  # streamed once, to the relay
+    assert counter.relay == "relay" and counter.layers == 4 and not notes
+    assert counter.lan == sum(b.size for b in img.blobs)  # the streamed one too came over the "LAN"
+    assert 0 < counter.sent - counter.lan <= 2 * 10240
+    assert [p for p in (tmp_path / "relay" / "relay").rglob("*") if p.is_file()] == []  # growing name cleaned too
 
 
 def test_a_dead_relay_sends_its_hosts_direct_or_fails_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
