@@ -91,6 +91,10 @@ def parse_sources(stdout: str) -> dict[str, str]:
 # then decides: resume, or send directly). `head -c N` reads exactly N bytes of a regular file.
 # It reads what has landed every 50 ms, not as fast as the copy grows: a loop that read at once
 # again spawned its wc and head hundreds of times a second, a core's worth of the relay's CPU.
+# When the relay is the target itself (HERE), its staging gets the relay's copy under a second
+# name (a hard link, growing with it; the load reads it as it lands), named once the relay's own
+# receive has verified it: not a second copy, hashed again, of every byte of the image. A copy
+# that cannot be linked (another filesystem, a part of an earlier copy there) is copied.
 _FORWARD = (
     'src=$1; size=$2; off=$3; d=$4; dest=$5; port=$6; stall=$7; want=$8; cp=$9; here=${10}; g=${11:-$1.partial}\n'
     'p=$src.partial\n'
@@ -117,7 +121,33 @@ _FORWARD = (
     '    fi\n'
     '  done\n'
     '}\n'
-    'if [ -n "$here" ]; then follow | SSH_ORIGINAL_COMMAND=$want sh "$here"; exit; fi\n'
+    'linked() {\n'
+    '  k=0\n'
+    '  until [ -e "$hp" ] || [ -f "$p" ] || [ -f "$g" ] || [ -f "$src" ]; do\n'
+    '    k=$((k + 1)); [ "$k" -le $((stall * 20)) ] || return 1; sleep 0.05\n'
+    '  done\n'
+    '  [ -e "$hp" ] || ln -- "$p" "$hp" 2>/dev/null || ln -- "$g" "$hp" 2>/dev/null || ln -- "$src" "$hp" 2>/dev/null\n'
+    '  [ "$hp" -ef "$p" ] || [ "$hp" -ef "$g" ] || [ "$hp" -ef "$src" ] || return 1\n'
+    '  k=0; last=-1\n'
+    '  until [ -f "$src" ]; do\n'
+    '    [ "$hp" -ef "$p" ] || [ "$hp" -ef "$g" ] || break\n'
+    '    k=$((k + 1))\n'
+    '    if [ $((k % 20)) -eq 0 ]; then\n'
+    '      n=$(wc -c < "$hp"); n=$((n))\n'
+    '      if [ "$n" -ne "$last" ]; then last=$n; k=0\n'
+    '      elif [ "$k" -ge $((stall * 20)) ]; then echo "relay: no new bytes for ${stall}s" >&2; echo "short $n"; exit 0\n'
+    '      fi\n'
+    '    fi\n'
+    '    sleep 0.05\n'
+    '  done\n'
+    '  if [ "$hp" -ef "$src" ]; then mv -f -- "$hp" "$hf" && echo "ok ${want%% *}" && exit 0; fi\n'
+    '  rm -f -- "$hp"; off=0; return 1\n'  # the relay's copy was sent again meanwhile: copy the new one
+    '}\n'
+    'if [ -n "$here" ]; then\n'
+    '  h=${want#sha256:}; hf=${here%/*}/blobs/sha256/${h%% *}.${want##* }; hp=$hf.partial\n'
+    '  linked\n'
+    '  follow | SSH_ORIGINAL_COMMAND=$want sh "$here"; exit\n'
+    'fi\n'
     'follow | ssh -T -F /dev/null -i "$d/key" -p "$port" -o BatchMode=yes -o IdentitiesOnly=yes'
     ' -o IdentityAgent=none -o ForwardAgent=no -o ClearAllForwardings=yes -o StrictHostKeyChecking=yes'
     ' -o UserKnownHostsFile="$d/known_hosts" -o GlobalKnownHostsFile=/dev/null -o ConnectTimeout=10'

@@ -158,14 +158,66 @@ def test_forward_follows_a_copy_still_being_compressed_through_its_rename(tmp_pa
     writer.start()
     written.wait(10)  # the forward begins with part of the copy at the growing name
     argv = rc.forward_argv(rc.relay_staging(relay), digest, "zstd", len(data), 0, str(tmp_path / "ship"), "x", 22, 10,
-                           0, here=rc.receiver_path(host), growing=str(growing))
-    got = run(argv)
+                           0, growing=str(growing))
+    got = run(argv, env={**_ssh_shim(tmp_path), "RECEIVER": rc.receiver_path(host)})
     writer.join()
     assert got.stdout.decode().split() == ["ok", digest], got.stderr
     assert at_host.read_bytes() == data and before_named == [True]
     # without the growing name, a forward started as early would wait for the final name (whole)
     assert "growing.partial" not in " ".join(rc.forward_argv(rc.relay_staging(relay), digest, "zstd", 1, 0, "s", "x",
                                                               22, 10, 0))
+
+
+def test_the_relay_as_a_target_links_its_copy_into_its_staging_as_it_grows(tmp_path: Path) -> None:
+    """The relay's own staging gets its copy of the blob under a second name (the same file, which
+    its load reads as it lands), named only once the relay's receive has verified it: one copy of
+    each blob on the relay's disk, hashed once. A host part that is not that copy is appended to."""
+    relay = str(tmp_path / "relay")
+    assert run(rc.authorize_argv(relay, str(tmp_path / "keys"), "")).returncode == 0
+    data = os.urandom(2_000_000)
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    copy = Path(cmd.blob_path(rc.relay_staging(relay), digest, "zstd"))
+    copy.parent.mkdir(parents=True)
+    partial = Path(str(copy) + ".partial")
+    mine, mine_partial = Path(cmd.blob_path(relay, digest, "zstd")), Path(cmd.partial_path(relay, digest, "zstd"))
+    seen: list[tuple[bool, int]] = []
+
+    def arrive() -> None:  # the relay's own receive: a growing .partial, renamed once verified
+        with partial.open("wb") as fh:
+            for i in range(0, len(data), 250_000):
+                fh.write(data[i:i + 250_000])
+                fh.flush()
+                time.sleep(0.1)
+                if mine_partial.exists():
+                    seen.append((mine_partial.samefile(partial), mine_partial.stat().st_size))
+        time.sleep(0.2)
+        seen.append((mine.exists(), -1))  # not named before the relay's copy is
+        partial.rename(copy)
+
+    writer = threading.Thread(target=arrive)
+    writer.start()
+    argv = rc.forward_argv(rc.relay_staging(relay), digest, "zstd", len(data), 0, str(tmp_path / "ship"), "x", 22, 5,
+                           0, here=rc.receiver_path(relay))
+    got = run(argv, env={"PATH": "/nonexistent:/usr/bin:/bin"})
+    writer.join()
+    assert got.stdout.decode().split() == ["ok", digest], got.stderr
+    assert mine.samefile(copy) and mine.read_bytes() == data and not mine_partial.exists()
+    assert seen[-1] == (False, -1) and seen[0][0] and seen[-2] == (True, len(data))
+    assert len({n for _, n in seen[:-1]}) > 2  # it grew under the second name
+
+    # a part the relay's staging holds from an earlier, copied send is not the relay's copy: appended to
+    mine.unlink()
+    mine_partial.write_bytes(data[:700_000])
+    got = run(rc.forward_argv(rc.relay_staging(relay), digest, "zstd", len(data), 700_000, str(tmp_path / "ship"),
+                              "x", 22, 5, 0, here=rc.receiver_path(relay)))
+    assert got.stdout.decode().split() == ["ok", digest], got.stderr
+    assert mine.read_bytes() == data and not mine.samefile(copy)
+
+    # the relay's copy never comes: the forward gives up after the stall time, holding nothing
+    missing = "sha256:" + "0" * 64
+    got = run(rc.forward_argv(rc.relay_staging(relay), missing, "zstd", 10, 0, str(tmp_path / "ship"), "x", 22, 1, 0,
+                              here=rc.receiver_path(relay)))
+    assert b"no new bytes for 1s" in got.stderr and got.stdout.split()[0] == b"short"
 
 
 def test_forward_to_the_relay_itself_needs_no_ssh(tmp_path: Path) -> None:
@@ -447,9 +499,10 @@ def test_a_forward_reads_a_growing_blob_in_paced_rounds_not_once_per_write(tmp_p
     """The forward's loop measures the relay's copy (`wc`) and reads on at most every 50 ms while
     bytes flow: one that read again at once ran wc and head hundreds of times a second, a core of the
     relay's CPU for a whole ship."""
-    relay = str(tmp_path / "relay")
-    assert run(rc.authorize_argv(relay, str(tmp_path / "keys"), "")).returncode == 0
-    shims, calls = tmp_path / "bin", tmp_path / "wc-calls"
+    relay, host = str(tmp_path / "relay"), str(tmp_path / "host")
+    assert run(rc.authorize_argv(host, str(tmp_path / "keys"), "")).returncode == 0
+    ssh = _ssh_shim(tmp_path)  # the forward to another host, through its forced receive
+    shims, calls = tmp_path / "wc-bin", tmp_path / "wc-calls"
     shims.mkdir()
     wc = shims / "wc"
     wc.write_text(f'#!/bin/sh\necho x >> {calls}\nexec /usr/bin/wc "$@"\n')
@@ -461,10 +514,10 @@ def test_a_forward_reads_a_growing_blob_in_paced_rounds_not_once_per_write(tmp_p
     partial = Path(str(final) + ".partial")
     partial.write_bytes(b"")
     argv = rc.forward_argv(rc.relay_staging(relay), digest, "zstd", len(data), 0, str(tmp_path / "ship"), "x", 22, 10,
-                           0, here=rc.receiver_path(relay))
+                           0)
     started = time.monotonic()
     hop = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                           env={**os.environ, "PATH": f"{shims}:{os.environ['PATH']}"})
+                           env={**os.environ, "PATH": f"{shims}:{ssh['PATH']}", "RECEIVER": rc.receiver_path(host)})
     writes = 0
     with partial.open("ab") as fh:  # the relay's own receive, appending 16 kB at a time
         for i in range(0, len(data), 16_384):
@@ -476,7 +529,7 @@ def test_a_forward_reads_a_growing_blob_in_paced_rounds_not_once_per_write(tmp_p
     out, err = hop.communicate(timeout=60)
     elapsed = time.monotonic() - started
     assert out.decode().split() == ["ok", digest], err
-    assert Path(cmd.blob_path(relay, digest, "zstd")).read_bytes() == data
+    assert Path(cmd.blob_path(host, digest, "zstd")).read_bytes() == data
     rounds = len(calls.read_text().split())
     assert 0 < rounds <= elapsed / 0.05 + 2, (rounds, elapsed, writes)
     assert rounds < writes / 4, (rounds, writes)
