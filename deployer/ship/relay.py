@@ -33,7 +33,7 @@ import logging
 import queue
 import secrets
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timedelta
 
@@ -163,6 +163,18 @@ class Node:
         self._listed = cmd.parse_stat("\n".join(ln for ln in res.stdout.splitlines() if not ln.startswith("src ")))
         self._sources = rc.parse_sources(res.stdout)
 
+    def _left(self, blobs: Iterable[Blob]) -> set[str]:
+        """Which of BLOBS the node held when it was set up (whole, part, or sent as it was compressed)."""
+        held = set()
+        for b in blobs:
+            final = cmd.blob_path(self.blobs_dir, b.digest, b.codec)
+            growing = cmd.growing_path(self.blobs_dir, b.diff_id, b.codec, b.level)
+            if final in self._listed or final + ".partial" in self._listed:
+                held.add(final)
+            if growing in self._listed:
+                held.add(growing)
+        return held
+
     def key_line(self, child: Host, staging: str) -> str:
         """The authorized_keys line that lets this node's key feed CHILD's receive under STAGING."""
         if not rc.plain_path(staging):
@@ -263,11 +275,12 @@ class Node:
             else TransferError(host.name, f"relay {self.name}: passing blob {blob.digest[7:19]} on failed: {why}",
                                transient=True)
 
-    def close(self, keep_blobs: bool) -> None:
-        """Remove the ship's key dir (and its parent's key line) from the node, and its copies unless KEEP_BLOBS."""
+    def close(self, keep_blobs: bool, image_blobs: Iterable[Blob] = ()) -> None:
+        """Remove the ship's key dir (and its parent's key line) from the node, and its copies unless
+        KEEP_BLOBS: this ship's, and those of IMAGE_BLOBS an earlier, failed ship left there."""
         self._pool.shutdown(wait=True, cancel_futures=True)
         if self._setup is not None:
-            runs = [rc.cleanup_argv(self.ship_dir, () if keep_blobs else sorted(self.staged))]
+            runs = [rc.cleanup_argv(self.ship_dir, () if keep_blobs else sorted(self.staged | self._left(image_blobs)))]
             if self.inbound:
                 runs.append(steps.revoke(self.parent.name if self.parent else self.name, self.host.authorized_keys,
                                          self.site.ship_id).argv)
@@ -340,12 +353,14 @@ class Site:
             log.warning("%s: could not remove relay %s's key (it expires in a day): %s", host.name,
                         self.served_by(host), exc)
 
-    def close(self, all_ok: bool) -> None:
+    def close(self, all_ok: bool, image_blobs: Sequence[Blob] = ()) -> None:
         """Clean every node that was set up: key dirs and lines; the relay's blobs when every host
-        succeeded (kept for a resume otherwise), other nodes' copies always (the LAN refills them)."""
+        succeeded (kept for a resume otherwise), other nodes' copies always (the LAN refills them).
+        IMAGE_BLOBS: the image's blobs as the local cache knows them, whose copies an earlier ship
+        that failed left on a node go too (the relay's, once this ship succeeded everywhere)."""
         nodes = list(self.nodes.values())
         with ThreadPoolExecutor(max_workers=len(nodes), thread_name_prefix=f"relay-close-{self.name}") as pool:
-            for future in [pool.submit(n.close, n.parent is None and not all_ok) for n in reversed(nodes)]:
+            for future in [pool.submit(n.close, n.parent is None and not all_ok, image_blobs) for n in reversed(nodes)]:
                 future.result()
 
 

@@ -36,9 +36,10 @@ from deployer.errors import CommandError, DeployError, PreflightError, SpecError
 from deployer.facts import PROBE_TIMEOUT_S, read_probe
 from deployer.fleet import Outcome, Unfinished, for_each_host
 from deployer.inventory.host import ORIGIN_MODES, Host
-from deployer.local.cache import Cache
+from deployer.local.cache import Blob, Cache
 from deployer.local.client import Client, docker_client
-from deployer.local.export import Exporter
+from deployer.local.compress import codec_level
+from deployer.local.export import CODECS, Exporter
 from deployer.local.image import ImageInfo, history_sizes, inspect
 from deployer.local.sizes import LayerSizes
 from deployer.refs import split_ref
@@ -504,8 +505,16 @@ def ship_image(hosts: Sequence[Host], image_ref: str, options: ShipOptions | Non
             _release(job)
         exports.close()
         ok = {o.host.name for o in outcomes if o.ok}
+        blobs = _cached_blobs(image, options.level) if sites else []
         for site in sites.values():
-            site.close(all_ok=all(h.name in ok for h in site.hosts))
+            site.close(all_ok=all(h.name in ok for h in site.hosts), image_blobs=blobs)
+
+
+def _cached_blobs(image: ImageInfo, level: int) -> list[Blob]:
+    """The image's layer blobs the local cache holds, in every codec: what a relay may hold of it."""
+    cache = Cache()
+    found = (cache.lookup(d, codec, codec_level(codec, level)) for d in image.diff_ids for codec in CODECS)
+    return [b for b in found if b is not None]
 
 
 def _head_start(hosts: Sequence[Host], image: ImageInfo, options: ShipOptions,

@@ -387,6 +387,40 @@ def test_a_layer_still_being_compressed_goes_to_the_relay_as_it_is_written(tmp_p
     assert [p for p in (tmp_path / "relay" / "relay").rglob("*") if p.is_file()] == []  # growing name cleaned too
 
 
+def test_a_successful_ship_removes_what_a_failed_one_left_of_the_image_on_the_relay(tmp_path: Path) -> None:
+    """A ship that failed keeps the relay's copies for a resume; the next one that succeeds on every
+    host removes them, also those it did not need (their layers were loaded before the failure),
+    but never another image's copies, which another ship may be using."""
+    from test_ship_transfer import LocalSession
+
+    from deployer.local.cache import Blob
+
+    known = tmp_path / "known_hosts"
+    known.write_text("")
+    relay = Host("relay", {"ansible_host": "127.0.0.1", "deploy_staging_dir": str(tmp_path / "relay"),
+                           "deploy_known_hosts": str(known)})
+    hosts = [Host(n, {"ansible_host": "127.0.0.1", "deploy_relay": "relay", "deploy_known_hosts": str(known)})
+             for n in ("a", "b")]
+    copies = rc.relay_staging(str(tmp_path / "relay"))
+
+    def blob(n: int) -> Blob:
+        return Blob(f"sha256:{n:064x}", "zstd", 3, tmp_path / "x", f"sha256:{n + 100:064x}", 10, 10)
+
+    whole, part, streamed, others = blob(1), blob(2), blob(3), blob(4)
+    held = [cmd.blob_path(copies, whole.digest, "zstd"), cmd.partial_path(copies, part.digest, "zstd"),
+            cmd.growing_path(copies, streamed.diff_id, "zstd", 3), cmd.blob_path(copies, others.digest, "zstd")]
+    Path(held[0]).parent.mkdir(parents=True)
+    for path in held:
+        Path(path).write_bytes(b"0123456789")
+
+    for all_ok in (False, True):
+        site = Site(relay, hosts, conn=HostConn(relay, session=LocalSession([])))  # type: ignore[arg-type]
+        site.nodes["relay"].ready()  # its setup lists what the relay holds
+        site.close(all_ok=all_ok, image_blobs=[whole, part, streamed])
+        left = sorted(str(p) for p in Path(copies).rglob("*") if p.is_file())
+        assert left == (sorted(held) if not all_ok else [held[3]]), (all_ok, left)
+
+
 def test_a_dead_relay_sends_its_hosts_direct_or_fails_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DEPLOYER_RETRY_BUDGET", "0")
     img, counter, notes, _ = _relayed_ship(tmp_path / "a", monkeypatch, _DeadRelay())
