@@ -2,7 +2,8 @@
 
 One read-only round trip (inventory_argv) lists the host's history log, images (id, size, created,
 tags, labels), Docker's unique size of each image, containers (id, name, image, state, finish
-time, labels) and the staging dir's leftovers (blobs of unfinished ships, load heads, lock graves).
+time, labels) and the staging dir's leftovers (blobs of unfinished ships, load heads, lock graves,
+a site relay's copies when no ship through it may be running).
 """
 from __future__ import annotations
 
@@ -37,6 +38,11 @@ _INVENTORY = (
     'cd -- "$staging" 2>/dev/null && for f in blobs load load-*.head lock.dead.* gpu-locks/.dead.*; do\n'
     '  [ -e "$f" ] && printf "%s %s\\n" "$(du -sk -- "$f" | cut -f1)" "$f"\n'
     'done\n'
+    # a site relay's copies (and dead ships' key dirs), unless a ship through it may still run:
+    # a ship's key dir lives from its setup to its end, and a day at most
+    'r=$staging/relay\n'
+    '[ -d "$r" ] && [ -z "$(find "$r" -maxdepth 1 -name "ship-*" -mmin -1440 2>/dev/null)" ] &&'
+    ' printf "%s %s\\n" "$(du -sk -- "$r" | cut -f1)" relay\n'
     'exit 0'
 )
 

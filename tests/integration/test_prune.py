@@ -110,6 +110,9 @@ def test_prune_removes_staging_leftovers_and_old_exited_containers(testbed: Any,
     leftover = Path(fleet["staging"]) / "blobs" / "sha256" / ("ab" * 32 + ".zst.partial")
     leftover.parent.mkdir(parents=True, exist_ok=True)
     leftover.write_bytes(os.urandom(64 * 1024))
+    copy = Path(fleet["staging"]) / "relay" / "blobs" / "sha256" / ("cd" * 32 + ".zst")  # as a failed relayed ship
+    copy.parent.mkdir(parents=True, exist_ok=True)  # leaves it, its ship's key dir gone with the ship
+    copy.write_bytes(os.urandom(64 * 1024))
     done_name = unique("pr-exit")
     fleet["names"].append(done_name)
     code, _, err = deploy(env, "run", "--host", HOST, "--image", fleet["refs"][0], "--name", done_name,
@@ -121,7 +124,7 @@ def test_prune_removes_staging_leftovers_and_old_exited_containers(testbed: Any,
     assert code == 0, err
     (host,) = done
     kinds = {(i["kind"], i["name"]) for i in host["removed"]}
-    assert ("container", done_name) in kinds and ("staging", "blobs") in kinds
-    assert not leftover.exists() and container(testbed, HOST, done_name) is None
+    assert ("container", done_name) in kinds and ("staging", "blobs") in kinds and ("staging", "relay") in kinds
+    assert not leftover.exists() and not copy.exists() and container(testbed, HOST, done_name) is None
     assert images_of(testbed, repo) == set(fleet["refs"])  # --keep 4: every version stays
     assert host["bytes_freed"] >= 64 * 1024

@@ -2,8 +2,12 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
+import subprocess
+import time
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 
@@ -12,6 +16,7 @@ from deployer.commands import prune as cmd
 from deployer.commands.rerun import image_ids_argv, parse_run_argv
 from deployer.commands.run import run_argv
 from deployer.errors import PreflightError, SpecError
+from deployer.runs import pruning
 from deployer.runs.pruning import parse_duration, plan, repository, same_repository
 from deployer.runs.rollback import Target, spec_for, target
 from deployer.runs.spec import RunSpec, Volume
@@ -120,6 +125,29 @@ def test_parse_inventory_output() -> None:
     assert h.leftovers == (("blobs", 65536), ("load-abc.head", 4096))
     assert [cmd.parse_human_size(s) for s in ("512B", "1.984MB", "12.3kB", "2GB", "junk")] == [
         512, 1_984_000, 12_300, 2 * 10**9, None]
+
+
+def test_a_relays_copies_are_listed_once_no_ship_through_it_may_run(tmp_path: Path) -> None:
+    """The relay dir of a site relay is a leftover only when none of its ships' key dirs is younger
+    than a day (a ship through the relay, from any workstation, has one from setup to end)."""
+    staging = tmp_path / "staging"
+    copy = staging / "relay" / "blobs" / "sha256" / ("ab" * 32 + ".zst")
+    copy.parent.mkdir(parents=True)
+    copy.write_bytes(os.urandom(8192))
+
+    def leftovers() -> tuple[tuple[str, int], ...]:
+        out = subprocess.run(cmd.inventory_argv(str(staging), ("false",)), capture_output=True, text=True, check=True)
+        return cmd.parse_inventory(out.stdout, history.parse).leftovers
+
+    assert [p for p, _ in leftovers()] == ["relay"]
+    running = staging / "relay" / "ship-0123456789abcdef"
+    running.mkdir()
+    assert leftovers() == ()  # a ship through the relay may be running: its copies stay
+    day_old = time.time() - 86_500
+    os.utime(running, (day_old, day_old))
+    assert [p for p, _ in leftovers()] == ["relay"]  # a ship's key dir that old belongs to a dead ship
+    p = plan(holdings(records=[], images=[], leftovers=(("relay", 8192),)), keep=3, older_than=timedelta(days=7), now=NOW, staging=STAGING)
+    assert [(i.kind, i.name, i.reason) for i in p.remove] == [("staging", "relay", pruning.RELAY_COPIES)]
 
 
 def test_prune_argv() -> None:
