@@ -202,29 +202,26 @@ class Node:
         finally:
             started.set()
         parent = self.parent
-        streams = parent is None and isinstance(item, Growing) and item.blob is None
-        blob = exporter.finished(item) if isinstance(item, Growing) and not streams else item
+        if isinstance(item, Growing) and (parent is not None or item.blob is not None):
+            item = exporter.finished(item)  # a node's copy grows from its parent's; a finished blob goes whole
+        uplink = Counter(on_sent=lambda n: counter.add(n, report=False))  # the relay's bytes, on a host's account
         try:
-            if streams:  # still being compressed: the relay's copy grows with it, and the forwards follow it
-                assert isinstance(item, Growing)
+            if isinstance(item, Growing):  # still being compressed: the relay's copy grows with it, the forwards follow
                 log.debug("%s: relay: receiving layer %s as it is compressed", self.name, item.diff_id[7:19])
                 self.staged.add(cmd.growing_path(self.blobs_dir, item.diff_id, item.codec, item.level))
-                blob = stream_blob(self.conn, self.blobs_dir, item, exporter,
-                                   Counter(on_sent=lambda n: counter.add(n, report=False)), note, self._listed)
+                blob = stream_blob(self.conn, self.blobs_dir, item, exporter, uplink, note, self._listed)
                 self.staged.add(cmd.blob_path(self.blobs_dir, blob.digest, blob.codec))
                 return
-            assert isinstance(blob, Blob)
-            self.staged.add(cmd.blob_path(self.blobs_dir, blob.digest, blob.codec))
-            log.debug("%s: relay: receiving blob %s (%d bytes) from %s", self.name, blob.digest[7:19], blob.size,
+            self.staged.add(cmd.blob_path(self.blobs_dir, item.digest, item.codec))
+            log.debug("%s: relay: receiving blob %s (%d bytes) from %s", self.name, item.digest[7:19], item.size,
                       parent.name if parent else "the workstation")
             if parent is None:
-                stage_blob(self.conn, self.blobs_dir, blob, Counter(on_sent=lambda n: counter.add(n, report=False)),
-                           note, self._listed)
+                stage_blob(self.conn, self.blobs_dir, item, uplink, note, self._listed)
             else:
-                stage_blob(self.conn, self.blobs_dir, blob, Counter(), note, self._listed,
+                stage_blob(self.conn, self.blobs_dir, item, Counter(), note, self._listed,
                            via=lambda b, offset: parent.forward(self.host, b, offset, Counter()))
         except DeployError as exc:
-            what = f"layer {item.diff_id[7:19]}" if isinstance(blob, Growing) else f"blob {blob.digest[7:19]}"
+            what = f"layer {item.diff_id[7:19]}" if isinstance(item, Growing) else f"blob {item.digest[7:19]}"
             source = f"relay {self.name}" if parent is None else f"{self.name} from {parent.name}"
             self._broken = RelayError(self.name, self.name, f"sending {what} to {source} failed: {_why(exc)}")
             raise self._broken from exc
@@ -405,13 +402,12 @@ class Relayed:
             yield from items
             return
         ready: queue.Queue[tuple[Blob | None, BaseException | None]] = queue.Queue()
-        exporter = self.exporter
 
         def feed() -> None:
             try:
                 for item in items:
-                    self.node.ensure(item, self.counter, self.note, exporter)
-                    ready.put((exporter.finished(item) if isinstance(item, Growing) else item, None))
+                    self.node.ensure(item, self.counter, self.note, self.exporter)
+                    ready.put((self.exporter.finished(item) if isinstance(item, Growing) else item, None))
                 ready.put((None, None))
             except BaseException as exc:  # noqa: BLE001 - handed to the host's thread below
                 ready.put((None, exc))

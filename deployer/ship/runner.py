@@ -505,9 +505,10 @@ def ship_image(hosts: Sequence[Host], image_ref: str, options: ShipOptions | Non
             _release(job)
         exports.close()
         ok = {o.host.name for o in outcomes if o.ok}
-        blobs = _cached_blobs(image, options.level) if sites else []
-        for site in sites.values():
-            site.close(all_ok=all(h.name in ok for h in site.hosts), image_blobs=blobs)
+        done = {name: all(h.name in ok for h in site.hosts) for name, site in sites.items()}
+        blobs = _cached_blobs(image, options.level) if any(done.values()) else []  # for a relay's leftovers
+        for name, site in sites.items():
+            site.close(all_ok=done[name], image_blobs=blobs)
 
 
 def _cached_blobs(image: ImageInfo, level: int) -> list[Blob]:
