@@ -275,16 +275,31 @@ def remove_image_argv(docker: Sequence[str], image: str) -> tuple[str, ...]:
 # 4: all done, but the id is not the first of IDS (so that steps batched after this one, which
 # assumed the first, do not run). A tag that succeeded names the id: reading REF back would cost a
 # docker call and only race with whoever tags it next (as the tarball route's install).
-# PUSHED (classic store only): the digest of the manifest this ship pushed. A pull that reports
-# that digest got exactly the pushed manifest, whose config is the first of IDS, and the classic
-# store's images are never incomplete: no inspect. Any other digest (or none) is inspected.
+# PUSHED: the digest of the manifest this ship pushed. A pull that reports that digest got exactly
+# the pushed manifest, whose pull gives the first of IDS: no inspect for the id. The classic store's
+# images are never incomplete (WHOLE): no inspect at all; the containerd store's layers are counted
+# beside the tag (two docker calls at once, not one after the other), and an incomplete image's tag
+# is taken back. Any other digest (or none) is inspected before the tag.
 _PULL_INSTALL = (
-    'remote=$1; ref=$2; ids=$3; pushed=$4; shift 4\n'
+    'remote=$1; ref=$2; ids=$3; pushed=$4; whole=$5; previous=$6; shift 6\n'
     'out=$("$@" pull "$remote"); st=$?\n'
     'printf "%s\\n" "$out"\n'
     '[ $st -eq 0 ] || exit 2\n'
     'case "$pushed:$out" in\n'
-    '  sha256:*"Digest: $pushed"*) id=${ids%% *}; n=1 ;;\n'
+    '  sha256:*"Digest: $pushed"*) id=${ids%% *}; echo "pulled-id $id"\n'
+    '     if [ "$whole" = 1 ]; then "$@" tag "$id" "$ref" || exit 7\n'
+    '     else\n'
+    '       # tag while counting the layers: an image the containerd store holds only in part has\n'
+    '       # none to count (moby#49784), and REF then names again what it named before\n'
+    '       n=$( { "$@" image inspect --format "{{len .RootFS.Layers}}" "$remote" 2>/dev/null &\n'
+    '              "$@" tag "$id" "$ref" >/dev/null || echo tag-failed; wait; } )\n'
+    '       case $n in *tag-failed*) exit 7 ;; esac\n'
+    '       if ! [ "$n" -gt 0 ] 2>/dev/null; then\n'
+    '         { [ -n "$previous" ] && "$@" tag "$previous" "$ref"; } >/dev/null 2>&1 || "$@" rmi "$ref" >/dev/null 2>&1\n'
+    '         exit 8\n'
+    '       fi\n'
+    '     fi\n'
+    '     echo "tagged $id"; exit 0 ;;\n'
     '  *) state=$("$@" image inspect --format "{{.Id}} {{len .RootFS.Layers}}" "$remote" 2>/dev/null)\n'
     '     id=${state%% *}; n=${state##* }\n'
     '     # an image the containerd store holds only in part has no layers to count: the format fails\n'
@@ -303,15 +318,22 @@ PULLED_ANOTHER_ID = 4  # pull_install_argv's exit code: done, but the id is not 
 
 
 def pull_install_argv(docker: Sequence[str], remote_ref: str, ref: str, image_ids: Sequence[str], *,
-                      pushed: str = "", preview: bool = False) -> tuple[str, ...]:
+                      pushed: str = "", whole: bool = True, previous: str = "",
+                      preview: bool = False) -> tuple[str, ...]:
     """docker pull REMOTE_REF; check its id is one of IMAGE_IDS (the likeliest first) and that the
-    image is complete; tag it REF (parse with parse_pull and parse_pulled). PUSHED (a classic-store
-    host only): the digest of the manifest pushed, whose config digest is IMAGE_IDS[0] (see
-    _PULL_INSTALL). PREVIEW (a dry run): the ids may be a placeholder."""
-    for image_id in (*image_ids, *([pushed] if pushed else [])):
+    image is complete; tag it REF (parse with parse_pull and parse_pulled). PREVIEW (a dry run):
+    the ids may be placeholders.
+
+    PUSHED: the digest of the manifest pushed, whose pull gives IMAGE_IDS[0] (the classic store:
+    its config digest; the containerd store: PUSHED itself): a pull that reports it needs no
+    inspect for the id. WHOLE: the host's store never pulls an image in part (the classic one); else
+    the layers are counted while REF is tagged, and a pull that came out incomplete (moby#49784)
+    tags REF back to PREVIOUS, the id it named before (none: REF is removed)."""
+    for image_id in (*image_ids, *([pushed] if pushed else []), *([previous] if previous else [])):
         if not preview and (not image_id.startswith("sha256:") or " " in image_id):
             raise ValueError(f"not an image id: {image_id!r}")
-    return ("sh", "-c", _PULL_INSTALL, "sh", remote_ref, ref, " ".join(image_ids), pushed, *docker)
+    return ("sh", "-c", _PULL_INSTALL, "sh", remote_ref, ref, " ".join(image_ids), pushed, "1" if whole else "0",
+            previous, *docker)
 
 
 def parse_pulled(stdout: str) -> tuple[str | None, str | None]:

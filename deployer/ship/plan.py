@@ -51,6 +51,7 @@ class ShipPlan:
     load_format: str = "legacy"  # "legacy" | "oci" (deployer.commands.load.FORMATS)
     reused: tuple[tuple[str, Descriptor], ...] = ()  # oci: the blob that names each layer not sent
     host_id: str | None = None  # the image's id on the host, when it is already there
+    ref_was: str | None = None  # registry route: the id REF named on the host when checked (a failed pull restores it)
     origin: str | None = None  # the base image (repo@digest) the host pulls from its registry first
     from_origin: tuple[int, ...] = ()  # the layers that pull brings (never sent over SSH)
     relay: str | None = None  # the node of the site's relay tree that passes the blobs on (deploy_relay)
@@ -153,7 +154,7 @@ def make_plan(
             **base, route=route, via="registry", reason=reason, missing=missing, raw_bytes=raw,
             # the pull downloads compressed layers to <root>/tmp, then extracts them
             docker_need=2 * raw + MARGIN,
-            registry_ref=registry_ref(str(host.registry), image.ref),
+            registry_ref=registry_ref(str(host.registry), image.ref), ref_was=state.ref_id,
         )
     decompressors = frozenset(getattr(facts, "decompressors", ()))
     server_version = getattr(docker, "server_version", "") or ""

@@ -231,13 +231,14 @@ class PullStats:
 
 def pull_and_tag(conn: HostConn, docker_argv: tuple[str, ...], remote_ref: str, ref: str,
                  image_ids: Sequence[str], closing: Closing | None = None,
-                 pushed: str = "") -> tuple[PullStats, str | None]:
+                 pushed: str = "", whole: bool = True, previous: str = "") -> tuple[PullStats, str | None]:
     """docker pull on the host, check its id is one of IMAGE_IDS and the image complete, tag as REF;
-    then, in the same round trip and only if all that succeeded, CLOSING's steps. PUSHED (a
-    classic-store host): the pushed manifest's digest, whose config is IMAGE_IDS[0].
+    then, in the same round trip and only if all that succeeded, CLOSING's steps. PUSHED: the
+    pushed manifest's digest, whose pull gives IMAGE_IDS[0]; WHOLE: the host's store never pulls
+    an image in part; PREVIOUS: the id REF named before (see cmd.pull_install_argv).
 
     (stats, the id REF was tagged with)."""
-    step = steps.pull(docker_argv, remote_ref, ref, image_ids, pushed=pushed)
+    step = steps.pull(docker_argv, remote_ref, ref, image_ids, pushed=pushed, whole=whole, previous=previous)
     if closing is None:
         res = conn.run(step.argv, what=step.label, check=False)
     else:

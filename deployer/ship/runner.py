@@ -408,6 +408,9 @@ def ship_image(hosts: Sequence[Host], image_ref: str, options: ShipOptions | Non
         image = image or inspect(image_ref, client)
         if image.ref != image_ref:
             image = replace(image, ref=image_ref)
+        pusher = Pusher(image, client)
+        for registry in sorted({h.registry for h in hosts if h.registry and (options.via or h.via) == "registry"}):
+            pusher.start(registry)  # a host that must take the registry route: push while it is checked
         layer_history = history_sizes(client, image)
         relay_of, hops = sites_of(hosts, options.relays), hops_of(hosts, options.relays)
         sites = {name: Site(options.relays[name], [h for h in hosts if relay_of.get(h.name) == name],
@@ -417,9 +420,6 @@ def ship_image(hosts: Sequence[Host], image_ref: str, options: ShipOptions | Non
         bases = Bases(image, client, options, layer_history)
         exports = ExportPool(image, options.level, expected=min(len(jobs), options.parallel), client=client,
                              head_start=_head_start(hosts, image, options, client))
-        pusher = Pusher(image, client)
-        for registry in sorted({h.registry for h in hosts if h.registry and (options.via or h.via) == "registry"}):
-            pusher.start(registry)  # a host that must take the registry route: push while it is checked
         sizes = LayerSizes(image, client)
     except BaseException:
         early.cancel()  # nothing was shipped: the connections made meanwhile go

@@ -101,11 +101,12 @@ def origin_pull(docker: tuple[str, ...], ref: str) -> Step:
 
 
 def pull(docker: tuple[str, ...], remote_ref: str, ref: str, image_ids: Sequence[str], *, pushed: str = "",
-         preview: bool = False) -> Step:
+         whole: bool = True, previous: str = "", preview: bool = False) -> Step:
     """Pull, check the id (PUSHED: or that the pull got that manifest) and that the image is
-    complete, tag REF (one round trip)."""
+    complete (unless the store is WHOLE), tag REF (one round trip; see cmd.pull_install_argv)."""
     return Step(f"docker pull {remote_ref}",
-                cmd.pull_install_argv(docker, remote_ref, ref, image_ids, pushed=pushed, preview=preview),
+                cmd.pull_install_argv(docker, remote_ref, ref, image_ids, pushed=pushed, whole=whole,
+                                      previous=previous, preview=preview),
                 "the id must be the image's; the containerd store can pull an incomplete one (moby#49784)")
 
 
@@ -140,8 +141,8 @@ def transfer_steps(plan: ShipPlan, host: Host) -> list[Step]:
         return [tag(docker, plan.host_id or plan.image_id, plan.ref)]
     if plan.route == "registry":
         assert plan.registry_ref is not None
-        pushed = PUSHED if plan.image_store != "containerd" else ""  # a classic store's pull is checked by it
-        return [pull(docker, plan.registry_ref, plan.ref, [EXPECTED_IDS], pushed=pushed, preview=True)]
+        return [pull(docker, plan.registry_ref, plan.ref, [EXPECTED_IDS], pushed=PUSHED,
+                     whole=plan.image_store != "containerd", previous=plan.ref_was or "", preview=True)]
     assert plan.codec is not None
     codec = plan.codec.name
     mode = codec if plan.codec.host_decompress else "link"

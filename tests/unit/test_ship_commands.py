@@ -33,11 +33,17 @@ def test_exact_argv() -> None:
     assert cmd.tag_argv(DOCKER, "sha256:1", "t:v") == ("sudo", "docker", "tag", "sha256:1", "t:v")
     assert cmd.remove_image_argv(DOCKER, "sha256:1") == ("sudo", "docker", "image", "rm", "sha256:1")
     argv = cmd.pull_install_argv(DOCKER, "r:5000/t:v", "t:v", ["sha256:1", "sha256:2"])
-    assert argv[:2] == ("sh", "-c") and argv[3:] == ("sh", "r:5000/t:v", "t:v", "sha256:1 sha256:2", "", "sudo", "docker")
+    assert argv[:2] == ("sh", "-c")
+    assert argv[3:] == ("sh", "r:5000/t:v", "t:v", "sha256:1 sha256:2", "", "1", "", "sudo", "docker")
     argv = cmd.pull_install_argv(DOCKER, "r:5000/t:v", "t:v", ["sha256:1"], pushed="sha256:9")
-    assert argv[3:] == ("sh", "r:5000/t:v", "t:v", "sha256:1", "sha256:9", "sudo", "docker")
+    assert argv[3:] == ("sh", "r:5000/t:v", "t:v", "sha256:1", "sha256:9", "1", "", "sudo", "docker")
+    argv = cmd.pull_install_argv(DOCKER, "r:5000/t:v", "t:v", ["sha256:9"], pushed="sha256:9", whole=False,
+                                 previous="sha256:8")
+    assert argv[3:] == ("sh", "r:5000/t:v", "t:v", "sha256:9", "sha256:9", "0", "sha256:8", "sudo", "docker")
     with pytest.raises(ValueError):
         cmd.pull_install_argv(DOCKER, "r:5000/t:v", "t:v", ["sha256:1"], pushed="sha256:9; rm -rf /")
+    with pytest.raises(ValueError):
+        cmd.pull_install_argv(DOCKER, "r:5000/t:v", "t:v", ["sha256:1"], previous="t:old; rm -rf /")
     with pytest.raises(ValueError):
         cmd.pull_install_argv(DOCKER, "r:5000/t:v", "t:v", ["sha256:1 x"])
     assert cmd.break_lock_argv(STAGING) == ("rm", "-rf", "--", "/srv/stage/lock")
@@ -181,20 +187,25 @@ def test_image_state_and_tag_scripts_with_a_fake_docker(tmp_path: Path) -> None:
     assert (tmp_path / "tags").read_text() == "sha256:aaa t:v\n"
 
 
-def _fake_pulling_docker(tmp_path: Path, pulled: str, layers: int, tag_to: str | None = None) -> str:
+def _fake_pulling_docker(tmp_path: Path, pulled: str, layers: int, tag_to: str | None = None,
+                         tag_fails: bool = False) -> str:
     """A stand-in `docker`: pull prints a layer line, inspect answers PULLED (or, for t:v once
-    tagged, TAG_TO or what was tagged) with LAYERS layers; tag calls are recorded."""
+    tagged, TAG_TO or what was tagged) with LAYERS layers; tag and rmi calls are recorded (a tag
+    fails if TAG_FAILS)."""
     fake = tmp_path / "docker"
+    tag = "echo no such image >&2; exit 1" if tag_fails else f'echo "$2 $3" >> {tmp_path}/tags; exit 0'
     fake.write_text(
         '#!/bin/sh\n'
         f'echo "$1" >> {tmp_path}/calls\n'
         'case "$1" in\n'
         '  pull) echo "abc: Pull complete"; echo "Digest: sha256:ppp"; exit 0 ;;\n'
-        f'  tag) echo "$2 $3" >> {tmp_path}/tags; exit 0 ;;\n'
+        f'  tag) {tag} ;;\n'
+        f'  rmi) echo "rmi $2" >> {tmp_path}/tags; exit 0 ;;\n'
         'esac\n'
         # an incomplete image (no layers) fails a format that counts them, as the containerd store's does
         f'if [ "$4" = "{{{{.Id}}}} {{{{len .RootFS.Layers}}}}" ]; then [ {layers} -gt 0 ] || exit 1; '
         f'echo {pulled} {layers}; exit 0; fi\n'
+        f'if [ "$4" = "{{{{len .RootFS.Layers}}}}" ]; then [ {layers} -gt 0 ] || exit 1; echo {layers}; exit 0; fi\n'
         f'if [ "$5" = "t:v" ]; then [ -s {tmp_path}/tags ] || exit 1; '
         f'echo {tag_to or pulled}; exit 0; fi\n'
         f'echo {pulled}\n')
@@ -235,6 +246,33 @@ def test_a_pull_of_the_pushed_manifest_on_the_classic_store_is_not_inspected(tmp
     (tmp_path / "calls").unlink()
     res = sh(cmd.pull_install_argv(docker, "r:5000/t:v", "t:v", ["sha256:aaa"], pushed="sha256:qqq"))
     assert res.returncode == 3 and (tmp_path / "calls").read_text().split() == ["pull", "image"]
+
+
+@pytest.mark.parametrize(("layers", "previous", "tag_fails", "code", "tags"), [
+    (2, "", False, 0, "sha256:ppp t:v\n"),  # complete: tagged
+    (0, "sha256:old", False, 8, "sha256:ppp t:v\nsha256:old t:v\n"),  # incomplete: REF names what it did before
+    (0, "", False, 8, "sha256:ppp t:v\nrmi t:v\n"),  # incomplete, REF new: it goes again
+    (2, "", True, 7, ""),  # the tag failed
+])
+def test_a_pull_of_the_pushed_manifest_on_the_containerd_store_counts_its_layers_beside_the_tag(
+        tmp_path: Path, layers: int, previous: str, tag_fails: bool, code: int, tags: str) -> None:
+    """The containerd store's id is the pushed manifest's digest, so the pull's digest line names
+    the id; the image may still be incomplete (moby#49784): its layers are counted while REF is
+    tagged (one docker call's time, not two), and a tag of an incomplete image is taken back."""
+    docker = (_fake_pulling_docker(tmp_path, "sha256:zzz", layers, tag_fails=tag_fails),)
+    res = sh(cmd.pull_install_argv(docker, "r:5000/t:v", "t:v", ["sha256:ppp", "sha256:cfg"], pushed="sha256:ppp",
+                                   whole=False, previous=previous))
+    assert res.returncode == code, res.stderr
+    out = res.stdout.decode()
+    assert cmd.parse_pulled(out) == ("sha256:ppp", "sha256:ppp" if code == 0 else None)
+    assert ((tmp_path / "tags").read_text() if (tmp_path / "tags").exists() else "") == tags
+    calls = (tmp_path / "calls").read_text().split()
+    assert calls[0] == "pull" and sorted(calls[1:3]) == ["image", "tag"]  # no inspect for the id
+    # another manifest under the tag (someone pushed meanwhile): inspected for the id, and refused
+    for f in ("calls", "tags"):
+        (tmp_path / f).unlink(missing_ok=True)
+    res = sh(cmd.pull_install_argv(docker, "r:5000/t:v", "t:v", ["sha256:qqq"], pushed="sha256:qqq", whole=False))
+    assert res.returncode == 3 and not (tmp_path / "tags").exists()
 
 
 def test_prepare_runs_only_while_the_lock_is_the_tokens(tmp_path: Path) -> None:

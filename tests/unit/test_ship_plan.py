@@ -205,9 +205,14 @@ def test_render_registry_and_noop() -> None:
         cmd.pull_install_argv(("docker",), "r:5000/trainer:v3", "trainer:v3", [steps.EXPECTED_IDS],
                               pushed=steps.PUSHED, preview=True),
     ]
-    # the containerd store: the id and that the image is complete (moby#49784), by one inspect
+    # the containerd store: the id by the pushed manifest's digest too, and that the image is
+    # complete (moby#49784) beside the tag, which goes back to what REF named if it is not
     p = plan(h, facts("28.5.2", store="containerd", reachable=True))
     assert plan_commands(p, h) == [
-        cmd.pull_install_argv(("docker",), "r:5000/trainer:v3", "trainer:v3", [steps.EXPECTED_IDS], preview=True),
+        cmd.pull_install_argv(("docker",), "r:5000/trainer:v3", "trainer:v3", [steps.EXPECTED_IDS],
+                              pushed=steps.PUSHED, whole=False, preview=True),
     ]
+    before = ImageState("sha256:" + "0" * 64, frozenset())
+    p = plan(h, facts("28.5.2", store="containerd", reachable=True), state=before)
+    assert p.ref_was == "sha256:" + "0" * 64 and plan_commands(p, h)[0][-2] == p.ref_was
     assert plan_commands(plan(state=ImageState(IMAGE.id, frozenset({IMAGE.id}))), h) == []
