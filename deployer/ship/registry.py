@@ -25,6 +25,7 @@ from deployer.refs import registry_ref
 from deployer.ship import steps
 from deployer.ship.conn import HostConn
 from deployer.ship.loader import Closing
+from deployer.ship.plan import ShipPlan
 from deployer.ship.registry_api import (
     ManifestReader,
     RegistryAPIError,
@@ -229,16 +230,16 @@ class PullStats:
     layers_present: int
 
 
-def pull_and_tag(conn: HostConn, docker_argv: tuple[str, ...], remote_ref: str, ref: str,
-                 image_ids: Sequence[str], closing: Closing | None = None,
-                 pushed: str = "", whole: bool = True, previous: str = "") -> tuple[PullStats, str | None]:
-    """docker pull on the host, check its id is one of IMAGE_IDS and the image complete, tag as REF;
-    then, in the same round trip and only if all that succeeded, CLOSING's steps. PUSHED: the
-    pushed manifest's digest, whose pull gives IMAGE_IDS[0]; WHOLE: the host's store never pulls
-    an image in part; PREVIOUS: the id REF named before (see cmd.pull_install_argv).
+def pull_and_tag(conn: HostConn, docker_argv: tuple[str, ...], plan: ShipPlan, image_ids: Sequence[str],
+                 closing: Closing | None = None, pushed: str = "") -> tuple[PullStats, str | None]:
+    """docker pull PLAN's registry ref on the host, check its id is one of IMAGE_IDS and the image
+    complete, tag it as PLAN's ref; then, in the same round trip and only if all that succeeded,
+    CLOSING's steps. PUSHED: the pushed manifest's digest, whose pull gives IMAGE_IDS[0].
 
     (stats, the id REF was tagged with)."""
-    step = steps.pull(docker_argv, remote_ref, ref, image_ids, pushed=pushed, whole=whole, previous=previous)
+    assert plan.registry_ref is not None
+    remote_ref, ref = plan.registry_ref, plan.ref
+    step = steps.pull(plan, docker_argv, image_ids, pushed)
     if closing is None:
         res = conn.run(step.argv, what=step.label, check=False)
     else:

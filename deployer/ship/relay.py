@@ -169,7 +169,7 @@ class Node:
         for b in blobs:
             final = cmd.blob_path(self.blobs_dir, b.digest, b.codec)
             growing = cmd.growing_path(self.blobs_dir, b.diff_id, b.codec, b.level)
-            if final in self._listed or final + ".partial" in self._listed:
+            if final in self._listed or cmd.partial_path(self.blobs_dir, b.digest, b.codec) in self._listed:
                 held.add(final)
             if growing in self._listed:
                 held.add(growing)

@@ -100,13 +100,17 @@ def origin_pull(docker: tuple[str, ...], ref: str) -> Step:
                 "alongside the sends; if it fails, the base layers are sent instead")
 
 
-def pull(docker: tuple[str, ...], remote_ref: str, ref: str, image_ids: Sequence[str], *, pushed: str = "",
-         whole: bool = True, previous: str = "", preview: bool = False) -> Step:
-    """Pull, check the id (PUSHED: or that the pull got that manifest) and that the image is
-    complete (unless the store is WHOLE), tag REF (one round trip; see cmd.pull_install_argv)."""
-    return Step(f"docker pull {remote_ref}",
-                cmd.pull_install_argv(docker, remote_ref, ref, image_ids, pushed=pushed, whole=whole,
-                                      previous=previous, preview=preview),
+def pull(plan: ShipPlan, docker: tuple[str, ...], image_ids: Sequence[str], pushed: str,
+         preview: bool = False) -> Step:
+    """Pull PLAN's registry ref, check the id (PUSHED: or that the pull got that manifest) and that
+    the image is complete (the containerd store can pull one in part), tag REF, or on the
+    containerd store tag it back to what it named at the check (one round trip; see
+    cmd.pull_install_argv)."""
+    assert plan.registry_ref is not None
+    return Step(f"docker pull {plan.registry_ref}",
+                cmd.pull_install_argv(docker, plan.registry_ref, plan.ref, image_ids, pushed=pushed,
+                                      whole=plan.image_store != "containerd", previous=plan.ref_was or "",
+                                      preview=preview),
                 "the id must be the image's; the containerd store can pull an incomplete one (moby#49784)")
 
 
@@ -140,9 +144,7 @@ def transfer_steps(plan: ShipPlan, host: Host) -> list[Step]:
     if plan.route == "tag":
         return [tag(docker, plan.host_id or plan.image_id, plan.ref)]
     if plan.route == "registry":
-        assert plan.registry_ref is not None
-        return [pull(docker, plan.registry_ref, plan.ref, [EXPECTED_IDS], pushed=PUSHED,
-                     whole=plan.image_store != "containerd", previous=plan.ref_was or "", preview=True)]
+        return [pull(plan, docker, [EXPECTED_IDS], PUSHED, preview=True)]
     assert plan.codec is not None
     codec = plan.codec.name
     mode = codec if plan.codec.host_decompress else "link"
