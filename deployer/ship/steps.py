@@ -103,9 +103,8 @@ def origin_pull(docker: tuple[str, ...], ref: str) -> Step:
 def pull(plan: ShipPlan, docker: tuple[str, ...], image_ids: Sequence[str], pushed: str,
          preview: bool = False) -> Step:
     """Pull PLAN's registry ref, check the id (PUSHED: or that the pull got that manifest) and that
-    the image is complete (the containerd store can pull one in part), tag REF, or on the
-    containerd store tag it back to what it named at the check (one round trip; see
-    cmd.pull_install_argv)."""
+    the image is complete (the containerd store can pull one in part: REF then goes back to what
+    it named at the check), tag REF (one round trip; see cmd.pull_install_argv)."""
     assert plan.registry_ref is not None
     return Step(f"docker pull {plan.registry_ref}",
                 cmd.pull_install_argv(docker, plan.registry_ref, plan.ref, image_ids, pushed=pushed,
