@@ -30,6 +30,17 @@ class ImageInfo:
     architecture: str
     repo_tags: tuple[str, ...]
     config_digest: str = ""
+    repo_digests: tuple[str, ...] = ()  # `repo@sha256:...`: the manifests it was pushed or pulled as
+
+    @property
+    def registry_ids(self) -> frozenset[str]:
+        """The ids a containerd-store host may give this image when it pulled it from a registry:
+        the digests of the manifests (or indexes) it was pushed or pulled as, and its own id when
+        that is one (the local store is containerd's too)."""
+        digests = {d.rpartition("@")[2] for d in self.repo_digests}
+        if self.id != self.config_digest:
+            digests.add(self.id)
+        return frozenset(d for d in digests if d.startswith("sha256:"))
 
     def __post_init__(self) -> None:
         if not self.config_digest:
@@ -58,6 +69,7 @@ def from_attrs(ref: str, attrs: Mapping[str, Any], config_digest: str = "") -> I
         os=str(attrs.get("Os") or ""),
         architecture=str(attrs.get("Architecture") or ""),
         repo_tags=tuple(attrs.get("RepoTags") or ()),
+        repo_digests=tuple(attrs.get("RepoDigests") or ()),
     )
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from deployer.codec import CodecChoice, choose_codec
-from deployer.commands.layers import missing_layers
+from deployer.commands.layers import Listing, missing_layers
 from deployer.commands.ship import ImageState
 from deployer.errors import PreflightError, SpecError
 from deployer.inventory.host import VIA_CHOICES
@@ -70,6 +70,20 @@ def name_layers(diff_ids: Sequence[str], host_content: Mapping[str, Descriptor],
     Layers with neither are left out of the result."""
     return {d: host_content.get(d) or uncompressed_layer(d, known_sizes[d])
             for d in diff_ids if d in host_content or d in known_sizes}
+
+
+def pulled_ids(image: ImageInfo, listing: Listing, remembered: Mapping[str, Sequence[str]]) -> frozenset[str]:
+    """The ids of the images a containerd-store host holds that are this image as a registry gave
+    it: the digest of a manifest it was pushed or pulled as (the workstation's RepoDigests: a
+    registry ship's pull, or the user's own), and every layer of it. A pull can leave an image
+    without the layers it had unpacked before (moby#49784): such an image lists fewer and is not
+    one. LISTING is the host's images, REMEMBERED the layers of those it listed as known (pure)."""
+    found = set()
+    for i in image.registry_ids & listing.ids:
+        layers = listing.layers.get(i, remembered.get(i) if i in listing.known else None)
+        if layers is not None and tuple(layers) == image.diff_ids:
+            found.add(i)
+    return frozenset(found)
 
 
 def layer_bytes_bound(history_sizes: Sequence[int], n_layers: int, missing: int) -> int:

@@ -49,7 +49,7 @@ from deployer.ship.exports import ExportPool
 from deployer.ship.loader import IncompleteImage
 from deployer.ship.model import ShipOptions, ShipResult
 from deployer.ship.origin import Origin, find_origin, with_blobs
-from deployer.ship.plan import ShipPlan, make_plan, name_layers, preflight
+from deployer.ship.plan import ShipPlan, make_plan, name_layers, preflight, pulled_ids
 from deployer.ship.progress import NullReporter, Reporter
 from deployer.ship.recall import LIGHT_MAX_AGE_S, Recalled, light_listing, probe_key
 from deployer.ship.registry import IncompletePull, Pusher
@@ -213,13 +213,13 @@ def _observe(job: Job, options: ShipOptions, history_sizes: Sequence[int], repor
         raise CommandError(host.name, listed, what="reading the image's state on the host failed")
     have = frozenset[str]()
     listed_ids = frozenset[str]()
-    if listed.ok:
-        listing = parse_listing(listed.stdout)
+    listing = parse_listing(listed.stdout) if listed.ok else None
+    if listing is not None:
         have, listed_ids = listing.present(remembered), listing.ids
         if listing.complete:
             layercache.remember(host, listing, remembered)
     # on the classic store the image's id is its config digest: there if listed, or if REF names it
-    # (the containerd store's ids are manifest digests: _oci_state below)
+    # (the containerd store's ids are manifest digests: _oci_state and pulled_ids below)
     if image.config_digest == image_state.ref_id or image.config_digest in listed_ids:
         image_state = replace(image_state, ids=image_state.ids | {image.config_digest})
     try:
@@ -228,6 +228,9 @@ def _observe(job: Job, options: ShipOptions, history_sizes: Sequence[int], repor
             # layer sizes are only needed (and, on a containerd workstation, only read) for unrecorded layers
             known = sizes.known() if any(d not in content for d in image.diff_ids) else {}
             image_state = _oci_state(image, image_state, name_layers(image.diff_ids, content, known))
+            if listing is not None:
+                pulled = pulled_ids(image, listing, remembered)
+                image_state = replace(image_state, ids=image_state.ids | pulled)
             if base is not None and bases is not None and getattr(job.facts, "origin_reachable", None) \
                     and any(base.covers(i) for i in missing_layers(image.diff_ids, have)):
                 base = bases.with_blobs()  # its load names the pulled layers by the registry's blobs

@@ -109,6 +109,14 @@ def test_registry_ship_to_a_containerd_host_is_verified(testbed: Testbed, env: d
     assert rec["ok"] and rec["verified"] and rec["via"] == "registry"
     assert config_digest_of(testbed.docker(GPU), ref) == config_digest_of(testbed.docker("ws"), ref)
     assert ref in listed(testbed, GPU).get(rec["host_image_id"], [])
+    # REF there names the manifest the ship pushed: the same ship again finds the image there
+    # (no push, no pull), as it does after a tarball ship
+    code, out, err = deploy(env, "ship", "--host", GPU, "--via", "registry", "--image", ref, "--json")
+    assert code == 0, err
+    again = one(out, GPU)
+    assert again["ok"] and again["verified"] and again["via"] is None, again
+    assert "host already has the image" in err
+    assert again["host_image_id"] == rec["host_image_id"] and again["bytes_sent"] == 0
 
 
 def base_then_child(testbed: Testbed, env: dict[str, str], first: str,

@@ -8,6 +8,7 @@ from deployer.codec import CodecChoice
 from deployer.commands import load as ld
 from deployer.commands import ship as cmd
 from deployer.commands.facts import DockerFacts, HostFacts
+from deployer.commands.layers import parse_listing
 from deployer.commands.ship import ImageState
 from deployer.errors import PreflightError, SpecError
 from deployer.inventory.host import Host
@@ -21,6 +22,7 @@ from deployer.ship.plan import (
     make_plan,
     pick_codec,
     preflight,
+    pulled_ids,
 )
 from deployer.ship.render import plan_commands, plan_json, render
 from deployer.tarfmt import Descriptor, uncompressed_layer
@@ -50,6 +52,45 @@ BASE_PRESENT = frozenset(chain_ids(D)[:2])  # host has the bottom two layers
 def plan(h: Host | None = None, f: HostFacts | None = None, state: ImageState = NONE,
          present: frozenset[str] = BASE_PRESENT, via: str = "auto", pulls_incomplete: bool = False) -> ShipPlan:
     return make_plan(h or host(), IMAGE, f or facts(), state, present, SIZES, via, pulls_incomplete=pulls_incomplete)
+
+
+PUSHED = "sha256:" + "9" * 64  # the manifest the image was pushed as
+PULLED = ImageInfo("trainer:v3", "sha256:" + "f" * 64, D, 400, "linux", "amd64", ("trainer:v3",),
+                   repo_digests=(f"reg:5000/trainer@{PUSHED}",))
+
+
+def test_registry_ids_are_the_pushed_manifests_and_a_containerd_id() -> None:
+    assert IMAGE.registry_ids == frozenset()
+    assert PULLED.registry_ids == {PUSHED}
+    # on a containerd workstation the image's own id is its manifest's (or index's) digest
+    on_containerd = ImageInfo("t:1", PUSHED, D, 1, "linux", "amd64", (), config_digest="sha256:" + "f" * 64)
+    assert on_containerd.registry_ids == {PUSHED}
+
+
+def test_a_pulled_image_is_there_when_it_holds_every_layer() -> None:
+    layers = '["' + '","'.join(D) + '"]'
+    inspected = parse_listing(f"{PUSHED} {layers}\n")
+    assert pulled_ids(PULLED, inspected, {}) == {PUSHED}
+    # known from an earlier listing (or the registry ship that pulled it): its layers remembered
+    known = parse_listing(f"known {PUSHED}\nlisting skipped\n")
+    assert pulled_ids(PULLED, known, {PUSHED: list(D)}) == {PUSHED}
+    assert pulled_ids(PULLED, known, {}) == frozenset()  # its layers not known: not recognised
+    # a pull that skipped the layers a load had unpacked (moby#49784) lists fewer: not the image
+    short = '["' + '","'.join(D[:2]) + '"]'
+    assert pulled_ids(PULLED, parse_listing(f"{PUSHED} {short}\n"), {}) == frozenset()
+    # another image with the same layers (another config), or an image never pushed: not this one
+    other = "sha256:" + "8" * 64
+    assert pulled_ids(PULLED, parse_listing(f"{other} {layers}\n"), {}) == frozenset()
+    assert pulled_ids(IMAGE, inspected, {}) == frozenset()
+
+
+def test_a_pulled_image_makes_a_reship_a_noop_or_a_tag() -> None:
+    f = facts("28.5.2", store="containerd", reachable=True)
+    h = host(deploy_registry="reg:5000")
+    p = plan(h, f, ImageState(PUSHED, frozenset({PUSHED})), via="registry")
+    assert (p.route, p.host_id, p.transfers) == ("noop", PUSHED, False)
+    p = plan(h, f, ImageState(None, frozenset({PUSHED})), via="registry")
+    assert (p.route, p.host_id) == ("tag", PUSHED)
 
 
 def test_noop_and_tag_only() -> None:
