@@ -115,6 +115,30 @@ def parse_content(stdout: str) -> dict[str, Descriptor]:
     return out
 
 
+# A registry's layer media types as the content records name them (an OCI load's manifest).
+_AS_OCI = {
+    **{t: t for t in MEDIA_TYPES},
+    "application/vnd.docker.image.rootfs.diff.tar.gzip": "application/vnd.oci.image.layer.v1.tar+gzip",
+}
+
+
+def pulled_records(diff_ids: Sequence[str], layers: object) -> tuple[tuple[str, Descriptor], ...]:
+    """The content records of an image pulled by the manifest whose layer list is LAYERS: layer i is
+    diff id i, held in the content store as the blob the manifest names (pure). Layers of another
+    media type (foreign layers) get none; a list that does not match DIFF_IDS gives none at all."""
+    if not isinstance(layers, list) or len(layers) != len(diff_ids):
+        return ()
+    records = []
+    for diff_id, desc in zip(diff_ids, layers, strict=True):
+        if not isinstance(desc, Mapping):
+            return ()
+        media_type, digest, size = _AS_OCI.get(str(desc.get("mediaType"))), desc.get("digest"), desc.get("size")
+        if (media_type and isinstance(digest, str) and digest.startswith("sha256:") and _HEX.match(digest[7:])
+                and isinstance(size, int) and size >= 0 and _HEX.match(diff_id.removeprefix("sha256:"))):
+            records.append((diff_id, Descriptor(media_type, digest, size)))
+    return tuple(records)
+
+
 def content_records(layers: Iterable[tuple[str, Descriptor]]) -> str:
     """The install's record lines, `<diff hex> <media type> <digest> <size>` (validated: they are
     written by a script)."""

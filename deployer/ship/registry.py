@@ -17,6 +17,7 @@ from typing import Any
 import requests
 
 from deployer.commands import ship as cmd
+from deployer.commands.layers import pulled_records
 from deployer.errors import CommandError, LocalError, TransferError
 from deployer.local.client import Client, docker_client
 from deployer.local.image import ImageInfo
@@ -32,6 +33,7 @@ from deployer.ship.registry_api import (
     image_manifest,
     split_repo,
 )
+from deployer.tarfmt import Descriptor
 from deployer.transport.batch import Batch
 
 log = logging.getLogger(__name__)
@@ -46,6 +48,9 @@ class PushStats:
     pushed_ids: frozenset[str] = frozenset()  # push-event ids of the layers this push uploaded
     digest: str | None = None  # the pushed manifest's digest, from the stream's aux record
     wire_bytes: int | None = None  # compressed bytes uploaded, from the manifest (None: unknown)
+    # diff id -> the blob the pushed manifest names for it, when the manifest was read back: what a
+    # containerd-store host holds each layer as once it pulled the image (deployer.commands.layers)
+    records: tuple[tuple[str, Descriptor], ...] = ()
 
     @property
     def bytes_sent(self) -> int:
@@ -198,24 +203,28 @@ class Pusher:
 
         stream = push_stream(client, self.image.id, remote, hint="check the registry is reachable from this workstation")
         stats = read_push_stream(stream, remote, uploading)
-        return dataclasses.replace(stats, wire_bytes=self._wire_bytes(client, repo, reader[0] if reader else None, stats))
+        return self._read_back(client, repo, reader[0] if reader else None, stats)
 
-    def _wire_bytes(self, client: Client, repo: str, early: Future[ManifestReader] | None,
-                    stats: PushStats) -> int | None:
-        """Compressed size of the uploaded layers, read back from the registry (None if it cannot be)."""
+    def _read_back(self, client: Client, repo: str, early: Future[ManifestReader] | None,
+                   stats: PushStats) -> PushStats:
+        """STATS with the compressed size of the uploaded layers and the blob of each layer, read
+        back from the pushed manifest (None and none if it cannot be). A push that uploaded nothing
+        reads nothing (the pull it is waited for by would wait for the read): 0 bytes, no records."""
         if not stats.pushed_ids:
-            return 0
+            return dataclasses.replace(stats, wire_bytes=0)
         try:
             digest = stats.digest or distribution_digest(client, stats.remote_ref)
             reader = early.result() if early is not None else ManifestReader.for_docker(client, split_repo(repo))
-            return uploaded_bytes(image_manifest(reader, digest, self.image.config_digest), self.image.diff_ids,
-                                  stats.pushed_ids)
+            manifest = image_manifest(reader, digest, self.image.config_digest)
+            return dataclasses.replace(
+                stats, wire_bytes=uploaded_bytes(manifest, self.image.diff_ids, stats.pushed_ids),
+                records=pulled_records(self.image.diff_ids, manifest.get("layers")))
         except (RegistryAPIError, ValueError, KeyError, TypeError, LocalError,
                 requests.exceptions.RequestException) as exc:
             # the push itself succeeded: only the byte count is less exact
             log.warning("could not read the manifest of %s back (%s); bytes_sent counts raw layer bytes",
                         stats.remote_ref, exc)
-            return None
+            return dataclasses.replace(stats, wire_bytes=None)
 
 
 def _settled_reader(client: Client, repo: str) -> ManifestReader:
@@ -231,15 +240,17 @@ class PullStats:
 
 
 def pull_and_tag(conn: HostConn, docker_argv: tuple[str, ...], plan: ShipPlan, image_ids: Sequence[str],
-                 closing: Closing | None = None, pushed: str = "") -> tuple[PullStats, str | None]:
+                 closing: Closing | None = None, pushed: str = "", staging: str = "",
+                 records: Sequence[tuple[str, Descriptor]] = ()) -> tuple[PullStats, str | None]:
     """docker pull PLAN's registry ref on the host, check its id is one of IMAGE_IDS and the image
     complete, tag it as PLAN's ref; then, in the same round trip and only if all that succeeded,
-    CLOSING's steps. PUSHED: the pushed manifest's digest, whose pull gives IMAGE_IDS[0].
+    CLOSING's steps. PUSHED: the pushed manifest's digest, whose pull gives IMAGE_IDS[0]; RECORDS:
+    the blob it names for each layer, which a containerd-store host's STAGING dir then records.
 
     (stats, the id REF was tagged with)."""
     assert plan.registry_ref is not None
     remote_ref, ref = plan.registry_ref, plan.ref
-    step = steps.pull(plan, docker_argv, image_ids, pushed)
+    step = steps.pull(plan, docker_argv, image_ids, pushed, staging=staging, records=records)
     if closing is None:
         res = conn.run(step.argv, what=step.label, check=False)
     else:

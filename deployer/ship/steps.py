@@ -14,6 +14,7 @@ from dataclasses import replace
 from deployer.commands import load as ld
 from deployer.commands import relay as rc
 from deployer.commands import ship as cmd
+from deployer.commands.layers import content_dir
 from deployer.commands.step import Step
 from deployer.inventory.host import Host
 from deployer.ship.plan import ShipPlan
@@ -100,16 +101,20 @@ def origin_pull(docker: tuple[str, ...], ref: str) -> Step:
                 "alongside the sends; if it fails, the base layers are sent instead")
 
 
-def pull(plan: ShipPlan, docker: tuple[str, ...], image_ids: Sequence[str], pushed: str,
-         preview: bool = False) -> Step:
+def pull(plan: ShipPlan, docker: tuple[str, ...], image_ids: Sequence[str], pushed: str, *, staging: str = "",
+         records: Sequence[tuple[str, Descriptor]] | str = (), preview: bool = False) -> Step:
     """Pull PLAN's registry ref, check the id (PUSHED: or that the pull got that manifest) and that
     the image is complete (the containerd store can pull one in part: REF then goes back to what
-    it named at the check), tag REF (one round trip; see cmd.pull_install_argv)."""
+    it named at the check), tag REF (one round trip; see cmd.pull_install_argv). On the containerd
+    store, the pushed manifest's blobs (RECORDS) go to STAGING's content records: a later tarball
+    ship's load names the layers by them instead of sending them again."""
     assert plan.registry_ref is not None
+    whole = plan.image_store != "containerd"
     return Step(f"docker pull {plan.registry_ref}",
                 cmd.pull_install_argv(docker, plan.registry_ref, plan.ref, image_ids, pushed=pushed,
-                                      whole=plan.image_store != "containerd", previous=plan.ref_was or "",
-                                      preview=preview),
+                                      whole=whole, previous=plan.ref_was or "",
+                                      content=content_dir(staging) if staging and not whole else "",
+                                      records=() if whole else records, preview=preview),
                 "the id must be the image's; the containerd store can pull an incomplete one (moby#49784)")
 
 
@@ -120,6 +125,7 @@ def tag(docker: tuple[str, ...], source: str, ref: str) -> Step:
 
 EXPECTED_IDS = "<the image's ids: config digest, pushed manifest digest>"
 PUSHED = "<the pushed manifest's digest>"
+PUSHED_BLOBS = "<per layer: diff id, media type, digest, size of its blob in the pushed manifest>"
 HEAD_BLOCKS = "<tar head blocks>"
 BLOB_SIZE = "<blob bytes>"
 SHIP_ID = "<ship id>"
@@ -143,7 +149,7 @@ def transfer_steps(plan: ShipPlan, host: Host) -> list[Step]:
     if plan.route == "tag":
         return [tag(docker, plan.host_id or plan.image_id, plan.ref)]
     if plan.route == "registry":
-        return [pull(plan, docker, [EXPECTED_IDS], PUSHED, preview=True)]
+        return [pull(plan, docker, [EXPECTED_IDS], PUSHED, staging=staging, records=PUSHED_BLOBS, preview=True)]
     assert plan.codec is not None
     codec = plan.codec.name
     mode = codec if plan.codec.host_decompress else "link"

@@ -14,7 +14,9 @@ from deployer.commands.layers import (
     parse_listing,
     parse_present,
     present_layers_argv,
+    pulled_records,
 )
+from deployer.tarfmt import Descriptor
 
 D = ["sha256:" + c * 64 for c in "abcdef"]
 I1, I2, I3 = ("sha256:" + c * 64 for c in "123")  # image ids
@@ -235,3 +237,17 @@ def test_content_argv_reads_the_records_alone_and_calls_no_docker(tmp_path: Path
     assert parse_content(out) == {D[0]: zst}
     # no records yet (a classic-store host, or a first ship): nothing, and success
     assert subprocess.run(content_argv(str(tmp_path / "none")), capture_output=True, text=True, check=True).stdout == ""
+
+
+def test_pulled_records_name_each_layer_by_the_manifests_blob() -> None:
+    gzip = {"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", "size": 10, "digest": "sha256:" + "9" * 64}
+    zstd = {"mediaType": "application/vnd.oci.image.layer.v1.tar+zstd", "size": 20, "digest": "sha256:" + "8" * 64}
+    foreign = {"mediaType": "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip", "size": 5,
+               "digest": "sha256:" + "7" * 64}
+    assert pulled_records(D[:3], [gzip, zstd, foreign]) == (
+        (D[0], Descriptor("application/vnd.oci.image.layer.v1.tar+gzip", gzip["digest"], 10)),
+        (D[1], Descriptor(zstd["mediaType"], zstd["digest"], 20)),
+    )  # a foreign layer's blob is not in the content store: no record
+    assert pulled_records(D[:2], [gzip]) == ()  # not this image's layer list
+    assert pulled_records(D[:1], None) == ()
+    assert pulled_records(D[:1], [{**gzip, "digest": "sha256:../x"}]) == ()

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from deployer.commands import ship as cmd
-from deployer.commands.layers import present_layers_argv
+from deployer.commands.layers import parse_content, present_layers_argv
+from deployer.tarfmt import Descriptor
 
 STAGING = "/srv/stage"
 DIGEST = "sha256:" + "ab" * 32
@@ -34,12 +35,18 @@ def test_exact_argv() -> None:
     assert cmd.remove_image_argv(DOCKER, "sha256:1") == ("sudo", "docker", "image", "rm", "sha256:1")
     argv = cmd.pull_install_argv(DOCKER, "r:5000/t:v", "t:v", ["sha256:1", "sha256:2"])
     assert argv[:2] == ("sh", "-c")
-    assert argv[3:] == ("sh", "r:5000/t:v", "t:v", "sha256:1 sha256:2", "", "1", "", "sudo", "docker")
+    assert argv[3:] == ("sh", "r:5000/t:v", "t:v", "sha256:1 sha256:2", "", "1", "", "", "", "sudo", "docker")
     argv = cmd.pull_install_argv(DOCKER, "r:5000/t:v", "t:v", ["sha256:1"], pushed="sha256:9")
-    assert argv[3:] == ("sh", "r:5000/t:v", "t:v", "sha256:1", "sha256:9", "1", "", "sudo", "docker")
+    assert argv[3:] == ("sh", "r:5000/t:v", "t:v", "sha256:1", "sha256:9", "1", "", "", "", "sudo", "docker")
     argv = cmd.pull_install_argv(DOCKER, "r:5000/t:v", "t:v", ["sha256:9"], pushed="sha256:9", whole=False,
                                  previous="sha256:8")
-    assert argv[3:] == ("sh", "r:5000/t:v", "t:v", "sha256:9", "sha256:9", "0", "sha256:8", "sudo", "docker")
+    assert argv[3:] == ("sh", "r:5000/t:v", "t:v", "sha256:9", "sha256:9", "0", "sha256:8", "", "", "sudo", "docker")
+    record = ("sha256:" + "d" * 64, Descriptor("application/vnd.oci.image.layer.v1.tar+gzip", DIGEST, 5))
+    argv = cmd.pull_install_argv(DOCKER, "r:5000/t:v", "t:v", ["sha256:9"], pushed="sha256:9", whole=False,
+                                 content="/srv/stage/content", records=[record])
+    assert argv[10:12] == ("/srv/stage/content", f"{'d' * 64} application/vnd.oci.image.layer.v1.tar+gzip {DIGEST} 5")
+    with pytest.raises(ValueError):  # records as text: only a dry run's stand-in
+        cmd.pull_install_argv(DOCKER, "r:5000/t:v", "t:v", ["sha256:9"], content="/srv/stage/content", records="x")
     with pytest.raises(ValueError):
         cmd.pull_install_argv(DOCKER, "r:5000/t:v", "t:v", ["sha256:1"], pushed="sha256:9; rm -rf /")
     with pytest.raises(ValueError):
@@ -260,9 +267,19 @@ def test_a_pull_of_the_pushed_manifest_on_the_containerd_store_counts_its_layers
     the id; the image may still be incomplete (moby#49784): its layers are counted while REF is
     tagged (one docker call's time, not two), and a tag of an incomplete image is taken back."""
     docker = (_fake_pulling_docker(tmp_path, "sha256:zzz", layers, tag_fails=tag_fails),)
+    content = tmp_path / "content"
+    content.mkdir()
+    kept = Descriptor("application/vnd.oci.image.layer.v1.tar+zstd", "sha256:" + "e" * 64, 7)
+    (content / ("1" * 64)).write_text(f"{kept.media_type} {kept.digest} {kept.size}\n")  # a load's record
+    pulled = [(f"sha256:{c * 64}", Descriptor("application/vnd.oci.image.layer.v1.tar+gzip", f"sha256:{c * 64}", 9))
+              for c in "12"]
     res = sh(cmd.pull_install_argv(docker, "r:5000/t:v", "t:v", ["sha256:ppp", "sha256:cfg"], pushed="sha256:ppp",
-                                   whole=False, previous=previous))
+                                   whole=False, previous=previous, content=str(content), records=pulled))
     assert res.returncode == code, res.stderr
+    # a complete pull records the pushed blob of each layer that had no record; else nothing
+    recorded = parse_content("".join(f"content {p.name} {p.read_text()}" for p in content.iterdir()))
+    assert recorded == ({"sha256:" + "1" * 64: kept, **dict(pulled[1:])} if code == 0 else
+                        {"sha256:" + "1" * 64: kept})
     out = res.stdout.decode()
     assert cmd.parse_pulled(out) == ("sha256:ppp", "sha256:ppp" if code == 0 else None)
     assert ((tmp_path / "tags").read_text() if (tmp_path / "tags").exists() else "") == tags

@@ -247,13 +247,15 @@ def test_render_registry_and_noop() -> None:
                               pushed=steps.PUSHED, preview=True),
     ]
     # the containerd store: the id by the pushed manifest's digest too, and that the image is
-    # complete (moby#49784) beside the tag, which goes back to what REF named if it is not
+    # complete (moby#49784) beside the tag, which goes back to what REF named if it is not; the
+    # pushed manifest's blobs (known once pushed) go to the staging dir's content records
     p = plan(h, facts("28.5.2", store="containerd", reachable=True))
     assert plan_commands(p, h) == [
         cmd.pull_install_argv(("docker",), "r:5000/trainer:v3", "trainer:v3", [steps.EXPECTED_IDS],
-                              pushed=steps.PUSHED, whole=False, preview=True),
+                              pushed=steps.PUSHED, whole=False, content=f"{STAGING}/content",
+                              records=steps.PUSHED_BLOBS, preview=True),
     ]
     before = ImageState("sha256:" + "0" * 64, frozenset())
     p = plan(h, facts("28.5.2", store="containerd", reachable=True), state=before)
-    assert p.ref_was == "sha256:" + "0" * 64 and plan_commands(p, h)[0][-2] == p.ref_was
+    assert p.ref_was == "sha256:" + "0" * 64 and plan_commands(p, h)[0][-4] == p.ref_was  # previous, content, records, docker
     assert plan_commands(plan(state=ImageState(IMAGE.id, frozenset({IMAGE.id}))), h) == []

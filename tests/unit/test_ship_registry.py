@@ -27,6 +27,7 @@ from deployer.ship.registry_api import (
     parse_challenge,
     split_repo,
 )
+from deployer.tarfmt import Descriptor
 
 # The diff ids of an image FROM deployer-testbed/sample plus one `RUN seq` layer, and the stream
 # docker 20.10 gave when pushing it to a new repo of a registry that had the sample's blobs.
@@ -278,6 +279,10 @@ def test_the_pusher_reads_the_wire_bytes_back_with_the_docker_login(
     assert pushed and stats.remote_ref == f"{address}/team/x:1"
     assert ("tag", "sha256:" + "a" * 64, f"{address}/team/x", "1") in fake.calls
     assert stats.wire_bytes == stats.bytes_sent == 633031  # the index's amd64 child, at the compressed size
+    # and the blob of each layer, for a containerd-store host's content records after its pull
+    gzip = "application/vnd.oci.image.layer.v1.tar+gzip"
+    assert stats.records == tuple((d, Descriptor(gzip, layer["digest"], layer["size"]))
+                                  for d, layer in zip(DIFF_IDS, LAYERS, strict=True))
     assert pusher.push(address) == (stats, False)  # once per ship
 
 
@@ -286,7 +291,7 @@ def test_a_manifest_that_cannot_be_read_back_leaves_the_raw_count(tmp_path: Path
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
     pusher = _pusher_client("127.0.0.1:9", WITHOUT_DIGEST)[0]  # the daemon knows no digest for it
     stats, _ = pusher.push("127.0.0.1:9")
-    assert stats.wire_bytes is None and stats.bytes_sent == 1990656
+    assert stats.wire_bytes is None and stats.bytes_sent == 1990656 and stats.records == ()
     pusher = _pusher_client("127.0.0.1:9", STREAM)[0]  # a digest, but nothing listens there
     assert pusher.push("127.0.0.1:9")[0].wire_bytes is None
 
