@@ -283,11 +283,17 @@ def remove_image_argv(docker: Sequence[str], image: str) -> tuple[str, ...]:
 # images are never incomplete (WHOLE): no inspect at all; the containerd store's layers are counted
 # beside the tag (two docker calls at once, not one after the other), and an incomplete image's tag
 # is taken back. Any other digest (or none) is inspected before the tag.
-# CDIR, RECORDS (the containerd store): the blob the pushed manifest names for each layer, which a
-# complete pull of that manifest left in the content store, go to the content records
-# (deployer.commands.layers) of the layers that have none, for the next tarball ship's load.
+# CDIR, RECORDS (the containerd store): the blob each layer has in the manifest (or index) FROM,
+# which a complete pull of FROM left in the content store, go to the content records
+# (deployer.commands.layers) of the layers that have none, for the next tarball ship's load; only
+# when the pulled image's id is FROM (the containerd store's id is the digest pulled).
 _PULL_INSTALL = (
-    'remote=$1; ref=$2; ids=$3; pushed=$4; whole=$5; previous=$6; cdir=$7; records=$8; shift 8\n'
+    'remote=$1; ref=$2; ids=$3; pushed=$4; whole=$5; previous=$6; cdir=$7; records=$8; from=$9; shift 9\n'
+    'record() {\n'
+    '  [ -n "$records" ] && [ "$id" = "$from" ] && mkdir -p -- "$cdir" || return 0\n'
+    '  printf "%s\\n" "$records" | while read -r d t g s; do\n'
+    '    [ -e "$cdir/$d" ] || printf "%s %s %s\\n" "$t" "$g" "$s" > "$cdir/$d"; done\n'
+    '}\n'
     'out=$("$@" pull "$remote"); st=$?\n'
     'printf "%s\\n" "$out"\n'
     '[ $st -eq 0 ] || exit 2\n'
@@ -303,10 +309,7 @@ _PULL_INSTALL = (
     '       { [ -n "$previous" ] && "$@" tag "$previous" "$ref"; } >/dev/null 2>&1 || "$@" rmi "$ref" >/dev/null 2>&1\n'
     '       exit 8\n'
     '     fi\n'
-    '     echo "tagged $id"\n'
-    '     [ -n "$records" ] && mkdir -p -- "$cdir" && printf "%s\\n" "$records" | while read -r d t g s; do\n'
-    '       [ -e "$cdir/$d" ] || printf "%s %s %s\\n" "$t" "$g" "$s" > "$cdir/$d"; done\n'
-    '     exit 0 ;;\n'
+    '     echo "tagged $id"; record; exit 0 ;;\n'
     '  *) state=$("$@" image inspect --format "{{.Id}} {{len .RootFS.Layers}}" "$remote" 2>/dev/null)\n'
     '     id=${state%% *}; n=${state##* }\n'
     '     # an image the containerd store holds only in part has no layers to count: the format fails\n'
@@ -316,7 +319,7 @@ _PULL_INSTALL = (
     'case " $ids " in *" $id "*) [ -n "$id" ] || exit 3 ;; *) exit 3 ;; esac\n'
     '[ "$n" -gt 0 ] 2>/dev/null || exit 8\n'
     '"$@" tag "$id" "$ref" || exit 7\n'
-    'echo "tagged $id"\n'
+    'echo "tagged $id"; record\n'
     '[ "$id" = "${ids%% *}" ] || exit 4\n'
 )
 
@@ -326,7 +329,8 @@ PULLED_ANOTHER_ID = 4  # pull_install_argv's exit code: done, but the id is not 
 
 def pull_install_argv(docker: Sequence[str], remote_ref: str, ref: str, image_ids: Sequence[str], *,
                       pushed: str = "", whole: bool = True, previous: str = "", content: str = "",
-                      records: Sequence[tuple[str, Descriptor]] | str = (), preview: bool = False) -> tuple[str, ...]:
+                      records: Sequence[tuple[str, Descriptor]] | str = (), records_from: str = "",
+                      preview: bool = False) -> tuple[str, ...]:
     """docker pull REMOTE_REF; check its id is one of IMAGE_IDS (the likeliest first) and that the
     image is complete; tag it REF (parse with parse_pull and parse_pulled). PREVIEW (a dry run):
     the ids may be placeholders.
@@ -336,16 +340,16 @@ def pull_install_argv(docker: Sequence[str], remote_ref: str, ref: str, image_id
     inspect for the id. WHOLE: the host's store never pulls an image in part (the classic one); else
     the layers are counted while REF is tagged, and a pull that came out incomplete (moby#49784)
     tags REF back to PREVIOUS, the id it named before (none: REF is removed). There, a complete
-    pull of PUSHED writes RECORDS (each layer's blob in that manifest) to the CONTENT dir, for the
-    layers it has no record of (a str: a dry run's stand-in, with PREVIEW)."""
-    for image_id in (*image_ids, *([pushed] if pushed else []), *([previous] if previous else [])):
+    pull of RECORDS_FROM (a manifest or index digest) writes RECORDS (each layer's blob in it) to
+    the CONTENT dir, for the layers it has no record of (a str: a dry run's stand-in, with PREVIEW)."""
+    for image_id in (*image_ids, *(d for d in (pushed, previous, records_from) if d)):
         if not preview and (not image_id.startswith("sha256:") or " " in image_id):
             raise ValueError(f"not an image id: {image_id!r}")
     if isinstance(records, str) and not preview:
         raise ValueError("records as text are a dry run's stand-in")
     listed = "" if not content else records if isinstance(records, str) else content_records(records)
     return ("sh", "-c", _PULL_INSTALL, "sh", remote_ref, ref, " ".join(image_ids), pushed, "1" if whole else "0",
-            previous, content, listed, *docker)
+            previous, content, listed, records_from if content else "", *docker)
 
 
 def parse_pulled(stdout: str) -> tuple[str | None, str | None]:

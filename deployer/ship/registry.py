@@ -31,6 +31,7 @@ from deployer.ship.registry_api import (
     ManifestReader,
     RegistryAPIError,
     image_manifest,
+    other_manifests,
     split_repo,
 )
 from deployer.tarfmt import Descriptor
@@ -51,6 +52,7 @@ class PushStats:
     # diff id -> the blob the pushed manifest names for it, when the manifest was read back: what a
     # containerd-store host holds each layer as once it pulled the image (deployer.commands.layers)
     records: tuple[tuple[str, Descriptor], ...] = ()
+    records_from: str = ""  # the digest of the manifest (or index) the records were read from
 
     @property
     def bytes_sent(self) -> int:
@@ -62,12 +64,15 @@ def _short(digest: str) -> str:
     return digest.split(":", 1)[-1][:12]
 
 
-def uploaded_bytes(manifest: Mapping[str, Any], diff_ids: Sequence[str], pushed_ids: Iterable[str]) -> int:
+def uploaded_bytes(manifest: Mapping[str, Any], diff_ids: Sequence[str], pushed_ids: Iterable[str],
+                   others: Sequence[Mapping[str, Any]] = ()) -> int:
     """Compressed bytes of the layers a push uploaded, from the pushed manifest (pure).
 
     Push events name a layer by the first 12 hex digits of its diff id (of its blob digest on
-    other stores); manifest layer i is diff id i. A shared blob counts once. ValueError when a
-    pushed layer is not in the manifest, TypeError when it is no image manifest.
+    other stores); manifest layer i is diff id i. OTHERS: the other manifests of the pushed index
+    (a containerd-store workstation pushes its image's attestation manifest too, whose blobs its
+    push events name). A shared blob counts once. ValueError when a pushed layer is in none of
+    them, TypeError when MANIFEST is no image manifest.
     """
     layers = manifest.get("layers")
     if not isinstance(layers, list):
@@ -78,8 +83,10 @@ def uploaded_bytes(manifest: Mapping[str, Any], diff_ids: Sequence[str], pushed_
     if len(layers) == len(diff_ids):
         for diff_id, desc in zip(diff_ids, layers, strict=True):
             by_id.setdefault(_short(diff_id), desc)
-    for desc in layers:
-        by_id.setdefault(_short(str(desc.get("digest", ""))), desc)
+    more = [d for m in others for d in (*(m.get("layers") or ()), m.get("config"))]
+    for desc in (*layers, *more):
+        if isinstance(desc, Mapping):
+            by_id.setdefault(_short(str(desc.get("digest", ""))), desc)
     total, counted = 0, set()
     for layer in pushed_ids:
         desc = by_id.get(layer)
@@ -212,15 +219,21 @@ class Pusher:
         reads nothing (the pull it is waited for by would wait for the read): 0 bytes, no records."""
         if not stats.pushed_ids:
             return dataclasses.replace(stats, wire_bytes=0)
+        read_back = (RegistryAPIError, ValueError, KeyError, TypeError, LocalError,
+                     requests.exceptions.RequestException)
         try:
             digest = stats.digest or distribution_digest(client, stats.remote_ref)
             reader = early.result() if early is not None else ManifestReader.for_docker(client, split_repo(repo))
             manifest = image_manifest(reader, digest, self.image.config_digest)
-            return dataclasses.replace(
-                stats, wire_bytes=uploaded_bytes(manifest, self.image.diff_ids, stats.pushed_ids),
-                records=pulled_records(self.image.diff_ids, manifest.get("layers")))
-        except (RegistryAPIError, ValueError, KeyError, TypeError, LocalError,
-                requests.exceptions.RequestException) as exc:
+            stats = dataclasses.replace(stats, records=pulled_records(self.image.diff_ids, manifest.get("layers")),
+                                        records_from=digest)
+            try:
+                wire = uploaded_bytes(manifest, self.image.diff_ids, stats.pushed_ids)
+            except ValueError:  # blobs of the index's other manifests (an attestation) were pushed too
+                wire = uploaded_bytes(manifest, self.image.diff_ids, stats.pushed_ids,
+                                      other_manifests(reader, digest, manifest))
+            return dataclasses.replace(stats, wire_bytes=wire)
+        except read_back as exc:
             # the push itself succeeded: only the byte count is less exact
             log.warning("could not read the manifest of %s back (%s); bytes_sent counts raw layer bytes",
                         stats.remote_ref, exc)
@@ -241,16 +254,18 @@ class PullStats:
 
 def pull_and_tag(conn: HostConn, docker_argv: tuple[str, ...], plan: ShipPlan, image_ids: Sequence[str],
                  closing: Closing | None = None, pushed: str = "", staging: str = "",
-                 records: Sequence[tuple[str, Descriptor]] = ()) -> tuple[PullStats, str | None]:
+                 records: Sequence[tuple[str, Descriptor]] = (), records_from: str = "") -> tuple[PullStats, str | None]:
     """docker pull PLAN's registry ref on the host, check its id is one of IMAGE_IDS and the image
     complete, tag it as PLAN's ref; then, in the same round trip and only if all that succeeded,
     CLOSING's steps. PUSHED: the pushed manifest's digest, whose pull gives IMAGE_IDS[0]; RECORDS:
-    the blob it names for each layer, which a containerd-store host's STAGING dir then records.
+    the blob each layer has in the manifest (or index) RECORDS_FROM, which a containerd-store
+    host's STAGING dir then records if that is what it pulled.
 
     (stats, the id REF was tagged with)."""
     assert plan.registry_ref is not None
     remote_ref, ref = plan.registry_ref, plan.ref
-    step = steps.pull(plan, docker_argv, image_ids, pushed, staging=staging, records=records)
+    step = steps.pull(plan, docker_argv, image_ids, pushed, staging=staging, records=records,
+                      records_from=records_from)
     if closing is None:
         res = conn.run(step.argv, what=step.label, check=False)
     else:

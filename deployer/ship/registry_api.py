@@ -103,6 +103,7 @@ class ManifestReader:
         self._session = requests.Session()
         self._session.trust_env = False  # talk to the registry as the daemon did, not through a proxy
         self._auth_header: dict[str, str] = {}
+        self._by_digest: dict[str, dict[str, Any]] = {}  # a digest names the same manifest forever
 
     @classmethod
     def for_docker(cls, client: Client, repo: Repo, timeout: float = 30.0) -> ManifestReader:
@@ -127,9 +128,14 @@ class ManifestReader:
             return
 
     def manifest(self, reference: str) -> dict[str, Any]:
-        """The manifest (or index) named by digest or tag."""
+        """The manifest (or index) named by digest or tag (one named by digest is read once)."""
+        if reference in self._by_digest:
+            return self._by_digest[reference]
         url, res = self._fetch("manifests", reference, ", ".join(MANIFEST_TYPES))
-        return _json_object(res, f"GET {url}")
+        body = _json_object(res, f"GET {url}")
+        if reference.startswith("sha256:"):
+            self._by_digest[reference] = body
+        return body
 
     def config(self, digest: str) -> dict[str, Any]:
         """The image config blob at DIGEST (JSON), checked against its digest."""
@@ -214,6 +220,20 @@ def image_manifest(reader: ManifestReader, digest: str, config_digest: str) -> d
         if (found.get("config") or {}).get("digest") == config_digest and "layers" in found:
             return found
     raise RegistryAPIError(f"{digest} lists no manifest for config {config_digest}")
+
+
+def other_manifests(reader: ManifestReader, digest: str, image: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The manifests the index at DIGEST lists besides IMAGE (an image's attestation), read one
+    by one; none when DIGEST is IMAGE itself."""
+    top = reader.manifest(digest)
+    others = []
+    for child in (top.get("manifests") or [])[:_MAX_CHILDREN]:
+        ref = child.get("digest") if isinstance(child, dict) else None
+        if ref:
+            found = reader.manifest(str(ref))
+            if found != image:
+                others.append(found)
+    return others
 
 
 def platform_child(index: Mapping[str, Any], platform: str) -> str | None:

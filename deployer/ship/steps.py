@@ -102,19 +102,22 @@ def origin_pull(docker: tuple[str, ...], ref: str) -> Step:
 
 
 def pull(plan: ShipPlan, docker: tuple[str, ...], image_ids: Sequence[str], pushed: str, *, staging: str = "",
-         records: Sequence[tuple[str, Descriptor]] | str = (), preview: bool = False) -> Step:
+         records: Sequence[tuple[str, Descriptor]] | str = (), records_from: str = "",
+         preview: bool = False) -> Step:
     """Pull PLAN's registry ref, check the id (PUSHED: or that the pull got that manifest) and that
     the image is complete (the containerd store can pull one in part: REF then goes back to what
     it named at the check), tag REF (one round trip; see cmd.pull_install_argv). On the containerd
-    store, the pushed manifest's blobs (RECORDS) go to STAGING's content records: a later tarball
-    ship's load names the layers by them instead of sending them again."""
+    store, the blobs of the manifest (or index) RECORDS_FROM (RECORDS) go to STAGING's content
+    records if that is what the pull got: a later tarball ship's load names the layers by them
+    instead of sending them again."""
     assert plan.registry_ref is not None
     whole = plan.image_store != "containerd"
     return Step(f"docker pull {plan.registry_ref}",
                 cmd.pull_install_argv(docker, plan.registry_ref, plan.ref, image_ids, pushed=pushed,
                                       whole=whole, previous=plan.ref_was or "",
                                       content=content_dir(staging) if staging and not whole else "",
-                                      records=() if whole else records, preview=preview),
+                                      records=() if whole else records, records_from=records_from,
+                                      preview=preview),
                 "the id must be the image's; the containerd store can pull an incomplete one (moby#49784)")
 
 
@@ -149,7 +152,8 @@ def transfer_steps(plan: ShipPlan, host: Host) -> list[Step]:
     if plan.route == "tag":
         return [tag(docker, plan.host_id or plan.image_id, plan.ref)]
     if plan.route == "registry":
-        return [pull(plan, docker, [EXPECTED_IDS], PUSHED, staging=staging, records=PUSHED_BLOBS, preview=True)]
+        return [pull(plan, docker, [EXPECTED_IDS], PUSHED, staging=staging, records=PUSHED_BLOBS,
+                     records_from=PUSHED, preview=True)]
     assert plan.codec is not None
     codec = plan.codec.name
     mode = codec if plan.codec.host_decompress else "link"

@@ -35,16 +35,20 @@ def test_exact_argv() -> None:
     assert cmd.remove_image_argv(DOCKER, "sha256:1") == ("sudo", "docker", "image", "rm", "sha256:1")
     argv = cmd.pull_install_argv(DOCKER, "r:5000/t:v", "t:v", ["sha256:1", "sha256:2"])
     assert argv[:2] == ("sh", "-c")
-    assert argv[3:] == ("sh", "r:5000/t:v", "t:v", "sha256:1 sha256:2", "", "1", "", "", "", "sudo", "docker")
+    assert argv[3:] == ("sh", "r:5000/t:v", "t:v", "sha256:1 sha256:2", "", "1", "", "", "", "", "sudo", "docker")
     argv = cmd.pull_install_argv(DOCKER, "r:5000/t:v", "t:v", ["sha256:1"], pushed="sha256:9")
-    assert argv[3:] == ("sh", "r:5000/t:v", "t:v", "sha256:1", "sha256:9", "1", "", "", "", "sudo", "docker")
+    assert argv[3:] == ("sh", "r:5000/t:v", "t:v", "sha256:1", "sha256:9", "1", "", "", "", "", "sudo", "docker")
     argv = cmd.pull_install_argv(DOCKER, "r:5000/t:v", "t:v", ["sha256:9"], pushed="sha256:9", whole=False,
                                  previous="sha256:8")
-    assert argv[3:] == ("sh", "r:5000/t:v", "t:v", "sha256:9", "sha256:9", "0", "sha256:8", "", "", "sudo", "docker")
+    assert argv[3:] == ("sh", "r:5000/t:v", "t:v", "sha256:9", "sha256:9", "0", "sha256:8", "", "", "", "sudo",
+                        "docker")
     record = ("sha256:" + "d" * 64, Descriptor("application/vnd.oci.image.layer.v1.tar+gzip", DIGEST, 5))
     argv = cmd.pull_install_argv(DOCKER, "r:5000/t:v", "t:v", ["sha256:9"], pushed="sha256:9", whole=False,
-                                 content="/srv/stage/content", records=[record])
-    assert argv[10:12] == ("/srv/stage/content", f"{'d' * 64} application/vnd.oci.image.layer.v1.tar+gzip {DIGEST} 5")
+                                 content="/srv/stage/content", records=[record], records_from="sha256:9")
+    assert argv[10:13] == ("/srv/stage/content", f"{'d' * 64} application/vnd.oci.image.layer.v1.tar+gzip {DIGEST} 5",
+                           "sha256:9")
+    with pytest.raises(ValueError):
+        cmd.pull_install_argv(DOCKER, "r:5000/t:v", "t:v", ["sha256:9"], records_from="sha256:9; rm -rf /")
     with pytest.raises(ValueError):  # records as text: only a dry run's stand-in
         cmd.pull_install_argv(DOCKER, "r:5000/t:v", "t:v", ["sha256:9"], content="/srv/stage/content", records="x")
     with pytest.raises(ValueError):
@@ -274,7 +278,8 @@ def test_a_pull_of_the_pushed_manifest_on_the_containerd_store_counts_its_layers
     pulled = [(f"sha256:{c * 64}", Descriptor("application/vnd.oci.image.layer.v1.tar+gzip", f"sha256:{c * 64}", 9))
               for c in "12"]
     res = sh(cmd.pull_install_argv(docker, "r:5000/t:v", "t:v", ["sha256:ppp", "sha256:cfg"], pushed="sha256:ppp",
-                                   whole=False, previous=previous, content=str(content), records=pulled))
+                                   whole=False, previous=previous, content=str(content), records=pulled,
+                                   records_from="sha256:ppp"))
     assert res.returncode == code, res.stderr
     # a complete pull records the pushed blob of each layer that had no record; else nothing
     recorded = parse_content("".join(f"content {p.name} {p.read_text()}" for p in content.iterdir()))
@@ -290,6 +295,20 @@ def test_a_pull_of_the_pushed_manifest_on_the_containerd_store_counts_its_layers
         (tmp_path / f).unlink(missing_ok=True)
     res = sh(cmd.pull_install_argv(docker, "r:5000/t:v", "t:v", ["sha256:qqq"], pushed="sha256:qqq", whole=False))
     assert res.returncode == 3 and not (tmp_path / "tags").exists()
+
+
+def test_a_pull_inspected_for_its_id_records_the_blobs_only_of_the_manifest_they_came_from(tmp_path: Path) -> None:
+    """A containerd-store workstation's push names no digest (the manifest read back is found by
+    the tag): the pulled image's id (the digest pulled, on the containerd store) tells whether the
+    records describe it."""
+    docker = (_fake_pulling_docker(tmp_path, "sha256:aaa", 2),)
+    record = [("sha256:" + "1" * 64, Descriptor("application/vnd.oci.image.layer.v1.tar+gzip", "sha256:" + "2" * 64, 9))]
+    for source, written in (("sha256:aaa", True), ("sha256:bbb", False)):
+        content = tmp_path / f"content-{source[7:]}"
+        res = sh(cmd.pull_install_argv(docker, "r:5000/t:v", "t:v", ["sha256:aaa"], whole=False,
+                                       content=str(content), records=record, records_from=source))
+        assert res.returncode == 0, res.stderr
+        assert (content / ("1" * 64)).exists() is written
 
 
 def test_prepare_runs_only_while_the_lock_is_the_tokens(tmp_path: Path) -> None:

@@ -253,9 +253,9 @@ def test_render_registry_and_noop() -> None:
     assert plan_commands(p, h) == [
         cmd.pull_install_argv(("docker",), "r:5000/trainer:v3", "trainer:v3", [steps.EXPECTED_IDS],
                               pushed=steps.PUSHED, whole=False, content=f"{STAGING}/content",
-                              records=steps.PUSHED_BLOBS, preview=True),
+                              records=steps.PUSHED_BLOBS, records_from=steps.PUSHED, preview=True),
     ]
     before = ImageState("sha256:" + "0" * 64, frozenset())
     p = plan(h, facts("28.5.2", store="containerd", reachable=True), state=before)
-    assert p.ref_was == "sha256:" + "0" * 64 and plan_commands(p, h)[0][-4] == p.ref_was  # previous, content, records, docker
+    assert p.ref_was == "sha256:" + "0" * 64 and plan_commands(p, h)[0][-5] == p.ref_was  # previous, content, records, from, docker
     assert plan_commands(plan(state=ImageState(IMAGE.id, frozenset({IMAGE.id}))), h) == []

@@ -130,9 +130,15 @@ def test_parse_challenge() -> None:
 
 # -- the reader against a loopback registry -------------------------------------------------
 
+# A containerd-store workstation's push: the image's manifest and an attestation manifest, whose
+# blob (named by its digest in the push events) is uploaded too.
+ATTESTATION = {"config": {"digest": "sha256:" + "c" * 64, "size": 167},
+               "layers": [{"mediaType": "application/vnd.in-toto+json", "size": 1066,
+                           "digest": "sha256:a77e57a71000" + "0" * 52}]}
 INDEX = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
-         "manifests": [{"digest": "sha256:arm"}, {"digest": "sha256:amd"}]}
-CHILDREN = {"sha256:arm": {"config": {"digest": "sha256:other"}, "layers": []}, "sha256:amd": MANIFEST}
+         "manifests": [{"digest": "sha256:arm"}, {"digest": "sha256:amd"}, {"digest": "sha256:att"}]}
+CHILDREN = {"sha256:arm": {"config": {"digest": "sha256:other"}, "layers": []}, "sha256:amd": MANIFEST,
+            "sha256:att": ATTESTATION}
 
 
 class FakeRegistry(BaseHTTPRequestHandler):
@@ -283,7 +289,24 @@ def test_the_pusher_reads_the_wire_bytes_back_with_the_docker_login(
     gzip = "application/vnd.oci.image.layer.v1.tar+gzip"
     assert stats.records == tuple((d, Descriptor(gzip, layer["digest"], layer["size"]))
                                   for d, layer in zip(DIFF_IDS, LAYERS, strict=True))
+    assert stats.records_from == "sha256:idx"  # what a pull of the image gives as its id on that store
     assert pusher.push(address) == (stats, False)  # once per ship
+
+
+def test_an_attestation_pushed_beside_the_image_counts_too(registry: tuple[str, type[FakeRegistry]],
+                                                         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    address, handler = registry
+    handler.auth = "none"
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
+    attested = [*STREAM[:-2], {"status": "Pushed", "progressDetail": {}, "id": "a77e57a71000"},
+                {"progressDetail": {}, "aux": {"Tag": "1", "Digest": "sha256:idx", "Size": 900}}]
+    pusher, _ = _pusher_client(address, attested)
+    stats, _ = pusher.push(address)
+    assert stats.wire_bytes == 633031 + 1066  # the image's new layer and the attestation's blob
+    assert [d for d, _ in stats.records] == list(DIFF_IDS)  # the records are the image's layers only
+    with pytest.raises(ValueError):  # without the attestation manifest its blob is in no manifest
+        uploaded_bytes(MANIFEST, DIFF_IDS, {"4b5d1e0a9c77", "a77e57a71000"})
+    assert uploaded_bytes(MANIFEST, DIFF_IDS, {"3a050d93f06c", "a77e57a71000"}, [ATTESTATION]) == 633031 + 1066
 
 
 def test_a_manifest_that_cannot_be_read_back_leaves_the_raw_count(tmp_path: Path,
