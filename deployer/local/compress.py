@@ -40,17 +40,22 @@ def codec_level(codec: str, level: int) -> int:
     raise ValueError(f"unknown codec {codec!r} (expected zstd or gzip)")
 
 
-def compressor(codec: str, level: int, sink: Sink, raw_size: int | None = None) -> Compressor:
-    """A streaming compressor into sink; zstd on one thread with a window of at least 4 MB."""
+def compressor(codec: str, level: int, sink: Sink) -> Compressor:
+    """A streaming compressor into sink; zstd on one thread with a window of at least 4 MB.
+
+    Its bytes depend on the layer, the codec and the level only, never on where the layer was
+    read from: a zstd frame names no content size and is compressed with no size pledged (a
+    pledge changes the frame header and the parameters). An export reads a layer from the layer
+    store or docker save, which know its size, or from a containerd content store, which does
+    not; a ship that resumes a blob a killed ship left on a host relies on compressing it again
+    giving the same bytes, whichever source the second export reads.
+    """
     level = codec_level(codec, level)
     if codec == "zstd":
         window = max(zstandard.ZstdCompressionParameters.from_level(level).window_log, MIN_ZSTD_WINDOW_LOG)
-        params = zstandard.ZstdCompressionParameters.from_level(
-            level, window_log=window, write_content_size=raw_size is not None
-        )
+        params = zstandard.ZstdCompressionParameters.from_level(level, window_log=window, write_content_size=False)
         cctx = zstandard.ZstdCompressor(compression_params=params)
-        size = raw_size if raw_size is not None else -1
-        writer = cctx.stream_writer(cast("IO[bytes]", sink), size=size, closefd=False, write_return_read=True)
+        writer = cctx.stream_writer(cast("IO[bytes]", sink), closefd=False, write_return_read=True)
         return _ZstdCompressor(writer)
     return _GzipCompressor(sink, level)
 

@@ -129,9 +129,6 @@ class ContentStore:
     def config(self) -> bytes:
         return self._config
 
-    def layer_size(self, index: int) -> int | None:
-        return None  # known only once decompressed
-
     def open_layer(self, index: int) -> Iterator[bytes]:
         desc = self._layers[index]
         media_type = str(desc.get("mediaType") or "")

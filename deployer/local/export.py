@@ -365,8 +365,7 @@ class Exporter:
             if not self._pending(diff_id):
                 continue
             try:
-                size = store.layer_size(index)
-                self._take_chunks(self._counted(store.open_layer(index)), size, diff_id, "the local layer store")
+                self._take_chunks(self._counted(store.open_layer(index)), diff_id, "the local layer store")
             except (LocalError, OSError, ValueError) as exc:
                 log.info("layer %d (%s) of %s could not be read from the local layer store, using docker save "
                          "for the rest: %s", index, diff_id[:19], self.image.ref, exc)
@@ -417,7 +416,7 @@ class Exporter:
                     index = dir_index.get(legacy_dir(member.name, "layer.tar") or "")
                     diff_id = entry.diff_id or (self.image.diff_ids[index] if index is not None else None)
                     if diff_id is not None:
-                        self._take_known(tar.extractfile(member), member.size, diff_id)
+                        self._take_known(tar.extractfile(member), diff_id)
                     elif self._pending():
                         self._take_unknown(tar.extractfile(member), None, strict=True)
                 elif entry.kind == "maybe-layer" and self._pending():
@@ -437,17 +436,17 @@ class Exporter:
             self._config = data
             self._cond.notify_all()
 
-    def _take_known(self, f: IO[bytes] | None, raw_size: int, diff_id: str) -> None:
+    def _take_known(self, f: IO[bytes] | None, diff_id: str) -> None:
         """A layer whose identity the stream told us: compress it if wanted, verify its hash."""
         if f is not None:
-            self._take_chunks(_chunks(f), raw_size, diff_id, "docker save")
+            self._take_chunks(_chunks(f), diff_id, "docker save")
 
-    def _take_chunks(self, chunks: Iterator[bytes], raw_size: int | None, diff_id: str, source: str) -> None:
+    def _take_chunks(self, chunks: Iterator[bytes], diff_id: str, source: str) -> None:
         """Compress one layer's tar into every codec still pending for it; its sha256 must be diff_id."""
         codecs = self._pending(diff_id)
         if not codecs:
             return  # not wanted: the caller skips its bytes
-        with self._writing(codecs, diff_id, raw_size) as writers:
+        with self._writing(codecs, diff_id) as writers:
             try:
                 actual, total = self._pipe(chunks, writers, wanted=(diff_id, codecs))
             except _Dropped:
@@ -475,18 +474,17 @@ class Exporter:
                 raise LocalError(f"docker save of {self.image.ref} holds a layer {actual} that is not in the image")
             if codecs:
                 spool.file.close()
-                with self._writing(codecs, actual, total) as writers, open(spool.tmp, "rb") as fh:
+                with self._writing(codecs, actual) as writers, open(spool.tmp, "rb") as fh:
                     self._pipe(_chunks(fh), writers)
                     self._commit(writers, actual, total)
         finally:
             spool.abort()
 
     @contextlib.contextmanager
-    def _writing(self, codecs: list[str], diff_id: str,
-                 raw_size: int | None) -> Iterator[list[tuple[BlobWriter, Compressor]]]:
+    def _writing(self, codecs: list[str], diff_id: str) -> Iterator[list[tuple[BlobWriter, Compressor]]]:
         """The layer's writers, each one followable (Growing) until it is committed; on the way out,
         whoever follows them hears how it went."""
-        writers = self._writers(codecs, diff_id, raw_size)
+        writers = self._writers(codecs, diff_id)
         why: BaseException | None = None
         try:
             yield writers
@@ -496,9 +494,9 @@ class Exporter:
         finally:
             self._settle(writers, diff_id, why)
 
-    def _writers(self, codecs: list[str], diff_id: str, raw_size: int | None) -> list[tuple[BlobWriter, Compressor]]:
+    def _writers(self, codecs: list[str], diff_id: str) -> list[tuple[BlobWriter, Compressor]]:
         writers = [
-            (w, compressor(codec, self.level, w, raw_size))
+            (w, compressor(codec, self.level, w))
             for codec in dict.fromkeys(codecs)
             for w in [self.cache.writer(diff_id, codec, codec_level(codec, self.level))]
         ]

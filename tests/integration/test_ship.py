@@ -308,7 +308,7 @@ def test_killed_deployer_resumes_on_the_next_run(faults: Testbed, ship_env: dict
     rec = one(out, "airgap01")
     assert rec["ok"] and rec["verified"] and host_image_id(testbed, "airgap01", ref) == image.id
     print(f"killed at {got} B staged; the re-run sent {rec['bytes_sent']} B")
-    assert rec["bytes_sent"] <= 12_000_000 - got + 1_000_000  # only the tail, not the whole layer again
+    assert rec["bytes_sent"] <= 12_000_000 - got + 1_000_000, err  # only the tail, not the whole layer again
 
 
 def test_connection_reset_every_few_mb(faults: Testbed, ship_env: dict[str, str]) -> None:

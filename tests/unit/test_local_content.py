@@ -2,6 +2,7 @@
 config and layers, through a content store laid out on disk as containerd keeps it."""
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import io
@@ -10,7 +11,11 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
+from test_local_savestream import FakeAPI, save_oci
+
+from deployer.local.cache import Cache
 from deployer.local.content import ContentStore, config_digest, content_roots, from_content_store, pick_manifest
+from deployer.local.export import Exporter
 from deployer.local.image import ImageInfo
 from deployer.tarfmt import digest_of
 
@@ -101,8 +106,6 @@ def test_a_tampered_blob_is_not_trusted(tmp_path: Path) -> None:
 
 
 def test_config_digest_is_found_once_and_remembered(tmp_path: Path) -> None:
-    from deployer.local.cache import Cache
-
     store = Store(tmp_path / "docker")
     cache = Cache(tmp_path / "cache")
     assert config_digest(Client(tmp_path / "docker"), store.image, cache) == store.image.config_digest
@@ -110,3 +113,31 @@ def test_config_digest_is_found_once_and_remembered(tmp_path: Path) -> None:
         blob.unlink()  # the store is gone: the cache answers
     assert config_digest(Client(tmp_path / "docker"), store.image, cache) == store.image.config_digest
     assert cache.get_config(store.image.config_digest) == store.config
+
+
+class ContainerdClient(Client):
+    """A containerd-store workstation whose docker save also answers, from the same layers."""
+
+    def __init__(self, root: Path, save: bytes) -> None:
+        super().__init__(root)
+        self.api = FakeAPI(save)
+
+    def info(self) -> dict[str, Any]:
+        return {**super().info(), "DriverStatus": [["driver-type", "io.containerd.snapshotter.v1"]]}
+
+
+def test_a_layer_compresses_to_the_same_blob_from_the_content_store_and_from_docker_save(tmp_path: Path) -> None:
+    # A resumed ship sends the tail of the blob a killed ship left on the host: its bytes must not
+    # depend on where the export read the layer (the content store does not know its size, docker
+    # save does; a zstd frame that names a size is another blob).
+    store = Store(tmp_path / "docker")
+    wanted = {"zstd": set(store.diff_ids), "gzip": set(store.diff_ids)}
+    as_saved = dataclasses.replace(store.image, id=store.image.config_digest)  # the save names the config by digest
+    client = ContainerdClient(tmp_path / "docker", save_oci(as_saved, store.config, store.layers, compressed=True))
+    blobs = {}
+    for use_store in (True, False):
+        with Exporter(store.image, wanted, level=3, client=client, cache=Cache(tmp_path / f"cache-{use_store}"),  # type: ignore[arg-type]
+                      use_store=use_store) as exp:
+            blobs[use_store] = {(b.codec, b.diff_id): b.digest for b in exp.ready()}
+            assert exp.source == ("store" if use_store else "docker save")
+    assert len(blobs[True]) == 4 and blobs[True] == blobs[False]

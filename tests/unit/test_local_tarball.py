@@ -29,7 +29,7 @@ INFO, CONFIG = image(LAYERS, ref="example/app:v1")
 
 def _blob(cache: Cache, codec: str, raw: bytes) -> Blob:
     w = cache.writer(sha(raw), codec, 3)
-    c = compressor(codec, 3, w, len(raw))
+    c = compressor(codec, 3, w)
     c.write(raw)
     c.finish()
     return w.commit(len(raw))

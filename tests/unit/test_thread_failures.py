@@ -40,8 +40,8 @@ def _failing_compressor(fail_on: str) -> Callable[..., Any]:
     """export.compressor, except that the compressor of layer FAIL_ON's blob raises zstd's own error."""
     real = export.compressor
 
-    def make(codec: str, level: int, writer: Any, raw_size: int | None) -> Any:
-        comp = real(codec, level, writer, raw_size)
+    def make(codec: str, level: int, writer: Any) -> Any:
+        comp = real(codec, level, writer)
         if writer.diff_id != fail_on:
             return comp
 
