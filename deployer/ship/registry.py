@@ -253,19 +253,18 @@ class PullStats:
 
 
 def pull_and_tag(conn: HostConn, docker_argv: tuple[str, ...], plan: ShipPlan, image_ids: Sequence[str],
-                 closing: Closing | None = None, pushed: str = "", staging: str = "",
-                 records: Sequence[tuple[str, Descriptor]] = (), records_from: str = "") -> tuple[PullStats, str | None]:
+                 pushed: PushStats, closing: Closing | None = None, staging: str = "") -> tuple[PullStats, str | None]:
     """docker pull PLAN's registry ref on the host, check its id is one of IMAGE_IDS and the image
     complete, tag it as PLAN's ref; then, in the same round trip and only if all that succeeded,
-    CLOSING's steps. PUSHED: the pushed manifest's digest, whose pull gives IMAGE_IDS[0]; RECORDS:
-    the blob each layer has in the manifest (or index) RECORDS_FROM, which a containerd-store
-    host's STAGING dir then records if that is what it pulled.
+    CLOSING's steps. PUSHED: this ship's push, whose manifest's pull gives IMAGE_IDS[0] and whose
+    records (the blob each layer has in that manifest) a containerd-store host's STAGING dir then
+    keeps if that manifest is what it pulled.
 
     (stats, the id REF was tagged with)."""
     assert plan.registry_ref is not None
     remote_ref, ref = plan.registry_ref, plan.ref
-    step = steps.pull(plan, docker_argv, image_ids, pushed, staging=staging, records=records,
-                      records_from=records_from)
+    step = steps.pull(plan, docker_argv, image_ids, pushed.digest or "", staging=staging, records=pushed.records,
+                      records_from=pushed.records_from)
     if closing is None:
         res = conn.run(step.argv, what=step.label, check=False)
     else:

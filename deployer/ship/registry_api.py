@@ -13,7 +13,7 @@ import ipaddress
 import logging
 import re
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -212,28 +212,24 @@ def image_manifest(reader: ManifestReader, digest: str, config_digest: str) -> d
     top = reader.manifest(digest)
     if "layers" in top:
         return top
-    for child in (top.get("manifests") or [])[:_MAX_CHILDREN]:
-        ref = child.get("digest") if isinstance(child, dict) else None
-        if not ref:
-            continue
-        found = reader.manifest(str(ref))
+    for found in _children(reader, top):
         if (found.get("config") or {}).get("digest") == config_digest and "layers" in found:
             return found
     raise RegistryAPIError(f"{digest} lists no manifest for config {config_digest}")
 
 
 def other_manifests(reader: ManifestReader, digest: str, image: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The manifests the index at DIGEST lists besides IMAGE (an image's attestation), read one
-    by one; none when DIGEST is IMAGE itself."""
-    top = reader.manifest(digest)
-    others = []
+    """The manifests the index at DIGEST lists besides IMAGE (an image's attestation); none when
+    DIGEST is IMAGE itself."""
+    return [found for found in _children(reader, reader.manifest(digest)) if found != image]
+
+
+def _children(reader: ManifestReader, top: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
+    """The manifests an index lists, read one by one as they are asked for (none for a manifest)."""
     for child in (top.get("manifests") or [])[:_MAX_CHILDREN]:
         ref = child.get("digest") if isinstance(child, dict) else None
         if ref:
-            found = reader.manifest(str(ref))
-            if found != image:
-                others.append(found)
-    return others
+            yield reader.manifest(str(ref))
 
 
 def platform_child(index: Mapping[str, Any], platform: str) -> str | None:

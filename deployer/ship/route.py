@@ -297,8 +297,6 @@ def run_registry(leg: Leg, pusher: Pusher, reporter: Reporter) -> str | None:
     expected = tuple(dict.fromkeys(d for d in (*likely, image.config_digest, stats.digest, image.id) if d))
     # a pull that got the manifest pushed here got exactly the first of EXPECTED: no inspect for the
     # id (the containerd store's layers are still counted, beside the tag: moby#49784)
-    pulled, host_id = pull_and_tag(conn, host.docker, plan, expected, leg.closing, pushed=stats.digest or "",
-                                   staging=host.staging_dir, records=stats.records,
-                                   records_from=stats.records_from)
+    pulled, host_id = pull_and_tag(conn, host.docker, plan, expected, stats, leg.closing, staging=host.staging_dir)
     leg.counter.add_layers(pulled.layers_pulled)
     return host_id
