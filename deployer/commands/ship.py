@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import posixpath
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -268,9 +269,9 @@ def tag_verify_argv(docker: Sequence[str], source: str, ref: str) -> tuple[str, 
     return ("sh", "-c", _TAG, "sh", source, ref, *docker)
 
 
-def remove_image_argv(docker: Sequence[str], image: str) -> tuple[str, ...]:
-    """Remove an image (never forced: one used by a container stays)."""
-    return (*docker, "image", "rm", image)
+def remove_image_argv(docker: Sequence[str], *images: str) -> tuple[str, ...]:
+    """Remove images (never forced: one used by a container stays)."""
+    return (*docker, "image", "rm", *images)
 
 
 # Pull, check the id and that the image is complete (one inspect), tag: one round trip. Exit 2: the
@@ -288,7 +289,9 @@ def remove_image_argv(docker: Sequence[str], image: str) -> tuple[str, ...]:
 # (deployer.commands.layers) of the layers that have none, for the next tarball ship's load; only
 # when the pulled image's id is FROM (the containerd store's id is the digest pulled).
 _PULL_INSTALL = (
-    'remote=$1; ref=$2; ids=$3; pushed=$4; whole=$5; previous=$6; cdir=$7; records=$8; from=$9; shift 9\n'
+    'remote=$1; ref=$2; ids=$3; pushed=$4; whole=$5; previous=$6; cdir=$7; records=$8; from=$9; drop=${10}; shift 10\n'
+    # the stage images pulled ahead (deployer.local.stages) go whatever the pull did: the image holds their layers
+    '[ -z "$drop" ] || trap \'for s in $drop; do "$@" rmi "$s"; done >/dev/null 2>&1\' EXIT\n'
     'record() {\n'
     '  [ -n "$records" ] && [ "$id" = "$from" ] && mkdir -p -- "$cdir" || return 0\n'
     '  printf "%s\\n" "$records" | while read -r d t g s; do\n'
@@ -330,7 +333,7 @@ PULLED_ANOTHER_ID = 4  # pull_install_argv's exit code: done, but the id is not 
 def pull_install_argv(docker: Sequence[str], remote_ref: str, ref: str, image_ids: Sequence[str], *,
                       pushed: str = "", whole: bool = True, previous: str = "", content: str = "",
                       records: Sequence[tuple[str, Descriptor]] | str = (), records_from: str = "",
-                      preview: bool = False) -> tuple[str, ...]:
+                      drop: Sequence[str] = (), preview: bool = False) -> tuple[str, ...]:
     """docker pull REMOTE_REF; check its id is one of IMAGE_IDS (the likeliest first) and that the
     image is complete; tag it REF (parse with parse_pull and parse_pulled). PREVIEW (a dry run):
     the ids may be placeholders.
@@ -341,15 +344,32 @@ def pull_install_argv(docker: Sequence[str], remote_ref: str, ref: str, image_id
     the layers are counted while REF is tagged, and a pull that came out incomplete (moby#49784)
     tags REF back to PREVIOUS, the id it named before (none: REF is removed). There, a complete
     pull of RECORDS_FROM (a manifest or index digest) writes RECORDS (each layer's blob in it) to
-    the CONTENT dir, for the layers it has no record of (a str: a dry run's stand-in, with PREVIEW)."""
+    the CONTENT dir, for the layers it has no record of (a str: a dry run's stand-in, with PREVIEW).
+    DROP: the stage images (`repo@digest`) pulled ahead of REMOTE_REF, removed on the way out."""
     for image_id in (*image_ids, *(d for d in (pushed, previous, records_from) if d)):
         if not preview and (not image_id.startswith("sha256:") or " " in image_id):
             raise ValueError(f"not an image id: {image_id!r}")
+    for stage in drop:
+        _check_stage_ref(stage)
     if isinstance(records, str) and not preview:
         raise ValueError("records as text are a dry run's stand-in")
     listed = "" if not content else records if isinstance(records, str) else content_records(records)
     return ("sh", "-c", _PULL_INSTALL, "sh", remote_ref, ref, " ".join(image_ids), pushed, "1" if whole else "0",
-            previous, content, listed, records_from if content else "", *docker)
+            previous, content, listed, records_from if content else "", " ".join(drop), *docker)
+
+
+_STAGE_REF = re.compile(r"[a-z0-9][a-z0-9._:/-]*@sha256:[0-9a-f]{64}")
+
+
+def _check_stage_ref(ref: str) -> None:
+    if not _STAGE_REF.fullmatch(ref):
+        raise ValueError(f"not a stage image reference (repo@sha256:...): {ref!r}")
+
+
+def stage_pull_argv(docker: Sequence[str], ref: str) -> tuple[str, ...]:
+    """docker pull a stage image (`repo@digest`) pushed ahead of the image (parse with parse_pull)."""
+    _check_stage_ref(ref)
+    return (*docker, "pull", ref)
 
 
 def parse_pulled(stdout: str) -> tuple[str | None, str | None]:

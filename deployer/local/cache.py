@@ -204,6 +204,23 @@ class Cache:
             fh.write(f"{raw_size}\n")
         os.replace(tmp, sizes / _hex(diff_id))
 
+    def pushed(self, repo: str) -> frozenset[str]:
+        """The layers (diff ids) this workstation pushed to REPO (`registry/path`) before."""
+        try:
+            return frozenset((self.root / "pushed" / hashlib.sha256(repo.encode()).hexdigest()).read_text().split())
+        except OSError:
+            return frozenset()
+
+    def remember_pushed(self, repo: str, diff_ids: Iterable[str]) -> None:
+        """Add DIFF_IDS to the layers pushed to REPO (a registry may lose them: only a hint)."""
+        known = self.pushed(repo) | set(diff_ids)
+        pushed = self.root / "pushed"
+        pushed.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=pushed, prefix=".tmp-")
+        with os.fdopen(fd, "w") as fh:
+            fh.write("".join(f"{d}\n" for d in sorted(known)))
+        os.replace(tmp, pushed / hashlib.sha256(repo.encode()).hexdigest())
+
     def raw_size(self, diff_id: str) -> int | None:
         """A layer's tar size, if it was ever learnt here (sizes do not depend on the codec)."""
         try:

@@ -4,7 +4,7 @@ that claim to test Docker: those run against the testbed).
     fake = FakeClient()
     fake.add_image("trainer:v3", "sha256:abc", diff_ids=("sha256:d1",), labels={"k": "v"}, history=(10, 20))
     inspect("trainer:v3", fake).id            -> "sha256:abc"
-    fake.push_streams["reg:5000/trainer"] = [{"status": "Pushed", "id": "d1"}]
+    fake.push_streams["reg:5000/trainer"] = [{"status": "Pushed", "id": "d1"}]  # or "reg:5000/trainer:tag"
     fake.calls                                -> [("inspect_image", "trainer:v3"), ...]
 
 A missing image raises the SDK's own docker.errors.NotFound and `fail` raises any SDK error, so
@@ -12,6 +12,9 @@ the translation in deployer.local is what runs.
 """
 from __future__ import annotations
 
+import io
+import json
+import tarfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -64,7 +67,22 @@ class FakeAPI:
 
     def push(self, repository: str, tag: str, *, stream: bool, decode: bool) -> Iterator[dict[str, Any]]:
         self._call("push", repository, tag)
-        yield from self.push_streams.get(repository, [])
+        yield from self.push_streams.get(f"{repository}:{tag}", self.push_streams.get(repository, []))
+
+    def load_image(self, data: bytes) -> Iterator[dict[str, Any]]:
+        """`docker load` of a tar whose layers the store has (stage images): each config becomes an image."""
+        self._call("load_image")
+        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+            member = tar.extractfile("manifest.json")
+            assert member is not None
+            for entry in json.loads(member.read()):
+                image_id = "sha256:" + str(entry["Config"]).removesuffix(".json")
+                self.known[image_id] = {"Id": image_id, "RepoTags": [], "RootFS": {"Layers": entry["Layers"]}}
+                yield {"stream": f"Loaded image ID: {image_id}\n"}
+
+    def remove_image(self, image: str, force: bool = False, noprune: bool = False) -> None:
+        self._call("remove_image", image)
+        self.known.pop(image, None)
 
     def inspect_distribution(self, ref: str) -> dict[str, Any]:
         self._call("inspect_distribution", ref)

@@ -19,6 +19,7 @@ from deployer.errors import SpecError
 from deployer.refs import strip_domain
 
 PARTIAL_LABEL = "io.deployer.partial"  # deployer.commands.load: a stand-in image's label (its staging dir)
+STAGE_LABEL = "io.deployer.stage"  # deployer.local.stages: a stage image pulled ahead of a registry ship's image
 FINISHED = ("exited", "dead")
 # the inventory lists a relay's dir only when no ship through it started within a day
 RELAY_COPIES = "a site relay's copies of unfinished ships (none through it for a day)"
@@ -132,6 +133,8 @@ def plan(h: HostHoldings, *, keep: int, older_than: timedelta, now: datetime, st
     remove += [item for image_id, item in doomed.items() if image_id not in kept]
     remove += [Item("stand-in", i.id[:19], (i.id,), _size(i), "stand-in image of an unfinished ship")
                for i in h.images if i.label(PARTIAL_LABEL) == staging and i.id not in users]
+    remove += [Item("stand-in", i.id[:19], (i.id,), _size(i), "stage image of an unfinished registry ship")
+               for i in h.images if i.label(STAGE_LABEL) and i.id not in users]
     remove += [Item("staging", path, (path,), size, RELAY_COPIES if path == "relay" else
                     "staging leftover of an unfinished ship") for path, size in h.leftovers]
     return PrunePlan(tuple(remove), tuple(kept.values()))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -19,9 +19,12 @@ import requests
 from deployer.commands import ship as cmd
 from deployer.commands.layers import pulled_records
 from deployer.errors import CommandError, LocalError, TransferError
+from deployer.local import stages
+from deployer.local.cache import Cache
 from deployer.local.client import Client, docker_client
-from deployer.local.image import ImageInfo
+from deployer.local.image import ImageInfo, history_sizes, is_containerd
 from deployer.local.push import distribution_digest, push_stream
+from deployer.local.sizes import LayerSizes
 from deployer.refs import registry_ref
 from deployer.ship import steps
 from deployer.ship.conn import HostConn
@@ -153,10 +156,38 @@ class Pusher:
         self._lock = threading.Lock()
         self._done: dict[str, PushStats | LocalError] = {}
         self._early: set[str] = set()  # pushed by start(): the first host to ask is charged with it
+        self._feeds_lock = threading.Lock()
+        self._feeds: dict[str, StageFeed] = {}  # a registry's push, begun: its stages as they are pushed
+
+    def pushed(self, registry: str) -> bool:
+        """Whether the push to REGISTRY is over (its stages no longer save a host any time)."""
+        return registry in self._done
+
+    def _feed(self, registry: str) -> tuple[StageFeed, bool]:
+        """(the stage feed of REGISTRY's push, True if this call made it: the push is not begun)."""
+        with self._feeds_lock:
+            made = registry not in self._feeds
+            if made:
+                self._feeds[registry] = StageFeed()
+            return self._feeds[registry], made
+
+    def stages(self, registry: str) -> Iterator[tuple[str, int]]:
+        """The stage images pushed ahead of the image (deployer.local.stages): (digest, layers),
+        each as soon as it is in the registry; ends once the image's own push begins (or went
+        without stages). Begins the push in the background if no one has."""
+        feed, made = self._feed(registry)
+        if made:
+            self._begin(registry, feed)
+        return feed.follow()
 
     def start(self, registry: str) -> None:
         """Push to registry in the background now (while the hosts are connected and checked): a
         host surely takes the registry route. push() then waits for it."""
+        feed, made = self._feed(registry)
+        if made:
+            self._begin(registry, feed)
+
+    def _begin(self, registry: str, feed: StageFeed) -> None:
         started = threading.Event()
 
         def run() -> None:
@@ -164,7 +195,7 @@ class Pusher:
                 started.set()
                 if registry not in self._done:
                     self._early.add(registry)
-                    self._push_once(registry, lambda n: None)
+                    self._push_once(registry, lambda n: None, feed)
 
         threading.Thread(target=run, name=f"push {registry}", daemon=True).start()
         started.wait(5)  # it holds the lock before any host asks
@@ -174,7 +205,7 @@ class Pusher:
         push's LocalError for every caller."""
         with self._lock:
             if registry not in self._done:
-                outcome, mine = self._push_once(registry, on_bytes), True
+                outcome, mine = self._push_once(registry, on_bytes, self._feed(registry)[0]), True
             else:
                 outcome, mine = self._done[registry], registry in self._early
             self._early.discard(registry)
@@ -182,16 +213,18 @@ class Pusher:
             raise outcome
         return outcome, mine
 
-    def _push_once(self, registry: str, on_bytes: Callable[[int], None]) -> PushStats | LocalError:
+    def _push_once(self, registry: str, on_bytes: Callable[[int], None], feed: StageFeed) -> PushStats | LocalError:
         """Push and record the outcome, a failure included (under self._lock)."""
         try:
-            outcome: PushStats | LocalError = self._push(registry, on_bytes)
+            outcome: PushStats | LocalError = self._push(registry, on_bytes, feed)
         except LocalError as exc:
             outcome = exc
+        finally:
+            feed.close()  # no more stages, whatever happened
         self._done[registry] = outcome
         return outcome
 
-    def _push(self, registry: str, on_bytes: Callable[[int], None]) -> PushStats:
+    def _push(self, registry: str, on_bytes: Callable[[int], None], feed: StageFeed) -> PushStats:
         remote = registry_ref(registry, self.image.ref)
         repo = remote.rsplit(":", 1)[0]
         client = self._client or docker_client()
@@ -208,9 +241,57 @@ class Pusher:
                 pool.shutdown(wait=False)
             on_bytes(n)
 
+        ahead = self._push_stages(client, repo, feed, uploading)
+        if ahead:
+            log.info("pushing %s itself, after %d stage(s)", self.image.ref, len(ahead))
         stream = push_stream(client, self.image.id, remote, hint="check the registry is reachable from this workstation")
-        stats = read_push_stream(stream, remote, uploading)
+        stats = with_stages(read_push_stream(stream, remote, uploading), ahead)
+        try:
+            Cache().remember_pushed(repo, self.image.diff_ids)  # the next push of these needs no stages
+        except OSError as exc:
+            log.info("could not note the layers pushed to %s: %s", repo, exc)
         return self._read_back(client, repo, reader[0] if reader else None, stats)
+
+    def _push_stages(self, client: Client, repo: str, feed: StageFeed,
+                     uploading: Callable[[int], None]) -> list[PushStats]:
+        """Push the image's stages (deployer.local.stages), each one's digest to FEED as it is in the
+        registry, then close FEED; none on a containerd-store workstation (its stage would need a
+        layout of its own) or when the layers to upload are few. A stage that fails only ends the
+        stages: the image's own push does it all. The local stage images go once pushed."""
+        done: list[PushStats] = []
+        staged: list[stages.Stage] = []
+        try:
+            before = Cache().pushed(repo)
+            if sum(d not in before for d in self.image.diff_ids) < 2 or is_containerd(client):
+                return done  # a re-ship's push (no docker call spent on stages), or no layout for a stage
+            staged = stages.plan(self.image, self._layer_sizes(client), before)
+            if staged:
+                stages.load(client, staged, self.image.diff_ids)
+            remote = f"{repo}:{STAGE_TAG}"
+            for k, st in enumerate(staged, 1):
+                log.info("pushing stage %d/%d of %s (its first %d layers) as %s", k, len(staged), self.image.ref,
+                         st.layers, remote)
+                stream = push_stream(client, st.id, remote, hint="check the registry is reachable from this workstation")
+                pushed = read_push_stream(stream, remote, uploading)
+                if pushed.digest is None:
+                    break  # no digest to pull it by
+                done.append(pushed)
+                feed.put(pushed.digest, st.layers)
+        except LocalError as exc:
+            log.info("pushing %s without (more) stages: %s", self.image.ref, exc)
+        finally:
+            feed.close()
+            for st in staged:
+                stages.remove(client, st)
+        return done
+
+    def _layer_sizes(self, client: Client) -> list[int] | None:
+        """Each layer's size: exact from the cache or a readable layer store, else from `docker
+        history` when its entries tell the layers apart (None: they do not)."""
+        known = LayerSizes(self.image, client).known()
+        if all(d in known for d in self.image.diff_ids):
+            return [known[d] for d in self.image.diff_ids]
+        return stages.layer_sizes(history_sizes(client, self.image), len(self.image.diff_ids))
 
     def _read_back(self, client: Client, repo: str, early: Future[ManifestReader] | None,
                    stats: PushStats) -> PushStats:
@@ -240,6 +321,54 @@ class Pusher:
             return dataclasses.replace(stats, wire_bytes=None)
 
 
+STAGE_TAG = "deployer-stage"  # the tag stages are pushed under (one per repository, moved by each)
+
+
+def with_stages(stats: PushStats, ahead: Sequence[PushStats]) -> PushStats:
+    """The image's push STATS counting the stage pushes AHEAD of it too (pure): their uploads
+    are layers of the image, which its own push then found in the registry."""
+    if not ahead:
+        return stats
+    pushed = frozenset().union(stats.pushed_ids, *(a.pushed_ids for a in ahead))
+    return dataclasses.replace(stats, layers_pushed=stats.layers_pushed + sum(a.layers_pushed for a in ahead),
+                               layers_existing=max(0, stats.layers_existing - sum(a.layers_pushed for a in ahead)),
+                               bytes_pushed=stats.bytes_pushed + sum(a.bytes_pushed for a in ahead),
+                               pushed_ids=pushed)
+
+
+class StageFeed:
+    """A push's stages as they are pushed, for every host that pulls them: (digest, how many of
+    the image's bottom layers it holds)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._digests: list[tuple[str, int]] = []
+        self._closed = False
+
+    def put(self, digest: str, layers: int) -> None:
+        with self._cond:
+            self._digests.append((digest, layers))
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def follow(self) -> Iterator[tuple[str, int]]:
+        """Each digest once it is put, until closed (the push thread closes it in a finally)."""
+        i = 0
+        while True:
+            with self._cond:
+                while i >= len(self._digests) and not self._closed:
+                    self._cond.wait(1.0)
+                if i >= len(self._digests):
+                    return
+                digest = self._digests[i]
+            i += 1
+            yield digest
+
+
 def _settled_reader(client: Client, repo: str) -> ManifestReader:
     reader = ManifestReader.for_docker(client, split_repo(repo))
     reader.settle()
@@ -253,18 +382,19 @@ class PullStats:
 
 
 def pull_and_tag(conn: HostConn, docker_argv: tuple[str, ...], plan: ShipPlan, image_ids: Sequence[str],
-                 pushed: PushStats, closing: Closing | None = None, staging: str = "") -> tuple[PullStats, str | None]:
+                 pushed: PushStats, closing: Closing | None = None, staging: str = "",
+                 drop: Sequence[str] = ()) -> tuple[PullStats, str | None]:
     """docker pull PLAN's registry ref on the host, check its id is one of IMAGE_IDS and the image
     complete, tag it as PLAN's ref; then, in the same round trip and only if all that succeeded,
     CLOSING's steps. PUSHED: this ship's push, whose manifest's pull gives IMAGE_IDS[0] and whose
     records (the blob each layer has in that manifest) a containerd-store host's STAGING dir then
-    keeps if that manifest is what it pulled.
+    keeps if that manifest is what it pulled. DROP: the stage images pulled ahead, removed after.
 
     (stats, the id REF was tagged with)."""
     assert plan.registry_ref is not None
     remote_ref, ref = plan.registry_ref, plan.ref
     step = steps.pull(plan, docker_argv, image_ids, pushed.digest or "", staging=staging, records=pushed.records,
-                      records_from=pushed.records_from)
+                      records_from=pushed.records_from, drop=drop)
     if closing is None:
         res = conn.run(step.argv, what=step.label, check=False)
     else:

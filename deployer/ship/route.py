@@ -283,7 +283,14 @@ def run_registry(leg: Leg, pusher: Pusher, reporter: Reporter) -> str | None:
     reporter.phase(name, "pushing", plan.registry_ref)
     # progress counts Docker's raw layer bytes as they go; bytes_sent is what crossed the wire
     # (compressed), charged to the host that pushed: the others reuse the push
-    stats, pushed_here = pusher.push(host.registry, on_bytes=lambda n: reporter.sent(name, n))
+    stages = _pull_stages(leg, pusher, reporter)
+    try:
+        stats, pushed_here = pusher.push(host.registry, on_bytes=lambda n: reporter.sent(name, n))
+    except BaseException:
+        if stages:  # the image's pull would have removed them
+            conn.run(cmd.remove_image_argv(host.docker, *stages), what="removing the stage images", check=False,
+                     timeout=60)
+        raise
     if pushed_here:
         leg.counter.add(stats.bytes_sent)
     else:
@@ -297,6 +304,36 @@ def run_registry(leg: Leg, pusher: Pusher, reporter: Reporter) -> str | None:
     expected = tuple(dict.fromkeys(d for d in (*likely, image.config_digest, stats.digest, image.id) if d))
     # a pull that got the manifest pushed here got exactly the first of EXPECTED: no inspect for the
     # id (the containerd store's layers are still counted, beside the tag: moby#49784)
-    pulled, host_id = pull_and_tag(conn, host.docker, plan, expected, stats, leg.closing, staging=host.staging_dir)
+    pulled, host_id = pull_and_tag(conn, host.docker, plan, expected, stats, leg.closing, staging=host.staging_dir,
+                                   drop=stages)
     leg.counter.add_layers(pulled.layers_pulled)
     return host_id
+
+
+def _pull_stages(leg: Leg, pusher: Pusher, reporter: Reporter) -> list[str]:
+    """Pull each stage pushed ahead of the image (deployer.local.stages) as soon as it is pushed,
+    while the push goes on: the image's own pull then has only the layers above the last one.
+    A stage holding no layer the host lacks is skipped, and so is every stage once the push is
+    over (the image's pull does it in one go); one that fails to pull ends them. The stages
+    pulled (`repo@digest`), for the image's pull to remove."""
+    host, plan, conn = leg.host, leg.plan, leg.conn
+    assert plan.registry_ref is not None and host.registry
+    repo = plan.registry_ref.rsplit(":", 1)[0]
+    pulled: list[str] = []
+    for k, (digest, layers) in enumerate(pusher.stages(host.registry), 1):
+        if pusher.pushed(host.registry):
+            break
+        if not any(i < layers for i in plan.missing):
+            continue
+        reporter.phase(host.name, "pulling", f"stage {k} while the push goes on")
+        step = steps.stage_pull(host.docker, f"{repo}@{digest}", k)
+        res = conn.run(step.argv, what=step.label, check=False)
+        if not res.ok:
+            reporter.note(host.name, f"{step.label} failed ({res.stderr_tail() or f'exit {res.exited}'}); "
+                          "the image's pull gets its layers")
+            break
+        pulled.append(f"{repo}@{digest}")
+        log.info("%s: pulled stage %d (the image's first %d layers) while the push goes on", host.name, k, layers)
+        leg.counter.add_layers(cmd.parse_pull(res.stdout)[0])
+        reporter.phase(host.name, "pushing", plan.registry_ref)
+    return pulled

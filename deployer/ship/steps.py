@@ -101,8 +101,14 @@ def origin_pull(docker: tuple[str, ...], ref: str) -> Step:
                 "alongside the sends; if it fails, the base layers are sent instead")
 
 
+def stage_pull(docker: tuple[str, ...], ref: str, k: int) -> Step:
+    """Pull stage K (`repo@digest`), pushed ahead of the image, while the push of the rest goes on."""
+    return Step(f"docker pull stage {k}", cmd.stage_pull_argv(docker, ref),
+                "while the push goes on; if it fails, the image's own pull gets its layers")
+
+
 def pull(plan: ShipPlan, docker: tuple[str, ...], image_ids: Sequence[str], pushed: str, *, staging: str = "",
-         records: Sequence[tuple[str, Descriptor]] | str = (), records_from: str = "",
+         records: Sequence[tuple[str, Descriptor]] | str = (), records_from: str = "", drop: Sequence[str] = (),
          preview: bool = False) -> Step:
     """Pull PLAN's registry ref, check the id (PUSHED: or that the pull got that manifest) and that
     the image is complete (the containerd store can pull one in part: REF then goes back to what
@@ -117,8 +123,10 @@ def pull(plan: ShipPlan, docker: tuple[str, ...], image_ids: Sequence[str], push
                                       whole=whole, previous=plan.ref_was or "",
                                       content=content_dir(staging) if staging and not whole else "",
                                       records=() if whole else records, records_from=records_from,
-                                      preview=preview),
-                "the id must be the image's; the containerd store can pull an incomplete one (moby#49784)")
+                                      drop=drop, preview=preview),
+                "the id must be the image's; the containerd store can pull an incomplete one (moby#49784). "
+                "A first push of a big image from a classic-store workstation pushes its lower layers ahead "
+                "as stage images, which the host pulls (docker pull stage N) while the rest goes up")
 
 
 def tag(docker: tuple[str, ...], source: str, ref: str) -> Step:

@@ -94,12 +94,13 @@ def test_old_exited_containers_stand_ins_and_leftovers() -> None:
                   ctr("mine", "sha256:3", "exited", "2026-11-01T00:00:00Z", managed=False),
                   ctr("up", "sha256:4")]
     images = [*IMAGES[:4], img("sha256:p", labels=(("io.deployer.partial", STAGING),)),
-              img("sha256:q", labels=(("io.deployer.partial", "/other/staging"),))]
+              img("sha256:q", labels=(("io.deployer.partial", "/other/staging"),)),
+              img("sha256:s", labels=(("io.deployer.stage", "sha256:c0nf1g"),))]  # left by a killed registry ship
     p = plan(holdings(records=RECORDS[:4], images=images, containers=containers, leftovers=(("blobs", 4096),)),
              keep=3, older_than=timedelta(days=7), now=NOW, staging=STAGING)
     assert [(i.kind, i.name) for i in p.remove] == [("container", "old"), ("image", "t:v1"), ("stand-in", "sha256:p"),
-                                                   ("staging", "blobs")]
-    assert p.bytes == 100 + 1000 + 4096  # the stand-in had no unique size: its whole size
+                                                   ("stand-in", "sha256:s"), ("staging", "blobs")]
+    assert p.bytes == 100 + 1000 + 1000 + 4096  # the stand-ins had no unique size: each its whole size
 
 
 def test_parse_inventory_output() -> None:

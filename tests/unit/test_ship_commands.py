@@ -35,13 +35,22 @@ def test_exact_argv() -> None:
     assert cmd.remove_image_argv(DOCKER, "sha256:1") == ("sudo", "docker", "image", "rm", "sha256:1")
     argv = cmd.pull_install_argv(DOCKER, "r:5000/t:v", "t:v", ["sha256:1", "sha256:2"])
     assert argv[:2] == ("sh", "-c")
-    assert argv[3:] == ("sh", "r:5000/t:v", "t:v", "sha256:1 sha256:2", "", "1", "", "", "", "", "sudo", "docker")
+    assert argv[3:] == ("sh", "r:5000/t:v", "t:v", "sha256:1 sha256:2", "", "1", "", "", "", "", "", "sudo", "docker")
     argv = cmd.pull_install_argv(DOCKER, "r:5000/t:v", "t:v", ["sha256:1"], pushed="sha256:9")
-    assert argv[3:] == ("sh", "r:5000/t:v", "t:v", "sha256:1", "sha256:9", "1", "", "", "", "", "sudo", "docker")
+    assert argv[3:] == ("sh", "r:5000/t:v", "t:v", "sha256:1", "sha256:9", "1", "", "", "", "", "", "sudo", "docker")
     argv = cmd.pull_install_argv(DOCKER, "r:5000/t:v", "t:v", ["sha256:9"], pushed="sha256:9", whole=False,
                                  previous="sha256:8")
-    assert argv[3:] == ("sh", "r:5000/t:v", "t:v", "sha256:9", "sha256:9", "0", "sha256:8", "", "", "", "sudo",
+    assert argv[3:] == ("sh", "r:5000/t:v", "t:v", "sha256:9", "sha256:9", "0", "sha256:8", "", "", "", "", "sudo",
                         "docker")
+    stages = [f"r:5000/t@sha256:{'1' * 64}", f"r:5000/t@sha256:{'2' * 64}"]
+    argv = cmd.pull_install_argv(DOCKER, "r:5000/t:v", "t:v", ["sha256:1"], drop=stages)
+    assert argv[13:] == (" ".join(stages), "sudo", "docker")  # the stage images pulled ahead go after
+    for bad in ("r:5000/t@sha256:1; rm -rf /", "r:5000/t:v", f"$(x)@sha256:{'1' * 64}"):
+        with pytest.raises(ValueError):
+            cmd.pull_install_argv(DOCKER, "r:5000/t:v", "t:v", ["sha256:1"], drop=[bad])
+        with pytest.raises(ValueError):
+            cmd.stage_pull_argv(DOCKER, bad)
+    assert cmd.stage_pull_argv(DOCKER, stages[0]) == ("sudo", "docker", "pull", stages[0])
     record = ("sha256:" + "d" * 64, Descriptor("application/vnd.oci.image.layer.v1.tar+gzip", DIGEST, 5))
     argv = cmd.pull_install_argv(DOCKER, "r:5000/t:v", "t:v", ["sha256:9"], pushed="sha256:9", whole=False,
                                  content="/srv/stage/content", records=[record], records_from="sha256:9")

@@ -257,5 +257,5 @@ def test_render_registry_and_noop() -> None:
     ]
     before = ImageState("sha256:" + "0" * 64, frozenset())
     p = plan(h, facts("28.5.2", store="containerd", reachable=True), state=before)
-    assert p.ref_was == "sha256:" + "0" * 64 and plan_commands(p, h)[0][-5] == p.ref_was  # previous, content, records, from, docker
+    assert p.ref_was == "sha256:" + "0" * 64 and plan_commands(p, h)[0][-6] == p.ref_was  # previous, content, records, from, drop, docker
     assert plan_commands(plan(state=ImageState(IMAGE.id, frozenset({IMAGE.id}))), h) == []

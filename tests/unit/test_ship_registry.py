@@ -17,7 +17,15 @@ import pytest
 from deployer.errors import LocalError
 from deployer.local.fake import FakeClient
 from deployer.local.image import ImageInfo
-from deployer.ship.registry import Pusher, PushStats, read_push_stream, uploaded_bytes
+from deployer.ship.registry import (
+    STAGE_TAG,
+    Pusher,
+    PushStats,
+    StageFeed,
+    read_push_stream,
+    uploaded_bytes,
+    with_stages,
+)
 from deployer.ship.registry_api import (
     ManifestReader,
     RegistryAPIError,
@@ -322,7 +330,7 @@ def test_a_manifest_that_cannot_be_read_back_leaves_the_raw_count(tmp_path: Path
 def test_a_push_that_uploads_nothing_reads_nothing_back() -> None:
     pusher, fake = _pusher_client("10.213.0.5:5000", NOTHING_UPLOADED)
     assert pusher.push("10.213.0.5:5000")[0].wire_bytes == 0
-    assert [call[0] for call in fake.calls] == ["tag", "push"]
+    assert [call[0] for call in fake.calls] == ["info", "history", "tag", "push"]  # no sizes: no stages
 
 
 def test_a_push_the_daemon_refuses_is_a_local_error_for_every_caller() -> None:
@@ -333,7 +341,7 @@ def test_a_push_the_daemon_refuses_is_a_local_error_for_every_caller() -> None:
             pusher.push("10.213.0.5:5000")
         assert caught.value.message == "local Docker: pushing 10.213.0.5:5000/team/x:1: connection refused"
         assert caught.value.hint == "check the registry is reachable from this workstation"
-    assert [call[0] for call in fake.calls] == ["tag", "push"]
+    assert [call[0] for call in fake.calls] == ["info", "history", "tag", "push"]  # no sizes: no stages
 
 
 def test_an_early_push_is_done_once_and_charged_to_the_first_host_that_asks() -> None:
@@ -341,7 +349,7 @@ def test_an_early_push_is_done_once_and_charged_to_the_first_host_that_asks() ->
     pusher.start("10.213.0.5:5000")  # in the background, while the hosts are checked
     first, second = pusher.push("10.213.0.5:5000"), pusher.push("10.213.0.5:5000")
     assert first[1] and not second[1] and first[0] == second[0]
-    assert [call[0] for call in fake.calls] == ["tag", "push"]
+    assert [call[0] for call in fake.calls] == ["info", "history", "tag", "push"]  # no sizes: no stages
 
 
 def test_an_early_push_that_fails_fails_every_host() -> None:
@@ -351,4 +359,62 @@ def test_an_early_push_that_fails_fails_every_host() -> None:
     for _ in range(2):
         with pytest.raises(LocalError, match="connection refused"):
             pusher.push("10.213.0.5:5000")
-    assert [call[0] for call in fake.calls] == ["tag", "push"]
+    assert [call[0] for call in fake.calls] == ["info", "history", "tag", "push"]  # no sizes: no stages
+
+
+def _staged_pusher(address: str) -> tuple[Pusher, FakeClient, str]:
+    """Five layers of 100 MB each, none pushed before: two stages go ahead of the image."""
+    pusher, fake = _pusher_client(address, NOTHING_UPLOADED)
+    fake.api.histories["sha256:" + "a" * 64] = [{"Size": 100 << 20} for _ in DIFF_IDS] + [{"Size": 0}]
+    digest = "sha256:" + "1" * 64
+    fake.push_streams[f"{address}/team/x:{STAGE_TAG}"] = [  # each stage's push (the fake has one per tag)
+        {"status": "Pushed", "progressDetail": {}, "id": DIFF_IDS[0][7:19]},
+        {"progressDetail": {}, "aux": {"Tag": STAGE_TAG, "Digest": digest, "Size": 500}}]
+    return pusher, fake, digest
+
+
+def test_a_first_push_sends_stages_ahead_for_the_hosts_to_pull_meanwhile() -> None:
+    pusher, fake, digest = _staged_pusher("10.213.0.5:5000")
+    got = list(pusher.stages("10.213.0.5:5000"))  # begins the push; each stage as it is pushed
+    assert got == [(digest, 2), (digest, 3)]  # 500 MB to upload, cut in three: 200, 100, then the image's 200
+    stats, mine = pusher.push("10.213.0.5:5000")
+    assert mine and pusher.pushed("10.213.0.5:5000")
+    names = [call[0] for call in fake.calls]
+    assert names == ["info", "history", "load_image", "tag", "push", "tag", "push", "remove_image", "remove_image",
+                     "tag", "push"]
+    stage_tags = [call for call in fake.calls if call[0] == "tag"][:2]
+    assert all(call[2:] == ("10.213.0.5:5000/team/x", STAGE_TAG) for call in stage_tags)
+    assert stage_tags[0][1] != stage_tags[1][1]  # two stage images, each its own config
+    assert [call[1] for call in fake.calls if call[0] == "remove_image"] == [call[1] for call in stage_tags]
+    assert stats.layers_pushed == 2 and stats.pushed_ids == {DIFF_IDS[0][7:19]}  # what the stages uploaded
+    # the next push of these layers (a re-ship) sends no stages and spends no docker call on them
+    again, fake2 = _pusher_client("10.213.0.5:5000", NOTHING_UPLOADED)
+    assert list(again.stages("10.213.0.5:5000")) == []
+    again.push("10.213.0.5:5000")
+    assert [call[0] for call in fake2.calls] == ["tag", "push"]
+
+
+def test_a_stage_that_fails_to_push_leaves_the_image_to_push_it_all() -> None:
+    pusher, fake, _ = _staged_pusher("10.213.0.5:5000")
+    fake.push_streams[f"10.213.0.5:5000/team/x:{STAGE_TAG}"] = [{"error": "blob upload unknown"}]
+    assert list(pusher.stages("10.213.0.5:5000")) == []
+    stats, _ = pusher.push("10.213.0.5:5000")  # the image's own push, as without stages
+    assert [call[0] for call in fake.calls][-3:] == ["remove_image", "tag", "push"] and stats.layers_pushed == 0
+
+
+def test_the_stage_feed_hands_each_stage_to_every_follower_until_closed() -> None:
+    feed = StageFeed()
+    first, second = feed.follow(), feed.follow()
+    feed.put("sha256:1", 1)
+    assert next(first) == ("sha256:1", 1)
+    feed.put("sha256:2", 3)
+    feed.close()
+    assert list(first) == [("sha256:2", 3)] and list(second) == [("sha256:1", 1), ("sha256:2", 3)]
+
+
+def test_with_stages_counts_what_the_stages_uploaded() -> None:
+    image = PushStats("r/x:1", 1, 3, 10, frozenset({"c"}), "sha256:f")
+    ahead = [PushStats("r/x:s", 1, 0, 100, frozenset({"a"}), "sha256:1"),
+             PushStats("r/x:s", 1, 1, 200, frozenset({"b"}), "sha256:2")]
+    assert with_stages(image, ahead) == PushStats("r/x:1", 3, 1, 310, frozenset({"a", "b", "c"}), "sha256:f")
+    assert with_stages(image, []) == image

@@ -129,6 +129,12 @@ def test_a_registry_ship_runs_the_dry_runs_steps() -> None:
     fake.on(["sh", "-c"], prefix=True, stdout=f"abc: Pull complete\npulled-id {pulled}\ntagged {pulled}\n")
 
     class Pushed:  # the push itself is the local Docker's (tests/integration)
+        def stages(self, registry: str) -> Iterator[tuple[str, int]]:
+            return iter(())  # a push without stages (deployer.local.stages): the dry run's steps alone
+
+        def pushed(self, registry: str) -> bool:
+            return False
+
         def push(self, registry: str, on_bytes: object) -> tuple[PushStats, bool]:
             return PushStats("r:5000/t:v", 1, 0, 100, digest=pulled, wire_bytes=10), True
 
