@@ -291,7 +291,7 @@ def remove_image_argv(docker: Sequence[str], *images: str) -> tuple[str, ...]:
 _PULL_INSTALL = (
     'remote=$1; ref=$2; ids=$3; pushed=$4; whole=$5; previous=$6; cdir=$7; records=$8; from=$9; drop=${10}; shift 10\n'
     # the stage images pulled ahead (deployer.local.stages) go whatever the pull did: the image holds their layers
-    '[ -z "$drop" ] || trap \'for s in $drop; do "$@" rmi "$s"; done >/dev/null 2>&1\' EXIT\n'
+    '[ -z "$drop" ] || trap \'set -f; for s in $drop; do "$@" rmi "$s"; done >/dev/null 2>&1\' EXIT\n'
     'record() {\n'
     '  [ -n "$records" ] && [ "$id" = "$from" ] && mkdir -p -- "$cdir" || return 0\n'
     '  printf "%s\\n" "$records" | while read -r d t g s; do\n'
@@ -358,7 +358,8 @@ def pull_install_argv(docker: Sequence[str], remote_ref: str, ref: str, image_id
             previous, content, listed, records_from if content else "", " ".join(drop), *docker)
 
 
-_STAGE_REF = re.compile(r"[a-z0-9][a-z0-9._:/-]*@sha256:[0-9a-f]{64}")
+# a registry host may have capitals or be an IPv6 literal; no blank, quote or `$` ever (word-split in the trap)
+_STAGE_REF = re.compile(r"[A-Za-z0-9\[][A-Za-z0-9._:/\[\]-]*@sha256:[0-9a-f]{64}")
 
 
 def _check_stage_ref(ref: str) -> None:

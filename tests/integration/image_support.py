@@ -9,6 +9,7 @@ import json
 import os
 import tarfile
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,13 @@ def remove_image(client: docker.DockerClient, ref: str) -> None:
         client.images.remove(ref, force=True)
     except docker.errors.NotFound:
         pass
+
+
+def forget_shipped(testbed: Any, tag: str, hosts: Sequence[str]) -> None:
+    """Remove TAG and its registry name (as a registry ship leaves them) from the workstation and HOSTS."""
+    for name in ("ws", *hosts):
+        remove_image(testbed.docker(name), tag)
+        remove_image(testbed.docker(name), f"{testbed.registry}/{tag}")
 
 
 def pushed_layers_match(bytes_sent: int, layers: list[dict[str, Any]], stored_before: set[str]) -> bool:

@@ -22,10 +22,10 @@ from tests.conftest import DeployRunner, Testbed
 from tests.integration.image_support import (
     MANIFEST_ACCEPT,
     config_digest_of,
+    forget_shipped,
     pushed_layers_match,
     pushed_manifest,
     registry_blobs,
-    remove_image,
 )
 
 SAMPLE = "deployer-testbed/sample:latest"
@@ -53,11 +53,7 @@ def fresh_image(testbed: Testbed) -> Any:
     try:
         yield image, tag
     finally:
-        remove_image(client, tag)
-        remove_image(client, f"{testbed.registry}/{tag}")
-        for host in HOSTS:
-            remove_image(testbed.docker(host), tag)
-            remove_image(testbed.docker(host), f"{testbed.registry}/{tag}")
+        forget_shipped(testbed, tag, HOSTS)
 
 
 def test_bytes_sent_is_the_compressed_size_of_the_uploaded_layers(testbed: Testbed, deploy_cli: DeployRunner,

@@ -18,7 +18,7 @@ import pytest
 import requests
 
 from tests.conftest import DeployRunner, Testbed
-from tests.integration.image_support import MANIFEST_ACCEPT, config_digest_of, remove_image
+from tests.integration.image_support import MANIFEST_ACCEPT, config_digest_of, forget_shipped
 
 HOSTS = ("gpu01", "gpu02")  # the containerd and the classic image store
 LAYER_MB = 70  # three of them: two stages (70 MB, 140 MB), then the image
@@ -34,11 +34,7 @@ def big_image(testbed: Testbed) -> Iterator[str]:
     try:
         yield tag
     finally:
-        remove_image(client, tag)
-        remove_image(client, f"{testbed.registry}/{tag}")
-        for host in HOSTS:
-            remove_image(testbed.docker(host), tag)
-            remove_image(testbed.docker(host), f"{testbed.registry}/{tag}")
+        forget_shipped(testbed, tag, HOSTS)
 
 
 def _stage_images(client: Any) -> list[str]:
@@ -86,7 +82,4 @@ def test_hosts_pull_the_stages_while_the_rest_is_pushed(testbed: Testbed, deploy
         assert code == 0 and json.loads(out)[0]["verified"], err
         assert not re.search(r"pushing stage \d", err) and "itself, after" not in err, err
     finally:
-        remove_image(client, child)
-        remove_image(client, f"{testbed.registry}/{child}")
-        remove_image(testbed.docker("gpu02"), child)
-        remove_image(testbed.docker("gpu02"), f"{testbed.registry}/{child}")
+        forget_shipped(testbed, child, ["gpu02"])

@@ -51,6 +51,8 @@ def test_exact_argv() -> None:
         with pytest.raises(ValueError):
             cmd.stage_pull_argv(DOCKER, bad)
     assert cmd.stage_pull_argv(DOCKER, stages[0]) == ("sudo", "docker", "pull", stages[0])
+    for ok in (f"Registry.Lab:5000/t@sha256:{'3' * 64}", f"[fd00::5]:5000/team/t@sha256:{'4' * 64}"):
+        assert cmd.stage_pull_argv(DOCKER, ok)[-1] == ok
     record = ("sha256:" + "d" * 64, Descriptor("application/vnd.oci.image.layer.v1.tar+gzip", DIGEST, 5))
     argv = cmd.pull_install_argv(DOCKER, "r:5000/t:v", "t:v", ["sha256:9"], pushed="sha256:9", whole=False,
                                  content="/srv/stage/content", records=[record], records_from="sha256:9")
