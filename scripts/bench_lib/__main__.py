@@ -75,8 +75,9 @@ def parse(argv: list[str]) -> BenchConfig:
     if a.report:
         data = json.loads(Path(a.report).read_text())
         rows = report.rows_from_dicts(data["rows"])
-        Path(a.report).with_suffix(".md").write_text(report.markdown(rows, data["targets"]))
-        report.print_table(rows, data["targets"])
+        targets = report.targets_again(rows, data)
+        Path(a.report).with_suffix(".md").write_text(report.markdown(rows, targets))
+        report.print_table(rows, targets)
         sys.exit(0)
     try:
         scenarios = parse_scenarios(a.scenarios)

@@ -253,6 +253,28 @@ def test_the_fast_path_targets() -> None:
     assert tools.tools_for("b") == (tools.DEPLOYER, tools.DEPLOYER_REGISTRY, tools.DEPLOYER_COLD, *tools.BASELINES)
 
 
+def test_a_figure_a_hair_off_its_limit_is_not_shown_as_the_limit() -> None:
+    samples = [
+        S("a", "1mbit", tools.DEPLOYER, True, 10.0, 1_124_875),  # 0.8999 Mbit/s on 1 Mbit/s
+        S("a", "1mbit", tools.ZSTD, True, 12.5, 1_000_000),       # deployer at exactly 0.8x
+        S("d", "1mbit", tools.DEPLOYER_REGISTRY, True, 10.004, 1_000_000),
+        S("d", "1mbit", tools.PUSH_PULL, True, 10.0, 1_000_000),
+    ]
+    got = {t["target"].split(":")[0]: t for t in report.targets(report.rows(samples), 100_000, 10**9)}
+    link, d, a = got["(a) 1mbit, link use"], got["(d) 1mbit, time"], got["(a) 1mbit"]
+    assert (link["measured"], link["met"]) == (0.8999, False)
+    assert (d["measured"], d["met"]) == (1.0004, False)
+    assert (a["measured"], a["met"]) == (0.8, True)  # on the limit itself: shown as it is
+    md = report.markdown(report.rows(samples), list(got.values()))
+    assert "| 0.8999 | 0.9 | **no** |" in md
+    # `--report` judges an earlier run's rows again when its JSON names the image's sizes
+    rows = report.rows(samples)
+    stored = [{**t, "measured": 0.9} for t in got.values()]
+    data = {"meta": {"image": {"code_layer": {"zstd_size": 100_000}, "v1": {"size": 10**9}}}, "targets": stored}
+    assert report.targets_again(rows, data) == list(got.values())
+    assert report.targets_again(rows, {"meta": {}, "targets": stored}) == stored  # an older JSON: as stored
+
+
 def test_procmon_tree_peak_rss() -> None:
     # A child holding ~60 MB: the tree's peak must see it though the parent is a small shell.
     fin = procmon.run(["sh", "-c", "python3 -c 'import time; b = bytearray(60_000_000); b[::4096] = b\"x\" * len(b[::4096]); time.sleep(0.5)'"])
