@@ -49,7 +49,7 @@ from deployer.ship.exports import ExportPool
 from deployer.ship.loader import IncompleteImage
 from deployer.ship.model import ShipOptions, ShipResult
 from deployer.ship.origin import Origin, find_origin, with_blobs
-from deployer.ship.plan import ShipPlan, make_plan, name_layers, preflight, pulled_ids
+from deployer.ship.plan import ShipPlan, make_plan, name_layers, needs_layer_sizes, preflight, pulled_ids
 from deployer.ship.progress import NullReporter, Reporter
 from deployer.ship.recall import LIGHT_MAX_AGE_S, Recalled, light_listing, probe_key
 from deployer.ship.registry import IncompletePull, Pusher
@@ -176,7 +176,7 @@ def _observe(job: Job, options: ShipOptions, history_sizes: Sequence[int], repor
     light = _light(job, options, remembered, claim is not None, base, relay)
     if light is not None:
         # a re-ship onto the host as its last ship left it: no docker call (deployer.ship.recall)
-        if light.facts.image_store == "containerd":
+        if light.facts.image_store == "containerd" and (options.via or host.via) != "registry":
             sizes.prefetch()  # its plan names the layers it lacks by their sizes: read them meanwhile
         steps = [cmd.prepare_argv(host.staging_dir, token), content_argv(host.staging_dir)]
     else:
@@ -225,8 +225,9 @@ def _observe(job: Job, options: ShipOptions, history_sizes: Sequence[int], repor
     try:
         content = parse_content(listed.stdout)
         if job.facts.image_store == "containerd":
-            # layer sizes are only needed (and, on a containerd workstation, only read) for unrecorded layers
-            known = sizes.known() if any(d not in content for d in image.diff_ids) else {}
+            # read (on a containerd workstation, computed) only when a load or the check needs them
+            wanted = needs_layer_sizes(image.diff_ids, content, have, options.via or host.via)
+            known = sizes.known() if wanted else {}
             image_state = _oci_state(image, image_state, name_layers(image.diff_ids, content, known))
             if listing is not None:
                 pulled = pulled_ids(image, listing, remembered)

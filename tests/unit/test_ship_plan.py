@@ -20,6 +20,7 @@ from deployer.ship.plan import (
     ShipPlan,
     layer_bytes_bound,
     make_plan,
+    needs_layer_sizes,
     pick_codec,
     preflight,
     pulled_ids,
@@ -259,3 +260,15 @@ def test_render_registry_and_noop() -> None:
     p = plan(h, facts("28.5.2", store="containerd", reachable=True), state=before)
     assert p.ref_was == "sha256:" + "0" * 64 and plan_commands(p, h)[0][-6] == p.ref_was  # previous, content, records, from, drop, docker
     assert plan_commands(plan(state=ImageState(IMAGE.id, frozenset({IMAGE.id}))), h) == []
+
+
+def test_layer_sizes_are_read_only_for_a_load_or_to_find_the_image_there() -> None:
+    blob = Descriptor("application/vnd.oci.image.layer.v1.tar+zstd", "sha256:" + "a" * 64, 10)
+    recorded = {d: blob for d in D}
+    everything = frozenset(chain_ids(D))
+    for via in ("auto", "tarball", "registry"):
+        assert needs_layer_sizes(D, recorded, BASE_PRESENT, via) is False  # every layer has its blob
+        assert needs_layer_sizes(D, {}, BASE_PRESENT, via) is (via != "registry")
+    # a registry ship of an image whose every layer the host has: its load's manifest may be there
+    assert needs_layer_sizes(D, {}, everything, "registry") is True
+    assert needs_layer_sizes(D, {D[0]: blob}, frozenset(), "registry") is False
