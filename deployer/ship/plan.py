@@ -72,15 +72,15 @@ def name_layers(diff_ids: Sequence[str], host_content: Mapping[str, Descriptor],
             for d in diff_ids if d in host_content or d in known_sizes}
 
 
-def needs_layer_sizes(diff_ids: Sequence[str], host_content: Mapping[str, Descriptor], present: frozenset[str],
+def needs_layer_sizes(diff_ids: Sequence[str], host_content: Mapping[str, Descriptor], missing: Sequence[int],
                       via: str) -> bool:
     """Whether a containerd-store host's plan needs the workstation's layer tar sizes (name_layers):
     only for layers the host has no recorded blob of, and not for a registry ship of an image the
-    host lacks a layer of (its pull names no layer, and an image with a layer missing is not
-    there to be found by its load's manifest) (pure)."""
+    host lacks layers of, MISSING (missing_layers): its pull names no layer, and an image with a
+    layer missing is not there to be found by its load's manifest (pure)."""
     if all(d in host_content for d in diff_ids):
         return False
-    return not (via == "registry" and missing_layers(diff_ids, present))
+    return not (via == "registry" and missing)
 
 
 def pulled_ids(image: ImageInfo, listing: Listing, remembered: Mapping[str, Sequence[str]]) -> frozenset[str]:

@@ -161,6 +161,7 @@ def _observe(job: Job, options: ShipOptions, history_sizes: Sequence[int], repor
     base = bases.for_host(host, options) if bases is not None else None  # found meanwhile
     session = conn.session()
     docker_argv = host.docker
+    via = options.via or host.via
     if take_lock and (options.lock_wait > 0 or options.break_lock):
         # waiting for another deploy (or breaking its lock): read the host only once it is done
         reporter.phase(host.name, "locking")
@@ -176,7 +177,7 @@ def _observe(job: Job, options: ShipOptions, history_sizes: Sequence[int], repor
     light = _light(job, options, remembered, claim is not None, base, relay)
     if light is not None:
         # a re-ship onto the host as its last ship left it: no docker call (deployer.ship.recall)
-        if light.facts.image_store == "containerd" and (options.via or host.via) != "registry":
+        if light.facts.image_store == "containerd" and via != "registry":
             sizes.prefetch()  # its plan names the layers it lacks by their sizes: read them meanwhile
         steps = [cmd.prepare_argv(host.staging_dir, token), content_argv(host.staging_dir)]
     else:
@@ -225,23 +226,23 @@ def _observe(job: Job, options: ShipOptions, history_sizes: Sequence[int], repor
     try:
         content = parse_content(listed.stdout)
         if job.facts.image_store == "containerd":
+            missing = missing_layers(image.diff_ids, have)
             # read (on a containerd workstation, computed) only when a load or the check needs them
-            wanted = needs_layer_sizes(image.diff_ids, content, have, options.via or host.via)
-            known = sizes.known() if wanted else {}
+            known = sizes.known() if needs_layer_sizes(image.diff_ids, content, missing, via) else {}
             image_state = _oci_state(image, image_state, name_layers(image.diff_ids, content, known))
             if listing is not None:
                 pulled = pulled_ids(image, listing, remembered)
                 image_state = replace(image_state, ids=image_state.ids | pulled)
             if base is not None and bases is not None and getattr(job.facts, "origin_reachable", None) \
-                    and any(base.covers(i) for i in missing_layers(image.diff_ids, have)):
+                    and any(base.covers(i) for i in missing):
                 base = bases.with_blobs()  # its load names the pulled layers by the registry's blobs
-            present = _layers_but(image, missing_layers(image.diff_ids, have))
-            job.plan = make_plan(host, image, job.facts, image_state, have, history_sizes, options.via or host.via,
+            present = _layers_but(image, missing)
+            job.plan = make_plan(host, image, job.facts, image_state, have, history_sizes, via,
                                  options.codec, known_sizes=known, host_content=content, origin=base,
                                  pulls_incomplete=layercache.pull_incomplete(host, _docker_install(job), present,
                                                                              PULL_MEMORY_S))
         else:
-            job.plan = make_plan(host, image, job.facts, image_state, have, history_sizes, options.via or host.via,
+            job.plan = make_plan(host, image, job.facts, image_state, have, history_sizes, via,
                                  options.codec, origin=base)
         if relay is not None and job.plan.route == "tarball":
             job.plan = replace(job.plan, relay=relay.relay.name, relay_staging=relay.relay.staging_dir,

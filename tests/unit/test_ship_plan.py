@@ -8,7 +8,7 @@ from deployer.codec import CodecChoice
 from deployer.commands import load as ld
 from deployer.commands import ship as cmd
 from deployer.commands.facts import DockerFacts, HostFacts
-from deployer.commands.layers import parse_listing
+from deployer.commands.layers import missing_layers, parse_listing
 from deployer.commands.ship import ImageState
 from deployer.errors import PreflightError, SpecError
 from deployer.inventory.host import Host
@@ -265,10 +265,11 @@ def test_render_registry_and_noop() -> None:
 def test_layer_sizes_are_read_only_for_a_load_or_to_find_the_image_there() -> None:
     blob = Descriptor("application/vnd.oci.image.layer.v1.tar+zstd", "sha256:" + "a" * 64, 10)
     recorded = {d: blob for d in D}
-    everything = frozenset(chain_ids(D))
+    top_two = missing_layers(D, BASE_PRESENT)
+    assert top_two == (2, 3)
     for via in ("auto", "tarball", "registry"):
-        assert needs_layer_sizes(D, recorded, BASE_PRESENT, via) is False  # every layer has its blob
-        assert needs_layer_sizes(D, {}, BASE_PRESENT, via) is (via != "registry")
+        assert needs_layer_sizes(D, recorded, top_two, via) is False  # every layer has its blob
+        assert needs_layer_sizes(D, {}, top_two, via) is (via != "registry")
     # a registry ship of an image whose every layer the host has: its load's manifest may be there
-    assert needs_layer_sizes(D, {}, everything, "registry") is True
-    assert needs_layer_sizes(D, {D[0]: blob}, frozenset(), "registry") is False
+    assert needs_layer_sizes(D, {}, missing_layers(D, frozenset(chain_ids(D))), "registry") is True
+    assert needs_layer_sizes(D, {D[0]: blob}, missing_layers(D, frozenset()), "registry") is False
