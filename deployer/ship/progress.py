@@ -63,6 +63,13 @@ class HostProgress:
             return 0.0
         return self.sent / elapsed
 
+    def amount(self) -> str:
+        """"sent/total", "" before anything is known. The total is an estimate until every blob is
+        compressed (deployer.ship.route): one that turns out low shows as what is sent so far."""
+        if not self.total and not self.sent:
+            return ""
+        return f"{human_bytes(self.sent)}/{human_bytes(max(self.total, self.sent))}"
+
     def eta(self) -> float | None:
         speed = self.speed()
         if speed <= 0 or self.total <= self.sent:
@@ -127,9 +134,9 @@ class NullReporter(_Base):
 
 
 def _bytes_line(p: HostProgress) -> str:
-    if not p.total and not p.sent:
+    text = p.amount()
+    if not text:
         return ""
-    text = f"{human_bytes(p.sent)}/{human_bytes(p.total)}"
     speed = p.speed()
     if speed:
         text += f" {human_bytes(speed)}/s"
@@ -196,7 +203,7 @@ class RichReporter(_Base):
             eta = p.eta()
             table.add_row(  # Text, not markup: hosts and messages may contain [brackets]
                 Text(host), Text(p.phase, style=style),
-                f"{human_bytes(p.sent)}/{human_bytes(p.total)}" if (p.total or p.sent) else "",
+                p.amount(),
                 f"{human_bytes(speed)}/s" if speed and p.ok is None else "",
                 f"{int(eta)}s" if eta is not None and p.ok is None else "",
                 Text(p.detail),

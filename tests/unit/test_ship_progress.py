@@ -21,6 +21,14 @@ def test_no_speed_or_eta_in_the_first_second_then_the_average() -> None:
     assert p.eta() is None
 
 
+def test_an_estimated_total_never_shows_below_what_is_sent() -> None:
+    assert HostProgress().amount() == ""
+    p = HostProgress(total=1_500_000, sent=1_100_000)
+    assert p.amount() == "1.1 MB/1.5 MB"
+    p.sent = 2_100_000  # the estimate took the rest to compress as well as the first layer did
+    assert p.amount() == "2.1 MB/2.1 MB" and p.eta() is None
+
+
 def test_plain_lines_name_a_failure_once() -> None:
     import io
 
