@@ -31,6 +31,13 @@ def strip_domain(name: str) -> str:
     return name.partition("/")[2] if has_registry(name) else name
 
 
+def qualified(tag: str) -> str:
+    """A `name:tag` as the containerd image store names it (`app:1` -> `docker.io/library/app:1`)."""
+    if has_registry(tag):
+        return tag
+    return f"docker.io/{tag}" if "/" in tag else f"docker.io/library/{tag}"
+
+
 def normalize(ref: str) -> str:
     """A reference with its tag made explicit (`trainer` -> `trainer:latest`)."""
     name, tag = split_ref(ref)

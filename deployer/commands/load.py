@@ -32,6 +32,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from deployer.commands.layers import IMAGE_ID, content_dir, content_records
+from deployer.refs import qualified
 from deployer.tarfmt import (
     BLOCK,
     Descriptor,
@@ -97,9 +98,12 @@ def load_head(fmt: str, config: bytes, diff_ids: Sequence[str], files: Sequence[
 
     The "oci" format's manifest names every layer by a blob (`layers`: diff id -> descriptor, for
     the layers the tar leaves out too); each file is that blob, named by its digest.
-    TAGS ("legacy" only): `name:tag`s the load gives the image. That is safe before any check:
-    the classic store's image id is the digest of the config sent here, and docker load checks
-    every layer against its diff id, so a load that succeeds made exactly this image."""
+    TAGS: `name:tag`s the load gives the image (one docker call less than a tag after it). On the
+    classic store that is safe before any check: its image id is the digest of the config sent
+    here, and docker load checks every layer against its diff id, so a load that succeeds made
+    exactly this image. The containerd store can load an image it holds only in part (moby#49784):
+    the install checks it and names REF back to what it named before when it is not complete
+    (install_argv's PREVIOUS). A name the load moves keeps its old image, untagged, on both stores."""
     if fmt == "legacy":
         cfg_name = f"{config_id(config)[7:]}.json"
         head = tar_member("manifest.json", load_manifest(cfg_name, diff_ids, tags)) + tar_member(cfg_name, config)
@@ -107,8 +111,6 @@ def load_head(fmt: str, config: bytes, diff_ids: Sequence[str], files: Sequence[
         return LoadHead(head + headers, len(head) // BLOCK, config_id(config), tuple(tags))
     if fmt != "oci":
         raise ValueError(f"unknown load format {fmt!r}")
-    if tags:
-        raise ValueError("an OCI load is tagged after its checks (the containerd store can load an incomplete image)")
     descs = dict(layers or {})
     unknown = [d for d in diff_ids if d not in descs]
     if unknown:
@@ -117,9 +119,9 @@ def load_head(fmt: str, config: bytes, diff_ids: Sequence[str], files: Sequence[
         if descs[f.diff_id].size != f.size:
             raise ValueError(f"layer {f.diff_id}: its file is {f.size} bytes, its blob {descs[f.diff_id].size}")
     manifest = oci_manifest(config, [descs[d] for d in diff_ids])
-    head = oci_small_files(config, manifest)
+    head = oci_small_files(config, manifest, [qualified(t) for t in tags])
     headers = b"".join(tar_header(blob_name(descs[f.diff_id].digest), f.size) for f in files)
-    return LoadHead(head + headers, len(head) // BLOCK, digest_of(manifest))
+    return LoadHead(head + headers, len(head) // BLOCK, digest_of(manifest), tuple(tags))
 
 
 # -- remote scripts ---------------------------------------------------------------------------
@@ -207,14 +209,18 @@ _LOAD = (
 # load, only the checks, the cleanup and the tag.
 _INSTALL = (
     'set -f\n' + _FEED + _RECORD +
-    'head=$1; id=$2; ref=$3; sdir=$4; blobs=$5; names=$6; cdir=$7; records=$8; tagged=$9; shift 9; stall=0\n'
+    'head=$1; id=$2; ref=$3; sdir=$4; blobs=$5; names=$6; cdir=$7; records=$8; tagged=$9; previous=${10}\n'
+    'shift 10; stall=0\n'
     'k=$((3 + 2 * $3))\n'
     'dk_state() { shift $k; "$@" image inspect --format "{{.Id}} {{len .RootFS.Layers}}" "$x" 2>/dev/null; }\n'
-    'dk_states() { shift $k; "$@" image inspect --format "{{.Id}} {{len .RootFS.Layers}}" "$id" "$ref" 2>/dev/null; }\n'
     'dk_id() { shift $k; "$@" image inspect --format "{{.Id}}" "$x" 2>/dev/null; }\n'
     'dk_load() { shift $k; "$@" load; }\n'
     'dk_rmi() { shift $k; "$@" image rm $olds >/dev/null 2>&1; }\n'
     'dk_tag() { shift $k; "$@" tag "$id" "$ref"; }\n'
+    # a load that named REF made no complete image of the one expected: REF names what it named before
+    'dk_restore() { shift $k; { [ -n "$previous" ] && "$@" tag "$previous" "$ref"; } >/dev/null 2>&1 ||\n'
+    '  "$@" image rm "$ref" >/dev/null 2>&1; }\n'
+    'undo() { [ "$by_load" != 1 ] || dk_restore "$@"; }\n'
     'complete() { [ "${1%% *}" = "$id" ] && [ "${1##* }" -gt 0 ] 2>/dev/null; }\n'
     'have_files() { n=$3; shift 3; while [ "$n" -gt 0 ]; do [ -e "$1" ] || return 1; shift 2; n=$((n - 1)); done; }\n'
     'cat > "$head" || exit 3\n'
@@ -225,14 +231,17 @@ _INSTALL = (
     '  by_load=$tagged\n'
     'fi\n'
     'rm -f -- "$head"\n'
+    # a load that named REF: REF's state is the image's when it names it (one lookup); else
+    # (another image took the name, or the image is incomplete) the image's own is looked up
     'if [ "$by_load" = 1 ]; then\n'
-    '  both=$(dk_states "$@"); state=$(printf "%s\\n" "$both" | head -n 1); t=$(printf "%s\\n" "$both" | sed -n 2p)\n'
+    '  x=$ref; state=$(dk_state "$@"); t=${state%% *}; x=$id\n'
+    '  [ "$t" = "$id" ] || state=$(dk_state "$@")\n'
     'else state=$(dk_state "$@"); fi\n'
     'got=${state%% *}\n'
     '[ -n "$got" ] || got=$(dk_id "$@")  # an image the containerd store holds only in part\n'
     'echo "loaded $got"\n'
-    '[ "$got" = "$id" ] || exit 6\n'
-    'complete "$state" || exit 8\n'
+    '[ "$got" = "$id" ] || { undo "$@"; exit 6; }\n'
+    'complete "$state" || { undo "$@"; exit 8; }\n'
     'record\n'
     'hs=$(ls -- "$sdir" 2>/dev/null); olds=\n'
     'for h in $hs; do [ "sha256:$h" = "$id" ] || olds="$olds sha256:$h"; done\n'
@@ -288,19 +297,22 @@ def load_argv(docker: Sequence[str], head_path: str, mode: str, blocks: int | st
 def install_argv(docker: Sequence[str], head_path: str, image_id: str, ref: str, staging: str, blob_dir: str,
                  blobs: Sequence[str], mode: str, blocks: int | str, files: Sequence[LoadFile],
                  records: Sequence[tuple[str, Descriptor]] = (), *, tagged: bool = False,
-                 loaded: bool = False, preview: bool = False) -> tuple[str, ...]:
+                 previous: str = "", loaded: bool = False, preview: bool = False) -> tuple[str, ...]:
     """Load what is left, verify the id, record which blob holds each layer (RECORDS, containerd
     store), remove stand-ins and the staged BLOBS (names), tag REF (TAGGED: the head names REF,
-    so the load tags it). LOADED: an earlier load made the image already (no load; FILES must be
+    so the load tags it; when the check fails, REF names PREVIOUS again, the id it named before,
+    or nothing if none). LOADED: an earlier load made the image already (no load; FILES must be
     empty). PREVIEW (a dry run): blob names and sizes may be placeholders."""
     if loaded and (files or tagged):
         raise ValueError("an image loaded already has no layers left to load and no load to tag it")
+    if previous and not IMAGE_ID.match(previous):
+        raise ValueError(f"not an image id: {previous!r}")
     for name in blobs:
         if not preview and not _BLOB_NAME.match(name):
             raise ValueError(f"not a staged blob name: {name}")  # the cleanup word-splits them
     return ("sh", "-c", _INSTALL, "sh", head_path, image_id, ref, standins_dir(staging), blob_dir,
             " ".join(blobs), content_dir(staging), content_records(records),
-            "loaded" if loaded else "1" if tagged else "",
+            "loaded" if loaded else "1" if tagged else "", previous,
             mode, str(blocks), str(len(files)), *_layer_args(mode, files), *docker)
 
 

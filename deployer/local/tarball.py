@@ -20,6 +20,7 @@ from typing import Protocol
 from deployer.local.cache import Blob
 from deployer.local.compress import compress_bytes
 from deployer.local.image import ImageInfo
+from deployer.refs import qualified
 from deployer.tarfmt import (
     BLOCK,
     blob_name,
@@ -77,14 +78,6 @@ class Part:
         return self.blob.size if self.blob is not None else len(self.data)
 
 
-def qualified_name(tag: str) -> str:
-    """A tag as the containerd image store names it (`app:1` -> `docker.io/library/app:1`)."""
-    first, _, rest = tag.partition("/")
-    if rest and ("." in first or ":" in first or first == "localhost"):
-        return tag
-    return f"docker.io/{tag}" if rest else f"docker.io/library/{tag}"
-
-
 def load_stream_parts(
     image: ImageInfo,
     config: bytes,
@@ -115,7 +108,7 @@ def load_stream_parts(
         if unknown:
             raise ValueError(f"no size known for layers {unknown}")
         manifest = oci_manifest(config, [uncompressed_layer(d, known[d]) for d in image.diff_ids])
-        raw = oci_small_files(config, manifest, [qualified_name(t) for t in repo_tags])
+        raw = oci_small_files(config, manifest, [qualified(t) for t in repo_tags])
     elif fmt == "legacy":
         raw = tar_member("manifest.json", manifest_json(image, repo_tags))
         raw += tar_member(config_path(image), config)

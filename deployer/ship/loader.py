@@ -219,21 +219,22 @@ class Closing(Protocol):
 def install(conn: HostConn, docker: tuple[str, ...], image: ImageInfo, staging: str, mode: str,
             config: bytes, files: Sequence[ld.LoadFile], sent: Sequence[Blob], staged: Sequence[Blob],
             counter: Counter, fmt: str = "legacy", reused: Mapping[str, Descriptor] | None = None,
-            closing: Closing | None = None, loaded: bool = False) -> str | None:
+            closing: Closing | None = None, loaded: bool = False, previous: str | None = None) -> str | None:
     """Load FILES with the real config, verify, drop stand-ins and STAGED blobs, tag; then, in the
     same round trip and only if all that succeeded, CLOSING's steps.
 
     SENT: the blobs this ship staged (an OCI load names those layers by them, the others as REUSED
     says). Returns the id REF now resolves to on the host when it is the loaded image's id (the
     config digest on the classic store, the manifest digest on the containerd store), else None.
-    LOADED: the layer loader loaded the image (FILES is empty): no load, no head sent."""
+    LOADED: the layer loader loaded the image (FILES is empty): no load, no head sent.
+    PREVIOUS: the id REF named on the host when it was checked (a failed check names it again)."""
     layers = named_layers(fmt, image.diff_ids, reused or {}, sent, mode)
-    # a classic-store load names REF itself (one docker call less); an OCI load is tagged after its checks
-    tags = (normalize(image.ref),) if fmt == "legacy" and not loaded else ()
+    # the load names REF itself (one docker call less); a check after it that fails undoes that
+    tags = (normalize(image.ref),) if not loaded else ()
     head = ld.load_head(fmt, config, image.diff_ids, files, layers, tags=tags)
     names = sorted({posixpath.basename(cmd.blob_path(staging, b.digest, b.codec)) for b in staged})
     step = steps.install(docker, staging, image.id, head.image_id, image.ref, names, mode, head.blocks, files,
-                         list(layers.items()), tagged=bool(head.tags), loaded=loaded)
+                         list(layers.items()), tagged=bool(head.tags), previous=previous or "", loaded=loaded)
     data = b"" if loaded else head.data
     counter.add(len(data))
     if closing is None:

@@ -51,7 +51,7 @@ class ShipPlan:
     load_format: str = "legacy"  # "legacy" | "oci" (deployer.commands.load.FORMATS)
     reused: tuple[tuple[str, Descriptor], ...] = ()  # oci: the blob that names each layer not sent
     host_id: str | None = None  # the image's id on the host, when it is already there
-    ref_was: str | None = None  # registry route: the id REF named on the host when checked (a failed pull restores it)
+    ref_was: str | None = None  # the id REF named on the host when checked (a failed pull or load names it again)
     origin: str | None = None  # the base image (repo@digest) the host pulls from its registry first
     from_origin: tuple[int, ...] = ()  # the layers that pull brings (never sent over SSH)
     relay: str | None = None  # the node of the site's relay tree that passes the blobs on (deploy_relay)
@@ -216,7 +216,7 @@ def make_plan(
     # registers them
     return ShipPlan(
         **base, route=route, via="tarball", reason=reason, missing=missing, codec=codec,
-        raw_bytes=raw, reused=reused, origin=origin.ref if from_origin and origin else None,
+        raw_bytes=raw, reused=reused, origin=origin.ref if from_origin and origin else None, ref_was=state.ref_id,
         from_origin=from_origin,
         staging_need=raw + MARGIN if missing else 0,
         docker_need=2 * raw + MARGIN if missing else 0,

@@ -211,7 +211,8 @@ def run_tarball(leg: Leg, exporter: Exporter | None, reporter: Reporter) -> str 
         staged = _staged_blobs(exporter, codec.name, image.diff_ids, got)
         try:
             host_id = install(conn, host.docker, image, staging, mode, exporter.config(), rest, list(got.values()),
-                              staged, counter, fmt, reused, closing=leg.closing, loaded=loader.loaded)
+                              staged, counter, fmt, reused, closing=leg.closing, loaded=loader.loaded,
+                              previous=plan.ref_was)
         except IncompleteImage as incomplete:
             if leg.light:  # the layers left out were remembered, not read: the runner checks the host in full
                 conn.run(cmd.remove_image_argv(host.docker, incomplete.image_id), what="removing an incomplete image",
@@ -229,7 +230,8 @@ def run_tarball(leg: Leg, exporter: Exporter | None, reporter: Reporter) -> str 
                 files = load_files(image, every, frozenset(every), sent, staging, mode)
                 staged = _staged_blobs(exporter, codec.name, image.diff_ids, sent)
                 host_id = install(conn, host.docker, image, staging, mode, exporter.config(), files,
-                                  list(sent.values()), staged, counter, fmt, closing=leg.closing)
+                                  list(sent.values()), staged, counter, fmt, closing=leg.closing,
+                                  previous=plan.ref_was)
             finally:
                 # the incomplete image goes either way (Docker does not even list it)
                 if host_id != incomplete.image_id:

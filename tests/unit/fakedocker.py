@@ -74,8 +74,17 @@ def load_oci(files):
         state["chains"].append(chain(diffs[: i + 1]))
     state["images"][desc["digest"]] = (cfg.get("config") or {}).get("Labels") or {}
     state["manifests"][desc["digest"]] = [layer["digest"] for layer in man["layers"]]
+    # named by the index (fully qualified), an image is tagged by its familiar name, even one it
+    # holds only in part; unnamed, it loads by id
+    names = [m["annotations"]["io.containerd.image.name"] for m in json.loads(files["index.json"])["manifests"]
+             if "io.containerd.image.name" in (m.get("annotations") or {})]
+    for name in names:
+        state["tags"][name.removeprefix("docker.io/").removeprefix("library/")] = desc["digest"]
     save()
-    print(f"Loaded image ID: {desc['digest']}")
+    for name in names:
+        print(f"Loaded image: {name.removeprefix('docker.io/').removeprefix('library/')}")
+    if not names:
+        print(f"Loaded image ID: {desc['digest']}")
 if args[0] == "load":
     files = {}
     with tarfile.open(fileobj=sys.stdin.buffer, mode="r|") as tar:
@@ -134,7 +143,14 @@ elif args[0] == "images":
         if labels.get(key) == value:
             print(image_id)
 elif args[:2] == ["image", "rm"]:  # like Docker's: every image named, then exit 1 if one was missing
-    missing = [ref for ref in args[2:] if state["images"].pop(ref, None) is None]
+    missing = []
+    for ref in args[2:]:
+        if ref in state["tags"]:  # a name: untagged, and its image goes with its last name
+            target = state["tags"].pop(ref)
+            if target not in state["tags"].values():
+                state["images"].pop(target, None)
+        elif state["images"].pop(ref, None) is None:
+            missing.append(ref)
     save()
     for ref in missing:
         print(f"Error: No such image: {ref}", file=sys.stderr)

@@ -30,6 +30,9 @@ def sh(argv: tuple[str, ...], input: bytes | None = None) -> subprocess.Complete
     return subprocess.run(list(argv), input=input, capture_output=True, check=False)
 
 
+OLD = "sha256:" + "0" * 64  # the image REF named before a ship
+
+
 def test_head_is_a_tar_prefix_with_manifest_config_and_layer_headers() -> None:
     config = b'{"rootfs":{"diff_ids":["sha256:1"]}}'
     files = [ld.LoadFile("sha256:" + "a" * 64, "/s/x.zst", 1000)]
@@ -131,9 +134,43 @@ def test_a_load_that_names_the_ref_tags_it_itself_and_one_inspect_checks_both(tm
     assert json.loads(state.read_text())["tags"] == {"t:v": img.id}
 
 
-def test_an_oci_load_is_never_tagged_before_its_checks() -> None:
-    with pytest.raises(ValueError):
-        ld.load_head("oci", b"{}", ["sha256:1"], [], {"sha256:1": Descriptor(OCI_LAYER, "sha256:2", 1)}, tags=("t:v",))
+def test_an_oci_load_names_the_ref_fully_qualified_and_one_inspect_checks_it(tmp_path: Path) -> None:
+    img = Image(tmp_path)
+    docker, state = fake_docker(tmp_path)
+    files, layers = _link(img)
+    head = ld.load_head("oci", img.config, img.diff_ids, files, layers, tags=("t:v",))
+    index = json.loads(_members(head)["index.json"])
+    assert [m["annotations"] for m in index["manifests"]] == [{"io.containerd.image.name": "docker.io/library/t:v"}]
+    assert head.image_id == ld.load_head("oci", img.config, img.diff_ids, files, layers).image_id  # the same image
+    with pytest.raises(ValueError, match="not an image id"):
+        ld.install_argv(docker, img.head_path(), head.image_id, "t:v", img.staging, cmd.blob_dir(img.staging),
+                        img.names, "link", head.blocks, files, tagged=True, previous="t:old; rm -rf /")
+    res, image_id = _oci_install(docker, img, files, layers, named=True, previous=OLD)
+    assert res.returncode == 0, res.stderr
+    assert ld.parse_install(res.stdout.decode()) == ld.Installed(image_id, image_id)
+    assert calls(state) == ["load", "image inspect"]  # no tag after the load
+    assert json.loads(state.read_text())["tags"] == {"t:v": image_id}
+
+
+@pytest.mark.parametrize("previous", [OLD, ""])
+def test_a_named_oci_load_that_comes_out_incomplete_names_the_previous_image_again(tmp_path: Path,
+                                                                                   previous: str) -> None:
+    """The containerd store loads an image it holds only in part (moby#49784) and names it as the
+    index says: the install's check fails (exit 8) and REF names what it named before (nothing,
+    if it named nothing), so no one runs the broken image by its name."""
+    img = Image(tmp_path)
+    docker, state = fake_docker(tmp_path)
+    state.write_text(json.dumps(_pulled(img, 3, tags={"t:v": previous} if previous else {})))
+    files, layers = _link(img)
+    guessed = {**{f.diff_id: uncompressed_layer(f.diff_id, f.size) for f in img.files[:3]},
+               img.diff_ids[3]: layers[img.diff_ids[3]]}
+    res, _image_id = _oci_install(docker, img, files[3:], guessed, named=True, previous=previous)
+    assert res.returncode == 8, res.stderr
+    assert json.loads(state.read_text())["tags"] == ({"t:v": previous} if previous else {})
+    assert len(list(Path(cmd.blob_dir(img.staging)).iterdir())) == 4  # kept for the second try
+    res, again = _oci_install(docker, img, files, layers, named=True, previous=previous)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(state.read_text())["tags"] == {"t:v": again}
 
 
 def test_link_mode_sends_the_blob_as_is(tmp_path: Path) -> None:
@@ -170,6 +207,18 @@ def test_a_blob_that_fails_to_decompress_loads_nothing(tmp_path: Path) -> None:
     res = sh(ld.load_argv(docker, img.head_path(), "gzip", blocks, img.files), head)
     assert res.returncode != 0 and not ld.parse_loaded(res.stdout.decode())
     assert not state.exists() or not json.loads(state.read_text())["images"]
+
+
+def test_a_load_that_named_the_ref_but_made_another_image_names_the_previous_one_again(tmp_path: Path) -> None:
+    img = Image(tmp_path)
+    docker, state = fake_docker(tmp_path)
+    sh((*docker, "tag", OLD, "t:v"))
+    head = ld.load_head("legacy", img.config, img.diff_ids, img.files, tags=("t:v",))
+    res = sh(ld.install_argv(docker, img.head_path(), "sha256:" + "7" * 64, "t:v", img.staging,
+                             cmd.blob_dir(img.staging), img.names, "gzip", head.blocks, img.files, tagged=True,
+                             previous=OLD), head.data)
+    assert res.returncode == 6
+    assert json.loads(state.read_text())["tags"] == {"t:v": OLD}
 
 
 def test_a_wrong_image_id_is_exit_6_and_nothing_is_tagged(tmp_path: Path) -> None:
@@ -218,12 +267,33 @@ def _link(img: Image) -> tuple[list[ld.LoadFile], dict[str, Descriptor]]:
     return files, {b.diff_id: Descriptor(f"{OCI_LAYER}+gzip", b.digest, b.size) for b in img.blobs}
 
 
-def _oci_install(docker: tuple[str, ...], img: Image, files: list[ld.LoadFile],
-                 layers: dict[str, Descriptor]) -> tuple[subprocess.CompletedProcess[bytes], str]:
-    head = ld.load_head("oci", img.config, img.diff_ids, files, layers)
+def _oci_install(docker: tuple[str, ...], img: Image, files: list[ld.LoadFile], layers: dict[str, Descriptor],
+                 named: bool = False, previous: str = "") -> tuple[subprocess.CompletedProcess[bytes], str]:
+    """The install's OCI load (NAMED: the load names REF, as a ship's does; PREVIOUS: what REF named)."""
+    head = ld.load_head("oci", img.config, img.diff_ids, files, layers, tags=("t:v",) if named else ())
     argv = ld.install_argv(docker, img.head_path(), head.image_id, "t:v", img.staging, cmd.blob_dir(img.staging),
-                           img.names, "link", head.blocks, files, list(layers.items()))
+                           img.names, "link", head.blocks, files, list(layers.items()), tagged=named,
+                           previous=previous)
     return sh(argv, head.data), head.image_id
+
+
+def _members(head: ld.LoadHead) -> dict[str, bytes]:
+    """The small files of a load's tar head, by name."""
+    members = {}
+    with tarfile.open(fileobj=io.BytesIO(head.data[: head.blocks * 512] + b"\0" * 1024)) as tar:
+        for m in tar:
+            members[m.name] = tar.extractfile(m).read()  # type: ignore[union-attr]
+    return members
+
+
+def _pulled(img: Image, n: int, tags: dict[str, str]) -> dict[str, object]:
+    """A fake Docker's state after a registry pull of IMG's first N layers: their snapshots, and
+    content under other (compressed) digests."""
+    chains, c = [], None
+    for d in img.diff_ids[:n]:
+        c = d if c is None else "sha256:" + hashlib.sha256(f"{c} {d}".encode()).hexdigest()
+        chains.append(c)
+    return {"images": {}, "chains": chains, "tags": tags, "content": ["sha256:" + "9" * 64], "manifests": {}}
 
 
 def _records(img: Image) -> dict[str, Descriptor]:
@@ -242,10 +312,7 @@ def test_oci_head_names_each_layer_by_its_blob_and_its_id_is_the_manifest_digest
         ld.load_head("oci", config, diff_ids, files, {diff_ids[0]: zst, diff_ids[1]: Descriptor(OCI_LAYER, "x", 5)})
     layers = {diff_ids[0]: uncompressed_layer(diff_ids[0], 1000), diff_ids[1]: zst}
     head = ld.load_head("oci", config, diff_ids, files, layers)
-    members = {}
-    with tarfile.open(fileobj=io.BytesIO(head.data[: head.blocks * 512] + b"\0" * 1024)) as tar:
-        for m in tar:
-            members[m.name] = tar.extractfile(m).read()  # type: ignore[union-attr]
+    members = _members(head)
     index = json.loads(members["index.json"])
     manifest_digest = index["manifests"][0]["digest"]
     assert head.image_id == manifest_digest and "annotations" not in index["manifests"][0]
@@ -300,12 +367,7 @@ def test_oci_incomplete_image_is_exit_8_then_completed_by_sending_the_layers(tmp
     kept); a load carrying them too completes the image."""
     img = Image(tmp_path)
     docker, state = fake_docker(tmp_path)
-    pulled = {"images": {}, "chains": [], "tags": {}, "content": ["sha256:" + "9" * 64], "manifests": {}}
-    c = None
-    for d in img.diff_ids[:3]:  # what a pull of the first three layers leaves: snapshots, gzip blobs
-        c = d if c is None else "sha256:" + hashlib.sha256(f"{c} {d}".encode()).hexdigest()
-        pulled["chains"].append(c)
-    state.write_text(json.dumps(pulled))
+    state.write_text(json.dumps(_pulled(img, 3, tags={})))  # snapshots of the first three, gzip blobs
     files, layers = _link(img)
     guessed = {**{f.diff_id: uncompressed_layer(f.diff_id, f.size) for f in img.files[:3]},
                img.diff_ids[3]: layers[img.diff_ids[3]]}
