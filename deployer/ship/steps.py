@@ -208,5 +208,5 @@ def transfer_steps(plan: ShipPlan, host: Host) -> list[Step]:
         gone = revoke(relay, keys, SHIP_ID)
         steps.append(replace(gone, note="once the ship ends (its subtree is served by then)") if feeds else gone)
     steps.append(install(docker, staging, plan.image_id, plan.host_id or plan.image_id, plan.ref, names, mode,
-                         HEAD_BLOCKS, [], records, preview=True))
+                         HEAD_BLOCKS, [], records, tagged=True, previous=plan.ref_was or "", preview=True))
     return steps
