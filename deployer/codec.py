@@ -34,13 +34,20 @@ def parse_version(version: str) -> tuple[int, int] | None:
     return (int(match.group(1)), int(match.group(2))) if match else None
 
 
+def reads_zstd(server_version: str) -> bool:
+    """Whether Docker at SERVER_VERSION reads zstd layers itself, in `docker load` and `docker pull`
+    alike (Docker 23 and later; 20.10 fails both with "archive/tar: invalid tar header"). An
+    unparseable version does not."""
+    parsed = parse_version(server_version)
+    return parsed is not None and parsed >= ZSTD_NATIVE_SINCE
+
+
 def choose_codec(server_version: str, decompressors: frozenset[str]) -> CodecChoice:
     """Best codec the host can load: native zstd (>= 23), zstd via host `zstd -dc`, else gzip.
 
     An unparseable version is treated as old: gzip is the one format every `docker load` reads.
     """
-    parsed = parse_version(server_version)
-    if parsed is not None and parsed >= ZSTD_NATIVE_SINCE:
+    if reads_zstd(server_version):
         return CodecChoice("zstd", host_decompress=False)
     if "zstd" in decompressors:
         return CodecChoice("zstd", host_decompress=True)

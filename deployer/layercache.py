@@ -12,6 +12,7 @@ The workstation's own images are kept the same way, under `local`: looking for a
 (deployer.local.image.pulled_base) then inspects only the local images it has not seen before;
 and the base it found, under `bases`, by the image's layers below its top one: a re-ship after a
 code change (only the top layer new) checks that one image instead of listing them all.
+And which scheme each insecure registry answered on (deployer.ship.registry_api).
 """
 from __future__ import annotations
 
@@ -141,6 +142,17 @@ def recalled_probe(host: Host, argv: Sequence[str], max_age_s: float, path: Path
     if not isinstance(entry, dict) or not isinstance(entry.get("stdout"), str) or entry.get("argv") != _digest(argv):
         return None
     return entry["stdout"] if _fresh(entry, max_age_s, now) else None
+
+
+def remember_scheme(registry: str, scheme: str, path: Path | None = None) -> None:
+    """Record that REGISTRY (`host:port`) answered on SCHEME ('http' or 'https') when last asked."""
+    _update(lambda data: data.update({f"scheme {registry}": scheme}), path)
+
+
+def recalled_scheme(registry: str, path: Path | None = None) -> str | None:
+    """The scheme REGISTRY answered on when last asked, if known."""
+    scheme = _load(path or cache_path()).get(f"scheme {registry}")
+    return scheme if scheme in ("http", "https") else None
 
 
 MAX_PULLS = 20  # per host: the incomplete pulls remembered

@@ -31,6 +31,7 @@ Examples:
   deploy ship --host 'gpus:!gpu03' --image trainer:v3 --parallel 16
   deploy ship --host airgapped --image trainer:v3 --via tarball --level 9
   deploy ship --host gpus --image trainer:v3 --origin-pull never   # send the base too
+  deploy ship --host gpus --image trainer:v3 --via registry --codec gzip   # an image Docker 20.10 pulls too
   deploy ship --host gpus --image trainer:v3 --json | jq '.[] | select(.ok|not)'
 
 \b
@@ -46,7 +47,9 @@ playbook, git_rev, shipped, ship_error, container, container_id, state, run_erro
 
 \b
 Routes (--via, default: the playbook's ship.via, else the host's deploy_via, else auto):
-  registry  push once to deploy_registry from here, `docker pull` on the host
+  registry  push once to deploy_registry from here, `docker pull` on the host; the push
+            uploads deployer's zstd layers (an OCI image) when every host that pulls it runs
+            Docker 23+, else it is `docker push` (gzip; also with --codec gzip)
   tarball   send only the layers the host lacks (zstd) over SSH into deploy_staging_dir,
             resumable and sha256-checked, then `docker load` on the host
   auto      registry when the host has deploy_registry and reaches it, else tarball
@@ -83,6 +86,9 @@ origin the base the host pulled itself (layers_from_origin layers), phases the s
               help="Hosts shipped at once.")
 @click.option("--level", type=click.IntRange(1, 19), default=None,
               help="zstd level for layers. Default: the playbook's ship.level, else 3.")
+@click.option("--codec", type=click.Choice(["zstd", "gzip"]), default=None,
+              help="Layer compression. Default: zstd where the hosts read it (Docker 23+), else gzip. "
+                   "gzip: the registry route pushes with `docker push`, an image any Docker pulls.")
 @click.option("--break-lock", is_flag=True, help="Clear a host's stale deploy lock first (see the lock message).")
 @click.option("--lock-wait", type=click.FloatRange(0), default=0, metavar="SECONDS",
               help="Wait this long for another deploy's lock on a host before failing.")
@@ -91,8 +97,8 @@ origin the base the host pulled itself (layers_from_origin layers), phases the s
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON record per host on stdout.")
 @click.pass_obj
 def ship(app: AppContext, playbook_path: str | None, pattern: str | None, image_ref: str | None, via: str | None,
-         origin_pull: str, no_build: bool, no_run: bool, parallel: int, level: int | None, break_lock: bool, lock_wait: float,
-         dry_run: bool, as_json: bool) -> None:
+         origin_pull: str, no_build: bool, no_run: bool, parallel: int, level: int | None, codec: str | None,
+         break_lock: bool, lock_wait: float, dry_run: bool, as_json: bool) -> None:
     """Build, ship and run a playbook, or ship a local image, on hosts; verified by image id.
 
     Every selected host ends up with the image pointing at exactly the local image id, or its
@@ -105,7 +111,7 @@ def ship(app: AppContext, playbook_path: str | None, pattern: str | None, image_
         from deployer.cli.ship_playbook import ship_playbook
 
         ship_playbook(app, playbook_path, pattern, OneShotOptions(
-            via=via, level=level, parallel=parallel, break_lock=break_lock, lock_wait=lock_wait,
+            via=via, level=level, codec=codec, parallel=parallel, break_lock=break_lock, lock_wait=lock_wait,
             origin_pull=origin_pull, image=image_ref, build=not no_build, run=not no_run), dry_run=dry_run, as_json=as_json)
         return
     if not pattern:
@@ -113,7 +119,7 @@ def ship(app: AppContext, playbook_path: str | None, pattern: str | None, image_
     if no_build:
         raise SpecError("--no-build needs a playbook (-p): --image ships an image that is already built")
     hosts = app.select(pattern)
-    options = ShipOptions(via=via, level=level or DEFAULT_LEVEL, parallel=parallel, break_lock=break_lock,
+    options = ShipOptions(via=via, level=level or DEFAULT_LEVEL, codec=codec, parallel=parallel, break_lock=break_lock,
                           lock_wait=lock_wait, origin_pull=origin_pull, relays=app.relays(hosts))
     if dry_run:
         _dry_run(hosts, image_ref, options, as_json)

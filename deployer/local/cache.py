@@ -19,6 +19,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO
 
+from deployer.tarfmt import Descriptor
+
 DEFAULT_MAX_BYTES = 20 * 1024**3
 _STALE_TEMP_SECONDS = 6 * 3600
 
@@ -214,12 +216,30 @@ class Cache:
     def remember_pushed(self, repo: str, diff_ids: Iterable[str]) -> None:
         """Add DIFF_IDS to the layers pushed to REPO (a registry may lose them: only a hint)."""
         known = self.pushed(repo) | set(diff_ids)
+        self._write_pushed(hashlib.sha256(repo.encode()).hexdigest(), "".join(f"{d}\n" for d in sorted(known)))
+
+    def _write_pushed(self, name: str, text: str) -> None:
         pushed = self.root / "pushed"
         pushed.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=pushed, prefix=".tmp-")
         with os.fdopen(fd, "w") as fh:
-            fh.write("".join(f"{d}\n" for d in sorted(known)))
-        os.replace(tmp, pushed / hashlib.sha256(repo.encode()).hexdigest())
+            fh.write(text)
+        os.replace(tmp, pushed / name)
+
+    def registry_blobs(self, repo: str) -> dict[str, Descriptor]:
+        """diff id -> the blob a push from here left REPO holding that layer as (a hint: a registry
+        may lose it, so a push checks it is there before naming it)."""
+        try:
+            data = json.loads((self.root / "pushed" / f"{hashlib.sha256(repo.encode()).hexdigest()}.json").read_text())
+            return {str(d): Descriptor(str(m), str(g), int(n)) for d, (m, g, n) in data.items()}
+        except (OSError, ValueError, TypeError, AttributeError):
+            return {}
+
+    def remember_registry_blobs(self, repo: str, blobs: Iterable[tuple[str, Descriptor]]) -> None:
+        """Add BLOBS (diff id, its blob in REPO) to what registry_blobs gives for REPO."""
+        known = {**self.registry_blobs(repo), **dict(blobs)}
+        self._write_pushed(f"{hashlib.sha256(repo.encode()).hexdigest()}.json",
+                           json.dumps({d: [b.media_type, b.digest, b.size] for d, b in sorted(known.items())}))
 
     def raw_size(self, diff_id: str) -> int | None:
         """A layer's tar size, if it was ever learnt here (sizes do not depend on the codec)."""

@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 STAGE_LABEL = "io.deployer.stage"  # on a stage's config: the config digest of the image it leads up to
 MIN_STAGE_BYTES = 64 << 20  # a stage this small saves less than its own push and pull cost
 MAX_STAGES = 2  # each stage is one more push (and pull) of Docker's fixed cost, in sequence
+STAGE_TAG = "deployer-stage"  # the tag stages are pushed under (one per repository, moved by each)
 
 
 @dataclass(frozen=True)

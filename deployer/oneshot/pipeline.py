@@ -35,6 +35,7 @@ class OneShotOptions:
     via: str | None = None  # --via beats the playbook's ship.via, which beats the inventory
     origin_pull: str = "auto"  # --origin-pull never: no host pulls the base from its registry
     level: int | None = None  # --level; None: the playbook's ship.level, else the default
+    codec: str | None = None  # --codec gzip|zstd; None: zstd where the hosts read it
     parallel: int = 8
     break_lock: bool = False
     lock_wait: float = 0.0
@@ -63,7 +64,7 @@ class Prepared:
     def ship_options(self, git_rev: str | None) -> ShipOptions:
         o = self.options
         record = (("playbook", self.playbook.name),) + ((("git_rev", git_rev),) if git_rev else ())
-        return ShipOptions(via=o.via, level=ship_level(self.playbook, o.level), parallel=o.parallel,
+        return ShipOptions(via=o.via, level=ship_level(self.playbook, o.level), codec=o.codec, parallel=o.parallel,
                            break_lock=o.break_lock, lock_wait=o.lock_wait, connect_timeout=o.connect_timeout,
                            origin_pull=o.origin_pull, record=record, relays=o.relays, gpu_facts=self.runs)
 

@@ -20,13 +20,16 @@ from deployer.commands import ship as cmd
 from deployer.commands.layers import pulled_records
 from deployer.errors import CommandError, LocalError, TransferError
 from deployer.local import stages
-from deployer.local.cache import Cache
+from deployer.local.cache import Blob, Cache
 from deployer.local.client import Client, docker_client
+from deployer.local.export import Exporter
 from deployer.local.image import ImageInfo, history_sizes, is_containerd
 from deployer.local.push import distribution_digest, push_stream
 from deployer.local.sizes import LayerSizes
+from deployer.local.stages import STAGE_TAG
 from deployer.refs import registry_ref
 from deployer.ship import steps
+from deployer.ship.blobpush import RegistryWriter, push_image
 from deployer.ship.conn import HostConn
 from deployer.ship.loader import Closing
 from deployer.ship.plan import ShipPlan
@@ -150,9 +153,13 @@ def read_push_stream(chunks: Iterable[dict[str, Any]], remote_ref: str,
 class Pusher:
     """Pushes an image to each registry at most once per ship, whichever host asks first."""
 
-    def __init__(self, image: ImageInfo, client: Client | None = None) -> None:
+    def __init__(self, image: ImageInfo, client: Client | None = None, *,
+                 zstd: Callable[[str], bool] | None = None, level: int = 3) -> None:
+        """ZSTD: whether every host that pulls from a registry reads zstd layers (then the push
+        uploads deployer's zstd blobs itself, at LEVEL: deployer.ship.blobpush); None: never."""
         self.image = image
         self._client = client
+        self._zstd, self._level = zstd, level
         self._lock = threading.Lock()
         self._done: dict[str, PushStats | LocalError] = {}
         self._early: set[str] = set()  # pushed by start(): the first host to ask is charged with it
@@ -241,6 +248,13 @@ class Pusher:
                 pool.shutdown(wait=False)
             on_bytes(n)
 
+        if self._zstd is not None and not is_containerd(client) and self._zstd(registry):
+            try:
+                return self._push_blobs(client, remote, feed, on_bytes)
+            except (RegistryAPIError, LocalError, OSError, requests.exceptions.RequestException) as exc:
+                # e.g. a login the API cannot use: Docker's own push may still get through
+                log.warning("pushing the zstd layers of %s through the registry API failed (%s); "
+                            "pushing with docker push instead", self.image.ref, exc)
         ahead = self._push_stages(client, repo, feed, uploading)
         if ahead:
             log.info("pushing %s itself, after %d stage(s)", self.image.ref, len(ahead))
@@ -251,6 +265,37 @@ class Pusher:
         except OSError as exc:
             log.info("could not note the layers pushed to %s: %s", repo, exc)
         return self._read_back(client, repo, reader[0] if reader else None, stats)
+
+    def _push_blobs(self, client: Client, remote: str, feed: StageFeed, on_bytes: Callable[[int], None]) -> PushStats:
+        """Push the image as deployer's zstd blobs (deployer.ship.blobpush), its stages put as their
+        layers are up, exactly as _push_stages cuts them."""
+        repo, tag = remote.rsplit(":", 1)
+        diff_ids, cache = self.image.diff_ids, Cache()
+        known, before = cache.registry_blobs(repo), cache.pushed(repo)
+        staged = [] if sum(d not in before for d in diff_ids) < 2 else \
+            stages.plan(self.image, self._layer_sizes(client), before)
+        writer = RegistryWriter.for_docker(client, split_repo(repo))
+        log.info("pushing %s as %s: its zstd blobs through the registry API", self.image.ref, remote)
+        with Exporter(self.image, {"zstd": {d for d in diff_ids if d not in known}}, level=self._level,
+                      client=client).start() as export:
+
+            def blob(diff_id: str) -> Blob:
+                if diff_id in export.wanted.get("zstd", ()):
+                    return export.blob(diff_id, "zstd")
+                with Exporter(self.image, {"zstd": {diff_id}}, level=self._level, client=client).start() as one:
+                    return one.blob(diff_id, "zstd")  # a blob the registry lost since it was pushed
+
+            pushed = push_image(writer, tag, diff_ids, export.config, blob, known,
+                                {st.layers: st.config for st in staged}, feed.put, on_bytes)
+        records = pulled_records(diff_ids, [d.to_json() for d in pushed.layers])
+        try:
+            cache.remember_registry_blobs(repo, records)
+            cache.remember_pushed(repo, diff_ids)
+        except OSError as exc:
+            log.info("could not note the layers pushed to %s: %s", repo, exc)
+        uploaded = frozenset(_short(d) for d in pushed.uploaded)
+        return PushStats(remote, len(uploaded), len(diff_ids) - len(uploaded), pushed.sent, uploaded, pushed.digest,
+                         wire_bytes=pushed.sent, records=records, records_from=pushed.digest)
 
     def _push_stages(self, client: Client, repo: str, feed: StageFeed,
                      uploading: Callable[[int], None]) -> list[PushStats]:
@@ -309,6 +354,10 @@ class Pusher:
             stats = dataclasses.replace(stats, records=pulled_records(self.image.diff_ids, manifest.get("layers")),
                                         records_from=digest)
             try:
+                Cache().remember_registry_blobs(repo, stats.records)  # a zstd push names these blobs
+            except OSError as exc:
+                log.info("could not note the blobs pushed to %s: %s", repo, exc)
+            try:
                 wire = uploaded_bytes(manifest, self.image.diff_ids, stats.pushed_ids)
             except ValueError:  # blobs of the index's other manifests (an attestation) were pushed too
                 wire = uploaded_bytes(manifest, self.image.diff_ids, stats.pushed_ids,
@@ -319,9 +368,6 @@ class Pusher:
             log.warning("could not read the manifest of %s back (%s); bytes_sent counts raw layer bytes",
                         stats.remote_ref, exc)
             return dataclasses.replace(stats, wire_bytes=None)
-
-
-STAGE_TAG = "deployer-stage"  # the tag stages are pushed under (one per repository, moved by each)
 
 
 def with_stages(stats: PushStats, ahead: Sequence[PushStats]) -> PushStats:

@@ -15,11 +15,13 @@ import re
 import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import requests
 import urllib3
 
+from deployer import layercache
 from deployer.local.client import Client
 from deployer.local.push import registry_config, registry_credentials, repository_name
 
@@ -89,6 +91,9 @@ def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
     return scheme.lower(), params
 
 
+_R = TypeVar("_R", bound="ManifestReader")
+
+
 class ManifestReader:
     """GETs manifests of one repository, answering the registry's auth challenge once."""
 
@@ -103,10 +108,11 @@ class ManifestReader:
         self._session = requests.Session()
         self._session.trust_env = False  # talk to the registry as the daemon did, not through a proxy
         self._auth_header: dict[str, str] = {}
+        self._challenge = ""  # the challenge the auth header answers
         self._by_digest: dict[str, dict[str, Any]] = {}  # a digest names the same manifest forever
 
     @classmethod
-    def for_docker(cls, client: Client, repo: Repo, timeout: float = 30.0) -> ManifestReader:
+    def for_docker(cls: type[_R], client: Client, repo: Repo, timeout: float = 30.0) -> _R:
         """A reader with the credentials and the insecure-registry setting of the local Docker."""
         config = registry_config(client)
         return cls(repo, registry_credentials(client, repo.index), is_insecure(config, repo.index), timeout)
@@ -114,18 +120,38 @@ class ManifestReader:
     def settle(self) -> None:
         """Find which scheme the registry answers on (GET /v2/, Docker's order) so that later reads
         go straight there: a plain-http registry no longer costs every read a failed TLS handshake.
+        An insecure registry found on plain http is remembered (deployer.layercache): the next
+        ship's first request skips the TLS attempt (some 40 ms, most of it making the TLS context).
         No answer on either: both are tried again at each read (which reports the error)."""
-        for base, verify in self._bases:
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", urllib3.exceptions.InsecureRequestWarning)
-                    self._session.get(f"{base}/v2/", timeout=self.timeout, verify=verify).close()
-            except requests.exceptions.ConnectionError:  # SSLError included
-                continue
-            except requests.exceptions.RequestException:
-                return
-            self._bases = [(base, verify)]
+        if len(self._bases) < 2:
             return
+        plain, known = self._bases[-1], layercache.recalled_scheme(self.repo.api_host)
+        if known == "http" and self._answers(*plain) is True:
+            self._bases = [plain]
+            return
+        for base, verify in self._bases:
+            answered = self._answers(base, verify)
+            if answered is None:
+                return
+            if answered:
+                self._bases = [(base, verify)]
+                scheme = "http" if (base, verify) == plain else "https"
+                if scheme != known:
+                    layercache.remember_scheme(self.repo.api_host, scheme)
+                return
+
+    def _answers(self, base: str, verify: bool) -> bool | None:
+        """Whether the registry answers GET /v2/ at BASE (False: no connection; None: an error
+        that another scheme would not mend)."""
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", urllib3.exceptions.InsecureRequestWarning)
+                self._session.get(f"{base}/v2/", timeout=self.timeout, verify=verify).close()
+        except requests.exceptions.ConnectionError:  # SSLError included
+            return False
+        except requests.exceptions.RequestException:
+            return None
+        return True
 
     def manifest(self, reference: str) -> dict[str, Any]:
         """The manifest (or index) named by digest or tag (one named by digest is read once)."""
@@ -158,15 +184,29 @@ class ManifestReader:
                                f"{type(last).__name__}")
 
     def _response(self, url: str, verify: bool, accept: str) -> requests.Response:
-        headers = {"Accept": accept, **self._auth_header}
+        return self._send("GET", url, verify, {"Accept": accept})
+
+    def _send(self, method: str, url: str, verify: bool, headers: Mapping[str, str],
+              data: Any = None) -> requests.Response:
+        """One request, answering a 401 challenge once: the first one, or one that asks for more
+        (a push's token must allow `push` where the reads' allowed `pull`). DATA that is read as
+        it is sent (a blob) cannot be sent twice: a caller sends such a body only once the session
+        holds what the registry asks for (see deployer.ship.blobpush)."""
+        # the login goes to the registry only: not to another host an upload URL may point to
+        ours = urlsplit(url).netloc == self.repo.api_host
+        auth = self._auth_header if ours else {}
         with warnings.catch_warnings():
             # unverified https is what Docker itself does for a registry marked insecure
             warnings.simplefilter("ignore", urllib3.exceptions.InsecureRequestWarning)
-            res = self._session.get(url, headers=headers, timeout=self.timeout, verify=verify)
-            if res.status_code == 401 and not self._auth_header:
-                self._auth_header = self._answer(res.headers.get("WWW-Authenticate", ""), verify)
-                res = self._session.get(url, headers={**headers, **self._auth_header}, timeout=self.timeout,
-                                        verify=verify)
+            res = self._session.request(method, url, headers={**headers, **auth}, data=data,
+                                        timeout=self.timeout, verify=verify, allow_redirects=method in ("GET", "HEAD"))
+            challenge = res.headers.get("WWW-Authenticate", "")
+            if res.status_code == 401 and ours and (not auth or challenge != self._challenge):
+                self._challenge = challenge
+                self._auth_header = self._answer(challenge, verify)
+                res = self._session.request(method, url, headers={**headers, **self._auth_header}, data=data,
+                                            timeout=self.timeout, verify=verify,
+                                            allow_redirects=method in ("GET", "HEAD"))
         return res
 
     def _answer(self, challenge: str, verify: bool) -> dict[str, str]:

@@ -51,6 +51,7 @@ from deployer.ship.model import ShipOptions, ShipResult
 from deployer.ship.origin import Origin, find_origin, with_blobs
 from deployer.ship.plan import ShipPlan, make_plan, name_layers, needs_layer_sizes, preflight, pulled_ids
 from deployer.ship.progress import NullReporter, Reporter
+from deployer.ship.pullers import Pullers
 from deployer.ship.recall import LIGHT_MAX_AGE_S, Recalled, light_listing, probe_key
 from deployer.ship.registry import IncompletePull, Pusher
 from deployer.ship.relay import Hop, Site, hops_of, sites_of
@@ -413,7 +414,10 @@ def ship_image(hosts: Sequence[Host], image_ref: str, options: ShipOptions | Non
         image = image or inspect(image_ref, client)
         if image.ref != image_ref:
             image = replace(image, ref=image_ref)
-        pusher = Pusher(image, client)
+        # the push is zstd blobs if every host that pulls it reads them (deployer.ship.blobpush)
+        pullers = Pullers(hosts, options.via, options.codec, options.parallel,
+                          wait_s=options.connect_timeout + PROBE_TIMEOUT_S)
+        pusher = Pusher(image, client, zstd=pullers.read_zstd, level=options.level)
         for registry in sorted({h.registry for h in hosts if h.registry and (options.via or h.via) == "registry"}):
             pusher.start(registry)  # a host that must take the registry route: push while it is checked
         layer_history = history_sizes(client, image)
@@ -446,8 +450,13 @@ def ship_image(hosts: Sequence[Host], image_ref: str, options: ShipOptions | Non
         job = jobs[host.name]
         reported = False  # every host reports to the export pool exactly once
         try:
-            _observe(job, options, layer_history, reporter, take_lock=True, sizes=sizes, bases=bases,
-                     relay=hops.get(host.name))
+            try:
+                _observe(job, options, layer_history, reporter, take_lock=True, sizes=sizes, bases=bases,
+                         relay=hops.get(host.name))
+            finally:
+                docker = job.facts.docker if job.facts is not None and job.plan is not None else None
+                pullers.checked(host.name, docker.server_version if docker is not None else None,
+                                registry_route=job.plan is not None and job.plan.route == "registry")
             plan = job.plan
             assert plan is not None
             exporter = None

@@ -126,8 +126,10 @@ def pull(plan: ShipPlan, docker: tuple[str, ...], image_ids: Sequence[str], push
                                       records=() if whole else records, records_from=records_from,
                                       drop=drop, preview=preview),
                 "the id must be the image's; the containerd store can pull an incomplete one (moby#49784). "
-                "A first push of a big image from a classic-store workstation pushes its lower layers ahead "
-                "as stage images, which the host pulls (docker pull stage N) while the rest goes up")
+                "The push before it (once per ship, from this workstation): deployer's zstd layer blobs under "
+                "an OCI manifest if every host that pulls runs Docker 23+ (else, or with --codec gzip, `docker "
+                "push`); a first push of a big image from a classic-store workstation pushes its lower layers "
+                "ahead as stage images, which the host pulls (docker pull stage N) while the rest goes up")
 
 
 def tag(docker: tuple[str, ...], source: str, ref: str) -> Step:

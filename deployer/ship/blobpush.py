@@ -1,0 +1,177 @@
+"""The registry route's own push: the image's zstd layer blobs through the registry API.
+
+`docker push` gzips each layer it uploads (one core per layer, on the workstation) and every host
+then gunzips it. deployer's export already makes each layer a zstd blob (deployer.local.export,
+cached for the next ship); uploading those as they are, under an OCI manifest, sends ~15% fewer
+bytes and lets a host on Docker 23 or later pull several times faster (the testbed, the 0.5 GB
+bench image: 3.5 s instead of 5.1 s on the classic store, 4.0 s instead of 10.2 s on the
+containerd store). Docker 20.10 cannot pull zstd layers: deployer.ship.registry pushes this way
+only when every host that pulls reads them, and with `docker push` otherwise.
+
+The image pulled is the same image: its config (so its id on the classic store) and its layers'
+contents are the workstation's. Blobs the registry holds already (HEAD) are not sent; a layer a
+previous push uploaded in another format (gzip, by `docker push`) is named by that blob.
+
+The manifest builder is pure; RegistryWriter is the only part that talks HTTP.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urljoin
+
+from deployer.local.cache import Blob
+from deployer.local.stages import STAGE_TAG
+from deployer.ship.registry_api import ManifestReader, RegistryAPIError
+from deployer.tarfmt import Descriptor
+
+log = logging.getLogger(__name__)
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+ZSTD_LAYER = "application/vnd.oci.image.layer.v1.tar+zstd"
+CHUNK = 1 << 20
+
+
+def manifest(config: bytes, layers: Sequence[Descriptor]) -> bytes:
+    """The OCI image manifest of CONFIG and LAYERS, bottom layer first (pure)."""
+    doc = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": Descriptor(OCI_CONFIG, digest_of(config), len(config)).to_json(),
+        "layers": [d.to_json() for d in layers],
+    }
+    return json.dumps(doc, separators=(",", ":")).encode()
+
+
+def digest_of(data: bytes) -> str:
+    return f"sha256:{hashlib.sha256(data).hexdigest()}"
+
+
+class _Body:
+    """A blob file as a request body: its length up front, read in 1 MiB chunks, each counted."""
+
+    def __init__(self, path: Path, size: int, on_bytes: Callable[[int], None]) -> None:
+        self.path, self.size, self.on_bytes = path, size, on_bytes
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self) -> Iterator[bytes]:
+        with open(self.path, "rb") as fh:
+            while chunk := fh.read(CHUNK):
+                self.on_bytes(len(chunk))
+                yield chunk
+
+
+class RegistryWriter(ManifestReader):
+    """Uploads blobs and puts manifests in one repository (with the reads' auth and scheme)."""
+
+    def _base(self) -> tuple[str, bool]:
+        """The scheme the registry answers on, found once (a plain-http registry: no TLS try each time)."""
+        if len(self._bases) > 1:
+            self.settle()
+        return self._bases[0]
+
+    def has_blob(self, digest: str) -> bool:
+        base, verify = self._base()
+        url = f"{base}/v2/{self.repo.path}/blobs/{digest}"
+        res = self._send("HEAD", url, verify, {})
+        if res.status_code in (200, 404):
+            return res.status_code == 200
+        raise RegistryAPIError(f"HEAD {url} answered HTTP {res.status_code}")
+
+    def upload(self, blob: Blob, on_bytes: Callable[[int], None] = lambda n: None) -> None:
+        """Upload BLOB's file, read as it is sent."""
+        self._upload(blob.digest, _Body(blob.path, blob.size, on_bytes), {"Content-Length": str(blob.size)})
+
+    def upload_bytes(self, data: bytes) -> str:
+        """Upload DATA (an image config) unless the registry has it; its digest."""
+        digest = digest_of(data)
+        if not self.has_blob(digest):
+            self._upload(digest, data, {})
+        return digest
+
+    def _upload(self, digest: str, data: object, headers: Mapping[str, str]) -> None:
+        """One monolithic upload: POST for an upload URL, then PUT the bytes with their digest.
+        The POST answers the registry's push challenge, so the PUT's body is sent once."""
+        base, verify = self._base()
+        url = f"{base}/v2/{self.repo.path}/blobs/uploads/"
+        started = self._send("POST", url, verify, {"Content-Length": "0"})
+        location = started.headers.get("Location")
+        if started.status_code != 202 or not location:
+            raise RegistryAPIError(f"POST {url} answered HTTP {started.status_code}{_why(started.text)}")
+        target = urljoin(url, location)
+        target += ("&" if "?" in target else "?") + f"digest={digest}"
+        done = self._send("PUT", target, verify, {"Content-Type": "application/octet-stream", **headers}, data=data)
+        if done.status_code != 201:
+            raise RegistryAPIError(f"uploading {digest} answered HTTP {done.status_code}{_why(done.text)}")
+
+    def put_manifest(self, reference: str, body: bytes) -> str:
+        """PUT the OCI manifest BODY as REFERENCE (a tag); its digest, as the registry names it."""
+        base, verify = self._base()
+        url = f"{base}/v2/{self.repo.path}/manifests/{reference}"
+        res = self._send("PUT", url, verify, {"Content-Type": OCI_MANIFEST}, data=body)
+        if res.status_code != 201:
+            raise RegistryAPIError(f"PUT {url} answered HTTP {res.status_code}{_why(res.text)}")
+        digest = digest_of(body)
+        named = res.headers.get("Docker-Content-Digest")
+        if named and named != digest:
+            raise RegistryAPIError(f"PUT {url}: the registry names the manifest {named}, not {digest}")
+        return digest
+
+
+def _why(text: str) -> str:
+    """The start of an error body (the registry's JSON errors name the code: BLOB_UNKNOWN...)."""
+    text = " ".join(text.split())[:200]
+    return f": {text}" if text else ""
+
+
+@dataclass(frozen=True)
+class Pushed:
+    digest: str                     # the image manifest's
+    layers: tuple[Descriptor, ...]  # as the manifest names them, bottom first
+    uploaded: tuple[str, ...]       # the diff ids of the layers this push uploaded
+    sent: int                       # their compressed bytes
+
+
+def push_image(writer: RegistryWriter, tag: str, diff_ids: Sequence[str], config: Callable[[], bytes],
+               blob: Callable[[str], Blob], known: Mapping[str, Descriptor] = {},
+               stages: Mapping[int, bytes] = {}, on_stage: Callable[[str, int], None] = lambda d, n: None,
+               on_bytes: Callable[[int], None] = lambda n: None) -> Pushed:
+    """Upload each layer the registry lacks (bottom first: BLOB gives its zstd blob, waiting for the
+    export), then the config and the manifest under TAG. KNOWN: a blob a previous push left for a
+    layer, used if the registry still has it. STAGES: layers -> the config of a stage image of the
+    first that many layers (deployer.local.stages), put (under its own tag) as soon as they are up,
+    and handed to ON_STAGE with its digest."""
+    layers: list[Descriptor] = []
+    uploaded: list[str] = []
+    sent = 0
+    for n, diff_id in enumerate(diff_ids, 1):
+        desc = known.get(diff_id)
+        if desc is None or not writer.has_blob(desc.digest):
+            got = blob(diff_id)
+            desc = Descriptor(ZSTD_LAYER, got.digest, got.size)
+            if not writer.has_blob(got.digest):
+                writer.upload(got, on_bytes)
+                uploaded.append(diff_id)
+                sent += got.size
+        layers.append(desc)
+        if n in stages and n < len(diff_ids):
+            k = sorted(stages).index(n) + 1
+            log.info("pushing stage %d/%d of %s:%s (its first %d layers) as %s:%s", k, len(stages), writer.repo.path,
+                     tag, n, writer.repo.path, STAGE_TAG)
+            writer.upload_bytes(stages[n])
+            on_stage(writer.put_manifest(STAGE_TAG, manifest(stages[n], layers)), n)
+            if k == len(stages):
+                log.info("pushing %s:%s itself, after %d stage(s)", writer.repo.path, tag, k)
+    body = config()
+    writer.upload_bytes(body)
+    digest = writer.put_manifest(tag, manifest(body, layers))
+    log.info("pushed %s:%s (%s): %d of %d layers uploaded, %d bytes", writer.repo.path, tag, digest[:19],
+             len(uploaded), len(diff_ids), sent)
+    return Pushed(digest, tuple(layers), tuple(uploaded), sent)
