@@ -90,10 +90,9 @@ class RegistryWriter(ManifestReader):
         self._upload(blob.digest, _Body(blob.path, blob.size, on_bytes), {"Content-Length": str(blob.size)})
 
     def upload_bytes(self, data: bytes) -> str:
-        """Upload DATA (an image config) unless the registry has it; its digest."""
+        """Upload DATA (an image config: a few KB, new with each build, so not asked about first); its digest."""
         digest = digest_of(data)
-        if not self.has_blob(digest):
-            self._upload(digest, data, {})
+        self._upload(digest, data, {})
         return digest
 
     def _upload(self, digest: str, data: object, headers: Mapping[str, str]) -> None:
@@ -116,6 +115,8 @@ class RegistryWriter(ManifestReader):
         base, verify = self._base()
         url = f"{base}/v2/{self.repo.path}/manifests/{reference}"
         res = self._send("PUT", url, verify, {"Content-Type": OCI_MANIFEST}, data=body)
+        if res.status_code == 400 and "BLOB_UNKNOWN" in res.text:
+            raise BlobUnknown(f"PUT {url}: the registry lacks a blob the manifest names{_why(res.text)}")
         if res.status_code != 201:
             raise RegistryAPIError(f"PUT {url} answered HTTP {res.status_code}{_why(res.text)}")
         digest = digest_of(body)
@@ -123,6 +124,10 @@ class RegistryWriter(ManifestReader):
         if named and named != digest:
             raise RegistryAPIError(f"PUT {url}: the registry names the manifest {named}, not {digest}")
         return digest
+
+
+class BlobUnknown(RegistryAPIError):
+    """A manifest was refused: the registry lacks a blob it names (e.g. one collected since it was pushed)."""
 
 
 def _why(text: str) -> str:
@@ -142,18 +147,19 @@ class Pushed:
 def push_image(writer: RegistryWriter, tag: str, diff_ids: Sequence[str], config: Callable[[], bytes],
                blob: Callable[[str], Blob], known: Mapping[str, Descriptor] = {},
                stages: Mapping[int, bytes] = {}, on_stage: Callable[[str, int], None] = lambda d, n: None,
-               on_bytes: Callable[[int], None] = lambda n: None) -> Pushed:
+               on_bytes: Callable[[int], None] = lambda n: None, check_known: bool = True) -> Pushed:
     """Upload each layer the registry lacks (bottom first: BLOB gives its zstd blob, waiting for the
     export), then the config and the manifest under TAG. KNOWN: a blob a previous push left for a
-    layer, used if the registry still has it. STAGES: layers -> the config of a stage image of the
-    first that many layers (deployer.local.stages), put (under its own tag) as soon as they are up,
-    and handed to ON_STAGE with its digest."""
+    layer, named as it is if the registry still has it (not asked first without CHECK_KNOWN: then
+    BlobUnknown if it is gone). STAGES: layers -> the config of a stage image of the first that
+    many layers (deployer.local.stages), put (under its own tag) as soon as they are up, and
+    handed to ON_STAGE with its digest."""
     layers: list[Descriptor] = []
     uploaded: list[str] = []
     sent = 0
     for n, diff_id in enumerate(diff_ids, 1):
         desc = known.get(diff_id)
-        if desc is None or not writer.has_blob(desc.digest):
+        if desc is None or (check_known and not writer.has_blob(desc.digest)):
             got = blob(diff_id)
             desc = Descriptor(ZSTD_LAYER, got.digest, got.size)
             if not writer.has_blob(got.digest):

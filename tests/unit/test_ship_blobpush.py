@@ -24,7 +24,15 @@ from deployer.local.cache import Blob, Cache
 from deployer.local.fake import FakeClient
 from deployer.local.image import ImageInfo
 from deployer.local.stages import STAGE_TAG
-from deployer.ship.blobpush import OCI_CONFIG, OCI_MANIFEST, ZSTD_LAYER, RegistryWriter, manifest, push_image
+from deployer.ship.blobpush import (
+    OCI_CONFIG,
+    OCI_MANIFEST,
+    ZSTD_LAYER,
+    BlobUnknown,
+    RegistryWriter,
+    manifest,
+    push_image,
+)
 from deployer.ship.pullers import Pullers
 from deployer.ship.recall import probe_key
 from deployer.ship.registry import Pusher
@@ -215,6 +223,22 @@ def test_a_known_blob_the_registry_lost_is_sent_again(registry: tuple[str, type[
     assert pushed.uploaded == tuple(diff_ids) and set(handler.blobs) >= {b.digest for b in blobs.values()}
     again = push_image(writer(address), "3", diff_ids, lambda: CONFIG, blobs.__getitem__, known)
     assert again.uploaded == () and again.sent == 0 and again.digest == pushed.digest
+
+
+def test_known_blobs_named_without_asking_fail_the_manifest_if_gone(registry: tuple[str, type[UploadRegistry]],
+                                                                   tmp_path: Path) -> None:
+    address, handler = registry
+    blobs = layer_blobs(tmp_path, 3)
+    diff_ids = list(blobs)
+    known = {d: Descriptor(ZSTD_LAYER, b.digest, b.size) for d, b in blobs.items()}
+    first = push_image(writer(address), "1", diff_ids, lambda: CONFIG, blobs.__getitem__)
+    handler.requests.clear()
+    again = push_image(writer(address), "2", diff_ids, lambda: CONFIG, blobs.__getitem__, known, check_known=False)
+    assert again.digest == first.digest and again.uploaded == ()
+    assert not [r for r in handler.requests if r.startswith("HEAD")]  # a re-ship's known layers: not asked about
+    del handler.blobs[blobs[diff_ids[1]].digest]  # collected by the registry since
+    with pytest.raises(BlobUnknown, match=r"lacks a blob the manifest names.*MANIFEST_BLOB_UNKNOWN"):
+        push_image(writer(address), "3", diff_ids, lambda: CONFIG, blobs.__getitem__, known, check_known=False)
 
 
 def test_an_upload_the_registry_refuses_says_what_and_why(registry: tuple[str, type[UploadRegistry]],
