@@ -148,12 +148,14 @@ def push_image(writer: RegistryWriter, tag: str, diff_ids: Sequence[str], config
                blob: Callable[[str], Blob], known: Mapping[str, Descriptor] = {},
                stages: Mapping[int, bytes] = {}, on_stage: Callable[[str, int], None] = lambda d, n: None,
                on_bytes: Callable[[int], None] = lambda n: None, check_known: bool = True) -> Pushed:
-    """Upload each layer the registry lacks (bottom first: BLOB gives its zstd blob, waiting for the
-    export), then the config and the manifest under TAG. KNOWN: a blob a previous push left for a
+    """Upload the config (CONFIG gives it), then each layer the registry lacks (bottom first: BLOB
+    gives its zstd blob, waiting for the export), then put the manifest under TAG. KNOWN: a blob a previous push left for a
     layer, named as it is if the registry still has it (not asked first without CHECK_KNOWN: then
     BlobUnknown if it is gone). STAGES: layers -> the config of a stage image of the first that
     many layers (deployer.local.stages), put (under its own tag) as soon as they are up, and
     handed to ON_STAGE with its digest."""
+    body = config()
+    writer.upload_bytes(body)  # first: a re-ship's top layer may still be being compressed meanwhile
     layers: list[Descriptor] = []
     uploaded: list[str] = []
     sent = 0
@@ -175,8 +177,6 @@ def push_image(writer: RegistryWriter, tag: str, diff_ids: Sequence[str], config
             on_stage(writer.put_manifest(STAGE_TAG, manifest(stages[n], layers)), n)
             if k == len(stages):
                 log.info("pushing %s:%s itself, after %d stage(s)", writer.repo.path, tag, k)
-    body = config()
-    writer.upload_bytes(body)
     digest = writer.put_manifest(tag, manifest(body, layers))
     log.info("pushed %s:%s (%s): %d of %d layers uploaded, %d bytes", writer.repo.path, tag, digest[:19],
              len(uploaded), len(diff_ids), sent)
