@@ -10,13 +10,14 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlparse
 
 import pytest
 import zstandard
+from loopback import serving
 
 from deployer import layercache
 from deployer.inventory.host import Host
@@ -141,14 +142,8 @@ class UploadRegistry(BaseHTTPRequestHandler):
 def registry() -> Iterator[tuple[str, type[UploadRegistry]]]:
     handler = type("Handler", (UploadRegistry,), {"blobs": {}, "manifests": {}, "tokens": [], "requests": [],
                                                   "upload_auth": [], "connections": []})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"127.0.0.1:{server.server_address[1]}", handler
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(handler) as address:
+        yield address, handler
 
 
 def writer(address: str) -> RegistryWriter:

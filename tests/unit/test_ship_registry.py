@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import base64
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlparse
 
 import docker.errors
 import pytest
+from loopback import serving
 
 from deployer.errors import LocalError
 from deployer.local.fake import FakeClient
@@ -195,14 +195,8 @@ class FakeRegistry(BaseHTTPRequestHandler):
 @pytest.fixture
 def registry() -> Iterator[tuple[str, type[FakeRegistry]]]:
     handler = type("Handler", (FakeRegistry,), {"unauthorized": [], "connections": []})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"127.0.0.1:{server.server_address[1]}", handler
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(handler) as address:
+        yield address, handler
 
 
 @pytest.mark.parametrize("auth", ["bearer", "basic", "none"])
