@@ -24,12 +24,16 @@ from deployer.transport.result import Result
 
 log = logging.getLogger(__name__)
 
+# How long the push waits for a host's check (a few tenths of a second, usually): a host that hangs
+# must not hold up the push every other host waits for; past this it counts as of unknown version.
+CHECK_WAIT_S = 5.0
+
 
 class Pullers:
     """The Docker versions of a ship's hosts, as their checks (or the last ones) tell them."""
 
     def __init__(self, hosts: Sequence[Host], via: str | None, codec: str | None, parallel: int,
-                 wait_s: float) -> None:
+                 wait_s: float = CHECK_WAIT_S) -> None:
         self._hosts = [h for h in hosts if h.registry and (via or h.via) != "tarball"]
         self._soon = {h.name for h in hosts[:max(1, parallel)]}  # checked at once; the others in turn
         self._gzip = codec == "gzip"  # --codec gzip: layers go as gzip on every route

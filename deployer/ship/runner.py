@@ -415,8 +415,7 @@ def ship_image(hosts: Sequence[Host], image_ref: str, options: ShipOptions | Non
         if image.ref != image_ref:
             image = replace(image, ref=image_ref)
         # the push is zstd blobs if every host that pulls it reads them (deployer.ship.blobpush)
-        pullers = Pullers(hosts, options.via, options.codec, options.parallel,
-                          wait_s=options.connect_timeout + PROBE_TIMEOUT_S)
+        pullers = Pullers(hosts, options.via, options.codec, options.parallel)
         pusher = Pusher(image, client, zstd=pullers.read_zstd, level=options.level)
         for registry in sorted({h.registry for h in hosts if h.registry and (options.via or h.via) == "registry"}):
             pusher.start(registry)  # a host that must take the registry route: push while it is checked
