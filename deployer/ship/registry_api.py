@@ -189,9 +189,9 @@ class ManifestReader:
     def _send(self, method: str, url: str, verify: bool, headers: Mapping[str, str],
               data: Any = None) -> requests.Response:
         """One request, answering a 401 challenge once: the first one, or one that asks for more
-        (a push's token must allow `push` where the reads' allowed `pull`). DATA that is read as
-        it is sent (a blob) cannot be sent twice: a caller sends such a body only once the session
-        holds what the registry asks for (see deployer.ship.blobpush)."""
+        (a push's token must allow `push` where the reads' allowed `pull`). DATA goes again with
+        the answer (a blob's body reads its file anew); an upload's POST, which has no body,
+        meets the push's challenge first (deployer.ship.blobpush)."""
         # the login goes to the registry only: not to another host an upload URL may point to
         ours = urlsplit(url).netloc == self.repo.api_host
         auth = self._auth_header if ours else {}
