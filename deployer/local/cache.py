@@ -209,14 +209,14 @@ class Cache:
     def pushed(self, repo: str) -> frozenset[str]:
         """The layers (diff ids) this workstation pushed to REPO (`registry/path`) before."""
         try:
-            return frozenset((self.root / "pushed" / hashlib.sha256(repo.encode()).hexdigest()).read_text().split())
+            return frozenset((self.root / "pushed" / _repo_key(repo)).read_text().split())
         except OSError:
             return frozenset()
 
     def remember_pushed(self, repo: str, diff_ids: Iterable[str]) -> None:
         """Add DIFF_IDS to the layers pushed to REPO (a registry may lose them: only a hint)."""
         known = self.pushed(repo) | set(diff_ids)
-        self._write_pushed(hashlib.sha256(repo.encode()).hexdigest(), "".join(f"{d}\n" for d in sorted(known)))
+        self._write_pushed(_repo_key(repo), "".join(f"{d}\n" for d in sorted(known)))
 
     def _write_pushed(self, name: str, text: str) -> None:
         pushed = self.root / "pushed"
@@ -228,9 +228,9 @@ class Cache:
 
     def registry_blobs(self, repo: str) -> dict[str, Descriptor]:
         """diff id -> the blob a push from here left REPO holding that layer as (a hint: a registry
-        may lose it, so a push checks it is there before naming it)."""
+        may lose it, and then refuses the manifest that names it: deployer.ship.blobpush)."""
         try:
-            data = json.loads((self.root / "pushed" / f"{hashlib.sha256(repo.encode()).hexdigest()}.json").read_text())
+            data = json.loads((self.root / "pushed" / f"{_repo_key(repo)}.json").read_text())
             return {str(d): Descriptor(str(m), str(g), int(n)) for d, (m, g, n) in data.items()}
         except (OSError, ValueError, TypeError, AttributeError):
             return {}
@@ -238,7 +238,7 @@ class Cache:
     def remember_registry_blobs(self, repo: str, blobs: Iterable[tuple[str, Descriptor]]) -> None:
         """Add BLOBS (diff id, its blob in REPO) to what registry_blobs gives for REPO."""
         known = {**self.registry_blobs(repo), **dict(blobs)}
-        self._write_pushed(f"{hashlib.sha256(repo.encode()).hexdigest()}.json",
+        self._write_pushed(f"{_repo_key(repo)}.json",
                            json.dumps({d: [b.media_type, b.digest, b.size] for d, b in sorted(known.items())}))
 
     def raw_size(self, diff_id: str) -> int | None:
@@ -309,6 +309,11 @@ class Cache:
                 continue
             if not (self.content_dir / _hex(digest)).exists():
                 sidecar.unlink(missing_ok=True)
+
+
+def _repo_key(repo: str) -> str:
+    """The file name under pushed/ of what is known of REPO (`registry/path`)."""
+    return hashlib.sha256(repo.encode()).hexdigest()
 
 
 def _hex(digest: str) -> str:
