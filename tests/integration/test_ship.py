@@ -62,7 +62,12 @@ def host_image_id(testbed: Testbed, host: str, ref: str) -> str | None:
 
 
 def staged_files(testbed: Testbed, host: str) -> list[str]:
+    """The staging dir's files but the history, once the last install's blobs are unlinked (it
+    moves them out of the blob dir before it answers, and unlinks them after: a few ms here)."""
     root = Path(testbed.hosts[host].staging_dir)
+    deadline = time.monotonic() + 30
+    while any(root.glob("blobs/.trash-*")) and time.monotonic() < deadline:
+        time.sleep(0.05)
     return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()
                   and p.name != "history.jsonl")
 

@@ -94,11 +94,12 @@ def test_stand_ins_then_install_leave_only_the_tagged_image(tmp_path: Path) -> N
     assert res.returncode == 0, res.stderr
     assert ld.parse_install(res.stdout.decode()) == ld.Installed(img.id, img.id)
     # its layer files are there: no need to ask whether the image is, it loads at once; the
-    # stand-ins are known from their records, not from listing the host's images, and go in one call,
-    # at the same time as the tag (either may reach the daemon first)
-    made = calls(state)[before:]
-    assert made[:2] == ["load", "image inspect"] and sorted(c.split()[0] for c in made[2:]) == ["image", "tag"]
-    assert "image rm" in made[2:]
+    # stand-ins are known from their records, not from listing the host's images, and go in one call
+    # as soon as the image is loaded, while it is checked and tagged (the rm may reach the daemon
+    # before or after either); the tag only after the check
+    made = [" ".join(c.split()[:2]) if c.startswith("image") else c.split()[0] for c in calls(state)[before:]]
+    assert made[0] == "load" and sorted(made[1:]) == ["image inspect", "image rm", "tag"]
+    assert made.index("image inspect") < made.index("tag")
     assert not Path(ld.standins_dir(img.staging)).exists() or not list(Path(ld.standins_dir(img.staging)).iterdir())
     after = json.loads(state.read_text())
     assert list(after["images"]) == [img.id] and after["tags"] == {"t:v": img.id}
@@ -108,6 +109,34 @@ def test_stand_ins_then_install_leave_only_the_tagged_image(tmp_path: Path) -> N
     res = sh(argv, head)
     assert res.returncode == 0 and ld.parse_install(res.stdout.decode()) == ld.Installed(img.id, img.id)
     assert "load" not in calls(state)[before:]
+
+
+def test_the_install_answers_before_the_staged_blobs_are_unlinked(tmp_path: Path) -> None:
+    """The staged blobs leave the blob dir before the install answers (renamed to a private dir
+    beside it), and their data is unlinked after: here an `rm -rf` that waits for a go-ahead
+    file, so the answer must come while the blobs' dir is still there."""
+    img = Image(tmp_path)
+    docker, _state = fake_docker(tmp_path)
+    shims, go = tmp_path / "shims", tmp_path / "go"
+    shims.mkdir()
+    (shims / "rm").write_text(f'#!/bin/sh\ncase "$*" in *.trash-*) while [ ! -e {go} ]; do sleep 0.05; done ;; esac\n'
+                              'exec /bin/rm "$@"\n')
+    (shims / "rm").chmod(0o755)
+    head, blocks = _head(ld.load_head("legacy", img.config, img.diff_ids, img.files))
+    argv = ld.install_argv(docker, img.head_path(), img.id, "t:v", img.staging, cmd.blob_dir(img.staging),
+                           img.names, "gzip", blocks, img.files)
+    env = {**os.environ, "PATH": f"{shims}:{os.environ['PATH']}"}
+    res = subprocess.run(list(argv), input=head, capture_output=True, check=False, env=env, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert ld.parse_install(res.stdout.decode()) == ld.Installed(img.id, img.id)
+    assert not list(Path(cmd.blob_dir(img.staging)).iterdir())  # out of the blob dir at once
+    trash = list(Path(cmd.blob_dir(img.staging)).parent.glob(".trash-*"))
+    assert len(trash) == 1 and sorted(p.name for p in trash[0].iterdir()) == sorted(img.names)
+    go.touch()  # the unlink may go on now, and does
+    deadline = time.monotonic() + 30
+    while trash[0].exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not trash[0].exists()
 
 
 def test_a_load_that_names_the_ref_tags_it_itself_and_one_inspect_checks_both(tmp_path: Path) -> None:
