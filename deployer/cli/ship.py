@@ -87,7 +87,8 @@ origin the base the host pulled itself (layers_from_origin layers), phases the s
 @click.option("--level", type=click.IntRange(1, 19), default=None,
               help="zstd level for layers. Default: the playbook's ship.level, else 3.")
 @click.option("--codec", type=click.Choice(["zstd", "gzip"]), default=None,
-              help="Layer compression. Default: zstd where the hosts read it (Docker 23+), else gzip. "
+              help="Layer compression. Default: the playbook's ship.codec, else zstd where the hosts read it "
+                   "(Docker 23+), else gzip. "
                    "gzip: the registry route pushes with `docker push`, an image any Docker pulls.")
 @click.option("--break-lock", is_flag=True, help="Clear a host's stale deploy lock first (see the lock message).")
 @click.option("--lock-wait", type=click.FloatRange(0), default=0, metavar="SECONDS",

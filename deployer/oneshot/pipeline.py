@@ -16,7 +16,7 @@ from deployer.inventory.host import Host
 from deployer.oneshot import image as images
 from deployer.oneshot.platform import Arches, decide
 from deployer.oneshot.report import FAILED, NOT_RUN, SKIPPED, STARTED, HostReport
-from deployer.playbook.deploy import render_all, run_specs, ship_hosts, ship_level
+from deployer.playbook.deploy import render_all, run_specs, ship_codec, ship_hosts, ship_level
 from deployer.playbook.model import Playbook, RenderedPlaybook
 from deployer.runs.spec import RunSpec
 from deployer.runs.start import Reused, Started
@@ -35,7 +35,7 @@ class OneShotOptions:
     via: str | None = None  # --via beats the playbook's ship.via, which beats the inventory
     origin_pull: str = "auto"  # --origin-pull never: no host pulls the base from its registry
     level: int | None = None  # --level; None: the playbook's ship.level, else the default
-    codec: str | None = None  # --codec gzip|zstd; None: zstd where the hosts read it
+    codec: str | None = None  # --codec gzip|zstd; None: the playbook's ship.codec, else zstd where hosts read it
     parallel: int = 8
     break_lock: bool = False
     lock_wait: float = 0.0
@@ -64,8 +64,8 @@ class Prepared:
     def ship_options(self, git_rev: str | None) -> ShipOptions:
         o = self.options
         record = (("playbook", self.playbook.name),) + ((("git_rev", git_rev),) if git_rev else ())
-        return ShipOptions(via=o.via, level=ship_level(self.playbook, o.level), codec=o.codec, parallel=o.parallel,
-                           break_lock=o.break_lock, lock_wait=o.lock_wait, connect_timeout=o.connect_timeout,
+        return ShipOptions(via=o.via, level=ship_level(self.playbook, o.level), codec=ship_codec(self.playbook, o.codec),
+                           parallel=o.parallel, break_lock=o.break_lock, lock_wait=o.lock_wait, connect_timeout=o.connect_timeout,
                            origin_pull=o.origin_pull, record=record, relays=o.relays, gpu_facts=self.runs)
 
     def specs(self, ref: str, git_rev: str | None, names: Sequence[str] | None = None) -> dict[str, RunSpec]:

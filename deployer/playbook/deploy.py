@@ -57,6 +57,11 @@ def ship_hosts(playbook: Playbook, hosts: Sequence[Host]) -> list[Host]:
     return [Host(name=h.name, vars={**h.vars, **overrides}, groups=h.groups) for h in hosts]
 
 
+def ship_codec(playbook: Playbook, cli_codec: str | None) -> str | None:
+    """Layer codec: the --codec flag, else the playbook's ship.codec, else None (zstd where the hosts read it)."""
+    return cli_codec or playbook.ship.codec
+
+
 def ship_level(playbook: Playbook, cli_level: int | None) -> int:
     """zstd level: the --level flag, else the playbook's ship.level, else the default."""
     if cli_level is not None:

@@ -12,7 +12,7 @@ TOP_KEYS = ("name", "hosts", "image", "ship", "run", "vars")
 IMAGE_KEYS = ("build", "ref")
 BUILD_KEYS = ("context", "dockerfile", "args", "target", "tag", "platform", "secrets", "ssh", "cache_from", "cache_to")
 SECRET_SOURCES = ("file", "env")
-SHIP_KEYS = ("via", "registry", "level", "origin_pull")
+SHIP_KEYS = ("via", "registry", "level", "origin_pull", "codec")
 RUN_KEYS = OPTION_KEYS  # the fields of RunSpec, the one run-options model
 
 
@@ -56,6 +56,7 @@ class ShipSpec:
     registry: str | None = None  # None: the inventory's deploy_registry
     level: int | None = None  # zstd level; None: the shipper's default
     origin_pull: str | None = None  # auto | never; None: the inventory's deploy_origin_pull, else auto
+    codec: str | None = None  # zstd | gzip (gzip: an image any Docker pulls); None: zstd where the hosts read it
 
 
 @dataclass(frozen=True)

@@ -79,6 +79,11 @@ def test_prepare_renders_every_host_and_applies_ship_settings(tmp_path: Path) ->
     assert prepared.ship_options("abc").record == (("playbook", "job"), ("git_rev", "abc"))
     cli = prepare(playbook(tmp_path), hosts, OneShotOptions(via="registry", level=2))
     assert cli.ship_options(None).via == "registry" and cli.ship_options(None).level == 2
+    assert prepared.ship_options(None).codec is None and cli.ship_options(None).codec is None
+    # the playbook's ship.codec (an image every Docker pulls), unless --codec says otherwise
+    gzip = loads(PB.format(tag="job").replace("level: 7}", "level: 7, codec: gzip}"), str(tmp_path / "gz.yml"))
+    assert prepare(gzip, hosts, OneShotOptions()).ship_options(None).codec == "gzip"
+    assert prepare(gzip, hosts, OneShotOptions(codec="zstd")).ship_options(None).codec == "zstd"
     specs = prepared.specs("job:rev", "rev")
     assert specs["gpu01"].volumes == ("/srv/gpu01/alpha:/out",) and specs["gpu01"].gpus == "all"
     assert specs["cpu01"].volumes == ("/srv/cpu01/default:/out",) and specs["cpu01"].gpus is None

@@ -185,6 +185,7 @@ def test_deploy_steps_render_all_ship_hosts_and_specs() -> None:
         group_specs,
         render_all,
         run_specs,
+        ship_codec,
         ship_hosts,
         ship_level,
     )
@@ -202,12 +203,15 @@ def test_deploy_steps_render_all_ship_hosts_and_specs() -> None:
     assert [names for _spec, names in same] == [["a", "c"], ["b"]]
     # The sample leaves the route to the inventory; a playbook ship section overrides it.
     assert ship_hosts(pb, hosts)[0].vars == hosts[0].vars
-    pinned = loads("name: job\nimage: {ref: b}\nship: {via: tarball, registry: 'r:5000', level: 9, origin_pull: never}\n",
-                   "/tmp/pb.yml")
+    pinned = loads("name: job\nimage: {ref: b}\n"
+                   "ship: {via: tarball, registry: 'r:5000', level: 9, origin_pull: never, codec: gzip}\n", "/tmp/pb.yml")
     shipped = ship_hosts(pinned, [host("gpu01", deploy_via="registry")])
     assert shipped[0].via == "tarball" and shipped[0].registry == "r:5000" and shipped[0].groups == ("gpus",)
     assert shipped[0].vars["deploy_origin_pull"] == "never"
     assert (ship_level(pinned, None), ship_level(pinned, 1), ship_level(pb, None)) == (9, 1, 3)
+    # the codec: --codec, else the playbook's, else None (zstd where the hosts read it)
+    assert (ship_codec(pinned, None), ship_codec(pinned, "zstd"), ship_codec(pb, None), ship_codec(pb, "gzip")) == (
+        "gzip", "zstd", None, "gzip")
 
 
 def test_render_all_reports_every_failing_host() -> None:
