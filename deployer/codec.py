@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 CodecName = Literal["zstd", "gzip"]
+CODECS: tuple[CodecName, ...] = ("zstd", "gzip")  # every layer codec deployer makes
 ZSTD_NATIVE_SINCE = (23, 0)
 SUFFIX = {"zstd": ".zst", "gzip": ".gz"}
 

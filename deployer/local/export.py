@@ -26,6 +26,7 @@ from typing import IO, TYPE_CHECKING
 import docker
 import zstandard
 
+from deployer.codec import CODECS
 from deployer.errors import LocalError
 from deployer.local.cache import Blob, BlobWriter, Cache
 from deployer.local.chain import chain_ids
@@ -46,7 +47,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 CHUNK = 1 << 20
-CODECS = ("zstd", "gzip")
 
 
 class _Cancelled(Exception):

@@ -9,7 +9,7 @@ from typing import Any, NoReturn
 
 import yaml
 
-from deployer.codec import SUFFIX
+from deployer.codec import CODECS
 from deployer.errors import PlaybookError
 from deployer.inventory.host import ORIGIN_MODES, VIA_CHOICES
 from deployer.playbook import buildopts, checks, templating
@@ -286,8 +286,8 @@ def _ship(v: Validator, node: yaml.Node | None, vars_: dict[str, Any]) -> ShipSp
     codec = v.optional_string(nodes, "codec", "ship")
     if codec is not None:
         codec = _render_static(v, nodes["codec"], "ship.codec", codec, vars_)
-        if codec not in SUFFIX:
-            v.fail(nodes["codec"], "ship.codec", f"must be one of {', '.join(SUFFIX)}, got {codec!r}",
+        if codec not in CODECS:
+            v.fail(nodes["codec"], "ship.codec", f"must be one of {', '.join(CODECS)}, got {codec!r}",
                    hint="gzip: the registry route pushes an image any Docker pulls (Docker 20.10 too)")
     return ShipSpec(via=via, registry=registry, level=level, origin_pull=origin_pull, codec=codec)
 

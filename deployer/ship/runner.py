@@ -21,6 +21,7 @@ from typing import Any
 
 from deployer import history, layercache
 from deployer import lock as locks
+from deployer.codec import CODECS
 from deployer.commands import load as ld
 from deployer.commands import ship as cmd
 from deployer.commands.facts import probe_argv
@@ -39,7 +40,7 @@ from deployer.inventory.host import ORIGIN_MODES, Host
 from deployer.local.cache import Blob, Cache
 from deployer.local.client import Client, docker_client
 from deployer.local.compress import codec_level
-from deployer.local.export import CODECS, Exporter
+from deployer.local.export import Exporter
 from deployer.local.image import ImageInfo, history_sizes, inspect
 from deployer.local.sizes import LayerSizes
 from deployer.refs import split_ref
