@@ -1,7 +1,7 @@
 """`deploy ship --via registry` to Docker 28 hosts: the push is deployer's own zstd blobs under an OCI
 manifest (deployer.ship.blobpush), the hosts pull it on either image store, and the image is the
-workstation's. A ship with a Docker 20.10 host among its pullers, or with --codec gzip, pushes with
-`docker push`; a later zstd push names the layers that push left by their gzip blobs.
+workstation's. A ship with a Docker 20.10 host among its pullers, or with --codec gzip (or a
+playbook's ship.codec: gzip), pushes with `docker push`; a later zstd push names the layers that push left by their gzip blobs.
 
 What the registry holds is read from the registry itself, every blob checked against its digest
 and each layer against the workstation's diff ids; the uplink's byte counter shows what crossed.
@@ -111,9 +111,22 @@ def test_docker_20_among_the_pullers_or_codec_gzip_push_with_docker_and_zstd_reu
         rec = ship(deploy_cli, "gpu02", v3, "--codec", "gzip", env=env)["gpu02"]
         assert rec["ok"] and rec["verified"], rec
         assert {layer["mediaType"] for layer in registry_manifest(testbed, v3)["layers"]} == {DOCKER_GZIP}
+
+        # a playbook's ship.codec: gzip says the same once, for every `ship -p`
+        v4 = tag.replace(":1", ":4")
+        _build_on(ws, v3, v4)  # an image gpu02 lacks: a push and a pull
+        book = tmp_path / "gzip.yml"
+        book.write_text(f"name: gz\nimage: {{ref: '{v4}'}}\nship: {{via: registry, codec: gzip}}\n")
+        code, out, err = deploy_cli("ship", "-p", str(book), "--host", "gpu02", "--no-run", "--json",
+                                    "--lock-wait", "90", timeout=240, env=env)
+        assert code == 0, err
+        [rec] = json.loads(out)
+        # (the classic store pulls v2's code layer again: it knows that layer by its zstd blob only)
+        assert rec["ok"] and rec["verified"] and rec["via"] == "registry" and rec["layers_sent"] >= 1, rec
+        assert {layer["mediaType"] for layer in registry_manifest(testbed, v4)["layers"]} == {DOCKER_GZIP}
     finally:
         forget_shipped(testbed, tag, ["gpu02", "cpu01"])
-        for ref in (v2, tag.replace(":1", ":3")):
+        for ref in (v2, tag.replace(":1", ":3"), tag.replace(":1", ":4")):
             forget_shipped(testbed, ref, ["gpu02"])
         remove_image(ws, tag)
 
