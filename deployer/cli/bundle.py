@@ -12,6 +12,7 @@ import click
 from deployer.cli import output
 from deployer.cli.app import cli
 from deployer.cli.context import AppContext
+from deployer.codec import CODECS
 from deployer.errors import SpecError
 from deployer.local.bundle import (
     BundleResult,
@@ -52,7 +53,7 @@ bundles and ships of the same image share the work.
               help="Leave out the layers this inventory host already has.")
 @click.option("--level", type=click.IntRange(1, 19), default=3, show_default=True,
               help="Compression level (zstd 1-19; gzip uses min(level, 9)).")
-@click.option("--codec", type=click.Choice(["zstd", "gzip"]), default="zstd", show_default=True,
+@click.option("--codec", type=click.Choice(CODECS), default="zstd", show_default=True,
               help="zstd: smaller and faster; gzip: `docker load -i` reads it on every Docker version.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
 @click.pass_obj

@@ -11,6 +11,7 @@ from deployer.cli import output
 from deployer.cli.app import cli, finish
 from deployer.cli.context import AppContext
 from deployer.cli.inventory import host_pattern_option
+from deployer.codec import CODECS
 from deployer.errors import SpecError, error_text
 from deployer.fleet import Outcome
 from deployer.inventory.host import ORIGIN_MODES
@@ -86,7 +87,7 @@ origin the base the host pulled itself (layers_from_origin layers), phases the s
               help="Hosts shipped at once.")
 @click.option("--level", type=click.IntRange(1, 19), default=None,
               help="zstd level for layers. Default: the playbook's ship.level, else 3.")
-@click.option("--codec", type=click.Choice(["zstd", "gzip"]), default=None,
+@click.option("--codec", type=click.Choice(CODECS), default=None,
               help="Layer compression. Default: the playbook's ship.codec, else zstd where the hosts read it "
                    "(Docker 23+), else gzip. "
                    "gzip: the registry route pushes with `docker push`, an image any Docker pulls.")

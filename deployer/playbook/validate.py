@@ -4,7 +4,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 import yaml
@@ -262,13 +262,7 @@ def _ship(v: Validator, node: yaml.Node | None, vars_: dict[str, Any]) -> ShipSp
     if node is None or _is_null(node):
         return ShipSpec()
     nodes = v.mapping(node, "ship", SHIP_KEYS)
-    via = v.optional_string(nodes, "via", "ship")
-    if via is not None:
-        via = _render_static(v, nodes["via"], "ship.via", via, vars_)
-        if via not in VIA_CHOICES:
-            close = difflib.get_close_matches(via, VIA_CHOICES, n=1)
-            v.fail(nodes["via"], "ship.via", f"must be one of {', '.join(VIA_CHOICES)}, got {via!r}",
-                   hint=f"did you mean '{close[0]}'?" if close else None)
+    via = _static_choice(v, nodes, "via", VIA_CHOICES, vars_)
     registry = v.optional_string(nodes, "registry", "ship")
     if registry is not None:
         registry = _render_static(v, nodes["registry"], "ship.registry", registry, vars_)
@@ -277,19 +271,25 @@ def _ship(v: Validator, node: yaml.Node | None, vars_: dict[str, Any]) -> ShipSp
         level = scalar(nodes["level"]) if isinstance(nodes["level"], yaml.ScalarNode) else None
         if isinstance(level, bool) or not isinstance(level, int) or not 1 <= level <= 19:
             v.fail(nodes["level"], "ship.level", f"must be a zstd level from 1 to 19, got {_kind(nodes['level'])}")
-    origin_pull = v.optional_string(nodes, "origin_pull", "ship")
-    if origin_pull is not None:
-        origin_pull = _render_static(v, nodes["origin_pull"], "ship.origin_pull", origin_pull, vars_)
-        if origin_pull not in ORIGIN_MODES:
-            v.fail(nodes["origin_pull"], "ship.origin_pull",
-                   f"must be one of {', '.join(ORIGIN_MODES)}, got {origin_pull!r}")
-    codec = v.optional_string(nodes, "codec", "ship")
-    if codec is not None:
-        codec = _render_static(v, nodes["codec"], "ship.codec", codec, vars_)
-        if codec not in CODECS:
-            v.fail(nodes["codec"], "ship.codec", f"must be one of {', '.join(CODECS)}, got {codec!r}",
-                   hint="gzip: the registry route pushes an image any Docker pulls (Docker 20.10 too)")
+    origin_pull = _static_choice(v, nodes, "origin_pull", ORIGIN_MODES, vars_)
+    codec = _static_choice(v, nodes, "codec", CODECS, vars_,
+                           hint="gzip: the registry route pushes an image any Docker pulls (Docker 20.10 too)")
     return ShipSpec(via=via, registry=registry, level=level, origin_pull=origin_pull, codec=codec)
+
+
+def _static_choice(v: Validator, nodes: dict[str, yaml.Node], key: str, choices: Sequence[str],
+                   vars_: dict[str, Any], hint: str | None = None) -> str | None:
+    """ship.KEY, rendered with the playbook's vars, as one of CHOICES (None when absent); a value
+    close to one of them is named in the error's hint, else HINT."""
+    value = v.optional_string(nodes, key, "ship")
+    if value is None:
+        return None
+    value = _render_static(v, nodes[key], f"ship.{key}", value, vars_)
+    if value not in choices:
+        close = difflib.get_close_matches(value, choices, n=1)
+        v.fail(nodes[key], f"ship.{key}", f"must be one of {', '.join(choices)}, got {value!r}",
+               hint=f"did you mean '{close[0]}'?" if close else hint)
+    return value
 
 
 def _optional_int(v: Validator, nodes: dict[str, yaml.Node], key: str) -> int | None:

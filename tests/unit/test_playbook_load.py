@@ -90,6 +90,8 @@ def test_unknown_keys_suggest_the_right_one(tmp_path: Path, text: str, line: int
         ("name: job\nimage: {ref: busybox}\nship: {level: 40}\n", 3, "ship.level", "1 to 19"),
         ("name: job\nimage: {ref: busybox}\nship: {origin_pull: sometimes}\n", 3, "ship.origin_pull", "auto, never"),
         ("name: job\nimage: {ref: busybox}\nship: {codec: brotli}\n", 3, "ship.codec", "zstd, gzip"),
+        ("name: job\nimage: {ref: busybox}\nship: {codec: gzp}\n", 3, "ship.codec", "did you mean 'gzip'?"),
+        ("name: job\nimage: {ref: busybox}\nship: {origin_pull: nevr}\n", 3, "ship.origin_pull", "did you mean 'never'?"),
         ("name: job\nimage: {ref: busybox}\nvars: {1x: 2}\n", 3, "vars.1x", "variable names"),
         ("name: job\nimage: {ref: busybox}\nvars: [a]\n", 3, "vars", "must be a mapping"),
         ("name: job\nimage: {ref: busybox}\nrun:\n  command: echo {{ x\n", 4, "run.command", "template error"),
