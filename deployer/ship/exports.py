@@ -46,7 +46,9 @@ class ExportPool:
         """A host that needs no export (failed, up to date, or registry) reports in."""
         with self._cond:
             self._reported += 1
-            if self._reported >= self._expected and not self._wave_started:
+            # the last to report, and no host joined: no wave will take the head start (a host
+            # that joined is waiting to form the wave, and narrows it then)
+            if self._reported >= self._expected and not self._wave_started and not self._wanted:
                 self._drop_head_start()
             self._cond.notify_all()
 

@@ -76,6 +76,23 @@ def test_a_head_start_becomes_the_waves_export_narrowed_to_what_it_needs() -> No
     assert head.closed
 
 
+def test_a_host_that_leaves_last_does_not_cancel_the_head_start_a_waiting_host_will_take() -> None:
+    """The tarball host is planned first and waits for the wave; the registry host reports last:
+    the wave takes the head start (with what it compressed so far), not a new export from zero."""
+    head = StubExporter(IMAGE, {"zstd": set(IMAGE.diff_ids)}).start()
+    pool = ExportPool(IMAGE, 3, expected=2, grace_s=30, head_start=head)
+    got: list[Any] = []
+    joiner = threading.Thread(target=lambda: got.append(pool.join("zstd", {"sha256:b", "sha256:c"})))
+    joiner.start()
+    deadline = time.monotonic() + 5
+    while not pool._wanted and time.monotonic() < deadline:  # the joiner is in, waiting for the wave
+        time.sleep(0.01)
+    pool.leave()
+    joiner.join(5)
+    assert got == [head] and not head.closed and head.narrowed == ("zstd", {"sha256:b", "sha256:c"})
+    assert StubExporter.started == [head]
+
+
 @pytest.mark.parametrize("how", ["leave", "gzip"])
 def test_a_head_start_nobody_needs_is_cancelled(how: str) -> None:
     head = StubExporter(IMAGE, {"zstd": set(IMAGE.diff_ids)}).start()
