@@ -558,6 +558,8 @@ class Exporter:
                     growing.blob = blob
             self._add(blob)
             self.exported_blobs += 1
+            log.info("compressed layer %s of %s: %s, %d -> %d bytes", diff_id[:19], self.image.ref, w.codec,
+                     raw_size, blob.size)
 
 
 class _Hasher:

@@ -9,6 +9,11 @@ delays nobody by more than the grace period.
 A head start (an export of every layer, begun while the hosts are still being connected to
 and planned) becomes the wave's export once the wave knows what it needs, narrowed to that;
 if no host needs it, it is cancelled.
+
+A registry push of the same blobs (deployer.ship.registry) shares these exports instead of
+compressing the layers a second time: share() hands it the exports that make its layers (the
+head start's it keeps from being narrowed away or cancelled) and one for the rest, which later
+hosts can use too.
 """
 from __future__ import annotations
 
@@ -41,6 +46,7 @@ class ExportPool:
         self._wave_started = False
         self.exporters: list[Exporter] = []
         self._head_start = head_start
+        self._shared: set[str] = set()  # layers a push takes from the head start: kept in it
 
     def leave(self) -> None:
         """A host that needs no export (failed, up to date, or registry) reports in."""
@@ -85,22 +91,54 @@ class ExportPool:
                     return exporter
             return self._start({codec: wanted})
 
+    def share(self, codec: str, diff_ids: Iterable[str]) -> list[Exporter]:
+        """Exports that together make these layers' CODEC blobs (and the config), for a push that
+        runs beside the hosts' sends: those that make some of them already (the head start
+        included), then one for the rest, which hosts planned later may use as well. Never waits
+        for the wave; the pool closes them all."""
+        wanted = set(diff_ids)
+        with self._cond:
+            head = self._head_start
+            found = [e for e in ([head] if head is not None else []) + self.exporters
+                     if wanted & e.wanted.get(codec, frozenset())]
+            if head is not None and head in found:
+                self._shared |= wanted & head.wanted.get(codec, frozenset())
+            rest = wanted.difference(*(e.wanted.get(codec, frozenset()) for e in found))
+            if found:
+                log.info("the push of %s takes %d of its %d layers from the hosts' exports",
+                         self.image.ref, len(wanted) - len(rest), len(wanted))
+            if rest or not found:
+                found.append(self._start({codec: rest}))
+            return found
+
     def _start_wave(self, wanted: dict[str, set[str]]) -> None:
         head = self._head_start
         codec = next(iter(head.wanted), None) if head is not None else None
-        if head is not None and codec in wanted and head.narrow(codec, wanted[codec]):
+        # a head start a push shares stays, whole if it cannot narrow (it makes every layer)
+        if head is not None and codec in wanted and (head.narrow(codec, wanted[codec] | self._shared)
+                                                     or self._shared):
             self._head_start = None
             self.exporters.append(head)  # the wave's export already has a head start
             wanted = {c: ids for c, ids in wanted.items() if c != codec}
         self._drop_head_start()
+        # a push that began before the wave may have an export of these blobs already (share())
+        wanted = {c: ids for c, ids in wanted.items()
+                  if not any(ids <= e.wanted.get(c, frozenset()) for e in self.exporters)}
         if wanted:
             self._start(wanted)
 
     def _drop_head_start(self) -> None:
-        if self._head_start is not None:
-            log.info("no host needs the head-start export of %s; cancelling it", self.image.ref)
-            self._head_start.close()
-            self._head_start = None
+        head, self._head_start = self._head_start, None
+        if head is None:
+            return
+        codec = next(iter(head.wanted), None)
+        if self._shared and codec is not None:  # a push takes blobs from it: it makes those (or all)
+            if not head.narrow(codec, self._shared):
+                log.info("the head-start export of %s goes on whole for the registry push", self.image.ref)
+            self.exporters.append(head)
+            return
+        log.info("no host needs the head-start export of %s; cancelling it", self.image.ref)
+        head.close()
 
     def _start(self, wanted: dict[str, set[str]]) -> Exporter:
         exporter = Exporter(self.image, wanted, level=self.level, client=self._client).start()

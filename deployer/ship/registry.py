@@ -6,6 +6,7 @@ Hosts pull with their own Docker login, if the registry needs one.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import threading
@@ -31,6 +32,7 @@ from deployer.refs import registry_ref
 from deployer.ship import steps
 from deployer.ship.blobpush import BlobUnknown, RegistryWriter, push_image
 from deployer.ship.conn import HostConn
+from deployer.ship.exports import ExportPool
 from deployer.ship.loader import Closing
 from deployer.ship.plan import ShipPlan
 from deployer.ship.registry_api import (
@@ -154,12 +156,16 @@ class Pusher:
     """Pushes an image to each registry at most once per ship, whichever host asks first."""
 
     def __init__(self, image: ImageInfo, client: Client | None = None, *,
-                 zstd: Callable[[str], bool] | None = None, level: int = 3) -> None:
+                 zstd: Callable[[str], bool] | None = None, level: int = 3,
+                 exports: ExportPool | None = None) -> None:
         """ZSTD: whether every host that pulls from a registry reads zstd layers (then the push
-        uploads deployer's zstd blobs itself, at LEVEL: deployer.ship.blobpush); None: never."""
+        uploads deployer's zstd blobs itself, at LEVEL: deployer.ship.blobpush); None: never.
+        EXPORTS: the tarball hosts' exports, whose blobs the push takes instead of compressing
+        the same layers again."""
         self.image = image
         self._client = client
         self._zstd, self._level = zstd, level
+        self._pool = exports
         self._lock = threading.Lock()
         self._done: dict[str, PushStats | LocalError] = {}
         self._early: set[str] = set()  # pushed by start(): the first host to ask is charged with it
@@ -276,22 +282,23 @@ class Pusher:
             stages.plan(self.image, self._layer_sizes(client), before)
         writer = RegistryWriter.for_docker(client, split_repo(repo))
         log.info("pushing %s as %s: its zstd blobs through the registry API", self.image.ref, remote)
-        with Exporter(self.image, {"zstd": {d for d in diff_ids if d not in known}}, level=self._level,
-                      client=client).start() as export:
+        with self._exports({d for d in diff_ids if d not in known}, client) as exports:
 
             def blob(diff_id: str) -> Blob:
-                if diff_id in export.wanted.get("zstd", ()):
-                    return export.blob(diff_id, "zstd")
+                for export in exports:
+                    if diff_id in export.wanted.get("zstd", ()):
+                        return export.blob(diff_id, "zstd")
                 with Exporter(self.image, {"zstd": {diff_id}}, level=self._level, client=client).start() as one:
                     return one.blob(diff_id, "zstd")  # a blob the registry lost since it was pushed
 
+            config = exports[0].config
             try:
                 # what the last pushes left is named without asking (a re-ship's six HEADs: 10-30 ms)
-                pushed = push_image(writer, tag, diff_ids, export.config, blob, known,
+                pushed = push_image(writer, tag, diff_ids, config, blob, known,
                                     {st.layers: st.config for st in staged}, feed.put, on_bytes, check_known=False)
             except BlobUnknown as exc:
                 log.info("%s; pushing again, asking the registry for each blob first", exc)
-                pushed = push_image(writer, tag, diff_ids, export.config, blob, known, on_bytes=on_bytes)
+                pushed = push_image(writer, tag, diff_ids, config, blob, known, on_bytes=on_bytes)
         records = pulled_records(diff_ids, [d.to_json() for d in pushed.layers])
         try:
             cache.remember_registry_blobs(repo, records)
@@ -334,6 +341,16 @@ class Pusher:
             for st in staged:
                 stages.remove(client, st)
         return done
+
+    @contextlib.contextmanager
+    def _exports(self, wanted: set[str], client: Client) -> Iterator[list[Exporter]]:
+        """Exports that make these layers' zstd blobs: the tarball hosts' where they make them (the
+        pool closes those), else this push's own."""
+        if self._pool is not None and self._pool.level == self._level:
+            yield self._pool.share("zstd", wanted)
+            return
+        with Exporter(self.image, {"zstd": wanted}, level=self._level, client=client).start() as export:
+            yield [export]
 
     def _layer_sizes(self, client: Client) -> list[int] | None:
         """Each layer's size: exact from the cache or a readable layer store, else from `docker

@@ -410,6 +410,7 @@ def ship_image(hosts: Sequence[Host], image_ref: str, options: ShipOptions | Non
     # the hosts' SSH handshakes overlap the local Docker's answers (a re-ship's first 0.05 s)
     conns = {h.name: HostConn(h, timeout=options.connect_timeout) for h in hosts}
     early = EarlyConnects(list(conns.values()), options.parallel)
+    exports: ExportPool | None = None
     try:
         client = client or docker_client()
         image = image or inspect(image_ref, client)
@@ -417,7 +418,10 @@ def ship_image(hosts: Sequence[Host], image_ref: str, options: ShipOptions | Non
             image = replace(image, ref=image_ref)
         # the push is zstd blobs if every host that pulls it reads them (deployer.ship.blobpush)
         pullers = Pullers(hosts, options.via, options.codec, options.parallel)
-        pusher = Pusher(image, client, zstd=pullers.read_zstd, level=options.level)
+        exports = ExportPool(image, options.level, expected=min(len(hosts), options.parallel), client=client,
+                             head_start=_head_start(hosts, image, options, client))
+        # the push takes the blobs the tarball hosts' exports make (each layer compressed once)
+        pusher = Pusher(image, client, zstd=pullers.read_zstd, level=options.level, exports=exports)
         for registry in sorted({h.registry for h in hosts if h.registry and (options.via or h.via) == "registry"}):
             pusher.start(registry)  # a host that must take the registry route: push while it is checked
         layer_history = history_sizes(client, image)
@@ -427,11 +431,11 @@ def ship_image(hosts: Sequence[Host], image_ref: str, options: ShipOptions | Non
         jobs = {h.name: Job(h, conns[h.name], image, record=options.record,
                             site=sites.get(relay_of.get(h.name, ""))) for h in hosts}
         bases = Bases(image, client, options, layer_history)
-        exports = ExportPool(image, options.level, expected=min(len(jobs), options.parallel), client=client,
-                             head_start=_head_start(hosts, image, options, client))
         sizes = LayerSizes(image, client)
     except BaseException:
         early.cancel()  # nothing was shipped: the connections made meanwhile go
+        if exports is not None:
+            exports.close()  # nor is anything exported
         raise
 
     def again(job: Job, why: str, options: ShipOptions) -> None:

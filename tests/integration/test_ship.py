@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import subprocess
 import threading
 import time
@@ -158,6 +159,30 @@ def test_auto_picks_registry_and_tarball(testbed: Testbed, ship_env: dict[str, s
         assert host_image_id(testbed, host, ref) == config
     # the registry route really went through the registry
     assert host_image_id(testbed, "gpu01", f"{testbed.registry}/{ref}") == config
+
+
+def test_registry_and_tarball_hosts_in_one_ship_compress_each_layer_once(testbed: Testbed, ship_env: dict[str, str],
+                                                                        tmp_path: Path) -> None:
+    """gpu02 pulls from the registry, airgap02 (deploy_via: tarball) takes a tarball: the push
+    uploads the very blobs of the export begun for airgap02 while the hosts were checked (a cache
+    of its own, so every layer needs compressing). Whichever comes first, the push or the tarball
+    host's plan, one export makes each blob (the pool's unit tests take each order)."""
+    env = {**ship_env, "DEPLOYER_CACHE_DIR": str(tmp_path / "cache")}
+    ref = tag("mixed")
+    image = build(testbed, ref, [3, 2])
+    layers = image.attrs["RootFS"]["Layers"]
+    code, out, err = deploy(env, "-v", "ship", "--host", "gpu02,airgap02", "--image", ref, "--json",
+                            "--lock-wait", "120")
+    assert code == 0, err
+    gpu02, air = one(out, "gpu02"), one(out, "airgap02")
+    assert gpu02["ok"] and gpu02["via"] == "registry" and gpu02["verified"]
+    assert air["ok"] and air["via"] == "tarball" and air["verified"] and air["layers_sent"] >= 3
+    for host in ("gpu02", "airgap02"):
+        assert host_image_id(testbed, host, ref) == image.id
+    assert host_image_id(testbed, "gpu02", f"{testbed.registry}/{ref}") == image.id
+    compressed = re.findall(r"compressed layer (sha256:[0-9a-f]{12}) of " + re.escape(ref) + ": zstd", err)
+    assert sorted(compressed) == sorted({d[:19] for d in layers}), err  # each layer once, by one export
+    assert re.search(r"the push of \S+ takes [1-9]\d* of its \d+ layers from the hosts' exports", err), err
 
 
 def test_registry_forced_and_dry_run(testbed: Testbed, ship_env: dict[str, str]) -> None:

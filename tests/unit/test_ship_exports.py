@@ -104,6 +104,67 @@ def test_a_head_start_nobody_needs_is_cancelled(how: str) -> None:
     assert head.closed
 
 
+def test_a_push_shares_the_head_start_and_the_wave_keeps_its_layers() -> None:
+    """A registry push begun while the hosts are checked takes its blobs from the head start: the
+    wave narrows it to what the tarball host needs plus what the push takes, and starts nothing."""
+    head = StubExporter(IMAGE, {"zstd": set(IMAGE.diff_ids)}).start()
+    pool = ExportPool(IMAGE, 3, expected=2, head_start=head)
+    assert pool.share("zstd", {"sha256:a", "sha256:b"}) == [head]
+    pool.leave()  # the registry host
+    assert pool.join("zstd", {"sha256:c"}) is head
+    assert head.narrowed == ("zstd", {"sha256:a", "sha256:b", "sha256:c"})
+    assert StubExporter.started == [head] and not head.closed
+    pool.close()
+    assert head.closed
+
+
+def test_a_push_takes_what_the_hosts_exports_make_and_exports_the_rest_once() -> None:
+    head = StubExporter(IMAGE, {"zstd": set(IMAGE.diff_ids)}).start()
+    pool = ExportPool(IMAGE, 3, expected=1, head_start=head)
+    assert pool.join("zstd", {"sha256:c"}) is head  # the wave: the head start narrowed to c
+    shared = pool.share("zstd", {"sha256:a", "sha256:b", "sha256:c"})
+    assert shared[0] is head and len(shared) == 2
+    assert shared[1].wanted == {"zstd": frozenset({"sha256:a", "sha256:b"})}  # only what no export makes
+    assert pool.late("zstd", {"sha256:a"}) is shared[1]  # a host planned later uses the push's export
+    assert pool.share("gzip", {"sha256:a"})[0] not in shared  # another codec: an export of its own
+    pool.close()
+    assert all(e.closed for e in StubExporter.started)
+
+
+@pytest.mark.parametrize("how", ["leave", "gzip"])
+def test_a_head_start_a_push_shares_goes_on_for_the_push_alone(how: str) -> None:
+    head = StubExporter(IMAGE, {"zstd": set(IMAGE.diff_ids)}).start()
+    pool = ExportPool(IMAGE, 3, expected=1, head_start=head)
+    assert pool.share("zstd", {"sha256:b"}) == [head]
+    if how == "leave":  # the only tarball host turned out to be up to date
+        pool.leave()
+    else:  # it wants gzip blobs
+        assert pool.join("gzip", {"sha256:c"}) is not head
+    assert not head.closed and head.narrowed == ("zstd", {"sha256:b"})
+    pool.close()
+    assert head.closed
+
+
+def test_the_wave_uses_the_export_of_a_push_that_began_before_it() -> None:
+    pool = ExportPool(IMAGE, 3, expected=2)
+    [push] = pool.share("zstd", set(IMAGE.diff_ids))  # no head start: the push's own export
+    pool.leave()  # the registry host
+    assert pool.join("zstd", {"sha256:b", "sha256:c"}) is push
+    assert StubExporter.started == [push]
+    # a wave that needs more than the push's export makes gets an export of its own
+    pool2 = ExportPool(IMAGE, 3, expected=1)
+    [top] = pool2.share("zstd", {"sha256:c"})
+    assert pool2.join("zstd", {"sha256:b", "sha256:c"}) is not top
+
+
+def test_a_push_with_no_export_to_share_gets_one_of_its_own() -> None:
+    pool = ExportPool(IMAGE, 3, expected=1)
+    [own] = pool.share("zstd", {"sha256:a"})
+    assert StubExporter.started == [own] and own.wanted == {"zstd": frozenset({"sha256:a"})}
+    [config_only] = pool.share("zstd", set())  # every layer is in the registry: only the config
+    assert config_only.wanted == {}
+
+
 def test_a_host_that_never_reports_delays_the_wave_only_by_the_grace() -> None:
     pool = ExportPool(IMAGE, 3, expected=2, grace_s=0.3)
     start = time.monotonic()
