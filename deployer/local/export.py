@@ -154,6 +154,11 @@ class Exporter:
             self._cond.notify_all()
             return True
 
+    def unmade(self, codec: str) -> frozenset[str]:
+        """The CODEC layers this export has still to make."""
+        with self._cond:
+            return frozenset(d for d in self.wanted.get(codec, frozenset()) if (codec, d) not in self._blobs)
+
     def config(self, timeout: float | None = None) -> bytes:
         """The image's raw config JSON (its sha256 is the image id); blocks until known."""
         with self._cond:

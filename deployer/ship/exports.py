@@ -52,14 +52,19 @@ class ExportPool:
         """A host that needs no export (failed, up to date, or registry) reports in."""
         with self._cond:
             self._reported += 1
-            # the last to report, and no host joined: no wave will take the head start (a host
-            # that joined is waiting to form the wave, and narrows it then)
-            if self._reported >= self._expected and not self._wave_started and not self._wanted:
-                self._drop_head_start()
+            if self._reported >= self._expected and not self._wave_started:
+                if self._wanted:  # hosts that joined took the head start without waiting: the last
+                    self._form_wave()  # to report narrows it to what they need
+                else:  # no host joined: no wave will take the head start
+                    self._drop_head_start()
             self._cond.notify_all()
 
     def join(self, codec: str, diff_ids: Iterable[str]) -> Exporter:
-        """An export with `codec` blobs of these layers (and the config); may wait for the wave."""
+        """An export with `codec` blobs of these layers (and the config); may wait for the wave.
+
+        A host for which the head start makes exactly what is left of it to make (a first ship's
+        host lacks every layer; a re-ship's, the one new layer) takes it at once: waiting for the
+        others (up to the grace, for a host that is down) would only let the wave narrow it."""
         wanted = set(diff_ids)
         with self._cond:
             self._reported += 1
@@ -67,6 +72,10 @@ class ExportPool:
                 self._first = self._first or time.monotonic()
                 self._wanted.setdefault(codec, set()).update(wanted)
                 self._cond.notify_all()
+                head = self._head_start
+                if (head is not None and self._reported < self._expected
+                        and wanted <= head.wanted.get(codec, frozenset()) and head.unmade(codec) <= wanted):
+                    return head  # the wave, when it forms, narrows it to what all who took it need
                 deadline = self._first + self.grace_s
                 while not self._wave_started and self._reported < self._expected:
                     left = deadline - time.monotonic()
@@ -74,9 +83,7 @@ class ExportPool:
                         break
                     self._cond.wait(left)
                 if not self._wave_started:
-                    self._start_wave(self._wanted)
-                    self._wave_started = True
-                    self._cond.notify_all()
+                    self._form_wave()
             for exporter in self.exporters:
                 if wanted <= exporter.wanted.get(codec, frozenset()):  # any export has the config
                     return exporter
@@ -110,6 +117,11 @@ class ExportPool:
             if rest or not found:
                 found.append(self._start({codec: rest}))
             return found
+
+    def _form_wave(self) -> None:
+        self._start_wave(self._wanted)
+        self._wave_started = True
+        self._cond.notify_all()
 
     def _start_wave(self, wanted: dict[str, set[str]]) -> None:
         head = self._head_start

@@ -89,8 +89,10 @@ def test_blobs_come_lowest_layer_first(tmp_path: Path) -> None:
     assert [b.diff_id for b in whole.ready()] == list(d[1:])  # all cached: image order
     # layer 0 is exported while 1-7 come from the cache: each, when taken, is the lowest ready
     mixed = Exporter(info, {"zstd": set(d)}, client=FakeClient(save_legacy(info, config, layers)), cache=cache)  # type: ignore[arg-type]
+    assert mixed.unmade("zstd") == set(d) and mixed.unmade("gzip") == set()
     got = [b.diff_id for b in mixed.start().ready()]
     assert sorted(got) == sorted(d) and [x for x in got if x != d[0]] == list(d[1:])
+    assert mixed.unmade("zstd") == set()
 
 
 def test_config_only(tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ class StubExporter:
     def __init__(self, image: ImageInfo, wanted: dict[str, set[str]], level: int = 3, client: Any = None) -> None:
         self.wanted = {codec: frozenset(ids) for codec, ids in wanted.items() if ids}
         self.closed = False
+        self.made: set[str] = set()  # layers compressed already (or taken from the cache)
 
     def start(self) -> StubExporter:
         StubExporter.started.append(self)
@@ -29,6 +30,9 @@ class StubExporter:
 
     def close(self) -> None:
         self.closed = True
+
+    def unmade(self, codec: str) -> frozenset[str]:
+        return self.wanted.get(codec, frozenset()) - self.made
 
     def narrow(self, codec: str, keep: set[str]) -> bool:
         self.narrowed = (codec, set(keep))
@@ -91,6 +95,33 @@ def test_a_host_that_leaves_last_does_not_cancel_the_head_start_a_waiting_host_w
     joiner.join(5)
     assert got == [head] and not head.closed and head.narrowed == ("zstd", {"sha256:b", "sha256:c"})
     assert StubExporter.started == [head]
+
+
+def test_a_host_the_head_start_serves_exactly_does_not_wait_for_a_host_that_is_down() -> None:
+    """A re-ship: the head start took every layer but the new top one from the cache, which is all
+    the host lacks. Waiting for the others' plans could only narrow it: the host takes it at once,
+    not after the grace (a host that is down never reports before it)."""
+    head = StubExporter(IMAGE, {"zstd": set(IMAGE.diff_ids)}).start()
+    head.made = {"sha256:a", "sha256:b"}
+    pool = ExportPool(IMAGE, 3, expected=3, grace_s=30, head_start=head)
+    start = time.monotonic()
+    assert pool.join("zstd", {"sha256:c"}) is head
+    assert pool.join("zstd", {"sha256:b", "sha256:c"}) is head  # a second host: the same, at once
+    assert time.monotonic() - start < 1 and not hasattr(head, "narrowed")
+    pool.leave()  # the third host, at last (it failed): the wave narrows the head start to their needs
+    assert head.narrowed == ("zstd", {"sha256:b", "sha256:c"}) and head in pool.exporters
+    assert StubExporter.started == [head] and not head.closed
+    assert pool.join("zstd", {"sha256:c"}) is head  # a host planned later finds it too
+    pool.close()
+    assert head.closed
+
+
+def test_a_host_waits_for_the_wave_while_the_head_start_makes_layers_it_does_not_need() -> None:
+    head = StubExporter(IMAGE, {"zstd": set(IMAGE.diff_ids)}).start()  # nothing made yet
+    pool = ExportPool(IMAGE, 3, expected=2, grace_s=0.3, head_start=head)
+    start = time.monotonic()
+    assert pool.join("zstd", {"sha256:c"}) is head  # after the grace: the wave narrows it first
+    assert time.monotonic() - start >= 0.25 and head.narrowed == ("zstd", {"sha256:c"})
 
 
 @pytest.mark.parametrize("how", ["leave", "gzip"])
