@@ -14,13 +14,9 @@ import math
 import threading
 from collections.abc import Sequence
 
-from deployer import layercache
 from deployer.codec import reads_zstd
-from deployer.errors import DeployError
-from deployer.facts import read_probe
 from deployer.inventory.host import Host
-from deployer.ship.recall import probe_key
-from deployer.transport.result import Result
+from deployer.ship.recall import recalled_facts
 
 log = logging.getLogger(__name__)
 
@@ -73,11 +69,6 @@ class Pullers:
 
 def _remembered_version(host: Host) -> str:
     """The Docker version of HOST's last remembered probe, of any age ('' if none)."""
-    probe = layercache.recalled_probe(host, probe_key(host), math.inf)
-    if probe is None:
-        return ""
-    try:
-        facts = read_probe(host.name, Result(("the last ship's probe",), 0, probe, host=host.name))
-    except DeployError:
-        return ""
-    return facts.docker.server_version if facts.docker is not None else ""
+    recalled = recalled_facts(host, math.inf)
+    docker = recalled[1].docker if recalled is not None else None
+    return docker.server_version if docker is not None else ""

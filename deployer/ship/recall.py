@@ -19,11 +19,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
-from deployer.commands.facts import probe_argv
+from deployer import layercache
+from deployer.commands.facts import HostFacts, probe_argv
 from deployer.commands.layers import Listing, missing_layers
+from deployer.errors import DeployError
+from deployer.facts import read_probe
 from deployer.inventory.host import Host
+from deployer.transport.result import Result
 
 
 @dataclass(frozen=True)
@@ -32,7 +35,7 @@ class Recalled:
     it once) and the image state a full check would have read, as remembered (light_listing)."""
 
     probe: str
-    facts: Any  # deployer.commands.facts.HostFacts
+    facts: HostFacts
     listing: str
 
 
@@ -43,6 +46,18 @@ def probe_key(host: Host) -> tuple[str, ...]:
     """What a remembered probe must have asked to stand in for a light check's: the probe without
     GPUs or an origin, for this host's staging dir, registry and docker command (pure)."""
     return probe_argv(host, gpus=False, versions=False)
+
+
+def recalled_facts(host: Host, max_age_s: float = LIGHT_MAX_AGE_S) -> tuple[str, HostFacts] | None:
+    """HOST's last remembered probe, at most MAX_AGE_S old: its output and the facts read from it
+    (None: none, or one that does not read). Reads the workstation's deployer.layercache."""
+    probe = layercache.recalled_probe(host, probe_key(host), max_age_s)
+    if probe is None:
+        return None
+    try:
+        return probe, read_probe(host.name, Result(("the last ship's probe",), 0, probe, host=host.name))
+    except DeployError:
+        return None
 
 
 def light_listing(diff_ids: Sequence[str], remembered: Mapping[str, Sequence[str]]) -> str | None:

@@ -53,7 +53,7 @@ from deployer.ship.origin import Origin, find_origin, with_blobs
 from deployer.ship.plan import ShipPlan, make_plan, name_layers, needs_layer_sizes, preflight, pulled_ids
 from deployer.ship.progress import NullReporter, Reporter
 from deployer.ship.pullers import Pullers
-from deployer.ship.recall import LIGHT_MAX_AGE_S, Recalled, light_listing, probe_key
+from deployer.ship.recall import Recalled, light_listing, probe_key, recalled_facts
 from deployer.ship.registry import IncompletePull, Pusher
 from deployer.ship.relay import Hop, Site, hops_of, sites_of
 from deployer.ship.route import Leg, OriginPullFailed, run_registry, run_tarball
@@ -273,18 +273,15 @@ def _light(job: Job, options: ShipOptions, remembered: Mapping[str, Sequence[str
     if not locking or options.gpu_facts or relay is not None or job.site is not None:
         return None
     listing = light_listing(job.image.diff_ids, remembered)
-    probe = layercache.recalled_probe(host, probe_key(host), LIGHT_MAX_AGE_S) if listing is not None else None
-    if listing is None or probe is None:
+    recalled = recalled_facts(host) if listing is not None else None
+    if listing is None or recalled is None:
         return None
     if base is not None and (options.via or host.via) != "registry":  # a registry host pulls it all
         # a base pulled from its origin matters only if some layer it holds is to go: the host may pull it
         missing = missing_layers(job.image.diff_ids, parse_listing(listing).present(remembered))
         if any(base.covers(i) for i in missing):
             return None
-    try:
-        facts = read_probe(host.name, Result(("the last ship's probe",), 0, probe, host=host.name))
-    except DeployError:
-        return None
+    probe, facts = recalled
     return Recalled(probe, facts, listing) if facts.docker is not None else None
 
 
@@ -539,11 +536,21 @@ def _cached_blobs(image: ImageInfo, level: int) -> list[Blob]:
 def _head_start(hosts: Sequence[Host], image: ImageInfo, options: ShipOptions,
                 client: Client) -> Exporter | None:
     """Start exporting every layer while the hosts are connected and planned, if some host will
-    surely take the tarball route (the pool narrows it to what they lack, or cancels it)."""
-    vias = ((options.via or h.via, h) for h in hosts)
-    if not any(via == "tarball" or (via == "auto" and not h.registry) for via, h in vias):
+    take the tarball route (the pool narrows it to what they lack, or cancels it)."""
+    if not any(_takes_tarball(h, options) for h in hosts):
         return None
     return Exporter(image, {options.codec or "zstd": set(image.diff_ids)}, level=options.level, client=client).start()
+
+
+def _takes_tarball(host: Host, options: ShipOptions) -> bool:
+    """Whether HOST will take the tarball route, as far as is known before it is checked: its
+    route says so, or it is `auto` and has no registry, or did not reach it when last checked
+    (an air-gapped host in an inventory or playbook that names a registry for all)."""
+    via = options.via or host.via
+    if via != "auto" or not host.registry:
+        return via in ("tarball", "auto")
+    recalled = recalled_facts(host)
+    return recalled is not None and recalled[1].registry_reachable is False
 
 
 def _summary(result: ShipResult) -> str:
