@@ -8,7 +8,9 @@ delays nobody by more than the grace period.
 
 A head start (an export of every layer, begun while the hosts are still being connected to
 and planned) becomes the wave's export once the wave knows what it needs, narrowed to that;
-if no host needs it, it is cancelled.
+if no host needs it, it is cancelled. A host for which it makes exactly what is left of it to
+make (a first ship's host lacks every layer; a re-ship's, the new one) takes it without waiting
+for the wave, so a host that is down delays it not at all; the last host to report narrows it.
 
 A registry push of the same blobs (deployer.ship.registry) shares these exports instead of
 compressing the layers a second time: share() hands it the exports that make its layers (the
