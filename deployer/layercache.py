@@ -138,10 +138,22 @@ def recalled_probe(host: Host, argv: Sequence[str], max_age_s: float, path: Path
                    now: float | None = None) -> str | None:
     """The output of HOST's last recorded probe, if it ran at most MAX_AGE_S ago and asked what
     ARGV asks (another registry or staging dir in the inventory is probed anew)."""
-    entry = _load(path or cache_path()).get(f"probe {host_key(host)}")
-    if not isinstance(entry, dict) or not isinstance(entry.get("stdout"), str) or entry.get("argv") != _digest(argv):
-        return None
-    return entry["stdout"] if _fresh(entry, max_age_s, now) else None
+    return recalled_probes([(host, argv)], max_age_s, path, now)[0]
+
+
+def recalled_probes(asked: Sequence[tuple[Host, Sequence[str]]], max_age_s: float, path: Path | None = None,
+                    now: float | None = None) -> list[str | None]:
+    """recalled_probe of each (host, argv), from one read of the file."""
+    data = _load(path or cache_path())
+    found: list[str | None] = []
+    for host, argv in asked:
+        entry = data.get(f"probe {host_key(host)}")
+        if isinstance(entry, dict) and isinstance(entry.get("stdout"), str) and entry.get("argv") == _digest(argv) \
+                and _fresh(entry, max_age_s, now):
+            found.append(entry["stdout"])
+        else:
+            found.append(None)
+    return found
 
 
 def remember_scheme(registry: str, scheme: str, path: Path | None = None) -> None:

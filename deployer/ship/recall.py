@@ -51,7 +51,16 @@ def probe_key(host: Host) -> tuple[str, ...]:
 def recalled_facts(host: Host, max_age_s: float = LIGHT_MAX_AGE_S) -> tuple[str, HostFacts] | None:
     """HOST's last remembered probe, at most MAX_AGE_S old: its output and the facts read from it
     (None: none, or one that does not read). Reads the workstation's deployer.layercache."""
-    probe = layercache.recalled_probe(host, probe_key(host), max_age_s)
+    return recalled_facts_of([host], max_age_s)[0]
+
+
+def recalled_facts_of(hosts: Sequence[Host], max_age_s: float = LIGHT_MAX_AGE_S) -> list[tuple[str, HostFacts] | None]:
+    """recalled_facts of each host, from one read of the cache."""
+    probes = layercache.recalled_probes([(h, probe_key(h)) for h in hosts], max_age_s)
+    return [_read(h, probe) for h, probe in zip(hosts, probes, strict=True)]
+
+
+def _read(host: Host, probe: str | None) -> tuple[str, HostFacts] | None:
     if probe is None:
         return None
     try:

@@ -53,7 +53,7 @@ from deployer.ship.origin import Origin, find_origin, with_blobs
 from deployer.ship.plan import ShipPlan, make_plan, name_layers, needs_layer_sizes, preflight, pulled_ids
 from deployer.ship.progress import NullReporter, Reporter
 from deployer.ship.pullers import Pullers
-from deployer.ship.recall import Recalled, light_listing, probe_key, recalled_facts
+from deployer.ship.recall import Recalled, light_listing, probe_key, recalled_facts, recalled_facts_of
 from deployer.ship.registry import IncompletePull, Pusher
 from deployer.ship.relay import Hop, Site, hops_of, sites_of
 from deployer.ship.route import Leg, OriginPullFailed, run_registry, run_tarball
@@ -537,20 +537,20 @@ def _head_start(hosts: Sequence[Host], image: ImageInfo, options: ShipOptions,
                 client: Client) -> Exporter | None:
     """Start exporting every layer while the hosts are connected and planned, if some host will
     take the tarball route (the pool narrows it to what they lack, or cancels it)."""
-    if not any(_takes_tarball(h, options) for h in hosts):
+    if not _some_take_tarball(hosts, options):
         return None
     return Exporter(image, {options.codec or "zstd": set(image.diff_ids)}, level=options.level, client=client).start()
 
 
-def _takes_tarball(host: Host, options: ShipOptions) -> bool:
-    """Whether HOST will take the tarball route, as far as is known before it is checked: its
-    route says so, or it is `auto` and has no registry, or did not reach it when last checked
+def _some_take_tarball(hosts: Sequence[Host], options: ShipOptions) -> bool:
+    """Whether some host will take the tarball route, as far as is known before they are checked:
+    its route says so, or it is `auto` and has no registry, or did not reach it when last checked
     (an air-gapped host in an inventory or playbook that names a registry for all)."""
-    via = options.via or host.via
-    if via != "auto" or not host.registry:
-        return via in ("tarball", "auto")
-    recalled = recalled_facts(host)
-    return recalled is not None and recalled[1].registry_reachable is False
+    vias = [(h, options.via or h.via) for h in hosts]
+    if any(via == "tarball" or (via == "auto" and not h.registry) for h, via in vias):
+        return True
+    auto = [h for h, via in vias if via == "auto"]  # each with a registry: their last checks tell
+    return any(r is not None and r[1].registry_reachable is False for r in recalled_facts_of(auto))
 
 
 def _summary(result: ShipResult) -> str:

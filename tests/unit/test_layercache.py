@@ -72,6 +72,10 @@ def test_a_hosts_last_probe_is_recalled_while_fresh_and_asking_the_same(tmp_path
     # another registry (or staging dir, or docker command) in the inventory: that probe said nothing of it
     other = (*argv[:5], "10.0.0.6:5000", "docker")
     assert layercache.recalled_probe(host, other, 3600, path, now=1000.0) is None
+    # many at once, in the order asked
+    gpu02 = Host("gpu02", {"ansible_host": "10.0.0.2"})
+    assert layercache.recalled_probes([(gpu02, argv), (alias, argv), (host, other)], 3600, path, now=1000.0) \
+        == [None, out, None]
     # the probe sits beside the images, which stay as they were
     assert layercache.remembered(host, path) == {I1: tuple(D[:2])}
     layercache.add(host, I2, D[:3], path)

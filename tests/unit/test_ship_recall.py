@@ -61,7 +61,7 @@ def test_a_host_that_did_not_reach_its_registry_last_time_gets_a_head_start(
     """The export begins while the hosts are checked when some host will take the tarball route:
     by its route, or (an `auto` host with a registry) by its last probe, which did not reach it."""
     from deployer.ship.model import ShipOptions
-    from deployer.ship.runner import _takes_tarball
+    from deployer.ship.runner import _some_take_tarball
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
 
@@ -74,8 +74,12 @@ def test_a_host_that_did_not_reach_its_registry_last_time_gets_a_head_start(
     layercache.remember_probe(air, probe_key(air), _probe("28.5.2", "curl 28 curl: (28) timed out 000"))
     assert recalled_facts(air) is not None and recalled_facts(unknown) is None
     options = ShipOptions()
-    assert not _takes_tarball(auto, options) and _takes_tarball(air, options)
-    assert not _takes_tarball(unknown, options)  # never checked: its check decides
-    assert _takes_tarball(host("t", via="tarball"), options) and _takes_tarball(host("n", registry=""), options)
-    assert not _takes_tarball(host("r", via="registry"), options)
-    assert not _takes_tarball(air, ShipOptions(via="registry")) and _takes_tarball(auto, ShipOptions(via="tarball"))
+    assert not _some_take_tarball([auto], options) and _some_take_tarball([air], options)
+    assert not _some_take_tarball([unknown], options)  # never checked: its check decides
+    assert _some_take_tarball([host("t", via="tarball")], options)
+    assert _some_take_tarball([host("n", registry="")], options)
+    assert not _some_take_tarball([host("r", via="registry")], options)
+    assert not _some_take_tarball([air], ShipOptions(via="registry"))
+    assert _some_take_tarball([auto], ShipOptions(via="tarball"))
+    assert _some_take_tarball([auto, unknown, air], options)  # the three, read together
+    assert not _some_take_tarball([auto, unknown], options)
