@@ -89,6 +89,7 @@ class LayerLoader:
         itself once that blob stops growing, and loads nothing."""
         with self._cond:
             self._closed = True
+            self._arriving = None  # the sending is over: a blob still arriving now never lands
             self._cond.notify_all()
             abandoned = self._following is not None and self._following not in self._staged
         if self._thread is not None and self._thread.ident is not None and not abandoned:

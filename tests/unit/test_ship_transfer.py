@@ -394,6 +394,28 @@ def test_layer_loader_does_not_wait_for_a_blob_whose_send_failed(tmp_path: Path,
     assert not (json.loads(state.read_text())["images"] if state.exists() else {})
 
 
+def test_layer_loader_closed_before_it_takes_in_an_arriving_blob_leaves_it_out(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The send failed (Ctrl-C, a dead link) while a blob was arriving, and the loader thread wakes
+    only after close(): it loads what is staged, not a load that would wait for the dead blob
+    (STREAM_STALL_S) while the ship's failure path waits for it."""
+    monkeypatch.setattr(loader_module, "STREAM_STALL_S", 5)
+    img = Image(tmp_path)
+    docker, _ = fake_docker(tmp_path)
+    conn, _ = conn_with([])
+    arriving = img.blobs[1]
+    _half_arrived(arriving)
+    loader = LayerLoader(conn, docker, img.info, img.staging, "gzip", range(4), Counter())
+    loader.add(img.blobs[0])
+    loader.arriving(arriving)
+    loader.close()
+    started = time.monotonic()
+    loader.start()  # as if its thread woke just now
+    assert loader._thread is not None
+    loader._thread.join(timeout=30)
+    assert time.monotonic() - started < 4 and loader.next == 1  # layer 1 alone, the staged one
+
+
 def test_load_files_skip_present_layers_and_repeats(tmp_path: Path) -> None:
     img = Image(tmp_path)
     blobs = {b.diff_id: b for b in img.blobs}
