@@ -166,6 +166,15 @@ class LockError(HostError):
     """Another deploy holds this host's lock."""
 
 
+class Interrupted(HostError):
+    """Ctrl-C stopped this host's work (deployer.interrupt); what it staged stays for the next run."""
+
+    exit_code = 130
+
+    def __init__(self, host: str, message: str = "interrupted (Ctrl-C)") -> None:
+        super().__init__(host, message, hint="run the same command again: a ship resumes where it stopped")
+
+
 def error_text(error: BaseException | None) -> str | None:
     """An error's message without the host or file prefix (a JSON record names those itself)."""
     if error is None:

@@ -1,13 +1,20 @@
 """Run one function per host in parallel; one host's failure never hides the others."""
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+import logging
+import threading
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from deployer.errors import DeployError, HostError
+from deployer import interrupt
+from deployer.errors import DeployError, HostError, Interrupted
 from deployer.inventory.host import Host
+
+log = logging.getLogger(__name__)
+
+WIND_DOWN_S = 15.0  # after Ctrl-C, how long the hosts' work may take to unwind (unlock, history)
+NOT_STARTED = "not started: interrupted (Ctrl-C)"
 
 T = TypeVar("T")
 
@@ -39,11 +46,24 @@ def for_each_host(hosts: Iterable[Host], work: Callable[[Host], T], parallel: in
 
     DeployErrors are captured per host; anything else is wrapped as a HostError so that
     a bug on one host still leaves the other hosts' results intact.
+
+    Ctrl-C (in the main thread) stops every host's work at its next step (deployer.interrupt):
+    each unwinds through its failure path (lock released, partial blobs kept) for up to
+    WIND_DOWN_S, no host starts anew, and KeyboardInterrupt goes on once they have; a second
+    Ctrl-C leaves at once. The workers are daemon threads, so a host still stuck then (a TCP
+    connect to a host that is down) does not keep the process alive.
     """
     hosts = list(hosts)
+    if not hosts:
+        return []
+    outcomes: list[Outcome[T] | None] = [None] * len(hosts)
+    queue = iter(enumerate(hosts))
+    take = threading.Lock()
 
     def one(host: Host) -> Outcome[T]:
+        interrupt.begin_work()
         try:
+            interrupt.check(host.name)
             return Outcome(host, value=work(host))
         except Unfinished as unfinished:
             return Outcome(host, value=unfinished.partial, error=unfinished.error)  # type: ignore[arg-type]
@@ -53,8 +73,62 @@ def for_each_host(hosts: Iterable[Host], work: Callable[[Host], T], parallel: in
             err = HostError(host.name, f"unexpected error: {type(exc).__name__}: {exc}")
             err.__cause__ = exc
             return Outcome(host, error=err)
+        finally:
+            interrupt.end_work()
 
-    if not hosts:
-        return []
-    with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(hosts)))) as pool:
-        return list(pool.map(one, hosts))
+    def worker() -> None:
+        try:
+            while True:
+                with take:
+                    item = next(queue, None)
+                if item is None:
+                    return
+                index, host = item
+                if interrupt.requested():  # Ctrl-C: no host starts anew
+                    outcomes[index] = Outcome(host, error=Interrupted(host.name, NOT_STARTED))
+                else:
+                    outcomes[index] = one(host)
+        finally:
+            with finished:
+                running[0] -= 1
+                finished.notify_all()
+
+    # Waited for through a condition, not Thread.join: a join that Ctrl-C interrupted leaves the
+    # thread looking finished to every later join and is_alive() (CPython), which the wind-down needs.
+    finished = threading.Condition()
+    running = [0]
+
+    def wait(timeout: float | None = None) -> bool:
+        with finished:
+            return finished.wait_for(lambda: running[0] == 0, timeout)
+
+    try:
+        for i in range(max(1, min(parallel, len(hosts)))):
+            with finished:
+                running[0] += 1
+            threading.Thread(target=worker, name=f"host-work-{i}", daemon=True).start()
+        wait()
+    except KeyboardInterrupt:
+        interrupt.request()
+        if not wait(0.5):  # longer work than a status or a check: say what happens
+            log.warning("interrupted: stopping the work on each host (Ctrl-C again to quit at once)")
+            wait(WIND_DOWN_S)
+            log.warning("interrupted: %s", wind_down_summary(hosts, outcomes))
+        raise
+    return [o for o in outcomes if o is not None]
+
+
+def wind_down_summary(hosts: Sequence[Host], outcomes: Sequence[Outcome[object] | None]) -> str:
+    """Where each host stands after Ctrl-C: done, stopped (or failed), not started, still stopping."""
+    groups: dict[str, list[str]] = {}
+    for host, outcome in zip(hosts, outcomes):
+        if outcome is None:
+            state = "still stopping"
+        elif outcome.ok:
+            state = "done"
+        elif isinstance(outcome.error, Interrupted):
+            state = "stopped" if outcome.error.reason != NOT_STARTED else "not started"
+        else:
+            state = "failed"
+        groups.setdefault(state, []).append(host.name)
+    return "; ".join(f"{state} on {', '.join(names)}" for state, names in groups.items())

@@ -5,6 +5,7 @@ import sys
 
 import click
 
+from deployer import interrupt
 from deployer.cli.app import cli  # commands register themselves when first used (app.COMMANDS)
 from deployer.errors import DeployError
 
@@ -27,6 +28,7 @@ def _verbose(args: list[str]) -> bool:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI, map deployer errors to exit codes, no traceback unless -v."""
     verbose = _verbose(argv if argv is not None else sys.argv[1:])
+    interrupt.reset()  # a command run in this process before may have been stopped by Ctrl-C
     try:
         # Without standalone mode click returns (not raises) the code of ctx.exit(code).
         rv = cli.main(args=argv, prog_name="deploy", standalone_mode=False)
@@ -39,8 +41,8 @@ def main(argv: list[str] | None = None) -> int:
         if verbose and exc.detail:
             click.echo(f"  {exc.detail}", err=True)
         return exc.exit_code
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
+    except click.exceptions.Abort as exc:  # click's own for Ctrl-C, or a prompt answered no
+        click.echo("interrupted" if isinstance(exc.__context__, KeyboardInterrupt) else "aborted", err=True)
         return 130
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)

@@ -22,6 +22,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Protocol
 
+from deployer import interrupt
 from deployer.commands import load as ld
 from deployer.commands import ship as cmd
 from deployer.errors import CommandError, DeployError, TransferError
@@ -140,8 +141,11 @@ class LayerLoader:
             except Exception as exc:  # this thread owns its failure: install loads what is left, the usual way
                 if not isinstance(exc, DeployError):
                     log.debug("%s: the layer loader failed", self._conn.name, exc_info=True)
-                self._note(f"loading layers as they arrived stopped ({str(exc).splitlines()[0]}); "
-                           "loading the rest at the end")
+                why = str(exc).splitlines()[0]
+                if interrupt.requested():  # Ctrl-C stopped the send it was loading from: no end to load at
+                    log.info("%s: loading layers as they arrived stopped (%s)", self._conn.name, why)
+                else:
+                    self._note(f"loading layers as they arrived stopped ({why}); loading the rest at the end")
                 return
             finally:
                 with self._cond:

@@ -213,15 +213,25 @@ class Pusher:
         threading.Thread(target=run, name=f"push {registry}", daemon=True).start()
         started.wait(5)  # it holds the lock before any host asks
 
-    def push(self, registry: str, on_bytes: Callable[[int], None] = lambda n: None) -> tuple[PushStats, bool]:
+    def push(self, registry: str, on_bytes: Callable[[int], None] = lambda n: None,
+             check: Callable[[], None] = lambda: None) -> tuple[PushStats, bool]:
         """(stats, True if this call did the push, or is the first to take an early one). Raises the
-        push's LocalError for every caller."""
-        with self._lock:
+        push's LocalError for every caller. CHECK runs while this waits for another's push and as
+        its own goes on (with each progress report): it may raise to stop (Ctrl-C)."""
+        def progress(n: int) -> None:
+            check()
+            on_bytes(n)
+
+        while not self._lock.acquire(timeout=0.5):
+            check()
+        try:
             if registry not in self._done:
-                outcome, mine = self._push_once(registry, on_bytes, self._feed(registry)[0]), True
+                outcome, mine = self._push_once(registry, progress, self._feed(registry)[0]), True
             else:
                 outcome, mine = self._done[registry], registry in self._early
             self._early.discard(registry)
+        finally:
+            self._lock.release()
         if isinstance(outcome, LocalError):
             raise outcome
         return outcome, mine

@@ -42,7 +42,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from deployer.commands import relay as rc
 from deployer.commands import ship as cmd
-from deployer.errors import DeployError, TransferError
+from deployer.errors import DeployError, Interrupted, TransferError
 from deployer.inventory.host import Host
 from deployer.local.cache import Blob
 from deployer.local.export import Exporter, Growing
@@ -386,6 +386,8 @@ class Relayed:
             self._fall_back(exc)
 
     def _fall_back(self, exc: DeployError) -> None:
+        if isinstance(exc, Interrupted):  # Ctrl-C: no direct send instead
+            raise exc
         if self.host.relay_fallback == "fail":
             raise exc if isinstance(exc, RelayError) else RelayError(self.host.name, self.served_by, _why(exc)) \
                 from exc

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 
+from deployer import interrupt
 from deployer.commands import ship as cmd
 from deployer.errors import DeployError, TransferError
 from deployer.inventory.host import Host
@@ -287,7 +288,8 @@ def run_registry(leg: Leg, pusher: Pusher, reporter: Reporter) -> str | None:
     # (compressed), charged to the host that pushed: the others reuse the push
     stages = _pull_stages(leg, pusher, reporter)
     try:
-        stats, pushed_here = pusher.push(host.registry, on_bytes=lambda n: reporter.sent(name, n))
+        stats, pushed_here = pusher.push(host.registry, on_bytes=lambda n: reporter.sent(name, n),
+                                         check=lambda: interrupt.check(name))
     except BaseException:
         if stages:  # the image's pull would have removed them
             conn.run(cmd.remove_image_argv(host.docker, *stages), what="removing the stage images", check=False,

@@ -33,7 +33,7 @@ from deployer.commands.layers import (
     parse_listing,
     present_layers_argv,
 )
-from deployer.errors import CommandError, DeployError, PreflightError, SpecError, TransferError
+from deployer.errors import CommandError, DeployError, Interrupted, PreflightError, SpecError, TransferError
 from deployer.facts import PROBE_TIMEOUT_S, read_probe
 from deployer.fleet import Outcome, Unfinished, for_each_host
 from deployer.inventory.host import ORIGIN_MODES, Host
@@ -481,7 +481,7 @@ def ship_image(hosts: Sequence[Host], image_ref: str, options: ShipOptions | Non
                     job.conn.run(cmd.remove_image_argv(host.docker, exc.image_id), what="removing an incomplete image",
                                  check=False, timeout=60)
             except DeployError as exc:
-                if not job.light or exc.transient:
+                if not job.light or exc.transient or isinstance(exc, Interrupted):
                     raise
                 # planned from what the last ship left, and the host is not as it left it: check it
                 # in full (the lock is still ours) and send what it lacks

@@ -104,12 +104,18 @@ def _drain_tail(chan: paramiko.Channel, on_stdout: Callable[[bytes], None],
         on_stderr(chan.recv_stderr(CHUNK))
 
 
+def _nothing() -> None:
+    pass
+
+
 class Feeder:
     """Sends chunks to the channel's stdin; stops early (without error) if the command exits."""
 
-    def __init__(self, chan: paramiko.Channel, deadline: float | None) -> None:
+    def __init__(self, chan: paramiko.Channel, deadline: float | None,
+                 check: Callable[[], None] | None = None) -> None:
         self.chan = chan
         self.deadline = deadline
+        self.check = check or _nothing  # raises to stop the sending (Ctrl-C: deployer.interrupt)
         self.sent = 0
         self.remote_closed = False
 
@@ -119,6 +125,7 @@ class Feeder:
         for chunk in chunks:
             view = memoryview(chunk)
             while view:
+                self.check()
                 if self.chan.exit_status_ready() or self.chan.closed:
                     if self._transport_alive():
                         self.remote_closed = True  # the command quit early; its exit code says why
@@ -152,9 +159,13 @@ class Feeder:
         return t is not None and t.is_active()
 
 
-def iter_stdout(chan: paramiko.Channel, deadline: float | None, stderr: bytearray) -> Iterator[bytes]:
-    """Yield stdout as it arrives (stderr collected into `stderr`); returns at EOF + exit status."""
+def iter_stdout(chan: paramiko.Channel, deadline: float | None, stderr: bytearray,
+                check: Callable[[], None] | None = None) -> Iterator[bytes]:
+    """Yield stdout as it arrives (stderr collected into `stderr`); returns at EOF + exit status.
+    CHECK (if any) runs between reads and may raise to stop the stream."""
     while True:
+        if check is not None:
+            check()
         _wait_readable(chan, POLL_S)
         if chan.recv_ready():
             data = chan.recv(CHUNK)

@@ -17,6 +17,7 @@ from typing import TypeVar
 import paramiko
 import tenacity
 
+from deployer import interrupt
 from deployer.errors import ConnectError, DeployError, HostError
 from deployer.inventory.host import Host
 from deployer.transport.ssh import SshSession, connect
@@ -85,15 +86,20 @@ def retrying(
         if on_retry is not None and exc is not None:
             on_retry(state.attempt_number, exc)
 
+    def attempt() -> T:
+        interrupt.check(host)  # Ctrl-C: no new attempt
+        return fn()
+
     retryer = tenacity.Retrying(
-        retry=tenacity.retry_if_exception(is_transient),
+        retry=tenacity.retry_if_exception(lambda exc: is_transient(exc) and not interrupt.requested()),
+        sleep=interrupt.sleep,  # a back-off ends early on Ctrl-C, and the next attempt does not start
         stop=tenacity.stop_after_delay(budget),
         wait=tenacity.wait_exponential(multiplier=initial_s, max=max_wait_s) + tenacity.wait_random(0, initial_s),
         before_sleep=before_sleep,
         reraise=True,
     )
     try:
-        return retryer(fn)
+        return retryer(attempt)
     except DeployError:
         raise
     except Exception as exc:

@@ -12,6 +12,7 @@ import paramiko
 if TYPE_CHECKING:
     from typing_extensions import Self
 
+from deployer import interrupt
 from deployer.errors import CommandError, ConnectError, DeployError, TransferError
 from deployer.inventory.host import Host
 from deployer.transport import channel as ch
@@ -55,7 +56,12 @@ class SshSession:
     def alive(self) -> bool:
         return self.transport.is_active()
 
+    def _check(self) -> None:
+        """Ctrl-C stops a host's work before a command starts, between chunks, and while it waits."""
+        interrupt.check(self.host)
+
     def _open(self, argv: Sequence[str]) -> paramiko.Channel:
+        self._check()
         try:
             chan = self.transport.open_session(timeout=self.timeout)
             chan.exec_command(remote_command(argv))
@@ -90,14 +96,16 @@ class SshSession:
 
         reader = threading.Thread(target=drain, name=f"ssh-drain-{self.host}", daemon=True)
         reader.start()
-        feeder = ch.Feeder(chan, deadline)
+        feeder = ch.Feeder(chan, deadline, self._check)
         try:
             try:
                 feeder.feed(chunks)
             except (ch.LinkLost, ch.TimedOut) as exc:
                 state.setdefault("error", exc)
             else:
-                reader.join()
+                while reader.is_alive():
+                    reader.join(ch.POLL_S)
+                    self._check()
         finally:
             stop.set()
             reader.join(timeout=2 * ch.POLL_S + 1)
@@ -133,7 +141,7 @@ class SshSession:
         err = bytearray()
         try:
             chan.shutdown_write()
-            yield from ch.iter_stdout(chan, deadline, err)
+            yield from ch.iter_stdout(chan, deadline, err, self._check)
             status = chan.exit_status
         except ch.LinkLost as exc:
             raise ConnectError(self.host, f"{exc} while streaming `{label(argv)}`",

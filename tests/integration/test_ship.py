@@ -10,6 +10,7 @@ import io
 import json
 import os
 import re
+import signal
 import subprocess
 import threading
 import time
@@ -343,6 +344,58 @@ def test_killed_deployer_resumes_on_the_next_run(faults: Testbed, ship_env: dict
     assert rec["ok"] and rec["verified"] and host_image_id(testbed, "airgap01", ref) == image.id
     print(f"killed at {got} B staged; the re-run sent {rec['bytes_sent']} B")
     assert rec["bytes_sent"] <= 12_000_000 - got + 1_000_000, err  # only the tail, not the whole layer again
+
+
+def test_ctrl_c_stops_every_host_at_once_releases_the_locks_and_the_next_ship_resumes(
+        faults: Testbed, ship_env: dict[str, str]) -> None:
+    """Ctrl-C mid-send (SIGINT, as a terminal sends it): each host's work stops within seconds,
+    not when its ship would have ended; each lock is released and the history says why; the
+    partial blob stays, so the next plain ship sends only the rest, with no lock to take over."""
+    testbed = faults
+    ref = tag("ctrlc")
+    image = build(testbed, ref, [12])
+    hosts = ("airgap01", "cpu01")
+    for name in hosts:
+        testbed.throttle(name, "8mbit")  # 12 MB take ~12 s: the Ctrl-C lands mid-blob on both
+    proc = subprocess.Popen([*_deploy_argv(), "ship", "--host", ",".join(hosts), "--via", "tarball",
+                             "--image", ref, "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=ship_env, cwd=str(REPO),
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # noqa: PLW1509
+    staging = {name: Path(testbed.hosts[name].staging_dir) for name in hosts}
+    try:
+        deadline = time.monotonic() + 60
+        got = dict.fromkeys(hosts, 0)
+        while min(got.values()) < 2_000_000 and time.monotonic() < deadline and proc.poll() is None:
+            got = {n: max(partial_sizes(staging[n] / "blobs" / "sha256"), default=0) for n in hosts}
+            time.sleep(0.05)
+        assert min(got.values()) >= 2_000_000, f"the transfers never got going: {got}"
+        pressed = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=30)
+        stopped_in = time.monotonic() - pressed
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    print(f"Ctrl-C at {got} B staged; stopped in {stopped_in:.2f} s")
+    assert proc.returncode == 130, stderr
+    assert stderr.rstrip().endswith("interrupted") and "Traceback" not in stderr, stderr
+    assert stopped_in < 5, stderr  # the sends had ~10 s left each: they were stopped, not finished
+    for name in hosts:
+        assert f"{name}: failed: interrupted (Ctrl-C)" in stderr
+        assert not (staging[name] / "lock").exists(), f"{name}: the deploy lock was left behind"
+        records = [json.loads(line) for line in (staging[name] / "history.jsonl").read_text().splitlines()]
+        last = [r for r in records if r.get("image") == ref][-1]
+        assert last["result"] == "failed" and "interrupted" in last["error"]
+        assert partial_sizes(staging[name] / "blobs" / "sha256"), f"{name}: the partial blob was removed"
+        testbed.throttle(name, None)
+    code, out, err = deploy(ship_env, "ship", "--host", ",".join(hosts), "--via", "tarball", "--image", ref,
+                            "--json")
+    assert code == 0, err
+    assert "took over the deploy lock" not in err  # released at Ctrl-C, not left for a takeover
+    for name in hosts:
+        rec = one(out, name)
+        assert rec["ok"] and rec["verified"] and host_image_id(testbed, name, ref) == image.id
+        assert rec["bytes_sent"] <= 12_000_000 - got[name] + 1_000_000, err  # the rest, not the whole layer
 
 
 def test_connection_reset_every_few_mb(faults: Testbed, ship_env: dict[str, str]) -> None:

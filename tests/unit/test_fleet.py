@@ -1,7 +1,16 @@
 """for_each_host: one Outcome per host, in host order; errors stay per host, with partial values."""
 from __future__ import annotations
 
-from deployer.errors import HostError
+import logging
+import signal
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from deployer import fleet, interrupt
+from deployer.errors import HostError, Interrupted
 from deployer.fleet import Unfinished, for_each_host
 from deployer.inventory.host import Host
 
@@ -23,3 +32,152 @@ def test_values_errors_and_partial_values_per_host() -> None:
     assert not out[1].ok and out[1].value is None and "boom" in str(out[1].error)
     assert not out[2].ok and out[2].value == 7 and "cut" in str(out[2].error)
     assert not out[3].ok and "unexpected error: KeyError" in str(out[3].error)
+
+
+
+# Ctrl-C: Python raises KeyboardInterrupt in the main thread, where for_each_host waits; here a
+# helper thread sends SIGINT there once a host's work is under way.
+
+@pytest.fixture(autouse=True)
+def _clean_interrupt() -> Iterator[None]:
+    interrupt.reset()
+    yield
+    interrupt.reset()
+
+
+def _ctrl_c_once(under_way: threading.Event) -> None:
+    def press() -> None:
+        if under_way.wait(timeout=5):
+            signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
+
+    threading.Thread(target=press, daemon=True).start()
+
+
+def test_ctrl_c_stops_each_hosts_work_at_its_next_check_and_lets_its_clean_up_run(
+        caplog: pytest.LogCaptureFixture) -> None:
+    under_way = threading.Event()
+    cleaned: list[str] = []
+    started: list[str] = []
+
+    def work(host: Host) -> int:
+        started.append(host.name)
+        if host.name == "quick":
+            return 1
+        try:
+            under_way.set()
+            while True:  # a send: a check between chunks
+                interrupt.check(host.name)
+                time.sleep(0.01)
+        except Interrupted:
+            time.sleep(0.6)  # the unlock and the history record take a round trip
+            interrupt.check(host.name)  # clean-up's own remote commands are not interrupted
+            cleaned.append(host.name)
+            raise
+
+    _ctrl_c_once(under_way)
+    caplog.set_level(logging.WARNING, logger="deployer.fleet")
+    with pytest.raises(KeyboardInterrupt):
+        for_each_host([Host("quick"), Host("slow"), Host("later")], work, parallel=1)
+    assert started == ["quick", "slow"] and cleaned == ["slow"]
+    assert interrupt.requested()
+    assert "interrupted: stopping the work on each host (Ctrl-C again to quit at once)" in caplog.text
+    assert "interrupted: done on quick; stopped on slow; not started on later" in caplog.text
+
+
+def test_ctrl_c_waits_a_bounded_time_for_a_host_stuck_where_no_check_runs(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(fleet, "WIND_DOWN_S", 0.3)
+    under_way, release = threading.Event(), threading.Event()
+
+    def work(host: Host) -> int:
+        under_way.set()
+        release.wait(timeout=30)  # a TCP connect to a host that is down
+        return 1
+
+    _ctrl_c_once(under_way)
+    caplog.set_level(logging.WARNING, logger="deployer.fleet")
+    began = time.monotonic()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            for_each_host([Host("stuck")], work)
+        assert time.monotonic() - began < 5
+        assert "interrupted: still stopping on stuck" in caplog.text
+    finally:
+        release.set()
+
+
+def test_quick_work_stops_on_ctrl_c_without_a_report(caplog: pytest.LogCaptureFixture) -> None:
+    under_way = threading.Event()
+
+    def work(host: Host) -> int:
+        under_way.set()
+        while True:
+            interrupt.check(host.name)
+            time.sleep(0.01)
+
+    _ctrl_c_once(under_way)
+    caplog.set_level(logging.WARNING, logger="deployer.fleet")
+    with pytest.raises(KeyboardInterrupt):
+        for_each_host([Host("a"), Host("b")], work)
+    assert "interrupted" not in caplog.text  # a status or a check: Ctrl-C just ends it
+
+
+def test_no_host_starts_once_ctrl_c_was_pressed() -> None:
+    interrupt.request()
+    out = for_each_host([Host("a")], lambda h: 1)
+    assert not out[0].ok and isinstance(out[0].error, Interrupted)
+    assert out[0].error.reason == fleet.NOT_STARTED
+
+
+def test_check_raises_once_per_hosts_work_and_only_in_a_worker() -> None:
+    interrupt.request()
+    interrupt.check("main")  # the main thread has its own KeyboardInterrupt
+    raised: list[str] = []
+
+    def worker() -> None:
+        for _ in range(2):
+            interrupt.begin_work()
+            for _ in range(3):
+                try:
+                    interrupt.check("h")
+                except Interrupted as exc:
+                    raised.append(exc.reason)
+            interrupt.end_work()
+        interrupt.check("h")  # after the work: a helper like any other
+
+    t = threading.Thread(target=worker)
+    t.start()
+    t.join()
+    assert raised == ["interrupted (Ctrl-C)"] * 2
+
+
+def test_sleep_ends_early_on_ctrl_c() -> None:
+    threading.Timer(0.1, interrupt.request).start()
+    began = time.monotonic()
+    interrupt.sleep(10)
+    assert time.monotonic() - began < 5
+
+
+def test_a_second_ctrl_c_leaves_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fleet, "WIND_DOWN_S", 30)
+    under_way, release = threading.Event(), threading.Event()
+
+    def work(host: Host) -> int:
+        under_way.set()
+        release.wait(timeout=60)  # stuck where no check runs
+        return 1
+
+    def press_twice() -> None:
+        under_way.wait(timeout=5)
+        for _ in range(2):
+            signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
+            time.sleep(1)
+
+    threading.Thread(target=press_twice, daemon=True).start()
+    began = time.monotonic()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            for_each_host([Host("stuck")], work)
+        assert time.monotonic() - began < 10  # not the 30 s wind-down
+    finally:
+        release.set()

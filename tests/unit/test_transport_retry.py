@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Sequence
 
 import paramiko
@@ -144,3 +146,34 @@ def test_decorator_form() -> None:
         return host.name
 
     assert probe(H()) == "gpu02" and len(attempts) == 2
+
+
+def test_ctrl_c_ends_the_back_off_and_starts_no_new_attempt() -> None:
+    """A host's work in its back-off when Ctrl-C comes (deployer.interrupt): it stops then, with
+    Interrupted, instead of waiting out the back-off and trying again."""
+    from deployer import interrupt
+    from deployer.errors import Interrupted
+
+    fn, calls = flaky([ConnectError("gpu01", "cannot reach 10.0.0.1:22")] * 10)
+    caught: list[BaseException] = []
+
+    def host_work() -> None:
+        interrupt.begin_work()
+        try:
+            retrying(fn, what="connect", host="gpu01", budget_s=60, initial_s=30, max_wait_s=30)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test's thread
+            caught.append(exc)
+        finally:
+            interrupt.end_work()
+
+    worker = threading.Thread(target=host_work)
+    began = time.monotonic()
+    worker.start()
+    try:
+        time.sleep(0.2)  # the first attempt failed; the back-off is 30 s
+        interrupt.request()
+        worker.join(timeout=10)
+    finally:
+        interrupt.reset()
+    assert not worker.is_alive() and time.monotonic() - began < 10
+    assert len(calls) == 1 and len(caught) == 1 and isinstance(caught[0], Interrupted)

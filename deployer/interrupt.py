@@ -1,0 +1,56 @@
+"""Ctrl-C in a fleet command: each host's work stops at its next step, through its failure path.
+
+Python raises KeyboardInterrupt in the main thread only, while the hosts' work runs in worker
+threads (deployer.fleet). The main thread turns Ctrl-C into request(); each worker's next check
+(before a remote command starts, between the chunks it sends, while it waits for a command or a
+retry) raises Interrupted in it, once. From there the host's work unwinds exactly as after any
+other failure: the lock is released, the history says why, a partial blob stays for the next
+ship to resume; the checks after the first pass, so that clean-up runs to its end.
+
+Only threads that do a host's work for deployer.fleet are interrupted: the main thread has its
+KeyboardInterrupt, and helper threads stop when the worker that owns them does.
+"""
+from __future__ import annotations
+
+import threading
+
+from deployer.errors import Interrupted
+
+_requested = threading.Event()
+_local = threading.local()  # .worker: a host's work runs here; .raised: it has been interrupted
+
+
+def request() -> None:
+    """Ctrl-C: every host's work stops at its next check."""
+    _requested.set()
+
+
+def requested() -> bool:
+    return _requested.is_set()
+
+
+def reset() -> None:
+    """Forget a request (a new command in the same process starts clean)."""
+    _requested.clear()
+
+
+def begin_work() -> None:
+    """This thread now does one host's work: checks in it may raise Interrupted."""
+    _local.worker, _local.raised = True, False
+
+
+def end_work() -> None:
+    _local.worker = False
+
+
+def check(host: str) -> None:
+    """Raise Interrupted (once per host's work) if Ctrl-C was pressed and this thread does a
+    host's work; after that, the work's clean-up runs to its end."""
+    if _requested.is_set() and getattr(_local, "worker", False) and not getattr(_local, "raised", False):
+        _local.raised = True
+        raise Interrupted(host)
+
+
+def sleep(seconds: float) -> None:
+    """time.sleep that ends early on Ctrl-C (a retry's back-off need not be waited out)."""
+    _requested.wait(seconds)
