@@ -61,9 +61,9 @@ def for_each_host(hosts: Iterable[Host], work: Callable[[Host], T], parallel: in
     take = threading.Lock()
 
     def one(host: Host) -> Outcome[T]:
-        interrupt.begin_work()
+        interrupt.begin_work(host.name)
         try:
-            interrupt.check(host.name)
+            interrupt.check()
             return Outcome(host, value=work(host))
         except Unfinished as unfinished:
             return Outcome(host, value=unfinished.partial, error=unfinished.error)  # type: ignore[arg-type]

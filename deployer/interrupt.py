@@ -17,7 +17,7 @@ import threading
 from deployer.errors import Interrupted
 
 _requested = threading.Event()
-_local = threading.local()  # .worker: a host's work runs here; .raised: it has been interrupted
+_local = threading.local()  # .host: whose work runs here (None: no host's); .raised: it was interrupted
 
 
 def request() -> None:
@@ -34,19 +34,21 @@ def reset() -> None:
     _requested.clear()
 
 
-def begin_work() -> None:
-    """This thread now does one host's work: checks in it may raise Interrupted."""
-    _local.worker, _local.raised = True, False
+def begin_work(host: str) -> None:
+    """This thread now does HOST's work: checks in it may raise Interrupted."""
+    _local.host, _local.raised = host, False
 
 
 def end_work() -> None:
-    _local.worker = False
+    _local.host = None
 
 
-def check(host: str) -> None:
+def check() -> None:
     """Raise Interrupted (once per host's work) if Ctrl-C was pressed and this thread does a
-    host's work; after that, the work's clean-up runs to its end."""
-    if _requested.is_set() and getattr(_local, "worker", False) and not getattr(_local, "raised", False):
+    host's work; after that, the work's clean-up runs to its end. It names the host whose work
+    stops, whichever host the step was for (a site's relay, say)."""
+    host = getattr(_local, "host", None)
+    if _requested.is_set() and host is not None and not getattr(_local, "raised", False):
         _local.raised = True
         raise Interrupted(host)
 

@@ -87,7 +87,7 @@ def retrying(
             on_retry(state.attempt_number, exc)
 
     def attempt() -> T:
-        interrupt.check(host)  # Ctrl-C: no new attempt
+        interrupt.check()  # Ctrl-C: no new attempt
         return fn()
 
     retryer = tenacity.Retrying(

@@ -56,12 +56,8 @@ class SshSession:
     def alive(self) -> bool:
         return self.transport.is_active()
 
-    def _check(self) -> None:
-        """Ctrl-C stops a host's work before a command starts, between chunks, and while it waits."""
-        interrupt.check(self.host)
-
     def _open(self, argv: Sequence[str]) -> paramiko.Channel:
-        self._check()
+        interrupt.check()  # Ctrl-C stops a host's work before a command starts, between chunks, as it waits
         try:
             chan = self.transport.open_session(timeout=self.timeout)
             chan.exec_command(remote_command(argv))
@@ -96,7 +92,7 @@ class SshSession:
 
         reader = threading.Thread(target=drain, name=f"ssh-drain-{self.host}", daemon=True)
         reader.start()
-        feeder = ch.Feeder(chan, deadline, self._check)
+        feeder = ch.Feeder(chan, deadline, interrupt.check)
         try:
             try:
                 feeder.feed(chunks)
@@ -105,7 +101,7 @@ class SshSession:
             else:
                 while reader.is_alive():
                     reader.join(ch.POLL_S)
-                    self._check()
+                    interrupt.check()
         finally:
             stop.set()
             reader.join(timeout=2 * ch.POLL_S + 1)
@@ -141,7 +137,7 @@ class SshSession:
         err = bytearray()
         try:
             chan.shutdown_write()
-            yield from ch.iter_stdout(chan, deadline, err, self._check)
+            yield from ch.iter_stdout(chan, deadline, err, interrupt.check)
             status = chan.exit_status
         except ch.LinkLost as exc:
             raise ConnectError(self.host, f"{exc} while streaming `{label(argv)}`",

@@ -66,11 +66,11 @@ def test_ctrl_c_stops_each_hosts_work_at_its_next_check_and_lets_its_clean_up_ru
         try:
             under_way.set()
             while True:  # a send: a check between chunks
-                interrupt.check(host.name)
+                interrupt.check()
                 time.sleep(0.01)
         except Interrupted:
             time.sleep(0.6)  # the unlock and the history record take a round trip
-            interrupt.check(host.name)  # clean-up's own remote commands are not interrupted
+            interrupt.check()  # clean-up's own remote commands are not interrupted
             cleaned.append(host.name)
             raise
 
@@ -112,7 +112,7 @@ def test_quick_work_stops_on_ctrl_c_without_a_report(caplog: pytest.LogCaptureFi
     def work(host: Host) -> int:
         under_way.set()
         while True:
-            interrupt.check(host.name)
+            interrupt.check()
             time.sleep(0.01)
 
     _ctrl_c_once(under_way)
@@ -131,19 +131,19 @@ def test_no_host_starts_once_ctrl_c_was_pressed() -> None:
 
 def test_check_raises_once_per_hosts_work_and_only_in_a_worker() -> None:
     interrupt.request()
-    interrupt.check("main")  # the main thread has its own KeyboardInterrupt
+    interrupt.check()  # the main thread has its own KeyboardInterrupt
     raised: list[str] = []
 
     def worker() -> None:
         for _ in range(2):
-            interrupt.begin_work()
+            interrupt.begin_work("h")
             for _ in range(3):
                 try:
-                    interrupt.check("h")
+                    interrupt.check()
                 except Interrupted as exc:
                     raised.append(exc.reason)
             interrupt.end_work()
-        interrupt.check("h")  # after the work: a helper like any other
+        interrupt.check()  # after the work: a helper like any other
 
     t = threading.Thread(target=worker)
     t.start()

@@ -158,7 +158,7 @@ def test_ctrl_c_ends_the_back_off_and_starts_no_new_attempt() -> None:
     caught: list[BaseException] = []
 
     def host_work() -> None:
-        interrupt.begin_work()
+        interrupt.begin_work("gpu01")
         try:
             retrying(fn, what="connect", host="gpu01", budget_s=60, initial_s=30, max_wait_s=30)
         except BaseException as exc:  # noqa: BLE001 - handed to the test's thread
