@@ -5,7 +5,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from deployer import interrupt
 from deployer.errors import DeployError, HostError, Interrupted
@@ -41,7 +41,8 @@ class Unfinished(Exception):  # a signal from a host's work to for_each_host
         self.error, self.partial = error, partial
 
 
-def for_each_host(hosts: Iterable[Host], work: Callable[[Host], T], parallel: int = 8) -> list[Outcome[T]]:
+def for_each_host(hosts: Iterable[Host], work: Callable[[Host], T], parallel: int = 8, *,
+                  undo: bool = False) -> list[Outcome[T]]:
     """Call work(host) for every host, at most `parallel` at once; results keep host order.
 
     DeployErrors are captured per host; anything else is wrapped as a HostError so that
@@ -51,7 +52,8 @@ def for_each_host(hosts: Iterable[Host], work: Callable[[Host], T], parallel: in
     each unwinds through its failure path (lock released, partial blobs kept) for up to
     WIND_DOWN_S, no host starts anew, and KeyboardInterrupt goes on once they have; a second
     Ctrl-C leaves at once. The workers are daemon threads, so a host still stuck then (a TCP
-    connect to a host that is down) does not keep the process alive.
+    connect to a host that is down) does not keep the process alive. UNDO: WORK takes back what
+    Ctrl-C interrupted (it runs after Ctrl-C, and is not interrupted itself).
     """
     hosts = list(hosts)
     if not hosts:
@@ -61,7 +63,7 @@ def for_each_host(hosts: Iterable[Host], work: Callable[[Host], T], parallel: in
     take = threading.Lock()
 
     def one(host: Host) -> Outcome[T]:
-        interrupt.begin_work(host.name)
+        interrupt.begin_work(host.name, interruptible=not undo)
         try:
             interrupt.check()
             return Outcome(host, value=work(host))
@@ -84,7 +86,7 @@ def for_each_host(hosts: Iterable[Host], work: Callable[[Host], T], parallel: in
                 if item is None:
                     return
                 index, host = item
-                if interrupt.requested():  # Ctrl-C: no host starts anew
+                if interrupt.requested() and not undo:  # Ctrl-C: no host starts anew
                     outcomes[index] = Outcome(host, error=Interrupted(host.name, NOT_STARTED))
                 else:
                     outcomes[index] = one(host)
@@ -118,7 +120,7 @@ def for_each_host(hosts: Iterable[Host], work: Callable[[Host], T], parallel: in
     return [o for o in outcomes if o is not None]
 
 
-def wind_down_summary(hosts: Sequence[Host], outcomes: Sequence[Outcome[object] | None]) -> str:
+def wind_down_summary(hosts: Sequence[Host], outcomes: Sequence[Outcome[Any] | None]) -> str:
     """Where each host stands after Ctrl-C: done, stopped (or failed), not started, still stopping."""
     groups: dict[str, list[str]] = {}
     for host, outcome in zip(hosts, outcomes):

@@ -34,9 +34,10 @@ def reset() -> None:
     _requested.clear()
 
 
-def begin_work(host: str) -> None:
-    """This thread now does HOST's work: checks in it may raise Interrupted."""
-    _local.host, _local.raised = host, False
+def begin_work(host: str, *, interruptible: bool = True) -> None:
+    """This thread now does HOST's work: checks in it may raise Interrupted (unless not
+    INTERRUPTIBLE: the work takes back what Ctrl-C interrupted)."""
+    _local.host, _local.raised = host, not interruptible
 
 
 def end_work() -> None:

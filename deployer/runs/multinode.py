@@ -150,43 +150,47 @@ def _launch(nodes: Sequence[Host], prepared: Mapping[str, Prepared], plan: Seque
                 session.run(step.argv, check=False, timeout=30)
         return res.stdout.strip().splitlines()[-1], steps.run.argv
 
-    created = for_each_host(nodes, create, parallel)
-    if any(not o.ok for o in created):
-        _undo(nodes, sessions, name, parallel)
-        return _failed(created, "nothing was started: creating the containers failed on {hosts}")
-    ids = {o.host.name: o.value for o in created if o.value is not None}
-
-    if watch:
-        script = WATCHER.read_bytes()
-
-        def watcher(host: Host) -> None:
-            session, r = sessions[host.name], by_host[host.name]
-            d = gcmd.gang_dir(host.staging_dir, name)
-            conf = gang.watcher_config(r, name=name, image=spec.image, container_id=ids[host.name][0], ranks_=plan,
-                                       port=port, docker=host.docker, policy_=policy,
-                                       history_path=f"{host.staging_dir.rstrip('/')}/{history.HISTORY_FILE}")
-            session.run(cmd.write_file_argv(f"{d}/gangwatch.py"), input=script, timeout=30)
-            session.run(cmd.write_file_argv(f"{d}/config.json"), input=json.dumps(conf).encode(), timeout=30)
-            session.run(gcmd.launch_watcher_argv(d), timeout=30)
-
-        watched = for_each_host(nodes, watcher, parallel)
-        if any(not o.ok for o in watched):
+    try:
+        created = for_each_host(nodes, create, parallel)
+        if any(not o.ok for o in created):
             _undo(nodes, sessions, name, parallel)
-            return _failed(watched, "nothing was started: the gang watcher could not start on {hosts}")
+            return _failed(created, "nothing was started: creating the containers failed on {hosts}")
+        ids = {o.host.name: o.value for o in created if o.value is not None}
 
-    barrier = threading.Barrier(len(nodes), timeout=60)
+        if watch:
+            script = WATCHER.read_bytes()
 
-    def begin(host: Host) -> str:
-        barrier.wait()  # every node's session is open and idle: the starts go out together
-        session = sessions[host.name]
-        say(host.name, f"starting {name} (rank {by_host[host.name].rank})")
-        session.run(cmd.start_argv(host.docker, name), timeout=120)
-        return datetime.now(timezone.utc).isoformat()
+            def watcher(host: Host) -> None:
+                session, r = sessions[host.name], by_host[host.name]
+                d = gcmd.gang_dir(host.staging_dir, name)
+                conf = gang.watcher_config(r, name=name, image=spec.image, container_id=ids[host.name][0], ranks_=plan,
+                                           port=port, docker=host.docker, policy_=policy,
+                                           history_path=f"{host.staging_dir.rstrip('/')}/{history.HISTORY_FILE}")
+                session.run(cmd.write_file_argv(f"{d}/gangwatch.py"), input=script, timeout=30)
+                session.run(cmd.write_file_argv(f"{d}/config.json"), input=json.dumps(conf).encode(), timeout=30)
+                session.run(gcmd.launch_watcher_argv(d), timeout=30)
 
-    began = for_each_host(nodes, begin, parallel=len(nodes))
-    if any(not o.ok for o in began):
-        _undo(nodes, sessions, name, parallel)
-        return _failed(began, f"every rank of {name} was removed again, since it did not start on {{hosts}}")
+            watched = for_each_host(nodes, watcher, parallel)
+            if any(not o.ok for o in watched):
+                _undo(nodes, sessions, name, parallel)
+                return _failed(watched, "nothing was started: the gang watcher could not start on {hosts}")
+
+        barrier = threading.Barrier(len(nodes), timeout=60)
+
+        def begin(host: Host) -> str:
+            barrier.wait()  # every node's session is open and idle: the starts go out together
+            session = sessions[host.name]
+            say(host.name, f"starting {name} (rank {by_host[host.name].rank})")
+            session.run(cmd.start_argv(host.docker, name), timeout=120)
+            return datetime.now(timezone.utc).isoformat()
+
+        began = for_each_host(nodes, begin, parallel=len(nodes))
+        if any(not o.ok for o in began):
+            _undo(nodes, sessions, name, parallel)
+            return _failed(began, f"every rank of {name} was removed again, since it did not start on {{hosts}}")
+    except KeyboardInterrupt:
+        _undo(nodes, sessions, name, parallel)  # Ctrl-C before every rank ran: none runs
+        raise
     _record(nodes, sessions, spec=spec, name=name, plan=plan, ids=ids, prepared=prepared, policy=policy)
     return [Outcome(h, value=Started(h.name, name, ids[h.name][0], prepared[h.name].spec.image,
                                      shlex.join(ids[h.name][1]), prepared[h.name].spec.gpus,
@@ -203,7 +207,7 @@ def _undo(nodes: Sequence[Host], sessions: Mapping[str, Session], name: str, par
         session.run(gcmd.end_watcher_argv(gcmd.gang_dir(host.staging_dir, name)), check=False, timeout=30)
         session.run(cmd.rm_argv(host.docker, name, force=True), check=False, timeout=60)
 
-    for_each_host(nodes, undo, parallel)
+    for_each_host(nodes, undo, parallel, undo=True)
 
 
 PREFLIGHT_STOP = "preflight passed, but nothing was started on any node because {hosts} failed"

@@ -23,6 +23,7 @@ from deployer.transport.session import remote_command
 
 log = logging.getLogger(__name__)
 
+LONG_WAIT_S = 2.0  # Ctrl-C stops waiting for a command that has run this long (a short one ends first)
 TIMEOUT_EXIT = 124  # what coreutils `timeout` uses, so messages read familiar
 
 
@@ -57,7 +58,7 @@ class SshSession:
         return self.transport.is_active()
 
     def _open(self, argv: Sequence[str]) -> paramiko.Channel:
-        interrupt.check()  # Ctrl-C stops a host's work before a command starts, between chunks, as it waits
+        interrupt.check()  # Ctrl-C stops a host's work before a command starts (and see _exchange)
         try:
             chan = self.transport.open_session(timeout=self.timeout)
             chan.exec_command(remote_command(argv))
@@ -92,7 +93,11 @@ class SshSession:
 
         reader = threading.Thread(target=drain, name=f"ssh-drain-{self.host}", daemon=True)
         reader.start()
-        feeder = ch.Feeder(chan, deadline, interrupt.check)
+        # Ctrl-C may cut a send short (the receiver keeps the part for a resume), never another
+        # command's stdin (a script, a file's content); and it stops waiting only for a command
+        # that takes long (a load, a pull), which goes on or fails on the host by itself
+        feeder = ch.Feeder(chan, deadline, interrupt.check if sending else None)
+        began = time.monotonic()
         try:
             try:
                 feeder.feed(chunks)
@@ -101,7 +106,8 @@ class SshSession:
             else:
                 while reader.is_alive():
                     reader.join(ch.POLL_S)
-                    interrupt.check()
+                    if time.monotonic() - began >= LONG_WAIT_S:
+                        interrupt.check()
         finally:
             stop.set()
             reader.join(timeout=2 * ch.POLL_S + 1)

@@ -260,3 +260,57 @@ def test_ssh_agent_authentication(testbed: Testbed, tmp_path: Path, monkeypatch:
     finally:
         agent.terminate()
         agent.wait(5)
+
+
+def _in_host_work(fn, name: str = "gpu01"):
+    """Run fn() as deploy runs a host's work (deployer.fleet): (its value or its exception, seconds)."""
+    from deployer import interrupt
+
+    out: list[object] = []
+
+    def work() -> None:
+        interrupt.begin_work(name)
+        began = time.monotonic()
+        try:
+            out.append(fn())
+        except BaseException as exc:  # noqa: BLE001 - handed to the test's thread
+            out.append(exc)
+        finally:
+            out.append(time.monotonic() - began)
+            interrupt.end_work()
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    return thread, out
+
+
+def test_ctrl_c_stops_waiting_for_a_long_command_but_lets_a_short_one_end(gpu01) -> None:
+    """Ctrl-C (deployer.interrupt) in a host's work: a command that has run 2 s (a load, a pull) is
+    no longer waited for; a short one ends as usual, and the next command does not start."""
+    from deployer import interrupt
+    from deployer.errors import Interrupted
+    from deployer.transport.ssh import LONG_WAIT_S
+
+    try:
+        thread, out = _in_host_work(lambda: gpu01.run(["sleep", "20"]))
+        time.sleep(0.3)
+        interrupt.request()
+        thread.join(timeout=30)
+        assert isinstance(out[0], Interrupted) and out[0].host == "gpu01"
+        assert LONG_WAIT_S <= out[1] < 10  # not the 20 s
+
+        interrupt.reset()
+        short: list[object] = []
+
+        def one_then_another() -> object:
+            short.append(gpu01.run(["sh", "-c", "sleep 1; cat"], input=b"x" * 100_000))
+            return gpu01.run(["true"])
+
+        thread, out = _in_host_work(one_then_another)
+        time.sleep(0.3)
+        interrupt.request()
+        thread.join(timeout=30)
+        assert len(short) == 1 and short[0].ok and len(short[0].stdout) == 100_000  # its stdin went whole
+        assert isinstance(out[0], Interrupted)  # the next one did not start
+    finally:
+        interrupt.reset()

@@ -40,9 +40,22 @@ def test_values_errors_and_partial_values_per_host() -> None:
 
 @pytest.fixture(autouse=True)
 def _clean_interrupt() -> Iterator[None]:
+    # as at a terminal: a shell's `cmd &` (scripts/pythons runs these lanes so) ignores SIGINT
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
     interrupt.reset()
-    yield
-    interrupt.reset()
+    try:
+        yield
+    finally:
+        interrupt.reset()
+        signal.signal(signal.SIGINT, before)
+
+
+def _until(seconds: float) -> Iterator[None]:
+    """A host's loop of steps, bounded so that a test that goes wrong fails instead of hanging."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        yield
+    raise AssertionError("the work was never interrupted")
 
 
 def _ctrl_c_once(under_way: threading.Event) -> None:
@@ -65,7 +78,7 @@ def test_ctrl_c_stops_each_hosts_work_at_its_next_check_and_lets_its_clean_up_ru
             return 1
         try:
             under_way.set()
-            while True:  # a send: a check between chunks
+            for _ in _until(20):  # a send: a check between chunks
                 interrupt.check()
                 time.sleep(0.01)
         except Interrupted:
@@ -111,7 +124,7 @@ def test_quick_work_stops_on_ctrl_c_without_a_report(caplog: pytest.LogCaptureFi
 
     def work(host: Host) -> int:
         under_way.set()
-        while True:
+        for _ in _until(20):
             interrupt.check()
             time.sleep(0.01)
 
@@ -181,3 +194,15 @@ def test_a_second_ctrl_c_leaves_at_once(monkeypatch: pytest.MonkeyPatch) -> None
         assert time.monotonic() - began < 10  # not the 30 s wind-down
     finally:
         release.set()
+
+
+def test_undo_work_runs_after_ctrl_c_and_is_not_interrupted() -> None:
+    """What takes back an interrupted start (the ranks of a multi-node job) still runs on every host."""
+    interrupt.request()
+
+    def undo(host: Host) -> str:
+        interrupt.check()  # its remote commands go through
+        return host.name
+
+    out = for_each_host([Host("a"), Host("b")], undo, undo=True)
+    assert [o.value for o in out] == ["a", "b"] and all(o.ok for o in out)
