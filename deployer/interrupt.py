@@ -40,6 +40,11 @@ def begin_work(host: str, *, interruptible: bool = True) -> None:
     _local.host, _local.raised = host, not interruptible
 
 
+def host() -> str | None:
+    """The host whose work this thread does (None: no host's), for a helper thread to take on."""
+    return getattr(_local, "host", None)
+
+
 def end_work() -> None:
     _local.host = None
 

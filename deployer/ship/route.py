@@ -14,7 +14,7 @@ from functools import partial
 
 from deployer import interrupt
 from deployer.commands import ship as cmd
-from deployer.errors import DeployError, TransferError
+from deployer.errors import DeployError, Interrupted, TransferError
 from deployer.inventory.host import Host
 from deployer.local.cache import Blob
 from deployer.local.export import Exporter, Growing
@@ -66,6 +66,7 @@ class OriginPull:
         self._leg, self._then = leg, then
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name=f"origin-{leg.host.name}", daemon=True)
+        self._work = interrupt.host()  # Ctrl-C stops the pull as it stops the host's work
 
     def start(self) -> OriginPull:
         self._thread.start()
@@ -74,6 +75,8 @@ class OriginPull:
     def _run(self) -> None:
         leg = self._leg
         ref = str(leg.plan.origin)
+        if self._work is not None:
+            interrupt.begin_work(self._work)
         try:
             step = steps.origin_pull(leg.host.docker, ref)
             res = leg.conn.run(step.argv, what=step.label, check=False, timeout=ORIGIN_PULL_TIMEOUT_S)
@@ -94,6 +97,8 @@ class OriginPull:
 
     def wait(self) -> None:
         self._thread.join()
+        if isinstance(self._error, Interrupted):
+            interrupt.check()  # the host's work is interrupted here too (once), so its clean-up runs whole
         if self._error is not None:
             raise self._error
 

@@ -8,15 +8,21 @@ layer, then pushed: the push gives it a repo digest, as a pull would), so no hos
 from __future__ import annotations
 
 import io
+import json
+import signal
+import subprocess
 import tarfile
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import requests
 
-from tests.conftest import Testbed
+from tests.conftest import REPO, Testbed, _deploy_argv
 from tests.integration.cli_support import deploy
 from tests.integration.image_support import config_digest_of, remove_image
 
@@ -131,3 +137,44 @@ def test_origin_pull_never(testbed: Testbed, pair: Pair) -> None:
     assert code == 0, err
     [rec] = out
     assert rec["ok"] and rec["verified"] and rec["origin"] is None and rec["bytes_sent"] >= BASE_BYTES
+
+
+def test_ctrl_c_stops_a_host_that_waits_for_its_base_to_be_pulled(testbed: Testbed, pair: Pair) -> None:
+    """The app's layers are in and the host is still pulling the base (a large public one, a slow
+    link) when Ctrl-C comes: the wait ends within seconds, not with the pull, and the lock goes."""
+    testbed.throttle("gpu02", "2mbit")  # the 4 MB base takes ~16 s to pull
+    proc = subprocess.Popen([*_deploy_argv(), "ship", "--host", "gpu02", "--image", pair.app, "--via", "tarball"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=testbed.env(),
+                            cwd=str(REPO), preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # noqa: PLW1509
+    lines: list[str] = []
+    waiting = threading.Event()
+
+    def read() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            lines.append(line)
+            if line.startswith("gpu02: pulling the base"):
+                waiting.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        assert waiting.wait(60), "".join(lines)
+        time.sleep(0.5)
+        pressed = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+        stopped_in = time.monotonic() - pressed
+        reader.join(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        testbed.throttle("gpu02", None)
+    err = "".join(lines)
+    print(f"stopped {stopped_in:.2f} s after Ctrl-C")
+    assert proc.returncode == 130 and "gpu02: failed: interrupted (Ctrl-C)" in err, err
+    assert stopped_in < 8, err  # the pull had ~10 s to go
+    staging = Path(testbed.hosts["gpu02"].staging_dir)
+    assert not (staging / "lock").exists()
+    last = [json.loads(line) for line in (staging / "history.jsonl").read_text().splitlines()][-1]
+    assert last["image"] == pair.app and last["result"] == "failed" and "interrupted" in last["error"]
