@@ -142,6 +142,8 @@ def test_origin_pull_never(testbed: Testbed, pair: Pair) -> None:
 def test_ctrl_c_stops_a_host_that_waits_for_its_base_to_be_pulled(testbed: Testbed, pair: Pair) -> None:
     """The app's layers are in and the host is still pulling the base (a large public one, a slow
     link) when Ctrl-C comes: the wait ends within seconds, not with the pull, and the lock goes."""
+    staging = Path(testbed.hosts["gpu02"].staging_dir)
+    staged_before = set((staging / "blobs").glob("*/*"))
     testbed.throttle("gpu02", "2mbit")  # the 4 MB base takes ~16 s to pull
     proc = subprocess.Popen([*_deploy_argv(), "ship", "--host", "gpu02", "--image", pair.app, "--via", "tarball"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=testbed.env(),
@@ -174,7 +176,14 @@ def test_ctrl_c_stops_a_host_that_waits_for_its_base_to_be_pulled(testbed: Testb
     print(f"stopped {stopped_in:.2f} s after Ctrl-C")
     assert proc.returncode == 130 and "gpu02: failed: interrupted (Ctrl-C)" in err, err
     assert stopped_in < 8, err  # the pull had ~10 s to go
-    staging = Path(testbed.hosts["gpu02"].staging_dir)
     assert not (staging / "lock").exists()
     last = [json.loads(line) for line in (staging / "history.jsonl").read_text().splitlines()][-1]
     assert last["image"] == pair.app and last["result"] == "failed" and "interrupted" in last["error"]
+    # the next plain ship finishes the job: the app's blobs staged before Ctrl-C are not sent again
+    code, out, err = deploy(testbed.env(), "ship", "--host", "gpu02", "--image", pair.app, "--via", "tarball",
+                            "--json", timeout=300)
+    assert code == 0, err
+    [rec] = out
+    assert rec["ok"] and rec["verified"] and rec["bytes_sent"] < APP_BYTES / 2, rec
+    assert config_digest_of(testbed.docker("gpu02"), pair.app) == pair.app_config
+    assert set((staging / "blobs").glob("*/*")) <= staged_before, "this ship's staged blobs were left behind"
