@@ -8,13 +8,21 @@ other failure: the lock is released, the history says why, a partial blob stays 
 ship to resume; the checks after the first pass, so that clean-up runs to its end.
 
 Only threads that do a host's work for deployer.fleet are interrupted: the main thread has its
-KeyboardInterrupt, and helper threads stop when the worker that owns them does.
+KeyboardInterrupt, and a helper thread stops when the worker that owns it does, or takes on that
+host's work (host(), begin_work) when the worker waits for it. SIGTERM is handled as Ctrl-C is
+(deployer.cli raises Terminated, a KeyboardInterrupt, in the main thread).
 """
 from __future__ import annotations
 
 import threading
 
 from deployer.errors import Interrupted
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a cancelled CI job, `timeout`, a service stopping): stopped as Ctrl-C stops a
+    command, with the exit code of SIGTERM (143) instead of 130."""
+
 
 _requested = threading.Event()
 _local = threading.local()  # .host: whose work runs here (None: no host's); .raised: it was interrupted

@@ -1,7 +1,11 @@
 """The `deploy` command line. main() is the one place errors become exit codes."""
 from __future__ import annotations
 
+import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import click
 
@@ -25,13 +29,42 @@ def _verbose(args: list[str]) -> bool:
     return False
 
 
+def _terminate(signum: int, frame: object) -> None:
+    raise interrupt.Terminated
+
+
+@contextmanager
+def _sigterm_as_ctrl_c() -> Iterator[None]:
+    """SIGTERM stops a command as Ctrl-C does (each host's clean-up runs) instead of killing it
+    mid-step; unless something above deployer chose to ignore or handle it."""
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+    before = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
+def _stopped(exc: BaseException) -> int:
+    """Say that Ctrl-C or SIGTERM stopped the command; its exit code (128 + the signal)."""
+    if isinstance(exc, interrupt.Terminated):
+        click.echo("terminated", err=True)
+        return 143
+    click.echo("interrupted", err=True)
+    return 130
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI, map deployer errors to exit codes, no traceback unless -v."""
     verbose = _verbose(argv if argv is not None else sys.argv[1:])
     interrupt.reset()  # a command run in this process before may have been stopped by Ctrl-C
     try:
         # Without standalone mode click returns (not raises) the code of ctx.exit(code).
-        rv = cli.main(args=argv, prog_name="deploy", standalone_mode=False)
+        with _sigterm_as_ctrl_c():
+            rv = cli.main(args=argv, prog_name="deploy", standalone_mode=False)
     except DeployError as exc:
         if verbose:
             import traceback
@@ -42,11 +75,12 @@ def main(argv: list[str] | None = None) -> int:
             click.echo(f"  {exc.detail}", err=True)
         return exc.exit_code
     except click.exceptions.Abort as exc:  # click's own for Ctrl-C, or a prompt answered no
-        click.echo("interrupted" if isinstance(exc.__context__, KeyboardInterrupt) else "aborted", err=True)
+        if isinstance(exc.__context__, KeyboardInterrupt):
+            return _stopped(exc.__context__)
+        click.echo("aborted", err=True)
         return 130
-    except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
-        return 130
+    except KeyboardInterrupt as exc:
+        return _stopped(exc)
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.ClickException as exc:

@@ -346,11 +346,14 @@ def test_killed_deployer_resumes_on_the_next_run(faults: Testbed, ship_env: dict
     assert rec["bytes_sent"] <= 12_000_000 - got + 1_000_000, err  # only the tail, not the whole layer again
 
 
+@pytest.mark.parametrize(("signum", "code", "said"), [(signal.SIGINT, 130, "interrupted"),
+                                                       (signal.SIGTERM, 143, "terminated")])
 def test_ctrl_c_stops_every_host_at_once_releases_the_locks_and_the_next_ship_resumes(
-        faults: Testbed, ship_env: dict[str, str]) -> None:
-    """Ctrl-C mid-send (SIGINT, as a terminal sends it): each host's work stops within seconds,
-    not when its ship would have ended; each lock is released and the history says why; the
-    partial blob stays, so the next plain ship sends only the rest, with no lock to take over."""
+        faults: Testbed, ship_env: dict[str, str], signum: int, code: int, said: str) -> None:
+    """Ctrl-C mid-send (SIGINT, as a terminal sends it; or SIGTERM, as a cancelled CI job or
+    `timeout` does): each host's work stops within seconds, not when its ship would have ended;
+    each lock is released and the history says why; the partial blob stays, so the next plain
+    ship sends only the rest, with no lock to take over."""
     testbed = faults
     ref = tag("ctrlc")
     image = build(testbed, ref, [12])
@@ -370,15 +373,15 @@ def test_ctrl_c_stops_every_host_at_once_releases_the_locks_and_the_next_ship_re
             time.sleep(0.05)
         assert min(got.values()) >= 2_000_000, f"the transfers never got going: {got}"
         pressed = time.monotonic()
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signum)
         _, stderr = proc.communicate(timeout=30)
         stopped_in = time.monotonic() - pressed
     finally:
         if proc.poll() is None:
             proc.kill()
     print(f"Ctrl-C at {got} B staged; stopped in {stopped_in:.2f} s")
-    assert proc.returncode == 130, stderr
-    assert stderr.rstrip().endswith("interrupted") and "Traceback" not in stderr, stderr
+    assert proc.returncode == code, stderr
+    assert stderr.rstrip().endswith(said) and "Traceback" not in stderr, stderr
     assert stopped_in < 5, stderr  # the sends had ~10 s left each: they were stopped, not finished
     for name in hosts:
         assert f"{name}: failed: interrupted (Ctrl-C)" in stderr
@@ -388,9 +391,9 @@ def test_ctrl_c_stops_every_host_at_once_releases_the_locks_and_the_next_ship_re
         assert last["result"] == "failed" and "interrupted" in last["error"]
         assert partial_sizes(staging[name] / "blobs" / "sha256"), f"{name}: the partial blob was removed"
         testbed.throttle(name, None)
-    code, out, err = deploy(ship_env, "ship", "--host", ",".join(hosts), "--via", "tarball", "--image", ref,
-                            "--json")
-    assert code == 0, err
+    again, out, err = deploy(ship_env, "ship", "--host", ",".join(hosts), "--via", "tarball", "--image", ref,
+                             "--json")
+    assert again == 0, err
     assert "took over the deploy lock" not in err  # released at Ctrl-C, not left for a takeover
     for name in hosts:
         rec = one(out, name)
