@@ -167,12 +167,15 @@ class LockError(HostError):
 
 
 class Interrupted(HostError):
-    """Ctrl-C stopped this host's work (deployer.interrupt); what it staged stays for the next run."""
+    """Ctrl-C (or SIGTERM) stopped this host's work (deployer.interrupt), or kept it from starting
+    (.started False); what it staged stays for the next run."""
 
     exit_code = 130
 
-    def __init__(self, host: str, message: str = "interrupted (Ctrl-C)") -> None:
-        super().__init__(host, message, hint="run the same command again: a ship resumes where it stopped")
+    def __init__(self, host: str, why: str = "Ctrl-C", *, started: bool = True) -> None:
+        super().__init__(host, f"{'' if started else 'not started: '}interrupted ({why})",
+                         hint="run the same command again: a ship resumes where it stopped")
+        self.started = started
 
 
 def error_text(error: BaseException | None) -> str | None:

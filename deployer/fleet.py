@@ -14,7 +14,6 @@ from deployer.inventory.host import Host
 log = logging.getLogger(__name__)
 
 WIND_DOWN_S = 15.0  # after Ctrl-C, how long the hosts' work may take to unwind (unlock, history)
-NOT_STARTED = "not started: interrupted (Ctrl-C)"
 
 T = TypeVar("T")
 
@@ -87,7 +86,7 @@ def for_each_host(hosts: Iterable[Host], work: Callable[[Host], T], parallel: in
                     return
                 index, host = item
                 if interrupt.requested() and not undo:  # Ctrl-C: no host starts anew
-                    outcomes[index] = Outcome(host, error=Interrupted(host.name, NOT_STARTED))
+                    outcomes[index] = Outcome(host, error=Interrupted(host.name, interrupt.why(), started=False))
                 else:
                     outcomes[index] = one(host)
         finally:
@@ -110,8 +109,8 @@ def for_each_host(hosts: Iterable[Host], work: Callable[[Host], T], parallel: in
                 running[0] += 1
             threading.Thread(target=worker, name=f"host-work-{i}", daemon=True).start()
         wait()
-    except KeyboardInterrupt:
-        interrupt.request()
+    except KeyboardInterrupt as exc:
+        interrupt.request("SIGTERM" if isinstance(exc, interrupt.Terminated) else "Ctrl-C")
         if not wait(0.5):  # longer work than a status or a check: say what happens
             log.warning("interrupted: stopping the work on each host (Ctrl-C again to quit at once)")
             wait(WIND_DOWN_S)
@@ -129,7 +128,7 @@ def wind_down_summary(hosts: Sequence[Host], outcomes: Sequence[Outcome[Any] | N
         elif outcome.ok:
             state = "done"
         elif isinstance(outcome.error, Interrupted):
-            state = "stopped" if outcome.error.reason != NOT_STARTED else "not started"
+            state = "stopped" if outcome.error.started else "not started"
         else:
             state = "failed"
         groups.setdefault(state, []).append(host.name)

@@ -25,16 +25,23 @@ class Terminated(KeyboardInterrupt):
 
 
 _requested = threading.Event()
+_why = ["Ctrl-C"]  # what asked: Ctrl-C or SIGTERM
 _local = threading.local()  # .host: whose work runs here (None: no host's); .raised: it was interrupted
 
 
-def request() -> None:
-    """Ctrl-C: every host's work stops at its next check."""
+def request(why: str = "Ctrl-C") -> None:
+    """Ctrl-C (or WHY): every host's work stops at its next check."""
+    _why[0] = why
     _requested.set()
 
 
 def requested() -> bool:
     return _requested.is_set()
+
+
+def why() -> str:
+    """What asked for the stop: "Ctrl-C" or "SIGTERM"."""
+    return _why[0]
 
 
 def reset() -> None:
@@ -64,7 +71,7 @@ def check() -> None:
     host = getattr(_local, "host", None)
     if _requested.is_set() and host is not None and not getattr(_local, "raised", False):
         _local.raised = True
-        raise Interrupted(host)
+        raise Interrupted(host, _why[0])
 
 
 def sleep(seconds: float) -> None:

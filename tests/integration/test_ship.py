@@ -346,10 +346,10 @@ def test_killed_deployer_resumes_on_the_next_run(faults: Testbed, ship_env: dict
     assert rec["bytes_sent"] <= 12_000_000 - got + 1_000_000, err  # only the tail, not the whole layer again
 
 
-@pytest.mark.parametrize(("signum", "code", "said"), [(signal.SIGINT, 130, "interrupted"),
-                                                       (signal.SIGTERM, 143, "terminated")])
+@pytest.mark.parametrize(("signum", "code", "said", "why"), [(signal.SIGINT, 130, "interrupted", "Ctrl-C"),
+                                                               (signal.SIGTERM, 143, "terminated", "SIGTERM")])
 def test_ctrl_c_stops_every_host_at_once_releases_the_locks_and_the_next_ship_resumes(
-        faults: Testbed, ship_env: dict[str, str], signum: int, code: int, said: str) -> None:
+        faults: Testbed, ship_env: dict[str, str], signum: int, code: int, said: str, why: str) -> None:
     """Ctrl-C mid-send (SIGINT, as a terminal sends it; or SIGTERM, as a cancelled CI job or
     `timeout` does): each host's work stops within seconds, not when its ship would have ended;
     each lock is released and the history says why; the partial blob stays, so the next plain
@@ -384,7 +384,7 @@ def test_ctrl_c_stops_every_host_at_once_releases_the_locks_and_the_next_ship_re
     assert stderr.rstrip().endswith(said) and "Traceback" not in stderr, stderr
     assert stopped_in < 5, stderr  # the sends had ~10 s left each: they were stopped, not finished
     for name in hosts:
-        assert f"{name}: failed: interrupted (Ctrl-C)" in stderr
+        assert f"{name}: failed: interrupted ({why})" in stderr
         assert not (staging[name] / "lock").exists(), f"{name}: the deploy lock was left behind"
         records = [json.loads(line) for line in (staging[name] / "history.jsonl").read_text().splitlines()]
         last = [r for r in records if r.get("image") == ref][-1]

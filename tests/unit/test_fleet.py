@@ -139,7 +139,7 @@ def test_no_host_starts_once_ctrl_c_was_pressed() -> None:
     interrupt.request()
     out = for_each_host([Host("a")], lambda h: 1)
     assert not out[0].ok and isinstance(out[0].error, Interrupted)
-    assert out[0].error.reason == fleet.NOT_STARTED
+    assert not out[0].error.started and out[0].error.reason == "not started: interrupted (Ctrl-C)"
 
 
 def test_check_raises_once_per_hosts_work_and_only_in_a_worker() -> None:
@@ -206,3 +206,36 @@ def test_undo_work_runs_after_ctrl_c_and_is_not_interrupted() -> None:
 
     out = for_each_host([Host("a"), Host("b")], undo, undo=True)
     assert [o.value for o in out] == ["a", "b"] and all(o.ok for o in out)
+
+
+def test_sigterm_stops_the_work_as_ctrl_c_does_and_says_so() -> None:
+    """deployer.cli raises Terminated (a KeyboardInterrupt) on SIGTERM; the hosts' errors name it."""
+    under_way = threading.Event()
+    errors: list[Interrupted] = []
+
+    def terminate(signum: int, frame: object) -> None:
+        raise interrupt.Terminated
+
+    def work(host: Host) -> int:
+        under_way.set()
+        try:
+            for _ in _until(20):
+                interrupt.check()
+                time.sleep(0.01)
+        except Interrupted as exc:
+            errors.append(exc)
+            raise
+        return 1
+
+    def press() -> None:
+        if under_way.wait(timeout=5):
+            signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGTERM)
+
+    before = signal.signal(signal.SIGTERM, terminate)
+    try:
+        threading.Thread(target=press, daemon=True).start()
+        with pytest.raises(interrupt.Terminated):
+            for_each_host([Host("a")], work)
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    assert [e.reason for e in errors] == ["interrupted (SIGTERM)"]
