@@ -101,8 +101,12 @@ def start_job(hosts: list[Host], prepared: Mapping[str, Prepared], *, parallel: 
         if any(not o.ok for o in nets):
             return _failed(nets, PREFLIGHT_STOP)
         plan = _ranks(nodes, prepared, facts, {o.host.name: o.value for o in nets if o.value is not None}, master)
-        return _launch(nodes, prepared, plan, sessions, facts, spec=spec, name=name, port=port, policy=policy,
-                       parallel=parallel, say=say)
+        try:
+            return _launch(nodes, prepared, plan, sessions, facts, spec=spec, name=name, port=port, policy=policy,
+                           parallel=parallel, say=say)
+        except KeyboardInterrupt:
+            _undo(nodes, sessions, name, parallel)  # Ctrl-C while the ranks start: none runs
+            raise
     finally:
         for session in sessions.values():
             session.close()
@@ -150,47 +154,43 @@ def _launch(nodes: Sequence[Host], prepared: Mapping[str, Prepared], plan: Seque
                 session.run(step.argv, check=False, timeout=30)
         return res.stdout.strip().splitlines()[-1], steps.run.argv
 
-    try:
-        created = for_each_host(nodes, create, parallel)
-        if any(not o.ok for o in created):
+    created = for_each_host(nodes, create, parallel)
+    if any(not o.ok for o in created):
+        _undo(nodes, sessions, name, parallel)
+        return _failed(created, "nothing was started: creating the containers failed on {hosts}")
+    ids = {o.host.name: o.value for o in created if o.value is not None}
+
+    if watch:
+        script = WATCHER.read_bytes()
+
+        def watcher(host: Host) -> None:
+            session, r = sessions[host.name], by_host[host.name]
+            d = gcmd.gang_dir(host.staging_dir, name)
+            conf = gang.watcher_config(r, name=name, image=spec.image, container_id=ids[host.name][0], ranks_=plan,
+                                       port=port, docker=host.docker, policy_=policy,
+                                       history_path=f"{host.staging_dir.rstrip('/')}/{history.HISTORY_FILE}")
+            session.run(cmd.write_file_argv(f"{d}/gangwatch.py"), input=script, timeout=30)
+            session.run(cmd.write_file_argv(f"{d}/config.json"), input=json.dumps(conf).encode(), timeout=30)
+            session.run(gcmd.launch_watcher_argv(d), timeout=30)
+
+        watched = for_each_host(nodes, watcher, parallel)
+        if any(not o.ok for o in watched):
             _undo(nodes, sessions, name, parallel)
-            return _failed(created, "nothing was started: creating the containers failed on {hosts}")
-        ids = {o.host.name: o.value for o in created if o.value is not None}
+            return _failed(watched, "nothing was started: the gang watcher could not start on {hosts}")
 
-        if watch:
-            script = WATCHER.read_bytes()
+    barrier = threading.Barrier(len(nodes), timeout=60)
 
-            def watcher(host: Host) -> None:
-                session, r = sessions[host.name], by_host[host.name]
-                d = gcmd.gang_dir(host.staging_dir, name)
-                conf = gang.watcher_config(r, name=name, image=spec.image, container_id=ids[host.name][0], ranks_=plan,
-                                           port=port, docker=host.docker, policy_=policy,
-                                           history_path=f"{host.staging_dir.rstrip('/')}/{history.HISTORY_FILE}")
-                session.run(cmd.write_file_argv(f"{d}/gangwatch.py"), input=script, timeout=30)
-                session.run(cmd.write_file_argv(f"{d}/config.json"), input=json.dumps(conf).encode(), timeout=30)
-                session.run(gcmd.launch_watcher_argv(d), timeout=30)
+    def begin(host: Host) -> str:
+        barrier.wait()  # every node's session is open and idle: the starts go out together
+        session = sessions[host.name]
+        say(host.name, f"starting {name} (rank {by_host[host.name].rank})")
+        session.run(cmd.start_argv(host.docker, name), timeout=120)
+        return datetime.now(timezone.utc).isoformat()
 
-            watched = for_each_host(nodes, watcher, parallel)
-            if any(not o.ok for o in watched):
-                _undo(nodes, sessions, name, parallel)
-                return _failed(watched, "nothing was started: the gang watcher could not start on {hosts}")
-
-        barrier = threading.Barrier(len(nodes), timeout=60)
-
-        def begin(host: Host) -> str:
-            barrier.wait()  # every node's session is open and idle: the starts go out together
-            session = sessions[host.name]
-            say(host.name, f"starting {name} (rank {by_host[host.name].rank})")
-            session.run(cmd.start_argv(host.docker, name), timeout=120)
-            return datetime.now(timezone.utc).isoformat()
-
-        began = for_each_host(nodes, begin, parallel=len(nodes))
-        if any(not o.ok for o in began):
-            _undo(nodes, sessions, name, parallel)
-            return _failed(began, f"every rank of {name} was removed again, since it did not start on {{hosts}}")
-    except KeyboardInterrupt:
-        _undo(nodes, sessions, name, parallel)  # Ctrl-C before every rank ran: none runs
-        raise
+    began = for_each_host(nodes, begin, parallel=len(nodes))
+    if any(not o.ok for o in began):
+        _undo(nodes, sessions, name, parallel)
+        return _failed(began, f"every rank of {name} was removed again, since it did not start on {{hosts}}")
     _record(nodes, sessions, spec=spec, name=name, plan=plan, ids=ids, prepared=prepared, policy=policy)
     return [Outcome(h, value=Started(h.name, name, ids[h.name][0], prepared[h.name].spec.image,
                                      shlex.join(ids[h.name][1]), prepared[h.name].spec.gpus,

@@ -17,6 +17,7 @@ from typing import Any
 
 import requests
 
+from deployer import interrupt
 from deployer.commands import ship as cmd
 from deployer.commands.layers import pulled_records
 from deployer.errors import CommandError, LocalError, TransferError
@@ -213,17 +214,16 @@ class Pusher:
         threading.Thread(target=run, name=f"push {registry}", daemon=True).start()
         started.wait(5)  # it holds the lock before any host asks
 
-    def push(self, registry: str, on_bytes: Callable[[int], None] = lambda n: None,
-             check: Callable[[], None] = lambda: None) -> tuple[PushStats, bool]:
+    def push(self, registry: str, on_bytes: Callable[[int], None] = lambda n: None) -> tuple[PushStats, bool]:
         """(stats, True if this call did the push, or is the first to take an early one). Raises the
-        push's LocalError for every caller. CHECK runs while this waits for another's push and as
-        its own goes on (with each progress report): it may raise to stop (Ctrl-C)."""
+        push's LocalError for every caller. Ctrl-C stops a host's work that waits for another's
+        push, or that pushes (at its next progress report): deployer.interrupt."""
         def progress(n: int) -> None:
-            check()
+            interrupt.check()
             on_bytes(n)
 
         while not self._lock.acquire(timeout=0.5):
-            check()
+            interrupt.check()
         try:
             if registry not in self._done:
                 outcome, mine = self._push_once(registry, progress, self._feed(registry)[0]), True

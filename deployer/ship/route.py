@@ -293,8 +293,7 @@ def run_registry(leg: Leg, pusher: Pusher, reporter: Reporter) -> str | None:
     # (compressed), charged to the host that pushed: the others reuse the push
     stages = _pull_stages(leg, pusher, reporter)
     try:
-        stats, pushed_here = pusher.push(host.registry, on_bytes=lambda n: reporter.sent(name, n),
-                                         check=interrupt.check)
+        stats, pushed_here = pusher.push(host.registry, on_bytes=lambda n: reporter.sent(name, n))
     except BaseException:
         if stages:  # the image's pull would have removed them
             conn.run(cmd.remove_image_argv(host.docker, *stages), what="removing the stage images", check=False,

@@ -135,7 +135,7 @@ def test_a_registry_ship_runs_the_dry_runs_steps() -> None:
         def pushed(self, registry: str) -> bool:
             return False
 
-        def push(self, registry: str, on_bytes: object, check: object = None) -> tuple[PushStats, bool]:
+        def push(self, registry: str, on_bytes: object) -> tuple[PushStats, bool]:
             return PushStats("r:5000/t:v", 1, 0, 100, digest=pulled, wire_bytes=10), True
 
     plan = ShipPlan(host="gpu01", ref="t:v", image_id="sha256:" + "a" * 64, route="registry", via="registry",
