@@ -17,15 +17,13 @@ And which scheme each insecure registry answered on (deployer.ship.registry_api)
 from __future__ import annotations
 
 import hashlib
-import json
-import os
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from deployer import cachefile
 from deployer.commands.layers import Listing
 from deployer.inventory.host import Host
 
@@ -36,8 +34,7 @@ Layers = Mapping[str, Sequence[str]]
 
 
 def cache_path() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
-    return Path(base) / "deployer" / "layers.json"
+    return cachefile.cache_dir() / "layers.json"
 
 
 def host_key(host: Host) -> str:
@@ -45,17 +42,9 @@ def host_key(host: Host) -> str:
     return f"{host.user or ''}@{host.address}:{host.port}"
 
 
-def _load(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def remembered(host: Host, path: Path | None = None) -> dict[str, tuple[str, ...]]:
     """image id -> its layers, for the images the host had at its last listing."""
-    return _layers(_load(path or cache_path()).get(host_key(host)))
+    return _layers(cachefile.read(path or cache_path()).get(host_key(host)))
 
 
 def _layers(entry: object) -> dict[str, tuple[str, ...]]:
@@ -83,7 +72,7 @@ LOCAL = "local"  # the workstation's images (no host key has this form)
 
 def local_layers(path: Path | None = None) -> dict[str, tuple[str, ...]]:
     """image id -> its layers, for the local images inspected before."""
-    return _layers(_load(path or cache_path()).get(LOCAL))
+    return _layers(cachefile.read(path or cache_path()).get(LOCAL))
 
 
 def remember_local(inspected: Layers, listed: Collection[str], path: Path | None = None) -> None:
@@ -105,7 +94,7 @@ def recalled_base(layers: Sequence[str], max_age_s: float, path: Path | None = N
                   now: float | None = None) -> str | None:
     """The local image id last found to be the pulled base of an image with these LAYERS below its
     top one, if that was at most MAX_AGE_S ago."""
-    bases = _load(path or cache_path()).get(BASES)
+    bases = cachefile.read(path or cache_path()).get(BASES)
     entry = bases.get(_digest(layers)) if isinstance(bases, dict) else None
     if not isinstance(entry, dict) or not isinstance(entry.get("base"), str) or not _fresh(entry, max_age_s, now):
         return None
@@ -144,7 +133,7 @@ def recalled_probe(host: Host, argv: Sequence[str], max_age_s: float, path: Path
 def recalled_probes(asked: Sequence[tuple[Host, Sequence[str]]], max_age_s: float, path: Path | None = None,
                     now: float | None = None) -> list[str | None]:
     """recalled_probe of each (host, argv), from one read of the file."""
-    data = _load(path or cache_path())
+    data = cachefile.read(path or cache_path())
     found: list[str | None] = []
     for host, argv in asked:
         entry = data.get(f"probe {host_key(host)}")
@@ -163,7 +152,7 @@ def remember_scheme(registry: str, scheme: str, path: Path | None = None) -> Non
 
 def recalled_scheme(registry: str, path: Path | None = None) -> str | None:
     """The scheme REGISTRY answered on when last asked, if known."""
-    scheme = _load(path or cache_path()).get(f"scheme {registry}")
+    scheme = cachefile.read(path or cache_path()).get(f"scheme {registry}")
     return scheme if scheme in ("http", "https") else None
 
 
@@ -199,7 +188,7 @@ def pull_incomplete(host: Host, docker: str, present: Sequence[str], max_age_s: 
     have = set(present)
     return any(entry.get("docker") == docker and _fresh(entry, max_age_s, now) and isinstance(entry.get("layers"), list)
                and entry["layers"] and set(entry["layers"]) <= have
-               for entry in _entries(_load(path or cache_path()), f"pulls {host_key(host)}"))
+               for entry in _entries(cachefile.read(path or cache_path()), f"pulls {host_key(host)}"))
 
 
 def _fresh(entry: Mapping[str, Any], max_age_s: float, now: float | None) -> bool:
@@ -231,13 +220,9 @@ def _update(change: Callable[[dict[str, Any]], object], path: Path | None = None
     """Read the file, CHANGE the data in place, write it back atomically (one writer at a time)."""
     path = path or cache_path()
     with _lock:
-        data = _load(path)
+        data = cachefile.read(path)
         change(data)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".layers.")
-            with os.fdopen(fd, "w") as fh:
-                json.dump(data, fh)
-            os.replace(tmp, path)
+            cachefile.write(path, data, compact=True)
         except OSError:
             pass  # a cache: the next ship inspects every image again

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO
 
+from deployer import cachefile
 from deployer.tarfmt import Descriptor
 
 DEFAULT_MAX_BYTES = 20 * 1024**3
@@ -42,8 +43,7 @@ def default_root() -> Path:
     override = os.environ.get("DEPLOYER_CACHE_DIR")
     if override:
         return Path(override).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
-    return Path(base) / "deployer" / "blobs"
+    return cachefile.cache_dir() / "blobs"
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,6 @@ image's config digest: the same image on either image store. A missing or corrup
 """
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -23,6 +20,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote
+
+from deployer import cachefile
 
 PROVENANCE_KEY = "buildx.build.provenance"  # also buildx.build.provenance/<platform> for several platforms
 MAX_MATERIALS = 8  # a multi-stage build names each stage's base; more is not a Dockerfile we know
@@ -115,41 +114,28 @@ def pick_declared(diff_ids: Sequence[str], bases: Sequence[DeclaredBase]) -> Dec
 
 
 def store_path() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
-    return Path(base) / "deployer" / "bases.json"
-
-
-def _load(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
+    return cachefile.cache_dir() / "bases.json"
 
 
 def _save(data: dict[str, Any], path: Path) -> None:
     if len(data) > MAX_ENTRIES:  # the oldest records go first
         keep = sorted(data, key=lambda k: float(data[k].get("recorded_at") or 0))[-MAX_ENTRIES:]
         data = {k: data[k] for k in keep}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".bases.")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(data, fh, indent=1, sort_keys=True)
-    os.replace(tmp, path)
+    cachefile.write(path, data)
 
 
 def record(config_digest: str, found: Sequence[Material], path: Path | None = None) -> None:
     """Remember what the build of the image with CONFIG_DIGEST declared (replacing an older record)."""
     path = path or store_path()
     with _lock:
-        data = _load(path)
+        data = cachefile.read(path)
         data[config_digest] = {"materials": [asdict(m) for m in found], "recorded_at": time.time()}
         _save(data, path)
 
 
 def lookup(config_digest: str, path: Path | None = None) -> Declared | None:
     """The record of the image with CONFIG_DIGEST; None when no build recorded one (or it is unreadable)."""
-    entry = _load(path or store_path()).get(config_digest)
+    entry = cachefile.read(path or store_path()).get(config_digest)
     if not isinstance(entry, dict):
         return None
     try:
@@ -168,7 +154,7 @@ def settle(config_digest: str, base: DeclaredBase | None, checked: bool, path: P
     material was looked up (CHECKED); an unfinished lookup is tried again after RETRY_S."""
     path = path or store_path()
     with _lock:
-        data = _load(path)
+        data = cachefile.read(path)
         entry = data.get(config_digest)
         if not isinstance(entry, dict):
             return
