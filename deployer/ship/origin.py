@@ -25,7 +25,7 @@ from deployer import layercache
 from deployer.errors import LocalError
 from deployer.local import declared
 from deployer.local.client import Client
-from deployer.local.image import ImageInfo, PulledBase, confirmed_base, inspect_attrs, pulled_base
+from deployer.local.image import ImageInfo, PulledBase, confirmed_base, inspect_attrs, is_containerd, pulled_base
 from deployer.ship.registry_api import (
     ManifestReader,
     RegistryAPIError,
@@ -53,6 +53,9 @@ class Origin:
     layers: int
     config_digest: str = ""  # the base's config (picks its manifest out of a multi-platform index)
     blobs: tuple[Descriptor, ...] = ()  # the registry's blob of each of those layers; () when not read
+    # False until the registry is seen to hold ref (with_blobs): on the containerd image store every
+    # local image has a repo digest, pulled or built here, so a local base there may be in no registry
+    confirmed: bool = True
 
     def covers(self, index: int) -> bool:
         return index < self.layers
@@ -76,7 +79,7 @@ def find_origin(image: ImageInfo, client: Client, layer_sizes: Sequence[int] | N
             return None
     log.info("%s: its bottom %d layer(s) are %s", image.ref, base.layers, base.repo_digest)
     return Origin(base.repo_digest, split_repo(base.repo_digest.split("@", 1)[0]).api_host, base.layers,
-                  base.config_digest)
+                  base.config_digest, confirmed=not is_containerd(client))
 
 
 def _pulled_base(image: ImageInfo, client: Client, layer_sizes: Sequence[int] | None) -> PulledBase | None:
@@ -156,7 +159,7 @@ def _is_local(material: declared.Material, client: Client) -> bool:
 
 def with_blobs(origin: Origin, client: Client) -> Origin:
     """ORIGIN with the registry's blob of each layer, from its manifest (for an OCI load on the
-    containerd store); unchanged when the manifest cannot be read."""
+    containerd store), and confirmed: the registry holds it; unchanged when the manifest cannot be read."""
     name, digest = origin.ref.split("@", 1)
     try:
         reader = ManifestReader.for_docker(client, split_repo(name), timeout=10.0)
@@ -170,4 +173,4 @@ def with_blobs(origin: Origin, client: Client) -> Origin:
     if len(blobs) != origin.layers:
         log.info("%s: the manifest lists %d layers, the image %d", origin.ref, len(blobs), origin.layers)
         return origin
-    return replace(origin, blobs=blobs)
+    return replace(origin, blobs=blobs, confirmed=True)

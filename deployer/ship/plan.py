@@ -234,6 +234,8 @@ def pulled_from_origin(origin: Origin | None, missing: Sequence[int], store: str
         return (), ""
     if reachable is not True:
         return (), f"the host {'cannot reach' if reachable is False else 'was not checked for'} {origin.registry}"
+    if not origin.confirmed:
+        return (), f"{origin.registry} did not show that it holds {origin.ref}, so the base is sent"
     if store == "containerd" and len(origin.blobs) != origin.layers:
         return (), f"the manifest of {origin.ref} could not be read, so the base is sent"
     return covered, ""

@@ -227,17 +227,20 @@ def _observe(job: Job, options: ShipOptions, history_sizes: Sequence[int], repor
         image_state = replace(image_state, ids=image_state.ids | {image.config_digest})
     try:
         content = parse_content(listed.stdout)
+        missing = missing_layers(image.diff_ids, have)
+        if base is not None and bases is not None and getattr(job.facts, "origin_reachable", None) \
+                and any(base.covers(i) for i in missing) \
+                and (job.facts.image_store == "containerd" or not base.confirmed):
+            # its load names the pulled layers by the registry's blobs (containerd store); a base
+            # that only a containerd workstation says was pulled is pulled once its registry has it
+            base = bases.with_blobs()
         if job.facts.image_store == "containerd":
-            missing = missing_layers(image.diff_ids, have)
             # read (on a containerd workstation, computed) only when a load or the check needs them
             known = sizes.known() if needs_layer_sizes(image.diff_ids, content, missing, via) else {}
             image_state = _oci_state(image, image_state, name_layers(image.diff_ids, content, known))
             if listing is not None:
                 pulled = pulled_ids(image, listing, remembered)
                 image_state = replace(image_state, ids=image_state.ids | pulled)
-            if base is not None and bases is not None and getattr(job.facts, "origin_reachable", None) \
-                    and any(base.covers(i) for i in missing):
-                base = bases.with_blobs()  # its load names the pulled layers by the registry's blobs
             present = _layers_but(image, missing)
             job.plan = make_plan(host, image, job.facts, image_state, have, history_sizes, via,
                                  options.codec, known_sizes=known, host_content=content, origin=base,

@@ -115,11 +115,15 @@ def test_the_dry_run_says_which_layers_come_from_the_origin(testbed: Testbed, pa
 
 
 def test_a_pull_that_fails_falls_back_to_sending_the_base(testbed: Testbed, pair: Pair) -> None:
-    """The registry still answers, but no longer has the base (as when it is down mid-plan, the
-    pull fails): the ship sends the base layers instead and ends verified."""
+    """The registry still answers and lists the base, but no longer has its layer (as when it is
+    down mid-plan, the pull fails): the ship sends the base layers instead and ends verified."""
     name, digest = pair.repo_digest.split("@")
     path = name.removeprefix(f"{testbed.registry}/")
-    res = requests.delete(f"http://{testbed.registry}/v2/{path}/manifests/{digest}", timeout=30)
+    manifest = requests.get(f"http://{testbed.registry}/v2/{path}/manifests/{digest}", timeout=30, headers={
+        "Accept": "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json"})
+    assert manifest.ok, manifest.text
+    [layer] = manifest.json()["layers"]
+    res = requests.delete(f"http://{testbed.registry}/v2/{path}/blobs/{layer['digest']}", timeout=30)
     assert res.status_code == 202, res.text
     code, out, err = deploy(testbed.env(), "ship", "--host", "gpu02", "--image", pair.app, "--via", "tarball",
                             "--json", "--lock-wait", "120", timeout=300)
@@ -129,6 +133,37 @@ def test_a_pull_that_fails_falls_back_to_sending_the_base(testbed: Testbed, pair
     assert rec["layers_sent"] == 3 and rec["bytes_sent"] >= BASE_BYTES
     assert "sending the base layers instead" in err
     assert config_digest_of(testbed.docker("gpu02"), pair.app) == pair.app_config
+
+
+def test_a_base_built_here_is_sent_without_asking_any_host_to_pull_it(testbed: Testbed) -> None:
+    """A base imported (or built) on the workstation and tagged for a registry the hosts reach, but
+    never pushed there: on the containerd image store it has a repo digest like a pulled image, so the
+    workstation asks that registry before any host is told to pull it; every host gets it over SSH."""
+    ws = testbed.docker("ws", timeout=300)
+    u = uuid.uuid4().hex[:10]
+    base, app = f"{testbed.registry}/origintest-{u}/local-base:1", f"origintest-{u}/local-app:1"
+    repo, tag = base.rsplit(":", 1)
+    import random
+
+    ws.api.import_image_from_data(_base_rootfs(ws, random.randbytes(BASE_BYTES)), repository=repo, tag=tag)
+    ws.images.build(fileobj=io.BytesIO(f"FROM {base}\nRUN head -c {APP_BYTES} /dev/urandom > /app-data\n".encode()),
+                    tag=app, rm=True)
+    config = config_digest_of(ws, app)
+    try:
+        code, out, err = deploy(testbed.env(), "-v", "ship", "--host", "gpu02,gpu01", "--image", app,
+                                "--via", "tarball", "--json", "--lock-wait", "120", timeout=300)
+        assert code == 0, err
+        for rec in out:
+            assert rec["ok"] and rec["verified"] and rec["origin"] is None and rec["layers_from_origin"] == 0, rec
+            assert rec["layers_sent"] == 2 and rec["bytes_sent"] >= BASE_BYTES, rec
+            assert config_digest_of(testbed.docker(rec["host"]), app) == config
+        assert "pulling the base" not in err and "sending the base layers instead" not in err, err
+        if testbed.ws_store == "containerd":
+            assert "did not show that it holds" in err, err
+    finally:
+        for host in ("ws", "gpu02", "gpu01"):
+            for ref in (app, base):
+                remove_image(testbed.docker(host), ref)
 
 
 def test_origin_pull_never(testbed: Testbed, pair: Pair) -> None:

@@ -118,6 +118,35 @@ def test_the_host_pulls_the_base_layers_it_lacks_when_it_reaches_the_registry() 
     assert pulled_from_origin(unknown, (0, 1), "overlay2", True)[0] == (0, 1)
 
 
+def test_a_base_a_containerd_workstation_lists_is_pulled_only_once_its_registry_shows_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """On the containerd image store every local image has a repo digest, built or imported here
+    too: such a base is no origin until its registry's manifest is read (with_blobs)."""
+    containerd = FakeClient(info_json={"Driver": "overlayfs",
+                                       "DriverStatus": [["driver-type", "io.containerd.snapshotter.v1"]]})
+    listed = PulledBase(BASE_REF, 2, ORIGIN.config_digest, "sha256:" + "7" * 64)
+    monkeypatch.setattr(origin, "_pulled_base", lambda *_: listed)
+    found = origin.find_origin(IMAGE, containerd)  # type: ignore[arg-type]
+    assert found is not None and found.ref == BASE_REF and not found.confirmed
+    classic = origin.find_origin(IMAGE, FakeClient())  # type: ignore[arg-type]
+    assert classic is not None and classic.confirmed  # the classic store gives a repo digest on a pull or a push only
+    bare = dataclasses.replace(ORIGIN, blobs=(), confirmed=False)
+    for store in ("overlay2", "containerd"):
+        assert pulled_from_origin(bare, (0, 1, 2), store, True) == (
+            (), "nvcr.io did not show that it holds " + BASE_REF + ", so the base is sent")
+
+    def unreadable(*_: object) -> dict:
+        raise origin.RegistryAPIError("manifest unknown")
+
+    monkeypatch.setattr(origin, "image_manifest", unreadable)
+    assert origin.with_blobs(bare, containerd) == bare  # a base built here: it stays unconfirmed, and is sent
+    layers = [{"mediaType": d.media_type, "digest": d.digest, "size": d.size} for d in BLOBS]
+    monkeypatch.setattr(origin, "image_manifest", lambda *_: {"layers": layers})
+    read = origin.with_blobs(bare, containerd)
+    assert read == ORIGIN and read.confirmed
+    assert pulled_from_origin(read, (0, 1, 2), "overlay2", True) == ((0, 1), "")
+
+
 def test_plan_sends_only_the_layers_above_the_base() -> None:
     p = make_plan(host(), IMAGE, dataclasses.replace(facts(), origin_reachable=True), NONE, frozenset(), SIZES,
                   "tarball", origin=ORIGIN)
