@@ -167,7 +167,7 @@ class LockError(HostError):
 
 
 class Interrupted(HostError):
-    """Ctrl-C (or SIGTERM) stopped this host's work (deployer.interrupt), or kept it from starting
+    """Ctrl-C (or SIGTERM, SIGHUP) stopped this host's work (deployer.interrupt), or kept it from starting
     (.started False); what it staged stays for the next run."""
 
     exit_code = 130

@@ -110,7 +110,7 @@ def for_each_host(hosts: Iterable[Host], work: Callable[[Host], T], parallel: in
             threading.Thread(target=worker, name=f"host-work-{i}", daemon=True).start()
         wait()
     except KeyboardInterrupt as exc:
-        interrupt.request("SIGTERM" if isinstance(exc, interrupt.Terminated) else "Ctrl-C")
+        interrupt.request(exc.name if isinstance(exc, interrupt.Terminated) else "Ctrl-C")
         if not wait(0.5):  # longer work than a status or a check: say what happens
             log.warning("interrupted: stopping the work on each host (Ctrl-C again to quit at once)")
             wait(WIND_DOWN_S)

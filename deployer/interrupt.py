@@ -9,23 +9,33 @@ ship to resume; the checks after the first pass, so that clean-up runs to its en
 
 Only threads that do a host's work for deployer.fleet are interrupted: the main thread has its
 KeyboardInterrupt, and a helper thread stops when the worker that owns it does, or takes on that
-host's work (host(), begin_work) when the worker waits for it. SIGTERM is handled as Ctrl-C is
-(deployer.cli raises Terminated, a KeyboardInterrupt, in the main thread).
+host's work (host(), begin_work) when the worker waits for it. SIGTERM and SIGHUP are handled as
+Ctrl-C is (deployer.cli raises Terminated, a KeyboardInterrupt, in the main thread).
 """
 from __future__ import annotations
 
+import signal
 import threading
 
 from deployer.errors import Interrupted
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM (a cancelled CI job, `timeout`, a service stopping): stopped as Ctrl-C stops a
-    command, with the exit code of SIGTERM (143) instead of 130."""
+    """SIGTERM (a cancelled CI job, `timeout`, a service stopping) or SIGHUP (the terminal closed,
+    the SSH session to the workstation dropped): stopped as Ctrl-C stops a command, with the
+    signal's exit code (128 + its number: 143, 129) instead of 130."""
+
+    def __init__(self, signum: int = signal.SIGTERM) -> None:
+        self.signum = signum
+        super().__init__(self.name)
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name
 
 
 _requested = threading.Event()
-_why = ["Ctrl-C"]  # what asked: Ctrl-C or SIGTERM
+_why = ["Ctrl-C"]  # what asked: Ctrl-C, SIGTERM or SIGHUP
 _local = threading.local()  # .host: whose work runs here (None: no host's); .raised: it was interrupted
 
 
@@ -40,7 +50,7 @@ def requested() -> bool:
 
 
 def why() -> str:
-    """What asked for the stop: "Ctrl-C" or "SIGTERM"."""
+    """What asked for the stop: "Ctrl-C", "SIGTERM" or "SIGHUP"."""
     return _why[0]
 
 

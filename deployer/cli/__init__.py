@@ -1,10 +1,11 @@
 """The `deploy` command line. main() is the one place errors become exit codes."""
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import click
@@ -29,30 +30,52 @@ def _verbose(args: list[str]) -> bool:
     return False
 
 
-def _terminate(signum: int, frame: object) -> None:
-    raise interrupt.Terminated
+STOPPING = (signal.SIGTERM, signal.SIGHUP)  # handled as Ctrl-C is
+
+
+def _terminator(terminal: tuple[int, ...]) -> Callable[[int, object], None]:
+    """The handler of STOPPING; TERMINAL: the stdio fds that are a terminal (known before a
+    hang-up: after it, isatty() says no)."""
+    def terminate(signum: int, frame: object) -> None:
+        if signum == signal.SIGHUP:
+            _leave(terminal)
+        raise interrupt.Terminated(signum)
+
+    return terminate
+
+
+def _leave(terminal: tuple[int, ...]) -> None:
+    """The terminal hung up: writing to it fails (EIO), so what would go there (progress, the
+    hosts' outcome) goes nowhere while each host's clean-up runs. Files and pipes are kept."""
+    devnull = os.open(os.devnull, os.O_RDWR)
+    try:
+        for fd in terminal:
+            os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
 
 
 @contextmanager
-def _sigterm_as_ctrl_c() -> Iterator[None]:
-    """SIGTERM stops a command as Ctrl-C does (each host's clean-up runs) instead of killing it
-    mid-step; unless something above deployer chose to ignore or handle it."""
-    if threading.current_thread() is not threading.main_thread() or \
-            signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+def _signals_as_ctrl_c() -> Iterator[None]:
+    """SIGTERM and SIGHUP stop a command as Ctrl-C does (each host's clean-up runs) instead of
+    killing it mid-step; unless something above deployer chose to ignore or handle them (`nohup`)."""
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
-    before = signal.signal(signal.SIGTERM, _terminate)
+    terminate = _terminator(tuple(fd for fd in (0, 1, 2) if os.isatty(fd)))
+    before = {sig: signal.signal(sig, terminate) for sig in STOPPING if signal.getsignal(sig) is signal.SIG_DFL}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, before)
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
 
 
 def _stopped(exc: BaseException) -> int:
-    """Say that Ctrl-C or SIGTERM stopped the command; its exit code (128 + the signal)."""
+    """Say that Ctrl-C, SIGTERM or SIGHUP stopped the command; its exit code (128 + the signal)."""
     if isinstance(exc, interrupt.Terminated):
-        click.echo("terminated", err=True)
-        return 143
+        click.echo("hung up" if exc.signum == signal.SIGHUP else "terminated", err=True)
+        return 128 + exc.signum
     click.echo("interrupted", err=True)
     return 130
 
@@ -63,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     interrupt.reset()  # a command run in this process before may have been stopped by Ctrl-C
     try:
         # Without standalone mode click returns (not raises) the code of ctx.exit(code).
-        with _sigterm_as_ctrl_c():
+        with _signals_as_ctrl_c():
             rv = cli.main(args=argv, prog_name="deploy", standalone_mode=False)
     except DeployError as exc:
         if verbose:

@@ -208,13 +208,14 @@ def test_undo_work_runs_after_ctrl_c_and_is_not_interrupted() -> None:
     assert [o.value for o in out] == ["a", "b"] and all(o.ok for o in out)
 
 
-def test_sigterm_stops_the_work_as_ctrl_c_does_and_says_so() -> None:
-    """deployer.cli raises Terminated (a KeyboardInterrupt) on SIGTERM; the hosts' errors name it."""
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_stops_the_work_as_ctrl_c_does_and_says_so(signum: int) -> None:
+    """deployer.cli raises Terminated (a KeyboardInterrupt) on SIGTERM and SIGHUP; the hosts' errors name it."""
     under_way = threading.Event()
     errors: list[Interrupted] = []
 
     def terminate(signum: int, frame: object) -> None:
-        raise interrupt.Terminated
+        raise interrupt.Terminated(signum)
 
     def work(host: Host) -> int:
         under_way.set()
@@ -229,13 +230,13 @@ def test_sigterm_stops_the_work_as_ctrl_c_does_and_says_so() -> None:
 
     def press() -> None:
         if under_way.wait(timeout=5):
-            signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGTERM)
+            signal.pthread_kill(threading.main_thread().ident or 0, signum)
 
-    before = signal.signal(signal.SIGTERM, terminate)
+    before = signal.signal(signum, terminate)
     try:
         threading.Thread(target=press, daemon=True).start()
         with pytest.raises(interrupt.Terminated):
             for_each_host([Host("a")], work)
     finally:
-        signal.signal(signal.SIGTERM, before)
-    assert [e.reason for e in errors] == ["interrupted (SIGTERM)"]
+        signal.signal(signum, before)
+    assert [e.reason for e in errors] == [f"interrupted ({signal.Signals(signum).name})"]
