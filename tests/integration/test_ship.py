@@ -427,6 +427,7 @@ def test_a_terminal_that_hangs_up_mid_ship_stops_it_as_ctrl_c_does(
     def own_terminal() -> None:  # a session of its own, whose controlling terminal is the pty
         os.setsid()
         fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)  # as in a terminal's shell (the suite may run under nohup)
 
     proc = subprocess.Popen([*_deploy_argv(), "ship", "--host", host, "--via", "tarball", "--image", ref],
                             stdin=slave, stdout=slave, stderr=slave, env={**ship_env, "DEPLOY_WARM": warm},
