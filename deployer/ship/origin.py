@@ -60,6 +60,11 @@ class Origin:
     def covers(self, index: int) -> bool:
         return index < self.layers
 
+    def unread(self, store: str) -> bool:
+        """True while a host on STORE cannot pull it until its registry's manifest is read
+        (with_blobs): an OCI load (containerd store) names the pulled layers by their blobs."""
+        return not self.confirmed or (store == "containerd" and len(self.blobs) != self.layers)
+
 
 def find_origin(image: ImageInfo, client: Client, layer_sizes: Sequence[int] | None = None) -> Origin | None:
     """The registry image IMAGE is built on, if the local Docker pulled one, else if its build declared

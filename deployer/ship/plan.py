@@ -236,7 +236,7 @@ def pulled_from_origin(origin: Origin | None, missing: Sequence[int], store: str
         return (), f"the host {'cannot reach' if reachable is False else 'was not checked for'} {origin.registry}"
     if not origin.confirmed:
         return (), f"{origin.registry} did not show that it holds {origin.ref}, so the base is sent"
-    if store == "containerd" and len(origin.blobs) != origin.layers:
+    if origin.unread(store):
         return (), f"the manifest of {origin.ref} could not be read, so the base is sent"
     return covered, ""
 

@@ -229,10 +229,7 @@ def _observe(job: Job, options: ShipOptions, history_sizes: Sequence[int], repor
         content = parse_content(listed.stdout)
         missing = missing_layers(image.diff_ids, have)
         if base is not None and bases is not None and getattr(job.facts, "origin_reachable", None) \
-                and any(base.covers(i) for i in missing) \
-                and (job.facts.image_store == "containerd" or not base.confirmed):
-            # its load names the pulled layers by the registry's blobs (containerd store); a base
-            # that only a containerd workstation says was pulled is pulled once its registry has it
+                and any(base.covers(i) for i in missing) and base.unread(job.facts.image_store):
             base = bases.with_blobs()
         if job.facts.image_store == "containerd":
             # read (on a containerd workstation, computed) only when a load or the check needs them

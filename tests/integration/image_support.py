@@ -9,7 +9,7 @@ import json
 import os
 import tarfile
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -131,11 +131,16 @@ def pushed_manifest(get: Any, ref: str, config_digest: str) -> dict[str, Any]:
     raise AssertionError(f"{ref} names no manifest for config {config_digest}")
 
 
-def partial_sizes(blobs: Path) -> list[int]:
-    """The sizes of the blobs still arriving in a host's staging BLOBS dir (none if it does not exist
-    yet). A blob that completed (renamed) or was removed since the listing is skipped."""
+def partials(blobs: Path) -> set[Path]:
+    """The blobs still arriving in a host's staging BLOBS dir (none if it does not exist yet)."""
+    return set(blobs.glob("*.partial"))
+
+
+def partial_sizes(blobs: Path, but: Collection[Path] = ()) -> list[int]:
+    """The sizes of the blobs still arriving in a host's staging BLOBS dir, BUT those (an earlier
+    run's, from partials()). A blob that completed (renamed) or was removed since the listing is skipped."""
     sizes = []
-    for p in blobs.glob("*.partial"):
+    for p in partials(blobs) - set(but):
         try:
             sizes.append(p.stat().st_size)
         except FileNotFoundError:

@@ -6,12 +6,15 @@ controls what the hosts lack.
 """
 from __future__ import annotations
 
+import fcntl
 import io
 import json
 import os
 import re
+import select
 import signal
 import subprocess
+import termios
 import threading
 import time
 import uuid
@@ -24,7 +27,7 @@ import pytest
 
 from tests.conftest import REPO, Testbed, _deploy_argv
 from tests.integration.cli_support import deploy, inventory_with
-from tests.integration.image_support import config_digest_of, partial_sizes, scratch_image
+from tests.integration.image_support import config_digest_of, partial_sizes, partials, scratch_image
 
 BASE = "deployer-testbed/busybox:latest"
 
@@ -365,13 +368,12 @@ def test_ctrl_c_stops_every_host_at_once_releases_the_locks_and_the_next_ship_re
                             text=True, env=ship_env, cwd=str(REPO),
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # noqa: PLW1509
     staging = {name: Path(testbed.hosts[name].staging_dir) for name in hosts}
-    before = {name: set((staging[name] / "blobs" / "sha256").glob("*.partial")) for name in hosts}  # not this ship's
+    before = {name: partials(staging[name] / "blobs" / "sha256") for name in hosts}  # not this ship's
     try:
         deadline = time.monotonic() + 60
         got = dict.fromkeys(hosts, 0)
         while min(got.values()) < 2_000_000 and time.monotonic() < deadline and proc.poll() is None:
-            got = {n: max(_sizes(set((staging[n] / "blobs" / "sha256").glob("*.partial")) - before[n]), default=0)
-                   for n in hosts}
+            got = {n: max(partial_sizes(staging[n] / "blobs" / "sha256", but=before[n]), default=0) for n in hosts}
             time.sleep(0.05)
         assert min(got.values()) >= 2_000_000, f"the transfers never got going: {got}"
         pressed = time.monotonic()
@@ -391,7 +393,7 @@ def test_ctrl_c_stops_every_host_at_once_releases_the_locks_and_the_next_ship_re
         records = [json.loads(line) for line in (staging[name] / "history.jsonl").read_text().splitlines()]
         last = [r for r in records if r.get("image") == ref][-1]
         assert last["result"] == "failed" and "interrupted" in last["error"]
-        assert _sizes(set((staging[name] / "blobs" / "sha256").glob("*.partial")) - before[name]), \
+        assert partial_sizes(staging[name] / "blobs" / "sha256", but=before[name]), \
             f"{name}: the partial blob was removed"
         testbed.throttle(name, None)
     again, out, err = deploy(ship_env, "ship", "--host", ",".join(hosts), "--via", "tarball", "--image", ref,
@@ -411,16 +413,13 @@ def test_a_terminal_that_hangs_up_mid_ship_stops_it_as_ctrl_c_does(
     window is closed): the kernel sends SIGHUP, and the ship stops as after Ctrl-C, its clean-up
     writing to a terminal that is gone: the lock is released, the history says why, the partial blob
     stays for the next plain ship. Through the warm process (the default) and without it."""
-    import fcntl
-    import termios
-
     testbed = faults
     ref = tag("hangup")
     build(testbed, ref, [12])
     host = "airgap01"
     staging = Path(testbed.hosts[host].staging_dir)
     blobs = staging / "blobs" / "sha256"
-    before = set(blobs.glob("*.partial"))  # an earlier test's: not this ship's progress
+    before = partials(blobs)  # an earlier test's: not this ship's progress
     testbed.throttle(host, "8mbit")  # 12 MB take ~12 s: the hang-up lands mid-blob
     master, slave = os.openpty()
 
@@ -438,7 +437,7 @@ def test_a_terminal_that_hangs_up_mid_ship_stops_it_as_ctrl_c_does(
         deadline = time.monotonic() + 60
         got = 0
         while got < 2_000_000 and time.monotonic() < deadline and proc.poll() is None:
-            got = max(_sizes(set(blobs.glob("*.partial")) - before), default=0)
+            got = max(partial_sizes(blobs, but=before), default=0)
             _drain(master, shown, 0.05)
         assert got >= 2_000_000, f"the transfer never got going: {bytes(shown).decode(errors='replace')}"
         hung_up = time.monotonic()
@@ -456,27 +455,15 @@ def test_a_terminal_that_hangs_up_mid_ship_stops_it_as_ctrl_c_does(
     records = [json.loads(line) for line in (staging / "history.jsonl").read_text().splitlines()]
     last = [r for r in records if r.get("image") == ref][-1]
     assert last["result"] == "failed" and "interrupted (SIGHUP)" in last["error"], last
-    assert _sizes(set(blobs.glob("*.partial")) - before), "the partial blob was removed"
+    assert partial_sizes(blobs, but=before), "the partial blob was removed"
     code, out, err = deploy(ship_env, "ship", "--host", host, "--via", "tarball", "--image", ref, "--json")
     assert code == 0 and "took over the deploy lock" not in err, err
     rec = one(out, host)
     assert rec["ok"] and rec["verified"] and rec["bytes_sent"] <= 12_000_000 - got + 1_000_000, err
 
 
-def _sizes(paths: set[Path]) -> list[int]:
-    sizes = []
-    for path in paths:
-        try:
-            sizes.append(path.stat().st_size)
-        except FileNotFoundError:  # completed (renamed) meanwhile
-            continue
-    return sizes
-
-
 def _drain(fd: int, into: bytearray, seconds: float) -> None:
     """What deploy shows on its terminal in the next SECONDS (so that its writes never block)."""
-    import select
-
     end = time.monotonic() + seconds
     while (left := end - time.monotonic()) > 0:
         if select.select([fd], [], [], left)[0]:
