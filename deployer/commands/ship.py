@@ -76,13 +76,48 @@ _SHA = (
     'sha() { if command -v openssl >/dev/null 2>&1; then openssl dgst -sha256 -r; else sha256sum; fi; }\n'
 )
 
+# A dead ship's receive can outlive it on the host: its deployer was killed or its link dropped,
+# and bytes already on their way still reach the file after the next ship has read its size
+# (seen: a resume at the size listed, then the dead one's tail, then a sha256 mismatch and the
+# whole blob sent again). So before a file is appended to or moved, the receives of ours that
+# name it (argv: RECEIVER and that exact path; a site relay's forwarder reads such a file and is
+# left alone) are stopped, with their process groups (sshd gives each command its own). The
+# deploy lock is this ship's, so no live ship writes there. Linux /proc; elsewhere a no-op.
+RECEIVER = "deployer-receive"
+_STOP = (
+    'stop_writers() {\n'
+    '  [ -e "$1" ] && read -r x x x x me x < /proc/$$/stat 2>/dev/null || return 0\n'
+    '  gs=\n'
+    '  for f in $(grep -lzxsF -- "$1" /proc/[0-9]*/cmdline); do\n'
+    '    grep -qzxF -- deployer-receive "$f" 2>/dev/null || continue\n'
+    '    f=${f#/proc/}; read -r x x x x g x < "/proc/${f%%/*}/stat" 2>/dev/null || continue\n'
+    '    [ "$g" = "$me" ] || { kill -s TERM -- "-$g" 2>/dev/null && gs="$gs $g"; }\n'
+    '  done\n'
+    '  for g in $gs; do\n'
+    '    i=0; while kill -s 0 -- "-$g" 2>/dev/null && [ "$i" -lt 50 ]; do sleep 0.1; i=$((i + 1)); done\n'
+    '    kill -s KILL -- "-$g" 2>/dev/null\n'
+    '  done; return 0\n'
+    '}\n'
+)
+
+
 # The resumable receive: stdin is appended to PARTIAL, whose size is the acknowledged offset. A
 # fresh partial is hashed as it is written (no second read); a resumed one once it is complete.
 # Complete and right: renamed to FINAL, so a final name always means "verified". Complete and
 # wrong (or too long): deleted, so the next send starts clean. Short (the link dropped): kept.
-_RECEIVE = _SHA + (
-    'p=$1; final=$2; want=$3; size=$4\n'
+# With OFF (where the sender's bytes start), a dead receive of the file is stopped first and
+# the file cut back to OFF if it wrote past it; a file shorter than OFF takes nothing (`short`),
+# and one a dead receive completed and moved into place is `ok`.
+_RECEIVE = _SHA + _STOP + (
+    'p=$1; final=$2; want=$3; size=$4; off=${5:-}\n'
     'mkdir -p -- "${p%/*}" || exit 3\n'
+    'if [ -n "$off" ]; then\n'
+    '  stop_writers "$p"\n'
+    '  if [ ! -e "$p" ] && [ -f "$final" ]; then echo "ok $want"; exit 0; fi\n'
+    '  n=0; [ ! -e "$p" ] || n=$(wc -c < "$p" | tr -d " ") || exit 3\n'
+    '  if [ "$n" -lt "$off" ]; then echo "short $n"; exit 0; fi\n'
+    '  [ "$n" -eq "$off" ] || dd if=/dev/null of="$p" bs=1 seek="$off" 2>/dev/null || exit 3\n'
+    'fi\n'
     'h=\n'
     'if [ -s "$p" ]; then cat >> "$p" || exit 3\n'
     'else h=$(tee -- "$p" | sha) || exit 3; fi\n'
@@ -103,9 +138,12 @@ _RECEIVE = _SHA + (
 RECEIVE_SCRIPT = _RECEIVE  # also the body of a site relay's forced receive (deployer.commands.relay)
 
 
-def receive_argv(partial: str, final: str, digest: str, size: int | str) -> tuple[str, ...]:
-    """Append stdin to PARTIAL; once SIZE bytes are there, check DIGEST and move it to FINAL."""
-    return ("sh", "-c", _RECEIVE, "sh", partial, final, digest, str(size))
+def receive_argv(partial: str, final: str, digest: str, size: int | str,
+                 offset: int | str | None = None) -> tuple[str, ...]:
+    """Append stdin to PARTIAL; once SIZE bytes are there, check DIGEST and move it to FINAL.
+    OFFSET: the sender's bytes start there (a dead receive of PARTIAL is stopped first)."""
+    return ("sh", "-c", _RECEIVE, RECEIVER, partial, final, digest, str(size),
+            *(() if offset is None else (str(offset),)))
 
 
 @dataclass(frozen=True)
@@ -132,9 +170,16 @@ def growing_path(staging: str, diff_id: str, codec: str, level: int | str) -> st
 # A blob whose digest is not known yet: stdin is written to P and hashed as it arrives, or, from
 # OFFSET > 0 (what a killed ship left), appended and the whole file hashed. The sender compares
 # size and hash with the finished blob and names it (move_argv), or resumes it as its .partial.
-_RECEIVE_GROWING = _SHA + (
+# A file shorter than OFF takes nothing and says nothing (the sender then resumes it as a .partial).
+_RECEIVE_GROWING = _SHA + _STOP + (
     'p=$1; off=$2\n'
     'mkdir -p -- "${p%/*}" || exit 3\n'
+    'stop_writers "$p"\n'
+    'if [ "$off" -gt 0 ]; then\n'
+    '  n=0; [ ! -e "$p" ] || n=$(wc -c < "$p" | tr -d " ") || exit 3\n'
+    '  [ "$n" -ge "$off" ] || exit 0\n'
+    '  [ "$n" -eq "$off" ] || dd if=/dev/null of="$p" bs=1 seek="$off" 2>/dev/null || exit 3\n'
+    'fi\n'
     'if [ "$off" -gt 0 ] && [ -f "$p" ]; then cat >> "$p" && h=$(sha < "$p") || exit 3\n'
     'else h=$(tee -- "$p" | sha) || exit 3; fi\n'
     'n=$(wc -c < "$p" | tr -d " ") || exit 3\n'
@@ -145,7 +190,7 @@ _RECEIVE_GROWING = _SHA + (
 def receive_growing_argv(path: str, offset: int | str = 0) -> tuple[str, ...]:
     """Write stdin to PATH from scratch (OFFSET 0) or append it (the host holds OFFSET bytes),
     hashing the file; print `got <size> <sha256:hex>`."""
-    return ("sh", "-c", _RECEIVE_GROWING, "sh", path, str(offset))
+    return ("sh", "-c", _RECEIVE_GROWING, RECEIVER, path, str(offset))
 
 
 def parse_growing(stdout: str) -> tuple[int, str] | None:
@@ -156,8 +201,9 @@ def parse_growing(stdout: str) -> tuple[int, str] | None:
     return None
 
 
-# Retry-safe: a repeat after a lost reply finds SRC gone and DEST there.
-_MOVE = 'if [ -f "$1" ]; then mv -f -- "$1" "$2" || exit 3; fi\n[ -f "$2" ] && wc -c < "$2" | tr -d " "; exit 0'
+# Retry-safe: a repeat after a lost reply finds SRC gone and DEST there. A dead receive of SRC
+# is stopped first (else it goes on appending to DEST).
+_MOVE = _STOP + 'stop_writers "$1"\nif [ -f "$1" ]; then mv -f -- "$1" "$2" || exit 3; fi\n[ -f "$2" ] && wc -c < "$2" | tr -d " "; exit 0'
 
 
 def move_argv(src: str, dest: str) -> tuple[str, ...]:

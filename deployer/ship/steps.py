@@ -29,11 +29,12 @@ def prepare(staging: str, token: str = "") -> Step:
     return Step("preparing the staging dir", cmd.prepare_argv(staging, token))
 
 
-def receive(staging: str, digest: str, codec: str, size: int | str) -> Step:
-    """Append the blob's missing tail to its .partial; the host hashes it and moves it into place."""
+def receive(staging: str, digest: str, codec: str, size: int | str, offset: int | str | None = None) -> Step:
+    """Append the blob's missing tail (from OFFSET) to its .partial; the host hashes it and moves
+    it into place."""
     return Step(f"sending blob {digest[7:19]}",
                 cmd.receive_argv(cmd.partial_path(staging, digest, codec), cmd.blob_path(staging, digest, codec),
-                                 digest, size),
+                                 digest, size, offset),
                 "stdin: the part of the blob the host lacks (resumes after a drop); a blob not compressed yet "
                 "when the link is free goes as it is compressed, to <layer>.<codec><level>.growing.partial, "
                 "and is renamed once its size and sha256 match")
@@ -142,6 +143,7 @@ PUSHED = "<the pushed manifest's digest>"
 PUSHED_BLOBS = "<per layer: diff id, media type, digest, size of its blob in the pushed manifest>"
 HEAD_BLOCKS = "<tar head blocks>"
 BLOB_SIZE = "<blob bytes>"
+HELD = "<bytes the host holds>"
 SHIP_ID = "<ship id>"
 KEY_LINE = ('from="<relay LAN address>",expiry-time="<in a day>",restrict,command="sh <staging>/relay-receive.sh" '
             "ssh-ed25519 <this ship's key> deployer-relay:<ship id>")
@@ -183,21 +185,21 @@ def transfer_steps(plan: ShipPlan, host: Host) -> list[Step]:
     for i in plan.missing:
         digest = blob_placeholder(codec, i)
         if relay is not None and plan.relay_staging is not None:
-            to_relay = receive(rc.relay_staging(plan.relay_staging), digest, codec, BLOB_SIZE)
+            to_relay = receive(rc.relay_staging(plan.relay_staging), digest, codec, BLOB_SIZE, HELD)
             steps.append(Step(f"{to_relay.label} to relay {relay}", to_relay.argv,
                               f"runs on {relay}, once per site for every host it serves (the site's relay gets "
                               "it from the workstation, any other node of the tree from the node before it)"))
             dest = host.internal_ip or host.address
             growing = cmd.growing_path(rc.relay_staging(plan.relay_staging), plan.diff_ids[i], codec, "<level>")
-            steps.append(forward(relay, plan.relay_staging, digest, codec, BLOB_SIZE, "<bytes the host holds>",
+            steps.append(forward(relay, plan.relay_staging, digest, codec, BLOB_SIZE, HELD,
                                  rc.ship_dir(plan.relay_staging, SHIP_ID), rc.ssh_dest(host.user, dest), host.port,
                                  STALL_S, "<n>", rc.receiver_path(staging) if host.name == relay else "", growing))
             if feeds and relay != host.name:  # into the host's copy, then from it into its staging
-                own = forward(host.name, staging, digest, codec, BLOB_SIZE, "<bytes the host holds>",
+                own = forward(host.name, staging, digest, codec, BLOB_SIZE, HELD,
                               rc.ship_dir(staging, SHIP_ID), "-", host.port, STALL_S, "<n>", rc.receiver_path(staging))
                 steps.append(replace(own, note=f"runs on {host.name}, which passes it on to {', '.join(feeds)} too"))
         else:
-            steps.append(receive(staging, digest, codec, BLOB_SIZE))
+            steps.append(receive(staging, digest, codec, BLOB_SIZE, HELD))
         files.append(ld.LoadFile(plan.diff_ids[i], cmd.blob_path(staging, digest, codec), -1))  # size not known yet
     # records: the layers left out, by the blob the host has (the sent ones' digests are not known yet)
     records = list(plan.reused)

@@ -96,6 +96,7 @@ def send_tail(conn: HostConn, staging: str, blob: Blob, counter: Counter,
     partial = cmd.partial_path(staging, blob.digest, blob.codec)
     last = {"offset": -1}
     first = {"known": known}
+    shrunk = {"seen": False}
 
     def attempt() -> object:
         # single tries inside: this whole attempt is what the retry policy repeats
@@ -118,7 +119,7 @@ def send_tail(conn: HostConn, staging: str, blob: Blob, counter: Counter,
             if via is not None:
                 res = via(blob, offset)
             else:
-                res = session.send(steps.receive(staging, blob.digest, blob.codec, blob.size).argv,
+                res = session.send(steps.receive(staging, blob.digest, blob.codec, blob.size, offset).argv,
                                    _read_from(str(blob.path), offset, counter))
         except Exception as exc:
             if not is_transient(exc):
@@ -132,6 +133,10 @@ def send_tail(conn: HostConn, staging: str, blob: Blob, counter: Counter,
             return got
         if via is not None and got.status == "short" and int(got.detail) > offset:
             return _AGAIN  # the relay's copy stalled or the LAN hop dropped after some progress
+        if via is None and got.status == "short" and int(got.detail) < offset and not shrunk["seen"]:
+            shrunk["seen"] = True  # the host holds less than it listed (it took nothing): once more from there
+            first["known"] = int(got.detail)
+            return _AGAIN
         held = f"holds {got.detail} of {blob.size} bytes" if got.status == "short" else "gave no answer"
         raise TransferError(conn.name, f"receiving blob {blob.digest[7:19]}: the host {held}"
                             + (f": {res.stderr_tail()}" if res.stderr.strip() else ""),

@@ -331,21 +331,23 @@ def test_killed_deployer_resumes_on_the_next_run(faults: Testbed, ship_env: dict
                              "--lock-wait", "120"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=ship_env, cwd=str(REPO))
     blobs = Path(testbed.hosts["airgap01"].staging_dir, "blobs", "sha256")
+    before = partials(blobs)  # not this ship's
     deadline = time.monotonic() + 60
     got = 0
     while got < 4_000_000 and time.monotonic() < deadline and proc.poll() is None:
-        got = max(partial_sizes(blobs), default=0)
+        got = max(partial_sizes(blobs, but=before), default=0)
         time.sleep(0.05)
-    proc.kill()  # SIGKILL: no cleanup, the lock stays behind
+    proc.kill()  # SIGKILL: no cleanup, the lock stays behind; the host's receive lives on a while
     proc.communicate()
     assert got >= 4_000_000, "the transfer never got going"
-    testbed.throttle("airgap01", None)
+    testbed.throttle("airgap01", None)  # what the link still held lands now, maybe after the re-run listed it
     code, out, err = deploy(ship_env, "ship", "--host", "airgap01", "--image", ref, "--json")  # plain: no flag
     assert code == 0, err
     assert "airgap01: took over the deploy lock" in err and "on this workstation is gone" in err
     rec = one(out, "airgap01")
     assert rec["ok"] and rec["verified"] and host_image_id(testbed, "airgap01", ref) == image.id
     print(f"killed at {got} B staged; the re-run sent {rec['bytes_sent']} B")
+    assert "sha256 check" not in err, err  # the dead ship's tail did not land after the re-run's
     assert rec["bytes_sent"] <= 12_000_000 - got + 1_000_000, err  # only the tail, not the whole layer again
 
 

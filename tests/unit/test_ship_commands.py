@@ -5,6 +5,7 @@ import hashlib
 import json
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -71,7 +72,8 @@ def test_exact_argv() -> None:
     assert cmd.break_lock_argv(STAGING) == ("rm", "-rf", "--", "/srv/stage/lock")
     # variable parts are positional args after the constant script, never inside it
     argv = cmd.receive_argv("/a; rm -rf /", "/b", DIGEST, 12)
-    assert argv[:2] == ("sh", "-c") and argv[3:] == ("sh", "/a; rm -rf /", "/b", DIGEST, "12")
+    assert argv[:2] == ("sh", "-c") and argv[3:] == (cmd.RECEIVER, "/a; rm -rf /", "/b", DIGEST, "12")
+    assert cmd.receive_argv("/a", "/b", DIGEST, 12, 5)[3:] == (cmd.RECEIVER, "/a", "/b", DIGEST, "12", "5")
     assert cmd.tag_verify_argv(DOCKER, "sha256:1", "t:v")[3:] == ("sh", "sha256:1", "t:v", "sudo", "docker")
 
 
@@ -122,6 +124,65 @@ def test_receive_hashes_as_it_writes_and_resumes(tmp_path: Path) -> None:
     assert Path(final).read_bytes() == data
 
 
+def test_receive_from_an_offset_takes_the_file_as_the_sender_sees_it(tmp_path: Path) -> None:
+    data = b"0123456789" * 1000
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    partial, final = tmp_path / "b.partial", tmp_path / "b"
+
+    def receive(offset: int, tail: bytes) -> cmd.Received:
+        return cmd.parse_receive(sh(cmd.receive_argv(str(partial), str(final), digest, len(data), offset), tail)
+                                 .stdout.decode())
+
+    # longer than the offset (a dead receive's last bytes): cut back to it, then appended
+    partial.write_bytes(data[:4000] + b"?" * 500)
+    assert receive(4000, data[4000:]) == cmd.Received("ok", digest) and final.read_bytes() == data
+    # shorter than the offset: nothing taken, the size said, the file as it was
+    final.unlink()
+    partial.write_bytes(data[:1000])
+    assert receive(4000, data[4000:]) == cmd.Received("short", "1000") and partial.read_bytes() == data[:1000]
+    # gone, and the blob in place (a dead receive completed it): ok, nothing taken
+    partial.rename(final)
+    assert receive(4000, data[4000:]) == cmd.Received("ok", digest) and not partial.exists()
+    # from zero over whatever was there
+    final.unlink()
+    partial.write_bytes(b"stale")
+    assert receive(0, data) == cmd.Received("ok", digest) and final.read_bytes() == data
+
+
+def test_a_dead_receive_of_a_file_is_stopped_before_it_is_appended_to_or_moved(tmp_path: Path) -> None:
+    growing = tmp_path / "g.growing.partial"
+    others = tmp_path / "other.partial"
+
+    def dead(path: Path, *argv: str, until: int = 100) -> subprocess.Popen[bytes]:
+        """A receive that wrote 100 bytes (PATH holds UNTIL) and waits for more: its ship died."""
+        proc = subprocess.Popen(list(argv), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, start_new_session=True)
+        assert proc.stdin is not None
+        proc.stdin.write(b"x" * 100)
+        proc.stdin.flush()
+        while not path.exists() or path.stat().st_size < until:
+            time.sleep(0.01)
+        return proc
+
+    stale = dead(growing, *cmd.receive_growing_argv(str(growing)))
+    other = dead(others, *cmd.receive_growing_argv(str(others)))  # another file's: left alone
+    reader = subprocess.Popen(["sh", "-c", "sleep 30", "forwarder", str(growing)], start_new_session=True)  # not a receive
+    try:
+        res = sh(cmd.receive_growing_argv(str(growing), 60), b"y" * 40)
+        assert stale.wait(timeout=10) == -15 and other.poll() is None and reader.poll() is None
+        assert growing.read_bytes() == b"x" * 60 + b"y" * 40 and res.stdout.split()[1] == b"100"
+        # shorter than the offset: nothing taken or said (the sender resumes it as a .partial)
+        res = sh(cmd.receive_growing_argv(str(growing), 500), b"z" * 10)
+        assert res.returncode == 0 and res.stdout == b"" and growing.stat().st_size == 100
+        # a move stops a dead receive of its source first (else it appends to the moved file)
+        stale = dead(others, *cmd.receive_growing_argv(str(others), 100), until=200)  # it stopped OTHER
+        assert other.wait(timeout=10) == -15
+        assert sh(cmd.move_argv(str(others), str(tmp_path / "moved"))).stdout.strip() == b"200"
+        assert stale.wait(timeout=10) == -15
+    finally:
+        for proc in (stale, other, reader):
+            proc.kill()
+
+
 def test_a_growing_blob_is_received_hashed_resumed_and_named(tmp_path: Path) -> None:
     data = b"0123456789" * 1000
     digest = "sha256:" + hashlib.sha256(data).hexdigest()
@@ -129,7 +190,7 @@ def test_a_growing_blob_is_received_hashed_resumed_and_named(tmp_path: Path) -> 
     growing = cmd.growing_path(staging, "sha256:" + "cd" * 32, "zstd", 3)
     assert growing == f"{staging}/blobs/sha256/{'cd' * 32}.zst3.growing.partial"
     argv = cmd.receive_growing_argv("/a; rm -rf /", 5)
-    assert argv[:2] == ("sh", "-c") and argv[3:] == ("sh", "/a; rm -rf /", "5")
+    assert argv[:2] == ("sh", "-c") and argv[3:] == (cmd.RECEIVER, "/a; rm -rf /", "5")
     # from scratch: hashed as it is written, whatever came before at that path
     Path(growing).parent.mkdir(parents=True)
     Path(growing).write_bytes(b"stale")

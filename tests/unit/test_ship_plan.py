@@ -220,8 +220,9 @@ def test_render_tarball_commands() -> None:
     blob3 = "/stage/blobs/sha256/<zstd blob of layer 3>.zst"
     assert argvs[0] == cmd.prepare_argv("/stage")  # one listing instead of a stat per blob
     # each blob is appended from the host's offset and hashed as it lands
-    receive = cmd.receive_argv(blob3 + ".partial", blob3, "sha256:<zstd blob of layer 3>", 0)
-    assert argvs[1] == (*receive[:-1], "<blob bytes>")  # sizes and digests are known once compressed
+    receive = cmd.receive_argv(blob3 + ".partial", blob3, "sha256:<zstd blob of layer 3>", "<blob bytes>",
+                               "<bytes the host holds>")
+    assert argvs[1] == receive  # sizes and digests are known once compressed, the offset once listed
     receives = [a for a in argvs if a[:3] == cmd.receive_argv("x", "y", "z", 0)[:3]]
     assert len(receives) == 2
     # layers register as they land (stdin: the tar head), the host decompresses zstd

@@ -153,6 +153,60 @@ def test_tampered_partial_and_final_are_resent(tmp_path: Path) -> None:
     assert counter.sent == blob.size - 70 + blob.size and "failed its sha256 check" in notes[0]
 
 
+def dead_receive(argv: tuple[str, ...], head: bytes, path: Path) -> subprocess.Popen[bytes]:
+    """A receive whose ship died: its own process group (as sshd gives each command), still
+    alive, its stdin open (the link is half-open), HEAD written to PATH."""
+    proc = subprocess.Popen(list(argv), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, start_new_session=True)
+    assert proc.stdin is not None
+    proc.stdin.write(head)
+    proc.stdin.flush()
+    deadline = time.monotonic() + 10
+    while (path.stat().st_size if path.exists() else 0) < len(head) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return proc
+
+
+def test_a_dead_ships_receive_still_writing_is_stopped_and_the_resume_is_exact(tmp_path: Path) -> None:
+    """A killed ship's receive went on appending after the next ship listed the partial (seen on
+    the testbed: its tail landed after the resume's, the sha256 failed, the blob went again)."""
+    blob = make_blob(tmp_path, 3 * CHUNK)
+    data = blob.path.read_bytes()
+    staging = str(tmp_path / "staging")
+    partial = Path(cmd.partial_path(staging, blob.digest, "zstd"))
+    final = cmd.blob_path(staging, blob.digest, "zstd")
+    dead = dead_receive(cmd.receive_argv(str(partial), final, blob.digest, blob.size, 0), data[:CHUNK + 5000], partial)
+    try:
+        conn, _ = conn_with([])
+        counter = Counter()
+        notes: list[str] = []
+        # the listing was read when 5000 fewer bytes were there: the dead one wrote those since
+        assert not stage_blob(conn, staging, blob, counter, notes.append, listed={str(partial): CHUNK})
+        try:
+            code = dead.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            code = None
+        assert code == -15, "the dead receive was left appending"
+    finally:
+        dead.kill()
+    assert Path(final).read_bytes() == data and not partial.exists()
+    assert counter.sent == blob.size - CHUNK and notes == []  # the tail once: no sha256 failure
+
+
+def test_a_partial_shorter_than_listed_is_resumed_from_what_the_host_holds(tmp_path: Path) -> None:
+    blob = make_blob(tmp_path, 2 * CHUNK)
+    staging = str(tmp_path / "staging")
+    partial = Path(cmd.partial_path(staging, blob.digest, "zstd"))
+    partial.parent.mkdir(parents=True)
+    partial.write_bytes(blob.path.read_bytes()[:1000])
+    conn, _ = conn_with([])
+    counter = Counter()
+    notes: list[str] = []
+    assert not stage_blob(conn, staging, blob, counter, notes.append, listed={str(partial): 5000})
+    assert Path(cmd.blob_path(staging, blob.digest, "zstd")).read_bytes() == blob.path.read_bytes()
+    assert notes == [f"resuming {blob.digest[7:19]} at 1000 of {blob.size} bytes"]
+    assert blob.size - 1000 <= counter.sent <= blob.size - 1000 + 2 * CHUNK  # what the host refused, at most
+
+
 def test_corrupt_twice_is_a_transfer_error_naming_the_blob(tmp_path: Path) -> None:
     blob = make_blob(tmp_path, CHUNK)
     conn, _ = conn_with([], corrupt=True)
