@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -80,6 +81,18 @@ class Testbed:
     def flaky(self, name: str, mb: float | None) -> None:
         """Reset every SSH connection to host after `mb` megabytes; None removes the rule."""
         net.flaky(self.hosts[name].name, mb)
+
+    @contextmanager
+    def stalled(self, component: str = "registry") -> Iterator[None]:
+        """The registry (or another daemon of the testbed: `registry-auth`, `dockerd-gpu02`) stops
+        answering while inside, as a hung server does: connections stay open, nothing comes."""
+        pid = bed.alive(self.paths, component)
+        assert pid is not None, f"the testbed's {component} is not running"
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            os.kill(pid, signal.SIGCONT)
 
     def off(self) -> None:
         """Remove every fault (heal, unthrottle, unflake all)."""
