@@ -125,8 +125,30 @@ def for_each_host(hosts: Iterable[Host], work: Callable[[Host], T], parallel: in
             log.warning("interrupted: stopping the work on each host (Ctrl-C again to quit at once)")
             wait(WIND_DOWN_S)
             log.warning("interrupted: %s", wind_down_summary(hosts, outcomes))
+        carry(exc, [o or Outcome(h, error=Interrupted(h.name, interrupt.why())) for h, o in zip(hosts, outcomes)])
         raise
     return [o for o in outcomes if o is not None]
+
+
+def carry(stop: KeyboardInterrupt, said: object) -> None:
+    """Let the Ctrl-C (SIGTERM, SIGHUP) that stopped a command carry what it has to say about each
+    host (for_each_host: the outcomes; a later caller may put its own view in their place), so
+    that --json still prints it (deployer.cli)."""
+    stop.said = said  # type: ignore[attr-defined]
+
+
+def carried(stop: BaseException) -> object:
+    """What the stop carries (carry), or None."""
+    return getattr(stop, "said", None)
+
+
+def stopped_outcomes(stop: BaseException, hosts: Sequence[Host], kind: type[T]) -> list[Outcome[T]]:
+    """Each of HOSTS' outcome as the STOP carries it from for_each_host, if its work gives KIND (a
+    stop in another step, a probe say, carries other values); else interrupted before it began."""
+    said = carried(stop)
+    found = {o.host.name: o for o in (said if isinstance(said, list) else [])
+             if isinstance(o, Outcome) and (isinstance(o.value, kind) or (o.value is None and o.error is not None))}
+    return [found.get(h.name) or Outcome(h, error=Interrupted(h.name, interrupt.why(), started=False)) for h in hosts]
 
 
 def wind_down_summary(hosts: Sequence[Host], outcomes: Sequence[Outcome[Any] | None]) -> str:

@@ -4,7 +4,9 @@ Messages and progress go to stderr so that stdout stays clean for --json.
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sys
 from collections.abc import Iterable, Sequence
 from functools import cache
@@ -37,6 +39,19 @@ def emit_json(data: Any) -> None:
     """Print data as JSON on stdout."""
     sys.stdout.write(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
     sys.stdout.flush()
+
+
+def emit_json_on_stop(data: Any) -> None:
+    """emit_json while Ctrl-C (SIGTERM, SIGHUP) stops the command: a reader that went with the
+    terminal (a pipe's `jq`, a hung-up tty) gets nothing, and the stop's exit code stands."""
+    try:
+        emit_json(data)
+    except OSError:
+        with contextlib.suppress(OSError, ValueError):  # else the exit's flush fails again, out loud
+            fd = sys.stdout.fileno()
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, fd)
+            os.close(devnull)
 
 
 def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], title: str | None = None) -> None:

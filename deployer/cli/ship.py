@@ -13,7 +13,7 @@ from deployer.cli.context import AppContext
 from deployer.cli.inventory import host_pattern_option
 from deployer.codec import CODECS
 from deployer.errors import SpecError, error_text
-from deployer.fleet import Outcome
+from deployer.fleet import Outcome, stopped_outcomes
 from deployer.inventory.host import ORIGIN_MODES
 from deployer.oneshot.pipeline import OneShotOptions
 from deployer.playbook.deploy import DEFAULT_LEVEL
@@ -126,11 +126,16 @@ def ship(app: AppContext, playbook_path: str | None, pattern: str | None, image_
     if dry_run:
         _dry_run(hosts, image_ref, options, as_json)
         return
-    if sys.stderr.isatty():
-        with RichReporter() as reporter:
-            outcomes = ship_image(hosts, image_ref, options, reporter)
-    else:
-        outcomes = ship_image(hosts, image_ref, options, PlainReporter())
+    try:
+        if sys.stderr.isatty():
+            with RichReporter() as reporter:
+                outcomes = ship_image(hosts, image_ref, options, reporter)
+        else:
+            outcomes = ship_image(hosts, image_ref, options, PlainReporter())
+    except KeyboardInterrupt as stop:  # each host's record still goes to a script, then the exit code
+        if as_json:
+            output.emit_json_on_stop([_record(o) for o in stopped_outcomes(stop, hosts, ShipResult)])
+        raise
     _report(outcomes, as_json)
 
 
@@ -138,8 +143,12 @@ def _result_of(outcome: Outcome[ShipResult]) -> ShipResult:
     return outcome.value if outcome.value is not None else ShipResult(host=outcome.host.name)
 
 
+def _record(outcome: Outcome[ShipResult]) -> dict[str, Any]:
+    return _result_of(outcome).to_json(error_text(outcome.error))
+
+
 def _report(outcomes: list[Outcome[ShipResult]], as_json: bool) -> None:
-    records = [_result_of(o).to_json(error_text(o.error)) for o in outcomes]
+    records = [_record(o) for o in outcomes]
     if as_json:
         output.emit_json(records)
     else:

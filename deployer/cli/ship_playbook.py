@@ -13,9 +13,10 @@ from deployer.cli import output
 from deployer.cli.app import finish
 from deployer.cli.context import AppContext
 from deployer.errors import DeployError, HostError, LocalError, SpecError
+from deployer.fleet import carried
 from deployer.oneshot import OneShotOptions, Prepared, deploy, prepare, preview
 from deployer.oneshot.preview import host_json, host_lines
-from deployer.oneshot.report import COLUMNS, row
+from deployer.oneshot.report import COLUMNS, HostReport, row
 from deployer.ship.progress import PlainReporter, Reporter, RichReporter
 
 
@@ -56,7 +57,13 @@ def ship_playbook(app: AppContext, playbook_path: str | None, pattern: str | Non
     if dry_run:
         _dry_run(prepared, local(), as_json)
         return
-    reports = deploy(prepared, say=output.info, on_line=_line_printer(), progress=_progress(), client=local())
+    try:
+        reports = deploy(prepared, say=output.info, on_line=_line_printer(), progress=_progress(), client=local())
+    except KeyboardInterrupt as stop:  # each host's record still goes to a script, then the exit code
+        said = carried(stop)
+        if as_json and isinstance(said, list) and all(isinstance(r, HostReport) for r in said):
+            output.emit_json_on_stop([r.to_json() for r in said])
+        raise
     if as_json:
         output.emit_json([r.to_json() for r in reports])
     else:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from deployer.errors import DeployError, SpecError
-from deployer.fleet import Outcome
+from deployer.fleet import Outcome, carry, stopped_outcomes
 from deployer.inventory.host import Host
 from deployer.oneshot import image as images
 from deployer.oneshot.platform import Arches, decide
@@ -105,17 +105,27 @@ def deploy(prepared: Prepared, *, say: Say, on_line: Say, progress: Progress | N
     say(f"shipping {ref} to {hosts}")
     # the run starts on the connection (and with the probe) each host's ship just used
     handover: dict[str, Reused] = {}
+    shipped: list[Outcome[ShipResult]] = []
+    specs = prepared.specs(ref, git_rev) if prepared.playbook.run is not None else {}
+    started: dict[str, Outcome[Started]] = {}
     try:
         with (progress or (lambda: nullcontext(NullReporter())))() as reporter:
             shipped = ship_image(list(prepared.ship_hosts), ref, prepared.ship_options(git_rev), reporter,
                                  client=client, handover=handover if prepared.runs else None)
         ok_hosts = [o.host.name for o in shipped if o.ok]
-        specs = prepared.specs(ref, git_rev) if prepared.playbook.run is not None else {}
-        started: dict[str, Outcome[Started]] = {}
         if prepared.runs and ok_hosts:
             started = _start(prepared, {n: specs[n] for n in ok_hosts}, say, handover)
         elif prepared.runs:
             say("nothing started: no host got the image")
+    except KeyboardInterrupt as stop:  # what each host got so far, for --json (deployer.cli)
+        if shipped:  # stopped while starting
+            ok = [o.host for o in shipped if o.ok]
+            started = {o.host.name: o for o in stopped_outcomes(stop, ok, Started)}
+        else:
+            shipped = stopped_outcomes(stop, list(prepared.ship_hosts), ShipResult)
+        carry(stop, [_report(prepared, o, started.get(o.host.name), specs.get(o.host.name), ref, git_rev)
+                     for o in shipped])
+        raise
     finally:
         for reused in handover.values():  # start took those it used
             reused.session.close()

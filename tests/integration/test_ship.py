@@ -380,7 +380,7 @@ def test_ctrl_c_stops_every_host_at_once_releases_the_locks_and_the_next_ship_re
         assert min(got.values()) >= 2_000_000, f"the transfers never got going: {got}"
         pressed = time.monotonic()
         proc.send_signal(signum)
-        _, stderr = proc.communicate(timeout=30)
+        stdout, stderr = proc.communicate(timeout=30)
         stopped_in = time.monotonic() - pressed
     finally:
         if proc.poll() is None:
@@ -389,8 +389,12 @@ def test_ctrl_c_stops_every_host_at_once_releases_the_locks_and_the_next_ship_re
     assert proc.returncode == code, stderr
     assert stderr.rstrip().endswith(said) and "Traceback" not in stderr, stderr
     assert stopped_in < 5, stderr  # the sends had ~10 s left each: they were stopped, not finished
+    stopped = json.loads(stdout)  # --json still says where each host stands
     for name in hosts:
         assert f"{name}: failed: interrupted ({why})" in stderr
+        rec = one(stopped, name)
+        assert not rec["ok"] and rec["error"] == f"interrupted ({why})" and rec["via"] == "tarball"
+        assert got[name] <= rec["bytes_sent"] < 12_000_000 and not rec["verified"], rec
         assert not (staging[name] / "lock").exists(), f"{name}: the deploy lock was left behind"
         records = [json.loads(line) for line in (staging[name] / "history.jsonl").read_text().splitlines()]
         last = [r for r in records if r.get("image") == ref][-1]

@@ -1,13 +1,18 @@
 """How `deploy` ends when a signal stops it: Ctrl-C, SIGTERM, or SIGHUP when its terminal hangs up."""
 from __future__ import annotations
 
+import json
 import os
 import select
 import signal
+import sys
+from pathlib import Path
 
 import pytest
 
-from deployer import cli, interrupt
+from deployer import cli, fleet, interrupt
+from deployer.cli import output
+from deployer.errors import Interrupted
 
 
 @pytest.mark.parametrize(("exc", "code", "said"), [(KeyboardInterrupt(), 130, "interrupted"),
@@ -48,3 +53,43 @@ def test_after_a_hang_up_what_went_to_the_terminal_goes_nowhere() -> None:
     finally:
         for fd in (master, slave, terminal):
             os.close(fd)
+
+
+def test_a_stopped_ship_with_json_still_prints_each_hosts_record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """`deploy ship -p ... --json` stopped by SIGTERM (a cancelled CI job): the records the stop
+    carries (deployer.oneshot.pipeline) go to stdout, then the signal's exit code."""
+    from deployer.cli import ship_playbook
+    from deployer.oneshot.report import HostReport
+    from deployer.ship.model import ShipResult
+
+    (tmp_path / "Dockerfile").write_text("FROM scratch\n")
+    (tmp_path / "job.yml").write_text("name: job\nhosts: gpu01\nimage: {build: .}\n")
+    (tmp_path / "hosts.yml").write_text("all:\n  hosts:\n    gpu01: {ansible_host: 127.0.0.1}\n")
+    report = HostReport(host="gpu01", ship=ShipResult(host="gpu01", via="tarball", bytes_sent=5), image="job:abc",
+                        playbook="job", ship_error=Interrupted("gpu01", "SIGTERM"), state="skipped")
+
+    def deploy(*args: object, **kwargs: object) -> None:
+        stop = interrupt.Terminated(signal.SIGTERM)
+        fleet.carry(stop, [report])
+        raise stop
+
+    monkeypatch.setattr(ship_playbook, "deploy", deploy)
+    monkeypatch.setattr(ship_playbook._LocalDocker, "__call__", lambda self: object())  # no Docker here
+    code = cli.main(["-i", str(tmp_path / "hosts.yml"), "ship", "-p", str(tmp_path / "job.yml"), "--json"])
+    out, err = capsys.readouterr()
+    assert code == 143 and err.endswith("terminated\n"), err
+    [rec] = json.loads(out)
+    assert (rec["host"], rec["ok"], rec["error"], rec["bytes_sent"]) == ("gpu01", False, "interrupted (SIGTERM)", 5)
+
+
+def test_json_for_a_reader_that_went_away_is_dropped_quietly(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C at a terminal stops `deploy ... --json | jq` too: the records then have no reader."""
+    read, write = os.pipe()
+    os.close(read)
+    stdout = os.fdopen(write, "w")
+    monkeypatch.setattr(sys, "stdout", stdout)
+    output.emit_json_on_stop([{"host": "gpu01"}])  # no BrokenPipeError
+    stdout.write("more")
+    stdout.flush()  # the exit's flush too: stdout now goes to /dev/null
+    stdout.close()

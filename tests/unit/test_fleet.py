@@ -89,10 +89,19 @@ def test_ctrl_c_stops_each_hosts_work_at_its_next_check_and_lets_its_clean_up_ru
 
     _ctrl_c_once(under_way)
     caplog.set_level(logging.WARNING, logger="deployer.fleet")
-    with pytest.raises(KeyboardInterrupt):
-        for_each_host([Host("quick"), Host("slow"), Host("later")], work, parallel=1)
+    hosts = [Host("quick"), Host("slow"), Host("later")]
+    with pytest.raises(KeyboardInterrupt) as stop:
+        for_each_host(hosts, work, parallel=1)
     assert started == ["quick", "slow"] and cleaned == ["slow"]
     assert interrupt.requested()
+    # the stop carries each host's outcome, for --json (deployer.cli)
+    quick, slow, later = fleet.stopped_outcomes(stop.value, hosts, int)
+    assert (quick.ok, quick.value) == (True, 1)
+    assert isinstance(slow.error, Interrupted) and slow.error.started
+    assert isinstance(later.error, Interrupted) and not later.error.started
+    # a caller whose work gives other values (a stop in another step) gets each host interrupted
+    assert [str(o.error).splitlines()[0] for o in fleet.stopped_outcomes(stop.value, hosts[:2], str)] == [
+        "quick: not started: interrupted (Ctrl-C)", "slow: interrupted (Ctrl-C)"]
     assert "interrupted: stopping the work on each host (Ctrl-C again to quit at once)" in caplog.text
     assert "interrupted: done on quick; stopped on slow; not started on later" in caplog.text
 

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from deployer.errors import LocalError, PlaybookError, SpecError
+from deployer import fleet
+from deployer.errors import Interrupted, LocalError, PlaybookError, SpecError
+from deployer.fleet import Outcome
 from deployer.inventory.host import Host
 from deployer.local.build import GitRevision
 from deployer.oneshot import OneShotOptions, prepare
@@ -160,6 +162,52 @@ def test_report_merges_ship_and_run() -> None:
     rec = failed.to_json()
     assert not rec["ok"] and rec["error"] == "boom" and not rec["shipped"] and rec["container_id"] is None
     assert row(failed)[1:3] == ["FAILED", "-"]
+
+
+@pytest.mark.parametrize("during", ["ship", "start"])
+def test_a_stopped_deploy_carries_each_hosts_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    during: str) -> None:
+    """Ctrl-C (SIGTERM, SIGHUP) while shipping or starting: the stop carries a report per host, for --json."""
+    import deployer.ship
+    from deployer.oneshot import pipeline
+
+    hosts = [host("gpu01"), host("gpu02")]
+    prepared = prepare(playbook(tmp_path), hosts, OneShotOptions())
+    image_id = "sha256:" + "c" * 64
+    done = ShipResult(host="gpu02", via="tarball", image_id=image_id, verified=True, bytes_sent=10)
+    half = ShipResult(host="gpu01", via="tarball", image_id=image_id, bytes_sent=5)
+    run = Started("gpu01", "job", "d" * 64, image_id, "docker run ...", "all")
+
+    def stop(outcomes: list[Outcome[object]]) -> KeyboardInterrupt:
+        exc = KeyboardInterrupt()
+        fleet.carry(exc, outcomes)
+        return exc
+
+    def ship_image(ship_hosts: list[Host], *args: object, **kwargs: object) -> list[Outcome[ShipResult]]:
+        a, b = ship_hosts
+        if during == "ship":
+            raise stop([Outcome(a, half, Interrupted("gpu01")), Outcome(b, done)])
+        return [Outcome(a, dataclasses.replace(half, verified=True)), Outcome(b, done)]
+
+    def start(*args: object) -> dict[str, Outcome[Started]]:
+        a, b = prepared.hosts
+        raise stop([Outcome(a, run), Outcome(b, error=Interrupted("gpu02"))])
+
+    monkeypatch.setattr(pipeline, "_image", lambda *args: ("job:abc", "abc"))
+    monkeypatch.setattr(deployer.ship, "ship_image", ship_image)
+    monkeypatch.setattr(pipeline, "_start", start)
+    with pytest.raises(KeyboardInterrupt) as info:
+        pipeline.deploy(prepared, say=lambda m: None, on_line=lambda m: None, client=object())
+    reports = fleet.carried(info.value)
+    assert isinstance(reports, list) and [r.host for r in reports] == ["gpu01", "gpu02"]
+    one, two = (r.to_json() for r in reports)
+    if during == "ship":
+        assert (one["ok"], one["error"], one["state"], one["bytes_sent"]) == (False, "interrupted (Ctrl-C)", "skipped", 5)
+        assert (two["ok"], two["shipped"], two["state"]) == (True, True, "not run")
+    else:
+        assert (one["ok"], one["state"], one["container_id"]) == (True, "started", "d" * 64)
+        assert (two["ok"], two["shipped"], two["error"], two["state"]) == (False, True, "interrupted (Ctrl-C)",
+                                                                            "failed")
 
 
 def test_a_hosts_architecture_comes_from_the_last_ships_probe_without_a_connection(
