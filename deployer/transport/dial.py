@@ -4,15 +4,19 @@ Every paramiko/socket exception is translated here into ConnectError / HostKeyEr
 """
 from __future__ import annotations
 
+import errno
 import getpass
 import logging
 import os
+import select
 import socket
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import paramiko
 
+from deployer import interrupt
 from deployer.errors import AuthError, ConnectError, HostKeyError
 from deployer.transport import hostkeys
 from deployer.transport.config import DEFAULT_IDENTITIES, ConnectSpec
@@ -23,6 +27,7 @@ log = logging.getLogger(__name__)
 logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 KEEPALIVE_S = 5
+CONNECT_SLICE_S = 0.25  # a TCP connect checks for Ctrl-C this often
 WINDOW_SIZE = 8 * 1024 * 1024
 FAST_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
 # Key re-exchange is left to the server. paramiko starts one itself after 512 MiB in either
@@ -128,7 +133,7 @@ def open_link(spec: ConnectSpec, *, host: str, timeout: float, trust_name: str,
 def tcp_connect(spec: ConnectSpec, *, host: str, timeout: float) -> socket.socket:
     target = f"{spec.address}:{spec.port}"
     try:
-        sock = socket.create_connection((spec.address, spec.port), timeout=timeout)
+        sock = connect(spec.address, spec.port, timeout)
     except TimeoutError as exc:
         raise ConnectError(host, f"cannot reach {target}: no answer within {timeout:g}s",
                            hint="is the host up and on the network? check address/port in the inventory") from exc
@@ -140,6 +145,39 @@ def tcp_connect(spec: ConnectSpec, *, host: str, timeout: float) -> socket.socke
                            hint="is sshd running and the port right?") from exc
     tune_socket(sock)
     return sock
+
+
+def connect(address: str, port: int, timeout: float) -> socket.socket:
+    """socket.create_connection(), waiting in CONNECT_SLICE_S slices so that Ctrl-C stops a
+    connect to a host that is down (deployer.interrupt) at once, not when TIMEOUT runs out."""
+    deadline = time.monotonic() + timeout
+    error: OSError = OSError(f"no address for {address}")
+    for family, kind, proto, _, addr in socket.getaddrinfo(address, port, type=socket.SOCK_STREAM):
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.setblocking(False)
+            code = sock.connect_ex(addr)
+            while code in (errno.EINPROGRESS, errno.EALREADY, errno.EWOULDBLOCK):
+                interrupt.check()
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError("timed out")
+                if select.select([], [sock], [], min(CONNECT_SLICE_S, left))[1]:
+                    code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if code:
+                raise OSError(code, os.strerror(code))
+            sock.settimeout(timeout)
+            return sock
+        except TimeoutError:
+            sock.close()
+            raise
+        except OSError as exc:  # refused, unreachable: the next address, as create_connection does
+            sock.close()
+            error = exc
+        except BaseException:
+            sock.close()
+            raise
+    raise error
 
 
 def jump_channel(jump: paramiko.Transport, spec: ConnectSpec, *, host: str, via: ConnectSpec,

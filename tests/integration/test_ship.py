@@ -412,6 +412,41 @@ def test_ctrl_c_stops_every_host_at_once_releases_the_locks_and_the_next_ship_re
         assert rec["bytes_sent"] <= 12_000_000 - got[name] + 1_000_000, err  # the rest, not the whole layer
 
 
+def test_ctrl_c_does_not_wait_for_a_host_that_is_down(faults: Testbed, ship_env: dict[str, str]) -> None:
+    """One host is down (its packets vanish: the TCP connect hangs for its 10 s timeout), another is mid-send
+    when Ctrl-C comes: deploy ends within a second or two, not when the connect would have timed out."""
+    testbed = faults
+    ref = tag("down")
+    build(testbed, ref, [12])
+    testbed.throttle("airgap01", "8mbit")
+    testbed.cut("cpu01")
+    proc = subprocess.Popen([*_deploy_argv(), "ship", "--host", "airgap01,cpu01", "--via", "tarball", "--image", ref,
+                             "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=ship_env, cwd=str(REPO),
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # noqa: PLW1509
+    blobs = Path(testbed.hosts["airgap01"].staging_dir, "blobs", "sha256")
+    before = partials(blobs)  # not this ship's
+    try:
+        deadline = time.monotonic() + 60
+        got = 0
+        while got < 1_000_000 and time.monotonic() < deadline and proc.poll() is None:
+            got = max(partial_sizes(blobs, but=before), default=0)
+            time.sleep(0.05)
+        assert got >= 1_000_000, "the transfer never got going"
+        pressed = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+        stopped_in = time.monotonic() - pressed
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    print(f"stopped in {stopped_in:.2f} s")
+    assert proc.returncode == 130, stderr
+    assert "airgap01: failed: interrupted (Ctrl-C)" in stderr and "cpu01: failed: interrupted (Ctrl-C)" in stderr
+    assert stopped_in < 3, stderr
+    assert [r["error"] for r in json.loads(stdout)] == ["interrupted (Ctrl-C)"] * 2
+
+
 @pytest.mark.parametrize("warm", ["1", "0"])
 def test_a_terminal_that_hangs_up_mid_ship_stops_it_as_ctrl_c_does(
         faults: Testbed, ship_env: dict[str, str], warm: str) -> None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 import threading
 import time
 
-from deployer.errors import TransferError
+from deployer import interrupt
+from deployer.errors import Interrupted, TransferError
 from deployer.inventory.host import Host
 from deployer.ship.conn import EarlyConnects, HostConn
 
@@ -110,3 +111,39 @@ def test_at_most_parallel_connects_at_once() -> None:
     gate.set()
     _wait(lambda: len(early._done) == 5)
     assert len(connector.made) == 5 and connector.peak == 2
+
+
+def test_ctrl_c_stops_an_early_connect_that_hangs_and_the_ships_own() -> None:
+    """A host that is down: its early connect hangs (here: checks for Ctrl-C, as dial.connect does
+    between its slices) while the ship's own connect waits for it; Ctrl-C ends both at once."""
+
+    def hanging(host: Host) -> _Session:
+        end = time.monotonic() + 20
+        while time.monotonic() < end:
+            interrupt.check()
+            time.sleep(0.01)
+        raise AssertionError("the connect was never interrupted")
+
+    conn = HostConn(Host("down01"), connector=hanging)  # type: ignore[arg-type]
+    early = EarlyConnects([conn], parallel=1)
+    failed: list[BaseException] = []
+
+    def ship() -> None:
+        interrupt.begin_work("down01")
+        try:
+            conn.connect()
+        except Interrupted as exc:
+            failed.append(exc)
+        finally:
+            interrupt.end_work()
+
+    worker = threading.Thread(target=ship)
+    worker.start()
+    time.sleep(0.2)
+    pressed = time.monotonic()
+    interrupt.request()
+    try:
+        worker.join(10)
+        assert failed and time.monotonic() - pressed < 1 and early._done == [conn]
+    finally:
+        interrupt.reset()

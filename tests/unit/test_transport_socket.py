@@ -1,15 +1,19 @@
-"""The SSH link's TCP socket (deployer.transport.dial.QuickAckSocket): it acknowledges what it
-receives at once (else sshd's answer to a session opened right after login waits 40 ms for our
-delayed ACK), and is otherwise the socket paramiko expects."""
+"""The SSH link's TCP socket (deployer.transport.dial): its connect stops on Ctrl-C; it
+acknowledges what it receives at once (QuickAckSocket: else sshd's answer to a session opened
+right after login waits 40 ms for our delayed ACK), and is otherwise the socket paramiko expects."""
 from __future__ import annotations
 
 import socket
+import threading
+import time
 from collections.abc import Iterator
 
 import paramiko.packet
 import pytest
 
-from deployer.transport.dial import REKEY_BYTES, QuickAckSocket, new_transport
+from deployer import interrupt
+from deployer.errors import Interrupted
+from deployer.transport.dial import REKEY_BYTES, QuickAckSocket, connect, new_transport
 
 
 @pytest.fixture
@@ -62,3 +66,60 @@ def test_links_leave_rekeying_to_the_server(tcp_pair: tuple[socket.socket, socke
         assert paramiko.packet.Packetizer.REKEY_BYTES == 2 ** 29  # the class default, for other users, untouched
     finally:
         transport.close()
+
+
+@pytest.fixture
+def unanswered() -> Iterator[tuple[str, int]]:
+    """A loopback address whose connects hang, as to a host that is down: a listener whose one-slot
+    accept queue is full drops every further SYN."""
+    server = socket.create_server(("127.0.0.1", 0), backlog=0)
+    first = socket.create_connection(server.getsockname())
+    try:
+        yield server.getsockname()
+    finally:
+        first.close()
+        server.close()
+
+
+def test_connect_is_create_connection() -> None:
+    server = socket.create_server(("127.0.0.1", 0))
+    try:
+        sock = connect(*server.getsockname(), timeout=3)
+        peer, _ = server.accept()
+        assert sock.gettimeout() == 3 and sock.getpeername() == peer.getsockname()
+        sock.close()
+        peer.close()
+        port = server.getsockname()[1]
+    finally:
+        server.close()
+    with pytest.raises(ConnectionRefusedError):
+        connect("127.0.0.1", port, timeout=3)
+
+
+def test_a_connect_that_hangs_times_out_or_stops_on_ctrl_c(unanswered: tuple[str, int]) -> None:
+    began = time.monotonic()
+    with pytest.raises(TimeoutError):
+        connect(*unanswered, timeout=0.6)
+    assert 0.6 <= time.monotonic() - began < 3
+    # in a host's work (deployer.fleet), Ctrl-C stops the wait within a slice, not at the timeout
+    stopped: list[BaseException] = []
+
+    def work() -> None:
+        interrupt.begin_work("down01")
+        try:
+            connect(*unanswered, timeout=30)
+        except BaseException as exc:  # noqa: BLE001 - looked at below
+            stopped.append(exc)
+        finally:
+            interrupt.end_work()
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    time.sleep(0.5)
+    pressed = time.monotonic()
+    interrupt.request()
+    try:
+        worker.join(timeout=10)
+        assert isinstance(stopped[0], Interrupted) and time.monotonic() - pressed < 1.5
+    finally:
+        interrupt.reset()
