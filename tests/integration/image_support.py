@@ -7,9 +7,11 @@ import io
 import itertools
 import json
 import os
+import subprocess
 import tarfile
+import time
 import uuid
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -146,3 +148,23 @@ def partial_sizes(blobs: Path, but: Collection[Path] = ()) -> list[int]:
         except FileNotFoundError:
             continue
     return sizes
+
+
+def staged(proc: subprocess.Popen[Any], blobs: Mapping[str, Path], at_least: int,
+           but: Mapping[str, Collection[Path]], pause: Callable[[], object] = lambda: time.sleep(0.05)) -> dict[str, int]:
+    """Wait (60 s at most, while PROC, a ship, runs) until every host's BLOBS dir holds a partial
+    blob of AT_LEAST bytes, BUT those (each host's earlier parts); each host's largest part."""
+    deadline = time.monotonic() + 60
+    got = dict.fromkeys(blobs, 0)
+    while min(got.values()) < at_least and time.monotonic() < deadline and proc.poll() is None:
+        got = {name: max(partial_sizes(path, but=but.get(name, ())), default=0) for name, path in blobs.items()}
+        pause()
+    return got
+
+
+def stop(proc: subprocess.Popen[str], signum: int, timeout: float = 60) -> tuple[str, str, float]:
+    """Send PROC SIGNUM, as a terminal or a CI job would: its stdout, its stderr, and the seconds it took to end."""
+    sent = time.monotonic()
+    proc.send_signal(signum)
+    out, err = proc.communicate(timeout=timeout)
+    return out, err, time.monotonic() - sent

@@ -27,7 +27,7 @@ import pytest
 
 from tests.conftest import REPO, Testbed, _deploy_argv
 from tests.integration.cli_support import deploy, inventory_with
-from tests.integration.image_support import config_digest_of, partial_sizes, partials, scratch_image
+from tests.integration.image_support import config_digest_of, partial_sizes, partials, scratch_image, staged, stop
 
 BASE = "deployer-testbed/busybox:latest"
 
@@ -331,12 +331,7 @@ def test_killed_deployer_resumes_on_the_next_run(faults: Testbed, ship_env: dict
                              "--lock-wait", "120"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=ship_env, cwd=str(REPO))
     blobs = Path(testbed.hosts["airgap01"].staging_dir, "blobs", "sha256")
-    before = partials(blobs)  # not this ship's
-    deadline = time.monotonic() + 60
-    got = 0
-    while got < 4_000_000 and time.monotonic() < deadline and proc.poll() is None:
-        got = max(partial_sizes(blobs, but=before), default=0)
-        time.sleep(0.05)
+    got = staged(proc, {"airgap01": blobs}, 4_000_000, but={"airgap01": partials(blobs)})["airgap01"]
     proc.kill()  # SIGKILL: no cleanup, the lock stays behind; the host's receive lives on a while
     proc.communicate()
     assert got >= 4_000_000, "the transfer never got going"
@@ -372,16 +367,9 @@ def test_ctrl_c_stops_every_host_at_once_releases_the_locks_and_the_next_ship_re
     staging = {name: Path(testbed.hosts[name].staging_dir) for name in hosts}
     before = {name: partials(staging[name] / "blobs" / "sha256") for name in hosts}  # not this ship's
     try:
-        deadline = time.monotonic() + 60
-        got = dict.fromkeys(hosts, 0)
-        while min(got.values()) < 2_000_000 and time.monotonic() < deadline and proc.poll() is None:
-            got = {n: max(partial_sizes(staging[n] / "blobs" / "sha256", but=before[n]), default=0) for n in hosts}
-            time.sleep(0.05)
+        got = staged(proc, {n: staging[n] / "blobs" / "sha256" for n in hosts}, 2_000_000, but=before)
         assert min(got.values()) >= 2_000_000, f"the transfers never got going: {got}"
-        pressed = time.monotonic()
-        proc.send_signal(signum)
-        stdout, stderr = proc.communicate(timeout=30)
-        stopped_in = time.monotonic() - pressed
+        stdout, stderr, stopped_in = stop(proc, signum, timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -425,18 +413,10 @@ def test_ctrl_c_does_not_wait_for_a_host_that_is_down(faults: Testbed, ship_env:
                             env=ship_env, cwd=str(REPO),
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # noqa: PLW1509
     blobs = Path(testbed.hosts["airgap01"].staging_dir, "blobs", "sha256")
-    before = partials(blobs)  # not this ship's
     try:
-        deadline = time.monotonic() + 60
-        got = 0
-        while got < 1_000_000 and time.monotonic() < deadline and proc.poll() is None:
-            got = max(partial_sizes(blobs, but=before), default=0)
-            time.sleep(0.05)
-        assert got >= 1_000_000, "the transfer never got going"
-        pressed = time.monotonic()
-        proc.send_signal(signal.SIGINT)
-        stdout, stderr = proc.communicate(timeout=60)
-        stopped_in = time.monotonic() - pressed
+        got = staged(proc, {"airgap01": blobs}, 1_000_000, but={"airgap01": partials(blobs)})
+        assert got["airgap01"] >= 1_000_000, "the transfer never got going"
+        stdout, stderr, stopped_in = stop(proc, signal.SIGINT)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -475,11 +455,7 @@ def test_a_terminal_that_hangs_up_mid_ship_stops_it_as_ctrl_c_does(
     os.close(slave)
     shown = bytearray()
     try:
-        deadline = time.monotonic() + 60
-        got = 0
-        while got < 2_000_000 and time.monotonic() < deadline and proc.poll() is None:
-            got = max(partial_sizes(blobs, but=before), default=0)
-            _drain(master, shown, 0.05)
+        got = staged(proc, {host: blobs}, 2_000_000, but={host: before}, pause=lambda: _drain(master, shown, 0.05))[host]
         assert got >= 2_000_000, f"the transfer never got going: {bytes(shown).decode(errors='replace')}"
         hung_up = time.monotonic()
         os.close(master)  # the terminal goes away: SIGHUP to its session

@@ -4,6 +4,8 @@ from __future__ import annotations
 import threading
 import time
 
+from ctrl_c import ctrl_c_during
+
 from deployer import interrupt
 from deployer.errors import Interrupted, TransferError
 from deployer.inventory.host import Host
@@ -126,24 +128,5 @@ def test_ctrl_c_stops_an_early_connect_that_hangs_and_the_ships_own() -> None:
 
     conn = HostConn(Host("down01"), connector=hanging)  # type: ignore[arg-type]
     early = EarlyConnects([conn], parallel=1)
-    failed: list[BaseException] = []
-
-    def ship() -> None:
-        interrupt.begin_work("down01")
-        try:
-            conn.connect()
-        except Interrupted as exc:
-            failed.append(exc)
-        finally:
-            interrupt.end_work()
-
-    worker = threading.Thread(target=ship)
-    worker.start()
-    time.sleep(0.2)
-    pressed = time.monotonic()
-    interrupt.request()
-    try:
-        worker.join(10)
-        assert failed and time.monotonic() - pressed < 1 and early._done == [conn]
-    finally:
-        interrupt.reset()
+    raised, took = ctrl_c_during(conn.connect)
+    assert isinstance(raised, Interrupted) and took < 1 and early._done == [conn]

@@ -4,14 +4,13 @@ right after login waits 40 ms for our delayed ACK), and is otherwise the socket 
 from __future__ import annotations
 
 import socket
-import threading
 import time
 from collections.abc import Iterator
 
 import paramiko.packet
 import pytest
+from ctrl_c import ctrl_c_during
 
-from deployer import interrupt
 from deployer.errors import Interrupted
 from deployer.transport.dial import REKEY_BYTES, QuickAckSocket, connect, new_transport
 
@@ -102,24 +101,5 @@ def test_a_connect_that_hangs_times_out_or_stops_on_ctrl_c(unanswered: tuple[str
         connect(*unanswered, timeout=0.6)
     assert 0.6 <= time.monotonic() - began < 3
     # in a host's work (deployer.fleet), Ctrl-C stops the wait within a slice, not at the timeout
-    stopped: list[BaseException] = []
-
-    def work() -> None:
-        interrupt.begin_work("down01")
-        try:
-            connect(*unanswered, timeout=30)
-        except BaseException as exc:  # noqa: BLE001 - looked at below
-            stopped.append(exc)
-        finally:
-            interrupt.end_work()
-
-    worker = threading.Thread(target=work)
-    worker.start()
-    time.sleep(0.5)
-    pressed = time.monotonic()
-    interrupt.request()
-    try:
-        worker.join(timeout=10)
-        assert isinstance(stopped[0], Interrupted) and time.monotonic() - pressed < 1.5
-    finally:
-        interrupt.reset()
+    raised, took = ctrl_c_during(lambda: connect(*unanswered, timeout=30), after=0.5)
+    assert isinstance(raised, Interrupted) and took < 1.5
