@@ -40,6 +40,7 @@ from datetime import datetime, timedelta
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from deployer import interrupt
 from deployer.commands import relay as rc
 from deployer.commands import ship as cmd
 from deployer.errors import DeployError, Interrupted, TransferError
@@ -195,6 +196,14 @@ class Node:
 
     def _send(self, item: Blob | Growing, exporter: Exporter, counter: Counter, note: Callable[[str], None],
               started: threading.Event) -> None:
+        interrupt.begin_work(self.name)  # Ctrl-C stops the node's copy too (else the exit waits for it)
+        try:
+            self._fill(item, exporter, counter, note, started)
+        finally:
+            interrupt.end_work()
+
+    def _fill(self, item: Blob | Growing, exporter: Exporter, counter: Counter, note: Callable[[str], None],
+              started: threading.Event) -> None:
         try:
             self.ready()
             if self._broken is not None:  # a node that failed one blob gets no more: its subtree went direct
@@ -220,6 +229,8 @@ class Node:
             else:
                 stage_blob(self.conn, self.blobs_dir, item, Counter(), note, self._listed,
                            via=lambda b, offset: parent.forward(self.host, b, offset, Counter()))
+        except Interrupted:
+            raise  # Ctrl-C, not a broken node: the part stays for the next ship
         except DeployError as exc:
             what = f"layer {item.diff_id[7:19]}" if isinstance(item, Growing) else f"blob {item.digest[7:19]}"
             source = f"relay {self.name}" if parent is None else f"{self.name} from {parent.name}"

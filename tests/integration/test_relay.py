@@ -21,7 +21,7 @@ import yaml
 
 from tests.conftest import REPO, Testbed, _deploy_argv
 from tests.integration.cli_support import deploy
-from tests.integration.image_support import config_digest_of, partial_sizes, remove_image
+from tests.integration.image_support import config_digest_of, partial_sizes, partials, remove_image, staged, stop
 from tests.integration.test_origin import APP_BYTES, pair  # pair: the fixture, a base in the registry
 
 __all__ = ["pair"]
@@ -208,6 +208,42 @@ def test_relay_dies_mid_ship_and_its_hosts_go_direct(faults: Testbed, site_env: 
         assert config_digest_of(testbed.docker(host), ref) == digest
     assert "sending directly from the workstation" in err
     assert relay_lines(testbed) == []  # each host's key line went with its own (direct) connection
+
+
+def test_ctrl_c_stops_the_relays_copy_too_and_the_next_ship_resumes_it(faults: Testbed,
+                                                                        site_env: dict[str, str]) -> None:
+    """SIGTERM (or Ctrl-C) while the relay's copy crosses the uplink: deploy ends within seconds, not
+    once that copy is complete (before: its send went on to the last byte); the relay keeps the part,
+    the next ship sends the rest over the uplink, and no key line is left on the hosts."""
+    testbed = faults
+    ref, digest = build_scratch(testbed, [30])
+    testbed.throttle("uplink", "40mbit")  # ~5 MB/s: the copy has ~4 s to go when the signal comes
+    relay_blobs = Path(testbed.hosts[RELAY].staging_dir) / "relay" / "blobs" / "sha256"
+    proc = subprocess.Popen([*_deploy_argv(), "ship", "--host", ",".join(SITE), "--image", ref, "--json"],
+                            env=site_env, cwd=str(REPO), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    before = partials(relay_blobs)  # an earlier ship's parts
+    try:
+        got = staged(proc, {RELAY: relay_blobs}, 10_000_000, but={RELAY: before})[RELAY]
+        assert got >= 10_000_000, "the relay's copy never got going"
+        out, err, stopped_in = stop(proc, signal.SIGTERM)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    print(f"SIGTERM at {got} B on the relay; stopped in {stopped_in:.2f} s")
+    assert proc.returncode == 143 and stopped_in < 3, err[-3000:]
+    assert all(not r["ok"] and r["error"] == "interrupted (SIGTERM)" for r in json.loads(out)), out
+    kept = max(partial_sizes(relay_blobs, but=before), default=0)
+    assert kept >= got, "the relay's part was not kept"
+    assert relay_lines(testbed) == []
+    testbed.throttle("uplink", None)
+    sent_before = uplink_tx(testbed)
+    code, out2, err2 = deploy(site_env, "ship", "--host", ",".join(SITE), "--image", ref, "--json", timeout=300)
+    assert code == 0, err2[-3000:]
+    for host, rec in records(out2).items():
+        assert rec["verified"] and config_digest_of(testbed.docker(host), ref) == digest, rec
+    sent = uplink_tx(testbed) - sent_before
+    print(f"the relay kept {kept} B; the next ship sent {sent} B over the uplink")
+    assert sent < 30_000_000 - kept + 3_000_000  # the rest of the copy, once
 
 
 def test_origin_pull_and_relay_combine(testbed: Testbed, tmp_path: Path, pair: Any) -> None:
