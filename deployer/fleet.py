@@ -64,20 +64,18 @@ def for_each_host(hosts: Iterable[Host], work: Callable[[Host], T], parallel: in
     take = threading.Lock()
 
     def one(host: Host) -> Outcome[T]:
-        interrupt.begin_work(host.name, interruptible=not undo)
-        try:
-            interrupt.check()
-            return Outcome(host, value=work(host))
-        except Unfinished as unfinished:
-            return Outcome(host, value=unfinished.partial, error=unfinished.error)  # type: ignore[arg-type]
-        except DeployError as exc:
-            return Outcome(host, error=exc)
-        except Exception as exc:  # noqa: BLE001 - reported per host, traceback with -v
-            err = HostError(host.name, f"unexpected error: {type(exc).__name__}: {exc}")
-            err.__cause__ = exc
-            return Outcome(host, error=err)
-        finally:
-            interrupt.end_work()
+        with interrupt.work(host.name, interruptible=not undo):
+            try:
+                interrupt.check()
+                return Outcome(host, value=work(host))
+            except Unfinished as unfinished:
+                return Outcome(host, value=unfinished.partial, error=unfinished.error)  # type: ignore[arg-type]
+            except DeployError as exc:
+                return Outcome(host, error=exc)
+            except Exception as exc:  # noqa: BLE001 - reported per host, traceback with -v
+                err = HostError(host.name, f"unexpected error: {type(exc).__name__}: {exc}")
+                err.__cause__ = exc
+                return Outcome(host, error=err)
 
     def worker() -> None:
         try:

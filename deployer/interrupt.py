@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from deployer.errors import Interrupted
 
@@ -72,6 +74,16 @@ def host() -> str | None:
 
 def end_work() -> None:
     _local.host = None
+
+
+@contextmanager
+def work(host: str, *, interruptible: bool = True) -> Iterator[None]:
+    """begin_work(HOST) for the block, end_work() after it, however it ends."""
+    begin_work(host, interruptible=interruptible)
+    try:
+        yield
+    finally:
+        end_work()
 
 
 def check() -> None:

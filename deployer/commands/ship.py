@@ -89,7 +89,7 @@ _STOP = (
     '  [ -e "$1" ] && read -r x x x x me x < /proc/$$/stat 2>/dev/null || return 0\n'
     '  gs=\n'
     '  for f in $(grep -lzxsF -- "$1" /proc/[0-9]*/cmdline); do\n'
-    '    grep -qzxF -- deployer-receive "$f" 2>/dev/null || continue\n'
+    '    grep -qzxF -- ' + RECEIVER + ' "$f" 2>/dev/null || continue\n'
     '    f=${f#/proc/}; read -r x x x x g x < "/proc/${f%%/*}/stat" 2>/dev/null || continue\n'
     '    [ "$g" = "$me" ] || { kill -s TERM -- "-$g" 2>/dev/null && gs="$gs $g"; }\n'
     '  done\n'

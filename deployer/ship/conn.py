@@ -115,13 +115,11 @@ class EarlyConnects:
                 conn = None if self._cancelled else next(self._pending, None)
             if conn is None:
                 return
-            interrupt.begin_work(conn.name)  # Ctrl-C stops a connect that hangs (the host is down) at once
             try:
-                conn.session()
+                with interrupt.work(conn.name):  # Ctrl-C stops a connect that hangs (the host is down) at once
+                    conn.session()
             except Exception as exc:  # noqa: BLE001 - the ship's own connect reports it, after its retries
                 log.debug("%s: early connect failed: %s", conn.name, exc)
-            finally:
-                interrupt.end_work()
             with self._lock:
                 self._done.append(conn)
                 cancelled = self._cancelled

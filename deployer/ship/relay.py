@@ -196,11 +196,8 @@ class Node:
 
     def _send(self, item: Blob | Growing, exporter: Exporter, counter: Counter, note: Callable[[str], None],
               started: threading.Event) -> None:
-        interrupt.begin_work(self.name)  # Ctrl-C stops the node's copy too (else the exit waits for it)
-        try:
+        with interrupt.work(self.name):  # Ctrl-C stops the node's copy too (else the exit waits for it)
             self._fill(item, exporter, counter, note, started)
-        finally:
-            interrupt.end_work()
 
     def _fill(self, item: Blob | Growing, exporter: Exporter, counter: Counter, note: Callable[[str], None],
               started: threading.Event) -> None:

@@ -14,13 +14,11 @@ def ctrl_c_during(work: Callable[[], object], host: str = "down01", after: float
     raised: list[BaseException] = []
 
     def run() -> None:
-        interrupt.begin_work(host)
         try:
-            work()
+            with interrupt.work(host):
+                work()
         except BaseException as exc:  # noqa: BLE001 - handed to the caller
             raised.append(exc)
-        finally:
-            interrupt.end_work()
 
     worker = threading.Thread(target=run, daemon=True)
     worker.start()
