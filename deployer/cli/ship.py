@@ -67,6 +67,9 @@ digest on the classic store, the manifest digest on the containerd image store.
 image_id is the local id (`docker images` here), host_image_id the host's; bytes_sent = bytes this
 ship put on the wire for that host (SSH payload; for the registry route, the push, counted once);
 origin the base the host pulled itself (layers_from_origin layers), phases the seconds per phase.
+Stopped by Ctrl-C, SIGTERM or SIGHUP, each host's work ends at its next step (the lock released,
+a partial blob kept: running the command again resumes), --json still prints every host's record
+("error": "interrupted (SIGTERM)" where it was stopped), and the exit code is 130, 143 or 129.
 """
 
 
