@@ -98,6 +98,12 @@ _STOP = (
     '    kill -s KILL -- "-$g" 2>/dev/null\n'
     '  done; return 0\n'
     '}\n'
+    # $1 holds at least $2 bytes: cut back to $2 if a dead receive wrote past it; else 1 (n: its size)
+    'cut_to() {\n'
+    '  n=0; [ ! -e "$1" ] || n=$(wc -c < "$1" | tr -d " ") || exit 3\n'
+    '  [ "$n" -ge "$2" ] || return 1\n'
+    '  [ "$n" -eq "$2" ] || dd if=/dev/null of="$1" bs=1 seek="$2" 2>/dev/null || exit 3\n'
+    '}\n'
 )
 
 
@@ -114,9 +120,7 @@ _RECEIVE = _SHA + _STOP + (
     'if [ -n "$off" ]; then\n'
     '  stop_writers "$p"\n'
     '  if [ ! -e "$p" ] && [ -f "$final" ]; then echo "ok $want"; exit 0; fi\n'
-    '  n=0; [ ! -e "$p" ] || n=$(wc -c < "$p" | tr -d " ") || exit 3\n'
-    '  if [ "$n" -lt "$off" ]; then echo "short $n"; exit 0; fi\n'
-    '  [ "$n" -eq "$off" ] || dd if=/dev/null of="$p" bs=1 seek="$off" 2>/dev/null || exit 3\n'
+    '  cut_to "$p" "$off" || { echo "short $n"; exit 0; }\n'
     'fi\n'
     'h=\n'
     'if [ -s "$p" ]; then cat >> "$p" || exit 3\n'
@@ -175,12 +179,7 @@ _RECEIVE_GROWING = _SHA + _STOP + (
     'p=$1; off=$2\n'
     'mkdir -p -- "${p%/*}" || exit 3\n'
     'stop_writers "$p"\n'
-    'if [ "$off" -gt 0 ]; then\n'
-    '  n=0; [ ! -e "$p" ] || n=$(wc -c < "$p" | tr -d " ") || exit 3\n'
-    '  [ "$n" -ge "$off" ] || exit 0\n'
-    '  [ "$n" -eq "$off" ] || dd if=/dev/null of="$p" bs=1 seek="$off" 2>/dev/null || exit 3\n'
-    'fi\n'
-    'if [ "$off" -gt 0 ] && [ -f "$p" ]; then cat >> "$p" && h=$(sha < "$p") || exit 3\n'
+    'if [ "$off" -gt 0 ]; then cut_to "$p" "$off" || exit 0; cat >> "$p" && h=$(sha < "$p") || exit 3\n'
     'else h=$(tee -- "$p" | sha) || exit 3; fi\n'
     'n=$(wc -c < "$p" | tr -d " ") || exit 3\n'
     'echo "got $n sha256:${h%% *}"'
@@ -201,14 +200,16 @@ def parse_growing(stdout: str) -> tuple[int, str] | None:
     return None
 
 
-# Retry-safe: a repeat after a lost reply finds SRC gone and DEST there. A dead receive of SRC
-# is stopped first (else it goes on appending to DEST).
-_MOVE = _STOP + 'stop_writers "$1"\nif [ -f "$1" ]; then mv -f -- "$1" "$2" || exit 3; fi\n[ -f "$2" ] && wc -c < "$2" | tr -d " "; exit 0'
+# Retry-safe: a repeat after a lost reply finds SRC gone and DEST there.
+_MOVE = 'if [ -f "$1" ]; then mv -f -- "$1" "$2" || exit 3; fi\n[ -f "$2" ] && wc -c < "$2" | tr -d " "; exit 0'
+_MOVE_LEFTOVER = _STOP + 'stop_writers "$1"\n' + _MOVE
 
 
-def move_argv(src: str, dest: str) -> tuple[str, ...]:
-    """Move SRC to DEST if SRC is there; print DEST's size (nothing when there is no DEST)."""
-    return ("sh", "-c", _MOVE, "sh", src, dest)
+def move_argv(src: str, dest: str, *, leftover: bool = False) -> tuple[str, ...]:
+    """Move SRC to DEST if SRC is there; print DEST's size (nothing when there is no DEST).
+    LEFTOVER: SRC is what a killed ship left, whose receive may live on: it is stopped first (else
+    it goes on appending to DEST)."""
+    return ("sh", "-c", _MOVE_LEFTOVER if leftover else _MOVE, "sh", src, dest)
 
 
 # A wrong hash deletes the file so the next attempt starts clean; a right one renames it into

@@ -46,9 +46,10 @@ def receive_growing(path: str, diff_id: str, offset: int | str = 0) -> Step:
                 "stdin: the blob as the compressor writes it; named once its size and sha256 match")
 
 
-def name_blob(src: str, dest: str, digest: str) -> Step:
-    """Move a blob received before its digest was known to DEST (its final name, or its .partial)."""
-    return Step(f"naming blob {digest[7:19]}", cmd.move_argv(src, dest))
+def name_blob(src: str, dest: str, digest: str, *, leftover: bool = False) -> Step:
+    """Move a blob received before its digest was known to DEST (its final name, or its .partial);
+    LEFTOVER: a killed ship's, whose receive may live on."""
+    return Step(f"naming blob {digest[7:19]}", cmd.move_argv(src, dest, leftover=leftover))
 
 
 def authorize(relay: str, staging: str, authorized_keys: str, line: str) -> Step:

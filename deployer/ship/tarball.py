@@ -168,7 +168,7 @@ def stage_blob(conn: HostConn, staging: str, blob: Blob, counter: Counter,
         note(f"staged blob {blob.digest[7:19]} was corrupt; sending it again")
     if sizes.get(partial) is None and sizes.get(growing):
         # its head was sent while it was compressed (stream_blob), by a killed ship or before a drop
-        kept = steps.name_blob(growing, partial, blob.digest)
+        kept = steps.name_blob(growing, partial, blob.digest, leftover=True)
         out = conn.run(kept.argv, what=kept.label, timeout=60).stdout.strip()
         sizes[partial] = int(out) if out.isdigit() else None
     known = sizes.get(partial) or 0

@@ -173,10 +173,10 @@ def test_a_dead_receive_of_a_file_is_stopped_before_it_is_appended_to_or_moved(t
         # shorter than the offset: nothing taken or said (the sender resumes it as a .partial)
         res = sh(cmd.receive_growing_argv(str(growing), 500), b"z" * 10)
         assert res.returncode == 0 and res.stdout == b"" and growing.stat().st_size == 100
-        # a move stops a dead receive of its source first (else it appends to the moved file)
+        # a leftover's move stops a dead receive of its source first (else it appends to the moved file)
         stale = dead(others, *cmd.receive_growing_argv(str(others), 100), until=200)  # it stopped OTHER
         assert other.wait(timeout=10) == -15
-        assert sh(cmd.move_argv(str(others), str(tmp_path / "moved"))).stdout.strip() == b"200"
+        assert sh(cmd.move_argv(str(others), str(tmp_path / "moved"), leftover=True)).stdout.strip() == b"200"
         assert stale.wait(timeout=10) == -15
     finally:
         for proc in (stale, other, reader):
