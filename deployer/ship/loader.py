@@ -11,8 +11,9 @@ with the real config, verifies the id, removes the stand-ins and the staged blob
 one round trip less than a last stand-in load followed by the install (a re-ship of one
 layer is that one run). Except when that run ends with the blob arriving (the route sends a small
 top layer just before the layer below it): then the loader loads the image itself, with its real
-config, as that blob lands, and `install` only checks, cleans up and tags (`loaded`). Anything
-else the loader did not get to, `install` loads too.
+config, as that blob lands, and `install` only checks, cleans up and tags (`loaded`); when that
+load makes the image whole by construction (`_whole`), it names the image's ref too, and `install`
+only cleans up (`named`). Anything else the loader did not get to, `install` loads too.
 """
 from __future__ import annotations
 
@@ -62,6 +63,7 @@ class LayerLoader:
         self._cond = threading.Condition()
         self._closed = False
         self.next = min(self._missing, default=len(image.diff_ids))  # first layer not registered yet
+        self.named = False  # the last load made the image whole and named its ref (final after close())
         self._thread = threading.Thread(target=self._run, name=f"load-{conn.name}", daemon=True) if enabled else None
 
     def start(self) -> LayerLoader:
@@ -125,6 +127,14 @@ class LayerLoader:
             return end, arriving
         return self.next, None
 
+    def _whole(self) -> bool:
+        """Whether a load of the image that succeeds made it whole. A "legacy" load checks every
+        layer against its diff id and the image's id is its config's digest. The containerd store
+        can load an image whose left-out layers it lacks (moby#49784): whole only when this ship's
+        own loads registered every layer (none was on the host before, in whatever form)."""
+        diff_ids = self._image.diff_ids
+        return self._fmt == "legacy" or {diff_ids[i] for i in self._missing} >= set(diff_ids)
+
     def _run(self) -> None:
         while True:
             with self._cond:
@@ -159,7 +169,9 @@ class LayerLoader:
                   else ld.partial_config(image.os, image.architecture, image.diff_ids[:end], self._staging))
         files = load_files(image, range(start, end), self._missing, blobs, self._staging, self._mode)
         layers = named_layers(self._fmt, image.diff_ids[:end], self._reused, blobs.values(), self._mode)
-        head = ld.load_head(self._fmt, config, image.diff_ids[:end], files, layers)
+        # the image itself, whole by construction, names its ref as it loads: install neither checks nor tags
+        tags = (normalize(image.ref),) if final and self._whole() else ()
+        head = ld.load_head(self._fmt, config, image.diff_ids[:end], files, layers, tags=tags)
         # bounded, so a hung `docker load` cannot hang the ship (close() joins this thread)
         timeout = LOAD_TIMEOUT_S + sum(f.size for f in files) / (STREAM_MIN_RATE if streamed else LOAD_MIN_RATE)
         # the image itself is no stand-in: not on record for removal (its config has no partial label)
@@ -168,8 +180,9 @@ class LayerLoader:
                                    STREAM_STALL_S if streamed else 0)
         res = self._conn.run(step.argv, input=head.data, what=step.label, check=False, timeout=timeout)
         self._counter.add(len(head.data))
-        if not res.ok or head.image_id not in ld.parse_loaded(res.stdout):
+        if not res.ok or not ld.loaded_as(res.stdout, head):
             raise CommandError(self._conn.name, res, what=step.label)
+        self.named = bool(head.tags)
         log.info("%s: layers %d-%d registered %s%s", self._conn.name, start + 1, end,
                  "with the image's config" if final else "while the rest arrive",
                  " (the last as it landed)" if streamed else "")
@@ -224,14 +237,16 @@ class Closing(Protocol):
 def install(conn: HostConn, docker: tuple[str, ...], image: ImageInfo, staging: str, mode: str,
             config: bytes, files: Sequence[ld.LoadFile], sent: Sequence[Blob], staged: Sequence[Blob],
             counter: Counter, fmt: str = "legacy", reused: Mapping[str, Descriptor] | None = None,
-            closing: Closing | None = None, loaded: bool = False, previous: str | None = None) -> str | None:
+            closing: Closing | None = None, loaded: bool = False, named: bool = False,
+            previous: str | None = None) -> str | None:
     """Load FILES with the real config, verify, drop stand-ins and STAGED blobs, tag; then, in the
     same round trip and only if all that succeeded, CLOSING's steps.
 
     SENT: the blobs this ship staged (an OCI load names those layers by them, the others as REUSED
     says). Returns the id REF now resolves to on the host when it is the loaded image's id (the
     config digest on the classic store, the manifest digest on the containerd store), else None.
-    LOADED: the layer loader loaded the image (FILES is empty): no load, no head sent.
+    LOADED: the layer loader loaded the image (FILES is empty): no load, no head sent; NAMED: and
+    named REF, whole (LayerLoader.named): no check, no tag.
     PREVIOUS: the id REF named on the host when it was checked (a failed check names it again)."""
     layers = named_layers(fmt, image.diff_ids, reused or {}, sent, mode)
     # the load names REF itself (one docker call less); a check after it that fails undoes that
@@ -239,7 +254,8 @@ def install(conn: HostConn, docker: tuple[str, ...], image: ImageInfo, staging: 
     head = ld.load_head(fmt, config, image.diff_ids, files, layers, tags=tags)
     names = sorted({posixpath.basename(cmd.blob_path(staging, b.digest, b.codec)) for b in staged})
     step = steps.install(docker, staging, image.id, head.image_id, image.ref, names, mode, head.blocks, files,
-                         list(layers.items()), tagged=bool(head.tags), previous=previous or "", loaded=loaded)
+                         list(layers.items()), tagged=bool(head.tags), previous=previous or "", loaded=loaded,
+                         named=named)
     data = b"" if loaded else head.data
     counter.add(len(data))
     if closing is None:

@@ -218,7 +218,7 @@ def run_tarball(leg: Leg, exporter: Exporter | None, reporter: Reporter) -> str 
         try:
             host_id = install(conn, host.docker, image, staging, mode, exporter.config(), rest, list(got.values()),
                               staged, counter, fmt, reused, closing=leg.closing, loaded=loader.loaded,
-                              previous=plan.ref_was)
+                              named=loader.named, previous=plan.ref_was)
         except IncompleteImage as incomplete:
             if leg.light:  # the layers left out were remembered, not read: the runner checks the host in full
                 conn.run(cmd.remove_image_argv(host.docker, incomplete.image_id), what="removing an incomplete image",

@@ -483,6 +483,50 @@ def test_an_install_of_an_image_loaded_already_loads_nothing_and_tags_after_its_
     assert [(a, b) for a, b in zip(plain, loaded, strict=True) if a != b] == [("", "loaded")]
 
 
+def test_an_install_after_a_load_that_named_the_image_asks_docker_nothing_but_the_stand_ins_removal(
+        tmp_path: Path) -> None:
+    """NAMED: the layer loader's last load made the image, whole, and named REF: the install makes
+    no check and no tag (50 and 25 ms after a first ship's last byte), only the clean-up."""
+    img = Image(tmp_path)
+    docker, state = fake_docker(tmp_path)
+    args = (docker, img.head_path(), img.id, "t:v", img.staging, cmd.blob_dir(img.staging), img.names, "gzip", 1, [])
+    with pytest.raises(ValueError, match="only an image loaded already"):
+        ld.install_argv(*args, named=True)
+    loaded, named = ld.install_argv(*args, loaded=True), ld.install_argv(*args, loaded=True, named=True)
+    assert [(a, b) for a, b in zip(loaded, named, strict=True) if a != b] == [("loaded", "named")]
+    head = ld.load_head("legacy", img.config, img.diff_ids, img.files, tags=("t:v",))
+    standin = ld.load_head("legacy", ld.partial_config("linux", "amd64", img.diff_ids[:1], img.staging),
+                           img.diff_ids[:1], img.files[:1])
+    assert sh(ld.load_argv(docker, img.head_path(), "gzip", standin.blocks, img.files[:1], img.staging,
+                           standin=standin.image_id), standin.data).returncode == 0
+    res = sh(ld.load_argv(docker, img.head_path(), "gzip", head.blocks, img.files, img.staging), head.data)
+    assert res.returncode == 0 and ld.loaded_as(res.stdout.decode(), head)
+    before = len(calls(state))
+    res = sh(named)
+    assert res.returncode == 0, res.stderr
+    assert ld.parse_install(res.stdout.decode()) == ld.Installed(img.id, img.id)
+    assert calls(state)[before:] == ["image rm"]
+    after = json.loads(state.read_text())
+    assert list(after["images"]) == [img.id] and after["tags"] == {"t:v": img.id}
+    assert not list(Path(cmd.blob_dir(img.staging)).iterdir())
+
+
+def test_loaded_as_takes_the_id_or_every_name_as_docker_prints_it() -> None:
+    config = b'{"rootfs":{"diff_ids":[]}}'
+    plain = ld.load_head("legacy", config, [], [])
+    named = ld.load_head("legacy", config, [], [], tags=("docker.io/library/app:1", "team/app:1"))
+    assert ld.loaded_as(f"Loaded image ID: {plain.image_id}\n", plain)
+    assert not ld.loaded_as("Loaded image ID: sha256:" + "0" * 64 + "\n", plain)
+    assert not ld.loaded_as("Loaded image: app:1\n", plain)  # a name proves nothing without one asked for
+    # Docker prints names in their short form, and a name the load moved from another image first
+    out = "The image app:1 already exists, renaming the old one with ID sha256:1 to empty string\n" \
+          "Loaded image: app:1\nLoaded image: team/app:1\n"
+    assert ld.loaded_as(out, named)
+    assert not ld.loaded_as("Loaded image: app:1\n", named)  # one name missing
+    assert not ld.loaded_as("Loaded image: app:2\nLoaded image: team/app:1\n", named)
+    assert ld.loaded_as(f"Loaded image ID: {named.image_id}\n", named)
+
+
 def test_a_load_reads_a_blob_that_is_still_arriving_in_paced_rounds(tmp_path: Path) -> None:
     """The feed follows a blob's .partial as it grows (a stand-in load started while it lands) by
     measuring it (`wc`) and reading on at most every 20 ms while bytes flow: one that read again at

@@ -28,8 +28,9 @@ from deployer.local.export import Growing
 from deployer.local.image import ImageInfo
 from deployer.ship import loader as loader_module
 from deployer.ship.conn import HostConn
-from deployer.ship.loader import LayerLoader, install, load_files
+from deployer.ship.loader import IncompleteImage, LayerLoader, install, load_files
 from deployer.ship.tarball import CHUNK, Counter, send_tail, stage_blob, stream_blob
+from deployer.tarfmt import OCI_LAYER, Descriptor
 from deployer.transport.result import Result
 
 
@@ -369,20 +370,14 @@ def test_layer_loader_loads_the_layer_arriving_now_as_it_lands(tmp_path: Path) -
     assert list(json.loads(state.read_text())["images"].values()) == [{PARTIAL_LABEL: img.staging}]
 
 
-def test_layer_loader_loads_the_image_itself_when_its_small_top_came_first(tmp_path: Path) -> None:
-    """The route sent the top layer before the one below it: the run that completes the image ends
-    with the blob arriving, so the loader loads it with the real config as that blob lands, and the
-    install only checks, cleans up and tags (no second load)."""
-    img = Image(tmp_path)
-    docker, state = fake_docker(tmp_path)
-    conn, _ = conn_with([])
-    notes: list[str] = []
+def _small_top_first(img: Image, loader: LayerLoader, had_first: bool = False) -> None:
+    """The route's order for a first ship: layers 1-2 (HAD_FIRST: 2 alone, the host has 1), then the
+    top (4), then layer 3 as it lands."""
     arriving = img.blobs[2]
     data, partial = _half_arrived(arriving)
-    counter = Counter()
-    loader = LayerLoader(conn, docker, img.info, img.staging, "gzip", range(4), counter, notes.append,
-                         config=lambda: img.config).start()
-    loader.add(img.blobs[0])
+    loader.start()
+    if not had_first:
+        loader.add(img.blobs[0])
     loader.add(img.blobs[1])
     _wait(lambda: loader.next == 2)  # layers 1-2: a stand-in
     loader.add(img.blobs[3])  # the top, already here: it waits for layer 3
@@ -397,17 +392,70 @@ def test_layer_loader_loads_the_image_itself_when_its_small_top_came_first(tmp_p
     loader.add(arriving)
     _wait(lambda: loader.next == 4)
     loader.close()
-    assert loader.loaded and notes == []
-    images = json.loads(state.read_text())["images"]
-    assert img.id in images and PARTIAL_LABEL not in (images[img.id] or {})  # the image itself, no stand-in
+
+
+def test_layer_loader_loads_and_names_the_image_itself_when_its_small_top_came_first(tmp_path: Path) -> None:
+    """The route sent the top layer before the one below it: the run that completes the image ends
+    with the blob arriving, so the loader loads it with the real config as that blob lands. A
+    "legacy" load that succeeds made the image whole (Docker checks each layer; the id is the
+    config's digest), so that load names REF too, and the install only removes the stand-ins and
+    the blobs: no second load, no inspect, no tag after the last byte."""
+    img = Image(tmp_path)
+    docker, state = fake_docker(tmp_path)
+    conn, _ = conn_with([])
+    notes: list[str] = []
+    counter = Counter()
+    loader = LayerLoader(conn, docker, img.info, img.staging, "gzip", range(4), counter, notes.append,
+                         config=lambda: img.config)
+    _small_top_first(img, loader)
+    assert loader.loaded and loader.named and notes == []
+    after = json.loads(state.read_text())
+    assert img.id in after["images"] and PARTIAL_LABEL not in (after["images"][img.id] or {})  # no stand-in
+    assert after["tags"] == {"t:v": img.id}  # named by its load
     assert img.id[7:] not in [p.name for p in Path(ld.standins_dir(img.staging)).iterdir()]  # not on record
     before = len(calls(state))
     assert install(conn, docker, img.info, img.staging, "gzip", img.config, [], img.blobs, img.blobs, counter,
-                   loaded=True) == img.id
-    assert "load" not in calls(state)[before:] and "tag" in [c.split()[0] for c in calls(state)[before:]]
+                   loaded=True, named=True) == img.id
+    assert calls(state)[before:] == ["image rm"]  # the stand-in, and nothing else asked of Docker
     after = json.loads(state.read_text())
     assert list(after["images"]) == [img.id] and after["tags"] == {"t:v": img.id}  # the stand-in went
     assert not list(Path(cmd.blob_dir(img.staging)).iterdir())
+
+
+def test_an_oci_layer_loader_names_the_image_only_when_this_ship_loaded_every_layer(tmp_path: Path) -> None:
+    """The containerd store can load an image whose left-out layers it lacks (moby#49784): the
+    loader's last load names REF only when this ship's loads registered every layer. When the host
+    had one before (here pulled: its snapshot, not the blob the manifest names), the load leaves
+    REF alone and the install's check finds the image incomplete."""
+    img = Image(tmp_path)
+    docker, state = fake_docker(tmp_path)
+    conn, _ = conn_with([])
+    loader = LayerLoader(conn, docker, img.info, img.staging, "link", range(4), Counter(), fmt="oci",
+                         config=lambda: img.config)
+    _small_top_first(img, loader)
+    assert loader.loaded and loader.named
+    after = json.loads(state.read_text())
+    named = after["tags"]["t:v"]
+    before = len(calls(state))
+    assert install(conn, docker, img.info, img.staging, "link", img.config, [], img.blobs, img.blobs, Counter(),
+                   fmt="oci", loaded=True, named=True) == named
+    assert calls(state)[before:] == ["image rm"]
+    # the same image onto a host that holds its first layer from a pull, under another blob
+    other = tmp_path / "other"
+    other.mkdir()
+    img = Image(other)
+    docker, state = fake_docker(other)
+    state.write_text(json.dumps({"images": {}, "chains": [img.diff_ids[0]], "tags": {}, "content": [],
+                                 "manifests": {}}))
+    pulled = {img.diff_ids[0]: Descriptor(f"{OCI_LAYER}+gzip", "sha256:" + "9" * 64, 99)}
+    loader = LayerLoader(conn, docker, img.info, img.staging, "link", range(1, 4), Counter(), fmt="oci",
+                         reused=pulled, config=lambda: img.config)
+    _small_top_first(img, loader, had_first=True)
+    assert loader.loaded and not loader.named and json.loads(state.read_text())["tags"] == {}
+    with pytest.raises(IncompleteImage):
+        install(conn, docker, img.info, img.staging, "link", img.config, [], img.blobs[1:], img.blobs[1:],
+                Counter(), fmt="oci", reused=pulled, loaded=True)
+    assert json.loads(state.read_text())["tags"] == {}  # no one runs the broken image by its name
 
 
 def test_layer_loader_leaves_a_top_run_without_a_staged_layer_above_the_arriving_one_to_install(
