@@ -8,7 +8,7 @@ import contextlib
 import json
 import os
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
@@ -52,6 +52,22 @@ def emit_json_on_stop(data: Any) -> None:
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, fd)
             os.close(devnull)
+
+
+@contextlib.contextmanager
+def records_on_stop(as_json: bool, hosts: Sequence[Any], kind: type,
+                    render: Callable[[list[Any]], Any]) -> Iterator[None]:
+    """With --json, a fleet command that Ctrl-C (SIGTERM, SIGHUP) stops still prints each of HOSTS'
+    record: RENDER of the outcomes the stop carries (deployer.fleet.stopped_outcomes: KIND's, else
+    "not started"); then the stop goes on to its exit code."""
+    try:
+        yield
+    except KeyboardInterrupt as stop:
+        if as_json:
+            from deployer.fleet import stopped_outcomes
+
+            emit_json_on_stop(render(stopped_outcomes(stop, hosts, kind)))
+        raise
 
 
 def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], title: str | None = None) -> None:

@@ -13,7 +13,7 @@ from deployer.cli.context import AppContext
 from deployer.cli.inventory import host_pattern_option
 from deployer.codec import CODECS
 from deployer.errors import SpecError, error_text
-from deployer.fleet import Outcome, stopped_outcomes
+from deployer.fleet import Outcome
 from deployer.inventory.host import ORIGIN_MODES
 from deployer.oneshot.pipeline import OneShotOptions
 from deployer.playbook.deploy import DEFAULT_LEVEL
@@ -129,16 +129,12 @@ def ship(app: AppContext, playbook_path: str | None, pattern: str | None, image_
     if dry_run:
         _dry_run(hosts, image_ref, options, as_json)
         return
-    try:
+    with output.records_on_stop(as_json, hosts, ShipResult, lambda outcomes: [_record(o) for o in outcomes]):
         if sys.stderr.isatty():
             with RichReporter() as reporter:
                 outcomes = ship_image(hosts, image_ref, options, reporter)
         else:
             outcomes = ship_image(hosts, image_ref, options, PlainReporter())
-    except KeyboardInterrupt as stop:  # each host's record still goes to a script, then the exit code
-        if as_json:
-            output.emit_json_on_stop([_record(o) for o in stopped_outcomes(stop, hosts, ShipResult)])
-        raise
     _report(outcomes, as_json)
 
 

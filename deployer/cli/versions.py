@@ -52,8 +52,10 @@ def prune_cmd(pattern: str, keep: int, older_than: str, repos: tuple[str, ...], 
     from deployer.sizes import human_bytes
 
     age = pruning.parse_duration(older_than)
-    outcomes = prune.prune(_ctx().select(pattern), keep=keep, older_than=age, repos=repos, dry_run=dry_run,
-                           parallel=parallel, timeout=timeout)
+    hosts = _ctx().select(pattern)
+    with output.records_on_stop(as_json, hosts, prune.Pruned, prune.to_json):
+        outcomes = prune.prune(hosts, keep=keep, older_than=age, repos=repos, dry_run=dry_run, parallel=parallel,
+                               timeout=timeout)
     if as_json:
         output.emit_json(prune.to_json(outcomes))
     else:
@@ -97,11 +99,14 @@ host (pruned), nothing is changed there and the command says which image to ship
 def rollback_cmd(name: str, pattern: str, parallel: int, timeout: float, as_json: bool) -> None:
     """Restart a container with the image it ran before, with the same options."""
     from deployer.runs import rollback
+    from deployer.runs.start import Started
 
     if not name:
         raise UsageError("give the container's name")
-    outcomes = rollback.rollback(_ctx().select(pattern), name, parallel=parallel, timeout=timeout,
-                                 reporter=lambda h, m: output.info(f"{h}: {m}"))
+    hosts = _ctx().select(pattern)
+    with output.records_on_stop(as_json, hosts, Started, rollback.to_json):
+        outcomes = rollback.rollback(hosts, name, parallel=parallel, timeout=timeout,
+                                     reporter=lambda h, m: output.info(f"{h}: {m}"))
     if as_json:
         output.emit_json(rollback.to_json(outcomes))
     for o in outcomes:

@@ -100,7 +100,14 @@ def deploy(prepared: Prepared, *, say: Say, on_line: Say, progress: Progress | N
     from deployer.ship import ship_image
 
     client = client or docker_client()
-    ref, git_rev = _image(prepared, client, say, on_line, arches)
+    try:
+        ref, git_rev = _image(prepared, client, say, on_line, arches)
+    except KeyboardInterrupt as stop:  # stopped while building: no host was touched, each has its record
+        choice = prepared.image
+        name = choice.ref or (choice.build.tag if choice.build else None) or ""
+        carry(stop, [_report(prepared, o, None, None, name, None)
+                     for o in stopped_outcomes(stop, list(prepared.ship_hosts), ShipResult)])
+        raise
     hosts = ", ".join(h.name for h in prepared.hosts)
     say(f"shipping {ref} to {hosts}")
     # the run starts on the connection (and with the probe) each host's ship just used

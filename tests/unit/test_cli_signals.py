@@ -93,3 +93,51 @@ def test_json_for_a_reader_that_went_away_is_dropped_quietly(monkeypatch: pytest
     stdout.write("more")
     stdout.flush()  # the exit's flush too: stdout now goes to /dev/null
     stdout.close()
+
+
+@pytest.mark.parametrize("command", ["ship", "run", "prune", "rollback"])
+def test_a_stopped_fleet_command_with_json_still_prints_each_hosts_record(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], command: str) -> None:
+    """`deploy ship|run|prune|rollback --json` stopped by SIGTERM: each host's record, as the stop
+    carries it (a host done, a host stopped), and a host never begun, then the signal's exit code."""
+    from deployer.cli import ship as ship_cli
+    from deployer.runs import prune, rollback, start
+    from deployer.runs.pruning import PrunePlan
+    from deployer.ship.model import ShipResult
+
+    (tmp_path / "hosts.yml").write_text("all:\n  hosts:\n    gpu01: {ansible_host: 127.0.0.1}\n"
+                                        "    gpu02: {ansible_host: 127.0.0.2}\n    gpu03: {ansible_host: 127.0.0.3}\n")
+    done: object = {"ship": ShipResult(host="gpu01", via="tarball", bytes_sent=7, verified=True),
+                    "prune": prune.Pruned("gpu01", PrunePlan((), ()), dry_run=False)}.get(
+        command, start.Started("gpu01", "job", "d" * 64, "sha256:" + "c" * 64, "docker run ...", "all"))
+
+    def stopped(hosts: list[object], *args: object, **kwargs: object) -> None:
+        a, b, _ = hosts
+        interrupt.request("SIGTERM")  # as the signal's handler does
+        stop = interrupt.Terminated(signal.SIGTERM)
+        fleet.carry(stop, [fleet.Outcome(a, done), fleet.Outcome(b, error=Interrupted("gpu02", "SIGTERM"))])
+        raise stop
+
+    target, name, args = {"ship": (ship_cli, "ship_image", ["--image", "job:1"]),
+                          "run": (start, "start", ["--image", "job:1"]),
+                          "prune": (prune, "prune", []),
+                          "rollback": (rollback, "rollback", ["job"])}[command]
+    monkeypatch.setattr(target, name, stopped)
+    try:
+        code = cli.main(["-i", str(tmp_path / "hosts.yml"), command, "--host", "all", *args, "--json"])
+    finally:
+        interrupt.reset()
+    out, err = capsys.readouterr()
+    assert code == 143 and err.endswith("terminated\n"), err
+    one, two, three = json.loads(out)
+    assert [r["host"] for r in (one, two, three)] == ["gpu01", "gpu02", "gpu03"]
+    assert (one["ok"], one["error"]) == (True, None)
+    # run, prune and rollback records say the error as the terminal does (host, hint), ship's without
+    assert not two["ok"] and "interrupted (SIGTERM)" in two["error"]
+    assert not three["ok"] and "not started: interrupted (SIGTERM)" in three["error"]
+    if command == "ship":
+        assert one["bytes_sent"] == 7
+    elif command == "prune":
+        assert one["bytes_freed"] == 0 and three["removed"] == []
+    else:
+        assert one["container_id"] == "d" * 64

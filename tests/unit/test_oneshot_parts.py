@@ -164,10 +164,11 @@ def test_report_merges_ship_and_run() -> None:
     assert row(failed)[1:3] == ["FAILED", "-"]
 
 
-@pytest.mark.parametrize("during", ["ship", "start"])
+@pytest.mark.parametrize("during", ["build", "ship", "start"])
 def test_a_stopped_deploy_carries_each_hosts_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                     during: str) -> None:
-    """Ctrl-C (SIGTERM, SIGHUP) while shipping or starting: the stop carries a report per host, for --json."""
+    """Ctrl-C (SIGTERM, SIGHUP) while building, shipping or starting: the stop carries a report per
+    host, for --json."""
     import deployer.ship
     from deployer.oneshot import pipeline
 
@@ -193,7 +194,12 @@ def test_a_stopped_deploy_carries_each_hosts_report(tmp_path: Path, monkeypatch:
         a, b = prepared.hosts
         raise stop([Outcome(a, run), Outcome(b, error=Interrupted("gpu02"))])
 
-    monkeypatch.setattr(pipeline, "_image", lambda *args: ("job:abc", "abc"))
+    def image(*args: object) -> tuple[str, str]:
+        if during == "build":
+            raise KeyboardInterrupt
+        return "job:abc", "abc"
+
+    monkeypatch.setattr(pipeline, "_image", image)
     monkeypatch.setattr(deployer.ship, "ship_image", ship_image)
     monkeypatch.setattr(pipeline, "_start", start)
     with pytest.raises(KeyboardInterrupt) as info:
@@ -201,7 +207,12 @@ def test_a_stopped_deploy_carries_each_hosts_report(tmp_path: Path, monkeypatch:
     reports = fleet.carried(info.value)
     assert isinstance(reports, list) and [r.host for r in reports] == ["gpu01", "gpu02"]
     one, two = (r.to_json() for r in reports)
-    if during == "ship":
+    if during == "build":  # no host was touched
+        for rec in (one, two):
+            assert (rec["ok"], rec["shipped"], rec["error"], rec["state"], rec["bytes_sent"]) == (
+                False, False, "not started: interrupted (Ctrl-C)", "skipped", 0), rec
+            assert rec["image"] == "job"  # the build's name: its tag was not made yet
+    elif during == "ship":
         assert (one["ok"], one["error"], one["state"], one["bytes_sent"]) == (False, "interrupted (Ctrl-C)", "skipped", 5)
         assert (two["ok"], two["shipped"], two["state"]) == (True, True, "not run")
     else:
