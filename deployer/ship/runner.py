@@ -560,8 +560,11 @@ def _summary(result: ShipResult) -> str:
         return "already there"
     if result.route == "tag":
         return "tagged (image was there)"
+    # a host behind a site relay got its blobs over the LAN: the bytes it cost the uplink say little
+    lan = (f" ({human_bytes(result.relay_bytes)} from the relay {result.relay})"
+           if result.relay and result.relay != result.host and result.relay_bytes else "")
     return (f"{result.via}: {result.layers_sent}/{result.layers_total} layers, "
-            f"{human_bytes(result.bytes_sent)} sent, {result.seconds:.1f}s, id verified")
+            f"{human_bytes(result.bytes_sent)} sent{lan}, {result.seconds:.1f}s, id verified")
 
 
 def plan_ship(hosts: Sequence[Host], image_ref: str, options: ShipOptions | None = None,
