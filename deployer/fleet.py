@@ -118,7 +118,7 @@ def for_each_host(hosts: Iterable[Host], work: Callable[[Host], T], parallel: in
             threading.Thread(target=worker, name=f"host-work-{i}", daemon=True).start()
         wait()
     except KeyboardInterrupt as exc:
-        interrupt.request(exc.name if isinstance(exc, interrupt.Terminated) else "Ctrl-C")
+        interrupt.request(interrupt.named(exc))
         if not wait(0.5):  # longer work than a status or a check: say what happens
             log.warning("interrupted: stopping the work on each host (Ctrl-C again to quit at once)")
             wait(WIND_DOWN_S)
@@ -146,7 +146,9 @@ def stopped_outcomes(stop: BaseException, hosts: Sequence[Host], kind: type[T]) 
     said = carried(stop)
     found = {o.host.name: o for o in (said if isinstance(said, list) else [])
              if isinstance(o, Outcome) and (isinstance(o.value, kind) or (o.value is None and o.error is not None))}
-    return [found.get(h.name) or Outcome(h, error=Interrupted(h.name, interrupt.why(), started=False)) for h in hosts]
+    # the stop names its signal: a stop outside any host's work (a build) asked no one to stop
+    return [found.get(h.name) or Outcome(h, error=Interrupted(h.name, interrupt.named(stop), started=False))
+            for h in hosts]
 
 
 def wind_down_summary(hosts: Sequence[Host], outcomes: Sequence[Outcome[Any] | None]) -> str:

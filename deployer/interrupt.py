@@ -56,6 +56,11 @@ def why() -> str:
     return _why[0]
 
 
+def named(stop: BaseException) -> str:
+    """What STOP says stopped the command: its signal's name (SIGTERM, SIGHUP), else Ctrl-C."""
+    return stop.name if isinstance(stop, Terminated) else "Ctrl-C"
+
+
 def reset() -> None:
     """Forget a request (a new command in the same process starts clean)."""
     _requested.clear()

@@ -106,6 +106,17 @@ def test_ctrl_c_stops_each_hosts_work_at_its_next_check_and_lets_its_clean_up_ru
     assert "interrupted: done on quick; stopped on slow; not started on later" in caplog.text
 
 
+def test_a_stop_outside_any_hosts_work_names_its_own_signal() -> None:
+    """SIGTERM while building (`ship -p`): no host's work ran, so nothing asked the hosts to stop;
+    each host's record still says what stopped the command."""
+    hosts = [Host("gpu01"), Host("gpu02")]
+    assert not interrupt.requested()
+    for stop, said in ((interrupt.Terminated(signal.SIGTERM), "SIGTERM"), (interrupt.Terminated(signal.SIGHUP),
+                                                                           "SIGHUP"), (KeyboardInterrupt(), "Ctrl-C")):
+        assert [str(o.error).splitlines()[0] for o in fleet.stopped_outcomes(stop, hosts, int)] == [
+            f"gpu01: not started: interrupted ({said})", f"gpu02: not started: interrupted ({said})"]
+
+
 def test_ctrl_c_waits_a_bounded_time_for_a_host_stuck_where_no_check_runs(
         monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     monkeypatch.setattr(fleet, "WIND_DOWN_S", 0.3)
