@@ -35,8 +35,10 @@ _INVENTORY = (
     '\'{"id":{{json .Id}},"name":{{json .Name}},"image":{{json .Image}},"state":{{json .State.Status}},'
     '"finished_at":{{json .State.FinishedAt}},"labels":{{json .Config.Labels}}}\' $cids 2>/dev/null\n'
     f'printf "\\n{_SECTION}staging\\n"\n'
+    # a dir that holds no file (the blob dir a finished ship emptied) is no leftover
     'cd -- "$staging" 2>/dev/null && for f in blobs load load-*.head lock.dead.* gpu-locks/.dead.*; do\n'
-    '  [ -e "$f" ] && printf "%s %s\\n" "$(du -sk -- "$f" | cut -f1)" "$f"\n'
+    '  [ -e "$f" ] && [ -n "$(find "$f" ! -type d 2>/dev/null | head -n 1)" ] &&\n'
+    '    printf "%s %s\\n" "$(du -sk -- "$f" | cut -f1)" "$f"\n'
     'done\n'
     # a site relay's copies (and dead ships' key dirs), unless a ship through it may still run:
     # a ship's key dir lives from its setup to its end, and a day at most

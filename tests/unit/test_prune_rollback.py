@@ -128,6 +128,22 @@ def test_parse_inventory_output() -> None:
         512, 1_984_000, 12_300, 2 * 10**9, None]
 
 
+def test_the_blob_dir_a_finished_ship_emptied_is_no_leftover(tmp_path: Path) -> None:
+    """A finished ship leaves its staging dir's blob dir empty (blobs/sha256/): prune neither lists
+    it nor calls it an unfinished ship's; a blob in it, or a load head, is one."""
+    staging = tmp_path / "staging"
+    (staging / "blobs" / "sha256").mkdir(parents=True)
+
+    def leftovers() -> list[str]:
+        out = subprocess.run(cmd.inventory_argv(str(staging), ("false",)), capture_output=True, text=True, check=True)
+        return [p for p, _ in cmd.parse_inventory(out.stdout, history.parse).leftovers]
+
+    assert leftovers() == []
+    (staging / "blobs" / "sha256" / ("ab" * 32 + ".zst.partial")).write_bytes(b"x" * 10)
+    (staging / "load-abc.head").write_bytes(b"h")
+    assert leftovers() == ["blobs", "load-abc.head"]
+
+
 def test_a_relays_copies_are_listed_once_no_ship_through_it_may_run(tmp_path: Path) -> None:
     """The relay dir of a site relay is a leftover only when none of its ships' key dirs is younger
     than a day (a ship through the relay, from any workstation, has one from setup to end)."""
