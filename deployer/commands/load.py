@@ -199,8 +199,11 @@ _LOAD = (
 # 6 wrong id, 7 docker tag, 8 incomplete (some left-out layer's blob is not in the content store).
 # Three docker calls in a row (load, inspect, tag): each costs a start of the docker CLI. (A tag
 # that succeeded names the id: reading REF back would only race with whoever tags it next.)
-# A load whose head names REF (TAGGED=1: a "legacy" load, see load_head) tags it itself, and then
-# one inspect of the id and REF checks both (exit 9: REF names another image): two calls in a row.
+# A load whose head names REF (TAGGED=1, see load_head) tags it itself, and then one inspect of
+# the id and REF checks both (exit 9: REF names another image): two calls in a row. TAGGED=whole:
+# a "legacy" load, which checks every layer against its diff id and whose image id is the digest
+# of the config it was given, so one that succeeds made exactly the image and named REF: no
+# inspect after it (25 ms on a re-ship, the classic store's one docker call after the load).
 # The stand-ins to remove are those whose ids earlier loads wrote to SDIR (standins_dir), all in
 # one `docker image rm` (a call per stand-in cost 25-70 ms each after the last byte), started as
 # soon as the image is in Docker (it holds every layer they held), while the image is checked:
@@ -243,7 +246,9 @@ _INSTALL = (
     '[ -z "$olds" ] || dk_rmi "$@" &\n'
     # a load that named REF: REF's state is the image's when it names it (one lookup); else
     # (another image took the name, or the image is incomplete) the image's own is looked up
-    'if [ "$tagged" = named ]; then state="$id 1"\n'
+    # known whole and named without asking Docker: by the loader's load (named) or by this one (whole)
+    'sure=; { [ "$tagged" = named ] || [ "$by_load" = whole ]; } && sure=1\n'
+    'if [ -n "$sure" ]; then state="$id 1"\n'
     'elif [ "$by_load" = 1 ]; then\n'
     '  x=$ref; state=$(dk_state "$@"); t=${state%% *}; x=$id\n'
     '  [ "$t" = "$id" ] || state=$(dk_state "$@")\n'
@@ -263,7 +268,7 @@ _INSTALL = (
     '  rm -rf -- "$trash" </dev/null >/dev/null 2>&1 &\n'
     ')\n'
     '[ -z "$hs" ] || (cd -- "$sdir" && rm -f -- $hs)\n'
-    'if [ "$tagged" = named ]; then t=$id\n'
+    'if [ -n "$sure" ]; then t=$id\n'
     'elif [ "$by_load" != 1 ]; then dk_tag "$@" || { wait; exit 7; }; t=$id; fi\n'
     'wait\n'
     't=${t%% *}\n'
@@ -311,19 +316,22 @@ def load_argv(docker: Sequence[str], head_path: str, mode: str, blocks: int | st
 def install_argv(docker: Sequence[str], head_path: str, image_id: str, ref: str, staging: str, blob_dir: str,
                  blobs: Sequence[str], mode: str, blocks: int | str, files: Sequence[LoadFile],
                  records: Sequence[tuple[str, Descriptor]] = (), *, tagged: bool = False,
-                 previous: str = "", loaded: bool = False, named: bool = False,
+                 previous: str = "", loaded: bool = False, named: bool = False, whole: bool = False,
                  preview: bool = False) -> tuple[str, ...]:
     """Load what is left, verify the id, record which blob holds each layer (RECORDS, containerd
     store), remove stand-ins and the staged BLOBS (names), tag REF (TAGGED: the head names REF,
     so the load tags it; when the check fails, REF names PREVIOUS again, the id it named before,
     or nothing if none). LOADED: an earlier load made the image already (no load; FILES must be
     empty). NAMED: that load also named REF, and the image it made is IMAGE_ID, whole (the
-    loader's `whole`): no check and no tag, only the clean-up. PREVIEW (a dry run): blob names and
-    sizes may be placeholders."""
+    loader's `whole`): no check and no tag, only the clean-up. WHOLE (with TAGGED): a load that
+    succeeds made the image IMAGE_ID, whole, and named REF (a "legacy" load): no check after it.
+    PREVIEW (a dry run): blob names and sizes may be placeholders."""
     if loaded and (files or tagged):
         raise ValueError("an image loaded already has no layers left to load and no load to tag it")
     if named and not loaded:
         raise ValueError("only an image loaded already can have been named by its load")
+    if whole and not tagged:
+        raise ValueError("only a load that names REF can make the image whole and named")
     if previous and not IMAGE_ID.match(previous):
         raise ValueError(f"not an image id: {previous!r}")
     for name in blobs:
@@ -331,7 +339,7 @@ def install_argv(docker: Sequence[str], head_path: str, image_id: str, ref: str,
             raise ValueError(f"not a staged blob name: {name}")  # the cleanup word-splits them
     return ("sh", "-c", _INSTALL, "sh", head_path, image_id, ref, standins_dir(staging), blob_dir,
             " ".join(blobs), content_dir(staging), content_records(records),
-            "named" if named else "loaded" if loaded else "1" if tagged else "", previous,
+            "named" if named else "loaded" if loaded else "whole" if whole else "1" if tagged else "", previous,
             mode, str(blocks), str(len(files)), *_layer_args(mode, files), *docker)
 
 

@@ -253,9 +253,10 @@ def install(conn: HostConn, docker: tuple[str, ...], image: ImageInfo, staging: 
     tags = (normalize(image.ref),) if not loaded else ()
     head = ld.load_head(fmt, config, image.diff_ids, files, layers, tags=tags)
     names = sorted({posixpath.basename(cmd.blob_path(staging, b.digest, b.codec)) for b in staged})
+    # a "legacy" load that succeeds made exactly this image, whole (LayerLoader._whole): nothing to check after it
     step = steps.install(docker, staging, image.id, head.image_id, image.ref, names, mode, head.blocks, files,
                          list(layers.items()), tagged=bool(head.tags), previous=previous or "", loaded=loaded,
-                         named=named)
+                         named=named, whole=bool(head.tags) and fmt == "legacy")
     data = b"" if loaded else head.data
     counter.add(len(data))
     if closing is None:
