@@ -139,35 +139,13 @@ def test_the_install_answers_before_the_staged_blobs_are_unlinked(tmp_path: Path
     assert not trash[0].exists()
 
 
-def test_a_load_that_names_the_ref_tags_it_itself_and_one_inspect_checks_both(tmp_path: Path) -> None:
-    img = Image(tmp_path)
-    docker, state = fake_docker(tmp_path)
-    sh((*docker, "tag", "sha256:old", "t:v"))  # REF names an older image until the load
-    head = ld.load_head("legacy", img.config, img.diff_ids, img.files, tags=("t:v",))
-    assert json.loads(head.data[512:1024].rstrip(b"\0"))[0]["RepoTags"] == ["t:v"]
-    argv = ld.install_argv(docker, img.head_path(), img.id, "t:v", img.staging, cmd.blob_dir(img.staging),
-                           img.names, "gzip", head.blocks, img.files, tagged=True)
-    before = len(calls(state))
-    res = sh(argv, head.data)
-    assert res.returncode == 0, res.stderr
-    assert ld.parse_install(res.stdout.decode()) == ld.Installed(img.id, img.id)
-    assert calls(state)[before:] == ["load", "image inspect"]
-    assert json.loads(state.read_text())["tags"] == {"t:v": img.id}
-    assert not list(Path(cmd.blob_dir(img.staging)).iterdir())
-    # a retry after a lost reply: the blobs are gone, nothing loads, so it tags REF the usual way
-    sh((*docker, "tag", "sha256:old", "t:v"))
-    before = len(calls(state))
-    res = sh(argv, head.data)
-    assert res.returncode == 0 and ld.parse_install(res.stdout.decode()) == ld.Installed(img.id, img.id)
-    assert [c.split()[0] for c in calls(state)[before:]] == ["image", "image", "tag"]
-    assert json.loads(state.read_text())["tags"] == {"t:v": img.id}
-
-
-def test_a_legacy_load_that_names_the_ref_is_whole_by_construction_and_needs_no_inspect(tmp_path: Path) -> None:
-    """WHOLE: a "legacy" load checks every layer against its diff id and its image's id is the
-    config's digest, so once it succeeds REF names exactly the image: the install asks Docker
-    nothing after it (a re-ship's one docker call after the load). A retry after a lost reply
-    (the blobs gone, nothing to load) checks and tags as before."""
+@pytest.mark.parametrize("whole", [False, True])
+def test_a_load_that_names_the_ref_tags_it_itself_and_one_inspect_checks_both(tmp_path: Path, whole: bool) -> None:
+    """A load whose head names REF tags it itself; one inspect then checks the id and REF. WHOLE: a
+    "legacy" load checks every layer against its diff id and its image's id is the config's digest,
+    so once it succeeds REF names exactly the image, and the install asks Docker nothing after it
+    (a re-ship's one docker call after the load). A retry after a lost reply (the blobs gone,
+    nothing to load) checks and tags either way."""
     img = Image(tmp_path)
     docker, state = fake_docker(tmp_path)
     with pytest.raises(ValueError, match="only a load that names REF"):
@@ -175,15 +153,17 @@ def test_a_legacy_load_that_names_the_ref_is_whole_by_construction_and_needs_no_
                         img.names, "gzip", 1, img.files, whole=True)
     sh((*docker, "tag", "sha256:old", "t:v"))  # REF names an older image until the load
     head = ld.load_head("legacy", img.config, img.diff_ids, img.files, tags=("t:v",))
+    assert json.loads(head.data[512:1024].rstrip(b"\0"))[0]["RepoTags"] == ["t:v"]
     argv = ld.install_argv(docker, img.head_path(), img.id, "t:v", img.staging, cmd.blob_dir(img.staging),
-                           img.names, "gzip", head.blocks, img.files, tagged=True, whole=True)
+                           img.names, "gzip", head.blocks, img.files, tagged=True, whole=whole)
     before = len(calls(state))
     res = sh(argv, head.data)
     assert res.returncode == 0, res.stderr
     assert ld.parse_install(res.stdout.decode()) == ld.Installed(img.id, img.id)
-    assert calls(state)[before:] == ["load"]
+    assert calls(state)[before:] == (["load"] if whole else ["load", "image inspect"])
     assert json.loads(state.read_text())["tags"] == {"t:v": img.id}
     assert not list(Path(cmd.blob_dir(img.staging)).iterdir())
+    # a retry after a lost reply: the blobs are gone, nothing loads, so it tags REF the usual way
     sh((*docker, "tag", "sha256:old", "t:v"))
     before = len(calls(state))
     res = sh(argv, head.data)
