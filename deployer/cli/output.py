@@ -55,19 +55,25 @@ def emit_json_on_stop(data: Any) -> None:
 
 
 @contextlib.contextmanager
-def records_on_stop(as_json: bool, hosts: Sequence[Any], kind: type,
-                    render: Callable[[list[Any]], Any]) -> Iterator[None]:
-    """With --json, a fleet command that Ctrl-C (SIGTERM, SIGHUP) stops still prints each of HOSTS'
-    record: RENDER of the outcomes the stop carries (deployer.fleet.stopped_outcomes: KIND's, else
-    "not started"); then the stop goes on to its exit code."""
+def records_on_stop(as_json: bool, records: Callable[[KeyboardInterrupt], Any]) -> Iterator[None]:
+    """With --json, a command that Ctrl-C (SIGTERM, SIGHUP) stops still prints each host's record:
+    RECORDS of the stop, from what it carries (deployer.fleet.carry; None: nothing to print); then
+    the stop goes on to its exit code."""
     try:
         yield
     except KeyboardInterrupt as stop:
-        if as_json:
-            from deployer.fleet import stopped_outcomes
-
-            emit_json_on_stop(render(stopped_outcomes(stop, hosts, kind)))
+        if as_json and (data := records(stop)) is not None:
+            emit_json_on_stop(data)
         raise
+
+
+def outcomes_on_stop(as_json: bool, hosts: Sequence[Any], kind: type,
+                     render: Callable[[list[Any]], Any]) -> contextlib.AbstractContextManager[None]:
+    """records_on_stop for a fleet command: RENDER of each of HOSTS' outcome as the stop carries it
+    (deployer.fleet.stopped_outcomes: KIND's, else "not started")."""
+    from deployer.fleet import stopped_outcomes
+
+    return records_on_stop(as_json, lambda stop: render(stopped_outcomes(stop, hosts, kind)))
 
 
 def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], title: str | None = None) -> None:

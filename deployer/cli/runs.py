@@ -103,7 +103,7 @@ def run_cmd(pattern: str, image: str, detach: bool, parallel: int, timeout: floa
 
     run_spec = spec.from_flags(image, env=env, labels=labels, environ=os.environ, **options)
     hosts = _ctx().select(pattern)
-    with output.records_on_stop(as_json, hosts, start.Started, start.to_json):
+    with output.outcomes_on_stop(as_json, hosts, start.Started, start.to_json):
         outcomes = start.start(hosts, run_spec, parallel=parallel, attach=not detach, timeout=timeout,
                                reporter=lambda h, m: output.info(f"{h}: {m}"), output=sys.stdout.buffer)
     if as_json:

@@ -57,18 +57,21 @@ def ship_playbook(app: AppContext, playbook_path: str | None, pattern: str | Non
     if dry_run:
         _dry_run(prepared, local(), as_json)
         return
-    try:
+    with output.records_on_stop(as_json, _reports_carried):
         reports = deploy(prepared, say=output.info, on_line=_line_printer(), progress=_progress(), client=local())
-    except KeyboardInterrupt as stop:  # each host's record still goes to a script, then the exit code
-        said = carried(stop)
-        if as_json and isinstance(said, list) and all(isinstance(r, HostReport) for r in said):
-            output.emit_json_on_stop([r.to_json() for r in said])
-        raise
     if as_json:
         output.emit_json([r.to_json() for r in reports])
     else:
         output.table(COLUMNS, [row(r) for r in reports])
     _errors([(r.host, r.error) for r in reports])
+
+
+def _reports_carried(stop: KeyboardInterrupt) -> list[dict[str, Any]] | None:
+    """Each host's record as the stopped deploy left it (deployer.oneshot.pipeline carries them)."""
+    said = carried(stop)
+    if isinstance(said, list) and all(isinstance(r, HostReport) for r in said):
+        return [r.to_json() for r in said]
+    return None
 
 
 def _line_printer() -> Callable[[str], None]:

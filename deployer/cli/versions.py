@@ -55,7 +55,7 @@ def prune_cmd(pattern: str, keep: int, older_than: str, repos: tuple[str, ...], 
 
     age = pruning.parse_duration(older_than)
     hosts = _ctx().select(pattern)
-    with output.records_on_stop(as_json, hosts, prune.Pruned, prune.to_json):
+    with output.outcomes_on_stop(as_json, hosts, prune.Pruned, prune.to_json):
         outcomes = prune.prune(hosts, keep=keep, older_than=age, repos=repos, dry_run=dry_run, parallel=parallel,
                                timeout=timeout)
     if as_json:
@@ -108,7 +108,7 @@ def rollback_cmd(name: str, pattern: str, parallel: int, timeout: float, as_json
     if not name:
         raise UsageError("give the container's name")
     hosts = _ctx().select(pattern)
-    with output.records_on_stop(as_json, hosts, Started, rollback.to_json):
+    with output.outcomes_on_stop(as_json, hosts, Started, rollback.to_json):
         outcomes = rollback.rollback(hosts, name, parallel=parallel, timeout=timeout,
                                      reporter=lambda h, m: output.info(f"{h}: {m}"))
     if as_json:

@@ -201,9 +201,8 @@ _LOAD = (
 # that succeeded names the id: reading REF back would only race with whoever tags it next.)
 # A load whose head names REF (TAGGED=1, see load_head) tags it itself, and then one inspect of
 # the id and REF checks both (exit 9: REF names another image): two calls in a row. TAGGED=whole:
-# a "legacy" load, which checks every layer against its diff id and whose image id is the digest
-# of the config it was given, so one that succeeds made exactly the image and named REF: no
-# inspect after it (25 ms on a re-ship, the classic store's one docker call after the load).
+# a load that succeeds made the image whole by construction (deployer.ship.loader.made_whole) and
+# named REF: no inspect after it (25 ms on a re-ship, the classic store's one docker call after it).
 # The stand-ins to remove are those whose ids earlier loads wrote to SDIR (standins_dir), all in
 # one `docker image rm` (a call per stand-in cost 25-70 ms each after the last byte), started as
 # soon as the image is in Docker (it holds every layer they held), while the image is checked:
@@ -214,8 +213,8 @@ _LOAD = (
 # install removes them only once the image is verified, so that is a retry after a lost reply.
 # TAGGED=loaded: the layer loader's last load was the image itself (deployer.ship.loader): no
 # load, only the checks, the cleanup and the tag. TAGGED=named: that load also named REF, and it
-# made the image whole by construction (see the loader): nothing is asked of Docker but the
-# stand-ins' removal; on a first ship the inspect and the tag cost 50 and 25 ms after the last byte.
+# made the image whole by construction: nothing is asked of Docker but the stand-ins' removal; on
+# a first ship the inspect and the tag cost 50 and 25 ms after the last byte.
 _INSTALL = (
     'set -f\n' + _FEED + _RECORD +
     'head=$1; id=$2; ref=$3; sdir=$4; blobs=$5; names=$6; cdir=$7; records=$8; tagged=$9; previous=${10}\n'
@@ -316,21 +315,18 @@ def load_argv(docker: Sequence[str], head_path: str, mode: str, blocks: int | st
 def install_argv(docker: Sequence[str], head_path: str, image_id: str, ref: str, staging: str, blob_dir: str,
                  blobs: Sequence[str], mode: str, blocks: int | str, files: Sequence[LoadFile],
                  records: Sequence[tuple[str, Descriptor]] = (), *, tagged: bool = False,
-                 previous: str = "", loaded: bool = False, named: bool = False, whole: bool = False,
+                 previous: str = "", loaded: bool = False, whole: bool = False,
                  preview: bool = False) -> tuple[str, ...]:
     """Load what is left, verify the id, record which blob holds each layer (RECORDS, containerd
     store), remove stand-ins and the staged BLOBS (names), tag REF (TAGGED: the head names REF,
     so the load tags it; when the check fails, REF names PREVIOUS again, the id it named before,
     or nothing if none). LOADED: an earlier load made the image already (no load; FILES must be
-    empty). NAMED: that load also named REF, and the image it made is IMAGE_ID, whole (the
-    loader's `whole`): no check and no tag, only the clean-up. WHOLE (with TAGGED): a load that
-    succeeds made the image IMAGE_ID, whole, and named REF (a "legacy" load): no check after it.
+    empty). WHOLE: the load that makes the image (LOADED: that earlier one; else this one, whose
+    head names REF) makes IMAGE_ID whole by construction and names REF: no check, no tag after it.
     PREVIEW (a dry run): blob names and sizes may be placeholders."""
     if loaded and (files or tagged):
         raise ValueError("an image loaded already has no layers left to load and no load to tag it")
-    if named and not loaded:
-        raise ValueError("only an image loaded already can have been named by its load")
-    if whole and not tagged:
+    if whole and not (loaded or tagged):
         raise ValueError("only a load that names REF can make the image whole and named")
     if previous and not IMAGE_ID.match(previous):
         raise ValueError(f"not an image id: {previous!r}")
@@ -339,8 +335,15 @@ def install_argv(docker: Sequence[str], head_path: str, image_id: str, ref: str,
             raise ValueError(f"not a staged blob name: {name}")  # the cleanup word-splits them
     return ("sh", "-c", _INSTALL, "sh", head_path, image_id, ref, standins_dir(staging), blob_dir,
             " ".join(blobs), content_dir(staging), content_records(records),
-            "named" if named else "loaded" if loaded else "whole" if whole else "1" if tagged else "", previous,
+            _tagged_word(tagged, loaded, whole), previous,
             mode, str(blocks), str(len(files)), *_layer_args(mode, files), *docker)
+
+
+def _tagged_word(tagged: bool, loaded: bool, whole: bool) -> str:
+    """The install script's TAGGED: how the image got (or gets) into Docker, and what is left to check."""
+    if loaded:
+        return "named" if whole else "loaded"
+    return ("whole" if whole else "1") if tagged else ""
 
 
 def remove_partials_argv(docker: Sequence[str], staging: str) -> tuple[str, ...]:

@@ -100,22 +100,18 @@ def deploy(prepared: Prepared, *, say: Say, on_line: Say, progress: Progress | N
     from deployer.ship import ship_image
 
     client = client or docker_client()
-    try:
-        ref, git_rev = _image(prepared, client, say, on_line, arches)
-    except KeyboardInterrupt as stop:  # stopped while building: no host was touched, each has its record
-        choice = prepared.image
-        name = choice.ref or (choice.build.tag if choice.build else None) or ""
-        carry(stop, [_report(prepared, o, None, None, name, None)
-                     for o in stopped_outcomes(stop, list(prepared.ship_hosts), ShipResult)])
-        raise
-    hosts = ", ".join(h.name for h in prepared.hosts)
-    say(f"shipping {ref} to {hosts}")
+    choice = prepared.image
+    # until the build names it: the image's name, for a stop's records
+    ref, git_rev = choice.ref or (choice.build.tag if choice.build else None) or "", None
     # the run starts on the connection (and with the probe) each host's ship just used
     handover: dict[str, Reused] = {}
     shipped: list[Outcome[ShipResult]] = []
-    specs = prepared.specs(ref, git_rev) if prepared.playbook.run is not None else {}
+    specs: dict[str, RunSpec] = {}
     started: dict[str, Outcome[Started]] = {}
     try:
+        ref, git_rev = _image(prepared, client, say, on_line, arches)
+        say(f"shipping {ref} to {', '.join(h.name for h in prepared.hosts)}")
+        specs = prepared.specs(ref, git_rev) if prepared.playbook.run is not None else {}
         with (progress or (lambda: nullcontext(NullReporter())))() as reporter:
             shipped = ship_image(list(prepared.ship_hosts), ref, prepared.ship_options(git_rev), reporter,
                                  client=client, handover=handover if prepared.runs else None)
@@ -124,7 +120,7 @@ def deploy(prepared: Prepared, *, say: Say, on_line: Say, progress: Progress | N
             started = _start(prepared, {n: specs[n] for n in ok_hosts}, say, handover)
         elif prepared.runs:
             say("nothing started: no host got the image")
-    except KeyboardInterrupt as stop:  # what each host got so far, for --json (deployer.cli)
+    except KeyboardInterrupt as stop:  # what each host got so far (nothing, if building), for --json (deployer.cli)
         if shipped:  # stopped while starting
             ok = [o.host for o in shipped if o.ok]
             started = {o.host.name: o for o in stopped_outcomes(stop, ok, Started)}

@@ -12,7 +12,7 @@ one round trip less than a last stand-in load followed by the install (a re-ship
 layer is that one run). Except when that run ends with the blob arriving (the route sends a small
 top layer just before the layer below it): then the loader loads the image itself, with its real
 config, as that blob lands, and `install` only checks, cleans up and tags (`loaded`); when that
-load makes the image whole by construction (`_whole`), it names the image's ref too, and `install`
+load makes the image whole by construction (`made_whole`), it names the image's ref too, and `install`
 only cleans up (`named`). Anything else the loader did not get to, `install` loads too.
 """
 from __future__ import annotations
@@ -127,14 +127,6 @@ class LayerLoader:
             return end, arriving
         return self.next, None
 
-    def _whole(self) -> bool:
-        """Whether a load of the image that succeeds made it whole. A "legacy" load checks every
-        layer against its diff id and the image's id is its config's digest. The containerd store
-        can load an image whose left-out layers it lacks (moby#49784): whole only when this ship's
-        own loads registered every layer (none was on the host before, in whatever form)."""
-        diff_ids = self._image.diff_ids
-        return self._fmt == "legacy" or {diff_ids[i] for i in self._missing} >= set(diff_ids)
-
     def _run(self) -> None:
         while True:
             with self._cond:
@@ -170,7 +162,8 @@ class LayerLoader:
         files = load_files(image, range(start, end), self._missing, blobs, self._staging, self._mode)
         layers = named_layers(self._fmt, image.diff_ids[:end], self._reused, blobs.values(), self._mode)
         # the image itself, whole by construction, names its ref as it loads: install neither checks nor tags
-        tags = (normalize(image.ref),) if final and self._whole() else ()
+        whole = final and made_whole(self._fmt, image.diff_ids, (image.diff_ids[i] for i in self._missing))
+        tags = (normalize(image.ref),) if whole else ()
         head = ld.load_head(self._fmt, config, image.diff_ids[:end], files, layers, tags=tags)
         # bounded, so a hung `docker load` cannot hang the ship (close() joins this thread)
         timeout = LOAD_TIMEOUT_S + sum(f.size for f in files) / (STREAM_MIN_RATE if streamed else LOAD_MIN_RATE)
@@ -186,6 +179,15 @@ class LayerLoader:
         log.info("%s: layers %d-%d registered %s%s", self._conn.name, start + 1, end,
                  "with the image's config" if final else "while the rest arrive",
                  " (the last as it landed)" if streamed else "")
+
+
+def made_whole(fmt: str, diff_ids: Sequence[str], loaded: Iterable[str]) -> bool:
+    """Whether a load of the image DIFF_IDS that succeeds made it whole, with the id it was given,
+    so that nothing need check it. A "legacy" load checks every layer against its diff id, and the
+    image's id is its config's digest. The containerd store can load an image whose left-out layers
+    it lacks (moby#49784): an OCI load only when this ship's own loads took in every layer (LOADED:
+    their diff ids; none was on the host before, in whatever form)."""
+    return fmt == "legacy" or set(loaded) >= set(diff_ids)
 
 
 def load_files(image: ImageInfo, indices: Sequence[int] | range, missing: frozenset[int],
@@ -253,10 +255,11 @@ def install(conn: HostConn, docker: tuple[str, ...], image: ImageInfo, staging: 
     tags = (normalize(image.ref),) if not loaded else ()
     head = ld.load_head(fmt, config, image.diff_ids, files, layers, tags=tags)
     names = sorted({posixpath.basename(cmd.blob_path(staging, b.digest, b.codec)) for b in staged})
-    # a "legacy" load that succeeds made exactly this image, whole (LayerLoader._whole): nothing to check after it
+    # the loader's load named it whole, or this one makes it whole: nothing to check after it
+    whole = named if loaded else made_whole(fmt, image.diff_ids, (b.diff_id for b in sent))
     step = steps.install(docker, staging, image.id, head.image_id, image.ref, names, mode, head.blocks, files,
                          list(layers.items()), tagged=bool(head.tags), previous=previous or "", loaded=loaded,
-                         named=named, whole=bool(head.tags) and fmt == "legacy")
+                         whole=whole)
     data = b"" if loaded else head.data
     counter.add(len(data))
     if closing is None:

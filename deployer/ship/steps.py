@@ -87,16 +87,16 @@ def stand_in_load(docker: tuple[str, ...], staging: str, image_id: str, mode: st
 
 def install(docker: tuple[str, ...], staging: str, image_id: str, loaded_id: str, ref: str, blobs: Sequence[str],
             mode: str, blocks: int | str, files: Sequence[ld.LoadFile], records: Sequence[tuple[str, Descriptor]],
-            *, tagged: bool = False, previous: str = "", loaded: bool = False, named: bool = False,
-            whole: bool = False, preview: bool = False) -> Step:
+            *, tagged: bool = False, previous: str = "", loaded: bool = False, whole: bool = False,
+            preview: bool = False) -> Step:
     """Load what is left with the real config, verify LOADED_ID, clean up the staging dir, tag REF
     (TAGGED: the load's head names REF, so the load tags it, and a failed check names PREVIOUS
-    again; LOADED: the layer loader loaded it; NAMED: and named it, whole; WHOLE: this load makes it
-    whole by construction, no check after it)."""
-    return Step("removing the stand-ins" if named else "verifying, tagging" if loaded else "docker load",
+    again; LOADED: the layer loader loaded it; WHOLE: that load, or this one, makes it whole by
+    construction and names REF: no check after it)."""
+    return Step("removing the stand-ins" if loaded and whole else "verifying, tagging" if loaded else "docker load",
                 ld.install_argv(docker, cmd.load_head_path(staging, image_id), loaded_id, ref, staging,
                                 cmd.blob_dir(staging), blobs, mode, blocks, files, records, tagged=tagged,
-                                previous=previous, loaded=loaded, named=named, whole=whole, preview=preview),
+                                previous=previous, loaded=loaded, whole=whole, preview=preview),
                 HEAD)
 
 

@@ -494,14 +494,14 @@ def test_an_install_of_an_image_loaded_already_loads_nothing_and_tags_after_its_
 
 def test_an_install_after_a_load_that_named_the_image_asks_docker_nothing_but_the_stand_ins_removal(
         tmp_path: Path) -> None:
-    """NAMED: the layer loader's last load made the image, whole, and named REF: the install makes
-    no check and no tag (50 and 25 ms after a first ship's last byte), only the clean-up."""
+    """LOADED and WHOLE: the layer loader's last load made the image, whole, and named REF: the
+    install makes no check and no tag (50 and 25 ms after a first ship's last byte), only the clean-up."""
     img = Image(tmp_path)
     docker, state = fake_docker(tmp_path)
     args = (docker, img.head_path(), img.id, "t:v", img.staging, cmd.blob_dir(img.staging), img.names, "gzip", 1, [])
-    with pytest.raises(ValueError, match="only an image loaded already"):
-        ld.install_argv(*args, named=True)
-    loaded, named = ld.install_argv(*args, loaded=True), ld.install_argv(*args, loaded=True, named=True)
+    with pytest.raises(ValueError, match="only a load that names REF"):  # neither an earlier load nor this one
+        ld.install_argv(*args, whole=True)
+    loaded, named = ld.install_argv(*args, loaded=True), ld.install_argv(*args, loaded=True, whole=True)
     assert [(a, b) for a, b in zip(loaded, named, strict=True) if a != b] == [("loaded", "named")]
     head = ld.load_head("legacy", img.config, img.diff_ids, img.files, tags=("t:v",))
     standin = ld.load_head("legacy", ld.partial_config("linux", "amd64", img.diff_ids[:1], img.staging),

@@ -461,6 +461,33 @@ def test_an_oci_layer_loader_names_the_image_only_when_this_ship_loaded_every_la
     assert json.loads(state.read_text())["tags"] == {}  # no one runs the broken image by its name
 
 
+def test_an_oci_install_checks_the_image_only_when_the_host_had_a_layer_before(tmp_path: Path) -> None:
+    """The install's own load follows the same rule as the loader's (made_whole): an OCI load of an
+    image whose every layer this ship sent is whole, and nothing is asked of Docker after it; one
+    that leaves out a layer the host had (a pull: another blob) is checked, and found incomplete."""
+    img = Image(tmp_path)
+    docker, state = fake_docker(tmp_path)
+    conn, _ = conn_with([])
+    files = load_files(img.info, range(4), frozenset(range(4)), {b.diff_id: b for b in img.blobs}, img.staging, "link")
+    named = install(conn, docker, img.info, img.staging, "link", img.config, files, img.blobs, img.blobs, Counter(),
+                    fmt="oci")
+    assert named is not None and calls(state) == ["load"]
+    assert json.loads(state.read_text())["tags"] == {"t:v": named}
+    other = tmp_path / "other"
+    other.mkdir()
+    img = Image(other)
+    docker, state = fake_docker(other)
+    state.write_text(json.dumps({"images": {}, "chains": [img.diff_ids[0]], "tags": {}, "content": [],
+                                 "manifests": {}}))
+    pulled = {img.diff_ids[0]: Descriptor(f"{OCI_LAYER}+gzip", "sha256:" + "9" * 64, 99)}
+    files = load_files(img.info, range(4), frozenset(range(1, 4)), {b.diff_id: b for b in img.blobs}, img.staging,
+                       "link")
+    with pytest.raises(IncompleteImage):
+        install(conn, docker, img.info, img.staging, "link", img.config, files, img.blobs[1:], img.blobs[1:],
+                Counter(), fmt="oci", reused=pulled)
+    assert calls(state)[:2] == ["load", "image inspect"] and json.loads(state.read_text())["tags"] == {}
+
+
 def test_layer_loader_leaves_a_top_run_without_a_staged_layer_above_the_arriving_one_to_install(
         tmp_path: Path) -> None:
     """The top layer arriving last (image order, e.g. a re-ship's one layer) is install's, as before."""
