@@ -425,6 +425,17 @@ def test_layer_loader_loads_and_names_the_image_itself_when_its_small_top_came_f
     assert not list(Path(cmd.blob_dir(img.staging)).iterdir())
 
 
+def _pulled_first_layer(where: Path) -> tuple[Image, tuple[str, ...], Path, dict[str, Descriptor]]:
+    """An OCI host that holds the image's first layer from a pull: its snapshot, under another blob
+    (the blob that names it, which its content store lacks)."""
+    where.mkdir()
+    img = Image(where)
+    docker, state = fake_docker(where)
+    state.write_text(json.dumps({"images": {}, "chains": [img.diff_ids[0]], "tags": {}, "content": [],
+                                 "manifests": {}}))
+    return img, docker, state, {img.diff_ids[0]: Descriptor(f"{OCI_LAYER}+gzip", "sha256:" + "9" * 64, 99)}
+
+
 def test_an_oci_layer_loader_names_the_image_only_when_this_ship_loaded_every_layer(tmp_path: Path) -> None:
     """The containerd store can load an image whose left-out layers it lacks (moby#49784): the
     loader's last load names REF only when this ship's loads registered every layer. When the host
@@ -444,13 +455,7 @@ def test_an_oci_layer_loader_names_the_image_only_when_this_ship_loaded_every_la
                    fmt="oci", loaded=True, named=True) == named
     assert calls(state)[before:] == ["image rm"]
     # the same image onto a host that holds its first layer from a pull, under another blob
-    other = tmp_path / "other"
-    other.mkdir()
-    img = Image(other)
-    docker, state = fake_docker(other)
-    state.write_text(json.dumps({"images": {}, "chains": [img.diff_ids[0]], "tags": {}, "content": [],
-                                 "manifests": {}}))
-    pulled = {img.diff_ids[0]: Descriptor(f"{OCI_LAYER}+gzip", "sha256:" + "9" * 64, 99)}
+    img, docker, state, pulled = _pulled_first_layer(tmp_path / "other")
     loader = LayerLoader(conn, docker, img.info, img.staging, "link", range(1, 4), Counter(), fmt="oci",
                          reused=pulled, config=lambda: img.config)
     _small_top_first(img, loader, had_first=True)
@@ -473,13 +478,7 @@ def test_an_oci_install_checks_the_image_only_when_the_host_had_a_layer_before(t
                     fmt="oci")
     assert named is not None and calls(state) == ["load"]
     assert json.loads(state.read_text())["tags"] == {"t:v": named}
-    other = tmp_path / "other"
-    other.mkdir()
-    img = Image(other)
-    docker, state = fake_docker(other)
-    state.write_text(json.dumps({"images": {}, "chains": [img.diff_ids[0]], "tags": {}, "content": [],
-                                 "manifests": {}}))
-    pulled = {img.diff_ids[0]: Descriptor(f"{OCI_LAYER}+gzip", "sha256:" + "9" * 64, 99)}
+    img, docker, state, pulled = _pulled_first_layer(tmp_path / "other")
     files = load_files(img.info, range(4), frozenset(range(1, 4)), {b.diff_id: b for b in img.blobs}, img.staging,
                        "link")
     with pytest.raises(IncompleteImage):
