@@ -179,7 +179,20 @@ class Interrupted(HostError):
 
 
 def error_text(error: BaseException | None) -> str | None:
-    """An error's message without the host or file prefix (a JSON record names those itself)."""
+    """An error's message without the host or file prefix (a JSON record names those itself), nor
+    its hint (error_hint: a key of its own)."""
     if error is None:
         return None
-    return getattr(error, "reason", None) or str(error)
+    if isinstance(error, DeployError):
+        return getattr(error, "reason", None) or error.message
+    return str(error)
+
+
+def error_hint(error: BaseException | None) -> str | None:
+    """What to do about ERROR, if deployer knows (a --json record's `hint`)."""
+    return error.hint if isinstance(error, DeployError) else None
+
+
+def error_fields(error: BaseException | None) -> dict[str, str | None]:
+    """The `error` and `hint` keys of a host's --json record (both None when it went well)."""
+    return {"error": error_text(error), "hint": error_hint(error)}

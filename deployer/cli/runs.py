@@ -94,7 +94,8 @@ node does it, so the job is guarded after this command returns). `deploy stop NA
 @click.option("--parallel", default=8, show_default=True, help="Hosts handled at once.")
 @click.option("--timeout", default=10.0, show_default=True, help="SSH connect timeout, seconds.")
 @click.option("--json", "as_json", is_flag=True,
-              help="Print the per-host results as JSON (also when Ctrl-C or SIGTERM stops it).")
+              help="Print the per-host results as JSON: ok, error, hint, then what was started (also when "
+                   "Ctrl-C or SIGTERM stops it).")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def run_cmd(pattern: str, image: str, detach: bool, parallel: int, timeout: float, as_json: bool,
             env: tuple[str, ...], labels: tuple[str, ...], **options: Any) -> None:

@@ -12,7 +12,7 @@ from deployer.cli.app import cli, finish
 from deployer.cli.context import AppContext
 from deployer.cli.inventory import host_pattern_option
 from deployer.codec import CODECS
-from deployer.errors import SpecError, error_text
+from deployer.errors import SpecError, error_fields
 from deployer.fleet import Outcome
 from deployer.inventory.host import ORIGIN_MODES
 from deployer.oneshot.pipeline import OneShotOptions
@@ -62,9 +62,10 @@ whole ship with --origin-pull never. Air-gapped hosts are never asked to pull.
 Either way the host's image is checked to be the local one (same config, same layers) before
 REF is tagged. The "image id" column is the id the host's `docker images` shows: the config
 digest on the classic store, the manifest digest on the containerd image store.
---json prints [{"host","ok","error","via","image_id","host_image_id","config_digest","verified",
-"layers_total","layers_sent","origin","layers_from_origin","bytes_sent","seconds","phases"}];
-image_id is the local id (`docker images` here), host_image_id the host's; bytes_sent = bytes this
+--json prints [{"host","ok","error","hint","via","image_id","host_image_id","config_digest","verified",
+"layers_total","layers_sent","origin","layers_from_origin","relay","relay_bytes","bytes_sent","seconds",
+"phases"}]; error is what failed (null when ok), hint what to do about it (as in every command's
+--json); image_id is the local id (`docker images` here), host_image_id the host's; bytes_sent = bytes this
 ship put on the wire for that host (SSH payload; for the registry route, the push, counted once);
 origin the base the host pulled itself (layers_from_origin layers), phases the seconds per phase.
 Stopped by Ctrl-C, SIGTERM or SIGHUP, each host's work ends at its next step (the lock released,
@@ -143,7 +144,7 @@ def _result_of(outcome: Outcome[ShipResult]) -> ShipResult:
 
 
 def _record(outcome: Outcome[ShipResult]) -> dict[str, Any]:
-    return _result_of(outcome).to_json(error_text(outcome.error))
+    return _result_of(outcome).to_json(**error_fields(outcome.error))
 
 
 def _report(outcomes: list[Outcome[ShipResult]], as_json: bool) -> None:
@@ -167,7 +168,7 @@ def _dry_run(hosts: list[Any], image_ref: str, options: ShipOptions, as_json: bo
     outcomes = plan_ship(hosts, image_ref, options)
     if as_json:
         output.emit_json([plan_json(o.value, o.host) if o.value is not None
-                          else {"host": o.host.name, "error": error_text(o.error)} for o in outcomes])
+                          else {"host": o.host.name, **error_fields(o.error)} for o in outcomes])
     else:
         for o in outcomes:
             if o.value is not None:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from deployer.commands.step import Step
-from deployer.errors import DeployError, error_text
+from deployer.errors import DeployError, error_fields, error_hint, error_text
 from deployer.fleet import Outcome
 from deployer.inventory.host import Host
 from deployer.oneshot import image as images
@@ -90,7 +90,8 @@ def host_lines(prepared: Prepared, view: Preview, host: Host, plan: Outcome[Ship
     if plan is None:
         lines.append(f"{host.name}: ship {view.ref}: layers unknown until it is built")
     elif plan.value is None:
-        lines.append(f"{host.name}: cannot plan the ship: {error_text(plan.error)}")
+        hint = error_hint(plan.error)
+        lines.append(f"{host.name}: cannot plan the ship: {error_text(plan.error)}" + (f"\n  hint: {hint}" if hint else ""))
     else:
         lines.append(f"{host.name}: ship {view.ref}: {describe(plan.value)}")
         lines += [step_line(step) for step in transfer_steps(plan.value, _ship_host(prepared, host))]
@@ -106,13 +107,13 @@ def host_lines(prepared: Prepared, view: Preview, host: Host, plan: Outcome[Ship
 
 def host_json(prepared: Prepared, view: Preview, host: Host, plan: Outcome[ShipPlan] | None) -> dict[str, Any]:
     """A host's dry-run record: the ship plan (as `deploy ship --image --dry-run --json`) and the run steps."""
-    rec: dict[str, Any] = {"host": host.name, "ok": plan is None or plan.ok, "error": None,
+    rec: dict[str, Any] = {"host": host.name, "ok": plan is None or plan.ok, "error": None, "hint": None,
                            "image": view.ref, "planned_with": view.planned_with, "playbook": prepared.playbook.name,
                            "git_rev": view.git_rev, "ship": None, "run": None}
     if plan is not None and plan.value is not None:
         rec["ship"] = plan_json(plan.value, _ship_host(prepared, host))
     elif plan is not None:
-        rec["error"] = error_text(plan.error)
+        rec.update(error_fields(plan.error))
     if prepared.runs:
         spec = prepared.specs(view.ref, view.git_rev, [host.name])[host.name]
         image_id = plan.value.image_id if plan is not None and plan.value is not None else None

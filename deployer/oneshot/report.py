@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from deployer.errors import DeployError, error_text
+from deployer.errors import DeployError, error_fields, error_text
 from deployer.runs.start import Started
 from deployer.ship.model import ShipResult
 from deployer.sizes import human_bytes
@@ -38,10 +38,10 @@ class HostReport:
 
     def to_json(self) -> dict[str, Any]:
         """The --json record: the ship record's keys, then the run's."""
-        rec = self.ship.to_json(error_text(self.ship_error))
+        rec = self.ship.to_json(**error_fields(self.ship_error))
         rec.update({
             "ok": self.ok,
-            "error": error_text(self.error),
+            **error_fields(self.error),
             "route": self.ship.route,
             "image": self.image,
             "playbook": self.playbook,

@@ -14,7 +14,7 @@ from typing import Any
 from deployer import history
 from deployer import lock as locks
 from deployer.commands import prune as cmd
-from deployer.errors import DeployError
+from deployer.errors import DeployError, error_fields
 from deployer.fleet import Outcome, for_each_host
 from deployer.inventory.host import Host
 from deployer.runs.pruning import Item, PrunePlan, plan
@@ -50,7 +50,7 @@ def to_json(outcomes: Sequence[Outcome[Pruned]]) -> list[dict[str, Any]]:
     out = []
     for o in outcomes:
         p = o.value
-        out.append({"host": o.host.name, "ok": o.ok, "error": str(o.error) if o.error else None,
+        out.append({"host": o.host.name, "ok": o.ok, **error_fields(o.error),
                     "dry_run": p.dry_run if p else None,
                     "removed": [item(i) for i in p.removed] if p else [],
                     "kept": [item(i) for i in p.plan.keep] if p else [],

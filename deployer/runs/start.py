@@ -19,6 +19,7 @@ from deployer.errors import (
     HostError,
     PreflightError,
     SpecError,
+    error_fields,
 )
 from deployer.fleet import Outcome, for_each_host
 from deployer.inventory.host import Host
@@ -50,7 +51,7 @@ class Started:
 
 def to_json(outcomes: list[Outcome[Started]]) -> list[dict[str, Any]]:
     """`deploy run --json`: per host, ok and error, then what was started there."""
-    return [{"host": o.host.name, "ok": o.ok, "error": str(o.error) if o.error else None,
+    return [{"host": o.host.name, "ok": o.ok, **error_fields(o.error),
              **({k: v for k, v in o.value.__dict__.items() if k != "host"} if o.value else {})}
             for o in outcomes]
 

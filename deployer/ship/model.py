@@ -47,12 +47,13 @@ class ShipResult:
     relay_bytes: int = 0  # bytes that relay sent the host over the site's LAN (not the workstation's link)
     phases: tuple[tuple[str, float], ...] = ()  # seconds per phase (connecting, checking, sending, ...)
 
-    def to_json(self, error: str | None = None) -> dict[str, Any]:
-        """The --json record, exactly the documented keys."""
+    def to_json(self, error: str | None = None, hint: str | None = None) -> dict[str, Any]:
+        """The --json record, exactly the documented keys (ERROR and HINT: deployer.errors.error_fields)."""
         return {
             "host": self.host,
             "ok": error is None,
             "error": error,
+            "hint": hint,
             "via": self.via,
             "image_id": self.image_id,
             "host_image_id": self.host_image_id,

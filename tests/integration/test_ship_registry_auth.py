@@ -181,7 +181,7 @@ def test_push_without_credentials_fails_and_says_to_log_in(testbed: Testbed, aut
     [rec] = [r for r in out if r["host"] == HOST]
     assert not rec["ok"] and rec["bytes_sent"] == 0
     assert f"pushing {testbed.registry_auth}/{tag} failed" in rec["error"]
-    assert "docker login" in rec["error"]
+    assert "docker login" in rec["hint"]
     assert "Traceback" not in err
     assert host_image_id(testbed, tag) is None
 
@@ -196,5 +196,5 @@ def test_a_host_without_its_own_login_cannot_pull(testbed: Testbed, auth_env: di
     assert not rec["ok"]
     assert f"docker pull {testbed.registry_auth}/{tag} failed on the host" in rec["error"]
     assert "no basic auth credentials" in rec["error"]
-    assert "logged in if it needs auth" in rec["error"] + err  # the hint
+    assert "logged in if it needs auth" in rec["hint"] and "logged in if it needs auth" in err
     assert host_image_id(testbed, tag) is None

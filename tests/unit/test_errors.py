@@ -57,3 +57,32 @@ def test_a_long_stderr_line_keeps_its_end_where_docker_puts_the_cause() -> None:
     tail = Result.of(("docker", "pull", "x"), 1, stderr=line).stderr_tail()
     assert tail.startswith("Error response from daemon") and tail.endswith("no basic auth credentials")
     assert "…" in tail and len(tail) <= LINE_MAX
+
+
+def test_a_json_record_names_the_error_and_what_to_do_apart() -> None:
+    """Every command's --json record has the same `error` (no host or file prefix: the record names
+    the host) and `hint` (what to do, if deployer knows), whatever kind of error it is."""
+    from deployer.errors import LocalError, LockError, PlaybookError, error_fields
+
+    assert error_fields(None) == {"error": None, "hint": None}
+    assert error_fields(LockError("gpu01", "another deploy is in progress", hint="wait")) == {
+        "error": "another deploy is in progress", "hint": "wait"}
+    assert error_fields(LocalError("pushing r/t:v1 failed: denied", hint="docker login r")) == {
+        "error": "pushing r/t:v1 failed: denied", "hint": "docker login r"}
+    assert error_fields(PlaybookError("unknown key", file="p.yml", line=3, key_path="run.gpu")) == {
+        "error": "unknown key", "hint": None}
+    assert error_fields(RuntimeError("a bug")) == {"error": "a bug", "hint": None}
+
+
+def test_run_prune_and_rollback_records_carry_the_error_as_ship_does() -> None:
+    from deployer.errors import PreflightError
+    from deployer.fleet import Outcome
+    from deployer.inventory.host import Host
+    from deployer.runs import prune, rollback, start
+
+    bad = Outcome(Host("gpu01"), error=PreflightError("gpu01", "2 GPUs asked, 1 free", hint="free a GPU"))
+    want = {"host": "gpu01", "ok": False, "error": "2 GPUs asked, 1 free", "hint": "free a GPU"}
+    for to_json in (start.to_json, rollback.to_json):
+        assert to_json([bad]) == [want]
+    [pruned] = prune.to_json([bad])
+    assert {k: pruned[k] for k in want} == want and pruned["removed"] == [] and pruned["bytes_freed"] == 0
