@@ -44,9 +44,12 @@ class DeployError(Exception):
         self.hint = hint
 
     def __str__(self) -> str:
-        if self.hint:
-            return f"{self.message}\n  hint: {self.hint}"
-        return self.message
+        return with_hint(self.message, self.hint)
+
+
+def with_hint(message: str, hint: str | None) -> str:
+    """A message as the terminal shows it: the hint, if any, on a line of its own below it."""
+    return f"{message}\n  hint: {hint}" if hint else message
 
 
 class UsageError(DeployError):
@@ -191,6 +194,11 @@ def error_text(error: BaseException | None) -> str | None:
 def error_hint(error: BaseException | None) -> str | None:
     """What to do about ERROR, if deployer knows (a --json record's `hint`)."""
     return error.hint if isinstance(error, DeployError) else None
+
+
+def error_shown(error: BaseException | None) -> str:
+    """ERROR as the terminal shows it, without the host or file prefix (the line names them)."""
+    return with_hint(error_text(error) or "", error_hint(error))
 
 
 def error_fields(error: BaseException | None) -> dict[str, str | None]:

@@ -45,8 +45,8 @@ Runs under the host's deploy lock: a ship in progress there makes prune skip tha
 @click.option("--parallel", default=8, show_default=True, help="Hosts handled at once.")
 @click.option("--timeout", default=10.0, show_default=True, help="SSH connect timeout, seconds.")
 @click.option("--json", "as_json", is_flag=True,
-              help="Per host: ok, error, hint, removed, kept (with reasons), failed, bytes_freed (also when Ctrl-C or SIGTERM "
-                   "stops it).")
+              help="Per host: ok, error, hint, removed, kept (with reasons), failed, bytes_freed (also when "
+                   "Ctrl-C or SIGTERM stops it).")
 def prune_cmd(pattern: str, keep: int, older_than: str, repos: tuple[str, ...], dry_run: bool, parallel: int,
               timeout: float, as_json: bool) -> None:
     """Free disk on hosts: old image versions, old exited containers, unfinished ships' leftovers."""
@@ -98,8 +98,8 @@ host (pruned), nothing is changed there and the command says which image to ship
 @click.option("--parallel", default=8, show_default=True, help="Hosts handled at once.")
 @click.option("--timeout", default=10.0, show_default=True, help="SSH connect timeout, seconds.")
 @click.option("--json", "as_json", is_flag=True,
-              help="Per host: ok, error, hint, the image rolled back to, the container (also when Ctrl-C or SIGTERM "
-                   "stops it).")
+              help="Per host: ok, error, hint, the image rolled back to, the container (also when Ctrl-C or "
+                   "SIGTERM stops it).")
 def rollback_cmd(name: str, pattern: str, parallel: int, timeout: float, as_json: bool) -> None:
     """Restart a container with the image it ran before, with the same options."""
     from deployer.runs import rollback

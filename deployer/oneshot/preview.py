@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from deployer.commands.step import Step
-from deployer.errors import DeployError, error_fields, error_hint, error_text
+from deployer.errors import DeployError, error_fields, error_shown
 from deployer.fleet import Outcome
 from deployer.inventory.host import Host
 from deployer.oneshot import image as images
@@ -90,8 +90,7 @@ def host_lines(prepared: Prepared, view: Preview, host: Host, plan: Outcome[Ship
     if plan is None:
         lines.append(f"{host.name}: ship {view.ref}: layers unknown until it is built")
     elif plan.value is None:
-        hint = error_hint(plan.error)
-        lines.append(f"{host.name}: cannot plan the ship: {error_text(plan.error)}" + (f"\n  hint: {hint}" if hint else ""))
+        lines.append(f"{host.name}: cannot plan the ship: {error_shown(plan.error)}")
     else:
         lines.append(f"{host.name}: ship {view.ref}: {describe(plan.value)}")
         lines += [step_line(step) for step in transfer_steps(plan.value, _ship_host(prepared, host))]

@@ -86,3 +86,12 @@ def test_run_prune_and_rollback_records_carry_the_error_as_ship_does() -> None:
         assert to_json([bad]) == [want]
     [pruned] = prune.to_json([bad])
     assert {k: pruned[k] for k in want} == want and pruned["removed"] == [] and pruned["bytes_freed"] == 0
+
+
+def test_an_error_on_a_line_that_names_the_host_shows_its_hint_below_it() -> None:
+    from deployer.errors import LockError, error_shown
+
+    held = LockError("gpu01", "another deploy is in progress", hint="wait, or --break-lock")
+    assert str(held) == "gpu01: another deploy is in progress\n  hint: wait, or --break-lock"
+    assert error_shown(held) == "another deploy is in progress\n  hint: wait, or --break-lock"
+    assert error_shown(RuntimeError("a bug")) == "a bug"
