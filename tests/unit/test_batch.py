@@ -94,6 +94,15 @@ def test_parallel_steps_run_at_once(tmp_path: Path) -> None:
     assert [(r.exited, r.stdout) for r in out] == [(0, "A\n"), (0, "B\n")]
 
 
+def test_a_parallel_step_that_dies_unfinished_is_skipped_and_the_others_keep_theirs() -> None:
+    # the step's subshell is killed: no exit code was recorded for it, what it printed stays its own
+    steps = [("sh", "-c", "echo one; echo e1 >&2; exit 4"), ("sh", "-c", "echo half; echo e2 >&2; kill -9 $PPID"),
+             ("echo", "three")]
+    out = run_batch(steps, parallel=True)
+    assert [(r.exited, r.stdout, r.stderr) for r in out] == [(4, "one\n", "e1\n"), (SKIPPED, "half\n", "e2\n"),
+                                                              (0, "three\n", "")]
+
+
 def test_parallel_and_stop_on_failure_do_not_mix() -> None:
     with pytest.raises(ValueError):
         batch_argv([("true",)], NONCE, stop_on_failure=True, parallel=True)
