@@ -17,7 +17,7 @@ import stat
 import struct
 import sys
 import zlib
-from collections.abc import Mapping
+from _collections_abc import Mapping  # what collections.abc re-exports, without importing collections (1.5 ms)
 
 STALE, READY, GO, SIGNAL, EXIT = b"S", b"R", b"G", b"K", b"X"
 HEADER = struct.Struct(">I")
