@@ -10,7 +10,9 @@ only when every host that pulls reads them, and with `docker push` otherwise.
 
 The image pulled is the same image: its config (so its id on the classic store) and its layers'
 contents are the workstation's. Blobs the registry holds already (HEAD) are not sent; a layer a
-previous push uploaded in another format (gzip, by `docker push`) is named by that blob.
+previous push uploaded in another format (gzip, by `docker push`) is named by that blob. A layer
+new to a repository this workstation pushed to before (a re-ship's code layer) goes up as it is
+compressed (Streamed): its digest, which a HEAD would need, is known only at its end.
 
 The manifest builder is pure; RegistryWriter is the only part that talks HTTP.
 """
@@ -19,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urljoin
@@ -68,6 +70,28 @@ class _Body:
                 yield chunk
 
 
+@dataclass(frozen=True)
+class Streamed:
+    """A blob being compressed right now: CHUNKS gives its bytes as they are written (anew on each
+    call), FINISHED the complete blob (waits for it)."""
+
+    chunks: Callable[[], Iterable[bytes]]
+    finished: Callable[[], Blob]
+
+
+class _Growing:
+    """A Streamed blob as a request body of unknown length (sent chunked), each chunk counted;
+    iterable again should the request be repeated (a 401 challenge)."""
+
+    def __init__(self, streamed: Streamed, on_bytes: Callable[[int], None]) -> None:
+        self.streamed, self.on_bytes = streamed, on_bytes
+
+    def __iter__(self) -> Iterator[bytes]:
+        for chunk in self.streamed.chunks():
+            self.on_bytes(len(chunk))
+            yield chunk
+
+
 class RegistryWriter(ManifestReader):
     """Uploads blobs and puts manifests in one repository (with the reads' auth and scheme)."""
 
@@ -95,18 +119,40 @@ class RegistryWriter(ManifestReader):
         self._upload(digest, data, {})
         return digest
 
+    def upload_streamed(self, streamed: Streamed, on_bytes: Callable[[int], None] = lambda n: None) -> Blob:
+        """Upload a blob while it is being compressed: its bytes as they come (one chunked PATCH),
+        then its digest once it is complete (the PUT that ends the upload). The finished blob."""
+        base, verify = self._base()
+        target = self._begin_upload(base, verify)
+        res = self._send("PATCH", target, verify, {"Content-Type": "application/octet-stream"},
+                         data=_Growing(streamed, on_bytes))
+        location = res.headers.get("Location")
+        if res.status_code != 202 or not location:
+            raise RegistryAPIError(f"PATCH {target} answered HTTP {res.status_code}{_why(res.text)}")
+        blob = streamed.finished()
+        self._end_upload(urljoin(target, location), blob.digest, verify, {"Content-Length": "0"}, None)
+        return blob
+
     def _upload(self, digest: str, data: object, headers: Mapping[str, str]) -> None:
         """One monolithic upload: POST for an upload URL, then PUT the bytes with their digest.
         The POST answers the registry's push challenge, so the PUT's body is sent once."""
         base, verify = self._base()
+        target = self._begin_upload(base, verify)
+        self._end_upload(target, digest, verify, {"Content-Type": "application/octet-stream", **headers}, data)
+
+    def _begin_upload(self, base: str, verify: bool) -> str:
+        """POST for an upload URL (answering the push's auth challenge); the URL."""
         url = f"{base}/v2/{self.repo.path}/blobs/uploads/"
         started = self._send("POST", url, verify, {"Content-Length": "0"})
         location = started.headers.get("Location")
         if started.status_code != 202 or not location:
             raise RegistryAPIError(f"POST {url} answered HTTP {started.status_code}{_why(started.text)}")
-        target = urljoin(url, location)
+        return urljoin(url, location)
+
+    def _end_upload(self, target: str, digest: str, verify: bool, headers: Mapping[str, str], data: object) -> None:
+        """PUT what is left of the upload at TARGET (DATA: all of it, or None) with the blob's DIGEST."""
         target += ("&" if "?" in target else "?") + f"digest={digest}"
-        done = self._send("PUT", target, verify, {"Content-Type": "application/octet-stream", **headers}, data=data)
+        done = self._send("PUT", target, verify, headers, data=data)
         if done.status_code != 201:
             raise RegistryAPIError(f"uploading {digest} answered HTTP {done.status_code}{_why(done.text)}")
 
@@ -145,11 +191,12 @@ class Pushed:
 
 
 def push_image(writer: RegistryWriter, tag: str, diff_ids: Sequence[str], config: Callable[[], bytes],
-               blob: Callable[[str], Blob], known: Mapping[str, Descriptor] = {},
+               blob: Callable[[str], Blob | Streamed], known: Mapping[str, Descriptor] = {},
                stages: Mapping[int, bytes] = {}, on_stage: Callable[[str, int], None] = lambda d, n: None,
                on_bytes: Callable[[int], None] = lambda n: None, check_known: bool = True) -> Pushed:
     """Upload the config (CONFIG gives it), then each layer the registry lacks (bottom first: BLOB
-    gives its zstd blob, waiting for the export), then put the manifest under TAG. KNOWN: a blob a previous push left for a
+    gives its zstd blob, waiting for the export, or a Streamed one, uploaded as it grows without
+    asking the registry first), then put the manifest under TAG. KNOWN: a blob a previous push left for a
     layer, named as it is if the registry still has it (not asked first without CHECK_KNOWN: then
     BlobUnknown if it is gone). STAGES: layers -> the config of a stage image of the first that
     many layers (deployer.local.stages), put (under its own tag) as soon as they are up, and
@@ -163,11 +210,18 @@ def push_image(writer: RegistryWriter, tag: str, diff_ids: Sequence[str], config
         desc = known.get(diff_id)
         if desc is None or (check_known and not writer.has_blob(desc.digest)):
             got = blob(diff_id)
-            desc = Descriptor(ZSTD_LAYER, got.digest, got.size)
-            if not writer.has_blob(got.digest):
-                writer.upload(got, on_bytes)
+            if isinstance(got, Streamed):
+                log.info("uploading layer %s of %s:%s as it is compressed", diff_id[7:19], writer.repo.path, tag)
+                done = writer.upload_streamed(got, on_bytes)
                 uploaded.append(diff_id)
-                sent += got.size
+                sent += done.size
+                desc = Descriptor(ZSTD_LAYER, done.digest, done.size)
+            else:
+                desc = Descriptor(ZSTD_LAYER, got.digest, got.size)
+                if not writer.has_blob(got.digest):
+                    writer.upload(got, on_bytes)
+                    uploaded.append(diff_id)
+                    sent += got.size
         layers.append(desc)
         if n in stages and n < len(diff_ids):
             k = sorted(stages).index(n) + 1

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -24,14 +25,14 @@ from deployer.errors import CommandError, LocalError, TransferError
 from deployer.local import stages
 from deployer.local.cache import Blob, Cache
 from deployer.local.client import Client, docker_client
-from deployer.local.export import Exporter
+from deployer.local.export import Exporter, Growing
 from deployer.local.image import ImageInfo, history_sizes, is_containerd
 from deployer.local.push import distribution_digest, push_stream
 from deployer.local.sizes import LayerSizes
 from deployer.local.stages import STAGE_TAG
 from deployer.refs import registry_ref
 from deployer.ship import steps
-from deployer.ship.blobpush import BlobUnknown, RegistryWriter, push_image
+from deployer.ship.blobpush import BlobUnknown, RegistryWriter, Streamed, push_image
 from deployer.ship.conn import HostConn
 from deployer.ship.exports import ExportPool
 from deployer.ship.loader import Closing
@@ -294,9 +295,15 @@ class Pusher:
         log.info("pushing %s as %s: its zstd blobs through the registry API", self.image.ref, remote)
         with self._exports({d for d in diff_ids if d not in known}, client) as exports:
 
-            def blob(diff_id: str) -> Blob:
+            def blob(diff_id: str) -> Blob | Streamed:
                 for export in exports:
                     if diff_id in export.wanted.get("zstd", ()):
+                        if before and diff_id not in before and diff_id not in known:
+                            # new to a repository pushed to before: up as it is compressed, unasked
+                            got = export.next_blob("zstd", [diff_id], frozenset(), stream=True)
+                            if isinstance(got, Growing):
+                                return Streamed(functools.partial(export.follow, got),
+                                                functools.partial(export.finished, got))
                         return export.blob(diff_id, "zstd")
                 with Exporter(self.image, {"zstd": {diff_id}}, level=self._level, client=client).start() as one:
                     return one.blob(diff_id, "zstd")  # a blob the registry lost since it was pushed

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import tarfile
 import uuid
 from pathlib import Path
@@ -77,6 +78,48 @@ def test_a_registry_ship_to_docker_28_pushes_zstd_blobs_the_host_pulls(
         assert tx >= 0.97 * rec["bytes_sent"], (tx, rec)  # and it did cross the uplink
     finally:
         forget_shipped(testbed, tag, [host])
+
+
+def on_top(client: Any, base: str, ref: str, size: int) -> Any:
+    """BASE plus one fresh layer of SIZE random bytes (a re-ship's new code)."""
+    context = io.BytesIO()
+    with tarfile.open(fileobj=context, mode="w") as tar:
+        for name, data in (("Dockerfile", f"FROM {base}\nCOPY blob2 /blob2\n".encode()), ("blob2", os.urandom(size))):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    context.seek(0)
+    image, _ = client.images.build(fileobj=context, custom_context=True, tag=ref, rm=True)
+    return image
+
+
+def test_a_reships_new_layer_goes_up_as_it_is_compressed_and_the_host_pulls_it_whole(
+        testbed: Testbed, deploy_cli: DeployRunner, tmp_path: Path) -> None:
+    host, ws = "gpu02", testbed.docker("ws", timeout=300)
+    repo = f"zstd-{uuid.uuid4().hex[:10]}/app"
+    env = {"XDG_CACHE_HOME": str(tmp_path)}  # the workstation remembers what it pushed to the repo
+    scratch_image(ws, f"{repo}:1", 1_000_000)
+    try:
+        ship(deploy_cli, host, f"{repo}:1", env=env)
+        image = on_top(ws, f"{repo}:1", f"{repo}:2", 40_000_000)  # compressing it takes a while
+        code, out, err = deploy_cli("-v", "ship", "--host", host, "--image", f"{repo}:2", "--via", "registry",
+                                    "--json", "--lock-wait", "90", timeout=240, env=env)
+        assert code == 0, err
+        rec = json.loads(out)[0]
+        assert rec["ok"] and rec["verified"] and rec["image_id"] == image.id, rec
+        assert config_digest_of(testbed.docker(host), f"{repo}:2") == image.id
+        new = image.attrs["RootFS"]["Layers"][-1]
+        assert f"uploading layer {new[7:19]} of {repo}:2 as it is compressed" in err
+        # the registry holds it whole (its digest checked by registry_blob), the rest named as pushed before
+        layers = registry_manifest(testbed, f"{repo}:2")["layers"]
+        assert layers[:-1] == registry_manifest(testbed, f"{repo}:1")["layers"]
+        raw = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(registry_blob(testbed, f"{repo}:2",
+                                                                                  layers[-1]["digest"])))
+        assert "sha256:" + hashlib.sha256(raw.read()).hexdigest() == new
+        assert rec["bytes_sent"] == layers[-1]["size"], (rec, layers)
+    finally:
+        forget_shipped(testbed, f"{repo}:1", [host])
+        forget_shipped(testbed, f"{repo}:2", [host])
 
 
 def test_docker_20_among_the_pullers_or_codec_gzip_push_with_docker_and_zstd_reuses_that_push(

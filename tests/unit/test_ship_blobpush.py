@@ -31,6 +31,7 @@ from deployer.ship.blobpush import (
     ZSTD_LAYER,
     BlobUnknown,
     RegistryWriter,
+    Streamed,
     manifest,
     push_image,
 )
@@ -57,6 +58,7 @@ class UploadRegistry(BaseHTTPRequestHandler):
     tokens: ClassVar[list[str]] = []  # the scopes tokens were asked for
     upload_host = ""  # the host upload URLs name (default: the one asked)
     upload_auth: ClassVar[list[str]] = []  # the Authorization header of each upload's PUT
+    uploads: ClassVar[dict[str, bytes]] = {}  # what PATCHes sent so far, by upload
     connections: ClassVar[list[int]] = []  # one per connection, TLS attempts too
 
     def handle(self) -> None:
@@ -77,6 +79,13 @@ class UploadRegistry(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def _body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding") == "chunked":
+            data = b""
+            while size := int(self.rfile.readline().split(b";")[0], 16):
+                data += self.rfile.read(size)
+                self.rfile.readline()
+            self.rfile.readline()
+            return data
         return self.rfile.read(int(self.headers.get("Content-Length") or 0))
 
     def _authorized(self, scope: str) -> bool:
@@ -103,7 +112,7 @@ class UploadRegistry(BaseHTTPRequestHandler):
         if url.path == "/v2/":
             self._reply(200, b"{}")
             return
-        writing = self.command in ("POST", "PUT")
+        writing = self.command in ("POST", "PUT", "PATCH")
         if self.command == "PUT" and "/blobs/uploads/" in url.path:
             self.upload_auth.append(self.headers.get("Authorization", ""))
         if not self._authorized("pull,push" if writing else "pull"):
@@ -116,8 +125,14 @@ class UploadRegistry(BaseHTTPRequestHandler):
             self._body()
             where = f"http://{self.upload_host}" if self.upload_host else ""
             self._reply(202, headers={"Location": f"{where}{prefix}blobs/uploads/u-{len(self.requests)}?_state=s"})
+        elif self.command == "PATCH" and what.startswith("blobs/uploads/"):
+            upload = what.removeprefix("blobs/uploads/")
+            self.uploads[upload] = self.uploads.get(upload, b"") + self._body()
+            self._reply(202, headers={"Location": f"{prefix}blobs/uploads/{upload}?_state=patched",
+                                      "Range": f"0-{len(self.uploads[upload]) - 1}"})
         elif self.command == "PUT" and what.startswith("blobs/uploads/"):
-            data, digest = self._body(), parse_qs(url.query)["digest"][0]
+            upload = what.removeprefix("blobs/uploads/")
+            data, digest = self.uploads.pop(upload, b"") + self._body(), parse_qs(url.query)["digest"][0]
             if sha(data) != digest:
                 self._reply(400, b'{"errors":[{"code":"DIGEST_INVALID"}]}')
                 return
@@ -135,13 +150,13 @@ class UploadRegistry(BaseHTTPRequestHandler):
         else:
             self._reply(404)
 
-    do_GET = do_HEAD = do_POST = do_PUT = _route
+    do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = _route
 
 
 @pytest.fixture
 def registry() -> Iterator[tuple[str, type[UploadRegistry]]]:
     handler = type("Handler", (UploadRegistry,), {"blobs": {}, "manifests": {}, "tokens": [], "requests": [],
-                                                  "upload_auth": [], "connections": []})
+                                                  "upload_auth": [], "connections": [], "uploads": {}})
     with serving(handler) as address:
         yield address, handler
 
@@ -206,6 +221,47 @@ def test_a_push_uploads_the_blobs_the_registry_lacks_then_the_config_and_the_man
     assert handler.blobs[sha(stage_config)] == stage_config and handler.blobs[sha(CONFIG)] == CONFIG
     # one token, asked for once: the config's upload comes first, and a token that may push may read
     assert handler.tokens == ["pull,push"]
+
+
+def test_a_layer_still_being_compressed_goes_up_as_it_grows_then_is_named_by_its_digest(
+        registry: tuple[str, type[UploadRegistry]], tmp_path: Path) -> None:
+    address, handler = registry
+    blobs = layer_blobs(tmp_path, 3)
+    diff_ids = list(blobs)
+    top = blobs[diff_ids[2]]
+    data = top.path.read_bytes()
+    pieces = [data[i:i + 1000] for i in range(0, len(data), 1000)]  # as the compressor writes them
+    finished: list[bool] = []
+
+    def chunks() -> Iterator[bytes]:
+        yield from pieces
+        finished.append(True)  # the blob is complete only once its last byte was read
+
+    def blob(diff_id: str) -> Blob | Streamed:
+        return Streamed(chunks, lambda: top) if diff_id == diff_ids[2] else blobs[diff_id]
+
+    sent: list[int] = []
+    pushed = push_image(writer(address), "1", diff_ids, lambda: CONFIG, blob, on_bytes=sent.append)
+    assert finished and handler.blobs[top.digest] == data and not handler.uploads
+    assert pushed.uploaded == tuple(diff_ids) and pushed.sent == sum(sent) == sum(b.size for b in blobs.values())
+    assert pushed.layers[2] == Descriptor(ZSTD_LAYER, top.digest, top.size)
+    assert json.loads(handler.manifests["1"])["layers"][2]["digest"] == top.digest
+    # the streamed layer's digest is known at its end only: no HEAD for it, one PATCH with its bytes
+    asked = [r for r in handler.requests if r.startswith(("HEAD", "PATCH"))]
+    assert asked == [f"HEAD /v2/team/x/blobs/{blobs[diff_ids[0]].digest}",
+                     f"HEAD /v2/team/x/blobs/{blobs[diff_ids[1]].digest}",
+                     asked[2]] and asked[2].startswith("PATCH /v2/team/x/blobs/uploads/")
+
+
+def test_a_streamed_upload_whose_bytes_are_not_its_digest_fails(registry: tuple[str, type[UploadRegistry]],
+                                                                tmp_path: Path) -> None:
+    address, handler = registry
+    blobs = layer_blobs(tmp_path, 1)
+    (diff_id, good), = blobs.items()
+    streamed = Streamed(lambda: [b"not the blob"], lambda: good)
+    with pytest.raises(RegistryAPIError, match=f"uploading {good.digest} answered HTTP 400.*DIGEST_INVALID"):
+        push_image(writer(address), "1", [diff_id], lambda: CONFIG, lambda d: streamed)
+    assert good.digest not in handler.blobs and "1" not in handler.manifests
 
 
 def test_a_known_blob_the_registry_lost_is_sent_again(registry: tuple[str, type[UploadRegistry]],
