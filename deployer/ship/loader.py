@@ -51,7 +51,9 @@ class LayerLoader:
                  missing: Sequence[int], counter: Counter,
                  note: Callable[[str], None] = lambda m: None, enabled: bool = True,
                  fmt: str = "legacy", reused: Mapping[str, Descriptor] | None = None,
-                 config: Callable[[], bytes] | None = None) -> None:
+                 config: Callable[[], bytes] | None = None, light: bool = False) -> None:
+        """LIGHT: MISSING is what the last ship left, not what was read: a failed load is the sender's
+        to act on (failure) at once, not install's to load again at the end."""
         self._conn, self._docker, self._image, self._staging, self._mode = conn, docker, image, staging, mode
         self._config = config  # the image's real config, for a last run that completes the image
         self._fmt, self._reused = fmt, dict(reused or {})
@@ -64,6 +66,8 @@ class LayerLoader:
         self._closed = False
         self.next = min(self._missing, default=len(image.diff_ids))  # first layer not registered yet
         self.named = False  # the last load made the image whole and named its ref (final after close())
+        self._light = light
+        self.failure: DeployError | None = None  # why a load failed (LIGHT only): the host is not as remembered
         self._thread = threading.Thread(target=self._run, name=f"load-{conn.name}", daemon=True) if enabled else None
 
     def start(self) -> LayerLoader:
@@ -146,6 +150,9 @@ class LayerLoader:
                 why = str(exc).splitlines()[0]
                 if interrupt.requested():  # Ctrl-C stopped the send it was loading from: no end to load at
                     log.info("%s: loading layers as they arrived stopped (%s)", self._conn.name, why)
+                elif self._light and isinstance(exc, DeployError):
+                    log.info("%s: loading layers as they arrived stopped (%s)", self._conn.name, why)
+                    self.failure = exc
                 else:
                     self._note(f"loading layers as they arrived stopped ({why}); loading the rest at the end")
                 return

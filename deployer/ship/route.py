@@ -169,7 +169,7 @@ def run_tarball(leg: Leg, exporter: Exporter | None, reporter: Reporter) -> str 
     got: dict[str, Blob] = {}
     fmt, reused = plan.load_format, dict(plan.reused)
     loader = LayerLoader(conn, host.docker, image, staging, mode, plan.missing, counter, note, fmt=fmt,
-                         reused=reused, config=exporter.config)
+                         reused=reused, config=exporter.config, light=leg.light)
     host_id: str | None = None
     relayed = Relayed(leg.site, conn, host, counter, note, exporter) if leg.site is not None else None
     # with a base to pull, the loads wait for it: the loader starts once the pull is done
@@ -190,6 +190,10 @@ def run_tarball(leg: Leg, exporter: Exporter | None, reporter: Reporter) -> str 
                                            top_wait_s=RELAY_TOP_WAIT_S)) if relayed is not None
             else _as_available(exporter, codec.name, wanted, stream=True, small_top=SMALL_TOP))
         for k, item in enumerate(items, 1):
+            if loader.failure is not None:
+                # Docker could not register what was sent on top of what the last ship left: the
+                # runner checks the host in full now (what is staged stays), not after every blob
+                raise loader.failure
             reporter.phase(name, "sending", f"layer {k}/{len(wanted)}")
             if isinstance(item, Growing):
                 blob, fresh = stream_blob(conn, staging, item, exporter, counter, note, listed), False
@@ -211,6 +215,8 @@ def run_tarball(leg: Leg, exporter: Exporter | None, reporter: Reporter) -> str 
             puller.wait()  # before close(): the loader starts in the puller's thread
         reporter.phase(name, "loading", "docker load")
         loader.close()
+        if loader.failure is not None:
+            raise loader.failure  # as above: a load of the rest would fail the same way, after reading it all
         rest = load_files(image, range(loader.next, len(image.diff_ids)), frozenset(plan.missing), got, staging,
                           mode)
         reporter.phase(name, "verifying", "image id")

@@ -661,6 +661,33 @@ def test_a_reship_onto_the_host_as_its_last_ship_left_it_checks_it_light(testbed
     assert not [f for f in staged_files(testbed, host) if f.startswith(("blobs", "standins", "load"))]
 
 
+def test_a_light_reship_whose_load_fails_checks_the_host_in_full_before_sending_the_rest(
+        testbed: Testbed, ship_env: dict[str, str], tmp_path: Path) -> None:
+    """The host lost what the last ship left: the first layers' load fails while the rest are in
+    flight, and the ship checks the host in full then (what it staged stays), not after sending all."""
+    host = "gpu02"
+    env = {**ship_env, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    ship = ("ship", "--host", host, "--via", "tarball", "--json", "--image")
+    v1 = tag("light")
+    build(testbed, v1, [2])
+    code, out, err = deploy(env, *ship, v1)
+    assert code == 0, err
+    testbed.docker(host).images.remove(v1, force=True)  # behind the workstation's back
+    v2 = tag("light")
+    image2 = build(testbed, v2, [3, 3, 3], base=v1)
+    testbed.throttle(host, "20mbit")  # 3 MB in about 1.3 s: the loader registers layers while others arrive
+    try:
+        code, out, err = deploy(env, "-v", *ship, v2)
+    finally:
+        testbed.throttle(host, None)
+    assert code == 0, err
+    assert "as its last ship left it: no probe" in err and "checking it in full" in err
+    assert err.index("checking it in full") < err.index("verifying"), err  # before the first install
+    rec = one(out, host)
+    assert rec["ok"] and rec["verified"] and host_image_id(testbed, host, v2) == image2.id
+    assert not [f for f in staged_files(testbed, host) if f.startswith(("blobs", "standins", "load"))]
+
+
 def test_a_registry_reship_checks_light_too(testbed: Testbed, ship_env: dict[str, str], tmp_path: Path) -> None:
     """The registry route plans from what the last ship left as well; the pull checks what it got."""
     env = {**ship_env, "XDG_CACHE_HOME": str(tmp_path / "cache")}

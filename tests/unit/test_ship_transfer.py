@@ -21,7 +21,7 @@ from deployer import lock as locks
 from deployer.commands import load as ld
 from deployer.commands import ship as cmd
 from deployer.commands.load import PARTIAL_LABEL
-from deployer.errors import CommandError, LockError, TransferError
+from deployer.errors import CommandError, DeployError, LockError, TransferError
 from deployer.inventory.host import Host
 from deployer.local.cache import Blob
 from deployer.local.export import Growing
@@ -333,6 +333,26 @@ def test_layer_loader_stops_on_a_failed_load_and_install_loads_the_rest(tmp_path
     assert [f.diff_id for f in rest] == img.diff_ids
     assert install(conn, docker, img.info, img.staging, "gzip", img.config, rest, img.blobs, img.blobs, Counter())
     assert list(json.loads(state.read_text())["images"]) == [img.id]
+
+
+def test_a_light_ships_loader_hands_its_failure_to_the_sender_and_loads_nothing_more(tmp_path: Path) -> None:
+    # planned from what the last ship left: a failed load means the host is not as remembered, and
+    # the sender stops to have it checked in full, rather than install loading it all again at the end
+    img = Image(tmp_path)
+    docker, state = fake_docker(tmp_path)
+    conn, _ = conn_with([])
+    notes: list[str] = []
+    img.blobs[1].path.write_bytes(b"not gzip")  # Docker cannot register it
+    loader = LayerLoader(conn, docker, img.info, img.staging, "gzip", range(4), Counter(), notes.append,
+                         light=True).start()
+    for blob in img.blobs[:3]:
+        loader.add(blob)
+    _wait(lambda: loader.failure is not None)
+    loader.add(img.blobs[3])
+    loader.close()
+    assert isinstance(loader.failure, DeployError) and "docker load of layers 1-" in str(loader.failure)
+    assert loader.next == 0 and notes == []  # nothing said: the runner says why it checks the host
+    assert not state.exists() or json.loads(state.read_text())["images"] == {}  # no image made
 
 
 def _wait(cond: Callable[[], bool], within: float = 20) -> None:
