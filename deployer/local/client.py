@@ -58,7 +58,7 @@ def docker_client(timeout: float = SAVE_TIMEOUT) -> Client:
     negotiation asks /version, which costs the daemon 5-15 ms more on every command."""
     try:
         client = docker.from_env(timeout=int(timeout), version=MINIMUM_DOCKER_API_VERSION)  # no request yet
-        version = pinged_version(client.api.get(client.api.base_url + "/_ping"))
+        version = pinged_version(client.api.get(client.api.base_url + "/_ping", timeout=int(timeout)))
         if version is not None:
             client.api._version = version  # what the SDK's "auto" sets, with the answer of /version
         if client.api.api_version != version:  # no version in the answer, or an SDK that keeps it elsewhere
