@@ -28,12 +28,13 @@ def build_random(client: docker.DockerClient, tag: str, sizes: list[int], base: 
     return image
 
 
-def scratch_image(client: docker.DockerClient, ref: str, size: int) -> Any:
-    """An image of one fresh layer only (FROM scratch): no host has any of its layers, so a pull of
-    it is complete on any store (Docker 28's containerd store skips layers it has from a load)."""
+def scratch_image(client: docker.DockerClient, ref: str, size: int, base: str = "scratch") -> Any:
+    """BASE plus one fresh layer of SIZE random bytes; FROM scratch, an image of that layer only: no
+    host has any of its layers, so a pull of it is complete on any store (Docker 28's containerd
+    store skips layers it has from a load)."""
     context = io.BytesIO()
     with tarfile.open(fileobj=context, mode="w") as tar:
-        for name, data in (("Dockerfile", b"FROM scratch\nCOPY blob /blob\n"), ("blob", os.urandom(size))):
+        for name, data in (("Dockerfile", f"FROM {base}\nCOPY blob /blob\n".encode()), ("blob", os.urandom(size))):
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import tarfile
 import uuid
 from pathlib import Path
@@ -80,19 +79,6 @@ def test_a_registry_ship_to_docker_28_pushes_zstd_blobs_the_host_pulls(
         forget_shipped(testbed, tag, [host])
 
 
-def on_top(client: Any, base: str, ref: str, size: int) -> Any:
-    """BASE plus one fresh layer of SIZE random bytes (a re-ship's new code)."""
-    context = io.BytesIO()
-    with tarfile.open(fileobj=context, mode="w") as tar:
-        for name, data in (("Dockerfile", f"FROM {base}\nCOPY blob2 /blob2\n".encode()), ("blob2", os.urandom(size))):
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    context.seek(0)
-    image, _ = client.images.build(fileobj=context, custom_context=True, tag=ref, rm=True)
-    return image
-
-
 def test_a_reships_new_layer_goes_up_as_it_is_compressed_and_the_host_pulls_it_whole(
         testbed: Testbed, deploy_cli: DeployRunner, tmp_path: Path) -> None:
     host, ws = "gpu02", testbed.docker("ws", timeout=300)
@@ -101,7 +87,7 @@ def test_a_reships_new_layer_goes_up_as_it_is_compressed_and_the_host_pulls_it_w
     scratch_image(ws, f"{repo}:1", 1_000_000)
     try:
         ship(deploy_cli, host, f"{repo}:1", env=env)
-        image = on_top(ws, f"{repo}:1", f"{repo}:2", 40_000_000)  # compressing it takes a while
+        image = scratch_image(ws, f"{repo}:2", 40_000_000, base=f"{repo}:1")  # compressing it takes a while
         code, out, err = deploy_cli("-v", "ship", "--host", host, "--image", f"{repo}:2", "--via", "registry",
                                     "--json", "--lock-wait", "90", timeout=240, env=env)
         assert code == 0, err
