@@ -38,7 +38,7 @@ class HostReport:
 
     def to_json(self) -> dict[str, Any]:
         """The --json record: the ship record's keys, then the run's."""
-        rec = self.ship.to_json(**error_fields(self.ship_error))
+        rec = self.ship.to_json()  # its ok, error and hint are the host's, below
         rec.update({
             "ok": self.ok,
             **error_fields(self.error),

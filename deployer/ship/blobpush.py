@@ -54,22 +54,6 @@ def digest_of(data: bytes) -> str:
     return f"sha256:{hashlib.sha256(data).hexdigest()}"
 
 
-class _Body:
-    """A blob file as a request body: its length up front, read in 1 MiB chunks, each counted."""
-
-    def __init__(self, path: Path, size: int, on_bytes: Callable[[int], None]) -> None:
-        self.path, self.size, self.on_bytes = path, size, on_bytes
-
-    def __len__(self) -> int:
-        return self.size
-
-    def __iter__(self) -> Iterator[bytes]:
-        with open(self.path, "rb") as fh:
-            while chunk := fh.read(CHUNK):
-                self.on_bytes(len(chunk))
-                yield chunk
-
-
 @dataclass(frozen=True)
 class Streamed:
     """A blob being compressed right now: CHUNKS gives its bytes as they are written (anew on each
@@ -79,16 +63,33 @@ class Streamed:
     finished: Callable[[], Blob]
 
 
-class _Growing:
-    """A Streamed blob as a request body of unknown length (sent chunked), each chunk counted;
-    iterable again should the request be repeated (a 401 challenge)."""
+class _Body:
+    """A request body read as it is sent, each chunk counted: CHUNKS gives it anew each time, so a
+    request repeated for a 401 challenge sends it whole. Without a length it goes chunked."""
 
-    def __init__(self, streamed: Streamed, on_bytes: Callable[[int], None]) -> None:
-        self.streamed, self.on_bytes = streamed, on_bytes
+    def __init__(self, chunks: Callable[[], Iterable[bytes]], on_bytes: Callable[[int], None]) -> None:
+        self.chunks, self.on_bytes = chunks, on_bytes
 
     def __iter__(self) -> Iterator[bytes]:
-        for chunk in self.streamed.chunks():
+        for chunk in self.chunks():
             self.on_bytes(len(chunk))
+            yield chunk
+
+
+class _FileBody(_Body):
+    """A blob file, its length up front, read in 1 MiB chunks."""
+
+    def __init__(self, path: Path, size: int, on_bytes: Callable[[int], None]) -> None:
+        super().__init__(lambda: _read(path), on_bytes)
+        self.size = size
+
+    def __len__(self) -> int:
+        return self.size
+
+
+def _read(path: Path) -> Iterator[bytes]:
+    with open(path, "rb") as fh:
+        while chunk := fh.read(CHUNK):
             yield chunk
 
 
@@ -111,7 +112,7 @@ class RegistryWriter(ManifestReader):
 
     def upload(self, blob: Blob, on_bytes: Callable[[int], None] = lambda n: None) -> None:
         """Upload BLOB's file, read as it is sent."""
-        self._upload(blob.digest, _Body(blob.path, blob.size, on_bytes), {"Content-Length": str(blob.size)})
+        self._upload(blob.digest, _FileBody(blob.path, blob.size, on_bytes), {"Content-Length": str(blob.size)})
 
     def upload_bytes(self, data: bytes) -> str:
         """Upload DATA (an image config: a few KB, new with each build, so not asked about first); its digest."""
@@ -125,7 +126,7 @@ class RegistryWriter(ManifestReader):
         base, verify = self._base()
         target = self._begin_upload(base, verify)
         res = self._send("PATCH", target, verify, {"Content-Type": "application/octet-stream"},
-                         data=_Growing(streamed, on_bytes))
+                         data=_Body(streamed.chunks, on_bytes))
         location = res.headers.get("Location")
         if res.status_code != 202 or not location:
             raise RegistryAPIError(f"PATCH {target} answered HTTP {res.status_code}{_why(res.text)}")

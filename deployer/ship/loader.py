@@ -148,11 +148,13 @@ class LayerLoader:
                 if not isinstance(exc, DeployError):
                     log.debug("%s: the layer loader failed", self._conn.name, exc_info=True)
                 why = str(exc).splitlines()[0]
-                if interrupt.requested():  # Ctrl-C stopped the send it was loading from: no end to load at
-                    log.info("%s: loading layers as they arrived stopped (%s)", self._conn.name, why)
-                elif self._light and isinstance(exc, DeployError):
-                    log.info("%s: loading layers as they arrived stopped (%s)", self._conn.name, why)
+                # Ctrl-C stopped the send it was loading from (no end to load at); or, LIGHT, the
+                # sender acts on the failure (the runner says why it checks the host)
+                stopped = interrupt.requested()
+                if self._light and isinstance(exc, DeployError) and not stopped:
                     self.failure = exc
+                if stopped or self.failure is not None:
+                    log.info("%s: loading layers as they arrived stopped (%s)", self._conn.name, why)
                 else:
                     self._note(f"loading layers as they arrived stopped ({why}); loading the rest at the end")
                 return
