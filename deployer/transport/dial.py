@@ -10,6 +10,7 @@ import logging
 import os
 import select
 import socket
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 KEEPALIVE_S = 5
-CONNECT_SLICE_S = 0.25  # a TCP connect checks for Ctrl-C this often
+CONNECT_SLICE_S = 0.25  # a TCP connect, and the SSH handshake after it, check for Ctrl-C this often
 WINDOW_SIZE = 8 * 1024 * 1024
 FAST_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
 # Key re-exchange is left to the server. paramiko starts one itself after 512 MiB in either
@@ -219,11 +220,14 @@ def _handshake(sock: socket.socket | paramiko.Channel | QuickAckSocket, spec: Co
     fast = [c for c in FAST_CIPHERS if c in opts.ciphers]
     opts.ciphers = fast + [c for c in opts.ciphers if c not in fast]
     try:
-        transport.start_client(timeout=timeout)
+        _start_client(transport, timeout)
     except (paramiko.SSHException, OSError, EOFError) as exc:
         transport.close()
         raise ConnectError(host, f"SSH handshake with {spec.label} failed: {exc or type(exc).__name__}",
                            hint="is an SSH server listening there? retry; check the network") from exc
+    except BaseException:  # Ctrl-C (deployer.interrupt)
+        transport.close()
+        raise
     key = transport.get_remote_server_key()
     try:
         hostkeys.verify(host, names, key, spec.known_hosts, trust_name=trust_name)
@@ -231,6 +235,23 @@ def _handshake(sock: socket.socket | paramiko.Channel | QuickAckSocket, spec: Co
         transport.close()
         raise
     return transport
+
+
+def _start_client(transport: paramiko.Transport, timeout: float) -> None:
+    """transport.start_client(timeout=TIMEOUT), waited for in CONNECT_SLICE_S slices so that
+    Ctrl-C stops a handshake with a host that accepted the connection but does not answer (a hung
+    sshd, a firewall that swallows the traffic) at once, not when TIMEOUT runs out."""
+    done = threading.Event()
+    transport.start_client(event=done)  # paramiko's own thread negotiates; DONE is set when it is over
+    deadline = time.monotonic() + timeout
+    while not done.wait(min(CONNECT_SLICE_S, max(0.0, deadline - time.monotonic()))):
+        interrupt.check()
+        if not transport.is_active():
+            break
+        if time.monotonic() >= deadline:
+            raise paramiko.SSHException(f"no answer within {timeout:g}s")
+    if not transport.is_active():
+        raise transport.get_exception() or paramiko.SSHException("Negotiation failed.")
 
 
 def _expand_rsa(types: list[str]) -> list[str]:

@@ -4,6 +4,7 @@ right after login waits 40 ms for our delayed ACK), and is otherwise the socket 
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from collections.abc import Iterator
 
@@ -11,8 +12,9 @@ import paramiko.packet
 import pytest
 from ctrl_c import ctrl_c_during
 
-from deployer.errors import Interrupted
-from deployer.transport.dial import REKEY_BYTES, QuickAckSocket, connect, new_transport
+from deployer.errors import ConnectError, Interrupted
+from deployer.transport.config import ConnectSpec
+from deployer.transport.dial import REKEY_BYTES, QuickAckSocket, connect, new_transport, open_link
 
 
 @pytest.fixture
@@ -102,4 +104,37 @@ def test_a_connect_that_hangs_times_out_or_stops_on_ctrl_c(unanswered: tuple[str
     assert 0.6 <= time.monotonic() - began < 3
     # in a host's work (deployer.fleet), Ctrl-C stops the wait within a slice, not at the timeout
     raised, took = ctrl_c_during(lambda: connect(*unanswered, timeout=30), after=0.5)
+    assert isinstance(raised, Interrupted) and took < 1.5
+
+
+@pytest.fixture
+def silent() -> Iterator[tuple[str, int]]:
+    """A loopback address that accepts connections and never says a word: a hung sshd."""
+    server = socket.create_server(("127.0.0.1", 0))
+    accepted: list[socket.socket] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                accepted.append(server.accept()[0])
+            except OSError:
+                return
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        yield server.getsockname()
+    finally:
+        server.close()
+        for sock in accepted:
+            sock.close()
+
+
+def test_a_handshake_that_hangs_times_out_or_stops_on_ctrl_c(silent: tuple[str, int], tmp_path) -> None:
+    spec = ConnectSpec(silent[0], silent[1], user="u", known_hosts=str(tmp_path / "known_hosts"))
+    began = time.monotonic()
+    with pytest.raises(ConnectError, match=r"SSH handshake with .* failed"):
+        open_link(spec, host="hung01", timeout=0.6, trust_name="hung01")
+    assert 0.6 <= time.monotonic() - began < 5
+    # in a host's work, Ctrl-C stops the handshake within a slice, not when its timeout runs out
+    raised, took = ctrl_c_during(lambda: open_link(spec, host="hung01", timeout=30, trust_name="hung01"), after=0.5)
     assert isinstance(raised, Interrupted) and took < 1.5
