@@ -83,8 +83,18 @@ _SHA = (
 # name it (argv: RECEIVER and that exact path; a site relay's forwarder reads such a file and is
 # left alone) are stopped, with their process groups (sshd gives each command its own). The
 # deploy lock is this ship's, so no live ship writes there. Linux /proc; elsewhere a no-op.
+# A stopped group is waited for while any of its processes still runs: a zombie writes nothing, and
+# under an init that does not reap orphans (sshd in a container, this machine's sandbox) the group's
+# zombies would otherwise hold every such stop for its whole grace period.
 RECEIVER = "deployer-receive"
 _STOP = (
+    'running() {\n'  # a process of group $1 is not a zombie (each stat's fields after its command name)
+    '  for s in /proc/[0-9]*/stat; do\n'
+    '    read -r l < "$s" 2>/dev/null || continue\n'
+    '    set -- "$1" ${l##*") "}\n'  # $2 state, $3 ppid, $4 process group
+    '    [ "$4" != "$1" ] || [ "$2" = Z ] || return 0\n'
+    '  done; return 1\n'
+    '}\n'
     'stop_writers() {\n'
     '  [ -e "$1" ] && read -r x x x x me x < /proc/$$/stat 2>/dev/null || return 0\n'
     '  gs=\n'
@@ -94,7 +104,7 @@ _STOP = (
     '    [ "$g" = "$me" ] || { kill -s TERM -- "-$g" 2>/dev/null && gs="$gs $g"; }\n'
     '  done\n'
     '  for g in $gs; do\n'
-    '    i=0; while kill -s 0 -- "-$g" 2>/dev/null && [ "$i" -lt 50 ]; do sleep 0.1; i=$((i + 1)); done\n'
+    '    i=0; while running "$g" && [ "$i" -lt 50 ]; do sleep 0.1; i=$((i + 1)); done\n'
     '    kill -s KILL -- "-$g" 2>/dev/null\n'
     '  done; return 0\n'
     '}\n'
@@ -431,7 +441,8 @@ def parse_pulled(stdout: str) -> tuple[str | None, str | None]:
 
 
 # Pull REF (by digest) from its origin, giving up when docker says nothing for START seconds (it
-# prints its first line once the registry answered with the manifest), then print the pulled
+# prints its first line once the registry answered with the manifest; looked for every 0.1 s, so a
+# quick pull is not held to a whole second), then print the pulled
 # image's layers (an empty list: the containerd store left it incomplete). Exit 9: no answer.
 _ORIGIN_PULL = r"""
 ref=$1; start=$2; shift 2
@@ -440,10 +451,10 @@ log=$(mktemp) || exit 3
 pid=$!
 waited=0
 while kill -0 "$pid" 2>/dev/null && [ ! -s "$log" ]; do
-  if [ "$waited" -ge "$start" ]; then
+  if [ "$waited" -ge $((start * 10)) ]; then
     kill "$pid" 2>/dev/null; rm -f -- "$log"; echo "no answer from the registry within ${start}s" >&2; exit 9
   fi
-  sleep 1; waited=$((waited + 1))
+  sleep 0.1; waited=$((waited + 1))
 done
 wait "$pid"; rc=$?
 cat -- "$log"; rm -f -- "$log"

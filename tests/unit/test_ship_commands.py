@@ -5,10 +5,10 @@ import hashlib
 import json
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
+from receivers import dead_receive
 
 from deployer.commands import ship as cmd
 from deployer.commands.layers import parse_content, present_layers_argv
@@ -153,18 +153,8 @@ def test_a_dead_receive_of_a_file_is_stopped_before_it_is_appended_to_or_moved(t
     growing = tmp_path / "g.growing.partial"
     others = tmp_path / "other.partial"
 
-    def dead(path: Path, *argv: str, until: int = 100) -> subprocess.Popen[bytes]:
-        """A receive that wrote 100 bytes (PATH holds UNTIL) and waits for more: its ship died."""
-        proc = subprocess.Popen(list(argv), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, start_new_session=True)
-        assert proc.stdin is not None
-        proc.stdin.write(b"x" * 100)
-        proc.stdin.flush()
-        while not path.exists() or path.stat().st_size < until:
-            time.sleep(0.01)
-        return proc
-
-    stale = dead(growing, *cmd.receive_growing_argv(str(growing)))
-    other = dead(others, *cmd.receive_growing_argv(str(others)))  # another file's: left alone
+    stale = dead_receive(cmd.receive_growing_argv(str(growing)), b"x" * 100, growing)
+    other = dead_receive(cmd.receive_growing_argv(str(others)), b"x" * 100, others)  # another file's: left alone
     reader = subprocess.Popen(["sh", "-c", "sleep 30", "forwarder", str(growing)], start_new_session=True)  # not a receive
     try:
         res = sh(cmd.receive_growing_argv(str(growing), 60), b"y" * 40)
@@ -174,7 +164,7 @@ def test_a_dead_receive_of_a_file_is_stopped_before_it_is_appended_to_or_moved(t
         res = sh(cmd.receive_growing_argv(str(growing), 500), b"z" * 10)
         assert res.returncode == 0 and res.stdout == b"" and growing.stat().st_size == 100
         # a leftover's move stops a dead receive of its source first (else it appends to the moved file)
-        stale = dead(others, *cmd.receive_growing_argv(str(others), 100), until=200)  # it stopped OTHER
+        stale = dead_receive(cmd.receive_growing_argv(str(others), 100), b"x" * 100, others, until=200)  # it stopped OTHER
         assert other.wait(timeout=10) == -15
         assert sh(cmd.move_argv(str(others), str(tmp_path / "moved"), leftover=True)).stdout.strip() == b"200"
         assert stale.wait(timeout=10) == -15

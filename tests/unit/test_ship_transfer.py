@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from fakedocker import Image, calls, fake_docker
+from receivers import dead_receive
 
 from deployer import lock as locks
 from deployer.commands import load as ld
@@ -152,19 +153,6 @@ def test_tampered_partial_and_final_are_resent(tmp_path: Path) -> None:
     stage_blob(conn, staging, blob, counter, notes.append)
     assert final.read_bytes() == blob.path.read_bytes()
     assert counter.sent == blob.size - 70 + blob.size and "failed its sha256 check" in notes[0]
-
-
-def dead_receive(argv: tuple[str, ...], head: bytes, path: Path) -> subprocess.Popen[bytes]:
-    """A receive whose ship died: its own process group (as sshd gives each command), still
-    alive, its stdin open (the link is half-open), HEAD written to PATH."""
-    proc = subprocess.Popen(list(argv), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, start_new_session=True)
-    assert proc.stdin is not None
-    proc.stdin.write(head)
-    proc.stdin.flush()
-    deadline = time.monotonic() + 10
-    while (path.stat().st_size if path.exists() else 0) < len(head) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return proc
 
 
 def test_a_dead_ships_receive_still_writing_is_stopped_and_the_resume_is_exact(tmp_path: Path) -> None:
