@@ -6,9 +6,9 @@ import json
 import shutil
 import socket
 import subprocess
-import threading
 
 import pytest
+from loopback import serving
 
 from deployer.commands.facts import (
     PROBE_SCRIPT,
@@ -331,15 +331,10 @@ def test_probe_registry_check_with_a_curl_that_takes_whole_seconds_only(tmp_path
 
 @pytest.mark.skipif(not shutil.which("curl"), reason="needs curl")
 def test_probe_registry_check_with_real_curl_on_loopback(tmp_path) -> None:
-    server = http.server.HTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)  # answers 501
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        h = Host("local", {"deploy_staging_dir": str(tmp_path), "deploy_docker": "false",
-                           "deploy_registry": f"127.0.0.1:{server.server_port}"})
+    with serving(http.server.BaseHTTPRequestHandler) as address:  # answers 501
+        h = Host("local", {"deploy_staging_dir": str(tmp_path), "deploy_docker": "false", "deploy_registry": address})
         out = subprocess.run(list(probe_argv(h)), capture_output=True, text=True, check=True, timeout=30).stdout
         assert parse_registry(split_sections(out)["registry"][0]) == (True, "curl: HTTP 501")
-    finally:
-        server.shutdown()
     closed = socket.socket()
     closed.bind(("127.0.0.1", 0))  # bound, never listening: connection refused at once
     try:

@@ -7,13 +7,13 @@ import dataclasses
 import hashlib
 import json
 import subprocess
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import ClassVar
 
 import pytest
+from loopback import serving
 from test_ship_plan import IMAGE, NONE, SIZES, D, facts, host
 
 from deployer import layercache
@@ -367,17 +367,10 @@ def registry_base(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[_
         {"digest": amd64, "platform": {"os": "linux", "architecture": "amd64"}}]})
     handler = type("Handler", (_Registry,), {"requests": [], "blobs": {
         index: index_data, amd64: amd64_data, arm64: arm64_data, config: config_data, arm_config: arm_data}})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
     fake = FakeClient(info_json={"Driver": "overlay2", "RegistryConfig": {"InsecureRegistryCIDRs": ["127.0.0.0/8"]}})
     fake.add_image("trainer:v3", IMAGE.id, diff_ids=D)
-    try:
-        yield _Declared(f"127.0.0.1:{server.server_address[1]}/team/base", index, amd64, config, handler,
-                        tmp_path / "bases.json", fake)
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(handler) as address:
+        yield _Declared(f"{address}/team/base", index, amd64, config, handler, tmp_path / "bases.json", fake)
 
 
 def test_a_declared_base_is_pinned_by_its_platforms_manifest_and_looked_up_once(registry_base: _Declared) -> None:
