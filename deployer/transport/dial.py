@@ -254,6 +254,20 @@ def _start_client(transport: paramiko.Transport, timeout: float) -> None:
         raise transport.get_exception() or paramiko.SSHException("Negotiation failed.")
 
 
+def _auth_publickey(transport: paramiko.Transport, user: str, key: paramiko.PKey, timeout: float) -> list[str]:
+    """transport.auth_publickey(USER, KEY), waited for in CONNECT_SLICE_S slices so that Ctrl-C
+    stops a login the host does not answer (its sshd reading a home directory on a hung NFS
+    server) at once. The auth types still wanted, as paramiko gives them (or its exception)."""
+    done = threading.Event()
+    transport.auth_publickey(user, key, done)  # paramiko's thread sends it; DONE is set on the answer
+    deadline = time.monotonic() + timeout
+    while not done.wait(CONNECT_SLICE_S) and transport.is_active():
+        interrupt.check()
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"no answer within {timeout:g}s")
+    return transport.auth_handler.wait_for_response(done)  # answered: raises or returns at once
+
+
 def _expand_rsa(types: list[str]) -> list[str]:
     out: list[str] = []
     for t in types:
@@ -306,16 +320,24 @@ def _authenticate(transport: paramiko.Transport, spec: ConnectSpec, *, host: str
     for label, key in keys:
         tried.append(label)
         try:
-            remaining = transport.auth_publickey(user, key)
+            remaining = _auth_publickey(transport, user, key, timeout)
         except paramiko.BadAuthenticationType as exc:
             transport.close()
             raise AuthError(host, f"{user}@{spec.address} does not accept public keys (allows: {', '.join(exc.allowed_types)})",
                             hint="deployer uses key or agent authentication only; enable PubkeyAuthentication") from exc
         except paramiko.AuthenticationException:
             continue
+        except TimeoutError as exc:
+            transport.close()
+            raise ConnectError(host, f"{spec.label} did not answer the login within {timeout:g}s",
+                               hint="its sshd may be stuck (a home directory on a hung network filesystem?); "
+                                    "retry, or log in by hand to see") from exc
         except (paramiko.SSHException, OSError, EOFError) as exc:
             transport.close()
             raise ConnectError(host, f"connection lost while authenticating to {spec.label}: {exc}") from exc
+        except BaseException:  # Ctrl-C (deployer.interrupt)
+            transport.close()
+            raise
         if not remaining:
             return
         transport.close()

@@ -138,3 +138,62 @@ def test_a_handshake_that_hangs_times_out_or_stops_on_ctrl_c(silent: tuple[str, 
     # in a host's work, Ctrl-C stops the handshake within a slice, not when its timeout runs out
     raised, took = ctrl_c_during(lambda: open_link(spec, host="hung01", timeout=30, trust_name="hung01"), after=0.5)
     assert isinstance(raised, Interrupted) and took < 1.5
+
+
+class _HungLogin(paramiko.ServerInterface):
+    """An sshd whose answer to a login never comes (it reads authorized_keys from a hung NFS home)."""
+
+    def __init__(self) -> None:
+        self.asked, self.release = threading.Event(), threading.Event()
+
+    def get_allowed_auths(self, username: str) -> str:
+        return "publickey"
+
+    def check_auth_publickey(self, username: str, key: paramiko.PKey) -> int:
+        self.asked.set()
+        self.release.wait(30)
+        return paramiko.AUTH_FAILED
+
+
+@pytest.fixture
+def hung_login(tmp_path) -> Iterator[tuple[ConnectSpec, _HungLogin]]:
+    """A loopback SSH server (its key in known_hosts) whose login hangs, and a spec to log in with."""
+    host_key, user_key = paramiko.ECDSAKey.generate(), paramiko.ECDSAKey.generate()
+    user_key.write_private_key_file(str(tmp_path / "id_ecdsa"))
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    (tmp_path / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_key.get_name()} {host_key.get_base64()}\n")
+    login, transports = _HungLogin(), []
+
+    def serve() -> None:
+        while True:
+            try:
+                conn = server.accept()[0]
+            except OSError:
+                return
+            t = paramiko.Transport(conn)
+            t.add_server_key(host_key)
+            t.start_server(server=login)
+            transports.append(t)
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        yield ConnectSpec("127.0.0.1", port, user="u", key_files=(str(tmp_path / "id_ecdsa"),),
+                          known_hosts=str(tmp_path / "known_hosts"), identities_only=True), login
+    finally:
+        login.release.set()
+        server.close()
+        for t in transports:
+            t.close()
+
+
+def test_a_login_that_hangs_times_out_or_stops_on_ctrl_c(hung_login: tuple[ConnectSpec, _HungLogin]) -> None:
+    spec, login = hung_login
+    with pytest.raises(ConnectError, match=r"did not answer the login within 0\.6s"):
+        open_link(spec, host="nfs01", timeout=0.6, trust_name="nfs01")
+    assert login.asked.is_set()
+    login.asked.clear()
+    # in a host's work, Ctrl-C stops the wait for the login's answer within a slice
+    raised, took = ctrl_c_during(lambda: open_link(spec, host="nfs01", timeout=30, trust_name="nfs01"), after=1.5)
+    assert login.asked.is_set(), "Ctrl-C came before the login was asked"
+    assert isinstance(raised, Interrupted) and took < 1.5
