@@ -24,7 +24,8 @@ run a command on a host.
 Faults: a node that cannot be set up, dies, or cannot reach a child makes that child (and, as
 its copy stops growing, its subtree) fall back to direct sends from the workstation with a
 warning (`deploy_relay_fallback: direct`, the default), resuming the blob where the tree left
-it; with `fail`, those hosts fail instead.
+it; with `fail`, those hosts fail instead. A host the workstation itself cannot reach fails as it
+would without a relay: a direct send would need that same connection.
 """
 from __future__ import annotations
 
@@ -43,7 +44,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from deployer import interrupt
 from deployer.commands import relay as rc
 from deployer.commands import ship as cmd
-from deployer.errors import DeployError, Interrupted, TransferError
+from deployer.errors import AuthError, ConnectError, DeployError, HostKeyError, Interrupted, TransferError
 from deployer.inventory.host import Host
 from deployer.local.cache import Blob
 from deployer.local.export import Exporter, Growing
@@ -396,6 +397,8 @@ class Relayed:
     def _fall_back(self, exc: DeployError) -> None:
         if isinstance(exc, Interrupted):  # Ctrl-C: no direct send instead
             raise exc
+        if isinstance(exc, (ConnectError, AuthError, HostKeyError)) and exc.host == self.host.name:
+            raise exc  # the workstation cannot reach the host itself: a direct send could not either
         if self.host.relay_fallback == "fail":
             raise exc if isinstance(exc, RelayError) else RelayError(self.host.name, self.served_by, _why(exc)) \
                 from exc

@@ -16,11 +16,11 @@ import pytest
 
 from deployer.commands import relay as rc
 from deployer.commands import ship as cmd
-from deployer.errors import InventoryError, TransferError
+from deployer.errors import ConnectError, InventoryError, TransferError
 from deployer.inventory.host import Host
 from deployer.ship.conn import HostConn
 from deployer.ship.progress import NullReporter
-from deployer.ship.relay import RelayError, Site, sites_of
+from deployer.ship.relay import Relayed, RelayError, Site, sites_of
 from deployer.ship.route import Leg, run_tarball
 from deployer.ship.tarball import Counter
 
@@ -429,6 +429,46 @@ def test_a_dead_relay_sends_its_hosts_direct_or_fails_them(tmp_path: Path, monke
     assert any("sending directly from the workstation" in n for n in notes), notes
     with pytest.raises(RelayError, match="cannot set up relay as the site's relay: the relay is gone"):
         _relayed_ship(tmp_path / "b", monkeypatch, _DeadRelay(), deploy_relay_fallback="fail")
+
+
+class _Unreachable(_DeadRelay):
+    """The session of a host the workstation cannot connect to."""
+
+    host = "local"
+
+    def run(self, argv: object, **kw: object) -> object:
+        raise ConnectError("local", "cannot connect to 127.0.0.1:22: Connection refused")
+
+    send = run
+
+
+def test_a_host_the_workstation_cannot_reach_fails_as_without_a_relay(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its relayed send fails for want of the host itself, not of the relay: going direct would
+    need that same connection (and its whole retry budget again), so the host fails as it is."""
+    from test_ship_transfer import LocalSession
+
+    monkeypatch.setenv("DEPLOYER_RETRY_BUDGET", "0")
+    known = tmp_path / "known_hosts"
+    known.write_text("")
+    relay = Host("relay", {"ansible_host": "127.0.0.1", "deploy_staging_dir": str(tmp_path / "relay"),
+                           "deploy_known_hosts": str(known)})
+    host = Host("local", {"ansible_host": "127.0.0.1", "deploy_staging_dir": str(tmp_path / "local"),
+                          "deploy_relay": "relay", "deploy_known_hosts": str(known)})
+    notes: list[str] = []
+    for session, falls_back in ((_Unreachable(), False), (LocalSession([]), True)):
+        site = Site(relay, [host], conn=HostConn(relay, session=_DeadRelay() if falls_back else LocalSession([])))  # type: ignore[arg-type]
+        relayed = Relayed(site, HostConn(host, session=session), host, Counter(), notes.append, None)  # type: ignore[arg-type]
+        try:
+            if falls_back:  # the relay is gone: direct sends instead, as ever
+                relayed.open()
+                assert relayed.direct and "relay relay cannot serve this host" in notes[-1], notes
+            else:
+                with pytest.raises(ConnectError, match="local: cannot connect"):
+                    relayed.open()
+                assert not relayed.direct and notes == []
+        finally:
+            site.close(all_ok=True)
 
 
 # -- the tree (deploy_relay_fanout) ------------------------------------------------------------
