@@ -25,6 +25,7 @@ SOURCES = {
     "port": ("ansible_port", "ansible_ssh_port"),
     "user": ("ansible_user", "ansible_ssh_user"),
     "key_file": ("ansible_ssh_private_key_file", "ansible_private_key_file"),
+    "timeout": ("ansible_ssh_timeout",),  # seconds to wait for the connection (Ansible's ssh `timeout`)
 }
 
 
@@ -143,10 +144,23 @@ def value(name: str, vars: Mapping[str, Any], groups: tuple[str, ...], setting: 
                              hint="define the variables it uses for this host, or write the value itself") from None
     if setting == "port":
         return _port(name, key, written, result)
+    if setting == "timeout":
+        return _seconds(name, key, written, result)
     text = str(result)
     if setting == "address" and (not text.strip() or any(c.isspace() for c in text.strip())):
         raise InventoryError(f"host {name}: {key} {written!r} gives {text!r}, which is not a host name or address")
     return text.strip() if setting == "address" else text
+
+
+def _seconds(name: str, key: str, written: Any, rendered: Any) -> float:
+    shown = repr(written) if written == rendered else f"{written!r} (rendered: {rendered!r})"
+    try:
+        seconds = float(str(rendered).strip()) if not isinstance(rendered, bool) else 0.0
+    except ValueError:
+        seconds = 0.0
+    if not 0 < seconds < float("inf"):
+        raise InventoryError(f"host {name}: {key} {shown} is not a number of seconds above 0")
+    return seconds
 
 
 def _port(name: str, key: str, written: Any, rendered: Any) -> int:

@@ -54,6 +54,12 @@ class Host:
         key = self._connection("key_file")
         return os.path.expanduser(str(key)) if key else None
 
+    @property
+    def ssh_timeout(self) -> float | None:
+        """Seconds to wait for the SSH connection (ansible_ssh_timeout, templated); None: the command's."""
+        seconds = self._connection("timeout")
+        return float(seconds) if seconds is not None else None
+
     def _connection(self, setting: str) -> Any:
         # Ansible's connection values are templates rendered with the host's vars when used.
         from deployer.inventory import connection
@@ -65,7 +71,7 @@ class Host:
         from deployer.errors import InventoryError
 
         problems = []
-        for name in ("address", "explicit_port", "user", "key_file", "jump"):
+        for name in ("address", "explicit_port", "user", "key_file", "ssh_timeout", "jump"):
             try:
                 getattr(self, name)
             except InventoryError as exc:

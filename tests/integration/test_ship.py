@@ -608,12 +608,15 @@ def test_gzip_layers_for_hosts_without_zstd(testbed: Testbed, ship_env: dict[str
     assert host_image_id(testbed, "cpu01", ref) == image.id
 
 
-def test_unreachable_host_neither_blocks_nor_hides_the_others(faults: Testbed, ship_env: dict[str, str]) -> None:
+def test_unreachable_host_neither_blocks_nor_hides_the_others(faults: Testbed, ship_env: dict[str, str],
+                                                              tmp_path: Path) -> None:
     testbed = faults
     ref = tag("down")
     image = build(testbed, ref, [2])
     testbed.cut("gpu02")
-    env = {**ship_env, "DEPLOYER_RETRY_BUDGET": "4"}
+    # gpu02's own connect timeout (ansible_ssh_timeout), not the 10 s default: its attempts give up sooner
+    inv = inventory_with(testbed, tmp_path, "gpu02", ansible_ssh_timeout="3")
+    env = {**ship_env, "DEPLOYER_RETRY_BUDGET": "4", "DEPLOY_INVENTORY": inv}
     start = time.monotonic()
     code, out, err = deploy(env, "ship", "--host", "airgap01,gpu02", "--via", "tarball", "--image", ref, "--json",
                             "--lock-wait", "120")
@@ -622,6 +625,7 @@ def test_unreachable_host_neither_blocks_nor_hides_the_others(faults: Testbed, s
     air, down = one(out, "airgap01"), one(out, "gpu02")
     assert air["ok"] and air["verified"] and host_image_id(testbed, "airgap01", ref) == image.id
     assert not down["ok"] and down["bytes_sent"] == 0 and "reach" in down["error"]
+    assert down["seconds"] < 10, down  # two 3 s attempts within the 4 s budget, where one took 10 s
     # airgap01 was not held back until gpu02 gave up (the export waits at most a short grace)
     print(f"airgap01 done in {air['seconds']} s; gpu02 failed after {down['seconds']} s; run {took:.1f} s")
     assert air["seconds"] < down["seconds"]

@@ -116,3 +116,32 @@ def test_ssh_args_are_templated_for_the_jump_host() -> None:
     assert resolve(host).jump is not None and resolve(host).jump.address == "gw.example"  # type: ignore[union-attr]
     with pytest.raises(InventoryError, match=r"host gpu01: deploy_jump: .*'nowhere' is undefined"):
         _ = Host("gpu01", {"deploy_jump": "{{ nowhere }}"}).jump
+
+
+def test_the_ssh_timeout_is_a_templated_number_of_seconds_and_the_connect_waits_that_long(monkeypatch) -> None:
+    from deployer.transport import ssh
+
+    hosts = {name: Host(name, vars) for name, vars in {
+        "far": {"ansible_ssh_timeout": "{{ slow }}", "slow": 45},
+        "near": {"ansible_ssh_timeout": 2.5},
+        "plain": {},
+        "zero": {"ansible_ssh_timeout": 0},
+        "word": {"ansible_ssh_timeout": "soon"},
+    }.items()}
+    assert (hosts["far"].ssh_timeout, hosts["near"].ssh_timeout, hosts["plain"].ssh_timeout) == (45.0, 2.5, None)
+    for name in ("zero", "word"):
+        with pytest.raises(InventoryError, match=f"host {name}: ansible_ssh_timeout .* is not a number of seconds"):
+            _ = hosts[name].ssh_timeout
+        assert hosts[name].connection_problems() and "ansible_ssh_timeout" in hosts[name].connection_problems()[0]
+    # the host's own timeout wins over the command's
+    waited: list[float] = []
+
+    def open_link(spec: object, *, host: str, timeout: float, trust_name: str) -> object:
+        waited.append(timeout)
+        raise InventoryError("stop here")
+
+    monkeypatch.setattr(ssh, "open_link", open_link)
+    for name in ("far", "plain"):
+        with pytest.raises(InventoryError, match="stop here"):
+            ssh.connect(hosts[name], timeout=10.0, ssh_config=None)
+    assert waited == [45.0, 10.0]
