@@ -238,34 +238,39 @@ def _handshake(sock: socket.socket | paramiko.Channel | QuickAckSocket, spec: Co
 
 
 def _start_client(transport: paramiko.Transport, timeout: float) -> None:
-    """transport.start_client(timeout=TIMEOUT), waited for in CONNECT_SLICE_S slices so that
-    Ctrl-C stops a handshake with a host that accepted the connection but does not answer (a hung
-    sshd, a firewall that swallows the traffic) at once, not when TIMEOUT runs out."""
+    """transport.start_client(timeout=TIMEOUT), but stopped by Ctrl-C (_answered): a host that
+    accepted the connection and does not answer (a hung sshd, a firewall that swallows the traffic)."""
     done = threading.Event()
     transport.start_client(event=done)  # paramiko's own thread negotiates; DONE is set when it is over
-    deadline = time.monotonic() + timeout
-    while not done.wait(min(CONNECT_SLICE_S, max(0.0, deadline - time.monotonic()))):
-        interrupt.check()
-        if not transport.is_active():
-            break
-        if time.monotonic() >= deadline:
-            raise paramiko.SSHException(f"no answer within {timeout:g}s")
+    if not _answered(done, transport, timeout):
+        raise paramiko.SSHException(f"no answer within {timeout:g}s")
     if not transport.is_active():
         raise transport.get_exception() or paramiko.SSHException("Negotiation failed.")
 
 
 def _auth_publickey(transport: paramiko.Transport, user: str, key: paramiko.PKey, timeout: float) -> list[str]:
-    """transport.auth_publickey(USER, KEY), waited for in CONNECT_SLICE_S slices so that Ctrl-C
-    stops a login the host does not answer (its sshd reading a home directory on a hung NFS
-    server) at once. The auth types still wanted, as paramiko gives them (or its exception)."""
+    """transport.auth_publickey(USER, KEY), but stopped by Ctrl-C (_answered): a login the host does
+    not answer (its sshd reading a home directory on a hung NFS server); TimeoutError after TIMEOUT.
+    The auth types still wanted, as paramiko gives them (or its exception)."""
     done = threading.Event()
     transport.auth_publickey(user, key, done)  # paramiko's thread sends it; DONE is set on the answer
-    deadline = time.monotonic() + timeout
-    while not done.wait(CONNECT_SLICE_S) and transport.is_active():
-        interrupt.check()
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"no answer within {timeout:g}s")
+    if not _answered(done, transport, timeout):
+        raise TimeoutError(f"no answer within {timeout:g}s")
     return transport.auth_handler.wait_for_response(done)  # answered: raises or returns at once
+
+
+def _answered(done: threading.Event, transport: paramiko.Transport, timeout: float) -> bool:
+    """Wait for DONE, which paramiko's thread sets when the host answered, in CONNECT_SLICE_S
+    slices, so that Ctrl-C (deployer.interrupt) stops the wait at once, not when TIMEOUT runs out.
+    False when TIMEOUT ran out; True as well when the transport died (paramiko then says why)."""
+    deadline = time.monotonic() + timeout
+    while not done.wait(min(CONNECT_SLICE_S, max(0.0, deadline - time.monotonic()))):
+        interrupt.check()
+        if not transport.is_active():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+    return True
 
 
 def _expand_rsa(types: list[str]) -> list[str]:
