@@ -8,7 +8,9 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import threading
 from collections.abc import Iterator
+from concurrent.futures import Future
 from typing import Any, Protocol
 
 import docker
@@ -36,15 +38,43 @@ class Client(Protocol):
 def daemon_info(client: Any) -> dict[str, Any]:
     """`docker info` of the local daemon, asked once per client: a ship reads it in several places
     (the image store, the layer store's root, the content store's, the registry settings), each a
-    request of 5-25 ms. A client lives for one command, so its answer is never older than that."""
+    request of 5-25 ms. A client lives for one command, so its answer is never older than that.
+    The answer of a prefetch_info still under way is waited for (asked again if it failed)."""
     known = getattr(client, "_deployer_info", None)
     if not isinstance(known, dict):
-        known = client.info()
+        pending: Future[dict[str, Any]] | None = getattr(client, "_deployer_info_pending", None)
+        try:
+            known = pending.result() if pending is not None else None
+        except Exception:  # noqa: BLE001 - asked again below, where its error is the caller's to translate
+            known = None
+        if not isinstance(known, dict):
+            known = client.info()
         try:
             client._deployer_info = known
         except AttributeError:  # a client that takes no attributes is asked every time
             pass
     return known  # type: ignore[no-any-return]
+
+
+def prefetch_info(client: Any) -> None:
+    """Ask `docker info` (daemon_info) in the background now, while the command's first requests
+    (the image's inspect and history) go on: the export and the registry push need its answer
+    (the layer store's root, the insecure registries), 5-25 ms of the daemon's time, a little later."""
+    if isinstance(getattr(client, "_deployer_info", None), dict) or not callable(getattr(client, "info", None)):
+        return
+    pending: Future[dict[str, Any]] = Future()
+    try:
+        client._deployer_info_pending = pending
+    except AttributeError:
+        return
+
+    def ask() -> None:
+        try:
+            pending.set_result(client.info())
+        except BaseException as exc:  # noqa: BLE001 - daemon_info asks again
+            pending.set_exception(exc)
+
+    threading.Thread(target=ask, name="docker-info", daemon=True).start()
 
 
 def _where() -> str:

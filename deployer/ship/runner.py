@@ -38,7 +38,7 @@ from deployer.facts import PROBE_TIMEOUT_S, read_probe
 from deployer.fleet import Outcome, Unfinished, for_each_host
 from deployer.inventory.host import ORIGIN_MODES, Host
 from deployer.local.cache import Blob, Cache
-from deployer.local.client import Client, docker_client
+from deployer.local.client import Client, docker_client, prefetch_info
 from deployer.local.compress import codec_level
 from deployer.local.export import Exporter
 from deployer.local.image import ImageInfo, history_sizes, inspect
@@ -410,6 +410,7 @@ def ship_image(hosts: Sequence[Host], image_ref: str, options: ShipOptions | Non
     exports: ExportPool | None = None
     try:
         client = client or docker_client()
+        prefetch_info(client)  # the export and the push need it soon; meanwhile the image is inspected
         image = image or inspect(image_ref, client)
         if image.ref != image_ref:
             image = replace(image, ref=image_ref)

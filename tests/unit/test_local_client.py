@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import pytest
 from loopback import serving
 
-from deployer.local.client import docker_client
+from deployer.local.client import daemon_info, docker_client, prefetch_info
 
 
 class Daemon(BaseHTTPRequestHandler):
@@ -60,3 +60,25 @@ def test_a_ping_without_a_version_falls_back_to_asking_version(daemon: type[Daem
     daemon.api_version = None
     client = docker_client()
     assert client.api.api_version == "1.41" and daemon.asked == ["/_ping", "/version"]
+
+
+def test_docker_info_asked_ahead_is_asked_once_and_waited_for(daemon: type[Daemon]) -> None:
+    client = docker_client()
+    prefetch_info(client)
+    assert daemon_info(client) == {"Driver": "overlay2"} and daemon_info(client) == {"Driver": "overlay2"}
+    assert daemon.asked.count("/v1.47/info") == 1  # the prefetch's answer, kept for the command
+
+
+def test_a_prefetch_that_failed_is_asked_again() -> None:
+    class Flaky:
+        calls = 0
+
+        def info(self) -> dict[str, str]:
+            self.calls += 1
+            if self.calls == 1:
+                raise ConnectionError("the daemon was restarting")
+            return {"Driver": "overlay2"}
+
+    client = Flaky()
+    prefetch_info(client)
+    assert daemon_info(client) == {"Driver": "overlay2"} and client.calls == 2
