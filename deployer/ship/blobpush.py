@@ -21,7 +21,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urljoin
@@ -120,6 +122,29 @@ class RegistryWriter(ManifestReader):
         self._upload(digest, data, {})
         return digest
 
+    def upload_bytes_beside(self, data: bytes) -> Future[str]:
+        """upload_bytes, its PUT on a connection of its own while this writer goes on (as `docker
+        push` uploads several blobs at once): the POST here first, so the push's login challenge is
+        answered once, for both. The digest, or the upload's error, from the future."""
+        digest = digest_of(data)
+        base, verify = self._base()
+        target = self._begin_upload(base, verify)
+        twin = RegistryWriter(self.repo, self._creds, insecure=False, timeout=self.timeout)
+        twin._bases, twin._auth_header, twin._challenge = [(base, verify)], dict(self._auth_header), self._challenge
+        done: Future[str] = Future()
+
+        def put() -> None:
+            try:
+                twin._end_upload(target, digest, verify, {"Content-Type": "application/octet-stream"}, data)
+                done.set_result(digest)
+            except BaseException as exc:  # noqa: BLE001 - the caller's, through the future
+                done.set_exception(exc)
+            finally:
+                twin.close()
+
+        threading.Thread(target=put, name=f"upload {digest[7:19]}", daemon=True).start()
+        return done
+
     def upload_streamed(self, streamed: Streamed, on_bytes: Callable[[int], None] = lambda n: None) -> Blob:
         """Upload a blob while it is being compressed: its bytes as they come (one chunked PATCH),
         then its digest once it is complete (the PUT that ends the upload). The finished blob."""
@@ -195,19 +220,22 @@ def push_image(writer: RegistryWriter, tag: str, diff_ids: Sequence[str], config
                blob: Callable[[str], Blob | Streamed], known: Mapping[str, Descriptor] = {},
                stages: Mapping[int, bytes] = {}, on_stage: Callable[[str, int], None] = lambda d, n: None,
                on_bytes: Callable[[int], None] = lambda n: None, check_known: bool = True) -> Pushed:
-    """Upload the config (CONFIG gives it), then each layer the registry lacks (bottom first: BLOB
-    gives its zstd blob, waiting for the export, or a Streamed one, uploaded as it grows without
-    asking the registry first), then put the manifest under TAG. KNOWN: a blob a previous push left for a
+    """Upload the config (CONFIG gives it; on a connection of its own, beside the layers) and each
+    layer the registry lacks (bottom first: BLOB gives its zstd blob, waiting for the export, or a
+    Streamed one, uploaded as it grows without asking the registry first), then put the manifest
+    under TAG. KNOWN: a blob a previous push left for a
     layer, named as it is if the registry still has it (not asked first without CHECK_KNOWN: then
     BlobUnknown if it is gone). STAGES: layers -> the config of a stage image of the first that
     many layers (deployer.local.stages), put (under its own tag) as soon as they are up, and
     handed to ON_STAGE with its digest."""
     body = config()
-    writer.upload_bytes(body)  # first: a re-ship's top layer may still be being compressed meanwhile
+    config_up = writer.upload_bytes_beside(body)  # while the layers go (a re-ship's top one is compressed meanwhile)
     layers: list[Descriptor] = []
     uploaded: list[str] = []
     sent = 0
     for n, diff_id in enumerate(diff_ids, 1):
+        if config_up.done():
+            config_up.result()  # a config the registry refused stops the push before its next layer
         desc = known.get(diff_id)
         if desc is None or (check_known and not writer.has_blob(desc.digest)):
             got = blob(diff_id)
@@ -232,6 +260,7 @@ def push_image(writer: RegistryWriter, tag: str, diff_ids: Sequence[str], config
             on_stage(writer.put_manifest(STAGE_TAG, manifest(stages[n], layers)), n)
             if k == len(stages):
                 log.info("pushing %s:%s itself, after %d stage(s)", writer.repo.path, tag, k)
+    config_up.result()  # the manifest names the config: it must be there
     digest = writer.put_manifest(tag, manifest(body, layers))
     log.info("pushed %s:%s (%s): %d of %d layers uploaded, %d bytes", writer.repo.path, tag, digest[:19],
              len(uploaded), len(diff_ids), sent)

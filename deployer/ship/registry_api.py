@@ -117,6 +117,10 @@ class ManifestReader:
         config = registry_config(client)
         return cls(repo, registry_credentials(client, repo.index), is_insecure(config, repo.index), timeout)
 
+    def close(self) -> None:
+        """Close its connections (the registry's keep-alive ones)."""
+        self._session.close()
+
     def settle(self) -> None:
         """Find which scheme the registry answers on (GET /v2/, Docker's order) so that later reads
         go straight there: a plain-http registry no longer costs every read a failed TLS handshake.

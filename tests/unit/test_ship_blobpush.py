@@ -10,6 +10,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, ClassVar
@@ -58,6 +59,7 @@ class UploadRegistry(BaseHTTPRequestHandler):
     tokens: ClassVar[list[str]] = []  # the scopes tokens were asked for
     upload_host = ""  # the host upload URLs name (default: the one asked)
     upload_auth: ClassVar[list[str]] = []  # the Authorization header of each upload's PUT
+    full: ClassVar[set[str]] = set()  # digests whose upload's PUT fails (the registry's storage is full)
     uploads: ClassVar[dict[str, bytes]] = {}  # what PATCHes sent so far, by upload
     connections: ClassVar[list[int]] = []  # one per connection, TLS attempts too
 
@@ -133,6 +135,9 @@ class UploadRegistry(BaseHTTPRequestHandler):
         elif self.command == "PUT" and what.startswith("blobs/uploads/"):
             upload = what.removeprefix("blobs/uploads/")
             data, digest = self.uploads.pop(upload, b"") + self._body(), parse_qs(url.query)["digest"][0]
+            if digest in self.full:
+                self._reply(500, b'{"errors":[{"code":"UNKNOWN","message":"no space left on device"}]}')
+                return
             if sha(data) != digest:
                 self._reply(400, b'{"errors":[{"code":"DIGEST_INVALID"}]}')
                 return
@@ -156,7 +161,7 @@ class UploadRegistry(BaseHTTPRequestHandler):
 @pytest.fixture
 def registry() -> Iterator[tuple[str, type[UploadRegistry]]]:
     handler = type("Handler", (UploadRegistry,), {"blobs": {}, "manifests": {}, "tokens": [], "requests": [],
-                                                  "upload_auth": [], "connections": [], "uploads": {}})
+                                                  "upload_auth": [], "connections": [], "uploads": {}, "full": set()})
     with serving(handler) as address:
         yield address, handler
 
@@ -221,6 +226,38 @@ def test_a_push_uploads_the_blobs_the_registry_lacks_then_the_config_and_the_man
     assert handler.blobs[sha(stage_config)] == stage_config and handler.blobs[sha(CONFIG)] == CONFIG
     # one token, asked for once: the config's upload comes first, and a token that may push may read
     assert handler.tokens == ["pull,push"]
+
+
+def test_the_config_goes_up_beside_the_layers_and_its_failure_stops_the_push_at_the_next_layer(
+        registry: tuple[str, type[UploadRegistry]], tmp_path: Path) -> None:
+    address, handler = registry
+    blobs = layer_blobs(tmp_path, 3)
+    diff_ids = list(blobs)
+
+    class Watched(RegistryWriter):
+        config_up: Future[str] | None = None
+
+        def upload_bytes_beside(self, data: bytes) -> Future[str]:
+            self.config_up = super().upload_bytes_beside(data)
+            return self.config_up
+
+    w = Watched(Repo(address, "team/x"), {"username": "ann", "password": "pw"}, insecure=True, timeout=5)
+    pushed = push_image(w, "1", diff_ids, lambda: CONFIG, blobs.__getitem__)
+    assert handler.blobs[sha(CONFIG)] == CONFIG and json.loads(handler.manifests["1"])["config"]["digest"] == sha(CONFIG)
+    assert pushed.uploaded == tuple(diff_ids) and handler.tokens == ["pull,push"]  # one login for both connections
+    handler.full.add(sha(CONFIG))  # the next push's config fails (its layers are new)
+    other = layer_blobs(tmp_path, 3, name="other")
+    asked: list[str] = []
+
+    def blob(diff_id: str) -> Blob:
+        asked.append(diff_id)
+        assert w.config_up is not None
+        w.config_up.exception(timeout=5)  # its config's upload is over (refused) while this layer goes
+        return other[diff_id]
+
+    with pytest.raises(RegistryAPIError, match=rf"uploading {sha(CONFIG)} answered HTTP 500: .*no space left"):
+        push_image(w, "2", list(other), lambda: CONFIG, blob)
+    assert asked == list(other)[:1] and "2" not in handler.manifests  # no layer after it, no manifest
 
 
 def test_a_layer_still_being_compressed_goes_up_as_it_grows_then_is_named_by_its_digest(
@@ -312,7 +349,8 @@ def test_the_login_never_goes_to_another_host_an_upload_url_names(registry: tupl
     other = layer_blobs(tmp_path, 1, name="other")
     with pytest.raises(RegistryAPIError, match="answered HTTP 401"):
         push_image(writer(address), "2", list(other), lambda: CONFIG, other.__getitem__)
-    assert handler.upload_auth == [""]  # sent without the token, refused, and not answered with it
+    # each upload there (the config's, and the layer's beside it) sent without the token, refused, not answered with it
+    assert handler.upload_auth and all(a == "" for a in handler.upload_auth)
 
 
 def test_a_plain_http_registry_is_remembered_so_the_next_push_skips_the_tls_attempt(
