@@ -8,9 +8,8 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import threading
 from collections.abc import Iterator
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Protocol
 
 import docker
@@ -62,19 +61,12 @@ def prefetch_info(client: Any) -> None:
     (the layer store's root, the insecure registries), 5-25 ms of the daemon's time, a little later."""
     if isinstance(getattr(client, "_deployer_info", None), dict) or not callable(getattr(client, "info", None)):
         return
-    pending: Future[dict[str, Any]] = Future()
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="docker-info")
     try:
-        client._deployer_info_pending = pending
-    except AttributeError:
-        return
-
-    def ask() -> None:
-        try:
-            pending.set_result(client.info())
-        except BaseException as exc:  # noqa: BLE001 - daemon_info asks again
-            pending.set_exception(exc)
-
-    threading.Thread(target=ask, name="docker-info", daemon=True).start()
+        client._deployer_info_pending = pool.submit(client.info)
+    except AttributeError:  # a client that takes no attributes: asked when needed
+        pass
+    pool.shutdown(wait=False)
 
 
 def _where() -> str:

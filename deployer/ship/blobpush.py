@@ -21,9 +21,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urljoin
@@ -131,18 +130,17 @@ class RegistryWriter(ManifestReader):
         target = self._begin_upload(base, verify)
         twin = RegistryWriter(self.repo, self._creds, insecure=False, timeout=self.timeout)
         twin._bases, twin._auth_header, twin._challenge = [(base, verify)], dict(self._auth_header), self._challenge
-        done: Future[str] = Future()
 
-        def put() -> None:
+        def put() -> str:
             try:
                 twin._end_upload(target, digest, verify, {"Content-Type": "application/octet-stream"}, data)
-                done.set_result(digest)
-            except BaseException as exc:  # noqa: BLE001 - the caller's, through the future
-                done.set_exception(exc)
+                return digest
             finally:
                 twin.close()
 
-        threading.Thread(target=put, name=f"upload {digest[7:19]}", daemon=True).start()
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"upload-{digest[7:19]}")
+        done = pool.submit(put)
+        pool.shutdown(wait=False)
         return done
 
     def upload_streamed(self, streamed: Streamed, on_bytes: Callable[[int], None] = lambda n: None) -> Blob:
