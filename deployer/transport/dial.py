@@ -12,6 +12,7 @@ import select
 import socket
 import threading
 import time
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -123,12 +124,32 @@ def open_link(spec: ConnectSpec, *, host: str, timeout: float, trust_name: str,
         link = Link(transport, jumps, transport.get_remote_server_key())
         if auth:
             _authenticate(transport, spec, host=host, timeout=timeout)
-            transport.set_keepalive(KEEPALIVE_S)
+            keep_alive(transport)
         return link
     except BaseException:
         for t in jumps:
             t.close()
         raise
+
+
+def keep_alive(transport: paramiko.Transport, interval: float = KEEPALIVE_S) -> None:
+    """paramiko's keepalive, without its hang: a keepalive due while a key re-exchange is under way
+    is skipped, not sent.
+
+    paramiko sends its keepalive from its reader thread, and a message sent during a re-exchange
+    waits for the exchange to end, which only that thread can bring about: when the link died
+    right after the server's KEXINIT (sshd re-keys on its own, RekeyLimit), the reader sat out
+    paramiko's 30 s clear-to-send timeout instead of seeing the socket fail (TCP_USER_TIMEOUT),
+    and a dead link cost 36 s to notice instead of 6. Only that thread starts a re-exchange (we
+    never call renegotiate_keys), so the check cannot race the send."""
+    ref = weakref.ref(transport)
+
+    def ping() -> None:
+        t = ref()
+        if t is not None and t.clear_to_send.is_set():
+            t.global_request("keepalive@lag.net", wait=False)
+
+    transport.packetizer.set_keepalive(interval, ping)
 
 
 def tcp_connect(spec: ConnectSpec, *, host: str, timeout: float) -> socket.socket:

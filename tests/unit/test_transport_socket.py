@@ -3,6 +3,7 @@ acknowledges what it receives at once (QuickAckSocket: else sshd's answer to a s
 right after login waits 40 ms for our delayed ACK), and is otherwise the socket paramiko expects."""
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -14,7 +15,7 @@ from ctrl_c import ctrl_c_during
 
 from deployer.errors import ConnectError, Interrupted
 from deployer.transport.config import ConnectSpec
-from deployer.transport.dial import REKEY_BYTES, QuickAckSocket, connect, new_transport, open_link
+from deployer.transport.dial import REKEY_BYTES, QuickAckSocket, connect, keep_alive, new_transport, open_link
 
 
 @pytest.fixture
@@ -197,3 +198,97 @@ def test_a_login_that_hangs_times_out_or_stops_on_ctrl_c(hung_login: tuple[Conne
     raised, took = ctrl_c_during(lambda: open_link(spec, host="nfs01", timeout=30, trust_name="nfs01"), after=1.5)
     assert login.asked.is_set(), "Ctrl-C came before the login was asked"
     assert isinstance(raised, Interrupted) and took < 1.5
+
+
+class _Accepting(paramiko.ServerInterface):
+    def get_allowed_auths(self, username: str) -> str:
+        return "publickey"
+
+    def check_auth_publickey(self, username: str, key: paramiko.PKey) -> int:
+        return paramiko.AUTH_SUCCESSFUL
+
+
+class _Cable:
+    """A TCP relay between the client and a loopback SSH server: `cut_upstream` drops what the client
+    sends from then on (the link died one way); `unplug` closes the client's end (what the kernel
+    does to a socket whose data went unacknowledged past TCP_USER_TIMEOUT)."""
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.address = self._listener.getsockname()
+        self._upstream, self.cut_upstream = upstream, threading.Event()
+        self._socks: list[socket.socket] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        client = self._listener.accept()[0]
+        server = socket.create_connection(self._upstream)
+        self._socks = [client, server]
+        threading.Thread(target=self._pump, args=(client, server, self.cut_upstream), daemon=True).start()
+        self._pump(server, client, threading.Event())
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket, dropping: threading.Event) -> None:
+        try:
+            while data := src.recv(65536):
+                if not dropping.is_set():
+                    dst.sendall(data)
+        except OSError:
+            pass
+
+    def unplug(self) -> None:
+        self._socks[0].shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self._listener.close()
+        for s in self._socks:
+            s.close()
+
+
+def test_a_link_that_dies_in_the_servers_rekey_is_seen_dead_at_once(tmp_path) -> None:
+    """sshd re-keys on its own (RekeyLimit). When the link dies right after its KEXINIT, a keepalive
+    falling due while the exchange waits must not stall paramiko's reader: it sat out its 30 s
+    clear-to-send timeout before it saw the dead socket."""
+    host_key, user_key = paramiko.ECDSAKey.generate(), paramiko.ECDSAKey.generate()
+    user_key.write_private_key_file(str(tmp_path / "id_ecdsa"))
+    listener = socket.create_server(("127.0.0.1", 0))
+    served: list[paramiko.Transport] = []
+
+    def serve() -> None:
+        t = paramiko.Transport(listener.accept()[0])
+        t.add_server_key(host_key)
+        served.append(t)
+        t.start_server(server=_Accepting())
+
+    threading.Thread(target=serve, daemon=True).start()
+    cable = _Cable(listener.getsockname())
+    port = cable.address[1]
+    (tmp_path / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_key.get_name()} {host_key.get_base64()}\n")
+    spec = ConnectSpec("127.0.0.1", port, user="u", key_files=(str(tmp_path / "id_ecdsa"),),
+                       known_hosts=str(tmp_path / "known_hosts"), identities_only=True)
+    link = open_link(spec, host="gpu01", timeout=5, trust_name="gpu01")
+    try:
+        keep_alive(link.transport, interval=0.2)
+        cable.cut_upstream.set()
+
+        def rekey() -> None:
+            with contextlib.suppress(paramiko.SSHException, EOFError):  # it cannot end: the link is cut
+                served[0].renegotiate_keys()
+
+        threading.Thread(target=rekey, daemon=True).start()
+        deadline = time.monotonic() + 5
+        while link.transport.clear_to_send.is_set():  # the server's KEXINIT reached us; our answer is lost
+            assert time.monotonic() < deadline, "the server's re-exchange never started"
+            time.sleep(0.01)
+        time.sleep(1.0)  # keepalives fall due (every 0.2 s) while the exchange waits
+        cable.unplug()
+        deadline = time.monotonic() + 3
+        while link.transport.is_active():
+            assert time.monotonic() < deadline, "paramiko's reader did not see the dead socket"
+            time.sleep(0.05)
+    finally:
+        link.close()
+        cable.close()
+        listener.close()
+        for t in served:
+            t.close()
