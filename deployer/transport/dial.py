@@ -13,6 +13,8 @@ import socket
 import threading
 import time
 import weakref
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -204,8 +206,20 @@ def connect(address: str, port: int, timeout: float) -> socket.socket:
 
 def jump_channel(jump: paramiko.Transport, spec: ConnectSpec, *, host: str, via: ConnectSpec,
                   timeout: float) -> paramiko.Channel:
+    """A direct-tcpip channel through JUMP to the target's sshd. The jump host answers only once
+    its own TCP connect to the target ends (minutes, when the target is down), so the open waits on
+    a thread of its own, in CONNECT_SLICE_S slices, and Ctrl-C stops the wait at once; the caller
+    then closes JUMP, which ends that thread's open too."""
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"jump-{host}")
+    opening = pool.submit(jump.open_channel, "direct-tcpip", (spec.address, spec.port), ("127.0.0.1", 0),
+                          timeout=timeout)
+    pool.shutdown(wait=False)
     try:
-        return jump.open_channel("direct-tcpip", (spec.address, spec.port), ("127.0.0.1", 0), timeout=timeout)
+        while True:
+            try:
+                return opening.result(timeout=CONNECT_SLICE_S)
+            except FutureTimeout:
+                interrupt.check()
     except (paramiko.SSHException, OSError, EOFError) as exc:
         raise ConnectError(
             host, f"jump host {via.label} could not open a connection to {spec.address}:{spec.port}: {exc}",

@@ -7,7 +7,8 @@ import contextlib
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import paramiko.packet
 import pytest
@@ -141,14 +142,62 @@ def test_a_handshake_that_hangs_times_out_or_stops_on_ctrl_c(silent: tuple[str, 
     assert isinstance(raised, Interrupted) and took < 1.5
 
 
-class _HungLogin(paramiko.ServerInterface):
+class _Sshd:
+    """A loopback SSH server that answers as INTERFACE, with a client key and a known_hosts file
+    (in DIRECTORY) that a ConnectSpec from `spec` uses."""
+
+    def __init__(self, interface: paramiko.ServerInterface, directory: Path) -> None:
+        self._interface, self._dir = interface, directory
+        self.host_key = paramiko.ECDSAKey.generate()
+        paramiko.ECDSAKey.generate().write_private_key_file(str(directory / "id_ecdsa"))
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.address: tuple[str, int] = self._listener.getsockname()
+        self.transports: list[paramiko.Transport] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn = self._listener.accept()[0]
+            except OSError:
+                return
+            t = paramiko.Transport(conn)
+            t.add_server_key(self.host_key)
+            self.transports.append(t)
+            t.start_server(server=self._interface)
+
+    def spec(self, port: int | None = None, jump: ConnectSpec | None = None) -> ConnectSpec:
+        """A spec for this server (at PORT when a relay stands in front of it), its key trusted."""
+        port = port or self.address[1]
+        with open(self._dir / "known_hosts", "a") as f:
+            f.write(f"[127.0.0.1]:{port} {self.host_key.get_name()} {self.host_key.get_base64()}\n")
+        return ConnectSpec("127.0.0.1", port, user="u", key_files=(str(self._dir / "id_ecdsa"),),
+                           known_hosts=str(self._dir / "known_hosts"), identities_only=True, jump=jump)
+
+    def close(self) -> None:
+        release = getattr(self._interface, "release", None)  # a hung answer: let its thread go
+        if release is not None:
+            release.set()
+        self._listener.close()
+        for t in self.transports:
+            t.close()
+
+
+class _Accepting(paramiko.ServerInterface):
+    """An sshd that lets anyone in with a key."""
+
+    def get_allowed_auths(self, username: str) -> str:
+        return "publickey"
+
+    def check_auth_publickey(self, username: str, key: paramiko.PKey) -> int:
+        return paramiko.AUTH_SUCCESSFUL
+
+
+class _HungLogin(_Accepting):
     """An sshd whose answer to a login never comes (it reads authorized_keys from a hung NFS home)."""
 
     def __init__(self) -> None:
         self.asked, self.release = threading.Event(), threading.Event()
-
-    def get_allowed_auths(self, username: str) -> str:
-        return "publickey"
 
     def check_auth_publickey(self, username: str, key: paramiko.PKey) -> int:
         self.asked.set()
@@ -156,40 +205,38 @@ class _HungLogin(paramiko.ServerInterface):
         return paramiko.AUTH_FAILED
 
 
+class _HungForward(_Accepting):
+    """A jump host whose connect to the target never ends (the target is down, its SYNs dropped)."""
+
+    def __init__(self) -> None:
+        self.asked, self.release = threading.Event(), threading.Event()
+
+    def check_channel_direct_tcpip_request(self, chanid: int, origin: tuple[str, int],
+                                           destination: tuple[str, int]) -> int:
+        self.asked.set()
+        self.release.wait(30)
+        return paramiko.OPEN_FAILED_CONNECT_FAILED
+
+
 @pytest.fixture
-def hung_login(tmp_path) -> Iterator[tuple[ConnectSpec, _HungLogin]]:
-    """A loopback SSH server (its key in known_hosts) whose login hangs, and a spec to log in with."""
-    host_key, user_key = paramiko.ECDSAKey.generate(), paramiko.ECDSAKey.generate()
-    user_key.write_private_key_file(str(tmp_path / "id_ecdsa"))
-    server = socket.create_server(("127.0.0.1", 0))
-    port = server.getsockname()[1]
-    (tmp_path / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_key.get_name()} {host_key.get_base64()}\n")
-    login, transports = _HungLogin(), []
+def sshd(tmp_path: Path) -> Iterator[Callable[[paramiko.ServerInterface], _Sshd]]:
+    """Start loopback SSH servers answering as the interface given; all stopped after the test."""
+    started: list[_Sshd] = []
 
-    def serve() -> None:
-        while True:
-            try:
-                conn = server.accept()[0]
-            except OSError:
-                return
-            t = paramiko.Transport(conn)
-            t.add_server_key(host_key)
-            t.start_server(server=login)
-            transports.append(t)
+    def start(interface: paramiko.ServerInterface) -> _Sshd:
+        started.append(_Sshd(interface, tmp_path))
+        return started[-1]
 
-    threading.Thread(target=serve, daemon=True).start()
     try:
-        yield ConnectSpec("127.0.0.1", port, user="u", key_files=(str(tmp_path / "id_ecdsa"),),
-                          known_hosts=str(tmp_path / "known_hosts"), identities_only=True), login
+        yield start
     finally:
-        login.release.set()
-        server.close()
-        for t in transports:
-            t.close()
+        for server in started:
+            server.close()
 
 
-def test_a_login_that_hangs_times_out_or_stops_on_ctrl_c(hung_login: tuple[ConnectSpec, _HungLogin]) -> None:
-    spec, login = hung_login
+def test_a_login_that_hangs_times_out_or_stops_on_ctrl_c(sshd: Callable[[paramiko.ServerInterface], _Sshd]) -> None:
+    login = _HungLogin()
+    spec = sshd(login).spec()
     with pytest.raises(ConnectError, match=r"did not answer the login within 0\.6s"):
         open_link(spec, host="nfs01", timeout=0.6, trust_name="nfs01")
     assert login.asked.is_set()
@@ -200,12 +247,18 @@ def test_a_login_that_hangs_times_out_or_stops_on_ctrl_c(hung_login: tuple[Conne
     assert isinstance(raised, Interrupted) and took < 1.5
 
 
-class _Accepting(paramiko.ServerInterface):
-    def get_allowed_auths(self, username: str) -> str:
-        return "publickey"
-
-    def check_auth_publickey(self, username: str, key: paramiko.PKey) -> int:
-        return paramiko.AUTH_SUCCESSFUL
+def test_a_jump_that_hangs_times_out_or_stops_on_ctrl_c(sshd: Callable[[paramiko.ServerInterface], _Sshd]) -> None:
+    forward = _HungForward()
+    jump = sshd(forward).spec()
+    target = ConnectSpec("127.0.0.1", 9, user="u", jump=jump, known_hosts=jump.known_hosts)  # never reached
+    with pytest.raises(ConnectError, match=r"jump host u@127\.0\.0\.1:\d+ could not open a connection to 127\.0\.0\.1:9"):
+        open_link(target, host="gpu07", timeout=0.6, trust_name="gpu07")
+    assert forward.asked.is_set()
+    forward.asked.clear()
+    # in a host's work, Ctrl-C stops the wait for the jump host's answer within a slice
+    raised, took = ctrl_c_during(lambda: open_link(target, host="gpu07", timeout=30, trust_name="gpu07"), after=1.5)
+    assert forward.asked.is_set(), "Ctrl-C came before the forward was asked"
+    assert isinstance(raised, Interrupted) and took < 1.5
 
 
 class _Cable:
@@ -215,7 +268,7 @@ class _Cable:
 
     def __init__(self, upstream: tuple[str, int]) -> None:
         self._listener = socket.create_server(("127.0.0.1", 0))
-        self.address = self._listener.getsockname()
+        self.address: tuple[str, int] = self._listener.getsockname()
         self._upstream, self.cut_upstream = upstream, threading.Event()
         self._socks: list[socket.socket] = []
         threading.Thread(target=self._serve, daemon=True).start()
@@ -245,35 +298,21 @@ class _Cable:
             s.close()
 
 
-def test_a_link_that_dies_in_the_servers_rekey_is_seen_dead_at_once(tmp_path) -> None:
+def test_a_link_that_dies_in_the_servers_rekey_is_seen_dead_at_once(
+        sshd: Callable[[paramiko.ServerInterface], _Sshd]) -> None:
     """sshd re-keys on its own (RekeyLimit). When the link dies right after its KEXINIT, a keepalive
     falling due while the exchange waits must not stall paramiko's reader: it sat out its 30 s
     clear-to-send timeout before it saw the dead socket."""
-    host_key, user_key = paramiko.ECDSAKey.generate(), paramiko.ECDSAKey.generate()
-    user_key.write_private_key_file(str(tmp_path / "id_ecdsa"))
-    listener = socket.create_server(("127.0.0.1", 0))
-    served: list[paramiko.Transport] = []
-
-    def serve() -> None:
-        t = paramiko.Transport(listener.accept()[0])
-        t.add_server_key(host_key)
-        served.append(t)
-        t.start_server(server=_Accepting())
-
-    threading.Thread(target=serve, daemon=True).start()
-    cable = _Cable(listener.getsockname())
-    port = cable.address[1]
-    (tmp_path / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_key.get_name()} {host_key.get_base64()}\n")
-    spec = ConnectSpec("127.0.0.1", port, user="u", key_files=(str(tmp_path / "id_ecdsa"),),
-                       known_hosts=str(tmp_path / "known_hosts"), identities_only=True)
-    link = open_link(spec, host="gpu01", timeout=5, trust_name="gpu01")
+    server = sshd(_Accepting())
+    cable = _Cable(server.address)
+    link = open_link(server.spec(port=cable.address[1]), host="gpu01", timeout=5, trust_name="gpu01")
     try:
         keep_alive(link.transport, interval=0.2)
         cable.cut_upstream.set()
 
         def rekey() -> None:
             with contextlib.suppress(paramiko.SSHException, EOFError):  # it cannot end: the link is cut
-                served[0].renegotiate_keys()
+                server.transports[0].renegotiate_keys()
 
         threading.Thread(target=rekey, daemon=True).start()
         deadline = time.monotonic() + 5
@@ -289,6 +328,3 @@ def test_a_link_that_dies_in_the_servers_rekey_is_seen_dead_at_once(tmp_path) ->
     finally:
         link.close()
         cable.close()
-        listener.close()
-        for t in served:
-            t.close()
