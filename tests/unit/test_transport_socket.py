@@ -193,29 +193,31 @@ class _Accepting(paramiko.ServerInterface):
         return paramiko.AUTH_SUCCESSFUL
 
 
-class _HungLogin(_Accepting):
-    """An sshd whose answer to a login never comes (it reads authorized_keys from a hung NFS home)."""
+class _Hung(_Accepting):
+    """An sshd that never answers one kind of request (`hang`, until the test ends)."""
 
     def __init__(self) -> None:
         self.asked, self.release = threading.Event(), threading.Event()
 
-    def check_auth_publickey(self, username: str, key: paramiko.PKey) -> int:
+    def hang(self, answer: int) -> int:
         self.asked.set()
         self.release.wait(30)
-        return paramiko.AUTH_FAILED
+        return answer
 
 
-class _HungForward(_Accepting):
+class _HungLogin(_Hung):
+    """Its login never answers: it reads authorized_keys from a home on a hung NFS server."""
+
+    def check_auth_publickey(self, username: str, key: paramiko.PKey) -> int:
+        return self.hang(paramiko.AUTH_FAILED)
+
+
+class _HungForward(_Hung):
     """A jump host whose connect to the target never ends (the target is down, its SYNs dropped)."""
-
-    def __init__(self) -> None:
-        self.asked, self.release = threading.Event(), threading.Event()
 
     def check_channel_direct_tcpip_request(self, chanid: int, origin: tuple[str, int],
                                            destination: tuple[str, int]) -> int:
-        self.asked.set()
-        self.release.wait(30)
-        return paramiko.OPEN_FAILED_CONNECT_FAILED
+        return self.hang(paramiko.OPEN_FAILED_CONNECT_FAILED)
 
 
 @pytest.fixture
@@ -234,30 +236,23 @@ def sshd(tmp_path: Path) -> Iterator[Callable[[paramiko.ServerInterface], _Sshd]
             server.close()
 
 
-def test_a_login_that_hangs_times_out_or_stops_on_ctrl_c(sshd: Callable[[paramiko.ServerInterface], _Sshd]) -> None:
-    login = _HungLogin()
-    spec = sshd(login).spec()
-    with pytest.raises(ConnectError, match=r"did not answer the login within 0\.6s"):
-        open_link(spec, host="nfs01", timeout=0.6, trust_name="nfs01")
-    assert login.asked.is_set()
-    login.asked.clear()
-    # in a host's work, Ctrl-C stops the wait for the login's answer within a slice
-    raised, took = ctrl_c_during(lambda: open_link(spec, host="nfs01", timeout=30, trust_name="nfs01"), after=1.5)
-    assert login.asked.is_set(), "Ctrl-C came before the login was asked"
-    assert isinstance(raised, Interrupted) and took < 1.5
-
-
-def test_a_jump_that_hangs_times_out_or_stops_on_ctrl_c(sshd: Callable[[paramiko.ServerInterface], _Sshd]) -> None:
-    forward = _HungForward()
-    jump = sshd(forward).spec()
-    target = ConnectSpec("127.0.0.1", 9, user="u", jump=jump, known_hosts=jump.known_hosts)  # never reached
-    with pytest.raises(ConnectError, match=r"jump host u@127\.0\.0\.1:\d+ could not open a connection to 127\.0\.0\.1:9"):
-        open_link(target, host="gpu07", timeout=0.6, trust_name="gpu07")
-    assert forward.asked.is_set()
-    forward.asked.clear()
-    # in a host's work, Ctrl-C stops the wait for the jump host's answer within a slice
-    raised, took = ctrl_c_during(lambda: open_link(target, host="gpu07", timeout=30, trust_name="gpu07"), after=1.5)
-    assert forward.asked.is_set(), "Ctrl-C came before the forward was asked"
+@pytest.mark.parametrize(("hung", "jumped", "timed_out"), [
+    (_HungLogin, False, r"did not answer the login within 0\.6s"),
+    (_HungForward, True, r"jump host u@127\.0\.0\.1:\d+ could not open a connection to 127\.0\.0\.1:9"),
+])
+def test_an_answer_that_never_comes_times_out_or_stops_on_ctrl_c(
+        sshd: Callable[[paramiko.ServerInterface], _Sshd], hung: type[_Hung], jumped: bool, timed_out: str) -> None:
+    server = hung()
+    spec = sshd(server).spec()
+    if jumped:  # the target behind it is never reached
+        spec = ConnectSpec("127.0.0.1", 9, user="u", jump=spec, known_hosts=spec.known_hosts)
+    with pytest.raises(ConnectError, match=timed_out):
+        open_link(spec, host="gpu07", timeout=0.6, trust_name="gpu07")
+    assert server.asked.is_set()
+    server.asked.clear()
+    # in a host's work, Ctrl-C stops the wait for the answer within a slice
+    raised, took = ctrl_c_during(lambda: open_link(spec, host="gpu07", timeout=30, trust_name="gpu07"), after=1.5)
+    assert server.asked.is_set(), "Ctrl-C came before the request was made"
     assert isinstance(raised, Interrupted) and took < 1.5
 
 
