@@ -255,7 +255,7 @@ def _handshake(sock: socket.socket | paramiko.Channel | QuickAckSocket, spec: Co
     fast = [c for c in FAST_CIPHERS if c in opts.ciphers]
     opts.ciphers = fast + [c for c in opts.ciphers if c not in fast]
     try:
-        _start_client(transport, timeout)
+        start_client(transport, timeout)
     except (paramiko.SSHException, OSError, EOFError) as exc:
         transport.close()
         raise ConnectError(host, f"SSH handshake with {spec.label} failed: {exc or type(exc).__name__}",
@@ -272,7 +272,7 @@ def _handshake(sock: socket.socket | paramiko.Channel | QuickAckSocket, spec: Co
     return transport
 
 
-def _start_client(transport: paramiko.Transport, timeout: float) -> None:
+def start_client(transport: paramiko.Transport, timeout: float) -> None:
     """transport.start_client(timeout=TIMEOUT), but stopped by Ctrl-C (_answered): a host that
     accepted the connection and does not answer (a hung sshd, a firewall that swallows the traffic)."""
     done = threading.Event()

@@ -10,7 +10,7 @@ from deployer.errors import ConnectError, HostKeyError
 from deployer.inventory.host import Host
 from deployer.transport import hostkeys
 from deployer.transport.config import ConnectSpec, load_ssh_config, resolve
-from deployer.transport.dial import jump_channel, open_link, tcp_connect
+from deployer.transport.dial import jump_channel, open_link, start_client, tcp_connect
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ def fetch_key(spec: ConnectSpec, *, host: str, timeout: float = 10.0) -> paramik
         transport.banner_timeout = timeout
         transport.handshake_timeout = timeout
         try:
-            transport.start_client(timeout=timeout)
+            start_client(transport, timeout)
             return transport.get_remote_server_key()
         except (paramiko.SSHException, OSError, EOFError) as exc:
             raise ConnectError(host, f"SSH handshake with {spec.label} failed: {exc or type(exc).__name__}") from exc

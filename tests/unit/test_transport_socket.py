@@ -17,6 +17,7 @@ from ctrl_c import ctrl_c_during
 from deployer.errors import ConnectError, Interrupted
 from deployer.transport.config import ConnectSpec
 from deployer.transport.dial import REKEY_BYTES, QuickAckSocket, connect, keep_alive, new_transport, open_link
+from deployer.transport.trust import fetch_key
 
 
 @pytest.fixture
@@ -131,14 +132,24 @@ def silent() -> Iterator[tuple[str, int]]:
             sock.close()
 
 
-def test_a_handshake_that_hangs_times_out_or_stops_on_ctrl_c(silent: tuple[str, int], tmp_path) -> None:
+def _log_in(spec: ConnectSpec, timeout: float) -> object:
+    return open_link(spec, host="hung01", timeout=timeout, trust_name="hung01")
+
+
+def _fetch_key(spec: ConnectSpec, timeout: float) -> object:  # deploy inventory trust
+    return fetch_key(spec, host="hung01", timeout=timeout)
+
+
+@pytest.mark.parametrize("dial", [_log_in, _fetch_key])
+def test_a_handshake_that_hangs_times_out_or_stops_on_ctrl_c(
+        silent: tuple[str, int], tmp_path: Path, dial: Callable[[ConnectSpec, float], object]) -> None:
     spec = ConnectSpec(silent[0], silent[1], user="u", known_hosts=str(tmp_path / "known_hosts"))
     began = time.monotonic()
-    with pytest.raises(ConnectError, match=r"SSH handshake with .* failed"):
-        open_link(spec, host="hung01", timeout=0.6, trust_name="hung01")
+    with pytest.raises(ConnectError, match=r"SSH handshake with .* failed: no answer within 0\.6s"):
+        dial(spec, 0.6)
     assert 0.6 <= time.monotonic() - began < 5
     # in a host's work, Ctrl-C stops the handshake within a slice, not when its timeout runs out
-    raised, took = ctrl_c_during(lambda: open_link(spec, host="hung01", timeout=30, trust_name="hung01"), after=0.5)
+    raised, took = ctrl_c_during(lambda: dial(spec, 30), after=0.5)
     assert isinstance(raised, Interrupted) and took < 1.5
 
 
