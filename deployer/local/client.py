@@ -9,7 +9,7 @@ import contextlib
 import os
 import re
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from typing import Any, Protocol
 
 import docker
@@ -18,6 +18,7 @@ import requests.exceptions
 import urllib3.exceptions
 from docker.constants import MINIMUM_DOCKER_API_VERSION
 
+from deployer.background import in_background
 from deployer.errors import LocalError
 
 # `docker save` of a multi-GB image can stall longer than the SDK's 60 s read timeout
@@ -38,20 +39,21 @@ def daemon_info(client: Any) -> dict[str, Any]:
     """`docker info` of the local daemon, asked once per client: a ship reads it in several places
     (the image store, the layer store's root, the content store's, the registry settings), each a
     request of 5-25 ms. A client lives for one command, so its answer is never older than that.
-    The answer of a prefetch_info still under way is waited for (asked again if it failed)."""
+    A prefetch_info still under way is waited for (and asked again if it failed)."""
     known = getattr(client, "_deployer_info", None)
-    if not isinstance(known, dict):
-        pending: Future[dict[str, Any]] | None = getattr(client, "_deployer_info_pending", None)
+    if isinstance(known, dict):
+        return known
+    if isinstance(known, Future):
         try:
-            known = pending.result() if pending is not None else None
+            known = known.result()
         except Exception:  # noqa: BLE001 - asked again below, where its error is the caller's to translate
             known = None
-        if not isinstance(known, dict):
-            known = client.info()
-        try:
-            client._deployer_info = known
-        except AttributeError:  # a client that takes no attributes is asked every time
-            pass
+    if not isinstance(known, dict):
+        known = client.info()
+    try:
+        client._deployer_info = known
+    except AttributeError:  # a client that takes no attributes is asked every time
+        pass
     return known  # type: ignore[no-any-return]
 
 
@@ -59,14 +61,12 @@ def prefetch_info(client: Any) -> None:
     """Ask `docker info` (daemon_info) in the background now, while the command's first requests
     (the image's inspect and history) go on: the export and the registry push need its answer
     (the layer store's root, the insecure registries), 5-25 ms of the daemon's time, a little later."""
-    if isinstance(getattr(client, "_deployer_info", None), dict) or not callable(getattr(client, "info", None)):
+    if getattr(client, "_deployer_info", None) is not None or not callable(getattr(client, "info", None)):
         return
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="docker-info")
     try:
-        client._deployer_info_pending = pool.submit(client.info)
+        client._deployer_info = in_background("docker-info", client.info)
     except AttributeError:  # a client that takes no attributes: asked when needed
         pass
-    pool.shutdown(wait=False)
 
 
 def _where() -> str:

@@ -22,11 +22,12 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urljoin
 
+from deployer.background import in_background
 from deployer.local.cache import Blob
 from deployer.local.stages import STAGE_TAG
 from deployer.ship.registry_api import ManifestReader, RegistryAPIError
@@ -138,10 +139,7 @@ class RegistryWriter(ManifestReader):
             finally:
                 twin.close()
 
-        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"upload-{digest[7:19]}")
-        done = pool.submit(put)
-        pool.shutdown(wait=False)
-        return done
+        return in_background(f"upload-{digest[7:19]}", put)
 
     def upload_streamed(self, streamed: Streamed, on_bytes: Callable[[int], None] = lambda n: None) -> Blob:
         """Upload a blob while it is being compressed: its bytes as they come (one chunked PATCH),

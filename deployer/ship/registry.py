@@ -12,13 +12,14 @@ import functools
 import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
 import requests
 
 from deployer import interrupt
+from deployer.background import in_background
 from deployer.commands import ship as cmd
 from deployer.commands.layers import pulled_records
 from deployer.errors import CommandError, LocalError, TransferError
@@ -260,9 +261,7 @@ class Pusher:
 
         def uploading(n: int) -> None:
             if not reader:
-                pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="registry-reader")
-                reader.append(pool.submit(_settled_reader, client, repo))
-                pool.shutdown(wait=False)
+                reader.append(in_background("registry-reader", _settled_reader, client, repo))
             on_bytes(n)
 
         if self._zstd is not None and not is_containerd(client) and self._zstd(registry):

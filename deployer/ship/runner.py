@@ -15,12 +15,13 @@ import logging
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from deployer import history, layercache
 from deployer import lock as locks
+from deployer.background import in_background
 from deployer.codec import CODECS
 from deployer.commands import load as ld
 from deployer.commands import ship as cmd
@@ -127,9 +128,7 @@ class Bases:
         self._found: Future[Origin | None] | None = None
         self.origin: Origin | None = None
         if options.origin_pull != "never":
-            pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="find-origin")
-            self._found = pool.submit(find_origin, image, client, layer_sizes)
-            pool.shutdown(wait=False)
+            self._found = in_background("find-origin", find_origin, image, client, layer_sizes)
 
     def for_host(self, host: Host, options: ShipOptions) -> Origin | None:
         """The origin for HOST, unless it or the ship says never (deploy_origin_pull, --origin-pull)."""

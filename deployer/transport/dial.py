@@ -13,7 +13,6 @@ import socket
 import threading
 import time
 import weakref
-from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +20,7 @@ from typing import Any
 import paramiko
 
 from deployer import interrupt
+from deployer.background import in_background
 from deployer.errors import AuthError, ConnectError, HostKeyError
 from deployer.transport import hostkeys
 from deployer.transport.config import DEFAULT_IDENTITIES, ConnectSpec
@@ -210,10 +210,8 @@ def jump_channel(jump: paramiko.Transport, spec: ConnectSpec, *, host: str, via:
     its own TCP connect to the target ends (minutes, when the target is down), so the open waits on
     a thread of its own, in CONNECT_SLICE_S slices, and Ctrl-C stops the wait at once; the caller
     then closes JUMP, which ends that thread's open too."""
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"jump-{host}")
-    opening = pool.submit(jump.open_channel, "direct-tcpip", (spec.address, spec.port), ("127.0.0.1", 0),
-                          timeout=timeout)
-    pool.shutdown(wait=False)
+    opening = in_background(f"jump-{host}", jump.open_channel, "direct-tcpip", (spec.address, spec.port),
+                            ("127.0.0.1", 0), timeout=timeout)
     try:
         while True:
             try:

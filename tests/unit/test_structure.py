@@ -25,8 +25,9 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("transport", "local"),        # the side effects: SSH sessions; the local Docker (docker SDK)
     ("commands",),                 # pure builders of remote argv and parsers of their output
     ("inventory", "chain", "codec", "errors", "platforms", "refs", "sizes", "stores", "tarfmt",
-     "lazy", "interrupt", "cachefile"),  # pure data and rules (lazy: a deferred import, no I/O; interrupt:
-    # Ctrl-C's flag; cachefile: read and replace a small JSON file whole, the one file I/O down here)
+     "lazy", "interrupt", "cachefile", "background"),  # pure data and rules (lazy: a deferred import, no
+    # I/O; interrupt: Ctrl-C's flag; cachefile: read and replace a small JSON file whole, the one file
+    # I/O down here; background: one call on a thread of its own, its result in a Future)
 )
 RANK = {unit: len(LAYERS) - i for i, layer in enumerate(LAYERS) for unit in layer}
 # Edges the layers alone would allow: local/ works on the workstation only (it knows no hosts and
