@@ -152,8 +152,13 @@ def value(name: str, vars: Mapping[str, Any], groups: tuple[str, ...], setting: 
     return text.strip() if setting == "address" else text
 
 
+def _shown(written: Any, rendered: Any) -> str:
+    """A value as the inventory wrote it, and what its template gave if that differs."""
+    return repr(written) if written == rendered else f"{written!r} (rendered: {rendered!r})"
+
+
 def _seconds(name: str, key: str, written: Any, rendered: Any) -> float:
-    shown = repr(written) if written == rendered else f"{written!r} (rendered: {rendered!r})"
+    shown = _shown(written, rendered)
     try:
         seconds = float(str(rendered).strip()) if not isinstance(rendered, bool) else 0.0
     except ValueError:
@@ -164,7 +169,7 @@ def _seconds(name: str, key: str, written: Any, rendered: Any) -> float:
 
 
 def _port(name: str, key: str, written: Any, rendered: Any) -> int:
-    shown = repr(written) if written == rendered else f"{written!r} (rendered: {rendered!r})"
+    shown = _shown(written, rendered)
     try:
         port = int(str(rendered).strip()) if not isinstance(rendered, bool) else -1
     except ValueError:

@@ -13,6 +13,7 @@ import socket
 import threading
 import time
 import weakref
+from collections.abc import Sequence
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Any
@@ -232,9 +233,10 @@ def new_transport(sock: socket.socket | paramiko.Channel | QuickAckSocket) -> pa
     return transport
 
 
-def _handshake(sock: socket.socket | paramiko.Channel | QuickAckSocket, spec: ConnectSpec, *, host: str,
-               timeout: float, trust_name: str) -> paramiko.Transport:
-    names = spec.known_host_names()
+def negotiate(sock: socket.socket | paramiko.Channel | QuickAckSocket, spec: ConnectSpec, *, host: str,
+              timeout: float, key_types: Sequence[str] = ()) -> paramiko.Transport:
+    """An SSH transport on SOCK whose handshake is over, the server's key not yet checked. KEY_TYPES
+    are asked for first. Failures are ConnectError; the transport is closed on any, Ctrl-C too."""
     try:
         transport = new_transport(sock)
     except (paramiko.SSHException, OSError) as exc:
@@ -243,17 +245,15 @@ def _handshake(sock: socket.socket | paramiko.Channel | QuickAckSocket, spec: Co
     transport.banner_timeout = timeout
     transport.handshake_timeout = timeout
     transport.auth_timeout = timeout
-    # Ask for a key type known_hosts has, so a host with several keys is checked against the right one.
-    known_types = hostkeys.preferred_types(hostkeys.read(spec.known_hosts), names)
     opts = transport.get_security_options()
-    wanted = [t for t in _expand_rsa(known_types) if t in opts.key_types]
+    wanted = [t for t in _expand_rsa(list(key_types)) if t in opts.key_types]
     if wanted:
         opts.key_types = wanted + [t for t in opts.key_types if t not in wanted]
     # AES-GCM needs no separate MAC pass: measurably faster for bulk sends in paramiko.
     fast = [c for c in FAST_CIPHERS if c in opts.ciphers]
     opts.ciphers = fast + [c for c in opts.ciphers if c not in fast]
     try:
-        start_client(transport, timeout)
+        _start_client(transport, timeout)
     except (paramiko.SSHException, OSError, EOFError) as exc:
         transport.close()
         raise ConnectError(host, f"SSH handshake with {spec.label} failed: {exc or type(exc).__name__}",
@@ -261,6 +261,15 @@ def _handshake(sock: socket.socket | paramiko.Channel | QuickAckSocket, spec: Co
     except BaseException:  # Ctrl-C (deployer.interrupt)
         transport.close()
         raise
+    return transport
+
+
+def _handshake(sock: socket.socket | paramiko.Channel | QuickAckSocket, spec: ConnectSpec, *, host: str,
+               timeout: float, trust_name: str) -> paramiko.Transport:
+    names = spec.known_host_names()
+    # Ask for a key type known_hosts has, so a host with several keys is checked against the right one.
+    known_types = hostkeys.preferred_types(hostkeys.read(spec.known_hosts), names)
+    transport = negotiate(sock, spec, host=host, timeout=timeout, key_types=known_types)
     key = transport.get_remote_server_key()
     try:
         hostkeys.verify(host, names, key, spec.known_hosts, trust_name=trust_name)
@@ -270,7 +279,7 @@ def _handshake(sock: socket.socket | paramiko.Channel | QuickAckSocket, spec: Co
     return transport
 
 
-def start_client(transport: paramiko.Transport, timeout: float) -> None:
+def _start_client(transport: paramiko.Transport, timeout: float) -> None:
     """transport.start_client(timeout=TIMEOUT), but stopped by Ctrl-C (_answered): a host that
     accepted the connection and does not answer (a hung sshd, a firewall that swallows the traffic)."""
     done = threading.Event()

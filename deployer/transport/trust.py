@@ -1,16 +1,17 @@
 """Fetch a host's SSH key without logging in, and decide what `deploy inventory trust` may do with it."""
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import paramiko
 
-from deployer.errors import ConnectError, HostKeyError
+from deployer.errors import HostKeyError
 from deployer.inventory.host import Host
 from deployer.transport import hostkeys
 from deployer.transport.config import ConnectSpec, load_ssh_config, resolve
-from deployer.transport.dial import jump_channel, open_link, start_client, tcp_connect
+from deployer.transport.dial import jump_channel, negotiate, open_link, tcp_connect
 
 
 @dataclass(frozen=True)
@@ -37,17 +38,12 @@ def fetch_key(spec: ConnectSpec, *, host: str, timeout: float = 10.0) -> paramik
     try:
         if spec.jump is not None:
             jump_link = open_link(spec.jump, host=host, timeout=timeout, trust_name=host)
-            sock: object = jump_channel(jump_link.transport, spec, host=host, via=spec.jump, timeout=timeout)
+            sock: socket.socket | paramiko.Channel = jump_channel(jump_link.transport, spec, host=host, via=spec.jump, timeout=timeout)
         else:
             sock = tcp_connect(spec, host=host, timeout=timeout)
-        transport = paramiko.Transport(sock)
-        transport.banner_timeout = timeout
-        transport.handshake_timeout = timeout
+        transport = negotiate(sock, spec, host=host, timeout=timeout)
         try:
-            start_client(transport, timeout)
             return transport.get_remote_server_key()
-        except (paramiko.SSHException, OSError, EOFError) as exc:
-            raise ConnectError(host, f"SSH handshake with {spec.label} failed: {exc or type(exc).__name__}") from exc
         finally:
             transport.close()
     finally:
