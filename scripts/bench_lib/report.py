@@ -178,7 +178,8 @@ def targets(rows_: Sequence[Row], code_zstd: int, image_bytes: int) -> list[dict
                 out.append(_target(f"(a) {tag}: deployer <= {FIRST_SHIP_LIMIT}x the best baseline's time "
                                    f"({a.best_baseline})", a.ratio and _shown(a.ratio, FIRST_SHIP_LIMIT), FIRST_SHIP_LIMIT,
                                    a.ratio is not None and a.ratio <= FIRST_SHIP_LIMIT,
-                                   f"{a.seconds and round(a.seconds, 2)} s"))
+                                   f"{a.seconds and round(a.seconds, 2)} s" +
+                                   _floor_note(_row(rows_, ws, lane, "a", rate, tools.FLOOR))))
             if a and rate and a.uplink_bytes and a.seconds:
                 share = a.uplink_bytes * 8 / a.seconds / rate_bits(rate)
                 out.append(_target(f"(a) {tag}, link use: uplink bytes / wall time >= {LINK_SHARE:.0%} of the rate",
@@ -226,6 +227,15 @@ def targets(rows_: Sequence[Row], code_zstd: int, image_bytes: int) -> list[dict
                            f"{'' if gb >= 2 else ', NOT multi-GB'})", max(rss), RSS_LIMIT,
                            max(rss) < RSS_LIMIT, "max over deployer rows of the median peak"))
     return out
+
+
+def _floor_note(floor: Row | None) -> str:
+    """What the link's floor (OpenSSH moving the image's zstd bytes, no Docker) says of the (a) limit."""
+    if not (floor and floor.seconds and floor.ratio):
+        return ""
+    where = "below" if floor.ratio > FIRST_SHIP_LIMIT else "above"
+    return (f"; the link's floor for these bytes ({tools.FLOOR}, no Docker) {_fmt(floor.seconds)} s = "
+            f"{floor.ratio:.2f}x the best baseline: the limit lies {where} it")
 
 
 def targets_again(rows_: Sequence[Row], data: Mapping[str, Any]) -> list[dict[str, Any]]:

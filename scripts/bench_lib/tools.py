@@ -1,4 +1,5 @@
-"""The shipping tools under test, as pure command builders: deployer and the four baselines."""
+"""The shipping tools under test, as pure command builders: deployer, the four baselines, and the
+link's floor (a reference, not a tool: it ships no image)."""
 from __future__ import annotations
 
 import shlex
@@ -18,8 +19,13 @@ GZIP = "save|gzip|ssh"
 ZSTD = "save|zstd|ssh"
 RAW = "save|ssh"
 PUSH_PULL = "push+pull"
+# (a): OpenSSH carrying as many random bytes as the image's zstd stream (level 3) to `cat >/dev/null`,
+# no Docker at either end: the least time any tool that sends those bytes over SSH can take, measured
+# beside the others (a shaped link never runs at its nominal rate). Not a baseline: it ships nothing.
+FLOOR = "ssh-floor"
 BASELINES = (GZIP, ZSTD, RAW, PUSH_PULL)
-TOOLS = (DEPLOYER_RELAY, DEPLOYER_ONE, DEPLOYER, DEPLOYER_COLD, DEPLOYER_ORIGIN, DEPLOYER_REGISTRY, *BASELINES)
+TOOLS = (DEPLOYER_RELAY, DEPLOYER_ONE, DEPLOYER, DEPLOYER_COLD, DEPLOYER_ORIGIN, DEPLOYER_REGISTRY, *BASELINES,
+         FLOOR)
 DEPLOYERS = (DEPLOYER, DEPLOYER_COLD, DEPLOYER_ORIGIN, DEPLOYER_REGISTRY, DEPLOYER_RELAY, DEPLOYER_ONE)
 # Tools that go through the registry: their pushes need fresh repos (see hosts.forget_pushes).
 REGISTRY_TOOLS = (DEPLOYER_REGISTRY, PUSH_PULL)
@@ -29,7 +35,8 @@ def tools_for(scenario: str, lane: str = "") -> tuple[str, ...]:
     """(d) is (a) over the registry: deployer's registry route against the registry baseline; the
     other baselines of (a) are not repeated, the report compares (d) with them too. (b) has both of
     deployer's routes (the re-ship target is for either). (c)'s air-gapped
-    site: through the relay, to one host alone, directly, and the best one-liner (no registry there)."""
+    site: through the relay, to one host alone, directly, and the best one-liner (no registry there).
+    (a) also measures the link's floor for its bytes."""
     if scenario == "c" and lane == SITE:
         return (DEPLOYER_RELAY, DEPLOYER_ONE, DEPLOYER, ZSTD)
     if scenario == "d":
@@ -38,6 +45,8 @@ def tools_for(scenario: str, lane: str = "") -> tuple[str, ...]:
         return (DEPLOYER_ORIGIN, DEPLOYER, PUSH_PULL)
     if scenario == "b":  # a re-ship against push+pull on both of deployer's routes (and without warm start)
         return (DEPLOYER, DEPLOYER_REGISTRY, DEPLOYER_COLD, *BASELINES)
+    if scenario == "a":
+        return (DEPLOYER, *BASELINES, FLOOR)
     return (DEPLOYER, *BASELINES)
 
 
@@ -49,6 +58,7 @@ class Ship:
     ref: str
     hosts: tuple[str, ...]
     repo: str  # registry repository for registry tools, e.g. bench-20250101t1200-3/ml
+    payload: str = ""  # FLOOR: the file of random bytes it sends
 
     @property
     def pulled_ref(self) -> str:
@@ -89,7 +99,12 @@ def _parallel(commands: Sequence[str]) -> str:
 
 
 def baseline_script(ship: Ship) -> str:
-    """The bash script for a baseline; push+pull pushes once and pulls on every host at once."""
+    """The bash script for a baseline (push+pull pushes once and pulls on every host at once), or
+    for the floor: its payload to each host's /dev/null."""
+    if ship.tool == FLOOR:
+        sends = [f"{shlex.join(ssh_argv(h, ['sh', '-c', 'cat >/dev/null']))} < {shlex.quote(ship.payload)}"
+                 for h in ship.hosts]
+        return f"set -euo pipefail\n{_parallel(sends)}\n"
     if ship.tool == PUSH_PULL:
         target = ship.pulled_ref
         push = f"{shlex.join(['docker', 'tag', ship.ref, target])} && " \

@@ -104,6 +104,35 @@ def test_baseline_scripts() -> None:
     assert script.count("docker pull -q 10.213.0.5:5000/bench-1/ml:v1") == 2
 
 
+def test_the_floor_sends_its_payload_to_dev_null_and_is_no_baseline() -> None:
+    floor = tools.baseline_script(tools.Ship(tools.FLOOR, "img:v1", ("gpu01",), "r/ml", "/tmp/x y/floor.bin"))
+    assert floor.startswith("set -euo pipefail\nssh ")
+    assert floor.rstrip().endswith("root@10.213.0.11 'sh -c '\"'\"'cat >/dev/null'\"'\"'' < '/tmp/x y/floor.bin'")
+    assert "docker" not in floor
+    assert tools.tools_for("a") == (tools.DEPLOYER, *tools.BASELINES, tools.FLOOR)
+    assert tools.FLOOR not in tools.BASELINES and tools.FLOOR not in tools.DEPLOYERS
+    assert all(tools.FLOOR not in tools.tools_for(sc) for sc in ("b", "c", "d", "e"))
+
+
+def test_the_floor_is_never_the_best_baseline_and_says_where_the_limit_lies() -> None:
+    samples = [
+        S("a", "1mbit", tools.DEPLOYER, True, 8.5, 1000),
+        S("a", "1mbit", tools.ZSTD, True, 10.0, 1000),
+        S("a", "1mbit", tools.FLOOR, True, 8.2, 1000),
+    ]
+    rows = report.rows(samples)
+    assert {r.tool: r.best_baseline for r in rows} == {t: tools.ZSTD for t in (tools.DEPLOYER, tools.ZSTD, tools.FLOOR)}
+    a = {t["target"].split(":")[0]: t for t in report.targets(rows, 100_000, 10**9)}["(a) 1mbit"]
+    assert (a["measured"], a["met"]) == (0.85, False)
+    assert a["note"] == ("8.5 s; the link's floor for these bytes (ssh-floor, no Docker) 8.20 s = 0.82x the best "
+                         "baseline: the limit lies below it")
+    samples[2] = S("a", "1mbit", tools.FLOOR, True, 7.0, 1000)
+    a = {t["target"].split(":")[0]: t for t in report.targets(report.rows(samples), 100_000, 10**9)}["(a) 1mbit"]
+    assert a["note"].endswith("7.00 s = 0.70x the best baseline: the limit lies above it")
+    without = {t["target"].split(":")[0]: t for t in report.targets(report.rows(samples[:2]), 100_000, 10**9)}
+    assert without["(a) 1mbit"]["note"] == "8.5 s"
+
+
 def test_parallel_script_fails_when_one_host_fails() -> None:
     script = tools._parallel(["true", "false", "true"])
     assert subprocess.run(["bash", "-c", script], check=False).returncode == 1
