@@ -68,6 +68,12 @@ def settle_disk() -> float:
     return time.monotonic() - start
 
 
+def floor_size(samples: list[Sample], fallback: int) -> int:
+    """The floor's payload: the least deployer sent in a successful (a) ship so far, else FALLBACK."""
+    sent = [s.bytes_sent for s in samples if s.ok and s.scenario == "a" and s.tool == tools.DEPLOYER and s.bytes_sent]
+    return min(sent) if sent else fallback
+
+
 class Runner:
     def __init__(self, cfg: BenchConfig, pair: ImagePair, run_id: str, log: Callable[[str], None],
                  acct: Accounting | None = None, source: Path | None = None, ws_store: str = ""):
@@ -219,15 +225,15 @@ class Runner:
         return frozenset(layer.diff_id for layer in self.pair.v1.layers[:-1])
 
     def _payload(self) -> str:
-        """FLOOR's file: as many random bytes as v1's zstd stream, written once per run (then read
-        from the page cache)."""
-        path = self.cache / "floor.bin"
+        """FLOOR's file: as many random bytes as deployer sent in the least of this run's (a) ships
+        (its stream is the smallest here: one thread, a 4 MB window), else as v1's `zstd -3 -T0`
+        stream; written once per size (then read from the page cache)."""
+        size = floor_size(self.results, self.pair.v1.zstd_size)
+        path = self.cache / f"floor-{size}.bin"
         if not path.exists():
-            left = self.pair.v1.zstd_size
             with open(path, "wb") as fh:
-                while left > 0:
+                for left in range(size, 0, -(1 << 20)):
                     fh.write(os.urandom(min(left, 1 << 20)))
-                    left -= min(left, 1 << 20)
         return str(path)
 
     def _own(self) -> int | None:
@@ -254,7 +260,7 @@ class Runner:
             tail = (fin.stderr.strip() or fin.stdout.strip())[-1500:]
             raise RuntimeError(f"{ship.tool} exited {fin.exited}: {tail}")
         if ship.tool == tools.FLOOR:
-            sample.notes.append("the floor ships no image: nothing to check")
+            sample.notes.append(f"the floor ships no image: {os.path.getsize(ship.payload)} random bytes to /dev/null")
             return
         reported = {r.get("host"): r for r in sample.deployer or () if isinstance(r, dict)}
         for h in ship.hosts:

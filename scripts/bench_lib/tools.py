@@ -19,7 +19,7 @@ GZIP = "save|gzip|ssh"
 ZSTD = "save|zstd|ssh"
 RAW = "save|ssh"
 PUSH_PULL = "push+pull"
-# (a): OpenSSH carrying as many random bytes as the image's zstd stream (level 3) to `cat >/dev/null`,
+# (a): OpenSSH carrying as many random bytes as deployer's zstd stream in the run to `cat >/dev/null`,
 # no Docker at either end: the least time any tool that sends those bytes over SSH can take, measured
 # beside the others (a shaped link never runs at its nominal rate). Not a baseline: it ships nothing.
 FLOOR = "ssh-floor"

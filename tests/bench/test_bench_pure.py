@@ -133,6 +133,19 @@ def test_the_floor_is_never_the_best_baseline_and_says_where_the_limit_lies() ->
     assert without["(a) 1mbit"]["note"] == "8.5 s"
 
 
+def test_the_floor_carries_what_deployer_sent_least_in_a() -> None:
+    from bench_lib import runner
+
+    def sample(scenario: str, tool: str, ok: bool, sent: int) -> runner.Sample:
+        return runner.Sample(scenario, None, tool, 1, ("gpu01",), ok=ok, deployer=[{"bytes_sent": sent}])
+
+    assert runner.floor_size([], 313) == 313
+    found = [sample("b", tools.DEPLOYER, True, 1), sample("a", tools.ZSTD, True, 2), sample("a", tools.DEPLOYER, False, 3)]
+    assert runner.floor_size(found, 313) == 313  # none of them a successful first ship by deployer
+    found += [sample("a", tools.DEPLOYER, True, 302), sample("a", tools.DEPLOYER, True, 301)]
+    assert runner.floor_size(found, 313) == 301
+
+
 def test_parallel_script_fails_when_one_host_fails() -> None:
     script = tools._parallel(["true", "false", "true"])
     assert subprocess.run(["bash", "-c", script], check=False).returncode == 1
