@@ -230,7 +230,7 @@ def targets(rows_: Sequence[Row], code_zstd: int, image_bytes: int) -> list[dict
 
 
 def _floor_note(floor: Row | None) -> str:
-    """What the link's floor (OpenSSH moving the image's zstd bytes, no Docker) says of the (a) limit."""
+    """What the link's floor (OpenSSH moving deployer's zstd bytes, no Docker) says of the (a) limit."""
     if not (floor and floor.seconds and floor.ratio):
         return ""
     where = "below" if floor.ratio > FIRST_SHIP_LIMIT else "above"
