@@ -114,15 +114,8 @@ class QuickAckSocket:
 def open_link(spec: ConnectSpec, *, host: str, timeout: float, trust_name: str,
               auth: bool = True) -> Link:
     """Connect, verify the host key strictly, authenticate. `host` names the inventory host in errors."""
-    jumps: list[paramiko.Transport] = []
+    sock, jumps = reach(spec, host=host, timeout=timeout, trust_name=trust_name)
     try:
-        if spec.jump is not None:
-            jump = open_link(spec.jump, host=host, timeout=timeout, trust_name=trust_name)
-            jumps = [*jump.jumps, jump.transport]
-            sock = jump_channel(jump.transport, spec, host=host, via=spec.jump, timeout=timeout)
-        else:
-            tcp = tcp_connect(spec, host=host, timeout=timeout)
-            sock = QuickAckSocket(tcp) if hasattr(socket, "TCP_QUICKACK") else tcp
         transport = _handshake(sock, spec, host=host, timeout=timeout, trust_name=trust_name)
         link = Link(transport, jumps, transport.get_remote_server_key())
         if auth:
@@ -132,6 +125,21 @@ def open_link(spec: ConnectSpec, *, host: str, timeout: float, trust_name: str,
     except BaseException:
         for t in jumps:
             t.close()
+        raise
+
+
+def reach(spec: ConnectSpec, *, host: str, timeout: float,
+          trust_name: str) -> tuple[socket.socket | paramiko.Channel | QuickAckSocket, list[paramiko.Transport]]:
+    """A connection to SPEC's sshd, and the transports of the jump hosts it goes through (outermost
+    first; each connected, verified and logged in to). Nothing is left open when it fails."""
+    if spec.jump is None:
+        tcp = tcp_connect(spec, host=host, timeout=timeout)
+        return (QuickAckSocket(tcp) if hasattr(socket, "TCP_QUICKACK") else tcp), []
+    jump = open_link(spec.jump, host=host, timeout=timeout, trust_name=trust_name)
+    try:
+        return jump_channel(jump.transport, spec, host=host, via=spec.jump, timeout=timeout), [*jump.jumps, jump.transport]
+    except BaseException:
+        jump.close()
         raise
 
 

@@ -1,7 +1,6 @@
 """Fetch a host's SSH key without logging in, and decide what `deploy inventory trust` may do with it."""
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -11,7 +10,7 @@ from deployer.errors import HostKeyError
 from deployer.inventory.host import Host
 from deployer.transport import hostkeys
 from deployer.transport.config import ConnectSpec, load_ssh_config, resolve
-from deployer.transport.dial import jump_channel, negotiate, open_link, tcp_connect
+from deployer.transport.dial import negotiate, reach
 
 
 @dataclass(frozen=True)
@@ -34,21 +33,16 @@ def fetch_key(spec: ConnectSpec, *, host: str, timeout: float = 10.0) -> paramik
 
     A jump host on the way is connected to normally: its key must already be trusted.
     """
-    jump_link = None
+    sock, jumps = reach(spec, host=host, timeout=timeout, trust_name=host)
     try:
-        if spec.jump is not None:
-            jump_link = open_link(spec.jump, host=host, timeout=timeout, trust_name=host)
-            sock: socket.socket | paramiko.Channel = jump_channel(jump_link.transport, spec, host=host, via=spec.jump, timeout=timeout)
-        else:
-            sock = tcp_connect(spec, host=host, timeout=timeout)
         transport = negotiate(sock, spec, host=host, timeout=timeout)
         try:
             return transport.get_remote_server_key()
         finally:
             transport.close()
     finally:
-        if jump_link is not None:
-            jump_link.close()
+        for t in reversed(jumps):
+            t.close()
 
 
 def hops(spec: ConnectSpec) -> list[ConnectSpec]:
