@@ -60,6 +60,10 @@ class Host:
         seconds = self._connection("timeout")
         return float(seconds) if seconds is not None else None
 
+    def connect_timeout(self, default: float) -> float:
+        """Seconds to wait for this host's SSH connection: its ansible_ssh_timeout, else DEFAULT."""
+        return self.ssh_timeout or default
+
     def _connection(self, setting: str) -> Any:
         # Ansible's connection values are templates rendered with the host's vars when used.
         from deployer.inventory import connection

@@ -161,7 +161,7 @@ def connect(host: Host, *, timeout: float = 10.0, ssh_config: paramiko.SSHConfig
     """Open an authenticated session to an inventory host (strict host keys, key/agent auth). The
     host's ansible_ssh_timeout, if set, is its TIMEOUT."""
     spec = resolve(host, ssh_config if ssh_config is not None else load_ssh_config())
-    timeout = host.ssh_timeout or timeout
+    timeout = host.connect_timeout(timeout)
     log.debug("%s: connecting to %s%s", host.name, spec.label, f" via {spec.jump.label}" if spec.jump else "")
     link = open_link(spec, host=host.name, timeout=timeout, trust_name=host.name)
     return SshSession(host.name, spec, link, timeout=timeout)

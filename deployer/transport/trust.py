@@ -54,9 +54,10 @@ def hops(spec: ConnectSpec) -> list[ConnectSpec]:
 
 
 def offer(host: Host, *, spec: ConnectSpec | None = None, timeout: float = 10.0) -> Offer:
-    """Fetch the key of `spec` (default: the host itself) and compare it with the known_hosts file."""
+    """Fetch the key of `spec` (default: the host itself) and compare it with the known_hosts file.
+    The host's ansible_ssh_timeout, if set, is its TIMEOUT, as for a login."""
     spec = spec or resolve(host, load_ssh_config())
-    key = fetch_key(spec, host=host.name, timeout=timeout)
+    key = fetch_key(spec, host=host.name, timeout=host.connect_timeout(timeout))
     status = hostkeys.check(hostkeys.read(spec.known_hosts), spec.known_host_names(), key)
     return Offer(host.name, spec, key, status)
 

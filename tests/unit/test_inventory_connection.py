@@ -9,7 +9,7 @@ from deployer.errors import InventoryError
 from deployer.inventory import Inventory, load, report
 from deployer.inventory.host import Host
 from deployer.inventory.values import Encrypted, Unsafe
-from deployer.transport.config import resolve
+from deployer.transport.config import ConnectSpec, resolve
 
 INVENTORY = """\
 all:
@@ -145,3 +145,20 @@ def test_the_ssh_timeout_is_a_templated_number_of_seconds_and_the_connect_waits_
         with pytest.raises(InventoryError, match="stop here"):
             ssh.connect(hosts[name], timeout=10.0, ssh_config=None)
     assert waited == [45.0, 10.0]
+
+
+def test_deploy_inventory_trust_waits_the_hosts_own_ssh_timeout_too(monkeypatch) -> None:
+    from deployer.transport import trust
+
+    waited: list[float] = []
+
+    def fetch_key(spec: object, *, host: str, timeout: float) -> object:
+        waited.append(timeout)
+        raise InventoryError("stop here")
+
+    monkeypatch.setattr(trust, "fetch_key", fetch_key)
+    spec = ConnectSpec("10.0.0.1", 22, user="u", known_hosts="/nonexistent/known_hosts")
+    for vars in ({"ansible_ssh_timeout": 3}, {}):
+        with pytest.raises(InventoryError, match="stop here"):
+            trust.offer(Host("gpu01", vars), spec=spec, timeout=10.0)
+    assert waited == [3.0, 10.0]
