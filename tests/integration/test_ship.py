@@ -145,6 +145,27 @@ def test_an_image_the_host_has_under_another_name_is_only_tagged(testbed: Testbe
     assert host_image_id(testbed, "gpu02", other) == image.id
 
 
+def test_another_name_on_the_containerd_store_sends_no_layer(testbed: Testbed, ship_env: dict[str, str]) -> None:
+    """The containerd store (gpu01) names an image by the manifest a load makes: the second name
+    is a load of the head alone (manifest and config), no layer on the wire, and the progress says
+    nothing about layers it does not send."""
+    ref = tag("named-ctr")
+    image = build(testbed, ref, [0.5])
+    code, out, err = deploy(ship_env, "ship", "--host", "gpu01", "--image", ref, "--via", "tarball", "--json",
+                            "--lock-wait", "120")
+    assert code == 0 and one(out, "gpu01")["ok"], err
+    other = f"{ref.split(':')[0]}-other:{ref.split(':')[1]}"
+    subprocess.run(["docker", "tag", ref, other], check=True, env=ship_env)
+    code, out, err = deploy(ship_env, "ship", "--host", "gpu01", "--image", other, "--via", "tarball", "--json",
+                            "--lock-wait", "120")
+    assert code == 0, err
+    rec = one(out, "gpu01")
+    assert rec["ok"] and rec["verified"] and rec["layers_sent"] == 0 and rec["bytes_sent"] < 64_000
+    assert host_image_id(testbed, "gpu01", other) == image.id
+    progress = [line for line in err.splitlines() if line.startswith("gpu01: ")]
+    assert progress and not [line for line in progress if re.search(r"\b(compressing|sending) layer", line)], err
+
+
 def test_auto_picks_registry_and_tarball(testbed: Testbed, ship_env: dict[str, str]) -> None:
     ref = tag("auto")
     # FROM scratch: a pull is complete whatever gpu01 holds (Docker 28's containerd store skips a
