@@ -127,20 +127,27 @@ def test_tarball_to_airgapped_then_noop(testbed: Testbed, ship_env: dict[str, st
     assert rec["ok"] and rec["verified"] and rec["bytes_sent"] == 0 and rec["layers_sent"] == 0
 
 
+def _ship_again_under_another_name(testbed: Testbed, ship_env: dict[str, str], host: str,
+                                   name: str) -> tuple[Built, str, dict[str, Any], str]:
+    """Ship a fresh image to HOST as a tarball, then again under a second local name: (the image,
+    that name, the second ship's record, its stderr)."""
+    ref = tag(name)
+    image = build(testbed, ref, [0.5])
+    code, out, err = deploy(ship_env, "ship", "--host", host, "--image", ref, "--via", "tarball", "--json",
+                            "--lock-wait", "120")
+    assert code == 0 and one(out, host)["ok"], err
+    other = f"{ref.split(':')[0]}-other:{ref.split(':')[1]}"
+    subprocess.run(["docker", "tag", ref, other], check=True, env=ship_env)
+    code, out, err = deploy(ship_env, "ship", "--host", host, "--image", other, "--via", "tarball", "--json",
+                            "--lock-wait", "120")
+    assert code == 0, err
+    return image, other, one(out, host), err
+
+
 def test_an_image_the_host_has_under_another_name_is_only_tagged(testbed: Testbed, ship_env: dict[str, str]) -> None:
     """The classic store (gpu02): the host's image listing says the image is there, so the second
     name is a tag, with nothing on the wire."""
-    ref = tag("named")
-    image = build(testbed, ref, [0.5])
-    code, out, err = deploy(ship_env, "ship", "--host", "gpu02", "--image", ref, "--via", "tarball", "--json",
-                            "--lock-wait", "120")
-    assert code == 0 and one(out, "gpu02")["ok"], err
-    other = f"{ref.split(':')[0]}-other:{ref.split(':')[1]}"
-    subprocess.run(["docker", "tag", ref, other], check=True, env=ship_env)
-    code, out, err = deploy(ship_env, "ship", "--host", "gpu02", "--image", other, "--via", "tarball", "--json",
-                            "--lock-wait", "120")
-    assert code == 0, err
-    rec = one(out, "gpu02")
+    image, other, rec, _ = _ship_again_under_another_name(testbed, ship_env, "gpu02", "named")
     assert rec["ok"] and rec["verified"] and rec["via"] is None and rec["bytes_sent"] == 0
     assert host_image_id(testbed, "gpu02", other) == image.id
 
@@ -149,17 +156,7 @@ def test_another_name_on_the_containerd_store_sends_no_layer(testbed: Testbed, s
     """The containerd store (gpu01) names an image by the manifest a load makes: the second name
     is a load of the head alone (manifest and config), no layer on the wire, and the progress says
     nothing about layers it does not send."""
-    ref = tag("named-ctr")
-    image = build(testbed, ref, [0.5])
-    code, out, err = deploy(ship_env, "ship", "--host", "gpu01", "--image", ref, "--via", "tarball", "--json",
-                            "--lock-wait", "120")
-    assert code == 0 and one(out, "gpu01")["ok"], err
-    other = f"{ref.split(':')[0]}-other:{ref.split(':')[1]}"
-    subprocess.run(["docker", "tag", ref, other], check=True, env=ship_env)
-    code, out, err = deploy(ship_env, "ship", "--host", "gpu01", "--image", other, "--via", "tarball", "--json",
-                            "--lock-wait", "120")
-    assert code == 0, err
-    rec = one(out, "gpu01")
+    image, other, rec, err = _ship_again_under_another_name(testbed, ship_env, "gpu01", "named-ctr")
     assert rec["ok"] and rec["verified"] and rec["layers_sent"] == 0 and rec["bytes_sent"] < 64_000
     assert host_image_id(testbed, "gpu01", other) == image.id
     progress = [line for line in err.splitlines() if line.startswith("gpu01: ")]
