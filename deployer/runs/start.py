@@ -307,6 +307,6 @@ def follow_to_exit(session: Session, host: Host, name: str, output: BinaryIO | N
     except HostError as exc:
         if not exc.transient:
             raise
-        with connect_retrying(host, timeout=timeout) as again:  # the first link died meanwhile
+        with connect_retrying(host, timeout=timeout, first=False) as again:  # the first link died meanwhile
             res = again.run(cmd.wait_argv(host.docker, name))
     return int(res.stdout.strip().splitlines()[-1])

@@ -10,7 +10,7 @@ from deployer import interrupt
 from deployer.inventory.host import Host
 from deployer.transport import connect
 from deployer.transport.result import Result
-from deployer.transport.retry import is_transient, retrying
+from deployer.transport.retry import UNREACHABLE_BUDGET_S, is_transient, retrying
 from deployer.transport.session import Session
 
 log = logging.getLogger(__name__)
@@ -32,6 +32,7 @@ class HostConn:
         # one attempt per call: the retry policy wraps whole steps (connect included), never nests
         self._connector = connector or (lambda h: connect(h, timeout=timeout))
         self._session = session
+        self._reached = session is not None  # a host never reached that is unreachable is not waited for long
         self._lock = threading.RLock()  # steps of one host may overlap (parallel channels)
         self.reconnects = 0
 
@@ -49,11 +50,14 @@ class HostConn:
                 self.reconnects += 1
                 log.info("%s: reconnecting", self.name)
             self._session = self._connector(self.host)
+            self._reached = True
             return self._session
 
     def connect(self) -> Session:
-        """The session, connecting under the transient retry policy (auth/host-key errors stop at once)."""
-        return retrying(self.session, what="connect", host=self.name, on_retry=lambda _n, _e: self.drop())
+        """The session, connecting under the transient retry policy (auth/host-key errors stop at
+        once; a host never reached that refuses or has no route, after UNREACHABLE_BUDGET_S)."""
+        return retrying(self.session, what="connect", host=self.name, on_retry=lambda _n, _e: self.drop(),
+                        unreachable_s=None if self._reached else UNREACHABLE_BUDGET_S)
 
     def drop(self, failed: Session | None = None) -> None:
         """Forget the session (the one that failed, if given: a newer one made by another thread stays)."""

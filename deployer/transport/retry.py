@@ -2,11 +2,15 @@
 
 Retried: ConnectError, TransferError(transient=True), socket timeouts/resets, paramiko channel
 errors. Never: AuthError, HostKeyError, CommandError, PreflightError, LockError, usage errors.
+A host not reached yet that refuses the connection, has no route or no name (it is down, or
+the inventory is wrong) is retried for UNREACHABLE_BUDGET_S only, not the whole budget: a fleet
+command with one server switched off ends in seconds. Once reached, a host that drops gets it all.
 tenacity cannot retry a generator: make the retried unit "reconnect, re-read the offset, send
 the rest" and call it through retrying().
 """
 from __future__ import annotations
 
+import errno
 import functools
 import logging
 import os
@@ -26,6 +30,8 @@ log = logging.getLogger("deployer.retry")
 
 T = TypeVar("T")
 DEFAULT_BUDGET_S = 120.0
+UNREACHABLE_BUDGET_S = 15.0
+_UNREACHABLE_ERRNOS = frozenset({errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH})
 
 
 def budget_seconds(default: float = DEFAULT_BUDGET_S) -> float:
@@ -54,6 +60,15 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and not isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError))
 
 
+def unreachable(exc: BaseException) -> bool:
+    """True when the host refused the connection, has no route or its name does not resolve (its
+    sshd or the host is down, or the address is wrong), unlike a slow or lossy link's timeout."""
+    cause = exc.__cause__ if isinstance(exc, ConnectError) and exc.__cause__ is not None else exc
+    if isinstance(cause, socket.gaierror):
+        return True
+    return isinstance(cause, OSError) and cause.errno in _UNREACHABLE_ERRNOS
+
+
 def _reason(exc: BaseException | None) -> str:
     if exc is None:
         return "unknown error"
@@ -71,12 +86,22 @@ def retrying(
     initial_s: float = 1.0,
     max_wait_s: float = 20.0,
     on_retry: Callable[[int, BaseException], None] | None = None,
+    unreachable_s: float | None = None,
 ) -> T:
     """Call fn(), retrying transient failures until it succeeds or the time budget is spent.
 
-    The last error is re-raised; an untranslated low-level transient error becomes ConnectError.
+    UNREACHABLE_S (a host's first connection): an `unreachable` failure stops the retries once that
+    long has passed. The last error is re-raised; an untranslated low-level transient error
+    becomes ConnectError.
     """
     budget = budget_seconds() if budget_s is None else budget_s
+
+    def stop(state: tenacity.RetryCallState) -> bool:
+        spent = state.seconds_since_start or 0.0
+        if spent >= budget:
+            return True
+        exc = state.outcome.exception() if state.outcome else None
+        return unreachable_s is not None and exc is not None and unreachable(exc) and spent >= unreachable_s
 
     def before_sleep(state: tenacity.RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
@@ -93,7 +118,7 @@ def retrying(
     retryer = tenacity.Retrying(
         retry=tenacity.retry_if_exception(lambda exc: is_transient(exc) and not interrupt.requested()),
         sleep=interrupt.sleep,  # a back-off ends early on Ctrl-C, and the next attempt does not start
-        stop=tenacity.stop_after_delay(budget),
+        stop=stop,
         wait=tenacity.wait_exponential(multiplier=initial_s, max=max_wait_s) + tenacity.wait_random(0, initial_s),
         before_sleep=before_sleep,
         reraise=True,
@@ -125,6 +150,9 @@ def retry_transient(what: str, *, budget_s: float | None = None,
     return deco
 
 
-def connect_retrying(host: Host, *, timeout: float = 10.0, budget_s: float | None = None) -> SshSession:
-    """connect(host) under the transient-failure policy (host-key and auth failures stop at once)."""
-    return retrying(lambda: connect(host, timeout=timeout), what="connect", host=host.name, budget_s=budget_s)
+def connect_retrying(host: Host, *, timeout: float = 10.0, budget_s: float | None = None,
+                     first: bool = True) -> SshSession:
+    """connect(host) under the transient-failure policy (host-key and auth failures stop at once).
+    FIRST: the command has not reached the host yet (an unreachable one gives up sooner)."""
+    return retrying(lambda: connect(host, timeout=timeout), what="connect", host=host.name, budget_s=budget_s,
+                    unreachable_s=UNREACHABLE_BUDGET_S if first else None)

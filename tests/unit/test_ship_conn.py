@@ -4,11 +4,13 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
 from ctrl_c import ctrl_c_during
 
 from deployer import interrupt
 from deployer.errors import Interrupted, TransferError
 from deployer.inventory.host import Host
+from deployer.ship import conn as conn_mod
 from deployer.ship.conn import EarlyConnects, HostConn
 
 
@@ -130,3 +132,25 @@ def test_ctrl_c_stops_an_early_connect_that_hangs_and_the_ships_own() -> None:
     early = EarlyConnects([conn], parallel=1)
     raised, took = ctrl_c_during(conn.connect)
     assert isinstance(raised, Interrupted) and took < 1 and early._done == [conn]
+
+
+def test_only_a_host_never_reached_gives_up_early_when_unreachable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The shorter retry budget for a host that refuses or has no route applies to its first
+    connection; once reached, a host whose link dropped is retried for the whole budget."""
+    seen: list[float | None] = []
+    real = conn_mod.retrying
+
+    def spy(fn, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append(kwargs.get("unreachable_s"))
+        return real(fn, **kwargs)
+
+    monkeypatch.setattr(conn_mod, "retrying", spy)
+    connector = _Connector()
+    conn = HostConn(Host("gpu01"), connector=connector)  # type: ignore[arg-type]
+    first = conn.connect()
+    first.alive = False  # the link dropped: the next connect is a reconnect
+    conn.connect()
+    assert seen == [conn_mod.UNREACHABLE_BUDGET_S, None] and len(connector.made) == 2
+    given = HostConn(Host("gpu02"), connector=connector, session=_Session("gpu02"))  # type: ignore[arg-type]
+    given.connect()
+    assert seen[-1] is None
