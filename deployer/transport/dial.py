@@ -174,8 +174,10 @@ def tcp_connect(spec: ConnectSpec, *, host: str, timeout: float) -> socket.socke
         raise ConnectError(host, f"cannot resolve {spec.address}: {exc.strerror or exc}",
                            hint="check ansible_host in the inventory or HostName in ~/.ssh/config") from exc
     except OSError as exc:
+        no_route = exc.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH)
         raise ConnectError(host, f"cannot connect to {target}: {exc.strerror or exc}",
-                           hint="is sshd running and the port right?") from exc
+                           hint="is the host up and on the network? check its address in the inventory" if no_route
+                           else "is sshd running and the port right?") from exc
     tune_socket(sock)
     return sock
 

@@ -4,6 +4,7 @@ right after login waits 40 ms for our delayed ACK), and is otherwise the socket 
 from __future__ import annotations
 
 import contextlib
+import errno
 import socket
 import threading
 import time
@@ -15,6 +16,7 @@ import pytest
 from ctrl_c import ctrl_c_during
 
 from deployer.errors import ConnectError, Interrupted
+from deployer.transport import dial
 from deployer.transport.config import ConnectSpec
 from deployer.transport.dial import REKEY_BYTES, QuickAckSocket, connect, keep_alive, new_transport, open_link
 from deployer.transport.trust import fetch_key
@@ -334,3 +336,21 @@ def test_a_link_that_dies_in_the_servers_rekey_is_seen_dead_at_once(
     finally:
         link.close()
         cable.close()
+
+
+def test_a_refused_connect_asks_about_sshd_no_route_about_the_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    closed = socket.create_server(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()  # nothing listens there now: refused
+    with pytest.raises(ConnectError) as err:
+        dial.tcp_connect(ConnectSpec("127.0.0.1", port), host="gpu01", timeout=2)
+    assert "Connection refused" in str(err.value) and "sshd running" in (err.value.hint or "")
+    assert isinstance(err.value.__cause__, ConnectionRefusedError)
+
+    def no_route(address: str, port: int, timeout: float) -> socket.socket:
+        raise OSError(errno.EHOSTUNREACH, "No route to host")
+
+    monkeypatch.setattr(dial, "connect", no_route)
+    with pytest.raises(ConnectError) as err:
+        dial.tcp_connect(ConnectSpec("10.0.0.9", 22), host="gpu01", timeout=2)
+    assert "No route to host" in str(err.value) and "host up and on the network" in (err.value.hint or "")
