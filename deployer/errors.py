@@ -118,9 +118,14 @@ class HostError(DeployError):
 
 
 class ConnectError(HostError):
-    """The host could not be reached, or the connection dropped. Retried."""
+    """The host could not be reached, or the connection dropped. Retried. UNREACHABLE: it refused
+    the connection, has no route or no name (down, or a wrong address), unlike a timeout."""
 
     transient = True
+
+    def __init__(self, host: str, message: str, *, hint: str | None = None, unreachable: bool = False) -> None:
+        super().__init__(host, message, hint=hint)
+        self.unreachable = unreachable
 
 
 class AuthError(HostError):

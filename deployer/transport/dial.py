@@ -163,21 +163,26 @@ def keep_alive(transport: paramiko.Transport, interval: float = KEEPALIVE_S) -> 
     transport.packetizer.set_keepalive(interval, ping)
 
 
+_DOWN_HINT = "is the host up and on the network? check address/port in the inventory"
+
+
 def tcp_connect(spec: ConnectSpec, *, host: str, timeout: float) -> socket.socket:
+    """The TCP connection to SPEC's sshd; its failures translated (ConnectError.unreachable: the
+    host refused it, has no route or no name, which the retries give up on sooner)."""
     target = f"{spec.address}:{spec.port}"
     try:
         sock = connect(spec.address, spec.port, timeout)
     except TimeoutError as exc:
-        raise ConnectError(host, f"cannot reach {target}: no answer within {timeout:g}s",
-                           hint="is the host up and on the network? check address/port in the inventory") from exc
+        raise ConnectError(host, f"cannot reach {target}: no answer within {timeout:g}s", hint=_DOWN_HINT) from exc
     except socket.gaierror as exc:
         raise ConnectError(host, f"cannot resolve {spec.address}: {exc.strerror or exc}",
-                           hint="check ansible_host in the inventory or HostName in ~/.ssh/config") from exc
+                           hint="check ansible_host in the inventory or HostName in ~/.ssh/config",
+                           unreachable=True) from exc
     except OSError as exc:
         no_route = exc.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH)
         raise ConnectError(host, f"cannot connect to {target}: {exc.strerror or exc}",
-                           hint="is the host up and on the network? check its address in the inventory" if no_route
-                           else "is sshd running and the port right?") from exc
+                           hint=_DOWN_HINT if no_route else "is sshd running and the port right?",
+                           unreachable=no_route or exc.errno == errno.ECONNREFUSED) from exc
     tune_socket(sock)
     return sock
 

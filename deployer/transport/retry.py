@@ -10,7 +10,6 @@ the rest" and call it through retrying().
 """
 from __future__ import annotations
 
-import errno
 import functools
 import logging
 import os
@@ -31,7 +30,6 @@ log = logging.getLogger("deployer.retry")
 T = TypeVar("T")
 DEFAULT_BUDGET_S = 120.0
 UNREACHABLE_BUDGET_S = 15.0
-_UNREACHABLE_ERRNOS = frozenset({errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH})
 
 
 def budget_seconds(default: float = DEFAULT_BUDGET_S) -> float:
@@ -60,15 +58,6 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and not isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError))
 
 
-def unreachable(exc: BaseException) -> bool:
-    """True when the host refused the connection, has no route or its name does not resolve (its
-    sshd or the host is down, or the address is wrong), unlike a slow or lossy link's timeout."""
-    cause = exc.__cause__ if isinstance(exc, ConnectError) and exc.__cause__ is not None else exc
-    if isinstance(cause, socket.gaierror):
-        return True
-    return isinstance(cause, OSError) and cause.errno in _UNREACHABLE_ERRNOS
-
-
 def _reason(exc: BaseException | None) -> str:
     if exc is None:
         return "unknown error"
@@ -90,8 +79,8 @@ def retrying(
 ) -> T:
     """Call fn(), retrying transient failures until it succeeds or the time budget is spent.
 
-    UNREACHABLE_S (a host's first connection): an `unreachable` failure stops the retries once that
-    long has passed. The last error is re-raised; an untranslated low-level transient error
+    UNREACHABLE_S (a host's first connection): a ConnectError that says the host is unreachable
+    (refused, no route, no name: deployer.transport.dial) stops the retries once that long has passed. The last error is re-raised; an untranslated low-level transient error
     becomes ConnectError.
     """
     budget = budget_seconds() if budget_s is None else budget_s
@@ -101,7 +90,8 @@ def retrying(
         if spent >= budget:
             return True
         exc = state.outcome.exception() if state.outcome else None
-        return unreachable_s is not None and exc is not None and unreachable(exc) and spent >= unreachable_s
+        return (unreachable_s is not None and isinstance(exc, ConnectError) and exc.unreachable
+                and spent >= unreachable_s)
 
     def before_sleep(state: tenacity.RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None

@@ -338,6 +338,7 @@ def test_a_link_that_dies_in_the_servers_rekey_is_seen_dead_at_once(
         cable.close()
 
 
+
 def test_a_refused_connect_asks_about_sshd_no_route_about_the_host(monkeypatch: pytest.MonkeyPatch) -> None:
     closed = socket.create_server(("127.0.0.1", 0))
     port = closed.getsockname()[1]
@@ -345,7 +346,7 @@ def test_a_refused_connect_asks_about_sshd_no_route_about_the_host(monkeypatch: 
     with pytest.raises(ConnectError) as err:
         dial.tcp_connect(ConnectSpec("127.0.0.1", port), host="gpu01", timeout=2)
     assert "Connection refused" in str(err.value) and "sshd running" in (err.value.hint or "")
-    assert isinstance(err.value.__cause__, ConnectionRefusedError)
+    assert isinstance(err.value.__cause__, ConnectionRefusedError) and err.value.unreachable
 
     def no_route(address: str, port: int, timeout: float) -> socket.socket:
         raise OSError(errno.EHOSTUNREACH, "No route to host")
@@ -354,3 +355,21 @@ def test_a_refused_connect_asks_about_sshd_no_route_about_the_host(monkeypatch: 
     with pytest.raises(ConnectError) as err:
         dial.tcp_connect(ConnectSpec("10.0.0.9", 22), host="gpu01", timeout=2)
     assert "No route to host" in str(err.value) and "host up and on the network" in (err.value.hint or "")
+    assert err.value.unreachable
+
+
+@pytest.mark.parametrize("raised, unreachable", [
+    (OSError(errno.ENETUNREACH, "Network is unreachable"), True),
+    (socket.gaierror(socket.EAI_NONAME, "Name or service not known"), True),
+    (TimeoutError("timed out"), False),  # a slow or lossy link: the retries' whole budget
+    (ConnectionResetError(errno.ECONNRESET, "reset"), False),
+])
+def test_a_failed_connect_says_whether_the_host_is_unreachable(monkeypatch: pytest.MonkeyPatch,
+                                                                raised: OSError, unreachable: bool) -> None:
+    def fail(address: str, port: int, timeout: float) -> socket.socket:
+        raise raised
+
+    monkeypatch.setattr(dial, "connect", fail)
+    with pytest.raises(ConnectError) as err:
+        dial.tcp_connect(ConnectSpec("gpu01.example", 22), host="gpu01", timeout=2)
+    assert err.value.unreachable is unreachable and err.value.__cause__ is raised
