@@ -62,11 +62,16 @@ class Link:
     server_key: paramiko.PKey | None = None
 
     def close(self) -> None:
-        for t in [self.transport, *reversed(self.jumps)]:
-            try:
-                t.close()
-            except Exception as exc:  # noqa: BLE001 - closing a dead transport may raise anything
-                log.debug("closing transport: %s", exc)
+        close_transports([*self.jumps, self.transport])
+
+
+def close_transports(chain: Sequence[paramiko.Transport]) -> None:
+    """Close a chain of transports given outermost first (jump hosts, then the host): innermost first."""
+    for t in reversed(chain):
+        try:
+            t.close()
+        except Exception as exc:  # noqa: BLE001 - closing a dead transport may raise anything
+            log.debug("closing transport: %s", exc)
 
 
 def tune_socket(sock: socket.socket) -> None:
@@ -123,8 +128,7 @@ def open_link(spec: ConnectSpec, *, host: str, timeout: float, trust_name: str,
             keep_alive(transport)
         return link
     except BaseException:
-        for t in jumps:
-            t.close()
+        close_transports(jumps)
         raise
 
 

@@ -10,7 +10,7 @@ from deployer.errors import HostKeyError
 from deployer.inventory.host import Host
 from deployer.transport import hostkeys
 from deployer.transport.config import ConnectSpec, load_ssh_config, resolve
-from deployer.transport.dial import negotiate, reach
+from deployer.transport.dial import close_transports, negotiate, reach
 
 
 @dataclass(frozen=True)
@@ -41,8 +41,7 @@ def fetch_key(spec: ConnectSpec, *, host: str, timeout: float = 10.0) -> paramik
         finally:
             transport.close()
     finally:
-        for t in reversed(jumps):
-            t.close()
+        close_transports(jumps)
 
 
 def hops(spec: ConnectSpec) -> list[ConnectSpec]:
