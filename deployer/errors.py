@@ -119,7 +119,8 @@ class HostError(DeployError):
 
 class ConnectError(HostError):
     """The host could not be reached, or the connection dropped. Retried. UNREACHABLE: it refused
-    the connection, has no route or no name (down, or a wrong address), unlike a timeout."""
+    the connection, has no route or no name, or never answered (down, filtered, or a wrong
+    address), unlike a failed SSH handshake or a dropped link."""
 
     transient = True
 

@@ -55,7 +55,7 @@ class HostConn:
 
     def connect(self) -> Session:
         """The session, connecting under the transient retry policy (auth/host-key errors stop at
-        once; a host never reached that refuses or has no route, after UNREACHABLE_BUDGET_S)."""
+        once; a host never reached that refuses, has no route or does not answer, after UNREACHABLE_BUDGET_S)."""
         return retrying(self.session, what="connect", host=self.name, on_retry=lambda _n, _e: self.drop(),
                         unreachable_s=None if self._reached else UNREACHABLE_BUDGET_S)
 

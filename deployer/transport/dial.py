@@ -172,12 +172,16 @@ _DOWN_HINT = "is the host up and on the network? check address/port in the inven
 
 def tcp_connect(spec: ConnectSpec, *, host: str, timeout: float) -> socket.socket:
     """The TCP connection to SPEC's sshd; its failures translated (ConnectError.unreachable: the
-    host refused it, has no route or no name, which the retries give up on sooner)."""
+    host refused it, has no route, no name or gave no answer at all within TIMEOUT, which the
+    retries of a first connection give up on sooner; a reset is not)."""
     target = f"{spec.address}:{spec.port}"
     try:
         sock = connect(spec.address, spec.port, timeout)
     except TimeoutError as exc:
-        raise ConnectError(host, f"cannot reach {target}: no answer within {timeout:g}s", hint=_DOWN_HINT) from exc
+        # several SYNs went unanswered: a host that is off or filtered, not a lossy link (which
+        # loses one, not all; a connection that drops once made gets the retries' whole budget)
+        raise ConnectError(host, f"cannot reach {target}: no answer within {timeout:g}s", hint=_DOWN_HINT,
+                           unreachable=True) from exc
     except socket.gaierror as exc:
         raise ConnectError(host, f"cannot resolve {spec.address}: {exc.strerror or exc}",
                            hint="check ansible_host in the inventory or HostName in ~/.ssh/config",
@@ -242,6 +246,7 @@ def jump_channel(jump: paramiko.Transport, spec: ConnectSpec, *, host: str, via:
         raise ConnectError(
             host, f"jump host {via.label} could not open a connection to {spec.address}:{spec.port}: {exc}",
             hint="is the target reachable from the jump host, and does its sshd allow TCP forwarding?",
+            unreachable=True,  # the jump host answered for the target: no retry past a first connection's cap
         ) from exc
 
 

@@ -2,9 +2,10 @@
 
 Retried: ConnectError, TransferError(transient=True), socket timeouts/resets, paramiko channel
 errors. Never: AuthError, HostKeyError, CommandError, PreflightError, LockError, usage errors.
-A host not reached yet that refuses the connection, has no route or no name (it is down, or
-the inventory is wrong) is retried for UNREACHABLE_BUDGET_S only, not the whole budget: a fleet
-command with one server switched off ends in seconds. Once reached, a host that drops gets it all.
+A host not reached yet that refuses the connection, has no route or no name, or does not answer
+at all (it is down or filtered, or the inventory is wrong) is retried for UNREACHABLE_BUDGET_S
+only, not the whole budget: a fleet command with one server switched off ends in seconds. Once
+reached, a host that drops gets it all; so does a failed SSH handshake (sshd's MaxStartups).
 tenacity cannot retry a generator: make the retried unit "reconnect, re-read the offset, send
 the rest" and call it through retrying().
 """
@@ -80,8 +81,9 @@ def retrying(
     """Call fn(), retrying transient failures until it succeeds or the time budget is spent.
 
     UNREACHABLE_S (a host's first connection): a ConnectError that says the host is unreachable
-    (refused, no route, no name: deployer.transport.dial) stops the retries once that long has passed. The last error is re-raised; an untranslated low-level transient error
-    becomes ConnectError.
+    (refused, no route, no name, no answer: deployer.transport.dial) stops the retries once that
+    long has passed; an attempt under way is let finish. The last error is re-raised; an
+    untranslated low-level transient error becomes ConnectError.
     """
     budget = budget_seconds() if budget_s is None else budget_s
 

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import paramiko
 import paramiko.packet
 import pytest
 from ctrl_c import ctrl_c_during
@@ -361,7 +362,7 @@ def test_a_refused_connect_asks_about_sshd_no_route_about_the_host(monkeypatch: 
 @pytest.mark.parametrize("raised, unreachable", [
     (OSError(errno.ENETUNREACH, "Network is unreachable"), True),
     (socket.gaierror(socket.EAI_NONAME, "Name or service not known"), True),
-    (TimeoutError("timed out"), False),  # a slow or lossy link: the retries' whole budget
+    (TimeoutError("timed out"), True),  # no SYN of several answered: off or filtered
     (ConnectionResetError(errno.ECONNRESET, "reset"), False),
 ])
 def test_a_failed_connect_says_whether_the_host_is_unreachable(monkeypatch: pytest.MonkeyPatch,
@@ -373,3 +374,19 @@ def test_a_failed_connect_says_whether_the_host_is_unreachable(monkeypatch: pyte
     with pytest.raises(ConnectError) as err:
         dial.tcp_connect(ConnectSpec("gpu01.example", 22), host="gpu01", timeout=2)
     assert err.value.unreachable is unreachable and err.value.__cause__ is raised
+
+
+@pytest.mark.parametrize("raised", [
+    paramiko.ChannelException(2, "Connect failed"),  # the jump host's own connect to the target failed
+    paramiko.SSHException("Timeout opening channel."),  # no answer from the target within the timeout
+])
+def test_a_jump_host_that_cannot_reach_the_target_says_it_is_unreachable(raised: Exception) -> None:
+    class Jump:
+        def open_channel(self, *args: object, **kwargs: object) -> paramiko.Channel:
+            raise raised
+
+    with pytest.raises(ConnectError) as err:
+        dial.jump_channel(Jump(), ConnectSpec("10.0.0.9", 22), host="gpu01",  # type: ignore[arg-type]
+                          via=ConnectSpec("bastion", 22), timeout=2)
+    assert "jump host bastion could not open a connection to 10.0.0.9:22" in str(err.value)
+    assert err.value.unreachable and err.value.__cause__ is raised
