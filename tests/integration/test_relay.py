@@ -172,13 +172,15 @@ def _kill_sshd(host: str) -> None:
 
 def _kill_mid_ship(env: dict[str, str], hosts: str, ref: str, blobs: Path, node: str) -> tuple[str, str, int]:
     """Ship REF to HOSTS in the background; once a blob in NODE's BLOBS dir passed 5 MB, kill every
-    sshd of NODE; (stdout, stderr, exit code) of the ship. The testbed is repaired afterwards."""
+    sshd of NODE; (stdout, stderr, exit code) of the ship. The testbed is repaired afterwards. A part
+    an earlier run left there does not count: the kill must come while this ship's copy grows."""
+    before = partials(blobs)
     proc = subprocess.Popen([*_deploy_argv(), "ship", "--host", hosts, "--image", ref, "--json"],
                             env=env, cwd=str(REPO), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            staged = partial_sizes(blobs)
+            staged = partial_sizes(blobs, but=before)
             if staged and max(staged) > 5_000_000:
                 break
             time.sleep(0.2)
