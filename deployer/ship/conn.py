@@ -10,7 +10,7 @@ from deployer import interrupt
 from deployer.inventory.host import Host
 from deployer.transport import connect
 from deployer.transport.result import Result
-from deployer.transport.retry import UNREACHABLE_BUDGET_S, is_transient, retrying
+from deployer.transport.retry import GiveUp, is_transient, retrying
 from deployer.transport.session import Session
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ class HostConn:
         """The session, connecting under the transient retry policy (auth/host-key errors stop at
         once; a host never reached that refuses, has no route or does not answer, after UNREACHABLE_BUDGET_S)."""
         return retrying(self.session, what="connect", host=self.name, on_retry=lambda _n, _e: self.drop(),
-                        unreachable_s=None if self._reached else UNREACHABLE_BUDGET_S)
+                        give_up=None if self._reached else GiveUp())
 
     def drop(self, failed: Session | None = None) -> None:
         """Forget the session (the one that failed, if given: a newer one made by another thread stays)."""
@@ -71,8 +71,9 @@ class HostConn:
             except Exception as exc:  # noqa: BLE001 - closing a dead link may fail any way it likes
                 log.debug("%s: closing a dropped session: %s", self.name, exc)
 
-    def run(self, argv: Sequence[str], *, what: str = "remote command", **kwargs: Any) -> Result:
-        """session.run under the transient retry policy (reconnecting between attempts)."""
+    def run(self, argv: Sequence[str], *, what: str = "remote command", give_up: GiveUp | None = None,
+            **kwargs: Any) -> Result:
+        """session.run under the transient retry policy (reconnecting between attempts; GIVE_UP: retrying's)."""
 
         def attempt() -> Result:
             session = self.session()
@@ -83,7 +84,7 @@ class HostConn:
                     self.drop(session)
                 raise
 
-        return retrying(attempt, what=what, host=self.name)
+        return retrying(attempt, what=what, host=self.name, give_up=give_up)
 
     def detach(self) -> Session | None:
         """The live session, now the caller's to use and close (None if it died); this conn forgets it."""

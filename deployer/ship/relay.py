@@ -24,8 +24,11 @@ run a command on a host.
 Faults: a node that cannot be set up, dies, or cannot reach a child makes that child (and, as
 its copy stops growing, its subtree) fall back to direct sends from the workstation with a
 warning (`deploy_relay_fallback: direct`, the default), resuming the blob where the tree left
-it; with `fail`, those hosts fail instead. A host the workstation itself cannot reach fails as it
-would without a relay: a direct send would need that same connection.
+it; with `fail`, those hosts fail instead. A node whose link drops is reconnected to as a host
+is, but one that then refuses, has no route or does not answer is given up after RELAY_DOWN's
+15 s, not the whole retry budget (the hosts' own links keep theirs). A host the workstation
+itself cannot reach fails as it would without a relay: a direct send would need that same
+connection.
 """
 from __future__ import annotations
 
@@ -36,6 +39,7 @@ import secrets
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 from cryptography.hazmat.primitives import serialization
@@ -56,13 +60,16 @@ from deployer.ship.tarball import Counter, stage_blob, stream_blob
 from deployer.transport import hostkeys
 from deployer.transport.config import load_ssh_config, resolve
 from deployer.transport.result import Result
-from deployer.transport.retry import budget_seconds, is_transient
+from deployer.transport.retry import UNREACHABLE_BUDGET_S, GiveUp, budget_seconds, is_transient
 
 log = logging.getLogger(__name__)
 
 __all__ = ["Hop", "RelayError", "Relayed", "Site", "hops_of", "sites_of"]
 
 KEY_LIFETIME = timedelta(days=1)  # the authorized_keys line's expiry-time, should the ship die before removing it
+# A node that refuses, has no route or does not answer is given up this soon, not after the whole
+# retry budget: its hosts' fallback (direct sends) costs uplink bytes, not the ship
+RELAY_DOWN = GiveUp(UNREACHABLE_BUDGET_S)
 
 
 class RelayError(TransferError):
@@ -216,17 +223,20 @@ class Node:
             if isinstance(item, Growing):  # still being compressed: the relay's copy grows with it, the forwards follow
                 log.debug("%s: relay: receiving layer %s as it is compressed", self.name, item.diff_id[7:19])
                 self.staged.add(cmd.growing_path(self.blobs_dir, item.diff_id, item.codec, item.level))
-                blob = stream_blob(self.conn, self.blobs_dir, item, exporter, uplink, note, self._listed)
+                blob = stream_blob(self.conn, self.blobs_dir, item, exporter, uplink, note, self._listed,
+                                   give_up=RELAY_DOWN)
                 self.staged.add(cmd.blob_path(self.blobs_dir, blob.digest, blob.codec))
                 return
             self.staged.add(cmd.blob_path(self.blobs_dir, item.digest, item.codec))
             log.debug("%s: relay: receiving blob %s (%d bytes) from %s", self.name, item.digest[7:19], item.size,
                       parent.name if parent else "the workstation")
             if parent is None:
-                stage_blob(self.conn, self.blobs_dir, item, uplink, note, self._listed)
+                stage_blob(self.conn, self.blobs_dir, item, uplink, note, self._listed,
+                           give_up=RELAY_DOWN)
             else:
                 stage_blob(self.conn, self.blobs_dir, item, Counter(), note, self._listed,
-                           via=lambda b, offset: parent.forward(self.host, b, offset, Counter()))
+                           via=lambda b, offset: parent.forward(self.host, b, offset, Counter()),
+                           give_up=RELAY_DOWN)
         except Interrupted:
             raise  # Ctrl-C, not a broken node: the part stays for the next ship
         except DeployError as exc:
@@ -441,7 +451,8 @@ class Relayed:
             try:
                 return stage_blob(self.conn, staging, blob, self.counter, self.note, listed,
                                   via=lambda b, offset: self.node.forward(self.host, b, offset, self.counter,
-                                                                          self.here))
+                                                                          self.here),
+                                  give_up=replace(RELAY_DOWN, of=lambda host: host != self.host.name))
             except DeployError as exc:
                 self._fall_back(exc)
                 listed = None  # the relay may have left part of the blob: send_tail resumes after it

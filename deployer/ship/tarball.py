@@ -19,7 +19,7 @@ from deployer.local.export import Exporter, Growing
 from deployer.ship import steps
 from deployer.ship.conn import HostConn
 from deployer.transport.result import Result
-from deployer.transport.retry import is_transient, retrying
+from deployer.transport.retry import GiveUp, is_transient, retrying
 
 log = logging.getLogger(__name__)
 
@@ -68,14 +68,14 @@ def _read_from(path: str, offset: int, counter: Counter) -> Iterator[bytes]:
             yield data
 
 
-def _sizes(conn: HostConn, *paths: str) -> dict[str, int | None]:
-    res = conn.run(cmd.stat_argv(paths), what="checking staged files", timeout=60)
+def _sizes(conn: HostConn, *paths: str, give_up: GiveUp | None = None) -> dict[str, int | None]:
+    res = conn.run(cmd.stat_argv(paths), what="checking staged files", timeout=60, give_up=give_up)
     return cmd.parse_stat(res.stdout)
 
 
-def _verify(conn: HostConn, src: str, blob: Blob, final: str) -> cmd.Verified:
+def _verify(conn: HostConn, src: str, blob: Blob, final: str, give_up: GiveUp | None = None) -> cmd.Verified:
     # hashing a multi-GB blob takes a while: no short timeout here
-    res = conn.run(cmd.verify_argv(src, blob.digest, final), what="verifying a staged blob")
+    res = conn.run(cmd.verify_argv(src, blob.digest, final), what="verifying a staged blob", give_up=give_up)
     return cmd.parse_verify(res.stdout)
 
 
@@ -84,13 +84,15 @@ Forward = Callable[[Blob, int], Result]  # (blob, offset) -> the host's receive 
 
 def send_tail(conn: HostConn, staging: str, blob: Blob, counter: Counter,
               note: Callable[[str], None] = lambda m: None, known: int | None = None,
-              via: Forward | None = None) -> cmd.Received:
+              via: Forward | None = None, give_up: GiveUp | None = None) -> cmd.Received:
     """Append the part of BLOB the host lacks to its .partial, resuming across dropped links.
 
     The host hashes what it receives and moves a complete, matching blob to its final name
     (`ok`), or deletes a complete, wrong one (`mismatch`). An attempt that dies after the host
     acknowledged more bytes than before starts a fresh attempt at once; one that made no
     progress goes to the retry policy (backoff, budget). VIA: the bytes come from a site relay.
+    GIVE_UP: a relay's part, where a direct send is the fallback: stop retrying a relay that is
+    down as it says (retrying's), not when the whole budget is spent.
     """
     final = cmd.blob_path(staging, blob.digest, blob.codec)
     partial = cmd.partial_path(staging, blob.digest, blob.codec)
@@ -144,7 +146,7 @@ def send_tail(conn: HostConn, staging: str, blob: Blob, counter: Counter,
                             transient=via is not None)
 
     while True:
-        got = retrying(attempt, what=f"sending blob {blob.digest[7:19]}", host=conn.name)
+        got = retrying(attempt, what=f"sending blob {blob.digest[7:19]}", host=conn.name, give_up=give_up)
         if got is not _AGAIN:
             assert isinstance(got, cmd.Received)
             return got
@@ -152,28 +154,28 @@ def send_tail(conn: HostConn, staging: str, blob: Blob, counter: Counter,
 
 def stage_blob(conn: HostConn, staging: str, blob: Blob, counter: Counter,
                note: Callable[[str], None] = lambda m: None, listed: Mapping[str, int | None] | None = None,
-               via: Forward | None = None) -> bool:
+               via: Forward | None = None, give_up: GiveUp | None = None) -> bool:
     """Make sure the verified BLOB is at its final staging path; True when it was there already.
 
     LISTED: the blob dir's files and sizes (cmd.prepare_argv), saving this blob its own stat.
-    A blob that arrives corrupt is sent once more from zero."""
+    A blob that arrives corrupt is sent once more from zero. VIA, GIVE_UP: send_tail's."""
     final = cmd.blob_path(staging, blob.digest, blob.codec)
     partial = cmd.partial_path(staging, blob.digest, blob.codec)
     growing = cmd.growing_path(staging, blob.diff_id, blob.codec, blob.level)
     paths = (final, partial, growing)
-    sizes = _sizes(conn, *paths) if listed is None else {p: listed.get(p) for p in paths}
+    sizes = _sizes(conn, *paths, give_up=give_up) if listed is None else {p: listed.get(p) for p in paths}
     if sizes.get(final) is not None:
-        if _verify(conn, final, blob, final).ok:
+        if _verify(conn, final, blob, final, give_up).ok:
             return True
         note(f"staged blob {blob.digest[7:19]} was corrupt; sending it again")
     if sizes.get(partial) is None and sizes.get(growing):
         # its head was sent while it was compressed (stream_blob), by a killed ship or before a drop
         kept = steps.name_blob(growing, partial, blob.digest, leftover=True)
-        out = conn.run(kept.argv, what=kept.label, timeout=60).stdout.strip()
+        out = conn.run(kept.argv, what=kept.label, timeout=60, give_up=give_up).stdout.strip()
         sizes[partial] = int(out) if out.isdigit() else None
     known = sizes.get(partial) or 0
     for tries in (1, 2):
-        got = send_tail(conn, staging, blob, counter, note, known=known, via=via)
+        got = send_tail(conn, staging, blob, counter, note, known=known, via=via, give_up=give_up)
         if got.status == "ok":
             return False
         known = 0  # the host deleted the bad file: the next send starts from zero
@@ -187,14 +189,16 @@ def stage_blob(conn: HostConn, staging: str, blob: Blob, counter: Counter,
 
 
 def stream_blob(conn: HostConn, staging: str, growing: Growing, exporter: Exporter, counter: Counter,
-                note: Callable[[str], None] = lambda m: None, listed: Mapping[str, int | None] | None = None) -> Blob:
+                note: Callable[[str], None] = lambda m: None, listed: Mapping[str, int | None] | None = None,
+                give_up: GiveUp | None = None) -> Blob:
     """Send a blob while it is still being compressed (else the link waits for the compressor),
     and name it on the host once its size and sha256 there match the finished blob's.
 
     The host's copy is named by layer, codec and level: what a killed ship left there (LISTED)
     is resumed, since compressing the same layer again gives the same bytes (and the hash check
     says when it did not). A dropped link or a mismatch ends in stage_blob, which resumes from
-    what the host holds (or starts over), so the guarantees are stage_blob's. Returns the blob."""
+    what the host holds (or starts over), so the guarantees are stage_blob's (GIVE_UP too).
+    Returns the blob."""
     path = cmd.growing_path(staging, growing.diff_id, growing.codec, growing.level)
     held = (listed or {}).get(path) or 0
     step = steps.receive_growing(path, growing.diff_id, held)
@@ -212,15 +216,15 @@ def stream_blob(conn: HostConn, staging: str, growing: Growing, exporter: Export
     blob = exporter.finished(growing)
     if got == (blob.size, blob.digest):
         named = steps.name_blob(path, cmd.blob_path(staging, blob.digest, blob.codec), blob.digest)
-        conn.run(named.argv, what=named.label, timeout=60)
+        conn.run(named.argv, what=named.label, timeout=60, give_up=give_up)
         return blob
     if got is not None:  # all of it arrived, but not as sent: start over
         note(f"layer {growing.diff_id[7:19]} arrived as {got[1][7:19]} ({got[0]} bytes), not {blob.digest[7:19]}; "
              "sending it again")
-        conn.run(cmd.remove_argv([path]), what="removing a wrong blob", timeout=60)
-        stage_blob(conn, staging, blob, counter, note, listed={})
+        conn.run(cmd.remove_argv([path]), what="removing a wrong blob", timeout=60, give_up=give_up)
+        stage_blob(conn, staging, blob, counter, note, listed={}, give_up=give_up)
     else:  # what arrived is the blob's head: stage_blob resumes it
-        stage_blob(conn, staging, blob, counter, note)
+        stage_blob(conn, staging, blob, counter, note, give_up=give_up)
     return blob
 
 

@@ -5,7 +5,9 @@ errors. Never: AuthError, HostKeyError, CommandError, PreflightError, LockError,
 A host not reached yet that refuses the connection, has no route or no name, or does not answer
 at all (it is down or filtered, or the inventory is wrong) is retried for UNREACHABLE_BUDGET_S
 only, not the whole budget: a fleet command with one server switched off ends in seconds. Once
-reached, a host that drops gets it all; so does a failed SSH handshake (sshd's MaxStartups).
+reached, a host that drops gets it all; so does a failed SSH handshake (sshd's MaxStartups). A
+site relay's part of a send gives up on a relay that is down as soon (GiveUp), its hosts going
+direct.
 tenacity cannot retry a generator: make the retried unit "reconnect, re-read the offset, send
 the rest" and call it through retrying().
 """
@@ -16,6 +18,7 @@ import logging
 import os
 import socket
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TypeVar
 
 import paramiko
@@ -31,6 +34,26 @@ log = logging.getLogger("deployer.retry")
 T = TypeVar("T")
 DEFAULT_BUDGET_S = 120.0
 UNREACHABLE_BUDGET_S = 15.0
+
+
+def _any_host(host: str) -> bool:
+    return True
+
+
+@dataclass(frozen=True)
+class GiveUp:
+    """When retries stop before the budget is spent: once AFTER_S have passed, on a ConnectError
+    saying that a host OF accepts is unreachable (it refused, has no route or no name, or did not
+    answer: deployer.transport.dial). An attempt under way is let finish. A host's first connection
+    gives up so (it is down, or the inventory is wrong); so does a relay's part of a send, where
+    a direct send is the fallback (OF: the relay, not the host the send goes to)."""
+
+    after_s: float = UNREACHABLE_BUDGET_S
+    of: Callable[[str], bool] = _any_host
+
+    def now(self, exc: BaseException | None, spent: float) -> bool:
+        return (isinstance(exc, ConnectError) and exc.unreachable and spent >= self.after_s
+                and self.of(exc.host))
 
 
 def budget_seconds(default: float = DEFAULT_BUDGET_S) -> float:
@@ -76,13 +99,11 @@ def retrying(
     initial_s: float = 1.0,
     max_wait_s: float = 20.0,
     on_retry: Callable[[int, BaseException], None] | None = None,
-    unreachable_s: float | None = None,
+    give_up: GiveUp | None = None,
 ) -> T:
     """Call fn(), retrying transient failures until it succeeds or the time budget is spent.
 
-    UNREACHABLE_S (a host's first connection): a ConnectError that says the host is unreachable
-    (refused, no route, no name, no answer: deployer.transport.dial) stops the retries once that
-    long has passed; an attempt under way is let finish. The last error is re-raised; an
+    GIVE_UP: stop sooner on an unreachable host, as it says. The last error is re-raised; an
     untranslated low-level transient error becomes ConnectError.
     """
     budget = budget_seconds() if budget_s is None else budget_s
@@ -91,9 +112,7 @@ def retrying(
         spent = state.seconds_since_start or 0.0
         if spent >= budget:
             return True
-        exc = state.outcome.exception() if state.outcome else None
-        return (unreachable_s is not None and isinstance(exc, ConnectError) and exc.unreachable
-                and spent >= unreachable_s)
+        return give_up is not None and give_up.now(state.outcome.exception() if state.outcome else None, spent)
 
     def before_sleep(state: tenacity.RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
@@ -147,4 +166,4 @@ def connect_retrying(host: Host, *, timeout: float = 10.0, budget_s: float | Non
     """connect(host) under the transient-failure policy (host-key and auth failures stop at once).
     FIRST: the command has not reached the host yet (an unreachable one gives up sooner)."""
     return retrying(lambda: connect(host, timeout=timeout), what="connect", host=host.name, budget_s=budget_s,
-                    unreachable_s=UNREACHABLE_BUDGET_S if first else None)
+                    give_up=GiveUp() if first else None)

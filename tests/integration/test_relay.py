@@ -170,10 +170,12 @@ def _kill_sshd(host: str) -> None:
             pass
 
 
-def _kill_mid_ship(env: dict[str, str], hosts: str, ref: str, blobs: Path, node: str) -> tuple[str, str, int]:
+def _kill_mid_ship(env: dict[str, str], hosts: str, ref: str, blobs: Path,
+                   node: str) -> tuple[str, str, int, float]:
     """Ship REF to HOSTS in the background; once a blob in NODE's BLOBS dir passed 5 MB, kill every
-    sshd of NODE; (stdout, stderr, exit code) of the ship. The testbed is repaired afterwards. A part
-    an earlier run left there does not count: the kill must come while this ship's copy grows."""
+    sshd of NODE; (stdout, stderr, exit code) of the ship and the seconds from the kill to its end.
+    The testbed is repaired afterwards. A part an earlier run left there does not count: the kill
+    must come while this ship's copy grows."""
     before = partials(blobs)
     proc = subprocess.Popen([*_deploy_argv(), "ship", "--host", hosts, "--image", ref, "--json"],
                             env=env, cwd=str(REPO), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -187,23 +189,30 @@ def _kill_mid_ship(env: dict[str, str], hosts: str, ref: str, blobs: Path, node:
         else:
             pytest.fail(f"{node} never received 5 MB")
         _kill_sshd(node)
+        killed = time.monotonic()
         out, err = proc.communicate(timeout=300)
+        after = time.monotonic() - killed
     finally:
         if proc.poll() is None:
             proc.kill()
         subprocess.run([str(REPO / "scripts" / "testbed"), "up"], check=True, capture_output=True)
-    return out, err, proc.returncode
+    return out, err, proc.returncode, after
 
 
 def test_relay_dies_mid_ship_and_its_hosts_go_direct(faults: Testbed, site_env: dict[str, str]) -> None:
     """The documented rule (deploy_relay_fallback: direct): the relay's hosts finish with direct sends,
-    resuming what the relay had passed on; nothing is half-applied."""
+    resuming what the relay had passed on; nothing is half-applied. A relay that is down (it refuses
+    now) is given up after 15 s, not after the retry budget (the default 2 minutes here)."""
     testbed = faults
     ref, digest = build_scratch(testbed, [30])
     testbed.throttle("uplink", "40mbit")
     relay_blobs = Path(testbed.hosts[RELAY].staging_dir) / "relay" / "blobs" / "sha256"
-    out, err, code = _kill_mid_ship(site_env, "airgap02,airgap03", ref, relay_blobs, RELAY)
+    env = {**site_env, "DEPLOYER_RETRY_BUDGET": "120"}
+    out, err, code, after = _kill_mid_ship(env, "airgap02,airgap03", ref, relay_blobs, RELAY)
+    print(f"the ship ended {after:.1f} s after the relay died")
     assert code == 0, err[-3000:]
+    # the give-up (15 s and the last attempt), then the rest of 30 MB at 5 MB/s: far from 120 s
+    assert after < 60, err[-3000:]
     recs = records(json.loads(out))
     for host in ("airgap02", "airgap03"):
         assert recs[host]["ok"] and recs[host]["verified"], recs[host]
@@ -362,7 +371,7 @@ def test_a_killed_node_of_the_tree_sends_its_child_direct(faults: Testbed, chain
     for host in ("airgap01", "airgap02"):  # a copy an earlier, failed run left must not pass for this one's
         subprocess.run(["rm", "-rf", str(Path(testbed.hosts[host].staging_dir) / "relay")], check=True)
     copies = Path(testbed.hosts["airgap02"].staging_dir) / "relay" / "blobs" / "sha256"
-    out, err, code = _kill_mid_ship(chain_env, "site", ref, copies, "airgap02")
+    out, err, code, _ = _kill_mid_ship(chain_env, "site", ref, copies, "airgap02")
     recs = records(json.loads(out))
     assert not recs["airgap02"]["ok"], recs["airgap02"]  # its own ship died with it; it hides no other host
     assert code != 0

@@ -12,6 +12,7 @@ from deployer.errors import Interrupted, TransferError
 from deployer.inventory.host import Host
 from deployer.ship import conn as conn_mod
 from deployer.ship.conn import EarlyConnects, HostConn
+from deployer.transport.retry import UNREACHABLE_BUDGET_S, GiveUp
 
 
 class _Session:
@@ -137,11 +138,11 @@ def test_ctrl_c_stops_an_early_connect_that_hangs_and_the_ships_own() -> None:
 def test_only_a_host_never_reached_gives_up_early_when_unreachable(monkeypatch: pytest.MonkeyPatch) -> None:
     """The shorter retry budget for a host that refuses or has no route applies to its first
     connection; once reached, a host whose link dropped is retried for the whole budget."""
-    seen: list[float | None] = []
+    seen: list[GiveUp | None] = []
     real = conn_mod.retrying
 
     def spy(fn, **kwargs):  # type: ignore[no-untyped-def]
-        seen.append(kwargs.get("unreachable_s"))
+        seen.append(kwargs.get("give_up"))
         return real(fn, **kwargs)
 
     monkeypatch.setattr(conn_mod, "retrying", spy)
@@ -150,7 +151,7 @@ def test_only_a_host_never_reached_gives_up_early_when_unreachable(monkeypatch: 
     first = conn.connect()
     first.alive = False  # the link dropped: the next connect is a reconnect
     conn.connect()
-    assert seen == [conn_mod.UNREACHABLE_BUDGET_S, None] and len(connector.made) == 2
+    assert seen == [GiveUp(UNREACHABLE_BUDGET_S), None] and len(connector.made) == 2
     given = HostConn(Host("gpu02"), connector=connector, session=_Session("gpu02"))  # type: ignore[arg-type]
     given.connect()
     assert seen[-1] is None

@@ -21,6 +21,7 @@ from deployer.errors import (
 )
 from deployer.transport.result import Result
 from deployer.transport.retry import (
+    GiveUp,
     budget_seconds,
     is_transient,
     retry_transient,
@@ -185,14 +186,14 @@ def test_an_unreachable_host_gives_up_after_its_shorter_budget_a_failed_handshak
     fn, calls = flaky(refused)
     began = time.monotonic()
     with pytest.raises(ConnectError) as err:
-        retrying(fn, what="connect", host="gpu01", budget_s=30, initial_s=0.01, max_wait_s=0.02, unreachable_s=0.2)
+        retrying(fn, what="connect", host="gpu01", budget_s=30, initial_s=0.01, max_wait_s=0.02, give_up=GiveUp(0.2))
     assert time.monotonic() - began < 5 and 2 <= len(calls) and err.value is refused[len(calls) - 1]
     # a failed handshake is no sign of a host that is down (sshd's MaxStartups): the whole budget
     handshakes = [ConnectError("gpu01", "SSH handshake with 10.0.0.1:22 failed: Error reading SSH protocol banner")] * 1000
     fn, calls = flaky(handshakes)
     began = time.monotonic()
     with pytest.raises(ConnectError):
-        retrying(fn, what="connect", host="gpu01", budget_s=0.6, initial_s=0.01, max_wait_s=0.02, unreachable_s=0.2)
+        retrying(fn, what="connect", host="gpu01", budget_s=0.6, initial_s=0.01, max_wait_s=0.02, give_up=GiveUp(0.2))
     assert time.monotonic() - began >= 0.6
     # without UNREACHABLE_S (a host reached before), a refusal gets the whole budget too
     fn, calls = flaky(refused)
@@ -200,3 +201,21 @@ def test_an_unreachable_host_gives_up_after_its_shorter_budget_a_failed_handshak
     with pytest.raises(ConnectError):
         retrying(fn, what="connect", host="gpu01", budget_s=0.6, initial_s=0.01, max_wait_s=0.02)
     assert time.monotonic() - began >= 0.6
+
+
+def test_only_the_hosts_it_names_give_up_early() -> None:
+    """A send through a relay: the relay refusing is given up soon, the host itself refusing is not."""
+    def through_relay(refusing: str) -> tuple[float, int]:
+        fn, calls = flaky([ConnectError(refusing, "cannot connect to 10.0.0.9:22: Connection refused",
+                                        unreachable=True)] * 1000)
+        began = time.monotonic()
+        with pytest.raises(ConnectError) as err:
+            retrying(fn, what="sending blob", host="gpu02", budget_s=0.8, initial_s=0.01, max_wait_s=0.02,
+                     give_up=GiveUp(0.1, of=lambda host: host != "gpu02"))
+        assert err.value.host == refusing
+        return time.monotonic() - began, len(calls)
+
+    relay_spent, relay_calls = through_relay("relay01")
+    host_spent, host_calls = through_relay("gpu02")
+    assert relay_spent < 0.6 and relay_calls >= 2
+    assert host_spent >= 0.8 and host_calls > relay_calls
