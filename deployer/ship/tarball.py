@@ -115,7 +115,7 @@ def send_tail(conn: HostConn, staging: str, blob: Blob, counter: Counter,
                 session.run(cmd.remove_argv([partial]), timeout=60)
                 offset = 0
             progressed = offset > last["offset"]
-            if last["offset"] >= 0:
+            if 0 <= last["offset"] != offset:  # said once per offset, not again on each retry from there
                 note(f"resuming {blob.digest[7:19]} at {offset} of {blob.size} bytes")
             last["offset"] = offset
             if via is not None:

@@ -22,17 +22,19 @@ from deployer import lock as locks
 from deployer.commands import load as ld
 from deployer.commands import ship as cmd
 from deployer.commands.load import PARTIAL_LABEL
-from deployer.errors import CommandError, DeployError, LockError, TransferError
+from deployer.errors import CommandError, ConnectError, DeployError, LockError, TransferError
 from deployer.inventory.host import Host
 from deployer.local.cache import Blob
 from deployer.local.export import Growing
 from deployer.local.image import ImageInfo
 from deployer.ship import loader as loader_module
+from deployer.ship import steps
 from deployer.ship.conn import HostConn
 from deployer.ship.loader import IncompleteImage, LayerLoader, install, load_files
 from deployer.ship.tarball import CHUNK, Counter, send_tail, stage_blob, stream_blob
 from deployer.tarfmt import OCI_LAYER, Descriptor
 from deployer.transport.result import Result
+from deployer.transport.retry import GiveUp
 
 
 class LocalSession:
@@ -194,6 +196,41 @@ def test_a_partial_shorter_than_listed_is_resumed_from_what_the_host_holds(tmp_p
     assert Path(cmd.blob_path(staging, blob.digest, "zstd")).read_bytes() == blob.path.read_bytes()
     assert notes == [f"resuming {blob.digest[7:19]} at 1000 of {blob.size} bytes"]
     assert blob.size - 1000 <= counter.sent <= blob.size - 1000 + 2 * CHUNK  # what the host refused, at most
+
+
+def test_a_send_through_a_relay_that_refuses_retries_quietly_and_gives_the_relay_up(tmp_path: Path) -> None:
+    """The bytes come from a relay (VIA) that refuses twice, then serves: the host is asked for its
+    offset on each try, and the resume is said once per offset, not on every retry (the testbed
+    showed it 11 times). A relay that goes on refusing is given up as GIVE_UP says, well within
+    the budget; the host the blob goes to is not what it gives up on."""
+    blob = make_blob(tmp_path, 2 * CHUNK)
+    data = blob.path.read_bytes()
+    staging = str(tmp_path / "staging")
+    partial = Path(cmd.partial_path(staging, blob.digest, "zstd"))
+    partial.parent.mkdir(parents=True)
+    partial.write_bytes(data[:1000])
+    refusals = [2]
+
+    def relay(b: Blob, offset: int) -> Result:
+        if refusals[0]:
+            refusals[0] -= 1
+            raise ConnectError("relay01", "cannot connect to 10.0.0.9:22: Connection refused", unreachable=True)
+        return LocalSession([]).send(steps.receive(staging, b.digest, b.codec, b.size, offset).argv, [data[offset:]])
+
+    conn, _ = conn_with([])
+    notes: list[str] = []
+    assert not stage_blob(conn, staging, blob, Counter(), notes.append, listed={str(partial): 1000}, via=relay,
+                          give_up=GiveUp(0.3, of=lambda host: host != "local"))
+    assert Path(cmd.blob_path(staging, blob.digest, "zstd")).read_bytes() == data
+    assert notes == []  # resumed at 1000 each time: the first try's offset, nothing to say
+
+    refusals[0] = 10_000
+    (tmp_path / "other").mkdir()
+    began = time.monotonic()
+    with pytest.raises(ConnectError) as err:  # the budget is 3 s here (short_retries)
+        send_tail(conn, staging, make_blob(tmp_path / "other", CHUNK), Counter(), via=relay,
+                  give_up=GiveUp(0.3, of=lambda host: host != "local"))
+    assert err.value.host == "relay01" and time.monotonic() - began < 2.5
 
 
 def test_corrupt_twice_is_a_transfer_error_naming_the_blob(tmp_path: Path) -> None:
