@@ -178,8 +178,8 @@ def tcp_connect(spec: ConnectSpec, *, host: str, timeout: float) -> socket.socke
     try:
         sock = connect(spec.address, spec.port, timeout)
     except TimeoutError as exc:
-        # several SYNs went unanswered: a host that is off or filtered, not a lossy link (which
-        # loses one, not all; a connection that drops once made gets the retries' whole budget)
+        # every SYN went unanswered: a host that is off or filtered, not a lossy link (which loses
+        # one, not all); a connection that drops once made still gets the retries' whole budget
         raise ConnectError(host, f"cannot reach {target}: no answer within {timeout:g}s", hint=_DOWN_HINT,
                            unreachable=True) from exc
     except socket.gaierror as exc:
@@ -246,7 +246,7 @@ def jump_channel(jump: paramiko.Transport, spec: ConnectSpec, *, host: str, via:
         raise ConnectError(
             host, f"jump host {via.label} could not open a connection to {spec.address}:{spec.port}: {exc}",
             hint="is the target reachable from the jump host, and does its sshd allow TCP forwarding?",
-            unreachable=True,  # the jump host answered for the target: no retry past a first connection's cap
+            unreachable=True,  # the target (or the jump host before it) is not there: a first connection's cap
         ) from exc
 
 
