@@ -165,7 +165,7 @@ def stage_blob(conn: HostConn, staging: str, blob: Blob, counter: Counter,
     paths = (final, partial, growing)
     sizes = _sizes(conn, *paths, give_up=give_up) if listed is None else {p: listed.get(p) for p in paths}
     if sizes.get(final) is not None:
-        if _verify(conn, final, blob, final, give_up).ok:
+        if _verify(conn, final, blob, final, give_up=give_up).ok:
             return True
         note(f"staged blob {blob.digest[7:19]} was corrupt; sending it again")
     if sizes.get(partial) is None and sizes.get(growing):
