@@ -136,7 +136,8 @@ def _main(cfg: BenchConfig, argv: list[str]) -> int:
                        "throttled_scenarios": list(cfg.throttled_scenarios),
                        "quiet_seconds": cfg.quiet_seconds},
             "machine": machine.describe()}
-    log(f"workstation daemon on the {ws_store} store; host stores {','.join(cfg.host_stores)}")
+    log(f"workstation daemon on the {ws_store} store; host stores {','.join(cfg.host_stores)}; "
+        f"disk {meta['machine']['disk_write_mbps']} MB/s (fsynced writes)")
     if not hosts.registry_route_ok():
         log("warning: cannot reach the workstation daemon's push metadata; registry pushes may reuse blobs")
     v1, v2 = image.build_pair(cfg.size_bytes, log, rebuild=cfg.rebuild)
@@ -170,7 +171,7 @@ def _main(cfg: BenchConfig, argv: list[str]) -> int:
     rows = report.rows(samples)
     targets = report.targets(rows, pair.code_layer.zstd_size, pair.v1.size)
     meta["seconds"] = round(time.monotonic() - started, 1)
-    meta["machine_after"] = {"loadavg": machine.loadavg()}
+    meta["machine_after"] = {"loadavg": machine.loadavg(), "disk_write_mbps": machine.disk_write_mbps()}
     cfg.out.mkdir(parents=True, exist_ok=True)
     out = cfg.out / f"bench-{stamp}.json"
     out.write_text(json.dumps({"meta": meta, "rows": report.as_dicts(rows), "targets": targets,

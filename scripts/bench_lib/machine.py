@@ -4,10 +4,11 @@ from __future__ import annotations
 import os
 import platform
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
-from .config import ADDRESSES, ROOT, docker_socket
+from .config import ADDRESSES, ROOT, TESTBED, docker_socket
 
 
 def _out(argv: list[str]) -> str:
@@ -20,6 +21,30 @@ def _out(argv: list[str]) -> str:
 def loadavg() -> str:
     """1, 5 and 15 minute load averages: the 2 cores are shared, so this says how busy they were."""
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+DISK_PROBE_MIB = 128
+
+
+def disk_write_mbps(where: Path = TESTBED) -> float | None:
+    """MB/s of writing DISK_PROBE_MIB to a file in WHERE (the disk every host's Docker and staging dir
+    use) and fsyncing it. A containerd-store host fsyncs what a load writes to its content store,
+    so a first ship to one runs at this disk's pace once the link is faster; on a shared virtual
+    disk the pace changes from hour to hour. None when WHERE cannot be written."""
+    path = where / f".bench-disk-probe-{os.getpid()}"
+    chunk = b"\1" * (1 << 20)
+    try:
+        start = time.monotonic()
+        with open(path, "wb") as f:
+            for _ in range(DISK_PROBE_MIB):
+                f.write(chunk)
+            f.flush()
+            os.fsync(f.fileno())
+        return round(DISK_PROBE_MIB * (1 << 20) / 1e6 / (time.monotonic() - start), 1)
+    except OSError:
+        return None
+    finally:
+        path.unlink(missing_ok=True)
 
 
 def _meminfo_gib() -> float:
@@ -49,7 +74,7 @@ def git_commit(rev: str = "HEAD") -> str:
 
 
 def describe() -> dict[str, Any]:
-    """nproc, RAM, kernel, CPU, Docker versions, tool versions, git commit, load at start."""
+    """nproc, RAM, kernel, CPU, Docker versions, tool versions, git commit, load and disk pace at start."""
     fmt = "{{.ServerVersion}} {{.Driver}} {{json .DriverStatus}}"
     host_daemons = {h: _daemon(_out(["docker", "-H", docker_socket(h), "info", "--format", fmt]))
                     for h in ADDRESSES}
@@ -68,4 +93,5 @@ def describe() -> dict[str, Any]:
         "python": platform.python_version(),
         "git_commit": git_commit(),
         "loadavg": loadavg(),
+        "disk_write_mbps": disk_write_mbps(),
     }

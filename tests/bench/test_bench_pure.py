@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import pytest
 import zstandard
-from bench_lib import account, config, digests, dockerfile, hosts, image, procmon, report, tools
+from bench_lib import account, config, digests, dockerfile, hosts, image, machine, procmon, report, tools
 
 
 def test_rate_bits_and_errors() -> None:
@@ -423,3 +423,9 @@ def test_parse_content_ls() -> None:
 def test_layer_blobs_are_measured_uncompressed(pack) -> None:
     raw = b"layer tar bytes " * 10_000
     assert image._uncompressed(io.BytesIO(pack(raw))).read() == raw
+
+
+def test_the_disk_probe_measures_fsynced_writes_and_leaves_nothing(tmp_path) -> None:
+    assert machine.disk_write_mbps(tmp_path) > 0
+    assert list(tmp_path.iterdir()) == []
+    assert machine.disk_write_mbps(tmp_path / "missing") is None

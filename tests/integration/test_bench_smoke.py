@@ -85,6 +85,8 @@ def test_report_has_every_row(smoke) -> None:
         assert r["best_baseline"]
     meta = data["meta"]
     assert meta["config"]["smoke"] is True and meta["machine"]["nproc"] >= 1
+    # the disk's pace (fsynced writes) before and after: what a containerd-store host's loads wait on
+    assert meta["machine"]["disk_write_mbps"] > 0 and meta["machine_after"]["disk_write_mbps"] > 0
     assert {t["target"].split(" ")[0] for t in data["targets"]} >= {"(a)", "(b)", "(c)", "deployer"}
     assert all(t["met"] in (True, False) for t in data["targets"])
 
