@@ -63,11 +63,13 @@ Either way the host's image is checked to be the local one (same config, same la
 REF is tagged. The "image id" column is the id the host's `docker images` shows: the config
 digest on the classic store, the manifest digest on the containerd image store.
 --json prints [{"host","ok","error","hint","via","image_id","host_image_id","config_digest","verified",
-"layers_total","layers_sent","origin","layers_from_origin","relay","relay_bytes","bytes_sent","seconds",
-"phases"}]; error is what failed (null when ok), hint what to do about it (as in every command's
+"layers_total","layers_sent","origin","layers_from_origin","relay","relay_bytes","relay_fallback","bytes_sent",
+"seconds","phases"}]; error is what failed (null when ok), hint what to do about it (as in every command's
 --json); image_id is the local id (`docker images` here), host_image_id the host's; bytes_sent = bytes this
 ship put on the wire for that host (SSH payload; for the registry route, the push, counted once);
-origin the base the host pulled itself (layers_from_origin layers), phases the seconds per phase.
+origin the base the host pulled itself (layers_from_origin layers); relay the site node that passed
+it blobs (relay_bytes over the LAN), relay_fallback true when that relay could not serve it and it
+got the rest straight from the workstation; phases the seconds per phase.
 Stopped by Ctrl-C, SIGTERM or SIGHUP, each host's work ends at its next step (the lock released,
 a partial blob kept: running the command again resumes), --json still prints every host's record
 ("error": "interrupted (SIGTERM)" where it was stopped), and the exit code is 130, 143 or 129.
@@ -147,6 +149,14 @@ def _record(outcome: Outcome[ShipResult]) -> dict[str, Any]:
     return _result_of(outcome).to_json(**error_fields(outcome.error))
 
 
+def _via(record: dict[str, Any]) -> str:
+    """The table's route: 'tarball', 'tarball (relay airgap01)', and whether a relay failed the host."""
+    relay, fell_back = record["relay"], record["relay_fallback"]
+    how = (f"relay {relay}, then direct" if relay and fell_back else f"relay {relay}" if relay
+           else "direct, its relay failed" if fell_back else "")
+    return (record["via"] or "-") + (f" ({how})" if how else "")
+
+
 def _report(outcomes: list[Outcome[ShipResult]], as_json: bool) -> None:
     records = [_record(o) for o in outcomes]
     if as_json:
@@ -154,7 +164,7 @@ def _report(outcomes: list[Outcome[ShipResult]], as_json: bool) -> None:
     else:
         output.table(
             ["host", "result", "via", "layers", "sent", "time", "image id"],
-            [[r["host"], "ok" if r["ok"] else "FAILED", (r["via"] or "-") + (f" (relay {r['relay']})" if r["relay"] else ""),
+            [[r["host"], "ok" if r["ok"] else "FAILED", _via(r),
               f"{r['layers_sent']}/{r['layers_total']}", human_bytes(r["bytes_sent"]), f"{r['seconds']:.1f}s",
               (r["host_image_id"] or r["image_id"] or "")[7:19] + (" verified" if r["verified"] else "")]
              for r in records])

@@ -45,6 +45,7 @@ class ShipResult:
     layers_from_origin: int = 0  # layers that pull brought instead of SSH
     relay: str | None = None  # the site relay that passed the blobs on, if one did
     relay_bytes: int = 0  # bytes that relay sent the host over the site's LAN (not the workstation's link)
+    relay_fallback: bool = False  # its relay could not serve it: it got (the rest of) its blobs directly
     phases: tuple[tuple[str, float], ...] = ()  # seconds per phase (connecting, checking, sending, ...)
 
     def to_json(self, error: str | None = None, hint: str | None = None) -> dict[str, Any]:
@@ -65,6 +66,7 @@ class ShipResult:
             "layers_from_origin": self.layers_from_origin,
             "relay": self.relay,
             "relay_bytes": self.relay_bytes,
+            "relay_fallback": self.relay_fallback,
             "bytes_sent": self.bytes_sent,
             "seconds": round(self.seconds, 3),
             "phases": {name: round(s, 3) for name, s in self.phases},

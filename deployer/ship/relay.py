@@ -415,7 +415,7 @@ class Relayed:
         self.note(f"relay {self.served_by} cannot serve this host ({str(exc).splitlines()[0]}); "
                   "sending directly from the workstation")
         log.warning("%s: relay %s failed, sending directly: %s", self.host.name, self.served_by, exc)
-        self.direct = True
+        self.direct = self.counter.fell_back = True
 
     def prefetch(self, items: Iterator[Blob | Growing]) -> Iterator[Blob | Growing]:
         """ITEMS, each handed to the relay as soon as it is ready (a blob still being compressed, as it

@@ -102,7 +102,7 @@ class Job:
             bytes_sent=self.counter.sent, seconds=time.monotonic() - self.started, phases=phases,
             origin=plan.origin if plan and self.host_id else None,
             layers_from_origin=len(plan.from_origin) if plan and self.host_id else 0,
-            relay=self.counter.relay, relay_bytes=self.counter.lan,
+            relay=self.counter.relay, relay_bytes=self.counter.lan, relay_fallback=self.counter.fell_back,
         )
 
 
@@ -561,8 +561,10 @@ def _summary(result: ShipResult) -> str:
     if result.route == "tag":
         return "tagged (image was there)"
     # a host behind a site relay got its blobs over the LAN: the bytes it cost the uplink say little
-    lan = (f" ({human_bytes(result.relay_bytes)} from the relay {result.relay})"
-           if result.relay and result.relay != result.host and result.relay_bytes else "")
+    lan = (f" ({human_bytes(result.relay_bytes)} from the relay {result.relay}"
+           f"{', the rest directly' if result.relay_fallback else ''})"
+           if result.relay and result.relay != result.host and result.relay_bytes
+           else " (directly: its relay could not serve it)" if result.relay_fallback else "")
     return (f"{result.via}: {result.layers_sent}/{result.layers_total} layers, "
             f"{human_bytes(result.bytes_sent)} sent{lan}, {result.seconds:.1f}s, id verified")
 

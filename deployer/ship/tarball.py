@@ -38,6 +38,7 @@ class Counter:
     layers: int = 0
     lan: int = 0  # bytes a site relay passed on to the host over its LAN (deployer.ship.relay)
     relay: str | None = None  # that relay, once it serves the host
+    fell_back: bool = False  # the host's relay could not serve it: the rest went straight from the workstation
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, n: int, *, report: bool = True) -> None:

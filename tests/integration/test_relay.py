@@ -120,7 +120,7 @@ def test_site_gets_each_blob_over_the_uplink_once(faults: Testbed, site_env: dic
     recs = records(out)
     for host in SITE:
         rec = recs[host]
-        assert rec["ok"] and rec["verified"] and rec["relay"] == RELAY, rec
+        assert rec["ok"] and rec["verified"] and rec["relay"] == RELAY and rec["relay_fallback"] is False, rec
         assert rec["relay_bytes"] >= 16_000_000 * 0.99, rec  # every layer came over the site's LAN
         assert config_digest_of(testbed.docker(host), ref) == digest
     print(f"uplink: {one_host} B for one host, {site} B for three through the relay ({site / one_host:.3f}x)")
@@ -218,6 +218,7 @@ def test_relay_dies_mid_ship_and_its_hosts_go_direct(faults: Testbed, site_env: 
     recs = records(json.loads(out))
     for host in ("airgap02", "airgap03"):
         assert recs[host]["ok"] and recs[host]["verified"], recs[host]
+        assert recs[host]["relay_fallback"] is True, recs[host]  # the record says what the note said
         assert config_digest_of(testbed.docker(host), ref) == digest
     assert "sending directly from the workstation" in err
     assert relay_lines(testbed) == []  # each host's key line went with its own (direct) connection
@@ -381,6 +382,7 @@ def test_a_killed_node_of_the_tree_sends_its_child_direct(faults: Testbed, chain
         assert recs[host]["ok"] and recs[host]["verified"], recs[host]
         assert config_digest_of(testbed.docker(host), ref) == digest
     assert recs["airgap03"]["relay"] == "airgap02", recs["airgap03"]  # it started in the tree
+    assert recs["airgap03"]["relay_fallback"] is True and recs["airgap01"]["relay_fallback"] is False, recs
     assert "relay airgap02 cannot serve this host" in err and "sending directly from the workstation" in err, \
         err[-3000:]
     # the living nodes are clean; the dead one could not be cleaned: its parent's key line (which

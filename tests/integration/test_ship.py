@@ -88,7 +88,7 @@ def one(records: list[dict[str, Any]], host: str) -> dict[str, Any]:
     [rec] = [r for r in records if r["host"] == host]
     assert set(rec) == {"host", "ok", "error", "hint", "via", "image_id", "host_image_id", "config_digest", "verified",
                         "layers_total", "layers_sent", "origin", "layers_from_origin", "relay", "relay_bytes",
-                        "bytes_sent", "seconds", "phases"}
+                        "relay_fallback", "bytes_sent", "seconds", "phases"}
     return rec
 
 

@@ -45,7 +45,7 @@ def test_json_record_has_exactly_the_documented_keys() -> None:
     assert rec == {"host": "gpu01", "ok": True, "error": None, "hint": None, "via": "tarball", "image_id": "sha256:1",
                    "host_image_id": "sha256:2", "config_digest": "sha256:1",
                    "verified": True, "layers_total": 3, "layers_sent": 1, "origin": None, "layers_from_origin": 0,
-                   "relay": None, "relay_bytes": 0, "bytes_sent": 10, "seconds": 1.235, "phases": {"connecting": 0.123, "sending": 1.0}}
+                   "relay": None, "relay_bytes": 0, "relay_fallback": False, "bytes_sent": 10, "seconds": 1.235, "phases": {"connecting": 0.123, "sending": 1.0}}
     failed = ShipResult("gpu02").to_json("boom", "do this")
     assert (failed["ok"], failed["error"], failed["hint"]) == (False, "boom", "do this")
 

@@ -327,7 +327,7 @@ def test_a_relayed_tarball_ship_gets_every_blob_from_the_relay(tmp_path: Path, m
     from test_ship_transfer import LocalSession
 
     img, counter, notes, keys = _relayed_ship(tmp_path, monkeypatch, LocalSession([]))
-    assert counter.relay == "relay" and counter.layers == 4
+    assert counter.relay == "relay" and counter.layers == 4 and not counter.fell_back
     assert counter.lan == sum(b.size for b in img.blobs)  # every blob came over the "LAN"
     # ...and crossed the uplink once, to the relay; the rest of what was sent is the loads' tar heads
     assert 0 < counter.sent - counter.lan <= 2 * 10240
@@ -424,7 +424,7 @@ def test_a_successful_ship_removes_what_a_failed_one_left_of_the_image_on_the_re
 def test_a_dead_relay_sends_its_hosts_direct_or_fails_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DEPLOYER_RETRY_BUDGET", "0")
     img, counter, notes, _ = _relayed_ship(tmp_path / "a", monkeypatch, _DeadRelay())
-    assert counter.relay is None and counter.lan == 0 and counter.layers == 4
+    assert counter.relay is None and counter.lan == 0 and counter.layers == 4 and counter.fell_back
     assert counter.sent - sum(b.size for b in img.blobs) <= 2 * 10240  # every blob, straight to the host
     assert any("sending directly from the workstation" in n for n in notes), notes
     with pytest.raises(RelayError, match="cannot set up relay as the site's relay: the relay is gone"):
@@ -463,10 +463,11 @@ def test_a_host_the_workstation_cannot_reach_fails_as_without_a_relay(tmp_path: 
             if falls_back:  # the relay is gone: direct sends instead, as ever
                 relayed.open()
                 assert relayed.direct and "relay relay cannot serve this host" in notes[-1], notes
+                assert relayed.counter.fell_back
             else:
                 with pytest.raises(ConnectError, match="local: cannot connect"):
                     relayed.open()
-                assert not relayed.direct and notes == []
+                assert not relayed.direct and notes == [] and not relayed.counter.fell_back
         finally:
             site.close(all_ok=True)
 
