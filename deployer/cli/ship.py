@@ -151,10 +151,10 @@ def _record(outcome: Outcome[ShipResult]) -> dict[str, Any]:
 
 def _via(record: dict[str, Any]) -> str:
     """The table's route: 'tarball', 'tarball (relay airgap01)', and whether a relay failed the host."""
-    relay, fell_back = record["relay"], record["relay_fallback"]
-    how = (f"relay {relay}, then direct" if relay and fell_back else f"relay {relay}" if relay
-           else "direct, its relay failed" if fell_back else "")
-    return (record["via"] or "-") + (f" ({how})" if how else "")
+    via, relay = record["via"] or "-", record["relay"]
+    if record["relay_fallback"]:
+        return f"{via} (relay {relay}, then direct)" if relay else f"{via} (direct, its relay failed)"
+    return f"{via} (relay {relay})" if relay else via
 
 
 def _report(outcomes: list[Outcome[ShipResult]], as_json: bool) -> None:

@@ -560,13 +560,19 @@ def _summary(result: ShipResult) -> str:
         return "already there"
     if result.route == "tag":
         return "tagged (image was there)"
-    # a host behind a site relay got its blobs over the LAN: the bytes it cost the uplink say little
-    lan = (f" ({human_bytes(result.relay_bytes)} from the relay {result.relay}"
-           f"{', the rest directly' if result.relay_fallback else ''})"
-           if result.relay and result.relay != result.host and result.relay_bytes
-           else " (directly: its relay could not serve it)" if result.relay_fallback else "")
     return (f"{result.via}: {result.layers_sent}/{result.layers_total} layers, "
-            f"{human_bytes(result.bytes_sent)} sent{lan}, {result.seconds:.1f}s, id verified")
+            f"{human_bytes(result.bytes_sent)} sent{_from_relay(result)}, {result.seconds:.1f}s, id verified")
+
+
+def _from_relay(result: ShipResult) -> str:
+    """What a host behind a site relay got over the LAN (the bytes it cost the uplink say little),
+    and whether the relay failed it."""
+    from deployer.ship.plan import human_bytes
+
+    if result.relay and result.relay != result.host and result.relay_bytes:
+        rest = ", the rest directly" if result.relay_fallback else ""
+        return f" ({human_bytes(result.relay_bytes)} from the relay {result.relay}{rest})"
+    return " (directly: its relay could not serve it)" if result.relay_fallback else ""
 
 
 def plan_ship(hosts: Sequence[Host], image_ref: str, options: ShipOptions | None = None,
