@@ -426,6 +426,6 @@ def test_layer_blobs_are_measured_uncompressed(pack) -> None:
 
 
 def test_the_disk_probe_measures_fsynced_writes_and_leaves_nothing(tmp_path) -> None:
-    assert machine.disk_write_mbps(tmp_path) > 0
+    assert machine.disk_write_mbps(tmp_path, mib=4) > 0
     assert list(tmp_path.iterdir()) == []
-    assert machine.disk_write_mbps(tmp_path / "missing") is None
+    assert machine.disk_write_mbps(tmp_path / "missing", mib=4) is None
