@@ -572,7 +572,10 @@ def _from_relay(result: ShipResult) -> str:
     if result.relay and result.relay != result.host and result.relay_bytes:
         rest = ", the rest directly" if result.relay_fallback else ""
         return f" ({human_bytes(result.relay_bytes)} from the relay {result.relay}{rest})"
-    return " (directly: its relay could not serve it)" if result.relay_fallback else ""
+    if result.relay_fallback:
+        who = f"relay {result.relay}" if result.relay else "its relay"
+        return f" (directly: {who} could not serve it)"
+    return ""
 
 
 def plan_ship(hosts: Sequence[Host], image_ref: str, options: ShipOptions | None = None,
