@@ -150,13 +150,10 @@ def _record(outcome: Outcome[ShipResult]) -> dict[str, Any]:
 
 
 def _via(record: dict[str, Any]) -> str:
-    """The table's route: 'tarball', 'tarball (relay airgap01)', and whether a relay failed the host
-    after passing it bytes or before."""
+    """The table's route: 'tarball', 'tarball (relay airgap01)', and whether a relay failed the host."""
     via, relay = record["via"] or "-", record["relay"]
     if record["relay_fallback"]:
-        if relay and record["relay_bytes"]:
-            return f"{via} (relay {relay}, then direct)"
-        return f"{via} (direct, relay {relay} failed)" if relay else f"{via} (direct, its relay failed)"
+        return f"{via} (relay {relay} failed, then direct)" if relay else f"{via} (direct, its relay failed)"
     return f"{via} (relay {relay})" if relay else via
 
 

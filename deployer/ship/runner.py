@@ -574,7 +574,7 @@ def _from_relay(result: ShipResult) -> str:
         return f" ({human_bytes(result.relay_bytes)} from the relay {result.relay}{rest})"
     if result.relay_fallback:
         who = f"relay {result.relay}" if result.relay else "its relay"
-        return f" (directly: {who} could not serve it)"
+        return f" ({who} failed; the rest directly)"
     return ""
 
 
