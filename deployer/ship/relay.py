@@ -56,7 +56,7 @@ from deployer.ship import steps
 from deployer.ship.conn import HostConn
 from deployer.ship.sites import Hop, fanout_of, hops_of, relay_tree, sites_of
 from deployer.ship.steps import STALL_MARGIN_S
-from deployer.ship.tarball import Counter, stage_blob, stream_blob
+from deployer.ship.tarball import Counter, Forward, held_bytes, stage_blob, staged_sizes, stream_blob
 from deployer.transport import hostkeys
 from deployer.transport.config import load_ssh_config, resolve
 from deployer.transport.result import Result
@@ -384,6 +384,31 @@ def _why(exc: DeployError) -> str:
     return str(getattr(exc, "reason", exc.message)).splitlines()[0]
 
 
+class _Passes:
+    """A relay's passes of one blob on to one host. A pass that dies reports nothing (its reply is
+    lost), so what it passed counts as LAN bytes (Counter.add_lan) from where the host's copy stands
+    when the next pass starts, or when the direct send after a fallback looks."""
+
+    def __init__(self, counter: Counter) -> None:
+        self._counter = counter
+        self._unreported: int | None = None  # the offset the running (or died) pass started from
+
+    def counted(self, forward: Forward) -> Forward:
+        def via(blob: Blob, offset: int) -> Result:
+            self.settle(offset)
+            self._unreported = offset
+            res = forward(blob, offset)
+            self._unreported = None  # it answered: forward counted what it passed
+            return res
+        return via
+
+    def settle(self, held: int) -> None:
+        """The host holds HELD bytes of the blob now: what the last pass put there, if it died."""
+        if self._unreported is not None and held > self._unreported:
+            self._counter.add_lan(held - self._unreported)
+        self._unreported = None
+
+
 class Relayed:
     """One host's sends through its site's tree, falling back to direct sends per its rule."""
 
@@ -448,14 +473,17 @@ class Relayed:
         """stage_blob, the bytes coming from the relay; True when the host had the blob already."""
         if not self.direct:
             self.node.ensure(blob, self.counter, self.note, self.exporter)
+            passes = _Passes(self.counter)
             try:
                 return stage_blob(self.conn, staging, blob, self.counter, self.note, listed,
-                                  via=lambda b, offset: self.node.forward(self.host, b, offset, self.counter,
-                                                                          self.here),
+                                  via=passes.counted(lambda b, offset: self.node.forward(self.host, b, offset,
+                                                                                         self.counter, self.here)),
                                   give_up=replace(RELAY_DOWN, of=lambda host: host != self.host.name))
             except DeployError as exc:
                 self._fall_back(exc)
-                listed = None  # the relay may have left part of the blob: send_tail resumes after it
+                # the relay may have left part of the blob (send_tail resumes after it): the LAN's bytes
+                listed = staged_sizes(self.conn, staging, blob)
+                passes.settle(held_bytes(listed, staging, blob))
         return stage_blob(self.conn, staging, blob, self.counter, self.note, listed)
 
     def close(self) -> None:

@@ -153,6 +153,23 @@ def send_tail(conn: HostConn, staging: str, blob: Blob, counter: Counter,
             return got
 
 
+def blob_paths(staging: str, blob: Blob) -> tuple[str, str, str]:
+    """BLOB's final, partial (a resumable send's) and growing (a send as it is compressed) paths."""
+    return (cmd.blob_path(staging, blob.digest, blob.codec), cmd.partial_path(staging, blob.digest, blob.codec),
+            cmd.growing_path(staging, blob.diff_id, blob.codec, blob.level))
+
+
+def staged_sizes(conn: HostConn, staging: str, blob: Blob) -> dict[str, int | None]:
+    """The sizes of BLOB's paths on the host (None: absent), as stage_blob's LISTED."""
+    return _sizes(conn, *blob_paths(staging, blob))
+
+
+def held_bytes(sizes: Mapping[str, int | None], staging: str, blob: Blob) -> int:
+    """How much of BLOB the host holds, by its STAGED_SIZES: all of it once staged, else its partial."""
+    final, partial, _ = blob_paths(staging, blob)
+    return blob.size if sizes.get(final) is not None else sizes.get(partial) or 0
+
+
 def stage_blob(conn: HostConn, staging: str, blob: Blob, counter: Counter,
                note: Callable[[str], None] = lambda m: None, listed: Mapping[str, int | None] | None = None,
                via: Forward | None = None, give_up: GiveUp | None = None) -> bool:
@@ -160,10 +177,8 @@ def stage_blob(conn: HostConn, staging: str, blob: Blob, counter: Counter,
 
     LISTED: the blob dir's files and sizes (cmd.prepare_argv), saving this blob its own stat.
     A blob that arrives corrupt is sent once more from zero. VIA, GIVE_UP: send_tail's."""
-    final = cmd.blob_path(staging, blob.digest, blob.codec)
-    partial = cmd.partial_path(staging, blob.digest, blob.codec)
-    growing = cmd.growing_path(staging, blob.diff_id, blob.codec, blob.level)
-    paths = (final, partial, growing)
+    paths = blob_paths(staging, blob)
+    final, partial, growing = paths
     sizes = _sizes(conn, *paths, give_up=give_up) if listed is None else {p: listed.get(p) for p in paths}
     if sizes.get(final) is not None:
         if _verify(conn, final, blob, final, give_up=give_up).ok:

@@ -219,6 +219,8 @@ def test_relay_dies_mid_ship_and_its_hosts_go_direct(faults: Testbed, site_env: 
     for host in ("airgap02", "airgap03"):
         assert recs[host]["ok"] and recs[host]["verified"], recs[host]
         assert recs[host]["relay_fallback"] is True, recs[host]  # the record says what the note said
+        # what the relay passed on before it died came over the LAN (the host resumed after it)
+        assert recs[host]["relay_bytes"] > 0, recs[host]
         assert config_digest_of(testbed.docker(host), ref) == digest
     assert "sending directly from the workstation" in err
     assert relay_lines(testbed) == []  # each host's key line went with its own (direct) connection
@@ -383,6 +385,7 @@ def test_a_killed_node_of_the_tree_sends_its_child_direct(faults: Testbed, chain
         assert config_digest_of(testbed.docker(host), ref) == digest
     assert recs["airgap03"]["relay"] == "airgap02", recs["airgap03"]  # it started in the tree
     assert recs["airgap03"]["relay_fallback"] is True and recs["airgap01"]["relay_fallback"] is False, recs
+    assert recs["airgap03"]["relay_bytes"] > 0, recs["airgap03"]  # what airgap02 passed on before it died
     assert "relay airgap02 cannot serve this host" in err and "sending directly from the workstation" in err, \
         err[-3000:]
     # the living nodes are clean; the dead one could not be cleaned: its parent's key line (which

@@ -18,11 +18,13 @@ from deployer.commands import relay as rc
 from deployer.commands import ship as cmd
 from deployer.errors import ConnectError, InventoryError, TransferError
 from deployer.inventory.host import Host
+from deployer.local.cache import Blob
 from deployer.ship.conn import HostConn
 from deployer.ship.progress import NullReporter
-from deployer.ship.relay import Relayed, RelayError, Site, sites_of
+from deployer.ship.relay import Relayed, RelayError, Site, _Passes, sites_of
 from deployer.ship.route import Leg, run_tarball
-from deployer.ship.tarball import Counter
+from deployer.ship.tarball import Counter, held_bytes
+from deployer.transport.result import Result
 
 
 def run(argv: tuple[str, ...], *, data: bytes = b"", env: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
@@ -429,6 +431,40 @@ def test_a_dead_relay_sends_its_hosts_direct_or_fails_them(tmp_path: Path, monke
     assert any("sending directly from the workstation" in n for n in notes), notes
     with pytest.raises(RelayError, match="cannot set up relay as the site's relay: the relay is gone"):
         _relayed_ship(tmp_path / "b", monkeypatch, _DeadRelay(), deploy_relay_fallback="fail")
+
+
+def test_what_a_pass_passed_before_it_died_counts_as_the_lans() -> None:
+    """A relay's pass that dies reports nothing; the host's copy says what it passed: where the next
+    pass starts, or what the direct send after a fallback finds there."""
+    counter = Counter()
+    blob = Blob("sha256:" + "1" * 64, "zstd", 3, Path("/nonexistent"), "sha256:" + "2" * 64, 100, 300)
+    starts: list[int] = []
+
+    def forward(b: Blob, offset: int) -> Result:
+        starts.append(offset)
+        if len(starts) in (1, 3):
+            raise TransferError("airgap02", "relay airgap01: passing the blob on failed", transient=True)
+        counter.add_lan(b.size - offset)  # a pass that answers counts what it passed (Node.forward)
+        return Result(("pass",), 0, "ok")
+
+    passes = _Passes(counter)
+    via = passes.counted(forward)
+    with pytest.raises(TransferError):
+        via(blob, 0)
+    via(blob, 40)  # the dead pass had put 40 bytes there
+    assert counter.lan == 40 + 60
+    passes.settle(100)  # it answered: nothing more to count
+    assert counter.lan == 100
+    # another blob: its pass dies, the host goes direct and finds 70 of its bytes staged
+    with pytest.raises(TransferError):
+        via(blob, 10)
+    assert held_bytes({cmd.partial_path("/s", blob.digest, blob.codec): 70}, "/s", blob) == 70
+    assert held_bytes({cmd.blob_path("/s", blob.digest, blob.codec): 100}, "/s", blob) == 100  # staged whole
+    assert held_bytes({}, "/s", blob) == 0
+    passes.settle(70)
+    assert counter.lan == 160
+    passes.settle(90)  # settled once only
+    assert counter.lan == 160
 
 
 class _Unreachable(_DeadRelay):

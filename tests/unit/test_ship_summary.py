@@ -22,19 +22,18 @@ def test_a_hosts_done_line_names_what_its_site_relay_sent_it() -> None:
 
 def test_a_host_whose_relay_failed_says_it_got_the_rest_directly() -> None:
     """deploy_relay_fallback: direct: the line and the table's route say the relay failed the host,
-    whether it reported passing bytes on first or not (a pass cut short by its death reports none),
-    or was never set up for it."""
+    whether it had passed it bytes first or not, or was never set up for it."""
     behind = ShipResult("airgap02", via="tarball", route="tarball", verified=True, layers_total=7, layers_sent=7,
                         bytes_sent=4_000_000, seconds=22.0, relay="airgap01", relay_bytes=26_200_000,
                         relay_fallback=True)
     assert _summary(behind) == ("tarball: 7/7 layers, 4.0 MB sent (26.2 MB from the relay airgap01, the rest "
                                 "directly), 22.0s, id verified")
-    unreported = replace(behind, relay_bytes=0, bytes_sent=17_400_000)
-    assert _summary(unreported) == ("tarball: 7/7 layers, 17.4 MB sent (relay airgap01 failed; the rest directly), "
+    nothing = replace(behind, relay_bytes=0, bytes_sent=30_000_000)
+    assert _summary(nothing) == ("tarball: 7/7 layers, 30.0 MB sent (relay airgap01 failed; the rest directly), "
                                     "22.0s, id verified")
-    never = replace(unreported, relay=None)
-    assert _summary(never) == "tarball: 7/7 layers, 17.4 MB sent (its relay failed; the rest directly), 22.0s, id verified"
-    routes = [_via(r.to_json()) for r in (behind, unreported, never, replace(behind, relay_fallback=False),
+    never = replace(nothing, relay=None)
+    assert _summary(never) == "tarball: 7/7 layers, 30.0 MB sent (its relay failed; the rest directly), 22.0s, id verified"
+    routes = [_via(r.to_json()) for r in (behind, nothing, never, replace(behind, relay_fallback=False),
                                           replace(never, via=None))]
     assert routes == ["tarball (relay airgap01 failed, then direct)", "tarball (relay airgap01 failed, then direct)",
                       "tarball (direct, its relay failed)", "tarball (relay airgap01)", "- (direct, its relay failed)"]
