@@ -481,7 +481,8 @@ class Relayed:
                                   give_up=replace(RELAY_DOWN, of=lambda host: host != self.host.name))
             except DeployError as exc:
                 self._fall_back(exc)
-                # the relay may have left part of the blob (send_tail resumes after it): the LAN's bytes
+                # the relay may have passed part of the blob on before it failed: the direct send
+                # resumes after it (the stat it makes anyway, made here), and those bytes were the LAN's
                 listed = staged_sizes(self.conn, staging, blob)
                 passes.settle(held_bytes(listed, staging, blob))
         return stage_blob(self.conn, staging, blob, self.counter, self.note, listed)
