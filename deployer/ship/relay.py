@@ -419,8 +419,12 @@ class Relayed:
         self.node = site.node_of(host)  # whose copy feeds the host (its own, when it is a node)
         self.served_by = site.served_by(host)  # who passes it the bytes over the LAN (its parent)
         self.here = rc.receiver_path(host.staging_dir) if self.node.name == host.name else ""
-        self.direct = False
         self.authorized = False
+
+    @property
+    def direct(self) -> bool:
+        """The relay could not serve the host: its blobs go straight from the workstation."""
+        return self.counter.fell_back
 
     def open(self) -> None:
         try:
@@ -440,7 +444,7 @@ class Relayed:
         self.note(f"relay {self.served_by} cannot serve this host ({str(exc).splitlines()[0]}); "
                   "sending directly from the workstation")
         log.warning("%s: relay %s failed, sending directly: %s", self.host.name, self.served_by, exc)
-        self.direct = self.counter.fell_back = True
+        self.counter.fell_back = True
 
     def prefetch(self, items: Iterator[Blob | Growing]) -> Iterator[Blob | Growing]:
         """ITEMS, each handed to the relay as soon as it is ready (a blob still being compressed, as it
