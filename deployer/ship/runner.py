@@ -51,7 +51,7 @@ from deployer.ship.exports import ExportPool
 from deployer.ship.loader import IncompleteImage
 from deployer.ship.model import ShipOptions, ShipResult
 from deployer.ship.origin import Origin, find_origin, with_blobs
-from deployer.ship.plan import ShipPlan, make_plan, name_layers, needs_layer_sizes, preflight, pulled_ids
+from deployer.ship.plan import ShipPlan, human_bytes, make_plan, name_layers, needs_layer_sizes, preflight, pulled_ids
 from deployer.ship.progress import NullReporter, Reporter
 from deployer.ship.pullers import Pullers
 from deployer.ship.recall import Recalled, light_listing, probe_key, recalled_facts, recalled_facts_of
@@ -554,8 +554,6 @@ def _some_take_tarball(hosts: Sequence[Host], options: ShipOptions) -> bool:
 
 
 def _summary(result: ShipResult) -> str:
-    from deployer.ship.plan import human_bytes
-
     if result.route == "noop":
         return "already there"
     if result.route == "tag":
@@ -567,8 +565,6 @@ def _summary(result: ShipResult) -> str:
 def _from_relay(result: ShipResult) -> str:
     """What a host behind a site relay got over the LAN (the bytes it cost the uplink say little),
     and whether the relay failed it."""
-    from deployer.ship.plan import human_bytes
-
     if result.relay and result.relay != result.host and result.relay_bytes:
         rest = ", the rest directly" if result.relay_fallback else ""
         return f" ({human_bytes(result.relay_bytes)} from the relay {result.relay}{rest})"
