@@ -159,9 +159,9 @@ def blob_paths(staging: str, blob: Blob) -> tuple[str, str, str]:
             cmd.growing_path(staging, blob.diff_id, blob.codec, blob.level))
 
 
-def staged_sizes(conn: HostConn, staging: str, blob: Blob) -> dict[str, int | None]:
-    """The sizes of BLOB's paths on the host (None: absent), as stage_blob's LISTED."""
-    return _sizes(conn, *blob_paths(staging, blob))
+def staged_sizes(conn: HostConn, staging: str, blob: Blob, give_up: GiveUp | None = None) -> dict[str, int | None]:
+    """The sizes of BLOB's paths on the host (None: absent): stage_blob's look, or its LISTED."""
+    return _sizes(conn, *blob_paths(staging, blob), give_up=give_up)
 
 
 def held_bytes(sizes: Mapping[str, int | None], staging: str, blob: Blob) -> int:
@@ -179,7 +179,7 @@ def stage_blob(conn: HostConn, staging: str, blob: Blob, counter: Counter,
     A blob that arrives corrupt is sent once more from zero. VIA, GIVE_UP: send_tail's."""
     paths = blob_paths(staging, blob)
     final, partial, growing = paths
-    sizes = _sizes(conn, *paths, give_up=give_up) if listed is None else {p: listed.get(p) for p in paths}
+    sizes = staged_sizes(conn, staging, blob, give_up) if listed is None else {p: listed.get(p) for p in paths}
     if sizes.get(final) is not None:
         if _verify(conn, final, blob, final, give_up=give_up).ok:
             return True
