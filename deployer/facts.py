@@ -136,6 +136,6 @@ def check_hosts(hosts: Sequence[Host], *, parallel: int = 16, timeout: float = 1
     reports = [o.value if o.value is not None  # else a bug inside check_host: still one row per host
                else CheckReport(o.host.name, False, str(o.error), "failed", "?", None)
                for o in for_each_host(hosts, work, parallel)]
-    for r in reports:
-        factcache.save(r.name, r.to_cache())
+    for host, r in zip(hosts, reports, strict=True):
+        factcache.save(host, r.to_cache())
     return reports

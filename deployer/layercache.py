@@ -37,14 +37,9 @@ def cache_path() -> Path:
     return cachefile.cache_dir() / "layers.json"
 
 
-def host_key(host: Host) -> str:
-    """The machine behind an inventory name (two names for one machine share what they know)."""
-    return f"{host.user or ''}@{host.address}:{host.port}"
-
-
 def remembered(host: Host, path: Path | None = None) -> dict[str, tuple[str, ...]]:
     """image id -> its layers, for the images the host had at its last listing."""
-    return _layers(cachefile.read(path or cache_path()).get(host_key(host)))
+    return _layers(cachefile.read(path or cache_path()).get(host.machine))
 
 
 def _layers(entry: object) -> dict[str, tuple[str, ...]]:
@@ -120,7 +115,7 @@ def remember_probe(host: Host, argv: Sequence[str], stdout: str, path: Path | No
     """Record the output of a ship's probe of HOST (deployer.commands.facts), with the time and
     its argv (what it asked: the staging dir, the registry, the docker command)."""
     entry = {"at": time.time() if now is None else now, "argv": _digest(argv), "stdout": stdout}
-    _update(lambda data: data.update({f"probe {host_key(host)}": entry}), path)
+    _update(lambda data: data.update({f"probe {host.machine}": entry}), path)
 
 
 def recalled_probe(host: Host, argv: Sequence[str], max_age_s: float, path: Path | None = None,
@@ -136,7 +131,7 @@ def recalled_probes(asked: Sequence[tuple[Host, Sequence[str]]], max_age_s: floa
     data = cachefile.read(path or cache_path())
     found: list[str | None] = []
     for host, argv in asked:
-        entry = data.get(f"probe {host_key(host)}")
+        entry = data.get(f"probe {host.machine}")
         if isinstance(entry, dict) and isinstance(entry.get("stdout"), str) and entry.get("argv") == _digest(argv) \
                 and _fresh(entry, max_age_s, now):
             found.append(entry["stdout"])
@@ -164,7 +159,7 @@ def note_pull(host: Host, docker: str, present: Sequence[str], complete: bool, p
     """Record how a registry pull on HOST (DOCKER: its Docker's version and engine id) ended, for an image of
     which the host had the PRESENT layers. Incomplete: remembered. Complete: the pulls remembered
     with only layers among PRESENT are forgotten (they did not make this one incomplete)."""
-    key, have = f"pulls {host_key(host)}", set(present)
+    key, have = f"pulls {host.machine}", set(present)
 
     def change(data: dict[str, Any]) -> None:
         old = [e for e in _entries(data, key) if isinstance(e.get("layers"), list)]
@@ -188,7 +183,7 @@ def pull_incomplete(host: Host, docker: str, present: Sequence[str], max_age_s: 
     have = set(present)
     return any(entry.get("docker") == docker and _fresh(entry, max_age_s, now) and isinstance(entry.get("layers"), list)
                and entry["layers"] and set(entry["layers"]) <= have
-               for entry in _entries(cachefile.read(path or cache_path()), f"pulls {host_key(host)}"))
+               for entry in _entries(cachefile.read(path or cache_path()), f"pulls {host.machine}"))
 
 
 def _fresh(entry: Mapping[str, Any], max_age_s: float, now: float | None) -> bool:
@@ -209,9 +204,9 @@ def _digest(argv: Sequence[str]) -> str:
 def _store(host: Host, update: Callable[[dict[str, list[str]]], dict[str, list[str]]],
            path: Path | None = None) -> None:
     def images(data: dict[str, Any]) -> None:
-        old = data.get(host_key(host))
+        old = data.get(host.machine)
         now = update(old if isinstance(old, dict) else {})
-        data[host_key(host)] = dict(list(now.items())[-MAX_IMAGES:])
+        data[host.machine] = dict(list(now.items())[-MAX_IMAGES:])
 
     _update(images, path)
 

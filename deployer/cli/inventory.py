@@ -105,8 +105,8 @@ def list_cmd(pattern_arg: str | None, pattern: str, as_json: bool) -> None:
                 report.shown(h, "user") or "",
                 ",".join(h.groups),
                 h.via,
-                report.gpus_cell(facts.get(h.name)),
-                report.check_cell(facts.get(h.name)),
+                report.gpus_cell(facts.get(h.machine)),
+                report.check_cell(facts.get(h.machine)),
             ]
             for h in hosts
         ],

@@ -50,6 +50,13 @@ class Host:
         return str(user) if user else None
 
     @property
+    def machine(self) -> str:
+        """user@address:port, the machine behind the name: what the workstation remembers of a host
+        (facts, layers, probes) is kept under it, so two inventories that give one name to two
+        machines never mix them up, and two names for one machine share what is known of it."""
+        return f"{self.user or ''}@{self.address}:{self.port}"
+
+    @property
     def key_file(self) -> str | None:
         key = self._connection("key_file")
         return os.path.expanduser(str(key)) if key else None

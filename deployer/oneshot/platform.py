@@ -96,7 +96,7 @@ def host_arches(hosts: Sequence[Host], *, parallel: int = 16, timeout: float = 1
             return session.run(ARCH_ARGV, timeout=max(30.0, timeout)).stdout.strip()
 
     cached = factcache.load()
-    out: dict[str, str | None] = {h.name: str((cached.get(h.name) or {}).get("arch") or "") or shipped(h)
+    out: dict[str, str | None] = {h.name: str((cached.get(h.machine) or {}).get("arch") or "") or shipped(h)
                                   for h in hosts}
     unknown = [h for h in hosts if out[h.name] is None]
     for outcome in for_each_host(unknown, ask, parallel=parallel) if unknown else ():

@@ -13,6 +13,11 @@ from tests.conftest import DeployRunner, Testbed
 KEYS = {"name", "ok", "error", "docker", "gpus", "disk_free_bytes", "registry_reachable"}
 
 
+def machine(testbed: Testbed, name: str) -> str:
+    """The facts cache's key for a testbed host: the machine, not the inventory's name for it."""
+    return f"root@{testbed.hosts[name].address}:22"
+
+
 @pytest.fixture()
 def cache_env(tmp_path: Path) -> dict[str, str]:
     return {"XDG_CACHE_HOME": str(tmp_path / "cache")}
@@ -44,10 +49,11 @@ def test_check_reports_every_host(testbed: Testbed, deploy_cli: DeployRunner, ca
     assert [reports[n]["docker"]["gpu_runtime"] for n in hosts] == [True, True, True, False, True, True]
     assert [reports[n]["registry_reachable"] for n in hosts] == [True, True, False, True, False, False]
 
-    # the facts are cached and `inventory list` shows them
+    # the facts are cached per machine and `inventory list` shows them
     cache = json.loads((Path(cache_env["XDG_CACHE_HOME"]) / "deployer" / "facts.json").read_text())
-    assert cache["gpu02"]["ok"] is True and len(cache["gpu02"]["gpus"]) == 4 and cache["gpu02"]["checked_at"]
-    assert cache["airgap01"]["registry_reachable"] is False
+    gpu02, airgap01 = cache[machine(testbed, "gpu02")], cache[machine(testbed, "airgap01")]
+    assert gpu02["ok"] is True and len(gpu02["gpus"]) == 4 and gpu02["checked_at"]
+    assert airgap01["registry_reachable"] is False
     code, out, err = deploy_cli("inventory", "list", env=cache_env)
     assert code == 0, err
     assert "4x NVIDIA A100-SXM4-40GB" in out
@@ -93,7 +99,8 @@ def test_cut_host_is_unreachable_within_the_timeout(testbed: Testbed, deploy_cli
     assert cpu["docker"] is None and cpu["gpus"] == [] and cpu["disk_free_bytes"] is None
     assert elapsed < 3 + 6  # the connect timeout plus process start-up, never a hang
     cache = json.loads((Path(cache_env["XDG_CACHE_HOME"]) / "deployer" / "facts.json").read_text())
-    assert cache["cpu01"]["ok"] is False and cache["cpu01"]["ssh"] == "unreachable"
+    cpu01 = cache[machine(testbed, "cpu01")]
+    assert cpu01["ok"] is False and cpu01["ssh"] == "unreachable"
 
 
 def test_check_with_a_pattern_matching_nothing_is_a_usage_error(deploy_cli: DeployRunner,

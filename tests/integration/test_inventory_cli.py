@@ -73,18 +73,29 @@ def test_list_pattern_and_host_option_and_env(tmp_path: Path) -> None:
     assert code == 0 and [r["name"] for r in json.loads(out)] == ["gpu01", "gpu03"]
 
 
-def test_list_table_shows_cached_facts(tmp_path: Path) -> None:
+def _cached_facts(tmp_path: Path, inventory: str) -> Path:
+    """A facts cache as `deploy inventory check` leaves it, for three hosts of INVENTORY (keyed by machine)."""
+    from deployer.inventory import load
+
+    hosts = load(Path(inventory)).hosts
     cache = tmp_path / "cache"
     (cache / "deployer").mkdir(parents=True)
     facts = {
-        "gpu01": {"ok": True, "checked_at": "2026-05-01T10:00:00+00:00",
-                  "gpus": [{"index": 0, "name": "NVIDIA H100 80GB HBM3", "uuid": "GPU-1", "memory_total_mib": 81559},
-                           {"index": 1, "name": "NVIDIA H100 80GB HBM3", "uuid": "GPU-2", "memory_total_mib": 81559}]},
-        "cpu01": {"ok": True, "checked_at": "2026-05-01T10:00:00+00:00", "gpus": []},
-        "gpu02": {"ok": False, "error": "gpu02: cannot connect: timed out after 5s", "checked_at": "2026-05-01T10:00:01+00:00"},
+        hosts["gpu01"].machine: {
+            "ok": True, "checked_at": "2026-05-01T10:00:00+00:00",
+            "gpus": [{"index": 0, "name": "NVIDIA H100 80GB HBM3", "uuid": "GPU-1", "memory_total_mib": 81559},
+                     {"index": 1, "name": "NVIDIA H100 80GB HBM3", "uuid": "GPU-2", "memory_total_mib": 81559}]},
+        hosts["cpu01"].machine: {"ok": True, "checked_at": "2026-05-01T10:00:00+00:00", "gpus": []},
+        hosts["gpu02"].machine: {"ok": False, "error": "gpu02: cannot connect: timed out after 5s",
+                                 "checked_at": "2026-05-01T10:00:01+00:00"},
     }
     (cache / "deployer" / "facts.json").write_text(json.dumps(facts))
+    return cache
+
+
+def test_list_table_shows_cached_facts(tmp_path: Path) -> None:
     path = str(FIXTURES / "patterns" / "hosts.yml")
+    cache = _cached_facts(tmp_path, path)
     code, out, err = deploy("-i", path, "inventory", "list", "gpus,cpu01", env={"XDG_CACHE_HOME": str(cache)})
     assert code == 0, err
     lines = [line.split("\t") for line in out.splitlines()]
@@ -94,6 +105,29 @@ def test_list_table_shows_cached_facts(tmp_path: Path) -> None:
     assert rows["cpu01"][5] == "-"
     assert rows["gpu02"][6].startswith("failed: gpu02: cannot connect: timed out")
     assert rows["gpu03"][5:] == ["", ""]
+
+
+def test_list_never_shows_another_machines_facts_under_the_same_name(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A second inventory (a starter one, another site's) that names another machine gpu01 does not
+    get the GPUs and the check of the gpu01 that was checked: the cache is per machine."""
+    from deployer import factcache
+    from deployer.inventory import load
+
+    checked = str(FIXTURES / "patterns" / "hosts.yml")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    factcache.save(load(Path(checked)).hosts["gpu01"], {"ok": True, "gpus": [
+        {"index": 0, "name": "NVIDIA H100 80GB HBM3", "uuid": "GPU-1", "memory_total_mib": 81559}]})
+    other = tmp_path / "other.yml"
+    other.write_text("all:\n  hosts:\n    gpu01:\n      ansible_host: 192.0.2.11\n      ansible_user: ubuntu\n")
+    env = {"XDG_CACHE_HOME": str(tmp_path / "cache")}
+    code, out, err = deploy("-i", str(other), "inventory", "list", env=env)
+    assert code == 0, err
+    assert out.splitlines()[1].split("\t") == ["gpu01", "192.0.2.11", "ubuntu", "", "auto", "", ""]
+    code, out, err = deploy("-i", checked, "inventory", "list", "gpu01", env=env)
+    assert code == 0, err
+    gpus, last_check = out.splitlines()[1].split("\t")[5:7]
+    assert gpus == "1x NVIDIA H100 80GB HBM3" and last_check.startswith("ok 20")
 
 
 def test_show_json_and_text() -> None:

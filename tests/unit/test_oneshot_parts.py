@@ -241,3 +241,24 @@ def test_a_hosts_architecture_comes_from_the_last_ships_probe_without_a_connecti
     layercache.remember_probe(shipped, probe_key(shipped), "@@deployer arch\naarch64\n\n@@rc 0\n", now=0.0)
     assert platform.host_arches([shipped, fresh]) == {"gpu01": "aarch64", "gpu02": None}
     assert asked == ["gpu02"]
+
+
+def test_a_hosts_architecture_is_never_another_machines_of_the_same_name(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`deploy inventory check`'s facts are the checked machine's: another inventory's gpu01 (another
+    address) is asked, not given the checked one's CPU."""
+    from deployer import factcache, transport
+    from deployer.oneshot import platform
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    asked: list[str] = []
+
+    def connect(host: Host, **kw: object) -> object:
+        asked.append(host.address)
+        raise OSError("no host here")
+
+    monkeypatch.setattr(transport, "connect", connect)
+    checked, other = Host("gpu01", {"ansible_host": "10.0.0.1"}), Host("gpu01", {"ansible_host": "10.0.9.1"})
+    factcache.save(checked, {"ok": True, "arch": "aarch64"})
+    assert platform.host_arches([checked]) == {"gpu01": "aarch64"} and asked == []
+    assert platform.host_arches([other]) == {"gpu01": None} and asked == ["10.0.9.1"]
