@@ -18,15 +18,19 @@ __all__ = ["cli", "main"]
 
 
 def _verbose(args: list[str]) -> bool:
-    """-v/--verbose among the global options only (after the command, `run -v` is a volume)."""
+    """-v/--verbose before the command, or --verbose after it (where `run -v` is a volume); not
+    past a `--` (what follows is the container's command)."""
     it = iter(args)
+    before = True
     for arg in it:
-        if arg in ("-v", "--verbose"):
+        if arg == "--":
+            return False
+        if arg == "--verbose" or (before and arg == "-v"):
             return True
-        if arg in ("-i", "--inventory"):
+        if before and arg in ("-i", "--inventory"):
             next(it, None)
         elif not arg.startswith("-"):
-            return False
+            before = False
     return False
 
 

@@ -48,13 +48,49 @@ def finish(failed: bool | Collection[object]) -> None:
         raise click.exceptions.Exit(SOME_HOST_FAILED)
 
 
+def _global_here(ctx: click.Context, param: click.Parameter, value: object) -> None:
+    """-i/--inventory or --verbose given after the command's name: as if given before it."""
+    app = ctx.ensure_object(AppContext)
+    if param.name == "inventory_path" and value is not None:
+        app.inventory_path = str(value)
+    elif param.name == "verbose" and value and not app.verbose:
+        app.verbose = True
+        _debug_logging()
+
+
+def global_options() -> list[click.Parameter]:
+    """The root's -i/--inventory and --verbose, for a command's own options: `deploy ship -i X`
+    as ansible-playbook's users type it. Not -v there: `run -v` is a volume, as in `docker run`."""
+    return [
+        click.Option(["-i", "--inventory", "inventory_path"], type=click.Path(), is_eager=True, expose_value=False,
+                     callback=_global_here, help="Inventory file or directory (as `deploy -i PATH COMMAND`)."),
+        click.Option(["--verbose"], is_flag=True, is_eager=True, expose_value=False, callback=_global_here,
+                     help="Show debug logging and tracebacks (as `deploy -v COMMAND`)."),
+    ]
+
+
+def _debug_logging() -> None:
+    import logging
+
+    logging.basicConfig(level=logging.DEBUG, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("paramiko").setLevel(logging.WARNING)
+
+
 class LazyGroup(click.Group):
     """A group whose commands are registered by modules imported on first use (`lazy`: name ->
-    (module, short help)); its help lists them without importing any."""
+    (module, short help)); its help lists them without importing any. Each command registered on
+    it takes the global options too (global_options); its subgroups are LazyGroups."""
+
+    group_class = type  # `@group.group(...)` makes a LazyGroup too
 
     def __init__(self, *args: object, lazy: Mapping[str, tuple[str, str]] | None = None, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.lazy = dict(lazy or {})
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        if not isinstance(cmd, click.Group):
+            cmd.params.extend(global_options())
+        super().add_command(cmd, name)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted({*self.commands, *self.lazy})
@@ -115,7 +151,4 @@ def cli(ctx: click.Context, inventory_path: str | None, verbose: bool) -> None:
     """
     ctx.obj = AppContext(inventory_path=inventory_path, verbose=verbose)
     if verbose:
-        import logging
-
-        logging.basicConfig(level=logging.DEBUG, format="%(asctime)s %(name)s %(message)s")
-        logging.getLogger("paramiko").setLevel(logging.WARNING)
+        _debug_logging()
