@@ -116,7 +116,8 @@ def send_tail(conn: HostConn, staging: str, blob: Blob, counter: Counter,
                 session.run(cmd.remove_argv([partial]), timeout=60)
                 offset = 0
             progressed = offset > last["offset"]
-            if 0 <= last["offset"] != offset:  # said once per offset, not again on each retry from there
+            if offset != last["offset"] and (offset or last["offset"] >= 0):
+                # said once per offset (not again on each retry from there), and for what an earlier ship left
                 note(f"resuming {blob.digest[7:19]} at {offset} of {blob.size} bytes")
             last["offset"] = offset
             if via is not None:
@@ -219,6 +220,8 @@ def stream_blob(conn: HostConn, staging: str, growing: Growing, exporter: Export
     held = (listed or {}).get(path) or 0
     step = steps.receive_growing(path, growing.diff_id, held)
     log.info("%s: %s%s", conn.name, step.label, f" from byte {held}" if held else "")
+    if held:
+        note(f"resuming layer {growing.diff_id[7:19]} at byte {held}, where an earlier ship stopped")
     got: tuple[int, str] | None = None
     session = conn.session()
     try:

@@ -362,6 +362,9 @@ def test_killed_deployer_resumes_on_the_next_run(faults: Testbed, ship_env: dict
     print(f"killed at {got} B staged; the re-run sent {rec['bytes_sent']} B")
     assert "sha256 check" not in err, err  # the dead ship's tail did not land after the re-run's
     assert rec["bytes_sent"] <= 12_000_000 - got + 1_000_000, err  # only the tail, not the whole layer again
+    # and it says so, with where it took up again: at least where the killed one was seen to be
+    resumed = [int(n) for n in re.findall(r"airgap01: resuming (?:layer )?[0-9a-f]{12} at (?:byte )?(\d+)", err)]
+    assert resumed and resumed[0] >= got, err
 
 
 @pytest.mark.parametrize(("signum", "code", "said", "why"), [(signal.SIGINT, 130, "interrupted", "Ctrl-C"),

@@ -154,7 +154,9 @@ def test_tampered_partial_and_final_are_resent(tmp_path: Path) -> None:
     notes.clear()
     stage_blob(conn, staging, blob, counter, notes.append)
     assert final.read_bytes() == blob.path.read_bytes()
-    assert counter.sent == blob.size - 70 + blob.size and "failed its sha256 check" in notes[0]
+    assert counter.sent == blob.size - 70 + blob.size
+    assert notes[0] == f"resuming {blob.digest[7:19]} at 70 of {blob.size} bytes"  # what the partial held
+    assert "failed its sha256 check" in notes[1]
 
 
 def test_a_dead_ships_receive_still_writing_is_stopped_and_the_resume_is_exact(tmp_path: Path) -> None:
@@ -180,7 +182,8 @@ def test_a_dead_ships_receive_still_writing_is_stopped_and_the_resume_is_exact(t
     finally:
         dead.kill()
     assert Path(final).read_bytes() == data and not partial.exists()
-    assert counter.sent == blob.size - CHUNK and notes == []  # the tail once: no sha256 failure
+    assert counter.sent == blob.size - CHUNK  # the tail once: no sha256 failure
+    assert notes == [f"resuming {blob.digest[7:19]} at {CHUNK} of {blob.size} bytes"]
 
 
 def test_a_partial_shorter_than_listed_is_resumed_from_what_the_host_holds(tmp_path: Path) -> None:
@@ -194,7 +197,8 @@ def test_a_partial_shorter_than_listed_is_resumed_from_what_the_host_holds(tmp_p
     notes: list[str] = []
     assert not stage_blob(conn, staging, blob, counter, notes.append, listed={str(partial): 5000})
     assert Path(cmd.blob_path(staging, blob.digest, "zstd")).read_bytes() == blob.path.read_bytes()
-    assert notes == [f"resuming {blob.digest[7:19]} at 1000 of {blob.size} bytes"]
+    # what was listed, then what the host holds
+    assert notes == [f"resuming {blob.digest[7:19]} at {n} of {blob.size} bytes" for n in (5000, 1000)]
     assert blob.size - 1000 <= counter.sent <= blob.size - 1000 + 2 * CHUNK  # what the host refused, at most
 
 
@@ -222,7 +226,8 @@ def test_a_send_through_a_relay_that_refuses_retries_quietly_and_gives_the_relay
     assert not stage_blob(conn, staging, blob, Counter(), notes.append, listed={str(partial): 1000}, via=relay,
                           give_up=GiveUp(0.3, of=lambda host: host != "local"))
     assert Path(cmd.blob_path(staging, blob.digest, "zstd")).read_bytes() == data
-    assert notes == []  # resumed at 1000 each time: the first try's offset, nothing to say
+    # resumed at 1000 each time: said once, not on each of the relay's refusals
+    assert notes == [f"resuming {blob.digest[7:19]} at 1000 of {blob.size} bytes"]
 
     refusals[0] = 10_000
     (tmp_path / "other").mkdir()
@@ -639,7 +644,8 @@ def test_a_streamed_blob_resumes_after_a_drop_and_after_a_killed_ship(tmp_path: 
     notes: list[str] = []
     assert stream_blob(conn, staging, export.growing, export, counter, notes.append) == blob  # type: ignore[arg-type]
     assert Path(cmd.blob_path(staging, blob.digest, "zstd")).read_bytes() == blob.path.read_bytes()
-    assert len(notes) == 1 and "as it is compressed stopped" in notes[0] and "resuming it" in notes[0]
+    assert len(notes) == 2 and "as it is compressed stopped" in notes[0] and "resuming it" in notes[0]
+    assert notes[1] == f"resuming {blob.digest[7:19]} at {CHUNK + 10} of {blob.size} bytes"
     assert blob.size <= counter.sent <= blob.size + 100_000  # the piece in flight, not a restart
     # a killed ship left the head at the growing path: the next ship sends only the rest
     staging2 = str(tmp_path / "staging2")
@@ -648,8 +654,11 @@ def test_a_streamed_blob_resumes_after_a_drop_and_after_a_killed_ship(tmp_path: 
     growing.write_bytes(blob.path.read_bytes()[:250_000])
     conn, _ = conn_with([])
     counter = Counter()
-    stream_blob(conn, staging2, export.growing, export, counter, listed={str(growing): 250_000})  # type: ignore[arg-type]
+    notes.clear()
+    stream_blob(conn, staging2, export.growing, export, counter, notes.append,  # type: ignore[arg-type]
+                listed={str(growing): 250_000})
     assert counter.sent == blob.size - 250_000 and not growing.exists()
+    assert notes == [f"resuming layer {blob.diff_id[7:19]} at byte 250000, where an earlier ship stopped"]
     assert Path(cmd.blob_path(staging2, blob.digest, "zstd")).read_bytes() == blob.path.read_bytes()
     # and one the cache finished meanwhile (sent whole, not streamed) resumes from it too
     staging3 = str(tmp_path / "staging3")
@@ -657,8 +666,10 @@ def test_a_streamed_blob_resumes_after_a_drop_and_after_a_killed_ship(tmp_path: 
     growing.parent.mkdir(parents=True)
     growing.write_bytes(blob.path.read_bytes()[:250_000])
     counter = Counter()
-    stage_blob(conn, staging3, blob, counter, listed={str(growing): 250_000})
+    notes.clear()
+    stage_blob(conn, staging3, blob, counter, notes.append, listed={str(growing): 250_000})
     assert counter.sent == blob.size - 250_000 and not growing.exists()
+    assert notes == [f"resuming {blob.digest[7:19]} at 250000 of {blob.size} bytes"]
 
 
 def test_a_streamed_blob_that_arrives_wrong_is_sent_again_then_fails_clearly(tmp_path: Path) -> None:
