@@ -128,10 +128,11 @@ def for_each_host(hosts: Iterable[Host], work: Callable[[Host], T], parallel: in
     return [o for o in outcomes if o is not None]
 
 
-def carry(stop: KeyboardInterrupt, said: object) -> None:
+def carry(stop: BaseException, said: object) -> None:
     """Let the Ctrl-C (SIGTERM, SIGHUP) that stopped a command carry what it has to say about each
     host (for_each_host: the outcomes; a later caller may put its own view in their place), so
-    that --json still prints it (deployer.cli)."""
+    that --json still prints it (deployer.cli); or the error that ended it before any host's work
+    (a `ship -p`'s build)."""
     stop.said = said  # type: ignore[attr-defined]
 
 

@@ -55,15 +55,23 @@ def emit_json_on_stop(data: Any) -> None:
 
 
 @contextlib.contextmanager
-def records_on_stop(as_json: bool, records: Callable[[KeyboardInterrupt], Any]) -> Iterator[None]:
+def records_on_stop(as_json: bool, records: Callable[[BaseException], Any], *, failed: bool = False) -> Iterator[None]:
     """With --json, a command that Ctrl-C (SIGTERM, SIGHUP) stops still prints each host's record:
     RECORDS of the stop, from what it carries (deployer.fleet.carry; None: nothing to print); then
-    the stop goes on to its exit code."""
+    the stop goes on to its exit code. FAILED: so does a DeployError that carries records (a build
+    that failed before any host got the image), which main() then says."""
+    from deployer.errors import DeployError
+    from deployer.fleet import carried
+
     try:
         yield
     except KeyboardInterrupt as stop:
         if as_json and (data := records(stop)) is not None:
             emit_json_on_stop(data)
+        raise
+    except DeployError as exc:
+        if failed and as_json and carried(exc) is not None and (data := records(exc)) is not None:
+            emit_json(data)
         raise
 
 

@@ -57,7 +57,7 @@ def ship_playbook(app: AppContext, playbook_path: str | None, pattern: str | Non
     if dry_run:
         _dry_run(prepared, local(), as_json)
         return
-    with output.records_on_stop(as_json, _reports_carried):
+    with output.records_on_stop(as_json, _reports_carried, failed=True):
         reports = deploy(prepared, say=output.info, on_line=_line_printer(), progress=_progress(), client=local())
     if as_json:
         output.emit_json([r.to_json() for r in reports])
@@ -66,8 +66,8 @@ def ship_playbook(app: AppContext, playbook_path: str | None, pattern: str | Non
     _errors([(r.host, r.error) for r in reports])
 
 
-def _reports_carried(stop: KeyboardInterrupt) -> list[dict[str, Any]] | None:
-    """Each host's record as the stopped deploy left it (deployer.oneshot.pipeline carries them)."""
+def _reports_carried(stop: BaseException) -> list[dict[str, Any]] | None:
+    """Each host's record as the stopped (or failed) deploy left it (deployer.oneshot.pipeline carries them)."""
     said = carried(stop)
     if isinstance(said, list) and all(isinstance(r, HostReport) for r in said):
         return [r.to_json() for r in said]

@@ -129,6 +129,11 @@ def deploy(prepared: Prepared, *, say: Say, on_line: Say, progress: Progress | N
         carry(stop, [_report(prepared, o, started.get(o.host.name), specs.get(o.host.name), ref, git_rev)
                      for o in shipped])
         raise
+    except DeployError as exc:  # before any host got the image (the build failed): each one's record says so
+        if not shipped:
+            carry(exc, [_report(prepared, Outcome(h, error=exc), None, specs.get(h.name), ref, git_rev)
+                        for h in prepared.ship_hosts])
+        raise
     finally:
         for reused in handover.values():  # start took those it used
             reused.session.close()

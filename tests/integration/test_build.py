@@ -100,6 +100,15 @@ def test_build_failure_names_the_step(project: tuple[Path, str], deploy_cli: Any
             '"/bin/sh -c echo about-to-fail && exit 3" did not complete successfully: exit code: 3\n') in err, err
     assert "output (last lines):\n    about-to-fail\n" in err
     assert "Traceback" not in err
+    # `ship -p --json`: a script reading stdout learns per host that nothing was shipped, and why
+    code, out, err = deploy_cli("ship", "-p", str(root / "playbooks/job.yml"), "--host", "gpu01,airgap01", "--json")
+    assert code == 1 and "error: image build failed at [4/4]" in err, err
+    records = {r["host"]: r for r in json.loads(out)}
+    assert set(records) == {"gpu01", "airgap01"}
+    for rec in records.values():
+        assert (rec["ok"], rec["shipped"], rec["state"], rec["bytes_sent"]) == (False, False, "skipped", 0), rec
+        assert rec["error"].startswith("image build failed at [4/4]") and rec["error"] == rec["ship_error"]
+        assert rec["hint"] and "Dockerfile" in rec["hint"]
 
 
 @pytest.fixture
