@@ -75,13 +75,13 @@ def records_on_stop(as_json: bool, records: Callable[[BaseException], Any], *, f
         raise
 
 
-def outcomes_on_stop(as_json: bool, hosts: Sequence[Any], kind: type,
-                     render: Callable[[list[Any]], Any]) -> contextlib.AbstractContextManager[None]:
+def outcomes_on_stop(as_json: bool, hosts: Sequence[Any], kind: type, render: Callable[[list[Any]], Any],
+                     *, failed: bool = False) -> contextlib.AbstractContextManager[None]:
     """records_on_stop for a fleet command: RENDER of each of HOSTS' outcome as the stop carries it
-    (deployer.fleet.stopped_outcomes: KIND's, else "not started")."""
+    (deployer.fleet.stopped_outcomes: KIND's, else "not started"); FAILED: records_on_stop's."""
     from deployer.fleet import stopped_outcomes
 
-    return records_on_stop(as_json, lambda stop: render(stopped_outcomes(stop, hosts, kind)))
+    return records_on_stop(as_json, lambda stop: render(stopped_outcomes(stop, hosts, kind)), failed=failed)
 
 
 def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], title: str | None = None) -> None:

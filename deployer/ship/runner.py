@@ -36,7 +36,7 @@ from deployer.commands.layers import (
 )
 from deployer.errors import CommandError, DeployError, Interrupted, PreflightError, SpecError, TransferError
 from deployer.facts import PROBE_TIMEOUT_S, read_probe
-from deployer.fleet import Outcome, Unfinished, for_each_host
+from deployer.fleet import Outcome, Unfinished, carry, for_each_host
 from deployer.inventory.host import ORIGIN_MODES, Host
 from deployer.local.cache import Blob, Cache
 from deployer.local.client import Client, docker_client, prefetch_info
@@ -429,10 +429,12 @@ def ship_image(hosts: Sequence[Host], image_ref: str, options: ShipOptions | Non
                             site=sites.get(relay_of.get(h.name, ""))) for h in hosts}
         bases = Bases(image, client, options, layer_history)
         sizes = LayerSizes(image, client)
-    except BaseException:
+    except BaseException as exc:
         early.cancel()  # nothing was shipped: the connections made meanwhile go
         if exports is not None:
             exports.close()  # nor is anything exported
+        if isinstance(exc, DeployError):  # the local image or Docker: each host's record says it (--json)
+            carry(exc, [Outcome(h, error=exc) for h in hosts])
         raise
 
     def again(job: Job, why: str, options: ShipOptions) -> None:

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import io
+import json
+from pathlib import Path
 
 import pytest
 
@@ -61,3 +63,28 @@ def test_plain_reporter_lines() -> None:
     lines = out.getvalue().splitlines()
     assert lines[0] == "gpu01: sending layer 1/2"
     assert lines[1:] == ["gpu01: resuming", "gpu01: done tarball: 2/3 layers"]
+
+
+def test_a_ship_that_fails_before_any_host_still_prints_each_hosts_record(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """`deploy ship --image REF --json` when the local Docker cannot give the image: stdout still has a
+    record per host (ok false, the error and its hint), so a script never reads an empty list as fine;
+    stderr says the error once, exit code 1."""
+    from deployer import cli
+    from deployer.ship import runner
+
+    def unreachable() -> object:
+        raise LocalError("local Docker is not reachable at unix:///nowhere.sock",
+                         hint="start Docker (or set DOCKER_HOST) and check `docker info` works")
+
+    monkeypatch.setattr(runner, "docker_client", unreachable)
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text("all:\n  hosts:\n    gpu01: {ansible_host: 127.0.0.1, ansible_port: 9}\n"
+                         "    gpu02: {ansible_host: 127.0.0.1, ansible_port: 9}\n")
+    code = cli.main(["ship", "-i", str(inventory), "--host", "all", "--image", "job:v1", "--json"])
+    out, err = capsys.readouterr()
+    assert code == 1 and err.count("error: local Docker is not reachable") == 1, err
+    records = json.loads(out)
+    assert [(r["host"], r["ok"], r["error"], r["bytes_sent"]) for r in records] == [
+        (h, False, "local Docker is not reachable at unix:///nowhere.sock", 0) for h in ("gpu01", "gpu02")]
+    assert all(r["hint"].startswith("start Docker") for r in records)
