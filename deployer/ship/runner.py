@@ -34,7 +34,7 @@ from deployer.commands.layers import (
     parse_listing,
     present_layers_argv,
 )
-from deployer.errors import CommandError, DeployError, Interrupted, PreflightError, SpecError, TransferError
+from deployer.errors import CommandError, DeployError, HostError, Interrupted, PreflightError, SpecError, TransferError
 from deployer.facts import PROBE_TIMEOUT_S, read_probe
 from deployer.fleet import Outcome, Unfinished, carry, for_each_host
 from deployer.inventory.host import ORIGIN_MODES, Host
@@ -61,7 +61,7 @@ from deployer.ship.route import Leg, OriginPullFailed, run_registry, run_tarball
 from deployer.ship.tarball import Counter, tag_and_verify
 from deployer.tarfmt import Descriptor
 from deployer.transport.batch import Batch, run_batch
-from deployer.transport.result import Result
+from deployer.transport.result import TIMEOUT_EXIT, Result
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +153,9 @@ class Bases:
             return self.origin
 
 
+CHECK_TIMEOUT_S = PROBE_TIMEOUT_S + 120  # a ship's one round trip of reads: the probe, the image listing
+
+
 def _observe(job: Job, options: ShipOptions, history_sizes: Sequence[int], reporter: Reporter,
              take_lock: bool, sizes: LayerSizes, bases: Bases | None = None, relay: Hop | None = None) -> Job:
     """Connect, (lock,) gather facts and what the host has, plan and preflight."""
@@ -194,7 +197,17 @@ def _observe(job: Job, options: ShipOptions, history_sizes: Sequence[int], repor
         ]
     if claim is not None:
         steps.insert(0, claim.argv)
-    replies = run_batch(session, steps, timeout=PROBE_TIMEOUT_S + 120, parallel=True, lead=claim is not None)
+    try:
+        replies = run_batch(session, steps, timeout=CHECK_TIMEOUT_S, parallel=True, lead=claim is not None)
+    except CommandError as exc:
+        if exc.result.exited != TIMEOUT_EXIT:
+            raise
+        if claim is not None:  # the lock may be ours by now: released (if so) as a failed ship's is
+            job.lock = locks.Lock(host.name, host.staging_dir, claim.token)
+        raise HostError(host.name, f"checking the host: no answer within {CHECK_TIMEOUT_S:g}s from its Docker "
+                        "(its state and images) or its staging dir",
+                        hint="Docker on the host may be hung: see that `docker info` answers there (a hung "
+                             "daemon needs a restart), and that the staging dir's filesystem responds") from exc
     if claim is not None:
         job.lock = claim.settle(session, replies.pop(0))
     if light is not None:  # the replies of a full check, from what is remembered and what was read

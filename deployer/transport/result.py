@@ -9,6 +9,7 @@ from dataclasses import dataclass
 LABEL_MAX = 60  # a command this short is its own label; longer ones (scripts) are named by their first words
 LINE_MAX = 200  # one stderr line in a message; a script that echoes itself must not flood the terminal
 _WORD = re.compile(r"[\w./:@=+,-]{1,40}")
+TIMEOUT_EXIT = 124  # a command deployer stopped waiting for; what coreutils `timeout` uses, so messages read familiar
 
 
 @dataclass(frozen=True)

@@ -18,13 +18,12 @@ from deployer.inventory.host import Host
 from deployer.transport import channel as ch
 from deployer.transport.config import ConnectSpec, load_ssh_config, resolve
 from deployer.transport.dial import Link, open_link
-from deployer.transport.result import Result, label
+from deployer.transport.result import TIMEOUT_EXIT, Result, label
 from deployer.transport.session import remote_command
 
 log = logging.getLogger(__name__)
 
 LONG_WAIT_S = 2.0  # Ctrl-C stops waiting for a command that has run this long (a short one ends first)
-TIMEOUT_EXIT = 124  # what coreutils `timeout` uses, so messages read familiar
 
 
 class SshSession:

@@ -629,6 +629,36 @@ def test_gzip_layers_for_hosts_without_zstd(testbed: Testbed, ship_env: dict[str
     assert host_image_id(testbed, "cpu01", ref) == image.id
 
 
+def test_a_host_whose_docker_hangs_fails_saying_so_and_hides_no_other(faults: Testbed, ship_env: dict[str, str],
+                                                                       monkeypatch: pytest.MonkeyPatch,
+                                                                       tmp_path: Path) -> None:
+    """gpu02's dockerd stops answering (a hung daemon: its socket open, nothing comes): the ship's check
+    gives up after its timeout (short here) with an error that names the likely cause, and airgap01
+    is shipped meanwhile. (No probe remembered: a re-ship's light check would ask Docker nothing.)"""
+    from deployer.inventory import load
+    from deployer.ship import ShipOptions, runner, ship_image
+    from deployer.ship.progress import NullReporter
+
+    testbed = faults
+    for key in ("DOCKER_HOST", "DEPLOYER_CACHE_DIR", "DEPLOYER_RETRY_BUDGET"):
+        monkeypatch.setenv(key, ship_env[key])
+    monkeypatch.setattr(runner, "CHECK_TIMEOUT_S", 4.0)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # nothing remembered of the hosts: a full check
+    ref = tag("hung")
+    image = build(testbed, ref, [2])
+    hosts = load(Path(testbed.inventory)).select("gpu02,airgap01")
+    with testbed.stalled("dockerd-gpu02"):
+        stuck, fine = ship_image(hosts, ref, ShipOptions(via="tarball"), NullReporter())
+    assert fine.ok and host_image_id(testbed, "airgap01", ref) == image.id
+    assert not stuck.ok and stuck.error is not None
+    assert str(stuck.error).startswith("gpu02: checking the host: no answer within 4s from its Docker"), stuck.error
+    assert "`docker info`" in str(stuck.error.hint)
+    # the lock its check took is not left behind: the next ship (this process, its owner, still lives) goes
+    assert not Path(testbed.hosts["gpu02"].staging_dir, "lock").exists()
+    [again] = ship_image(hosts[:1], ref, ShipOptions(via="tarball"), NullReporter())
+    assert again.ok and host_image_id(testbed, "gpu02", ref) == image.id
+
+
 def test_unreachable_host_neither_blocks_nor_hides_the_others(faults: Testbed, ship_env: dict[str, str],
                                                               tmp_path: Path) -> None:
     testbed = faults
