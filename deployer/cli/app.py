@@ -48,12 +48,16 @@ def finish(failed: bool | Collection[object]) -> None:
         raise click.exceptions.Exit(SOME_HOST_FAILED)
 
 
-def _global_here(ctx: click.Context, param: click.Parameter, value: object) -> None:
-    """-i/--inventory or --verbose given after the command's name: as if given before it."""
+def _inventory_here(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    """-i/--inventory after the command's name: as if given before it (and over it)."""
+    if value is not None:
+        ctx.ensure_object(AppContext).inventory_path = value
+
+
+def _verbose_here(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    """--verbose after the command's name: as -v before it."""
     app = ctx.ensure_object(AppContext)
-    if param.name == "inventory_path" and value is not None:
-        app.inventory_path = str(value)
-    elif param.name == "verbose" and value and not app.verbose:
+    if value and not app.verbose:
         app.verbose = True
         _debug_logging()
 
@@ -63,8 +67,8 @@ def global_options() -> list[click.Parameter]:
     as ansible-playbook's users type it. Not -v there: `run -v` is a volume, as in `docker run`."""
     return [
         click.Option(["-i", "--inventory", "inventory_path"], type=click.Path(), is_eager=True, expose_value=False,
-                     callback=_global_here, help="Inventory file or directory (as `deploy -i PATH COMMAND`)."),
-        click.Option(["--verbose"], is_flag=True, is_eager=True, expose_value=False, callback=_global_here,
+                     callback=_inventory_here, help="Inventory file or directory (as `deploy -i PATH COMMAND`)."),
+        click.Option(["--verbose"], is_flag=True, is_eager=True, expose_value=False, callback=_verbose_here,
                      help="Show debug logging and tracebacks (as `deploy -v COMMAND`)."),
     ]
 

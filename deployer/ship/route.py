@@ -186,7 +186,7 @@ def run_tarball(leg: Leg, exporter: Exporter | None, reporter: Reporter) -> str 
             loader.start()
         if wanted:  # else only the head goes (e.g. another name for an image a containerd store holds)
             reporter.phase(name, "compressing", f"layer 1/{len(wanted)}")
-            reporter.total(name, _estimate_total(plan.raw_bytes, []))  # until the first blob says better
+            reporter.total(name, plan.raw_bytes)  # an upper bound, until the first blob's ratio says better
         items: Iterator[Blob | Growing] = (
             relayed.prefetch(_as_available(exporter, codec.name, wanted, stream=True, small_top=SMALL_TOP,
                                            top_wait_s=RELAY_TOP_WAIT_S)) if relayed is not None
