@@ -221,9 +221,11 @@ class Claim:
         tried: set[str] = set()  # dead owners' tokens: one takeover attempt each
         while True:
             if reply is None:
-                reply = session.run(self.argv, timeout=30)
-            elif not reply.ok:
-                raise CommandError(host, reply, what="taking the deploy lock failed")
+                reply = session.run(self.argv, timeout=30, check=False)
+            if not reply.ok:
+                raise CommandError(host, reply, what="taking the deploy lock failed",
+                                   hint=f"the staging dir ({staging}, deploy_staging_dir) must be a directory "
+                                        "the SSH user can create and write on the host")
             state = cmd.parse_lock(reply.stdout)
             reply = None
             owner = state.owner or {}

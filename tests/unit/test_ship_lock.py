@@ -15,7 +15,7 @@ import pytest
 
 from deployer import lock as locks
 from deployer.commands import ship as cmd
-from deployer.errors import LockError
+from deployer.errors import CommandError, LockError
 from deployer.transport.session import Session
 from tests.lock_support import dead_deploy
 from tests.unit.test_ship_transfer import LocalSession
@@ -160,3 +160,13 @@ def test_acquire_leaves_other_workstations_and_live_deploys_alone(tmp_path: Path
     with pytest.raises(LockError, match="another deploy is in progress"):
         locks.acquire(local(), str(tmp_path / "s2"), "b:1")
     held.release(local())
+
+
+def test_a_staging_dir_the_host_cannot_make_fails_the_lock_saying_which_setting(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("")
+    staging = str(tmp_path / "a-file" / "staging")  # under a file: no mkdir can make it
+    with pytest.raises(CommandError) as err:
+        locks.acquire(local(), staging, "job:v1")
+    assert str(err.value).startswith("local: taking the deploy lock failed") and "Not a directory" in str(err.value)
+    assert err.value.hint == (f"the staging dir ({staging}, deploy_staging_dir) must be a directory the SSH user "
+                              "can create and write on the host")
