@@ -221,43 +221,41 @@ def test_a_stopped_deploy_carries_each_hosts_report(tmp_path: Path, monkeypatch:
                                                                             "failed")
 
 
-def test_a_hosts_architecture_comes_from_the_last_ships_probe_without_a_connection(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture()
+def asked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The addresses an SSH connect was tried to (none answers), with an empty workstation cache."""
+    from deployer import transport
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    tried: list[str] = []
+
+    def connect(host: Host, **kw: object) -> object:
+        tried.append(host.address)
+        raise OSError("no host here")
+
+    monkeypatch.setattr(transport, "connect", connect)
+    return tried
+
+
+def test_a_hosts_architecture_comes_from_the_last_ships_probe_without_a_connection(asked: list[str]) -> None:
     """`ship -p` builds for the hosts' architecture: known from `deploy inventory check`'s facts, or
     from the probe the last ship there remembered (a CPU does not change), an SSH login is spared."""
-    from deployer import layercache, transport
+    from deployer import layercache
     from deployer.oneshot import platform
     from deployer.ship.recall import probe_key
 
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    asked: list[str] = []
-
-    def connect(host: Host, **kw: object) -> object:
-        asked.append(host.name)
-        raise OSError("no host here")
-
-    monkeypatch.setattr(transport, "connect", connect)
     shipped, fresh = Host("gpu01", {"ansible_host": "10.0.0.1"}), Host("gpu02", {"ansible_host": "10.0.0.2"})
     layercache.remember_probe(shipped, probe_key(shipped), "@@deployer arch\naarch64\n\n@@rc 0\n", now=0.0)
     assert platform.host_arches([shipped, fresh]) == {"gpu01": "aarch64", "gpu02": None}
-    assert asked == ["gpu02"]
+    assert asked == ["10.0.0.2"]
 
 
-def test_a_hosts_architecture_is_never_another_machines_of_the_same_name(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_hosts_architecture_is_never_another_machines_of_the_same_name(asked: list[str]) -> None:
     """`deploy inventory check`'s facts are the checked machine's: another inventory's gpu01 (another
     address) is asked, not given the checked one's CPU."""
-    from deployer import factcache, transport
+    from deployer import factcache
     from deployer.oneshot import platform
 
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    asked: list[str] = []
-
-    def connect(host: Host, **kw: object) -> object:
-        asked.append(host.address)
-        raise OSError("no host here")
-
-    monkeypatch.setattr(transport, "connect", connect)
     checked, other = Host("gpu01", {"ansible_host": "10.0.0.1"}), Host("gpu01", {"ansible_host": "10.0.9.1"})
     factcache.save(checked, {"ok": True, "arch": "aarch64"})
     assert platform.host_arches([checked]) == {"gpu01": "aarch64"} and asked == []
