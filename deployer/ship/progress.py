@@ -22,6 +22,7 @@ class Reporter(Protocol):
     def phase(self, host: str, phase: str, detail: str = "") -> None: ...
     def total(self, host: str, nbytes: int) -> None: ...
     def sent(self, host: str, nbytes: int) -> None: ...
+    def held(self, host: str, nbytes: int) -> None: ...
     def note(self, host: str, message: str) -> None: ...
     def done(self, host: str, ok: bool, summary: str) -> None: ...
     def timings(self, host: str) -> tuple[tuple[str, float], ...]: ...
@@ -36,6 +37,7 @@ class HostProgress:
     detail: str = ""
     total: int = 0
     sent: int = 0
+    held: int = 0  # of the total, what the host had from an earlier ship (a resume): there, not sent
     started: float = field(default_factory=time.monotonic)
     send_started: float | None = None
     ok: bool | None = None
@@ -64,17 +66,19 @@ class HostProgress:
         return self.sent / elapsed
 
     def amount(self) -> str:
-        """"sent/total", "" before anything is known. The total is an estimate until every blob is
-        compressed (deployer.ship.route): one that turns out low shows as what is sent so far."""
-        if not self.total and not self.sent:
+        """"there/total" (sent, and held from an earlier ship), "" before anything is known. The total
+        is an estimate until every blob is compressed (deployer.ship.route): one that turns out low
+        shows as what is there so far."""
+        there = self.sent + self.held
+        if not self.total and not there:
             return ""
-        return f"{human_bytes(self.sent)}/{human_bytes(max(self.total, self.sent))}"
+        return f"{human_bytes(there)}/{human_bytes(max(self.total, there))}"
 
     def eta(self) -> float | None:
-        speed = self.speed()
-        if speed <= 0 or self.total <= self.sent:
+        speed, left = self.speed(), self.total - self.sent - self.held
+        if speed <= 0 or left <= 0:
             return None
-        return (self.total - self.sent) / speed
+        return left / speed
 
 
 class _Base:
@@ -106,6 +110,10 @@ class _Base:
             if p.send_started is None:
                 p.send_started = time.monotonic()
         self._changed(host, phase=False)
+
+    def held(self, host: str, nbytes: int) -> None:
+        with self._lock:
+            self._get(host).held += nbytes
 
     def note(self, host: str, message: str) -> None:
         self._message(f"{host}: {message}")

@@ -163,6 +163,7 @@ def run_tarball(leg: Leg, exporter: Exporter | None, reporter: Reporter) -> str 
     assert exporter is not None  # the runner starts one export whenever a host takes this route
     name, staging, codec = host.name, host.staging_dir, plan.codec
     counter.on_sent = lambda n: reporter.sent(name, n)
+    counter.on_held = lambda n: reporter.held(name, n)
     note = partial(reporter.note, name)
     mode = codec.name if codec.host_decompress else "link"
     wanted = list(dict.fromkeys(image.diff_ids[i] for i in plan.missing))

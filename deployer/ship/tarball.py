@@ -34,12 +34,14 @@ class Counter:
     What a transfer has sent so far, also when it fails part-way (the partial ShipResult)."""
 
     on_sent: Callable[[int], None] = lambda n: None
+    on_held: Callable[[int], None] = lambda n: None  # held_once's bytes, for the progress shown
     sent: int = 0
     layers: int = 0
     lan: int = 0  # bytes a site relay passed on to the host over its LAN (deployer.ship.relay)
     relay: str | None = None  # that relay, once it serves the host
     fell_back: bool = False  # the host's relay could not serve it: the rest went straight from the workstation
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _held: dict[str, int] = field(default_factory=dict, repr=False)
 
     def add(self, n: int, *, report: bool = True) -> None:
         with self._lock:
@@ -56,6 +58,16 @@ class Counter:
     def add_layers(self, n: int = 1) -> None:
         with self._lock:
             self.layers += n
+
+    def held_once(self, diff_id: str, n: int) -> None:
+        """The host held N bytes of the layer's blob when this ship first looked (an earlier ship's,
+        resumed from there): counted once per layer, so what this ship sent and resumes is not."""
+        with self._lock:
+            if diff_id in self._held:
+                return
+            self._held[diff_id] = n
+        if n > 0:
+            self.on_held(n)
 
 
 def _read_from(path: str, offset: int, counter: Counter) -> Iterator[bytes]:
@@ -115,6 +127,8 @@ def send_tail(conn: HostConn, staging: str, blob: Blob, counter: Counter,
             if offset > blob.size:  # not ours / garbage: start over
                 session.run(cmd.remove_argv([partial]), timeout=60)
                 offset = 0
+            if last["offset"] < 0:
+                counter.held_once(blob.diff_id, offset)
             progressed = offset > last["offset"]
             if offset != last["offset"] and (offset or last["offset"] >= 0):
                 # said once per offset (not again on each retry from there), and for what an earlier ship left
@@ -220,6 +234,7 @@ def stream_blob(conn: HostConn, staging: str, growing: Growing, exporter: Export
     held = (listed or {}).get(path) or 0
     step = steps.receive_growing(path, growing.diff_id, held)
     log.info("%s: %s%s", conn.name, step.label, f" from byte {held}" if held else "")
+    counter.held_once(growing.diff_id, held)
     if held:
         note(f"resuming layer {growing.diff_id[7:19]} at byte {held}, where an earlier ship stopped")
     got: tuple[int, str] | None = None

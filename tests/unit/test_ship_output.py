@@ -65,6 +65,23 @@ def test_plain_reporter_lines() -> None:
     assert lines[1:] == ["gpu01: resuming", "gpu01: done tarball: 2/3 layers"]
 
 
+def test_a_resumed_send_shows_what_the_host_has_and_an_eta_for_the_rest_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """9 GB of a 10 GB layer were on the host from an earlier ship: progress reads 9.1 GB/10.0 GB and
+    the ETA is for the last GB, not for 10 GB at the speed the resume sends."""
+    from deployer.ship import progress
+
+    clock = [100.0]
+    monkeypatch.setattr(progress.time, "monotonic", lambda: clock[0])
+    out = io.StringIO()
+    rep = PlainReporter(out, interval=0)
+    rep.phase("gpu01", "sending", "layer 1/1")
+    rep.total("gpu01", 10_000_000_000)
+    rep.held("gpu01", 9_000_000_000)
+    clock[0] += 10
+    rep.sent("gpu01", 100_000_000)  # 10 MB/s
+    assert out.getvalue().splitlines()[-1] == "gpu01: sending layer 1/1 9.1 GB/10.0 GB 10.0 MB/s eta 90s"
+
+
 def test_a_ship_that_fails_before_any_host_still_prints_each_hosts_record(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     """`deploy ship --image REF --json` when the local Docker cannot give the image: stdout still has a

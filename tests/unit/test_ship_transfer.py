@@ -640,12 +640,14 @@ def test_a_streamed_blob_resumes_after_a_drop_and_after_a_killed_ship(tmp_path: 
     staging = str(tmp_path / "staging")
     conn, _ = conn_with([CHUNK + 10, None])  # the link drops part-way through the stream
     export = GrowingExport(blob)
-    counter = Counter()
+    held: list[int] = []
+    counter = Counter(on_held=held.append)
     notes: list[str] = []
     assert stream_blob(conn, staging, export.growing, export, counter, notes.append) == blob  # type: ignore[arg-type]
     assert Path(cmd.blob_path(staging, blob.digest, "zstd")).read_bytes() == blob.path.read_bytes()
     assert len(notes) == 2 and "as it is compressed stopped" in notes[0] and "resuming it" in notes[0]
     assert notes[1] == f"resuming {blob.digest[7:19]} at {CHUNK + 10} of {blob.size} bytes"
+    assert held == []  # what this ship streamed before the drop was sent by it, not held from before
     assert blob.size <= counter.sent <= blob.size + 100_000  # the piece in flight, not a restart
     # a killed ship left the head at the growing path: the next ship sends only the rest
     staging2 = str(tmp_path / "staging2")
@@ -653,11 +655,12 @@ def test_a_streamed_blob_resumes_after_a_drop_and_after_a_killed_ship(tmp_path: 
     growing.parent.mkdir(parents=True)
     growing.write_bytes(blob.path.read_bytes()[:250_000])
     conn, _ = conn_with([])
-    counter = Counter()
     notes.clear()
+    counter = Counter(on_held=held.append)
     stream_blob(conn, staging2, export.growing, export, counter, notes.append,  # type: ignore[arg-type]
                 listed={str(growing): 250_000})
     assert counter.sent == blob.size - 250_000 and not growing.exists()
+    assert held == [250_000]  # what the progress shows as there already
     assert notes == [f"resuming layer {blob.diff_id[7:19]} at byte 250000, where an earlier ship stopped"]
     assert Path(cmd.blob_path(staging2, blob.digest, "zstd")).read_bytes() == blob.path.read_bytes()
     # and one the cache finished meanwhile (sent whole, not streamed) resumes from it too
@@ -665,11 +668,12 @@ def test_a_streamed_blob_resumes_after_a_drop_and_after_a_killed_ship(tmp_path: 
     growing = Path(cmd.growing_path(staging3, blob.diff_id, "zstd", 3))
     growing.parent.mkdir(parents=True)
     growing.write_bytes(blob.path.read_bytes()[:250_000])
-    counter = Counter()
+    held.clear()
+    counter = Counter(on_held=held.append)
     notes.clear()
     stage_blob(conn, staging3, blob, counter, notes.append, listed={str(growing): 250_000})
     assert counter.sent == blob.size - 250_000 and not growing.exists()
-    assert notes == [f"resuming {blob.digest[7:19]} at 250000 of {blob.size} bytes"]
+    assert notes == [f"resuming {blob.digest[7:19]} at 250000 of {blob.size} bytes"] and held == [250_000]
 
 
 def test_a_streamed_blob_that_arrives_wrong_is_sent_again_then_fails_clearly(tmp_path: Path) -> None:
