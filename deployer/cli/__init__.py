@@ -111,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.ClickException as exc:
+        if isinstance(exc, click.NoSuchOption) and exc.option_name == "-v":
+            exc.message += " For debug logs: --verbose here, or -v before the command (deploy -v COMMAND)."
         exc.show()
         return 2 if isinstance(exc, click.UsageError) else exc.exit_code
     except Exception as exc:

@@ -91,3 +91,9 @@ def test_verbose_after_the_command_logs_debug(capsys: pytest.CaptureFixture[str]
 ])
 def test_tracebacks_are_shown_for_verbose_wherever_it_is_given(args: list[str], verbose: bool) -> None:
     assert _verbose(args) is verbose
+
+
+def test_v_after_a_command_without_volumes_says_what_to_type(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["inventory", "list", "-i", str(PATTERNS), "-v"]) == 2
+    err = capsys.readouterr().err
+    assert "No such option '-v'. For debug logs: --verbose here, or -v before the command" in err, err
