@@ -112,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except click.ClickException as exc:
         if isinstance(exc, click.NoSuchOption) and exc.option_name == "-v":
-            exc.message += " For debug logs: --verbose here, or -v before the command (deploy -v COMMAND)."
+            exc = click.NoSuchOption("-v", f"{exc.message} For debug logs: --verbose here, or -v before the command "
+                                     "(deploy -v COMMAND).", ctx=exc.ctx)
         exc.show()
         return 2 if isinstance(exc, click.UsageError) else exc.exit_code
     except Exception as exc:
