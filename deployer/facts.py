@@ -133,9 +133,10 @@ def check_hosts(hosts: Sequence[Host], *, parallel: int = 16, timeout: float = 1
             on_done(report)
         return report
 
+    outcomes = for_each_host(hosts, work, parallel)
     reports = [o.value if o.value is not None  # else a bug inside check_host: still one row per host
                else CheckReport(o.host.name, False, str(o.error), "failed", "?", None)
-               for o in for_each_host(hosts, work, parallel)]
-    for host, r in zip(hosts, reports, strict=True):
-        factcache.save(host, r.to_cache())
+               for o in outcomes]
+    for o, r in zip(outcomes, reports):
+        factcache.save(o.host, r.to_cache())
     return reports

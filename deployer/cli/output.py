@@ -55,11 +55,11 @@ def emit_json_on_stop(data: Any) -> None:
 
 
 @contextlib.contextmanager
-def records_on_stop(as_json: bool, records: Callable[[BaseException], Any], *, failed: bool = False) -> Iterator[None]:
+def records_on_stop(as_json: bool, records: Callable[[BaseException], Any]) -> Iterator[None]:
     """With --json, a command that Ctrl-C (SIGTERM, SIGHUP) stops still prints each host's record:
     RECORDS of the stop, from what it carries (deployer.fleet.carry; None: nothing to print); then
-    the stop goes on to its exit code. FAILED: so does a DeployError that carries records (a build
-    that failed before any host got the image), which main() then says."""
+    the stop goes on to its exit code. So does a DeployError that carries records (a ship's build or
+    local image that failed it before any host's work), which main() then says."""
     from deployer.errors import DeployError
     from deployer.fleet import carried
 
@@ -70,18 +70,18 @@ def records_on_stop(as_json: bool, records: Callable[[BaseException], Any], *, f
             emit_json_on_stop(data)
         raise
     except DeployError as exc:
-        if failed and as_json and carried(exc) is not None and (data := records(exc)) is not None:
+        if as_json and carried(exc) is not None and (data := records(exc)) is not None:
             emit_json(data)
         raise
 
 
-def outcomes_on_stop(as_json: bool, hosts: Sequence[Any], kind: type, render: Callable[[list[Any]], Any],
-                     *, failed: bool = False) -> contextlib.AbstractContextManager[None]:
+def outcomes_on_stop(as_json: bool, hosts: Sequence[Any], kind: type,
+                     render: Callable[[list[Any]], Any]) -> contextlib.AbstractContextManager[None]:
     """records_on_stop for a fleet command: RENDER of each of HOSTS' outcome as the stop carries it
-    (deployer.fleet.stopped_outcomes: KIND's, else "not started"); FAILED: records_on_stop's."""
+    (deployer.fleet.stopped_outcomes: KIND's, else "not started")."""
     from deployer.fleet import stopped_outcomes
 
-    return records_on_stop(as_json, lambda stop: render(stopped_outcomes(stop, hosts, kind)), failed=failed)
+    return records_on_stop(as_json, lambda stop: render(stopped_outcomes(stop, hosts, kind)))
 
 
 def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], title: str | None = None) -> None:

@@ -132,8 +132,7 @@ def ship(app: AppContext, playbook_path: str | None, pattern: str | None, image_
     if dry_run:
         _dry_run(hosts, image_ref, options, as_json)
         return
-    with output.outcomes_on_stop(as_json, hosts, ShipResult, lambda outcomes: [_record(o) for o in outcomes],
-                                 failed=True):
+    with output.outcomes_on_stop(as_json, hosts, ShipResult, lambda outcomes: [_record(o) for o in outcomes]):
         if sys.stderr.isatty():
             with RichReporter() as reporter:
                 outcomes = ship_image(hosts, image_ref, options, reporter)

@@ -57,7 +57,7 @@ def ship_playbook(app: AppContext, playbook_path: str | None, pattern: str | Non
     if dry_run:
         _dry_run(prepared, local(), as_json)
         return
-    with output.records_on_stop(as_json, _reports_carried, failed=True):
+    with output.records_on_stop(as_json, _reports_carried):
         reports = deploy(prepared, say=output.info, on_line=_line_printer(), progress=_progress(), client=local())
     if as_json:
         output.emit_json([r.to_json() for r in reports])

@@ -199,11 +199,11 @@ def _observe(job: Job, options: ShipOptions, history_sizes: Sequence[int], repor
         steps.insert(0, claim.argv)
     try:
         replies = run_batch(session, steps, timeout=CHECK_TIMEOUT_S, parallel=True, lead=claim is not None)
-    except CommandError as exc:
-        if exc.result.exited != TIMEOUT_EXIT:
-            raise
-        if claim is not None:  # the lock may be ours by now: released (if so) as a failed ship's is
+    except DeployError as exc:
+        if claim is not None:  # the lock may be ours by now (the reply was lost): released, if so, as a failed ship's is
             job.lock = locks.Lock(host.name, host.staging_dir, claim.token)
+        if not (isinstance(exc, CommandError) and exc.result.exited == TIMEOUT_EXIT):
+            raise
         raise HostError(host.name, f"checking the host: no answer within {CHECK_TIMEOUT_S:g}s from its Docker "
                         "(its state and images) or its staging dir",
                         hint="Docker on the host may be hung: see that `docker info` answers there (a hung "

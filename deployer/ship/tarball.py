@@ -41,7 +41,7 @@ class Counter:
     relay: str | None = None  # that relay, once it serves the host
     fell_back: bool = False  # the host's relay could not serve it: the rest went straight from the workstation
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-    _held: dict[str, int] = field(default_factory=dict, repr=False)
+    _held: set[str] = field(default_factory=set, repr=False)  # the layers held_once has counted
 
     def add(self, n: int, *, report: bool = True) -> None:
         with self._lock:
@@ -65,7 +65,7 @@ class Counter:
         with self._lock:
             if diff_id in self._held:
                 return
-            self._held[diff_id] = n
+            self._held.add(diff_id)
         if n > 0:
             self.on_held(n)
 
